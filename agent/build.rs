@@ -1,0 +1,97 @@
+//! Builds the kernel-side crate (`ebpf/`) with nightly for bpfel-unknown-none
+//! and hands its object to the agent, which embeds it with `include_bytes`.
+//!
+//! The toolchain pieces (nightly with rust-src, bpf-linker built against
+//! LLVM 22) are installed by `cargo xtask build`; this script only says so
+//! when they are missing.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let root = manifest
+        .parent()
+        .expect("agent/ has a parent")
+        .to_path_buf();
+    let ebpf = root.join("ebpf");
+    for watched in [
+        "ebpf/src",
+        "ebpf/Cargo.toml",
+        "ebpf/Cargo.lock",
+        "common/src",
+        "common/Cargo.toml",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    // One target dir for every host profile, so `cargo build`, `cargo test`
+    // and clippy share one kernel-side build.
+    let target_dir = root.join("target").join("ebpf");
+    let mut cmd = Command::new(rustup());
+    cmd.current_dir(&ebpf)
+        .args(["run", "nightly", "cargo", "build", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // The outer cargo's compiler, wrappers and flags are for the host.
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("CARGO_PROFILE_")
+            || key.starts_with("CARGO_CFG_")
+            || key.starts_with("CARGO_FEATURE_")
+        {
+            cmd.env_remove(key);
+        }
+    }
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("cannot run `rustup run nightly cargo` to build ebpf/: {e} (run `cargo xtask build`, which installs the toolchain)")
+    });
+    if !status.success() {
+        panic!(
+            "building the eBPF programs in {} failed ({status}); `cargo xtask build` installs nightly rust-src and bpf-linker if they are missing",
+            ebpf.display()
+        );
+    }
+    let object = target_dir.join("bpfel-unknown-none/release/palisade");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("palisade.bpf.o");
+    copy(&object, &out);
+    println!("cargo:rustc-env=PALISADE_EBPF_OBJECT={}", out.display());
+}
+
+fn rustup() -> PathBuf {
+    if let Some(home) = env::var_os("CARGO_HOME") {
+        let candidate = Path::new(&home).join("bin/rustup");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    if let Some(home) = env::var_os("HOME") {
+        let candidate = Path::new(&home).join(".cargo/bin/rustup");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    PathBuf::from("rustup")
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", from.display(), to.display()));
+}

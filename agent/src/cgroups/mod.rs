@@ -1,0 +1,374 @@
+//! cgroups: find the hierarchies this host has, and create, join and remove
+//! a container's cgroups under a `palisade` parent in each of them.
+//!
+//! BPF programs attach to the cgroup v2 directory (`/sys/fs/cgroup/unified`
+//! on hybrid hosts, `/sys/fs/cgroup` on pure v2 hosts); v1 controller
+//! hierarchies, where mounted, get a directory of the same name. The layout
+//! is read from /proc/self/mountinfo, never assumed. Only directories this
+//! module created are ever removed; the shared `palisade` parents stay.
+
+use std::{
+    fs, io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use thiserror::Error;
+
+/// Name of the parent directory palisade creates in every hierarchy.
+pub const PARENT: &str = "palisade";
+
+#[derive(Debug, Error)]
+pub enum CgroupError {
+    #[error("cannot read /proc/self/mountinfo: {0}")]
+    Mountinfo(#[source] io::Error),
+    #[error(
+        "no cgroup2 hierarchy is mounted (palisade attaches its BPF programs there; mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`)"
+    )]
+    NoUnified,
+    #[error("cgroup {} already exists: is a container of that name running? (remove the directory if it is stale)", .0.display())]
+    Exists(PathBuf),
+    #[error("cannot create cgroup {}: {source}", path.display())]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot set up cgroup {}: writing {file}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        file: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot move pid {pid} into cgroup {}: {source}", path.display())]
+    Join {
+        pid: i32,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot remove cgroup {}: {source}", path.display())]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+/// The cgroup hierarchies mounted on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchies {
+    /// The cgroup2 mount point: where BPF programs attach.
+    pub unified: PathBuf,
+    /// v1 controller hierarchies (empty on a pure v2 host).
+    pub v1: Vec<V1Hierarchy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Hierarchy {
+    pub mount: PathBuf,
+    pub controllers: Vec<String>,
+}
+
+impl Hierarchies {
+    /// Reads the hierarchies from /proc/self/mountinfo.
+    pub fn detect() -> Result<Self, CgroupError> {
+        let text = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Mountinfo)?;
+        Self::from_mountinfo(&text)
+    }
+
+    fn from_mountinfo(text: &str) -> Result<Self, CgroupError> {
+        let mut unified = None;
+        let mut v1: Vec<V1Hierarchy> = Vec::new();
+        for line in text.lines() {
+            // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(mount) = left.split(' ').nth(4) else {
+                continue;
+            };
+            let mut right = right.split(' ');
+            let (fstype, superopts) = (right.next(), right.nth(1));
+            let mount = PathBuf::from(unescape(mount));
+            match fstype {
+                Some("cgroup2") if unified.is_none() => unified = Some(mount),
+                Some("cgroup") => {
+                    let controllers: Vec<String> = superopts
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|o| KNOWN_V1.contains(o))
+                        .map(str::to_string)
+                        .collect();
+                    // Named hierarchies (name=systemd) hold no controller.
+                    if !controllers.is_empty() && !v1.iter().any(|h| h.controllers == controllers) {
+                        v1.push(V1Hierarchy { mount, controllers });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Self {
+            unified: unified.ok_or(CgroupError::NoUnified)?,
+            v1,
+        })
+    }
+
+    /// True when resource controllers live on cgroup v1 (a hybrid host).
+    pub fn is_hybrid(&self) -> bool {
+        !self.v1.is_empty()
+    }
+
+    /// Creates the container's cgroups. Fails if any already exists; on
+    /// failure nothing created here is left behind.
+    pub fn create(&self, name: &str) -> Result<ContainerCgroups, CgroupError> {
+        let mut made = ContainerCgroups {
+            unified: self.unified.join(PARENT).join(name),
+            v1: Vec::new(),
+            removed: false,
+        };
+        let unified_parent = self.unified.join(PARENT);
+        ensure_parent(&unified_parent, false)?;
+        create_leaf(&made.unified, false).inspect_err(|_| made.removed = true)?;
+        for h in &self.v1 {
+            let cpuset = h.controllers.iter().any(|c| c == "cpuset");
+            let dir = h.mount.join(PARENT).join(name);
+            ensure_parent(&h.mount.join(PARENT), cpuset)?;
+            create_leaf(&dir, cpuset)?;
+            made.v1.push(dir);
+        }
+        Ok(made)
+    }
+}
+
+/// Controllers a v1 hierarchy may carry.
+const KNOWN_V1: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "blkio",
+    "pids",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "hugetlb",
+    "rdma",
+    "misc",
+];
+
+/// mountinfo escapes space, tab, newline and backslash as \NNN octal.
+fn unescape(field: &str) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn ensure_parent(dir: &Path, cpuset: bool) -> Result<(), CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(CgroupError::Create {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    }
+    if cpuset {
+        inherit_cpuset(dir)?;
+    }
+    Ok(())
+}
+
+fn create_leaf(dir: &Path, cpuset: bool) -> Result<(), CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(CgroupError::Exists(dir.to_path_buf()));
+        }
+        Err(source) => {
+            return Err(CgroupError::Create {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    }
+    if cpuset {
+        inherit_cpuset(dir).inspect_err(|_| {
+            let _ = fs::remove_dir(dir);
+        })?;
+    }
+    Ok(())
+}
+
+/// A new v1 cpuset starts with no cpus and no memory nodes, and cannot take
+/// a task until it has both: copy the parent's when empty.
+fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    let parent = dir.parent().expect("a cgroup directory has a parent");
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let current = fs::read_to_string(dir.join(file)).unwrap_or_default();
+        if !current.trim().is_empty() {
+            continue;
+        }
+        let inherited = fs::read_to_string(parent.join(file))
+            .and_then(|value| fs::write(dir.join(file), value.trim()))
+            .map_err(|source| CgroupError::Write {
+                path: dir.to_path_buf(),
+                file,
+                source,
+            });
+        inherited?;
+    }
+    Ok(())
+}
+
+/// One container's cgroups. Removed by [`ContainerCgroups::remove`], or on
+/// drop as a last resort.
+#[derive(Debug)]
+pub struct ContainerCgroups {
+    unified: PathBuf,
+    v1: Vec<PathBuf>,
+    removed: bool,
+}
+
+impl ContainerCgroups {
+    /// The cgroup v2 directory, where BPF programs attach.
+    pub fn unified(&self) -> &Path {
+        &self.unified
+    }
+
+    /// Every directory of this container, v2 first.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.unified.as_path()).chain(self.v1.iter().map(PathBuf::as_path))
+    }
+
+    /// The cgroup v2 id, as `bpf_get_current_cgroup_id()` reports it: the
+    /// directory's inode number in cgroupfs.
+    pub fn id(&self) -> Result<u64, CgroupError> {
+        fs::metadata(&self.unified)
+            .map(|m| m.ino())
+            .map_err(|source| CgroupError::Create {
+                path: self.unified.clone(),
+                source,
+            })
+    }
+
+    /// Moves `pid` into every hierarchy's cgroup.
+    pub fn join(&self, pid: i32) -> Result<(), CgroupError> {
+        for dir in self.dirs() {
+            fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(|source| {
+                CgroupError::Join {
+                    pid,
+                    path: dir.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes every directory. Tasks of a container whose init just died
+    /// take a moment to leave, so a busy cgroup is retried for a while.
+    pub fn remove(mut self) -> Result<(), CgroupError> {
+        self.removed = true;
+        let mut first_error = None;
+        for dir in self.dirs() {
+            if let Err(e) = remove_dir_patiently(dir) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for ContainerCgroups {
+    fn drop(&mut self) {
+        if !self.removed {
+            for dir in self.dirs() {
+                let _ = remove_dir_patiently(dir);
+            }
+        }
+    }
+}
+
+fn remove_dir_patiently(dir: &Path) -> Result<(), CgroupError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 30 0:22 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw
+27 25 0:24 / /sys/fs/cgroup/systemd rw shared:11 - cgroup cgroup rw,xattr,name=systemd
+30 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw shared:14 - cgroup cgroup rw,cpu,cpuacct
+31 25 0:28 / /sys/fs/cgroup/memory rw shared:15 - cgroup cgroup rw,memory
+";
+
+    #[test]
+    fn hybrid_layout() {
+        let h = Hierarchies::from_mountinfo(HYBRID).unwrap();
+        assert_eq!(h.unified, PathBuf::from("/sys/fs/cgroup/unified"));
+        assert!(h.is_hybrid());
+        let mounts: Vec<_> = h.v1.iter().map(|v| v.mount.to_str().unwrap()).collect();
+        assert_eq!(
+            mounts,
+            ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/memory"]
+        );
+        assert_eq!(h.v1[0].controllers, ["cpu", "cpuacct"]);
+    }
+
+    #[test]
+    fn pure_v2_layout() {
+        let h = Hierarchies::from_mountinfo(
+            "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n",
+        )
+        .unwrap();
+        assert_eq!(h.unified, PathBuf::from("/sys/fs/cgroup"));
+        assert!(!h.is_hybrid());
+    }
+
+    #[test]
+    fn no_cgroup2_is_an_error() {
+        assert!(matches!(
+            Hierarchies::from_mountinfo(""),
+            Err(CgroupError::NoUnified)
+        ));
+    }
+
+    #[test]
+    fn mount_points_are_unescaped() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+}

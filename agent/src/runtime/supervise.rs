@@ -1,0 +1,44 @@
+//! Waiting for the container's first process while passing signals on.
+
+use nix::{
+    sys::{
+        signal::{SigSet, Signal, kill},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::Pid,
+};
+
+use crate::sys::signal;
+
+/// Signals sent to palisade that it passes on to the container.
+pub(super) const FORWARDED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// `si_code` of a signal raised by the kernel (e.g. a terminal's ^C, which
+/// the container's process, in the same process group, receives itself).
+const SI_KERNEL: i32 = 0x80;
+
+/// Blocks until `child` exits; returns its status, or 128+N if signal N
+/// killed it. `signals` must be blocked in the calling thread.
+pub(super) fn until_exit(child: Pid, signals: &SigSet) -> nix::Result<i32> {
+    loop {
+        let received = signal::wait(signals)?;
+        if received.signal != Signal::SIGCHLD {
+            if received.code != SI_KERNEL {
+                let _ = kill(child, received.signal);
+            }
+            continue;
+        }
+        match waitpid(child, Some(WaitPidFlag::WNOHANG))? {
+            WaitStatus::Exited(_, code) => return Ok(code),
+            WaitStatus::Signaled(_, sig, _) => return Ok(128 + sig as i32),
+            _ => continue,
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Container specs and policy: parse, validate, normalise.
+//!
+//! Owns the policy file grammar and its compilation into the rule tables
+//! the kernel programs read. Everything here is pure: a bad file is
+//! rejected before anything on the host is touched, and nothing here ever
+//! touches the host.
+
+mod policy;
+mod rules;
+
+pub use policy::{NetworkPolicy, Policy, PolicyError};
+pub use rules::{
+    Action, CompiledRules, Family, PrefixEntry, Proto, Rule, RuleError, Target, compile,
+};

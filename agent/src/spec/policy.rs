@@ -1,0 +1,178 @@
+//! The policy file (TOML): its fields, and errors that name file, line and value.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::rules::{self, Rule, RuleError};
+
+/// A validated policy. Every field has been checked; an empty policy
+/// restricts nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub network: NetworkPolicy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkPolicy {
+    /// Outbound connect rules; `None` leaves connects unrestricted.
+    pub connect: Option<Vec<Rule>>,
+}
+
+/// Why a policy file was refused. `Display` gives `FILE:LINE: what`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the file could not be read at all.
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    network: Option<RawNetwork>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    connect: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            file: path.to_path_buf(),
+            line: 0,
+            message: format!("cannot read policy file: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates policy text; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, PolicyError> {
+        let error = |offset: usize, message: String| PolicyError {
+            file: path.to_path_buf(),
+            line: line_of(text, offset),
+            message,
+        };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            error(offset, e.message().trim_end().to_string())
+        })?;
+        let mut policy = Policy::default();
+        if let Some(network) = raw.network {
+            if let Some(list) = network.connect {
+                let list_start = list.span().start;
+                let mut parsed = Vec::new();
+                for item in list.into_inner() {
+                    let start = item.span().start;
+                    let rule = Rule::parse(item.get_ref()).map_err(|e: RuleError| {
+                        error(
+                            start,
+                            format!("network.connect: rule {:?}: {e}", item.get_ref()),
+                        )
+                    })?;
+                    parsed.push((rule, line_of(text, start)));
+                }
+                let rules = rules::validate_list(parsed).map_err(|(line, msg)| PolicyError {
+                    file: path.to_path_buf(),
+                    line: line.unwrap_or_else(|| line_of(text, list_start)),
+                    message: format!("network.connect: {msg}"),
+                })?;
+                policy.network.connect = Some(rules);
+            }
+        }
+        Ok(policy)
+    }
+}
+
+/// The 1-based line holding byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(Path::new("p.toml"), text)
+    }
+
+    #[test]
+    fn empty_policy_restricts_nothing() {
+        assert_eq!(parse("").unwrap(), Policy::default());
+        assert_eq!(parse("[network]\n").unwrap().network.connect, None);
+    }
+
+    #[test]
+    fn connect_rules_are_parsed_in_order() {
+        let p =
+            parse("[network]\nconnect = [\"allow tcp 127.0.0.1/32:80\", \"deny any\"]\n").unwrap();
+        let rules = p.network.connect.unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].line, 2);
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let e = parse("[network]\n\nconnect = [\"deny any\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().starts_with("p.toml:3: "), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[network]\nconect = [\"deny any\"]\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("conect"), "{e}");
+        let e = parse("colour = 3\n").unwrap_err();
+        assert!(e.message.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_rule_names_its_own_line_and_value() {
+        let text = "[network]\nconnect = [\n  \"allow tcp 127.0.0.1/32\",\n  \"allow tcp 300.1.1.1\",\n  \"deny any\",\n]\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("300.1.1.1"), "{e}");
+    }
+
+    #[test]
+    fn missing_default_names_the_list() {
+        let e = parse("[network]\nconnect = [\"allow tcp 127.0.0.1\"]\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("allow any"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error_with_no_line() {
+        let e = Policy::load(Path::new("/nonexistent/palisade.toml")).unwrap_err();
+        assert_eq!(e.line, 0);
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
+}

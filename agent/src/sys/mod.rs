@@ -1,0 +1,6 @@
+//! Every raw syscall and `unsafe` block of the agent, each wrapped in a safe
+//! function returning `Result`. `nix` is used wherever it has the call;
+//! what remains is here, each block with a `// SAFETY:` comment.
+
+pub mod process;
+pub mod signal;

@@ -1,0 +1,136 @@
+//! The ABI between palisade's kernel programs and its userspace.
+//!
+//! Everything here is `#[repr(C)]` plain data: map keys and values, the
+//! encodings of rules and verdicts, and the names of maps and programs. Both
+//! sides compile this one definition; nothing is ever re-declared elsewhere.
+//! No logic lives here beyond constructors that both sides need.
+#![no_std]
+
+/// Names of the programs in the eBPF object, as the loader looks them up.
+pub mod program {
+    pub const CONNECT4: &str = "connect4";
+    pub const CONNECT6: &str = "connect6";
+}
+
+/// Names of the maps in the eBPF object.
+pub mod map {
+    /// `HashMap<u64 cgroup id, CgroupPolicy>`.
+    pub const CGROUP_POLICY: &str = "CGROUP_POLICY";
+    /// `LpmTrie<RuleKey, PrefixRules>` for connect/sendmsg rules.
+    pub const CONNECT_RULES: &str = "CONNECT_RULES";
+}
+
+/// Capacity of [`map::CGROUP_POLICY`]: containers policed at once.
+pub const MAX_CGROUPS: u32 = 4096;
+/// Capacity of [`map::CONNECT_RULES`]: distinct (container, prefix) entries.
+pub const MAX_PREFIXES: u32 = 65536;
+/// Port rules that one prefix entry can hold, its inherited rules included.
+pub const MAX_PORT_RULES: usize = 32;
+
+/// Bits of a [`RuleKey`] before the address: the cgroup id and the family.
+pub const KEY_HEADER_BITS: u32 = 96;
+
+/// Address families as they are stored in [`RuleKey::family`].
+pub const FAMILY_V4: u32 = 4;
+pub const FAMILY_V6: u32 = 6;
+
+/// IP protocol numbers a rule can name; [`PROTO_ANY`] matches every protocol.
+pub const PROTO_ANY: u8 = 0;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Verdicts as stored in [`PortRule::verdict`].
+pub const VERDICT_DENY: u8 = 0;
+pub const VERDICT_ALLOW: u8 = 1;
+
+/// [`CgroupPolicy::connect`]: no connect rules, every connect is allowed.
+pub const CONNECT_OPEN: u32 = 0;
+/// [`CgroupPolicy::connect`]: connects are decided by [`map::CONNECT_RULES`].
+pub const CONNECT_RULED: u32 = 1;
+
+/// Per-container switches, keyed by the container's cgroup v2 id.
+///
+/// A cgroup whose programs are attached but which has no entry here is
+/// denied everything: the programs fail closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupPolicy {
+    /// [`CONNECT_OPEN`] or [`CONNECT_RULED`].
+    pub connect: u32,
+    pub _reserved: u32,
+}
+
+/// The data part of a longest-prefix-match key.
+///
+/// Bits are compared in memory order: the cgroup id and family are always
+/// matched whole (the prefix length of every entry is at least
+/// [`KEY_HEADER_BITS`]), then the address in network byte order. IPv4
+/// addresses sit in `addr[0]`; v4-mapped IPv6 addresses are looked up as IPv4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleKey {
+    /// The cgroup id split in two words so the struct has no padding.
+    pub cgroup: [u32; 2],
+    pub family: u32,
+    pub addr: [u32; 4],
+}
+
+impl RuleKey {
+    pub const fn new(cgroup_id: u64, family: u32, addr: [u32; 4]) -> Self {
+        Self {
+            cgroup: [cgroup_id as u32, (cgroup_id >> 32) as u32],
+            family,
+            addr,
+        }
+    }
+}
+
+/// One port/protocol rule under a prefix. Ports are host byte order, inclusive.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRule {
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub proto: u8,
+    pub verdict: u8,
+    pub _pad: [u8; 2],
+}
+
+/// The rules that decide a connect whose longest matching prefix is this
+/// entry's, in priority order: the first rule matching the port and
+/// protocol decides. Rules inherited from covering prefixes follow the
+/// prefix's own, so one lookup always suffices.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixRules {
+    pub count: u32,
+    pub rules: [PortRule; MAX_PORT_RULES],
+}
+
+impl Default for PrefixRules {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            rules: [PortRule::default(); MAX_PORT_RULES],
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: each type is #[repr(C)], Copy, built only of integers and
+    // arrays of integers, and has no padding (checked by the size asserts
+    // below), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::CgroupPolicy {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RuleKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PortRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PrefixRules {}
+}
+
+const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 8);
+const _: () = assert!(core::mem::size_of::<RuleKey>() == 28);
+const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
+const _: () = assert!(core::mem::size_of::<PrefixRules>() == 4 + 8 * MAX_PORT_RULES);

@@ -1,0 +1,102 @@
+//! cgroup/connect4 and cgroup/connect6: outbound connect policy.
+//!
+//! Attach point: the container's cgroup v2 directory (BPF_CGROUP_INET4_CONNECT,
+//! BPF_CGROUP_INET6_CONNECT). Reads `CGROUP_POLICY` and `CONNECT_RULES`;
+//! writes nothing. Minimum kernel 4.17 (bounded loops need 5.3).
+//!
+//! Returning 0 makes the kernel fail `connect()` with EPERM; 1 lets it
+//! proceed. A cgroup with no policy entry is denied: fail closed.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_cgroup_id, macros::cgroup_sock_addr, programs::SockAddrContext,
+};
+use palisade_common::{
+    CONNECT_OPEN, FAMILY_V4, FAMILY_V6, KEY_HEADER_BITS, MAX_PORT_RULES, PROTO_ANY, RuleKey,
+    VERDICT_ALLOW,
+};
+
+use crate::maps::{CGROUP_POLICY, CONNECT_RULES};
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+/// The third word of `::ffff:0:0/96` as it sits in memory.
+const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    match try_connect4(&ctx) {
+        Ok(verdict) => verdict,
+        Err(()) => DENY,
+    }
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    match try_connect6(&ctx) {
+        Ok(verdict) => verdict,
+        Err(()) => DENY,
+    }
+}
+
+fn try_connect4(ctx: &SockAddrContext) -> Result<i32, ()> {
+    // SAFETY: the kernel hands every cgroup/connect4 program a valid
+    // bpf_sock_addr; the verifier checks each field access.
+    let (ip, port, proto) = unsafe {
+        let sa = &*ctx.sock_addr;
+        (sa.user_ip4, sa.user_port, sa.protocol)
+    };
+    decide(FAMILY_V4, [ip, 0, 0, 0], port, proto)
+}
+
+fn try_connect6(ctx: &SockAddrContext) -> Result<i32, ()> {
+    // SAFETY: as in try_connect4; user_ip6 is read one 32-bit word at a
+    // time, the only access the verifier allows.
+    let (ip, port, proto) = unsafe {
+        let sa = &*ctx.sock_addr;
+        (
+            [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]],
+            sa.user_port,
+            sa.protocol,
+        )
+    };
+    // ::ffff:a.b.c.d reaches IPv4 peers; judge it by the IPv4 rules so an
+    // AF_INET6 socket cannot step around them.
+    if ip[0] == 0 && ip[1] == 0 && ip[2] == V4_MAPPED_WORD {
+        return decide(FAMILY_V4, [ip[3], 0, 0, 0], port, proto);
+    }
+    decide(FAMILY_V6, ip, port, proto)
+}
+
+#[inline(always)]
+fn decide(family: u32, addr: [u32; 4], user_port: u32, proto: u32) -> Result<i32, ()> {
+    // SAFETY: bpf_get_current_cgroup_id has no preconditions in this context.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: the map value is plain data and only read here.
+    let policy = unsafe { CGROUP_POLICY.get(&cgroup) }.ok_or(())?;
+    if policy.connect == CONNECT_OPEN {
+        return Ok(ALLOW);
+    }
+    let max_bits = if family == FAMILY_V4 { 32 } else { 128 };
+    let key = aya_ebpf::maps::lpm_trie::Key::new(
+        KEY_HEADER_BITS + max_bits,
+        RuleKey::new(cgroup, family, addr),
+    );
+    // No entry means the policy lost its catch-all: deny.
+    let rules = CONNECT_RULES.get(&key).ok_or(())?;
+    let port = u16::from_be(user_port as u16);
+    let proto = proto as u8;
+    let count = rules.count as usize;
+    for i in 0..MAX_PORT_RULES {
+        if i >= count {
+            break;
+        }
+        let rule = &rules.rules[i];
+        if (rule.proto == PROTO_ANY || rule.proto == proto)
+            && port >= rule.port_lo
+            && port <= rule.port_hi
+        {
+            return Ok(if rule.verdict == VERDICT_ALLOW { ALLOW } else { DENY });
+        }
+    }
+    Ok(DENY)
+}
