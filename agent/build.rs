@@ -32,6 +32,10 @@ fn main() {
     // and clippy share one kernel-side build.
     let target_dir = root.join("target").join("ebpf");
     let mut cmd = Command::new(rustup());
+    // rustc finds bpf-linker on PATH; `cargo install` puts it in CARGO_HOME/bin.
+    let mut path = vec![cargo_home().join("bin")];
+    path.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    cmd.env("PATH", env::join_paths(path).expect("PATH entries have no separator"));
     cmd.current_dir(&ebpf)
         .args(["run", "nightly", "cargo", "build", "--release"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
@@ -75,20 +79,16 @@ fn main() {
     println!("cargo:rustc-env=PALISADE_EBPF_OBJECT={}", out.display());
 }
 
+fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+}
+
 fn rustup() -> PathBuf {
-    if let Some(home) = env::var_os("CARGO_HOME") {
-        let candidate = Path::new(&home).join("bin/rustup");
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    if let Some(home) = env::var_os("HOME") {
-        let candidate = Path::new(&home).join(".cargo/bin/rustup");
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    PathBuf::from("rustup")
+    let candidate = cargo_home().join("bin/rustup");
+    if candidate.exists() { candidate } else { PathBuf::from("rustup") }
 }
 
 fn copy(from: &Path, to: &Path) {

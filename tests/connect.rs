@@ -1,1 +1,120 @@
+//! Connect policy, end to end: real cgroup, real connect4/connect6
+//! programs, a real client (python3) inside the container against
+//! listeners on loopback.
 
+mod support;
+
+use support::{Sandbox, free_udp_port, listen_tcp, probe_inside, probe_outside};
+
+#[test]
+fn allowed_address_connects_and_others_get_eperm_only_inside() {
+    let sb = Sandbox::new("conn");
+    let port = listen_tcp(&["127.0.0.1", "127.0.0.2"]);
+    let policy = sb.connect_policy(&["allow tcp 127.0.0.1/32", "deny any"]);
+    let probes = [(4, "tcp", "127.0.0.1", port), (4, "tcp", "127.0.0.2", port)];
+    assert_eq!(probe_inside(&sb, &policy, &probes), ["ok", "EPERM"]);
+    assert_eq!(probe_outside(&probes), ["ok", "ok"], "the host is not policed");
+    assert_eq!(sb.leftover_cgroups(), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn ipv6_and_v4_mapped_addresses_are_policed() {
+    let sb = Sandbox::new("v6");
+    let port = listen_tcp(&["127.0.0.1", "127.0.0.2", "::1"]);
+    let v4_only = sb.connect_policy(&["allow tcp 127.0.0.1/32", "deny any"]);
+    let probes = [
+        (6, "tcp", "::1", port),
+        (6, "tcp", "::ffff:127.0.0.1", port),
+        (6, "tcp", "::ffff:127.0.0.2", port),
+    ];
+    assert_eq!(probe_inside(&sb, &v4_only, &probes), ["EPERM", "ok", "EPERM"]);
+    assert_eq!(probe_outside(&probes), ["ok", "ok", "ok"]);
+
+    let v6_only = sb.connect_policy(&["allow tcp ::1/128", "deny any"]);
+    let probes = [(6, "tcp", "::1", port), (4, "tcp", "127.0.0.1", port), (6, "tcp", "::ffff:127.0.0.1", port)];
+    assert_eq!(probe_inside(&sb, &v6_only, &probes), ["ok", "EPERM", "EPERM"]);
+}
+
+#[test]
+fn udp_connect_is_policed_by_protocol_and_port() {
+    let sb = Sandbox::new("udp");
+    let port = free_udp_port("127.0.0.1");
+    let next = if port == u16::MAX { port - 1 } else { port + 1 };
+    let policy = sb.connect_policy(&[&format!("allow udp 127.0.0.1/32:{port}"), "allow udp [::1]:53", "deny any"]);
+    let tcp_port = listen_tcp(&["127.0.0.1"]);
+    let probes = [
+        (4, "udp", "127.0.0.1", port),
+        (4, "udp", "127.0.0.1", next),
+        (4, "udp", "127.0.0.2", port),
+        (6, "udp", "::ffff:127.0.0.1", port),
+        (6, "udp", "::1", 53),
+        (6, "udp", "::1", 54),
+        (4, "tcp", "127.0.0.1", tcp_port),
+    ];
+    assert_eq!(probe_inside(&sb, &policy, &probes), ["ok", "EPERM", "EPERM", "ok", "ok", "EPERM", "EPERM"]);
+}
+
+/// The documented matching order: longest prefix first, then the
+/// narrowest port range, falling back to shorter prefixes, then the default.
+/// UDP connect needs no listener, so every address and port can be probed.
+#[test]
+fn most_specific_prefix_then_port_decides() {
+    let sb = Sandbox::new("spec");
+    let policy = sb.connect_policy(&[
+        "allow udp 127.0.0.0/8:5000-5999",
+        "deny udp 127.0.0.0/8:5500",
+        "deny 127.0.0.9/32",
+        "allow udp 127.0.0.8/32:7000",
+        "deny any",
+    ]);
+    let probes = [
+        (4, "udp", "127.0.0.1", 4999), // one below the range
+        (4, "udp", "127.0.0.1", 5000), // first of the range
+        (4, "udp", "127.0.0.1", 5999), // last of the range
+        (4, "udp", "127.0.0.1", 6000), // one past the range
+        (4, "udp", "127.0.0.1", 5500), // a narrower port rule wins
+        (4, "udp", "127.0.0.9", 5000), // a longer prefix wins
+        (4, "udp", "127.0.0.8", 7000), // the longer prefix's own rule
+        (4, "udp", "127.0.0.8", 5000), // falls back to the /8 range
+        (4, "udp", "127.0.0.8", 6000), // falls back to the default
+    ];
+    assert_eq!(
+        probe_inside(&sb, &policy, &probes),
+        ["EPERM", "ok", "ok", "EPERM", "EPERM", "EPERM", "ok", "ok", "EPERM"]
+    );
+}
+
+#[test]
+fn without_connect_rules_nothing_is_denied() {
+    let sb = Sandbox::new("open");
+    let port = listen_tcp(&["127.0.0.1", "127.0.0.2"]);
+    let policy = sb.policy("[network]\n");
+    let probes = [(4, "tcp", "127.0.0.1", port), (4, "tcp", "127.0.0.2", port)];
+    assert_eq!(probe_inside(&sb, &policy, &probes), ["ok", "ok"]);
+}
+
+/// A policy that cannot be loaded must stop the container before its
+/// command runs. Without CAP_NET_ADMIN and CAP_SYS_ADMIN the kernel refuses
+/// the cgroup/connect4 program.
+#[test]
+fn a_program_the_kernel_refuses_stops_the_container() {
+    let sb = Sandbox::new("closed");
+    let policy = sb.connect_policy(&["deny any"]);
+    let marker = sb.dir.join("ran");
+    let out = std::process::Command::new("setpriv")
+        .arg("--bounding-set=-net_admin,-sys_admin")
+        .arg(env!("CARGO_BIN_EXE_palisade"))
+        .args(["run", "--name", &sb.name, "--policy"])
+        .arg(&policy)
+        .args(["--", "touch"])
+        .arg(&marker)
+        .output()
+        .expect("setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("cgroup/connect4"), "names the hook: {stderr}");
+    assert!(stderr.contains("Operation not permitted"), "gives the kernel's reason: {stderr}");
+    assert!(stderr.contains(sb.unified_dir().to_str().unwrap()), "names the cgroup: {stderr}");
+    assert!(!marker.exists(), "the command must not have run");
+    assert!(sb.leftover_cgroups().is_empty(), "{:?}", sb.leftover_cgroups());
+}

@@ -1,1 +1,137 @@
+//! The container's process: pid 1 of its own namespaces, exit status,
+//! signals, stdio, and cleanup of its cgroups.
 
+mod support;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::Stdio,
+    thread,
+    time::{Duration, Instant},
+};
+
+use support::{Sandbox, palisade};
+
+#[test]
+fn exit_status_is_the_commands() {
+    let sb = Sandbox::new("exit");
+    let out = sb.run(None, &["sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(sb.leftover_cgroups().is_empty(), "{:?}", sb.leftover_cgroups());
+}
+
+#[test]
+fn command_is_pid_1_with_its_own_proc_and_hostname() {
+    let sb = Sandbox::new("pid1");
+    let script = "import os, socket; print(os.getpid()); print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit())); print(socket.gethostname())";
+    let out = sb.run(None, &["python3", "-c", script]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ["1", "[1]", sb.name.as_str()]);
+}
+
+#[test]
+fn the_command_lives_in_the_containers_cgroups() {
+    let sb = Sandbox::new("cg");
+    let out = sb.run(None, &["cat", "/proc/self/cgroup"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let suffix = format!("/palisade/{}", sb.name);
+    // The v2 line is "0::PATH"; every v1 hierarchy palisade uses has its own.
+    let unified = stdout.lines().find(|l| l.starts_with("0::")).expect("a cgroup v2 line");
+    assert!(unified.ends_with(&suffix), "{stdout}");
+    let v1_lines = stdout.lines().filter(|l| !l.starts_with("0::") && !l.contains("name=")).count();
+    let in_ours = stdout.lines().filter(|l| !l.starts_with("0::") && l.ends_with(&suffix)).count();
+    assert_eq!(in_ours, v1_lines, "every v1 controller hierarchy: {stdout}");
+    assert!(sb.leftover_cgroups().is_empty());
+}
+
+/// Waits until the container's cgroup holds a process; returns its host pid.
+fn wait_for_container_pid(sb: &Sandbox) -> i32 {
+    let procs = sb.unified_dir().join("cgroup.procs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(pid) = std::fs::read_to_string(&procs).ok().and_then(|s| s.lines().next().and_then(|l| l.parse().ok())) {
+            return pid;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!("container {} never started", sb.name);
+}
+
+#[test]
+fn killed_by_sigkill_exits_137_and_cleans_up() {
+    let sb = Sandbox::new("kill");
+    let mut child = palisade()
+        .args(["run", "--name", &sb.name, "--", "sleep", "600"])
+        .spawn()
+        .expect("spawn palisade");
+    let pid = wait_for_container_pid(&sb);
+    assert_eq!(kill(pid, libc::SIGKILL), 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(137));
+    assert!(sb.leftover_cgroups().is_empty(), "{:?}", sb.leftover_cgroups());
+}
+
+#[test]
+fn sigterm_to_palisade_reaches_the_command() {
+    let sb = Sandbox::new("term");
+    let script = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(42))\nprint('ready', flush=True)\ntime.sleep(600)";
+    let mut child = palisade()
+        .args(["run", "--name", &sb.name, "--", "python3", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn palisade");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    assert_eq!(kill(child.id() as i32, libc::SIGTERM), 0);
+    assert_eq!(child.wait().unwrap().code(), Some(42));
+    assert!(sb.leftover_cgroups().is_empty());
+}
+
+#[test]
+fn stdin_and_stdout_pass_through() {
+    let sb = Sandbox::new("stdio");
+    let mut child = palisade()
+        .args(["run", "--name", &sb.name, "--", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
+    assert!(out.status.success());
+}
+
+#[test]
+fn a_missing_command_exits_127_and_cleans_up() {
+    let sb = Sandbox::new("nocmd");
+    let out = sb.run(None, &["/nonexistent/program"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/program"));
+    assert!(sb.leftover_cgroups().is_empty());
+}
+
+#[test]
+fn a_second_container_of_the_same_name_is_refused() {
+    let sb = Sandbox::new("dup");
+    let mut first = palisade().args(["run", "--name", &sb.name, "--", "sleep", "600"]).spawn().unwrap();
+    let pid = wait_for_container_pid(&sb);
+    let out = sb.run(None, &["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"), "{}", String::from_utf8_lossy(&out.stderr));
+    // the refused run must not have removed the first container's cgroups
+    assert!(sb.unified_dir().exists());
+    kill(pid, libc::SIGKILL);
+    assert_eq!(first.wait().unwrap().code(), Some(137));
+    assert!(sb.leftover_cgroups().is_empty());
+}
+
+fn kill(pid: i32, sig: i32) -> i32 {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is one
+    // this test started (or its container's init).
+    unsafe { libc::kill(pid, sig) }
+}

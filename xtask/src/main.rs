@@ -1,1 +1,93 @@
-fn main() {}
+//! `cargo xtask`: palisade's build orchestration.
+//!
+//! Every command first checks the toolchain and installs what is missing
+//! (idempotently, saying what it does), then builds. The eBPF object is
+//! built by agent/build.rs as part of the agent, so `build` is one cargo
+//! invocation once the toolchain is right.
+
+mod demo;
+mod toolchain;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  build   check/install the toolchain, then build target/release/palisade
+  test    build, then run every check: fmt, clippy, unit and integration tests (as root)
+  demo    build, then run a container under the sample policy and show what it enforces
+  setup   only check/install the toolchain";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("build") => toolchain::ensure().and_then(|_| build()),
+        Some("test") => toolchain::ensure().and_then(|_| test(&args[1..])),
+        Some("demo") => toolchain::ensure().and_then(|_| build_binary()).and_then(|bin| demo::run(&bin)),
+        Some("setup") => toolchain::ensure(),
+        Some("help" | "--help" | "-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask/ lives in it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing if it fails.
+fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Release build of the agent (and, through its build script, the eBPF
+/// object it embeds). Returns the binary's path.
+fn build() -> Result<()> {
+    build_binary().map(|_| ())
+}
+
+fn build_binary() -> Result<PathBuf> {
+    println!("==> building palisade (release)");
+    cargo(&["build", "--release", "--package", "palisade"])?;
+    Ok(root().join("target/release/palisade"))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    toolchain::require_root("the integration tests create cgroups and attach BPF programs")?;
+    build_binary()?;
+    println!("==> cargo fmt --check");
+    cargo(&["fmt", "--all", "--check"])?;
+    println!("==> cargo clippy --all-targets -- -D warnings");
+    cargo(&["clippy", "--release", "--all-targets", "--", "-D", "warnings"])?;
+    println!("==> unit and integration tests");
+    let mut args = vec!["test", "--release", "--workspace"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)
+}

@@ -15,7 +15,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::{HashMap, LpmTrie, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError},
 };
 use palisade_common::{
     CONNECT_OPEN, CONNECT_RULED, CgroupPolicy, FAMILY_V4, FAMILY_V6, KEY_HEADER_BITS,
@@ -81,7 +81,7 @@ impl Enforcer {
                 })?;
             prog.load().map_err(|e| EnforceError::Load {
                 hook,
-                reason: hint(chain(&e)),
+                reason: hint(load_reason(&e)),
             })?;
         }
         Ok(Self { bpf })
@@ -206,6 +206,22 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The kernel's reason for refusing a program, with the verifier's log
+/// when it wrote one.
+fn load_reason(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            if log.trim().is_empty() {
+                io_error.to_string()
+            } else {
+                format!("{io_error}; verifier log:\n{log}")
+            }
+        }
+        other => chain(other),
+    }
 }
 
 /// Adds the usual fix to a permission error.

@@ -1,0 +1,196 @@
+//! Helpers shared by the integration tests: a unique name per container,
+//! policy files in a private temp dir, local listeners, a socket client
+//! (python3) and a guard that removes whatever cgroups a test's container
+//! may leave behind — and only those.
+#![allow(dead_code)]
+
+use std::{
+    net::{TcpListener, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+};
+
+pub fn palisade() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A name no other test (or test run) uses.
+pub fn unique_name(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("t-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A test's container: its name, a private directory for its files, and
+/// on drop the removal of its cgroups (if palisade left any) and files.
+pub struct Sandbox {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new(tag: &str) -> Self {
+        let name = unique_name(tag);
+        let dir = std::env::temp_dir().join(format!("palisade-{name}"));
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        Self { name, dir }
+    }
+
+    /// Writes a policy file and returns its path.
+    pub fn policy(&self, text: &str) -> PathBuf {
+        let path = self.dir.join("policy.toml");
+        std::fs::write(&path, text).expect("write policy");
+        path
+    }
+
+    /// A policy with only `connect` rules.
+    pub fn connect_policy(&self, rules: &[&str]) -> PathBuf {
+        let list: Vec<String> = rules.iter().map(|r| format!("  {r:?},\n")).collect();
+        self.policy(&format!("[network]\nconnect = [\n{}]\n", list.concat()))
+    }
+
+    /// `palisade run --name NAME [--policy FILE] -- CMD...`, waited for.
+    pub fn run(&self, policy: Option<&Path>, cmd: &[&str]) -> Output {
+        let mut c = palisade();
+        c.args(["run", "--name", &self.name]);
+        if let Some(p) = policy {
+            c.arg("--policy").arg(p);
+        }
+        c.arg("--").args(cmd);
+        c.output().expect("run palisade")
+    }
+
+    /// Every cgroup directory this container could have, in every mounted
+    /// hierarchy, whether or not it exists.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        cgroup_mounts().into_iter().map(|m| m.join("palisade").join(&self.name)).collect()
+    }
+
+    pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        self.cgroup_dirs().into_iter().filter(|d| d.exists()).collect()
+    }
+
+    /// The cgroup v2 directory of this container.
+    pub fn unified_dir(&self) -> PathBuf {
+        unified_mount().join("palisade").join(&self.name)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for dir in self.leftover_cgroups() {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Mount points of every cgroup hierarchy (v1 and v2), from mountinfo.
+pub fn cgroup_mounts() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split(' ').next()?;
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+        })
+        .collect()
+}
+
+pub fn unified_mount() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right.starts_with("cgroup2 ").then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// TCP listeners that accept and drop connections until the test ends.
+/// `addrs` all share one port.
+pub fn listen_tcp(addrs: &[&str]) -> u16 {
+    'port: loop {
+        let first = TcpListener::bind((addrs[0], 0)).expect("bind");
+        let port = first.local_addr().unwrap().port();
+        let mut listeners = vec![first];
+        for addr in &addrs[1..] {
+            match TcpListener::bind((*addr, port)) {
+                Ok(l) => listeners.push(l),
+                Err(_) => continue 'port,
+            }
+        }
+        for l in listeners {
+            thread::spawn(move || {
+                for c in l.incoming() {
+                    drop(c);
+                }
+            });
+        }
+        return port;
+    }
+}
+
+/// A UDP port nothing listens on at `addr` (UDP connect needs no peer).
+pub fn free_udp_port(addr: &str) -> u16 {
+    UdpSocket::bind((addr, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// One connect attempt: (family 4|6, "tcp"|"udp", address, port).
+pub type Probe<'a> = (u8, &'a str, &'a str, u16);
+
+/// A python3 program that tries each probe and prints one line per probe:
+/// `ok`, or the errno name (`EPERM`, `ECONNREFUSED`…).
+const CLIENT: &str = r#"
+import errno, socket, sys
+for spec in sys.argv[1:]:
+    fam, proto, addr, port = spec.split(",")
+    s = socket.socket(socket.AF_INET if fam == "4" else socket.AF_INET6,
+                      socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    s.settimeout(5)
+    try:
+        s.connect((addr, int(port)))
+        print("ok")
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, str(e)))
+    finally:
+        s.close()
+"#;
+
+fn client_args(probes: &[Probe<'_>]) -> Vec<String> {
+    let mut args = vec!["python3".to_string(), "-c".to_string(), CLIENT.to_string()];
+    args.extend(probes.iter().map(|(f, p, a, port)| format!("{f},{p},{a},{port}")));
+    args
+}
+
+/// Runs the probes inside a container under `policy`; one result per probe.
+pub fn probe_inside(sandbox: &Sandbox, policy: &Path, probes: &[Probe<'_>]) -> Vec<String> {
+    let args = client_args(probes);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = sandbox.run(Some(policy), &args);
+    assert!(
+        out.status.success(),
+        "container failed: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    results(&out, probes.len())
+}
+
+/// Runs the probes on the host, outside any container.
+pub fn probe_outside(probes: &[Probe<'_>]) -> Vec<String> {
+    let args = client_args(probes);
+    let out = Command::new(&args[0]).args(&args[1..]).output().expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    results(&out, probes.len())
+}
+
+fn results(out: &Output, n: usize) -> Vec<String> {
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), n, "one result per probe: {lines:?}");
+    lines
+}
