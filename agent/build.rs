@@ -35,7 +35,10 @@ fn main() {
     // rustc finds bpf-linker on PATH; `cargo install` puts it in CARGO_HOME/bin.
     let mut path = vec![cargo_home().join("bin")];
     path.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
-    cmd.env("PATH", env::join_paths(path).expect("PATH entries have no separator"));
+    cmd.env(
+        "PATH",
+        env::join_paths(path).expect("PATH entries have no separator"),
+    );
     cmd.current_dir(&ebpf)
         .args(["run", "nightly", "cargo", "build", "--release"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
@@ -88,7 +91,11 @@ fn cargo_home() -> PathBuf {
 
 fn rustup() -> PathBuf {
     let candidate = cargo_home().join("bin/rustup");
-    if candidate.exists() { candidate } else { PathBuf::from("rustup") }
+    if candidate.exists() {
+        candidate
+    } else {
+        PathBuf::from("rustup")
+    }
 }
 
 fn copy(from: &Path, to: &Path) {

@@ -14,10 +14,17 @@ fn refused(tag: &str, policy_text: &str, line: usize, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let location = format!("{}:{line}:", policy.display());
-    assert!(stderr.contains(&location), "expected {location} in: {stderr}");
+    assert!(
+        stderr.contains(&location),
+        "expected {location} in: {stderr}"
+    );
     assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
     assert!(!marker.exists(), "the command ran");
-    assert!(sb.leftover_cgroups().is_empty(), "{:?}", sb.leftover_cgroups());
+    assert!(
+        sb.leftover_cgroups().is_empty(),
+        "{:?}",
+        sb.leftover_cgroups()
+    );
 }
 
 #[test]
@@ -33,19 +40,44 @@ fn unknown_key() {
 
 #[test]
 fn invalid_address() {
-    refused("addr", "[network]\nconnect = [\n  \"allow tcp 127.0.0.1\",\n  \"allow tcp 127.0.0.256/32\",\n  \"deny any\",\n]\n", 4, "127.0.0.256");
-    refused("prefix", "[network]\nconnect = [\"allow 10.0.0.0/40\", \"deny any\"]\n", 2, "40");
+    refused(
+        "addr",
+        "[network]\nconnect = [\n  \"allow tcp 127.0.0.1\",\n  \"allow tcp 127.0.0.256/32\",\n  \"deny any\",\n]\n",
+        4,
+        "127.0.0.256",
+    );
+    refused(
+        "prefix",
+        "[network]\nconnect = [\"allow 10.0.0.0/40\", \"deny any\"]\n",
+        2,
+        "40",
+    );
 }
 
 #[test]
 fn invalid_port_range() {
-    refused("range", "[network]\nconnect = [\n\"allow tcp 127.0.0.1:9000-8000\",\n\"deny any\"]\n", 3, "9000-8000");
-    refused("port", "[network]\nconnect = [\n\"allow tcp 127.0.0.1:65536\",\n\"deny any\"]\n", 3, "65536");
+    refused(
+        "range",
+        "[network]\nconnect = [\n\"allow tcp 127.0.0.1:9000-8000\",\n\"deny any\"]\n",
+        3,
+        "9000-8000",
+    );
+    refused(
+        "port",
+        "[network]\nconnect = [\n\"allow tcp 127.0.0.1:65536\",\n\"deny any\"]\n",
+        3,
+        "65536",
+    );
 }
 
 #[test]
 fn missing_default_rule() {
-    refused("default", "[network]\n\nconnect = [\"allow tcp 127.0.0.1\"]\n", 3, "deny any");
+    refused(
+        "default",
+        "[network]\n\nconnect = [\"allow tcp 127.0.0.1\"]\n",
+        3,
+        "deny any",
+    );
 }
 
 #[test]
@@ -60,7 +92,10 @@ fn missing_policy_file_and_bad_name() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
 
-    let out = support::palisade().args(["run", "--name", "../escape", "--", "true"]).output().unwrap();
+    let out = support::palisade()
+        .args(["run", "--name", "../escape", "--", "true"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("../escape"));
     assert!(!support::unified_mount().join("escape").exists());

@@ -13,7 +13,11 @@ fn allowed_address_connects_and_others_get_eperm_only_inside() {
     let policy = sb.connect_policy(&["allow tcp 127.0.0.1/32", "deny any"]);
     let probes = [(4, "tcp", "127.0.0.1", port), (4, "tcp", "127.0.0.2", port)];
     assert_eq!(probe_inside(&sb, &policy, &probes), ["ok", "EPERM"]);
-    assert_eq!(probe_outside(&probes), ["ok", "ok"], "the host is not policed");
+    assert_eq!(
+        probe_outside(&probes),
+        ["ok", "ok"],
+        "the host is not policed"
+    );
     assert_eq!(sb.leftover_cgroups(), Vec::<std::path::PathBuf>::new());
 }
 
@@ -27,12 +31,22 @@ fn ipv6_and_v4_mapped_addresses_are_policed() {
         (6, "tcp", "::ffff:127.0.0.1", port),
         (6, "tcp", "::ffff:127.0.0.2", port),
     ];
-    assert_eq!(probe_inside(&sb, &v4_only, &probes), ["EPERM", "ok", "EPERM"]);
+    assert_eq!(
+        probe_inside(&sb, &v4_only, &probes),
+        ["EPERM", "ok", "EPERM"]
+    );
     assert_eq!(probe_outside(&probes), ["ok", "ok", "ok"]);
 
     let v6_only = sb.connect_policy(&["allow tcp ::1/128", "deny any"]);
-    let probes = [(6, "tcp", "::1", port), (4, "tcp", "127.0.0.1", port), (6, "tcp", "::ffff:127.0.0.1", port)];
-    assert_eq!(probe_inside(&sb, &v6_only, &probes), ["ok", "EPERM", "EPERM"]);
+    let probes = [
+        (6, "tcp", "::1", port),
+        (4, "tcp", "127.0.0.1", port),
+        (6, "tcp", "::ffff:127.0.0.1", port),
+    ];
+    assert_eq!(
+        probe_inside(&sb, &v6_only, &probes),
+        ["ok", "EPERM", "EPERM"]
+    );
 }
 
 #[test]
@@ -40,7 +54,11 @@ fn udp_connect_is_policed_by_protocol_and_port() {
     let sb = Sandbox::new("udp");
     let port = free_udp_port("127.0.0.1");
     let next = if port == u16::MAX { port - 1 } else { port + 1 };
-    let policy = sb.connect_policy(&[&format!("allow udp 127.0.0.1/32:{port}"), "allow udp [::1]:53", "deny any"]);
+    let policy = sb.connect_policy(&[
+        &format!("allow udp 127.0.0.1/32:{port}"),
+        "allow udp [::1]:53",
+        "deny any",
+    ]);
     let tcp_port = listen_tcp(&["127.0.0.1"]);
     let probes = [
         (4, "udp", "127.0.0.1", port),
@@ -51,7 +69,10 @@ fn udp_connect_is_policed_by_protocol_and_port() {
         (6, "udp", "::1", 54),
         (4, "tcp", "127.0.0.1", tcp_port),
     ];
-    assert_eq!(probe_inside(&sb, &policy, &probes), ["ok", "EPERM", "EPERM", "ok", "ok", "EPERM", "EPERM"]);
+    assert_eq!(
+        probe_inside(&sb, &policy, &probes),
+        ["ok", "EPERM", "EPERM", "ok", "ok", "EPERM", "EPERM"]
+    );
 }
 
 /// The documented matching order: longest prefix first, then the
@@ -80,7 +101,9 @@ fn most_specific_prefix_then_port_decides() {
     ];
     assert_eq!(
         probe_inside(&sb, &policy, &probes),
-        ["EPERM", "ok", "ok", "EPERM", "EPERM", "EPERM", "ok", "ok", "EPERM"]
+        [
+            "EPERM", "ok", "ok", "EPERM", "EPERM", "EPERM", "ok", "ok", "EPERM"
+        ]
     );
 }
 
@@ -112,9 +135,22 @@ fn a_program_the_kernel_refuses_stops_the_container() {
         .expect("setpriv");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{stderr}");
-    assert!(stderr.contains("cgroup/connect4"), "names the hook: {stderr}");
-    assert!(stderr.contains("Operation not permitted"), "gives the kernel's reason: {stderr}");
-    assert!(stderr.contains(sb.unified_dir().to_str().unwrap()), "names the cgroup: {stderr}");
+    assert!(
+        stderr.contains("cgroup/connect4"),
+        "names the hook: {stderr}"
+    );
+    assert!(
+        stderr.contains("Operation not permitted"),
+        "gives the kernel's reason: {stderr}"
+    );
+    assert!(
+        stderr.contains(sb.unified_dir().to_str().unwrap()),
+        "names the cgroup: {stderr}"
+    );
     assert!(!marker.exists(), "the command must not have run");
-    assert!(sb.leftover_cgroups().is_empty(), "{:?}", sb.leftover_cgroups());
+    assert!(
+        sb.leftover_cgroups().is_empty(),
+        "{:?}",
+        sb.leftover_cgroups()
+    );
 }

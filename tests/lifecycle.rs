@@ -17,7 +17,11 @@ fn exit_status_is_the_commands() {
     let sb = Sandbox::new("exit");
     let out = sb.run(None, &["sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
-    assert!(sb.leftover_cgroups().is_empty(), "{:?}", sb.leftover_cgroups());
+    assert!(
+        sb.leftover_cgroups().is_empty(),
+        "{:?}",
+        sb.leftover_cgroups()
+    );
 }
 
 #[test]
@@ -25,7 +29,11 @@ fn command_is_pid_1_with_its_own_proc_and_hostname() {
     let sb = Sandbox::new("pid1");
     let script = "import os, socket; print(os.getpid()); print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit())); print(socket.gethostname())";
     let out = sb.run(None, &["python3", "-c", script]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, ["1", "[1]", sb.name.as_str()]);
@@ -39,10 +47,19 @@ fn the_command_lives_in_the_containers_cgroups() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let suffix = format!("/palisade/{}", sb.name);
     // The v2 line is "0::PATH"; every v1 hierarchy palisade uses has its own.
-    let unified = stdout.lines().find(|l| l.starts_with("0::")).expect("a cgroup v2 line");
+    let unified = stdout
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .expect("a cgroup v2 line");
     assert!(unified.ends_with(&suffix), "{stdout}");
-    let v1_lines = stdout.lines().filter(|l| !l.starts_with("0::") && !l.contains("name=")).count();
-    let in_ours = stdout.lines().filter(|l| !l.starts_with("0::") && l.ends_with(&suffix)).count();
+    let v1_lines = stdout
+        .lines()
+        .filter(|l| !l.starts_with("0::") && !l.contains("name="))
+        .count();
+    let in_ours = stdout
+        .lines()
+        .filter(|l| !l.starts_with("0::") && l.ends_with(&suffix))
+        .count();
     assert_eq!(in_ours, v1_lines, "every v1 controller hierarchy: {stdout}");
     assert!(sb.leftover_cgroups().is_empty());
 }
@@ -52,7 +69,10 @@ fn wait_for_container_pid(sb: &Sandbox) -> i32 {
     let procs = sb.unified_dir().join("cgroup.procs");
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Some(pid) = std::fs::read_to_string(&procs).ok().and_then(|s| s.lines().next().and_then(|l| l.parse().ok())) {
+        if let Some(pid) = std::fs::read_to_string(&procs)
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.parse().ok()))
+        {
             return pid;
         }
         thread::sleep(Duration::from_millis(20));
@@ -71,7 +91,11 @@ fn killed_by_sigkill_exits_137_and_cleans_up() {
     assert_eq!(kill(pid, libc::SIGKILL), 0);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(137));
-    assert!(sb.leftover_cgroups().is_empty(), "{:?}", sb.leftover_cgroups());
+    assert!(
+        sb.leftover_cgroups().is_empty(),
+        "{:?}",
+        sb.leftover_cgroups()
+    );
 }
 
 #[test]
@@ -84,7 +108,9 @@ fn sigterm_to_palisade_reaches_the_command() {
         .spawn()
         .expect("spawn palisade");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "ready");
     assert_eq!(kill(child.id() as i32, libc::SIGTERM), 0);
     assert_eq!(child.wait().unwrap().code(), Some(42));
@@ -118,11 +144,18 @@ fn a_missing_command_exits_127_and_cleans_up() {
 #[test]
 fn a_second_container_of_the_same_name_is_refused() {
     let sb = Sandbox::new("dup");
-    let mut first = palisade().args(["run", "--name", &sb.name, "--", "sleep", "600"]).spawn().unwrap();
+    let mut first = palisade()
+        .args(["run", "--name", &sb.name, "--", "sleep", "600"])
+        .spawn()
+        .unwrap();
     let pid = wait_for_container_pid(&sb);
     let out = sb.run(None, &["true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // the refused run must not have removed the first container's cgroups
     assert!(sb.unified_dir().exists());
     kill(pid, libc::SIGKILL);

@@ -54,7 +54,12 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<i32, ()> {
     let (ip, port, proto) = unsafe {
         let sa = &*ctx.sock_addr;
         (
-            [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]],
+            [
+                sa.user_ip6[0],
+                sa.user_ip6[1],
+                sa.user_ip6[2],
+                sa.user_ip6[3],
+            ],
             sa.user_port,
             sa.protocol,
         )
@@ -95,7 +100,11 @@ fn decide(family: u32, addr: [u32; 4], user_port: u32, proto: u32) -> Result<i32
             && port >= rule.port_lo
             && port <= rule.port_hi
         {
-            return Ok(if rule.verdict == VERDICT_ALLOW { ALLOW } else { DENY });
+            return Ok(if rule.verdict == VERDICT_ALLOW {
+                ALLOW
+            } else {
+                DENY
+            });
         }
     }
     Ok(DENY)

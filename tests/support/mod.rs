@@ -21,7 +21,11 @@ pub fn palisade() -> Command {
 /// A name no other test (or test run) uses.
 pub fn unique_name(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("t-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A test's container: its name, a private directory for its files, and
@@ -66,11 +70,17 @@ impl Sandbox {
     /// Every cgroup directory this container could have, in every mounted
     /// hierarchy, whether or not it exists.
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        cgroup_mounts().into_iter().map(|m| m.join("palisade").join(&self.name)).collect()
+        cgroup_mounts()
+            .into_iter()
+            .map(|m| m.join("palisade").join(&self.name))
+            .collect()
     }
 
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
-        self.cgroup_dirs().into_iter().filter(|d| d.exists()).collect()
+        self.cgroup_dirs()
+            .into_iter()
+            .filter(|d| d.exists())
+            .collect()
     }
 
     /// The cgroup v2 directory of this container.
@@ -95,7 +105,8 @@ pub fn cgroup_mounts() -> Vec<PathBuf> {
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
             let fstype = right.split(' ').next()?;
-            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
         })
         .collect()
 }
@@ -105,7 +116,9 @@ pub fn unified_mount() -> PathBuf {
     info.lines()
         .find_map(|l| {
             let (left, right) = l.split_once(" - ")?;
-            right.starts_with("cgroup2 ").then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+            right
+                .starts_with("cgroup2 ")
+                .then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
         })
         .expect("a cgroup2 mount")
 }
@@ -136,7 +149,11 @@ pub fn listen_tcp(addrs: &[&str]) -> u16 {
 
 /// A UDP port nothing listens on at `addr` (UDP connect needs no peer).
 pub fn free_udp_port(addr: &str) -> u16 {
-    UdpSocket::bind((addr, 0)).unwrap().local_addr().unwrap().port()
+    UdpSocket::bind((addr, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One connect attempt: (family 4|6, "tcp"|"udp", address, port).
@@ -162,7 +179,11 @@ for spec in sys.argv[1:]:
 
 fn client_args(probes: &[Probe<'_>]) -> Vec<String> {
     let mut args = vec!["python3".to_string(), "-c".to_string(), CLIENT.to_string()];
-    args.extend(probes.iter().map(|(f, p, a, port)| format!("{f},{p},{a},{port}")));
+    args.extend(
+        probes
+            .iter()
+            .map(|(f, p, a, port)| format!("{f},{p},{a},{port}")),
+    );
     args
 }
 
@@ -184,13 +205,23 @@ pub fn probe_inside(sandbox: &Sandbox, policy: &Path, probes: &[Probe<'_>]) -> V
 /// Runs the probes on the host, outside any container.
 pub fn probe_outside(probes: &[Probe<'_>]) -> Vec<String> {
     let args = client_args(probes);
-    let out = Command::new(&args[0]).args(&args[1..]).output().expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&args[0])
+        .args(&args[1..])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     results(&out, probes.len())
 }
 
 fn results(out: &Output, n: usize) -> Vec<String> {
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert_eq!(lines.len(), n, "one result per probe: {lines:?}");
     lines
 }

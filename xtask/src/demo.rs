@@ -62,7 +62,10 @@ fn show(palisade: &Path, work: &Path) -> Result<()> {
     println!("\n==> the same connections from the host, outside any container");
     for (addr, port, _) in &targets {
         let ok = std::net::TcpStream::connect((*addr, *port)).is_ok();
-        println!("connect {addr}:{port} -> {}", if ok { "allowed" } else { "failed" });
+        println!(
+            "connect {addr}:{port} -> {}",
+            if ok { "allowed" } else { "failed" }
+        );
     }
 
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -76,7 +79,9 @@ fn show(palisade: &Path, work: &Path) -> Result<()> {
             bail!("unexpected result: {line}");
         }
     }
-    println!("\n==> demo passed: the allowed connection went through, the others failed with EPERM");
+    println!(
+        "\n==> demo passed: the allowed connection went through, the others failed with EPERM"
+    );
     Ok(())
 }
 
@@ -89,8 +94,12 @@ struct LocalService {
 impl LocalService {
     fn start(range: std::ops::Range<u16>) -> Result<Self> {
         for port in range.clone() {
-            let Ok(a) = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 1), port)) else { continue };
-            let Ok(b) = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), port)) else { continue };
+            let Ok(a) = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 1), port)) else {
+                continue;
+            };
+            let Ok(b) = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), port)) else {
+                continue;
+            };
             for listener in [a, b] {
                 thread::spawn(move || {
                     for conn in listener.incoming() {

@@ -29,7 +29,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("build") => toolchain::ensure().and_then(|_| build()),
         Some("test") => toolchain::ensure().and_then(|_| test(&args[1..])),
-        Some("demo") => toolchain::ensure().and_then(|_| build_binary()).and_then(|bin| demo::run(&bin)),
+        Some("demo") => toolchain::ensure()
+            .and_then(|_| build_binary())
+            .and_then(|bin| demo::run(&bin)),
         Some("setup") => toolchain::ensure(),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
@@ -51,7 +53,10 @@ fn main() -> ExitCode {
 
 /// The workspace root (xtask/ lives in it).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent")
+        .to_path_buf()
 }
 
 /// Runs a command in the workspace root, failing if it fails.
@@ -84,8 +89,24 @@ fn test(extra: &[String]) -> Result<()> {
     build_binary()?;
     println!("==> cargo fmt --check");
     cargo(&["fmt", "--all", "--check"])?;
+    // The kernel-side crate is outside the workspace; rustfmt follows its modules.
+    let status = Command::new("rustfmt")
+        .args(["--check", "--edition", "2024", "ebpf/src/main.rs"])
+        .current_dir(root())
+        .status()
+        .context("cannot run rustfmt")?;
+    if !status.success() {
+        bail!("rustfmt --check ebpf/src/main.rs failed ({status})");
+    }
     println!("==> cargo clippy --all-targets -- -D warnings");
-    cargo(&["clippy", "--release", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--release",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     println!("==> unit and integration tests");
     let mut args = vec!["test", "--release", "--workspace"];
     args.extend(extra.iter().map(String::as_str));

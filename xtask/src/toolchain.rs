@@ -38,7 +38,8 @@ pub fn ensure() -> Result<()> {
 }
 
 pub fn require_root(why: &str) -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
     let euid = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
@@ -51,7 +52,10 @@ pub fn require_root(why: &str) -> Result<()> {
 }
 
 fn ensure_packages() -> Result<()> {
-    let missing: Vec<&(&str, &str)> = PACKAGES.iter().filter(|(name, _)| !dpkg_installed(name)).collect();
+    let missing: Vec<&(&str, &str)> = PACKAGES
+        .iter()
+        .filter(|(name, _)| !dpkg_installed(name))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -86,13 +90,28 @@ fn ensure_nightly() -> Result<()> {
         Some(s) => s,
         None => {
             println!("==> installing the nightly toolchain (the eBPF crate needs -Z build-std)");
-            run(Command::new(rustup()).args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+            run(Command::new(rustup()).args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]))?;
             return ensure_nightly();
         }
     };
-    if !sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").exists() {
+    if !sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .exists()
+    {
         println!("==> installing rust-src for nightly (the eBPF crate builds core from source)");
-        run(Command::new(rustup()).args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new(rustup()).args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
@@ -112,14 +131,22 @@ fn ensure_bpf_linker() -> Result<()> {
         "==> building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (links the eBPF object; takes a few minutes, once)"
     );
     run(Command::new(env!("CARGO"))
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--force"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--force",
+        ])
         .args(["--no-default-features", "--features", "llvm-22"])
         .env("LLVM_PREFIX", LLVM_PREFIX))
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot run {shown}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
     if !status.success() {
         bail!("{shown} failed ({status})");
     }
@@ -135,7 +162,11 @@ fn cargo_home() -> PathBuf {
 
 fn cargo_bin(name: &str) -> PathBuf {
     let path = cargo_home().join("bin").join(name);
-    if path.exists() { path } else { PathBuf::from(name) }
+    if path.exists() {
+        path
+    } else {
+        PathBuf::from(name)
+    }
 }
 
 fn rustup() -> PathBuf {

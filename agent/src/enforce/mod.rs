@@ -212,7 +212,10 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// when it wrote one.
 fn load_reason(e: &ProgramError) -> String {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             if log.trim().is_empty() {
                 io_error.to_string()

@@ -52,7 +52,10 @@ pub enum RuntimeError {
     #[error("{0}; the container was not started")]
     Enforce(#[from] EnforceError),
     #[error("{source} (policing {}); the container was not started", cgroup.display())]
-    Load { cgroup: std::path::PathBuf, source: EnforceError },
+    Load {
+        cgroup: std::path::PathBuf,
+        source: EnforceError,
+    },
     #[error(
         "invalid container name {0:?}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
     )]
@@ -122,8 +125,10 @@ pub fn run(spec: &RunSpec) -> Result<i32, RuntimeError> {
     let hierarchies = Hierarchies::detect()?;
     let cgroups = hierarchies.create(&spec.name)?;
     let cgroup_id = cgroups.id()?;
-    let mut enforcer = Enforcer::load()
-        .map_err(|source| RuntimeError::Load { cgroup: cgroups.unified().to_path_buf(), source })?;
+    let mut enforcer = Enforcer::load().map_err(|source| RuntimeError::Load {
+        cgroup: cgroups.unified().to_path_buf(),
+        source,
+    })?;
     enforcer.police(cgroups.unified(), cgroup_id, &spec.policy)?;
 
     let setup = |step| move |errno| RuntimeError::Setup { step, errno };

@@ -79,30 +79,35 @@ impl Policy {
             error(offset, e.message().trim_end().to_string())
         })?;
         let mut policy = Policy::default();
-        if let Some(network) = raw.network {
-            if let Some(list) = network.connect {
-                let list_start = list.span().start;
-                let mut parsed = Vec::new();
-                for item in list.into_inner() {
-                    let start = item.span().start;
-                    let rule = Rule::parse(item.get_ref()).map_err(|e: RuleError| {
-                        error(
-                            start,
-                            format!("network.connect: rule {:?}: {e}", item.get_ref()),
-                        )
-                    })?;
-                    parsed.push((rule, line_of(text, start)));
-                }
-                let rules = rules::validate_list(parsed).map_err(|(line, msg)| PolicyError {
-                    file: path.to_path_buf(),
-                    line: line.unwrap_or_else(|| line_of(text, list_start)),
-                    message: format!("network.connect: {msg}"),
-                })?;
-                policy.network.connect = Some(rules);
-            }
+        if let Some(list) = raw.network.and_then(|n| n.connect) {
+            policy.network.connect = Some(rule_list(path, text, "network.connect", list)?);
         }
         Ok(policy)
     }
+}
+
+/// Parses and validates one rule list; errors name the rule's own line,
+/// or the list's for faults of the list as a whole.
+fn rule_list(
+    path: &Path,
+    text: &str,
+    field: &str,
+    list: Spanned<Vec<Spanned<String>>>,
+) -> Result<Vec<Rule>, PolicyError> {
+    let error = |line: usize, message: String| PolicyError {
+        file: path.to_path_buf(),
+        line,
+        message: format!("{field}: {message}"),
+    };
+    let list_line = line_of(text, list.span().start);
+    let mut parsed = Vec::new();
+    for item in list.into_inner() {
+        let line = line_of(text, item.span().start);
+        let rule = Rule::parse(item.get_ref())
+            .map_err(|e: RuleError| error(line, format!("rule {:?}: {e}", item.get_ref())))?;
+        parsed.push((rule, line));
+    }
+    rules::validate_list(parsed).map_err(|(line, msg)| error(line.unwrap_or(list_line), msg))
 }
 
 /// The 1-based line holding byte `offset` of `text`.
