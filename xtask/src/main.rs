@@ -23,6 +23,7 @@ commands:
   build   check/install the toolchain, then build target/release/palisade
   test    build, then run every check: fmt, clippy, unit and integration tests (as root)
   demo    build, then run a container under the sample policy and show what it enforces
+  bench   build, then run every benchmark in bench/ beside its peers (as root)
   setup   only check/install the toolchain";
 
 fn main() -> ExitCode {
@@ -33,6 +34,10 @@ fn main() -> ExitCode {
         Some("demo") => toolchain::ensure()
             .and_then(|_| build_binary())
             .and_then(|bin| demo::run(&bin)),
+        Some("bench") => toolchain::ensure()
+            .and_then(|_| toolchain::ensure_bench_packages())
+            .and_then(|_| build_binary())
+            .and_then(|bin| bench(&bin)),
         Some("setup") => toolchain::ensure(),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
@@ -83,6 +88,23 @@ fn build_binary() -> Result<PathBuf> {
     println!("==> building palisade (release)");
     cargo(&["build", "--release", "--package", "palisade"])?;
     Ok(root().join("target/release/palisade"))
+}
+
+/// Runs every benchmark script in bench/, each against its peers.
+fn bench(palisade: &Path) -> Result<()> {
+    toolchain::require_root("the benchmarks create containers and nftables tables")?;
+    for script in ["startup.sh", "connect.sh"] {
+        println!("==> bench/{script}");
+        let status = Command::new("bash")
+            .arg(root().join("bench").join(script))
+            .arg(palisade)
+            .status()
+            .with_context(|| format!("cannot run bench/{script}"))?;
+        if !status.success() {
+            bail!("bench/{script} failed ({status})");
+        }
+    }
+    Ok(())
 }
 
 fn test(extra: &[String]) -> Result<()> {

@@ -51,8 +51,23 @@ pub fn require_root(why: &str) -> Result<()> {
     Ok(())
 }
 
+/// Peers and tools the benchmarks use.
+const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("nftables", "the benchmarks' packet-filter peer"),
+    ("bc", "the benchmarks' arithmetic"),
+    ("util-linux", "unshare, the benchmarks' namespace peer"),
+];
+
+pub fn ensure_bench_packages() -> Result<()> {
+    install_missing(BENCH_PACKAGES)
+}
+
 fn ensure_packages() -> Result<()> {
-    let missing: Vec<&(&str, &str)> = PACKAGES
+    install_missing(PACKAGES)
+}
+
+fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&(&str, &str)> = packages
         .iter()
         .filter(|(name, _)| !dpkg_installed(name))
         .collect();

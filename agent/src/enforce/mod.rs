@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, lpm_trie::Key},
     programs::{CgroupAttachMode, CgroupSockAddr, ProgramError},
 };
@@ -66,7 +66,12 @@ pub struct Enforcer {
 impl Enforcer {
     /// Loads the embedded object and every program into the kernel.
     pub fn load() -> Result<Self, EnforceError> {
-        let mut bpf = Ebpf::load(OBJECT).map_err(|e| EnforceError::Object(chain(&e)))?;
+        // The programs use no CO-RE relocation, so the kernel's BTF need not be
+        // parsed a second time (`EbpfLoader::new` has already read it once).
+        let mut bpf = EbpfLoader::new()
+            .btf(None)
+            .load(OBJECT)
+            .map_err(|e| EnforceError::Object(chain(&e)))?;
         for &(name, hook) in HOOKS {
             let prog: &mut CgroupSockAddr = bpf
                 .program_mut(name)

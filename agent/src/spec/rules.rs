@@ -674,6 +674,22 @@ mod tests {
         assert_eq!(compile(&rules).unwrap().entries.len(), 10_002);
     }
 
+    /// The README's example policy parses, and judges as the README says.
+    #[test]
+    fn readme_example_holds() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block") + 8;
+        let block = &readme[start..start + readme[start..].find("```").unwrap()];
+        let policy = crate::spec::Policy::parse(std::path::Path::new("README.md"), block).unwrap();
+        let rules = policy.network.connect.unwrap();
+        assert!(!verdict(&rules, ip("10.1.2.3"), PROTO_TCP, 25));
+        assert!(verdict(&rules, ip("10.1.2.3"), PROTO_UDP, 25));
+        assert!(!verdict(&rules, ip("127.0.0.1"), PROTO_TCP, 9000));
+        assert!(verdict(&rules, ip("::ffff:127.0.0.1"), PROTO_TCP, 8080));
+        assert!(verdict(&rules, ip("::1"), PROTO_UDP, 53));
+        assert!(!verdict(&rules, ip("::1"), PROTO_TCP, 53));
+    }
+
     #[test]
     fn words_are_in_memory_order() {
         let e = compile(&[rule("allow 127.0.0.1"), rule("deny any")]).unwrap();

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Side-by-side cost of connect() policing, in one run on this machine:
+#   host            no policy at all (the baseline every ratio is against)
+#   nft N           the host with an nftables output chain of N rules that
+#                   do not match (the traffic walks all of them)
+#   palisade N      inside a palisade container whose connect policy has N
+#                   rules (the connect is allowed by a /32 rule; the others
+#                   are distinct /32s so the LPM trie holds N+ entries)
+# Each figure is the median of ROUNDS interleaved rounds, in microseconds
+# per connect(); "x host" is the ratio to the baseline of the same round.
+#
+# usage: bench/connect.sh PALISADE_BINARY   (as root; `cargo xtask bench` runs it)
+set -euo pipefail
+PALISADE=${1:?usage: connect.sh PALISADE_BINARY}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROUNDS=${ROUNDS:-5}
+UDP_COUNT=${UDP_COUNT:-200000}
+TCP_COUNT=${TCP_COUNT:-10000}
+WORK=$(mktemp -d /tmp/palisade-bench.XXXXXX)
+NFT_TABLE="palisade_bench_$$"
+LISTENER_PID=
+
+cleanup() {
+  [ -n "$LISTENER_PID" ] && kill "$LISTENER_PID" 2>/dev/null || true
+  nft delete table inet "$NFT_TABLE" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 "$HERE/listener.py" "$PORT" &
+LISTENER_PID=$!
+sleep 0.3
+
+# A policy of N rules: N-1 distinct /32s elsewhere in 10/8, the one that
+# allows the benchmark's listener, and the default.
+policy() {
+  local n=$1 f="$WORK/policy-$1.toml"
+  python3 - "$n" "$f" <<'PY'
+import sys
+n, path = int(sys.argv[1]), sys.argv[2]
+rules = [f'"allow tcp 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}/32:443"' for i in range(n - 1)]
+rules += ['"allow 127.0.0.1/32"', '"deny any"']
+open(path, "w").write("[network]\nconnect = [\n" + ",\n".join(rules) + "\n]\n")
+PY
+  echo "$f"
+}
+
+nft_rules() {
+  local n=$1
+  nft delete table inet "$NFT_TABLE" 2>/dev/null || true
+  {
+    echo "table inet $NFT_TABLE {"
+    echo "  chain out { type filter hook output priority 0; policy accept;"
+    python3 -c "
+n=$n
+for i in range(n):
+    print(f'    ip daddr 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256} tcp dport 443 drop')
+"
+    echo "  }"
+    echo "}"
+  } > "$WORK/nft-$n.nft"
+  nft -f "$WORK/nft-$n.nft"
+}
+
+measure() { # label proto cmd-prefix...
+  local proto=$1; shift
+  local count=$UDP_COUNT; [ "$proto" = tcp ] && count=$TCP_COUNT
+  "$@" python3 "$HERE/connect_loop.py" "$proto" "$PORT" "$count"
+}
+
+P10=$(policy 10); P10K=$(policy 10000)
+declare -A results
+configs=("host" "nft 10" "nft 10000" "palisade 0" "palisade 10" "palisade 10000")
+for round in $(seq "$ROUNDS"); do
+  for proto in udp tcp; do
+    for cfg in "${configs[@]}"; do
+      case "$cfg" in
+        host) v=$(measure "$proto") ;;
+        "nft "*) nft_rules "${cfg#nft }"; v=$(measure "$proto"); nft delete table inet "$NFT_TABLE" ;;
+        "palisade 0") v=$(measure "$proto" "$PALISADE" run --name "bench-$$" --) ;;
+        "palisade 10") v=$(measure "$proto" "$PALISADE" run --name "bench-$$" --policy "$P10" --) ;;
+        "palisade 10000") v=$(measure "$proto" "$PALISADE" run --name "bench-$$" --policy "$P10K" --) ;;
+      esac
+      results["$proto|$cfg"]+="$v "
+    done
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+printf '\n%-16s %12s %9s %12s %9s\n' "config" "udp us/conn" "x host" "tcp us/conn" "x host"
+for cfg in "${configs[@]}"; do
+  u=$(echo "${results["udp|$cfg"]}" | median); t=$(echo "${results["tcp|$cfg"]}" | median)
+  uh=$(echo "${results["udp|host"]}" | median); th=$(echo "${results["tcp|host"]}" | median)
+  printf '%-16s %12s %9.2f %12s %9.2f\n' "$cfg" "$u" "$(echo "$u / $uh" | bc -l)" "$t" "$(echo "$t / $th" | bc -l)"
+done
