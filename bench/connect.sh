@@ -7,7 +7,8 @@
 #                   rules (the connect is allowed by a /32 rule; the others
 #                   are distinct /32s so the LPM trie holds N+ entries)
 # Each figure is the median of ROUNDS interleaved rounds, in microseconds
-# per connect(); "x host" is the ratio to the baseline of the same round.
+# per connect(); "x host" is the median of each round's ratio to the host
+# baseline measured in that round.
 #
 # usage: bench/connect.sh PALISADE_BINARY   (as root; `cargo xtask bench` runs it)
 set -euo pipefail
@@ -70,7 +71,6 @@ measure() { # label proto cmd-prefix...
 }
 
 P10=$(policy 10); P10K=$(policy 10000)
-declare -A results
 configs=("host" "nft 10" "nft 10000" "palisade 0" "palisade 10" "palisade 10000")
 for round in $(seq "$ROUNDS"); do
   for proto in udp tcp; do
@@ -82,15 +82,24 @@ for round in $(seq "$ROUNDS"); do
         "palisade 10") v=$(measure "$proto" "$PALISADE" run --name "bench-$$" --policy "$P10" --) ;;
         "palisade 10000") v=$(measure "$proto" "$PALISADE" run --name "bench-$$" --policy "$P10K" --) ;;
       esac
-      results["$proto|$cfg"]+="$v "
+      echo "$round|$proto|$cfg|$v" >> "$WORK/results"
     done
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-printf '\n%-16s %12s %9s %12s %9s\n' "config" "udp us/conn" "x host" "tcp us/conn" "x host"
-for cfg in "${configs[@]}"; do
-  u=$(echo "${results["udp|$cfg"]}" | median); t=$(echo "${results["tcp|$cfg"]}" | median)
-  uh=$(echo "${results["udp|host"]}" | median); th=$(echo "${results["tcp|host"]}" | median)
-  printf '%-16s %12s %9.2f %12s %9.2f\n' "$cfg" "$u" "$(echo "$u / $uh" | bc -l)" "$t" "$(echo "$t / $th" | bc -l)"
-done
+# Medians of the figures, and of each round's ratio to that round's host run.
+python3 - "$WORK/results" "${configs[@]}" <<'PY'
+import statistics, sys
+rows = [l.strip().split("|") for l in open(sys.argv[1])]
+configs = sys.argv[2:]
+val = {(r, p, c): float(v) for r, p, c, v in rows}
+rounds = sorted({r for r, _, _, _ in rows})
+print(f"\n{'config':<16} {'udp us/conn':>12} {'x host':>8} {'tcp us/conn':>12} {'x host':>8}")
+for c in configs:
+    cells = []
+    for p in ("udp", "tcp"):
+        figures = [val[(r, p, c)] for r in rounds]
+        ratios = [val[(r, p, c)] / val[(r, p, "host")] for r in rounds]
+        cells += [f"{statistics.median(figures):>12.2f}", f"{statistics.median(ratios):>8.2f}"]
+    print(f"{c:<16} " + " ".join(cells))
+PY

@@ -38,6 +38,8 @@ pub enum CgroupError {
         file: &'static str,
         source: io::Error,
     },
+    #[error("cannot read cgroup {}: {source}", path.display())]
+    Inspect { path: PathBuf, source: io::Error },
     #[error("cannot move pid {pid} into cgroup {}: {source}", path.display())]
     Join {
         pid: i32,
@@ -260,7 +262,7 @@ impl ContainerCgroups {
     pub fn id(&self) -> Result<u64, CgroupError> {
         fs::metadata(&self.unified)
             .map(|m| m.ino())
-            .map_err(|source| CgroupError::Create {
+            .map_err(|source| CgroupError::Inspect {
                 path: self.unified.clone(),
                 source,
             })

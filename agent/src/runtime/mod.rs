@@ -160,13 +160,16 @@ pub fn run(spec: &RunSpec) -> Result<i32, RuntimeError> {
 
     // Into the cgroups first: the command must not run a single
     // instruction outside its policy.
-    if let Err(e) = cgroups.join(child.as_raw()) {
+    let released = cgroups
+        .join(child.as_raw())
+        .map_err(RuntimeError::from)
+        .and_then(|()| write(&go_write, b"1").map_err(setup("start the container")));
+    drop(go_write);
+    if let Err(e) = released {
         let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
-        return Err(e.into());
+        return Err(e);
     }
-    write(&go_write, b"1").map_err(setup("start the container"))?;
-    drop(go_write);
     if let Some((status, message)) = init::read_report(err_read) {
         let _ = waitpid(child, None);
         return Err(RuntimeError::Start { status, message });
