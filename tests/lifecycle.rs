@@ -168,3 +168,47 @@ fn kill(pid: i32, sig: i32) -> i32 {
     // this test started (or its container's init).
     unsafe { libc::kill(pid, sig) }
 }
+
+/// A pure cgroup v2 host, as palisade sees one: in a private mount
+/// namespace the v1 hierarchies are unmounted and cgroup2 is mounted at
+/// /sys/fs/cgroup. palisade must find it there, create its cgroup in it
+/// only, police connects through it and remove it.
+#[test]
+fn pure_cgroup_v2_layout_is_detected_and_policed() {
+    let sb = Sandbox::new("v2");
+    let port = support::listen_tcp(&["127.0.0.1", "127.0.0.2"]);
+    let policy = sb.connect_policy(&["allow tcp 127.0.0.1/32", "deny any"]);
+    let script = format!(
+        "set -e; umount -l /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup; \
+         {bin} run --name {name} --policy {policy} -- bash -c 'cat /proc/self/cgroup; \
+         (echo > /dev/tcp/127.0.0.1/{port}) && echo allowed; (echo > /dev/tcp/127.0.0.2/{port}) 2>&1 || echo denied'; \
+         test ! -e /sys/fs/cgroup/palisade/{name} && echo removed",
+        bin = env!("CARGO_BIN_EXE_palisade"),
+        name = sb.name,
+        policy = policy.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c", &script])
+        .output()
+        .expect("unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One cgroup, in the only hierarchy palisade could see.
+    let v2_line = format!("0::/palisade/{}", sb.name);
+    assert!(stdout.lines().any(|l| l == v2_line), "{stdout}");
+    assert!(stdout.contains("allowed\n"), "{stdout}");
+    assert!(
+        stdout.contains("Operation not permitted") && stdout.contains("denied\n"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("removed\n"), "{stdout}");
+    assert!(
+        sb.leftover_cgroups().is_empty(),
+        "{:?}",
+        sb.leftover_cgroups()
+    );
+}
