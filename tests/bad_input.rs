@@ -92,7 +92,8 @@ fn missing_policy_file_and_bad_name() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
 
-    let out = support::palisade()
+    let out = sb
+        .palisade()
         .args(["run", "--name", "../escape", "--", "true"])
         .output()
         .unwrap();

@@ -125,6 +125,7 @@ fn a_program_the_kernel_refuses_stops_the_container() {
     let policy = sb.connect_policy(&["deny any"]);
     let marker = sb.dir.join("ran");
     let out = std::process::Command::new("setpriv")
+        .env("PALISADE_ROOT", &sb.root)
         .arg("--bounding-set=-net_admin,-sys_admin")
         .arg(env!("CARGO_BIN_EXE_palisade"))
         .args(["run", "--name", &sb.name, "--policy"])

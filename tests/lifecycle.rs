@@ -6,11 +6,9 @@ mod support;
 use std::{
     io::{BufRead, BufReader, Write},
     process::Stdio,
-    thread,
-    time::{Duration, Instant},
 };
 
-use support::{Sandbox, palisade};
+use support::Sandbox;
 
 #[test]
 fn exit_status_is_the_commands() {
@@ -39,55 +37,64 @@ fn command_is_pid_1_with_its_own_proc_and_hostname() {
     assert_eq!(lines, ["1", "[1]", sb.name.as_str()]);
 }
 
+/// From the host, the container's process is in `palisade/NAME` on every
+/// hierarchy; from inside, its cgroup namespace shows that cgroup as `/`.
 #[test]
 fn the_command_lives_in_the_containers_cgroups() {
     let sb = Sandbox::new("cg");
-    let out = sb.run(None, &["cat", "/proc/self/cgroup"]);
-    assert!(out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let child = sb
+        .palisade()
+        .args([
+            "run",
+            "--name",
+            &sb.name,
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup; sleep 600",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = sb.wait_running();
+    let host_view = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let suffix = format!("/palisade/{}", sb.name);
-    // The v2 line is "0::PATH"; every v1 hierarchy palisade uses has its own.
-    let unified = stdout
+    let unified = host_view
         .lines()
         .find(|l| l.starts_with("0::"))
         .expect("a cgroup v2 line");
-    assert!(unified.ends_with(&suffix), "{stdout}");
-    let v1_lines = stdout
+    assert!(unified.ends_with(&suffix), "{host_view}");
+    let v1_lines = host_view
         .lines()
         .filter(|l| !l.starts_with("0::") && !l.contains("name="))
         .count();
-    let in_ours = stdout
+    let in_ours = host_view
         .lines()
         .filter(|l| !l.starts_with("0::") && l.ends_with(&suffix))
         .count();
-    assert_eq!(in_ours, v1_lines, "every v1 controller hierarchy: {stdout}");
+    assert_eq!(
+        in_ours, v1_lines,
+        "every v1 controller hierarchy: {host_view}"
+    );
+    kill(pid, libc::SIGKILL);
+    let out = child.wait_with_output().unwrap();
+    let inside = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        inside.lines().any(|l| l == "0::/"),
+        "cgroup namespace: {inside}"
+    );
     assert!(sb.leftover_cgroups().is_empty());
-}
-
-/// Waits until the container's cgroup holds a process; returns its host pid.
-fn wait_for_container_pid(sb: &Sandbox) -> i32 {
-    let procs = sb.unified_dir().join("cgroup.procs");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(pid) = std::fs::read_to_string(&procs)
-            .ok()
-            .and_then(|s| s.lines().next().and_then(|l| l.parse().ok()))
-        {
-            return pid;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    panic!("container {} never started", sb.name);
 }
 
 #[test]
 fn killed_by_sigkill_exits_137_and_cleans_up() {
     let sb = Sandbox::new("kill");
-    let mut child = palisade()
+    let mut child = sb
+        .palisade()
         .args(["run", "--name", &sb.name, "--", "sleep", "600"])
         .spawn()
         .expect("spawn palisade");
-    let pid = wait_for_container_pid(&sb);
+    let pid = sb.wait_running();
     assert_eq!(kill(pid, libc::SIGKILL), 0);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(137));
@@ -102,7 +109,8 @@ fn killed_by_sigkill_exits_137_and_cleans_up() {
 fn sigterm_to_palisade_reaches_the_command() {
     let sb = Sandbox::new("term");
     let script = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(42))\nprint('ready', flush=True)\ntime.sleep(600)";
-    let mut child = palisade()
+    let mut child = sb
+        .palisade()
         .args(["run", "--name", &sb.name, "--", "python3", "-c", script])
         .stdout(Stdio::piped())
         .spawn()
@@ -120,7 +128,8 @@ fn sigterm_to_palisade_reaches_the_command() {
 #[test]
 fn stdin_and_stdout_pass_through() {
     let sb = Sandbox::new("stdio");
-    let mut child = palisade()
+    let mut child = sb
+        .palisade()
         .args(["run", "--name", &sb.name, "--", "tr", "a-z", "A-Z"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -144,11 +153,12 @@ fn a_missing_command_exits_127_and_cleans_up() {
 #[test]
 fn a_second_container_of_the_same_name_is_refused() {
     let sb = Sandbox::new("dup");
-    let mut first = palisade()
+    let mut first = sb
+        .palisade()
         .args(["run", "--name", &sb.name, "--", "sleep", "600"])
         .spawn()
         .unwrap();
-    let pid = wait_for_container_pid(&sb);
+    let pid = sb.wait_running();
     let out = sb.run(None, &["true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(
@@ -180,14 +190,18 @@ fn pure_cgroup_v2_layout_is_detected_and_policed() {
     let policy = sb.connect_policy(&["allow tcp 127.0.0.1/32", "deny any"]);
     let script = format!(
         "set -e; umount -l /sys/fs/cgroup; mount -t cgroup2 none /sys/fs/cgroup; \
-         {bin} run --name {name} --policy {policy} -- bash -c 'cat /proc/self/cgroup; \
-         (echo > /dev/tcp/127.0.0.1/{port}) && echo allowed; (echo > /dev/tcp/127.0.0.2/{port}) 2>&1 || echo denied'; \
+         {bin} run -d --name {name} --policy {policy} -- bash -c '\
+           (echo > /dev/tcp/127.0.0.1/{port}) && echo allowed; \
+           (echo > /dev/tcp/127.0.0.2/{port}) 2>&1 || echo denied; sleep 1'; \
+         test -d /sys/fs/cgroup/palisade/{name} && echo v2-dir; \
+         {bin} wait {name}; {bin} logs {name}; {bin} rm {name}; \
          test ! -e /sys/fs/cgroup/palisade/{name} && echo removed",
         bin = env!("CARGO_BIN_EXE_palisade"),
         name = sb.name,
         policy = policy.display(),
     );
     let out = std::process::Command::new("unshare")
+        .env("PALISADE_ROOT", &sb.root)
         .args(["--mount", "--propagation", "private", "bash", "-c", &script])
         .output()
         .expect("unshare");
@@ -197,9 +211,8 @@ fn pure_cgroup_v2_layout_is_detected_and_policed() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // One cgroup, in the only hierarchy palisade could see.
-    let v2_line = format!("0::/palisade/{}", sb.name);
-    assert!(stdout.lines().any(|l| l == v2_line), "{stdout}");
+    // Its cgroup is in the only hierarchy palisade could see.
+    assert!(stdout.contains("v2-dir\n"), "{stdout}");
     assert!(stdout.contains("allowed\n"), "{stdout}");
     assert!(
         stdout.contains("Operation not permitted") && stdout.contains("denied\n"),

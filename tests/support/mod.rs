@@ -12,10 +12,18 @@ use std::{
     thread,
 };
 
-pub fn palisade() -> Command {
+/// `palisade` with its state in `root` (so tests never share state or
+/// BPF pins) and stdin from /dev/null.
+pub fn palisade_in(root: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
-    cmd.stdin(Stdio::null());
+    cmd.stdin(Stdio::null()).env("PALISADE_ROOT", root);
     cmd
+}
+
+/// Where palisade pins BPF objects for a state root (see the README).
+pub fn pin_dir(root: &Path) -> PathBuf {
+    let key = root.to_string_lossy().trim_matches('/').replace('/', "_");
+    Path::new("/sys/fs/bpf/palisade").join(key)
 }
 
 /// A name no other test (or test run) uses.
@@ -28,11 +36,14 @@ pub fn unique_name(tag: &str) -> String {
     )
 }
 
-/// A test's container: its name, a private directory for its files, and
-/// on drop the removal of its cgroups (if palisade left any) and files.
+/// A test's container: its name, a private directory for its files and
+/// its own state root, and on drop the removal of everything: containers
+/// still there (`rm -f`), cgroups palisade may have left, its BPF pins,
+/// its files.
 pub struct Sandbox {
     pub name: String,
     pub dir: PathBuf,
+    pub root: PathBuf,
 }
 
 impl Sandbox {
@@ -40,7 +51,13 @@ impl Sandbox {
         let name = unique_name(tag);
         let dir = std::env::temp_dir().join(format!("palisade-{name}"));
         std::fs::create_dir_all(&dir).expect("create test dir");
-        Self { name, dir }
+        let root = dir.join("state");
+        Self { name, dir, root }
+    }
+
+    /// `palisade` on this sandbox's state root.
+    pub fn palisade(&self) -> Command {
+        palisade_in(&self.root)
     }
 
     /// Writes a policy file and returns its path.
@@ -58,13 +75,33 @@ impl Sandbox {
 
     /// `palisade run --name NAME [--policy FILE] -- CMD...`, waited for.
     pub fn run(&self, policy: Option<&Path>, cmd: &[&str]) -> Output {
-        let mut c = palisade();
+        let mut c = self.palisade();
         c.args(["run", "--name", &self.name]);
         if let Some(p) = policy {
             c.arg("--policy").arg(p);
         }
         c.arg("--").args(cmd);
         c.output().expect("run palisade")
+    }
+
+    /// Waits until palisade reports the container running; returns the
+    /// host pid of its first process.
+    pub fn wait_running(&self) -> i32 {
+        let path = self.root.join(&self.name).join("state.json");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Some(state) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                && state["status"] == "running"
+            {
+                return state["pid"]
+                    .as_i64()
+                    .expect("a running container has a pid") as i32;
+            }
+            thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("container {} never started", self.name);
     }
 
     /// Every cgroup directory this container could have, in every mounted
@@ -91,9 +128,19 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                let _ = self
+                    .palisade()
+                    .args(["rm", "-f"])
+                    .arg(e.file_name())
+                    .output();
+            }
+        }
         for dir in self.leftover_cgroups() {
             let _ = std::fs::remove_dir(&dir);
         }
+        let _ = std::fs::remove_dir_all(pin_dir(&self.root));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -306,6 +306,19 @@ impl Drop for ContainerCgroups {
     }
 }
 
+/// True if the kernel's OOM killer killed a process of this container:
+/// `oom_kill` in memory.oom_control (v1) or memory.events (v2).
+pub fn oom_killed(cgroups: &ContainerCgroups) -> bool {
+    cgroups.dirs().any(|dir| {
+        ["memory.oom_control", "memory.events"].iter().any(|file| {
+            fs::read_to_string(dir.join(file)).is_ok_and(|text| {
+                text.lines()
+                    .any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"))
+            })
+        })
+    })
+}
+
 fn remove_dir_patiently(dir: &Path) -> Result<(), CgroupError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

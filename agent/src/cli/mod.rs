@@ -2,15 +2,32 @@
 //! the library and renders the result; errors are printed here, once,
 //! with the exit status they map to.
 
+mod exec;
+mod lifecycle;
 mod run;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
+
+use crate::runtime::StateRoot;
 
 /// A container enforcement agent: containers from namespaces and cgroups,
 /// with per-container policy enforced by eBPF.
 #[derive(Debug, Parser)]
 #[command(name = "palisade", version, about, propagate_version = true)]
 pub struct Cli {
+    /// State directory: one subdirectory per container. BPF pins go to
+    /// /sys/fs/bpf/palisade/<this path with / as _>.
+    #[arg(
+        long,
+        global = true,
+        env = "PALISADE_ROOT",
+        default_value = "/run/palisade",
+        value_name = "DIR"
+    )]
+    pub root: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -18,6 +35,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Run(run::RunArgs),
+    Exec(exec::ExecArgs),
+    Ps(lifecycle::PsArgs),
+    Kill(lifecycle::KillArgs),
+    Rm(lifecycle::RmArgs),
+    Wait(lifecycle::WaitArgs),
+    Logs(lifecycle::LogsArgs),
 }
 
 /// Exit status for bad input: a bad flag, name or policy file.
@@ -26,12 +49,32 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 /// Parses the command line, runs the command, returns the exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if !cli.root.is_absolute() {
+        report(&format!(
+            "--root {}: must be an absolute path",
+            cli.root.display()
+        ));
+        return EXIT_BAD_INPUT;
+    }
+    let root = StateRoot::new(cli.root);
     match cli.command {
-        Command::Run(args) => run::execute(args),
+        Command::Run(args) => run::execute(&root, args),
+        Command::Exec(args) => exec::execute(&root, args),
+        Command::Ps(args) => lifecycle::ps(&root, args),
+        Command::Kill(args) => lifecycle::kill(&root, args),
+        Command::Rm(args) => lifecycle::rm(&root, args),
+        Command::Wait(args) => lifecycle::wait(&root, args),
+        Command::Logs(args) => lifecycle::logs(&root, args),
     }
 }
 
 /// Prints an error the way every command does.
 pub(crate) fn report(error: &dyn std::fmt::Display) {
     eprintln!("palisade: {error}");
+}
+
+/// Prints a runtime error and returns its exit status.
+pub(crate) fn failed(error: crate::runtime::RuntimeError) -> i32 {
+    report(&error);
+    error.exit_status()
 }

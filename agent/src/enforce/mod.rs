@@ -13,9 +13,11 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError},
+    EbpfLoader,
+    maps::{HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, CgroupSockAddrAttachType, ProgramError, links::FdLink,
+    },
 };
 use palisade_common::{
     CONNECT_OPEN, CONNECT_RULED, CgroupPolicy, FAMILY_V4, FAMILY_V6, KEY_HEADER_BITS,
@@ -27,12 +29,6 @@ use crate::spec::{self, Family, Policy};
 
 /// The kernel-side object, built from `ebpf/` by agent/build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PALISADE_EBPF_OBJECT"));
-
-/// The hooks a container gets, as (program name, hook name for messages).
-const HOOKS: &[(&str, &str)] = &[
-    (program::CONNECT4, "cgroup/connect4"),
-    (program::CONNECT6, "cgroup/connect6"),
-];
 
 #[derive(Debug, Error)]
 pub enum EnforceError {
@@ -56,46 +52,129 @@ pub enum EnforceError {
     },
     #[error("invalid policy: {0}")]
     Compile(String),
+    #[error("cannot pin {}: {reason}", path.display())]
+    Pin { path: PathBuf, reason: String },
 }
 
-/// The loaded object: programs verified once, attached per container.
+/// Where this state root's programs, maps and per-container links are
+/// pinned in bpffs: `/sys/fs/bpf/palisade/<root>/`, with `<root>` the state
+/// root's path with `/` turned into `_` (so separate state roots, as tests
+/// use, never share pins). Inside: `obj-<hash>/` for one build's programs and
+/// maps, `links/<container>/` for each container's attachments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pins {
+    dir: PathBuf,
+}
+
+/// Where bpffs is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+impl Pins {
+    pub fn for_state_root(root: &Path) -> Self {
+        let key = root.to_string_lossy().trim_matches('/').replace('/', "_");
+        Self {
+            dir: Path::new(BPFFS).join("palisade").join(key),
+        }
+    }
+
+    /// The directory holding everything pinned for this state root.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn object_dir(&self) -> PathBuf {
+        self.dir.join(format!("obj-{:016x}", object_hash()))
+    }
+
+    fn links_dir(&self, container: &str) -> PathBuf {
+        self.dir.join("links").join(container)
+    }
+}
+
+/// FNV-1a of the embedded object: a new build gets new pins instead of
+/// reusing programs that no longer match its maps.
+fn object_hash() -> u64 {
+    OBJECT.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The programs and maps, opened from their pins: verified once per build,
+/// attached per container.
 pub struct Enforcer {
-    bpf: Ebpf,
+    pins: Pins,
+    programs: Vec<(&'static str, CgroupSockAddr)>,
+    policies: HashMap<MapData, u64, CgroupPolicy>,
+    rules: LpmTrie<MapData, RuleKey, PrefixRules>,
 }
 
 impl Enforcer {
-    /// Loads the embedded object and every program into the kernel.
-    pub fn load() -> Result<Self, EnforceError> {
-        // The programs use no CO-RE relocation, so the kernel's BTF need not be
-        // parsed a second time (`EbpfLoader::new` has already read it once).
-        let mut bpf = EbpfLoader::new()
-            .btf(None)
-            .load(OBJECT)
-            .map_err(|e| EnforceError::Object(chain(&e)))?;
-        for &(name, hook) in HOOKS {
-            let prog: &mut CgroupSockAddr = bpf
-                .program_mut(name)
-                .ok_or_else(|| EnforceError::Load {
-                    hook,
-                    reason: "missing from the object".into(),
-                })?
-                .try_into()
-                .map_err(|e| EnforceError::Load {
-                    hook,
-                    reason: chain(&e),
-                })?;
-            prog.load().map_err(|e| EnforceError::Load {
-                hook,
-                reason: hint(load_reason(&e)),
-            })?;
+    /// Opens the pinned programs and maps of this build, loading the
+    /// object and pinning it first if they are not there yet. `lock` must
+    /// be held exclusively by the caller while this runs, so concurrent
+    /// first runs do not both pin.
+    pub fn open(pins: Pins) -> Result<Self, EnforceError> {
+        ensure_bpffs()?;
+        let dir = pins.object_dir();
+        let complete = HOOK_TYPES
+            .iter()
+            .map(|(name, _, _)| *name)
+            .chain(MAPS.iter().copied())
+            .all(|n| dir.join(n).exists());
+        if !complete {
+            load_and_pin(&dir)?;
         }
-        Ok(Self { bpf })
+        let mut programs = Vec::with_capacity(HOOK_TYPES.len());
+        for &(name, hook, attach_type) in HOOK_TYPES {
+            let prog = CgroupSockAddr::from_pin(dir.join(name), attach_type).map_err(|e| {
+                EnforceError::Load {
+                    hook,
+                    reason: hint(chain(&e)),
+                }
+            })?;
+            programs.push((hook, prog));
+        }
+        let policies = HashMap::try_from(open_map(&dir, map::CGROUP_POLICY)?).map_err(|e| {
+            EnforceError::Pin {
+                path: dir.join(map::CGROUP_POLICY),
+                reason: chain(&e),
+            }
+        })?;
+        let rules = LpmTrie::try_from(open_map(&dir, map::CONNECT_RULES)?).map_err(|e| {
+            EnforceError::Pin {
+                path: dir.join(map::CONNECT_RULES),
+                reason: chain(&e),
+            }
+        })?;
+        Ok(Self {
+            pins,
+            programs,
+            policies,
+            rules,
+        })
     }
 
     /// Writes `policy` for the cgroup `cgroup_id`, then attaches every hook
-    /// to `cgroup_dir`. The programs stay attached while `self` lives.
+    /// to `cgroup_dir` and pins the links under the container's name, so
+    /// they stay attached when this process exits. On failure, whatever
+    /// was attached is released again.
     pub fn police(
         &mut self,
+        container: &str,
+        cgroup_dir: &Path,
+        cgroup_id: u64,
+        policy: &Policy,
+    ) -> Result<(), EnforceError> {
+        let result = self.try_police(container, cgroup_dir, cgroup_id, policy);
+        if result.is_err() {
+            let _ = self.release(container, cgroup_id);
+        }
+        result
+    }
+
+    fn try_police(
+        &mut self,
+        container: &str,
         cgroup_dir: &Path,
         cgroup_id: u64,
         policy: &Policy,
@@ -105,25 +184,65 @@ impl Enforcer {
             path: cgroup_dir.to_path_buf(),
             source,
         })?;
-        for &(name, hook) in HOOKS {
-            let prog: &mut CgroupSockAddr = self
-                .bpf
-                .program_mut(name)
-                .and_then(|p| p.try_into().ok())
-                .ok_or_else(|| EnforceError::Load {
-                    hook,
-                    reason: "missing from the object".into(),
-                })?;
+        let links = self.pins.links_dir(container);
+        create_dirs(&links)?;
+        for (hook, prog) in &mut self.programs {
+            let hook = *hook;
+            let attach_error = |reason| EnforceError::Attach {
+                hook,
+                cgroup: cgroup_dir.to_path_buf(),
+                reason,
+            };
             // Attached as a BPF link, which the kernel always treats as
             // multi-attach (programs of enclosing cgroups still run and a
             // deny from any of them stands); link_create takes no mode flag,
             // so `Single` is the one that passes 0.
-            prog.attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(|e| EnforceError::Attach {
-                    hook,
-                    cgroup: cgroup_dir.to_path_buf(),
-                    reason: hint(chain(&e)),
-                })?;
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(|e| attach_error(hint(chain(&e))))?;
+            let link = prog.take_link(id).map_err(|e| attach_error(chain(&e)))?;
+            let fd_link = FdLink::try_from(link).map_err(|e| attach_error(chain(&e)))?;
+            let path = links.join(link_file(hook));
+            fd_link.pin(&path).map_err(|e| EnforceError::Pin {
+                path,
+                reason: chain(&e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Detaches a container's programs (by removing its link pins) and
+    /// deletes its map entries. Idempotent: what is already gone is fine.
+    pub fn release(&mut self, container: &str, cgroup_id: u64) -> Result<(), EnforceError> {
+        let links = self.pins.links_dir(container);
+        match std::fs::remove_dir_all(&links) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(EnforceError::Pin {
+                    path: links,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        let map_error = |map: &'static str| {
+            move |e: aya::maps::MapError| EnforceError::Map {
+                map,
+                cgroup_id,
+                reason: chain(&e),
+            }
+        };
+        let _ = self.policies.remove(&cgroup_id);
+        let ours: Vec<Key<RuleKey>> = self
+            .rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data().cgroup == RuleKey::new(cgroup_id, 0, [0; 4]).cgroup)
+            .collect();
+        for key in ours {
+            self.rules
+                .remove(&key)
+                .map_err(map_error(map::CONNECT_RULES))?;
         }
         Ok(())
     }
@@ -140,12 +259,6 @@ impl Enforcer {
             None => CONNECT_OPEN,
             Some(rules) => {
                 let compiled = spec::compile(rules).map_err(EnforceError::Compile)?;
-                let mut trie: LpmTrie<_, RuleKey, PrefixRules> = LpmTrie::try_from(
-                    self.bpf
-                        .map_mut(map::CONNECT_RULES)
-                        .ok_or_else(|| missing_map(map::CONNECT_RULES, cgroup_id))?,
-                )
-                .map_err(map_error(map::CONNECT_RULES))?;
                 for entry in &compiled.entries {
                     let family = match entry.family {
                         Family::V4 => FAMILY_V4,
@@ -164,19 +277,14 @@ impl Enforcer {
                         "compile bounds entries"
                     );
                     value.rules[..entry.rules.len()].copy_from_slice(&entry.rules);
-                    trie.insert(&key, value, 0)
+                    self.rules
+                        .insert(&key, value, 0)
                         .map_err(map_error(map::CONNECT_RULES))?;
                 }
                 CONNECT_RULED
             }
         };
-        let mut policies: HashMap<_, u64, CgroupPolicy> = HashMap::try_from(
-            self.bpf
-                .map_mut(map::CGROUP_POLICY)
-                .ok_or_else(|| missing_map(map::CGROUP_POLICY, cgroup_id))?,
-        )
-        .map_err(map_error(map::CGROUP_POLICY))?;
-        policies
+        self.policies
             .insert(
                 cgroup_id,
                 CgroupPolicy {
@@ -190,12 +298,112 @@ impl Enforcer {
     }
 }
 
-fn missing_map(map: &'static str, cgroup_id: u64) -> EnforceError {
-    EnforceError::Map {
-        map,
-        cgroup_id,
-        reason: "missing from the object".into(),
+/// The maps of the object, pinned beside the programs.
+const MAPS: &[&str] = &[map::CGROUP_POLICY, map::CONNECT_RULES];
+
+/// The hooks a container gets: program name, hook name for messages, and
+/// attach type.
+const HOOK_TYPES: &[(&str, &str, CgroupSockAddrAttachType)] = &[
+    (
+        program::CONNECT4,
+        "cgroup/connect4",
+        CgroupSockAddrAttachType::Connect4,
+    ),
+    (
+        program::CONNECT6,
+        "cgroup/connect6",
+        CgroupSockAddrAttachType::Connect6,
+    ),
+];
+
+/// A hook's link pin file name: `cgroup/connect4` -> `connect4`.
+fn link_file(hook: &str) -> &str {
+    hook.rsplit('/').next().unwrap_or(hook)
+}
+
+/// Loads the embedded object (the verifier runs here, once per build) and
+/// pins its programs and maps into `dir`.
+fn load_and_pin(dir: &Path) -> Result<(), EnforceError> {
+    // Clear what a run that died half-way may have left.
+    let _ = std::fs::remove_dir_all(dir);
+    create_dirs(dir)?;
+    // The programs use no CO-RE relocation, so the kernel's BTF need not be
+    // parsed a second time (`EbpfLoader::new` has already read it once).
+    let mut bpf = EbpfLoader::new()
+        .btf(None)
+        .load(OBJECT)
+        .map_err(|e| EnforceError::Object(chain(&e)))?;
+    for &(name, hook, _) in HOOK_TYPES {
+        let prog: &mut CgroupSockAddr = bpf
+            .program_mut(name)
+            .ok_or_else(|| EnforceError::Load {
+                hook,
+                reason: "missing from the object".into(),
+            })?
+            .try_into()
+            .map_err(|e| EnforceError::Load {
+                hook,
+                reason: chain(&e),
+            })?;
+        prog.load().map_err(|e| EnforceError::Load {
+            hook,
+            reason: hint(load_reason(&e)),
+        })?;
+        let path = dir.join(name);
+        prog.pin(&path).map_err(|e| EnforceError::Pin {
+            path,
+            reason: chain(&e),
+        })?;
     }
+    for &name in MAPS {
+        let path = dir.join(name);
+        bpf.map(name)
+            .ok_or_else(|| EnforceError::Pin {
+                path: path.clone(),
+                reason: "map missing from the object".into(),
+            })?
+            .pin(&path)
+            .map_err(|e| EnforceError::Pin {
+                path,
+                reason: chain(&e),
+            })?;
+    }
+    Ok(())
+}
+
+fn open_map(dir: &Path, name: &str) -> Result<Map, EnforceError> {
+    let path = dir.join(name);
+    MapData::from_pin(&path)
+        .and_then(Map::from_map_data)
+        .map_err(|e| EnforceError::Pin {
+            path,
+            reason: chain(&e),
+        })
+}
+
+fn create_dirs(dir: &Path) -> Result<(), EnforceError> {
+    std::fs::create_dir_all(dir).map_err(|e| EnforceError::Pin {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Mounts bpffs at /sys/fs/bpf unless one is there already.
+fn ensure_bpffs() -> Result<(), EnforceError> {
+    if crate::sys::fs::is_bpffs(Path::new(BPFFS)) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| EnforceError::Pin {
+        path: PathBuf::from(BPFFS),
+        reason: format!("bpffs is not mounted and mounting it failed: {e}"),
+    })
 }
 
 /// An error and all its sources, joined: aya nests the kernel's reason.

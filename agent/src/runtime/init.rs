@@ -1,45 +1,52 @@
 //! The container's first process, between fork and exec: it waits until
-//! the parent has put it in its cgroups, builds its namespaces and mounts,
-//! and execs the command. Failures go back to the parent over a pipe.
+//! the parent has put it in its cgroups, builds its namespaces and
+//! filesystem, and execs the command. Failures go back to the parent over
+//! a pipe as a status byte and a message.
 
 use std::{
     ffi::CString,
     fs::File,
     io::{Read, Write},
-    os::fd::OwnedFd,
+    os::fd::{AsRawFd, OwnedFd},
+    path::PathBuf,
 };
 
 use nix::{
     errno::Errno,
-    mount::{MsFlags, mount},
     sched::{CloneFlags, unshare},
     sys::{
         prctl,
         signal::{SigSet, SigmaskHow, Signal, sigprocmask},
     },
-    unistd::{execvp, sethostname},
+    unistd::{chdir, execve, sethostname},
 };
 
-use super::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED};
+use super::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, NetMode, rootfs};
+use crate::sys;
 
 pub(super) struct Init<'a> {
-    /// Readable once the parent has moved this process into its cgroups.
-    pub go: OwnedFd,
-    /// Close-on-exec: EOF on the other end means exec succeeded.
-    pub report: OwnedFd,
     pub argv: &'a [CString],
+    pub env: &'a [CString],
     pub hostname: &'a str,
+    pub workdir: Option<&'a PathBuf>,
+    pub net: NetMode,
+    pub rootfs: &'a rootfs::RootfsSpec,
     /// The signal mask to restore before exec.
     pub sigmask: SigSet,
 }
 
 /// Never returns: execs the command or exits with a reported failure.
-pub(super) fn start(init: Init<'_>) -> ! {
-    let mut report = File::from(init.report);
-    let (status, message) = match prepare(init.go, init.hostname, &init.sigmask) {
+/// `go` is readable once the parent has moved this process into its
+/// cgroups; `report` is close-on-exec, so EOF on the other end means exec
+/// succeeded.
+pub(super) fn start(go: OwnedFd, report: OwnedFd, init: Init<'_>) -> ! {
+    let report_fd = report.as_raw_fd();
+    let mut report = File::from(report);
+    let (status, message) = match prepare(go, &init, report_fd) {
         Err(message) => (EXIT_SETUP_FAILED, message),
         Ok(()) => {
-            let errno = execvp(&init.argv[0], init.argv).unwrap_err();
+            let program = resolve(&init.argv[0], init.env);
+            let errno = execve(&program, init.argv, init.env).unwrap_err();
             let status = match errno {
                 Errno::ENOENT | Errno::ENOTDIR => EXIT_NOT_FOUND,
                 _ => EXIT_NOT_EXECUTABLE,
@@ -55,10 +62,10 @@ pub(super) fn start(init: Init<'_>) -> ! {
     std::process::exit(status)
 }
 
-fn prepare(go: OwnedFd, hostname: &str, sigmask: &SigSet) -> Result<(), String> {
-    // A foreground container does not outlive palisade: its policy is
-    // held by palisade's process. Set before waiting on the start pipe, so
-    // a palisade that died in between shows up as EOF there.
+fn prepare(go: OwnedFd, init: &Init<'_>, report_fd: i32) -> Result<(), String> {
+    // The container does not outlive the process that supervises it. Set
+    // before waiting on the start pipe, so a parent that died in between
+    // shows up as EOF there.
     prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
     let mut byte = [0u8; 1];
@@ -66,29 +73,58 @@ fn prepare(go: OwnedFd, hostname: &str, sigmask: &SigSet) -> Result<(), String> 
         Ok(1) => {}
         _ => return Err("palisade exited before the container started".into()),
     }
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
-        .map_err(|e| format!("cannot create mount, uts and ipc namespaces: {e}"))?;
-    // Nothing mounted in here may propagate back to the host.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("cannot make / private: {e}"))?;
-    mount(
-        Some("proc"),
-        "/proc",
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|e| format!("cannot mount /proc: {e}"))?;
-    sethostname(hostname).map_err(|e| format!("cannot set hostname {hostname:?}: {e}"))?;
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(sigmask), None)
+    // The cgroup namespace is made after joining the cgroups, so the
+    // container sees its own cgroup as the root.
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
+    if init.net == NetMode::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(|e| format!("cannot create the container's namespaces: {e}"))?;
+    if init.net == NetMode::None {
+        sys::net::set_link_up("lo").map_err(|e| format!("cannot bring up lo: {e}"))?;
+    }
+    rootfs::build(init.rootfs)?;
+    sethostname(init.hostname)
+        .map_err(|e| format!("cannot set hostname {:?}: {e}", init.hostname))?;
+    if let Some(dir) = init.workdir {
+        chdir(dir).map_err(|e| format!("cannot enter working directory {}: {e}", dir.display()))?;
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&init.sigmask), None)
         .map_err(|e| format!("cannot restore the signal mask: {e}"))?;
+    let _ = report_fd;
     Ok(())
+}
+
+/// The program to exec: `name` itself if it has a slash, else the first
+/// executable match in the container's PATH (execvp would search
+/// palisade's PATH instead).
+pub(super) fn resolve(name: &CString, env: &[CString]) -> CString {
+    let bytes = name.as_bytes();
+    if bytes.contains(&b'/') {
+        return name.clone();
+    }
+    let path = env
+        .iter()
+        .find_map(|e| {
+            e.to_str()
+                .ok()
+                .and_then(|e| e.strip_prefix("PATH="))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| super::DEFAULT_PATH.to_string());
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = PathBuf::from(dir).join(name.to_str().unwrap_or_default());
+        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok()
+            && candidate.is_file()
+            && let Ok(c) = CString::new(candidate.into_os_string().into_encoded_bytes())
+        {
+            return c;
+        }
+    }
+    name.clone()
 }
 
 /// Reads the child's report: `None` if exec succeeded (the pipe closed

@@ -1,34 +1,30 @@
-//! The container runtime: namespaces, the container's first process, and
-//! its supervision until it exits.
+//! The container runtime: namespaces, filesystem, the container's first
+//! process, its supervision, and the lifecycle commands.
 //!
-//! Owns the order in which a container comes to life: cgroups created,
-//! policy written and programs attached, then the process forked into new
-//! namespaces, moved into the cgroups, and only then allowed to exec. It
-//! never decides policy (that is `spec`) nor touches BPF itself (`enforce`).
+//! Owns the order in which a container comes to life: name reserved in the
+//! state root, cgroups created, policy written and programs attached, then
+//! the process forked into new namespaces, moved into the cgroups, and only
+//! then allowed to exec. It never decides policy (that is `spec`) nor
+//! builds BPF maps itself (`enforce`).
 
+mod exec;
 mod init;
+mod lifecycle;
+mod monitor;
+pub mod rootfs;
+pub mod state;
 mod supervise;
 
-use std::ffi::CString;
+use std::{ffi::CString, path::PathBuf};
 
-use nix::{
-    errno::Errno,
-    fcntl::OFlag,
-    sched::{CloneFlags, unshare},
-    sys::{
-        signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask},
-        wait::waitpid,
-    },
-    unistd::{Pid, pipe2, write},
-};
+pub use exec::{ExecSpec, exec};
+pub use lifecycle::{kill, logs, ps, remove, wait};
+use nix::errno::Errno;
+pub use rootfs::{BindMount, RootfsSpec};
+pub use state::{State, StateError, StateRoot, Status};
 use thiserror::Error;
 
-use crate::{
-    cgroups::{CgroupError, Hierarchies},
-    enforce::{EnforceError, Enforcer},
-    spec::Policy,
-    sys::process::{Forked, fork_single_threaded},
-};
+use crate::{cgroups::CgroupError, enforce::EnforceError, spec::Policy};
 
 /// Exit status when palisade itself fails before the command could start.
 pub const EXIT_SETUP_FAILED: i32 = 125;
@@ -37,29 +33,61 @@ pub const EXIT_NOT_EXECUTABLE: i32 = 126;
 /// Exit status when the command is not found.
 pub const EXIT_NOT_FOUND: i32 = 127;
 
-/// What to run and under which policy.
+/// The container's PATH unless `--env PATH=…` says otherwise.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The container's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetMode {
+    /// The host's network namespace.
+    #[default]
+    Host,
+    /// A private network namespace with only loopback, up.
+    None,
+}
+
+/// What to run and how.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
     pub name: String,
     pub command: Vec<String>,
     pub policy: Policy,
+    /// Keep running after the CLI exits; output goes to the log.
+    pub detach: bool,
+    /// `K=V` pairs added to (or replacing) the default environment.
+    pub env: Vec<String>,
+    pub workdir: Option<PathBuf>,
+    /// Defaults to the name.
+    pub hostname: Option<String>,
+    pub net: NetMode,
+    pub rootfs: Option<PathBuf>,
+    pub read_only: bool,
+    pub mounts: Vec<BindMount>,
 }
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("{0}; the container was not started")]
     Enforce(#[from] EnforceError),
     #[error("{source} (policing {}); the container was not started", cgroup.display())]
     Load {
-        cgroup: std::path::PathBuf,
+        cgroup: PathBuf,
         source: EnforceError,
     },
     #[error(
         "invalid container name {0:?}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
     )]
     Name(String),
+    #[error("invalid {what} {value:?}: {why}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
     #[error("no command given")]
     NoCommand,
     #[error("command argument {0:?} contains a NUL byte")]
@@ -69,6 +97,8 @@ pub enum RuntimeError {
     /// The container's process reported a failure before exec.
     #[error("{message}")]
     Start { status: i32, message: String },
+    #[error("container {name:?} is {status}")]
+    WrongStatus { name: String, status: String },
 }
 
 impl RuntimeError {
@@ -76,13 +106,16 @@ impl RuntimeError {
     pub fn exit_status(&self) -> i32 {
         match self {
             RuntimeError::Start { status, .. } => *status,
-            RuntimeError::Name(_) | RuntimeError::NoCommand | RuntimeError::NulInArgument(_) => 2,
+            RuntimeError::Name(_)
+            | RuntimeError::NoCommand
+            | RuntimeError::NulInArgument(_)
+            | RuntimeError::Invalid { .. } => 2,
             _ => EXIT_SETUP_FAILED,
         }
     }
 }
 
-/// Checks a container name: it becomes a cgroup directory and a hostname.
+/// Checks a container name: it becomes a directory name and a hostname.
 pub fn validate_name(name: &str) -> Result<(), RuntimeError> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -97,86 +130,105 @@ pub fn validate_name(name: &str) -> Result<(), RuntimeError> {
     }
 }
 
-/// Signals palisade passes on to the container; SIGCHLD tells it the
-/// container's process has ended.
-fn supervised_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for s in supervise::FORWARDED {
-        set.add(*s);
-    }
-    set.add(Signal::SIGCHLD);
-    set
-}
-
-/// Runs a container in the foreground and returns its exit status (the
-/// command's own, or 128+N if a signal N ended it). Everything created for
-/// it is removed before returning, whether it started or not.
-pub fn run(spec: &RunSpec) -> Result<i32, RuntimeError> {
+/// Checks everything about a spec that can be checked without touching
+/// the host.
+fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
     validate_name(&spec.name)?;
     if spec.command.is_empty() {
         return Err(RuntimeError::NoCommand);
     }
-    let argv = spec
-        .command
+    for kv in &spec.env {
+        match kv.split_once('=') {
+            Some((k, _)) if !k.is_empty() => {}
+            _ => {
+                return Err(RuntimeError::Invalid {
+                    what: "--env",
+                    value: kv.clone(),
+                    why: "expected KEY=VALUE",
+                });
+            }
+        }
+    }
+    if let Some(h) = &spec.hostname
+        && (h.is_empty() || h.len() > 64)
+    {
+        return Err(RuntimeError::Invalid {
+            what: "--hostname",
+            value: h.clone(),
+            why: "1-64 characters",
+        });
+    }
+    if let Some(w) = &spec.workdir
+        && !w.is_absolute()
+    {
+        return Err(RuntimeError::Invalid {
+            what: "--workdir",
+            value: w.display().to_string(),
+            why: "must be absolute",
+        });
+    }
+    if let Some(r) = &spec.rootfs
+        && !r.is_dir()
+    {
+        return Err(RuntimeError::Invalid {
+            what: "--rootfs",
+            value: r.display().to_string(),
+            why: "not a directory",
+        });
+    }
+    for m in &spec.mounts {
+        if !m.source.exists() {
+            return Err(RuntimeError::Invalid {
+                what: "--mount",
+                value: m.source.display().to_string(),
+                why: "source does not exist",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The container's environment: defaults, then `--env` in order.
+fn environment(spec: &RunSpec) -> Vec<String> {
+    let mut env = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!(
+            "HOSTNAME={}",
+            spec.hostname.as_deref().unwrap_or(&spec.name)
+        ),
+        "HOME=/root".to_string(),
+    ];
+    if let Ok(term) = std::env::var("TERM") {
+        env.push(format!("TERM={term}"));
+    }
+    for kv in &spec.env {
+        let key = kv.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    env
+}
+
+fn cstrings(items: &[String]) -> Result<Vec<CString>, RuntimeError> {
+    items
         .iter()
         .map(|a| CString::new(a.as_str()).map_err(|_| RuntimeError::NulInArgument(a.clone())))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
 
-    let hierarchies = Hierarchies::detect()?;
-    let cgroups = hierarchies.create(&spec.name)?;
-    let cgroup_id = cgroups.id()?;
-    let mut enforcer = Enforcer::load().map_err(|source| RuntimeError::Load {
-        cgroup: cgroups.unified().to_path_buf(),
-        source,
-    })?;
-    enforcer.police(cgroups.unified(), cgroup_id, &spec.policy)?;
+/// What `run` ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// A foreground container's exit status.
+    Exited(i32),
+    /// A detached container is running.
+    Detached,
+}
 
-    let setup = |step| move |errno| RuntimeError::Setup { step, errno };
-    let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
-    let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
-    let signals = supervised_signals();
-    let mut old_mask = SigSet::empty();
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), Some(&mut old_mask))
-        .map_err(setup("block signals"))?;
-    // The next child palisade forks becomes pid 1 of a new pid namespace.
-    unshare(CloneFlags::CLONE_NEWPID).map_err(setup("create a pid namespace"))?;
-
-    let child = match fork_single_threaded().map_err(setup("fork"))? {
-        Forked::Child => {
-            drop(go_write);
-            drop(err_read);
-            init::start(init::Init {
-                go: go_read,
-                report: err_write,
-                argv: &argv,
-                hostname: &spec.name,
-                sigmask: old_mask,
-            })
-        }
-        Forked::Parent { child } => Pid::from_raw(child),
-    };
-    drop(go_read);
-    drop(err_write);
-
-    // Into the cgroups first: the command must not run a single
-    // instruction outside its policy.
-    let released = cgroups
-        .join(child.as_raw())
-        .map_err(RuntimeError::from)
-        .and_then(|()| write(&go_write, b"1").map_err(setup("start the container")));
-    drop(go_write);
-    if let Err(e) = released {
-        let _ = kill(child, Signal::SIGKILL);
-        let _ = waitpid(child, None);
-        return Err(e);
-    }
-    if let Some((status, message)) = init::read_report(err_read) {
-        let _ = waitpid(child, None);
-        return Err(RuntimeError::Start { status, message });
-    }
-
-    let status = supervise::until_exit(child, &signals).map_err(setup("wait for the container"))?;
-    drop(enforcer);
-    cgroups.remove()?;
-    Ok(status)
+/// Runs a container. In the foreground it waits for it and removes
+/// everything created for it; detached, it returns once the command runs,
+/// and the container keeps its state until `rm`.
+pub fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
+    validate(spec)?;
+    monitor::run(root, spec)
 }

@@ -20,13 +20,29 @@ pub(super) const FORWARDED: &[Signal] = &[
     Signal::SIGUSR2,
 ];
 
+/// The signals to block while supervising: those forwarded, and SIGCHLD,
+/// which says the container's process has ended.
+pub(super) fn signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    set
+}
+
 /// `si_code` of a signal raised by the kernel (e.g. a terminal's ^C, which
 /// the container's process, in the same process group, receives itself).
 const SI_KERNEL: i32 = 0x80;
 
+/// Exit status for a process ended by `signal`, as shells report it.
+pub(crate) fn signalled(signal: Signal) -> i32 {
+    128 + signal as i32
+}
+
 /// Blocks until `child` exits; returns its status, or 128+N if signal N
 /// killed it. `signals` must be blocked in the calling thread.
-pub(super) fn until_exit(child: Pid, signals: &SigSet) -> nix::Result<i32> {
+pub(crate) fn until_exit(child: Pid, signals: &SigSet) -> nix::Result<i32> {
     loop {
         let received = signal::wait(signals)?;
         if received.signal != Signal::SIGCHLD {
@@ -37,7 +53,7 @@ pub(super) fn until_exit(child: Pid, signals: &SigSet) -> nix::Result<i32> {
         }
         match waitpid(child, Some(WaitPidFlag::WNOHANG))? {
             WaitStatus::Exited(_, code) => return Ok(code),
-            WaitStatus::Signaled(_, sig, _) => return Ok(128 + sig as i32),
+            WaitStatus::Signaled(_, sig, _) => return Ok(signalled(sig)),
             _ => continue,
         }
     }

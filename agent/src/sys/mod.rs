@@ -2,5 +2,8 @@
 //! function returning `Result`. `nix` is used wherever it has the call;
 //! what remains is here, each block with a `// SAFETY:` comment.
 
+pub mod fs;
+pub mod net;
+pub mod pidfd;
 pub mod process;
 pub mod signal;

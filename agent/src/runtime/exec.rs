@@ -1,0 +1,173 @@
+//! `palisade exec`: a new process inside a running container — in all of
+//! its namespaces and cgroups, so under the same policy — with the
+//! container's environment and working directory.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    io::Write,
+    os::{fd::AsFd, unix::fs::MetadataExt},
+    path::PathBuf,
+};
+
+use nix::{
+    errno::Errno,
+    fcntl::OFlag,
+    sched::{CloneFlags, setns},
+    sys::signal::{SigSet, SigmaskHow, sigprocmask},
+    unistd::{Pid, chdir, execve, pipe2},
+};
+
+use super::{
+    EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, RuntimeError, cstrings, init,
+    lifecycle, state::StateRoot, supervise,
+};
+use crate::sys::process::{Forked, fork_single_threaded};
+
+/// What to run in which container.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    pub name: String,
+    pub command: Vec<String>,
+    /// `K=V` added to the container's environment.
+    pub env: Vec<String>,
+    /// Defaults to the container's working directory.
+    pub workdir: Option<PathBuf>,
+}
+
+/// Namespaces a process joins, in the order it joins them. pid and time
+/// apply to children, so the CLI joins those before forking.
+const CHILD_NAMESPACES: &[(&str, CloneFlags)] = &[
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// Opens `/proc/PID/ns/KIND`, or None if it is the caller's own already.
+fn namespace(pid: i32, kind: &str) -> Result<Option<File>, RuntimeError> {
+    let theirs = format!("/proc/{pid}/ns/{kind}");
+    let file = File::open(&theirs).map_err(|e| RuntimeError::Setup {
+        step: "open the container's namespaces",
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
+    let same = match (
+        file.metadata(),
+        std::fs::metadata(format!("/proc/self/ns/{kind}")),
+    ) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    };
+    Ok(if same { None } else { Some(file) })
+}
+
+/// Runs the command in the container and returns its exit status.
+pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
+    if spec.command.is_empty() {
+        return Err(RuntimeError::NoCommand);
+    }
+    let state = root.load(&spec.name)?;
+    let _pidfd = lifecycle::container_process(&state)?;
+    let pid = state.pid.expect("a running container has a pid");
+
+    let mut env = state.exec.env.clone();
+    for kv in &spec.env {
+        let key = kv.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    let argv = cstrings(&spec.command)?;
+    let env = cstrings(&env)?;
+    let workdir = spec
+        .workdir
+        .clone()
+        .or(state.exec.workdir.clone())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let joined: Vec<(File, CloneFlags)> = CHILD_NAMESPACES
+        .iter()
+        .filter_map(|(kind, flag)| {
+            namespace(pid, kind)
+                .transpose()
+                .map(|f| f.map(|f| (f, *flag)))
+        })
+        .collect::<Result<_, _>>()?;
+
+    let setup = |step| move |errno| RuntimeError::Setup { step, errno };
+    for (kind, flag) in [
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("time", CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)),
+    ] {
+        if let Some(ns) = namespace(pid, kind)? {
+            setns(ns.as_fd(), flag)
+                .map_err(setup("join the container's pid and time namespaces"))?;
+        }
+    }
+    let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
+    let signals = supervise::signals();
+    let mut old_mask = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), Some(&mut old_mask))
+        .map_err(setup("block signals"))?;
+
+    let child = match fork_single_threaded().map_err(setup("fork"))? {
+        Forked::Child => {
+            drop(err_read);
+            let mut report = File::from(err_write);
+            let (status, message) = match enter(&state.cgroups, &joined, &workdir, &old_mask) {
+                Err(message) => (EXIT_SETUP_FAILED, message),
+                Ok(()) => {
+                    let program = init::resolve(&argv[0], &env);
+                    let errno = execve(&program, &argv, &env).unwrap_err();
+                    let status = if matches!(errno, Errno::ENOENT | Errno::ENOTDIR) {
+                        EXIT_NOT_FOUND
+                    } else {
+                        EXIT_NOT_EXECUTABLE
+                    };
+                    (
+                        status,
+                        format!(
+                            "cannot execute {:?} in {}: {}",
+                            argv[0],
+                            spec.name,
+                            errno.desc()
+                        ),
+                    )
+                }
+            };
+            let _ = report.write_all(&[status as u8]);
+            let _ = report.write_all(message.as_bytes());
+            std::process::exit(status);
+        }
+        Forked::Parent { child } => Pid::from_raw(child),
+    };
+    drop(err_write);
+    if let Some((status, message)) = init::read_report(err_read) {
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Err(RuntimeError::Start { status, message });
+    }
+    supervise::until_exit(child, &signals).map_err(setup("wait for the command"))
+}
+
+/// In the forked child: join the cgroups (while the host's cgroupfs is
+/// still visible), then the namespaces, then the working directory.
+fn enter(
+    cgroups: &[PathBuf],
+    namespaces: &[(File, CloneFlags)],
+    workdir: &std::path::Path,
+    mask: &SigSet,
+) -> Result<(), String> {
+    for dir in cgroups {
+        // "0" is the writing process, whatever pid namespace it is in.
+        std::fs::write(dir.join("cgroup.procs"), "0")
+            .map_err(|e| format!("cannot join cgroup {}: {e}", dir.display()))?;
+    }
+    for (file, flag) in namespaces {
+        setns(file.as_fd(), *flag)
+            .map_err(|e| format!("cannot join the container's namespaces ({flag:?}): {e}"))?;
+    }
+    chdir(workdir)
+        .map_err(|e| format!("cannot enter working directory {}: {e}", workdir.display()))?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None)
+        .map_err(|e| format!("cannot restore the signal mask: {e}"))?;
+    Ok(())
+}

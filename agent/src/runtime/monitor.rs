@@ -1,0 +1,327 @@
+//! The monitor: the process that creates a container, waits for it and
+//! cleans up after it. For a foreground `run` it is the CLI itself; for a
+//! detached one it is a child of the CLI in its own session, with its
+//! output (and the container's) in the container's log.
+
+use std::{
+    ffi::CString,
+    fs::{File, OpenOptions},
+    io::{Read, Write},
+    os::fd::OwnedFd,
+};
+
+use nix::{
+    fcntl::{Flock, FlockArg, OFlag},
+    sched::{CloneFlags, unshare},
+    sys::{
+        signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask},
+        wait::waitpid,
+    },
+    unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, getpid, pipe2, setsid, write},
+};
+
+use super::{
+    EXIT_SETUP_FAILED, RunOutcome, RunSpec, RuntimeError, cstrings, environment, init,
+    rootfs::RootfsSpec,
+    state::{ExecProfile, State, StateRoot, Status, now},
+    supervise,
+};
+use crate::{
+    cgroups::{ContainerCgroups, Hierarchies},
+    enforce::{Enforcer, Pins},
+    sys::process::{Forked, fork_single_threaded},
+};
+
+pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
+    let env_strings = environment(spec);
+    let state = State {
+        name: spec.name.clone(),
+        status: Status::Creating,
+        pid: None,
+        monitor_pid: getpid().as_raw(),
+        detached: spec.detach,
+        created: now(),
+        finished: None,
+        command: spec.command.clone(),
+        exit_status: None,
+        oom_killed: false,
+        cgroup_id: None,
+        cgroups: Vec::new(),
+        exec: ExecProfile {
+            env: env_strings.clone(),
+            workdir: spec.workdir.clone(),
+            user: None,
+            caps: Vec::new(),
+        },
+    };
+    let argv = cstrings(&spec.command)?;
+    let env = cstrings(&env_strings)?;
+    root.create(&state)?;
+
+    if !spec.detach {
+        return monitor(root, spec, &argv, &env, state, None).map(RunOutcome::Exited);
+    }
+    let setup = |step| move |errno| RuntimeError::Setup { step, errno };
+    let (ready_read, ready_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
+    match fork_single_threaded().map_err(setup("fork the monitor"))? {
+        Forked::Child => {
+            drop(ready_read);
+            let status = match detach_stdio(root, &spec.name) {
+                Ok(()) => {
+                    let mut state = state;
+                    state.monitor_pid = getpid().as_raw();
+                    match monitor(root, spec, &argv, &env, state, Some(ready_write)) {
+                        Ok(status) => status,
+                        Err(e) => {
+                            eprintln!("palisade: {e}");
+                            EXIT_SETUP_FAILED
+                        }
+                    }
+                }
+                Err(e) => {
+                    report_failure(Some(ready_write), &e);
+                    let _ = root.remove(&spec.name);
+                    EXIT_SETUP_FAILED
+                }
+            };
+            std::process::exit(status);
+        }
+        Forked::Parent { .. } => {
+            drop(ready_write);
+            let mut bytes = Vec::new();
+            let _ = File::from(ready_read).read_to_end(&mut bytes);
+            match bytes.split_first() {
+                Some((0, _)) => Ok(RunOutcome::Detached),
+                Some((&status, message)) => Err(RuntimeError::Start {
+                    status: i32::from(status),
+                    message: String::from_utf8_lossy(message).into_owned(),
+                }),
+                None => Err(RuntimeError::Start {
+                    status: EXIT_SETUP_FAILED,
+                    message: format!(
+                        "the monitor of {} exited before the container started",
+                        spec.name
+                    ),
+                }),
+            }
+        }
+    }
+}
+
+/// A detached monitor leaves the CLI's session and terminal; its stdin is
+/// /dev/null and its output (and so the container's) goes to the log.
+fn detach_stdio(root: &StateRoot, name: &str) -> Result<(), RuntimeError> {
+    let setup = |step| move |errno| RuntimeError::Setup { step, errno };
+    setsid().map_err(setup("start a session"))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.log_path(name))
+        .map_err(|e| RuntimeError::Setup {
+            step: "open the log",
+            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        })?;
+    let null = File::open("/dev/null").map_err(|e| RuntimeError::Setup {
+        step: "open /dev/null",
+        errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
+    dup2_stdin(&null).map_err(setup("redirect stdin"))?;
+    dup2_stdout(&log).map_err(setup("redirect stdout"))?;
+    dup2_stderr(&log).map_err(setup("redirect stderr"))?;
+    Ok(())
+}
+
+fn report_failure(ready: Option<OwnedFd>, error: &RuntimeError) {
+    if let Some(fd) = ready {
+        let mut f = File::from(fd);
+        let _ = f.write_all(&[error.exit_status() as u8]);
+        let _ = f.write_all(error.to_string().as_bytes());
+    }
+}
+
+/// Creates the container, waits for it, cleans up. Returns its exit
+/// status. `ready`, for a detached run, hears one byte 0 once the command
+/// runs, or a status and message if it could not start.
+fn monitor(
+    root: &StateRoot,
+    spec: &RunSpec,
+    argv: &[CString],
+    env: &[CString],
+    mut state: State,
+    ready: Option<OwnedFd>,
+) -> Result<i32, RuntimeError> {
+    let pins = Pins::for_state_root(root.dir());
+    let hierarchies = match Hierarchies::detect() {
+        Ok(h) => h,
+        Err(e) => return Err(fail(root, &spec.name, ready, e.into())),
+    };
+    let cgroups = match hierarchies.create(&spec.name) {
+        Ok(c) => c,
+        Err(e) => return Err(fail(root, &spec.name, ready, e.into())),
+    };
+    let mut enforcer = None;
+    let started = start(
+        root,
+        spec,
+        argv,
+        env,
+        &mut state,
+        &cgroups,
+        &pins,
+        &mut enforcer,
+    );
+    let (child, signals) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            if let (Some(enf), Some(id)) = (enforcer.as_mut(), state.cgroup_id) {
+                let _ = enf.release(&spec.name, id);
+            }
+            drop(cgroups);
+            return Err(fail(root, &spec.name, ready, e));
+        }
+    };
+    if let Some(fd) = ready {
+        let _ = write(&fd, &[0]);
+    }
+
+    let waited = supervise::until_exit(child, &signals);
+    let status = waited.unwrap_or(EXIT_SETUP_FAILED);
+    state.status = Status::Exited;
+    state.exit_status = Some(status);
+    state.finished = Some(now());
+    state.oom_killed = crate::cgroups::oom_killed(&cgroups);
+    if let (Some(enf), Some(id)) = (enforcer.as_mut(), state.cgroup_id)
+        && let Err(e) = enf.release(&spec.name, id)
+    {
+        eprintln!("palisade: {}: {e}", spec.name);
+    }
+    let removed = cgroups.remove();
+    if spec.detach {
+        root.save(&state)?;
+    } else {
+        root.remove(&spec.name)?;
+    }
+    removed?;
+    Ok(status)
+}
+
+/// Undoes the reservation of a container that did not start and passes
+/// the error on (to the waiting CLI too, for a detached run).
+fn fail(root: &StateRoot, name: &str, ready: Option<OwnedFd>, error: RuntimeError) -> RuntimeError {
+    let _ = root.remove(name);
+    report_failure(ready, &error);
+    error
+}
+
+/// Polices the cgroup, forks the container's first process into new
+/// namespaces and cgroups, and lets it exec.
+#[allow(clippy::too_many_arguments)]
+fn start(
+    root: &StateRoot,
+    spec: &RunSpec,
+    argv: &[CString],
+    env: &[CString],
+    state: &mut State,
+    cgroups: &ContainerCgroups,
+    pins: &Pins,
+    enforcer: &mut Option<Enforcer>,
+) -> Result<(Pid, SigSet), RuntimeError> {
+    let setup = |step| move |errno| RuntimeError::Setup { step, errno };
+    let cgroup_id = cgroups.id()?;
+    state.cgroup_id = Some(cgroup_id);
+    state.cgroups = cgroups.dirs().map(|d| d.to_path_buf()).collect();
+    {
+        // One process at a time loads and pins a new build's programs.
+        let lock_path = root.dir().join(".bpf.lock");
+        let lock_file = File::create(&lock_path).map_err(|e| RuntimeError::Setup {
+            step: "create the state root's lock",
+            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        })?;
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| {
+            RuntimeError::Setup {
+                step: "lock the state root",
+                errno: e,
+            }
+        })?;
+        *enforcer = Some(
+            Enforcer::open(pins.clone()).map_err(|source| RuntimeError::Load {
+                cgroup: cgroups.unified().to_path_buf(),
+                source,
+            })?,
+        );
+    }
+    enforcer.as_mut().expect("just set").police(
+        &spec.name,
+        cgroups.unified(),
+        cgroup_id,
+        &spec.policy,
+    )?;
+
+    let staging = root.container_dir(&spec.name).join("rootfs");
+    std::fs::create_dir(&staging).map_err(|e| RuntimeError::Setup {
+        step: "create the rootfs mount point",
+        errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
+    let rootfs = RootfsSpec {
+        rootfs: spec.rootfs.clone(),
+        read_only: spec.read_only,
+        mounts: spec.mounts.clone(),
+        staging,
+    };
+
+    let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
+    let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
+    let signals = supervise::signals();
+    let mut old_mask = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), Some(&mut old_mask))
+        .map_err(setup("block signals"))?;
+    // The next child this process forks becomes pid 1 of a new pid
+    // namespace, with a time namespace of its own.
+    unshare(CloneFlags::CLONE_NEWPID | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+        .map_err(setup("create pid and time namespaces"))?;
+
+    let hostname = spec.hostname.as_deref().unwrap_or(&spec.name);
+    let child = match fork_single_threaded().map_err(setup("fork"))? {
+        Forked::Child => {
+            drop(go_write);
+            drop(err_read);
+            init::start(
+                go_read,
+                err_write,
+                init::Init {
+                    argv,
+                    env,
+                    hostname,
+                    workdir: spec.workdir.as_ref(),
+                    net: spec.net,
+                    rootfs: &rootfs,
+                    sigmask: old_mask,
+                },
+            )
+        }
+        Forked::Parent { child } => Pid::from_raw(child),
+    };
+    drop(go_read);
+    drop(err_write);
+
+    // Into the cgroups first: the command must not run a single
+    // instruction outside its policy.
+    let released = cgroups
+        .join(child.as_raw())
+        .map_err(RuntimeError::from)
+        .and_then(|()| write(&go_write, b"1").map_err(setup("start the container")));
+    drop(go_write);
+    if let Err(e) = released {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(e);
+    }
+    if let Some((status, message)) = init::read_report(err_read) {
+        let _ = waitpid(child, None);
+        return Err(RuntimeError::Start { status, message });
+    }
+    state.status = Status::Running;
+    state.pid = Some(child.as_raw());
+    root.save(state)?;
+    Ok((child, signals))
+}

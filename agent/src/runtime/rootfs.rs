@@ -1,0 +1,281 @@
+//! The container's filesystem, built in its first process inside its new
+//! mount namespace: a root (the given rootfs, or the host's root read-only),
+//! a private /proc, a read-only /sys, a minimal /dev with its own devpts,
+//! /dev/shm, a private /tmp, bind mounts, then pivot_root, masked and
+//! read-only paths. Nothing here propagates to the host: / is made
+//! private first.
+
+use std::{
+    fs,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+};
+
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    unistd::{chdir, pivot_root},
+};
+
+/// One `--mount SRC:DST[:ro]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+impl BindMount {
+    /// Parses `SRC:DST[:ro|:rw]`; both paths absolute.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let (source, target, read_only) = match parts.as_slice() {
+            [s, t] => (*s, *t, false),
+            [s, t, "ro"] => (*s, *t, true),
+            [s, t, "rw"] => (*s, *t, false),
+            _ => return Err(format!("invalid mount {text:?}: expected SRC:DST[:ro]")),
+        };
+        if !source.starts_with('/') || !target.starts_with('/') {
+            return Err(format!(
+                "invalid mount {text:?}: both paths must be absolute"
+            ));
+        }
+        Ok(Self {
+            source: source.into(),
+            target: target.into(),
+            read_only,
+        })
+    }
+}
+
+/// How the container's filesystem is built.
+#[derive(Debug, Clone, Default)]
+pub struct RootfsSpec {
+    /// None: the host's root, read-only.
+    pub rootfs: Option<PathBuf>,
+    /// Make the given rootfs read-only too.
+    pub read_only: bool,
+    pub mounts: Vec<BindMount>,
+    /// An empty directory owned by this container, used as the mount
+    /// point of the new root before pivot_root.
+    pub staging: PathBuf,
+}
+
+/// Files hidden behind /dev/null (or an empty read-only tmpfs for
+/// directories), as OCI runtimes do.
+const MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const READ_ONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Device nodes the container gets, bound from the host's.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+fn mnt(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    mount(source, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "cannot mount {} on {}: {e}",
+            fstype.or(source).unwrap_or("bind"),
+            target.display()
+        )
+    })
+}
+
+fn bind(source: &Path, target: &Path, flags: MsFlags) -> Result<(), String> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | flags,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        format!(
+            "cannot bind {} on {}: {e}",
+            source.display(),
+            target.display()
+        )
+    })
+}
+
+fn remount_read_only(target: &Path, extra: MsFlags) -> Result<(), String> {
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | extra,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot make {} read-only: {e}", target.display()))
+}
+
+fn inside(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// Builds the filesystem and pivots into it. Runs in the container's
+/// first process, in its new mount namespace, before exec.
+pub fn build(spec: &RootfsSpec) -> Result<(), String> {
+    mnt(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    let root = spec.staging.as_path();
+    match &spec.rootfs {
+        // The rootfs and its submounts, as a mount point of its own.
+        Some(dir) => bind(dir, root, MsFlags::MS_REC)?,
+        // The host's root filesystem only: none of the host's other mounts
+        // (cgroupfs, bpffs, /run…) come along.
+        None => bind(Path::new("/"), root, MsFlags::empty())?,
+    }
+
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt(Some("proc"), &root.join("proc"), Some("proc"), flags, None)?;
+    mnt(
+        Some("sysfs"),
+        &root.join("sys"),
+        Some("sysfs"),
+        flags | MsFlags::MS_RDONLY,
+        None,
+    )?;
+    mnt(
+        Some("tmpfs"),
+        &root.join("tmp"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    build_dev(&root.join("dev"))?;
+
+    for m in &spec.mounts {
+        let target = inside(root, &m.target);
+        if !target.exists() {
+            return Err(format!(
+                "mount target {} does not exist in the container's root",
+                m.target.display()
+            ));
+        }
+        bind(&m.source, &target, MsFlags::MS_REC)?;
+        if m.read_only {
+            remount_read_only(&target, MsFlags::empty())?;
+        }
+    }
+
+    chdir(root).map_err(|e| format!("cannot enter {}: {e}", root.display()))?;
+    // pivot_root(".", "."): the old root ends up stacked under the new
+    // one, and is detached at once.
+    pivot_root(".", ".").map_err(|e| format!("cannot pivot_root into {}: {e}", root.display()))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("cannot detach the old root: {e}"))?;
+    chdir("/").map_err(|e| format!("cannot chdir to /: {e}"))?;
+
+    for path in MASKED.iter().map(Path::new).filter(|p| p.exists()) {
+        if path.is_dir() {
+            mnt(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None)?;
+        } else {
+            bind(Path::new("/dev/null"), path, MsFlags::empty())?;
+        }
+    }
+    for path in READ_ONLY.iter().map(Path::new).filter(|p| p.exists()) {
+        bind(path, path, MsFlags::MS_REC)?;
+        remount_read_only(
+            path,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )?;
+    }
+    if spec.rootfs.is_none() || spec.read_only {
+        remount_read_only(Path::new("/"), MsFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// A tmpfs /dev holding only the standard nodes, a new devpts instance and
+/// /dev/shm.
+fn build_dev(dev: &Path) -> Result<(), String> {
+    mnt(
+        Some("tmpfs"),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for name in DEVICES {
+        let target = dev.join(name);
+        fs::File::create(&target)
+            .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+        bind(&Path::new("/dev").join(name), &target, MsFlags::empty())?;
+    }
+    for dir in ["pts", "shm"] {
+        fs::create_dir(dev.join(dir)).map_err(|e| format!("cannot create /dev/{dir}: {e}"))?;
+    }
+    mnt(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    mnt(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )?;
+    let links = [
+        ("pts/ptmx", "ptmx"),
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ];
+    for (to, name) in links {
+        symlink(to, dev.join(name)).map_err(|e| format!("cannot link /dev/{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_mount_syntax() {
+        assert_eq!(
+            BindMount::parse("/a:/b").unwrap(),
+            BindMount {
+                source: "/a".into(),
+                target: "/b".into(),
+                read_only: false
+            }
+        );
+        assert!(BindMount::parse("/a:/b:ro").unwrap().read_only);
+        assert!(BindMount::parse("a:/b").is_err());
+        assert!(BindMount::parse("/a").is_err());
+        assert!(BindMount::parse("/a:/b:rx").is_err());
+    }
+}
