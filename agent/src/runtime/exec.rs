@@ -3,7 +3,6 @@
 //! container's environment and working directory.
 
 use std::{
-    ffi::CString,
     fs::File,
     io::Write,
     os::{fd::AsFd, unix::fs::MetadataExt},
