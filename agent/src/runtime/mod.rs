@@ -7,6 +7,7 @@
 //! never decides policy (that is `spec`) nor touches BPF itself (`enforce`).
 
 mod init;
+pub mod security;
 mod supervise;
 
 use std::ffi::CString;

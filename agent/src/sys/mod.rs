@@ -3,4 +3,5 @@
 //! what remains is here, each block with a `// SAFETY:` comment.
 
 pub mod process;
+pub mod security;
 pub mod signal;
