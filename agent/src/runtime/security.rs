@@ -79,6 +79,7 @@ pub fn parse_user(s: &str) -> Result<User, SecurityError> {
 /// error names the step and the kernel's reason. In order:
 ///
 /// 1. the bounding set is cut to `caps` (while CAP_SETPCAP is still held);
+///    a capability of `caps` that palisade itself lacks is an error;
 /// 2. with `user`: supplementary groups cleared, then gid, then uid (all of
 ///    real, effective and saved); keepcaps is off, so a non-root uid loses
 ///    its permitted and effective sets here;
@@ -90,18 +91,27 @@ pub fn parse_user(s: &str) -> Result<User, SecurityError> {
 /// 5. no_new_privs (setuid binaries and file capabilities grant nothing);
 /// 6. the seccomp filter, last, so none of the above is filtered.
 pub fn apply(caps: &CapSet, user: Option<&User>, seccomp: &SeccompFilter) -> Result<(), String> {
-    for cap in 0u32.. {
-        let present = match sys::bounding_has(cap) {
-            Ok(present) => present,
+    // The bounding set as this kernel and palisade's own parent left it.
+    let mut held = 0u64;
+    let mut last = 0u32;
+    for cap in 0u32..64 {
+        match sys::bounding_has(cap) {
+            Ok(present) => held |= u64::from(present) << cap,
             // Past the kernel's last capability.
             Err(Errno::EINVAL) => break,
             Err(e) => return Err(failed(format_args!("read bounding capability {cap}"), e)),
-        };
-        if present && (cap >= 64 || caps.bits() & (1 << cap) == 0) {
-            sys::bounding_drop(cap).map_err(|e| {
-                failed(format_args!("drop capability {cap} from the bounding set"), e)
-            })?;
         }
+        last = cap;
+    }
+    if let Some(missing) = CapSet::from_bits(caps.bits() & !held).iter().next() {
+        return Err(format!(
+            "cannot grant {missing:?}: palisade does not hold it (not in its bounding set)"
+        ));
+    }
+    for cap in (0..=last).filter(|c| held & !caps.bits() & (1 << c) != 0) {
+        sys::bounding_drop(cap).map_err(|e| {
+            failed(format_args!("drop capability {cap} from the bounding set"), e)
+        })?;
     }
 
     if let Some(user) = user {

@@ -21,6 +21,11 @@ impl CapSet {
         ::caps::all().into_iter().collect()
     }
 
+    /// From a kernel bitmask; bits of capabilities without a name are dropped.
+    pub fn from_bits(bits: u64) -> Self {
+        CapSet(bits & CapSet::all().0)
+    }
+
     /// The kernel bitmask, as in `CapEff` of /proc/PID/status.
     pub const fn bits(self) -> u64 {
         self.0
