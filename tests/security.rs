@@ -145,7 +145,11 @@ print('unshare_newuser', res(libc.unshare(0x10000000)))
 /// Runs the probe after `setup`; returns its `name result` lines.
 fn probe(setup: impl FnOnce() -> Result<(), String>) -> Vec<(String, String)> {
     let child = run_child(setup, &[PYTHON, "-c", PROBE]);
-    assert_eq!(child.code, 0, "stdout: {}\nstderr: {}", child.stdout, child.stderr);
+    assert_eq!(
+        child.code, 0,
+        "stdout: {}\nstderr: {}",
+        child.stdout, child.stderr
+    );
     child
         .stdout
         .lines()
@@ -199,7 +203,10 @@ fn default_hardening_holds_after_exec() {
 /// The test process's own bounding set (a sandbox may lack some).
 fn own_bounding() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap();
     u64::from_str_radix(hex.trim(), 16).unwrap()
 }
 
@@ -209,7 +216,8 @@ fn own_bounding() -> u64 {
 fn the_filter_denies_even_with_every_capability() {
     let seccomp = default_seccomp().unwrap();
     // Every capability this test process itself holds.
-    let all = CapSet::from_bits(resolve_caps(&["ALL".to_string()], &[]).unwrap().bits() & own_bounding());
+    let all =
+        CapSet::from_bits(resolve_caps(&["ALL".to_string()], &[]).unwrap().bits() & own_bounding());
     let lines = probe(|| {
         private_mounts()?;
         apply(&all, None, &seccomp)
@@ -335,7 +343,10 @@ fn inherited_descriptors_are_closed() {
     let ls = ["/usr/bin/ls", "/proc/self/fd"];
 
     let control = listed_fds(&run_child(|| Ok(()), &ls));
-    assert!(raw.iter().all(|fd| control.contains(fd)), "{control:?} {raw:?}");
+    assert!(
+        raw.iter().all(|fd| control.contains(fd)),
+        "{control:?} {raw:?}"
+    );
 
     // 0, 1, 2 and ls's own descriptor for /proc/self/fd.
     let closed = listed_fds(&run_child(|| close_inherited_fds(&[]), &ls));
@@ -344,7 +355,10 @@ fn inherited_descriptors_are_closed() {
     let kept = raw[1];
     let some = listed_fds(&run_child(|| close_inherited_fds(&[kept, 1, -1]), &ls));
     assert!(some.contains(&kept), "{some:?}");
-    let others: Vec<_> = some.iter().filter(|fd| ![0, 1, 2, kept].contains(fd)).collect();
+    let others: Vec<_> = some
+        .iter()
+        .filter(|fd| ![0, 1, 2, kept].contains(fd))
+        .collect();
     assert_eq!(others.len(), 1, "{some:?}, kept {kept}");
 }
 
@@ -449,18 +463,23 @@ fn ensure_sealed_self_reexecs_once() {
     assert_eq!(plain.matches("probe start").count(), 1, "{plain}");
     assert!(plain.contains("sealed false"), "{plain}");
 
-    // Cost: the same process with and without the sealed re-exec, 7 runs each.
-    let median = |mode: &str| {
-        let mut runs: Vec<Duration> = (0..7).map(|_| run_probe(mode).0).collect();
-        runs.sort();
-        runs[3]
+    // Cost: the same process with and without the sealed re-exec,
+    // interleaved; the median of 11 paired differences.
+    let mut diffs = Vec::new();
+    let mut plains = Vec::new();
+    for _ in 0..11 {
+        let plain = run_probe("plain").0;
+        let sealed = run_probe("seal").0;
+        plains.push(plain.as_secs_f64() * 1e3);
+        diffs.push((sealed.as_secs_f64() - plain.as_secs_f64()) * 1e3);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
     };
-    let (plain, sealed) = (median("plain"), median("seal"));
+    let (plain, cost) = (median(&mut plains), median(&mut diffs));
     println!(
-        "ensure_sealed_self: plain {:.2} ms, sealed {:.2} ms, cost {:.2} ms (test binary {:.1} MiB)",
-        plain.as_secs_f64() * 1e3,
-        sealed.as_secs_f64() * 1e3,
-        (sealed.as_secs_f64() - plain.as_secs_f64()) * 1e3,
+        "ensure_sealed_self: process start to exit {plain:.2} ms without, +{cost:.2} ms with (test binary {:.1} MiB)",
         std::fs::metadata(std::env::current_exe().unwrap())
             .unwrap()
             .len() as f64

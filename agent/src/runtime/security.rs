@@ -110,7 +110,10 @@ pub fn apply(caps: &CapSet, user: Option<&User>, seccomp: &SeccompFilter) -> Res
     }
     for cap in (0..=last).filter(|c| held & !caps.bits() & (1 << c) != 0) {
         sys::bounding_drop(cap).map_err(|e| {
-            failed(format_args!("drop capability {cap} from the bounding set"), e)
+            failed(
+                format_args!("drop capability {cap} from the bounding set"),
+                e,
+            )
         })?;
     }
 
@@ -156,13 +159,7 @@ mod tests {
 
     #[test]
     fn users_parse() {
-        assert_eq!(
-            parse_user("1000").unwrap(),
-            User {
-                uid: 1000,
-                gid: 0
-            }
-        );
+        assert_eq!(parse_user("1000").unwrap(), User { uid: 1000, gid: 0 });
         assert_eq!(
             parse_user("65534:65534").unwrap(),
             User {
@@ -183,8 +180,19 @@ mod tests {
     #[test]
     fn bad_users_are_named() {
         for s in [
-            "", ":", "1000:", ":1000", "root", "1000:staff", "-1", "+5", "1 ", "1:2:3",
-            "4294967295", "4294967296", "0x10",
+            "",
+            ":",
+            "1000:",
+            ":1000",
+            "root",
+            "1000:staff",
+            "-1",
+            "+5",
+            "1 ",
+            "1:2:3",
+            "4294967295",
+            "4294967296",
+            "0x10",
         ] {
             let e = parse_user(s).unwrap_err();
             assert!(

@@ -158,7 +158,13 @@ mod tests {
 
     #[test]
     fn names_with_or_without_prefix_in_any_case() {
-        for n in ["NET_ADMIN", "CAP_NET_ADMIN", "net_admin", "cap_Net_Admin", " NET_ADMIN "] {
+        for n in [
+            "NET_ADMIN",
+            "CAP_NET_ADMIN",
+            "net_admin",
+            "cap_Net_Admin",
+            " NET_ADMIN ",
+        ] {
             assert_eq!(parse_cap(n).unwrap(), Capability::CAP_NET_ADMIN, "{n}");
         }
         assert_eq!(
@@ -203,9 +209,15 @@ mod tests {
     #[test]
     fn add_all_gives_everything_but_the_dropped() {
         let set = resolve_caps(&names(&["ALL"]), &names(&["SYS_ADMIN"])).unwrap();
-        assert_eq!(set.bits(), CapSet::all().bits() & !Capability::CAP_SYS_ADMIN.bitmask());
+        assert_eq!(
+            set.bits(),
+            CapSet::all().bits() & !Capability::CAP_SYS_ADMIN.bitmask()
+        );
         // ALL on both sides: add wins, as in Docker.
-        assert_eq!(resolve_caps(&names(&["ALL"]), &names(&["ALL"])).unwrap(), CapSet::all());
+        assert_eq!(
+            resolve_caps(&names(&["ALL"]), &names(&["ALL"])).unwrap(),
+            CapSet::all()
+        );
     }
 
     #[test]

@@ -61,7 +61,8 @@ fn close_by_listing(keep: &[u32]) -> Result<(), String> {
     // The listing's own descriptor is closed by now and shows up as EBADF.
     for fd in listed {
         if fd >= 3 && !keep.contains(&(fd as u32)) {
-            sys::close_raw(fd).map_err(|e| format!("cannot close inherited descriptor {fd}: {e}"))?;
+            sys::close_raw(fd)
+                .map_err(|e| format!("cannot close inherited descriptor {fd}: {e}"))?;
         }
     }
     Ok(())

@@ -116,10 +116,7 @@ pub fn default_seccomp() -> Result<SeccompFilter, SecurityError> {
     enosys.insert(libc::SYS_clone3 | X32_BIT, vec![]);
 
     Ok(SeccompFilter {
-        programs: vec![
-            compile(eperm, libc::EPERM)?,
-            compile(enosys, libc::ENOSYS)?,
-        ],
+        programs: vec![compile(eperm, libc::EPERM)?, compile(enosys, libc::ENOSYS)?],
     })
 }
 
@@ -132,7 +129,12 @@ mod tests {
         let filter = default_seccomp().unwrap();
         assert_eq!(filter.programs.len(), 2);
         // Within the kernel's limit of 4096 instructions per program.
-        assert!(filter.programs.iter().all(|p| !p.is_empty() && p.len() < 4096));
+        assert!(
+            filter
+                .programs
+                .iter()
+                .all(|p| !p.is_empty() && p.len() < 4096)
+        );
     }
 
     #[test]
