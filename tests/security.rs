@@ -103,8 +103,9 @@ fn private_mounts() -> Result<(), String> {
 
 /// Prints the capability and seccomp state, then tries each denied call
 /// and a few ordinary ones, one `name result` line each ("ok" or the
-/// errno's name). The unshare probes come last: a new user namespace would
-/// change the outcome of the others.
+/// errno's name). The unshare probes come late: a new user namespace would
+/// change the outcome of the others, and unshare(CLONE_NEWUSER) fails with
+/// EINVAL while a thread, even a joined one, may still exist.
 const PROBE: &str = r#"
 import ctypes, errno, os, threading
 libc = ctypes.CDLL(None, use_errno=True)
@@ -134,12 +135,12 @@ pid = os.fork()
 if pid == 0:
     os._exit(7)
 print('fork', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+print('unshare_newuts', res(libc.unshare(0x04000000)))
+print('unshare_newuser', res(libc.unshare(0x10000000)))
 t = threading.Thread(target=lambda: None)
 t.start()
 t.join()
 print('thread', 'ok')
-print('unshare_newuts', res(libc.unshare(0x04000000)))
-print('unshare_newuser', res(libc.unshare(0x10000000)))
 "#;
 
 /// Runs the probe after `setup`; returns its `name result` lines.
