@@ -13,6 +13,7 @@ mod lifecycle;
 mod monitor;
 pub mod rootfs;
 pub mod state;
+pub mod security;
 mod supervise;
 
 use std::{ffi::CString, path::PathBuf};

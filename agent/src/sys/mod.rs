@@ -6,4 +6,5 @@ pub mod fs;
 pub mod net;
 pub mod pidfd;
 pub mod process;
+pub mod security;
 pub mod signal;

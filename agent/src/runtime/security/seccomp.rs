@@ -1,0 +1,166 @@
+//! The default seccomp profile: a denylist on x86_64. Everything not named
+//! here is allowed; what is named fails with EPERM, except clone3, which
+//! fails with ENOSYS so that libc falls back to clone, whose flags the
+//! filter can read. Compiled before fork (compiling allocates), installed
+//! last in `apply`.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+    SeccompFilter as Filter, SeccompRule, TargetArch,
+};
+
+use super::SecurityError;
+
+/// Syscalls denied outright, each with why.
+const DENIED: &[(i64, &str)] = &[
+    // Replacing the running kernel.
+    (libc::SYS_kexec_load, "kexec_load"),
+    (libc::SYS_kexec_file_load, "kexec_file_load"),
+    // Loading and unloading kernel modules.
+    (libc::SYS_init_module, "init_module"),
+    (libc::SYS_finit_module, "finit_module"),
+    (libc::SYS_delete_module, "delete_module"),
+    // BPF programs and perf events reach into the kernel and other
+    // processes; they would also let a container touch palisade's own hooks.
+    (libc::SYS_bpf, "bpf"),
+    (libc::SYS_perf_event_open, "perf_event_open"),
+    // The kernel keyring is not namespaced.
+    (libc::SYS_keyctl, "keyctl"),
+    (libc::SYS_add_key, "add_key"),
+    (libc::SYS_request_key, "request_key"),
+    // The container's mounts are palisade's to make; none after exec.
+    (libc::SYS_mount, "mount"),
+    (libc::SYS_umount2, "umount2"),
+    // Host-wide swap and power state.
+    (libc::SYS_swapon, "swapon"),
+    (libc::SYS_swapoff, "swapoff"),
+    (libc::SYS_reboot, "reboot"),
+];
+
+/// `CLONE_NEWUSER`: a new user namespace hands its creator every
+/// capability inside it, a large kernel attack surface; denied for clone
+/// and unshare, whose first argument is the flags word.
+const CLONE_NEWUSER: u64 = libc::CLONE_NEWUSER as u64;
+const FLAGGED: &[(i64, &str)] = &[(libc::SYS_clone, "clone"), (libc::SYS_unshare, "unshare")];
+
+/// x32 syscalls share AUDIT_ARCH_X86_64 and differ by this bit; each
+/// denial is repeated for them (kexec_load also has an x32-only number).
+const X32_BIT: i64 = 0x4000_0000;
+const X32_KEXEC_LOAD: i64 = X32_BIT | 528;
+
+/// The default profile, compiled: one program per action, stacked (the
+/// kernel applies the strictest verdict of all installed programs).
+pub struct SeccompFilter {
+    pub(super) programs: Vec<BpfProgram>,
+}
+
+impl std::fmt::Debug for SeccompFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lens: Vec<usize> = self.programs.iter().map(Vec::len).collect();
+        write!(f, "SeccompFilter(instructions per program: {lens:?})")
+    }
+}
+
+/// The syscalls the default profile denies by name, for documentation
+/// and tests: the unconditional ones, then those denied for CLONE_NEWUSER.
+pub fn denied_syscalls() -> impl Iterator<Item = &'static str> {
+    DENIED.iter().chain(FLAGGED).map(|(_, name)| *name)
+}
+
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    errno: i32,
+) -> Result<BpfProgram, SecurityError> {
+    let error = |e: seccompiler::BackendError| SecurityError::Seccomp(e.to_string());
+    let filter = Filter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(error)?;
+    filter.try_into().map_err(error)
+}
+
+/// Compiles the default profile for x86_64.
+pub fn default_seccomp() -> Result<SeccompFilter, SecurityError> {
+    let newuser = SeccompRule::new(vec![
+        SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(CLONE_NEWUSER),
+            CLONE_NEWUSER,
+        )
+        .map_err(|e| SecurityError::Seccomp(e.to_string()))?,
+    ])
+    .map_err(|e| SecurityError::Seccomp(e.to_string()))?;
+
+    let mut eperm = BTreeMap::new();
+    for &(nr, _) in DENIED {
+        // An empty rule list matches the syscall whatever its arguments.
+        eperm.insert(nr, vec![]);
+        eperm.insert(nr | X32_BIT, vec![]);
+    }
+    eperm.insert(X32_KEXEC_LOAD, vec![]);
+    for &(nr, _) in FLAGGED {
+        eperm.insert(nr, vec![newuser.clone()]);
+        eperm.insert(nr | X32_BIT, vec![newuser.clone()]);
+    }
+
+    // clone3 passes its flags in a struct the filter cannot read: ENOSYS
+    // makes glibc (2.34+) retry with clone, which the first program judges.
+    let mut enosys = BTreeMap::new();
+    enosys.insert(libc::SYS_clone3, vec![]);
+    enosys.insert(libc::SYS_clone3 | X32_BIT, vec![]);
+
+    Ok(SeccompFilter {
+        programs: vec![compile(eperm, libc::EPERM)?, compile(enosys, libc::ENOSYS)?],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_profile_compiles() {
+        let filter = default_seccomp().unwrap();
+        assert_eq!(filter.programs.len(), 2);
+        // Within the kernel's limit of 4096 instructions per program.
+        assert!(
+            filter
+                .programs
+                .iter()
+                .all(|p| !p.is_empty() && p.len() < 4096)
+        );
+    }
+
+    #[test]
+    fn profile_names_every_required_denial() {
+        let denied: Vec<_> = denied_syscalls().collect();
+        for name in [
+            "kexec_load",
+            "kexec_file_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "bpf",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "mount",
+            "umount2",
+            "swapon",
+            "swapoff",
+            "reboot",
+            "clone",
+            "unshare",
+        ] {
+            assert!(denied.contains(&name), "{name}");
+        }
+        assert!(!denied.contains(&"setns"));
+    }
+}
