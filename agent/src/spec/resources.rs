@@ -225,7 +225,7 @@ impl Resources {
             v => Ok(Swap::Total(positive(size(v)?)?)),
         })?;
         let cpu = field(&self.cpu, "cpu", cpus)?;
-        let cpu_weight = field(&self.cpu_weight, "cpu_weight", |v| weight(v))?;
+        let cpu_weight = field(&self.cpu_weight, "cpu_weight", weight)?;
         let cpuset = field(&self.cpuset, "cpuset", |v| id_list(v, "cpu list"))?;
         let mems = field(&self.mems, "mems", |v| id_list(v, "node list"))?;
         let pids = field(&self.pids, "pids", |v| {
@@ -235,7 +235,7 @@ impl Resources {
             }
             Ok(n as u64)
         })?;
-        let io_weight = field(&self.io_weight, "io_weight", |v| weight(v))?;
+        let io_weight = field(&self.io_weight, "io_weight", weight)?;
         let io_read_bps = rate_list(&self.io_read_bps, "io_read_bps")?;
         let io_write_bps = rate_list(&self.io_write_bps, "io_write_bps")?;
 
