@@ -344,3 +344,37 @@ fn cpu_limit_holds_a_busy_loop_to_half_a_cpu() {
     );
     g.remove().expect("remove cgroups");
 }
+
+#[test]
+fn v2_controller_not_delegated_is_named() {
+    // The container as a pure v2 host would have it: no v1 hierarchies.
+    // Here the root's cgroup2 offers no controller (all are bound to v1),
+    // so enabling memory for palisade must fail, naming the root's file.
+    let h = Hierarchies::detect().expect("detect");
+    let root_offers_memory = std::fs::read_to_string(h.unified.join("cgroup.subtree_control"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|c| c == "memory");
+    let v2_only = Hierarchies {
+        unified: h.unified.clone(),
+        v1: Vec::new(),
+    };
+    let name = format!("t-res-{}-v2", std::process::id());
+    let cg = v2_only.create(&name).expect("create");
+    let result = cgroups::apply(&cg, &limits(&[("memory", "64M")]));
+    if root_offers_memory {
+        result.expect("memory is delegated: apply works");
+        assert_eq!(read(cg.unified().join("memory.max")), "67108864");
+    } else {
+        let e = result.expect_err("an undelegated controller is an error");
+        let text = e.to_string();
+        assert!(
+            matches!(&e, LimitError::NotDelegated { controller: "memory", file }
+                if *file == h.unified.join("cgroup.subtree_control")),
+            "{text}"
+        );
+        assert!(text.contains("echo +memory"), "{text}");
+        assert!(!cgroups::oom_killed(&cg));
+    }
+    cg.remove().expect("remove");
+}
