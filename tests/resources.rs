@@ -15,6 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod support;
+
 use nix::{sys::signal, unistd::Pid};
 use palisade::{
     cgroups::{self, ContainerCgroups, Hierarchies, LimitError},
@@ -377,4 +379,55 @@ fn v2_controller_not_delegated_is_named() {
         assert!(!cgroups::oom_killed(&cg));
     }
     cg.remove().expect("remove");
+}
+
+#[test]
+fn palisade_run_applies_the_policy_resources() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = support::Sandbox::new("res-run");
+    let policy = sb.policy("[resources]\nmemory = \"32M\"\nmemory_swap = \"32M\"\npids = 10\n");
+    let hog = "b = bytearray(64 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n";
+    let out = sb.run(Some(&policy), &["python3", "-c", hog]);
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGKILL),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        sb.leftover_cgroups().is_empty(),
+        "{:?}",
+        sb.leftover_cgroups()
+    );
+
+    // A control the kernel lacks stops the run before the command starts.
+    let hier = Hierarchies::detect().expect("detect");
+    let weight_file = match hier
+        .v1
+        .iter()
+        .find(|h| h.controllers.iter().any(|c| c == "blkio"))
+    {
+        Some(h) => h.mount.join("palisade").join(&sb.name).join("blkio.weight"),
+        None => return,
+    };
+    let has_weight = hier.v1.iter().any(|h| {
+        h.controllers.iter().any(|c| c == "blkio") && h.mount.join("blkio.weight").exists()
+    });
+    if has_weight {
+        return;
+    }
+    let policy = sb.policy("[resources]\nio_weight = 100\n");
+    let out = sb.run(Some(&policy), &["true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains(&weight_file.display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not started"), "{stderr}");
+    assert!(
+        sb.leftover_cgroups().is_empty(),
+        "{:?}",
+        sb.leftover_cgroups()
+    );
 }

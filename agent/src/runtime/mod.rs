@@ -24,7 +24,7 @@ use nix::{
 use thiserror::Error;
 
 use crate::{
-    cgroups::{CgroupError, Hierarchies},
+    cgroups::{self, CgroupError, Hierarchies, LimitError},
     enforce::{EnforceError, Enforcer},
     spec::Policy,
     sys::process::{Forked, fork_single_threaded},
@@ -51,6 +51,8 @@ pub enum RuntimeError {
     Cgroup(#[from] CgroupError),
     #[error("{0}; the container was not started")]
     Enforce(#[from] EnforceError),
+    #[error("{0}; the container was not started")]
+    Limits(#[from] LimitError),
     #[error("{source} (policing {}); the container was not started", cgroup.display())]
     Load {
         cgroup: std::path::PathBuf,
@@ -124,6 +126,8 @@ pub fn run(spec: &RunSpec) -> Result<i32, RuntimeError> {
 
     let hierarchies = Hierarchies::detect()?;
     let cgroups = hierarchies.create(&spec.name)?;
+    // Limits before the command exists, like the programs below.
+    cgroups::apply(&cgroups, &spec.policy.resources)?;
     let cgroup_id = cgroups.id()?;
     let mut enforcer = Enforcer::load().map_err(|source| RuntimeError::Load {
         cgroup: cgroups.unified().to_path_buf(),
