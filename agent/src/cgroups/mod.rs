@@ -17,6 +17,10 @@ use std::{
 
 use thiserror::Error;
 
+pub mod limits;
+
+pub use limits::{LimitError, apply, oom_killed};
+
 /// Name of the parent directory palisade creates in every hierarchy.
 pub const PARENT: &str = "palisade";
 
@@ -120,6 +124,7 @@ impl Hierarchies {
         let mut made = ContainerCgroups {
             unified: self.unified.join(PARENT).join(name),
             v1: Vec::new(),
+            v1_controllers: Vec::new(),
             removed: false,
         };
         let unified_parent = self.unified.join(PARENT);
@@ -131,6 +136,7 @@ impl Hierarchies {
             ensure_parent(&h.mount.join(PARENT), cpuset)?;
             create_leaf(&dir, cpuset)?;
             made.v1.push(dir);
+            made.v1_controllers.push(h.controllers.clone());
         }
         Ok(made)
     }
@@ -243,6 +249,8 @@ fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
 pub struct ContainerCgroups {
     unified: PathBuf,
     v1: Vec<PathBuf>,
+    /// The controllers of each `v1` directory's hierarchy, index for index.
+    v1_controllers: Vec<Vec<String>>,
     removed: bool,
 }
 
@@ -250,6 +258,25 @@ impl ContainerCgroups {
     /// The cgroup v2 directory, where BPF programs attach.
     pub fn unified(&self) -> &Path {
         &self.unified
+    }
+
+    /// The container's name: its directory under each `palisade` parent.
+    pub fn name(&self) -> &str {
+        self.unified
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+    }
+
+    /// The v1 directory of the hierarchy carrying `controller`, if a v1
+    /// hierarchy carries it (hybrid hosts); `None` means the controller, if
+    /// anywhere, is on cgroup v2.
+    pub fn v1_dir(&self, controller: &str) -> Option<&Path> {
+        self.v1
+            .iter()
+            .zip(&self.v1_controllers)
+            .find(|(_, cs)| cs.iter().any(|c| c == controller))
+            .map(|(d, _)| d.as_path())
     }
 
     /// Every directory of this container, v2 first.
@@ -304,19 +331,6 @@ impl Drop for ContainerCgroups {
             }
         }
     }
-}
-
-/// True if the kernel's OOM killer killed a process of this container:
-/// `oom_kill` in memory.oom_control (v1) or memory.events (v2).
-pub fn oom_killed(cgroups: &ContainerCgroups) -> bool {
-    cgroups.dirs().any(|dir| {
-        ["memory.oom_control", "memory.events"].iter().any(|file| {
-            fs::read_to_string(dir.join(file)).is_ok_and(|text| {
-                text.lines()
-                    .any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"))
-            })
-        })
-    })
 }
 
 fn remove_dir_patiently(dir: &Path) -> Result<(), CgroupError> {

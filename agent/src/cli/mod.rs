@@ -34,7 +34,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     Exec(exec::ExecArgs),
     Ps(lifecycle::PsArgs),
     Kill(lifecycle::KillArgs),
@@ -57,8 +57,17 @@ pub fn main() -> i32 {
         return EXIT_BAD_INPUT;
     }
     let root = StateRoot::new(cli.root);
+    // Commands that put palisade's own process into a container run from
+    // a sealed copy of the binary, which the container cannot overwrite
+    // through /proc/PID/exe (the CVE-2019-5736 class).
+    if matches!(cli.command, Command::Run(_) | Command::Exec(_))
+        && let Err(e) = crate::runtime::security::ensure_sealed_self()
+    {
+        report(&e);
+        return crate::runtime::EXIT_SETUP_FAILED;
+    }
     match cli.command {
-        Command::Run(args) => run::execute(&root, args),
+        Command::Run(args) => run::execute(&root, *args),
         Command::Exec(args) => exec::execute(&root, args),
         Command::Ps(args) => lifecycle::ps(&root, args),
         Command::Kill(args) => lifecycle::kill(&root, args),

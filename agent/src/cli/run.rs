@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::{
-    runtime::{self, BindMount, NetMode, RunOutcome, RunSpec, StateRoot},
-    spec::Policy,
+    runtime::{self, BindMount, NetMode, RunOutcome, RunSpec, StateRoot, security},
+    spec::{Policy, Resources},
 };
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -65,9 +65,92 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "host")]
     pub net: Net,
 
+    /// Run as UID[:GID] (numeric) instead of root; such a user has no
+    /// capabilities.
+    #[arg(short, long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+
+    /// Add a capability to the default set (NET_ADMIN, CAP_SYS_TIME, ALL…).
+    /// Repeatable.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+
+    /// Drop a capability from the default set (or ALL). Repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+
+    #[command(flatten)]
+    pub resources: ResourceFlags,
+
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// Resource limits; each overrides the policy file's `[resources]` field
+/// of the same name.
+#[derive(Debug, Args)]
+pub struct ResourceFlags {
+    /// Memory hard limit (e.g. 256M).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Memory soft limit: reclaim pressure above it.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_high: Option<String>,
+    /// Memory plus swap (-1: unlimited).
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// CPU hard limit, in CPUs (e.g. 0.5).
+    #[arg(long, value_name = "CPUS")]
+    pub cpu: Option<String>,
+    /// CPU proportional share, 1-10000 (default 100).
+    #[arg(long, value_name = "WEIGHT")]
+    pub cpu_weight: Option<String>,
+    /// CPUs the container may run on (e.g. 0-1,3).
+    #[arg(long, value_name = "LIST")]
+    pub cpuset: Option<String>,
+    /// Memory nodes the container may use.
+    #[arg(long, value_name = "LIST")]
+    pub mems: Option<String>,
+    /// Maximum number of tasks.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<String>,
+    /// I/O proportional share, 1-10000.
+    #[arg(long, value_name = "WEIGHT")]
+    pub io_weight: Option<String>,
+    /// Read rate limit for a device: "MAJ:MIN RATE" or "/dev/X RATE". Repeatable.
+    #[arg(long, value_name = "DEV RATE")]
+    pub io_read_bps: Vec<String>,
+    /// Write rate limit for a device. Repeatable.
+    #[arg(long, value_name = "DEV RATE")]
+    pub io_write_bps: Vec<String>,
+}
+
+impl ResourceFlags {
+    fn pairs(&self) -> Vec<(&'static str, &str)> {
+        let scalars = [
+            ("memory", &self.memory),
+            ("memory_high", &self.memory_high),
+            ("memory_swap", &self.memory_swap),
+            ("cpu", &self.cpu),
+            ("cpu_weight", &self.cpu_weight),
+            ("cpuset", &self.cpuset),
+            ("mems", &self.mems),
+            ("pids", &self.pids),
+            ("io_weight", &self.io_weight),
+        ];
+        let mut pairs: Vec<(&'static str, &str)> = scalars
+            .iter()
+            .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)))
+            .collect();
+        pairs.extend(self.io_read_bps.iter().map(|v| ("io_read_bps", v.as_str())));
+        pairs.extend(
+            self.io_write_bps
+                .iter()
+                .map(|v| ("io_write_bps", v.as_str())),
+        );
+        pairs
+    }
 }
 
 fn parse_mount(text: &str) -> Result<BindMount, String> {
@@ -85,6 +168,26 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         },
         None => Policy::default(),
     };
+    let bad_input = |e: &dyn std::fmt::Display| {
+        super::report(e);
+        super::EXIT_BAD_INPUT
+    };
+    let mut policy = policy;
+    let pairs = args.resources.pairs();
+    if !pairs.is_empty() {
+        match Resources::from_flags(&pairs).and_then(|r| r.validate()) {
+            Ok(flags) => policy.resources = policy.resources.overlaid_with(flags),
+            Err(e) => return bad_input(&e),
+        }
+    }
+    let caps = match security::resolve_caps(&args.cap_add, &args.cap_drop) {
+        Ok(c) => c,
+        Err(e) => return bad_input(&e),
+    };
+    let user = match args.user.as_deref().map(security::parse_user).transpose() {
+        Ok(u) => u,
+        Err(e) => return bad_input(&e),
+    };
     let name = args.name.unwrap_or_else(generated_name);
     let spec = RunSpec {
         name: name.clone(),
@@ -101,6 +204,8 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         rootfs: args.rootfs,
         read_only: args.read_only,
         mounts: args.mounts,
+        caps,
+        user,
     };
     match runtime::run(root, &spec) {
         Ok(RunOutcome::Exited(status)) => status,

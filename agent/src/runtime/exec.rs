@@ -5,7 +5,10 @@
 use std::{
     fs::File,
     io::Write,
-    os::{fd::AsFd, unix::fs::MetadataExt},
+    os::{
+        fd::{AsFd, AsRawFd},
+        unix::fs::MetadataExt,
+    },
     path::PathBuf,
 };
 
@@ -19,7 +22,7 @@ use nix::{
 
 use super::{
     EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, RuntimeError, cstrings, init,
-    lifecycle, state::StateRoot, supervise,
+    lifecycle, security, state::StateRoot, supervise,
 };
 use crate::sys::process::{Forked, fork_single_threaded};
 
@@ -102,6 +105,12 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
                 .map_err(setup("join the container's pid and time namespaces"))?;
         }
     }
+    let seccomp = security::default_seccomp()?;
+    let caps = security::CapSet::from_bits(state.exec.caps);
+    let user = state
+        .exec
+        .user
+        .map(|(uid, gid)| security::User { uid, gid });
     let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
     let signals = supervise::signals();
     let mut old_mask = SigSet::empty();
@@ -111,8 +120,12 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
     let child = match fork_single_threaded().map_err(setup("fork"))? {
         Forked::Child => {
             drop(err_read);
+            let report_fd = err_write.as_raw_fd();
             let mut report = File::from(err_write);
-            let (status, message) = match enter(&state.cgroups, &joined, &workdir, &old_mask) {
+            let entered = enter(&state.cgroups, &joined, &workdir, &old_mask)
+                .and_then(|()| security::close_inherited_fds(&[report_fd]))
+                .and_then(|()| security::apply(&caps, user.as_ref(), &seccomp));
+            let (status, message) = match entered {
                 Err(message) => (EXIT_SETUP_FAILED, message),
                 Ok(()) => {
                     let program = init::resolve(&argv[0], &env);

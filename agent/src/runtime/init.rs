@@ -21,7 +21,7 @@ use nix::{
     unistd::{chdir, execve, sethostname},
 };
 
-use super::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, NetMode, rootfs};
+use super::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, NetMode, rootfs, security};
 use crate::sys;
 
 pub(super) struct Init<'a> {
@@ -33,6 +33,9 @@ pub(super) struct Init<'a> {
     pub rootfs: &'a rootfs::RootfsSpec,
     /// The signal mask to restore before exec.
     pub sigmask: SigSet,
+    pub caps: security::CapSet,
+    pub user: Option<&'a security::User>,
+    pub seccomp: &'a security::SeccompFilter,
 }
 
 /// Never returns: execs the command or exits with a reported failure.
@@ -94,8 +97,10 @@ fn prepare(go: OwnedFd, init: &Init<'_>, report_fd: i32) -> Result<(), String> {
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&init.sigmask), None)
         .map_err(|e| format!("cannot restore the signal mask: {e}"))?;
-    let _ = report_fd;
-    Ok(())
+    // Nothing of palisade's may reach the command but the report pipe,
+    // which closes on exec.
+    security::close_inherited_fds(&[report_fd])?;
+    security::apply(&init.caps, init.user, init.seccomp)
 }
 
 /// The program to exec: `name` itself if it has a slash, else the first

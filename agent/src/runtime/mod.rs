@@ -12,8 +12,8 @@ mod init;
 mod lifecycle;
 mod monitor;
 pub mod rootfs;
-pub mod state;
 pub mod security;
+pub mod state;
 mod supervise;
 
 use std::{ffi::CString, path::PathBuf};
@@ -25,7 +25,11 @@ pub use rootfs::{BindMount, RootfsSpec};
 pub use state::{State, StateError, StateRoot, Status};
 use thiserror::Error;
 
-use crate::{cgroups::CgroupError, enforce::EnforceError, spec::Policy};
+use crate::{
+    cgroups::{CgroupError, LimitError},
+    enforce::EnforceError,
+    spec::Policy,
+};
 
 /// Exit status when palisade itself fails before the command could start.
 pub const EXIT_SETUP_FAILED: i32 = 125;
@@ -64,6 +68,10 @@ pub struct RunSpec {
     pub rootfs: Option<PathBuf>,
     pub read_only: bool,
     pub mounts: Vec<BindMount>,
+    /// Capabilities of the container's processes (see `security`).
+    pub caps: security::CapSet,
+    /// Run as this user instead of root.
+    pub user: Option<security::User>,
 }
 
 #[derive(Debug, Error)]
@@ -74,6 +82,10 @@ pub enum RuntimeError {
     State(#[from] StateError),
     #[error("{0}; the container was not started")]
     Enforce(#[from] EnforceError),
+    #[error("{0}; the container was not started")]
+    Limits(#[from] LimitError),
+    #[error("{0}; the container was not started")]
+    Security(#[from] security::SecurityError),
     #[error("{source} (policing {}); the container was not started", cgroup.display())]
     Load {
         cgroup: PathBuf,

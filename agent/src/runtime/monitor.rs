@@ -23,6 +23,7 @@ use nix::{
 use super::{
     EXIT_SETUP_FAILED, RunOutcome, RunSpec, RuntimeError, cstrings, environment, init,
     rootfs::RootfsSpec,
+    security,
     state::{ExecProfile, State, StateRoot, Status, now},
     supervise,
 };
@@ -50,8 +51,8 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         exec: ExecProfile {
             env: env_strings.clone(),
             workdir: spec.workdir.clone(),
-            user: None,
-            caps: Vec::new(),
+            user: spec.user.as_ref().map(|u| (u.uid, u.gid)),
+            caps: spec.caps.bits(),
         },
     };
     let argv = cstrings(&spec.command)?;
@@ -250,6 +251,7 @@ fn start(
             })?,
         );
     }
+    crate::cgroups::apply(cgroups, &spec.policy.resources)?;
     enforcer.as_mut().expect("just set").police(
         &spec.name,
         cgroups.unified(),
@@ -269,6 +271,8 @@ fn start(
         staging,
     };
 
+    // Compiled here: the child must not allocate more than it has to.
+    let seccomp = security::default_seccomp()?;
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
     let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
     let signals = supervise::signals();
@@ -296,6 +300,9 @@ fn start(
                     net: spec.net,
                     rootfs: &rootfs,
                     sigmask: old_mask,
+                    caps: spec.caps,
+                    user: spec.user.as_ref(),
+                    seccomp: &seccomp,
                 },
             )
         }

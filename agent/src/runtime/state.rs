@@ -55,7 +55,8 @@ pub struct ExecProfile {
     pub env: Vec<String>,
     pub workdir: Option<PathBuf>,
     pub user: Option<(u32, u32)>,
-    pub caps: Vec<String>,
+    /// Capability bitmask (bit N = capability N).
+    pub caps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,9 +6,14 @@
 //! touches the host.
 
 mod policy;
+mod resources;
 mod rules;
 
 pub use policy::{NetworkPolicy, Policy, PolicyError};
+pub use resources::{
+    CPU_PERIOD_US, CpuQuota, Device, DeviceRate, ResourceError, ResourceLimits, Resources, Swap,
+    Value, parse_device_rate, parse_id_list, parse_rate, parse_size,
+};
 pub use rules::{
     Action, CompiledRules, Family, PrefixEntry, Proto, Rule, RuleError, Target, compile,
 };

@@ -8,13 +8,18 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::rules::{self, Rule, RuleError};
+use super::{
+    resources::{ResourceLimits, Resources},
+    rules::{self, Rule, RuleError},
+};
 
 /// A validated policy. Every field has been checked; an empty policy
 /// restricts nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     pub network: NetworkPolicy,
+    /// Validated `[resources]`; empty (all defaults) when the table is absent.
+    pub resources: ResourceLimits,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,6 +53,7 @@ impl std::error::Error for PolicyError {}
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     network: Option<RawNetwork>,
+    resources: Option<Resources>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +87,12 @@ impl Policy {
         let mut policy = Policy::default();
         if let Some(list) = raw.network.and_then(|n| n.connect) {
             policy.network.connect = Some(rule_list(path, text, "network.connect", list)?);
+        }
+        if let Some(resources) = raw.resources {
+            policy.resources = resources.validate().map_err(|e| {
+                let offset = e.span.as_ref().map_or(0, |s| s.start);
+                error(offset, e.to_string())
+            })?;
         }
         Ok(policy)
     }
@@ -172,6 +184,74 @@ mod tests {
         let e = parse("[network]\nconnect = [\"allow tcp 127.0.0.1\"]\n").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.message.contains("allow any"), "{e}");
+    }
+
+    #[test]
+    fn resources_table_with_every_field() {
+        let text = r#"
+[resources]
+memory = "256M"
+memory_high = "200m"
+memory_swap = -1
+cpu = 0.5
+cpu_weight = 200
+cpuset = "0-1"
+mems = "0"
+pids = 100
+io_weight = 500
+io_read_bps = ["8:0 10M", "/dev/vda 1M"]
+io_write_bps = ["254:0 5M"]
+"#;
+        let r = parse(text).unwrap().resources;
+        assert_eq!(r.memory, Some(256 << 20));
+        assert_eq!(r.memory_high, Some(200 << 20));
+        assert_eq!(r.memory_swap, Some(crate::spec::Swap::Unlimited));
+        assert_eq!(r.cpu.unwrap().quota_us, 50_000);
+        assert_eq!(r.cpu_weight, Some(200));
+        assert_eq!(r.cpuset.as_deref(), Some("0-1"));
+        assert_eq!(r.pids, Some(100));
+        assert_eq!(r.io_read_bps.len(), 2);
+        assert_eq!(r.io_write_bps.len(), 1);
+        assert_eq!(parse("").unwrap().resources, ResourceLimits::default());
+        assert_eq!(
+            parse("memory = 1048576\n[resources]\n").unwrap_err().line,
+            1
+        );
+        let ints = parse("[resources]\nmemory = 1048576\n").unwrap().resources;
+        assert_eq!(ints.memory, Some(1 << 20));
+    }
+
+    #[test]
+    fn bad_resource_names_line_field_and_value() {
+        let e = parse("[resources]\npids = 10\nmemory = \"12Q\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.toml:3: resources.memory: invalid size \"12Q\""
+        );
+        let text = "[resources]\nio_read_bps = [\n  \"8:0 1M\",\n  \"8:0 fast\",\n]\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("\"8:0 fast\""), "{e}");
+        let e = parse("[resources]\nmemory = \"1G\"\n\nmemory_swap = \"512M\"\n").unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(
+            e.message.starts_with("resources.memory_swap: \"512M\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_or_mistyped_resource_is_refused() {
+        let e = parse("[resources]\ncpu = 1\nmemroy = \"1G\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("memroy"), "{e}");
+        let e = parse("[resources]\n\npids = true\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = parse("[resources]\ncpu = 0\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.toml:2: resources.cpu: invalid CPU count 0 (must be greater than 0)"
+        );
     }
 
     #[test]

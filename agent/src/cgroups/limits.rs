@@ -1,0 +1,556 @@
+//! Resource limits: write a validated [`ResourceLimits`] into a container's
+//! existing cgroups, and read back what the kernel did (OOM kills).
+//!
+//! Each controller goes to the v1 hierarchy that carries it (hybrid hosts)
+//! or else to the container's cgroup v2 directory, where palisade enables it
+//! in its own `palisade/cgroup.subtree_control` (never above: if the root
+//! does not delegate a controller, that is an error naming the file). A
+//! controller file that is absent is an error naming the file, never a
+//! silent skip. Only the container's own directories are written, and the
+//! `palisade` parent's `cgroup.subtree_control` on v2.
+//!
+//! cgroups-rs 0.5, evaluated on a hybrid host and against pure v2:
+//! - v1: `hierarchies::V1` finds every controller's own mount from
+//!   mountinfo (separate `cpu` and `cpuacct` mounts included) and loads an
+//!   existing `palisade/NAME`; its memory, memsw, soft limit, CFS, shares,
+//!   cpuset, pids and blkio setters write the right files. palisade uses
+//!   them, after checking that the crate's path for the controller is the
+//!   container's directory (otherwise it writes the file itself), and after
+//!   checking the file exists: its setters open with `O_CREAT`, so an absent
+//!   file would surface as a confusing `[CREATE FILE]` error.
+//! - v2: not used. `hierarchies::V2` hard-codes `/sys/fs/cgroup` as the root,
+//!   and `auto()` picks V1 whenever `/sys/fs/cgroup` is not cgroup2, so the
+//!   hybrid host's `/sys/fs/cgroup/unified` (or cgroup2 mounted anywhere
+//!   else) cannot be addressed; it also maps the soft limit to `memory.low`
+//!   (palisade wants `memory.high`) and the I/O weight to `io.bfq.weight`
+//!   (palisade wants `io.weight`), and never touches `cgroup.subtree_control`.
+//!   palisade writes every v2 file directly.
+
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    os::unix::fs::{FileTypeExt, MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use cgroups_rs::fs::{
+    Cgroup, Controller, MaxValue, blkio::BlkIoController, cpu::CpuController,
+    cpuset::CpuSetController, hierarchies::V1, memory::MemController, pid::PidController,
+};
+use thiserror::Error;
+
+use super::{ContainerCgroups, PARENT};
+use crate::spec::{Device, ResourceLimits, Swap};
+
+#[derive(Debug, Error)]
+pub enum LimitError {
+    #[error("cannot write {value:?} to {}: {source}", file.display())]
+    Write {
+        file: PathBuf,
+        value: String,
+        source: io::Error,
+    },
+    #[error(
+        "cannot write {value:?} to {}: the file does not exist (this kernel or hierarchy lacks that control; remove the field from [resources])", file.display()
+    )]
+    Missing { file: PathBuf, value: String },
+    #[error(
+        "the {controller} controller is not delegated to palisade: {} does not enable it (run `echo +{controller} > {}` or drop the field from [resources])", file.display(), file.display()
+    )]
+    NotDelegated {
+        controller: &'static str,
+        file: PathBuf,
+    },
+    #[error("cannot read {}: {source}", file.display())]
+    Read { file: PathBuf, source: io::Error },
+    #[error("resources: cannot use device {}: {reason}", path.display())]
+    Device { path: PathBuf, reason: String },
+}
+
+/// One kernel setting, before it is rendered for v1 or v2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Setting {
+    Memory(u64),
+    MemoryHigh(u64),
+    /// Memory plus swap, and the memory limit (v2 wants the swap part).
+    Swap(Swap, Option<u64>),
+    Cpu {
+        quota_us: u64,
+        period_us: u64,
+    },
+    CpuWeight {
+        weight: u16,
+        shares: u64,
+    },
+    Cpus(String),
+    Mems(String),
+    Pids(u64),
+    IoWeight {
+        weight: u16,
+        blkio: u16,
+    },
+    IoMax(Throttle),
+}
+
+/// Bandwidth caps on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Throttle {
+    major: u32,
+    minor: u32,
+    rbps: Option<u64>,
+    wbps: Option<u64>,
+}
+
+impl Setting {
+    fn controller(&self) -> &'static str {
+        match self {
+            Setting::Memory(_) | Setting::MemoryHigh(_) | Setting::Swap(..) => "memory",
+            Setting::Cpu { .. } | Setting::CpuWeight { .. } => "cpu",
+            Setting::Cpus(_) | Setting::Mems(_) => "cpuset",
+            Setting::Pids(_) => "pids",
+            // v1 calls it blkio, v2 io; the v1 name is looked up first.
+            Setting::IoWeight { .. } | Setting::IoMax(_) => "blkio",
+        }
+    }
+
+    fn v2_controller(&self) -> &'static str {
+        match self.controller() {
+            "blkio" => "io",
+            c => c,
+        }
+    }
+
+    /// The v1 files and values, in the order they must be written.
+    fn v1_writes(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Setting::Memory(b) => vec![("memory.limit_in_bytes", b.to_string())],
+            Setting::MemoryHigh(b) => vec![("memory.soft_limit_in_bytes", b.to_string())],
+            Setting::Swap(Swap::Unlimited, _) => vec![("memory.memsw.limit_in_bytes", "-1".into())],
+            Setting::Swap(Swap::Total(t), _) => {
+                vec![("memory.memsw.limit_in_bytes", t.to_string())]
+            }
+            Setting::Cpu {
+                quota_us,
+                period_us,
+            } => vec![
+                ("cpu.cfs_period_us", period_us.to_string()),
+                ("cpu.cfs_quota_us", quota_us.to_string()),
+            ],
+            Setting::CpuWeight { shares, .. } => vec![("cpu.shares", shares.to_string())],
+            Setting::Cpus(c) => vec![("cpuset.cpus", c.clone())],
+            Setting::Mems(m) => vec![("cpuset.mems", m.clone())],
+            Setting::Pids(n) => vec![("pids.max", n.to_string())],
+            Setting::IoWeight { blkio, .. } => vec![("blkio.weight", blkio.to_string())],
+            Setting::IoMax(t) => {
+                let mut w = Vec::new();
+                if let Some(r) = t.rbps {
+                    w.push((
+                        "blkio.throttle.read_bps_device",
+                        format!("{}:{} {r}", t.major, t.minor),
+                    ));
+                }
+                if let Some(r) = t.wbps {
+                    w.push((
+                        "blkio.throttle.write_bps_device",
+                        format!("{}:{} {r}", t.major, t.minor),
+                    ));
+                }
+                w
+            }
+        }
+    }
+
+    /// The v2 files and values.
+    fn v2_writes(&self) -> Vec<(&'static str, String)> {
+        let one = |file, value: String| vec![(file, value)];
+        match self {
+            Setting::Memory(b) => one("memory.max", b.to_string()),
+            Setting::MemoryHigh(b) => one("memory.high", b.to_string()),
+            Setting::Swap(Swap::Unlimited, _) => one("memory.swap.max", "max".into()),
+            Setting::Swap(Swap::Total(t), mem) => one(
+                "memory.swap.max",
+                t.saturating_sub(mem.unwrap_or(0)).to_string(),
+            ),
+            Setting::Cpu {
+                quota_us,
+                period_us,
+            } => one("cpu.max", format!("{quota_us} {period_us}")),
+            Setting::CpuWeight { weight, .. } => one("cpu.weight", weight.to_string()),
+            Setting::Cpus(c) => one("cpuset.cpus", c.clone()),
+            Setting::Mems(m) => one("cpuset.mems", m.clone()),
+            Setting::Pids(n) => one("pids.max", n.to_string()),
+            Setting::IoWeight { weight, .. } => one("io.weight", format!("default {weight}")),
+            Setting::IoMax(t) => {
+                let mut line = format!("{}:{}", t.major, t.minor);
+                if let Some(r) = t.rbps {
+                    line.push_str(&format!(" rbps={r}"));
+                }
+                if let Some(w) = t.wbps {
+                    line.push_str(&format!(" wbps={w}"));
+                }
+                one("io.max", line)
+            }
+        }
+    }
+}
+
+/// The settings for `limits`, in write order (memory before memory+swap).
+/// Device paths are resolved to numbers here.
+fn settings(limits: &ResourceLimits) -> Result<Vec<Setting>, LimitError> {
+    let mut s = Vec::new();
+    if let Some(m) = limits.memory {
+        s.push(Setting::Memory(m));
+    }
+    if let Some(h) = limits.memory_high {
+        s.push(Setting::MemoryHigh(h));
+    }
+    if let Some(swap) = limits.memory_swap {
+        s.push(Setting::Swap(swap, limits.memory));
+    }
+    if let Some(q) = limits.cpu {
+        s.push(Setting::Cpu {
+            quota_us: q.quota_us,
+            period_us: q.period_us,
+        });
+    }
+    if let (Some(weight), Some(shares)) = (limits.cpu_weight, limits.cpu_shares()) {
+        s.push(Setting::CpuWeight { weight, shares });
+    }
+    if let Some(c) = &limits.cpuset {
+        s.push(Setting::Cpus(c.clone()));
+    }
+    if let Some(m) = &limits.mems {
+        s.push(Setting::Mems(m.clone()));
+    }
+    if let Some(n) = limits.pids {
+        s.push(Setting::Pids(n));
+    }
+    if let (Some(weight), Some(blkio)) = (limits.io_weight, limits.blkio_weight()) {
+        s.push(Setting::IoWeight { weight, blkio });
+    }
+    let mut devices: BTreeMap<(u32, u32), Throttle> = BTreeMap::new();
+    for (list, read) in [(&limits.io_read_bps, true), (&limits.io_write_bps, false)] {
+        for rate in list {
+            let (major, minor) = device_number(&rate.device)?;
+            let t = devices.entry((major, minor)).or_insert(Throttle {
+                major,
+                minor,
+                rbps: None,
+                wbps: None,
+            });
+            if read {
+                t.rbps = Some(rate.bytes_per_sec);
+            } else {
+                t.wbps = Some(rate.bytes_per_sec);
+            }
+        }
+    }
+    s.extend(devices.into_values().map(Setting::IoMax));
+    Ok(s)
+}
+
+fn device_number(device: &Device) -> Result<(u32, u32), LimitError> {
+    match device {
+        Device::Number { major, minor } => Ok((*major, *minor)),
+        Device::Path(path) => {
+            let meta = fs::metadata(path).map_err(|e| LimitError::Device {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            if !meta.file_type().is_block_device() {
+                return Err(LimitError::Device {
+                    path: path.clone(),
+                    reason: "not a block device".into(),
+                });
+            }
+            let rdev = meta.rdev();
+            Ok((libc::major(rdev), libc::minor(rdev)))
+        }
+    }
+}
+
+/// Applies `limits` to the container's cgroups. Stops at the first error;
+/// the caller removes the cgroups (nothing here outlives them).
+pub fn apply(cgroups: &ContainerCgroups, limits: &ResourceLimits) -> Result<(), LimitError> {
+    let settings = settings(limits)?;
+    if settings.is_empty() {
+        return Ok(());
+    }
+    // Loaded lazily: only hybrid hosts use it.
+    let mut crate_v1: Option<Cgroup> = None;
+    for setting in &settings {
+        if let Some(dir) = cgroups.v1_dir(setting.controller()) {
+            let cg = crate_v1.get_or_insert_with(|| {
+                Cgroup::load(Box::new(V1::new()), format!("{PARENT}/{}", cgroups.name()))
+            });
+            apply_v1(cg, dir, setting)?;
+        } else {
+            let dir = cgroups.unified();
+            enable_v2(dir, setting.v2_controller())?;
+            for (file, value) in setting.v2_writes() {
+                write_file(&dir.join(file), &value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes one setting on v1 through cgroups-rs, or directly when the crate
+/// has the controller elsewhere than `dir`.
+fn apply_v1(cg: &Cgroup, dir: &Path, setting: &Setting) -> Result<(), LimitError> {
+    for (file, value) in setting.v1_writes() {
+        let path = dir.join(file);
+        if !path.exists() {
+            return Err(LimitError::Missing { file: path, value });
+        }
+        let by_crate = match setting {
+            Setting::Memory(_) | Setting::MemoryHigh(_) | Setting::Swap(..) => {
+                at::<MemController>(cg, dir).map(|c| {
+                    let v: i64 = value.parse().unwrap_or(-1);
+                    match file {
+                        "memory.limit_in_bytes" => c.set_limit(v),
+                        "memory.soft_limit_in_bytes" => c.set_soft_limit(v),
+                        _ => c.set_memswap_limit(v),
+                    }
+                })
+            }
+            Setting::Cpu {
+                quota_us,
+                period_us,
+            } => at::<CpuController>(cg, dir).map(|c| match file {
+                "cpu.cfs_period_us" => c.set_cfs_period(*period_us),
+                _ => c.set_cfs_quota(*quota_us as i64),
+            }),
+            Setting::CpuWeight { shares, .. } => {
+                at::<CpuController>(cg, dir).map(|c| c.set_shares(*shares))
+            }
+            Setting::Cpus(cpus) => at::<CpuSetController>(cg, dir).map(|c| c.set_cpus(cpus)),
+            Setting::Mems(mems) => at::<CpuSetController>(cg, dir).map(|c| c.set_mems(mems)),
+            Setting::Pids(n) => {
+                at::<PidController>(cg, dir).map(|c| c.set_pid_max(MaxValue::Value(*n as i64)))
+            }
+            Setting::IoWeight { blkio, .. } => {
+                at::<BlkIoController>(cg, dir).map(|c| c.set_weight(u64::from(*blkio)))
+            }
+            Setting::IoMax(t) => at::<BlkIoController>(cg, dir).map(|c| {
+                if file == "blkio.throttle.read_bps_device" {
+                    c.throttle_read_bps_for_device(
+                        t.major.into(),
+                        t.minor.into(),
+                        t.rbps.unwrap_or_default(),
+                    )
+                } else {
+                    c.throttle_write_bps_for_device(
+                        t.major.into(),
+                        t.minor.into(),
+                        t.wbps.unwrap_or_default(),
+                    )
+                }
+            }),
+        };
+        match by_crate {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                return Err(LimitError::Write {
+                    file: path,
+                    value,
+                    source: crate_io_error(&e),
+                });
+            }
+            None => write_file(&path, &value)?,
+        }
+    }
+    Ok(())
+}
+
+/// The crate's controller of type `C`, if it is at `dir`.
+fn at<'a, C>(cg: &'a Cgroup, dir: &Path) -> Option<&'a C>
+where
+    &'a C: From<&'a cgroups_rs::fs::Subsystem>,
+    C: Controller + cgroups_rs::fs::ControllIdentifier,
+{
+    cg.controller_of::<C>().filter(|c| c.path() == dir)
+}
+
+/// The kernel's reason inside a cgroups-rs error.
+fn crate_io_error(e: &cgroups_rs::fs::error::Error) -> io::Error {
+    use std::error::Error as _;
+    match e.source().and_then(|s| s.downcast_ref::<io::Error>()) {
+        Some(io) => io.raw_os_error().map_or_else(
+            || io::Error::new(io.kind(), io.to_string()),
+            io::Error::from_raw_os_error,
+        ),
+        None => io::Error::other(e.to_string()),
+    }
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), LimitError> {
+    fs::write(path, value).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            LimitError::Missing {
+                file: path.to_path_buf(),
+                value: value.to_string(),
+            }
+        } else {
+            LimitError::Write {
+                file: path.to_path_buf(),
+                value: value.to_string(),
+                source,
+            }
+        }
+    })
+}
+
+/// Makes `controller` available to the container's v2 directory `dir` by
+/// enabling it in the `palisade` parent, which palisade owns. The parent's
+/// own parent (the root, or whatever delegated to palisade) must already
+/// offer it.
+fn enable_v2(dir: &Path, controller: &'static str) -> Result<(), LimitError> {
+    let parent = dir.parent().expect("a container cgroup has a parent");
+    let listed = |file: &Path| -> Result<bool, LimitError> {
+        let text = fs::read_to_string(file).map_err(|source| LimitError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Ok(text.split_whitespace().any(|c| c == controller))
+    };
+    let subtree = parent.join("cgroup.subtree_control");
+    if listed(&subtree)? {
+        return Ok(());
+    }
+    if !listed(&parent.join("cgroup.controllers"))? {
+        let above = parent.parent().unwrap_or(parent);
+        return Err(LimitError::NotDelegated {
+            controller,
+            file: above.join("cgroup.subtree_control"),
+        });
+    }
+    write_file(&subtree, &format!("+{controller}"))
+}
+
+/// The number of times the kernel's OOM killer killed a task of the
+/// container (v1 `memory.oom_control`, v2 `memory.events`, `oom_kill`).
+pub fn oom_kill_count(cgroups: &ContainerCgroups) -> Result<u64, LimitError> {
+    let file = match cgroups.v1_dir("memory") {
+        Some(dir) => dir.join("memory.oom_control"),
+        None => cgroups.unified().join("memory.events"),
+    };
+    let text = fs::read_to_string(&file).map_err(|source| LimitError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// True if the OOM killer killed any task of the container, so a container
+/// ended by SIGKILL can be reported as out of memory. False when unknown.
+pub fn oom_killed(cgroups: &ContainerCgroups) -> bool {
+    oom_kill_count(cgroups).is_ok_and(|n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Resources;
+
+    fn plan(flags: &[(&str, &str)]) -> Vec<Setting> {
+        settings(&Resources::from_flags(flags).unwrap().validate().unwrap()).unwrap()
+    }
+
+    fn files(s: &[Setting], v2: bool) -> Vec<(&'static str, String)> {
+        s.iter()
+            .flat_map(|s| if v2 { s.v2_writes() } else { s.v1_writes() })
+            .collect()
+    }
+
+    #[test]
+    fn memory_and_swap_in_order() {
+        let p = plan(&[
+            ("memory", "256M"),
+            ("memory_high", "128M"),
+            ("memory_swap", "1G"),
+        ]);
+        let v1 = files(&p, false);
+        assert_eq!(
+            v1,
+            [
+                ("memory.limit_in_bytes", "268435456".into()),
+                ("memory.soft_limit_in_bytes", "134217728".into()),
+                ("memory.memsw.limit_in_bytes", "1073741824".into()),
+            ]
+        );
+        let v2 = files(&p, true);
+        assert_eq!(v2[2], ("memory.swap.max", (768u64 << 20).to_string()));
+        assert_eq!(v2[1], ("memory.high", "134217728".into()));
+        let p = plan(&[("memory", "1G"), ("memory_swap", "-1")]);
+        assert_eq!(files(&p, true)[1], ("memory.swap.max", "max".into()));
+        assert_eq!(
+            files(&p, false)[1],
+            ("memory.memsw.limit_in_bytes", "-1".into())
+        );
+    }
+
+    #[test]
+    fn cpu_pids_cpuset_io() {
+        let p = plan(&[
+            ("cpu", "1.5"),
+            ("cpu_weight", "50"),
+            ("cpuset", "0-1"),
+            ("pids", "20"),
+            ("io_weight", "10000"),
+            ("io_read_bps", "8:0 1M"),
+            ("io_write_bps", "8:0 2M"),
+            ("io_write_bps", "8:16 3M"),
+        ]);
+        let v1 = files(&p, false);
+        assert_eq!(
+            v1,
+            [
+                ("cpu.cfs_period_us", "100000".into()),
+                ("cpu.cfs_quota_us", "150000".into()),
+                ("cpu.shares", "512".into()),
+                ("cpuset.cpus", "0-1".into()),
+                ("pids.max", "20".into()),
+                ("blkio.weight", "1000".into()),
+                ("blkio.throttle.read_bps_device", "8:0 1048576".into()),
+                ("blkio.throttle.write_bps_device", "8:0 2097152".into()),
+                ("blkio.throttle.write_bps_device", "8:16 3145728".into()),
+            ]
+        );
+        let v2 = files(&p, true);
+        assert_eq!(
+            v2,
+            [
+                ("cpu.max", "150000 100000".into()),
+                ("cpu.weight", "50".into()),
+                ("cpuset.cpus", "0-1".into()),
+                ("pids.max", "20".into()),
+                ("io.weight", "default 10000".into()),
+                ("io.max", "8:0 rbps=1048576 wbps=2097152".into()),
+                ("io.max", "8:16 wbps=3145728".into()),
+            ]
+        );
+        assert_eq!(p[4].v2_controller(), "io");
+    }
+
+    #[test]
+    fn device_paths_must_be_block_devices() {
+        let r = Resources::from_flags(&[("io_read_bps", "/dev/null 1M")])
+            .unwrap()
+            .validate()
+            .unwrap();
+        let e = settings(&r).unwrap_err();
+        assert!(
+            e.to_string().contains("/dev/null: not a block device"),
+            "{e}"
+        );
+        let r = Resources::from_flags(&[("io_read_bps", "/dev/nonexistent-palisade 1M")])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(settings(&r).is_err());
+    }
+}

@@ -1,0 +1,433 @@
+//! Resource limits against the real kernel: the values land in the
+//! controller files, and real processes feel them (OOM kill, fork
+//! failures, CPU throttling). Every cgroup is created under
+//! `palisade/t-res-<pid>-<n>` and removed pass or fail.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+mod support;
+
+use nix::{sys::signal, unistd::Pid};
+use palisade::{
+    cgroups::{self, ContainerCgroups, Hierarchies, LimitError},
+    spec::{ResourceLimits, Resources},
+};
+
+/// The effect tests measure time and memory: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A container's cgroups that are emptied (SIGKILL) and removed on drop.
+struct Guard(Option<ContainerCgroups>);
+
+impl Guard {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t-res-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let h = Hierarchies::detect().expect("detect cgroups");
+        Self(Some(h.create(&name).expect("create cgroups")))
+    }
+
+    fn cg(&self) -> &ContainerCgroups {
+        self.0.as_ref().expect("not yet removed")
+    }
+
+    fn kill_all(&self) {
+        for dir in self.cg().dirs() {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.parse().ok()) {
+                let _ = signal::kill(Pid::from_raw(pid), signal::Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Removes the cgroups now, returning the error if that fails.
+    fn remove(mut self) -> Result<(), cgroups::CgroupError> {
+        self.kill_all();
+        self.0.take().expect("not yet removed").remove()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            self.kill_all();
+            // ContainerCgroups' own drop removes the directories, patiently.
+            self.0.take();
+        }
+    }
+}
+
+fn limits(flags: &[(&str, &str)]) -> ResourceLimits {
+    Resources::from_flags(flags)
+        .and_then(|r| r.validate())
+        .expect("valid limits")
+}
+
+/// The directory holding `v1` controller files on a hybrid host, else the v2 one.
+fn dir_of(cg: &ContainerCgroups, v1: &str) -> (PathBuf, bool) {
+    match cg.v1_dir(v1) {
+        Some(d) => (d.to_path_buf(), true),
+        None => (cg.unified().to_path_buf(), false),
+    }
+}
+
+fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// A python3 process that waits for a line on stdin, then runs `script`.
+/// Returned before the line is sent, so it can be moved into the cgroup.
+fn held_python(script: &str) -> Child {
+    let code = format!("import sys\nsys.stdin.readline()\n{script}");
+    Command::new("python3")
+        .args(["-c", &code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3")
+}
+
+fn release(child: &mut Child) {
+    let stdin = child.stdin.as_mut().expect("stdin");
+    stdin.write_all(b"go\n").expect("release child");
+    stdin.flush().unwrap();
+}
+
+#[test]
+fn files_hold_the_values() {
+    let g = Guard::new();
+    let l = limits(&[
+        ("memory", "64M"),
+        ("memory_high", "48M"),
+        ("memory_swap", "128M"),
+        ("cpu", "0.5"),
+        ("cpu_weight", "200"),
+        ("cpuset", "0"),
+        ("mems", "0"),
+        ("pids", "50"),
+        ("io_read_bps", "254:0 10M"),
+        ("io_write_bps", "254:0 5M"),
+    ]);
+    cgroups::apply(g.cg(), &l).expect("apply limits");
+
+    let (mem, v1) = dir_of(g.cg(), "memory");
+    if v1 {
+        assert_eq!(read(mem.join("memory.limit_in_bytes")), "67108864");
+        assert_eq!(read(mem.join("memory.soft_limit_in_bytes")), "50331648");
+        assert_eq!(read(mem.join("memory.memsw.limit_in_bytes")), "134217728");
+    } else {
+        assert_eq!(read(mem.join("memory.max")), "67108864");
+        assert_eq!(read(mem.join("memory.high")), "50331648");
+        assert_eq!(read(mem.join("memory.swap.max")), "67108864");
+    }
+    let (cpu, v1) = dir_of(g.cg(), "cpu");
+    if v1 {
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
+        assert_eq!(read(cpu.join("cpu.cfs_period_us")), "100000");
+        assert_eq!(read(cpu.join("cpu.shares")), "2048");
+    } else {
+        assert_eq!(read(cpu.join("cpu.max")), "50000 100000");
+        assert_eq!(read(cpu.join("cpu.weight")), "200");
+    }
+    let (cpuset, _) = dir_of(g.cg(), "cpuset");
+    assert_eq!(read(cpuset.join("cpuset.cpus")), "0");
+    assert_eq!(read(cpuset.join("cpuset.mems")), "0");
+    let (pids, _) = dir_of(g.cg(), "pids");
+    assert_eq!(read(pids.join("pids.max")), "50");
+    let (io, v1) = dir_of(g.cg(), "blkio");
+    if v1 {
+        assert_eq!(
+            read(io.join("blkio.throttle.read_bps_device")),
+            "254:0 10485760"
+        );
+        assert_eq!(
+            read(io.join("blkio.throttle.write_bps_device")),
+            "254:0 5242880"
+        );
+    } else {
+        let max = read(io.join("io.max"));
+        assert!(
+            max.contains("254:0 rbps=10485760 wbps=5242880"),
+            "io.max: {max}"
+        );
+    }
+    g.remove().expect("remove cgroups");
+}
+
+#[test]
+fn device_path_resolves_to_its_number() {
+    let g = Guard::new();
+    let (io, v1) = dir_of(g.cg(), "blkio");
+    if !v1 {
+        return; // the v2 io controller needs delegation, covered by the unit tests
+    }
+    let root = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[4] == "/").then(|| f[2].to_string())
+        })
+        .expect("root mount");
+    // Find the whole-disk node for the root's device number, e.g. /dev/vda.
+    let dev = std::fs::read_dir("/dev")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            std::fs::metadata(p).is_ok_and(|m| {
+                m.file_type().is_block_device()
+                    && format!("{}:{}", libc::major(m.rdev()), libc::minor(m.rdev())) == root
+            })
+        });
+    let Some(dev) = dev else { return };
+    let l = limits(&[("io_read_bps", &format!("{} 1M", dev.display()))]);
+    cgroups::apply(g.cg(), &l).expect("apply");
+    assert_eq!(
+        read(io.join("blkio.throttle.read_bps_device")),
+        format!("{root} 1048576")
+    );
+}
+
+#[test]
+fn an_absent_controller_file_is_an_error_naming_it() {
+    let g = Guard::new();
+    let (io, v1) = dir_of(g.cg(), "blkio");
+    let file = if v1 { "blkio.weight" } else { "io.weight" };
+    let result = cgroups::apply(g.cg(), &limits(&[("io_weight", "100")]));
+    if io.join(file).exists() {
+        result.expect("io weight applies where the file exists");
+        return;
+    }
+    // This host's block layer has no weight file (no BFQ / io cost model),
+    // or v2 does not delegate io: either way the error says which file.
+    let e = result.expect_err("an absent file is not silently skipped");
+    let text = e.to_string();
+    match e {
+        LimitError::Missing { file: f, .. } => {
+            assert_eq!(f, io.join(file), "{text}");
+            assert!(text.contains("does not exist"), "{text}");
+        }
+        LimitError::NotDelegated { .. } => assert!(text.contains("io"), "{text}"),
+        other => panic!("unexpected error: {other}"),
+    }
+}
+
+#[test]
+fn memory_limit_ooms_a_hog() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let g = Guard::new();
+    cgroups::apply(
+        g.cg(),
+        &limits(&[("memory", "32M"), ("memory_swap", "32M")]),
+    )
+    .expect("apply");
+    assert!(!cgroups::oom_killed(g.cg()));
+    let mut child = held_python(
+        "b = bytearray(64 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\nprint('survived')",
+    );
+    g.cg().join(child.id() as i32).expect("join");
+    release(&mut child);
+    let out = child.wait_with_output().expect("wait");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "{:?} stdout {} stderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cgroups::oom_killed(g.cg()), "the OOM kill is reported");
+    g.remove().expect("remove cgroups");
+}
+
+#[test]
+fn pids_limit_makes_fork_fail() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let g = Guard::new();
+    cgroups::apply(g.cg(), &limits(&[("pids", "20")])).expect("apply");
+    let mut child = held_python(
+        r#"
+import errno, os, signal
+kids, failed = [], 0
+for _ in range(60):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        assert e.errno == errno.EAGAIN, e
+        failed += 1
+        continue
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+print(len(kids), failed)
+"#,
+    );
+    g.cg().join(child.id() as i32).expect("join");
+    release(&mut child);
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let counts: Vec<u32> = stdout
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (forked, failed) = (counts[0], counts[1]);
+    assert!(
+        forked <= 19,
+        "at most 19 children beside the parent: {stdout}"
+    );
+    assert!(failed >= 41, "the rest failed with EAGAIN: {stdout}");
+    g.remove()
+        .expect("the cgroup is removable after the fork storm");
+}
+
+/// CPU time the cgroup has used, in nanoseconds.
+fn cpu_usage_ns(cg: &ContainerCgroups) -> u64 {
+    match cg.v1_dir("cpuacct") {
+        Some(d) => read(d.join("cpuacct.usage")).parse().unwrap(),
+        None => {
+            let stat = read(cg.unified().join("cpu.stat"));
+            let usec: u64 = stat
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec ")?.parse().ok())
+                .expect("usage_usec");
+            usec * 1000
+        }
+    }
+}
+
+#[test]
+fn cpu_limit_holds_a_busy_loop_to_half_a_cpu() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let g = Guard::new();
+    cgroups::apply(g.cg(), &limits(&[("cpu", "0.5")])).expect("apply");
+    let mut child = held_python("while True:\n    pass");
+    g.cg().join(child.id() as i32).expect("join");
+    release(&mut child);
+    thread::sleep(Duration::from_millis(300));
+    let (t0, u0) = (Instant::now(), cpu_usage_ns(g.cg()));
+    thread::sleep(Duration::from_secs(3));
+    let (t1, u1) = (Instant::now(), cpu_usage_ns(g.cg()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let share = (u1 - u0) as f64 / (t1 - t0).as_nanos() as f64;
+    assert!(
+        (0.4..=0.6).contains(&share),
+        "busy loop used {share:.3} of a CPU under cpu = 0.5"
+    );
+    g.remove().expect("remove cgroups");
+}
+
+#[test]
+fn v2_controller_not_delegated_is_named() {
+    // The container as a pure v2 host would have it: no v1 hierarchies.
+    // Here the root's cgroup2 offers no controller (all are bound to v1),
+    // so enabling memory for palisade must fail, naming the root's file.
+    let h = Hierarchies::detect().expect("detect");
+    let root_offers_memory = std::fs::read_to_string(h.unified.join("cgroup.subtree_control"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|c| c == "memory");
+    let v2_only = Hierarchies {
+        unified: h.unified.clone(),
+        v1: Vec::new(),
+    };
+    let name = format!("t-res-{}-v2", std::process::id());
+    let cg = v2_only.create(&name).expect("create");
+    let result = cgroups::apply(&cg, &limits(&[("memory", "64M")]));
+    if root_offers_memory {
+        result.expect("memory is delegated: apply works");
+        assert_eq!(read(cg.unified().join("memory.max")), "67108864");
+    } else {
+        let e = result.expect_err("an undelegated controller is an error");
+        let text = e.to_string();
+        assert!(
+            matches!(&e, LimitError::NotDelegated { controller: "memory", file }
+                if *file == h.unified.join("cgroup.subtree_control")),
+            "{text}"
+        );
+        assert!(text.contains("echo +memory"), "{text}");
+        assert!(!cgroups::oom_killed(&cg));
+    }
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn palisade_run_applies_the_policy_resources() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = support::Sandbox::new("res-run");
+    let policy = sb.policy("[resources]\nmemory = \"32M\"\nmemory_swap = \"32M\"\npids = 10\n");
+    let hog = "b = bytearray(64 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n";
+    let out = sb.run(Some(&policy), &["python3", "-c", hog]);
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGKILL),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        sb.leftover_cgroups().is_empty(),
+        "{:?}",
+        sb.leftover_cgroups()
+    );
+
+    // A control the kernel lacks stops the run before the command starts.
+    let hier = Hierarchies::detect().expect("detect");
+    let weight_file = match hier
+        .v1
+        .iter()
+        .find(|h| h.controllers.iter().any(|c| c == "blkio"))
+    {
+        Some(h) => h.mount.join("palisade").join(&sb.name).join("blkio.weight"),
+        None => return,
+    };
+    let has_weight = hier.v1.iter().any(|h| {
+        h.controllers.iter().any(|c| c == "blkio") && h.mount.join("blkio.weight").exists()
+    });
+    if has_weight {
+        return;
+    }
+    let policy = sb.policy("[resources]\nio_weight = 100\n");
+    let out = sb.run(Some(&policy), &["true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains(&weight_file.display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not started"), "{stderr}");
+    assert!(
+        sb.leftover_cgroups().is_empty(),
+        "{:?}",
+        sb.leftover_cgroups()
+    );
+}
