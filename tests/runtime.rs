@@ -1,0 +1,3 @@
+//! The container runtime, end to end: lifecycle, isolation, hardening, limits.
+
+mod support;
