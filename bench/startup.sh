@@ -1,28 +1,42 @@
 #!/usr/bin/env bash
-# Side-by-side start-to-exit time of a container running `true`:
-#   unshare     util-linux unshare with the same namespaces (pid, mount with a
-#               private /proc, uts, ipc) and no cgroup or policy: the floor
-#   palisade    palisade run: cgroups on every hierarchy, the eBPF object
-#               loaded and verified, connect4/6 attached, policy written,
-#               namespaces, exec, wait, cleanup
-# Runs are interleaved; the figure is the median in milliseconds.
+# Start-to-exit latency of /bin/true in a full container, side by side, in
+# one hyperfine run:
+#   unshare   `unshare -pmuif --mount-proc /bin/true`: namespaces only, the floor
+#   runc      `runc run` on an OCI bundle of the same busybox rootfs
+#   palisade  `palisade run --rootfs` of that rootfs: pid, mount, uts, ipc,
+#             cgroup and time namespaces, cgroups on every hierarchy, the
+#             connect policy attached (programs pinned: the first run of a
+#             build loads them, every later run only attaches), the
+#             hardening (caps, seccomp, no_new_privs, sealed self-exec)
 #
-# usage: bench/startup.sh PALISADE_BINARY   (as root; `cargo xtask bench` runs it)
+# usage: bench/startup.sh PALISADE_BINARY ROOTFS   (as root; `cargo xtask bench` runs it)
 set -euo pipefail
-PALISADE=${1:?usage: startup.sh PALISADE_BINARY}
-RUNS=${RUNS:-30}
+PALISADE=${1:?usage: startup.sh PALISADE_BINARY ROOTFS}
+ROOTFS=${2:?usage: startup.sh PALISADE_BINARY ROOTFS}
+RUNS=${RUNS:-50}
 WORK=$(mktemp -d /tmp/palisade-bench.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+STATE="$WORK/state"
+cleanup() {
+  rm -rf "/sys/fs/bpf/palisade/$(echo "${STATE#/}" | tr -c 'A-Za-z0-9\n-' _)" "$WORK"
+}
+trap cleanup EXIT
+
 printf '[network]\nconnect = ["allow tcp 127.0.0.1/32", "deny any"]\n' > "$WORK/policy.toml"
+mkdir -p "$WORK/bundle"
+cp -a "$ROOTFS" "$WORK/bundle/rootfs"
+(cd "$WORK/bundle" && runc spec && python3 - <<'PY'
+import json
+c = json.load(open("config.json"))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["/bin/true"]
+json.dump(c, open("config.json", "w"), indent=1)
+PY
+)
+# First palisade run of this build pins the programs; not part of the figure.
+"$PALISADE" --root "$STATE" run --rootfs "$ROOTFS" --policy "$WORK/policy.toml" -- /bin/true
 
-ms() { local t0 t1; t0=$(date +%s%N); "$@" > /dev/null; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000 )); }
-for _ in $(seq "$RUNS"); do
-  echo "unshare $(ms unshare --pid --fork --mount-proc --uts --ipc true)"
-  echo "palisade $(ms "$PALISADE" run --name "bench-start-$$" --policy "$WORK/policy.toml" -- true)"
-done > "$WORK/times"
-
-median() { awk -v k="$1" '$1 == k {print $2}' "$WORK/times" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-u=$(median unshare); p=$(median palisade)
-printf '\n%-10s %10s %9s\n' "runtime" "median ms" "x unshare"
-printf '%-10s %10.2f %9.2f\n' unshare "$(echo "$u / 1000" | bc -l)" 1
-printf '%-10s %10.2f %9.2f\n' palisade "$(echo "$p / 1000" | bc -l)" "$(echo "$p / $u" | bc -l)"
+hyperfine -N --warmup 5 --runs "$RUNS" --export-markdown "$WORK/startup.md" \
+  -n unshare "unshare -pmuif --mount-proc /bin/true" \
+  -n runc "runc --root $WORK/runc run -b $WORK/bundle bench-$$" \
+  -n palisade "$PALISADE --root $STATE run --name bench-$$ --rootfs $ROOTFS --policy $WORK/policy.toml -- /bin/true"
+cat "$WORK/startup.md"

@@ -22,7 +22,12 @@ pub fn palisade_in(root: &Path) -> Command {
 
 /// Where palisade pins BPF objects for a state root (see the README).
 pub fn pin_dir(root: &Path) -> PathBuf {
-    let key = root.to_string_lossy().trim_matches('/').replace('/', "_");
+    let key: String = root
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
     Path::new("/sys/fs/bpf/palisade").join(key)
 }
 

@@ -6,6 +6,7 @@
 //! invocation once the toolchain is right.
 
 mod demo;
+mod rootfs;
 mod toolchain;
 
 use std::{
@@ -24,6 +25,7 @@ commands:
   test    build, then run every check: fmt, clippy, unit and integration tests (as root)
   demo    build, then run a container under the sample policy and show what it enforces
   bench   build, then run every benchmark in bench/ beside its peers (as root)
+  rootfs  build a small busybox root filesystem at target/rootfs/busybox
   setup   only check/install the toolchain";
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
             .and_then(|_| toolchain::ensure_bench_packages())
             .and_then(|_| build_binary())
             .and_then(|bin| bench(&bin)),
+        Some("rootfs") => rootfs::build().map(|_| ()),
         Some("setup") => toolchain::ensure(),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");

@@ -54,6 +54,9 @@ pub fn require_root(why: &str) -> Result<()> {
 /// Peers and tools the benchmarks use.
 const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "the benchmarks' packet-filter peer"),
+    ("runc", "the benchmarks' container-runtime peer"),
+    ("hyperfine", "the benchmarks' timer"),
+    ("busybox-static", "the benchmarks' rootfs"),
     ("bc", "the benchmarks' arithmetic"),
     ("util-linux", "unshare, the benchmarks' namespace peer"),
 ];
@@ -66,7 +69,7 @@ fn ensure_packages() -> Result<()> {
     install_missing(PACKAGES)
 }
 
-fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
+pub fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&(&str, &str)> = packages
         .iter()
         .filter(|(name, _)| !dpkg_installed(name))

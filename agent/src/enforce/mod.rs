@@ -58,8 +58,8 @@ pub enum EnforceError {
 
 /// Where this state root's programs, maps and per-container links are
 /// pinned in bpffs: `/sys/fs/bpf/palisade/<root>/`, with `<root>` the state
-/// root's path with `/` turned into `_` (so separate state roots, as tests
-/// use, never share pins). Inside: `obj-<hash>/` for one build's programs and
+/// root's path with every character but letters, digits and `-` turned
+/// into `_` (so separate state roots, as tests use, never share pins). Inside: `obj-<hash>/` for one build's programs and
 /// maps, `links/<container>/` for each container's attachments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pins {
@@ -71,7 +71,14 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 
 impl Pins {
     pub fn for_state_root(root: &Path) -> Self {
-        let key = root.to_string_lossy().trim_matches('/').replace('/', "_");
+        // bpffs refuses names with a dot; everything but letters, digits
+        // and '-' becomes '_'.
+        let key: String = root
+            .to_string_lossy()
+            .trim_matches('/')
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .collect();
         Self {
             dir: Path::new(BPFFS).join("palisade").join(key),
         }
@@ -87,7 +94,10 @@ impl Pins {
     }
 
     fn links_dir(&self, container: &str) -> PathBuf {
-        self.dir.join("links").join(container)
+        // Names may hold '.', which bpffs refuses: '_' becomes "__" and
+        // '.' becomes "_d", which keeps distinct names distinct.
+        let escaped = container.replace('_', "__").replace('.', "_d");
+        self.dir.join("links").join(escaped)
     }
 }
 
