@@ -96,11 +96,16 @@ fn build_binary() -> Result<PathBuf> {
 /// Runs every benchmark script in bench/, each against its peers.
 fn bench(palisade: &Path) -> Result<()> {
     toolchain::require_root("the benchmarks create containers and nftables tables")?;
-    for script in ["startup.sh", "connect.sh"] {
+    let rootfs = rootfs::build()?;
+    let runs: [(&str, Vec<&Path>); 2] = [
+        ("startup.sh", vec![palisade, rootfs.as_path()]),
+        ("connect.sh", vec![palisade]),
+    ];
+    for (script, args) in runs {
         println!("==> bench/{script}");
         let status = Command::new("bash")
             .arg(root().join("bench").join(script))
-            .arg(palisade)
+            .args(args)
             .status()
             .with_context(|| format!("cannot run bench/{script}"))?;
         if !status.success() {

@@ -77,7 +77,13 @@ impl Pins {
             .to_string_lossy()
             .trim_matches('/')
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         Self {
             dir: Path::new(BPFFS).join("palisade").join(key),
