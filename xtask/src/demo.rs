@@ -18,6 +18,21 @@ pub fn run(palisade: &Path) -> Result<()> {
     let work = std::env::temp_dir().join(format!("palisade-demo-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let result = show(palisade, &work);
+    // The demo's own BPF pins (see the README: pins per state root).
+    let key: String = work
+        .join("state")
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(Path::new("/sys/fs/bpf/palisade").join(key));
     let _ = std::fs::remove_dir_all(&work);
     result
 }
@@ -46,7 +61,10 @@ fn show(palisade: &Path, work: &Path) -> Result<()> {
         ));
     }
     println!("==> palisade run --name {name} --policy policy.toml -- bash -c …");
+    let state = work.join("state");
     let output = Command::new(palisade)
+        .arg("--root")
+        .arg(&state)
         .args(["run", "--name", &name, "--policy"])
         .arg(&policy)
         .args(["--", "bash", "-c", &script])
@@ -79,9 +97,55 @@ fn show(palisade: &Path, work: &Path) -> Result<()> {
             bail!("unexpected result: {line}");
         }
     }
+    lifecycle(palisade, &state, &policy, &name, in_range.port)?;
     println!(
-        "\n==> demo passed: the allowed connection went through, the others failed with EPERM"
+        "\n==> demo passed: the policy held in the container and in exec; the host was untouched"
     );
+    Ok(())
+}
+
+/// A detached container under the same policy and a memory limit: `ps`,
+/// `exec` (the same policy applies to it), then `rm -f`.
+fn lifecycle(palisade: &Path, state: &Path, policy: &Path, name: &str, port: u16) -> Result<()> {
+    let web = format!("{name}-web");
+    let cli = |args: &[&str]| -> Result<std::process::Output> {
+        println!("\n==> palisade {}", args.join(" "));
+        let out = Command::new(palisade)
+            .arg("--root")
+            .arg(state)
+            .args(args)
+            .output()
+            .context("cannot run palisade")?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        Ok(out)
+    };
+    let policy = policy.to_string_lossy();
+    let started = cli(&[
+        "run", "-d", "--name", &web, "--policy", &policy, "--memory", "64M", "--pids", "64", "--",
+        "sleep", "600",
+    ])?;
+    if !started.status.success() {
+        bail!("the detached container did not start");
+    }
+    let checked = (|| -> Result<()> {
+        cli(&["ps"])?;
+        let probe = format!(
+            "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+             if err=$( (exec 3<>/dev/tcp/127.0.0.2/{port}) 2>&1 ); then echo 'exec: connect 127.0.0.2 -> allowed'; \
+             else echo \"exec: connect 127.0.0.2:{port} -> denied (${{err##*: }})\"; fi"
+        );
+        let out = cli(&["exec", &web, "--", "bash", "-c", &probe])?;
+        if !String::from_utf8_lossy(&out.stdout).contains("denied (Operation not permitted)") {
+            bail!("exec was not policed");
+        }
+        Ok(())
+    })();
+    let removed = cli(&["rm", "-f", &web])?;
+    checked?;
+    if !removed.status.success() {
+        bail!("rm -f failed");
+    }
     Ok(())
 }
 
