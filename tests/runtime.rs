@@ -1,3 +1,706 @@
 //! The container runtime, end to end: lifecycle, isolation, hardening, limits.
+//!
+//! Every test drives the real `palisade` binary on its own state root
+//! (`Sandbox`), probes from inside with real programs (python3, sh, ls) and
+//! checks what the kernel and the CLI report. Waits poll with deadlines;
+//! no assertion depends on a fixed sleep.
 
 mod support;
+
+use std::{
+    collections::BTreeMap,
+    net::{TcpStream, ToSocketAddrs},
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{Sandbox, listen_tcp};
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// `palisade run --name NAME FLAGS... -- CMD...` in the foreground, waited for.
+fn run(sb: &Sandbox, flags: &[&str], cmd: &[&str]) -> Output {
+    sb.palisade()
+        .args(["run", "--name", &sb.name])
+        .args(flags)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .expect("run palisade")
+}
+
+/// `palisade ARGS...` on the sandbox's state root, waited for.
+fn cli(sb: &Sandbox, args: &[&str]) -> Output {
+    sb.palisade().args(args).output().expect("run palisade")
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "{:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The stdout of a command that must have succeeded.
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}", describe(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a python3 program in a foreground container; its `key value` lines.
+fn python(sb: &Sandbox, flags: &[&str], script: &str, args: &[&str]) -> BTreeMap<String, String> {
+    let mut cmd = vec![PYTHON, "-c", script];
+    cmd.extend_from_slice(args);
+    let out = run(sb, flags, &cmd);
+    ok(&out)
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// `run -d`: checks that the CLI printed the name and exited 0.
+fn start_detached(sb: &Sandbox, flags: &[&str], cmd: &[&str]) {
+    let out = run(sb, &[&["-d"], flags].concat(), cmd);
+    assert_eq!(ok(&out).trim(), sb.name, "run -d prints the name");
+}
+
+/// `run -d`, then the container's host pid once it is running (for
+/// commands that run until stopped).
+fn run_detached(sb: &Sandbox, flags: &[&str], cmd: &[&str]) -> i32 {
+    start_detached(sb, flags, cmd);
+    sb.wait_running()
+}
+
+/// Polls `f` until it returns `Some`, for at most 20 s.
+fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The container's log once it contains `needle`.
+fn logs_containing(sb: &Sandbox, needle: &str) -> String {
+    poll(&format!("{needle:?} in the logs"), || {
+        let text = ok(&cli(sb, &["logs", &sb.name]));
+        text.contains(needle).then_some(text)
+    })
+}
+
+fn state(sb: &Sandbox) -> Value {
+    let path = sb.root.join(&sb.name).join("state.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).expect("state.json is JSON")
+}
+
+/// `ps --json`'s entry for this sandbox's container, if listed.
+fn ps_entry(sb: &Sandbox) -> Option<Value> {
+    let list: Value = serde_json::from_str(&ok(&cli(sb, &["ps", "--json"]))).expect("ps --json");
+    list.as_array()
+        .expect("ps --json prints an array")
+        .iter()
+        .find(|c| c["name"] == sb.name.as_str())
+        .cloned()
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s[s.rfind(')')? + 2..].starts_with(|c| c != 'Z')))
+        .unwrap_or(false)
+}
+
+fn no_leftover_cgroups(sb: &Sandbox) {
+    assert!(
+        sb.leftover_cgroups().is_empty(),
+        "{:?}",
+        sb.leftover_cgroups()
+    );
+}
+
+// ---------------------------------------------------------------- isolation
+
+#[test]
+fn hostname_is_the_name_unless_given() {
+    let sb = Sandbox::new("host");
+    let out = run(&sb, &[], &["hostname"]);
+    assert_eq!(ok(&out).trim(), sb.name);
+    let out = run(&sb, &["--hostname", "web.example"], &["hostname"]);
+    assert_eq!(ok(&out).trim(), "web.example");
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        "web.example",
+        "the host's hostname is untouched"
+    );
+}
+
+#[test]
+fn the_container_sees_only_its_own_processes() {
+    let sb = Sandbox::new("pidns");
+    let script = "import os, sys\n\
+        print('pid', os.getpid())\n\
+        print('pids', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n\
+        print('host_pid_visible', os.path.exists('/proc/' + sys.argv[1]))\n\
+        print('ppid', os.getppid())";
+    let me = std::process::id().to_string();
+    let got = python(&sb, &[], script, &[&me]);
+    assert_eq!(got["pid"], "1");
+    assert_eq!(got["pids"], "[1]", "only the container's own process");
+    assert_eq!(got["host_pid_visible"], "False", "the test's pid {me}");
+    assert_eq!(got["ppid"], "0", "pid 1 has no parent in its namespace");
+}
+
+#[test]
+fn tmp_is_private_and_empty_and_the_root_is_read_only() {
+    let sb = Sandbox::new("fs");
+    let marker = format!("{}-marker", sb.name);
+    let script = r#"
+import errno, os, sys
+def attempt(f):
+    try:
+        f()
+        return 'ok'
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+name = sys.argv[1]
+print('tmp', sorted(os.listdir('/tmp')))
+print('write_tmp', attempt(lambda: open('/tmp/' + name, 'w').write('x')))
+print('read_tmp', open('/tmp/' + name).read())
+print('write_root', attempt(lambda: open('/' + name, 'w')))
+print('mkdir_root', attempt(lambda: os.mkdir('/' + name)))
+print('write_etc', attempt(lambda: open('/etc/' + name, 'w')))
+"#;
+    let got = python(&sb, &[], script, &[&marker]);
+    assert_eq!(got["tmp"], "[]", "a fresh /tmp");
+    assert_eq!(got["write_tmp"], "ok");
+    assert_eq!(got["read_tmp"], "x");
+    assert_eq!(got["write_root"], "EROFS");
+    assert_eq!(got["mkdir_root"], "EROFS");
+    assert_eq!(got["write_etc"], "EROFS");
+    for host_path in [Path::new("/tmp"), Path::new("/"), Path::new("/etc")] {
+        let p = host_path.join(&marker);
+        assert!(!p.exists(), "{p:?} leaked to the host");
+    }
+    // an empty /tmp inside means a private one only if the host's is not
+    assert!(
+        std::fs::read_dir("/tmp").unwrap().next().is_some(),
+        "the host's /tmp has entries"
+    );
+}
+
+/// Prints the interfaces (from sysfs and from the kernel), then `connect`
+/// and `ok` or the errno's name for a TCP connect to its ADDR:PORT argument.
+const NET_PROBE: &str = r#"
+import errno, os, socket, sys
+print('ifaces', sorted(os.listdir('/sys/class/net')))
+print('if_nameindex', sorted(n for _, n in socket.if_nameindex()))
+addr, port = sys.argv[1].rsplit(':', 1)
+s = socket.socket()
+s.settimeout(5)
+try:
+    s.connect((addr, int(port)))
+    print('connect ok')
+except OSError as e:
+    print('connect', errno.errorcode.get(e.errno, str(e)))
+"#;
+
+#[test]
+fn net_none_has_only_loopback_and_cannot_reach_the_host() {
+    let sb = Sandbox::new("netnone");
+    let port = listen_tcp(&["127.0.0.1"]);
+    let target = format!("127.0.0.1:{port}");
+    let got = python(&sb, &["--net", "none"], NET_PROBE, &[&target]);
+    assert_eq!(got["ifaces"], "['lo']");
+    assert_eq!(got["if_nameindex"], "['lo']");
+    assert_eq!(
+        got["connect"], "ECONNREFUSED",
+        "the host's listener is in another namespace"
+    );
+    // the listener is really there
+    TcpStream::connect_timeout(
+        &target.to_socket_addrs().unwrap().next().unwrap(),
+        Duration::from_secs(5),
+    )
+    .expect("the host reaches its own listener");
+    no_leftover_cgroups(&sb);
+}
+
+#[test]
+fn net_host_is_the_default_and_reaches_the_host() {
+    let sb = Sandbox::new("nethost");
+    let port = listen_tcp(&["127.0.0.1"]);
+    let target = format!("127.0.0.1:{port}");
+    let got = python(&sb, &[], NET_PROBE, &[&target]);
+    assert_eq!(got["connect"], "ok");
+    let mut host_ifaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    host_ifaces.sort();
+    assert_eq!(
+        got["ifaces"],
+        format!("{host_ifaces:?}").replace('"', "'"),
+        "the host's interfaces"
+    );
+    let explicit = python(&sb, &["--net", "host"], NET_PROBE, &[&target]);
+    assert_eq!(explicit["connect"], "ok");
+}
+
+// ---------------------------------------------------------------- hardening
+
+/// Root in the container: capabilities, the seccomp filter, masked and
+/// read-only paths. Arguments: the bpf syscall number, then masked paths.
+const HARDENING_PROBE: &str = r#"
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def res(rc):
+    return 'ok' if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+def attempt(f):
+    try:
+        f()
+        return 'ok'
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+status = dict(l.split(':', 1) for l in open('/proc/self/status') if ':' in l)
+print('uid', os.getuid())
+print('CapEff', status['CapEff'].strip())
+print('NoNewPrivs', status['NoNewPrivs'].strip())
+print('mount', res(libc.mount(b'none', b'/mnt', b'tmpfs', 0, None)))
+print('mounted', any(l.split()[4] == '/mnt' for l in open('/proc/self/mountinfo')))
+domain = open('/proc/sys/kernel/domainname').read()
+def write_same_domainname():
+    with open('/proc/sys/kernel/domainname', 'w') as f:
+        f.write(domain)
+print('proc_sys_write', attempt(write_same_domainname))
+print('unshare_newuser', res(libc.unshare(0x10000000)))
+print('bpf', res(libc.syscall(int(sys.argv[1]), 0, 0, 0)))
+for path in sys.argv[2:]:
+    print('masked:' + path, len(open(path, 'rb').read()))
+"#;
+
+/// The masked proc files this host has, checked to be non-empty here.
+fn masked_paths_on_host() -> Vec<&'static str> {
+    let paths: Vec<&str> = ["/proc/keys", "/proc/timer_list"]
+        .into_iter()
+        .filter(|p| std::fs::read(p).is_ok_and(|c| !c.is_empty()))
+        .collect();
+    assert!(
+        !paths.is_empty(),
+        "this host has neither /proc/keys nor /proc/timer_list"
+    );
+    paths
+}
+
+#[test]
+fn root_in_the_container_is_hardened() {
+    let sb = Sandbox::new("harden");
+    let bpf = libc::SYS_bpf.to_string();
+    let masked = masked_paths_on_host();
+    let args: Vec<&str> = [bpf.as_str()].into_iter().chain(masked.clone()).collect();
+    let got = python(&sb, &[], HARDENING_PROBE, &args);
+    assert_eq!(got["uid"], "0");
+    assert_eq!(got["CapEff"], "00000000a80425fb", "Docker's default set");
+    assert_eq!(got["NoNewPrivs"], "1");
+    assert_eq!(got["mount"], "EPERM");
+    assert_eq!(got["mounted"], "False");
+    assert_eq!(got["proc_sys_write"], "EROFS", "/proc/sys is read-only");
+    assert_eq!(got["unshare_newuser"], "EPERM");
+    assert_eq!(got["bpf"], "EPERM");
+    for path in masked {
+        assert_eq!(got[&format!("masked:{path}")], "0", "{path} is masked");
+    }
+}
+
+#[test]
+fn only_stdio_descriptors_reach_the_command() {
+    let sb = Sandbox::new("fds");
+    let mut cmd = sb.palisade();
+    cmd.args(["run", "--name", &sb.name, "--", "ls", "/proc/self/fd"]);
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only dup2, which is async-signal-safe; it hands palisade a
+    // descriptor 7 without close-on-exec, which must not reach the command.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::dup2(2, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run palisade");
+    let fds: Vec<String> = ok(&out).split_whitespace().map(String::from).collect();
+    assert_eq!(fds, ["0", "1", "2", "3"], "stdio and the one ls opened");
+}
+
+#[test]
+fn cap_drop_all_leaves_no_capabilities() {
+    let sb = Sandbox::new("capdrop");
+    let bpf = libc::SYS_bpf.to_string();
+    let got = python(&sb, &["--cap-drop", "ALL"], HARDENING_PROBE, &[&bpf]);
+    assert_eq!(got["uid"], "0");
+    assert_eq!(got["CapEff"], "0000000000000000");
+    assert_eq!(got["mount"], "EPERM");
+}
+
+#[test]
+fn a_non_root_user_has_no_capabilities() {
+    let sb = Sandbox::new("user");
+    let script = "import os\n\
+        status = dict(l.split(':', 1) for l in open('/proc/self/status') if ':' in l)\n\
+        print('ids', os.getuid(), os.geteuid(), os.getgid(), os.getegid())\n\
+        print('CapEff', status['CapEff'].strip())\n\
+        print('CapPrm', status['CapPrm'].strip())";
+    let got = python(&sb, &["-u", "65534:65534"], script, &[]);
+    assert_eq!(got["ids"], "65534 65534 65534 65534");
+    assert_eq!(got["CapEff"], "0000000000000000");
+    assert_eq!(got["CapPrm"], "0000000000000000");
+}
+
+// ------------------------------------------------------- detached lifecycle
+
+/// A detached command that writes a file, says it is ready, exits 42 on
+/// SIGTERM and otherwise runs until killed.
+const SERVICE: &str = "trap 'echo got-term; exit 42' TERM; \
+    echo from-init > /tmp/init-file; echo ready; \
+    while :; do sleep 0.1; done";
+
+#[test]
+fn a_detached_container_outlives_the_cli_and_logs_its_output() {
+    let sb = Sandbox::new("detach");
+    let pid = run_detached(&sb, &[], &["sh", "-c", SERVICE]);
+    // The CLI has exited; the container has not.
+    assert!(alive(pid), "pid {pid} is running");
+    let st = state(&sb);
+    assert_eq!(st["status"], "running");
+    assert_eq!(st["detached"], true);
+    assert_eq!(st["pid"], pid);
+    assert!(logs_containing(&sb, "ready").contains("ready\n"));
+    let entry = ps_entry(&sb).expect("ps lists the container");
+    assert_eq!(entry["status"], "running");
+    assert_eq!(entry["pid"], pid);
+    assert_eq!(entry["command"], serde_json::json!(["sh", "-c", SERVICE]));
+    assert!(sb.unified_dir().exists(), "its cgroup exists while it runs");
+    assert!(alive(pid), "still running after logs and ps");
+}
+
+#[test]
+fn exec_joins_the_containers_namespaces_and_filesystem() {
+    let sb = Sandbox::new("exec");
+    let pid = run_detached(&sb, &[], &["sh", "-c", SERVICE]);
+    logs_containing(&sb, "ready");
+    let out = cli(
+        &sb,
+        &[
+            "exec",
+            &sb.name,
+            "--",
+            "sh",
+            "-c",
+            "echo $$; hostname; tr '\\0' ' ' < /proc/1/cmdline; echo; cat /tmp/init-file; \
+             readlink /proc/self/ns/pid /proc/self/ns/uts /proc/self/ns/mnt",
+        ],
+    );
+    let stdout = ok(&out);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 7, "{stdout}");
+    let exec_pid: i32 = lines[0].parse().expect("a pid");
+    assert!(
+        exec_pid > 1 && exec_pid != pid,
+        "a pid of the container's namespace, not the host's: {exec_pid}"
+    );
+    assert_eq!(lines[1], sb.name, "the container's hostname");
+    assert_eq!(
+        lines[2],
+        format!("sh -c {SERVICE} "),
+        "pid 1 is the command"
+    );
+    assert_eq!(lines[3], "from-init", "the container's /tmp");
+    for (line, ns) in lines[4..].iter().zip(["pid", "uts", "mnt"]) {
+        let host_view = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_eq!(*line, host_view.to_string_lossy(), "{ns} namespace");
+    }
+
+    let out = cli(&sb, &["exec", &sb.name, "--", "sh", "-c", "exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+    assert!(alive(pid), "exec leaves the container running");
+}
+
+#[test]
+fn rm_refuses_a_running_container_and_changes_nothing() {
+    let sb = Sandbox::new("rmrun");
+    let pid = run_detached(&sb, &[], &["sleep", "600"]);
+    let before = state(&sb);
+    let out = cli(&sb, &["rm", &sb.name]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("running"), "{stderr}");
+    assert!(alive(pid));
+    assert_eq!(state(&sb), before);
+    assert_eq!(ps_entry(&sb).expect("still listed")["status"], "running");
+    assert!(sb.unified_dir().exists(), "its cgroup is kept");
+}
+
+#[test]
+fn term_then_wait_reports_the_status_and_rm_removes_everything() {
+    let sb = Sandbox::new("term");
+    let pid = run_detached(&sb, &[], &["sh", "-c", SERVICE]);
+    logs_containing(&sb, "ready");
+    // `wait` blocks until the container exits.
+    let waiter = sb
+        .palisade()
+        .args(["wait", &sb.name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn palisade wait");
+    ok(&cli(&sb, &["kill", &sb.name, "-s", "TERM"]));
+    let out = waiter.wait_with_output().expect("palisade wait");
+    assert_eq!(out.status.code(), Some(42), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    assert!(logs_containing(&sb, "got-term").ends_with("got-term\n"));
+    poll("the process to be reaped", || (!alive(pid)).then_some(()));
+
+    let st = state(&sb);
+    assert_eq!(st["status"], "exited");
+    assert_eq!(st["exit_status"], 42);
+    assert_eq!(st["oom_killed"], false);
+    let entry = ps_entry(&sb).expect("an exited detached container is listed");
+    assert_eq!(entry["status"], "exited");
+    assert_eq!(entry["exit_status"], 42);
+    // wait on an exited container returns at once, with the same status
+    let again = cli(&sb, &["wait", &sb.name]);
+    assert_eq!(again.status.code(), Some(42), "{}", describe(&again));
+
+    ok(&cli(&sb, &["rm", &sb.name]));
+    assert!(ps_entry(&sb).is_none(), "rm unlists it");
+    assert!(!sb.root.join(&sb.name).exists(), "its state is gone");
+    no_leftover_cgroups(&sb);
+}
+
+#[test]
+fn rm_force_kills_and_removes_a_running_container() {
+    let sb = Sandbox::new("rmf");
+    let pid = run_detached(&sb, &[], &["sleep", "600"]);
+    ok(&cli(&sb, &["rm", "-f", &sb.name]));
+    poll("the container to die", || (!alive(pid)).then_some(()));
+    assert!(ps_entry(&sb).is_none());
+    assert!(!sb.root.join(&sb.name).exists(), "its state is gone");
+    no_leftover_cgroups(&sb);
+}
+
+// ------------------------------------------------------------------- limits
+
+const MEMORY_HOG: &str = "b = bytearray(64 << 20)\n\
+    for i in range(0, len(b), 4096):\n    b[i] = 1\n\
+    print('survived')";
+
+const MEMORY_FLAGS: [&str; 4] = ["--memory", "32M", "--memory-swap", "32M"];
+
+#[test]
+fn memory_limit_kills_a_hog_with_137() {
+    let sb = Sandbox::new("oom");
+    let out = run(&sb, &MEMORY_FLAGS, &[PYTHON, "-c", MEMORY_HOG]);
+    assert_eq!(out.status.code(), Some(137), "{}", describe(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+    assert!(
+        !sb.root.join(&sb.name).exists(),
+        "a foreground run removes its state"
+    );
+    no_leftover_cgroups(&sb);
+}
+
+#[test]
+fn a_detached_oom_kill_is_recorded() {
+    let sb = Sandbox::new("oomd");
+    // no wait for "running": the hog may be gone before a poll sees it
+    start_detached(&sb, &MEMORY_FLAGS, &[PYTHON, "-c", MEMORY_HOG]);
+    let out = cli(&sb, &["wait", &sb.name]);
+    assert_eq!(out.status.code(), Some(137), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "137");
+    let st = state(&sb);
+    assert_eq!(st["status"], "exited");
+    assert_eq!(st["exit_status"], 137);
+    assert_eq!(st["oom_killed"], true);
+    let entry = ps_entry(&sb).expect("listed until rm");
+    assert_eq!(entry["oom_killed"], true);
+    assert_eq!(entry["exit_status"], 137);
+    ok(&cli(&sb, &["rm", &sb.name]));
+    no_leftover_cgroups(&sb);
+}
+
+#[test]
+fn pids_limit_makes_fork_fail_and_rm_force_still_cleans_up() {
+    let sb = Sandbox::new("pids");
+    let script = r#"
+import errno, os, time
+kids, failed = 0, 0
+for _ in range(60):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        if e.errno != errno.EAGAIN:
+            raise
+        failed += 1
+        continue
+    if pid == 0:
+        time.sleep(600)
+        os._exit(0)
+    kids += 1
+print('forks', kids, failed, flush=True)
+time.sleep(600)
+"#;
+    let pid = run_detached(&sb, &["--pids", "20"], &[PYTHON, "-c", script]);
+    let log = logs_containing(&sb, "forks ");
+    let counts: Vec<u32> = log
+        .lines()
+        .find_map(|l| l.strip_prefix("forks "))
+        .unwrap()
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let (forked, failed) = (counts[0], counts[1]);
+    assert!(forked <= 19, "at most 19 children beside python: {log}");
+    assert!(failed > 0, "forks beyond the limit fail with EAGAIN: {log}");
+    assert_eq!(forked + failed, 60, "{log}");
+    ok(&cli(&sb, &["rm", "-f", &sb.name]));
+    poll("the container to die", || (!alive(pid)).then_some(()));
+    assert!(ps_entry(&sb).is_none());
+    no_leftover_cgroups(&sb);
+}
+
+#[test]
+fn cpu_limit_holds_a_busy_loop_to_half_a_cpu() {
+    let sb = Sandbox::new("cpu");
+    // CPU time over wall time of a 3 s busy loop: the CFS quota (period
+    // 100 ms) shows only when measured over many periods.
+    let script = "import time\n\
+        c0, t0 = time.process_time(), time.monotonic()\n\
+        while time.monotonic() - t0 < 3:\n    pass\n\
+        print('share', (time.process_time() - c0) / (time.monotonic() - t0))";
+    let got = python(&sb, &["--cpu", "0.5"], script, &[]);
+    let share: f64 = got["share"].parse().unwrap();
+    assert!(
+        (0.4..=0.6).contains(&share),
+        "busy loop used {share:.3} of a CPU under --cpu 0.5"
+    );
+    no_leftover_cgroups(&sb);
+}
+
+// ------------------------------------------------------ environment, mounts
+
+#[test]
+fn env_path_and_workdir() {
+    let sb = Sandbox::new("env");
+    let script = "import os\n\
+        print('FOO', os.environ.get('FOO'))\n\
+        print('PATH', os.environ.get('PATH'))\n\
+        print('cwd', os.getcwd())\n\
+        print('PALISADE_ROOT', os.environ.get('PALISADE_ROOT'))";
+    let got = python(&sb, &["-e", "FOO=bar", "-w", "/tmp"], script, &[]);
+    assert_eq!(got["FOO"], "bar");
+    assert_eq!(
+        got["PATH"],
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    assert_eq!(got["cwd"], "/tmp");
+    assert_eq!(
+        got["PALISADE_ROOT"], "None",
+        "palisade's own environment does not leak in"
+    );
+    let got = python(&sb, &[], script, &[]);
+    assert_eq!(got["FOO"], "None");
+    assert_eq!(got["cwd"], "/");
+}
+
+#[test]
+fn bind_mounts_read_only_and_read_write() {
+    let sb = Sandbox::new("bind");
+    let share = sb.dir.join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("host-file"), "from the host\n").unwrap();
+    let script = r#"
+import errno
+print('read', open('/mnt/host-file').read().strip())
+try:
+    with open('/mnt/new-file', 'w') as f:
+        f.write('from the container\n')
+    print('write ok')
+except OSError as e:
+    print('write', errno.errorcode.get(e.errno, str(e)))
+"#;
+    let ro = format!("{}:/mnt:ro", share.display());
+    let got = python(&sb, &["--mount", &ro], script, &[]);
+    assert_eq!(got["read"], "from the host");
+    assert_eq!(got["write"], "EROFS");
+    assert!(!share.join("new-file").exists());
+
+    let rw = format!("{}:/mnt", share.display());
+    let got = python(&sb, &["--mount", &rw], script, &[]);
+    assert_eq!(got["read"], "from the host");
+    assert_eq!(got["write"], "ok");
+    assert_eq!(
+        std::fs::read_to_string(share.join("new-file")).unwrap(),
+        "from the container\n",
+        "the write lands on the host"
+    );
+}
+
+// ------------------------------------------------------------- exec policy
+
+#[test]
+fn exec_is_held_to_the_containers_connect_policy() {
+    let sb = Sandbox::new("execpol");
+    let port = listen_tcp(&["127.0.0.1", "127.0.0.2"]);
+    let policy = sb.connect_policy(&["allow tcp 127.0.0.1/32", "deny any"]);
+    let policy = policy.to_str().unwrap();
+    run_detached(&sb, &["--policy", policy], &["sleep", "600"]);
+    let script = r#"
+import errno, socket, sys
+for addr in sys.argv[2:]:
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect((addr, int(sys.argv[1])))
+        print(addr, 'ok')
+    except OSError as e:
+        print(addr, errno.errorcode.get(e.errno, str(e)))
+"#;
+    let port = port.to_string();
+    let out = cli(
+        &sb,
+        &[
+            "exec",
+            &sb.name,
+            "--",
+            PYTHON,
+            "-c",
+            script,
+            &port,
+            "127.0.0.1",
+            "127.0.0.2",
+        ],
+    );
+    assert_eq!(ok(&out), "127.0.0.1 ok\n127.0.0.2 EPERM\n");
+    // the same connects from the host both succeed
+    for addr in ["127.0.0.1", "127.0.0.2"] {
+        TcpStream::connect((addr, port.parse::<u16>().unwrap()))
+            .unwrap_or_else(|e| panic!("host to {addr}: {e}"));
+    }
+}
