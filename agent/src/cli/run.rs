@@ -15,6 +15,9 @@ pub enum Net {
     Host,
     /// A private network namespace with only loopback.
     None,
+    /// A private network namespace on the host bridge palisade0
+    /// (10.88.0.0/16, the host is 10.88.0.1).
+    Bridge,
 }
 
 #[derive(Debug, Args)]
@@ -61,7 +64,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub hostname: Option<String>,
 
-    /// Network: host, or none (private namespace, loopback only).
+    /// Network: host, none (private namespace, loopback only) or bridge
+    /// (private namespace on the host bridge palisade0).
     #[arg(long, value_enum, default_value = "host")]
     pub net: Net,
 
@@ -200,6 +204,7 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         net: match args.net {
             Net::Host => NetMode::Host,
             Net::None => NetMode::None,
+            Net::Bridge => NetMode::Bridge,
         },
         rootfs: args.rootfs,
         read_only: args.read_only,

@@ -30,6 +30,8 @@ pub(super) struct Init<'a> {
     pub hostname: &'a str,
     pub workdir: Option<&'a PathBuf>,
     pub net: NetMode,
+    /// eth0's address, for `--net bridge`.
+    pub address: Option<std::net::Ipv4Addr>,
     pub rootfs: &'a rootfs::RootfsSpec,
     /// The signal mask to restore before exec.
     pub sigmask: SigSet,
@@ -42,10 +44,15 @@ pub(super) struct Init<'a> {
 /// `go` is readable once the parent has moved this process into its
 /// cgroups; `report` is close-on-exec, so EOF on the other end means exec
 /// succeeded.
-pub(super) fn start(go: OwnedFd, report: OwnedFd, init: Init<'_>) -> ! {
+pub(super) fn start(
+    go: OwnedFd,
+    netns_ready: Option<OwnedFd>,
+    report: OwnedFd,
+    init: Init<'_>,
+) -> ! {
     let report_fd = report.as_raw_fd();
     let mut report = File::from(report);
-    let (status, message) = match prepare(go, &init, report_fd) {
+    let (status, message) = match prepare(go, netns_ready, &init, report_fd) {
         Err(message) => (EXIT_SETUP_FAILED, message),
         Ok(()) => {
             let program = resolve(&init.argv[0], init.env);
@@ -65,12 +72,28 @@ pub(super) fn start(go: OwnedFd, report: OwnedFd, init: Init<'_>) -> ! {
     std::process::exit(status)
 }
 
-fn prepare(go: OwnedFd, init: &Init<'_>, report_fd: i32) -> Result<(), String> {
+fn prepare(
+    go: OwnedFd,
+    netns_ready: Option<OwnedFd>,
+    init: &Init<'_>,
+    report_fd: i32,
+) -> Result<(), String> {
     // The container does not outlive the process that supervises it. Set
     // before waiting on the start pipe, so a parent that died in between
     // shows up as EOF there.
     prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+    // A private network namespace comes first, so the parent can plug a
+    // veth pair into it while this process waits.
+    if init.net != NetMode::Host {
+        unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("cannot create a network namespace: {e}"))?;
+    }
+    if let Some(fd) = netns_ready {
+        File::from(fd)
+            .write_all(&[1])
+            .map_err(|e| format!("cannot tell palisade the network namespace is ready: {e}"))?;
+    }
     let mut byte = [0u8; 1];
     match File::from(go).read(&mut byte) {
         Ok(1) => {}
@@ -78,16 +101,19 @@ fn prepare(go: OwnedFd, init: &Init<'_>, report_fd: i32) -> Result<(), String> {
     }
     // The cgroup namespace is made after joining the cgroups, so the
     // container sees its own cgroup as the root.
-    let mut flags = CloneFlags::CLONE_NEWNS
+    let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWCGROUP;
-    if init.net == NetMode::None {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
     unshare(flags).map_err(|e| format!("cannot create the container's namespaces: {e}"))?;
-    if init.net == NetMode::None {
+    if init.net != NetMode::Host {
         sys::net::set_link_up("lo").map_err(|e| format!("cannot bring up lo: {e}"))?;
+    }
+    if let Some(addr) = init.address {
+        let eth = |e| format!("cannot configure eth0 ({addr}/{}): {e}", super::net::PREFIX);
+        sys::net::set_ipv4("eth0", addr, super::net::PREFIX).map_err(eth)?;
+        sys::net::set_link_up("eth0").map_err(eth)?;
+        sys::net::add_default_route(super::net::GATEWAY).map_err(eth)?;
     }
     rootfs::build(init.rootfs)?;
     sethostname(init.hostname)

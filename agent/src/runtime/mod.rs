@@ -11,6 +11,7 @@ mod exec;
 mod init;
 mod lifecycle;
 mod monitor;
+pub mod net;
 pub mod rootfs;
 pub mod security;
 pub mod state;
@@ -49,6 +50,9 @@ pub enum NetMode {
     Host,
     /// A private network namespace with only loopback, up.
     None,
+    /// A private network namespace plugged into the host bridge
+    /// `palisade0` (see `net`).
+    Bridge,
 }
 
 /// What to run and how.
@@ -84,6 +88,8 @@ pub enum RuntimeError {
     Enforce(#[from] EnforceError),
     #[error("{0}; the container was not started")]
     Limits(#[from] LimitError),
+    #[error("{0}; the container was not started")]
+    Net(#[from] net::NetError),
     #[error("{0}; the container was not started")]
     Security(#[from] security::SecurityError),
     #[error("{source} (policing {}); the container was not started", cgroup.display())]

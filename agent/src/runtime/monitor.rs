@@ -12,7 +12,6 @@ use std::{
 
 use nix::{
     fcntl::{Flock, FlockArg, OFlag},
-    sched::{CloneFlags, unshare},
     sys::{
         signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask},
         wait::waitpid,
@@ -21,7 +20,8 @@ use nix::{
 };
 
 use super::{
-    EXIT_SETUP_FAILED, RunOutcome, RunSpec, RuntimeError, cstrings, environment, init,
+    EXIT_SETUP_FAILED, NetMode, RunOutcome, RunSpec, RuntimeError, cstrings, environment, init,
+    net,
     rootfs::RootfsSpec,
     security,
     state::{ExecProfile, State, StateRoot, Status, now},
@@ -30,7 +30,7 @@ use super::{
 use crate::{
     cgroups::{ContainerCgroups, Hierarchies},
     enforce::{Enforcer, Pins},
-    sys::process::{Forked, fork_single_threaded},
+    sys::process::{Forked, fork_into, fork_single_threaded},
 };
 
 pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
@@ -48,6 +48,8 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         oom_killed: false,
         cgroup_id: None,
         cgroups: Vec::new(),
+        net_address: None,
+        veth: None,
         exec: ExecProfile {
             env: env_strings.clone(),
             workdir: spec.workdir.clone(),
@@ -177,6 +179,7 @@ fn monitor(
             if let (Some(enf), Some(id)) = (enforcer.as_mut(), state.cgroup_id) {
                 let _ = enf.release(&spec.name, id);
             }
+            release_network(&state);
             drop(cgroups);
             return Err(fail(root, &spec.name, ready, e));
         }
@@ -196,6 +199,7 @@ fn monitor(
     {
         eprintln!("palisade: {}: {e}", spec.name);
     }
+    release_network(&state);
     let removed = cgroups.remove();
     if spec.detach {
         root.save(&state)?;
@@ -204,6 +208,16 @@ fn monitor(
     }
     removed?;
     Ok(status)
+}
+
+/// Unplugs a bridged container and returns its address.
+pub(super) fn release_network(state: &State) {
+    if let Some(veth) = &state.veth {
+        net::detach(veth);
+    }
+    if let Some(addr) = state.net_address {
+        net::release(addr);
+    }
 }
 
 /// Undoes the reservation of a container that did not start and passes
@@ -279,18 +293,33 @@ fn start(
     let mut old_mask = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), Some(&mut old_mask))
         .map_err(setup("block signals"))?;
-    // The next child this process forks becomes pid 1 of a new pid
-    // namespace, with a time namespace of its own.
-    unshare(CloneFlags::CLONE_NEWPID | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
-        .map_err(setup("create pid and time namespaces"))?;
+    let owner = root.container_dir(&spec.name).display().to_string();
+    if spec.net == NetMode::Bridge {
+        state.net_address = Some(net::lease(&owner)?.addr);
+        root.save(state)?;
+    }
+    let (netns_read, netns_write) = match spec.net {
+        NetMode::Bridge => {
+            let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
+            (Some(r), Some(w))
+        }
+        _ => (None, None),
+    };
 
     let hostname = spec.hostname.as_deref().unwrap_or(&spec.name);
-    let child = match fork_single_threaded().map_err(setup("fork"))? {
+    // The container's first process is born pid 1 of new pid and time
+    // namespaces; this process stays where it is (and so do the helpers,
+    // such as `ip`, it runs later).
+    let child = match fork_into(libc::CLONE_NEWPID | libc::CLONE_NEWTIME)
+        .map_err(setup("create the container's process"))?
+    {
         Forked::Child => {
             drop(go_write);
             drop(err_read);
+            drop(netns_read);
             init::start(
                 go_read,
+                netns_write,
                 err_write,
                 init::Init {
                     argv,
@@ -298,6 +327,7 @@ fn start(
                     hostname,
                     workdir: spec.workdir.as_ref(),
                     net: spec.net,
+                    address: state.net_address,
                     rootfs: &rootfs,
                     sigmask: old_mask,
                     caps: spec.caps,
@@ -310,12 +340,28 @@ fn start(
     };
     drop(go_read);
     drop(err_write);
+    drop(netns_write);
 
+    // The veth pair goes in once the child has its network namespace.
+    let plugged = match netns_read {
+        None => Ok(()),
+        Some(fd) => {
+            let mut byte = [0u8; 1];
+            match File::from(fd).read(&mut byte) {
+                Ok(1) => {
+                    let veth = net::veth_name(&owner);
+                    state.veth = Some(veth.clone());
+                    net::attach(child.as_raw(), &veth).map_err(RuntimeError::from)
+                }
+                // The child failed before: its report says why.
+                _ => Ok(()),
+            }
+        }
+    };
     // Into the cgroups first: the command must not run a single
     // instruction outside its policy.
-    let released = cgroups
-        .join(child.as_raw())
-        .map_err(RuntimeError::from)
+    let released = plugged
+        .and_then(|()| cgroups.join(child.as_raw()).map_err(RuntimeError::from))
         .and_then(|()| write(&go_write, b"1").map_err(setup("start the container")));
     drop(go_write);
     if let Err(e) = released {

@@ -78,6 +78,11 @@ pub struct State {
     /// Every cgroup directory of the container, cgroup v2 first.
     pub cgroups: Vec<PathBuf>,
     pub exec: ExecProfile,
+    /// `--net bridge`: the leased address and the host end of the veth.
+    #[serde(default)]
+    pub net_address: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    pub veth: Option<String>,
 }
 
 pub fn now() -> u64 {
@@ -236,6 +241,8 @@ mod tests {
             cgroup_id: None,
             cgroups: vec![],
             exec: ExecProfile::default(),
+            net_address: None,
+            veth: None,
         }
     }
 

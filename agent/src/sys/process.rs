@@ -39,3 +39,54 @@ fn thread_count() -> Option<usize> {
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|n| n.trim().parse().ok())
 }
+
+/// `struct clone_args` of clone3(2), as of Linux 5.7.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Forks the calling process with clone3(2), the child created directly in
+/// the new namespaces `flags` names (e.g. CLONE_NEWPID | CLONE_NEWTIME), so
+/// the caller's own later children stay where the caller is. Same contract
+/// as [`fork_single_threaded`]: the caller must be single-threaded.
+pub fn fork_into(flags: libc::c_int) -> nix::Result<Forked> {
+    debug_assert_eq!(
+        thread_count(),
+        Some(1),
+        "fork from a multi-threaded process"
+    );
+    let args = CloneArgs {
+        flags: flags as u32 as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed; without
+    // CLONE_VM the child gets a copy of the address space and continues
+    // from this call like a fork() child, and the process is
+    // single-threaded so no lock is held by a thread missing in the child.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match nix::errno::Errno::result(rc)? {
+        0 => Ok(Forked::Child),
+        child => Ok(Forked::Parent {
+            child: child as i32,
+        }),
+    }
+}
