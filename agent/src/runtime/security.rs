@@ -83,11 +83,14 @@ pub fn parse_user(s: &str) -> Result<User, SecurityError> {
 /// 2. with `user`: supplementary groups cleared, then gid, then uid (all of
 ///    real, effective and saved); keepcaps is off, so a non-root uid loses
 ///    its permitted and effective sets here;
-/// 3. effective, permitted and inheritable set to `caps` for uid 0, to
-///    nothing for any other uid (like Docker, a non-root user gets no
-///    capabilities, only a bounding set);
-/// 4. the ambient set cleared, then raised to `caps` for uid 0, so they
-///    survive exec;
+/// 3. effective and permitted set to `caps` for uid 0, to nothing for any
+///    other uid (like Docker, a non-root user gets no capabilities, only a
+///    bounding set); the inheritable set empty (like runc and Docker since
+///    CVE-2022-24769: a program with file inheritable capabilities run by a
+///    non-root user later must not regain them);
+/// 4. the ambient set cleared. Root keeps `caps` across exec without it
+///    (uid 0's exec is granted its bounding set, capped by no_new_privs at
+///    the permitted set it had);
 /// 5. no_new_privs (setuid binaries and file capabilities grant nothing);
 /// 6. the seccomp filter, last, so none of the above is filtered.
 pub fn apply(caps: &CapSet, user: Option<&User>, seccomp: &SeccompFilter) -> Result<(), String> {
@@ -128,17 +131,13 @@ pub fn apply(caps: &CapSet, user: Option<&User>, seccomp: &SeccompFilter) -> Res
     let root = user.is_none_or(|u| u.uid == 0);
     let granted = if root { caps.bits() } else { 0 };
 
-    sys::set_capabilities(granted, granted, granted).map_err(|e| {
+    sys::set_capabilities(granted, granted, 0).map_err(|e| {
         failed(
-            format_args!("set capabilities {granted:#x} (effective, permitted, inheritable)"),
+            format_args!("set capabilities {granted:#x} (effective, permitted)"),
             e,
         )
     })?;
     sys::ambient_clear().map_err(|e| failed("clear the ambient capabilities", e))?;
-    for cap in (0..64).filter(|c| granted & (1 << c) != 0) {
-        sys::ambient_raise(cap)
-            .map_err(|e| failed(format_args!("raise ambient capability {cap}"), e))?;
-    }
 
     prctl::set_no_new_privs().map_err(|e| failed("set no_new_privs", e))?;
     for program in &seccomp.programs {

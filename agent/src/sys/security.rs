@@ -77,22 +77,6 @@ pub fn ambient_clear() -> nix::Result<()> {
     check(rc.into()).map(drop)
 }
 
-/// Adds capability number `cap` to the ambient set (it must be permitted
-/// and inheritable already).
-pub fn ambient_raise(cap: u32) -> nix::Result<()> {
-    // SAFETY: PR_CAP_AMBIENT_RAISE takes integer arguments only (the unused
-    // ones must be zero) and touches no memory.
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-            libc::c_ulong::from(cap),
-            0,
-            0,
-        )
-    };
-    check(rc.into()).map(drop)
-}
 
 /// Closes every descriptor in `first..=last` with close_range(2) (5.9+);
 /// `Err(ENOSYS)` on older kernels.
