@@ -10,6 +10,8 @@
 //! or creates anything.
 
 mod limits;
+mod mounts;
+mod process;
 #[cfg(test)]
 mod tests;
 
@@ -19,9 +21,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use oci_spec::runtime::{
-    LinuxCapabilities, LinuxIdMapping, LinuxNamespaceType, Mount, Process, Spec,
-};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use thiserror::Error;
 
 use crate::{runtime::BindMount, spec::ResourceLimits};
@@ -102,31 +102,6 @@ pub enum OciError {
         message: String,
     },
 }
-
-/// Filesystems palisade mounts itself in every container, as `runc spec`
-/// lists them: `(destination, accepted types, warning when skipped)`.
-const PROVIDED: &[(&str, &[&str], Option<&str>)] = &[
-    ("/proc", &["proc"], None),
-    ("/dev", &["tmpfs"], None),
-    ("/dev/pts", &["devpts"], None),
-    ("/dev/shm", &["tmpfs"], None),
-    (
-        "/dev/mqueue",
-        &["mqueue"],
-        Some("not mounted: palisade's /dev has no mqueue filesystem"),
-    ),
-    ("/sys", &["sysfs"], None),
-    (
-        "/sys/fs/cgroup",
-        &["cgroup", "cgroup2"],
-        Some("not mounted: palisade does not mount a cgroup filesystem in the container"),
-    ),
-    ("/tmp", &["tmpfs"], None),
-];
-
-/// Bind mount options palisade honours: it always binds recursively into a
-/// private mount namespace.
-const BIND_OPTIONS: &[&str] = &["bind", "rbind", "ro", "rw", "private", "rprivate"];
 
 /// Namespaces palisade always creates, whether the bundle lists them or not.
 const ALWAYS_NEW: &[LinuxNamespaceType] = &[
@@ -288,220 +263,6 @@ impl Cx {
             gid_mappings: linux.gid_mappings,
             warnings: Vec::new(),
         })
-    }
-
-    fn process(&mut self, p: &Process) -> Result<ProcessPart, OciError> {
-        if p.terminal() == Some(true) {
-            return Err(self.err(
-                "process.terminal",
-                "is not supported; set it to false (palisade passes its own stdin, stdout and stderr through)",
-            ));
-        }
-        if p.console_size().is_some() {
-            self.warn(
-                "process.consoleSize",
-                "ignored: palisade allocates no terminal",
-            );
-        }
-        self.refuse(
-            p.command_line().is_some(),
-            "process.commandLine",
-            "is for Windows; give the command in process.args",
-        )?;
-        let args = p.args().clone().unwrap_or_default();
-        if args.is_empty() {
-            return Err(self.err("process.args", "is required and must not be empty"));
-        }
-        for (i, a) in args.iter().enumerate() {
-            self.refuse(
-                a.contains('\0'),
-                &format!("process.args[{i}]"),
-                "contains a NUL byte",
-            )?;
-        }
-        let env = p.env().clone().unwrap_or_default();
-        for (i, kv) in env.iter().enumerate() {
-            let ok =
-                matches!(kv.split_once('='), Some((k, _)) if !k.is_empty()) && !kv.contains('\0');
-            if !ok {
-                return Err(self.err(
-                    format!("process.env[{i}]"),
-                    format!("{kv:?}: expected KEY=VALUE"),
-                ));
-            }
-        }
-        let cwd = p.cwd().clone();
-        if !cwd.is_absolute() {
-            return Err(self.err(
-                "process.cwd",
-                format!("{:?} must be an absolute path", cwd.display().to_string()),
-            ));
-        }
-
-        let u = p.user();
-        self.refuse(
-            u.username().is_some(),
-            "process.user.username",
-            "is for Windows; give a numeric uid and gid",
-        )?;
-        // (uid_t)-1 means "unchanged" to set*id(2).
-        self.refuse(
-            u.uid() == u32::MAX || u.gid() == u32::MAX,
-            "process.user",
-            "uid and gid must be below 4294967295",
-        )?;
-        let user = (u.uid() != 0 || u.gid() != 0).then_some((u.uid(), u.gid()));
-        if u.additional_gids().as_ref().is_some_and(|g| !g.is_empty()) {
-            self.warn(
-                "process.user.additionalGids",
-                "ignored: palisade runs the command with no supplementary groups",
-            );
-        }
-        if u.umask().is_some() {
-            self.warn(
-                "process.user.umask",
-                "ignored: the command inherits palisade's umask",
-            );
-        }
-
-        let capabilities = p
-            .capabilities()
-            .as_ref()
-            .map(|c| self.capabilities(c, user.is_some_and(|(uid, _)| uid != 0)));
-
-        if p.rlimits().as_ref().is_some_and(|r| !r.is_empty()) {
-            self.warn(
-                "process.rlimits",
-                "ignored: the command inherits palisade's resource limits",
-            );
-        }
-        if p.apparmor_profile().is_some() {
-            self.warn(
-                "process.apparmorProfile",
-                "ignored: palisade applies no AppArmor profile",
-            );
-        }
-        if p.selinux_label().is_some() {
-            self.warn(
-                "process.selinuxLabel",
-                "ignored: palisade sets no SELinux label",
-            );
-        }
-        if p.oom_score_adj().is_some() {
-            self.warn(
-                "process.oomScoreAdj",
-                "ignored: the command inherits palisade's OOM score adjustment",
-            );
-        }
-        let unsupported = "is not supported by palisade; remove it";
-        self.refuse(p.io_priority().is_some(), "process.ioPriority", unsupported)?;
-        self.refuse(p.scheduler().is_some(), "process.scheduler", unsupported)?;
-        self.refuse(
-            p.exec_cpu_affinity().is_some(),
-            "process.execCPUAffinity",
-            unsupported,
-        )?;
-
-        Ok(ProcessPart {
-            args,
-            env,
-            cwd,
-            user,
-            capabilities,
-            no_new_privileges: p.no_new_privileges().unwrap_or(false),
-        })
-    }
-
-    fn capabilities(&mut self, c: &LinuxCapabilities, non_root: bool) -> Vec<String> {
-        if non_root && c.ambient().as_ref().is_some_and(|a| !a.is_empty()) {
-            self.warn(
-                "process.capabilities.ambient",
-                "ignored: palisade runs a non-root user with no capabilities",
-            );
-        }
-        let mut names: Vec<String> = c
-            .bounding()
-            .iter()
-            .flatten()
-            // Serialized, a capability is its OCI name: "CAP_NET_RAW".
-            .filter_map(|cap| match serde_json::to_value(cap) {
-                Ok(serde_json::Value::String(s)) => Some(s),
-                _ => None,
-            })
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// A bind mount, `None` for a filesystem palisade provides itself, or
-    /// an error for anything else.
-    fn mount(&mut self, i: usize, m: &Mount) -> Result<Option<BindMount>, OciError> {
-        let dest = m.destination();
-        let typ = m.typ().as_deref();
-        let options = m.options().as_deref().unwrap_or_default();
-        let field = format!(
-            "mounts[{i}] ({}, type {})",
-            dest.display(),
-            typ.unwrap_or("none")
-        );
-        let is_bind = typ == Some("bind") || options.iter().any(|o| o == "bind" || o == "rbind");
-        if !is_bind {
-            let provided = PROVIDED.iter().find(|(d, types, _)| {
-                Path::new(d) == dest && typ.is_some_and(|t| types.contains(&t))
-            });
-            return match provided {
-                Some((_, _, Some(warning))) => {
-                    self.warn(&field, warning);
-                    Ok(None)
-                }
-                Some((_, _, None)) => Ok(None),
-                None => Err(self.err(
-                    field,
-                    "only bind mounts are supported (palisade mounts /proc, /dev, /dev/pts, /dev/shm, /sys and /tmp itself)",
-                )),
-            };
-        }
-        if !dest.is_absolute() {
-            return Err(self.err(field, "the destination must be an absolute path"));
-        }
-        self.refuse(
-            m.uid_mappings().is_some() || m.gid_mappings().is_some(),
-            &field,
-            "id-mapped mounts are not supported",
-        )?;
-        let Some(source) = m.source() else {
-            return Err(self.err(field, "a bind mount needs a source"));
-        };
-        // Relative sources are relative to the bundle (runtime-spec, config.md).
-        let source = self.base.join(source);
-        if !source.exists() {
-            return Err(self.err(
-                field,
-                format!("the source {} does not exist", source.display()),
-            ));
-        }
-        let mut read_only = false;
-        for o in options {
-            match o.as_str() {
-                "ro" => read_only = true,
-                "rw" => read_only = false,
-                o if BIND_OPTIONS.contains(&o) => {}
-                o => {
-                    return Err(self.err(
-                        field,
-                        format!(
-                            "option {o:?} is not supported on bind mounts (supported: {})",
-                            BIND_OPTIONS.join(", ")
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(Some(BindMount {
-            source,
-            target: dest.clone(),
-            read_only,
-        }))
     }
 
     fn linux(&mut self, spec: &Spec) -> Result<LinuxPart, OciError> {
@@ -745,15 +506,6 @@ fn namespace_name(t: LinuxNamespaceType) -> &'static str {
         LinuxNamespaceType::Network => "network",
         LinuxNamespaceType::Time => "time",
     }
-}
-
-struct ProcessPart {
-    args: Vec<String>,
-    env: Vec<String>,
-    cwd: PathBuf,
-    user: Option<(u32, u32)>,
-    capabilities: Option<Vec<String>>,
-    no_new_privileges: bool,
 }
 
 struct LinuxPart {

@@ -215,7 +215,9 @@ impl Cx {
         match b.weight() {
             None | Some(0) => {}
             // The inverse of ResourceLimits::blkio_weight: runc's v1 -> v2 mapping.
-            Some(w @ 10..=1000) => l.io_weight = Some(1 + (w - 10) * 9999 / 990),
+            Some(w @ 10..=1000) => {
+                l.io_weight = Some((1 + (u32::from(w) - 10) * 9999 / 990) as u16)
+            }
             Some(w) => {
                 return Err(self.err(
                     "linux.resources.blockIO.weight",
