@@ -5,10 +5,12 @@
 //! rejected before anything on the host is touched, and nothing here ever
 //! touches the host.
 
+mod oci;
 mod policy;
 mod resources;
 mod rules;
 
+pub use oci::{Bundle, OciError, load_bundle};
 pub use policy::{NetworkPolicy, Policy, PolicyError};
 pub use resources::{
     CPU_PERIOD_US, CpuQuota, Device, DeviceRate, ResourceError, ResourceLimits, Resources, Swap,
