@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 
 use crate::{
     runtime::{self, BindMount, NetMode, RunOutcome, RunSpec, StateRoot, security},
-    spec::{Policy, Resources},
+    spec::{Policy, Resources, load_bundle},
 };
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -37,6 +37,16 @@ pub struct RunArgs {
     /// log (`palisade logs NAME`).
     #[arg(short, long)]
     pub detach: bool,
+
+    /// Run an OCI runtime-spec bundle: DIR/config.json gives the command,
+    /// root, mounts, hostname, namespaces, resources, capabilities, user and
+    /// masked/read-only paths. --policy, --name, -d and the resource flags
+    /// still apply (the flags over the bundle's resources).
+    #[arg(long, value_name = "DIR", conflicts_with_all = [
+        "rootfs", "read_only", "mounts", "env", "workdir", "hostname", "net", "user",
+        "cap_add", "cap_drop", "command",
+    ])]
+    pub bundle: Option<PathBuf>,
 
     /// Root filesystem directory. Without it, the host's root is used,
     /// read-only.
@@ -87,7 +97,7 @@ pub struct RunArgs {
     pub resources: ResourceFlags,
 
     /// The command and its arguments.
-    #[arg(required = true, last = true, value_name = "CMD")]
+    #[arg(required_unless_present = "bundle", last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
@@ -193,6 +203,23 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         Err(e) => return bad_input(&e),
     };
     let name = args.name.unwrap_or_else(generated_name);
+    if let Some(dir) = &args.bundle {
+        let bundle = match load_bundle(dir) {
+            Ok(b) => b,
+            Err(e) => return bad_input(&e),
+        };
+        for warning in &bundle.warnings {
+            eprintln!("palisade: warning: {warning}");
+        }
+        // The flags' resources over the policy's over the bundle's.
+        let mut policy = policy;
+        policy.resources = bundle.resources.clone().overlaid_with(policy.resources);
+        let spec = match RunSpec::from_bundle(name.clone(), bundle, policy, args.detach) {
+            Ok(s) => s,
+            Err(e) => return bad_input(&e),
+        };
+        return launch(root, &spec);
+    }
     let spec = RunSpec {
         name: name.clone(),
         command: args.command,
@@ -211,11 +238,17 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         mounts: args.mounts,
         caps,
         user,
+        extra_masked: Vec::new(),
+        extra_read_only: Vec::new(),
     };
-    match runtime::run(root, &spec) {
+    launch(root, &spec)
+}
+
+fn launch(root: &StateRoot, spec: &RunSpec) -> i32 {
+    match runtime::run(root, spec) {
         Ok(RunOutcome::Exited(status)) => status,
         Ok(RunOutcome::Detached) => {
-            println!("{name}");
+            println!("{}", spec.name);
             0
         }
         Err(e) => super::failed(e),

@@ -76,6 +76,9 @@ pub struct RunSpec {
     pub caps: security::CapSet,
     /// Run as this user instead of root.
     pub user: Option<security::User>,
+    /// Masked and read-only paths beyond the defaults (an OCI bundle's).
+    pub extra_masked: Vec<PathBuf>,
+    pub extra_read_only: Vec<PathBuf>,
 }
 
 #[derive(Debug, Error)]
@@ -131,6 +134,53 @@ impl RuntimeError {
             | RuntimeError::Invalid { .. } => 2,
             _ => EXIT_SETUP_FAILED,
         }
+    }
+}
+
+impl RunSpec {
+    /// The run an OCI bundle describes, under `policy` (whose resources the
+    /// caller has already merged with the bundle's).
+    pub fn from_bundle(
+        name: String,
+        bundle: crate::spec::Bundle,
+        policy: Policy,
+        detach: bool,
+    ) -> Result<Self, RuntimeError> {
+        if bundle.user_namespace {
+            return Err(RuntimeError::Invalid {
+                what: "bundle",
+                value: "linux.namespaces: user".into(),
+                why: "user namespaces from bundles are not supported yet",
+            });
+        }
+        let caps = match &bundle.capabilities {
+            None => security::default_caps(),
+            Some(names) => names
+                .iter()
+                .map(|n| security::parse_cap(n))
+                .collect::<Result<security::CapSet, _>>()?,
+        };
+        Ok(RunSpec {
+            name,
+            command: bundle.args,
+            policy,
+            detach,
+            env: bundle.env,
+            workdir: Some(bundle.cwd),
+            hostname: bundle.hostname,
+            net: if bundle.net_none {
+                NetMode::None
+            } else {
+                NetMode::Host
+            },
+            rootfs: Some(bundle.rootfs),
+            read_only: bundle.read_only,
+            mounts: bundle.mounts,
+            caps,
+            user: bundle.user.map(|(uid, gid)| security::User { uid, gid }),
+            extra_masked: bundle.masked_paths,
+            extra_read_only: bundle.readonly_paths,
+        })
     }
 }
 

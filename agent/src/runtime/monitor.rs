@@ -283,6 +283,8 @@ fn start(
         read_only: spec.read_only,
         mounts: spec.mounts.clone(),
         staging,
+        extra_masked: spec.extra_masked.clone(),
+        extra_read_only: spec.extra_read_only.clone(),
     };
 
     // Compiled here: the child must not allocate more than it has to.

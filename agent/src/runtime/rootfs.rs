@@ -58,6 +58,9 @@ pub struct RootfsSpec {
     /// An empty directory owned by this container, used as the mount
     /// point of the new root before pivot_root.
     pub staging: PathBuf,
+    /// Masked and read-only paths beyond the defaults (an OCI bundle's).
+    pub extra_masked: Vec<PathBuf>,
+    pub extra_read_only: Vec<PathBuf>,
 }
 
 /// Files hidden behind /dev/null (or an empty read-only tmpfs for
@@ -193,14 +196,22 @@ pub fn build(spec: &RootfsSpec) -> Result<(), String> {
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("cannot detach the old root: {e}"))?;
     chdir("/").map_err(|e| format!("cannot chdir to /: {e}"))?;
 
-    for path in MASKED.iter().map(Path::new).filter(|p| p.exists()) {
+    let masked = MASKED
+        .iter()
+        .map(Path::new)
+        .chain(spec.extra_masked.iter().map(PathBuf::as_path));
+    for path in masked.filter(|p| p.exists()) {
         if path.is_dir() {
             mnt(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None)?;
         } else {
             bind(Path::new("/dev/null"), path, MsFlags::empty())?;
         }
     }
-    for path in READ_ONLY.iter().map(Path::new).filter(|p| p.exists()) {
+    let read_only = READ_ONLY
+        .iter()
+        .map(Path::new)
+        .chain(spec.extra_read_only.iter().map(PathBuf::as_path));
+    for path in read_only.filter(|p| p.exists()) {
         bind(path, path, MsFlags::MS_REC)?;
         remount_read_only(
             path,

@@ -77,7 +77,6 @@ pub fn ambient_clear() -> nix::Result<()> {
     check(rc.into()).map(drop)
 }
 
-
 /// Closes every descriptor in `first..=last` with close_range(2) (5.9+);
 /// `Err(ENOSYS)` on older kernels.
 pub fn close_range(first: u32, last: u32) -> nix::Result<()> {
