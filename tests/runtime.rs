@@ -704,3 +704,139 @@ for addr in sys.argv[2:]:
             .unwrap_or_else(|e| panic!("host to {addr}: {e}"));
     }
 }
+
+/// `--net bridge`: the container has `lo` and `eth0` with an address from
+/// 10.88.0.0/16 and reaches a listener on the host side of the bridge
+/// (10.88.0.1, which palisade creates); afterwards the bridge, the veth and
+/// the lease are gone.
+#[test]
+fn net_bridge_reaches_the_host_side_of_the_bridge() {
+    let sb = Sandbox::new("bridge");
+    // IP_FREEBIND: the bridge address does not exist until palisade makes it.
+    let listener = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_IP, 15, 1)
+s.bind(("10.88.0.1", 0))
+s.listen(1)
+print(s.getsockname()[1], flush=True)
+s.settimeout(30)
+c, peer = s.accept()
+print(peer[0], flush=True)
+"#;
+    let mut host = std::process::Command::new(PYTHON)
+        .args(["-c", listener])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 listener");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(host.stdout.take().unwrap()));
+    let port = lines.next().unwrap().unwrap();
+    let inside = r#"
+import socket, sys
+print("ifaces", ",".join(sorted(n for _, n in socket.if_nameindex())))
+s = socket.create_connection(("10.88.0.1", int(sys.argv[1])), timeout=10)
+print("local", s.getsockname()[0])
+"#;
+    let got = python(&sb, &["--net", "bridge"], inside, &[&port]);
+    assert_eq!(got["ifaces"], "eth0,lo");
+    let local = &got["local"];
+    assert!(local.starts_with("10.88."), "{got:?}");
+    let peer = lines.next().unwrap().unwrap();
+    assert_eq!(&peer, local, "the host saw the container's address");
+    let _ = host.wait();
+    assert!(
+        !std::path::Path::new("/run/palisade-net/leases")
+            .join(local)
+            .exists(),
+        "lease released"
+    );
+    no_leftover_cgroups(&sb);
+}
+
+/// The busybox rootfs that `cargo xtask rootfs` builds (and `cargo xtask
+/// test` builds before the tests).
+fn busybox_rootfs() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rootfs/busybox");
+    assert!(
+        dir.join("bin/busybox").exists(),
+        "no busybox rootfs at {}: run `cargo xtask rootfs`",
+        dir.display()
+    );
+    dir
+}
+
+/// An OCI bundle on the busybox rootfs runs and returns its status, with
+/// its hostname, environment, working directory, resources and masked
+/// paths applied.
+#[test]
+fn an_oci_bundle_runs_and_returns_its_status() {
+    let sb = Sandbox::new("oci");
+    let bundle = sb.dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh", "-c", "hostname; echo \"$GREETING\"; pwd; wc -c < /etc/hosts; (for i in $(seq 60); do sleep 5 & done) 2>/dev/null; set -- /proc/[0-9]*; echo $#; exit 3"],
+            "env": ["PATH=/bin", "GREETING=hello from the bundle"],
+            "cwd": "/tmp",
+        },
+        "root": {"path": busybox_rootfs(), "readonly": true},
+        "hostname": "bundled",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "cgroup"}],
+            "resources": {"pids": {"limit": 42}},
+            "maskedPaths": ["/etc/hosts"],
+        },
+    });
+    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+    let out = sb
+        .palisade()
+        .args(["run", "--name", &sb.name, "--bundle"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "bundled");
+    assert_eq!(lines[1], "hello from the bundle");
+    assert_eq!(lines[2], "/tmp");
+    assert_eq!(lines[3], "0", "/etc/hosts is masked: {stdout}");
+    // 60 background sleeps under pids.limit 42: the task count stays within it.
+    let tasks: u32 = lines[4].parse().unwrap();
+    assert!(tasks <= 42, "pids limit from the bundle: {tasks} tasks");
+    no_leftover_cgroups(&sb);
+}
+
+/// A bundle palisade cannot honour is refused before anything exists.
+#[test]
+fn an_unsupported_bundle_is_refused_naming_the_field() {
+    let sb = Sandbox::new("oci-bad");
+    let bundle = sb.dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"terminal": true, "user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/"},
+        "root": {"path": busybox_rootfs()},
+    });
+    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+    let out = sb
+        .palisade()
+        .args(["run", "--name", &sb.name, "--bundle"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("process.terminal"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!sb.root.join(&sb.name).exists());
+    no_leftover_cgroups(&sb);
+}

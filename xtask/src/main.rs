@@ -118,6 +118,8 @@ fn bench(palisade: &Path) -> Result<()> {
 fn test(extra: &[String]) -> Result<()> {
     toolchain::require_root("the integration tests create cgroups and attach BPF programs")?;
     build_binary()?;
+    // The OCI bundle tests run on it.
+    rootfs::build()?;
     println!("==> cargo fmt --check");
     cargo(&["fmt", "--all", "--check"])?;
     // The kernel-side crate is outside the workspace; rustfmt follows its modules.

@@ -25,7 +25,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("zlib1g-dev", "bpf-linker links against LLVM 22"),
     ("libzstd-dev", "bpf-linker links against LLVM 22"),
     ("python3", "the integration tests' socket clients"),
-    ("iproute2", "the integration tests"),
+    (
+        "iproute2",
+        "--net bridge (the host end of each veth) and the tests",
+    ),
+    (
+        "busybox-static",
+        "the example rootfs and the OCI bundle tests",
+    ),
 ];
 
 pub fn ensure() -> Result<()> {
