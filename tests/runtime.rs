@@ -840,3 +840,48 @@ fn an_unsupported_bundle_is_refused_naming_the_field() {
     assert!(!sb.root.join(&sb.name).exists());
     no_leftover_cgroups(&sb);
 }
+
+/// `--userns`: uid 0 inside, host uid 1000000 outside; the container's
+/// root cannot write a host directory only host root may write, even
+/// bind-mounted read-write, and `exec` enters the same user namespace.
+#[test]
+fn userns_root_is_unprivileged_on_the_host() {
+    let sb = Sandbox::new("userns");
+    let shared = sb.dir.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mount = format!("{}:/mnt", shared.display());
+    let pid = run_detached(&sb, &["--userns", "--mount", &mount], &["sleep", "600"]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some("1000000"),
+        "{uid_line}"
+    );
+    let out = cli(
+        &sb,
+        &[
+            "exec",
+            &sb.name,
+            "--",
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map; touch /mnt/x 2>&1 || echo denied",
+        ],
+    );
+    let text = ok(&out);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "0", "{text}");
+    assert!(
+        lines[1].split_whitespace().eq(["0", "1000000", "65536"]),
+        "{text}"
+    );
+    assert!(
+        text.contains("denied"),
+        "host root's directory stays closed: {text}"
+    );
+    assert!(!shared.join("x").exists());
+    ok(&cli(&sb, &["rm", "-f", &sb.name]));
+    no_leftover_cgroups(&sb);
+}

@@ -43,7 +43,7 @@ pub struct RunArgs {
     /// masked/read-only paths. --policy, --name, -d and the resource flags
     /// still apply (the flags over the bundle's resources).
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "rootfs", "read_only", "mounts", "env", "workdir", "hostname", "net", "user",
+        "rootfs", "read_only", "mounts", "env", "workdir", "hostname", "net", "user", "userns",
         "cap_add", "cap_drop", "command",
     ])]
     pub bundle: Option<PathBuf>,
@@ -83,6 +83,11 @@ pub struct RunArgs {
     /// capabilities.
     #[arg(short, long, value_name = "UID[:GID]")]
     pub user: Option<String>,
+
+    /// Run in a user namespace: root in the container is host uid/gid
+    /// 1000000 (ids 0-65535 map to 1000000-1065535).
+    #[arg(long)]
+    pub userns: bool,
 
     /// Add a capability to the default set (NET_ADMIN, CAP_SYS_TIME, ALL…).
     /// Repeatable.
@@ -238,6 +243,7 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         mounts: args.mounts,
         caps,
         user,
+        userns: args.userns,
         extra_masked: Vec::new(),
         extra_read_only: Vec::new(),
     };

@@ -40,6 +40,8 @@ pub struct ExecSpec {
 /// Namespaces a process joins, in the order it joins them. pid and time
 /// apply to children, so the CLI joins those before forking.
 const CHILD_NAMESPACES: &[(&str, CloneFlags)] = &[
+    // First: the others may be owned by it.
+    ("user", CloneFlags::CLONE_NEWUSER),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),
@@ -176,6 +178,12 @@ fn enter(
     for (file, flag) in namespaces {
         setns(file.as_fd(), *flag)
             .map_err(|e| format!("cannot join the container's namespaces ({flag:?}): {e}"))?;
+    }
+    if namespaces
+        .iter()
+        .any(|(_, flag)| *flag == CloneFlags::CLONE_NEWUSER)
+    {
+        super::userns::become_root()?;
     }
     chdir(workdir)
         .map_err(|e| format!("cannot enter working directory {}: {e}", workdir.display()))?;

@@ -99,6 +99,9 @@ fn prepare(
         Ok(1) => {}
         _ => return Err("palisade exited before the container started".into()),
     }
+    if init.rootfs.userns {
+        super::userns::become_root()?;
+    }
     // The cgroup namespace is made after joining the cgroups, so the
     // container sees its own cgroup as the root.
     let flags = CloneFlags::CLONE_NEWNS

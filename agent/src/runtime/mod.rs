@@ -16,6 +16,7 @@ pub mod rootfs;
 pub mod security;
 pub mod state;
 mod supervise;
+pub mod userns;
 
 use std::{ffi::CString, path::PathBuf};
 
@@ -76,6 +77,9 @@ pub struct RunSpec {
     pub caps: security::CapSet,
     /// Run as this user instead of root.
     pub user: Option<security::User>,
+    /// Run in a user namespace: the container's root is an unprivileged
+    /// host uid (see `userns`).
+    pub userns: bool,
     /// Masked and read-only paths beyond the defaults (an OCI bundle's).
     pub extra_masked: Vec<PathBuf>,
     pub extra_read_only: Vec<PathBuf>,
@@ -178,6 +182,7 @@ impl RunSpec {
             mounts: bundle.mounts,
             caps,
             user: bundle.user.map(|(uid, gid)| security::User { uid, gid }),
+            userns: false,
             extra_masked: bundle.masked_paths,
             extra_read_only: bundle.readonly_paths,
         })

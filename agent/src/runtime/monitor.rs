@@ -25,7 +25,7 @@ use super::{
     rootfs::RootfsSpec,
     security,
     state::{ExecProfile, State, StateRoot, Status, now},
-    supervise,
+    supervise, userns,
 };
 use crate::{
     cgroups::{ContainerCgroups, Hierarchies},
@@ -50,6 +50,7 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         cgroups: Vec::new(),
         net_address: None,
         veth: None,
+        userns: None,
         exec: ExecProfile {
             env: env_strings.clone(),
             workdir: spec.workdir.clone(),
@@ -283,6 +284,8 @@ fn start(
         read_only: spec.read_only,
         mounts: spec.mounts.clone(),
         staging,
+        userns: spec.userns,
+        own_netns: spec.net != NetMode::Host,
         extra_masked: spec.extra_masked.clone(),
         extra_read_only: spec.extra_read_only.clone(),
     };
@@ -312,9 +315,14 @@ fn start(
     // The container's first process is born pid 1 of new pid and time
     // namespaces; this process stays where it is (and so do the helpers,
     // such as `ip`, it runs later).
-    let child = match fork_into(libc::CLONE_NEWPID | libc::CLONE_NEWTIME)
-        .map_err(setup("create the container's process"))?
-    {
+    let mut clone_flags = libc::CLONE_NEWPID | libc::CLONE_NEWTIME;
+    if spec.userns {
+        // The pid namespace is then owned by the user namespace, so the
+        // container's root may mount its /proc.
+        clone_flags |= libc::CLONE_NEWUSER;
+        state.userns = Some(userns::HOST_BASE);
+    }
+    let child = match fork_into(clone_flags).map_err(setup("create the container's process"))? {
         Forked::Child => {
             drop(go_write);
             drop(err_read);
@@ -360,6 +368,13 @@ fn start(
             }
         }
     };
+    let plugged = plugged.and_then(|()| {
+        if spec.userns {
+            userns::write_maps(child.as_raw())
+        } else {
+            Ok(())
+        }
+    });
     // Into the cgroups first: the command must not run a single
     // instruction outside its policy.
     let released = plugged

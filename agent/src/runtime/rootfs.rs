@@ -58,6 +58,10 @@ pub struct RootfsSpec {
     /// An empty directory owned by this container, used as the mount
     /// point of the new root before pivot_root.
     pub staging: PathBuf,
+    /// Built inside a user namespace (which limits what may be mounted).
+    pub userns: bool,
+    /// The container has a network namespace of its own.
+    pub own_netns: bool,
     /// Masked and read-only paths beyond the defaults (an OCI bundle's).
     pub extra_masked: Vec<PathBuf>,
     pub extra_read_only: Vec<PathBuf>,
@@ -153,19 +157,29 @@ pub fn build(spec: &RootfsSpec) -> Result<(), String> {
         // The rootfs and its submounts, as a mount point of its own.
         Some(dir) => bind(dir, root, MsFlags::MS_REC)?,
         // The host's root filesystem only: none of the host's other mounts
-        // (cgroupfs, bpffs, /run…) come along.
+        // (cgroupfs, bpffs, /run…) come along. In a user namespace the
+        // kernel allows only a recursive bind of a tree with submounts
+        // (hiding them would unlock what they cover).
+        None if spec.userns => bind(Path::new("/"), root, MsFlags::MS_REC)?,
         None => bind(Path::new("/"), root, MsFlags::empty())?,
     }
 
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mnt(Some("proc"), &root.join("proc"), Some("proc"), flags, None)?;
-    mnt(
-        Some("sysfs"),
-        &root.join("sys"),
-        Some("sysfs"),
-        flags | MsFlags::MS_RDONLY,
-        None,
-    )?;
+    if spec.userns && !spec.own_netns {
+        // sysfs may only be mounted by the owner of the network namespace;
+        // a user namespace on the host's network gets the host's, bound.
+        bind(Path::new("/sys"), &root.join("sys"), MsFlags::MS_REC)?;
+        remount_read_only(&root.join("sys"), flags)?;
+    } else {
+        mnt(
+            Some("sysfs"),
+            &root.join("sys"),
+            Some("sysfs"),
+            flags | MsFlags::MS_RDONLY,
+            None,
+        )?;
+    }
     mnt(
         Some("tmpfs"),
         &root.join("tmp"),

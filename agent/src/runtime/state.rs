@@ -83,6 +83,9 @@ pub struct State {
     pub net_address: Option<std::net::Ipv4Addr>,
     #[serde(default)]
     pub veth: Option<String>,
+    /// With `--userns`: the host uid (and gid) that the container's root is.
+    #[serde(default)]
+    pub userns: Option<u32>,
 }
 
 pub fn now() -> u64 {
@@ -243,6 +246,7 @@ mod tests {
             exec: ExecProfile::default(),
             net_address: None,
             veth: None,
+            userns: None,
         }
     }
 
