@@ -76,12 +76,22 @@ fn the_command_lives_in_the_containers_cgroups() {
         in_ours, v1_lines,
         "every v1 controller hierarchy: {host_view}"
     );
+    // Read what the command printed (up to its cgroup v2 line) before
+    // ending it: "running" means it was exec'd, not that it has printed.
+    let mut inside = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("0::");
+        inside.push(line);
+        if done {
+            break;
+        }
+    }
     kill(pid, libc::SIGKILL);
-    let out = child.wait_with_output().unwrap();
-    let inside = String::from_utf8_lossy(&out.stdout);
+    child.wait().unwrap();
     assert!(
-        inside.lines().any(|l| l == "0::/"),
-        "cgroup namespace: {inside}"
+        inside.iter().any(|l| l == "0::/"),
+        "cgroup namespace: {inside:?}"
     );
     assert!(sb.leftover_cgroups().is_empty());
 }
