@@ -42,7 +42,7 @@ fn command_is_pid_1_with_its_own_proc_and_hostname() {
 #[test]
 fn the_command_lives_in_the_containers_cgroups() {
     let sb = Sandbox::new("cg");
-    let child = sb
+    let mut child = sb
         .palisade()
         .args([
             "run",
