@@ -885,3 +885,77 @@ fn userns_root_is_unprivileged_on_the_host() {
     ok(&cli(&sb, &["rm", "-f", &sb.name]));
     no_leftover_cgroups(&sb);
 }
+
+/// `--parent`: a sub-container lives in its parent's cgroups (so the
+/// parent's memory limit binds it), is held to the parent's connect
+/// policy on top of its own (none here), and ends with its parent.
+#[test]
+fn a_nested_container_is_bound_by_its_parent() {
+    let parent = Sandbox::new("parent");
+    let port = listen_tcp(&["127.0.0.1", "127.0.0.2"]);
+    let policy = parent.connect_policy(&["allow tcp 127.0.0.1/32", "deny any"]);
+    let policy = policy.to_str().unwrap();
+    run_detached(
+        &parent,
+        &[
+            "--policy",
+            policy,
+            "--memory",
+            "64M",
+            "--memory-swap",
+            "64M",
+        ],
+        &["sleep", "600"],
+    );
+
+    let child_name = format!("{}-kid", parent.name);
+    let nested = |flags: &[&str], cmd: &[&str]| {
+        parent
+            .palisade()
+            .args(["run", "--name", &child_name, "--parent", &parent.name])
+            .args(flags)
+            .arg("--")
+            .args(cmd)
+            .output()
+            .unwrap()
+    };
+    let probe = format!(
+        "import socket\nfor a in ('127.0.0.1', '127.0.0.2'):\n    s = socket.socket()\n    try:\n        s.connect((a, {port})); print(a, 'ok')\n    except OSError as e:\n        print(a, e.errno)\n"
+    );
+    let out = nested(&[], &[PYTHON, "-c", &probe]);
+    let text = ok(&out);
+    assert!(text.contains("127.0.0.1 ok"), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.2 {}", libc::EPERM)),
+        "the parent's policy binds: {text}"
+    );
+
+    let hog = "b = bytearray(100 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n";
+    let out = nested(&[], &[PYTHON, "-c", hog]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "the parent's 64M limit binds: {}",
+        describe(&out)
+    );
+
+    // A detached child: its cgroup is inside the parent's, and removing the
+    // parent ends it.
+    let out = nested(&["-d"], &["sleep", "600"]);
+    ok(&out);
+    let state: Value = poll("the child running", || {
+        let text =
+            std::fs::read_to_string(parent.root.join(&child_name).join("state.json")).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        (v["status"] == "running").then_some(v)
+    });
+    let pid = state["pid"].as_i64().unwrap();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let expected = format!("0::/palisade/{}/{}", parent.name, child_name);
+    assert!(cgroup.lines().any(|l| l == expected), "{cgroup}");
+    ok(&cli(&parent, &["rm", "-f", &parent.name]));
+    let waited = cli(&parent, &["wait", &child_name]);
+    assert_eq!(waited.status.code(), Some(137), "{}", describe(&waited));
+    ok(&cli(&parent, &["rm", &child_name]));
+    no_leftover_cgroups(&parent);
+}

@@ -8,7 +8,8 @@
 //! proceed. A cgroup with no policy entry is denied: fail closed.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_cgroup_id, macros::cgroup_sock_addr, programs::SockAddrContext,
+    helpers::generated::bpf_get_current_ancestor_cgroup_id, macros::cgroup_sock_addr,
+    programs::SockAddrContext,
 };
 use palisade_common::{
     CONNECT_OPEN, FAMILY_V4, FAMILY_V6, KEY_HEADER_BITS, MAX_PORT_RULES, PROTO_ANY, RuleKey,
@@ -72,15 +73,40 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<i32, ()> {
     decide(FAMILY_V6, ip, port, proto)
 }
 
+/// Deepest cgroup level searched for policies (the container's own and its
+/// enclosing containers', for `--parent`).
+const MAX_LEVELS: i32 = 16;
+
+/// The verdict of every palisade policy on the path from the root cgroup
+/// to the caller's: one deny is enough. A container nested in another
+/// (`--parent`) is thus bound by its parent's policy too. Finding no policy
+/// at all (programs attached, maps not written) denies.
 #[inline(always)]
 fn decide(family: u32, addr: [u32; 4], user_port: u32, proto: u32) -> Result<i32, ()> {
-    // SAFETY: bpf_get_current_cgroup_id has no preconditions in this context.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    // SAFETY: the map value is plain data and only read here.
-    let policy = unsafe { CGROUP_POLICY.get(&cgroup) }.ok_or(())?;
-    if policy.connect == CONNECT_OPEN {
-        return Ok(ALLOW);
+    let mut found = false;
+    for level in 0..MAX_LEVELS {
+        // SAFETY: the helper has no preconditions; past the caller's own
+        // level it returns 0.
+        let cgroup = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if cgroup == 0 {
+            break;
+        }
+        // SAFETY: the map value is plain data and only read here.
+        let Some(policy) = (unsafe { CGROUP_POLICY.get(&cgroup) }) else {
+            continue;
+        };
+        found = true;
+        if policy.connect != CONNECT_OPEN && judge(cgroup, family, addr, user_port, proto)? == DENY
+        {
+            return Ok(DENY);
+        }
     }
+    if found { Ok(ALLOW) } else { Err(()) }
+}
+
+/// One container's connect rules applied to one connect.
+#[inline(always)]
+fn judge(cgroup: u64, family: u32, addr: [u32; 4], user_port: u32, proto: u32) -> Result<i32, ()> {
     let max_bits = if family == FAMILY_V4 { 32 } else { 128 };
     let key = aya_ebpf::maps::lpm_trie::Key::new(
         KEY_HEADER_BITS + max_bits,

@@ -42,6 +42,8 @@ pub enum CgroupError {
         file: &'static str,
         source: io::Error,
     },
+    #[error("the enclosing container's cgroup {} does not exist (is it running?)", .0.display())]
+    NoEnclosing(PathBuf),
     #[error("cannot read cgroup {}: {source}", path.display())]
     Inspect { path: PathBuf, source: io::Error },
     #[error("cannot move pid {pid} into cgroup {}: {source}", path.display())]
@@ -121,19 +123,41 @@ impl Hierarchies {
     /// Creates the container's cgroups. Fails if any already exists; on
     /// failure nothing created here is left behind.
     pub fn create(&self, name: &str) -> Result<ContainerCgroups, CgroupError> {
+        self.create_under(&[], name)
+    }
+
+    /// Creates the container's cgroups inside those of the containers
+    /// `enclosing` names (outermost first, each already existing), so
+    /// their limits bound it: `palisade/A/B/NAME`.
+    pub fn create_under(
+        &self,
+        enclosing: &[&str],
+        name: &str,
+    ) -> Result<ContainerCgroups, CgroupError> {
+        let relative = enclosing
+            .iter()
+            .fold(PathBuf::from(PARENT), |p, e| p.join(e));
         let mut made = ContainerCgroups {
-            unified: self.unified.join(PARENT).join(name),
+            unified: self.unified.join(&relative).join(name),
             v1: Vec::new(),
             v1_controllers: Vec::new(),
             removed: false,
         };
-        let unified_parent = self.unified.join(PARENT);
-        ensure_parent(&unified_parent, false)?;
+        let within = |mount: &Path, cpuset: bool| -> Result<(), CgroupError> {
+            if enclosing.is_empty() {
+                ensure_parent(&mount.join(PARENT), cpuset)
+            } else if mount.join(&relative).is_dir() {
+                Ok(())
+            } else {
+                Err(CgroupError::NoEnclosing(mount.join(&relative)))
+            }
+        };
+        within(&self.unified, false).inspect_err(|_| made.removed = true)?;
         create_leaf(&made.unified, false).inspect_err(|_| made.removed = true)?;
         for h in &self.v1 {
             let cpuset = h.controllers.iter().any(|c| c == "cpuset");
-            let dir = h.mount.join(PARENT).join(name);
-            ensure_parent(&h.mount.join(PARENT), cpuset)?;
+            let dir = h.mount.join(&relative).join(name);
+            within(&h.mount, cpuset)?;
             create_leaf(&dir, cpuset)?;
             made.v1.push(dir);
             made.v1_controllers.push(h.controllers.clone());
@@ -293,6 +317,17 @@ impl ContainerCgroups {
                 path: self.unified.clone(),
                 source,
             })
+    }
+
+    /// Kills every process of containers nested in this one (cgroup.kill
+    /// on each nested cgroup v2 directory, Linux 5.14); their monitors then
+    /// clean up after them.
+    pub fn kill_nested(&self) {
+        if let Ok(entries) = fs::read_dir(&self.unified) {
+            for nested in entries.flatten().filter(|e| e.path().is_dir()) {
+                let _ = fs::write(nested.path().join("cgroup.kill"), "1");
+            }
+        }
     }
 
     /// Moves `pid` into every hierarchy's cgroup.

@@ -84,6 +84,12 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "UID[:GID]")]
     pub user: Option<String>,
 
+    /// Nest the container in a running container NAME: its cgroups go
+    /// inside NAME's, whose limits bound it, and NAME's connect policy
+    /// applies on top of its own. Ending NAME ends it.
+    #[arg(long, value_name = "NAME")]
+    pub parent: Option<String>,
+
     /// Run in a user namespace: root in the container is host uid/gid
     /// 1000000 (ids 0-65535 map to 1000000-1065535).
     #[arg(long)]
@@ -244,6 +250,7 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         caps,
         user,
         userns: args.userns,
+        parent: args.parent,
         extra_masked: Vec::new(),
         extra_read_only: Vec::new(),
     };

@@ -43,11 +43,8 @@ pub(super) fn container_process(state: &State) -> Result<OwnedFd, RuntimeError> 
     // Checked after opening the pidfd: if this is the container's process
     // now, the pidfd refers to it for good.
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    let suffix = format!("/{}/{}", crate::cgroups::PARENT, state.name);
-    if !cgroup
-        .lines()
-        .any(|l| l.starts_with("0::") && l.ends_with(&suffix))
-    {
+    let ours = format!("0::{}", state.cgroup_path());
+    if !cgroup.lines().any(|l| l == ours) {
         return Err(not_running());
     }
     Ok(fd)

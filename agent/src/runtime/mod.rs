@@ -77,6 +77,10 @@ pub struct RunSpec {
     pub caps: security::CapSet,
     /// Run as this user instead of root.
     pub user: Option<security::User>,
+    /// Nest the container in this running container: its cgroups go
+    /// inside the parent's (whose limits bound it) and the parent's
+    /// connect policy applies too.
+    pub parent: Option<String>,
     /// Run in a user namespace: the container's root is an unprivileged
     /// host uid (see `userns`).
     pub userns: bool,
@@ -183,6 +187,7 @@ impl RunSpec {
             caps,
             user: bundle.user.map(|(uid, gid)| security::User { uid, gid }),
             userns: false,
+            parent: None,
             extra_masked: bundle.masked_paths,
             extra_read_only: bundle.readonly_paths,
         })

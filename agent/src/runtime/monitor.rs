@@ -51,6 +51,7 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         net_address: None,
         veth: None,
         userns: None,
+        enclosing: Vec::new(),
         exec: ExecProfile {
             env: env_strings.clone(),
             workdir: spec.workdir.clone(),
@@ -159,7 +160,24 @@ fn monitor(
         Ok(h) => h,
         Err(e) => return Err(fail(root, &spec.name, ready, e.into())),
     };
-    let cgroups = match hierarchies.create(&spec.name) {
+    if let Some(parent) = &spec.parent {
+        let enclosing = match root.load(parent) {
+            Ok(p) if p.status == Status::Running => {
+                Ok(p.enclosing.iter().cloned().chain([p.name]).collect())
+            }
+            Ok(p) => Err(RuntimeError::WrongStatus {
+                name: parent.clone(),
+                status: format!("{} (a parent must be running)", p.status),
+            }),
+            Err(e) => Err(e.into()),
+        };
+        match enclosing {
+            Ok(e) => state.enclosing = e,
+            Err(e) => return Err(fail(root, &spec.name, ready, e)),
+        }
+    }
+    let enclosing: Vec<&str> = state.enclosing.iter().map(String::as_str).collect();
+    let cgroups = match hierarchies.create_under(&enclosing, &spec.name) {
         Ok(c) => c,
         Err(e) => return Err(fail(root, &spec.name, ready, e.into())),
     };
@@ -201,6 +219,8 @@ fn monitor(
         eprintln!("palisade: {}: {e}", spec.name);
     }
     release_network(&state);
+    // Containers nested in this one go with it.
+    cgroups.kill_nested();
     let removed = cgroups.remove();
     if spec.detach {
         root.save(&state)?;

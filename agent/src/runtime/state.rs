@@ -86,6 +86,22 @@ pub struct State {
     /// With `--userns`: the host uid (and gid) that the container's root is.
     #[serde(default)]
     pub userns: Option<u32>,
+    /// The containers this one is nested in (`--parent`), outermost first.
+    #[serde(default)]
+    pub enclosing: Vec<String>,
+}
+
+impl State {
+    /// The container's cgroup path, as /proc/PID/cgroup shows it on the
+    /// host: `/palisade/[ENCLOSING/…]NAME`.
+    pub fn cgroup_path(&self) -> String {
+        let mut path = format!("/{}", crate::cgroups::PARENT);
+        for part in self.enclosing.iter().chain(std::iter::once(&self.name)) {
+            path.push('/');
+            path.push_str(part);
+        }
+        path
+    }
 }
 
 pub fn now() -> u64 {
@@ -247,6 +263,7 @@ mod tests {
             net_address: None,
             veth: None,
             userns: None,
+            enclosing: vec![],
         }
     }
 
