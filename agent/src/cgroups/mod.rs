@@ -332,7 +332,21 @@ impl ContainerCgroups {
 
     /// Moves `pid` into every hierarchy's cgroup.
     pub fn join(&self, pid: i32) -> Result<(), CgroupError> {
-        for dir in self.dirs() {
+        self.join_dirs(self.dirs(), pid)
+    }
+
+    /// Moves `pid` into the v1 hierarchies' cgroups only (for a process
+    /// born in the cgroup v2 one with CLONE_INTO_CGROUP).
+    pub fn join_v1(&self, pid: i32) -> Result<(), CgroupError> {
+        self.join_dirs(self.v1.iter().map(PathBuf::as_path), pid)
+    }
+
+    fn join_dirs<'a>(
+        &self,
+        dirs: impl Iterator<Item = &'a Path>,
+        pid: i32,
+    ) -> Result<(), CgroupError> {
+        for dir in dirs {
             fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(|source| {
                 CgroupError::Join {
                     pid,

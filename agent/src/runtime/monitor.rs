@@ -7,7 +7,7 @@ use std::{
     ffi::CString,
     fs::{File, OpenOptions},
     io::{Read, Write},
-    os::fd::OwnedFd,
+    os::fd::{AsFd, OwnedFd},
 };
 
 use nix::{
@@ -342,7 +342,13 @@ fn start(
         clone_flags |= libc::CLONE_NEWUSER;
         state.userns = Some(userns::HOST_BASE);
     }
-    let child = match fork_into(clone_flags).map_err(setup("create the container's process"))? {
+    let unified = File::open(cgroups.unified()).map_err(|e| RuntimeError::Setup {
+        step: "open the container's cgroup",
+        errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
+    let child = match fork_into(clone_flags, Some(unified.as_fd()))
+        .map_err(setup("create the container's process"))?
+    {
         Forked::Child => {
             drop(go_write);
             drop(err_read);
@@ -398,7 +404,7 @@ fn start(
     // Into the cgroups first: the command must not run a single
     // instruction outside its policy.
     let released = plugged
-        .and_then(|()| cgroups.join(child.as_raw()).map_err(RuntimeError::from))
+        .and_then(|()| cgroups.join_v1(child.as_raw()).map_err(RuntimeError::from))
         .and_then(|()| write(&go_write, b"1").map_err(setup("start the container")));
     drop(go_write);
     if let Err(e) = released {
