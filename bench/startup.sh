@@ -40,3 +40,21 @@ hyperfine -N --warmup 5 --runs "$RUNS" --export-markdown "$WORK/startup.md" \
   -n runc "runc --root $WORK/runc run -b $WORK/bundle bench-$$" \
   -n palisade "$PALISADE --root $STATE run --name bench-$$ --rootfs $ROOTFS --policy $WORK/policy.toml -- /bin/true"
 cat "$WORK/startup.md"
+
+# The same on a pure cgroup v2 layout, as palisade sees one in a private
+# mount namespace where only cgroup2 is mounted at /sys/fs/cgroup: the
+# process is born in its cgroup (CLONE_INTO_CGROUP) and nothing migrates.
+echo
+echo "pure cgroup v2 layout (simulated in a private mount namespace):"
+V2STATE="$WORK/state-v2"
+unshare --mount --propagation private bash -c "
+  set -e
+  umount -l /sys/fs/cgroup
+  mount -t cgroup2 none /sys/fs/cgroup
+  '$PALISADE' --root '$V2STATE' run --rootfs '$ROOTFS' -- /bin/true
+  hyperfine -N --warmup 5 --runs $RUNS --export-markdown '$WORK/startup-v2.md' \
+    -n unshare 'unshare -pmuif --mount-proc /bin/true' \
+    -n palisade '$PALISADE --root $V2STATE run --name bench-v2-$$ --rootfs $ROOTFS --policy $WORK/policy.toml -- /bin/true' >/dev/null
+"
+cat "$WORK/startup-v2.md"
+rm -rf "/sys/fs/bpf/palisade/$(echo "${V2STATE#/}" | tr -c 'A-Za-z0-9\n-' _)"

@@ -959,3 +959,92 @@ fn a_nested_container_is_bound_by_its_parent() {
     ok(&cli(&parent, &["rm", &child_name]));
     no_leftover_cgroups(&parent);
 }
+
+/// The CVE-2019-5736 route to palisade's binary: hold /proc/PID/exe of a
+/// running palisade process (the monitor of a detached container), let
+/// the process end, then open what was held for writing and write.
+/// Returns "wrote" or the errno name of the refusal.
+fn write_through_exe(sb: &Sandbox, monitor_pid: i64) -> String {
+    let script = format!(
+        "import errno, os, sys\nfd = os.open('/proc/{monitor_pid}/exe', os.O_PATH)\nprint('held', flush=True)\nsys.stdin.readline()\ntry:\n    w = os.open(f'/proc/self/fd/{{fd}}', os.O_WRONLY)\n    os.write(w, b'x')\n    print('wrote')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n"
+    );
+    let mut attacker = std::process::Command::new(PYTHON)
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(attacker.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "held");
+    ok(&cli(sb, &["rm", "-f", &sb.name]));
+    poll("the monitor to exit", || {
+        (!alive(monitor_pid as i32)).then_some(())
+    });
+    std::io::Write::write_all(&mut attacker.stdin.take().unwrap(), b"go\n").unwrap();
+    let result = lines.next().unwrap().unwrap();
+    attacker.wait().unwrap();
+    result
+}
+
+/// palisade's own processes cannot be used to overwrite its binary: from a
+/// writable location it runs from a sealed memfd copy (writes fail with
+/// EPERM); from a read-only mount it runs in place (EROFS) without the copy.
+#[test]
+fn palisade_cannot_be_overwritten_through_proc_exe() {
+    let sb = Sandbox::new("exe");
+    let before = std::fs::read(env!("CARGO_BIN_EXE_palisade")).unwrap();
+    run_detached(&sb, &[], &["sleep", "600"]);
+    let monitor = state(&sb)["monitor_pid"].as_i64().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{monitor}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:palisade"),
+        "{exe:?}"
+    );
+    assert_eq!(write_through_exe(&sb, monitor), "EPERM");
+    assert!(
+        std::fs::read(env!("CARGO_BIN_EXE_palisade")).unwrap() == before,
+        "binary unchanged"
+    );
+
+    // The same binary on a read-only bind mount.
+    let ro = sb.dir.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_palisade"), ro.join("palisade")).unwrap();
+    let mount = |args: &[&str]| {
+        assert!(
+            std::process::Command::new("mount")
+                .args(args)
+                .arg(&ro)
+                .arg(&ro)
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    mount(&["--bind"]);
+    let result = std::panic::catch_unwind(|| {
+        let status = std::process::Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(&ro)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let started = std::process::Command::new(ro.join("palisade"))
+            .env("PALISADE_ROOT", &sb.root)
+            .args(["run", "-d", "--name", &sb.name, "--", "sleep", "600"])
+            .output()
+            .unwrap();
+        assert!(started.status.success(), "{}", describe(&started));
+        sb.wait_running();
+        let monitor = state(&sb)["monitor_pid"].as_i64().unwrap();
+        let exe = std::fs::read_link(format!("/proc/{monitor}/exe")).unwrap();
+        assert_eq!(exe, ro.join("palisade"), "no copy from a read-only mount");
+        assert_eq!(write_through_exe(&sb, monitor), "EROFS");
+    });
+    let _ = cli(&sb, &["rm", "-f", &sb.name]);
+    let _ = std::process::Command::new("umount").arg(&ro).status();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

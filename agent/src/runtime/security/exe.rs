@@ -112,12 +112,21 @@ fn running_sealed() -> Result<bool, SecurityError> {
     })
 }
 
+/// True when palisade was started from a read-only mount: opening its
+/// binary for writing through /proc/PID/exe then fails with EROFS anyway,
+/// and the copy (milliseconds for a binary this size) can be skipped.
+fn on_read_only_mount() -> bool {
+    nix::sys::statvfs::statvfs("/proc/self/exe")
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
 /// Makes sure palisade runs from a sealed memfd, so a container reaching
 /// /proc/PID/exe of a palisade process finds nothing it can write: if it
 /// does not yet, re-executes the same argv and environment from a sealed
 /// copy (this call then returns only in the new image, at most once).
+/// Unless palisade runs from a read-only mount, which protects it already.
 pub fn ensure_sealed_self() -> Result<(), SecurityError> {
-    if running_sealed()? {
+    if running_sealed()? || on_read_only_mount() {
         return Ok(());
     }
     let copy = sealed_copy_of(Path::new("/proc/self/exe"))?;
