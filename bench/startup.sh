@@ -8,6 +8,8 @@
 #             connect policy attached (programs pinned: the first run of a
 #             build loads them, every later run only attaches), the
 #             hardening (caps, seccomp, no_new_privs, sealed self-exec)
+#   palisade-ro  the same binary on a read-only bind mount, where it needs
+#             no sealed copy of itself
 #
 # usage: bench/startup.sh PALISADE_BINARY ROOTFS   (as root; `cargo xtask bench` runs it)
 set -euo pipefail
@@ -17,6 +19,7 @@ RUNS=${RUNS:-50}
 WORK=$(mktemp -d /tmp/palisade-bench.XXXXXX)
 STATE="$WORK/state"
 cleanup() {
+  umount "$WORK/ro" 2>/dev/null || true
   rm -rf "/sys/fs/bpf/palisade/$(echo "${STATE#/}" | tr -c 'A-Za-z0-9\n-' _)" "$WORK"
 }
 trap cleanup EXIT
@@ -32,13 +35,21 @@ c["process"]["args"] = ["/bin/true"]
 json.dump(c, open("config.json", "w"), indent=1)
 PY
 )
+# palisade installed on a read-only mount (as on a read-only /usr): it
+# needs no sealed copy of itself to be safe from /proc/PID/exe writes.
+mkdir -p "$WORK/ro"
+cp "$PALISADE" "$WORK/ro/palisade"
+mount --bind "$WORK/ro" "$WORK/ro"
+mount -o remount,bind,ro "$WORK/ro"
+
 # First palisade run of this build pins the programs; not part of the figure.
 "$PALISADE" --root "$STATE" run --rootfs "$ROOTFS" --policy "$WORK/policy.toml" -- /bin/true
 
 hyperfine -N --warmup 5 --runs "$RUNS" --export-markdown "$WORK/startup.md" \
   -n unshare "unshare -pmuif --mount-proc /bin/true" \
   -n runc "runc --root $WORK/runc run -b $WORK/bundle bench-$$" \
-  -n palisade "$PALISADE --root $STATE run --name bench-$$ --rootfs $ROOTFS --policy $WORK/policy.toml -- /bin/true"
+  -n palisade "$PALISADE --root $STATE run --name bench-$$ --rootfs $ROOTFS --policy $WORK/policy.toml -- /bin/true" \
+  -n palisade-ro "$WORK/ro/palisade --root $STATE run --name bench-ro-$$ --rootfs $ROOTFS --policy $WORK/policy.toml -- /bin/true"
 cat "$WORK/startup.md"
 
 # The same on a pure cgroup v2 layout, as palisade sees one in a private
@@ -54,7 +65,8 @@ unshare --mount --propagation private bash -c "
   '$PALISADE' --root '$V2STATE' run --rootfs '$ROOTFS' -- /bin/true
   hyperfine -N --warmup 5 --runs $RUNS --export-markdown '$WORK/startup-v2.md' \
     -n unshare 'unshare -pmuif --mount-proc /bin/true' \
-    -n palisade '$PALISADE --root $V2STATE run --name bench-v2-$$ --rootfs $ROOTFS --policy $WORK/policy.toml -- /bin/true' >/dev/null
+    -n palisade '$PALISADE --root $V2STATE run --name bench-v2-$$ --rootfs $ROOTFS --policy $WORK/policy.toml -- /bin/true' \
+    -n palisade-ro '$WORK/ro/palisade --root $V2STATE run --name bench-v2ro-$$ --rootfs $ROOTFS --policy $WORK/policy.toml -- /bin/true' >/dev/null
 "
 cat "$WORK/startup-v2.md"
 rm -rf "/sys/fs/bpf/palisade/$(echo "${V2STATE#/}" | tr -c 'A-Za-z0-9\n-' _)"
