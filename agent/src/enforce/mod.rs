@@ -241,13 +241,7 @@ impl Enforcer {
                 });
             }
         }
-        let map_error = |map: &'static str| {
-            move |e: aya::maps::MapError| EnforceError::Map {
-                map,
-                cgroup_id,
-                reason: chain(&e),
-            }
-        };
+        let map_error = |map| map_error(map, cgroup_id);
         let _ = self.policies.remove(&cgroup_id);
         let ours: Vec<Key<RuleKey>> = self
             .rules
@@ -264,13 +258,7 @@ impl Enforcer {
     }
 
     fn write_policy(&mut self, cgroup_id: u64, policy: &Policy) -> Result<(), EnforceError> {
-        let map_error = |map: &'static str| {
-            move |e: aya::maps::MapError| EnforceError::Map {
-                map,
-                cgroup_id,
-                reason: chain(&e),
-            }
-        };
+        let map_error = |map| map_error(map, cgroup_id);
         let connect = match &policy.network.connect {
             None => CONNECT_OPEN,
             Some(rules) => {
@@ -311,6 +299,15 @@ impl Enforcer {
             )
             .map_err(map_error(map::CGROUP_POLICY))?;
         Ok(())
+    }
+}
+
+/// An error writing `map` for `cgroup_id`, from aya's.
+fn map_error(map: &'static str, cgroup_id: u64) -> impl Fn(aya::maps::MapError) -> EnforceError {
+    move |e| EnforceError::Map {
+        map,
+        cgroup_id,
+        reason: chain(&e),
     }
 }
 

@@ -9,12 +9,7 @@ use nix::{
 
 /// Brings interface `name` up (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP).
 pub fn set_link_up(name: &str) -> nix::Result<()> {
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = ioctl_socket()?;
     let mut req = ifreq_for(name)?;
     // SAFETY: `req` is a valid ifreq naming the interface; SIOCGIFFLAGS
     // writes only its flags field.
@@ -24,6 +19,16 @@ pub fn set_link_up(name: &str) -> nix::Result<()> {
     // SAFETY: as above; SIOCSIFFLAGS reads the name and flags.
     Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
     Ok(())
+}
+
+/// A socket to address interface and route ioctls to.
+fn ioctl_socket() -> nix::Result<std::os::fd::OwnedFd> {
+    socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
 }
 
 fn ifreq_for(name: &str) -> nix::Result<libc::ifreq> {
@@ -57,12 +62,7 @@ fn sockaddr_v4(addr: std::net::Ipv4Addr) -> libc::sockaddr {
 /// Gives interface `name` the IPv4 address `addr/prefix`
 /// (SIOCSIFADDR, then SIOCSIFNETMASK).
 pub fn set_ipv4(name: &str, addr: std::net::Ipv4Addr, prefix: u8) -> nix::Result<()> {
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = ioctl_socket()?;
     let mut req = ifreq_for(name)?;
     req.ifr_ifru.ifru_addr = sockaddr_v4(addr);
     // SAFETY: a valid ifreq naming the interface and holding an AF_INET
@@ -81,12 +81,7 @@ pub fn set_ipv4(name: &str, addr: std::net::Ipv4Addr, prefix: u8) -> nix::Result
 
 /// Adds a default IPv4 route via `gateway` (SIOCADDRT).
 pub fn add_default_route(gateway: std::net::Ipv4Addr) -> nix::Result<()> {
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = ioctl_socket()?;
     // SAFETY: rtentry is plain data (and a null rt_dev); all-zero is valid.
     let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
     route.rt_dst = sockaddr_v4(std::net::Ipv4Addr::UNSPECIFIED);
