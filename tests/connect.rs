@@ -155,3 +155,33 @@ fn a_program_the_kernel_refuses_stops_the_container() {
         sb.leftover_cgroups()
     );
 }
+
+/// Unconnected UDP: `sendto` an address is judged by the same rules as
+/// `connect` (cgroup/sendmsg4 and sendmsg6), IPv4-mapped peers included.
+#[test]
+fn unconnected_udp_sendto_is_policed() {
+    let sb = Sandbox::new("sendto");
+    let port = free_udp_port("127.0.0.1");
+    let policy = sb.connect_policy(&[&format!("allow udp 127.0.0.1/32:{port}"), "deny any"]);
+    let script = format!(
+        "import errno, socket\n\
+         for fam, addr, p in [(socket.AF_INET, '127.0.0.1', {port}), (socket.AF_INET, '127.0.0.1', {other}), (socket.AF_INET, '127.0.0.2', {port}), (socket.AF_INET6, '::ffff:127.0.0.1', {port}), (socket.AF_INET6, '::ffff:127.0.0.2', {port}), (socket.AF_INET6, '::1', {port})]:\n\
+         \x20   s = socket.socket(fam, socket.SOCK_DGRAM)\n\
+         \x20   try:\n\
+         \x20       s.sendto(b'x', (addr, p)); print('ok')\n\
+         \x20   except OSError as e:\n\
+         \x20       print(errno.errorcode[e.errno])\n",
+        other = if port == u16::MAX { port - 1 } else { port + 1 },
+    );
+    let out = sb.run(Some(&policy), &["python3", "-c", &script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines, ["ok", "EPERM", "EPERM", "ok", "EPERM", "EPERM"]);
+}

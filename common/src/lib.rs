@@ -10,6 +10,8 @@
 pub mod program {
     pub const CONNECT4: &str = "connect4";
     pub const CONNECT6: &str = "connect6";
+    pub const SENDMSG4: &str = "sendmsg4";
+    pub const SENDMSG6: &str = "sendmsg6";
 }
 
 /// Names of the maps in the eBPF object.

@@ -327,6 +327,16 @@ const HOOK_TYPES: &[(&str, &str, CgroupSockAddrAttachType)] = &[
         "cgroup/connect6",
         CgroupSockAddrAttachType::Connect6,
     ),
+    (
+        program::SENDMSG4,
+        "cgroup/sendmsg4",
+        CgroupSockAddrAttachType::UDPSendMsg4,
+    ),
+    (
+        program::SENDMSG6,
+        "cgroup/sendmsg6",
+        CgroupSockAddrAttachType::UDPSendMsg6,
+    ),
 ];
 
 /// A hook's link pin file name: `cgroup/connect4` -> `connect4`.
