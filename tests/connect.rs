@@ -185,3 +185,35 @@ fn unconnected_udp_sendto_is_policed() {
         .collect();
     assert_eq!(lines, ["ok", "EPERM", "EPERM", "ok", "EPERM", "EPERM"]);
 }
+
+/// `sockets = { raw = false, packet = false }`: raw sockets of both
+/// families and packet sockets are refused with EPERM (the container has
+/// CAP_NET_RAW, so without the policy they are allowed); others are not.
+#[test]
+fn raw_and_packet_sockets_can_be_refused() {
+    let sb = Sandbox::new("sockets");
+    let script = "import errno, socket\n\
+        for args in [(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP), (socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6), (socket.AF_PACKET, socket.SOCK_DGRAM, 0), (socket.AF_INET, socket.SOCK_STREAM, 0), (socket.AF_UNIX, socket.SOCK_STREAM, 0)]:\n\
+        \x20   try:\n\
+        \x20       socket.socket(*args).close(); print('ok')\n\
+        \x20   except OSError as e:\n\
+        \x20       print(errno.errorcode[e.errno])\n";
+    let results = |policy: &std::path::Path| {
+        let out = sb.run(Some(policy), &["python3", "-c", script]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let open = sb.policy("[network]\n");
+    assert_eq!(results(&open), ["ok", "ok", "ok", "ok", "ok"]);
+    let closed = sb.policy("[network]\nsockets = { raw = false, packet = false }\n");
+    assert_eq!(results(&closed), ["EPERM", "EPERM", "EPERM", "ok", "ok"]);
+    let raw_only = sb.policy("[network]\nsockets = { raw = false }\n");
+    assert_eq!(results(&raw_only), ["EPERM", "EPERM", "ok", "ok", "ok"]);
+}

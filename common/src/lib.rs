@@ -12,6 +12,7 @@ pub mod program {
     pub const CONNECT6: &str = "connect6";
     pub const SENDMSG4: &str = "sendmsg4";
     pub const SENDMSG6: &str = "sendmsg6";
+    pub const SOCK_CREATE: &str = "sock_create";
 }
 
 /// Names of the maps in the eBPF object.
@@ -50,6 +51,11 @@ pub const CONNECT_OPEN: u32 = 0;
 /// [`CgroupPolicy::connect`]: connects are decided by [`map::CONNECT_RULES`].
 pub const CONNECT_RULED: u32 = 1;
 
+/// [`CgroupPolicy::sockets`]: raw sockets (`SOCK_RAW`, any family) are refused.
+pub const DENY_RAW: u32 = 1;
+/// [`CgroupPolicy::sockets`]: packet sockets (`AF_PACKET`) are refused.
+pub const DENY_PACKET: u32 = 2;
+
 /// Per-container switches, keyed by the container's cgroup v2 id.
 ///
 /// A cgroup whose programs are attached but which has no entry here is
@@ -59,7 +65,8 @@ pub const CONNECT_RULED: u32 = 1;
 pub struct CgroupPolicy {
     /// [`CONNECT_OPEN`] or [`CONNECT_RULED`].
     pub connect: u32,
-    pub _reserved: u32,
+    /// Socket kinds refused at creation: [`DENY_RAW`] | [`DENY_PACKET`].
+    pub sockets: u32,
 }
 
 /// The data part of a longest-prefix-match key.

@@ -6,6 +6,7 @@
 #![no_main]
 
 mod maps;
+mod sock;
 mod sock_addr;
 
 #[cfg(not(test))]

@@ -15,15 +15,16 @@ use std::{
 use aya::{
     EbpfLoader,
     maps::{HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
-    programs::{
-        CgroupAttachMode, CgroupSockAddr, CgroupSockAddrAttachType, ProgramError, links::FdLink,
-    },
+    programs::ProgramError,
 };
 use palisade_common::{
     CONNECT_OPEN, CONNECT_RULED, CgroupPolicy, FAMILY_V4, FAMILY_V6, KEY_HEADER_BITS,
-    MAX_PORT_RULES, PrefixRules, RuleKey, map, program,
+    MAX_PORT_RULES, PrefixRules, RuleKey, map,
 };
 use thiserror::Error;
+
+mod hooks;
+use hooks::HOOKS;
 
 use crate::spec::{self, Family, Policy};
 
@@ -119,7 +120,7 @@ fn object_hash() -> u64 {
 /// attached per container.
 pub struct Enforcer {
     pins: Pins,
-    programs: Vec<(&'static str, CgroupSockAddr)>,
+    programs: Vec<(&'static str, hooks::Program)>,
     policies: HashMap<MapData, u64, CgroupPolicy>,
     rules: LpmTrie<MapData, RuleKey, PrefixRules>,
 }
@@ -132,23 +133,24 @@ impl Enforcer {
     pub fn open(pins: Pins) -> Result<Self, EnforceError> {
         ensure_bpffs()?;
         let dir = pins.object_dir();
-        let complete = HOOK_TYPES
+        let complete = HOOKS
             .iter()
-            .map(|(name, _, _)| *name)
+            .map(|h| h.program)
             .chain(MAPS.iter().copied())
             .all(|n| dir.join(n).exists());
         if !complete {
             load_and_pin(&dir)?;
         }
-        let mut programs = Vec::with_capacity(HOOK_TYPES.len());
-        for &(name, hook, attach_type) in HOOK_TYPES {
-            let prog = CgroupSockAddr::from_pin(dir.join(name), attach_type).map_err(|e| {
-                EnforceError::Load {
-                    hook,
-                    reason: hint(chain(&e)),
-                }
-            })?;
-            programs.push((hook, prog));
+        let mut programs = Vec::with_capacity(HOOKS.len());
+        for hook in HOOKS {
+            let prog =
+                hooks::Program::from_pin(&dir.join(hook.program), hook.attach).map_err(|e| {
+                    EnforceError::Load {
+                        hook: hook.name,
+                        reason: hint(chain(&e)),
+                    }
+                })?;
+            programs.push((hook.name, prog));
         }
         let policies = HashMap::try_from(open_map(&dir, map::CGROUP_POLICY)?).map_err(|e| {
             EnforceError::Pin {
@@ -203,21 +205,11 @@ impl Enforcer {
         let links = self.pins.links_dir(container);
         create_dirs(&links)?;
         for (hook, prog) in &mut self.programs {
-            let hook = *hook;
-            let attach_error = |reason| EnforceError::Attach {
+            let fd_link = prog.attach(&cgroup).map_err(|e| EnforceError::Attach {
                 hook,
                 cgroup: cgroup_dir.to_path_buf(),
-                reason,
-            };
-            // Attached as a BPF link, which the kernel always treats as
-            // multi-attach (programs of enclosing cgroups still run and a
-            // deny from any of them stands); link_create takes no mode flag,
-            // so `Single` is the one that passes 0.
-            let id = prog
-                .attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(|e| attach_error(hint(chain(&e))))?;
-            let link = prog.take_link(id).map_err(|e| attach_error(chain(&e)))?;
-            let fd_link = FdLink::try_from(link).map_err(|e| attach_error(chain(&e)))?;
+                reason: hint(chain(&*e)),
+            })?;
             let path = links.join(link_file(hook));
             fd_link.pin(&path).map_err(|e| EnforceError::Pin {
                 path,
@@ -293,7 +285,7 @@ impl Enforcer {
                 cgroup_id,
                 CgroupPolicy {
                     connect,
-                    _reserved: 0,
+                    sockets: policy.network.sockets.denied_bits(),
                 },
                 0,
             )
@@ -314,31 +306,6 @@ fn map_error(map: &'static str, cgroup_id: u64) -> impl Fn(aya::maps::MapError) 
 /// The maps of the object, pinned beside the programs.
 const MAPS: &[&str] = &[map::CGROUP_POLICY, map::CONNECT_RULES];
 
-/// The hooks a container gets: program name, hook name for messages, and
-/// attach type.
-const HOOK_TYPES: &[(&str, &str, CgroupSockAddrAttachType)] = &[
-    (
-        program::CONNECT4,
-        "cgroup/connect4",
-        CgroupSockAddrAttachType::Connect4,
-    ),
-    (
-        program::CONNECT6,
-        "cgroup/connect6",
-        CgroupSockAddrAttachType::Connect6,
-    ),
-    (
-        program::SENDMSG4,
-        "cgroup/sendmsg4",
-        CgroupSockAddrAttachType::UDPSendMsg4,
-    ),
-    (
-        program::SENDMSG6,
-        "cgroup/sendmsg6",
-        CgroupSockAddrAttachType::UDPSendMsg6,
-    ),
-];
-
 /// A hook's link pin file name: `cgroup/connect4` -> `connect4`.
 fn link_file(hook: &str) -> &str {
     hook.rsplit('/').next().unwrap_or(hook)
@@ -356,26 +323,18 @@ fn load_and_pin(dir: &Path) -> Result<(), EnforceError> {
         .btf(None)
         .load(OBJECT)
         .map_err(|e| EnforceError::Object(chain(&e)))?;
-    for &(name, hook, _) in HOOK_TYPES {
-        let prog: &mut CgroupSockAddr = bpf
-            .program_mut(name)
-            .ok_or_else(|| EnforceError::Load {
-                hook,
+    for hook in HOOKS {
+        let path = dir.join(hook.program);
+        hooks::load_and_pin(&mut bpf, hook, &path).map_err(|e| match e {
+            hooks::LoadError::Missing => EnforceError::Load {
+                hook: hook.name,
                 reason: "missing from the object".into(),
-            })?
-            .try_into()
-            .map_err(|e| EnforceError::Load {
-                hook,
-                reason: chain(&e),
-            })?;
-        prog.load().map_err(|e| EnforceError::Load {
-            hook,
-            reason: hint(load_reason(&e)),
-        })?;
-        let path = dir.join(name);
-        prog.pin(&path).map_err(|e| EnforceError::Pin {
-            path,
-            reason: chain(&e),
+            },
+            hooks::LoadError::Load(e) => EnforceError::Load {
+                hook: hook.name,
+                reason: hint(load_reason(&e)),
+            },
+            hooks::LoadError::Pin(reason) => EnforceError::Pin { path, reason },
         })?;
     }
     for &name in MAPS {

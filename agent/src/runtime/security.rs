@@ -23,7 +23,7 @@ use thiserror::Error;
 pub use self::{
     caps::{CapSet, Capability, default_caps, parse_cap, resolve_caps},
     exe::{close_inherited_fds, ensure_sealed_self, sealed_copy_of},
-    seccomp::{SeccompFilter, default_seccomp, denied_syscalls},
+    seccomp::{SeccompFilter, default_seccomp, denied_syscalls, seccomp_for},
 };
 use crate::sys::security as sys;
 

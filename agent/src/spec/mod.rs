@@ -11,7 +11,7 @@ mod resources;
 mod rules;
 
 pub use oci::{Bundle, OciError, load_bundle};
-pub use policy::{NetworkPolicy, Policy, PolicyError};
+pub use policy::{NetworkPolicy, Policy, PolicyError, SocketKinds};
 pub use resources::{
     CPU_PERIOD_US, CpuQuota, Device, DeviceRate, ResourceError, ResourceLimits, Resources, Swap,
     Value, parse_device_rate, parse_id_list, parse_rate, parse_size,

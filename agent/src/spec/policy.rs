@@ -26,6 +26,49 @@ pub struct Policy {
 pub struct NetworkPolicy {
     /// Outbound connect rules; `None` leaves connects unrestricted.
     pub connect: Option<Vec<Rule>>,
+    /// Which kinds of socket the container may create.
+    pub sockets: SocketKinds,
+}
+
+/// `[network] sockets = { raw = false, packet = false }`: `false` refuses
+/// that kind of socket at `socket()` with EPERM. Both are allowed unless
+/// the policy says otherwise (creating them still needs CAP_NET_RAW).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketKinds {
+    /// `SOCK_RAW` sockets of any family.
+    #[serde(default = "yes")]
+    pub raw: bool,
+    /// `AF_PACKET` sockets.
+    #[serde(default = "yes")]
+    pub packet: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SocketKinds {
+    fn default() -> Self {
+        Self {
+            raw: true,
+            packet: true,
+        }
+    }
+}
+
+impl SocketKinds {
+    /// The refused kinds, as the kernel program reads them.
+    pub fn denied_bits(&self) -> u32 {
+        let mut bits = 0;
+        if !self.raw {
+            bits |= palisade_common::DENY_RAW;
+        }
+        if !self.packet {
+            bits |= palisade_common::DENY_PACKET;
+        }
+        bits
+    }
 }
 
 /// Why a policy file was refused. `Display` gives `FILE:LINE: what`.
@@ -60,6 +103,7 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawNetwork {
     connect: Option<Spanned<Vec<Spanned<String>>>>,
+    sockets: Option<SocketKinds>,
 }
 
 impl Policy {
@@ -85,8 +129,11 @@ impl Policy {
             error(offset, e.message().trim_end().to_string())
         })?;
         let mut policy = Policy::default();
-        if let Some(list) = raw.network.and_then(|n| n.connect) {
-            policy.network.connect = Some(rule_list(path, text, "network.connect", list)?);
+        if let Some(network) = raw.network {
+            if let Some(list) = network.connect {
+                policy.network.connect = Some(rule_list(path, text, "network.connect", list)?);
+            }
+            policy.network.sockets = network.sockets.unwrap_or_default();
         }
         if let Some(resources) = raw.resources {
             policy.resources = resources.validate().map_err(|e| {
@@ -252,6 +299,24 @@ io_write_bps = ["254:0 5M"]
             e.to_string(),
             "p.toml:2: resources.cpu: invalid CPU count 0 (must be greater than 0)"
         );
+    }
+
+    #[test]
+    fn socket_kinds() {
+        let p = parse("[network]\nsockets = { raw = false }\n").unwrap();
+        assert_eq!(
+            p.network.sockets,
+            SocketKinds {
+                raw: false,
+                packet: true
+            }
+        );
+        assert_eq!(p.network.sockets.denied_bits(), palisade_common::DENY_RAW);
+        assert_eq!(parse("").unwrap().network.sockets.denied_bits(), 0);
+        let e = parse("[network]\nsockets = { raw = false, tcp = false }\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("tcp"), "{e}");
+        assert!(parse("[network]\nsockets = { raw = \"no\" }\n").is_err());
     }
 
     #[test]

@@ -86,6 +86,13 @@ fn compile(
 
 /// Compiles the default profile for x86_64.
 pub fn default_seccomp() -> Result<SeccompFilter, SecurityError> {
+    seccomp_for(false)
+}
+
+/// The default profile, plus `socket(AF_PACKET, …)` refused with EPERM when
+/// the policy says `sockets = { packet = false }` (the cgroup sock_create
+/// hook sees only inet sockets, so packet sockets are stopped here).
+pub fn seccomp_for(deny_packet_sockets: bool) -> Result<SeccompFilter, SecurityError> {
     let newuser = SeccompRule::new(vec![
         SeccompCondition::new(
             0,
@@ -107,6 +114,20 @@ pub fn default_seccomp() -> Result<SeccompFilter, SecurityError> {
     for &(nr, _) in FLAGGED {
         eperm.insert(nr, vec![newuser.clone()]);
         eperm.insert(nr | X32_BIT, vec![newuser.clone()]);
+    }
+    if deny_packet_sockets {
+        let packet = SeccompRule::new(vec![
+            SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                libc::AF_PACKET as u64,
+            )
+            .map_err(|e| SecurityError::Seccomp(e.to_string()))?,
+        ])
+        .map_err(|e| SecurityError::Seccomp(e.to_string()))?;
+        eperm.insert(libc::SYS_socket, vec![packet.clone()]);
+        eperm.insert(libc::SYS_socket | X32_BIT, vec![packet]);
     }
 
     // clone3 passes its flags in a struct the filter cannot read: ENOSYS
