@@ -217,3 +217,63 @@ fn raw_and_packet_sockets_can_be_refused() {
     let raw_only = sb.policy("[network]\nsockets = { raw = false }\n");
     assert_eq!(results(&raw_only), ["EPERM", "EPERM", "ok", "ok", "ok"]);
 }
+
+/// `bind = ["allow tcp 8080", "deny any"]` (with a free port for 8080):
+/// binding that port works, the next one is EPERM, UDP on it is EPERM (the
+/// rule names tcp), and an ephemeral bind (port 0) is judged by the port
+/// the kernel picks (post_bind): here EPERM, while a rule covering the
+/// ephemeral range allows it. connect()'s implicit bind is not a bind.
+#[test]
+fn bind_policy_by_port_and_protocol() {
+    let sb = Sandbox::new("bind");
+    let port = free_udp_port("127.0.0.1");
+    let next = if port == u16::MAX { port - 1 } else { port + 1 };
+    let listener = listen_tcp(&["127.0.0.1"]);
+    let script = format!(
+        "import errno, socket\n\
+         def try_bind(fam, kind, addr, p):\n\
+         \x20   s = socket.socket(fam, kind)\n\
+         \x20   try:\n\
+         \x20       s.bind((addr, p)); print('ok')\n\
+         \x20   except OSError as e:\n\
+         \x20       print(errno.errorcode[e.errno])\n\
+         \x20   s.close()\n\
+         T, U, V4, V6 = socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.AF_INET, socket.AF_INET6\n\
+         try_bind(V4, T, '127.0.0.1', {port})\n\
+         try_bind(V4, T, '127.0.0.1', {next})\n\
+         try_bind(V4, U, '127.0.0.1', {port})\n\
+         try_bind(V6, T, '::', {port})\n\
+         try_bind(V4, T, '127.0.0.1', 0)\n\
+         c = socket.create_connection(('127.0.0.1', {listener})); print('connect ok'); c.close()\n"
+    );
+    let run = |rules: &[&str]| {
+        let policy = sb.policy(&format!(
+            "[network]\nbind = [{}]\n",
+            rules
+                .iter()
+                .map(|r| format!("{r:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let out = sb.run(Some(&policy), &["python3", "-c", &script]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let only = format!("allow tcp {port}");
+    assert_eq!(
+        run(&[&only, "deny any"]),
+        ["ok", "EPERM", "EPERM", "ok", "EPERM", "connect ok"]
+    );
+    // The ephemeral range (net.ipv4.ip_local_port_range is within 1024-65535).
+    assert_eq!(
+        run(&[&only, "allow tcp 1024-65535", "deny any"]),
+        ["ok", "ok", "EPERM", "ok", "ok", "connect ok"]
+    );
+}

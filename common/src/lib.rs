@@ -13,13 +13,18 @@ pub mod program {
     pub const SENDMSG4: &str = "sendmsg4";
     pub const SENDMSG6: &str = "sendmsg6";
     pub const SOCK_CREATE: &str = "sock_create";
+    pub const BIND4: &str = "bind4";
+    pub const BIND6: &str = "bind6";
+    pub const POST_BIND4: &str = "post_bind4";
+    pub const POST_BIND6: &str = "post_bind6";
 }
 
 /// Names of the maps in the eBPF object.
 pub mod map {
     /// `HashMap<u64 cgroup id, CgroupPolicy>`.
     pub const CGROUP_POLICY: &str = "CGROUP_POLICY";
-    /// `LpmTrie<RuleKey, PrefixRules>` for connect/sendmsg rules.
+    /// `LpmTrie<RuleKey, PrefixRules>` for connect/sendmsg and bind rules
+    /// (told apart by [`super::TABLE_BIND`] in the key's family word).
     pub const CONNECT_RULES: &str = "CONNECT_RULES";
 }
 
@@ -36,6 +41,8 @@ pub const KEY_HEADER_BITS: u32 = 96;
 /// Address families as they are stored in [`RuleKey::family`].
 pub const FAMILY_V4: u32 = 4;
 pub const FAMILY_V6: u32 = 6;
+/// ORed into [`RuleKey::family`] for the bind rules; connect rules have 0.
+pub const TABLE_BIND: u32 = 0x100;
 
 /// IP protocol numbers a rule can name; [`PROTO_ANY`] matches every protocol.
 pub const PROTO_ANY: u8 = 0;
@@ -46,10 +53,11 @@ pub const PROTO_UDP: u8 = 17;
 pub const VERDICT_DENY: u8 = 0;
 pub const VERDICT_ALLOW: u8 = 1;
 
-/// [`CgroupPolicy::connect`]: no connect rules, every connect is allowed.
-pub const CONNECT_OPEN: u32 = 0;
-/// [`CgroupPolicy::connect`]: connects are decided by [`map::CONNECT_RULES`].
-pub const CONNECT_RULED: u32 = 1;
+/// [`CgroupPolicy::connect`] or [`CgroupPolicy::bind`]: no rules, all allowed.
+pub const LIST_OPEN: u32 = 0;
+/// [`CgroupPolicy::connect`] or [`CgroupPolicy::bind`]: decided by the rules
+/// in [`map::CONNECT_RULES`].
+pub const LIST_RULED: u32 = 1;
 
 /// [`CgroupPolicy::sockets`]: raw sockets (`SOCK_RAW`, any family) are refused.
 pub const DENY_RAW: u32 = 1;
@@ -63,10 +71,12 @@ pub const DENY_PACKET: u32 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CgroupPolicy {
-    /// [`CONNECT_OPEN`] or [`CONNECT_RULED`].
+    /// [`LIST_OPEN`] or [`LIST_RULED`].
     pub connect: u32,
     /// Socket kinds refused at creation: [`DENY_RAW`] | [`DENY_PACKET`].
     pub sockets: u32,
+    /// [`LIST_OPEN`] or [`LIST_RULED`].
+    pub bind: u32,
 }
 
 /// The data part of a longest-prefix-match key.
@@ -139,7 +149,7 @@ mod pod {
     unsafe impl aya::Pod for super::PrefixRules {}
 }
 
-const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 8);
+const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 12);
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 28);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 const _: () = assert!(core::mem::size_of::<PrefixRules>() == 4 + 8 * MAX_PORT_RULES);

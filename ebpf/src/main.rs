@@ -6,6 +6,7 @@
 #![no_main]
 
 mod maps;
+mod policy;
 mod sock;
 mod sock_addr;
 

@@ -1,33 +1,34 @@
-//! cgroup/sock_create: socket-type restriction.
+//! Socket hooks on the container's cgroup v2 directory:
+//! - cgroup/sock_create (BPF_CGROUP_INET_SOCK_CREATE, Linux 4.10): refuses
+//!   raw sockets when the policy says `sockets = { raw = false }`. It runs
+//!   for AF_INET and AF_INET6 sockets only, so packet sockets are refused
+//!   by the container's seccomp filter instead.
+//! - cgroup/post_bind4, post_bind6 (BPF_CGROUP_INET{4,6}_POST_BIND, 4.17):
+//!   judge every `bind()` by the `bind` rules once the port is known, so an
+//!   ephemeral bind (port 0) is judged by the port the kernel picked.
 //!
-//! Attach point: the container's cgroup v2 directory
-//! (BPF_CGROUP_INET_SOCK_CREATE, run for AF_INET and AF_INET6 sockets
-//! only, so packet sockets are refused by the container's seccomp filter
-//! instead). Reads `CGROUP_POLICY`; writes nothing. Minimum kernel 4.10.
-//! Returning 0 makes `socket()` fail with EPERM.
-//!
-//! Like the connect hooks, every palisade policy from the root cgroup down
-//! to the caller's is consulted and one refusal is enough; finding none
-//! (programs attached, maps not written) refuses: fail closed.
+//! Reads `CGROUP_POLICY` (and `CONNECT_RULES` through `policy`); writes
+//! nothing. Returning 0 makes the call fail with EPERM. As everywhere, every
+//! palisade policy from the root cgroup down is consulted, one refusal is
+//! enough, and finding none refuses: fail closed.
 
 use aya_ebpf::{
     helpers::generated::bpf_get_current_ancestor_cgroup_id, macros::cgroup_sock,
     programs::SockContext,
 };
-use palisade_common::DENY_RAW;
+use palisade_common::{DENY_RAW, FAMILY_V4, FAMILY_V6};
 
-use crate::maps::CGROUP_POLICY;
+use crate::{
+    maps::CGROUP_POLICY,
+    policy::{ALLOW, DENY, List, MAX_LEVELS, decide, normalise},
+};
 
-const ALLOW: i32 = 1;
-const DENY: i32 = 0;
 const SOCK_RAW: u32 = 3;
-/// Deepest cgroup level searched for policies, as in `sock_addr`.
-const MAX_LEVELS: i32 = 16;
 
 #[cgroup_sock(sock_create)]
 pub fn sock_create(ctx: SockContext) -> i32 {
-    // SAFETY: the kernel hands every cgroup/sock_create program a valid
-    // bpf_sock; the verifier checks each field access.
+    // SAFETY: the kernel hands every cgroup sock program a valid bpf_sock;
+    // the verifier checks each field access.
     let kind = unsafe { (*ctx.sock).type_ };
     let refused = if kind == SOCK_RAW { DENY_RAW } else { 0 };
     let mut found = false;
@@ -50,4 +51,39 @@ pub fn sock_create(ctx: SockContext) -> i32 {
         }
     }
     if found { ALLOW } else { DENY }
+}
+
+#[cgroup_sock(post_bind4)]
+pub fn post_bind4(ctx: SockContext) -> i32 {
+    // SAFETY: as in sock_create. src_port is in host byte order.
+    let (ip, port, proto) = unsafe {
+        let sk = &*ctx.sock;
+        (sk.src_ip4, sk.src_port, sk.protocol)
+    };
+    judged(FAMILY_V4, [ip, 0, 0, 0], port as u16, proto as u8)
+}
+
+#[cgroup_sock(post_bind6)]
+pub fn post_bind6(ctx: SockContext) -> i32 {
+    // SAFETY: as in post_bind4; src_ip6 is read one 32-bit word at a time.
+    let (ip, port, proto) = unsafe {
+        let sk = &*ctx.sock;
+        (
+            [sk.src_ip6[0], sk.src_ip6[1], sk.src_ip6[2], sk.src_ip6[3]],
+            sk.src_port,
+            sk.protocol,
+        )
+    };
+    judged(FAMILY_V6, ip, port as u16, proto as u8)
+}
+
+#[inline(always)]
+fn judged(family: u32, addr: [u32; 4], port: u16, proto: u8) -> i32 {
+    let (family, addr) = normalise(family, addr);
+    // Spelled out so the verifier sees a return value of 0 or 1.
+    if decide(List::Bind, family, addr, port, proto) == ALLOW {
+        ALLOW
+    } else {
+        DENY
+    }
 }

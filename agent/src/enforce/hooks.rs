@@ -51,6 +51,26 @@ pub(super) const HOOKS: &[Hook] = &[
         attach: Attach::SockAddr(CgroupSockAddrAttachType::UDPSendMsg6),
     },
     Hook {
+        program: program::BIND4,
+        name: "cgroup/bind4",
+        attach: Attach::SockAddr(CgroupSockAddrAttachType::Bind4),
+    },
+    Hook {
+        program: program::BIND6,
+        name: "cgroup/bind6",
+        attach: Attach::SockAddr(CgroupSockAddrAttachType::Bind6),
+    },
+    Hook {
+        program: program::POST_BIND4,
+        name: "cgroup/post_bind4",
+        attach: Attach::Sock(CgroupSockAttachType::PostBind4),
+    },
+    Hook {
+        program: program::POST_BIND6,
+        name: "cgroup/post_bind6",
+        attach: Attach::Sock(CgroupSockAttachType::PostBind6),
+    },
+    Hook {
         program: program::SOCK_CREATE,
         name: "cgroup/sock_create",
         attach: Attach::Sock(CgroupSockAttachType::SockCreate),

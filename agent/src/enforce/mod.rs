@@ -18,8 +18,8 @@ use aya::{
     programs::ProgramError,
 };
 use palisade_common::{
-    CONNECT_OPEN, CONNECT_RULED, CgroupPolicy, FAMILY_V4, FAMILY_V6, KEY_HEADER_BITS,
-    MAX_PORT_RULES, PrefixRules, RuleKey, map,
+    CgroupPolicy, FAMILY_V4, FAMILY_V6, KEY_HEADER_BITS, LIST_OPEN, LIST_RULED, MAX_PORT_RULES,
+    PrefixRules, RuleKey, TABLE_BIND, map,
 };
 use thiserror::Error;
 
@@ -250,47 +250,54 @@ impl Enforcer {
     }
 
     fn write_policy(&mut self, cgroup_id: u64, policy: &Policy) -> Result<(), EnforceError> {
-        let map_error = |map| map_error(map, cgroup_id);
-        let connect = match &policy.network.connect {
-            None => CONNECT_OPEN,
-            Some(rules) => {
-                let compiled = spec::compile(rules).map_err(EnforceError::Compile)?;
-                for entry in &compiled.entries {
-                    let family = match entry.family {
-                        Family::V4 => FAMILY_V4,
-                        Family::V6 => FAMILY_V6,
-                    };
-                    let key = Key::new(
-                        KEY_HEADER_BITS + u32::from(entry.prefix),
-                        RuleKey::new(cgroup_id, family, entry.words()),
-                    );
-                    let mut value = PrefixRules {
-                        count: entry.rules.len() as u32,
-                        ..Default::default()
-                    };
-                    debug_assert!(
-                        entry.rules.len() <= MAX_PORT_RULES,
-                        "compile bounds entries"
-                    );
-                    value.rules[..entry.rules.len()].copy_from_slice(&entry.rules);
-                    self.rules
-                        .insert(&key, value, 0)
-                        .map_err(map_error(map::CONNECT_RULES))?;
-                }
-                CONNECT_RULED
-            }
+        let connect = self.write_list(cgroup_id, 0, policy.network.connect.as_deref())?;
+        let bind = self.write_list(cgroup_id, TABLE_BIND, policy.network.bind.as_deref())?;
+        let value = CgroupPolicy {
+            connect,
+            sockets: policy.network.sockets.denied_bits(),
+            bind,
         };
         self.policies
-            .insert(
-                cgroup_id,
-                CgroupPolicy {
-                    connect,
-                    sockets: policy.network.sockets.denied_bits(),
-                },
-                0,
-            )
-            .map_err(map_error(map::CGROUP_POLICY))?;
+            .insert(cgroup_id, value, 0)
+            .map_err(map_error(map::CGROUP_POLICY, cgroup_id))?;
         Ok(())
+    }
+
+    /// Writes one rule list into the trie (under `table`); returns the
+    /// switch that says whether it applies.
+    fn write_list(
+        &mut self,
+        cgroup_id: u64,
+        table: u32,
+        rules: Option<&[spec::Rule]>,
+    ) -> Result<u32, EnforceError> {
+        let Some(rules) = rules else {
+            return Ok(LIST_OPEN);
+        };
+        let compiled = spec::compile(rules).map_err(EnforceError::Compile)?;
+        for entry in &compiled.entries {
+            let family = match entry.family {
+                Family::V4 => FAMILY_V4,
+                Family::V6 => FAMILY_V6,
+            };
+            let key = Key::new(
+                KEY_HEADER_BITS + u32::from(entry.prefix),
+                RuleKey::new(cgroup_id, family | table, entry.words()),
+            );
+            let mut value = PrefixRules {
+                count: entry.rules.len() as u32,
+                ..Default::default()
+            };
+            debug_assert!(
+                entry.rules.len() <= MAX_PORT_RULES,
+                "compile bounds entries"
+            );
+            value.rules[..entry.rules.len()].copy_from_slice(&entry.rules);
+            self.rules
+                .insert(&key, value, 0)
+                .map_err(map_error(map::CONNECT_RULES, cgroup_id))?;
+        }
+        Ok(LIST_RULED)
     }
 }
 

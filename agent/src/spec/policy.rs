@@ -28,6 +28,9 @@ pub struct NetworkPolicy {
     pub connect: Option<Vec<Rule>>,
     /// Which kinds of socket the container may create.
     pub sockets: SocketKinds,
+    /// Local addresses and ports the container may bind; `None` leaves
+    /// binds unrestricted.
+    pub bind: Option<Vec<Rule>>,
 }
 
 /// `[network] sockets = { raw = false, packet = false }`: `false` refuses
@@ -104,6 +107,7 @@ struct RawPolicy {
 struct RawNetwork {
     connect: Option<Spanned<Vec<Spanned<String>>>>,
     sockets: Option<SocketKinds>,
+    bind: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 impl Policy {
@@ -132,6 +136,9 @@ impl Policy {
         if let Some(network) = raw.network {
             if let Some(list) = network.connect {
                 policy.network.connect = Some(rule_list(path, text, "network.connect", list)?);
+            }
+            if let Some(list) = network.bind {
+                policy.network.bind = Some(rule_list(path, text, "network.bind", list)?);
             }
             policy.network.sockets = network.sockets.unwrap_or_default();
         }

@@ -2,7 +2,8 @@
 //! longest-prefix-match entries.
 //!
 //! Grammar: `allow|deny [tcp|udp|any] TARGET`, where TARGET is `any`,
-//! `any:PORTS`, `ADDR[/PREFIX][:PORTS]` or `[IPV6[/PREFIX]]:PORTS`, and PORTS
+//! `any:PORTS`, a bare `PORTS` (any address), `ADDR[/PREFIX][:PORTS]` or
+//! `[IPV6[/PREFIX]]:PORTS`, and PORTS
 //! is `PORT` or `PORT-PORT`. An IPv6 address without brackets carries no
 //! port (its colons are its own).
 //!
@@ -198,6 +199,10 @@ fn parse_target(text: &str) -> Result<(Target, (u16, u16)), RuleError> {
     }
     if let Some(ports) = text.strip_prefix("any:") {
         return Ok((Target::Any, parse_ports(ports)?));
+    }
+    // A bare PORT or PORT-PORT: any address (the usual bind rule).
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return Ok((Target::Any, parse_ports(text)?));
     }
     // [v6] or [v6/len], optionally followed by :PORTS.
     if let Some(inner) = text.strip_prefix('[') {
@@ -520,6 +525,9 @@ mod tests {
         assert_eq!(rule("allow ::1").ports, ALL_PORTS);
         assert_eq!(rule("allow 10.0.0.1:443").ports, (443, 443));
         assert_eq!(rule("allow tcp 10.0.0.0/8").ports, ALL_PORTS);
+        let bare = rule("allow tcp 8080");
+        assert_eq!((bare.target, bare.ports), (Target::Any, (8080, 8080)));
+        assert_eq!(rule("deny udp 8000-8999").ports, (8000, 8999));
         assert!(matches!(
             rule("allow 2001:db8::/32").target,
             Target::Net {
