@@ -226,8 +226,16 @@ fn raw_and_packet_sockets_can_be_refused() {
 #[test]
 fn bind_policy_by_port_and_protocol() {
     let sb = Sandbox::new("bind");
-    let port = free_udp_port("127.0.0.1");
-    let next = if port == u16::MAX { port - 1 } else { port + 1 };
+    // Two ports no one listens on (picked by the kernel, so free now).
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let port = free();
+    let next = std::iter::repeat_with(free).find(|&p| p != port).unwrap();
     let listener = listen_tcp(&["127.0.0.1"]);
     let script = format!(
         "import errno, socket\n\
@@ -276,4 +284,142 @@ fn bind_policy_by_port_and_protocol() {
         run(&[&only, "allow tcp 1024-65535", "deny any"]),
         ["ok", "ok", "EPERM", "ok", "ok", "connect ok"]
     );
+}
+
+/// `policy apply` while a container connects in a loop: every connect is
+/// judged by the old rule set or the new one, never by an empty or
+/// half-written one. 127.0.0.4 is allowed by both sets through different
+/// rules (a /32, then a /8), so any connect judged by a mixture or a gap
+/// would be refused; .2 and .3 swap verdicts, so both sets were seen.
+#[test]
+fn policy_apply_is_atomic_under_a_connect_loop() {
+    let sb = Sandbox::new("apply");
+    let port = listen_tcp(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    let old = sb.dir.join("old.toml");
+    let new = sb.dir.join("new.toml");
+    std::fs::write(&old, "[network]\nconnect = [\"allow tcp 127.0.0.2/32\", \"allow tcp 127.0.0.4/32\", \"deny any\"]\n").unwrap();
+    std::fs::write(
+        &new,
+        "[network]\nconnect = [\"deny 127.0.0.2/32\", \"allow tcp 127.0.0.0/8\", \"deny any\"]\n",
+    )
+    .unwrap();
+    let script = format!(
+        "import errno, socket, time\n\
+         end = time.monotonic() + 6\n\
+         while time.monotonic() < end:\n\
+         \x20   row = []\n\
+         \x20   for a in ('127.0.0.2', '127.0.0.3', '127.0.0.4'):\n\
+         \x20       s = socket.socket()\n\
+         \x20       try:\n\
+         \x20           s.connect((a, {port})); row.append('ok')\n\
+         \x20       except OSError as e:\n\
+         \x20           row.append(errno.errorcode[e.errno])\n\
+         \x20       s.close()\n\
+         \x20   print(' '.join(row), flush=True)\n"
+    );
+    let child = sb
+        .palisade()
+        .args(["run", "--name", &sb.name, "--policy"])
+        .arg(&old)
+        .args(["--", "python3", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sb.wait_running();
+    for i in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let file = if i % 2 == 0 { &new } else { &old };
+        let out = sb
+            .palisade()
+            .args(["policy", "apply", &sb.name])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let rows: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(
+        rows.len() > 50,
+        "too few connects to mean anything: {}",
+        rows.len()
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for row in &rows {
+        let r: Vec<&str> = row.split(' ').collect();
+        assert_eq!(r.len(), 3, "{row}");
+        assert_eq!(
+            r[2], "ok",
+            "127.0.0.4 is allowed by both sets; refused means a gap: {row}"
+        );
+        for (target, result) in r[..2].iter().enumerate() {
+            assert!(["ok", "EPERM"].contains(result), "{row}");
+            seen.insert((target, *result));
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        4,
+        "both rule sets were in force at some point: {seen:?}"
+    );
+}
+
+/// A bad file given to `policy apply` changes nothing, and `policy show`
+/// reads what is in force back from the kernel.
+#[test]
+fn policy_show_reads_the_maps_and_a_bad_apply_changes_nothing() {
+    let sb = Sandbox::new("show");
+    let policy = sb.connect_policy(&["allow tcp 127.0.0.1/32:8000-8999", "deny any"]);
+    let out = sb
+        .palisade()
+        .args(["run", "-d", "--name", &sb.name, "--policy"])
+        .arg(&policy)
+        .args(["--", "sleep", "600"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let show = || {
+        let out = sb
+            .palisade()
+            .args(["policy", "show", &sb.name, "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let before = show();
+    let entry = before["connect"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["prefix"] == "127.0.0.1/32")
+        .expect("the /32 entry");
+    assert_eq!(entry["rules"][0], "allow tcp ports 8000-8999");
+    let bad = sb.dir.join("bad.toml");
+    std::fs::write(&bad, "[network]\nconnect = [\n  \"allow tcp 127.0.0.1\",\n  \"allow tcp 127.0.0.1:9-1\",\n  \"deny any\",\n]\n").unwrap();
+    let out = sb
+        .palisade()
+        .args(["policy", "apply", &sb.name])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":4:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(show(), before, "nothing changed");
 }

@@ -43,6 +43,9 @@ pub const FAMILY_V4: u32 = 4;
 pub const FAMILY_V6: u32 = 6;
 /// ORed into [`RuleKey::family`] for the bind rules; connect rules have 0.
 pub const TABLE_BIND: u32 = 0x100;
+/// ORed into [`RuleKey::family`] for rules of generation 1 (see
+/// [`CgroupPolicy::generation`]); generation 0 has none.
+pub const GENERATION_BIT: u32 = 0x200;
 
 /// IP protocol numbers a rule can name; [`PROTO_ANY`] matches every protocol.
 pub const PROTO_ANY: u8 = 0;
@@ -77,6 +80,10 @@ pub struct CgroupPolicy {
     pub sockets: u32,
     /// [`LIST_OPEN`] or [`LIST_RULED`].
     pub bind: u32,
+    /// Which of two rule generations in [`map::CONNECT_RULES`] is in force
+    /// (0 or 1). A policy update writes the other generation, then flips
+    /// this with one map update: no lookup ever sees a half-written set.
+    pub generation: u32,
 }
 
 /// The data part of a longest-prefix-match key.
@@ -149,7 +156,7 @@ mod pod {
     unsafe impl aya::Pod for super::PrefixRules {}
 }
 
-const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 12);
+const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 16);
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 28);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 const _: () = assert!(core::mem::size_of::<PrefixRules>() == 4 + 8 * MAX_PORT_RULES);

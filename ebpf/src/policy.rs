@@ -5,8 +5,8 @@
 
 use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
 use palisade_common::{
-    FAMILY_V4, KEY_HEADER_BITS, LIST_OPEN, MAX_PORT_RULES, PROTO_ANY, RuleKey, TABLE_BIND,
-    VERDICT_ALLOW,
+    FAMILY_V4, GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN, MAX_PORT_RULES, PROTO_ANY, RuleKey,
+    TABLE_BIND, VERDICT_ALLOW,
 };
 
 use crate::maps::{CGROUP_POLICY, CONNECT_RULES};
@@ -56,24 +56,30 @@ pub fn decide(list: List, family: u32, addr: [u32; 4], port: u16, proto: u8) -> 
         // SAFETY: a non-null pointer to a map value, only read. Volatile
         // keeps the compiler from hoisting the read above the null check,
         // which the verifier would refuse.
-        let mode = unsafe {
-            match list {
+        let (mode, generation) = unsafe {
+            let mode = match list {
                 List::Connect => core::ptr::read_volatile(&(*policy).connect),
                 List::Bind => core::ptr::read_volatile(&(*policy).bind),
-            }
+            };
+            (mode, core::ptr::read_volatile(&(*policy).generation))
         };
-        if mode != LIST_OPEN && judge(cgroup, list, family, addr, port, proto) == DENY {
+        let table = match (list, generation) {
+            (List::Connect, 0) => 0,
+            (List::Connect, _) => GENERATION_BIT,
+            (List::Bind, 0) => TABLE_BIND,
+            (List::Bind, _) => TABLE_BIND | GENERATION_BIT,
+        };
+        if mode != LIST_OPEN && judge(cgroup, table, family, addr, port, proto) == DENY {
             return DENY;
         }
     }
     if found { ALLOW } else { DENY }
 }
 
-/// One container's rule list applied.
+/// One container's rule list (`table`: list and generation bits) applied.
 #[inline(always)]
-fn judge(cgroup: u64, list: List, family: u32, addr: [u32; 4], port: u16, proto: u8) -> i32 {
+fn judge(cgroup: u64, table: u32, family: u32, addr: [u32; 4], port: u16, proto: u8) -> i32 {
     let max_bits = if family == FAMILY_V4 { 32 } else { 128 };
-    let table = if list == List::Bind { TABLE_BIND } else { 0 };
     let key = aya_ebpf::maps::lpm_trie::Key::new(
         KEY_HEADER_BITS + max_bits,
         RuleKey::new(cgroup, family | table, addr),

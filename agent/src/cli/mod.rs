@@ -4,6 +4,7 @@
 
 mod exec;
 mod lifecycle;
+mod policy;
 mod run;
 
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ pub enum Command {
     Rm(lifecycle::RmArgs),
     Wait(lifecycle::WaitArgs),
     Logs(lifecycle::LogsArgs),
+    Policy(policy::PolicyArgs),
 }
 
 /// Exit status for bad input: a bad flag, name or policy file.
@@ -74,6 +76,7 @@ pub fn main() -> i32 {
         Command::Rm(args) => lifecycle::rm(&root, args),
         Command::Wait(args) => lifecycle::wait(&root, args),
         Command::Logs(args) => lifecycle::logs(&root, args),
+        Command::Policy(args) => policy::execute(&root, args),
     }
 }
 

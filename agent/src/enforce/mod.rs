@@ -18,8 +18,8 @@ use aya::{
     programs::ProgramError,
 };
 use palisade_common::{
-    CgroupPolicy, FAMILY_V4, FAMILY_V6, KEY_HEADER_BITS, LIST_OPEN, LIST_RULED, MAX_PORT_RULES,
-    PrefixRules, RuleKey, TABLE_BIND, map,
+    CgroupPolicy, FAMILY_V4, FAMILY_V6, GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN, LIST_RULED,
+    MAX_PORT_RULES, PrefixRules, RuleKey, TABLE_BIND, map,
 };
 use thiserror::Error;
 
@@ -197,7 +197,7 @@ impl Enforcer {
         cgroup_id: u64,
         policy: &Policy,
     ) -> Result<(), EnforceError> {
-        self.write_policy(cgroup_id, policy)?;
+        self.write_policy(cgroup_id, policy, 0)?;
         let cgroup = File::open(cgroup_dir).map_err(|source| EnforceError::Cgroup {
             path: cgroup_dir.to_path_buf(),
             source,
@@ -233,33 +233,114 @@ impl Enforcer {
                 });
             }
         }
-        let map_error = |map| map_error(map, cgroup_id);
         let _ = self.policies.remove(&cgroup_id);
-        let ours: Vec<Key<RuleKey>> = self
-            .rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.data().cgroup == RuleKey::new(cgroup_id, 0, [0; 4]).cgroup)
-            .collect();
-        for key in ours {
-            self.rules
-                .remove(&key)
-                .map_err(map_error(map::CONNECT_RULES))?;
-        }
-        Ok(())
+        self.delete_rules(cgroup_id, |_| true)
     }
 
-    fn write_policy(&mut self, cgroup_id: u64, policy: &Policy) -> Result<(), EnforceError> {
-        let connect = self.write_list(cgroup_id, 0, policy.network.connect.as_deref())?;
-        let bind = self.write_list(cgroup_id, TABLE_BIND, policy.network.bind.as_deref())?;
+    /// Writes `policy`'s rules as `generation`, then makes that generation
+    /// the one in force with a single update of the cgroup's entry.
+    fn write_policy(
+        &mut self,
+        cgroup_id: u64,
+        policy: &Policy,
+        generation: u32,
+    ) -> Result<(), EnforceError> {
+        let gen_bit = if generation == 0 { 0 } else { GENERATION_BIT };
+        let connect = self.write_list(cgroup_id, gen_bit, policy.network.connect.as_deref())?;
+        let bind = self.write_list(
+            cgroup_id,
+            gen_bit | TABLE_BIND,
+            policy.network.bind.as_deref(),
+        )?;
         let value = CgroupPolicy {
             connect,
             sockets: policy.network.sockets.denied_bits(),
             bind,
+            generation,
         };
         self.policies
             .insert(cgroup_id, value, 0)
             .map_err(map_error(map::CGROUP_POLICY, cgroup_id))?;
+        Ok(())
+    }
+
+    /// Replaces a running container's network policy atomically: the new
+    /// rules go in as the generation not in force, one map update switches
+    /// to them, then the old generation's entries are deleted. A connect
+    /// judged meanwhile sees the old set or the new one, never a mixture.
+    pub fn update(&mut self, cgroup_id: u64, policy: &Policy) -> Result<(), EnforceError> {
+        let current = self
+            .policies
+            .get(&cgroup_id, 0)
+            .map_err(|e| EnforceError::Map {
+                map: map::CGROUP_POLICY,
+                cgroup_id,
+                reason: format!("no policy in force ({})", chain(&e)),
+            })?;
+        let next = 1 - current.generation.min(1);
+        // Whatever a failed update left in the next generation goes first.
+        self.delete_rules(cgroup_id, |family| generation_of(family) == next)?;
+        self.write_policy(cgroup_id, policy, next)?;
+        self.delete_rules(cgroup_id, |family| generation_of(family) != next)
+    }
+
+    /// What is in force for `cgroup_id`, read back from the maps.
+    pub fn show(&self, cgroup_id: u64) -> Result<InForce, EnforceError> {
+        let current = self
+            .policies
+            .get(&cgroup_id, 0)
+            .map_err(|e| EnforceError::Map {
+                map: map::CGROUP_POLICY,
+                cgroup_id,
+                reason: format!("no policy in force ({})", chain(&e)),
+            })?;
+        let mut connect = Vec::new();
+        let mut bind = Vec::new();
+        for item in self.rules.iter() {
+            let (key, value) = item.map_err(map_error(map::CONNECT_RULES, cgroup_id))?;
+            let data = key.data();
+            if data.cgroup != RuleKey::new(cgroup_id, 0, [0; 4]).cgroup
+                || generation_of(data.family) != current.generation
+            {
+                continue;
+            }
+            let entry = InForceEntry::from_kernel(key.prefix_len(), data, &value);
+            if data.family & TABLE_BIND != 0 {
+                bind.push(entry)
+            } else {
+                connect.push(entry)
+            }
+        }
+        connect.sort();
+        bind.sort();
+        Ok(InForce {
+            generation: current.generation,
+            connect: (current.connect == LIST_RULED).then_some(connect),
+            bind: (current.bind == LIST_RULED).then_some(bind),
+            raw_sockets: current.sockets & palisade_common::DENY_RAW == 0,
+            packet_sockets: current.sockets & palisade_common::DENY_PACKET == 0,
+        })
+    }
+
+    fn delete_rules(
+        &mut self,
+        cgroup_id: u64,
+        which: impl Fn(u32) -> bool,
+    ) -> Result<(), EnforceError> {
+        let ours: Vec<Key<RuleKey>> = self
+            .rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                k.data().cgroup == RuleKey::new(cgroup_id, 0, [0; 4]).cgroup
+                    && which(k.data().family)
+            })
+            .collect();
+        for key in ours {
+            self.rules
+                .remove(&key)
+                .map_err(map_error(map::CONNECT_RULES, cgroup_id))?;
+        }
         Ok(())
     }
 
@@ -298,6 +379,67 @@ impl Enforcer {
                 .map_err(map_error(map::CONNECT_RULES, cgroup_id))?;
         }
         Ok(LIST_RULED)
+    }
+}
+
+/// The generation (0 or 1) a rule key's family word belongs to.
+fn generation_of(family: u32) -> u32 {
+    u32::from(family & GENERATION_BIT != 0)
+}
+
+/// A container's policy as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InForce {
+    pub generation: u32,
+    /// `None`: no connect rules (everything allowed).
+    pub connect: Option<Vec<InForceEntry>>,
+    pub bind: Option<Vec<InForceEntry>>,
+    pub raw_sockets: bool,
+    pub packet_sockets: bool,
+}
+
+/// One longest-prefix entry: the peers it covers and the port rules that
+/// decide for them, in the order the program tries them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct InForceEntry {
+    pub prefix: String,
+    pub rules: Vec<String>,
+}
+
+impl InForceEntry {
+    fn from_kernel(prefix_len: u32, key: RuleKey, value: &PrefixRules) -> Self {
+        let bits = prefix_len.saturating_sub(KEY_HEADER_BITS);
+        let bytes: Vec<u8> = key.addr.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let prefix = if key.family & 0xff == FAMILY_V4 {
+            format!(
+                "{}/{bits}",
+                std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])
+            )
+        } else {
+            let v6: [u8; 16] = bytes.try_into().expect("16 bytes");
+            format!("{}/{bits}", std::net::Ipv6Addr::from(v6))
+        };
+        let rules = value.rules[..(value.count as usize).min(MAX_PORT_RULES)]
+            .iter()
+            .map(|r| {
+                let verdict = if r.verdict == palisade_common::VERDICT_ALLOW {
+                    "allow"
+                } else {
+                    "deny"
+                };
+                let proto = match r.proto {
+                    palisade_common::PROTO_TCP => "tcp",
+                    palisade_common::PROTO_UDP => "udp",
+                    _ => "any",
+                };
+                match (r.port_lo, r.port_hi) {
+                    (0, u16::MAX) => format!("{verdict} {proto}"),
+                    (lo, hi) if lo == hi => format!("{verdict} {proto} port {lo}"),
+                    (lo, hi) => format!("{verdict} {proto} ports {lo}-{hi}"),
+                }
+            })
+            .collect();
+        Self { prefix, rules }
     }
 }
 

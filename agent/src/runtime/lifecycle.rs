@@ -16,7 +16,7 @@ use super::{
     RuntimeError,
     state::{State, StateRoot, Status},
 };
-use crate::{enforce::Enforcer, enforce::Pins, sys::pidfd};
+use crate::{enforce::Pins, sys::pidfd};
 
 /// Every container in the state root.
 pub fn ps(root: &StateRoot) -> Result<Vec<State>, RuntimeError> {
@@ -120,7 +120,7 @@ pub fn remove(root: &StateRoot, name: &str, force: bool) -> Result<(), RuntimeEr
 /// What a monitor does after its container exits, for one that is gone.
 fn clean_up_after(root: &StateRoot, state: &State) -> Result<(), RuntimeError> {
     if let Some(id) = state.cgroup_id {
-        let mut enforcer = Enforcer::open(Pins::for_state_root(root.dir()))?;
+        let mut enforcer = super::policy::open_enforcer(root, &Pins::for_state_root(root.dir()))?;
         enforcer.release(&state.name, id)?;
     }
     for dir in state.cgroups.iter().rev() {

@@ -11,7 +11,7 @@ use std::{
 };
 
 use nix::{
-    fcntl::{Flock, FlockArg, OFlag},
+    fcntl::OFlag,
     sys::{
         signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask},
         wait::waitpid,
@@ -267,26 +267,15 @@ fn start(
     let cgroup_id = cgroups.id()?;
     state.cgroup_id = Some(cgroup_id);
     state.cgroups = cgroups.dirs().map(|d| d.to_path_buf()).collect();
-    {
-        // One process at a time loads and pins a new build's programs.
-        let lock_path = root.dir().join(".bpf.lock");
-        let lock_file = File::create(&lock_path).map_err(|e| RuntimeError::Setup {
-            step: "create the state root's lock",
-            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-        })?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| {
-            RuntimeError::Setup {
-                step: "lock the state root",
-                errno: e,
-            }
-        })?;
-        *enforcer = Some(
-            Enforcer::open(pins.clone()).map_err(|source| RuntimeError::Load {
+    *enforcer = Some(
+        super::policy::open_enforcer(root, pins).map_err(|e| match e {
+            RuntimeError::Enforce(source) => RuntimeError::Load {
                 cgroup: cgroups.unified().to_path_buf(),
                 source,
-            })?,
-        );
-    }
+            },
+            other => other,
+        })?,
+    );
     crate::cgroups::apply(cgroups, &spec.policy.resources)?;
     enforcer.as_mut().expect("just set").police(
         &spec.name,

@@ -1,0 +1,91 @@
+//! `palisade policy apply | show`: a running container's network policy.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::{
+    runtime::{self, StateRoot},
+    spec::Policy,
+};
+
+#[derive(Debug, Args)]
+#[command(about = "Replace or show a running container's network policy")]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Replace the network policy ([network]) atomically: every connect,
+    /// send and bind is judged by the old rules or the new ones, never a
+    /// mixture. A bad file changes nothing (exit 2).
+    Apply {
+        name: String,
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the policy in force, read back from the kernel maps.
+    Show {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
+    match args.command {
+        PolicyCommand::Apply { name, file } => {
+            let policy = match Policy::load(&file) {
+                Ok(p) => p,
+                Err(e) => {
+                    super::report(&e);
+                    return super::EXIT_BAD_INPUT;
+                }
+            };
+            if !policy.resources.is_empty() {
+                eprintln!(
+                    "palisade: warning: {}: [resources] is set when a container starts; not applied",
+                    file.display()
+                );
+            }
+            match runtime::apply_policy(root, &name, &policy) {
+                Ok(()) => 0,
+                Err(e) => super::failed(e),
+            }
+        }
+        PolicyCommand::Show { name, json } => match runtime::show_policy(root, &name) {
+            Ok(in_force) if json => {
+                println!("{}", serde_json::to_string_pretty(&in_force).expect("json"));
+                0
+            }
+            Ok(in_force) => {
+                println!("generation {}", in_force.generation);
+                println!(
+                    "sockets: raw {}, packet {}",
+                    allowed(in_force.raw_sockets),
+                    allowed(in_force.packet_sockets)
+                );
+                for (list, entries) in [("connect", &in_force.connect), ("bind", &in_force.bind)] {
+                    match entries {
+                        None => println!("{list}: no rules (everything allowed)"),
+                        Some(entries) => {
+                            println!("{list}:");
+                            for e in entries {
+                                println!("  {:<44} {}", e.prefix, e.rules.join(", then "));
+                            }
+                        }
+                    }
+                }
+                0
+            }
+            Err(e) => super::failed(e),
+        },
+    }
+}
+
+fn allowed(yes: bool) -> &'static str {
+    if yes { "allowed" } else { "refused" }
+}

@@ -1,0 +1,70 @@
+//! `policy apply` and `policy show` on a running container: its network
+//! policy replaced atomically in the kernel maps, or read back from them.
+
+use std::fs::File;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::{RuntimeError, StateRoot, Status};
+use crate::{
+    enforce::{Enforcer, InForce, Pins},
+    spec::Policy,
+};
+
+/// Opens the pinned programs and maps of this build, loading and pinning
+/// them if needed; one process at a time (a lock file in the state root),
+/// so concurrent first runs do not both pin.
+pub(super) fn open_enforcer(root: &StateRoot, pins: &Pins) -> Result<Enforcer, RuntimeError> {
+    let io = |step| {
+        move |e: std::io::Error| RuntimeError::Setup {
+            step,
+            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        }
+    };
+    std::fs::create_dir_all(root.dir()).map_err(io("create the state root"))?;
+    let lock_file =
+        File::create(root.dir().join(".bpf.lock")).map_err(io("create the state root's lock"))?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, errno)| {
+        RuntimeError::Setup {
+            step: "lock the state root",
+            errno,
+        }
+    })?;
+    Ok(Enforcer::open(pins.clone())?)
+}
+
+/// The cgroup id of a running container.
+fn running_cgroup(root: &StateRoot, name: &str) -> Result<(u64, super::State), RuntimeError> {
+    let state = root.load(name)?;
+    match (state.status, state.cgroup_id) {
+        (Status::Running, Some(id)) => Ok((id, state)),
+        _ => Err(RuntimeError::WrongStatus {
+            name: name.to_string(),
+            status: state.status.to_string(),
+        }),
+    }
+}
+
+/// Replaces the network policy of a running container. The file has been
+/// validated completely before this is called; nothing changes on error.
+/// Resource limits are set when a container starts; `[resources]` in the
+/// file is not applied (the caller says so).
+pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(), RuntimeError> {
+    let (cgroup_id, state) = running_cgroup(root, name)?;
+    if state.exec.deny_packet_sockets == policy.network.sockets.packet {
+        return Err(RuntimeError::Invalid {
+            what: "network.sockets.packet",
+            value: policy.network.sockets.packet.to_string(),
+            why: "cannot change on a running container (its seccomp filter enforces it)",
+        });
+    }
+    let mut enforcer = open_enforcer(root, &Pins::for_state_root(root.dir()))?;
+    Ok(enforcer.update(cgroup_id, policy)?)
+}
+
+/// The policy in force for a running container, from the kernel maps.
+pub fn show_policy(root: &StateRoot, name: &str) -> Result<InForce, RuntimeError> {
+    let (cgroup_id, _) = running_cgroup(root, name)?;
+    let enforcer = open_enforcer(root, &Pins::for_state_root(root.dir()))?;
+    Ok(enforcer.show(cgroup_id)?)
+}
