@@ -423,3 +423,68 @@ fn policy_show_reads_the_maps_and_a_bad_apply_changes_nothing() {
     );
     assert_eq!(show(), before, "nothing changed");
 }
+
+/// `accept = ["allow 127.0.0.1/32", "deny any"]`: a listener in the
+/// container accepts a client from 127.0.0.1 while a client bound to
+/// 127.0.0.3 never gets through: its SYN is dropped (a timeout, not a
+/// reset), and the listener never sees it. UDP datagrams likewise.
+#[test]
+fn accept_policy_drops_inbound_from_refused_peers() {
+    let sb = Sandbox::new("accept");
+    let policy = sb.policy("[network]\naccept = [\"allow 127.0.0.1/32\", \"deny any\"]\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!(
+        "import socket, select\n\
+         t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(('0.0.0.0', {port})); t.listen()\n\
+         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('0.0.0.0', {port}))\n\
+         print('ready', flush=True)\n\
+         while True:\n\
+         \x20   r, _, _ = select.select([t, u], [], [])\n\
+         \x20   if t in r:\n\
+         \x20       c, a = t.accept(); print('tcp', a[0], flush=True); c.close()\n\
+         \x20   if u in r:\n\
+         \x20       d, a = u.recvfrom(100); print('udp', a[0], flush=True)\n"
+    );
+    let mut container = sb
+        .palisade()
+        .args(["run", "--name", &sb.name, "--policy"])
+        .arg(&policy)
+        .args(["--", "python3", "-u", "-c", &server])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(container.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    assert_eq!(tcp_from("127.0.0.1", port), "ok");
+    assert_eq!(tcp_from("127.0.0.3", port), "timeout", "dropped, not reset");
+    for src in ["127.0.0.3", "127.0.0.1"] {
+        let u = std::net::UdpSocket::bind((src, 0)).unwrap();
+        u.send_to(b"x", ("127.0.0.1", port)).unwrap();
+    }
+    // The listener saw exactly the allowed ones, in order.
+    assert_eq!(lines.next().unwrap().unwrap(), "tcp 127.0.0.1");
+    assert_eq!(lines.next().unwrap().unwrap(), "udp 127.0.0.1");
+    let pid = sb.wait_running();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+    let _ = container.wait();
+}
+
+/// Connects to 127.0.0.1:`port` from a socket bound to `src` (python:
+/// std cannot bind before connecting): "ok", "timeout" or the errno.
+fn tcp_from(src: &str, port: u16) -> String {
+    let script = format!(
+        "import socket\ns = socket.socket(); s.bind(('{src}', 0)); s.settimeout(2)\ntry:\n    s.connect(('127.0.0.1', {port})); print('ok')\nexcept socket.timeout:\n    print('timeout')\nexcept OSError as e:\n    print(e.errno)\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

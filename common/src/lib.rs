@@ -17,6 +17,7 @@ pub mod program {
     pub const BIND6: &str = "bind6";
     pub const POST_BIND4: &str = "post_bind4";
     pub const POST_BIND6: &str = "post_bind6";
+    pub const INGRESS: &str = "ingress";
 }
 
 /// Names of the maps in the eBPF object.
@@ -43,6 +44,8 @@ pub const FAMILY_V4: u32 = 4;
 pub const FAMILY_V6: u32 = 6;
 /// ORed into [`RuleKey::family`] for the bind rules; connect rules have 0.
 pub const TABLE_BIND: u32 = 0x100;
+/// ORed into [`RuleKey::family`] for the accept rules.
+pub const TABLE_ACCEPT: u32 = 0x400;
 /// ORed into [`RuleKey::family`] for rules of generation 1 (see
 /// [`CgroupPolicy::generation`]); generation 0 has none.
 pub const GENERATION_BIT: u32 = 0x200;
@@ -80,6 +83,8 @@ pub struct CgroupPolicy {
     pub sockets: u32,
     /// [`LIST_OPEN`] or [`LIST_RULED`].
     pub bind: u32,
+    /// [`LIST_OPEN`] or [`LIST_RULED`].
+    pub accept: u32,
     /// Which of two rule generations in [`map::CONNECT_RULES`] is in force
     /// (0 or 1). A policy update writes the other generation, then flips
     /// this with one map update: no lookup ever sees a half-written set.
@@ -156,7 +161,7 @@ mod pod {
     unsafe impl aya::Pod for super::PrefixRules {}
 }
 
-const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 16);
+const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 20);
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 28);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 const _: () = assert!(core::mem::size_of::<PrefixRules>() == 4 + 8 * MAX_PORT_RULES);

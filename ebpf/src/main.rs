@@ -7,6 +7,7 @@
 
 mod maps;
 mod policy;
+mod skb;
 mod sock;
 mod sock_addr;
 

@@ -6,7 +6,7 @@
 use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
 use palisade_common::{
     FAMILY_V4, GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN, MAX_PORT_RULES, PROTO_ANY, RuleKey,
-    TABLE_BIND, VERDICT_ALLOW,
+    TABLE_ACCEPT, TABLE_BIND, VERDICT_ALLOW,
 };
 
 use crate::maps::{CGROUP_POLICY, CONNECT_RULES};
@@ -24,6 +24,7 @@ pub const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 pub enum List {
     Connect,
     Bind,
+    Accept,
 }
 
 /// IPv4-mapped IPv6 addresses are judged as IPv4: an AF_INET6 socket must
@@ -38,14 +39,35 @@ pub fn normalise(family: u32, addr: [u32; 4]) -> (u32, [u32; 4]) {
 }
 
 /// ALLOW or DENY for `addr` (memory order words), `port` (host order) and
-/// IP protocol `proto`.
+/// IP protocol `proto`, for the calling task's cgroup.
 #[inline(always)]
 pub fn decide(list: List, family: u32, addr: [u32; 4], port: u16, proto: u8) -> i32 {
+    // SAFETY: the helper has no preconditions; past the caller's own level
+    // it returns 0.
+    decide_for(
+        |level| unsafe { bpf_get_current_ancestor_cgroup_id(level) },
+        list,
+        family,
+        addr,
+        port,
+        proto,
+    )
+}
+
+/// As [`decide`], for the cgroup whose ancestors `ancestor(level)` gives
+/// (0 past its own level): a packet's socket's cgroup, say.
+#[inline(always)]
+pub fn decide_for(
+    ancestor: impl Fn(i32) -> u64,
+    list: List,
+    family: u32,
+    addr: [u32; 4],
+    port: u16,
+    proto: u8,
+) -> i32 {
     let mut found = false;
     for level in 0..MAX_LEVELS {
-        // SAFETY: the helper has no preconditions; past the caller's own
-        // level it returns 0.
-        let cgroup = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        let cgroup = ancestor(level);
         if cgroup == 0 {
             break;
         }
@@ -60,14 +82,19 @@ pub fn decide(list: List, family: u32, addr: [u32; 4], port: u16, proto: u8) -> 
             let mode = match list {
                 List::Connect => core::ptr::read_volatile(&(*policy).connect),
                 List::Bind => core::ptr::read_volatile(&(*policy).bind),
+                List::Accept => core::ptr::read_volatile(&(*policy).accept),
             };
             (mode, core::ptr::read_volatile(&(*policy).generation))
         };
-        let table = match (list, generation) {
-            (List::Connect, 0) => 0,
-            (List::Connect, _) => GENERATION_BIT,
-            (List::Bind, 0) => TABLE_BIND,
-            (List::Bind, _) => TABLE_BIND | GENERATION_BIT,
+        let list_bits = match list {
+            List::Connect => 0,
+            List::Bind => TABLE_BIND,
+            List::Accept => TABLE_ACCEPT,
+        };
+        let table = if generation == 0 {
+            list_bits
+        } else {
+            list_bits | GENERATION_BIT
         };
         if mode != LIST_OPEN && judge(cgroup, table, family, addr, port, proto) == DENY {
             return DENY;

@@ -68,7 +68,11 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                     allowed(in_force.raw_sockets),
                     allowed(in_force.packet_sockets)
                 );
-                for (list, entries) in [("connect", &in_force.connect), ("bind", &in_force.bind)] {
+                for (list, entries) in [
+                    ("connect", &in_force.connect),
+                    ("bind", &in_force.bind),
+                    ("accept", &in_force.accept),
+                ] {
                     match entries {
                         None => println!("{list}: no rules (everything allowed)"),
                         Some(entries) => {

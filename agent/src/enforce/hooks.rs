@@ -1,6 +1,6 @@
 //! The hooks a container gets, and the two program types behind them:
-//! cgroup sock_addr programs (connect, sendmsg) and cgroup sock programs
-//! (socket creation). Each is loaded and pinned once per build, opened
+//! cgroup sock_addr programs (connect, sendmsg, bind), cgroup sock programs
+//! (socket creation, post-bind) and a cgroup skb program (ingress). Each is loaded and pinned once per build, opened
 //! from its pin and attached per container as a pinned BPF link.
 
 use std::{fs::File, path::Path};
@@ -8,8 +8,8 @@ use std::{fs::File, path::Path};
 use aya::{
     Ebpf,
     programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockAddrAttachType,
-        CgroupSockAttachType, ProgramError, links::FdLink,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+        CgroupSockAddrAttachType, CgroupSockAttachType, ProgramError, links::FdLink,
     },
 };
 use palisade_common::program;
@@ -19,6 +19,7 @@ use palisade_common::program;
 pub(super) enum Attach {
     SockAddr(CgroupSockAddrAttachType),
     Sock(CgroupSockAttachType),
+    Skb(CgroupSkbAttachType),
 }
 
 /// A hook: its program's name in the object, its name for people (also
@@ -71,6 +72,11 @@ pub(super) const HOOKS: &[Hook] = &[
         attach: Attach::Sock(CgroupSockAttachType::PostBind6),
     },
     Hook {
+        program: program::INGRESS,
+        name: "cgroup_skb/ingress",
+        attach: Attach::Skb(CgroupSkbAttachType::Ingress),
+    },
+    Hook {
         program: program::SOCK_CREATE,
         name: "cgroup/sock_create",
         attach: Attach::Sock(CgroupSockAttachType::SockCreate),
@@ -81,6 +87,7 @@ pub(super) const HOOKS: &[Hook] = &[
 pub(super) enum Program {
     SockAddr(CgroupSockAddr),
     Sock(CgroupSock),
+    Skb(CgroupSkb, CgroupSkbAttachType),
 }
 
 impl Program {
@@ -89,6 +96,7 @@ impl Program {
         Ok(match attach {
             Attach::SockAddr(t) => Program::SockAddr(CgroupSockAddr::from_pin(path, t)?),
             Attach::Sock(t) => Program::Sock(CgroupSock::from_pin(path, t)?),
+            Attach::Skb(t) => Program::Skb(CgroupSkb::from_pin(path, t)?, t),
         })
     }
 
@@ -107,6 +115,10 @@ impl Program {
                 let id = p.attach(cgroup, CgroupAttachMode::Single)?;
                 FdLink::try_from(p.take_link(id)?)?
             }
+            Program::Skb(p, t) => {
+                let id = p.attach(cgroup, *t, CgroupAttachMode::Single)?;
+                FdLink::try_from(p.take_link(id)?)?
+            }
         })
     }
 }
@@ -122,6 +134,11 @@ pub(super) fn load_and_pin(bpf: &mut Ebpf, hook: &Hook, path: &Path) -> Result<(
         }
         Attach::Sock(_) => {
             let p: &mut CgroupSock = prog.try_into().map_err(LoadError::Load)?;
+            p.load().map_err(LoadError::Load)?;
+            p.pin(path).map_err(|e| LoadError::Pin(e.to_string()))
+        }
+        Attach::Skb(_) => {
+            let p: &mut CgroupSkb = prog.try_into().map_err(LoadError::Load)?;
             p.load().map_err(LoadError::Load)?;
             p.pin(path).map_err(|e| LoadError::Pin(e.to_string()))
         }

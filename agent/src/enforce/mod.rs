@@ -19,7 +19,7 @@ use aya::{
 };
 use palisade_common::{
     CgroupPolicy, FAMILY_V4, FAMILY_V6, GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN, LIST_RULED,
-    MAX_PORT_RULES, PrefixRules, RuleKey, TABLE_BIND, map,
+    MAX_PORT_RULES, PrefixRules, RuleKey, TABLE_ACCEPT, TABLE_BIND, map,
 };
 use thiserror::Error;
 
@@ -252,10 +252,16 @@ impl Enforcer {
             gen_bit | TABLE_BIND,
             policy.network.bind.as_deref(),
         )?;
+        let accept = self.write_list(
+            cgroup_id,
+            gen_bit | TABLE_ACCEPT,
+            policy.network.accept.as_deref(),
+        )?;
         let value = CgroupPolicy {
             connect,
             sockets: policy.network.sockets.denied_bits(),
             bind,
+            accept,
             generation,
         };
         self.policies
@@ -296,6 +302,7 @@ impl Enforcer {
             })?;
         let mut connect = Vec::new();
         let mut bind = Vec::new();
+        let mut accept = Vec::new();
         for item in self.rules.iter() {
             let (key, value) = item.map_err(map_error(map::CONNECT_RULES, cgroup_id))?;
             let data = key.data();
@@ -307,16 +314,20 @@ impl Enforcer {
             let entry = InForceEntry::from_kernel(key.prefix_len(), data, &value);
             if data.family & TABLE_BIND != 0 {
                 bind.push(entry)
+            } else if data.family & TABLE_ACCEPT != 0 {
+                accept.push(entry)
             } else {
                 connect.push(entry)
             }
         }
         connect.sort();
         bind.sort();
+        accept.sort();
         Ok(InForce {
             generation: current.generation,
             connect: (current.connect == LIST_RULED).then_some(connect),
             bind: (current.bind == LIST_RULED).then_some(bind),
+            accept: (current.accept == LIST_RULED).then_some(accept),
             raw_sockets: current.sockets & palisade_common::DENY_RAW == 0,
             packet_sockets: current.sockets & palisade_common::DENY_PACKET == 0,
         })
@@ -394,6 +405,7 @@ pub struct InForce {
     /// `None`: no connect rules (everything allowed).
     pub connect: Option<Vec<InForceEntry>>,
     pub bind: Option<Vec<InForceEntry>>,
+    pub accept: Option<Vec<InForceEntry>>,
     pub raw_sockets: bool,
     pub packet_sockets: bool,
 }

@@ -31,6 +31,9 @@ pub struct NetworkPolicy {
     /// Local addresses and ports the container may bind; `None` leaves
     /// binds unrestricted.
     pub bind: Option<Vec<Rule>>,
+    /// Peers (and local ports) the container's sockets may be reached
+    /// from; `None` leaves inbound connections unrestricted.
+    pub accept: Option<Vec<Rule>>,
 }
 
 /// `[network] sockets = { raw = false, packet = false }`: `false` refuses
@@ -108,6 +111,7 @@ struct RawNetwork {
     connect: Option<Spanned<Vec<Spanned<String>>>>,
     sockets: Option<SocketKinds>,
     bind: Option<Spanned<Vec<Spanned<String>>>>,
+    accept: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 impl Policy {
@@ -139,6 +143,9 @@ impl Policy {
             }
             if let Some(list) = network.bind {
                 policy.network.bind = Some(rule_list(path, text, "network.bind", list)?);
+            }
+            if let Some(list) = network.accept {
+                policy.network.accept = Some(rule_list(path, text, "network.accept", list)?);
             }
             policy.network.sockets = network.sockets.unwrap_or_default();
         }

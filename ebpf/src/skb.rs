@@ -1,0 +1,98 @@
+//! cgroup_skb/ingress: inbound connection control.
+//!
+//! Attach point: the container's cgroup v2 directory
+//! (BPF_CGROUP_INET_INGRESS, Linux 4.10), run for every packet delivered
+//! to one of the container's sockets. A TCP SYN (without ACK) or a UDP
+//! datagram from a peer the `accept` rules refuse is dropped (return 0):
+//! the client sees no reset, its connect times out. Everything else
+//! passes: established flows, other protocols, packets it cannot parse.
+//! Reads `CGROUP_POLICY` and `CONNECT_RULES`; writes nothing.
+
+use aya_ebpf::{
+    helpers::generated::bpf_skb_ancestor_cgroup_id, macros::cgroup_skb, programs::SkBuffContext,
+};
+use palisade_common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+
+use crate::policy::{ALLOW, DENY, List, decide_for, normalise};
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+#[cgroup_skb(ingress)]
+pub fn ingress(ctx: SkBuffContext) -> i32 {
+    // Spelled out so the verifier sees a return value of 0 or 1.
+    if judge(&ctx) == DENY { 0 } else { 1 }
+}
+
+#[inline(always)]
+fn judge(ctx: &SkBuffContext) -> i32 {
+    let Ok(first) = ctx.load::<u8>(0) else {
+        return ALLOW;
+    };
+    let (family, peer, proto, l4) = match first >> 4 {
+        4 => {
+            let Ok(proto) = ctx.load::<u8>(9) else {
+                return ALLOW;
+            };
+            // Later fragments carry no ports; the first one was judged.
+            let Ok(frag) = ctx.load::<u16>(6) else {
+                return ALLOW;
+            };
+            if u16::from_be(frag) & 0x1fff != 0 {
+                return ALLOW;
+            }
+            let Ok(src) = ctx.load::<u32>(12) else {
+                return ALLOW;
+            };
+            (
+                FAMILY_V4,
+                [src, 0, 0, 0],
+                proto,
+                usize::from(first & 0x0f) * 4,
+            )
+        }
+        6 => {
+            // Only TCP or UDP right after the fixed header is judged.
+            let Ok(proto) = ctx.load::<u8>(6) else {
+                return ALLOW;
+            };
+            let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
+                ctx.load::<u32>(8),
+                ctx.load::<u32>(12),
+                ctx.load::<u32>(16),
+                ctx.load::<u32>(20),
+            ) else {
+                return ALLOW;
+            };
+            (FAMILY_V6, [a, b, c, d], proto, 40)
+        }
+        _ => return ALLOW,
+    };
+    match proto {
+        PROTO_TCP => {
+            let Ok(flags) = ctx.load::<u8>(l4 + 13) else {
+                return ALLOW;
+            };
+            if flags & TCP_SYN == 0 || flags & TCP_ACK != 0 {
+                return ALLOW;
+            }
+        }
+        PROTO_UDP => {}
+        _ => return ALLOW,
+    }
+    let Ok(port) = ctx.load::<u16>(l4 + 2) else {
+        return ALLOW;
+    };
+    let (family, peer) = normalise(family, peer);
+    let skb = ctx.skb.skb;
+    decide_for(
+        // SAFETY: `skb` is the program's own context; the helper only reads
+        // the socket's cgroup, and returns 0 past its level.
+        |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) },
+        List::Accept,
+        family,
+        peer,
+        u16::from_be(port),
+        proto,
+    )
+}
