@@ -24,7 +24,9 @@ use palisade_common::{
 use thiserror::Error;
 
 mod hooks;
+mod in_force;
 use hooks::HOOKS;
+pub use in_force::{InForce, InForceEntry};
 
 use crate::spec::{self, Family, Policy};
 
@@ -275,14 +277,7 @@ impl Enforcer {
     /// to them, then the old generation's entries are deleted. A connect
     /// judged meanwhile sees the old set or the new one, never a mixture.
     pub fn update(&mut self, cgroup_id: u64, policy: &Policy) -> Result<(), EnforceError> {
-        let current = self
-            .policies
-            .get(&cgroup_id, 0)
-            .map_err(|e| EnforceError::Map {
-                map: map::CGROUP_POLICY,
-                cgroup_id,
-                reason: format!("no policy in force ({})", chain(&e)),
-            })?;
+        let current = self.in_force(cgroup_id)?;
         let next = 1 - current.generation.min(1);
         // Whatever a failed update left in the next generation goes first.
         self.delete_rules(cgroup_id, |family| generation_of(family) == next)?;
@@ -292,14 +287,7 @@ impl Enforcer {
 
     /// What is in force for `cgroup_id`, read back from the maps.
     pub fn show(&self, cgroup_id: u64) -> Result<InForce, EnforceError> {
-        let current = self
-            .policies
-            .get(&cgroup_id, 0)
-            .map_err(|e| EnforceError::Map {
-                map: map::CGROUP_POLICY,
-                cgroup_id,
-                reason: format!("no policy in force ({})", chain(&e)),
-            })?;
+        let current = self.in_force(cgroup_id)?;
         let mut connect = Vec::new();
         let mut bind = Vec::new();
         let mut accept = Vec::new();
@@ -331,6 +319,17 @@ impl Enforcer {
             raw_sockets: current.sockets & palisade_common::DENY_RAW == 0,
             packet_sockets: current.sockets & palisade_common::DENY_PACKET == 0,
         })
+    }
+
+    /// The cgroup's switches, or an error if it has no policy.
+    fn in_force(&self, cgroup_id: u64) -> Result<CgroupPolicy, EnforceError> {
+        self.policies
+            .get(&cgroup_id, 0)
+            .map_err(|e| EnforceError::Map {
+                map: map::CGROUP_POLICY,
+                cgroup_id,
+                reason: format!("no policy in force ({})", chain(&e)),
+            })
     }
 
     fn delete_rules(
@@ -396,63 +395,6 @@ impl Enforcer {
 /// The generation (0 or 1) a rule key's family word belongs to.
 fn generation_of(family: u32) -> u32 {
     u32::from(family & GENERATION_BIT != 0)
-}
-
-/// A container's policy as the kernel holds it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct InForce {
-    pub generation: u32,
-    /// `None`: no connect rules (everything allowed).
-    pub connect: Option<Vec<InForceEntry>>,
-    pub bind: Option<Vec<InForceEntry>>,
-    pub accept: Option<Vec<InForceEntry>>,
-    pub raw_sockets: bool,
-    pub packet_sockets: bool,
-}
-
-/// One longest-prefix entry: the peers it covers and the port rules that
-/// decide for them, in the order the program tries them.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct InForceEntry {
-    pub prefix: String,
-    pub rules: Vec<String>,
-}
-
-impl InForceEntry {
-    fn from_kernel(prefix_len: u32, key: RuleKey, value: &PrefixRules) -> Self {
-        let bits = prefix_len.saturating_sub(KEY_HEADER_BITS);
-        let bytes: Vec<u8> = key.addr.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let prefix = if key.family & 0xff == FAMILY_V4 {
-            format!(
-                "{}/{bits}",
-                std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])
-            )
-        } else {
-            let v6: [u8; 16] = bytes.try_into().expect("16 bytes");
-            format!("{}/{bits}", std::net::Ipv6Addr::from(v6))
-        };
-        let rules = value.rules[..(value.count as usize).min(MAX_PORT_RULES)]
-            .iter()
-            .map(|r| {
-                let verdict = if r.verdict == palisade_common::VERDICT_ALLOW {
-                    "allow"
-                } else {
-                    "deny"
-                };
-                let proto = match r.proto {
-                    palisade_common::PROTO_TCP => "tcp",
-                    palisade_common::PROTO_UDP => "udp",
-                    _ => "any",
-                };
-                match (r.port_lo, r.port_hi) {
-                    (0, u16::MAX) => format!("{verdict} {proto}"),
-                    (lo, hi) if lo == hi => format!("{verdict} {proto} port {lo}"),
-                    (lo, hi) => format!("{verdict} {proto} ports {lo}-{hi}"),
-                }
-            })
-            .collect();
-        Self { prefix, rules }
-    }
 }
 
 /// An error writing `map` for `cgroup_id`, from aya's.
