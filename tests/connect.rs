@@ -488,3 +488,123 @@ fn tcp_from(src: &str, port: u16) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Events of a sandbox's containers, as `palisade events --json` prints
+/// them (consumed).
+fn events_of(sb: &Sandbox) -> Vec<serde_json::Value> {
+    let out = sb.palisade().args(["events", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `mode = "audit"`: the verdicts are computed as in enforce mode, nothing
+/// is refused, and each would-be refusal is an event.
+#[test]
+fn audit_mode_refuses_nothing_and_reports_each_would_be_denial() {
+    let sb = Sandbox::new("audit");
+    let port = listen_tcp(&["127.0.0.1", "127.0.0.2"]);
+    let policy = sb.policy("[network]\nmode = \"audit\"\nconnect = [\"allow tcp 127.0.0.1/32\", \"deny any\"]\nsockets = { raw = false }\n");
+    let probes = [(4, "tcp", "127.0.0.1", port), (4, "tcp", "127.0.0.2", port)];
+    assert_eq!(support::probe_inside(&sb, &policy, &probes), ["ok", "ok"]);
+    let events = events_of(&sb);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["container"], sb.name.as_str());
+    assert_eq!(e["verdict"], "audited");
+    assert_eq!(e["hook"], "connect");
+    assert_eq!(e["protocol"], "tcp");
+    assert_eq!(e["address"], "127.0.0.2");
+    assert_eq!(e["port"], port);
+    assert_eq!(e["comm"], "python3");
+}
+
+/// In enforce mode each denial is an event naming the container, process,
+/// hook, address and port, and the counters count every denial, even the
+/// events the per-container rate limit (1000 a second per CPU) drops.
+#[test]
+fn denials_are_events_and_counters_count_every_one_despite_the_rate_limit() {
+    let sb = Sandbox::new("events");
+    let policy = sb.connect_policy(&["allow tcp 127.0.0.1/32", "deny any"]);
+    let flood = "import socket\n\
+        for i in range(3000):\n\
+        \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        \x20   try:\n\
+        \x20       s.connect(('127.0.0.2', 9))\n\
+        \x20   except OSError:\n\
+        \x20       pass\n\
+        \x20   s.close()\n\
+        print('done', flush=True)\n\
+        import time; time.sleep(600)\n";
+    let started = sb
+        .palisade()
+        .args(["run", "-d", "--name", &sb.name, "--policy"])
+        .arg(&policy)
+        .args(["--", "python3", "-c", flood])
+        .output()
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !String::from_utf8_lossy(
+        &sb.palisade()
+            .args(["logs", &sb.name])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .contains("done")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let shown = sb
+        .palisade()
+        .args(["policy", "show", &sb.name, "--json"])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let counters = &shown["counters"];
+    assert_eq!(counters["connect_denied"], 3000, "{counters}");
+    let events = events_of(&sb);
+    let dropped = counters["events_dropped"].as_u64().unwrap();
+    assert_eq!(
+        events.len() as u64 + dropped,
+        3000,
+        "every denial is an event or a dropped one"
+    );
+    assert!(
+        dropped > 0,
+        "3000 denials in well under a second exceed the limit"
+    );
+    let e = &events[0];
+    assert_eq!(
+        (
+            e["container"].as_str(),
+            e["verdict"].as_str(),
+            e["hook"].as_str()
+        ),
+        (Some(sb.name.as_str()), Some("denied"), Some("connect"))
+    );
+    assert_eq!(
+        (
+            e["address"].as_str(),
+            e["port"].as_u64(),
+            e["protocol"].as_str()
+        ),
+        (Some("127.0.0.2"), Some(9), Some("udp"))
+    );
+    assert!(e["pid"].as_u64().unwrap() > 0);
+}

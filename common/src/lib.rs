@@ -24,6 +24,12 @@ pub mod program {
 pub mod map {
     /// `HashMap<u64 cgroup id, CgroupPolicy>`.
     pub const CGROUP_POLICY: &str = "CGROUP_POLICY";
+    /// `RingBuf` of [`crate::Event`]s: denials and audit hits.
+    pub const EVENTS: &str = "EVENTS";
+    /// `PerCpuHashMap<u64 cgroup id, Counters>`.
+    pub const COUNTERS: &str = "COUNTERS";
+    /// `PerCpuHashMap<u64 cgroup id, RateWindow>`: the event rate limit.
+    pub const RATE: &str = "RATE";
     /// `LpmTrie<RuleKey, PrefixRules>` for connect/sendmsg and bind rules
     /// (told apart by [`super::TABLE_BIND`] in the key's family word).
     pub const CONNECT_RULES: &str = "CONNECT_RULES";
@@ -70,6 +76,78 @@ pub const DENY_RAW: u32 = 1;
 /// [`CgroupPolicy::sockets`]: packet sockets (`AF_PACKET`) are refused.
 pub const DENY_PACKET: u32 = 2;
 
+/// [`CgroupPolicy::mode`]: refusals are enforced.
+pub const MODE_ENFORCE: u32 = 0;
+/// [`CgroupPolicy::mode`]: refusals are only reported; everything passes.
+pub const MODE_AUDIT: u32 = 1;
+
+/// Hooks as [`Event::hook`] and [`Counters::denied`] number them.
+pub const HOOK_CONNECT: u32 = 0;
+pub const HOOK_SENDMSG: u32 = 1;
+pub const HOOK_BIND: u32 = 2;
+pub const HOOK_ACCEPT: u32 = 3;
+pub const HOOK_SOCK_CREATE: u32 = 4;
+/// Number of hook slots in [`Counters::denied`].
+pub const HOOKS: usize = 8;
+
+/// [`Event::verdict`]: the call was refused.
+pub const EVENT_DENIED: u8 = 0;
+/// [`Event::verdict`]: the call would have been refused (audit mode).
+pub const EVENT_AUDITED: u8 = 1;
+
+/// Events a container may emit per second (per CPU) before they are
+/// dropped (and counted in [`Counters::events_dropped`]).
+pub const EVENTS_PER_SECOND: u64 = 1000;
+
+/// One denial or audit hit, as the kernel reports it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub time_ns: u64,
+    /// The container's cgroup id (the caller's own, or the packet's socket's).
+    pub cgroup: u64,
+    /// The calling process (host pid); 0 for packets.
+    pub pid: u32,
+    /// `HOOK_*`.
+    pub hook: u32,
+    /// IP protocol (0 when not known).
+    pub proto: u8,
+    /// [`EVENT_DENIED`] or [`EVENT_AUDITED`].
+    pub verdict: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`] (0 for socket creation).
+    pub family: u8,
+    pub _pad: u8,
+    /// Host byte order.
+    pub port: u16,
+    pub _pad2: u16,
+    /// As in [`RuleKey::addr`]: the peer (connect, sendmsg, accept) or the
+    /// local address (bind).
+    pub addr: [u32; 4],
+    /// The calling process's name; empty for packets.
+    pub comm: [u8; 16],
+}
+
+/// Per-container counters, per CPU (summed by userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Refusals (enforce mode) by `HOOK_*`.
+    pub denied: [u64; HOOKS],
+    /// Would-be refusals in audit mode.
+    pub audited: u64,
+    /// Events the rate limit or a full ring buffer dropped.
+    pub events_dropped: u64,
+}
+
+/// The event rate limit's current one-second window, per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateWindow {
+    pub start_ns: u64,
+    pub count: u64,
+}
+
 /// Per-container switches, keyed by the container's cgroup v2 id.
 ///
 /// A cgroup whose programs are attached but which has no entry here is
@@ -85,6 +163,8 @@ pub struct CgroupPolicy {
     pub bind: u32,
     /// [`LIST_OPEN`] or [`LIST_RULED`].
     pub accept: u32,
+    /// [`MODE_ENFORCE`] or [`MODE_AUDIT`].
+    pub mode: u32,
     /// Which of two rule generations in [`map::CONNECT_RULES`] is in force
     /// (0 or 1). A policy update writes the other generation, then flips
     /// this with one map update: no lookup ever sees a half-written set.
@@ -159,9 +239,17 @@ mod pod {
     unsafe impl aya::Pod for super::PortRule {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PrefixRules {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RateWindow {}
 }
 
-const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 20);
+const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 24);
+const _: () = assert!(core::mem::size_of::<Event>() == 64);
+const _: () = assert!(core::mem::size_of::<Counters>() == 8 * (HOOKS + 2));
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 28);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 const _: () = assert!(core::mem::size_of::<PrefixRules>() == 4 + 8 * MAX_PORT_RULES);

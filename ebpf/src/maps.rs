@@ -2,9 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie},
+    maps::{HashMap, LpmTrie, PerCpuHashMap, RingBuf},
 };
-use palisade_common::{CgroupPolicy, MAX_CGROUPS, MAX_PREFIXES, PrefixRules, RuleKey};
+use palisade_common::{
+    CgroupPolicy, Counters, MAX_CGROUPS, MAX_PREFIXES, PrefixRules, RateWindow, RuleKey,
+};
 
 #[map(name = "CGROUP_POLICY")]
 pub static CGROUP_POLICY: HashMap<u64, CgroupPolicy> = HashMap::with_max_entries(MAX_CGROUPS, 0);
@@ -12,3 +14,12 @@ pub static CGROUP_POLICY: HashMap<u64, CgroupPolicy> = HashMap::with_max_entries
 #[map(name = "CONNECT_RULES")]
 pub static CONNECT_RULES: LpmTrie<RuleKey, PrefixRules> =
     LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuHashMap<u64, Counters> = PerCpuHashMap::with_max_entries(MAX_CGROUPS, 0);
+
+#[map(name = "RATE")]
+pub static RATE: PerCpuHashMap<u64, RateWindow> = PerCpuHashMap::with_max_entries(MAX_CGROUPS, 0);

@@ -5,14 +5,16 @@
 
 use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
 use palisade_common::{
-    FAMILY_V4, GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN, MAX_PORT_RULES, PROTO_ANY, RuleKey,
-    TABLE_ACCEPT, TABLE_BIND, VERDICT_ALLOW,
+    FAMILY_V4, GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN, MAX_PORT_RULES, MODE_AUDIT, PROTO_ANY,
+    RuleKey, TABLE_ACCEPT, TABLE_BIND, VERDICT_ALLOW,
 };
 
 use crate::maps::{CGROUP_POLICY, CONNECT_RULES};
 
 pub const ALLOW: i32 = 1;
 pub const DENY: i32 = 0;
+/// ORed into ALLOW when a policy in audit mode would have refused.
+pub const AUDITED: i32 = 2;
 /// Deepest cgroup level searched for policies (the container's own and
 /// its enclosing containers', for `--parent`).
 pub const MAX_LEVELS: i32 = 16;
@@ -38,7 +40,7 @@ pub fn normalise(family: u32, addr: [u32; 4]) -> (u32, [u32; 4]) {
     }
 }
 
-/// ALLOW or DENY for `addr` (memory order words), `port` (host order) and
+/// ALLOW (possibly with AUDITED) or DENY for `addr` (memory order words), `port` (host order) and
 /// IP protocol `proto`, for the calling task's cgroup.
 #[inline(always)]
 pub fn decide(list: List, family: u32, addr: [u32; 4], port: u16, proto: u8) -> i32 {
@@ -66,6 +68,7 @@ pub fn decide_for(
     proto: u8,
 ) -> i32 {
     let mut found = false;
+    let mut audited = false;
     for level in 0..MAX_LEVELS {
         let cgroup = ancestor(level);
         if cgroup == 0 {
@@ -78,13 +81,17 @@ pub fn decide_for(
         // SAFETY: a non-null pointer to a map value, only read. Volatile
         // keeps the compiler from hoisting the read above the null check,
         // which the verifier would refuse.
-        let (mode, generation) = unsafe {
+        let (mode, generation, audit) = unsafe {
             let mode = match list {
                 List::Connect => core::ptr::read_volatile(&(*policy).connect),
                 List::Bind => core::ptr::read_volatile(&(*policy).bind),
                 List::Accept => core::ptr::read_volatile(&(*policy).accept),
             };
-            (mode, core::ptr::read_volatile(&(*policy).generation))
+            (
+                mode,
+                core::ptr::read_volatile(&(*policy).generation),
+                core::ptr::read_volatile(&(*policy).mode) == MODE_AUDIT,
+            )
         };
         let list_bits = match list {
             List::Connect => 0,
@@ -97,10 +104,17 @@ pub fn decide_for(
             list_bits | GENERATION_BIT
         };
         if mode != LIST_OPEN && judge(cgroup, table, family, addr, port, proto) == DENY {
-            return DENY;
+            if !audit {
+                return DENY;
+            }
+            audited = true;
         }
     }
-    if found { ALLOW } else { DENY }
+    match (found, audited) {
+        (false, _) => DENY,
+        (true, false) => ALLOW,
+        (true, true) => ALLOW | AUDITED,
+    }
 }
 
 /// One container's rule list (`table`: list and generation bits) applied.

@@ -9,11 +9,16 @@
 //! Reads `CGROUP_POLICY` and `CONNECT_RULES`; writes nothing.
 
 use aya_ebpf::{
-    helpers::generated::bpf_skb_ancestor_cgroup_id, macros::cgroup_skb, programs::SkBuffContext,
+    helpers::generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
 };
-use palisade_common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+use palisade_common::{FAMILY_V4, FAMILY_V6, HOOK_ACCEPT, PROTO_TCP, PROTO_UDP};
 
-use crate::policy::{ALLOW, DENY, List, decide_for, normalise};
+use crate::{
+    events::{Refusal, conclude},
+    policy::{ALLOW, DENY, List, decide_for, normalise},
+};
 
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
@@ -85,14 +90,32 @@ fn judge(ctx: &SkBuffContext) -> i32 {
     };
     let (family, peer) = normalise(family, peer);
     let skb = ctx.skb.skb;
-    decide_for(
+    let port = u16::from_be(port);
+    let decision = decide_for(
         // SAFETY: `skb` is the program's own context; the helper only reads
         // the socket's cgroup, and returns 0 past its level.
         |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) },
         List::Accept,
         family,
         peer,
-        u16::from_be(port),
+        port,
         proto,
-    )
+    );
+    // SAFETY: as above.
+    let cgroup = unsafe { bpf_skb_cgroup_id(skb.cast()) };
+    let refusal = Refusal {
+        cgroup,
+        hook: HOOK_ACCEPT,
+        verdict: 0,
+        family,
+        addr: peer,
+        port,
+        proto,
+        task: false,
+    };
+    if conclude(decision, refusal) == 1 {
+        ALLOW
+    } else {
+        DENY
+    }
 }

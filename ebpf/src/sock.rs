@@ -13,14 +13,16 @@
 //! enough, and finding none refuses: fail closed.
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_ancestor_cgroup_id, macros::cgroup_sock,
+    helpers::{bpf_get_current_cgroup_id, generated::bpf_get_current_ancestor_cgroup_id},
+    macros::cgroup_sock,
     programs::SockContext,
 };
-use palisade_common::{DENY_RAW, FAMILY_V4, FAMILY_V6};
+use palisade_common::{DENY_RAW, FAMILY_V4, FAMILY_V6, HOOK_BIND, HOOK_SOCK_CREATE, MODE_AUDIT};
 
 use crate::{
+    events::{Refusal, conclude},
     maps::CGROUP_POLICY,
-    policy::{ALLOW, DENY, List, MAX_LEVELS, decide, normalise},
+    policy::{ALLOW, AUDITED, DENY, List, MAX_LEVELS, decide, normalise},
 };
 
 const SOCK_RAW: u32 = 3;
@@ -32,6 +34,7 @@ pub fn sock_create(ctx: SockContext) -> i32 {
     let kind = unsafe { (*ctx.sock).type_ };
     let refused = if kind == SOCK_RAW { DENY_RAW } else { 0 };
     let mut found = false;
+    let mut audited = false;
     for level in 0..MAX_LEVELS {
         // SAFETY: the helper has no preconditions; past the caller's own
         // level it returns 0.
@@ -44,13 +47,43 @@ pub fn sock_create(ctx: SockContext) -> i32 {
             // SAFETY: a non-null pointer to a map value, only read. The
             // volatile read keeps the compiler from hoisting it above the
             // null check, which the verifier would refuse.
-            let sockets = unsafe { core::ptr::read_volatile(&(*policy).sockets) };
+            let (sockets, mode) = unsafe {
+                (
+                    core::ptr::read_volatile(&(*policy).sockets),
+                    core::ptr::read_volatile(&(*policy).mode),
+                )
+            };
             if sockets & refused != 0 {
-                return DENY;
+                if mode != MODE_AUDIT {
+                    found = false;
+                    break;
+                }
+                audited = true;
             }
         }
     }
-    if found { ALLOW } else { DENY }
+    let decision = match (found, audited) {
+        (false, _) => DENY,
+        (true, false) => ALLOW,
+        (true, true) => ALLOW | AUDITED,
+    };
+    // SAFETY: no preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let refusal = Refusal {
+        cgroup,
+        hook: HOOK_SOCK_CREATE,
+        verdict: 0,
+        family: 0,
+        addr: [0; 4],
+        port: 0,
+        proto: 0,
+        task: true,
+    };
+    if conclude(decision, refusal) == 1 {
+        ALLOW
+    } else {
+        DENY
+    }
 }
 
 #[cgroup_sock(post_bind4)]
@@ -80,8 +113,21 @@ pub fn post_bind6(ctx: SockContext) -> i32 {
 #[inline(always)]
 fn judged(family: u32, addr: [u32; 4], port: u16, proto: u8) -> i32 {
     let (family, addr) = normalise(family, addr);
+    let decision = decide(List::Bind, family, addr, port, proto);
+    // SAFETY: no preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let refusal = Refusal {
+        cgroup,
+        hook: HOOK_BIND,
+        verdict: 0,
+        family,
+        addr,
+        port,
+        proto,
+        task: true,
+    };
     // Spelled out so the verifier sees a return value of 0 or 1.
-    if decide(List::Bind, family, addr, port, proto) == ALLOW {
+    if conclude(decision, refusal) == 1 {
         ALLOW
     } else {
         DENY

@@ -11,10 +11,15 @@
 //! Reads `CGROUP_POLICY` and `CONNECT_RULES`; writes nothing. Returning 0
 //! makes the call fail with EPERM; 1 lets it proceed.
 
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
-use palisade_common::{FAMILY_V4, FAMILY_V6};
+use aya_ebpf::{
+    helpers::bpf_get_current_cgroup_id, macros::cgroup_sock_addr, programs::SockAddrContext,
+};
+use palisade_common::{FAMILY_V4, FAMILY_V6, HOOK_BIND, HOOK_CONNECT, HOOK_SENDMSG};
 
-use crate::policy::{ALLOW, DENY, List, decide, normalise};
+use crate::{
+    events::{Refusal, conclude},
+    policy::{ALLOW, DENY, List, decide, normalise},
+};
 
 /// The address, port (host order) and protocol of the call.
 #[inline(always)]
@@ -49,10 +54,23 @@ fn v6(ctx: &SockAddrContext) -> ([u32; 4], u16, u8) {
 }
 
 #[inline(always)]
-fn judged(list: List, family: u32, (addr, port, proto): ([u32; 4], u16, u8)) -> i32 {
+fn judged(list: List, hook: u32, family: u32, (addr, port, proto): ([u32; 4], u16, u8)) -> i32 {
     let (family, addr) = normalise(family, addr);
+    let decision = decide(list, family, addr, port, proto);
+    // SAFETY: no preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let refusal = Refusal {
+        cgroup,
+        hook,
+        verdict: 0,
+        family,
+        addr,
+        port,
+        proto,
+        task: true,
+    };
     // Spelled out so the verifier sees a return value of 0 or 1.
-    if decide(list, family, addr, port, proto) == ALLOW {
+    if conclude(decision, refusal) == 1 {
         ALLOW
     } else {
         DENY
@@ -61,22 +79,22 @@ fn judged(list: List, family: u32, (addr, port, proto): ([u32; 4], u16, u8)) -> 
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    judged(List::Connect, FAMILY_V4, v4(&ctx))
+    judged(List::Connect, HOOK_CONNECT, FAMILY_V4, v4(&ctx))
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
-    judged(List::Connect, FAMILY_V6, v6(&ctx))
+    judged(List::Connect, HOOK_CONNECT, FAMILY_V6, v6(&ctx))
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
-    judged(List::Connect, FAMILY_V4, v4(&ctx))
+    judged(List::Connect, HOOK_SENDMSG, FAMILY_V4, v4(&ctx))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
-    judged(List::Connect, FAMILY_V6, v6(&ctx))
+    judged(List::Connect, HOOK_SENDMSG, FAMILY_V6, v6(&ctx))
 }
 
 #[cgroup_sock_addr(bind4)]
@@ -86,7 +104,7 @@ pub fn bind4(ctx: SockAddrContext) -> i32 {
     if call.1 == 0 {
         ALLOW
     } else {
-        judged(List::Bind, FAMILY_V4, call)
+        judged(List::Bind, HOOK_BIND, FAMILY_V4, call)
     }
 }
 
@@ -96,6 +114,6 @@ pub fn bind6(ctx: SockAddrContext) -> i32 {
     if call.1 == 0 {
         ALLOW
     } else {
-        judged(List::Bind, FAMILY_V6, call)
+        judged(List::Bind, HOOK_BIND, FAMILY_V6, call)
     }
 }

@@ -2,6 +2,7 @@
 //! the library and renders the result; errors are printed here, once,
 //! with the exit status they map to.
 
+mod events;
 mod exec;
 mod lifecycle;
 mod policy;
@@ -43,6 +44,7 @@ pub enum Command {
     Wait(lifecycle::WaitArgs),
     Logs(lifecycle::LogsArgs),
     Policy(policy::PolicyArgs),
+    Events(events::EventsArgs),
 }
 
 /// Exit status for bad input: a bad flag, name or policy file.
@@ -77,6 +79,7 @@ pub fn main() -> i32 {
         Command::Wait(args) => lifecycle::wait(&root, args),
         Command::Logs(args) => lifecycle::logs(&root, args),
         Command::Policy(args) => policy::execute(&root, args),
+        Command::Events(args) => events::execute(&root, args),
     }
 }
 

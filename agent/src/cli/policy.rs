@@ -62,7 +62,22 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                 0
             }
             Ok(in_force) => {
-                println!("generation {}", in_force.generation);
+                println!(
+                    "mode {}, generation {}",
+                    if in_force.audit { "audit" } else { "enforce" },
+                    in_force.generation
+                );
+                let c = &in_force.counters;
+                println!(
+                    "counters: connect denied {}, sendmsg denied {}, bind denied {}, accept dropped {}, sockets refused {}, audited {}, events dropped {}",
+                    c.connect_denied,
+                    c.sendmsg_denied,
+                    c.bind_denied,
+                    c.accept_dropped,
+                    c.sockets_refused,
+                    c.audited,
+                    c.events_dropped
+                );
                 println!(
                     "sockets: raw {}, packet {}",
                     allowed(in_force.raw_sockets),

@@ -10,8 +10,40 @@ pub struct InForce {
     pub connect: Option<Vec<InForceEntry>>,
     pub bind: Option<Vec<InForceEntry>>,
     pub accept: Option<Vec<InForceEntry>>,
+    /// Audit mode: refusals are reported, not enforced.
+    pub audit: bool,
+    pub counters: CounterView,
     pub raw_sockets: bool,
     pub packet_sockets: bool,
+}
+
+/// A container's counters, by name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CounterView {
+    pub connect_denied: u64,
+    pub sendmsg_denied: u64,
+    pub bind_denied: u64,
+    pub accept_dropped: u64,
+    pub sockets_refused: u64,
+    pub audited: u64,
+    pub events_dropped: u64,
+}
+
+impl From<palisade_common::Counters> for CounterView {
+    fn from(c: palisade_common::Counters) -> Self {
+        use palisade_common::{
+            HOOK_ACCEPT, HOOK_BIND, HOOK_CONNECT, HOOK_SENDMSG, HOOK_SOCK_CREATE,
+        };
+        Self {
+            connect_denied: c.denied[HOOK_CONNECT as usize],
+            sendmsg_denied: c.denied[HOOK_SENDMSG as usize],
+            bind_denied: c.denied[HOOK_BIND as usize],
+            accept_dropped: c.denied[HOOK_ACCEPT as usize],
+            sockets_refused: c.denied[HOOK_SOCK_CREATE as usize],
+            audited: c.audited,
+            events_dropped: c.events_dropped,
+        }
+    }
 }
 
 /// One longest-prefix entry: the peers it covers and the port rules that

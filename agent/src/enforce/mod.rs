@@ -14,19 +14,20 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, Map, MapData, PerCpuHashMap, RingBuf, lpm_trie::Key},
     programs::ProgramError,
 };
 use palisade_common::{
-    CgroupPolicy, FAMILY_V4, FAMILY_V6, GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN, LIST_RULED,
-    MAX_PORT_RULES, PrefixRules, RuleKey, TABLE_ACCEPT, TABLE_BIND, map,
+    CgroupPolicy, Counters, FAMILY_V4, FAMILY_V6, GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN,
+    LIST_RULED, MAX_PORT_RULES, MODE_AUDIT, MODE_ENFORCE, PrefixRules, RuleKey, TABLE_ACCEPT,
+    TABLE_BIND, map,
 };
 use thiserror::Error;
 
 mod hooks;
 mod in_force;
 use hooks::HOOKS;
-pub use in_force::{InForce, InForceEntry};
+pub use in_force::{CounterView, InForce, InForceEntry};
 
 use crate::spec::{self, Family, Policy};
 
@@ -125,6 +126,7 @@ pub struct Enforcer {
     programs: Vec<(&'static str, hooks::Program)>,
     policies: HashMap<MapData, u64, CgroupPolicy>,
     rules: LpmTrie<MapData, RuleKey, PrefixRules>,
+    counters: PerCpuHashMap<MapData, u64, Counters>,
 }
 
 impl Enforcer {
@@ -166,12 +168,43 @@ impl Enforcer {
                 reason: chain(&e),
             }
         })?;
+        let counters = PerCpuHashMap::try_from(open_map(&dir, map::COUNTERS)?).map_err(|e| {
+            EnforceError::Pin {
+                path: dir.join(map::COUNTERS),
+                reason: chain(&e),
+            }
+        })?;
         Ok(Self {
             pins,
             programs,
             policies,
             rules,
+            counters,
         })
+    }
+
+    /// The ring buffer of denial and audit events of this build's programs.
+    pub fn events(&self) -> Result<RingBuf<MapData>, EnforceError> {
+        let dir = self.pins.object_dir();
+        RingBuf::try_from(open_map(&dir, map::EVENTS)?).map_err(|e| EnforceError::Pin {
+            path: dir.join(map::EVENTS),
+            reason: chain(&e),
+        })
+    }
+
+    /// A container's counters, summed over CPUs (zero if it has none yet).
+    pub fn counters(&self, cgroup_id: u64) -> Counters {
+        let mut total = Counters::default();
+        if let Ok(per_cpu) = self.counters.get(&cgroup_id, 0) {
+            for c in per_cpu.iter() {
+                for (t, v) in total.denied.iter_mut().zip(c.denied) {
+                    *t += v;
+                }
+                total.audited += c.audited;
+                total.events_dropped += c.events_dropped;
+            }
+        }
+        total
     }
 
     /// Writes `policy` for the cgroup `cgroup_id`, then attaches every hook
@@ -236,6 +269,7 @@ impl Enforcer {
             }
         }
         let _ = self.policies.remove(&cgroup_id);
+        let _ = self.counters.remove(&cgroup_id);
         self.delete_rules(cgroup_id, |_| true)
     }
 
@@ -264,6 +298,11 @@ impl Enforcer {
             sockets: policy.network.sockets.denied_bits(),
             bind,
             accept,
+            mode: if policy.network.audit {
+                MODE_AUDIT
+            } else {
+                MODE_ENFORCE
+            },
             generation,
         };
         self.policies
@@ -316,6 +355,8 @@ impl Enforcer {
             connect: (current.connect == LIST_RULED).then_some(connect),
             bind: (current.bind == LIST_RULED).then_some(bind),
             accept: (current.accept == LIST_RULED).then_some(accept),
+            audit: current.mode == MODE_AUDIT,
+            counters: self.counters(cgroup_id).into(),
             raw_sockets: current.sockets & palisade_common::DENY_RAW == 0,
             packet_sockets: current.sockets & palisade_common::DENY_PACKET == 0,
         })
@@ -407,7 +448,13 @@ fn map_error(map: &'static str, cgroup_id: u64) -> impl Fn(aya::maps::MapError) 
 }
 
 /// The maps of the object, pinned beside the programs.
-const MAPS: &[&str] = &[map::CGROUP_POLICY, map::CONNECT_RULES];
+const MAPS: &[&str] = &[
+    map::CGROUP_POLICY,
+    map::CONNECT_RULES,
+    map::EVENTS,
+    map::COUNTERS,
+    map::RATE,
+];
 
 /// A hook's link pin file name: `cgroup/connect4` -> `connect4`.
 fn link_file(hook: &str) -> &str {

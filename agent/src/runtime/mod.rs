@@ -7,6 +7,7 @@
 //! then allowed to exec. It never decides policy (that is `spec`) nor
 //! builds BPF maps itself (`enforce`).
 
+mod events;
 mod exec;
 mod init;
 mod lifecycle;
@@ -21,6 +22,7 @@ pub mod userns;
 
 use std::{ffi::CString, path::PathBuf};
 
+pub use events::{EventView, events};
 pub use exec::{ExecSpec, exec};
 pub use lifecycle::{kill, logs, ps, remove, wait};
 use nix::errno::Errno;

@@ -266,6 +266,7 @@ fn start(
     let setup = |step| move |errno| RuntimeError::Setup { step, errno };
     let cgroup_id = cgroups.id()?;
     state.cgroup_id = Some(cgroup_id);
+    root.remember_cgroup(cgroup_id, &spec.name);
     state.cgroups = cgroups.dirs().map(|d| d.to_path_buf()).collect();
     *enforcer = Some(
         super::policy::open_enforcer(root, pins).map_err(|e| match e {

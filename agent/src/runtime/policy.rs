@@ -14,7 +14,7 @@ use crate::{
 /// Opens the pinned programs and maps of this build, loading and pinning
 /// them if needed; one process at a time (a lock file in the state root),
 /// so concurrent first runs do not both pin.
-pub(super) fn open_enforcer(root: &StateRoot, pins: &Pins) -> Result<Enforcer, RuntimeError> {
+pub(crate) fn open_enforcer(root: &StateRoot, pins: &Pins) -> Result<Enforcer, RuntimeError> {
     let io = |step| {
         move |e: std::io::Error| RuntimeError::Setup {
             step,

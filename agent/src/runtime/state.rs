@@ -229,6 +229,32 @@ impl StateRoot {
         Ok(states)
     }
 
+    /// Remembers which container a cgroup id belonged to, for events read
+    /// after it is gone (`ROOT/cgroup-names`, the newest 4096 kept).
+    pub fn remember_cgroup(&self, cgroup_id: u64, name: &str) {
+        let path = self.dir.join("cgroup-names");
+        let mut lines: Vec<String> = fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.push(format!("{cgroup_id} {name}"));
+        let keep = lines.len().saturating_sub(4096);
+        let _ = fs::write(&path, lines[keep..].join("\n") + "\n");
+    }
+
+    /// Every remembered (cgroup id, name), oldest first.
+    pub fn remembered_cgroups(&self) -> Vec<(u64, String)> {
+        fs::read_to_string(self.dir.join("cgroup-names"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (id, name) = l.split_once(' ')?;
+                Some((id.parse().ok()?, name.to_string()))
+            })
+            .collect()
+    }
+
     /// Deletes the container's directory (state and log).
     pub fn remove(&self, name: &str) -> Result<(), StateError> {
         let dir = self.container_dir(name);

@@ -34,6 +34,8 @@ pub struct NetworkPolicy {
     /// Peers (and local ports) the container's sockets may be reached
     /// from; `None` leaves inbound connections unrestricted.
     pub accept: Option<Vec<Rule>>,
+    /// `mode = "audit"`: refusals are reported as events, nothing is refused.
+    pub audit: bool,
 }
 
 /// `[network] sockets = { raw = false, packet = false }`: `false` refuses
@@ -112,6 +114,14 @@ struct RawNetwork {
     sockets: Option<SocketKinds>,
     bind: Option<Spanned<Vec<Spanned<String>>>>,
     accept: Option<Spanned<Vec<Spanned<String>>>>,
+    mode: Option<Mode>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Enforce,
+    Audit,
 }
 
 impl Policy {
@@ -148,6 +158,7 @@ impl Policy {
                 policy.network.accept = Some(rule_list(path, text, "network.accept", list)?);
             }
             policy.network.sockets = network.sockets.unwrap_or_default();
+            policy.network.audit = network.mode == Some(Mode::Audit);
         }
         if let Some(resources) = raw.resources {
             policy.resources = resources.validate().map_err(|e| {

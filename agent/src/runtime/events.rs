@@ -1,0 +1,152 @@
+//! `palisade events`: the denials (and audit hits) the kernel programs put
+//! in the pinned `EVENTS` ring buffer, with the container each came from.
+//! Reading consumes them: there is one buffer per build and state root.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    time::{Duration, SystemTime},
+};
+
+use palisade_common::{
+    EVENT_AUDITED, Event, FAMILY_V4, FAMILY_V6, HOOK_ACCEPT, HOOK_BIND, HOOK_CONNECT, HOOK_SENDMSG,
+    HOOK_SOCK_CREATE, PROTO_TCP, PROTO_UDP,
+};
+use serde::Serialize;
+
+use super::{RuntimeError, StateRoot, policy::open_enforcer};
+use crate::enforce::Pins;
+
+/// One event, for people and for `--json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventView {
+    /// RFC 3339, milliseconds.
+    pub time: String,
+    /// The container's name (or `cgroup:ID` if it is gone).
+    pub container: String,
+    pub pid: u32,
+    pub comm: String,
+    pub hook: &'static str,
+    pub protocol: &'static str,
+    /// The peer (connect, sendmsg, accept) or local (bind) address.
+    pub address: String,
+    pub port: u16,
+    /// `denied` or `audited` (would have been denied).
+    pub verdict: &'static str,
+}
+
+/// Reads events: what is buffered now, then (with `follow`) new ones as
+/// they come, passing each to `out` until it returns false.
+pub fn events(
+    root: &StateRoot,
+    follow: bool,
+    mut out: impl FnMut(EventView) -> bool,
+) -> Result<(), RuntimeError> {
+    let enforcer = open_enforcer(root, &Pins::for_state_root(root.dir()))?;
+    let mut ring = enforcer.events()?;
+    let mut names = names(root);
+    loop {
+        let mut any = false;
+        while let Some(item) = ring.next() {
+            any = true;
+            if item.len() < std::mem::size_of::<Event>() {
+                continue;
+            }
+            let event = read_event(&item);
+            if !names.contains_key(&event.cgroup) {
+                names = self::names(root);
+            }
+            if !out(view(&event, &names)) {
+                return Ok(());
+            }
+        }
+        if !follow {
+            return Ok(());
+        }
+        if !any {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn read_event(bytes: &[u8]) -> Event {
+    let u64_at = |o: usize| u64::from_ne_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+    let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+    let mut comm = [0u8; 16];
+    comm.copy_from_slice(&bytes[48..64]);
+    Event {
+        time_ns: u64_at(0),
+        cgroup: u64_at(8),
+        pid: u32_at(16),
+        hook: u32_at(20),
+        proto: bytes[24],
+        verdict: bytes[25],
+        family: bytes[26],
+        _pad: 0,
+        port: u16::from_ne_bytes([bytes[28], bytes[29]]),
+        _pad2: 0,
+        addr: [u32_at(32), u32_at(36), u32_at(40), u32_at(44)],
+        comm,
+    }
+}
+
+/// Container names by cgroup id.
+fn names(root: &StateRoot) -> HashMap<u64, String> {
+    let mut names: HashMap<u64, String> = root.remembered_cgroups().into_iter().collect();
+    names.extend(
+        root.list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| s.cgroup_id.map(|id| (id, s.name))),
+    );
+    names
+}
+
+fn view(e: &Event, names: &HashMap<u64, String>) -> EventView {
+    let bytes: Vec<u8> = e.addr.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let address = match u32::from(e.family) {
+        FAMILY_V4 => Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).to_string(),
+        FAMILY_V6 => Ipv6Addr::from(<[u8; 16]>::try_from(bytes).expect("16 bytes")).to_string(),
+        _ => String::new(),
+    };
+    EventView {
+        time: wall_time(e.time_ns),
+        container: names
+            .get(&e.cgroup)
+            .cloned()
+            .unwrap_or_else(|| format!("cgroup:{}", e.cgroup)),
+        pid: e.pid,
+        comm: String::from_utf8_lossy(&e.comm)
+            .trim_end_matches('\0')
+            .to_string(),
+        hook: match e.hook {
+            HOOK_CONNECT => "connect",
+            HOOK_SENDMSG => "sendmsg",
+            HOOK_BIND => "bind",
+            HOOK_ACCEPT => "accept",
+            HOOK_SOCK_CREATE => "socket",
+            _ => "unknown",
+        },
+        protocol: match e.proto {
+            PROTO_TCP => "tcp",
+            PROTO_UDP => "udp",
+            _ => "-",
+        },
+        address,
+        port: e.port,
+        verdict: if e.verdict == EVENT_AUDITED {
+            "audited"
+        } else {
+            "denied"
+        },
+    }
+}
+
+/// CLOCK_MONOTONIC nanoseconds as wall-clock time.
+fn wall_time(monotonic_ns: u64) -> String {
+    let now_mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(monotonic_ns);
+    let at = SystemTime::now() - Duration::from_nanos(now_mono.saturating_sub(monotonic_ns));
+    humantime::format_rfc3339_millis(at).to_string()
+}
