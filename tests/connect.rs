@@ -469,6 +469,18 @@ fn accept_policy_drops_inbound_from_refused_peers() {
     // The listener saw exactly the allowed ones, in order.
     assert_eq!(lines.next().unwrap().unwrap(), "tcp 127.0.0.1");
     assert_eq!(lines.next().unwrap().unwrap(), "udp 127.0.0.1");
+    // The drops are counted: the refused SYN (and its retransmits) and the
+    // refused datagram.
+    let shown = sb
+        .palisade()
+        .args(["policy", "show", &sb.name, "--json"])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert!(
+        shown["counters"]["accept_dropped"].as_u64().unwrap() >= 2,
+        "{shown}"
+    );
     let pid = sb.wait_running();
     let _ = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
@@ -607,4 +619,68 @@ fn denials_are_events_and_counters_count_every_one_despite_the_rate_limit() {
         (Some("127.0.0.2"), Some(9), Some("udp"))
     );
     assert!(e["pid"].as_u64().unwrap() > 0);
+}
+
+/// A 10 000-rule policy loads, enforces (its last rule as well as its
+/// first) and shows in `policy show`, entry by entry.
+#[test]
+fn ten_thousand_rules_load_enforce_and_show() {
+    let sb = Sandbox::new("10k");
+    let port = free_udp_port("127.0.0.1");
+    // 9 999 distinct /32s in 10.0.0.0/8 on port 443, then one that allows
+    // 127.0.0.9 on our port, then the default.
+    let mut rules: Vec<String> = (0..9999u32)
+        .map(|i| {
+            format!(
+                "allow tcp 10.{}.{}.{}/32:443",
+                i / 65536,
+                (i / 256) % 256,
+                i % 256
+            )
+        })
+        .collect();
+    rules.push(format!("allow udp 127.0.0.9/32:{port}"));
+    rules.push("deny any".to_string());
+    let refs: Vec<&str> = rules.iter().map(String::as_str).collect();
+    let policy = sb.connect_policy(&refs);
+    let started = sb
+        .palisade()
+        .args(["run", "-d", "--name", &sb.name, "--policy"])
+        .arg(&policy)
+        .args(["--", "sleep", "600"])
+        .output()
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let probes = format!(
+        "import errno, socket\nfor a, p in [('127.0.0.9', {port}), ('127.0.0.8', {port})]:\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    try:\n        s.connect((a, p)); print('ok')\n    except OSError as e:\n        print(errno.errorcode[e.errno])\n"
+    );
+    let out = sb
+        .palisade()
+        .args(["exec", &sb.name, "--", "python3", "-c", &probes])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["ok", "EPERM"]
+    );
+    let shown = sb
+        .palisade()
+        .args(["policy", "show", &sb.name, "--json"])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let entries = shown["connect"].as_array().unwrap();
+    // 9 999 + 1 host entries, and the default's two /0 entries.
+    assert_eq!(entries.len(), 10_002);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["prefix"] == "10.0.39.14/32" && e["rules"][0] == "allow tcp port 443")
+    );
 }
