@@ -684,3 +684,28 @@ fn ten_thousand_rules_load_enforce_and_show() {
             .any(|e| e["prefix"] == "10.0.39.14/32" && e["rules"][0] == "allow tcp port 443")
     );
 }
+
+/// `sockets = { deny_families = ["netlink", "inet6"] }`: sockets of the
+/// named families are refused with EPERM, others are not.
+#[test]
+fn named_socket_families_are_refused() {
+    let sb = Sandbox::new("families");
+    let policy = sb.policy("[network]\nsockets = { deny_families = [\"netlink\", \"inet6\"] }\n");
+    let script = "import errno, socket\n\
+        for args in [(socket.AF_NETLINK, socket.SOCK_RAW, 0), (socket.AF_INET6, socket.SOCK_STREAM, 0), (socket.AF_INET, socket.SOCK_STREAM, 0), (socket.AF_UNIX, socket.SOCK_STREAM, 0)]:\n\
+        \x20   try:\n\
+        \x20       socket.socket(*args).close(); print('ok')\n\
+        \x20   except OSError as e:\n\
+        \x20       print(errno.errorcode[e.errno])\n";
+    let out = sb.run(Some(&policy), &["python3", "-c", script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines, ["EPERM", "EPERM", "ok", "ok"]);
+}

@@ -57,7 +57,7 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
             workdir: spec.workdir.clone(),
             user: spec.user.as_ref().map(|u| (u.uid, u.gid)),
             caps: spec.caps.bits(),
-            deny_packet_sockets: !spec.policy.network.sockets.packet,
+            denied_families: spec.policy.network.sockets.seccomp_families(),
         },
     };
     let argv = cstrings(&spec.command)?;
@@ -302,7 +302,7 @@ fn start(
     };
 
     // Compiled here: the child must not allocate more than it has to.
-    let seccomp = security::seccomp_for(!spec.policy.network.sockets.packet)?;
+    let seccomp = security::seccomp_for(&spec.policy.network.sockets.seccomp_families())?;
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
     let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
     let signals = supervise::signals();

@@ -51,11 +51,11 @@ fn running_cgroup(root: &StateRoot, name: &str) -> Result<(u64, super::State), R
 /// file is not applied (the caller says so).
 pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(), RuntimeError> {
     let (cgroup_id, state) = running_cgroup(root, name)?;
-    if state.exec.deny_packet_sockets == policy.network.sockets.packet {
+    if state.exec.denied_families != policy.network.sockets.seccomp_families() {
         return Err(RuntimeError::Invalid {
-            what: "network.sockets.packet",
-            value: policy.network.sockets.packet.to_string(),
-            why: "cannot change on a running container (its seccomp filter enforces it)",
+            what: "network.sockets",
+            value: "packet / deny_families".into(),
+            why: "cannot change on a running container (its seccomp filter enforces them)",
         });
     }
     let mut enforcer = open_enforcer(root, &Pins::for_state_root(root.dir()))?;

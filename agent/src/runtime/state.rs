@@ -57,9 +57,9 @@ pub struct ExecProfile {
     pub user: Option<(u32, u32)>,
     /// Capability bitmask (bit N = capability N).
     pub caps: u64,
-    /// The policy refuses packet sockets (enforced by seccomp).
+    /// Socket families the policy refuses (enforced by seccomp).
     #[serde(default)]
-    pub deny_packet_sockets: bool,
+    pub denied_families: Vec<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

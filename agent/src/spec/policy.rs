@@ -38,22 +38,73 @@ pub struct NetworkPolicy {
     pub audit: bool,
 }
 
-/// `[network] sockets = { raw = false, packet = false }`: `false` refuses
-/// that kind of socket at `socket()` with EPERM. Both are allowed unless
-/// the policy says otherwise (creating them still needs CAP_NET_RAW).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[network] sockets = { raw = false, packet = false, deny_families = […] }`:
+/// `false` refuses that kind of socket at `socket()` with EPERM, as does a
+/// family named in `deny_families` (names as in `AF_*`, without the prefix
+/// or with it, any case: `"netlink"`, `"AF_INET6"`, or a number). Allowed
+/// unless the policy says otherwise (raw and packet sockets still need
+/// CAP_NET_RAW).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketKinds {
     /// `SOCK_RAW` sockets of any family.
-    #[serde(default = "yes")]
     pub raw: bool,
     /// `AF_PACKET` sockets.
-    #[serde(default = "yes")]
     pub packet: bool,
+    /// Further families refused, as `AF_*` numbers (sorted, no repeats).
+    pub denied_families: Vec<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSockets {
+    #[serde(default = "yes")]
+    raw: bool,
+    #[serde(default = "yes")]
+    packet: bool,
+    #[serde(default)]
+    deny_families: Vec<Spanned<String>>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// Families by their `AF_*` names (lowercase, without the prefix).
+const FAMILIES: &[(&str, i32)] = &[
+    ("unix", libc::AF_UNIX),
+    ("local", libc::AF_UNIX),
+    ("inet", libc::AF_INET),
+    ("inet6", libc::AF_INET6),
+    ("netlink", libc::AF_NETLINK),
+    ("packet", libc::AF_PACKET),
+    ("key", libc::AF_KEY),
+    ("bluetooth", libc::AF_BLUETOOTH),
+    ("vsock", libc::AF_VSOCK),
+    ("alg", libc::AF_ALG),
+    ("can", libc::AF_CAN),
+    ("tipc", libc::AF_TIPC),
+    ("xdp", libc::AF_XDP),
+    ("appletalk", libc::AF_APPLETALK),
+    ("ax25", libc::AF_AX25),
+    ("x25", libc::AF_X25),
+    ("rds", libc::AF_RDS),
+    ("llc", libc::AF_LLC),
+    ("ib", libc::AF_IB),
+    ("mpls", libc::AF_MPLS),
+    ("nfc", libc::AF_NFC),
+    ("qipcrtr", 42),
+    ("smc", 43),
+];
+
+/// An address family by name or number.
+fn family(name: &str) -> Option<i32> {
+    let lower = name.to_ascii_lowercase();
+    let bare = lower.strip_prefix("af_").unwrap_or(&lower);
+    if let Ok(n) = bare.parse::<i32>() {
+        // AF_MAX is 46 on Linux 6.x.
+        return (0..46).contains(&n).then_some(n);
+    }
+    FAMILIES.iter().find(|(n, _)| *n == bare).map(|&(_, v)| v)
 }
 
 impl Default for SocketKinds {
@@ -61,6 +112,7 @@ impl Default for SocketKinds {
         Self {
             raw: true,
             packet: true,
+            denied_families: Vec::new(),
         }
     }
 }
@@ -76,6 +128,18 @@ impl SocketKinds {
             bits |= palisade_common::DENY_PACKET;
         }
         bits
+    }
+
+    /// Every family refused by seccomp: `deny_families`, and AF_PACKET when
+    /// `packet = false`.
+    pub fn seccomp_families(&self) -> Vec<i32> {
+        let mut families = self.denied_families.clone();
+        if !self.packet {
+            families.push(libc::AF_PACKET);
+        }
+        families.sort_unstable();
+        families.dedup();
+        families
     }
 }
 
@@ -111,7 +175,7 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawNetwork {
     connect: Option<Spanned<Vec<Spanned<String>>>>,
-    sockets: Option<SocketKinds>,
+    sockets: Option<RawSockets>,
     bind: Option<Spanned<Vec<Spanned<String>>>>,
     accept: Option<Spanned<Vec<Spanned<String>>>>,
     mode: Option<Mode>,
@@ -157,7 +221,31 @@ impl Policy {
             if let Some(list) = network.accept {
                 policy.network.accept = Some(rule_list(path, text, "network.accept", list)?);
             }
-            policy.network.sockets = network.sockets.unwrap_or_default();
+            if let Some(raw) = network.sockets {
+                let mut denied = Vec::new();
+                for name in raw.deny_families {
+                    let f = family(name.get_ref()).ok_or_else(|| PolicyError {
+                        file: path.to_path_buf(),
+                        // The value's own line (spans inside a nested
+                        // table are not reliable, its quoted text is).
+                        line: text
+                            .find(&format!("{:?}", name.get_ref()))
+                            .map_or_else(|| line_of(text, name.span().start), |o| line_of(text, o)),
+                        message: format!(
+                            "network.sockets.deny_families: unknown address family {:?} (a name such as \"netlink\" or \"inet6\", or a number)",
+                            name.get_ref()
+                        ),
+                    })?;
+                    denied.push(f);
+                }
+                denied.sort_unstable();
+                denied.dedup();
+                policy.network.sockets = SocketKinds {
+                    raw: raw.raw,
+                    packet: raw.packet,
+                    denied_families: denied,
+                };
+            }
             policy.network.audit = network.mode == Some(Mode::Audit);
         }
         if let Some(resources) = raw.resources {
@@ -333,9 +421,26 @@ io_write_bps = ["254:0 5M"]
             p.network.sockets,
             SocketKinds {
                 raw: false,
-                packet: true
+                packet: true,
+                denied_families: vec![]
             }
         );
+        let p2 = parse(
+            "[network]\nsockets = { packet = false, deny_families = [\"netlink\", \"AF_INET6\", \"40\"] }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p2.network.sockets.seccomp_families(),
+            [
+                libc::AF_INET6,
+                libc::AF_NETLINK,
+                libc::AF_PACKET,
+                libc::AF_VSOCK
+            ]
+        );
+        let e = parse("[network.sockets]\ndeny_families = [\n  \"nope\",\n]\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("nope"), "{e}");
         assert_eq!(p.network.sockets.denied_bits(), palisade_common::DENY_RAW);
         assert_eq!(parse("").unwrap().network.sockets.denied_bits(), 0);
         let e = parse("[network]\nsockets = { raw = false, tcp = false }\n").unwrap_err();

@@ -86,13 +86,13 @@ fn compile(
 
 /// Compiles the default profile for x86_64.
 pub fn default_seccomp() -> Result<SeccompFilter, SecurityError> {
-    seccomp_for(false)
+    seccomp_for(&[])
 }
 
-/// The default profile, plus `socket(AF_PACKET, …)` refused with EPERM when
-/// the policy says `sockets = { packet = false }` (the cgroup sock_create
-/// hook sees only inet sockets, so packet sockets are stopped here).
-pub fn seccomp_for(deny_packet_sockets: bool) -> Result<SeccompFilter, SecurityError> {
+/// The default profile, plus `socket(FAMILY, …)` refused with EPERM for
+/// each of `denied_families` (the policy's `sockets`: the cgroup
+/// sock_create hook sees only inet sockets, so families are stopped here).
+pub fn seccomp_for(denied_families: &[i32]) -> Result<SeccompFilter, SecurityError> {
     let newuser = SeccompRule::new(vec![
         SeccompCondition::new(
             0,
@@ -115,19 +115,23 @@ pub fn seccomp_for(deny_packet_sockets: bool) -> Result<SeccompFilter, SecurityE
         eperm.insert(nr, vec![newuser.clone()]);
         eperm.insert(nr | X32_BIT, vec![newuser.clone()]);
     }
-    if deny_packet_sockets {
-        let packet = SeccompRule::new(vec![
-            SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::Eq,
-                libc::AF_PACKET as u64,
-            )
-            .map_err(|e| SecurityError::Seccomp(e.to_string()))?,
-        ])
-        .map_err(|e| SecurityError::Seccomp(e.to_string()))?;
-        eperm.insert(libc::SYS_socket, vec![packet.clone()]);
-        eperm.insert(libc::SYS_socket | X32_BIT, vec![packet]);
+    if !denied_families.is_empty() {
+        // One rule per family: any of them matching refuses the call.
+        let rules = denied_families
+            .iter()
+            .map(|&family| {
+                let cond = SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    family as u64,
+                )
+                .map_err(|e| SecurityError::Seccomp(e.to_string()))?;
+                SeccompRule::new(vec![cond]).map_err(|e| SecurityError::Seccomp(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        eperm.insert(libc::SYS_socket, rules.clone());
+        eperm.insert(libc::SYS_socket | X32_BIT, rules);
     }
 
     // clone3 passes its flags in a struct the filter cannot read: ENOSYS
