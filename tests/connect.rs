@@ -709,3 +709,38 @@ fn named_socket_families_are_refused() {
         .collect();
     assert_eq!(lines, ["EPERM", "EPERM", "ok", "ok"]);
 }
+
+/// TCP at the edges of a port range: a refused connect is EPERM, an allowed
+/// one to a port nobody listens on is ECONNREFUSED (the policy let it out).
+#[test]
+fn tcp_port_range_edges() {
+    let sb = Sandbox::new("edges");
+    // Four consecutive ports with no listener on 127.0.0.1 (checked now).
+    let base = loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if p > 1024
+            && p < 65530
+            && (p - 1..=p + 3).all(|q| std::net::TcpStream::connect(("127.0.0.1", q)).is_err())
+        {
+            break p;
+        }
+    };
+    let policy = sb.connect_policy(&[
+        &format!("allow tcp 127.0.0.1/32:{}-{}", base, base + 2),
+        "deny any",
+    ]);
+    let probes = [
+        (4, "tcp", "127.0.0.1", base - 1),
+        (4, "tcp", "127.0.0.1", base),
+        (4, "tcp", "127.0.0.1", base + 2),
+        (4, "tcp", "127.0.0.1", base + 3),
+    ];
+    assert_eq!(
+        probe_inside(&sb, &policy, &probes),
+        ["EPERM", "ECONNREFUSED", "ECONNREFUSED", "EPERM"]
+    );
+}
