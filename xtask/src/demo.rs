@@ -139,6 +139,13 @@ fn lifecycle(palisade: &Path, state: &Path, policy: &Path, name: &str, port: u16
         if !String::from_utf8_lossy(&out.stdout).contains("denied (Operation not permitted)") {
             bail!("exec was not policed");
         }
+        // What the kernel holds for it, its counters, and the denial events
+        // of the whole demo (the programs report every refusal).
+        cli(&["policy", "show", &web])?;
+        let events = cli(&["events"])?;
+        if !String::from_utf8_lossy(&events.stdout).contains("denied") {
+            bail!("no denial events were reported");
+        }
         Ok(())
     })();
     let removed = cli(&["rm", "-f", &web])?;
