@@ -22,7 +22,8 @@ use palisade_common::{DENY_RAW, FAMILY_V4, FAMILY_V6, HOOK_BIND, HOOK_SOCK_CREAT
 use crate::{
     events::{Refusal, conclude},
     maps::CGROUP_POLICY,
-    policy::{ALLOW, AUDITED, DENY, List, MAX_LEVELS, decide, normalise},
+    policy::{ALLOW, AUDITED, DENY, List, MAX_LEVELS},
+    sock_addr::judged,
 };
 
 const SOCK_RAW: u32 = 3;
@@ -93,7 +94,12 @@ pub fn post_bind4(ctx: SockContext) -> i32 {
         let sk = &*ctx.sock;
         (sk.src_ip4, sk.src_port, sk.protocol)
     };
-    judged(FAMILY_V4, [ip, 0, 0, 0], port as u16, proto as u8)
+    judged(
+        List::Bind,
+        HOOK_BIND,
+        FAMILY_V4,
+        ([ip, 0, 0, 0], port as u16, proto as u8),
+    )
 }
 
 #[cgroup_sock(post_bind6)]
@@ -107,29 +113,10 @@ pub fn post_bind6(ctx: SockContext) -> i32 {
             sk.protocol,
         )
     };
-    judged(FAMILY_V6, ip, port as u16, proto as u8)
-}
-
-#[inline(always)]
-fn judged(family: u32, addr: [u32; 4], port: u16, proto: u8) -> i32 {
-    let (family, addr) = normalise(family, addr);
-    let decision = decide(List::Bind, family, addr, port, proto);
-    // SAFETY: no preconditions.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    let refusal = Refusal {
-        cgroup,
-        hook: HOOK_BIND,
-        verdict: 0,
-        family,
-        addr,
-        port,
-        proto,
-        task: true,
-    };
-    // Spelled out so the verifier sees a return value of 0 or 1.
-    if conclude(decision, refusal) == 1 {
-        ALLOW
-    } else {
-        DENY
-    }
+    judged(
+        List::Bind,
+        HOOK_BIND,
+        FAMILY_V6,
+        (ip, port as u16, proto as u8),
+    )
 }

@@ -53,8 +53,15 @@ fn v6(ctx: &SockAddrContext) -> ([u32; 4], u16, u8) {
     (ip, u16::from_be(port as u16), proto as u8)
 }
 
+/// Decides by `list` for the calling task and reports the outcome; the
+/// program's return value.
 #[inline(always)]
-fn judged(list: List, hook: u32, family: u32, (addr, port, proto): ([u32; 4], u16, u8)) -> i32 {
+pub(crate) fn judged(
+    list: List,
+    hook: u32,
+    family: u32,
+    (addr, port, proto): ([u32; 4], u16, u8),
+) -> i32 {
     let (family, addr) = normalise(family, addr);
     let decision = decide(list, family, addr, port, proto);
     // SAFETY: no preconditions.
