@@ -362,13 +362,7 @@ impl ContainerCgroups {
     /// take a moment to leave, so a busy cgroup is retried for a while.
     pub fn remove(mut self) -> Result<(), CgroupError> {
         self.removed = true;
-        let mut first_error = None;
-        for dir in self.dirs() {
-            if let Err(e) = remove_dir_patiently(dir) {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        remove_dirs(self.dirs())
     }
 }
 
@@ -380,6 +374,18 @@ impl Drop for ContainerCgroups {
             }
         }
     }
+}
+
+/// Removes cgroup directories (of a container), each retried while busy;
+/// the first error, after trying them all.
+pub fn remove_dirs<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Result<(), CgroupError> {
+    let mut first_error = None;
+    for dir in dirs {
+        if let Err(e) = remove_dir_patiently(dir) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 fn remove_dir_patiently(dir: &Path) -> Result<(), CgroupError> {

@@ -52,10 +52,8 @@ const CHILD_NAMESPACES: &[(&str, CloneFlags)] = &[
 /// Opens `/proc/PID/ns/KIND`, or None if it is the caller's own already.
 fn namespace(pid: i32, kind: &str) -> Result<Option<File>, RuntimeError> {
     let theirs = format!("/proc/{pid}/ns/{kind}");
-    let file = File::open(&theirs).map_err(|e| RuntimeError::Setup {
-        step: "open the container's namespaces",
-        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-    })?;
+    let file =
+        File::open(&theirs).map_err(|e| RuntimeError::io("open the container's namespaces", &e))?;
     let same = match (
         file.metadata(),
         std::fs::metadata(format!("/proc/self/ns/{kind}")),
@@ -75,12 +73,7 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
     let _pidfd = lifecycle::container_process(&state)?;
     let pid = state.pid.expect("a running container has a pid");
 
-    let mut env = state.exec.env.clone();
-    for kv in &spec.env {
-        let key = kv.split('=').next().unwrap_or_default();
-        env.retain(|e| e.split('=').next() != Some(key));
-        env.push(kv.clone());
-    }
+    let env = super::with_env(state.exec.env.clone(), &spec.env);
     let argv = cstrings(&spec.command)?;
     let env = cstrings(&env)?;
     let workdir = spec

@@ -123,25 +123,11 @@ fn clean_up_after(root: &StateRoot, state: &State) -> Result<(), RuntimeError> {
         let mut enforcer = super::policy::open_enforcer(root, &Pins::for_state_root(root.dir()))?;
         enforcer.release(&state.name, id)?;
     }
-    for dir in state.cgroups.iter().rev() {
-        // Kill stragglers (cgroup.kill exists on v2), then remove.
+    // Kill stragglers (cgroup.kill exists on v2), then remove.
+    for dir in &state.cgroups {
         let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match std::fs::remove_dir(dir) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-                Err(e) => {
-                    return Err(crate::cgroups::CgroupError::Remove {
-                        path: PathBuf::from(dir),
-                        source: e,
-                    }
-                    .into());
-                }
-            }
-        }
     }
+    crate::cgroups::remove_dirs(state.cgroups.iter().map(PathBuf::as_path))?;
     Ok(())
 }
 
@@ -152,9 +138,6 @@ pub fn logs(root: &StateRoot, name: &str) -> Result<Vec<u8>, RuntimeError> {
     match std::fs::read(&path) {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(RuntimeError::Setup {
-            step: "read the log",
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-        }),
+        Err(e) => Err(RuntimeError::io("read the log", &e)),
     }
 }

@@ -136,6 +136,14 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// A failed setup step, from the I/O error that stopped it.
+    pub(crate) fn io(step: &'static str, e: &std::io::Error) -> Self {
+        RuntimeError::Setup {
+            step,
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        }
+    }
+
     /// The exit status palisade ends with for this error.
     pub fn exit_status(&self) -> i32 {
         match self {
@@ -284,7 +292,13 @@ fn environment(spec: &RunSpec) -> Vec<String> {
     if let Ok(term) = std::env::var("TERM") {
         env.push(format!("TERM={term}"));
     }
-    for kv in &spec.env {
+    with_env(env, &spec.env)
+}
+
+/// `env` with each `KEY=VALUE` of `overrides` replacing any `KEY=` in it,
+/// in order.
+pub(super) fn with_env(mut env: Vec<String>, overrides: &[String]) -> Vec<String> {
+    for kv in overrides {
         let key = kv.split('=').next().unwrap_or_default();
         env.retain(|e| e.split('=').next() != Some(key));
         env.push(kv.clone());

@@ -123,14 +123,8 @@ fn detach_stdio(root: &StateRoot, name: &str) -> Result<(), RuntimeError> {
         .create(true)
         .append(true)
         .open(root.log_path(name))
-        .map_err(|e| RuntimeError::Setup {
-            step: "open the log",
-            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-        })?;
-    let null = File::open("/dev/null").map_err(|e| RuntimeError::Setup {
-        step: "open /dev/null",
-        errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-    })?;
+        .map_err(|e| RuntimeError::io("open the log", &e))?;
+    let null = File::open("/dev/null").map_err(|e| RuntimeError::io("open /dev/null", &e))?;
     dup2_stdin(&null).map_err(setup("redirect stdin"))?;
     dup2_stdout(&log).map_err(setup("redirect stdout"))?;
     dup2_stderr(&log).map_err(setup("redirect stderr"))?;
@@ -286,10 +280,8 @@ fn start(
     )?;
 
     let staging = root.container_dir(&spec.name).join("rootfs");
-    std::fs::create_dir(&staging).map_err(|e| RuntimeError::Setup {
-        step: "create the rootfs mount point",
-        errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-    })?;
+    std::fs::create_dir(&staging)
+        .map_err(|e| RuntimeError::io("create the rootfs mount point", &e))?;
     let rootfs = RootfsSpec {
         rootfs: spec.rootfs.clone(),
         read_only: spec.read_only,
@@ -333,10 +325,8 @@ fn start(
         clone_flags |= libc::CLONE_NEWUSER;
         state.userns = Some(userns::HOST_BASE);
     }
-    let unified = File::open(cgroups.unified()).map_err(|e| RuntimeError::Setup {
-        step: "open the container's cgroup",
-        errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-    })?;
+    let unified = File::open(cgroups.unified())
+        .map_err(|e| RuntimeError::io("open the container's cgroup", &e))?;
     let child = match fork_into(clone_flags, Some(unified.as_fd()))
         .map_err(setup("create the container's process"))?
     {

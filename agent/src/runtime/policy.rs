@@ -15,12 +15,7 @@ use crate::{
 /// them if needed; one process at a time (a lock file in the state root),
 /// so concurrent first runs do not both pin.
 pub(crate) fn open_enforcer(root: &StateRoot, pins: &Pins) -> Result<Enforcer, RuntimeError> {
-    let io = |step| {
-        move |e: std::io::Error| RuntimeError::Setup {
-            step,
-            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-        }
-    };
+    let io = |step| move |e: std::io::Error| RuntimeError::io(step, &e);
     std::fs::create_dir_all(root.dir()).map_err(io("create the state root"))?;
     let lock_file =
         File::create(root.dir().join(".bpf.lock")).map_err(io("create the state root's lock"))?;

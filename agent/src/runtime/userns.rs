@@ -19,10 +19,8 @@ pub fn write_maps(pid: i32) -> Result<(), RuntimeError> {
     let map = format!("0 {HOST_BASE} {SIZE}\n");
     for file in ["uid_map", "gid_map"] {
         let path = format!("/proc/{pid}/{file}");
-        fs::write(&path, &map).map_err(|e| RuntimeError::Setup {
-            step: "write the user namespace's id maps",
-            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-        })?;
+        fs::write(&path, &map)
+            .map_err(|e| RuntimeError::io("write the user namespace's id maps", &e))?;
     }
     Ok(())
 }
