@@ -18,6 +18,7 @@ pub mod program {
     pub const POST_BIND4: &str = "post_bind4";
     pub const POST_BIND6: &str = "post_bind6";
     pub const INGRESS: &str = "ingress";
+    pub const EGRESS: &str = "egress";
 }
 
 /// Names of the maps in the eBPF object.
@@ -33,6 +34,20 @@ pub mod map {
     /// `LpmTrie<RuleKey, PrefixRules>` for connect/sendmsg and bind rules
     /// (told apart by [`super::TABLE_BIND`] in the key's family word).
     pub const CONNECT_RULES: &str = "CONNECT_RULES";
+    /// `HashMap<u64 cgroup id, u32 class>`: the traffic-control class a
+    /// shaped container's outbound packets are put in (see [`super::shaping_class`]).
+    pub const EGRESS_CLASS: &str = "EGRESS_CLASS";
+}
+
+/// The major number (handle) of the HTB qdisc palisade installs on the
+/// devices a shaped container's traffic leaves by.
+pub const SHAPER_HANDLE: u16 = 0x1a5e;
+
+/// The `skb->priority` that puts a packet straight into HTB class
+/// `SHAPER_HANDLE:minor` (HTB looks the priority up as a class id before
+/// any filter).
+pub const fn shaping_class(minor: u16) -> u32 {
+    ((SHAPER_HANDLE as u32) << 16) | minor as u32
 }
 
 /// Capacity of [`map::CGROUP_POLICY`]: containers policed at once.

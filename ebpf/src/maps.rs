@@ -23,3 +23,6 @@ pub static COUNTERS: PerCpuHashMap<u64, Counters> = PerCpuHashMap::with_max_entr
 
 #[map(name = "RATE")]
 pub static RATE: PerCpuHashMap<u64, RateWindow> = PerCpuHashMap::with_max_entries(MAX_CGROUPS, 0);
+
+#[map(name = "EGRESS_CLASS")]
+pub static EGRESS_CLASS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_CGROUPS, 0);

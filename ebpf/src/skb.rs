@@ -1,4 +1,7 @@
-//! cgroup_skb/ingress: inbound connection control.
+//! cgroup_skb programs: inbound connection control (ingress) and the
+//! classifier of outbound rate limiting (egress).
+//!
+//! ## ingress
 //!
 //! Attach point: the container's cgroup v2 directory
 //! (BPF_CGROUP_INET_INGRESS, Linux 4.10), run for every packet delivered
@@ -17,11 +20,49 @@ use palisade_common::{FAMILY_V4, FAMILY_V6, HOOK_ACCEPT, PROTO_TCP, PROTO_UDP};
 
 use crate::{
     events::{Refusal, conclude},
-    policy::{ALLOW, DENY, List, decide_for, normalise},
+    maps::EGRESS_CLASS,
+    policy::{ALLOW, DENY, List, MAX_LEVELS, decide_for, normalise},
 };
 
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
+
+// ## egress
+//
+// Attach point: the container's cgroup v2 directory
+// (BPF_CGROUP_INET_EGRESS, Linux 4.10), run for every packet one of the
+// container's sockets sends, after routing and before the device's queue.
+// If the container (or a container it is nested in) is shaped, the packet's
+// priority is set to its traffic-control class (`EGRESS_CLASS`), which the
+// HTB qdisc palisade installed on the device takes as the class to queue it
+// in. It never drops: the kernel's HTB does the shaping. Overwriting the
+// priority also means a process cannot step out of its class with
+// SO_PRIORITY. Reads `EGRESS_CLASS`; writes only the packet's priority.
+
+#[cgroup_skb(egress)]
+pub fn egress(ctx: SkBuffContext) -> i32 {
+    let skb = ctx.skb.skb;
+    let mut class = 0u32;
+    for level in 0..MAX_LEVELS {
+        // SAFETY: `skb` is the program's own context; the helper only reads
+        // the socket's cgroup, and returns 0 past its level.
+        let cgroup = unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) };
+        if cgroup == 0 {
+            break;
+        }
+        if let Some(value) = EGRESS_CLASS.get_ptr(&cgroup) {
+            // SAFETY: a non-null pointer to a map value, only read; volatile
+            // keeps the read below the null check for the verifier.
+            class = unsafe { core::ptr::read_volatile(value) };
+        }
+    }
+    if class != 0 {
+        // SAFETY: `skb` is the program's context; cgroup_skb programs may
+        // write `priority` (the verifier checks the field's offset).
+        unsafe { (*skb).priority = class };
+    }
+    1
+}
 
 #[cgroup_skb(ingress)]
 pub fn ingress(ctx: SkBuffContext) -> i32 {

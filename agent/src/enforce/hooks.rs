@@ -1,6 +1,7 @@
 //! The hooks a container gets, and the two program types behind them:
 //! cgroup sock_addr programs (connect, sendmsg, bind), cgroup sock programs
-//! (socket creation, post-bind) and a cgroup skb program (ingress). Each is loaded and pinned once per build, opened
+//! (socket creation, post-bind) and cgroup skb programs (ingress accept
+//! control, the egress shaping classifier). Each is loaded and pinned once per build, opened
 //! from its pin and attached per container as a pinned BPF link.
 
 use std::{fs::File, path::Path};
@@ -75,6 +76,11 @@ pub(super) const HOOKS: &[Hook] = &[
         program: program::INGRESS,
         name: "cgroup_skb/ingress",
         attach: Attach::Skb(CgroupSkbAttachType::Ingress),
+    },
+    Hook {
+        program: program::EGRESS,
+        name: "cgroup_skb/egress",
+        attach: Attach::Skb(CgroupSkbAttachType::Egress),
     },
     Hook {
         program: program::SOCK_CREATE,

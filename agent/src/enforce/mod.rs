@@ -127,6 +127,7 @@ pub struct Enforcer {
     policies: HashMap<MapData, u64, CgroupPolicy>,
     rules: LpmTrie<MapData, RuleKey, PrefixRules>,
     counters: PerCpuHashMap<MapData, u64, Counters>,
+    egress: HashMap<MapData, u64, u32>,
 }
 
 impl Enforcer {
@@ -174,12 +175,19 @@ impl Enforcer {
                 reason: chain(&e),
             }
         })?;
+        let egress = HashMap::try_from(open_map(&dir, map::EGRESS_CLASS)?).map_err(|e| {
+            EnforceError::Pin {
+                path: dir.join(map::EGRESS_CLASS),
+                reason: chain(&e),
+            }
+        })?;
         Ok(Self {
             pins,
             programs,
             policies,
             rules,
             counters,
+            egress,
         })
     }
 
@@ -270,6 +278,7 @@ impl Enforcer {
         }
         let _ = self.policies.remove(&cgroup_id);
         let _ = self.counters.remove(&cgroup_id);
+        let _ = self.egress.remove(&cgroup_id);
         self.delete_rules(cgroup_id, |_| true)
     }
 
@@ -360,6 +369,25 @@ impl Enforcer {
             raw_sockets: current.sockets & palisade_common::DENY_RAW == 0,
             packet_sockets: current.sockets & palisade_common::DENY_PACKET == 0,
         })
+    }
+
+    /// Puts the cgroup's outbound packets in traffic-control class `class`
+    /// (a [`palisade_common::shaping_class`]), or in none with `None`.
+    pub fn set_egress_class(
+        &mut self,
+        cgroup_id: u64,
+        class: Option<u32>,
+    ) -> Result<(), EnforceError> {
+        match class {
+            Some(class) => self
+                .egress
+                .insert(cgroup_id, class, 0)
+                .map_err(map_error(map::EGRESS_CLASS, cgroup_id)),
+            None => match self.egress.remove(&cgroup_id) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(map_error(map::EGRESS_CLASS, cgroup_id)(e)),
+            },
+        }
     }
 
     /// The cgroup's switches, or an error if it has no policy.
@@ -454,6 +482,7 @@ const MAPS: &[&str] = &[
     map::EVENTS,
     map::COUNTERS,
     map::RATE,
+    map::EGRESS_CLASS,
 ];
 
 /// A hook's link pin file name: `cgroup/connect4` -> `connect4`.

@@ -128,6 +128,7 @@ fn clean_up_after(root: &StateRoot, state: &State) -> Result<(), RuntimeError> {
         let _ = std::fs::write(dir.join("cgroup.kill"), "1");
     }
     crate::cgroups::remove_dirs(state.cgroups.iter().map(PathBuf::as_path))?;
+    super::monitor::release_network(state);
     Ok(())
 }
 

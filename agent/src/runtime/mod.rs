@@ -16,6 +16,7 @@ pub mod net;
 mod policy;
 pub mod rootfs;
 pub mod security;
+pub mod shaping;
 pub mod state;
 mod supervise;
 pub mod userns;
@@ -225,6 +226,22 @@ pub fn validate_name(name: &str) -> Result<(), RuntimeError> {
 /// the host.
 fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
     validate_name(&spec.name)?;
+    if let Some(egress) = spec.policy.network.egress {
+        let why = if spec.parent.is_some() {
+            Some("a sub-container (--parent) is shaped with its parent: set the rate on the parent")
+        } else if spec.net == NetMode::None {
+            Some("with --net none nothing leaves the container")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(RuntimeError::Invalid {
+                what: "egress rate",
+                value: crate::spec::DisplayRate(egress.rate).to_string(),
+                why,
+            });
+        }
+    }
     if spec.command.is_empty() {
         return Err(RuntimeError::NoCommand);
     }

@@ -23,7 +23,7 @@ use super::{
     EXIT_SETUP_FAILED, NetMode, RunOutcome, RunSpec, RuntimeError, cstrings, environment, init,
     net,
     rootfs::RootfsSpec,
-    security,
+    security, shaping,
     state::{ExecProfile, State, StateRoot, Status, now},
     supervise, userns,
 };
@@ -52,6 +52,7 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         veth: None,
         userns: None,
         enclosing: Vec::new(),
+        shaping: None,
         exec: ExecProfile {
             env: env_strings.clone(),
             workdir: spec.workdir.clone(),
@@ -226,8 +227,16 @@ fn monitor(
     Ok(status)
 }
 
-/// Unplugs a bridged container and returns its address.
+/// Takes a shaped container's class off the host's devices (a bridged
+/// container's goes with its namespace), unplugs a bridged container and
+/// returns its address.
 pub(super) fn release_network(state: &State) {
+    if let Some(shaping) = &state.shaping {
+        if !shaping.in_container {
+            shaping::uninstall(shaping::Netns::Host, &shaping.devices, shaping.minor);
+        }
+        shaping::free(shaping.minor);
+    }
     if let Some(veth) = &state.veth {
         net::detach(veth);
     }
@@ -272,12 +281,21 @@ fn start(
         })?,
     );
     crate::cgroups::apply(cgroups, &spec.policy.resources)?;
-    enforcer.as_mut().expect("just set").police(
-        &spec.name,
-        cgroups.unified(),
-        cgroup_id,
-        &spec.policy,
-    )?;
+    let enforcer = enforcer.as_mut().expect("just set");
+    enforcer.police(&spec.name, cgroups.unified(), cgroup_id, &spec.policy)?;
+    if let Some(egress) = spec.policy.network.egress {
+        let owner = root.container_dir(&spec.name).display().to_string();
+        let minor = shaping::allocate(&owner)?;
+        state.shaping = Some(shaping::Shaping {
+            minor,
+            devices: Vec::new(),
+            in_container: spec.net == NetMode::Bridge,
+            rate: egress.rate,
+            burst: egress.burst,
+        });
+        root.save(state)?;
+        enforcer.set_egress_class(cgroup_id, Some(palisade_common::shaping_class(minor)))?;
+    }
 
     let staging = root.container_dir(&spec.name).join("rootfs");
     std::fs::create_dir(&staging)
@@ -375,6 +393,24 @@ fn start(
             }
         }
     };
+    // The class is in place before the command runs: a packet sent before
+    // would find no class and pass unshaped.
+    let plugged = plugged.and_then(|()| match &mut state.shaping {
+        None => Ok(()),
+        Some(shaping) => {
+            let netns = if shaping.in_container {
+                shaping.devices = vec!["eth0".to_string()];
+                shaping::Netns::Of(child.as_raw())
+            } else {
+                shaping.devices = shaping::host_devices();
+                shaping::Netns::Host
+            };
+            let (devices, minor, egress) =
+                (shaping.devices.clone(), shaping.minor, shaping.egress());
+            root.save(state)?;
+            shaping::install(netns, &devices, minor, egress).map_err(RuntimeError::from)
+        }
+    });
     let plugged = plugged.and_then(|()| {
         if spec.userns {
             userns::write_maps(child.as_raw())

@@ -32,10 +32,14 @@ pub enum NetError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("no free address left in 10.88.0.0/16")]
-    Exhausted,
+    #[error("no free {0} left")]
+    Exhausted(&'static str),
     #[error("`ip {args}` failed: {reason} (is iproute2 installed?)")]
     Ip { args: String, reason: String },
+    #[error("`{command}` failed: {reason}")]
+    Tool { command: String, reason: String },
+    #[error("{0}")]
+    Shaping(String),
 }
 
 /// An address leased to one container: a file named after it, created
@@ -45,7 +49,10 @@ pub struct Lease {
     pub addr: Ipv4Addr,
 }
 
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> NetError + use<> {
+pub(super) fn io_error(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> NetError + use<> {
     let path = path.to_path_buf();
     move |source| NetError::Io {
         action,
@@ -54,8 +61,13 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> NetE
     }
 }
 
+/// Where the host-wide network state (leases, traffic classes, the lock) lives.
+pub(super) fn net_dir() -> &'static Path {
+    Path::new(NET_DIR)
+}
+
 fn leases_dir() -> PathBuf {
-    Path::new(NET_DIR).join("leases")
+    net_dir().join("leases")
 }
 
 /// Leases the first free address for `owner` (its state root and name).
@@ -75,7 +87,7 @@ pub fn lease(owner: &str) -> Result<Lease, NetError> {
             Err(e) => return Err(io_error("create", &path)(e)),
         }
     }
-    Err(NetError::Exhausted)
+    Err(NetError::Exhausted("address in 10.88.0.0/16"))
 }
 
 pub fn release(addr: Ipv4Addr) {
@@ -108,7 +120,8 @@ fn ip(args: &[&str]) -> Result<(), NetError> {
     }
 }
 
-fn lock() -> Result<Flock<File>, NetError> {
+/// The host-wide lock over the bridge, the leases and the shaping qdiscs.
+pub(super) fn lock() -> Result<Flock<File>, NetError> {
     fs::create_dir_all(NET_DIR).map_err(io_error("create", Path::new(NET_DIR)))?;
     let path = Path::new(NET_DIR).join("lock");
     let file = File::create(&path).map_err(io_error("create", &path))?;

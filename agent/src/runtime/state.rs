@@ -92,6 +92,9 @@ pub struct State {
     /// The containers this one is nested in (`--parent`), outermost first.
     #[serde(default)]
     pub enclosing: Vec<String>,
+    /// The outbound rate limit's traffic class, if the container is shaped.
+    #[serde(default)]
+    pub shaping: Option<super::shaping::Shaping>,
 }
 
 impl State {

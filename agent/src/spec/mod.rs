@@ -5,11 +5,13 @@
 //! rejected before anything on the host is touched, and nothing here ever
 //! touches the host.
 
+mod egress;
 mod oci;
 mod policy;
 mod resources;
 mod rules;
 
+pub use egress::{DisplayRate, Egress, default_burst, parse_bit_rate};
 pub use oci::{Bundle, OciError, load_bundle};
 pub use policy::{NetworkPolicy, Policy, PolicyError, SocketKinds};
 pub use resources::{

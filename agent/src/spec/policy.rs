@@ -9,6 +9,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
+    Value,
+    egress::Egress,
     resources::{ResourceLimits, Resources},
     rules::{self, Rule, RuleError},
 };
@@ -36,6 +38,8 @@ pub struct NetworkPolicy {
     pub accept: Option<Vec<Rule>>,
     /// `mode = "audit"`: refusals are reported as events, nothing is refused.
     pub audit: bool,
+    /// `egress_rate` / `egress_burst`: the outbound rate limit, if any.
+    pub egress: Option<Egress>,
 }
 
 /// `[network] sockets = { raw = false, packet = false, deny_families = […] }`:
@@ -179,6 +183,8 @@ struct RawNetwork {
     bind: Option<Spanned<Vec<Spanned<String>>>>,
     accept: Option<Spanned<Vec<Spanned<String>>>>,
     mode: Option<Mode>,
+    egress_rate: Option<Spanned<Value>>,
+    egress_burst: Option<Spanned<Value>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +253,26 @@ impl Policy {
                 };
             }
             policy.network.audit = network.mode == Some(Mode::Audit);
+            policy.network.egress = match (network.egress_rate, network.egress_burst) {
+                (None, None) => None,
+                (None, Some(burst)) => {
+                    return Err(error(
+                        burst.span().start,
+                        "network.egress_burst needs network.egress_rate".into(),
+                    ));
+                }
+                (Some(rate), burst) => Some(
+                    Egress::new(rate.get_ref(), burst.as_ref().map(Spanned::get_ref)).map_err(
+                        |e| {
+                            let at = match &burst {
+                                Some(b) if e.contains("burst") => b.span().start,
+                                _ => rate.span().start,
+                            };
+                            error(at, format!("network.egress_rate/egress_burst: {e}"))
+                        },
+                    )?,
+                ),
+            };
         }
         if let Some(resources) = raw.resources {
             policy.resources = resources.validate().map_err(|e| {

@@ -1,0 +1,455 @@
+//! Outbound rate limiting: each shaped container gets a class of an HTB
+//! qdisc on every device its traffic leaves by, and its cgroup_skb/egress
+//! program puts each packet it sends in that class (by `skb->priority`).
+//!
+//! Why this design: this kernel has no fq qdisc, so the eBPF-only way
+//! (earliest-departure-time pacing) is not available, and a token bucket
+//! that drops in the cgroup program collapses TCP. HTB queues instead of
+//! dropping and holds a class to its rate within a percent; the cgroup
+//! hook stays the classifier, so no tc filter is involved and a process
+//! cannot pick another class.
+//!
+//! Where the class goes: `--net bridge` containers on their own `eth0`
+//! (inside their network namespace); `--net host` containers on every
+//! device of the host that is up when they start, except bridge ports
+//! (their traffic was shaped on the bridge). On host devices the qdisc is
+//! shared: palisade installs it (handle `1a5e:`) over the kernel's default
+//! qdisc when the first shaped container needs it, and deletes it (the
+//! kernel puts its default back) when the last one leaves. Packets of no
+//! class go through HTB's direct queue, unshaped. A device with a root
+//! qdisc someone else configured is left alone, and the container refused.
+//!
+//! The rate a user writes is payload: the class's link-layer rate is
+//! raised by the headers of a full-size TCP segment on the device's MTU
+//! (14 bytes of Ethernet header, 52 of IPv4 and TCP with timestamps): on a
+//! 1500-byte link 10mbit of goodput is 10.46 Mbit/s on the wire.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use palisade_common::SHAPER_HANDLE;
+use serde::{Deserialize, Serialize};
+
+use super::net::{self, NetError};
+use crate::spec::Egress;
+
+/// Link-layer header bytes counted by the qdisc on Ethernet-like devices.
+const LINK_HEADER: u64 = 14;
+/// IPv4 and TCP headers with the timestamp option.
+const TCP_IP_HEADERS: u64 = 52;
+/// HTB's quantum for every class: classes never borrow (rate = ceil), so
+/// it only has to be at least one packet; 200000 is tc's warning limit.
+const QUANTUM: u64 = 200_000;
+
+/// A shaped container's class and where it is installed, kept in its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shaping {
+    /// The class's minor number: the class is `1a5e:<minor>` on every device.
+    pub minor: u16,
+    /// The devices holding the class.
+    pub devices: Vec<String>,
+    /// The devices are in the container's network namespace (bridge), not
+    /// the host's.
+    pub in_container: bool,
+    pub rate: u64,
+    pub burst: u64,
+}
+
+/// Whose network namespace a device is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Netns {
+    Host,
+    /// The namespace of this (host) pid.
+    Of(i32),
+}
+
+impl Shaping {
+    pub fn netns(&self, pid: Option<i32>) -> Option<Netns> {
+        if self.in_container {
+            pid.map(Netns::Of)
+        } else {
+            Some(Netns::Host)
+        }
+    }
+
+    pub fn egress(&self) -> Egress {
+        Egress {
+            rate: self.rate,
+            burst: self.burst,
+        }
+    }
+}
+
+/// What the kernel counted for one container's class on one device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClassStats {
+    pub device: String,
+    /// Bytes and packets that left through the class.
+    pub bytes: u64,
+    pub packets: u64,
+    /// Packets dropped because the class's queue was full.
+    pub dropped: u64,
+    /// Times a packet found the class over its rate and had to wait.
+    pub delayed: u64,
+    /// Bytes and packets waiting now.
+    pub backlog_bytes: u64,
+    pub backlog_packets: u64,
+}
+
+fn classes_dir() -> PathBuf {
+    net::net_dir().join("classes")
+}
+
+/// Reserves a class number for `owner` (a file named after it, created
+/// exclusively), host-wide, since host devices are shared.
+pub fn allocate(owner: &str) -> Result<u16, NetError> {
+    let dir = classes_dir();
+    fs::create_dir_all(&dir).map_err(net::io_error("create", &dir))?;
+    for minor in 1u16..0xffff {
+        let path = dir.join(minor.to_string());
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => {
+                fs::write(&path, owner).map_err(net::io_error("write", &path))?;
+                return Ok(minor);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(net::io_error("create", &path)(e)),
+        }
+    }
+    Err(NetError::Exhausted("traffic classes"))
+}
+
+/// Gives a class number back.
+pub fn free(minor: u16) {
+    let _ = fs::remove_file(classes_dir().join(minor.to_string()));
+}
+
+/// The host devices a `--net host` container's traffic can leave by: the
+/// ones that are up, bridge ports excepted.
+pub fn host_devices() -> Vec<String> {
+    let mut devices: Vec<String> = fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let dir = e.path();
+            let up = fs::read_to_string(dir.join("flags"))
+                .ok()
+                .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+                .is_some_and(|flags| flags & 1 != 0);
+            up && !dir.join("brport").exists()
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    devices.sort();
+    devices
+}
+
+/// Installs the class `minor` at `egress` on each device, under the
+/// network lock. On failure, what was installed is removed again.
+pub fn install(
+    netns: Netns,
+    devices: &[String],
+    minor: u16,
+    egress: Egress,
+) -> Result<(), NetError> {
+    let _lock = net::lock()?;
+    let mut done: Vec<&str> = Vec::new();
+    for device in devices {
+        let result = ensure_root(netns, device)
+            .and_then(|()| set_class(netns, device, minor, egress, "add"));
+        if let Err(e) = result {
+            for d in &done {
+                remove_class(netns, d, minor);
+            }
+            // The qdisc may have been put on this device just now.
+            remove_class(netns, device, minor);
+            return Err(e);
+        }
+        done.push(device);
+    }
+    Ok(())
+}
+
+/// Changes the rate of an installed class, at once.
+pub fn change(
+    netns: Netns,
+    devices: &[String],
+    minor: u16,
+    egress: Egress,
+) -> Result<(), NetError> {
+    let _lock = net::lock()?;
+    for device in devices {
+        set_class(netns, device, minor, egress, "change")?;
+    }
+    Ok(())
+}
+
+/// Removes the class from each device, and the qdisc from a device where
+/// no class is left. Devices that are gone are fine.
+pub fn uninstall(netns: Netns, devices: &[String], minor: u16) {
+    let Ok(_lock) = net::lock() else { return };
+    for device in devices {
+        remove_class(netns, device, minor);
+    }
+}
+
+/// The kernel's counts for the class on each device.
+pub fn stats(netns: Netns, devices: &[String], minor: u16) -> Result<Vec<ClassStats>, NetError> {
+    let mut all = Vec::new();
+    for device in devices {
+        let out = tc(
+            netns,
+            &[
+                "-s",
+                "class",
+                "show",
+                "dev",
+                device,
+                "classid",
+                &class_id(minor),
+            ],
+        )?;
+        let mut stats = parse_class_stats(&out);
+        stats.device = device.clone();
+        all.push(stats);
+    }
+    Ok(all)
+}
+
+fn class_id(minor: u16) -> String {
+    format!("{SHAPER_HANDLE:x}:{minor:x}")
+}
+
+fn handle() -> String {
+    format!("{SHAPER_HANDLE:x}:")
+}
+
+/// Makes palisade's HTB the root qdisc of `device`, over the kernel's
+/// default one; refuses a root qdisc that someone else configured.
+fn ensure_root(netns: Netns, device: &str) -> Result<(), NetError> {
+    let shown = tc(netns, &["qdisc", "show", "dev", device, "root"])?;
+    let mut words = shown.split_whitespace().skip(1);
+    let (kind, handle_now) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    if kind == "htb" && handle_now == handle() {
+        return Ok(());
+    }
+    // No qdisc shown (a device that is down) or the kernel's default one
+    // (handle 0:) may be replaced; anything else was configured by someone.
+    if !shown.trim().is_empty() && handle_now != "0:" {
+        let hint = match netns {
+            Netns::Host => " (remove it, or run the container with --net bridge)",
+            Netns::Of(_) => "",
+        };
+        return Err(NetError::Shaping(format!(
+            "device {device} has a root qdisc palisade did not install ({kind} {handle_now}); \
+             palisade does not replace it{hint}"
+        )));
+    }
+    tc(
+        netns,
+        &[
+            "qdisc",
+            "replace",
+            "dev",
+            device,
+            "root",
+            "handle",
+            &handle(),
+            "htb",
+        ],
+    )
+    .map(drop)
+}
+
+/// `tc class add|change` of the class at the rate for `device`'s MTU.
+fn set_class(
+    netns: Netns,
+    device: &str,
+    minor: u16,
+    egress: Egress,
+    verb: &str,
+) -> Result<(), NetError> {
+    let mtu = mtu(netns, device)?;
+    let rate = link_rate(egress.rate, mtu);
+    let burst = egress.burst.to_string();
+    tc(
+        netns,
+        &[
+            "class",
+            verb,
+            "dev",
+            device,
+            "parent",
+            &handle(),
+            "classid",
+            &class_id(minor),
+            "htb",
+            "rate",
+            &format!("{rate}bit"),
+            "burst",
+            &burst,
+            "cburst",
+            &burst,
+            "quantum",
+            &QUANTUM.to_string(),
+        ],
+    )
+    .map(drop)
+}
+
+/// Deletes the class, then palisade's qdisc if no class of it is left.
+fn remove_class(netns: Netns, device: &str, minor: u16) {
+    let _ = tc(
+        netns,
+        &["class", "del", "dev", device, "classid", &class_id(minor)],
+    );
+    let ours = tc(netns, &["qdisc", "show", "dev", device, "root"])
+        .is_ok_and(|q| q.split_whitespace().nth(2) == Some(handle().as_str()));
+    let empty =
+        tc(netns, &["class", "show", "dev", device]).is_ok_and(|classes| classes.trim().is_empty());
+    if ours && empty {
+        let _ = tc(netns, &["qdisc", "del", "dev", device, "root"]);
+    }
+}
+
+/// The link-layer rate that gives `payload` bits per second of full-size
+/// TCP segments on a device of this MTU.
+pub fn link_rate(payload: u64, mtu: u64) -> u64 {
+    let mtu = mtu.max(576);
+    let wire = u128::from(payload) * u128::from(mtu + LINK_HEADER);
+    let segment = u128::from(mtu - TCP_IP_HEADERS);
+    wire.div_ceil(segment) as u64
+}
+
+fn mtu(netns: Netns, device: &str) -> Result<u64, NetError> {
+    let path = Path::new("/sys/class/net").join(device).join("mtu");
+    let text = match netns {
+        Netns::Host => fs::read_to_string(&path).map_err(net::io_error("read", &path))?,
+        // The namespace's own sysfs is not mounted here; ask `ip`.
+        Netns::Of(_) => {
+            let out = run(netns, "ip", &["-o", "link", "show", "dev", device])?;
+            let mut words = out.split_whitespace();
+            words
+                .by_ref()
+                .find(|w| *w == "mtu")
+                .and_then(|_| words.next())
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    text.trim()
+        .parse()
+        .map_err(|_| NetError::Shaping(format!("cannot read the MTU of {device} (got {text:?})")))
+}
+
+fn tc(netns: Netns, args: &[&str]) -> Result<String, NetError> {
+    run(netns, "tc", args)
+}
+
+/// Runs an iproute2 tool, in the container's network namespace if asked
+/// (through nsenter), and returns its output.
+fn run(netns: Netns, program: &str, args: &[&str]) -> Result<String, NetError> {
+    let mut command = match netns {
+        Netns::Host => Command::new(program),
+        Netns::Of(pid) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/proc/{pid}/ns/net")).arg(program);
+            c
+        }
+    };
+    let failed = |reason: String| NetError::Tool {
+        command: format!("{program} {}", args.join(" ")),
+        reason,
+    };
+    let out = command
+        .args(args)
+        .output()
+        .map_err(|e| failed(format!("{e} (is iproute2 installed?)")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+/// Reads `Sent B bytes P pkt (dropped D, overlimits O requeues R)` and
+/// `backlog Xb Yp` from `tc -s class show`.
+fn parse_class_stats(text: &str) -> ClassStats {
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let after = |label: &str| -> u64 {
+        words
+            .iter()
+            .position(|w| *w == label)
+            .and_then(|i| words.get(i + 1))
+            .and_then(|w| w.trim_end_matches(['b', 'p']).parse().ok())
+            .unwrap_or(0)
+    };
+    let before = |label: &str| -> u64 {
+        words
+            .iter()
+            .position(|w| *w == label)
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| words[i].parse().ok())
+            .unwrap_or(0)
+    };
+    let backlog_packets = words
+        .iter()
+        .position(|w| *w == "backlog")
+        .and_then(|i| words.get(i + 2))
+        .and_then(|w| w.trim_end_matches('p').parse().ok())
+        .unwrap_or(0);
+    ClassStats {
+        device: String::new(),
+        bytes: before("bytes"),
+        packets: before("pkt"),
+        dropped: after("dropped"),
+        delayed: after("overlimits"),
+        backlog_bytes: after("backlog"),
+        backlog_packets,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_rate_adds_the_headers_of_a_full_segment() {
+        // 1500-byte MTU: 1514 bytes on the link carry 1448 of payload.
+        assert_eq!(link_rate(1448, 1500), 1514);
+        assert_eq!(link_rate(10_000_000, 1500), 10_455_802);
+        // Loopback's 64 KiB MTU costs a tenth of a percent.
+        assert_eq!(link_rate(100_000_000, 65536), 100_100_781);
+    }
+
+    #[test]
+    fn class_stats_parse_from_tc_output() {
+        let text = "class htb 1a5e:7 root leaf 8001: prio 0 rate 10Mbit ceil 10Mbit burst 64Kb cburst 64Kb \n Sent 123456 bytes 789 pkt (dropped 3, overlimits 42 requeues 0) \n backlog 3028b 2p requeues 0\n lended: 0 borrowed: 0 giants: 0\n";
+        let s = parse_class_stats(text);
+        assert_eq!(
+            s,
+            ClassStats {
+                device: String::new(),
+                bytes: 123_456,
+                packets: 789,
+                dropped: 3,
+                delayed: 42,
+                backlog_bytes: 3028,
+                backlog_packets: 2,
+            }
+        );
+    }
+}
