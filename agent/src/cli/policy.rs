@@ -20,7 +20,8 @@ pub struct PolicyArgs {
 pub enum PolicyCommand {
     /// Replace the network policy ([network]) atomically: every connect,
     /// send and bind is judged by the old rules or the new ones, never a
-    /// mixture. A bad file changes nothing (exit 2).
+    /// mixture. The outbound rate (egress_rate, egress_burst) changes at
+    /// once, or is added or removed. A bad file changes nothing (exit 2).
     Apply {
         name: String,
         #[arg(value_name = "FILE")]
@@ -57,11 +58,12 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
             }
         }
         PolicyCommand::Show { name, json } => match runtime::show_policy(root, &name) {
-            Ok(in_force) if json => {
-                println!("{}", serde_json::to_string_pretty(&in_force).expect("json"));
+            Ok(shown) if json => {
+                println!("{}", serde_json::to_string_pretty(&shown).expect("json"));
                 0
             }
-            Ok(in_force) => {
+            Ok(shown) => {
+                let in_force = &shown.kernel;
                 println!(
                     "mode {}, generation {}",
                     if in_force.audit { "audit" } else { "enforce" },
@@ -98,10 +100,28 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                         }
                     }
                 }
+                print_egress(shown.egress.as_ref());
                 0
             }
             Err(e) => super::failed(e),
         },
+    }
+}
+
+fn print_egress(egress: Option<&runtime::EgressShown>) {
+    let Some(e) = egress else {
+        println!("egress: not shaped");
+        return;
+    };
+    println!(
+        "egress: {} (burst {} bytes), class {}",
+        e.rate, e.burst_bytes, e.class
+    );
+    for d in &e.devices {
+        println!(
+            "  {:<12} sent {} bytes {} packets, delayed {}, dropped {}, queued {} bytes",
+            d.device, d.bytes, d.packets, d.delayed, d.dropped, d.backlog_bytes
+        );
     }
 }
 

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 
 use crate::{
     runtime::{self, BindMount, NetMode, RunOutcome, RunSpec, StateRoot, security},
-    spec::{Policy, Resources, load_bundle},
+    spec::{Egress, Policy, Resources, Value, load_bundle},
 };
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -104,6 +104,16 @@ pub struct RunArgs {
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
 
+    /// Limit the container's outbound traffic to RATE of payload (bit,
+    /// kbit, mbit, gbit: "10mbit"); overrides the policy's egress_rate.
+    #[arg(long, value_name = "RATE")]
+    pub egress_rate: Option<String>,
+
+    /// Bytes that may leave at once above the rate (default 64k, or 2 ms
+    /// at the rate if more); overrides the policy's egress_burst.
+    #[arg(long, value_name = "SIZE")]
+    pub egress_burst: Option<String>,
+
     #[command(flatten)]
     pub resources: ResourceFlags,
 
@@ -178,6 +188,25 @@ impl ResourceFlags {
     }
 }
 
+/// The outbound limit from the flags over the policy's: a new rate gets
+/// the default burst unless --egress-burst is given too.
+fn egress_flags(
+    rate: Option<&str>,
+    burst: Option<&str>,
+    from_policy: Option<Egress>,
+) -> Result<Option<Egress>, String> {
+    let rate = match (rate, from_policy) {
+        (Some(r), _) => Value::Str(r.to_string()),
+        (None, Some(p)) if burst.is_some() => Value::Int(p.rate as i64),
+        (None, p) if burst.is_none() => return Ok(p),
+        (None, _) => return Err("--egress-burst needs --egress-rate (or egress_rate in the policy)".into()),
+    };
+    let burst = burst.map(|b| Value::Str(b.to_string()));
+    Egress::new(&rate, burst.as_ref())
+        .map(Some)
+        .map_err(|e| format!("--egress-rate/--egress-burst: {e}"))
+}
+
 fn parse_mount(text: &str) -> Result<BindMount, String> {
     BindMount::parse(text)
 }
@@ -204,6 +233,14 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
             Ok(flags) => policy.resources = policy.resources.overlaid_with(flags),
             Err(e) => return bad_input(&e),
         }
+    }
+    match egress_flags(
+        args.egress_rate.as_deref(),
+        args.egress_burst.as_deref(),
+        policy.network.egress,
+    ) {
+        Ok(egress) => policy.network.egress = egress,
+        Err(e) => return bad_input(&e),
     }
     let caps = match security::resolve_caps(&args.cap_add, &args.cap_drop) {
         Ok(c) => c,

@@ -27,7 +27,7 @@ pub use events::{EventView, events};
 pub use exec::{ExecSpec, exec};
 pub use lifecycle::{kill, logs, ps, remove, wait};
 use nix::errno::Errno;
-pub use policy::{apply_policy, show_policy};
+pub use policy::{EgressShown, Shown, apply_policy, show_policy};
 pub use rootfs::{BindMount, RootfsSpec};
 pub use state::{State, StateError, StateRoot, Status};
 use thiserror::Error;

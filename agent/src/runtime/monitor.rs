@@ -204,6 +204,10 @@ fn monitor(
     }
 
     let waited = supervise::until_exit(child, &signals);
+    // `policy apply` may have added, changed or removed the traffic class.
+    if let Ok(on_disk) = root.load(&spec.name) {
+        state.shaping = on_disk.shaping;
+    }
     let status = waited.unwrap_or(EXIT_SETUP_FAILED);
     state.status = Status::Exited;
     state.exit_status = Some(status);

@@ -1,15 +1,41 @@
 //! `policy apply` and `policy show` on a running container: its network
-//! policy replaced atomically in the kernel maps, or read back from them.
+//! policy replaced atomically in the kernel maps, or read back from them,
+//! and its outbound rate changed or read back from traffic control.
 
 use std::fs::File;
 
 use nix::fcntl::{Flock, FlockArg};
+use serde::Serialize;
 
-use super::{RuntimeError, StateRoot, Status};
+use super::{
+    RuntimeError, State, StateRoot, Status,
+    shaping::{self, ClassStats, Netns, Shaping},
+};
 use crate::{
     enforce::{Enforcer, InForce, Pins},
-    spec::Policy,
+    spec::{DisplayRate, Egress, Policy},
 };
+
+/// What `policy show` reports: the maps' view and the shaper's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shown {
+    #[serde(flatten)]
+    pub kernel: InForce,
+    /// `None`: the container's outbound traffic is not shaped.
+    pub egress: Option<EgressShown>,
+}
+
+/// The outbound rate limit in force and what the kernel counted for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EgressShown {
+    /// As written: `10mbit`.
+    pub rate: String,
+    pub rate_bits_per_second: u64,
+    pub burst_bytes: u64,
+    /// The traffic class, `1a5e:N`, and its counts on each device.
+    pub class: String,
+    pub devices: Vec<ClassStats>,
+}
 
 /// Opens the pinned programs and maps of this build, loading and pinning
 /// them if needed; one process at a time (a lock file in the state root),
@@ -53,13 +79,131 @@ pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(),
             why: "cannot change on a running container (its seccomp filter enforces them)",
         });
     }
+    if policy.network.egress.is_some() && state.shaping.is_none() {
+        refuse_new_shaping(&state)?;
+    }
     let mut enforcer = open_enforcer(root, &Pins::for_state_root(root.dir()))?;
-    Ok(enforcer.update(cgroup_id, policy)?)
+    enforcer.update(cgroup_id, policy)?;
+    reshape(root, &mut enforcer, cgroup_id, state, policy.network.egress)
 }
 
-/// The policy in force for a running container, from the kernel maps.
-pub fn show_policy(root: &StateRoot, name: &str) -> Result<InForce, RuntimeError> {
-    let (cgroup_id, _) = running_cgroup(root, name)?;
+/// Why a container that is not shaped cannot become shaped, if it cannot.
+fn refuse_new_shaping(state: &State) -> Result<(), RuntimeError> {
+    let why = if !state.enclosing.is_empty() {
+        "a sub-container (--parent) is shaped with its parent: set the rate on the parent"
+    } else if state.veth.is_none() && !shares_host_network(state) {
+        "with --net none nothing leaves the container"
+    } else {
+        return Ok(());
+    };
+    Err(RuntimeError::Invalid {
+        what: "network.egress_rate",
+        value: state.name.clone(),
+        why,
+    })
+}
+
+/// Whether the container's first process is in the host's network namespace.
+fn shares_host_network(state: &State) -> bool {
+    let ns = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok();
+    let inode = |m: std::fs::Metadata| std::os::unix::fs::MetadataExt::ino(&m);
+    match (state.pid.and_then(|p| ns(&p.to_string())), ns("self")) {
+        (Some(theirs), Some(ours)) => inode(theirs) == inode(ours),
+        _ => false,
+    }
+}
+
+/// Brings the container's traffic class to `wanted`: changes its rate at
+/// once, installs one, or removes it (packets leave the class first).
+fn reshape(
+    root: &StateRoot,
+    enforcer: &mut Enforcer,
+    cgroup_id: u64,
+    mut state: State,
+    wanted: Option<Egress>,
+) -> Result<(), RuntimeError> {
+    match (state.shaping.clone(), wanted) {
+        (None, None) => Ok(()),
+        (Some(current), Some(egress)) if current.egress() == egress => Ok(()),
+        (Some(current), Some(egress)) => {
+            let netns = current.netns(state.pid).ok_or_else(|| no_process(&state))?;
+            shaping::change(netns, &current.devices, current.minor, egress)?;
+            state.shaping = Some(Shaping {
+                rate: egress.rate,
+                burst: egress.burst,
+                ..current
+            });
+            Ok(root.save(&state)?)
+        }
+        (None, Some(egress)) => {
+            let pid = state.pid.ok_or_else(|| no_process(&state))?;
+            let in_container = state.veth.is_some();
+            let (netns, devices) = if in_container {
+                (Netns::Of(pid), vec!["eth0".to_string()])
+            } else {
+                (Netns::Host, shaping::host_devices())
+            };
+            let owner = root.container_dir(&state.name).display().to_string();
+            let minor = shaping::allocate(&owner)?;
+            let installed = shaping::install(netns, &devices, minor, egress)
+                .map_err(RuntimeError::from)
+                .and_then(|()| {
+                    let class = palisade_common::shaping_class(minor);
+                    Ok(enforcer.set_egress_class(cgroup_id, Some(class))?)
+                });
+            if let Err(e) = installed {
+                shaping::uninstall(netns, &devices, minor);
+                shaping::free(minor);
+                return Err(e);
+            }
+            state.shaping = Some(Shaping {
+                minor,
+                devices,
+                in_container,
+                rate: egress.rate,
+                burst: egress.burst,
+            });
+            Ok(root.save(&state)?)
+        }
+        (Some(current), None) => {
+            enforcer.set_egress_class(cgroup_id, None)?;
+            if let Some(netns) = current.netns(state.pid) {
+                shaping::uninstall(netns, &current.devices, current.minor);
+            }
+            shaping::free(current.minor);
+            state.shaping = None;
+            Ok(root.save(&state)?)
+        }
+    }
+}
+
+/// The policy in force for a running container, from the kernel maps,
+/// and its traffic class's counts from traffic control.
+pub fn show_policy(root: &StateRoot, name: &str) -> Result<Shown, RuntimeError> {
+    let (cgroup_id, state) = running_cgroup(root, name)?;
     let enforcer = open_enforcer(root, &Pins::for_state_root(root.dir()))?;
-    Ok(enforcer.show(cgroup_id)?)
+    let kernel = enforcer.show(cgroup_id)?;
+    let egress = match &state.shaping {
+        None => None,
+        Some(s) => {
+            let netns = s.netns(state.pid).ok_or_else(|| no_process(&state))?;
+            Some(EgressShown {
+                rate: DisplayRate(s.rate).to_string(),
+                rate_bits_per_second: s.rate,
+                burst_bytes: s.burst,
+                class: format!("{:x}:{:x}", palisade_common::SHAPER_HANDLE, s.minor),
+                devices: shaping::stats(netns, &s.devices, s.minor)?,
+            })
+        }
+    };
+    Ok(Shown { kernel, egress })
+}
+
+/// A running container's state that names no process (a monitor that died
+/// half-way): nothing can be changed in its network namespace.
+fn no_process(state: &State) -> RuntimeError {
+    RuntimeError::WrongStatus {
+        name: state.name.clone(),
+        status: "running, but without a known process".into(),
+    }
 }
