@@ -199,7 +199,9 @@ fn egress_flags(
         (Some(r), _) => Value::Str(r.to_string()),
         (None, Some(p)) if burst.is_some() => Value::Int(p.rate as i64),
         (None, p) if burst.is_none() => return Ok(p),
-        (None, _) => return Err("--egress-burst needs --egress-rate (or egress_rate in the policy)".into()),
+        (None, _) => {
+            return Err("--egress-burst needs --egress-rate (or egress_rate in the policy)".into());
+        }
     };
     let burst = burst.map(|b| Value::Str(b.to_string()));
     Egress::new(&rate, burst.as_ref())
