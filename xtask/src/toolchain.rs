@@ -27,8 +27,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3", "the integration tests' socket clients"),
     (
         "iproute2",
-        "--net bridge (the host end of each veth) and the tests",
+        "--net bridge (the host end of each veth), egress shaping (tc) and the tests",
     ),
+    ("util-linux", "nsenter, to shape a bridged container's eth0"),
+    ("iperf3", "the shaping tests' traffic"),
     (
         "busybox-static",
         "the example rootfs and the OCI bundle tests",
