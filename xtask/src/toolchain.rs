@@ -68,6 +68,7 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "the benchmarks' rootfs"),
     ("bc", "the benchmarks' arithmetic"),
     ("util-linux", "unshare, the benchmarks' namespace peer"),
+    ("iperf3", "the shaping benchmark's traffic"),
 ];
 
 pub fn ensure_bench_packages() -> Result<()> {
