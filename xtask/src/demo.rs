@@ -120,10 +120,24 @@ fn lifecycle(palisade: &Path, state: &Path, policy: &Path, name: &str, port: u16
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
         Ok(out)
     };
+    let policy_path = policy;
     let policy = policy.to_string_lossy();
     let started = cli(&[
-        "run", "-d", "--name", &web, "--policy", &policy, "--memory", "64M", "--pids", "64", "--",
-        "sleep", "600",
+        "run",
+        "-d",
+        "--name",
+        &web,
+        "--policy",
+        &policy,
+        "--memory",
+        "64M",
+        "--pids",
+        "64",
+        "--egress-rate",
+        "20mbit",
+        "--",
+        "sleep",
+        "600",
     ])?;
     if !started.status.success() {
         bail!("the detached container did not start");
@@ -139,6 +153,17 @@ fn lifecycle(palisade: &Path, state: &Path, policy: &Path, name: &str, port: u16
         if !String::from_utf8_lossy(&out.stdout).contains("denied (Operation not permitted)") {
             bail!("exec was not policed");
         }
+        // Its outbound traffic is shaped: 20 Mbit/s, then 50 after a live
+        // change of the policy.
+        shaped(&cli, &web, 20.0)?;
+        let faster = policy_path.with_file_name("faster.toml");
+        let with_rate = POLICY.replacen("[network]\n", "[network]\negress_rate = \"50mbit\"\n", 1);
+        std::fs::write(&faster, with_rate)?;
+        let applied = cli(&["policy", "apply", &web, &faster.to_string_lossy()])?;
+        if !applied.status.success() {
+            bail!("policy apply failed");
+        }
+        shaped(&cli, &web, 50.0)?;
         // What the kernel holds for it, its counters, and the denial events
         // of the whole demo (the programs report every refusal).
         cli(&["policy", "show", &web])?;
@@ -152,6 +177,56 @@ fn lifecycle(palisade: &Path, state: &Path, policy: &Path, name: &str, port: u16
     checked?;
     if !removed.status.success() {
         bail!("rm -f failed");
+    }
+    Ok(())
+}
+
+/// Runs iperf3 for 3 s from the container to a server on 127.0.0.1 (on a
+/// port the demo policy allows) and checks the goodput is near `mbit`.
+fn shaped(
+    cli: &dyn Fn(&[&str]) -> Result<std::process::Output>,
+    name: &str,
+    mbit: f64,
+) -> Result<()> {
+    let port = (8000..9000)
+        .find(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, *p)).is_ok())
+        .context("no free port in 8000-8999")?;
+    let mut server = Command::new("iperf3")
+        .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start iperf3")?;
+    thread::sleep(std::time::Duration::from_millis(300));
+    let port = port.to_string();
+    let out = cli(&[
+        "exec",
+        name,
+        "--",
+        "iperf3",
+        "-c",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "3",
+        "-f",
+        "m",
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&out?.stdout).into_owned();
+    let got: f64 = text
+        .lines()
+        .find(|l| l.contains("receiver"))
+        .and_then(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == "Mbits/sec")?;
+            words.get(at - 1)?.parse().ok()
+        })
+        .context("no iperf3 result")?;
+    println!("shaped to {mbit} Mbit/s: received {got:.1} Mbit/s");
+    if (got / mbit - 1.0).abs() > 0.1 {
+        bail!("{got:.1} Mbit/s is not within 10 % of {mbit}");
     }
     Ok(())
 }
