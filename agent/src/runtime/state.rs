@@ -296,6 +296,7 @@ mod tests {
             veth: None,
             userns: None,
             enclosing: vec![],
+            shaping: None,
         }
     }
 
