@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(link_rate(1448, 1500), 1514);
         assert_eq!(link_rate(10_000_000, 1500), 10_455_802);
         // Loopback's 64 KiB MTU costs a tenth of a percent.
-        assert_eq!(link_rate(100_000_000, 65536), 100_100_781);
+        assert_eq!(link_rate(100_000_000, 65536), 100_100_788);
     }
 
     #[test]
