@@ -5,11 +5,16 @@
 //! rejected before anything on the host is touched, and nothing here ever
 //! touches the host.
 
+mod devices;
 mod oci;
 mod policy;
 mod resources;
 mod rules;
 
+pub use devices::{
+    DEFAULT_DEVICES, DevicePolicy, DeviceRule, DeviceRuleError, DeviceType, access_letters,
+    compile_devices, parse_access,
+};
 pub use oci::{Bundle, OciError, load_bundle};
 pub use policy::{NetworkPolicy, Policy, PolicyError, SocketKinds};
 pub use resources::{
