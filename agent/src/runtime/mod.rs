@@ -22,7 +22,7 @@ pub mod userns;
 
 use std::{ffi::CString, path::PathBuf};
 
-pub use events::{EventView, events};
+pub use events::{DeviceView, EventView, events};
 pub use exec::{ExecSpec, exec};
 pub use lifecycle::{kill, logs, ps, remove, wait};
 use nix::errno::Errno;
