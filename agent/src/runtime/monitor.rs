@@ -52,6 +52,7 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         veth: None,
         userns: None,
         enclosing: Vec::new(),
+        device_rules: spec.extra_device_rules(),
         exec: ExecProfile {
             env: env_strings.clone(),
             workdir: spec.workdir.clone(),
@@ -272,11 +273,13 @@ fn start(
         })?,
     );
     crate::cgroups::apply(cgroups, &spec.policy.resources)?;
+    let mut policy = spec.policy.clone();
+    policy.devices.allow.extend(spec.extra_device_rules());
     enforcer.as_mut().expect("just set").police(
         &spec.name,
         cgroups.unified(),
         cgroup_id,
-        &spec.policy,
+        &policy,
     )?;
 
     let staging = root.container_dir(&spec.name).join("rootfs");
@@ -286,6 +289,11 @@ fn start(
         rootfs: spec.rootfs.clone(),
         read_only: spec.read_only,
         mounts: spec.mounts.clone(),
+        devices: spec
+            .devices
+            .iter()
+            .map(|d| (d.host.clone(), d.container.clone()))
+            .collect(),
         staging,
         userns: spec.userns,
         own_netns: spec.net != NetMode::Host,

@@ -92,6 +92,10 @@ pub struct State {
     /// The containers this one is nested in (`--parent`), outermost first.
     #[serde(default)]
     pub enclosing: Vec<String>,
+    /// Device rules from `--device` and the bundle, added to every policy
+    /// applied to the container (`c 7:0 rw`…).
+    #[serde(default)]
+    pub device_rules: Vec<crate::spec::DeviceRule>,
 }
 
 impl State {
@@ -293,6 +297,7 @@ mod tests {
             veth: None,
             userns: None,
             enclosing: vec![],
+            device_rules: vec![crate::spec::DeviceRule::parse("b 7:0 rw").unwrap()],
         }
     }
 
