@@ -101,3 +101,30 @@ fn missing_policy_file_and_bad_name() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("../escape"));
     assert!(!support::unified_mount().join("escape").exists());
 }
+
+#[test]
+fn invalid_device_rules() {
+    let list = |rule: &str| format!("[devices]\nallow = [\n  \"c 1:3 rwm\",\n  \"{rule}\",\n]\n");
+    refused("devtype", &list("x 1:3 r"), 4, "invalid device type \"x\"");
+    refused(
+        "devnum",
+        &list("c 1:abc r"),
+        4,
+        "invalid minor number \"abc\"",
+    );
+    refused(
+        "devmajor",
+        &list("b 5000:0 r"),
+        4,
+        "invalid major number \"5000\"",
+    );
+    refused("devaccess", &list("c 1:3 rwq"), 4, "invalid access \"rwq\"");
+    refused("devwild", &list("b *:0 r"), 4, "wildcard major");
+    refused("devshape", &list("c 1:3"), 4, "TYPE MAJOR:MINOR ACCESS");
+    refused(
+        "devkey",
+        "[devices]\n\nallowed = [\"c 1:3 r\"]\n",
+        3,
+        "allowed",
+    );
+}

@@ -19,6 +19,7 @@ pub mod program {
     pub const POST_BIND6: &str = "post_bind6";
     pub const INGRESS: &str = "ingress";
     pub const EGRESS: &str = "egress";
+    pub const DEVICE: &str = "device";
 }
 
 /// Names of the maps in the eBPF object.
@@ -34,6 +35,8 @@ pub mod map {
     /// `LpmTrie<RuleKey, PrefixRules>` for connect/sendmsg and bind rules
     /// (told apart by [`super::TABLE_BIND`] in the key's family word).
     pub const CONNECT_RULES: &str = "CONNECT_RULES";
+    /// `HashMap<DeviceKey, u32 DEVICE_ACC_* bits>`: device access rules.
+    pub const DEVICE_RULES: &str = "DEVICE_RULES";
     /// `HashMap<u64 cgroup id, u32 class>`: the traffic-control class a
     /// shaped container's outbound packets are put in (see [`super::shaping_class`]).
     pub const EGRESS_CLASS: &str = "EGRESS_CLASS";
@@ -56,6 +59,11 @@ pub const MAX_CGROUPS: u32 = 4096;
 pub const MAX_PREFIXES: u32 = 65536;
 /// Port rules that one prefix entry can hold, its inherited rules included.
 pub const MAX_PORT_RULES: usize = 32;
+/// Capacity of [`map::DEVICE_RULES`]: (container, generation, device
+/// pattern) entries, for all containers together.
+pub const MAX_DEVICE_ENTRIES: u32 = 32768;
+/// Distinct device patterns one container's policy may hold.
+pub const MAX_DEVICE_RULES: usize = 256;
 
 /// Bits of a [`RuleKey`] before the address: the cgroup id and the family.
 pub const KEY_HEADER_BITS: u32 = 96;
@@ -91,6 +99,23 @@ pub const DENY_RAW: u32 = 1;
 /// [`CgroupPolicy::sockets`]: packet sockets (`AF_PACKET`) are refused.
 pub const DENY_PACKET: u32 = 2;
 
+/// Device types as in [`DeviceKey::kind`] and as the kernel passes them to
+/// a cgroup device program (`BPF_DEVCG_DEV_*`).
+pub const DEVICE_BLOCK: u32 = 1;
+pub const DEVICE_CHAR: u32 = 2;
+/// [`DeviceKey::kind`] of a rule for both types (`a` in the policy).
+pub const DEVICE_ALL: u32 = 3;
+/// [`DeviceKey::major`] or [`DeviceKey::minor`] of a rule for every number
+/// (`*` in the policy). No real device has it: majors have 12 bits,
+/// minors 20.
+pub const DEVICE_ANY: u32 = u32::MAX;
+
+/// Device access bits, as the kernel passes them (`BPF_DEVCG_ACC_*`) and
+/// as the values of [`map::DEVICE_RULES`] grant them.
+pub const DEVICE_ACC_MKNOD: u32 = 1;
+pub const DEVICE_ACC_READ: u32 = 2;
+pub const DEVICE_ACC_WRITE: u32 = 4;
+
 /// [`CgroupPolicy::mode`]: refusals are enforced.
 pub const MODE_ENFORCE: u32 = 0;
 /// [`CgroupPolicy::mode`]: refusals are only reported; everything passes.
@@ -102,6 +127,12 @@ pub const HOOK_SENDMSG: u32 = 1;
 pub const HOOK_BIND: u32 = 2;
 pub const HOOK_ACCEPT: u32 = 3;
 pub const HOOK_SOCK_CREATE: u32 = 4;
+/// Device access (open, mknod). Its [`Event`] says what was refused in
+/// the network fields: `proto` is the device type ([`DEVICE_BLOCK`] or
+/// [`DEVICE_CHAR`]), `addr[0]` the major, `addr[1]` the minor, `port` the
+/// requested access ([`DEVICE_ACC_MKNOD`] | [`DEVICE_ACC_READ`] |
+/// [`DEVICE_ACC_WRITE`]); `family` is 0.
+pub const HOOK_DEVICE: u32 = 5;
 /// Number of hook slots in [`Counters::denied`].
 pub const HOOKS: usize = 8;
 
@@ -133,11 +164,11 @@ pub struct Event {
     /// [`FAMILY_V4`] or [`FAMILY_V6`] (0 for socket creation).
     pub family: u8,
     pub _pad: u8,
-    /// Host byte order.
+    /// Host byte order (for [`HOOK_DEVICE`]: the access bits).
     pub port: u16,
     pub _pad2: u16,
     /// As in [`RuleKey::addr`]: the peer (connect, sendmsg, accept) or the
-    /// local address (bind).
+    /// local address (bind); for [`HOOK_DEVICE`], major and minor.
     pub addr: [u32; 4],
     /// The calling process's name; empty for packets.
     pub comm: [u8; 16],
@@ -183,7 +214,12 @@ pub struct CgroupPolicy {
     /// Which of two rule generations in [`map::CONNECT_RULES`] is in force
     /// (0 or 1). A policy update writes the other generation, then flips
     /// this with one map update: no lookup ever sees a half-written set.
+    /// The same generation applies to [`map::DEVICE_RULES`].
     pub generation: u32,
+    /// [`LIST_OPEN`] (devices unrestricted) or [`LIST_RULED`] (only what
+    /// [`map::DEVICE_RULES`] grants). Device rules are always enforced,
+    /// whatever [`CgroupPolicy::mode`] says.
+    pub devices: u32,
 }
 
 /// The data part of a longest-prefix-match key.
@@ -207,6 +243,35 @@ impl RuleKey {
             cgroup: [cgroup_id as u32, (cgroup_id >> 32) as u32],
             family,
             addr,
+        }
+    }
+}
+
+/// A device rule's key: which container, generation and device pattern.
+/// The value is the access it grants ([`DEVICE_ACC_MKNOD`] |
+/// [`DEVICE_ACC_READ`] | [`DEVICE_ACC_WRITE`]); a request is allowed when
+/// the patterns matching it grant every bit it asks for between them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceKey {
+    /// The cgroup id split in two words so the struct has no padding.
+    pub cgroup: [u32; 2],
+    /// [`DEVICE_BLOCK`], [`DEVICE_CHAR`] or [`DEVICE_ALL`], ORed with
+    /// [`GENERATION_BIT`] for generation 1.
+    pub kind: u32,
+    /// A number, or [`DEVICE_ANY`].
+    pub major: u32,
+    /// A number, or [`DEVICE_ANY`] (always, when `major` is).
+    pub minor: u32,
+}
+
+impl DeviceKey {
+    pub const fn new(cgroup_id: u64, kind: u32, major: u32, minor: u32) -> Self {
+        Self {
+            cgroup: [cgroup_id as u32, (cgroup_id >> 32) as u32],
+            kind,
+            major,
+            minor,
         }
     }
 }
@@ -260,11 +325,14 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RateWindow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DeviceKey {}
 }
 
-const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 24);
+const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 28);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
 const _: () = assert!(core::mem::size_of::<Counters>() == 8 * (HOOKS + 2));
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 28);
+const _: () = assert!(core::mem::size_of::<DeviceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 const _: () = assert!(core::mem::size_of::<PrefixRules>() == 4 + 8 * MAX_PORT_RULES);

@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod device;
 mod events;
 mod maps;
 mod policy;

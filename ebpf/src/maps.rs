@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, PerCpuHashMap, RingBuf},
 };
 use palisade_common::{
-    CgroupPolicy, Counters, MAX_CGROUPS, MAX_PREFIXES, PrefixRules, RateWindow, RuleKey,
+    CgroupPolicy, Counters, DeviceKey, MAX_CGROUPS, MAX_DEVICE_ENTRIES, MAX_PREFIXES, PrefixRules,
+    RateWindow, RuleKey,
 };
 
 #[map(name = "CGROUP_POLICY")]
@@ -14,6 +15,9 @@ pub static CGROUP_POLICY: HashMap<u64, CgroupPolicy> = HashMap::with_max_entries
 #[map(name = "CONNECT_RULES")]
 pub static CONNECT_RULES: LpmTrie<RuleKey, PrefixRules> =
     LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+
+#[map(name = "DEVICE_RULES")]
+pub static DEVICE_RULES: HashMap<DeviceKey, u32> = HashMap::with_max_entries(MAX_DEVICE_ENTRIES, 0);
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);

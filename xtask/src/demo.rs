@@ -97,11 +97,87 @@ fn show(palisade: &Path, work: &Path) -> Result<()> {
             bail!("unexpected result: {line}");
         }
     }
+    devices(palisade, &state, work, &name)?;
     lifecycle(palisade, &state, &policy, &name, in_range.port)?;
     println!(
         "\n==> demo passed: the policy held in the container and in exec; the host was untouched"
     );
     Ok(())
+}
+
+/// Device policy: a loop device (a stand-in for a host disk) cannot be
+/// read from a container that was not given it for reading, nor can a
+/// disk node be made; `--device HOST:r` gives read access.
+fn devices(palisade: &Path, state: &Path, work: &Path, name: &str) -> Result<()> {
+    let image = work.join("disk.img");
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[..8].copy_from_slice(b"palisade");
+    std::fs::write(&image, bytes)?;
+    let disk = LoopDevice::attach(&image)?;
+    let dev = disk.path.as_str();
+    let script = format!(
+        "for try in 'head -c 8 {dev}' 'mknod /dev/sda b 8 0'; do \
+         if err=$($try 2>&1 >/dev/null); then echo \"$try -> allowed\"; \
+         else echo \"$try -> denied (${{err##*: }})\"; fi; done"
+    );
+    let run = |flag: &str| -> Result<String> {
+        let container = format!("{name}-dev");
+        println!("\n==> palisade run --device {flag} -- sh -c …");
+        let out = Command::new(palisade)
+            .arg("--root")
+            .arg(state)
+            .args([
+                "run", "--name", &container, "--device", flag, "--", "sh", "-c",
+            ])
+            .arg(&script)
+            .output()
+            .context("cannot run palisade")?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            bail!("the device container failed ({})", out.status);
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    println!("\n==> a loop device on the host, {dev}: given with mknod only, then for reading");
+    let denied = run(&format!("{dev}:m"))?;
+    let allowed = run(&format!("{dev}:r"))?;
+    let ok = denied.contains(&format!(
+        "head -c 8 {dev} -> denied (Operation not permitted)"
+    )) && denied.contains("mknod /dev/sda b 8 0 -> denied (Operation not permitted)")
+        && allowed.contains(&format!("head -c 8 {dev} -> allowed"))
+        && allowed.contains("mknod /dev/sda b 8 0 -> denied");
+    if !ok {
+        bail!("the device policy did not hold");
+    }
+    Ok(())
+}
+
+/// A loop device on a file, detached on drop.
+struct LoopDevice {
+    path: String,
+}
+
+impl LoopDevice {
+    fn attach(file: &Path) -> Result<Self> {
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file)
+            .output()
+            .context("cannot run losetup")?;
+        if !out.status.success() {
+            bail!("losetup: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(Self {
+            path: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.path]).status();
+    }
 }
 
 /// A detached container under the same policy and a memory limit: `ps`,

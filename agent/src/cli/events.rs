@@ -5,7 +5,7 @@ use clap::Args;
 use crate::runtime::{self, StateRoot};
 
 #[derive(Debug, Args)]
-#[command(about = "Print the network policy's denials and audit hits (consumes them)")]
+#[command(about = "Print the policy's denials and audit hits (consumes them)")]
 pub struct EventsArgs {
     /// Only this container's events.
     pub name: Option<String>,
@@ -25,14 +25,16 @@ pub fn execute(root: &StateRoot, args: EventsArgs) -> i32 {
         if args.json {
             println!("{}", serde_json::to_string(&e).expect("json"));
         } else {
-            let addr = match (e.address.is_empty(), e.address.contains(':')) {
-                (true, _) => "-".to_string(),
-                (false, true) => format!("[{}]:{}", e.address, e.port),
-                (false, false) => format!("{}:{}", e.address, e.port),
+            let (kind, what) = match (&e.device, e.address.is_empty(), e.address.contains(':')) {
+                // `c 7:0 rw`: the type where the protocol goes.
+                (Some(d), _, _) => (d.kind, format!("{}:{} {}", d.major, d.minor, d.access)),
+                (None, true, _) => (e.protocol, "-".to_string()),
+                (None, false, true) => (e.protocol, format!("[{}]:{}", e.address, e.port)),
+                (None, false, false) => (e.protocol, format!("{}:{}", e.address, e.port)),
             };
             println!(
                 "{} {:<20} {:<8} {:<8} {:<4} {:<28} pid {} ({})",
-                e.time, e.container, e.verdict, e.hook, e.protocol, addr, e.pid, e.comm
+                e.time, e.container, e.verdict, e.hook, kind, what, e.pid, e.comm
             );
         }
         true

@@ -1,4 +1,5 @@
-//! `palisade policy apply | show`: a running container's network policy.
+//! `palisade policy apply | show`: a running container's network and
+//! device policy.
 
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use crate::{
 };
 
 #[derive(Debug, Args)]
-#[command(about = "Replace or show a running container's network policy")]
+#[command(about = "Replace or show a running container's network and device policy")]
 pub struct PolicyArgs {
     #[command(subcommand)]
     pub command: PolicyCommand,
@@ -18,10 +19,11 @@ pub struct PolicyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Replace the network policy ([network]) atomically: every connect,
-    /// send and bind is judged by the old rules or the new ones, never a
-    /// mixture. The outbound rate (egress_rate, egress_burst) changes at
-    /// once, or is added or removed. A bad file changes nothing (exit 2).
+    /// Replace the network and device policy ([network], [devices])
+    /// atomically: every connect, send, bind and device open is judged by
+    /// the old rules or the new ones, never a mixture. The outbound rate
+    /// (egress_rate, egress_burst) changes at once, or is added or removed.
+    /// A bad file changes nothing (exit 2).
     Apply {
         name: String,
         #[arg(value_name = "FILE")]
@@ -71,12 +73,13 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                 );
                 let c = &in_force.counters;
                 println!(
-                    "counters: connect denied {}, sendmsg denied {}, bind denied {}, accept dropped {}, sockets refused {}, audited {}, events dropped {}",
+                    "counters: connect denied {}, sendmsg denied {}, bind denied {}, accept dropped {}, sockets refused {}, devices denied {}, audited {}, events dropped {}",
                     c.connect_denied,
                     c.sendmsg_denied,
                     c.bind_denied,
                     c.accept_dropped,
                     c.sockets_refused,
+                    c.devices_denied,
                     c.audited,
                     c.events_dropped
                 );
@@ -101,6 +104,10 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                     }
                 }
                 print_egress(shown.egress.as_ref());
+                match &in_force.devices {
+                    None => println!("devices: no rules (everything allowed)"),
+                    Some(rules) => println!("devices: {} (always enforced)", rules.join(", ")),
+                }
                 0
             }
             Err(e) => super::failed(e),

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::{
-    runtime::{self, BindMount, NetMode, RunOutcome, RunSpec, StateRoot, security},
+    runtime::{
+        self, BindMount, DeviceNode, DeviceRequest, NetMode, RunOutcome, RunSpec, StateRoot,
+        security,
+    },
     spec::{Egress, Policy, Resources, Value, load_bundle},
 };
 
@@ -61,6 +64,12 @@ pub struct RunArgs {
     /// Repeatable.
     #[arg(long = "mount", value_name = "SRC:DST[:ro]", value_parser = parse_mount)]
     pub mounts: Vec<BindMount>,
+
+    /// Give the container the host device HOST (a character or block
+    /// device) at CONTAINER (default: the same path; under /dev), with
+    /// PERMS of r (read), w (write), m (mknod), default rwm. Repeatable.
+    #[arg(long = "device", value_name = "HOST[:CONTAINER][:PERMS]", value_parser = DeviceRequest::parse)]
+    pub devices: Vec<DeviceRequest>,
 
     /// Set an environment variable. Repeatable.
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
@@ -252,6 +261,15 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         Ok(u) => u,
         Err(e) => return bad_input(&e),
     };
+    let devices = match args
+        .devices
+        .iter()
+        .map(|d| DeviceNode::resolve(d).map_err(|e| format!("--device {e}")))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(d) => d,
+        Err(e) => return bad_input(&e),
+    };
     let name = args.name.unwrap_or_else(generated_name);
     if let Some(dir) = &args.bundle {
         let bundle = match load_bundle(dir) {
@@ -264,10 +282,11 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         // The flags' resources over the policy's over the bundle's.
         let mut policy = policy;
         policy.resources = bundle.resources.clone().overlaid_with(policy.resources);
-        let spec = match RunSpec::from_bundle(name.clone(), bundle, policy, args.detach) {
+        let mut spec = match RunSpec::from_bundle(name.clone(), bundle, policy, args.detach) {
             Ok(s) => s,
             Err(e) => return bad_input(&e),
         };
+        spec.devices.extend(devices);
         return launch(root, &spec);
     }
     let spec = RunSpec {
@@ -286,6 +305,8 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         rootfs: args.rootfs,
         read_only: args.read_only,
         mounts: args.mounts,
+        devices,
+        device_rules: Vec::new(),
         caps,
         user,
         userns: args.userns,

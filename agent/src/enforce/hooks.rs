@@ -1,19 +1,22 @@
-//! The hooks a container gets, and the two program types behind them:
+//! The hooks a container gets, and the program types behind them:
 //! cgroup sock_addr programs (connect, sendmsg, bind), cgroup sock programs
-//! (socket creation, post-bind) and cgroup skb programs (ingress accept
-//! control, the egress shaping classifier). Each is loaded and pinned once per build, opened
+//! (socket creation, post-bind), cgroup skb programs (ingress accept
+//! control, the egress shaping classifier) and a cgroup device program.
+//! Each is loaded and pinned once per build, opened
 //! from its pin and attached per container as a pinned BPF link.
 
-use std::{fs::File, path::Path};
+use std::{fs::File, os::fd::AsFd, path::Path};
 
 use aya::{
     Ebpf,
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+        CgroupAttachMode, CgroupDevice, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
         CgroupSockAddrAttachType, CgroupSockAttachType, ProgramError, links::FdLink,
     },
 };
 use palisade_common::program;
+
+use crate::sys::bpf;
 
 /// How a hook attaches.
 #[derive(Clone, Copy)]
@@ -21,6 +24,7 @@ pub(super) enum Attach {
     SockAddr(CgroupSockAddrAttachType),
     Sock(CgroupSockAttachType),
     Skb(CgroupSkbAttachType),
+    Device,
 }
 
 /// A hook: its program's name in the object, its name for people (also
@@ -87,6 +91,11 @@ pub(super) const HOOKS: &[Hook] = &[
         name: "cgroup/sock_create",
         attach: Attach::Sock(CgroupSockAttachType::SockCreate),
     },
+    Hook {
+        program: program::DEVICE,
+        name: "cgroup/dev",
+        attach: Attach::Device,
+    },
 ];
 
 /// A loaded program of either type.
@@ -94,6 +103,13 @@ pub(super) enum Program {
     SockAddr(CgroupSockAddr),
     Sock(CgroupSock),
     Skb(CgroupSkb, CgroupSkbAttachType),
+    Device(CgroupDevice),
+}
+
+/// Why attaching a hook failed: the attach itself, or pinning its link.
+pub(super) enum AttachError {
+    Attach(String),
+    Pin(String),
 }
 
 impl Program {
@@ -103,29 +119,46 @@ impl Program {
             Attach::SockAddr(t) => Program::SockAddr(CgroupSockAddr::from_pin(path, t)?),
             Attach::Sock(t) => Program::Sock(CgroupSock::from_pin(path, t)?),
             Attach::Skb(t) => Program::Skb(CgroupSkb::from_pin(path, t)?, t),
+            Attach::Device => Program::Device(CgroupDevice::from_pin(path)?),
         })
     }
 
-    /// Attaches to `cgroup` as a BPF link and hands the link over, so the
-    /// caller can pin it. The kernel treats cgroup links as multi-attach
-    /// (programs of enclosing cgroups still run, and a deny from any of
-    /// them stands); link_create takes no mode flag, so `Single` is the
-    /// mode that passes 0.
-    pub fn attach(&mut self, cgroup: &File) -> Result<FdLink, Box<dyn std::error::Error>> {
-        Ok(match self {
-            Program::SockAddr(p) => {
-                let id = p.attach(cgroup, CgroupAttachMode::Single)?;
-                FdLink::try_from(p.take_link(id)?)?
+    /// Attaches to `cgroup` as a BPF link pinned at `pin`, so it stays
+    /// attached when this process exits. The kernel treats cgroup links as
+    /// multi-attach (programs of enclosing cgroups still run, and a deny
+    /// from any of them stands).
+    pub fn attach_pinned(&mut self, cgroup: &File, pin: &Path) -> Result<(), AttachError> {
+        let attach_error = |e: &dyn std::error::Error| AttachError::Attach(super::chain(e));
+        let pin_error = |e: &dyn std::error::Error| AttachError::Pin(super::chain(e));
+        // link_create takes no mode flag, so `Single` is the mode that
+        // passes 0.
+        let mode = CgroupAttachMode::Single;
+        let link = match self {
+            Program::SockAddr(p) => p
+                .attach(cgroup, mode)
+                .and_then(|id| p.take_link(id))
+                .map(FdLink::try_from),
+            Program::Sock(p) => p
+                .attach(cgroup, mode)
+                .and_then(|id| p.take_link(id))
+                .map(FdLink::try_from),
+            Program::Skb(p, t) => p
+                .attach(cgroup, *t, mode)
+                .and_then(|id| p.take_link(id))
+                .map(FdLink::try_from),
+            Program::Device(p) => {
+                // aya makes this link but will not hand it over for
+                // pinning: it is made and pinned here instead.
+                let prog = p.fd().map_err(|e| attach_error(&e))?;
+                let link = bpf::link_create(prog.as_fd(), cgroup.as_fd(), bpf::BPF_CGROUP_DEVICE)
+                    .map_err(|e| attach_error(&e))?;
+                return bpf::obj_pin(link.as_fd(), pin).map_err(|e| pin_error(&e));
             }
-            Program::Sock(p) => {
-                let id = p.attach(cgroup, CgroupAttachMode::Single)?;
-                FdLink::try_from(p.take_link(id)?)?
-            }
-            Program::Skb(p, t) => {
-                let id = p.attach(cgroup, *t, CgroupAttachMode::Single)?;
-                FdLink::try_from(p.take_link(id)?)?
-            }
-        })
+        };
+        let link = link
+            .map_err(|e| attach_error(&e))?
+            .map_err(|e| attach_error(&e))?;
+        link.pin(pin).map(drop).map_err(|e| pin_error(&e))
     }
 }
 
@@ -145,6 +178,11 @@ pub(super) fn load_and_pin(bpf: &mut Ebpf, hook: &Hook, path: &Path) -> Result<(
         }
         Attach::Skb(_) => {
             let p: &mut CgroupSkb = prog.try_into().map_err(LoadError::Load)?;
+            p.load().map_err(LoadError::Load)?;
+            p.pin(path).map_err(|e| LoadError::Pin(e.to_string()))
+        }
+        Attach::Device => {
+            let p: &mut CgroupDevice = prog.try_into().map_err(LoadError::Load)?;
             p.load().map_err(LoadError::Load)?;
             p.pin(path).map_err(|e| LoadError::Pin(e.to_string()))
         }

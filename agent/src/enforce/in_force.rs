@@ -15,6 +15,9 @@ pub struct InForce {
     pub counters: CounterView,
     pub raw_sockets: bool,
     pub packet_sockets: bool,
+    /// The device rules (`c 1:3 rwm`…), each pattern once with all the
+    /// access granted to it; `None`: devices are not restricted.
+    pub devices: Option<Vec<String>>,
 }
 
 /// A container's counters, by name.
@@ -25,6 +28,7 @@ pub struct CounterView {
     pub bind_denied: u64,
     pub accept_dropped: u64,
     pub sockets_refused: u64,
+    pub devices_denied: u64,
     pub audited: u64,
     pub events_dropped: u64,
 }
@@ -32,7 +36,7 @@ pub struct CounterView {
 impl From<palisade_common::Counters> for CounterView {
     fn from(c: palisade_common::Counters) -> Self {
         use palisade_common::{
-            HOOK_ACCEPT, HOOK_BIND, HOOK_CONNECT, HOOK_SENDMSG, HOOK_SOCK_CREATE,
+            HOOK_ACCEPT, HOOK_BIND, HOOK_CONNECT, HOOK_DEVICE, HOOK_SENDMSG, HOOK_SOCK_CREATE,
         };
         Self {
             connect_denied: c.denied[HOOK_CONNECT as usize],
@@ -40,6 +44,7 @@ impl From<palisade_common::Counters> for CounterView {
             bind_denied: c.denied[HOOK_BIND as usize],
             accept_dropped: c.denied[HOOK_ACCEPT as usize],
             sockets_refused: c.denied[HOOK_SOCK_CREATE as usize],
+            devices_denied: c.denied[HOOK_DEVICE as usize],
             audited: c.audited,
             events_dropped: c.events_dropped,
         }

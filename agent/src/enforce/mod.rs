@@ -24,6 +24,7 @@ use palisade_common::{
 };
 use thiserror::Error;
 
+mod devices;
 mod hooks;
 mod in_force;
 use hooks::HOOKS;
@@ -126,6 +127,7 @@ pub struct Enforcer {
     programs: Vec<(&'static str, hooks::Program)>,
     policies: HashMap<MapData, u64, CgroupPolicy>,
     rules: LpmTrie<MapData, RuleKey, PrefixRules>,
+    devices: devices::DeviceRules,
     counters: PerCpuHashMap<MapData, u64, Counters>,
     egress: HashMap<MapData, u64, u32>,
 }
@@ -181,11 +183,18 @@ impl Enforcer {
                 reason: chain(&e),
             }
         })?;
+        let devices = HashMap::try_from(open_map(&dir, map::DEVICE_RULES)?).map_err(|e| {
+            EnforceError::Pin {
+                path: dir.join(map::DEVICE_RULES),
+                reason: chain(&e),
+            }
+        })?;
         Ok(Self {
             pins,
             programs,
             policies,
             rules,
+            devices: devices::DeviceRules::new(devices),
             counters,
             egress,
         })
@@ -248,15 +257,14 @@ impl Enforcer {
         let links = self.pins.links_dir(container);
         create_dirs(&links)?;
         for (hook, prog) in &mut self.programs {
-            let fd_link = prog.attach(&cgroup).map_err(|e| EnforceError::Attach {
-                hook,
-                cgroup: cgroup_dir.to_path_buf(),
-                reason: hint(chain(&*e)),
-            })?;
             let path = links.join(link_file(hook));
-            fd_link.pin(&path).map_err(|e| EnforceError::Pin {
-                path,
-                reason: chain(&e),
+            prog.attach_pinned(&cgroup, &path).map_err(|e| match e {
+                hooks::AttachError::Attach(reason) => EnforceError::Attach {
+                    hook,
+                    cgroup: cgroup_dir.to_path_buf(),
+                    reason: hint(reason),
+                },
+                hooks::AttachError::Pin(reason) => EnforceError::Pin { path, reason },
             })?;
         }
         Ok(())
@@ -302,6 +310,8 @@ impl Enforcer {
             gen_bit | TABLE_ACCEPT,
             policy.network.accept.as_deref(),
         )?;
+        self.devices
+            .write(cgroup_id, generation, &policy.devices.rules())?;
         let value = CgroupPolicy {
             connect,
             sockets: policy.network.sockets.denied_bits(),
@@ -313,6 +323,7 @@ impl Enforcer {
                 MODE_ENFORCE
             },
             generation,
+            devices: LIST_RULED,
         };
         self.policies
             .insert(cgroup_id, value, 0)
@@ -320,10 +331,11 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Replaces a running container's network policy atomically: the new
-    /// rules go in as the generation not in force, one map update switches
-    /// to them, then the old generation's entries are deleted. A connect
-    /// judged meanwhile sees the old set or the new one, never a mixture.
+    /// Replaces a running container's network and device policy
+    /// atomically: the new rules go in as the generation not in force, one
+    /// map update switches to them, then the old generation's entries are
+    /// deleted. A connect or device open judged meanwhile sees the old set
+    /// or the new one, never a mixture.
     pub fn update(&mut self, cgroup_id: u64, policy: &Policy) -> Result<(), EnforceError> {
         let current = self.in_force(cgroup_id)?;
         let next = 1 - current.generation.min(1);
@@ -359,8 +371,11 @@ impl Enforcer {
         connect.sort();
         bind.sort();
         accept.sort();
+        let devices = self.devices.read(cgroup_id, current.generation)?;
         Ok(InForce {
             generation: current.generation,
+            devices: (current.devices == LIST_RULED)
+                .then(|| devices.iter().map(ToString::to_string).collect()),
             connect: (current.connect == LIST_RULED).then_some(connect),
             bind: (current.bind == LIST_RULED).then_some(bind),
             accept: (current.accept == LIST_RULED).then_some(accept),
@@ -401,11 +416,14 @@ impl Enforcer {
             })
     }
 
+    /// Deletes the address and device rules of `cgroup_id` whose family
+    /// (or device kind) word `which` picks.
     fn delete_rules(
         &mut self,
         cgroup_id: u64,
         which: impl Fn(u32) -> bool,
     ) -> Result<(), EnforceError> {
+        self.devices.delete(cgroup_id, &which)?;
         let ours: Vec<Key<RuleKey>> = self
             .rules
             .keys()
@@ -461,7 +479,8 @@ impl Enforcer {
     }
 }
 
-/// The generation (0 or 1) a rule key's family word belongs to.
+/// The generation (0 or 1) a rule key's family (or device kind) word
+/// belongs to.
 fn generation_of(family: u32) -> u32 {
     u32::from(family & GENERATION_BIT != 0)
 }
@@ -479,6 +498,7 @@ fn map_error(map: &'static str, cgroup_id: u64) -> impl Fn(aya::maps::MapError) 
 const MAPS: &[&str] = &[
     map::CGROUP_POLICY,
     map::CONNECT_RULES,
+    map::DEVICE_RULES,
     map::EVENTS,
     map::COUNTERS,
     map::RATE,

@@ -9,13 +9,13 @@ use std::{
 };
 
 use palisade_common::{
-    EVENT_AUDITED, Event, FAMILY_V4, FAMILY_V6, HOOK_ACCEPT, HOOK_BIND, HOOK_CONNECT, HOOK_SENDMSG,
-    HOOK_SOCK_CREATE, PROTO_TCP, PROTO_UDP,
+    DEVICE_BLOCK, EVENT_AUDITED, Event, FAMILY_V4, FAMILY_V6, HOOK_ACCEPT, HOOK_BIND, HOOK_CONNECT,
+    HOOK_DEVICE, HOOK_SENDMSG, HOOK_SOCK_CREATE, PROTO_TCP, PROTO_UDP,
 };
 use serde::Serialize;
 
 use super::{RuntimeError, StateRoot, policy::open_enforcer};
-use crate::enforce::Pins;
+use crate::{enforce::Pins, spec::access_letters};
 
 /// One event, for people and for `--json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,6 +33,31 @@ pub struct EventView {
     pub port: u16,
     /// `denied` or `audited` (would have been denied).
     pub verdict: &'static str,
+    /// The device and the access asked for (hook `device` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceView>,
+}
+
+/// The device of a `device` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceView {
+    /// `c` (character) or `b` (block).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub major: u32,
+    pub minor: u32,
+    /// The access refused: letters of `r`, `w` and `m`.
+    pub access: String,
+}
+
+impl std::fmt::Display for DeviceView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}:{} {}",
+            self.kind, self.major, self.minor, self.access
+        )
+    }
 }
 
 /// Reads events: what is buffered now, then (with `follow`) new ones as
@@ -125,20 +150,33 @@ fn view(e: &Event, names: &HashMap<u64, String>) -> EventView {
             HOOK_BIND => "bind",
             HOOK_ACCEPT => "accept",
             HOOK_SOCK_CREATE => "socket",
+            HOOK_DEVICE => "device",
             _ => "unknown",
         },
         protocol: match e.proto {
+            _ if e.hook == HOOK_DEVICE => "-",
             PROTO_TCP => "tcp",
             PROTO_UDP => "udp",
             _ => "-",
         },
         address,
-        port: e.port,
+        // A device event's port field holds its access (in `device`).
+        port: if e.hook == HOOK_DEVICE { 0 } else { e.port },
         verdict: if e.verdict == EVENT_AUDITED {
             "audited"
         } else {
             "denied"
         },
+        device: (e.hook == HOOK_DEVICE).then(|| DeviceView {
+            kind: if u32::from(e.proto) == DEVICE_BLOCK {
+                "b"
+            } else {
+                "c"
+            },
+            major: e.addr[0],
+            minor: e.addr[1],
+            access: access_letters(u32::from(e.port)),
+        }),
     }
 }
 

@@ -7,6 +7,7 @@
 //! then allowed to exec. It never decides policy (that is `spec`) nor
 //! builds BPF maps itself (`enforce`).
 
+mod devices;
 mod events;
 mod exec;
 mod init;
@@ -23,7 +24,8 @@ pub mod userns;
 
 use std::{ffi::CString, path::PathBuf};
 
-pub use events::{EventView, events};
+pub use devices::{DeviceNode, DeviceRequest};
+pub use events::{DeviceView, EventView, events};
 pub use exec::{ExecSpec, exec};
 pub use lifecycle::{kill, logs, ps, remove, wait};
 use nix::errno::Errno;
@@ -78,6 +80,12 @@ pub struct RunSpec {
     pub rootfs: Option<PathBuf>,
     pub read_only: bool,
     pub mounts: Vec<BindMount>,
+    /// Host devices bound into the container's /dev, each with the rule
+    /// that grants its access (`--device`, a bundle's `linux.devices`).
+    pub devices: Vec<DeviceNode>,
+    /// Device rules beyond the policy's and the devices' own (a bundle's
+    /// `linux.resources.devices`).
+    pub device_rules: Vec<crate::spec::DeviceRule>,
     /// Capabilities of the container's processes (see `security`).
     pub caps: security::CapSet,
     /// Run as this user instead of root.
@@ -197,6 +205,8 @@ impl RunSpec {
             rootfs: Some(bundle.rootfs),
             read_only: bundle.read_only,
             mounts: bundle.mounts,
+            devices: bundle.devices,
+            device_rules: bundle.device_rules,
             caps,
             user: bundle.user.map(|(uid, gid)| security::User { uid, gid }),
             userns: false,
@@ -294,6 +304,18 @@ fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
         }
     }
     Ok(())
+}
+
+impl RunSpec {
+    /// Device rules the container has beyond its policy file's: those of
+    /// its devices and its bundle. They stay through `policy apply`.
+    pub fn extra_device_rules(&self) -> Vec<crate::spec::DeviceRule> {
+        self.devices
+            .iter()
+            .map(|d| d.rule)
+            .chain(self.device_rules.iter().copied())
+            .collect()
+    }
 }
 
 /// The container's environment: defaults, then `--env` in order.

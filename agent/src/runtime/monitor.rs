@@ -53,6 +53,7 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         userns: None,
         enclosing: Vec::new(),
         shaping: None,
+        device_rules: spec.extra_device_rules(),
         exec: ExecProfile {
             env: env_strings.clone(),
             workdir: spec.workdir.clone(),
@@ -285,8 +286,10 @@ fn start(
         })?,
     );
     crate::cgroups::apply(cgroups, &spec.policy.resources)?;
+    let mut policy = spec.policy.clone();
+    policy.devices.allow.extend(spec.extra_device_rules());
     let enforcer = enforcer.as_mut().expect("just set");
-    enforcer.police(&spec.name, cgroups.unified(), cgroup_id, &spec.policy)?;
+    enforcer.police(&spec.name, cgroups.unified(), cgroup_id, &policy)?;
     if let Some(egress) = spec.policy.network.egress {
         let owner = root.container_dir(&spec.name).display().to_string();
         let minor = shaping::allocate(&owner)?;
@@ -308,6 +311,11 @@ fn start(
         rootfs: spec.rootfs.clone(),
         read_only: spec.read_only,
         mounts: spec.mounts.clone(),
+        devices: spec
+            .devices
+            .iter()
+            .map(|d| (d.host.clone(), d.container.clone()))
+            .collect(),
         staging,
         userns: spec.userns,
         own_netns: spec.net != NetMode::Host,

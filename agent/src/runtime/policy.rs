@@ -1,6 +1,7 @@
 //! `policy apply` and `policy show` on a running container: its network
-//! policy replaced atomically in the kernel maps, or read back from them,
-//! and its outbound rate changed or read back from traffic control.
+//! and device policy replaced atomically in the kernel maps, or read back
+//! from them, and its outbound rate changed or read back from traffic
+//! control.
 
 use std::fs::File;
 
@@ -66,10 +67,11 @@ fn running_cgroup(root: &StateRoot, name: &str) -> Result<(u64, super::State), R
     }
 }
 
-/// Replaces the network policy of a running container. The file has been
-/// validated completely before this is called; nothing changes on error.
-/// Resource limits are set when a container starts; `[resources]` in the
-/// file is not applied (the caller says so).
+/// Replaces the network and device policy of a running container. The
+/// file has been validated completely before this is called; nothing
+/// changes on error. The container's own device rules (`--device`, its
+/// bundle's) stay. Resource limits are set when a container starts;
+/// `[resources]` in the file is not applied (the caller says so).
 pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(), RuntimeError> {
     let (cgroup_id, state) = running_cgroup(root, name)?;
     if state.exec.denied_families != policy.network.sockets.seccomp_families() {
@@ -82,8 +84,13 @@ pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(),
     if policy.network.egress.is_some() && state.shaping.is_none() {
         refuse_new_shaping(&state)?;
     }
+    let mut policy = policy.clone();
+    policy
+        .devices
+        .allow
+        .extend(state.device_rules.iter().copied());
     let mut enforcer = open_enforcer(root, &Pins::for_state_root(root.dir()))?;
-    enforcer.update(cgroup_id, policy)?;
+    enforcer.update(cgroup_id, &policy)?;
     reshape(root, &mut enforcer, cgroup_id, state, policy.network.egress)
 }
 

@@ -55,6 +55,9 @@ pub struct RootfsSpec {
     /// Make the given rootfs read-only too.
     pub read_only: bool,
     pub mounts: Vec<BindMount>,
+    /// Host device nodes bound into /dev: (host path, path inside, under
+    /// /dev), checked by `devices`.
+    pub devices: Vec<(PathBuf, PathBuf)>,
     /// An empty directory owned by this container, used as the mount
     /// point of the new root before pivot_root.
     pub staging: PathBuf,
@@ -187,7 +190,7 @@ pub fn build(spec: &RootfsSpec) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )?;
-    build_dev(&root.join("dev"))?;
+    build_dev(&root.join("dev"), &spec.devices)?;
 
     for m in &spec.mounts {
         let target = inside(root, &m.target);
@@ -238,9 +241,11 @@ pub fn build(spec: &RootfsSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// A tmpfs /dev holding only the standard nodes, a new devpts instance and
-/// /dev/shm.
-fn build_dev(dev: &Path) -> Result<(), String> {
+/// A tmpfs /dev holding only the standard nodes, the container's devices,
+/// a new devpts instance and /dev/shm. Nodes are bind mounts of the host's
+/// on empty files: creating one costs no mknod (which the container's
+/// device rules may refuse, and a user namespace always does).
+fn build_dev(dev: &Path, devices: &[(PathBuf, PathBuf)]) -> Result<(), String> {
     mnt(
         Some("tmpfs"),
         dev,
@@ -253,6 +258,18 @@ fn build_dev(dev: &Path) -> Result<(), String> {
         fs::File::create(&target)
             .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
         bind(&Path::new("/dev").join(name), &target, MsFlags::empty())?;
+    }
+    for (host, inside_dev) in devices {
+        let target = inside(dev.parent().unwrap_or(dev), inside_dev);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        if !target.exists() {
+            fs::File::create(&target)
+                .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+        }
+        bind(host, &target, MsFlags::empty())?;
     }
     for dir in ["pts", "shm"] {
         fs::create_dir(dev.join(dir)).map_err(|e| format!("cannot create /dev/{dir}: {e}"))?;

@@ -95,6 +95,10 @@ pub struct State {
     /// The outbound rate limit's traffic class, if the container is shaped.
     #[serde(default)]
     pub shaping: Option<super::shaping::Shaping>,
+    /// Device rules from `--device` and the bundle, added to every policy
+    /// applied to the container (`c 7:0 rw`…).
+    #[serde(default)]
+    pub device_rules: Vec<crate::spec::DeviceRule>,
 }
 
 impl State {
@@ -297,6 +301,7 @@ mod tests {
             userns: None,
             enclosing: vec![],
             shaping: None,
+            device_rules: vec![crate::spec::DeviceRule::parse("b 7:0 rw").unwrap()],
         }
     }
 

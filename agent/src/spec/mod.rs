@@ -5,12 +5,17 @@
 //! rejected before anything on the host is touched, and nothing here ever
 //! touches the host.
 
+mod devices;
 mod egress;
 mod oci;
 mod policy;
 mod resources;
 mod rules;
 
+pub use devices::{
+    DEFAULT_DEVICES, DevicePolicy, DeviceRule, DeviceRuleError, DeviceType, access_letters,
+    compile_devices, parse_access,
+};
 pub use egress::{DisplayRate, Egress, default_burst, parse_bit_rate};
 pub use oci::{Bundle, OciError, load_bundle};
 pub use policy::{NetworkPolicy, Policy, PolicyError, SocketKinds};

@@ -9,6 +9,7 @@
 //! bundle, its rootfs and its bind-mount sources, and never mounts, writes
 //! or creates anything.
 
+mod devices;
 mod limits;
 mod mounts;
 mod process;
@@ -24,7 +25,10 @@ use std::{
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use thiserror::Error;
 
-use crate::{runtime::BindMount, spec::ResourceLimits};
+use crate::{
+    runtime::{BindMount, DeviceNode},
+    spec::{DeviceRule, ResourceLimits},
+};
 
 /// What palisade takes from a bundle, validated: everything a
 /// `palisade run` needs that the bundle can say.
@@ -67,6 +71,10 @@ pub struct Bundle {
     pub no_new_privileges: bool,
     /// `linux.resources`, converted to palisade's units (see `limits`).
     pub resources: ResourceLimits,
+    /// `linux.devices`: host nodes bound at the same path, with rwm.
+    pub devices: Vec<DeviceNode>,
+    /// `linux.resources.devices`: its allow rules (see `devices`).
+    pub device_rules: Vec<DeviceRule>,
     /// `linux.maskedPaths`, absolute.
     pub masked_paths: Vec<PathBuf>,
     /// `linux.readonlyPaths`, absolute.
@@ -256,6 +264,8 @@ impl Cx {
             capabilities: process.capabilities,
             no_new_privileges: process.no_new_privileges,
             resources: linux.resources,
+            devices: linux.devices,
+            device_rules: linux.device_rules,
             masked_paths: linux.masked_paths,
             readonly_paths: linux.readonly_paths,
             user_namespace: linux.user_namespace,
@@ -380,12 +390,15 @@ impl Cx {
                 "ignored: palisade places the container's cgroup at palisade/NAME",
             );
         }
-        if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-            self.warn(
-                "linux.devices",
-                "ignored: palisade's /dev is fixed (null, zero, full, random, urandom, tty, ptmx, pts, shm)",
-            );
-        }
+        let devices = self.device_nodes(linux.devices().as_deref().unwrap_or_default())?;
+        let device_rules = match linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.devices().as_ref())
+        {
+            Some(entries) => self.device_rules(entries)?,
+            None => Vec::new(),
+        };
         if linux.seccomp().is_some() {
             self.warn(
                 "linux.seccomp",
@@ -404,6 +417,8 @@ impl Cx {
             uid_mappings,
             gid_mappings,
             resources,
+            devices,
+            device_rules,
             masked_paths,
             readonly_paths,
         })
@@ -514,6 +529,8 @@ struct LinuxPart {
     uid_mappings: Vec<(u32, u32, u32)>,
     gid_mappings: Vec<(u32, u32, u32)>,
     resources: ResourceLimits,
+    devices: Vec<DeviceNode>,
+    device_rules: Vec<DeviceRule>,
     masked_paths: Vec<PathBuf>,
     readonly_paths: Vec<PathBuf>,
 }

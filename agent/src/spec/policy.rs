@@ -10,18 +10,21 @@ use toml::Spanned;
 
 use super::{
     Value,
+    devices::{DevicePolicy, DeviceRule},
     egress::Egress,
     resources::{ResourceLimits, Resources},
     rules::{self, Rule, RuleError},
 };
 
 /// A validated policy. Every field has been checked; an empty policy
-/// restricts nothing.
+/// restricts nothing but devices (the default allowlist).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     pub network: NetworkPolicy,
     /// Validated `[resources]`; empty (all defaults) when the table is absent.
     pub resources: ResourceLimits,
+    /// `[devices]`; the default allowlist when the table is absent.
+    pub devices: DevicePolicy,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -173,6 +176,14 @@ impl std::error::Error for PolicyError {}
 struct RawPolicy {
     network: Option<RawNetwork>,
     resources: Option<Resources>,
+    devices: Option<RawDevices>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevices {
+    defaults: Option<bool>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +284,21 @@ impl Policy {
                     )?,
                 ),
             };
+        }
+        if let Some(devices) = raw.devices {
+            policy.devices.defaults = devices.defaults.unwrap_or(true);
+            let list_offset = devices.allow.as_ref().map_or(0, |l| l.span().start);
+            for item in devices.allow.map(Spanned::into_inner).unwrap_or_default() {
+                let rule = DeviceRule::parse(item.get_ref()).map_err(|e| {
+                    error(
+                        item.span().start,
+                        format!("devices.allow: rule {:?}: {e}", item.get_ref()),
+                    )
+                })?;
+                policy.devices.allow.push(rule);
+            }
+            super::devices::compile_devices(&policy.devices.rules())
+                .map_err(|e| error(list_offset, format!("devices.allow: {e}")))?;
         }
         if let Some(resources) = raw.resources {
             policy.resources = resources.validate().map_err(|e| {
@@ -473,6 +499,56 @@ io_write_bps = ["254:0 5M"]
         assert_eq!(e.line, 2);
         assert!(e.message.contains("tcp"), "{e}");
         assert!(parse("[network]\nsockets = { raw = \"no\" }\n").is_err());
+    }
+
+    #[test]
+    fn devices_table() {
+        let defaults = crate::spec::DEFAULT_DEVICES.len();
+        assert_eq!(parse("").unwrap().devices.rules().len(), defaults);
+        let text = "[devices]\nallow = [\n  \"b 7:* r\",\n  \"c *:* m\",\n]\n";
+        let p = parse(text).unwrap();
+        assert!(p.devices.defaults);
+        let shown: Vec<String> = p.devices.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["b 7:* r", "c *:* m"]);
+        assert_eq!(p.devices.rules().len(), defaults + 2);
+        let p = parse("[devices]\ndefaults = false\nallow = [\"c 1:3 rw\"]\n").unwrap();
+        assert_eq!(p.devices.rules().len(), 1);
+        assert!(
+            parse("[devices]\ndefaults = false\n")
+                .unwrap()
+                .devices
+                .rules()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_device_rule_names_its_line_and_value() {
+        let cases = [
+            ("x 1:3 rw", "invalid device type \"x\""),
+            ("c 1:three rw", "invalid minor number \"three\""),
+            ("c 1:3 rwx", "invalid access \"rwx\""),
+            ("c *:3 rw", "wildcard major"),
+            ("c 1:3", "expected"),
+        ];
+        for (rule, needle) in cases {
+            let text = format!("[devices]\nallow = [\n  \"c 1:5 r\",\n  \"{rule}\",\n]\n");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, 4, "{e}");
+            assert!(
+                e.message
+                    .starts_with(&format!("devices.allow: rule \"{rule}\": ")),
+                "{e}"
+            );
+            assert!(e.message.contains(needle), "{e}");
+        }
+        let e = parse("[devices]\nalow = []\n").unwrap_err();
+        assert!(e.message.contains("alow"), "{e}");
+        assert!(parse("[devices]\ndefaults = \"no\"\n").is_err());
+        let many: Vec<String> = (0..300).map(|n| format!("\"c 10:{n} r\"")).collect();
+        let e = parse(&format!("[devices]\n\nallow = [{}]\n", many.join(", "))).unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("at most 256"), "{e}");
     }
 
     #[test]

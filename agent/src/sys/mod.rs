@@ -2,6 +2,7 @@
 //! function returning `Result`. `nix` is used wherever it has the call;
 //! what remains is here, each block with a `// SAFETY:` comment.
 
+pub mod bpf;
 pub mod fs;
 pub mod net;
 pub mod pidfd;

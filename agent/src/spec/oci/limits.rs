@@ -1,4 +1,5 @@
-//! `linux.resources` into palisade's [`ResourceLimits`].
+//! `linux.resources` into palisade's [`ResourceLimits`] (its `devices`
+//! are device rules: see `devices`).
 //!
 //! OCI's conventions are runc's: a 0 leaves a limit unset and -1 means
 //! unlimited; cgroup v1 units (cpu.shares, blkio weight) are converted
@@ -29,12 +30,6 @@ impl Cx {
         }
         if let Some(b) = r.block_io() {
             self.block_io(b, &mut l)?;
-        }
-        if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-            self.warn(
-                "linux.resources.devices",
-                "ignored: palisade sets no device cgroup rules; the container's /dev holds only null, zero, full, random, urandom, tty, ptmx, pts and shm",
-            );
         }
         let unsupported = "is not supported by palisade; remove it";
         self.refuse(

@@ -550,15 +550,10 @@ fn warns_about_what_palisade_does_instead() {
         ("hooks.prestart", |v| {
             v["hooks"] = json!({"prestart": [{"path": "/bin/true"}]})
         }),
-        (
-            "linux.devices",
-            |v| {
-                v["linux"]["devices"] =
-                    json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}])
-            },
-        ),
-        ("linux.resources.devices", |v| {
-            v["linux"]["resources"] = json!({"devices": [{"allow": false, "access": "rwm"}]})
+        ("linux.devices[0]", |v| {
+            v["linux"]["devices"] = json!([
+                {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 438}
+            ])
         }),
         ("linux.cgroupsPath", |v| {
             v["linux"]["cgroupsPath"] = json!("/mine")
@@ -694,11 +689,115 @@ fn runc_default_spec_loads() {
     );
     assert!(b.masked_paths.contains(&PathBuf::from("/proc/kcore")));
     assert!(b.readonly_paths.contains(&PathBuf::from("/proc/sys")));
-    for field in ["process.rlimits", "linux.resources.devices", "/dev/mqueue"] {
+    // runc's deny-all leaves palisade's default allowlist.
+    assert!(b.device_rules.is_empty(), "{:?}", b.device_rules);
+    for field in ["process.rlimits", "/dev/mqueue"] {
         assert!(
             b.warnings.iter().any(|w| w.contains(field)),
             "{field}: {:?}",
             b.warnings
         );
+    }
+}
+
+#[test]
+fn linux_devices_are_host_nodes_bound_with_rwm() {
+    let b = load(&with(|v| {
+        v["linux"]["devices"] = json!([
+            {"path": "/dev/null", "type": "c", "major": 1, "minor": 3},
+            {"path": "/dev/zero", "type": "u", "major": 1, "minor": 5}
+        ])
+    }))
+    .unwrap();
+    let nodes: Vec<(String, String)> = b
+        .devices
+        .iter()
+        .map(|d| (d.container.display().to_string(), d.rule.to_string()))
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("/dev/null".to_string(), "c 1:3 rwm".to_string()),
+            ("/dev/zero".to_string(), "c 1:5 rwm".to_string())
+        ]
+    );
+    assert_eq!(b.devices[0].host, Path::new("/dev/null"));
+    assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+
+    let device = |d: Value| with(|v| v["linux"]["devices"] = json!([d]));
+    let cases = [
+        (
+            json!({"path": "/dev/null", "type": "c", "major": 1, "minor": 4}),
+            "not c 1:4",
+        ),
+        (
+            json!({"path": "/dev/null", "type": "b", "major": 1, "minor": 3}),
+            "not b 1:3",
+        ),
+        (
+            json!({"path": "/dev/palisade-none", "type": "c", "major": 1, "minor": 3}),
+            "No such file",
+        ),
+        (
+            json!({"path": "/etc/hostname", "type": "c", "major": 1, "minor": 3}),
+            "not a character or block device",
+        ),
+        (
+            json!({"path": "/dev/fifo", "type": "p", "major": 0, "minor": 0}),
+            "FIFOs are not supported",
+        ),
+    ];
+    for (entry, needle) in cases {
+        let (field, text) = refused(&device(entry.clone()));
+        assert!(field.starts_with("linux.devices[0] ("), "{field}");
+        assert!(text.contains(needle), "{entry}: {text}");
+    }
+}
+
+#[test]
+fn resource_device_rules_grant_and_only_deny_all_is_accepted() {
+    let rules = |entries: Value| {
+        load(&with(|v| {
+            v["linux"]["resources"] = json!({"devices": entries})
+        }))
+        .map(|b| {
+            b.device_rules
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(
+        rules(json!([
+            {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "r"},
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "b", "major": 7, "access": "rw"},
+            {"allow": true, "type": "c", "major": 1, "minor": 4},
+            {"allow": true, "access": "m"}
+        ]))
+        .unwrap(),
+        ["b 7:* rw", "c 1:4 rwm", "a *:* m"]
+    );
+    for (entries, needle) in [
+        (
+            json!([{"allow": false, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]),
+            "only grant",
+        ),
+        (json!([{"allow": false, "access": "w"}]), "only grant"),
+        (
+            json!([{"allow": true, "type": "c", "minor": 3, "access": "r"}]),
+            "wildcard major",
+        ),
+        (
+            json!([{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rx"}]),
+            "invalid access",
+        ),
+        (json!([{"allow": true, "type": "p", "access": "r"}]), "FIFO"),
+    ] {
+        let (field, text) = refused(&with(|v| {
+            v["linux"]["resources"] = json!({"devices": entries})
+        }));
+        assert_eq!(field, "linux.resources.devices[0]", "{text}");
+        assert!(text.contains(needle), "{text}");
     }
 }

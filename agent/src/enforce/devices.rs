@@ -1,0 +1,81 @@
+//! The device rules of each container in `DEVICE_RULES`: written per rule
+//! generation like the address rules, deleted with them, and read back
+//! for `policy show`.
+
+use aya::maps::{HashMap, MapData};
+use palisade_common::{DeviceKey, GENERATION_BIT, map};
+
+use super::{EnforceError, generation_of, map_error};
+use crate::spec::{DeviceRule, compile_devices};
+
+/// `DEVICE_RULES`, opened from its pin.
+pub(super) struct DeviceRules {
+    map: HashMap<MapData, DeviceKey, u32>,
+}
+
+impl DeviceRules {
+    pub fn new(map: HashMap<MapData, DeviceKey, u32>) -> Self {
+        Self { map }
+    }
+
+    /// Writes `rules` for `cgroup_id` as `generation` (0 or 1).
+    pub fn write(
+        &mut self,
+        cgroup_id: u64,
+        generation: u32,
+        rules: &[DeviceRule],
+    ) -> Result<(), EnforceError> {
+        let gen_bit = if generation == 0 { 0 } else { GENERATION_BIT };
+        let patterns = compile_devices(rules).map_err(EnforceError::Compile)?;
+        for ((kind, major, minor), access) in patterns {
+            let key = DeviceKey::new(cgroup_id, kind | gen_bit, major, minor);
+            self.map
+                .insert(key, access, 0)
+                .map_err(map_error(map::DEVICE_RULES, cgroup_id))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the rules of `cgroup_id` whose kind word `which` picks.
+    pub fn delete(
+        &mut self,
+        cgroup_id: u64,
+        which: impl Fn(u32) -> bool,
+    ) -> Result<(), EnforceError> {
+        let ours: Vec<DeviceKey> = self
+            .map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.cgroup == cgroup_words(cgroup_id) && which(k.kind))
+            .collect();
+        for key in ours {
+            self.map
+                .remove(&key)
+                .map_err(map_error(map::DEVICE_RULES, cgroup_id))?;
+        }
+        Ok(())
+    }
+
+    /// The rules of `cgroup_id`'s `generation`, sorted.
+    pub fn read(&self, cgroup_id: u64, generation: u32) -> Result<Vec<DeviceRule>, EnforceError> {
+        let mut rules = Vec::new();
+        for item in self.map.iter() {
+            let (key, access) = item.map_err(map_error(map::DEVICE_RULES, cgroup_id))?;
+            if key.cgroup != cgroup_words(cgroup_id) || generation_of(key.kind) != generation {
+                continue;
+            }
+            rules.push(DeviceRule::from_pattern(
+                key.kind & !GENERATION_BIT,
+                key.major,
+                key.minor,
+                access,
+            ));
+        }
+        rules.sort_by_key(|r| (r.kind, r.major, r.minor));
+        Ok(rules)
+    }
+}
+
+fn cgroup_words(cgroup_id: u64) -> [u32; 2] {
+    DeviceKey::new(cgroup_id, 0, 0, 0).cgroup
+}
