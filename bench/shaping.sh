@@ -15,9 +15,10 @@
 # so their goodput is ~95.6 % of R on a 1500-byte MTU; palisade counts R as
 # payload (see the README), so ~100 % is its target.
 #
-# Tax on an unlimited container: iperf3 over loopback for 10 s, a host
-# process vs a --net host palisade container with every program attached
-# and no rate, ROUNDS interleaved rounds, median Gbit/s and their ratio.
+# Tax on an unlimited container: iperf3 over loopback, a host process vs a
+# --net host palisade container with every program attached and no rate,
+# ROUNDS interleaved rounds of THROUGHPUT_SECONDS, the median Gbit/s of
+# each and the median of the rounds' ratios.
 #
 # usage: bench/shaping.sh PALISADE_BINARY   (as root; `cargo xtask bench` runs it)
 set -euo pipefail
@@ -25,7 +26,8 @@ PALISADE=${1:?usage: shaping.sh PALISADE_BINARY}
 HERE=$(cd "$(dirname "$0")" && pwd)
 RATES=${RATES:-"1 10 100 1000"}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-12}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-7}
+THROUGHPUT_SECONDS=${THROUGHPUT_SECONDS:-5}
 WORK=$(mktemp -d /tmp/palisade-bench.XXXXXX)
 export PALISADE_ROOT="$WORK/state"
 NS="plbench$$"
@@ -47,17 +49,19 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# iperf3 server on $1 (one test), its JSON report into $2; runs the client
-# command given after them, then prints the summary against $RATE.
+# iperf3 server on $1 (one test), its JSON report into $2; once it
+# listens, runs the client command given after them once.
 measure() {
   local addr=$1 report=$2; shift 2
   local port; port=$(free_port)
   iperf3 -s -1 -J -B "$addr" -p "$port" >"$report" &
   SERVER_PID=$!
-  for _ in $(seq 50); do
-    if "$@" -c "$addr" -p "$port" -t "$SECONDS_PER_RUN" >/dev/null 2>&1; then break; fi
-    sleep 0.1
+  for _ in $(seq 100); do
+    ss -Hltn "sport = :$port" | grep -q . && break
+    sleep 0.05
   done
+  "$@" -c "$addr" -p "$port" -t "$SECONDS_PER_RUN" >/dev/null 2>&1 \
+    || echo "warning: the iperf3 client failed ($*)" >&2
   wait "$SERVER_PID" || true
   SERVER_PID=
 }
@@ -107,18 +111,18 @@ for rate in $RATES; do
 done
 
 echo
-echo "unlimited, iperf3 over loopback, ${ROUNDS} interleaved rounds of 10 s (median Gbit/s):"
-host=(); pal=()
+echo "unlimited, iperf3 over loopback, ${ROUNDS} interleaved rounds of ${THROUGHPUT_SECONDS} s (median Gbit/s):"
+host=(); pal=(); ratios=()
 for _ in $(seq "$ROUNDS"); do
   report="$WORK/free-host.json"
-  measure 127.0.0.1 "$report" iperf3
-  host+=("$(python3 "$HERE/iperf_summary.py" "$report" 1000 | awk '{print $4 / 1000}')")
+  SECONDS_PER_RUN=$THROUGHPUT_SECONDS measure 127.0.0.1 "$report" iperf3
+  h=$(python3 "$HERE/iperf_summary.py" "$report" 1000 1 | awk '{print $4 / 1000}')
   report="$WORK/free-pal.json"
-  measure 127.0.0.1 "$report" "$PALISADE" exec bench-lo -- iperf3
-  pal+=("$(python3 "$HERE/iperf_summary.py" "$report" 1000 | awk '{print $4 / 1000}')")
+  SECONDS_PER_RUN=$THROUGHPUT_SECONDS measure 127.0.0.1 "$report" "$PALISADE" exec bench-lo -- iperf3
+  p=$(python3 "$HERE/iperf_summary.py" "$report" 1000 1 | awk '{print $4 / 1000}')
+  host+=("$h"); pal+=("$p"); ratios+=("$(echo "scale=3; $p / $h" | bc)")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-h=$(median "${host[@]}"); p=$(median "${pal[@]}")
-printf '%-34s %8s Gbit/s  (rounds: %s)\n' "host process, no programs" "$h" "${host[*]}"
-printf '%-34s %8s Gbit/s  (rounds: %s)\n' "palisade --net host, no rate" "$p" "${pal[*]}"
-printf '%-34s %8s\n' "ratio palisade / host" "$(echo "scale=3; $p / $h" | bc)"
+printf '%-34s %8s Gbit/s  (rounds: %s)\n' "host process, no programs" "$(median "${host[@]}")" "${host[*]}"
+printf '%-34s %8s Gbit/s  (rounds: %s)\n' "palisade --net host, no rate" "$(median "${pal[@]}")" "${pal[*]}"
+printf '%-34s %8s  (rounds: %s)\n' "median ratio palisade / host" "$(median "${ratios[@]}")" "${ratios[*]}"

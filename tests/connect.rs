@@ -329,17 +329,7 @@ fn policy_apply_is_atomic_under_a_connect_loop() {
     for i in 0..20 {
         std::thread::sleep(std::time::Duration::from_millis(150));
         let file = if i % 2 == 0 { &new } else { &old };
-        let out = sb
-            .palisade()
-            .args(["policy", "apply", &sb.name])
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sb.apply(file);
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -409,12 +399,7 @@ fn policy_show_reads_the_maps_and_a_bad_apply_changes_nothing() {
     assert_eq!(entry["rules"][0], "allow tcp ports 8000-8999");
     let bad = sb.dir.join("bad.toml");
     std::fs::write(&bad, "[network]\nconnect = [\n  \"allow tcp 127.0.0.1\",\n  \"allow tcp 127.0.0.1:9-1\",\n  \"deny any\",\n]\n").unwrap();
-    let out = sb
-        .palisade()
-        .args(["policy", "apply", &sb.name])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = sb.try_apply(&bad);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(":4:"),
@@ -501,21 +486,6 @@ fn tcp_from(src: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Events of a sandbox's containers, as `palisade events --json` prints
-/// them (consumed).
-fn events_of(sb: &Sandbox) -> Vec<serde_json::Value> {
-    let out = sb.palisade().args(["events", "--json"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// `mode = "audit"`: the verdicts are computed as in enforce mode, nothing
 /// is refused, and each would-be refusal is an event.
 #[test]
@@ -525,7 +495,7 @@ fn audit_mode_refuses_nothing_and_reports_each_would_be_denial() {
     let policy = sb.policy("[network]\nmode = \"audit\"\nconnect = [\"allow tcp 127.0.0.1/32\", \"deny any\"]\nsockets = { raw = false }\n");
     let probes = [(4, "tcp", "127.0.0.1", port), (4, "tcp", "127.0.0.2", port)];
     assert_eq!(support::probe_inside(&sb, &policy, &probes), ["ok", "ok"]);
-    let events = events_of(&sb);
+    let events = sb.events();
     assert_eq!(events.len(), 1, "{events:?}");
     let e = &events[0];
     assert_eq!(e["container"], sb.name.as_str());
@@ -590,7 +560,7 @@ fn denials_are_events_and_counters_count_every_one_despite_the_rate_limit() {
     let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     let counters = &shown["counters"];
     assert_eq!(counters["connect_denied"], 3000, "{counters}");
-    let events = events_of(&sb);
+    let events = sb.events();
     let dropped = counters["events_dropped"].as_u64().unwrap();
     assert_eq!(
         events.len() as u64 + dropped,

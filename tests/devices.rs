@@ -136,36 +136,6 @@ fn results(out: &Output, n: usize) -> Vec<String> {
     lines
 }
 
-/// The sandbox's events, as `palisade events --json` prints them (consumed).
-fn events(sb: &Sandbox) -> Vec<Value> {
-    let out = sb.palisade().args(["events", "--json"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Starts a detached `sleep` container with `flags`.
-fn detached(sb: &Sandbox, flags: &[&str]) {
-    let out = sb
-        .palisade()
-        .args(["run", "-d", "--name", &sb.name])
-        .args(flags)
-        .args(["--", "sleep", "600"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn policy_show(sb: &Sandbox) -> Value {
     let out = sb
         .palisade()
@@ -178,14 +148,6 @@ fn policy_show(sb: &Sandbox) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn apply(sb: &Sandbox, file: &Path) -> Output {
-    sb.palisade()
-        .args(["policy", "apply", &sb.name])
-        .arg(file)
-        .output()
-        .unwrap()
 }
 
 /// A loop device is refused by default: given with only `m` it exists in
@@ -204,7 +166,7 @@ fn loop_device_is_refused_unless_given_and_allowed_with_device() {
         probe(&sb, &["--device", &only_mknod], &[&read, &write]),
         ["EPERM", "EPERM"]
     );
-    let events = events(&sb);
+    let events = sb.events();
     let mine: Vec<&Value> = events
         .iter()
         .filter(|e| e["container"] == sb.name.as_str())
@@ -273,7 +235,7 @@ fn mknod_outside_the_allowlist_is_refused_and_the_defaults_work() {
     assert!(got[7].starts_with("ok "), "{got:?}");
     // Allowed by the rules; the container has no controlling terminal.
     assert_eq!(got[8], "ENXIO", "{got:?}");
-    let events = events(&sb);
+    let events = sb.events();
     let refused: Vec<String> = events
         .iter()
         .map(|e| {
@@ -332,7 +294,7 @@ fn policy_apply_changes_device_access_live() {
     let lo = LoopDevice::new(&sb.dir);
     let node = format!("{}:m", lo.path);
     let read = format!("read:{}", lo.path);
-    detached(&sb, &["--device", &node]);
+    sb.start_sleeping(&["--device", &node]);
     assert_eq!(probe_exec(&sb, &[&read]), ["EPERM"]);
     let exact = format!("b 7:{} m", lo.minor);
     let rules = |v: &Value| -> Vec<String> {
@@ -350,7 +312,7 @@ fn policy_apply_changes_device_access_live() {
 
     let grant = sb.dir.join("grant.toml");
     std::fs::write(&grant, "[devices]\nallow = [\"b 7:* r\"]\n").unwrap();
-    let out = apply(&sb, &grant);
+    let out = sb.try_apply(&grant);
     assert!(
         out.status.success(),
         "{}",
@@ -366,7 +328,7 @@ fn policy_apply_changes_device_access_live() {
 
     let strict = sb.dir.join("strict.toml");
     std::fs::write(&strict, "[devices]\ndefaults = false\n").unwrap();
-    let out = apply(&sb, &strict);
+    let out = sb.try_apply(&strict);
     assert!(
         out.status.success(),
         "{}",
@@ -386,7 +348,7 @@ fn policy_apply_changes_device_access_live() {
     )
     .unwrap();
     let before = policy_show(&sb)["devices"].clone();
-    let out = apply(&sb, &bad);
+    let out = sb.try_apply(&bad);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -402,7 +364,7 @@ fn policy_apply_changes_device_access_live() {
 fn nested_container_needs_its_parents_grant_too() {
     let parent = Sandbox::new("devparent");
     let lo = LoopDevice::new(&parent.dir);
-    detached(&parent, &[]);
+    parent.start_sleeping(&[]);
     let child = format!("{}-child", parent.name);
     let given = format!("{}:r", lo.path);
     let read = format!("read:{}", lo.path);
@@ -414,7 +376,7 @@ fn nested_container_needs_its_parents_grant_too() {
 
     let grant = parent.dir.join("grant.toml");
     std::fs::write(&grant, "[devices]\nallow = [\"b 7:* r\"]\n").unwrap();
-    let out = apply(&parent, &grant);
+    let out = parent.try_apply(&grant);
     assert!(
         out.status.success(),
         "{}",

@@ -106,23 +106,6 @@ fn client(sandbox: &Sandbox, addr: &str, port: u16, seconds: u32) -> (Child, Ins
     panic!("the iperf3 server on {addr}:{port} never accepted a client");
 }
 
-/// Starts the sandbox's container detached with `flags`.
-fn start(sandbox: &Sandbox, flags: &[&str]) {
-    let out = sandbox
-        .palisade()
-        .args(["run", "-d", "--name", &sandbox.name])
-        .args(flags)
-        .args(["--", "sleep", "600"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    sandbox.wait_running();
-}
-
 /// Measures `seconds` of iperf3 from the container to `addr` and asserts
 /// the bound at `mbit`.
 fn assert_held_to(sandbox: &Sandbox, addr: &str, mbit: f64) {
@@ -161,7 +144,7 @@ fn assert_held_to(sandbox: &Sandbox, addr: &str, mbit: f64) {
 fn bridged_container_is_held_to_10_mbit() {
     let _one = serial();
     let sandbox = Sandbox::new("shape-br10");
-    start(&sandbox, &["--net", "bridge", "--egress-rate", "10mbit"]);
+    sandbox.start_sleeping(&["--net", "bridge", "--egress-rate", "10mbit"]);
     assert_held_to(&sandbox, GATEWAY, 10.0);
 }
 
@@ -170,10 +153,7 @@ fn bridged_container_is_held_to_100_mbit() {
     let _one = serial();
     let sandbox = Sandbox::new("shape-br100");
     let policy = sandbox.policy("[network]\negress_rate = \"100mbit\"\n");
-    start(
-        &sandbox,
-        &["--net", "bridge", "--policy", policy.to_str().unwrap()],
-    );
+    sandbox.start_sleeping(&["--net", "bridge", "--policy", policy.to_str().unwrap()]);
     assert_held_to(&sandbox, GATEWAY, 100.0);
 }
 
@@ -192,7 +172,7 @@ fn host_container_is_held_to_10_mbit_on_loopback_and_the_qdisc_is_restored() {
     let before = root_qdisc("lo");
     {
         let sandbox = Sandbox::new("shape-lo10");
-        start(&sandbox, &["--net", "host", "--egress-rate", "10mbit"]);
+        sandbox.start_sleeping(&["--net", "host", "--egress-rate", "10mbit"]);
         assert!(
             root_qdisc("lo").contains("htb 1a5e:"),
             "palisade's HTB is on lo: {}",
@@ -213,7 +193,7 @@ fn host_container_is_held_to_10_mbit_on_loopback_and_the_qdisc_is_restored() {
 fn host_container_is_held_to_100_mbit_on_loopback() {
     let _one = serial();
     let sandbox = Sandbox::new("shape-lo100");
-    start(&sandbox, &["--net", "host", "--egress-rate", "100mbit"]);
+    sandbox.start_sleeping(&["--net", "host", "--egress-rate", "100mbit"]);
     assert_held_to(&sandbox, "127.0.0.1", 100.0);
 }
 
@@ -234,34 +214,21 @@ fn rate_between(intervals: &[(f64, f64, f64)], from: f64, to: f64) -> f64 {
 fn a_live_rate_change_takes_effect_within_a_second() {
     let _one = serial();
     let sandbox = Sandbox::new("shape-live");
-    start(&sandbox, &["--net", "bridge", "--egress-rate", "10mbit"]);
+    sandbox.start_sleeping(&["--net", "bridge", "--egress-rate", "10mbit"]);
     let faster = sandbox.dir.join("faster.toml");
     std::fs::write(&faster, "[network]\negress_rate = \"40mbit\"\n").unwrap();
     let unshaped = sandbox.dir.join("unshaped.toml");
     std::fs::write(&unshaped, "[network]\n").unwrap();
-    let apply = |file: &std::path::Path| {
-        let out = sandbox
-            .palisade()
-            .args(["policy", "apply", &sandbox.name])
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
 
     let server = Server::start(GATEWAY, 0.25);
     let (mut c, started) = client(&sandbox, GATEWAY, server.port, 10);
     thread::sleep(Duration::from_secs(4).saturating_sub(started.elapsed()));
     let faster_asked = started.elapsed().as_secs_f64();
-    apply(&faster);
+    sandbox.apply(&faster);
     let faster_done = started.elapsed().as_secs_f64();
     thread::sleep(Duration::from_secs(7).saturating_sub(started.elapsed()));
     let unshaped_asked = started.elapsed().as_secs_f64();
-    apply(&unshaped);
+    sandbox.apply(&unshaped);
     let unshaped_done = started.elapsed().as_secs_f64();
     assert!(c.wait().unwrap().success(), "iperf3 client failed");
     let intervals = server.intervals();
@@ -284,17 +251,14 @@ fn a_live_rate_change_takes_effect_within_a_second() {
 #[test]
 fn policy_show_reports_the_class_and_its_counts() {
     let sandbox = Sandbox::new("shape-show");
-    start(
-        &sandbox,
-        &[
-            "--net",
-            "bridge",
-            "--egress-rate",
-            "1.5mbit",
-            "--egress-burst",
-            "32k",
-        ],
-    );
+    sandbox.start_sleeping(&[
+        "--net",
+        "bridge",
+        "--egress-rate",
+        "1.5mbit",
+        "--egress-burst",
+        "32k",
+    ]);
     // Five datagrams of 100 bytes through the class (nothing listens on
     // the port; the datagrams leave all the same).
     let out = sandbox

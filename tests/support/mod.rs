@@ -115,6 +115,62 @@ impl Sandbox {
         panic!("container {} never started", self.name);
     }
 
+    /// `palisade policy apply NAME FILE`, its output (success not checked).
+    pub fn try_apply(&self, file: &Path) -> Output {
+        self.palisade()
+            .args(["policy", "apply", &self.name])
+            .arg(file)
+            .output()
+            .expect("run palisade")
+    }
+
+    /// `palisade policy apply NAME FILE`, which must succeed.
+    pub fn apply(&self, file: &Path) {
+        let out = self.try_apply(file);
+        assert!(
+            out.status.success(),
+            "policy apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the container detached with `flags`, running `sleep 600`,
+    /// and waits until it runs; returns its host pid.
+    pub fn start_sleeping(&self, flags: &[&str]) -> i32 {
+        let out = self
+            .palisade()
+            .args(["run", "-d", "--name", &self.name])
+            .args(flags)
+            .args(["--", "sleep", "600"])
+            .output()
+            .expect("run palisade");
+        assert!(
+            out.status.success(),
+            "run -d: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_running()
+    }
+
+    /// The events of this sandbox's containers, as `palisade events
+    /// --json` prints them (consumed).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let out = self
+            .palisade()
+            .args(["events", "--json"])
+            .output()
+            .expect("run palisade");
+        assert!(
+            out.status.success(),
+            "events: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    }
+
     /// Every cgroup directory this container could have, in every mounted
     /// hierarchy, whether or not it exists.
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {

@@ -159,36 +159,11 @@ impl Enforcer {
                 })?;
             programs.push((hook.name, prog));
         }
-        let policies = HashMap::try_from(open_map(&dir, map::CGROUP_POLICY)?).map_err(|e| {
-            EnforceError::Pin {
-                path: dir.join(map::CGROUP_POLICY),
-                reason: chain(&e),
-            }
-        })?;
-        let rules = LpmTrie::try_from(open_map(&dir, map::CONNECT_RULES)?).map_err(|e| {
-            EnforceError::Pin {
-                path: dir.join(map::CONNECT_RULES),
-                reason: chain(&e),
-            }
-        })?;
-        let counters = PerCpuHashMap::try_from(open_map(&dir, map::COUNTERS)?).map_err(|e| {
-            EnforceError::Pin {
-                path: dir.join(map::COUNTERS),
-                reason: chain(&e),
-            }
-        })?;
-        let egress = HashMap::try_from(open_map(&dir, map::EGRESS_CLASS)?).map_err(|e| {
-            EnforceError::Pin {
-                path: dir.join(map::EGRESS_CLASS),
-                reason: chain(&e),
-            }
-        })?;
-        let devices = HashMap::try_from(open_map(&dir, map::DEVICE_RULES)?).map_err(|e| {
-            EnforceError::Pin {
-                path: dir.join(map::DEVICE_RULES),
-                reason: chain(&e),
-            }
-        })?;
+        let policies = open_map(&dir, map::CGROUP_POLICY)?;
+        let rules = open_map(&dir, map::CONNECT_RULES)?;
+        let counters = open_map(&dir, map::COUNTERS)?;
+        let egress = open_map(&dir, map::EGRESS_CLASS)?;
+        let devices = open_map(&dir, map::DEVICE_RULES)?;
         Ok(Self {
             pins,
             programs,
@@ -203,10 +178,7 @@ impl Enforcer {
     /// The ring buffer of denial and audit events of this build's programs.
     pub fn events(&self) -> Result<RingBuf<MapData>, EnforceError> {
         let dir = self.pins.object_dir();
-        RingBuf::try_from(open_map(&dir, map::EVENTS)?).map_err(|e| EnforceError::Pin {
-            path: dir.join(map::EVENTS),
-            reason: chain(&e),
-        })
+        open_map(&dir, map::EVENTS)
     }
 
     /// A container's counters, summed over CPUs (zero if it has none yet).
@@ -552,14 +524,20 @@ fn load_and_pin(dir: &Path) -> Result<(), EnforceError> {
     Ok(())
 }
 
-fn open_map(dir: &Path, name: &str) -> Result<Map, EnforceError> {
+/// Opens the map pinned as `name` in `dir` as the map type `T`.
+fn open_map<T>(dir: &Path, name: &str) -> Result<T, EnforceError>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
     let path = dir.join(name);
-    MapData::from_pin(&path)
+    let failed = |reason: String| EnforceError::Pin {
+        path: path.clone(),
+        reason,
+    };
+    let map = MapData::from_pin(&path)
         .and_then(Map::from_map_data)
-        .map_err(|e| EnforceError::Pin {
-            path,
-            reason: chain(&e),
-        })
+        .map_err(|e| failed(chain(&e)))?;
+    T::try_from(map).map_err(|e| failed(chain(&e)))
 }
 
 fn create_dirs(dir: &Path) -> Result<(), EnforceError> {
