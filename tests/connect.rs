@@ -376,20 +376,7 @@ fn policy_show_reads_the_maps_and_a_bad_apply_changes_nothing() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let show = || {
-        let out = sb
-            .palisade()
-            .args(["policy", "show", &sb.name, "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
-    let before = show();
+    let before = sb.policy_show();
     let entry = before["connect"]
         .as_array()
         .unwrap()
@@ -406,7 +393,7 @@ fn policy_show_reads_the_maps_and_a_bad_apply_changes_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(show(), before, "nothing changed");
+    assert_eq!(sb.policy_show(), before, "nothing changed");
 }
 
 /// `accept = ["allow 127.0.0.1/32", "deny any"]`: a listener in the

@@ -136,20 +136,6 @@ fn results(out: &Output, n: usize) -> Vec<String> {
     lines
 }
 
-fn policy_show(sb: &Sandbox) -> Value {
-    let out = sb
-        .palisade()
-        .args(["policy", "show", &sb.name, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// A loop device is refused by default: given with only `m` it exists in
 /// the container, yet reading and writing it fail with EPERM (and without
 /// `--device` it is not there at all); with `rw` its first byte reads.
@@ -305,7 +291,7 @@ fn policy_apply_changes_device_access_live() {
             .map(|r| r.as_str().unwrap().to_string())
             .collect()
     };
-    let shown = policy_show(&sb);
+    let shown = sb.policy_show();
     assert!(rules(&shown).contains(&exact), "{shown}");
     assert!(rules(&shown).contains(&"c 1:3 rwm".to_string()), "{shown}");
     assert_eq!(shown["counters"]["devices_denied"], 1, "{shown}");
@@ -319,7 +305,7 @@ fn policy_apply_changes_device_access_live() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(probe_exec(&sb, &[&read]), ["ok 50"]);
-    let shown = policy_show(&sb);
+    let shown = sb.policy_show();
     assert!(rules(&shown).contains(&"b 7:* r".to_string()), "{shown}");
     assert!(
         rules(&shown).contains(&exact),
@@ -334,7 +320,7 @@ fn policy_apply_changes_device_access_live() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(rules(&policy_show(&sb)), [exact]);
+    assert_eq!(rules(&sb.policy_show()), [exact]);
     assert_eq!(
         probe_exec(&sb, &[&read, "read:/dev/zero"]),
         ["EPERM", "EPERM"]
@@ -347,7 +333,7 @@ fn policy_apply_changes_device_access_live() {
         "[devices]\nallow = [\n  \"b 7:* r\",\n  \"b *:0 r\",\n]\n",
     )
     .unwrap();
-    let before = policy_show(&sb)["devices"].clone();
+    let before = sb.policy_show()["devices"].clone();
     let out = sb.try_apply(&bad);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -355,7 +341,7 @@ fn policy_apply_changes_device_access_live() {
         stderr.contains("bad.toml:4:") && stderr.contains("*:0"),
         "{stderr}"
     );
-    assert_eq!(policy_show(&sb)["devices"], before);
+    assert_eq!(sb.policy_show()["devices"], before);
 }
 
 /// A container nested in another (`--parent`) gets a device only if the

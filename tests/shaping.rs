@@ -272,13 +272,7 @@ fn policy_show_reports_the_class_and_its_counts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let show = sandbox
-        .palisade()
-        .args(["policy", "show", "--json", &sandbox.name])
-        .output()
-        .unwrap();
-    assert!(show.status.success());
-    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    let shown = sandbox.policy_show();
     let egress = &shown["egress"];
     assert_eq!(egress["rate"], "1.5mbit");
     assert_eq!(egress["rate_bits_per_second"], 1_500_000);

@@ -152,6 +152,21 @@ impl Sandbox {
         self.wait_running()
     }
 
+    /// `palisade policy show NAME --json`, parsed.
+    pub fn policy_show(&self) -> serde_json::Value {
+        let out = self
+            .palisade()
+            .args(["policy", "show", &self.name, "--json"])
+            .output()
+            .expect("run palisade");
+        assert!(
+            out.status.success(),
+            "policy show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("policy show JSON")
+    }
+
     /// The events of this sandbox's containers, as `palisade events
     /// --json` prints them (consumed).
     pub fn events(&self) -> Vec<serde_json::Value> {
