@@ -288,7 +288,11 @@ fn set_class(
     let burst = egress.burst.to_string();
     if let Netns::Of(_) = netns {
         let gso = gso_size(rate, mtu).to_string();
-        run(netns, "ip", &["link", "set", "dev", device, "gso_max_size", &gso])?;
+        run(
+            netns,
+            "ip",
+            &["link", "set", "dev", device, "gso_max_size", &gso],
+        )?;
     }
     tc(
         netns,
@@ -341,7 +345,14 @@ fn remove_class(netns: Netns, device: &str, minor: u16) {
         let _ = run(
             netns,
             "ip",
-            &["link", "set", "dev", device, "gso_max_size", &GSO_MAX.to_string()],
+            &[
+                "link",
+                "set",
+                "dev",
+                device,
+                "gso_max_size",
+                &GSO_MAX.to_string(),
+            ],
         );
     }
 }
