@@ -27,8 +27,10 @@ use thiserror::Error;
 mod devices;
 mod hooks;
 mod in_force;
+mod usage;
 use hooks::HOOKS;
 pub use in_force::{CounterView, InForce, InForceEntry};
+pub use usage::{ByFamily, Usage};
 
 use crate::spec::{self, Family, Policy};
 
@@ -194,6 +196,12 @@ impl Enforcer {
             }
         }
         total
+    }
+
+    /// What the container of `cgroup_id` consumed so far (zero if nothing
+    /// was counted yet). Stub: the kernel side is being written (issue 6).
+    pub fn usage(&self, _cgroup_id: u64) -> Usage {
+        Usage::default()
     }
 
     /// Writes `policy` for the cgroup `cgroup_id`, then attaches every hook
