@@ -4,8 +4,10 @@
 //! One folder per concern; each talks to the others through a small typed
 //! API. `cli` parses and renders, and never reaches into `sys`.
 
+pub mod accounting;
 pub mod cgroups;
 pub mod cli;
+pub mod daemon;
 pub mod enforce;
 pub mod runtime;
 pub mod spec;

@@ -31,6 +31,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("util-linux", "nsenter, to shape a bridged container's eth0"),
     ("iperf3", "the shaping tests' traffic"),
+    ("curl", "the metrics tests' client"),
     (
         "busybox-static",
         "the example rootfs and the OCI bundle tests",

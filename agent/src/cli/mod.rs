@@ -2,11 +2,13 @@
 //! the library and renders the result; errors are printed here, once,
 //! with the exit status they map to.
 
+mod agent;
 mod events;
 mod exec;
 mod lifecycle;
 mod policy;
 mod run;
+mod stats;
 
 use std::path::PathBuf;
 
@@ -45,6 +47,8 @@ pub enum Command {
     Logs(lifecycle::LogsArgs),
     Policy(policy::PolicyArgs),
     Events(events::EventsArgs),
+    Stats(stats::StatsArgs),
+    Agent(agent::AgentArgs),
 }
 
 /// Exit status for bad input: a bad flag, name or policy file.
@@ -80,6 +84,8 @@ pub fn main() -> i32 {
         Command::Logs(args) => lifecycle::logs(&root, args),
         Command::Policy(args) => policy::execute(&root, args),
         Command::Events(args) => events::execute(&root, args),
+        Command::Stats(args) => stats::execute(&root, args),
+        Command::Agent(args) => agent::execute(&root, args),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod rootfs;
 pub mod security;
 pub mod shaping;
 pub mod state;
+mod stats;
 mod supervise;
 pub mod userns;
 
@@ -32,6 +33,7 @@ use nix::errno::Errno;
 pub use policy::{EgressShown, Shown, apply_policy, show_policy};
 pub use rootfs::{BindMount, RootfsSpec};
 pub use state::{State, StateError, StateRoot, Status};
+pub use stats::{ContainerStats, EgressTotals, stats};
 use thiserror::Error;
 
 use crate::{

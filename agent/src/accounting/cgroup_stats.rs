@@ -1,0 +1,262 @@
+//! What a container's cgroup controllers report about it: memory, swap,
+//! pids, CPU usage and throttling, block I/O. Read from the v1 controller
+//! files on hybrid hosts and from the cgroup v2 files elsewhere; a value a
+//! host does not offer (no swap accounting, no I/O controller) is `None`,
+//! never a made-up zero.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+
+/// One container's controller statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CgroupStats {
+    /// Memory in use now, and the most it ever used.
+    pub memory_bytes: Option<u64>,
+    pub memory_peak_bytes: Option<u64>,
+    /// The hard limit; `None` when unlimited.
+    pub memory_limit_bytes: Option<u64>,
+    /// Times the container went over its soft limit (v2 `memory.events`
+    /// high; v1 has no such count).
+    pub memory_high_events: Option<u64>,
+    /// Processes the kernel's OOM killer ended in the container.
+    pub oom_kills: Option<u64>,
+    /// Swap in use now.
+    pub swap_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    /// `None` when unlimited.
+    pub pids_limit: Option<u64>,
+    /// CPU time as the CPU controller counts it.
+    pub cpu_usage_ns: Option<u64>,
+    /// CFS periods in which the container was throttled, and for how long.
+    pub cpu_throttled_periods: Option<u64>,
+    pub cpu_throttled_ns: Option<u64>,
+    /// Block I/O, all devices.
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+    pub io_read_ops: Option<u64>,
+    pub io_write_ops: Option<u64>,
+}
+
+/// The statistics of a container whose cgroup directories (every
+/// hierarchy's; see `State::cgroups`) are `dirs`.
+pub fn read(dirs: &[PathBuf]) -> CgroupStats {
+    let find = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.exists());
+    let number = |file: &str| find(file).and_then(|p| read_number(&p));
+    let keyed = |file: &str, key: &str| find(file).and_then(|p| read_key(&p, key));
+    let mut s = CgroupStats::default();
+
+    // v2 names first: a v2 directory only has them where the controller is
+    // enabled; v1 hierarchies never do.
+    if find("memory.current").is_some() {
+        s.memory_bytes = number("memory.current");
+        s.memory_peak_bytes = number("memory.peak");
+        s.memory_limit_bytes = number("memory.max");
+        s.memory_high_events = keyed("memory.events", "high");
+        s.oom_kills = keyed("memory.events", "oom_kill");
+        s.swap_bytes = number("memory.swap.current");
+    } else {
+        s.memory_bytes = number("memory.usage_in_bytes");
+        s.memory_peak_bytes = number("memory.max_usage_in_bytes");
+        s.memory_limit_bytes = number("memory.limit_in_bytes").filter(|&l| l < V1_UNLIMITED);
+        s.oom_kills = keyed("memory.oom_control", "oom_kill");
+        s.swap_bytes = number("memory.memsw.usage_in_bytes")
+            .zip(s.memory_bytes)
+            .map(|(both, memory)| both.saturating_sub(memory));
+    }
+    s.pids = number("pids.current");
+    s.pids_limit = number("pids.max");
+
+    let v2_cpu = find("cpu.stat").filter(|p| read_key(p, "usage_usec").is_some());
+    match v2_cpu {
+        Some(p) => {
+            s.cpu_usage_ns = read_key(&p, "usage_usec").map(|us| us * 1000);
+            s.cpu_throttled_periods = read_key(&p, "nr_throttled");
+            s.cpu_throttled_ns = read_key(&p, "throttled_usec").map(|us| us * 1000);
+        }
+        None => {
+            s.cpu_usage_ns = number("cpuacct.usage");
+            s.cpu_throttled_periods = keyed("cpu.stat", "nr_throttled");
+            s.cpu_throttled_ns = keyed("cpu.stat", "throttled_time");
+        }
+    }
+
+    if let Some(p) = find("io.stat") {
+        let totals = io_stat(&p);
+        (s.io_read_bytes, s.io_write_bytes) = (Some(totals[0]), Some(totals[1]));
+        (s.io_read_ops, s.io_write_ops) = (Some(totals[2]), Some(totals[3]));
+    } else {
+        let bytes = find("blkio.throttle.io_service_bytes_recursive").map(|p| blkio(&p));
+        let ops = find("blkio.throttle.io_serviced_recursive").map(|p| blkio(&p));
+        (s.io_read_bytes, s.io_write_bytes) = (bytes.map(|b| b.0), bytes.map(|b| b.1));
+        (s.io_read_ops, s.io_write_ops) = (ops.map(|o| o.0), ops.map(|o| o.1));
+    }
+    s
+}
+
+/// v1 reports "no limit" as the largest page-aligned i64.
+const V1_UNLIMITED: u64 = 0x7fff_ffff_ffff_f000;
+
+fn read_number(path: &Path) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    // "max" (v2's "no limit") is None.
+    text.trim().parse().ok()
+}
+
+/// `KEY VALUE` lines (memory.events, cpu.stat, memory.oom_control).
+fn read_key(path: &Path, key: &str) -> Option<u64> {
+    fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// v2 io.stat: `MAJ:MIN rbytes=N wbytes=N rios=N wios=N …` per device,
+/// summed: [rbytes, wbytes, rios, wios].
+fn io_stat(path: &Path) -> [u64; 4] {
+    let mut totals = [0u64; 4];
+    for field in fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        let Some((key, value)) = field.split_once('=') else {
+            continue;
+        };
+        let slot = match key {
+            "rbytes" => 0,
+            "wbytes" => 1,
+            "rios" => 2,
+            "wios" => 3,
+            _ => continue,
+        };
+        totals[slot] += value.parse::<u64>().unwrap_or(0);
+    }
+    totals
+}
+
+/// v1 blkio: `MAJ:MIN Read N` / `MAJ:MIN Write N` lines, summed (the
+/// `Total` line per device is skipped): (read, write).
+fn blkio(path: &Path) -> (u64, u64) {
+    let mut read = 0;
+    let mut write = 0;
+    for line in fs::read_to_string(path).unwrap_or_default().lines() {
+        let mut words = line.split_whitespace();
+        let (Some(_device), Some(op), Some(n)) = (words.next(), words.next(), words.next()) else {
+            continue;
+        };
+        let n: u64 = n.parse().unwrap_or(0);
+        match op {
+            "Read" => read += n,
+            "Write" => write += n,
+            _ => {}
+        }
+    }
+    (read, write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("palisade-stats-{}-{n}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            fs::write(dir.join(name), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn v2_files_are_read() {
+        let dir = dir_with(&[
+            ("memory.current", "1000\n"),
+            ("memory.peak", "2000\n"),
+            ("memory.max", "max\n"),
+            ("memory.events", "low 0\nhigh 3\nmax 1\noom 1\noom_kill 1\n"),
+            ("memory.swap.current", "0\n"),
+            ("pids.current", "4\n"),
+            ("pids.max", "64\n"),
+            (
+                "cpu.stat",
+                "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 10\nnr_throttled 2\nthrottled_usec 700\n",
+            ),
+            (
+                "io.stat",
+                "254:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n8:0 rbytes=1 wbytes=2 rios=3 wios=4\n",
+            ),
+        ]);
+        let s = read(std::slice::from_ref(&dir));
+        assert_eq!(
+            s,
+            CgroupStats {
+                memory_bytes: Some(1000),
+                memory_peak_bytes: Some(2000),
+                memory_limit_bytes: None,
+                memory_high_events: Some(3),
+                oom_kills: Some(1),
+                swap_bytes: Some(0),
+                pids: Some(4),
+                pids_limit: Some(64),
+                cpu_usage_ns: Some(1_500_000),
+                cpu_throttled_periods: Some(2),
+                cpu_throttled_ns: Some(700_000),
+                io_read_bytes: Some(101),
+                io_write_bytes: Some(202),
+                io_read_ops: Some(4),
+                io_write_ops: Some(6),
+            }
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn v1_files_are_read_across_hierarchies() {
+        let memory = dir_with(&[
+            ("memory.usage_in_bytes", "4096\n"),
+            ("memory.max_usage_in_bytes", "8192\n"),
+            ("memory.limit_in_bytes", "9223372036854771712\n"),
+            ("memory.memsw.usage_in_bytes", "5000\n"),
+            (
+                "memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+            ),
+        ]);
+        let cpu = dir_with(&[(
+            "cpu.stat",
+            "nr_periods 5\nnr_throttled 1\nthrottled_time 900\n",
+        )]);
+        let cpuacct = dir_with(&[("cpuacct.usage", "123456\n")]);
+        let blkio = dir_with(&[
+            (
+                "blkio.throttle.io_service_bytes_recursive",
+                "254:0 Read 10\n254:0 Write 20\n254:0 Total 30\nTotal 30\n",
+            ),
+            (
+                "blkio.throttle.io_serviced_recursive",
+                "254:0 Read 1\n254:0 Write 2\n254:0 Total 3\n",
+            ),
+        ]);
+        let dirs = [memory, cpu, cpuacct, blkio];
+        let s = read(&dirs);
+        assert_eq!(s.memory_bytes, Some(4096));
+        assert_eq!(s.memory_peak_bytes, Some(8192));
+        assert_eq!(s.memory_limit_bytes, None, "unlimited");
+        assert_eq!(s.memory_high_events, None, "v1 has no count");
+        assert_eq!(s.oom_kills, Some(2));
+        assert_eq!(s.swap_bytes, Some(904));
+        assert_eq!(s.cpu_usage_ns, Some(123_456));
+        assert_eq!(s.cpu_throttled_periods, Some(1));
+        assert_eq!(s.cpu_throttled_ns, Some(900));
+        assert_eq!((s.io_read_bytes, s.io_write_bytes), (Some(10), Some(20)));
+        assert_eq!((s.io_read_ops, s.io_write_ops), (Some(1), Some(2)));
+        for d in dirs {
+            fs::remove_dir_all(d).unwrap();
+        }
+    }
+}

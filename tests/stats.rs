@@ -1,0 +1,258 @@
+//! `palisade stats` and `palisade agent --metrics-addr`: what a running
+//! container reports, what an exited or removed one does, and a real
+//! Prometheus text parser reading the agent's `/metrics` fetched with curl.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+};
+
+use serde_json::Value;
+use support::Sandbox;
+
+/// `palisade stats --json [NAME…]`, parsed; panics unless it succeeds.
+fn stats_json(sb: &Sandbox, names: &[&str]) -> Vec<Value> {
+    let out = sb
+        .palisade()
+        .args(["stats", "--json"])
+        .args(names)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// A container refused one connect, running `sleep`, 16 MiB of memory
+/// allowed and at most 32 tasks.
+fn denied_once(sb: &Sandbox) {
+    let policy = sb.connect_policy(&["deny any"]);
+    sb.start_sleeping(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--memory",
+        "16M",
+        "--pids",
+        "32",
+    ]);
+    let out = sb
+        .palisade()
+        .args(["exec", &sb.name, "--", "python3", "-c"])
+        .arg("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), 1)\nexcept PermissionError:\n    print('denied')")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "denied");
+}
+
+#[test]
+fn stats_of_a_running_container_report_cgroup_and_denials() {
+    let sb = Sandbox::new("stats-run");
+    denied_once(&sb);
+    let all = stats_json(&sb, &[&sb.name]);
+    assert_eq!(all.len(), 1);
+    let s = &all[0];
+    assert_eq!(s["name"], sb.name.as_str());
+    assert_eq!(s["status"], "running");
+    assert!(s["pid"].as_i64().unwrap() > 0);
+    assert!(s["cpu_percent"].as_f64().is_some(), "{s}");
+    assert_eq!(s["denied"]["connect_denied"], 1, "{s}");
+    let cg = &s["cgroup"];
+    assert_eq!(cg["memory_limit_bytes"], 16 << 20, "{cg}");
+    assert_eq!(cg["pids_limit"], 32, "{cg}");
+    assert!(cg["pids"].as_u64().unwrap() >= 1, "{cg}");
+    assert!(cg["memory_bytes"].as_u64().unwrap() > 0, "{cg}");
+    assert!(s["usage"].is_object(), "{s}");
+
+    // The table names it, with its limit.
+    let out = sb.palisade().args(["stats", &sb.name]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(table.starts_with("NAME"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&sb.name))
+        .expect("a row");
+    assert!(row.contains("/ 16.0MiB"), "{row}");
+}
+
+#[test]
+fn stats_of_exited_and_removed_containers_behave_as_documented() {
+    let sb = Sandbox::new("stats-gone");
+    let out = sb
+        .palisade()
+        .args(["run", "-d", "--name", &sb.name, "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let wait = sb.palisade().args(["wait", &sb.name]).output().unwrap();
+    assert!(wait.status.success());
+    // Exited: listed, with nothing measured (the counters went with it).
+    let all = stats_json(&sb, &[&sb.name]);
+    let s = &all[0];
+    assert_eq!(s["status"], "exited");
+    for field in ["pid", "cpu_percent", "usage", "denied", "cgroup", "egress"] {
+        assert!(s[field].is_null(), "{field} of an exited container: {s}");
+    }
+    // Removed: an error naming it, exit status 125.
+    let rm = sb.palisade().args(["rm", &sb.name]).output().unwrap();
+    assert!(rm.status.success());
+    let out = sb
+        .palisade()
+        .args(["stats", "--json", &sb.name])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no container named"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+/// `palisade agent` on a free port, ended by its pid when dropped.
+struct Agent {
+    child: Child,
+    url: String,
+}
+
+impl Agent {
+    fn start(sb: &Sandbox) -> Self {
+        let mut child = sb
+            .palisade()
+            .args(["agent", "--metrics-addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("serving metrics on ")
+            .unwrap_or_else(|| panic!("agent said {line:?}"))
+            .to_string();
+        Self { child, url }
+    }
+
+    fn get(&self, url: &str) -> (String, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-D", "-", url])
+            .output()
+            .expect("curl is installed by `cargo xtask test`");
+        assert!(out.status.success(), "curl {url} failed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        (head.to_string(), body.to_string())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn metrics_parse_with_a_prometheus_parser_and_hold_the_containers_series() {
+    let sb = Sandbox::new("metrics");
+    denied_once(&sb);
+    let agent = Agent::start(&sb);
+    let (head, body) = agent.get(&agent.url);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    for family in [
+        "palisade_container_cpu_seconds_total",
+        "palisade_container_network_transmit_bytes_total",
+        "palisade_container_denied_total",
+        "palisade_container_memory_usage_bytes",
+    ] {
+        assert!(body.contains(&format!("# HELP {family} ")), "{family}");
+        assert!(body.contains(&format!("# TYPE {family} ")), "{family}");
+    }
+
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("the Prometheus text parser reads /metrics");
+    let value = |metric: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == metric
+                    && s.labels.get("container") == Some(sb.name.as_str())
+                    && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(
+        value("palisade_container_denied_total", &[("hook", "connect")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("palisade_container_denied_total", &[("hook", "device")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value("palisade_container_memory_limit_bytes", &[]),
+        Some(f64::from(16 << 20))
+    );
+    assert!(value("palisade_container_pids", &[]).unwrap() >= 1.0);
+    assert!(value("palisade_container_cpu_seconds_total", &[]).is_some());
+    assert!(
+        value(
+            "palisade_container_network_transmit_bytes_total",
+            &[("family", "ipv4")]
+        )
+        .is_some()
+    );
+    let types = &scrape.docs;
+    assert!(
+        types.contains_key("palisade_container_denied_total"),
+        "HELP text for the denials"
+    );
+
+    // Anything else is a 404.
+    let (head, _) = agent.get(&agent.url.replace("/metrics", "/nothing"));
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
+
+#[test]
+fn the_agent_refuses_an_address_it_cannot_use() {
+    let sb = Sandbox::new("agent-bad");
+    let out = sb
+        .palisade()
+        .args(["agent", "--metrics-addr", "localhost"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "not an ADDR:PORT");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = sb
+        .palisade()
+        .args(["agent", "--metrics-addr", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
