@@ -247,12 +247,71 @@ fn lifecycle(palisade: &Path, state: &Path, policy: &Path, name: &str, port: u16
         if !String::from_utf8_lossy(&events.stdout).contains("denied") {
             bail!("no denial events were reported");
         }
+        // What it consumed: the stats table, and its series on the
+        // agent's Prometheus endpoint.
+        let stats = cli(&["stats", &web])?;
+        if !String::from_utf8_lossy(&stats.stdout).contains(web.as_str()) {
+            bail!("stats did not list the container");
+        }
+        metrics(palisade, state, &web)?;
         Ok(())
     })();
     let removed = cli(&["rm", "-f", &web])?;
     checked?;
     if !removed.status.success() {
         bail!("rm -f failed");
+    }
+    Ok(())
+}
+
+/// Starts `palisade agent` on a free port, fetches /metrics once and shows
+/// a few of the container's series.
+fn metrics(palisade: &Path, state: &Path, name: &str) -> Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    println!("\n==> palisade agent --metrics-addr 127.0.0.1:0, then GET /metrics");
+    let mut agent = Command::new(palisade)
+        .arg("--root")
+        .arg(state)
+        .args(["agent", "--metrics-addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start the agent")?;
+    let fetched = (|| -> Result<String> {
+        let mut line = String::new();
+        BufReader::new(agent.stdout.take().context("agent stdout")?).read_line(&mut line)?;
+        print!("{line}");
+        let addr = line
+            .trim()
+            .strip_prefix("serving metrics on http://")
+            .and_then(|a| a.strip_suffix("/metrics"))
+            .with_context(|| format!("the agent said {line:?}"))?
+            .to_string();
+        let mut conn = std::net::TcpStream::connect(&addr)?;
+        write!(conn, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text)?;
+        Ok(text)
+    })();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let text = fetched?;
+    let label = format!("container=\"{name}\"");
+    let shown: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&label))
+        .filter(|l| {
+            l.starts_with("palisade_container_cpu_seconds_total")
+                || l.starts_with("palisade_container_denied_total{") && l.contains("connect")
+                || l.starts_with("palisade_container_network_transmit_bytes_total")
+                || l.starts_with("palisade_container_memory_usage_bytes")
+                || l.starts_with("palisade_container_egress_sent_bytes_total")
+        })
+        .collect();
+    for l in &shown {
+        println!("{l}");
+    }
+    if shown.is_empty() {
+        bail!("the container has no series at /metrics");
     }
     Ok(())
 }
