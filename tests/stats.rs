@@ -32,7 +32,8 @@ fn stats_json(sb: &Sandbox, names: &[&str]) -> Vec<Value> {
         .clone()
 }
 
-/// A container refused one connect, running `sleep`, 16 MiB of memory
+/// A container refused one connect and one mknod (of /dev/port's numbers,
+/// not in the default device list), running `sleep`, 16 MiB of memory
 /// allowed and at most 32 tasks.
 fn denied_once(sb: &Sandbox) {
     let policy = sb.connect_policy(&["deny any"]);
@@ -47,10 +48,15 @@ fn denied_once(sb: &Sandbox) {
     let out = sb
         .palisade()
         .args(["exec", &sb.name, "--", "python3", "-c"])
-        .arg("import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), 1)\nexcept PermissionError:\n    print('denied')")
+        .arg("import os, socket, stat\ntry:\n    socket.create_connection(('127.0.0.1', 9), 1)\nexcept PermissionError:\n    print('connect denied')\ntry:\n    os.mknod('/tmp/port', 0o600 | stat.S_IFCHR, os.makedev(1, 4))\nexcept PermissionError:\n    print('mknod denied')")
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "denied");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "connect denied\nmknod denied",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -65,6 +71,7 @@ fn stats_of_a_running_container_report_cgroup_and_denials() {
     assert!(s["pid"].as_i64().unwrap() > 0);
     assert!(s["cpu_percent"].as_f64().is_some(), "{s}");
     assert_eq!(s["denied"]["connect_denied"], 1, "{s}");
+    assert_eq!(s["denied"]["devices_denied"], 1, "{s}");
     let cg = &s["cgroup"];
     assert_eq!(cg["memory_limit_bytes"], 16 << 20, "{cg}");
     assert_eq!(cg["pids_limit"], 32, "{cg}");
@@ -82,6 +89,12 @@ fn stats_of_a_running_container_report_cgroup_and_denials() {
         .find(|l| l.starts_with(&sb.name))
         .expect("a row");
     assert!(row.contains("/ 16.0MiB"), "{row}");
+    // NAME STATUS CPU% MEM / LIMIT RX / TX PIDS DENIED SHAPED
+    assert_eq!(
+        row.split_whitespace().nth(10),
+        Some("2"),
+        "two denials: {row}"
+    );
 }
 
 #[test]
@@ -207,6 +220,10 @@ fn metrics_parse_with_a_prometheus_parser_and_hold_the_containers_series() {
     );
     assert_eq!(
         value("palisade_container_denied_total", &[("hook", "device")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("palisade_container_denied_total", &[("hook", "bind")]),
         Some(0.0)
     );
     assert_eq!(
