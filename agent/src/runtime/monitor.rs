@@ -289,7 +289,15 @@ fn start(
     let mut policy = spec.policy.clone();
     policy.devices.allow.extend(spec.extra_device_rules());
     let enforcer = enforcer.as_mut().expect("just set");
-    enforcer.police(&spec.name, cgroups.unified(), cgroup_id, &policy)?;
+    match state.enclosing.first() {
+        None => enforcer.police(&spec.name, cgroups.unified(), cgroup_id, &policy)?,
+        // The outermost enclosing container's programs run for this one
+        // (the kernel runs every ancestor's); attaching them here too
+        // would judge, count and report everything it does twice.
+        Some(outermost) => {
+            enforcer.police_nested(&spec.name, outermost, cgroups.unified(), cgroup_id, &policy)?
+        }
+    }
     if let Some(egress) = spec.policy.network.egress {
         let owner = root.container_dir(&spec.name).display().to_string();
         let minor = shaping::allocate(&owner)?;
