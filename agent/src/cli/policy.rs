@@ -104,6 +104,7 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                     }
                 }
                 print_egress(shown.egress.as_ref());
+                print_usage(&shown.usage);
                 match &in_force.devices {
                     None => println!("devices: no rules (everything allowed)"),
                     Some(rules) => println!("devices: {} (always enforced)", rules.join(", ")),
@@ -130,6 +131,21 @@ fn print_egress(egress: Option<&runtime::EgressShown>) {
             d.device, d.bytes, d.packets, d.delayed, d.dropped, d.backlog_bytes
         );
     }
+}
+
+fn print_usage(u: &crate::enforce::Usage) {
+    println!(
+        "usage: cpu {:.3} s, {} context switches, {} page faults, sent {} bytes {} packets, received {} bytes {} packets, {} connects and {} binds allowed",
+        u.cpu_ns as f64 / 1e9,
+        u.context_switches,
+        u.page_faults,
+        u.tx_bytes.total(),
+        u.tx_packets.total(),
+        u.rx_bytes.total(),
+        u.rx_packets.total(),
+        u.connects_allowed,
+        u.binds_allowed
+    );
 }
 
 fn allowed(yes: bool) -> &'static str {
