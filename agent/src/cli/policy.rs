@@ -29,7 +29,9 @@ pub enum PolicyCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// Print the policy in force, read back from the kernel maps.
+    /// Print the policy in force, read back from the kernel maps, with the
+    /// container's counters and usage (CPU, switches, page faults, bytes
+    /// and packets, connects and binds allowed).
     Show {
         name: String,
         /// Print JSON.
