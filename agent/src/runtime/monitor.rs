@@ -214,14 +214,15 @@ fn monitor(
     state.exit_status = Some(status);
     state.finished = Some(now());
     state.oom_killed = crate::cgroups::oom_killed(&cgroups);
+    // Containers nested in this one go with it, before its programs are
+    // detached: they are the only programs that police them.
+    cgroups.kill_nested();
     if let (Some(enf), Some(id)) = (enforcer.as_mut(), state.cgroup_id)
         && let Err(e) = enf.release(&spec.name, id)
     {
         eprintln!("palisade: {}: {e}", spec.name);
     }
     release_network(&state);
-    // Containers nested in this one go with it.
-    cgroups.kill_nested();
     let removed = cgroups.remove();
     if spec.detach {
         root.save(&state)?;
