@@ -273,3 +273,51 @@ fn the_agent_refuses_an_address_it_cannot_use() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The counters live in pinned maps: a running container's figures are
+/// the same from a second CLI and from a restarted agent.
+#[test]
+fn counters_survive_the_cli_and_agent_restarts() {
+    let sb = Sandbox::new("survive");
+    sb.start_sleeping(&[]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut sink = Vec::new();
+        std::io::Read::read_to_end(&mut conn, &mut sink).unwrap();
+        sink.len()
+    });
+    let out = sb
+        .palisade()
+        .args(["exec", &sb.name, "--", "python3", "-c"])
+        .arg(format!(
+            "import socket\ns = socket.create_connection(('127.0.0.1', {port}))\ns.sendall(b'x' * 100000)\ns.close()"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(reader.join().unwrap(), 100_000);
+
+    let sent = |s: &Value| s["usage"]["tx_bytes"]["ipv4"].as_u64().unwrap();
+    let first = sent(&stats_json(&sb, &[&sb.name])[0]);
+    assert!(first >= 100_000, "{first}");
+    assert_eq!(
+        sent(&stats_json(&sb, &[&sb.name])[0]),
+        first,
+        "a second CLI"
+    );
+    for _ in 0..2 {
+        let agent = Agent::start(&sb);
+        let (_, body) = agent.get(&agent.url);
+        let line = format!(
+            "palisade_container_network_transmit_bytes_total{{container=\"{}\",family=\"ipv4\"}} {first}",
+            sb.name
+        );
+        assert!(body.lines().any(|l| l == line), "{line} in:\n{body}");
+    }
+}

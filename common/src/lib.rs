@@ -20,6 +20,10 @@ pub mod program {
     pub const INGRESS: &str = "ingress";
     pub const EGRESS: &str = "egress";
     pub const DEVICE: &str = "device";
+    /// Raw tracepoint `sched_switch`: CPU time and context switches.
+    pub const SCHED_SWITCH: &str = "sched_switch";
+    /// Raw tracepoint `page_fault_user`: page faults.
+    pub const PAGE_FAULT: &str = "page_fault_user";
 }
 
 /// Names of the maps in the eBPF object.
@@ -40,6 +44,13 @@ pub mod map {
     /// `HashMap<u64 cgroup id, u32 class>`: the traffic-control class a
     /// shaped container's outbound packets are put in (see [`super::shaping_class`]).
     pub const EGRESS_CLASS: &str = "EGRESS_CLASS";
+    /// `PerCpuHashMap<u64 cgroup id, Usage>`: what each container consumed.
+    pub const USAGE: &str = "USAGE";
+    /// `PerCpuArray<Running>` of one entry: the task each CPU runs now.
+    pub const RUNNING: &str = "RUNNING";
+    /// `LruHashMap<u64 task address, TaskCgroup>`: the cgroup of tasks seen
+    /// before, so a task switched in is known without a walk.
+    pub const TASK_CGROUP: &str = "TASK_CGROUP";
 }
 
 /// The major number (handle) of the HTB qdisc palisade installs on the
@@ -55,6 +66,9 @@ pub const fn shaping_class(minor: u16) -> u32 {
 
 /// Capacity of [`map::CGROUP_POLICY`]: containers policed at once.
 pub const MAX_CGROUPS: u32 = 4096;
+/// Capacity of [`map::TASK_CGROUP`]: tasks remembered at once (the least
+/// recently used is forgotten, and looked up again when it next runs).
+pub const MAX_TASKS: u32 = 16384;
 /// Capacity of [`map::CONNECT_RULES`]: distinct (container, prefix) entries.
 pub const MAX_PREFIXES: u32 = 65536;
 /// Port rules that one prefix entry can hold, its inherited rules included.
@@ -194,6 +208,90 @@ pub struct RateWindow {
     pub count: u64,
 }
 
+/// Index of IPv4 in the per-family arrays of [`Usage`].
+pub const USAGE_V4: usize = 0;
+/// Index of IPv6 in the per-family arrays of [`Usage`].
+pub const USAGE_V6: usize = 1;
+
+/// What one container consumed, per CPU (summed by userspace), keyed by
+/// the cgroup v2 id of the task or socket that did it: a nested
+/// container's usage is its own, never its parent's. Only cgroups that
+/// are palisade containers of this object (an entry in
+/// [`map::CGROUP_POLICY`] for themselves or an ancestor) get an entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Nanoseconds the container's tasks ran, charged at each switch away
+    /// from one of them (`sched_switch`); the slice of a task running now
+    /// is in [`Running`].
+    pub cpu_ns: u64,
+    /// Switches away from one of the container's tasks.
+    pub context_switches: u64,
+    /// User page faults of the container's tasks (`page_fault_user`).
+    pub page_faults: u64,
+    /// IP-layer bytes the container's sockets sent, by [`USAGE_V4`] and
+    /// [`USAGE_V6`]: each packet's IP length, and for a GSO packet (which
+    /// holds its headers once) the IP and TCP or UDP headers of each
+    /// further segment, as the segments go on the wire.
+    pub tx_bytes: [u64; 2],
+    /// Packets sent: a GSO packet counts its segments.
+    pub tx_packets: [u64; 2],
+    /// As `tx_bytes`, received (packets the ingress program let through).
+    pub rx_bytes: [u64; 2],
+    pub rx_packets: [u64; 2],
+    /// `connect()` calls the policy allowed (an audit hit included).
+    pub connects_allowed: u64,
+    /// `bind()` calls that bound a port the policy allowed, counted once
+    /// the port is known (`post_bind`), so a bind to port 0 counts too.
+    pub binds_allowed: u64,
+}
+
+/// [`Running::kind`] and [`TaskCgroup::kind`]: not known yet.
+pub const TASK_UNKNOWN: u32 = 0;
+/// The task's cgroup is not a palisade container of this object.
+pub const TASK_FOREIGN: u32 = 1;
+/// The task's cgroup is a palisade container (or inside one).
+pub const TASK_OURS: u32 = 2;
+
+/// What one CPU runs now, written at each `sched_switch`: userspace adds
+/// the slice of a container's task still running when it reads
+/// ([`Usage::cpu_ns`] only has finished slices).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Running {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last switch on this
+    /// CPU, when the task now running started; 0 before the first switch
+    /// seen.
+    pub since_ns: u64,
+    /// The running task's `task_struct` address (the key of
+    /// [`map::TASK_CGROUP`]); used only as an identity, never read.
+    pub task: u64,
+    /// Its cgroup v2 id, if known.
+    pub cgroup: u64,
+    /// [`TASK_UNKNOWN`], [`TASK_FOREIGN`] or [`TASK_OURS`].
+    pub kind: u32,
+    pub _pad: u32,
+}
+
+/// A task's cgroup as last seen when it was switched away from (or
+/// faulted), so that it is known when it is switched in again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskCgroup {
+    pub cgroup: u64,
+    /// [`TASK_FOREIGN`] or [`TASK_OURS`].
+    pub kind: u32,
+    pub _pad: u32,
+}
+
+/// Arguments of the `sched_switch` raw tracepoint, as `TP_PROTO` declares
+/// them (include/trace/events/sched.h: `bool preempt, struct task_struct
+/// *prev, struct task_struct *next, unsigned int prev_state`; `next` has
+/// been the third since Linux 4.4). Only the address of `next` is used, as
+/// an identity: no kernel structure is read, so no layout (CO-RE, tracefs
+/// format offsets) is needed.
+pub const SCHED_SWITCH_ARG_NEXT: usize = 2;
+
 /// Per-container switches, keyed by the container's cgroup v2 id.
 ///
 /// A cgroup whose programs are attached but which has no entry here is
@@ -327,12 +425,21 @@ mod pod {
     unsafe impl aya::Pod for super::RateWindow {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DeviceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Usage {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Running {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TaskCgroup {}
 }
 
 const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 28);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
 const _: () = assert!(core::mem::size_of::<Counters>() == 8 * (HOOKS + 2));
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 28);
+const _: () = assert!(core::mem::size_of::<Usage>() == 8 * 13);
+const _: () = assert!(core::mem::size_of::<Running>() == 32);
+const _: () = assert!(core::mem::size_of::<TaskCgroup>() == 16);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 const _: () = assert!(core::mem::size_of::<PrefixRules>() == 4 + 8 * MAX_PORT_RULES);

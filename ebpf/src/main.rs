@@ -4,14 +4,18 @@
 //! what the maps hold at that instant; none keeps state of its own.
 #![no_std]
 #![no_main]
+// The atomic add of `usage::add` (aya-ebpf needs the same feature).
+#![feature(asm_experimental_arch)]
 
 mod device;
 mod events;
 mod maps;
 mod policy;
+mod sched;
 mod skb;
 mod sock;
 mod sock_addr;
+mod usage;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use palisade_common::{
-    CgroupPolicy, Counters, DeviceKey, MAX_CGROUPS, MAX_DEVICE_ENTRIES, MAX_PREFIXES, PrefixRules,
-    RateWindow, RuleKey,
+    CgroupPolicy, Counters, DeviceKey, MAX_CGROUPS, MAX_DEVICE_ENTRIES, MAX_PREFIXES, MAX_TASKS,
+    PrefixRules, RateWindow, RuleKey, Running, TaskCgroup, Usage,
 };
 
 #[map(name = "CGROUP_POLICY")]
@@ -30,3 +30,12 @@ pub static RATE: PerCpuHashMap<u64, RateWindow> = PerCpuHashMap::with_max_entrie
 
 #[map(name = "EGRESS_CLASS")]
 pub static EGRESS_CLASS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_CGROUPS, 0);
+
+#[map(name = "USAGE")]
+pub static USAGE: PerCpuHashMap<u64, Usage> = PerCpuHashMap::with_max_entries(MAX_CGROUPS, 0);
+
+#[map(name = "RUNNING")]
+pub static RUNNING: PerCpuArray<Running> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "TASK_CGROUP")]
+pub static TASK_CGROUP: LruHashMap<u64, TaskCgroup> = LruHashMap::with_max_entries(MAX_TASKS, 0);

@@ -1,5 +1,6 @@
-//! cgroup_skb programs: inbound connection control (ingress) and the
-//! classifier of outbound rate limiting (egress).
+//! cgroup_skb programs: inbound connection control (ingress), the
+//! classifier of outbound rate limiting (egress), and both directions'
+//! byte and packet accounting.
 //!
 //! ## ingress
 //!
@@ -9,19 +10,33 @@
 //! datagram from a peer the `accept` rules refuse is dropped (return 0):
 //! the client sees no reset, its connect times out. Everything else
 //! passes: established flows, other protocols, packets it cannot parse.
-//! Reads `CGROUP_POLICY` and `CONNECT_RULES`; writes nothing.
+//! A packet that passes is counted as received by the socket's own cgroup.
+//! Reads `CGROUP_POLICY` and `CONNECT_RULES`; writes `USAGE`.
+//!
+//! ## Accounting (both)
+//!
+//! Bytes are the IP layer's, as on the wire below the link layer: the
+//! packet's length from its IP header on, and for a GSO packet (one
+//! buffer for `gso_segs` segments, headers held once) the IP and TCP (by
+//! its data offset) or UDP headers of each further segment; a GSO packet
+//! counts as its segments. IPv4 or IPv6 by the header's version. Counted
+//! under the socket's own cgroup (`bpf_skb_cgroup_id`): a sub-container's
+//! packets run its parent's program, and are counted as the child's.
 
 use aya_ebpf::{
     helpers::generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
-use palisade_common::{FAMILY_V4, FAMILY_V6, HOOK_ACCEPT, PROTO_TCP, PROTO_UDP};
+use palisade_common::{
+    FAMILY_V4, FAMILY_V6, HOOK_ACCEPT, PROTO_TCP, PROTO_UDP, USAGE_V4, USAGE_V6,
+};
 
 use crate::{
     events::{Refusal, conclude},
     maps::EGRESS_CLASS,
     policy::{ALLOW, DENY, List, MAX_LEVELS, decide_for, normalise},
+    usage::{add, record},
 };
 
 const TCP_SYN: u8 = 0x02;
@@ -37,10 +52,13 @@ const TCP_ACK: u8 = 0x10;
 // HTB qdisc palisade installed on the device takes as the class to queue it
 // in. It never drops: the kernel's HTB does the shaping. Overwriting the
 // priority also means a process cannot step out of its class with
-// SO_PRIORITY. Reads `EGRESS_CLASS`; writes only the packet's priority.
+// SO_PRIORITY. Every packet is counted as sent by the socket's own cgroup.
+// Reads `EGRESS_CLASS` (and `CGROUP_POLICY` for a cgroup not counted
+// yet); writes the packet's priority and `USAGE`.
 
 #[cgroup_skb(egress)]
 pub fn egress(ctx: SkBuffContext) -> i32 {
+    account(&ctx, Direction::Sent);
     let skb = ctx.skb.skb;
     let mut class = 0u32;
     for level in 0..MAX_LEVELS {
@@ -66,8 +84,83 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
 
 #[cgroup_skb(ingress)]
 pub fn ingress(ctx: SkBuffContext) -> i32 {
+    if judge(&ctx) == DENY {
+        return 0;
+    }
+    account(&ctx, Direction::Received);
     // Spelled out so the verifier sees a return value of 0 or 1.
-    if judge(&ctx) == DENY { 0 } else { 1 }
+    1
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Sent,
+    Received,
+}
+
+/// Counts the packet's bytes and segments in its socket's cgroup's usage.
+#[inline(always)]
+fn account(ctx: &SkBuffContext, direction: Direction) {
+    let skb = ctx.skb.skb;
+    // SAFETY: `skb` is the program's own context; the helpers only read
+    // the socket's cgroup (the ancestor one returns 0 past its level).
+    let cgroup = unsafe { bpf_skb_cgroup_id(skb.cast()) };
+    let Some(usage) = record(cgroup, |level| unsafe {
+        bpf_skb_ancestor_cgroup_id(skb.cast(), level)
+    }) else {
+        return;
+    };
+    let Ok(first) = ctx.load::<u8>(0) else {
+        return;
+    };
+    // (family index, IP header length, offset of the protocol byte)
+    let (family, ip_header, proto_at) = match first >> 4 {
+        4 => (USAGE_V4, usize::from(first & 0x0f) * 4, 9),
+        6 => (USAGE_V6, 40, 6),
+        _ => return,
+    };
+    // SAFETY: the program's context; cgroup_skb programs may read `len`
+    // and `gso_segs` (the verifier checks the offsets).
+    let (len, segs) = unsafe { ((*skb).len, (*skb).gso_segs) };
+    let mut bytes = u64::from(len);
+    let mut packets = 1;
+    if segs > 1 {
+        bytes += u64::from(segs - 1) * headers(ctx, ip_header, proto_at);
+        packets = u64::from(segs);
+    }
+    // SAFETY: `usage` is a non-null per-CPU map value; the fields are only
+    // addressed here, and added to atomically (process and softirq
+    // context both send).
+    let (b, p) = unsafe {
+        match direction {
+            Direction::Sent => (
+                &raw mut (*usage).tx_bytes[family],
+                &raw mut (*usage).tx_packets[family],
+            ),
+            Direction::Received => (
+                &raw mut (*usage).rx_bytes[family],
+                &raw mut (*usage).rx_packets[family],
+            ),
+        }
+    };
+    add(b, bytes);
+    add(p, packets);
+}
+
+/// The headers each segment of a GSO packet carries: its IP header
+/// (`ip_header` bytes; IPv6 extension headers are not followed) and its
+/// TCP (data offset) or UDP header.
+#[inline(always)]
+fn headers(ctx: &SkBuffContext, ip_header: usize, proto_at: usize) -> u64 {
+    let l4 = match ctx.load::<u8>(proto_at) {
+        Ok(PROTO_TCP) => match ctx.load::<u8>(ip_header + 12) {
+            Ok(offset) => u64::from(offset >> 4) * 4,
+            Err(_) => 0,
+        },
+        Ok(PROTO_UDP) => 8,
+        _ => 0,
+    };
+    ip_header as u64 + l4
 }
 
 #[inline(always)]

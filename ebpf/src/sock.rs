@@ -8,7 +8,10 @@
 //!   ephemeral bind (port 0) is judged by the port the kernel picked.
 //!
 //! Reads `CGROUP_POLICY` (and `CONNECT_RULES` through `policy`); writes
-//! nothing. Returning 0 makes the call fail with EPERM. As everywhere, every
+//! `USAGE`: post_bind counts each bind it allows for the caller's own
+//! cgroup (every bind passes it once, whether its port was given or
+//! picked, so it is counted here rather than in bind4/bind6, which a bind
+//! to port 0 passes unjudged). Returning 0 makes the call fail with EPERM. As everywhere, every
 //! palisade policy from the root cgroup down is consulted, one refusal is
 //! enough, and finding none refuses: fail closed.
 
@@ -23,7 +26,7 @@ use crate::{
     events::{Refusal, conclude},
     maps::CGROUP_POLICY,
     policy::{ALLOW, AUDITED, DENY, List, MAX_LEVELS},
-    sock_addr::judged,
+    sock_addr::{Allowed, counted, judged},
 };
 
 const SOCK_RAW: u32 = 3;
@@ -94,12 +97,13 @@ pub fn post_bind4(ctx: SockContext) -> i32 {
         let sk = &*ctx.sock;
         (sk.src_ip4, sk.src_port, sk.protocol)
     };
-    judged(
+    let verdict = judged(
         List::Bind,
         HOOK_BIND,
         FAMILY_V4,
         ([ip, 0, 0, 0], port as u16, proto as u8),
-    )
+    );
+    counted(verdict, Allowed::Bind)
 }
 
 #[cgroup_sock(post_bind6)]
@@ -113,10 +117,11 @@ pub fn post_bind6(ctx: SockContext) -> i32 {
             sk.protocol,
         )
     };
-    judged(
+    let verdict = judged(
         List::Bind,
         HOOK_BIND,
         FAMILY_V6,
         (ip, port as u16, proto as u8),
-    )
+    );
+    counted(verdict, Allowed::Bind)
 }

@@ -8,8 +8,9 @@
 //!   explicit port, judged by the `bind` rules (a bind to port 0 is judged
 //!   once the kernel has picked the port, by post_bind in `sock`).
 //!
-//! Reads `CGROUP_POLICY` and `CONNECT_RULES`; writes nothing. Returning 0
-//! makes the call fail with EPERM; 1 lets it proceed.
+//! Reads `CGROUP_POLICY` and `CONNECT_RULES`; writes `USAGE` (a connect
+//! allowed is counted for the caller's own cgroup). Returning 0 makes the
+//! call fail with EPERM; 1 lets it proceed.
 
 use aya_ebpf::{
     helpers::bpf_get_current_cgroup_id, macros::cgroup_sock_addr, programs::SockAddrContext,
@@ -19,6 +20,7 @@ use palisade_common::{FAMILY_V4, FAMILY_V6, HOOK_BIND, HOOK_CONNECT, HOOK_SENDMS
 use crate::{
     events::{Refusal, conclude},
     policy::{ALLOW, DENY, List, decide, normalise},
+    usage::of_current_task,
 };
 
 /// The address, port (host order) and protocol of the call.
@@ -84,14 +86,43 @@ pub(crate) fn judged(
     }
 }
 
+/// The calls whose allowed count `USAGE` keeps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Allowed {
+    Connect,
+    Bind,
+}
+
+/// Counts an allowed call in the caller's own cgroup's usage; passes the
+/// verdict on (ALLOW or DENY).
+#[inline(always)]
+pub(crate) fn counted(verdict: i32, call: Allowed) -> i32 {
+    if verdict != ALLOW {
+        return DENY;
+    }
+    if let Some(usage) = of_current_task() {
+        // SAFETY: a non-null per-CPU map value, this CPU's copy; connect
+        // and bind hooks run in process context and do not nest.
+        unsafe {
+            match call {
+                Allowed::Connect => (*usage).connects_allowed += 1,
+                Allowed::Bind => (*usage).binds_allowed += 1,
+            }
+        }
+    }
+    ALLOW
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    judged(List::Connect, HOOK_CONNECT, FAMILY_V4, v4(&ctx))
+    let verdict = judged(List::Connect, HOOK_CONNECT, FAMILY_V4, v4(&ctx));
+    counted(verdict, Allowed::Connect)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
-    judged(List::Connect, HOOK_CONNECT, FAMILY_V6, v6(&ctx))
+    let verdict = judged(List::Connect, HOOK_CONNECT, FAMILY_V6, v6(&ctx));
+    counted(verdict, Allowed::Connect)
 }
 
 #[cgroup_sock_addr(sendmsg4)]

@@ -29,7 +29,9 @@ pub enum PolicyCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// Print the policy in force, read back from the kernel maps.
+    /// Print the policy in force, read back from the kernel maps, with the
+    /// container's counters and usage (CPU, switches, page faults, bytes
+    /// and packets, connects and binds allowed).
     Show {
         name: String,
         /// Print JSON.
@@ -104,6 +106,7 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                     }
                 }
                 print_egress(shown.egress.as_ref());
+                print_usage(&shown.usage);
                 match &in_force.devices {
                     None => println!("devices: no rules (everything allowed)"),
                     Some(rules) => println!("devices: {} (always enforced)", rules.join(", ")),
@@ -130,6 +133,21 @@ fn print_egress(egress: Option<&runtime::EgressShown>) {
             d.device, d.bytes, d.packets, d.delayed, d.dropped, d.backlog_bytes
         );
     }
+}
+
+fn print_usage(u: &crate::enforce::Usage) {
+    println!(
+        "usage: cpu {:.3} s, {} context switches, {} page faults, sent {} bytes {} packets, received {} bytes {} packets, {} connects and {} binds allowed",
+        u.cpu_ns as f64 / 1e9,
+        u.context_switches,
+        u.page_faults,
+        u.tx_bytes.total(),
+        u.tx_packets.total(),
+        u.rx_bytes.total(),
+        u.rx_packets.total(),
+        u.connects_allowed,
+        u.binds_allowed
+    );
 }
 
 fn allowed(yes: bool) -> &'static str {

@@ -5,6 +5,12 @@
 //! before the container's first process joins the cgroup, so nothing ever
 //! runs unpoliced. A program that cannot be loaded or attached is an error,
 //! never skipped: the container must not start.
+//!
+//! A sub-container (`--parent`) gets its policy entry but no attachment of
+//! its own: its enclosing container's programs already run for it (the
+//! kernel runs every ancestor's), and a second attachment would judge,
+//! count and report each of its calls and packets twice. The global
+//! accounting programs (raw tracepoints) are attached once per object.
 
 use std::{
     fs::File,
@@ -14,19 +20,20 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, PerCpuHashMap, RingBuf, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
     programs::ProgramError,
 };
 use palisade_common::{
     CgroupPolicy, Counters, FAMILY_V4, FAMILY_V6, GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN,
-    LIST_RULED, MAX_PORT_RULES, MODE_AUDIT, MODE_ENFORCE, PrefixRules, RuleKey, TABLE_ACCEPT,
-    TABLE_BIND, map,
+    LIST_RULED, MAX_PORT_RULES, MODE_AUDIT, MODE_ENFORCE, PrefixRules, RuleKey, Running,
+    TABLE_ACCEPT, TABLE_BIND, map,
 };
 use thiserror::Error;
 
 mod devices;
 mod hooks;
 mod in_force;
+mod tracing;
 mod usage;
 use hooks::HOOKS;
 pub use in_force::{CounterView, InForce, InForceEntry};
@@ -61,6 +68,11 @@ pub enum EnforceError {
     Compile(String),
     #[error("cannot pin {}: {reason}", path.display())]
     Pin { path: PathBuf, reason: String },
+    #[error("cannot attach raw tracepoint {tracepoint} (accounting): {reason}")]
+    Trace {
+        tracepoint: &'static str,
+        reason: String,
+    },
 }
 
 /// Where this state root's programs, maps and per-container links are
@@ -132,6 +144,8 @@ pub struct Enforcer {
     devices: devices::DeviceRules,
     counters: PerCpuHashMap<MapData, u64, Counters>,
     egress: HashMap<MapData, u64, u32>,
+    usage: PerCpuHashMap<MapData, u64, palisade_common::Usage>,
+    running: PerCpuArray<MapData, Running>,
 }
 
 impl Enforcer {
@@ -145,11 +159,14 @@ impl Enforcer {
         let complete = HOOKS
             .iter()
             .map(|h| h.program)
+            .chain(tracing::TRACEPOINTS.iter().map(|t| t.program))
             .chain(MAPS.iter().copied())
             .all(|n| dir.join(n).exists());
         if !complete {
             load_and_pin(&dir)?;
+            tracing::detach_idle_siblings(pins.dir(), &dir);
         }
+        tracing::ensure_attached(&dir)?;
         let mut programs = Vec::with_capacity(HOOKS.len());
         for hook in HOOKS {
             let prog =
@@ -166,6 +183,8 @@ impl Enforcer {
         let counters = open_map(&dir, map::COUNTERS)?;
         let egress = open_map(&dir, map::EGRESS_CLASS)?;
         let devices = open_map(&dir, map::DEVICE_RULES)?;
+        let usage = open_map(&dir, map::USAGE)?;
+        let running = open_map(&dir, map::RUNNING)?;
         Ok(Self {
             pins,
             programs,
@@ -174,6 +193,8 @@ impl Enforcer {
             devices: devices::DeviceRules::new(devices),
             counters,
             egress,
+            usage,
+            running,
         })
     }
 
@@ -199,15 +220,54 @@ impl Enforcer {
     }
 
     /// What the container of `cgroup_id` consumed so far (zero if nothing
-    /// was counted yet). Stub: the kernel side is being written (issue 6).
-    pub fn usage(&self, _cgroup_id: u64) -> Usage {
-        Usage::default()
+    /// was counted yet), summed over CPUs, with the slice so far of any of
+    /// its tasks running now.
+    pub fn usage(&self, cgroup_id: u64) -> Usage {
+        // A switch between reading the counters and the running tasks
+        // could leave a slice out: read the running tasks before and
+        // after, and again if one of the container's started or ended.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let before = self.running(cgroup_id);
+            let counted = self.counted(cgroup_id);
+            let after = self.running(cgroup_id);
+            if before == after || attempts == 4 {
+                let now = usage::monotonic_ns();
+                let running: u64 = after.iter().map(|r| now.saturating_sub(r.since_ns)).sum();
+                return Usage::from_kernel(counted, running);
+            }
+        }
+    }
+
+    /// The container's counters summed over CPUs (finished slices only).
+    fn counted(&self, cgroup_id: u64) -> palisade_common::Usage {
+        match self.usage.get(&cgroup_id, 0) {
+            Ok(per_cpu) => usage::sum(per_cpu.iter()),
+            Err(_) => palisade_common::Usage::default(),
+        }
+    }
+
+    /// The CPUs running one of the container's tasks now, as their
+    /// `RUNNING` records say.
+    fn running(&self, cgroup_id: u64) -> Vec<Running> {
+        match self.running.get(&0, 0) {
+            Ok(per_cpu) => per_cpu
+                .iter()
+                .filter(|r| {
+                    r.kind == palisade_common::TASK_OURS && r.cgroup == cgroup_id && r.since_ns != 0
+                })
+                .copied()
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Writes `policy` for the cgroup `cgroup_id`, then attaches every hook
     /// to `cgroup_dir` and pins the links under the container's name, so
     /// they stay attached when this process exits. On failure, whatever
-    /// was attached is released again.
+    /// was attached is released again. For a container nested in another,
+    /// [`Enforcer::police_nested`] instead.
     pub fn police(
         &mut self,
         container: &str,
@@ -220,6 +280,47 @@ impl Enforcer {
             let _ = self.release(container, cgroup_id);
         }
         result
+    }
+
+    /// Writes `policy` for the cgroup `cgroup_id` of a container nested in
+    /// others (`--parent`; `outermost` is the outermost of them, the one
+    /// with attachments). Its programs already run for the nested cgroup and
+    /// judge it by every policy from the root down, so nothing is attached
+    /// to the nested cgroup (that would run each program twice for it).
+    /// Only if they are another build's (whose maps hold no entry of this
+    /// one) are this build's programs attached to it, as [`Enforcer::police`]
+    /// does. On failure its entries are deleted.
+    pub fn police_nested(
+        &mut self,
+        container: &str,
+        outermost: &str,
+        cgroup_dir: &Path,
+        cgroup_id: u64,
+        policy: &Policy,
+    ) -> Result<(), EnforceError> {
+        if !self.attached_by_us(outermost) {
+            return self.police(container, cgroup_dir, cgroup_id, policy);
+        }
+        let result = self.write_policy(cgroup_id, policy, 0);
+        if result.is_err() {
+            let _ = self.release(container, cgroup_id);
+        }
+        result
+    }
+
+    /// Whether `container`'s pinned attachments run this object's programs.
+    fn attached_by_us(&self, container: &str) -> bool {
+        let hook = &HOOKS[0];
+        let link = aya::programs::links::PinnedLink::from_pin(
+            self.pins.links_dir(container).join(link_file(hook.name)),
+        )
+        .map(aya::programs::links::FdLink::from)
+        .and_then(|l| l.info());
+        let ours = aya::programs::ProgramInfo::from_pin(self.pins.object_dir().join(hook.program));
+        match (link, ours) {
+            (Ok(link), Ok(ours)) => link.program_id() == ours.id(),
+            _ => false,
+        }
     }
 
     fn try_police(
@@ -251,7 +352,8 @@ impl Enforcer {
     }
 
     /// Detaches a container's programs (by removing its link pins) and
-    /// deletes its map entries. Idempotent: what is already gone is fine.
+    /// deletes its map entries, its usage included. Idempotent: what is
+    /// already gone is fine.
     pub fn release(&mut self, container: &str, cgroup_id: u64) -> Result<(), EnforceError> {
         let links = self.pins.links_dir(container);
         match std::fs::remove_dir_all(&links) {
@@ -264,9 +366,13 @@ impl Enforcer {
                 });
             }
         }
+        // The policy goes first: a late packet or task of the container
+        // finds none and makes no new usage record after this.
         let _ = self.policies.remove(&cgroup_id);
         let _ = self.counters.remove(&cgroup_id);
         let _ = self.egress.remove(&cgroup_id);
+        let _ = self.usage.remove(&cgroup_id);
+        self.sweep_usage();
         self.delete_rules(cgroup_id, |_| true)
     }
 
@@ -385,6 +491,22 @@ impl Enforcer {
         }
     }
 
+    /// Deletes the usage records of cgroups that have no policy entry: a
+    /// record made by a container's last packet or task racing its
+    /// release, or one of a cgroup made inside a container (counted, but
+    /// never read: usage is read by the container's own id).
+    fn sweep_usage(&mut self) {
+        let orphans: Vec<u64> = self
+            .usage
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|id| self.policies.get(id, 0).is_err())
+            .collect();
+        for id in orphans {
+            let _ = self.usage.remove(&id);
+        }
+    }
+
     /// The cgroup's switches, or an error if it has no policy.
     fn in_force(&self, cgroup_id: u64) -> Result<CgroupPolicy, EnforceError> {
         self.policies
@@ -483,6 +605,9 @@ const MAPS: &[&str] = &[
     map::COUNTERS,
     map::RATE,
     map::EGRESS_CLASS,
+    map::USAGE,
+    map::RUNNING,
+    map::TASK_CGROUP,
 ];
 
 /// A hook's link pin file name: `cgroup/connect4` -> `connect4`.
@@ -511,6 +636,20 @@ fn load_and_pin(dir: &Path) -> Result<(), EnforceError> {
             },
             hooks::LoadError::Load(e) => EnforceError::Load {
                 hook: hook.name,
+                reason: hint(load_reason(&e)),
+            },
+            hooks::LoadError::Pin(reason) => EnforceError::Pin { path, reason },
+        })?;
+    }
+    for tp in tracing::TRACEPOINTS {
+        let path = dir.join(tp.program);
+        tracing::load_and_pin(&mut bpf, tp, &path).map_err(|e| match e {
+            hooks::LoadError::Missing => EnforceError::Load {
+                hook: tp.program,
+                reason: "missing from the object".into(),
+            },
+            hooks::LoadError::Load(e) => EnforceError::Load {
+                hook: tp.program,
                 reason: hint(load_reason(&e)),
             },
             hooks::LoadError::Pin(reason) => EnforceError::Pin { path, reason },

@@ -119,13 +119,14 @@ pub fn remove(root: &StateRoot, name: &str, force: bool) -> Result<(), RuntimeEr
 
 /// What a monitor does after its container exits, for one that is gone.
 fn clean_up_after(root: &StateRoot, state: &State) -> Result<(), RuntimeError> {
+    // Kill stragglers (cgroup.kill exists on v2; it takes nested
+    // containers too) before the programs that police them are detached.
+    for dir in &state.cgroups {
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    }
     if let Some(id) = state.cgroup_id {
         let mut enforcer = super::policy::open_enforcer(root, &Pins::for_state_root(root.dir()))?;
         enforcer.release(&state.name, id)?;
-    }
-    // Kill stragglers (cgroup.kill exists on v2), then remove.
-    for dir in &state.cgroups {
-        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
     }
     crate::cgroups::remove_dirs(state.cgroups.iter().map(PathBuf::as_path))?;
     super::monitor::release_network(state);

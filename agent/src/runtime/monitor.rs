@@ -214,14 +214,15 @@ fn monitor(
     state.exit_status = Some(status);
     state.finished = Some(now());
     state.oom_killed = crate::cgroups::oom_killed(&cgroups);
+    // Containers nested in this one go with it, before its programs are
+    // detached: they are the only programs that police them.
+    cgroups.kill_nested();
     if let (Some(enf), Some(id)) = (enforcer.as_mut(), state.cgroup_id)
         && let Err(e) = enf.release(&spec.name, id)
     {
         eprintln!("palisade: {}: {e}", spec.name);
     }
     release_network(&state);
-    // Containers nested in this one go with it.
-    cgroups.kill_nested();
     let removed = cgroups.remove();
     if spec.detach {
         root.save(&state)?;
@@ -289,7 +290,15 @@ fn start(
     let mut policy = spec.policy.clone();
     policy.devices.allow.extend(spec.extra_device_rules());
     let enforcer = enforcer.as_mut().expect("just set");
-    enforcer.police(&spec.name, cgroups.unified(), cgroup_id, &policy)?;
+    match state.enclosing.first() {
+        None => enforcer.police(&spec.name, cgroups.unified(), cgroup_id, &policy)?,
+        // The outermost enclosing container's programs run for this one
+        // (the kernel runs every ancestor's); attaching them here too
+        // would judge, count and report everything it does twice.
+        Some(outermost) => {
+            enforcer.police_nested(&spec.name, outermost, cgroups.unified(), cgroup_id, &policy)?
+        }
+    }
     if let Some(egress) = spec.policy.network.egress {
         let owner = root.container_dir(&spec.name).display().to_string();
         let minor = shaping::allocate(&owner)?;

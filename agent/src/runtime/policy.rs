@@ -1,7 +1,7 @@
 //! `policy apply` and `policy show` on a running container: its network
 //! and device policy replaced atomically in the kernel maps, or read back
-//! from them, and its outbound rate changed or read back from traffic
-//! control.
+//! from them (with what the container consumed), and its outbound rate
+//! changed or read back from traffic control.
 
 use std::fs::File;
 
@@ -13,7 +13,7 @@ use super::{
     shaping::{self, ClassStats, Netns, Shaping},
 };
 use crate::{
-    enforce::{Enforcer, InForce, Pins},
+    enforce::{Enforcer, InForce, Pins, Usage},
     spec::{DisplayRate, Egress, Policy},
 };
 
@@ -24,6 +24,8 @@ pub struct Shown {
     pub kernel: InForce,
     /// `None`: the container's outbound traffic is not shaped.
     pub egress: Option<EgressShown>,
+    /// What the container consumed so far, as the kernel programs counted it.
+    pub usage: Usage,
 }
 
 /// The outbound rate limit in force and what the kernel counted for it.
@@ -190,6 +192,7 @@ pub fn show_policy(root: &StateRoot, name: &str) -> Result<Shown, RuntimeError> 
     let (cgroup_id, state) = running_cgroup(root, name)?;
     let enforcer = open_enforcer(root, &Pins::for_state_root(root.dir()))?;
     let kernel = enforcer.show(cgroup_id)?;
+    let usage = enforcer.usage(cgroup_id);
     let egress = match &state.shaping {
         None => None,
         Some(s) => {
@@ -203,7 +206,11 @@ pub fn show_policy(root: &StateRoot, name: &str) -> Result<Shown, RuntimeError> 
             })
         }
     };
-    Ok(Shown { kernel, egress })
+    Ok(Shown {
+        kernel,
+        egress,
+        usage,
+    })
 }
 
 /// A running container's state that names no process (a monitor that died
