@@ -12,7 +12,6 @@ use std::{
     io::{Read, Write},
     net::{Shutdown, TcpListener},
     path::PathBuf,
-    process::Output,
     sync::mpsc,
     thread,
     time::{Duration, Instant},
@@ -20,7 +19,7 @@ use std::{
 
 use palisade::enforce::{Enforcer, Pins};
 use serde_json::Value;
-use support::{Sandbox, unified_mount};
+use support::{Sandbox, ok, unified_mount};
 
 /// Headers a TCP packet can carry: IPv4 (no options: Linux's TCP sends
 /// none) and IPv6 (no extension headers) with the largest TCP header, 20
@@ -31,21 +30,6 @@ const IPV6_TCP_MAX: u64 = 40 + 60;
 /// Headers every TCP packet carries at least (IPv4 and TCP, no options).
 const IPV4_TCP_MIN: u64 = 20 + 20;
 const IPV6_TCP_MIN: u64 = 40 + 20;
-
-fn describe(out: &Output) -> String {
-    format!(
-        "{:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The stdout of a command that must have succeeded.
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "{}", describe(out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `palisade policy show NAME --json` in `sb`'s state root, parsed.
 fn show(sb: &Sandbox, name: &str) -> Value {

@@ -18,7 +18,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{Sandbox, listen_tcp};
+use support::{Sandbox, describe, listen_tcp, ok};
 
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -36,21 +36,6 @@ fn run(sb: &Sandbox, flags: &[&str], cmd: &[&str]) -> Output {
 /// `palisade ARGS...` on the sandbox's state root, waited for.
 fn cli(sb: &Sandbox, args: &[&str]) -> Output {
     sb.palisade().args(args).output().expect("run palisade")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "{:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The stdout of a command that must have succeeded.
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "{}", describe(out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs a python3 program in a foreground container; its `key value` lines.

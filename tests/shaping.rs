@@ -261,12 +261,11 @@ fn policy_show_reports_the_class_and_its_counts() {
     ]);
     // Five datagrams of 100 bytes through the class (nothing listens on
     // the port; the datagrams leave all the same).
-    let out = sandbox
-        .palisade()
-        .args(["exec", &sandbox.name, "--", "python3", "-c"])
-        .arg("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(5): s.sendto(b'x' * 100, ('10.88.0.1', 9))")
-        .output()
-        .unwrap();
+    let out = sandbox.exec(&[
+        "python3",
+        "-c",
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(5): s.sendto(b'x' * 100, ('10.88.0.1', 9))",
+    ]);
     assert!(
         out.status.success(),
         "{}",

@@ -45,12 +45,11 @@ fn denied_once(sb: &Sandbox) {
         "--pids",
         "32",
     ]);
-    let out = sb
-        .palisade()
-        .args(["exec", &sb.name, "--", "python3", "-c"])
-        .arg("import os, socket, stat\ntry:\n    socket.create_connection(('127.0.0.1', 9), 1)\nexcept PermissionError:\n    print('connect denied')\ntry:\n    os.mknod('/tmp/port', 0o600 | stat.S_IFCHR, os.makedev(1, 4))\nexcept PermissionError:\n    print('mknod denied')")
-        .output()
-        .unwrap();
+    let out = sb.exec(&[
+        "python3",
+        "-c",
+        "import os, socket, stat\ntry:\n    socket.create_connection(('127.0.0.1', 9), 1)\nexcept PermissionError:\n    print('connect denied')\ntry:\n    os.mknod('/tmp/port', 0o600 | stat.S_IFCHR, os.makedev(1, 4))\nexcept PermissionError:\n    print('mknod denied')",
+    ]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "connect denied\nmknod denied",

@@ -37,6 +37,22 @@ pub fn pin_dir(root: &Path) -> PathBuf {
     Path::new("/sys/fs/bpf/palisade").join(key)
 }
 
+/// A command's status and output, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "{:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The stdout of a command that must have succeeded.
+pub fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}", describe(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A name no other test (or test run) uses.
 pub fn unique_name(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -113,6 +129,15 @@ impl Sandbox {
             thread::sleep(std::time::Duration::from_millis(10));
         }
         panic!("container {} never started", self.name);
+    }
+
+    /// `palisade exec NAME -- CMD…`, its output (success not checked).
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        self.palisade()
+            .args(["exec", &self.name, "--"])
+            .args(cmd)
+            .output()
+            .expect("run palisade")
     }
 
     /// `palisade policy apply NAME FILE`, its output (success not checked).
