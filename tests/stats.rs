@@ -320,3 +320,28 @@ fn counters_survive_the_cli_and_agent_restarts() {
         assert!(body.lines().any(|l| l == line), "{line} in:\n{body}");
     }
 }
+
+/// `--watch --json` prints one array per refresh, about a second apart,
+/// until it is ended.
+#[test]
+fn watch_refreshes_until_ended() {
+    let sb = Sandbox::new("watch");
+    sb.start_sleeping(&[]);
+    let mut child = sb
+        .palisade()
+        .args(["stats", "--watch", "--json", &sb.name])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        let line = lines.next().expect("a refresh").unwrap();
+        let all: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(all[0]["name"], sb.name.as_str());
+        assert_eq!(all[0]["status"], "running");
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1900));
+    let _ = child.kill();
+    let _ = child.wait();
+}
