@@ -1,0 +1,321 @@
+//! Dump: seize and stop the process, refuse what this slice cannot
+//! restore, record everything into the image, then end the original (or
+//! let it continue unchanged with `--leave-running`).
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+
+use super::{
+    CheckpointError,
+    image::{self, Image, Registers, Rseq, Run, Vma, VmaKind},
+    proc,
+};
+use crate::sys::ptrace;
+
+/// Pages are read from the target in batches of this size.
+const BATCH: usize = 64 << 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct DumpOptions {
+    pub leave_running: bool,
+}
+
+/// What a dump did, for the CLI to report.
+#[derive(Debug, Clone)]
+pub struct DumpReport {
+    pub pid: i32,
+    pub vmas: usize,
+    pub pages: u64,
+    pub image_bytes: u64,
+    pub freeze: Duration,
+    pub dump: Duration,
+    pub write: Duration,
+}
+
+impl From<ptrace::Regs> for Registers {
+    fn from(r: ptrace::Regs) -> Self {
+        Registers {
+            r15: r.r15,
+            r14: r.r14,
+            r13: r.r13,
+            r12: r.r12,
+            rbp: r.rbp,
+            rbx: r.rbx,
+            r11: r.r11,
+            r10: r.r10,
+            r9: r.r9,
+            r8: r.r8,
+            rax: r.rax,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            orig_rax: r.orig_rax,
+            rip: r.rip,
+            cs: r.cs,
+            eflags: r.eflags,
+            rsp: r.rsp,
+            ss: r.ss,
+            fs_base: r.fs_base,
+            gs_base: r.gs_base,
+            ds: r.ds,
+            es: r.es,
+            fs: r.fs,
+            gs: r.gs,
+        }
+    }
+}
+
+impl From<Registers> for ptrace::Regs {
+    fn from(r: Registers) -> Self {
+        ptrace::Regs {
+            r15: r.r15,
+            r14: r.r14,
+            r13: r.r13,
+            r12: r.r12,
+            rbp: r.rbp,
+            rbx: r.rbx,
+            r11: r.r11,
+            r10: r.r10,
+            r9: r.r9,
+            r8: r.r8,
+            rax: r.rax,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            orig_rax: r.orig_rax,
+            rip: r.rip,
+            cs: r.cs,
+            eflags: r.eflags,
+            rsp: r.rsp,
+            ss: r.ss,
+            fs_base: r.fs_base,
+            gs_base: r.gs_base,
+            ds: r.ds,
+            es: r.es,
+            fs: r.fs,
+            gs: r.gs,
+        }
+    }
+}
+
+/// Checkpoints process `pid` into `dir`.
+pub fn checkpoint_pid(
+    pid: i32,
+    dir: &Path,
+    opts: DumpOptions,
+) -> Result<DumpReport, CheckpointError> {
+    let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
+    let t0 = Instant::now();
+    let threads = proc::threads(pid).map_err(|e| CheckpointError::Process {
+        pid,
+        what: format!("no such process ({e})"),
+    })?;
+    if threads != 1 {
+        return Err(unsupported(format!("it has {threads} threads")));
+    }
+    let kids = proc::children(pid);
+    if !kids.is_empty() {
+        return Err(unsupported(format!("it has children (pids {kids:?})")));
+    }
+    ptrace::seize(pid, 0).map_err(CheckpointError::sys(pid, "ptrace seize"))?;
+    let stopped = ptrace::interrupt(pid)
+        .and_then(|_| ptrace::wait(pid))
+        .map_err(CheckpointError::sys(pid, "ptrace interrupt"));
+    match stopped {
+        Ok(status) if libc::WIFSTOPPED(status) => {}
+        Ok(status) => {
+            return Err(CheckpointError::Process {
+                pid,
+                what: format!("ended while being stopped (wait status {status:#x})"),
+            });
+        }
+        Err(e) => {
+            let _ = ptrace::detach(pid, 0);
+            return Err(e);
+        }
+    }
+    let freeze = t0.elapsed();
+    let t1 = Instant::now();
+    let collected = collect(pid);
+    let (image, pages) = match collected {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = ptrace::detach(pid, 0);
+            return Err(e);
+        }
+    };
+    let dump = t1.elapsed();
+    let t2 = Instant::now();
+    if let Err(e) = image::write(dir, &image, &pages) {
+        let _ = ptrace::detach(pid, 0);
+        return Err(e);
+    }
+    let write = t2.elapsed();
+    if opts.leave_running {
+        ptrace::detach(pid, 0).map_err(CheckpointError::sys(pid, "ptrace detach"))?;
+    } else {
+        end(pid)?;
+    }
+    Ok(DumpReport {
+        pid,
+        vmas: image.vmas.len(),
+        pages: pages.len() as u64 / 4096,
+        image_bytes: pages.len() as u64,
+        freeze,
+        dump,
+        write,
+    })
+}
+
+/// SIGKILL the stopped original, reap its trace, and wait (up to 10 s)
+/// for its parent to free the pid.
+fn end(pid: i32) -> Result<(), CheckpointError> {
+    nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL)
+        .map_err(CheckpointError::sys(pid, "kill"))?;
+    loop {
+        match ptrace::wait(pid) {
+            Ok(status) if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) => break,
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proc::path(pid, "").exists() {
+        if Instant::now() > deadline {
+            let parent = proc::Stat::read(pid).map(|s| s.field(4)).unwrap_or(0);
+            return Err(CheckpointError::Process {
+                pid,
+                what: format!(
+                    "killed after the dump, but its parent (pid {parent}) has not reaped it: the pid is not free yet"
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+fn collect(pid: i32) -> Result<(Image, Vec<u8>), CheckpointError> {
+    let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| CheckpointError::Process {
+            pid,
+            what: format!("{what}: {e}"),
+        }
+    };
+    let regs = ptrace::get_regs(pid).map_err(CheckpointError::sys(pid, "read registers"))?;
+    let xstate = ptrace::get_xstate(pid).map_err(CheckpointError::sys(pid, "read xstate"))?;
+    let rseq = ptrace::rseq_config(pid)
+        .ok()
+        .filter(|c| c.pointer != 0)
+        .map(|c| Rseq {
+            pointer: c.pointer,
+            size: c.size,
+            signature: c.signature,
+        });
+    let stat = proc::Stat::read(pid).map_err(io("stat"))?;
+    let mut mm = stat.mm();
+    let session_leader = stat.field(6) == pid as u64;
+    let fds = proc::fds(pid).map_err(unsupported)?;
+    let sigmask = proc::sigmask(pid).ok_or_else(|| CheckpointError::Process {
+        pid,
+        what: "no SigBlk in status".into(),
+    })?;
+    let read_link = |name: &str| {
+        std::fs::read_link(proc::path(pid, name))
+            .map(|p| p.to_string_lossy().into_owned())
+            .map_err(io(name))
+    };
+    let cwd = read_link("cwd")?;
+    let exe = read_link("exe")?;
+    let comm = std::fs::read_to_string(proc::path(pid, "comm"))
+        .map_err(io("comm"))?
+        .trim_end()
+        .to_string();
+    let auxv = proc::auxv(pid).map_err(io("auxv"))?;
+
+    let mut vmas = Vec::new();
+    let mut pages: Vec<u8> = Vec::new();
+    for m in proc::maps(pid).map_err(io("maps"))? {
+        let range = format!("{:x}-{:x} {}", m.start, m.end, m.path);
+        if m.perms.as_bytes().get(3) == Some(&b's') {
+            return Err(unsupported(format!("shared mapping {range}")));
+        }
+        let kind = match m.path.as_str() {
+            "[vdso]" => VmaKind::Vdso,
+            "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
+            "[vsyscall]" => VmaKind::Vsyscall,
+            "" | "[heap]" | "[stack]" => VmaKind::Anonymous,
+            p if p.starts_with("[anon:") => VmaKind::Anonymous,
+            p if p.starts_with('/') && !p.ends_with(" (deleted)") => VmaKind::File,
+            _ => return Err(unsupported(format!("mapping {range}"))),
+        };
+        if m.path == "[heap]" {
+            mm.brk = m.end;
+        }
+        let p = m.perms.as_bytes();
+        let read = p[0] == b'r';
+        let dumped = read && matches!(kind, VmaKind::Anonymous | VmaKind::File);
+        let run = if dumped {
+            let offset = pages.len() as u64;
+            let len = (m.end - m.start) as usize;
+            pages.resize(pages.len() + len, 0);
+            let buf = &mut pages[offset as usize..];
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(BATCH);
+                let got = ptrace::read_memory(pid, m.start + done as u64, &mut buf[done..done + n])
+                    .map_err(CheckpointError::sys(pid, format!("read memory of {range}")))?;
+                if got == 0 {
+                    return Err(CheckpointError::Process {
+                        pid,
+                        what: format!("memory of {range} unreadable at offset {done}"),
+                    });
+                }
+                done += got;
+            }
+            Some(Run {
+                offset,
+                len: len as u64,
+                crc32: crc32fast::hash(&pages[offset as usize..]),
+            })
+        } else {
+            None
+        };
+        vmas.push(Vma {
+            start: m.start,
+            end: m.end,
+            read,
+            write: p[1] == b'w',
+            exec: p[2] == b'x',
+            kind,
+            path: (!m.path.is_empty()).then(|| m.path.clone()),
+            offset: m.offset,
+            run,
+        });
+    }
+    let image = Image {
+        pid,
+        session_leader,
+        comm,
+        exe,
+        cwd,
+        regs: regs.into(),
+        xstate: image::hex(&xstate),
+        sigmask,
+        rseq,
+        mm,
+        auxv,
+        vmas,
+        fds,
+        pages_len: pages.len() as u64,
+    };
+    Ok((image, pages))
+}

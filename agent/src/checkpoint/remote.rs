@@ -1,0 +1,87 @@
+//! Remote syscalls: make a stopped tracee execute one syscall of our
+//! choosing. Its rip is pointed at a `syscall` instruction (bytes 0f 05
+//! anywhere in an executable mapping), rax and the argument registers are
+//! set, and PTRACE_SYSCALL runs it from entry stop to exit stop, where the
+//! result is read from rax. The tracee never runs a single other
+//! instruction.
+
+use nix::errno::Errno;
+
+use crate::sys::ptrace::{self, Regs};
+
+pub struct Remote {
+    pub pid: i32,
+    /// Address of a `syscall` instruction in the tracee.
+    pub insn: u64,
+    /// Register template (segments, flags) for each call.
+    base: Regs,
+}
+
+/// Why a remote syscall failed: the kernel said no inside the tracee, or
+/// driving the tracee failed.
+#[derive(Debug)]
+pub enum RemoteError {
+    Errno(Errno),
+    Trace(String),
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteError::Errno(e) => write!(f, "{} ({})", e.desc(), e),
+            RemoteError::Trace(s) => f.write_str(s),
+        }
+    }
+}
+
+impl Remote {
+    pub fn new(pid: i32, insn: u64, base: Regs) -> Self {
+        Remote { pid, insn, base }
+    }
+
+    fn run_to_stop(&self, what: &str) -> Result<(), RemoteError> {
+        ptrace::cont_syscall(self.pid, 0)
+            .map_err(|e| RemoteError::Trace(format!("ptrace syscall ({what}): {e}")))?;
+        let status = ptrace::wait(self.pid)
+            .map_err(|e| RemoteError::Trace(format!("wait ({what}): {e}")))?;
+        if !libc::WIFSTOPPED(status) {
+            return Err(RemoteError::Trace(format!(
+                "the task ended during {what} (wait status {status:#x})"
+            )));
+        }
+        let sig = libc::WSTOPSIG(status);
+        if sig != (libc::SIGTRAP | 0x80) && sig != libc::SIGTRAP {
+            return Err(RemoteError::Trace(format!(
+                "the task stopped with signal {sig} during {what}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Executes syscall `nr` with `args` in the tracee; returns its result.
+    pub fn call(&mut self, nr: i64, args: &[u64]) -> Result<u64, RemoteError> {
+        let mut r = self.base;
+        r.rip = self.insn;
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX;
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        r.rdi = a[0];
+        r.rsi = a[1];
+        r.rdx = a[2];
+        r.r10 = a[3];
+        r.r8 = a[4];
+        r.r9 = a[5];
+        ptrace::set_regs(self.pid, &r)
+            .map_err(|e| RemoteError::Trace(format!("set registers: {e}")))?;
+        self.run_to_stop("syscall entry")?;
+        self.run_to_stop("syscall exit")?;
+        let out = ptrace::get_regs(self.pid)
+            .map_err(|e| RemoteError::Trace(format!("get registers: {e}")))?;
+        let ret = out.rax as i64;
+        if (-4095..0).contains(&ret) {
+            return Err(RemoteError::Errno(Errno::from_raw(-ret as i32)));
+        }
+        Ok(out.rax)
+    }
+}
