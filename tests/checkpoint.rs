@@ -291,8 +291,86 @@ fn leave_running_leaves_the_original_unchanged() {
         "log: {}",
         w.log()
     );
-    // Its image restores too, once the original is gone.
-    w.restore_and_verify(&image, 1);
+    // Its image restores too, once the original is gone, with the same
+    // address space layout and executable.
+    let out = palisade(&["restore", "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restore: {}", text(&out));
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
+        maps
+    );
+    assert_eq!(fds(pid), before);
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        w.dir.join("memory")
+    );
+    w.trigger(true);
+    assert_eq!(reap(pid), 0, "log: {}", w.log());
+    assert_eq!(w.log().lines().filter(|l| l.starts_with("PASS")).count(), 2);
+}
+
+/// Starts `cmd` (stdin and stderr on /dev/null).
+fn spawn_plain(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn refused(pid: i32, expect: &str) {
+    let dir = std::env::temp_dir().join(support::unique_name("ckpt-refused"));
+    let out = palisade(&["checkpoint", "--pid", &pid.to_string(), "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(expect), "expected {expect:?} in: {err}");
+    assert!(!dir.exists(), "no image is written");
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("TracerPid:\t0"), "left untraced: {status}");
+    let state = status.lines().find(|l| l.starts_with("State:")).unwrap();
+    assert!(state.contains('S'), "left running: {state}");
+}
+
+#[test]
+fn unsupported_processes_are_refused_and_left_running() {
+    become_subreaper();
+    // A pipe on stdout.
+    let mut piped = spawn_plain(Command::new("sleep").arg("100").stdout(Stdio::piped()));
+    refused(piped.id() as i32, "fd 1 (pipe:");
+    // A child.
+    let mut parent = spawn_plain(
+        Command::new("sh")
+            .args(["-c", "sleep 100 & wait"])
+            .stdout(Stdio::null()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs::read_to_string(format!("/proc/{}/task/{0}/children", parent.id()))
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "sh never started its child");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let grandchild: i32 = fs::read_to_string(format!("/proc/{}/task/{0}/children", parent.id()))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    refused(parent.id() as i32, "it has children");
+    for c in [&mut piped, &mut parent] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    // The orphaned sleep comes to us (subreaper): end and reap it.
+    // SAFETY: kill(2) by the pid we just read; it is ours to reap.
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    reap(grandchild);
 }
 
 fn copy_image(from: &Path, to: &Path) {
