@@ -1,6 +1,7 @@
 /* Checkpoint/restore workload: fills heap (malloc), brk (sbrk), stack and
  * a read-only page with known patterns, keeps values in a callee-saved
- * register and an SSE register, then publishes its pid in argv[1] and
+ * register and an SSE register, installs a SIGUSR1 handler and blocks
+ * SIGUSR2, then publishes its pid in argv[1] and
  * sleeps in 50 ms steps. Each time the file argv[2] appears it deletes
  * it, verifies everything and appends "PASS pid" or "FAIL pid reason" to
  * the log argv[3] (opened O_APPEND before the checkpoint, so the fd is
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +22,9 @@
 #define BRK_BYTES (256 << 10)
 
 static int logfd = -1;
+static volatile sig_atomic_t usr1_seen;
+
+static void on_usr1(int sig) { (void)sig; usr1_seen++; }
 static char reason[256];
 
 static uint8_t pattern(uintptr_t i, uint8_t seed) { return (uint8_t)(i * 131 + seed + (i >> 12)); }
@@ -55,6 +60,16 @@ __attribute__((noinline)) static int run(const char *trigger, const char *tmp, c
     fill(ro, 4096, 17);
     mprotect(ro, 4096, PROT_READ);
     uint8_t *guard = mmap(NULL, 3 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    /* A handler (its restorer is glibc's, in the image) and a mask. */
+    struct sigaction sa = {0};
+    sa.sa_handler = on_usr1;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &block, NULL);
 
     register uint64_t kept asm("rbx") = 0x1234567890abcdefULL;
     __m128d sse = _mm_set_pd(3.25, -1.5);
@@ -92,6 +107,19 @@ __attribute__((noinline)) static int run(const char *trigger, const char *tmp, c
         if (ok && (d[0] != -1.5 || d[1] != 3.25)) { ok = 0; snprintf(reason, sizeof reason, "xmm lost"); }
         struct timespec now;
         if (ok && clock_gettime(CLOCK_MONOTONIC, &now) != 0) { ok = 0; snprintf(reason, sizeof reason, "clock_gettime"); }
+        struct sigaction now_sa;
+        if (ok && (sigaction(SIGUSR1, NULL, &now_sa) != 0 || now_sa.sa_handler != on_usr1 || !(now_sa.sa_flags & SA_RESTART))) {
+            ok = 0; snprintf(reason, sizeof reason, "SIGUSR1 handler lost");
+        }
+        if (ok) {
+            sig_atomic_t before = usr1_seen;
+            raise(SIGUSR1);
+            if (usr1_seen != before + 1) { ok = 0; snprintf(reason, sizeof reason, "SIGUSR1 handler did not run"); }
+        }
+        sigset_t cur;
+        if (ok && (sigprocmask(SIG_BLOCK, NULL, &cur) != 0 || !sigismember(&cur, SIGUSR2) || sigismember(&cur, SIGUSR1))) {
+            ok = 0; snprintf(reason, sizeof reason, "signal mask lost");
+        }
         (void)guard;
         char line[400];
         snprintf(line, sizeof line, "%s %d %s\n", ok ? "PASS" : "FAIL", getpid(), reason);

@@ -11,8 +11,9 @@ use nix::{sys::signal::Signal, unistd::Pid};
 
 use super::{
     CheckpointError,
-    image::{self, Image, Registers, Rseq, Run, Vma, VmaKind},
+    image::{self, Image, Registers, Rseq, Run, SigAction, Vma, VmaKind},
     proc,
+    remote::{Remote, find_syscall, resume_regs},
 };
 use crate::sys::ptrace;
 
@@ -123,7 +124,8 @@ pub fn checkpoint_pid(
     if !kids.is_empty() {
         return Err(unsupported(format!("it has children (pids {kids:?})")));
     }
-    ptrace::seize(pid, 0).map_err(CheckpointError::sys(pid, "ptrace seize"))?;
+    ptrace::seize(pid, libc::PTRACE_O_TRACESYSGOOD)
+        .map_err(CheckpointError::sys(pid, "ptrace seize"))?;
     let stopped = ptrace::interrupt(pid)
         .and_then(|_| ptrace::wait(pid))
         .map_err(CheckpointError::sys(pid, "ptrace interrupt"));
@@ -142,7 +144,21 @@ pub fn checkpoint_pid(
     }
     let freeze = t0.elapsed();
     let t1 = Instant::now();
-    let collected = collect(pid);
+    // Remote syscalls (sigactions) change the registers: whatever
+    // happens, they are put back before the task is let go.
+    let saved = ptrace::get_regs(pid).map_err(CheckpointError::sys(pid, "read registers"));
+    let saved = match saved {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ptrace::detach(pid, 0);
+            return Err(e);
+        }
+    };
+    let collected = collect(pid, saved);
+    if let Err(e) = ptrace::set_regs(pid, &resume_regs(saved)) {
+        let _ = ptrace::detach(pid, 0);
+        return Err(CheckpointError::sys(pid, "restore registers")(e));
+    }
     let (image, pages) = match collected {
         Ok(v) => v,
         Err(e) => {
@@ -201,7 +217,63 @@ fn end(pid: i32) -> Result<(), CheckpointError> {
     Ok(())
 }
 
-fn collect(pid: i32) -> Result<(Image, Vec<u8>), CheckpointError> {
+/// Reads every signal disposition that is not the default, by remote
+/// rt_sigaction executed at a `syscall` instruction of the process's own
+/// (at rip-2 when it was stopped in a syscall, else in its vdso), into
+/// scratch space below its red zone, which is put back afterwards.
+fn sigactions(
+    pid: i32,
+    regs: ptrace::Regs,
+    vdso: Option<(u64, u64)>,
+) -> Result<Vec<SigAction>, CheckpointError> {
+    let fail = |what: String| CheckpointError::Process { pid, what };
+    let mut two = [0u8; 2];
+    let at_rip = (regs.orig_rax as i64) >= 0
+        && ptrace::read_memory(pid, regs.rip - 2, &mut two).is_ok()
+        && two == [0x0f, 0x05];
+    let insn = if at_rip {
+        regs.rip - 2
+    } else {
+        let (start, end) = vdso.ok_or_else(|| {
+            fail("no syscall instruction to read signal handlers with (no vdso)".into())
+        })?;
+        let mut bytes = vec![0u8; (end - start) as usize];
+        ptrace::read_memory(pid, start, &mut bytes)
+            .map_err(CheckpointError::sys(pid, "read the vdso"))?;
+        find_syscall(&bytes, start)
+            .ok_or_else(|| fail("no syscall instruction in the vdso".into()))?
+    };
+    let scratch = (regs.rsp - 128 - 64) & !15;
+    let mut old = [0u8; 32];
+    ptrace::read_memory(pid, scratch, &mut old)
+        .map_err(CheckpointError::sys(pid, "read the stack"))?;
+    let mut r = Remote::new(pid, insn, regs);
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for sig in 1..=64i32 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        if let Err(e) = r.call(libc::SYS_rt_sigaction, &[sig as u64, 0, scratch, 8]) {
+            result = Err(fail(format!("remote rt_sigaction({sig}): {e}")));
+            break;
+        }
+        let mut b = [0u8; 32];
+        if let Err(e) = ptrace::read_memory(pid, scratch, &mut b) {
+            result = Err(CheckpointError::sys(pid, "read a sigaction")(e));
+            break;
+        }
+        let act = SigAction::from_bytes(sig, &b);
+        if act.handler != 0 || act.flags != 0 || act.mask != 0 {
+            out.push(act);
+        }
+    }
+    ptrace::write_memory(pid, scratch, &old)
+        .map_err(CheckpointError::sys(pid, "put the stack back"))?;
+    result.map(|()| out)
+}
+
+fn collect(pid: i32, regs: ptrace::Regs) -> Result<(Image, Vec<u8>), CheckpointError> {
     let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
     let io = |what: &str| {
         let what = what.to_string();
@@ -210,7 +282,6 @@ fn collect(pid: i32) -> Result<(Image, Vec<u8>), CheckpointError> {
             what: format!("{what}: {e}"),
         }
     };
-    let regs = ptrace::get_regs(pid).map_err(CheckpointError::sys(pid, "read registers"))?;
     let xstate = ptrace::get_xstate(pid).map_err(CheckpointError::sys(pid, "read xstate"))?;
     let rseq = ptrace::rseq_config(pid)
         .ok()
@@ -301,6 +372,11 @@ fn collect(pid: i32) -> Result<(Image, Vec<u8>), CheckpointError> {
             run,
         });
     }
+    let vdso = vmas
+        .iter()
+        .find(|v| v.kind == VmaKind::Vdso)
+        .map(|v| (v.start, v.end));
+    let sigactions = sigactions(pid, regs, vdso)?;
     let image = Image {
         pid,
         session_leader,
@@ -310,6 +386,7 @@ fn collect(pid: i32) -> Result<(Image, Vec<u8>), CheckpointError> {
         regs: regs.into(),
         xstate: image::hex(&xstate),
         sigmask,
+        sigactions,
         rseq,
         mm,
         auxv,

@@ -36,6 +36,9 @@ pub struct Image {
     /// The XSAVE area (NT_X86_XSTATE), hex.
     pub xstate: String,
     pub sigmask: u64,
+    /// Signal dispositions other than the default, read by remote
+    /// rt_sigaction in the stopped process.
+    pub sigactions: Vec<SigAction>,
     pub rseq: Option<Rseq>,
     pub mm: MmLayout,
     /// /proc/PID/auxv as native words.
@@ -76,6 +79,40 @@ pub struct Registers {
     pub es: u64,
     pub fs: u64,
     pub gs: u64,
+}
+
+/// struct kernel_sigaction of x86_64.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct SigAction {
+    pub signal: i32,
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+impl SigAction {
+    pub fn to_bytes(self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        for (i, w) in [self.handler, self.flags, self.restorer, self.mask]
+            .iter()
+            .enumerate()
+        {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
+        }
+        b
+    }
+
+    pub fn from_bytes(signal: i32, b: &[u8; 32]) -> Self {
+        let w = |i: usize| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        SigAction {
+            signal,
+            handler: w(0),
+            flags: w(1),
+            restorer: w(2),
+            mask: w(3),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]

@@ -85,3 +85,29 @@ impl Remote {
         Ok(out.rax)
     }
 }
+
+/// Kernel-internal restart codes a syscall interrupted by our stop returns.
+const RESTART_CODES: [i64; 4] = [-512, -513, -514, -516];
+
+/// The registers to resume a task with after remote syscalls: the kernel
+/// no longer restarts a syscall our stop interrupted (we resume from a
+/// syscall-exit stop), so it is re-issued by hand — rip back over the
+/// 2-byte `syscall`, rax = its number.
+pub fn resume_regs(saved: Regs) -> Regs {
+    let mut regs = saved;
+    if (regs.orig_rax as i64) >= 0 && RESTART_CODES.contains(&(regs.rax as i64)) {
+        regs.rip -= 2;
+        regs.rax = regs.orig_rax;
+    }
+    regs.orig_rax = u64::MAX;
+    regs
+}
+
+/// The address of a `syscall` instruction (bytes 0f 05) in `bytes`, which
+/// start at `base`.
+pub fn find_syscall(bytes: &[u8], base: u64) -> Option<u64> {
+    bytes
+        .windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .map(|i| base + i as u64)
+}

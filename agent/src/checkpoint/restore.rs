@@ -13,7 +13,7 @@ use super::{
     CheckpointError,
     image::{self, Image, VmaKind},
     proc,
-    remote::{Remote, RemoteError},
+    remote::{Remote, RemoteError, find_syscall, resume_regs},
 };
 use crate::sys::{
     process::{Forked, fork_single_threaded},
@@ -28,11 +28,10 @@ const PR_SET_NAME: u64 = 15;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
-/// Kernel-internal restart codes a syscall interrupted by our stop returns.
-const RESTART_CODES: [i64; 4] = [-512, -513, -514, -516];
 
 // Layout of the gadget page: a `syscall` at 0, scratch data after it.
 const G_MASK: u64 = 64;
+const G_ACT: u64 = 128;
 const G_STR: u64 = 256;
 const G_MM: u64 = 2048;
 const G_AUXV: u64 = 2304;
@@ -114,10 +113,6 @@ fn helper(image: &Image, pages: &[u8]) -> Result<(), String> {
         return Err(e);
     }
     Ok(())
-}
-
-fn find_syscall_insn(bytes: &[u8]) -> Option<usize> {
-    bytes.windows(2).position(|w| w == [0x0f, 0x05])
 }
 
 fn write_all(pid: i32, addr: u64, data: &[u8]) -> Result<(), String> {
@@ -371,6 +366,14 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
         .map_err(e(format!("chdir {}", image.cwd)))?;
     r.call(libc::SYS_prctl, &[PR_SET_NAME, put_str(&image.comm)?])
         .map_err(e("prctl PR_SET_NAME".into()))?;
+    for act in &image.sigactions {
+        write_all(pid, gadget + G_ACT, &act.to_bytes())?;
+        r.call(
+            libc::SYS_rt_sigaction,
+            &[act.signal as u64, gadget + G_ACT, 0, 8],
+        )
+        .map_err(e(format!("rt_sigaction of signal {}", act.signal)))?;
+    }
     write_all(pid, gadget + G_MASK, &image.sigmask.to_ne_bytes())?;
     r.call(
         libc::SYS_rt_sigprocmask,
@@ -390,16 +393,16 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
     for v in image.vmas.iter().filter(|v| v.exec) {
         if let Some(run) = v.run {
             let bytes = &pages[run.offset as usize..(run.offset + run.len) as usize];
-            if let Some(i) = find_syscall_insn(bytes) {
-                insn = Some(v.start + i as u64);
+            if let Some(a) = find_syscall(bytes, v.start) {
+                insn = Some(a);
                 break;
             }
         } else if v.kind == VmaKind::Vdso {
             let mut bytes = vec![0u8; (v.end - v.start) as usize];
             if ptrace::read_memory(pid, v.start, &mut bytes).is_ok()
-                && let Some(i) = find_syscall_insn(&bytes)
+                && let Some(a) = find_syscall(&bytes, v.start)
             {
-                insn = Some(v.start + i as u64);
+                insn = Some(a);
                 break;
             }
         }
@@ -411,12 +414,7 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
         .map_err(e("unmap the gadget page".into()))?;
 
     // Registers last; a syscall our stop interrupted is re-issued.
-    let mut regs: ptrace::Regs = image.regs.into();
-    if (regs.orig_rax as i64) >= 0 && RESTART_CODES.contains(&(regs.rax as i64)) {
-        regs.rip -= 2;
-        regs.rax = regs.orig_rax;
-    }
-    regs.orig_rax = u64::MAX;
+    let regs = resume_regs(image.regs.into());
     ptrace::set_regs(pid, &regs).map_err(|err| format!("set registers: {err}"))?;
     let xstate = image::unhex(&image.xstate).ok_or("xstate is not hex")?;
     ptrace::set_xstate(pid, &xstate).map_err(|err| format!("set xstate: {err}"))?;
