@@ -308,6 +308,120 @@ pub fn read(dir: &Path) -> Result<(Image, Vec<u8>), CheckpointError> {
 mod tests {
     use super::*;
 
+    fn sample(pages: &[u8]) -> Image {
+        let zero = Registers {
+            r15: 0,
+            r14: 0,
+            r13: 0,
+            r12: 0,
+            rbp: 0,
+            rbx: 7,
+            r11: 0,
+            r10: 0,
+            r9: 0,
+            r8: 0,
+            rax: 0,
+            rcx: 0,
+            rdx: 0,
+            rsi: 0,
+            rdi: 0,
+            orig_rax: u64::MAX,
+            rip: 0x401000,
+            cs: 0x33,
+            eflags: 0x202,
+            rsp: 0x7fff0000,
+            ss: 0x2b,
+            fs_base: 0,
+            gs_base: 0,
+            ds: 0,
+            es: 0,
+            fs: 0,
+            gs: 0,
+        };
+        Image {
+            pid: 4242,
+            session_leader: true,
+            comm: "x".into(),
+            exe: "/bin/x".into(),
+            cwd: "/".into(),
+            regs: zero,
+            xstate: hex(&[1, 2, 3]),
+            sigmask: 0,
+            sigactions: vec![],
+            rseq: None,
+            mm: MmLayout::default(),
+            auxv: vec![6, 4096, 0, 0],
+            vmas: vec![Vma {
+                start: 0x10000,
+                end: 0x10000 + pages.len() as u64,
+                read: true,
+                write: true,
+                exec: false,
+                kind: VmaKind::Anonymous,
+                path: None,
+                offset: 0,
+                run: Some(Run {
+                    offset: 0,
+                    len: pages.len() as u64,
+                    crc32: crc32fast::hash(pages),
+                }),
+            }],
+            fds: vec![],
+            pages_len: pages.len() as u64,
+        }
+    }
+
+    fn tempdir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("palisade-image-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn image_round_trips_and_damage_is_named() {
+        let pages = vec![0x5au8; 8192];
+        let image = sample(&pages);
+        let dir = tempdir("rt");
+        write(&dir, &image, &pages).unwrap();
+        let (back, data) = read(&dir).unwrap();
+        assert_eq!(back, image);
+        assert_eq!(data, pages);
+
+        let mut bad = pages.clone();
+        bad[5000] ^= 1;
+        fs::write(dir.join(PAGES), &bad).unwrap();
+        let err = read(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("checksum mismatch") && err.contains("10000-12000"),
+            "{err}"
+        );
+
+        fs::write(dir.join(PAGES), &pages[..4096]).unwrap();
+        assert!(read(&dir).unwrap_err().to_string().contains("truncated"));
+
+        fs::write(dir.join(PAGES), &pages).unwrap();
+        let meta = fs::read_to_string(dir.join(META)).unwrap();
+        fs::write(dir.join(META), meta.replace("4242", "4243")).unwrap();
+        assert!(
+            read(&dir)
+                .unwrap_err()
+                .to_string()
+                .contains("metadata checksum mismatch")
+        );
+        fs::write(
+            dir.join(META),
+            meta.replace("\"format\": 1", "\"format\": 2"),
+        )
+        .unwrap();
+        assert!(
+            read(&dir)
+                .unwrap_err()
+                .to_string()
+                .contains("image format 2")
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn hex_round_trips() {
         let data = [0u8, 1, 0xab, 0xff];
