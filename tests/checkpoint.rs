@@ -152,10 +152,18 @@ impl Workload {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // The original is our child: reap it (on a thread, so a failed
-        // checkpoint cannot hang us) so that checkpoint sees its pid free.
-        let mut child = self.child.take().unwrap();
-        let reaper = thread::spawn(move || child.wait().unwrap());
+        // The original is our child (spawned, or restored and re-parented
+        // to us): reap it (on a thread, so a failed checkpoint cannot hang
+        // us) so that checkpoint sees its pid free.
+        let child = self.child.take();
+        let pid = self.pid;
+        let reaper = thread::spawn(move || match child {
+            Some(mut c) => {
+                use std::os::unix::process::ExitStatusExt;
+                c.wait().unwrap().signal().map_or(0, |s| 128 + s)
+            }
+            None => reap(pid),
+        });
         let out = ck.wait_with_output().unwrap();
         if !out.status.success() {
             // SAFETY: kill(2) by pid, on our own child not yet reaped.
@@ -163,18 +171,21 @@ impl Workload {
             let _ = reaper.join();
             panic!("checkpoint: {}", text(&out));
         }
-        let status = reaper.join().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "the original was killed"
-        );
+        let code = reaper.join().unwrap();
+        assert_eq!(code, 128 + libc::SIGKILL, "the original was killed");
         assert!(
             !alive(self.pid),
             "pid {} is free after checkpoint",
             self.pid
         );
+    }
+
+    /// Restores `image` and asserts the same pid; it runs on.
+    fn restore(&self, image: &Path) {
+        let out = palisade(&["restore", "--dir"]).arg(image).output().unwrap();
+        assert!(out.status.success(), "restore: {}", text(&out));
+        let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(pid, self.pid, "restored with the same pid");
     }
 
     /// Restores `image`, asserts the same pid, lets it verify and exit,
@@ -230,6 +241,24 @@ fn checkpoint_kills_and_restore_twice_passes() {
     w.restore_and_verify(&image, 0);
     // The same image again, after the first restored process exited.
     w.restore_and_verify(&image, 1);
+}
+
+#[test]
+fn a_restored_process_checkpoints_and_restores_again() {
+    let mut w = Workload::start();
+    let first = w.image("first");
+    w.checkpoint(&first);
+    w.restore(&first);
+    // It verifies itself once while restored and keeps running.
+    w.trigger(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.log().contains("PASS") {
+        assert!(Instant::now() < deadline, "no verdict; log: {}", w.log());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let second = w.image("second");
+    w.checkpoint(&second);
+    w.restore_and_verify(&second, 1);
 }
 
 fn fds(pid: i32) -> Vec<(String, String)> {
