@@ -154,27 +154,39 @@ pub fn checkpoint_pid(
             return Err(e);
         }
     };
-    let collected = collect(pid, saved);
+    let mut deferred = Vec::new();
+    let collected = collect(pid, saved, &mut deferred);
+    // Lets the task go on, with the signals held back during our remote
+    // syscalls sent again.
+    let release = |deferred: &[i32]| {
+        let r = ptrace::detach(pid, 0);
+        for sig in deferred {
+            if let Ok(sig) = Signal::try_from(*sig) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+            }
+        }
+        r
+    };
     if let Err(e) = ptrace::set_regs(pid, &resume_regs(saved)) {
-        let _ = ptrace::detach(pid, 0);
+        let _ = release(&deferred);
         return Err(CheckpointError::sys(pid, "restore registers")(e));
     }
     let (image, pages) = match collected {
         Ok(v) => v,
         Err(e) => {
-            let _ = ptrace::detach(pid, 0);
+            let _ = release(&deferred);
             return Err(e);
         }
     };
     let dump = t1.elapsed();
     let t2 = Instant::now();
     if let Err(e) = image::write(dir, &image, &pages) {
-        let _ = ptrace::detach(pid, 0);
+        let _ = release(&deferred);
         return Err(e);
     }
     let write = t2.elapsed();
     if opts.leave_running {
-        ptrace::detach(pid, 0).map_err(CheckpointError::sys(pid, "ptrace detach"))?;
+        release(&deferred).map_err(CheckpointError::sys(pid, "ptrace detach"))?;
     } else {
         end(pid)?;
     }
@@ -225,6 +237,7 @@ fn sigactions(
     pid: i32,
     regs: ptrace::Regs,
     vdso: Option<(u64, u64)>,
+    deferred: &mut Vec<i32>,
 ) -> Result<Vec<SigAction>, CheckpointError> {
     let fail = |what: String| CheckpointError::Process { pid, what };
     let mut two = [0u8; 2];
@@ -268,12 +281,17 @@ fn sigactions(
             out.push(act);
         }
     }
+    deferred.append(&mut r.deferred);
     ptrace::write_memory(pid, scratch, &old)
         .map_err(CheckpointError::sys(pid, "put the stack back"))?;
     result.map(|()| out)
 }
 
-fn collect(pid: i32, regs: ptrace::Regs) -> Result<(Image, Vec<u8>), CheckpointError> {
+fn collect(
+    pid: i32,
+    regs: ptrace::Regs,
+    deferred: &mut Vec<i32>,
+) -> Result<(Image, Vec<u8>), CheckpointError> {
     let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
     let io = |what: &str| {
         let what = what.to_string();
@@ -376,7 +394,7 @@ fn collect(pid: i32, regs: ptrace::Regs) -> Result<(Image, Vec<u8>), CheckpointE
         .iter()
         .find(|v| v.kind == VmaKind::Vdso)
         .map(|v| (v.start, v.end));
-    let sigactions = sigactions(pid, regs, vdso)?;
+    let sigactions = sigactions(pid, regs, vdso, deferred)?;
     let image = Image {
         pid,
         session_leader,

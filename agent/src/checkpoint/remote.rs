@@ -15,6 +15,10 @@ pub struct Remote {
     pub insn: u64,
     /// Register template (segments, flags) for each call.
     base: Regs,
+    /// Signals that arrived while we drove the task: they were held back
+    /// so they do not run a handler amid our calls; the caller sends them
+    /// again once the task is released.
+    pub deferred: Vec<i32>,
 }
 
 /// Why a remote syscall failed: the kernel said no inside the tracee, or
@@ -36,26 +40,35 @@ impl std::fmt::Display for RemoteError {
 
 impl Remote {
     pub fn new(pid: i32, insn: u64, base: Regs) -> Self {
-        Remote { pid, insn, base }
+        Remote {
+            pid,
+            insn,
+            base,
+            deferred: Vec::new(),
+        }
     }
 
-    fn run_to_stop(&self, what: &str) -> Result<(), RemoteError> {
-        ptrace::cont_syscall(self.pid, 0)
-            .map_err(|e| RemoteError::Trace(format!("ptrace syscall ({what}): {e}")))?;
-        let status = ptrace::wait(self.pid)
-            .map_err(|e| RemoteError::Trace(format!("wait ({what}): {e}")))?;
-        if !libc::WIFSTOPPED(status) {
-            return Err(RemoteError::Trace(format!(
-                "the task ended during {what} (wait status {status:#x})"
-            )));
+    fn run_to_stop(&mut self, what: &str) -> Result<(), RemoteError> {
+        loop {
+            ptrace::cont_syscall(self.pid, 0)
+                .map_err(|e| RemoteError::Trace(format!("ptrace syscall ({what}): {e}")))?;
+            let status = ptrace::wait(self.pid)
+                .map_err(|e| RemoteError::Trace(format!("wait ({what}): {e}")))?;
+            if !libc::WIFSTOPPED(status) {
+                return Err(RemoteError::Trace(format!(
+                    "the task ended during {what} (wait status {status:#x})"
+                )));
+            }
+            let sig = libc::WSTOPSIG(status);
+            if sig == (libc::SIGTRAP | 0x80) || (sig == libc::SIGTRAP && status >> 16 == 0) {
+                return Ok(());
+            }
+            if status >> 16 == 0 && sig != libc::SIGTRAP {
+                // A signal-delivery stop: hold the signal back, go on.
+                self.deferred.push(sig);
+            }
+            // Event stops (a group stop while seized) are passed over too.
         }
-        let sig = libc::WSTOPSIG(status);
-        if sig != (libc::SIGTRAP | 0x80) && sig != libc::SIGTRAP {
-            return Err(RemoteError::Trace(format!(
-                "the task stopped with signal {sig} during {what}"
-            )));
-        }
-        Ok(())
     }
 
     /// Executes syscall `nr` with `args` in the tracee; returns its result.
