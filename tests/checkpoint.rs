@@ -480,6 +480,29 @@ fn bad_images_are_refused_before_anything_is_created() {
 }
 
 #[test]
+fn a_restore_that_fails_midway_kills_what_it_created() {
+    let mut w = Workload::start();
+    let image = w.image("img");
+    w.checkpoint(&image);
+    // The log the process holds open is gone: its fd cannot be re-opened.
+    let log = w.dir.join("log");
+    fs::rename(&log, w.dir.join("log.moved")).unwrap();
+    let out = palisade(&["restore", "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expect = format!("fd 3: open {}: No such file or directory", log.display());
+    assert!(err.contains(&expect), "expected {expect:?} in: {err}");
+    assert!(err.contains("killed"), "{err}");
+    assert!(!alive(w.pid), "nothing is left with pid {}", w.pid);
+    // Put back, the same image restores.
+    fs::rename(w.dir.join("log.moved"), &log).unwrap();
+    w.restore_and_verify(&image, 0);
+}
+
+#[test]
 fn a_busy_pid_is_refused() {
     let w = Workload::start();
     let image = w.image("img");
