@@ -229,6 +229,70 @@ fn end(pid: i32) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// pagemap bits: page present, swapped, file-backed (or the zero page).
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAPPED: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+
+/// Appends to `pages` the pages of [start, end) that a fresh mapping
+/// would not give back — present or swapped and not a file page (nor the
+/// shared zero page): touched anonymous memory and copied-on-write pages
+/// of private file mappings — and returns them as runs.
+fn dump_vma(
+    pid: i32,
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    pages: &mut Vec<u8>,
+) -> Result<Vec<Run>, String> {
+    use std::os::unix::fs::FileExt;
+    let npages = ((end - start) / 4096) as usize;
+    let mut raw = vec![0u8; npages * 8];
+    pagemap
+        .read_exact_at(&mut raw, start / 4096 * 8)
+        .map_err(|e| format!("pagemap: {e}"))?;
+    let wanted = |i: usize| {
+        let e = u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        e & (PM_PRESENT | PM_SWAPPED) != 0 && e & PM_FILE == 0
+    };
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < npages {
+        if !wanted(i) {
+            i += 1;
+            continue;
+        }
+        let first = i;
+        while i < npages && wanted(i) && (i - first) * 4096 < BATCH {
+            i += 1;
+        }
+        let addr = start + first as u64 * 4096;
+        let len = (i - first) * 4096;
+        let offset = pages.len();
+        pages.resize(offset + len, 0);
+        let mut done = 0;
+        while done < len {
+            let got = ptrace::read_memory(
+                pid,
+                addr + done as u64,
+                &mut pages[offset + done..offset + len],
+            )
+            .map_err(|e| format!("read memory at {:#x}: {e}", addr + done as u64))?;
+            if got == 0 {
+                return Err(format!("memory unreadable at {:#x}", addr + done as u64));
+            }
+            done += got;
+        }
+        runs.push(Run {
+            addr,
+            offset: offset as u64,
+            len: len as u64,
+            crc32: crc32fast::hash(&pages[offset..]),
+        });
+    }
+    Ok(runs)
+}
+
 /// Reads every signal disposition that is not the default, by remote
 /// rt_sigaction executed at a `syscall` instruction of the process's own
 /// (at rip-2 when it was stopped in a syscall, else in its vdso), into
@@ -332,6 +396,7 @@ fn collect(
 
     let mut vmas = Vec::new();
     let mut pages: Vec<u8> = Vec::new();
+    let pagemap = std::fs::File::open(proc::path(pid, "pagemap")).map_err(io("pagemap"))?;
     for m in proc::maps(pid).map_err(io("maps"))? {
         let range = format!("{:x}-{:x} {}", m.start, m.end, m.path);
         if m.perms.as_bytes().get(3) == Some(&b's') {
@@ -352,31 +417,15 @@ fn collect(
         let p = m.perms.as_bytes();
         let read = p[0] == b'r';
         let dumped = read && matches!(kind, VmaKind::Anonymous | VmaKind::File);
-        let run = if dumped {
-            let offset = pages.len() as u64;
-            let len = (m.end - m.start) as usize;
-            pages.resize(pages.len() + len, 0);
-            let buf = &mut pages[offset as usize..];
-            let mut done = 0;
-            while done < len {
-                let n = (len - done).min(BATCH);
-                let got = ptrace::read_memory(pid, m.start + done as u64, &mut buf[done..done + n])
-                    .map_err(CheckpointError::sys(pid, format!("read memory of {range}")))?;
-                if got == 0 {
-                    return Err(CheckpointError::Process {
-                        pid,
-                        what: format!("memory of {range} unreadable at offset {done}"),
-                    });
+        let runs = if dumped {
+            dump_vma(pid, &pagemap, m.start, m.end, &mut pages).map_err(|what| {
+                CheckpointError::Process {
+                    pid,
+                    what: format!("{range}: {what}"),
                 }
-                done += got;
-            }
-            Some(Run {
-                offset,
-                len: len as u64,
-                crc32: crc32fast::hash(&pages[offset as usize..]),
-            })
+            })?
         } else {
-            None
+            Vec::new()
         };
         vmas.push(Vma {
             start: m.start,
@@ -387,7 +436,7 @@ fn collect(
             kind,
             path: (!m.path.is_empty()).then(|| m.path.clone()),
             offset: m.offset,
-            run,
+            runs,
         });
     }
     let vdso = vmas

@@ -165,13 +165,17 @@ pub struct Vma {
     /// [stack]) for anonymous ones.
     pub path: Option<String>,
     pub offset: u64,
-    /// Where its contents are in pages.img (absent for unreadable,
-    /// special or kernel-provided VMAs).
-    pub run: Option<Run>,
+    /// Its pages that are not what a fresh mapping would give (touched
+    /// anonymous pages; copied-on-write pages of a file mapping), as runs
+    /// of pages.img. Empty for unreadable and kernel-provided VMAs.
+    pub runs: Vec<Run>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Run {
+    /// Address of the first byte in the process.
+    pub addr: u64,
+    /// Offset in pages.img.
     pub offset: u64,
     pub len: u64,
     pub crc32: u32,
@@ -268,34 +272,26 @@ pub fn read(dir: &Path) -> Result<(Image, Vec<u8>), CheckpointError> {
         )));
     }
     for vma in &image.vmas {
-        let Some(run) = vma.run else { continue };
-        let slice = run
-            .offset
-            .checked_add(run.len)
-            .filter(|end| *end <= image.pages_len)
-            .map(|end| &pages[run.offset as usize..end as usize])
-            .ok_or_else(|| {
-                bad(format!(
-                    "vma {:x}-{:x}: run outside {PAGES}",
-                    vma.start, vma.end
-                ))
-            })?;
-        if run.len != vma.end - vma.start {
-            return Err(bad(format!(
-                "vma {:x}-{:x}: run length {} does not match",
-                vma.start, vma.end, run.len
-            )));
-        }
-        let crc = crc32fast::hash(slice);
-        if crc != run.crc32 {
-            return Err(bad(format!(
-                "{}: pages of vma {:x}-{:x} at offset {}: checksum mismatch (stored {:08x}, computed {crc:08x})",
-                pages_path.display(),
-                vma.start,
-                vma.end,
-                run.offset,
-                run.crc32
-            )));
+        for run in &vma.runs {
+            let where_ = format!("vma {:x}-{:x} run at {:x}", vma.start, vma.end, run.addr);
+            let slice = run
+                .offset
+                .checked_add(run.len)
+                .filter(|end| *end <= image.pages_len)
+                .map(|end| &pages[run.offset as usize..end as usize])
+                .ok_or_else(|| bad(format!("{where_}: outside {PAGES}")))?;
+            if run.addr < vma.start || run.addr.saturating_add(run.len) > vma.end {
+                return Err(bad(format!("{where_}: outside its vma")));
+            }
+            let crc = crc32fast::hash(slice);
+            if crc != run.crc32 {
+                return Err(bad(format!(
+                    "{}: pages of {where_} (offset {}): checksum mismatch (stored {:08x}, computed {crc:08x})",
+                    pages_path.display(),
+                    run.offset,
+                    run.crc32
+                )));
+            }
         }
     }
     if unhex(&image.xstate).is_none() {
@@ -360,11 +356,12 @@ mod tests {
                 kind: VmaKind::Anonymous,
                 path: None,
                 offset: 0,
-                run: Some(Run {
+                runs: vec![Run {
+                    addr: 0x10000,
                     offset: 0,
                     len: pages.len() as u64,
                     crc32: crc32fast::hash(pages),
-                }),
+                }],
             }],
             fds: vec![],
             pages_len: pages.len() as u64,
@@ -392,7 +389,7 @@ mod tests {
         fs::write(dir.join(PAGES), &bad).unwrap();
         let err = read(&dir).unwrap_err().to_string();
         assert!(
-            err.contains("checksum mismatch") && err.contains("10000-12000"),
+            err.contains("checksum mismatch") && err.contains("10000-12000 run at 10000"),
             "{err}"
         );
 

@@ -258,7 +258,7 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
         );
         let len = v.end - v.start;
         let final_prot = prot(v.read, v.write, v.exec);
-        let first_prot = if v.run.is_some() {
+        let first_prot = if !v.runs.is_empty() {
             (libc::PROT_READ | libc::PROT_WRITE) as u64
         } else {
             final_prot
@@ -285,13 +285,11 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
             let _ = r.call(libc::SYS_close, &[fd]);
         }
         mapped.map_err(e(format!("{range}: mmap")))?;
-        if let Some(run) = v.run {
-            write_all(
-                pid,
-                v.start,
-                &pages[run.offset as usize..(run.offset + run.len) as usize],
-            )
-            .map_err(|err| format!("{range}: {err}"))?;
+        if !v.runs.is_empty() {
+            for run in &v.runs {
+                let data = &pages[run.offset as usize..(run.offset + run.len) as usize];
+                write_all(pid, run.addr, data).map_err(|err| format!("{range}: {err}"))?;
+            }
             if first_prot != final_prot {
                 r.call(libc::SYS_mprotect, &[v.start, len, final_prot])
                     .map_err(e(format!("{range}: mprotect")))?;
@@ -390,21 +388,15 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
 
     // The gadget goes too, unmapped from a `syscall` in the restored code.
     let mut insn = None;
-    for v in image.vmas.iter().filter(|v| v.exec) {
-        if let Some(run) = v.run {
-            let bytes = &pages[run.offset as usize..(run.offset + run.len) as usize];
-            if let Some(a) = find_syscall(bytes, v.start) {
-                insn = Some(a);
-                break;
-            }
-        } else if v.kind == VmaKind::Vdso {
-            let mut bytes = vec![0u8; (v.end - v.start) as usize];
-            if ptrace::read_memory(pid, v.start, &mut bytes).is_ok()
-                && let Some(a) = find_syscall(&bytes, v.start)
-            {
-                insn = Some(a);
-                break;
-            }
+    // Any readable executable mapping will do; read it back from the
+    // restored process, a MiB at most each.
+    for v in image.vmas.iter().filter(|v| v.exec && v.read) {
+        let mut bytes = vec![0u8; (v.end - v.start).min(1 << 20) as usize];
+        if let Ok(n) = ptrace::read_memory(pid, v.start, &mut bytes)
+            && let Some(a) = find_syscall(&bytes[..n], v.start)
+        {
+            insn = Some(a);
+            break;
         }
     }
     let insn =
