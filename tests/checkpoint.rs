@@ -392,6 +392,19 @@ fn unsupported_processes_are_refused_and_left_running() {
         .parse()
         .unwrap();
     refused(parent.id() as i32, "it has children");
+    // Threads.
+    let mut threaded = spawn_plain(Command::new("python3").stdout(Stdio::null()).args([
+        "-c",
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(100,)).start()\ntime.sleep(100)",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_dir(format!("/proc/{}/task", threaded.id())).map_or(0, |d| d.count()) < 2 {
+        assert!(Instant::now() < deadline, "python never started its thread");
+        thread::sleep(Duration::from_millis(10));
+    }
+    refused(threaded.id() as i32, "it has 2 threads");
+    let _ = threaded.kill();
+    let _ = threaded.wait();
     for c in [&mut piped, &mut parent] {
         let _ = c.kill();
         let _ = c.wait();

@@ -1,7 +1,7 @@
 /* Checkpoint/restore workload: fills heap (malloc), brk (sbrk), stack and
  * a read-only page with known patterns, keeps values in a callee-saved
  * register and an SSE register, installs a SIGUSR1 handler and blocks
- * SIGUSR2, then publishes its pid in argv[1] and
+ * SIGUSR2, works in the pid file's directory, then publishes its pid in argv[1] and
  * sleeps in 50 ms steps. Each time the file argv[2] appears it deletes
  * it, verifies everything and appends "PASS pid" or "FAIL pid reason" to
  * the log argv[3] (opened O_APPEND before the checkpoint, so the fd is
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <libgen.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -22,6 +23,7 @@
 #define BRK_BYTES (256 << 10)
 
 static int logfd = -1;
+static char cwd[4096];
 static volatile sig_atomic_t usr1_seen;
 
 static void on_usr1(int sig) { (void)sig; usr1_seen++; }
@@ -120,6 +122,10 @@ __attribute__((noinline)) static int run(const char *trigger, const char *tmp, c
         if (ok && (sigprocmask(SIG_BLOCK, NULL, &cur) != 0 || !sigismember(&cur, SIGUSR2) || sigismember(&cur, SIGUSR1))) {
             ok = 0; snprintf(reason, sizeof reason, "signal mask lost");
         }
+        char now_cwd[4096];
+        if (ok && (getcwd(now_cwd, sizeof now_cwd) == NULL || strcmp(now_cwd, cwd) != 0)) {
+            ok = 0; snprintf(reason, sizeof reason, "cwd is %s, expected %s", now_cwd, cwd);
+        }
         (void)guard;
         char line[400];
         snprintf(line, sizeof line, "%s %d %s\n", ok ? "PASS" : "FAIL", getpid(), reason);
@@ -131,6 +137,9 @@ __attribute__((noinline)) static int run(const char *trigger, const char *tmp, c
 int main(int argc, char **argv) {
     if (argc < 4) return 2;
     logfd = open(argv[3], O_WRONLY | O_APPEND | O_CREAT, 0644);
+    /* Work in the pid file's directory: the cwd must come back too. */
+    char *dir = strdup(argv[1]);
+    if (chdir(dirname(dir)) != 0 || getcwd(cwd, sizeof cwd) == NULL) return 2;
     if (logfd < 0) return 2;
     char buf[32];
     int n = snprintf(buf, sizeof buf, "%d\n", getpid());
