@@ -83,6 +83,10 @@ struct Workload {
 
 impl Workload {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         become_subreaper();
         let dir = std::env::temp_dir().join(support::unique_name("ckpt"));
         fs::create_dir_all(&dir).unwrap();
@@ -105,6 +109,7 @@ impl Workload {
             .arg(dir.join("pid"))
             .arg(dir.join("trigger"))
             .arg(dir.join("log"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -259,6 +264,18 @@ fn a_restored_process_checkpoints_and_restores_again() {
     let second = w.image("second");
     w.checkpoint(&second);
     w.restore_and_verify(&second, 1);
+}
+
+#[test]
+fn a_busy_process_is_checkpointed_outside_syscalls() {
+    let mut w = Workload::start_with(&["spin"]);
+    let image = w.image("img");
+    w.checkpoint(&image);
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(image.join("meta.json")).unwrap()).unwrap();
+    let orig_rax = meta["body"]["regs"]["orig_rax"].as_u64().unwrap();
+    assert_eq!(orig_rax, u64::MAX, "stopped in user code, not in a syscall");
+    w.restore_and_verify(&image, 0);
 }
 
 fn fds(pid: i32) -> Vec<(String, String)> {

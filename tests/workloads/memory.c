@@ -5,7 +5,9 @@
  * sleeps in 50 ms steps. Each time the file argv[2] appears it deletes
  * it, verifies everything and appends "PASS pid" or "FAIL pid reason" to
  * the log argv[3] (opened O_APPEND before the checkpoint, so the fd is
- * restored too); it exits (0 on PASS) when the trigger said "exit". */
+ * restored too); it exits (0 on PASS) when the trigger said "exit".
+ * With argv[4] = "spin" it computes in a loop instead of sleeping, so it
+ * is checkpointed in user code rather than in a syscall. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdint.h>
@@ -48,7 +50,18 @@ static void say(const char *s) {
     if (write(logfd, s, strlen(s)) < 0) _exit(3);
 }
 
-__attribute__((noinline)) static int run(const char *trigger, const char *tmp, const char *pidfile) {
+/* Some tens of ms of arithmetic in registers, no syscall. */
+static volatile uint64_t sink;
+__attribute__((noinline)) static void spin(void) {
+    uint64_t x = sink;
+    for (long i = 0; i < 20 * 1000 * 1000; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        asm volatile("" : "+r"(x));
+    }
+    sink = x;
+}
+
+__attribute__((noinline)) static int run(const char *trigger, const char *tmp, const char *pidfile, int spinning) {
     volatile uint8_t stackbuf[16384];
     for (size_t i = 0; i < sizeof stackbuf; i++) stackbuf[i] = pattern(i, 7);
 
@@ -79,8 +92,13 @@ __attribute__((noinline)) static int run(const char *trigger, const char *tmp, c
     if (rename(tmp, pidfile) != 0) return 2;
 
     for (;;) {
-        struct timespec ts = {0, 50 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        if (spinning) {
+            /* Busy in user code: checkpointed outside any syscall. */
+            spin();
+        } else {
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
         asm volatile("" : "+r"(kept), "+x"(sse));
         int fd = open(trigger, O_RDONLY);
         if (fd < 0) continue;
@@ -149,5 +167,5 @@ int main(int argc, char **argv) {
     int pf = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (pf < 0 || write(pf, buf, n) != n) return 2;
     close(pf);
-    return run(argv[2], tmp, argv[1]);
+    return run(argv[2], tmp, argv[1], argc > 4 && strcmp(argv[4], "spin") == 0);
 }
