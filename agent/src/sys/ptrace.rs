@@ -2,8 +2,6 @@
 //! calls the checkpoint engine drives a stopped task with. Nothing here
 //! decides anything; it only wraps the kernel interface safely.
 
-use std::os::fd::RawFd;
-
 use nix::errno::Errno;
 
 /// The general registers as the kernel exposes them (NT_PRSTATUS).
@@ -39,11 +37,6 @@ pub fn seize(pid: i32, options: libc::c_int) -> nix::Result<()> {
 /// PTRACE_INTERRUPT a seized task: it stops at the next chance.
 pub fn interrupt(pid: i32) -> nix::Result<()> {
     ptrace_raw(libc::PTRACE_INTERRUPT, pid, 0, 0).map(drop)
-}
-
-/// PTRACE_TRACEME: the calling process becomes traced by its parent.
-pub fn traceme() -> nix::Result<()> {
-    ptrace_raw(libc::PTRACE_TRACEME, 0, 0, 0).map(drop)
 }
 
 /// PTRACE_SETOPTIONS.
@@ -275,14 +268,6 @@ pub fn child_become_tracee(new_session: bool) -> ! {
             libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGSTOP);
         }
         libc::_exit(127)
-    }
-}
-
-/// Closes a raw fd we own (used for a pipe end across fork).
-pub fn close(fd: RawFd) {
-    // SAFETY: the caller owns fd and does not use it afterwards.
-    unsafe {
-        libc::close(fd);
     }
 }
 
