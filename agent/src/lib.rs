@@ -6,6 +6,7 @@
 
 pub mod accounting;
 pub mod cgroups;
+pub mod checkpoint;
 pub mod cli;
 pub mod daemon;
 pub mod enforce;

@@ -36,6 +36,11 @@ const PACKAGES: &[(&str, &str)] = &[
         "busybox-static",
         "the example rootfs and the OCI bundle tests",
     ),
+    ("gcc", "the checkpoint tests compile their C workloads"),
+    (
+        "libc6-dev",
+        "the checkpoint tests' workloads link statically",
+    ),
 ];
 
 pub fn ensure() -> Result<()> {

@@ -3,6 +3,7 @@
 //! with the exit status they map to.
 
 mod agent;
+mod checkpoint;
 mod events;
 mod exec;
 mod lifecycle;
@@ -49,6 +50,8 @@ pub enum Command {
     Events(events::EventsArgs),
     Stats(stats::StatsArgs),
     Agent(agent::AgentArgs),
+    Checkpoint(checkpoint::CheckpointArgs),
+    Restore(checkpoint::RestoreArgs),
 }
 
 /// Exit status for bad input: a bad flag, name or policy file.
@@ -86,6 +89,8 @@ pub fn main() -> i32 {
         Command::Events(args) => events::execute(&root, args),
         Command::Stats(args) => stats::execute(&root, args),
         Command::Agent(args) => agent::execute(&root, args),
+        Command::Checkpoint(args) => checkpoint::checkpoint(args),
+        Command::Restore(args) => checkpoint::restore(args),
     }
 }
 

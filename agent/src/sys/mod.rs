@@ -7,5 +7,6 @@ pub mod fs;
 pub mod net;
 pub mod pidfd;
 pub mod process;
+pub mod ptrace;
 pub mod security;
 pub mod signal;

@@ -1,0 +1,183 @@
+//! What /proc says about a stopped process: maps, fds, stat fields,
+//! signal mask. Plain file parsing, no syscalls beyond reading.
+
+use std::{fs, os::unix::fs::FileTypeExt, path::PathBuf};
+
+use super::image::{Fd, MmLayout};
+
+pub fn path(pid: i32, rest: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{rest}"))
+}
+
+/// One line of /proc/PID/maps.
+#[derive(Debug, Clone)]
+pub struct MapLine {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub offset: u64,
+    pub path: String,
+}
+
+pub fn parse_maps(text: &str) -> Option<Vec<MapLine>> {
+    text.lines()
+        .map(|line| {
+            let mut it = line.splitn(6, ' ');
+            let range = it.next()?;
+            let perms = it.next()?.to_string();
+            let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+            let _dev = it.next()?;
+            let _inode = it.next()?;
+            let path = it.next().unwrap_or("").trim_start().to_string();
+            let (s, e) = range.split_once('-')?;
+            Some(MapLine {
+                start: u64::from_str_radix(s, 16).ok()?,
+                end: u64::from_str_radix(e, 16).ok()?,
+                perms,
+                offset,
+                path,
+            })
+        })
+        .collect()
+}
+
+pub fn maps(pid: i32) -> std::io::Result<Vec<MapLine>> {
+    let text = fs::read_to_string(path(pid, "maps"))?;
+    parse_maps(&text).ok_or_else(|| std::io::Error::other("unparsable /proc/PID/maps"))
+}
+
+/// Fields of /proc/PID/stat after the command name, so that `field(n)`
+/// is stat field n as numbered in proc(5).
+pub struct Stat(Vec<String>);
+
+impl Stat {
+    pub fn read(pid: i32) -> std::io::Result<Self> {
+        let text = fs::read_to_string(path(pid, "stat"))?;
+        let rest = text
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or_else(|| std::io::Error::other("unparsable stat"))?;
+        Ok(Stat(rest.split_whitespace().map(str::to_string).collect()))
+    }
+
+    pub fn field(&self, n: usize) -> u64 {
+        self.0
+            .get(n - 3)
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(0) as u64
+    }
+
+    pub fn mm(&self) -> MmLayout {
+        MmLayout {
+            start_code: self.field(26),
+            end_code: self.field(27),
+            start_stack: self.field(28),
+            start_data: self.field(45),
+            end_data: self.field(46),
+            start_brk: self.field(47),
+            brk: self.field(47),
+            arg_start: self.field(48),
+            arg_end: self.field(49),
+            env_start: self.field(50),
+            env_end: self.field(51),
+        }
+    }
+}
+
+/// The blocked-signal mask (SigBlk in /proc/PID/status).
+pub fn sigmask(pid: i32) -> Option<u64> {
+    let text = fs::read_to_string(path(pid, "status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("SigBlk:"))?;
+    u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).ok()
+}
+
+pub fn threads(pid: i32) -> std::io::Result<usize> {
+    Ok(fs::read_dir(path(pid, "task"))?.count())
+}
+
+/// Pids whose parent is `pid`.
+pub fn children(pid: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            Stat::read(*p)
+                .map(|s| s.field(4) == pid as u64)
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+pub fn auxv(pid: i32) -> std::io::Result<Vec<u64>> {
+    let bytes = fs::read(path(pid, "auxv"))?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
+
+/// Every fd, or the first one this slice cannot restore (as Err text).
+pub fn fds(pid: i32) -> Result<Vec<Fd>, String> {
+    let dir = fs::read_dir(path(pid, "fd")).map_err(|e| format!("/proc/{pid}/fd: {e}"))?;
+    let mut out = Vec::new();
+    for entry in dir {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let link = fs::read_link(entry.path()).map_err(|e| format!("fd {fd}: {e}"))?;
+        let link = link.to_string_lossy().into_owned();
+        if !link.starts_with('/') || link.ends_with(" (deleted)") {
+            return Err(format!("fd {fd} ({link})"));
+        }
+        let meta = fs::metadata(entry.path()).map_err(|e| format!("fd {fd}: {e}"))?;
+        let ft = meta.file_type();
+        if !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
+            return Err(format!(
+                "fd {fd} ({link}, neither a regular file, a directory nor a character device)"
+            ));
+        }
+        let info = fs::read_to_string(path(pid, &format!("fdinfo/{fd}")))
+            .map_err(|e| format!("fdinfo {fd}: {e}"))?;
+        let get = |key: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+        };
+        let pos = get("pos:").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let flags = get("flags:")
+            .and_then(|v| i32::from_str_radix(&v, 8).ok())
+            .unwrap_or(0);
+        out.push(Fd {
+            fd,
+            path: link,
+            flags,
+            pos,
+        });
+    }
+    out.sort_by_key(|f| f.fd);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let text = "00400000-00401000 r--p 00000000 fd:01 1234                               /usr/bin/x\n\
+                    7ffd1000-7ffd3000 rw-p 00000000 00:00 0                                  [stack]\n\
+                    7f000000-7f001000 rw-p 00000000 00:00 0 \n";
+        let maps = parse_maps(text).unwrap();
+        assert_eq!(maps.len(), 3);
+        assert_eq!(maps[0].path, "/usr/bin/x");
+        assert_eq!(maps[1].path, "[stack]");
+        assert_eq!(maps[2].path, "");
+        assert_eq!(maps[1].start, 0x7ffd1000);
+    }
+}

@@ -1,0 +1,126 @@
+//! Remote syscalls: make a stopped tracee execute one syscall of our
+//! choosing. Its rip is pointed at a `syscall` instruction (bytes 0f 05
+//! anywhere in an executable mapping), rax and the argument registers are
+//! set, and PTRACE_SYSCALL runs it from entry stop to exit stop, where the
+//! result is read from rax. The tracee never runs a single other
+//! instruction.
+
+use nix::errno::Errno;
+
+use crate::sys::ptrace::{self, Regs};
+
+pub struct Remote {
+    pub pid: i32,
+    /// Address of a `syscall` instruction in the tracee.
+    pub insn: u64,
+    /// Register template (segments, flags) for each call.
+    base: Regs,
+    /// Signals that arrived while we drove the task: they were held back
+    /// so they do not run a handler amid our calls; the caller sends them
+    /// again once the task is released.
+    pub deferred: Vec<i32>,
+}
+
+/// Why a remote syscall failed: the kernel said no inside the tracee, or
+/// driving the tracee failed.
+#[derive(Debug)]
+pub enum RemoteError {
+    Errno(Errno),
+    Trace(String),
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteError::Errno(e) => write!(f, "{} ({})", e.desc(), e),
+            RemoteError::Trace(s) => f.write_str(s),
+        }
+    }
+}
+
+impl Remote {
+    pub fn new(pid: i32, insn: u64, base: Regs) -> Self {
+        Remote {
+            pid,
+            insn,
+            base,
+            deferred: Vec::new(),
+        }
+    }
+
+    fn run_to_stop(&mut self, what: &str) -> Result<(), RemoteError> {
+        loop {
+            ptrace::cont_syscall(self.pid, 0)
+                .map_err(|e| RemoteError::Trace(format!("ptrace syscall ({what}): {e}")))?;
+            let status = ptrace::wait(self.pid)
+                .map_err(|e| RemoteError::Trace(format!("wait ({what}): {e}")))?;
+            if !libc::WIFSTOPPED(status) {
+                return Err(RemoteError::Trace(format!(
+                    "the task ended during {what} (wait status {status:#x})"
+                )));
+            }
+            let sig = libc::WSTOPSIG(status);
+            if sig == (libc::SIGTRAP | 0x80) || (sig == libc::SIGTRAP && status >> 16 == 0) {
+                return Ok(());
+            }
+            if status >> 16 == 0 && sig != libc::SIGTRAP {
+                // A signal-delivery stop: hold the signal back, go on.
+                self.deferred.push(sig);
+            }
+            // Event stops (a group stop while seized) are passed over too.
+        }
+    }
+
+    /// Executes syscall `nr` with `args` in the tracee; returns its result.
+    pub fn call(&mut self, nr: i64, args: &[u64]) -> Result<u64, RemoteError> {
+        let mut r = self.base;
+        r.rip = self.insn;
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX;
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        r.rdi = a[0];
+        r.rsi = a[1];
+        r.rdx = a[2];
+        r.r10 = a[3];
+        r.r8 = a[4];
+        r.r9 = a[5];
+        ptrace::set_regs(self.pid, &r)
+            .map_err(|e| RemoteError::Trace(format!("set registers: {e}")))?;
+        self.run_to_stop("syscall entry")?;
+        self.run_to_stop("syscall exit")?;
+        let out = ptrace::get_regs(self.pid)
+            .map_err(|e| RemoteError::Trace(format!("get registers: {e}")))?;
+        let ret = out.rax as i64;
+        if (-4095..0).contains(&ret) {
+            return Err(RemoteError::Errno(Errno::from_raw(-ret as i32)));
+        }
+        Ok(out.rax)
+    }
+}
+
+/// Kernel-internal restart codes a syscall interrupted by our stop returns.
+const RESTART_CODES: [i64; 4] = [-512, -513, -514, -516];
+
+/// The registers to resume a task with after remote syscalls: the kernel
+/// no longer restarts a syscall our stop interrupted (we resume from a
+/// syscall-exit stop), so it is re-issued by hand — rip back over the
+/// 2-byte `syscall`, rax = its number.
+pub fn resume_regs(saved: Regs) -> Regs {
+    let mut regs = saved;
+    if (regs.orig_rax as i64) >= 0 && RESTART_CODES.contains(&(regs.rax as i64)) {
+        regs.rip -= 2;
+        regs.rax = regs.orig_rax;
+    }
+    regs.orig_rax = u64::MAX;
+    regs
+}
+
+/// The address of a `syscall` instruction (bytes 0f 05) in `bytes`, which
+/// start at `base`.
+pub fn find_syscall(bytes: &[u8], base: u64) -> Option<u64> {
+    bytes
+        .windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .map(|i| base + i as u64)
+}

@@ -1,0 +1,279 @@
+//! ptrace, cross-process memory access and clone3 with `set_tid`: the raw
+//! calls the checkpoint engine drives a stopped task with. Nothing here
+//! decides anything; it only wraps the kernel interface safely.
+
+use nix::errno::Errno;
+
+/// The general registers as the kernel exposes them (NT_PRSTATUS).
+pub type Regs = libc::user_regs_struct;
+
+const NT_PRSTATUS: libc::c_int = 1;
+const NT_X86_XSTATE: libc::c_int = 0x202;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+/// Large enough for any XSAVE layout this CPU generation has (AMX included).
+const XSTATE_MAX: usize = 16 * 1024;
+
+fn ptrace_raw(
+    request: libc::c_uint,
+    pid: i32,
+    addr: usize,
+    data: usize,
+) -> nix::Result<libc::c_long> {
+    Errno::clear();
+    // SAFETY: every caller passes a request whose addr/data are either plain
+    // integers or pointers to live buffers of the size the request needs.
+    let r = unsafe { libc::ptrace(request, pid, addr, data) };
+    if r == -1 && Errno::last_raw() != 0 {
+        return Err(Errno::last());
+    }
+    Ok(r)
+}
+
+/// PTRACE_SEIZE `pid` (no stop, no signal), with `options`.
+pub fn seize(pid: i32, options: libc::c_int) -> nix::Result<()> {
+    ptrace_raw(libc::PTRACE_SEIZE, pid, 0, options as usize).map(drop)
+}
+
+/// PTRACE_INTERRUPT a seized task: it stops at the next chance.
+pub fn interrupt(pid: i32) -> nix::Result<()> {
+    ptrace_raw(libc::PTRACE_INTERRUPT, pid, 0, 0).map(drop)
+}
+
+/// PTRACE_SETOPTIONS.
+pub fn set_options(pid: i32, options: libc::c_int) -> nix::Result<()> {
+    ptrace_raw(libc::PTRACE_SETOPTIONS, pid, 0, options as usize).map(drop)
+}
+
+/// PTRACE_DETACH, delivering `signal` (0 for none).
+pub fn detach(pid: i32, signal: i32) -> nix::Result<()> {
+    ptrace_raw(libc::PTRACE_DETACH, pid, 0, signal as usize).map(drop)
+}
+
+/// PTRACE_SYSCALL: run to the next syscall entry or exit, delivering
+/// `signal` (0 for none).
+pub fn cont_syscall(pid: i32, signal: i32) -> nix::Result<()> {
+    ptrace_raw(libc::PTRACE_SYSCALL, pid, 0, signal as usize).map(drop)
+}
+
+/// Waits for a state change of `pid` (a tracee or a child) and returns the
+/// raw wait status.
+pub fn wait(pid: i32) -> nix::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a live i32 the kernel writes the status into.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        match Errno::result(r) {
+            Ok(_) => return Ok(status),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads the general registers (PTRACE_GETREGSET NT_PRSTATUS).
+pub fn get_regs(pid: i32) -> nix::Result<Regs> {
+    // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+    let mut regs: Regs = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: (&mut regs as *mut Regs).cast(),
+        iov_len: std::mem::size_of::<Regs>(),
+    };
+    ptrace_raw(
+        libc::PTRACE_GETREGSET,
+        pid,
+        NT_PRSTATUS as usize,
+        &mut iov as *mut _ as usize,
+    )?;
+    Ok(regs)
+}
+
+/// Writes the general registers (PTRACE_SETREGSET NT_PRSTATUS).
+pub fn set_regs(pid: i32, regs: &Regs) -> nix::Result<()> {
+    let mut copy = *regs;
+    let mut iov = libc::iovec {
+        iov_base: (&mut copy as *mut Regs).cast(),
+        iov_len: std::mem::size_of::<Regs>(),
+    };
+    ptrace_raw(
+        libc::PTRACE_SETREGSET,
+        pid,
+        NT_PRSTATUS as usize,
+        &mut iov as *mut _ as usize,
+    )
+    .map(drop)
+}
+
+/// Reads the whole XSAVE area (FPU, SSE, AVX…; NT_X86_XSTATE).
+pub fn get_xstate(pid: i32) -> nix::Result<Vec<u8>> {
+    let mut buf = vec![0u8; XSTATE_MAX];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    ptrace_raw(
+        libc::PTRACE_GETREGSET,
+        pid,
+        NT_X86_XSTATE as usize,
+        &mut iov as *mut _ as usize,
+    )?;
+    buf.truncate(iov.iov_len);
+    Ok(buf)
+}
+
+/// Writes the XSAVE area back.
+pub fn set_xstate(pid: i32, xstate: &[u8]) -> nix::Result<()> {
+    let mut buf = xstate.to_vec();
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    ptrace_raw(
+        libc::PTRACE_SETREGSET,
+        pid,
+        NT_X86_XSTATE as usize,
+        &mut iov as *mut _ as usize,
+    )
+    .map(drop)
+}
+
+/// A task's rseq registration (PTRACE_GET_RSEQ_CONFIGURATION, Linux 5.13).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct RseqConfig {
+    pub pointer: u64,
+    pub size: u32,
+    pub signature: u32,
+    pub flags: u32,
+    pub pad: u32,
+}
+
+/// Reads the rseq registration of a stopped tracee.
+pub fn rseq_config(pid: i32) -> nix::Result<RseqConfig> {
+    let mut conf = RseqConfig::default();
+    ptrace_raw(
+        PTRACE_GET_RSEQ_CONFIGURATION,
+        pid,
+        std::mem::size_of::<RseqConfig>(),
+        &mut conf as *mut _ as usize,
+    )?;
+    Ok(conf)
+}
+
+/// Reads `buf.len()` bytes at `addr` of `pid` (process_vm_readv); returns
+/// how many were read (short at the first unreadable page).
+pub fn read_memory(pid: i32, addr: u64, buf: &mut [u8]) -> nix::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: local points at `buf`, which we own mutably for the call;
+    // the remote range is only read by the kernel on the other process's
+    // behalf, never dereferenced here.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// Writes `data` at `addr` of `pid` (process_vm_writev); returns how many
+/// bytes were written.
+pub fn write_memory(pid: i32, addr: u64, data: &[u8]) -> nix::Result<usize> {
+    let local = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: the kernel only reads `data` (live for the call) and writes
+    // into the other process's memory; nothing in ours is changed.
+    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// clone3 with `set_tid = [pid]` and no stack (fork-like): returns the
+/// child's pid in the parent, 0 in the child.
+///
+/// The caller must be single-threaded (as for fork) and the child must
+/// only make async-signal-safe calls before it is taken over.
+pub fn clone_with_pid(pid: i32) -> nix::Result<i32> {
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let tid: libc::pid_t = pid;
+    let args = CloneArgs {
+        flags: 0,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: &tid as *const libc::pid_t as u64,
+        set_tid_size: 1,
+        cgroup: 0,
+    };
+    // SAFETY: args and the set_tid array live across the call; with no
+    // stack the child continues on a copy of ours, exactly like fork, and
+    // the caller guarantees it is single-threaded.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    Errno::result(r).map(|r| r as i32)
+}
+
+/// In a freshly cloned child: leave the parent's session, drop every
+/// signal handler, the alternate signal stack and every fd, then stop as
+/// a tracee of the parent. Only async-signal-safe calls; never returns.
+pub fn child_become_tracee(new_session: bool) -> ! {
+    // SAFETY: each call below is async-signal-safe, takes plain integers
+    // or pointers to locals, and the process is a fork-like copy that
+    // exits with _exit on any failure.
+    unsafe {
+        if new_session {
+            libc::setsid();
+        }
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let ss = libc::stack_t {
+            ss_sp: std::ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
+        libc::sigaltstack(&ss, std::ptr::null_mut());
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        if libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) == 0 {
+            libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGSTOP);
+        }
+        libc::_exit(127)
+    }
+}
+
+/// Ends the calling process at once, without running destructors (the
+/// forked helper of restore).
+pub fn exit_now(status: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(status) }
+}

@@ -1,0 +1,560 @@
+//! Checkpoint and restore of one process (`--pid`), against the real
+//! kernel: a workload of our own (tests/workloads/memory.c) fills memory
+//! with known patterns, is checkpointed, restored with the same pid, and
+//! verifies its own state, logging PASS or FAIL to a file it holds open.
+//!
+//! The test process makes itself a child subreaper so that restored
+//! processes (re-parented like daemons) come back to it and are reaped
+//! here, freeing their pids; every process is killed by pid and every
+//! directory removed on drop.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+mod support;
+
+/// Compiles the workload into `dir` with `cc -O1 -static` (gcc and
+/// libc6-dev are in xtask's package list).
+fn compile_workload(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/memory.c");
+    let out = dir.join("memory");
+    let status = Command::new("cc")
+        .args(["-O1", "-static", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed on {}", src.display());
+    out
+}
+
+fn become_subreaper() {
+    // SAFETY: prctl with integer arguments; marks this process as a child
+    // subreaper, nothing else.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(r, 0, "PR_SET_CHILD_SUBREAPER");
+}
+
+/// Waits for `pid` (a child or an orphan re-parented to us) to exit and
+/// returns its exit code, or 128+signal.
+fn reap(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: status is a live i32; pid is a process of ours.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid, "waitpid {pid}");
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn palisade(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One workload run: its directory (pid file, trigger, log, images), its
+/// process (a child of ours until checkpointed) and its pid.
+struct Workload {
+    dir: PathBuf,
+    child: Option<Child>,
+    pid: i32,
+}
+
+impl Workload {
+    fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
+        become_subreaper();
+        let dir = std::env::temp_dir().join(support::unique_name("ckpt"));
+        fs::create_dir_all(&dir).unwrap();
+        // setsid(1) execs in place (we are not a group leader's copy), so
+        // the workload is its own session leader with the pid we spawn.
+        let mut cmd = Command::new("setsid");
+        // The workload must hold only fds this slice restores: close any
+        // fd our own parent leaked to us (above stderr).
+        // SAFETY: close_range is async-signal-safe and runs in the forked
+        // child just before exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .arg(compile_workload(&dir))
+            .arg(dir.join("pid"))
+            .arg(dir.join("trigger"))
+            .arg(dir.join("log"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the workload");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            if let Ok(s) = fs::read_to_string(dir.join("pid")) {
+                break s.trim().parse::<i32>().unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the workload never wrote its pid"
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(pid as u32, child.id());
+        Workload {
+            dir,
+            child: Some(child),
+            pid,
+        }
+    }
+
+    fn image(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Asks the workload to verify itself (and exit if `exit`).
+    fn trigger(&self, exit: bool) {
+        let tmp = self.dir.join("trigger.tmp");
+        fs::write(&tmp, if exit { "exit" } else { "check" }).unwrap();
+        fs::rename(&tmp, self.dir.join("trigger")).unwrap();
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// Checkpoints (killing the original) and reaps the original.
+    fn checkpoint(&mut self, image: &Path) {
+        let ck = palisade(&["checkpoint", "--pid", &self.pid.to_string(), "--dir"])
+            .arg(image)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The original is our child (spawned, or restored and re-parented
+        // to us): reap it (on a thread, so a failed checkpoint cannot hang
+        // us) so that checkpoint sees its pid free.
+        let child = self.child.take();
+        let pid = self.pid;
+        let reaper = thread::spawn(move || match child {
+            Some(mut c) => {
+                use std::os::unix::process::ExitStatusExt;
+                c.wait().unwrap().signal().map_or(0, |s| 128 + s)
+            }
+            None => reap(pid),
+        });
+        let out = ck.wait_with_output().unwrap();
+        if !out.status.success() {
+            // SAFETY: kill(2) by pid, on our own child not yet reaped.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = reaper.join();
+            panic!("checkpoint: {}", text(&out));
+        }
+        let code = reaper.join().unwrap();
+        assert_eq!(code, 128 + libc::SIGKILL, "the original was killed");
+        assert!(
+            !alive(self.pid),
+            "pid {} is free after checkpoint",
+            self.pid
+        );
+    }
+
+    /// Restores `image` and asserts the same pid; it runs on.
+    fn restore(&self, image: &Path) {
+        let out = palisade(&["restore", "--dir"]).arg(image).output().unwrap();
+        assert!(out.status.success(), "restore: {}", text(&out));
+        let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(pid, self.pid, "restored with the same pid");
+    }
+
+    /// Restores `image`, asserts the same pid, lets it verify and exit,
+    /// reaps it and asserts it passed.
+    fn restore_and_verify(&self, image: &Path, passes_before: usize) {
+        let out = palisade(&["restore", "--dir"]).arg(image).output().unwrap();
+        assert!(out.status.success(), "restore: {}", text(&out));
+        let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(pid, self.pid, "restored with the same pid");
+        assert!(alive(pid));
+        self.trigger(true);
+        assert_eq!(
+            reap(pid),
+            0,
+            "restored workload exit code; log: {}",
+            self.log()
+        );
+        let log = self.log();
+        let passes = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("PASS {pid}")))
+            .count();
+        assert_eq!(passes, passes_before + 1, "log: {log}");
+        assert!(!log.contains("FAIL"), "log: {log}");
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        } else if alive(self.pid) {
+            let _ = Command::new("kill")
+                .args(["-9", &self.pid.to_string()])
+                .status();
+            // SAFETY: status is a live i32; WNOHANG-free wait on our orphan.
+            unsafe {
+                let mut status = 0;
+                libc::waitpid(self.pid, &mut status, 0);
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn checkpoint_kills_and_restore_twice_passes() {
+    let mut w = Workload::start();
+    let image = w.image("img");
+    w.checkpoint(&image);
+    assert!(image.join("meta.json").exists() && image.join("pages.img").exists());
+    w.restore_and_verify(&image, 0);
+    // The same image again, after the first restored process exited.
+    w.restore_and_verify(&image, 1);
+}
+
+#[test]
+fn a_restored_process_checkpoints_and_restores_again() {
+    let mut w = Workload::start();
+    let first = w.image("first");
+    w.checkpoint(&first);
+    w.restore(&first);
+    // It verifies itself once while restored and keeps running.
+    w.trigger(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.log().contains("PASS") {
+        assert!(Instant::now() < deadline, "no verdict; log: {}", w.log());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let second = w.image("second");
+    w.checkpoint(&second);
+    w.restore_and_verify(&second, 1);
+}
+
+#[test]
+fn a_busy_process_is_checkpointed_outside_syscalls() {
+    let mut w = Workload::start_with(&["spin"]);
+    let image = w.image("img");
+    w.checkpoint(&image);
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(image.join("meta.json")).unwrap()).unwrap();
+    let orig_rax = meta["body"]["regs"]["orig_rax"].as_u64().unwrap();
+    assert_eq!(orig_rax, u64::MAX, "stopped in user code, not in a syscall");
+    w.restore_and_verify(&image, 0);
+}
+
+fn fds(pid: i32) -> Vec<(String, String)> {
+    let mut v: Vec<_> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read_link(e.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn leave_running_leaves_the_original_unchanged() {
+    let mut w = Workload::start();
+    let pid = w.pid;
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let before = fds(pid);
+    let image = w.image("img");
+    let out = palisade(&[
+        "checkpoint",
+        "--leave-running",
+        "--pid",
+        &pid.to_string(),
+        "--dir",
+    ])
+    .arg(&image)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "checkpoint: {}", text(&out));
+    assert!(alive(pid));
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
+        maps
+    );
+    assert_eq!(fds(pid), before);
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.contains("TracerPid:\t0"),
+        "no longer traced: {status}"
+    );
+    w.trigger(true);
+    let code = w.child.take().unwrap().wait().unwrap();
+    assert!(
+        code.success(),
+        "original after --leave-running; log: {}",
+        w.log()
+    );
+    assert!(
+        w.log().starts_with(&format!("PASS {pid}")),
+        "log: {}",
+        w.log()
+    );
+    // Its image restores too, once the original is gone, with the same
+    // address space layout and executable.
+    let out = palisade(&["restore", "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restore: {}", text(&out));
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
+        maps
+    );
+    assert_eq!(fds(pid), before);
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        w.dir.join("memory")
+    );
+    w.trigger(true);
+    assert_eq!(reap(pid), 0, "log: {}", w.log());
+    assert_eq!(w.log().lines().filter(|l| l.starts_with("PASS")).count(), 2);
+}
+
+/// Starts `cmd` (stdin and stderr on /dev/null).
+fn spawn_plain(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn refused(pid: i32, expect: &str) {
+    let dir = std::env::temp_dir().join(support::unique_name("ckpt-refused"));
+    let out = palisade(&["checkpoint", "--pid", &pid.to_string(), "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(expect), "expected {expect:?} in: {err}");
+    assert!(!dir.exists(), "no image is written");
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("TracerPid:\t0"), "left untraced: {status}");
+    let state = status.lines().find(|l| l.starts_with("State:")).unwrap();
+    assert!(state.contains('S'), "left running: {state}");
+}
+
+#[test]
+fn unsupported_processes_are_refused_and_left_running() {
+    become_subreaper();
+    // A pipe on stdout.
+    let mut piped = spawn_plain(Command::new("sleep").arg("100").stdout(Stdio::piped()));
+    refused(piped.id() as i32, "fd 1 (pipe:");
+    // A child.
+    let mut parent = spawn_plain(
+        Command::new("sh")
+            .args(["-c", "sleep 100 & wait"])
+            .stdout(Stdio::null()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs::read_to_string(format!("/proc/{}/task/{0}/children", parent.id()))
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "sh never started its child");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let grandchild: i32 = fs::read_to_string(format!("/proc/{}/task/{0}/children", parent.id()))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    refused(parent.id() as i32, "it has children");
+    // Threads.
+    let mut threaded = spawn_plain(Command::new("python3").stdout(Stdio::null()).args([
+        "-c",
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(100,)).start()\ntime.sleep(100)",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_dir(format!("/proc/{}/task", threaded.id())).map_or(0, |d| d.count()) < 2 {
+        assert!(Instant::now() < deadline, "python never started its thread");
+        thread::sleep(Duration::from_millis(10));
+    }
+    refused(threaded.id() as i32, "it has 2 threads");
+    let _ = threaded.kill();
+    let _ = threaded.wait();
+    for c in [&mut piped, &mut parent] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    // The orphaned sleep comes to us (subreaper): end and reap it.
+    // SAFETY: kill(2) by the pid we just read; it is ours to reap.
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    reap(grandchild);
+}
+
+fn copy_image(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for f in ["meta.json", "pages.img"] {
+        fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
+/// Damages a copy of an image in the given directory.
+type Spoil<'a> = Box<dyn Fn(&Path) + 'a>;
+
+#[test]
+fn bad_images_are_refused_before_anything_is_created() {
+    let mut w = Workload::start();
+    let good = w.image("good");
+    w.checkpoint(&good);
+    let meta = fs::read_to_string(good.join("meta.json")).unwrap();
+    let pages = fs::read(good.join("pages.img")).unwrap();
+
+    let cases: Vec<(&str, Spoil, &str)> = vec![
+        (
+            "truncated-pages",
+            Box::new(|d: &Path| {
+                fs::write(d.join("pages.img"), &pages[..pages.len() - 4096]).unwrap()
+            }),
+            "truncated",
+        ),
+        (
+            "corrupt-pages",
+            Box::new(|d: &Path| {
+                let mut p = pages.clone();
+                let i = p.len() / 2;
+                p[i] ^= 0x40;
+                fs::write(d.join("pages.img"), p).unwrap()
+            }),
+            "checksum mismatch",
+        ),
+        (
+            "corrupt-meta",
+            Box::new(|d: &Path| {
+                let m = meta.replacen("\"sigmask\": ", "\"sigmask\": 1", 1);
+                assert_ne!(m, meta);
+                fs::write(d.join("meta.json"), m).unwrap()
+            }),
+            "metadata checksum mismatch",
+        ),
+        (
+            "truncated-meta",
+            Box::new(|d: &Path| fs::write(d.join("meta.json"), &meta[..meta.len() / 2]).unwrap()),
+            "not valid JSON",
+        ),
+        (
+            "wrong-version",
+            Box::new(|d: &Path| {
+                let m = meta.replacen("\"format\": 1", "\"format\": 99", 1);
+                assert_ne!(m, meta);
+                fs::write(d.join("meta.json"), m).unwrap()
+            }),
+            "image format 99",
+        ),
+    ];
+    for (name, spoil, expect) in cases {
+        let dir = w.image(name);
+        copy_image(&good, &dir);
+        spoil(&dir);
+        let out = palisade(&["restore", "--dir"]).arg(&dir).output().unwrap();
+        assert!(!out.status.success(), "{name}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(expect),
+            "{name}: expected {expect:?} in: {err}"
+        );
+        assert!(!alive(w.pid), "{name}: a process with pid {} exists", w.pid);
+    }
+    // And the good image still restores.
+    w.restore_and_verify(&good, 0);
+}
+
+#[test]
+fn a_restore_that_fails_midway_kills_what_it_created() {
+    let mut w = Workload::start();
+    let image = w.image("img");
+    w.checkpoint(&image);
+    // The log the process holds open is gone: its fd cannot be re-opened.
+    let log = w.dir.join("log");
+    fs::rename(&log, w.dir.join("log.moved")).unwrap();
+    let out = palisade(&["restore", "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expect = format!("fd 3: open {}: No such file or directory", log.display());
+    assert!(err.contains(&expect), "expected {expect:?} in: {err}");
+    assert!(err.contains("killed"), "{err}");
+    assert!(!alive(w.pid), "nothing is left with pid {}", w.pid);
+    // Put back, the same image restores.
+    fs::rename(w.dir.join("log.moved"), &log).unwrap();
+    w.restore_and_verify(&image, 0);
+}
+
+#[test]
+fn a_busy_pid_is_refused() {
+    let w = Workload::start();
+    let image = w.image("img");
+    let out = palisade(&[
+        "checkpoint",
+        "--leave-running",
+        "--pid",
+        &w.pid.to_string(),
+        "--dir",
+    ])
+    .arg(&image)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "checkpoint: {}", text(&out));
+    let out = palisade(&["restore", "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {}", w.pid)) && err.contains("in use"),
+        "{err}"
+    );
+}
