@@ -99,6 +99,7 @@ fn show(palisade: &Path, work: &Path) -> Result<()> {
     }
     devices(palisade, &state, work, &name)?;
     lifecycle(palisade, &state, &policy, &name, in_range.port)?;
+    checkpoint(palisade, work)?;
     println!(
         "\n==> demo passed: the policy held in the container and in exec; the host was untouched"
     );
@@ -260,6 +261,103 @@ fn lifecycle(palisade: &Path, state: &Path, policy: &Path, name: &str, port: u16
     checked?;
     if !removed.status.success() {
         bail!("rm -f failed");
+    }
+    Ok(())
+}
+
+/// A process of our own (tests/workloads/memory.c: heap, brk, stack and
+/// registers filled with patterns) checkpointed, gone, restored with the
+/// same pid, and verifying itself afterwards.
+fn checkpoint(palisade: &Path, work: &Path) -> Result<()> {
+    use std::time::{Duration, Instant};
+    println!("\n==> checkpoint and restore of a process (tests/workloads/memory.c)");
+    let source = crate::root().join("tests/workloads/memory.c");
+    let program = work.join("memory");
+    let built = Command::new("cc")
+        .args(["-O1", "-static", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .status()
+        .context("cannot run cc")?;
+    if !built.success() {
+        bail!("cc failed on {}", source.display());
+    }
+    // The restored process is re-parented to the nearest subreaper: us,
+    // so we can reap it.
+    nix::sys::prctl::set_child_subreaper(true).context("cannot become a subreaper")?;
+    let (pid_file, trigger, log) = (work.join("pid"), work.join("trigger"), work.join("log"));
+    // Started through python only to close every inherited fd first: the
+    // checkpoint refuses fds it cannot restore (pipes, sockets).
+    let mut original = Command::new("python3")
+        .args(["-c", "import os, sys; os.closerange(3, 65536); os.setsid(); os.execv(sys.argv[1], sys.argv[1:])"])
+        .arg(&program)
+        .args([&pid_file, &trigger, &log])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the workload")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        if Instant::now() > deadline {
+            let _ = original.kill();
+            bail!("the workload never wrote its pid");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let image = work.join("image");
+    println!("==> palisade checkpoint --pid {pid} --dir image");
+    let dump = Command::new(palisade)
+        .args(["checkpoint", "--pid", &pid.to_string(), "--dir"])
+        .arg(&image)
+        .spawn()
+        .context("cannot run palisade")?;
+    // The original is our child: reap it so its pid is free again.
+    let _ = original.wait();
+    let dumped = dump.wait_with_output()?;
+    if !dumped.status.success() {
+        // A refused checkpoint leaves it running: end it, by its pid.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        bail!("checkpoint failed");
+    }
+    println!(
+        "pid {pid} after checkpoint: {}",
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            "still there"
+        } else {
+            "gone"
+        }
+    );
+    println!("==> palisade restore --dir image");
+    let restored = Command::new(palisade)
+        .args(["restore", "--dir"])
+        .arg(&image)
+        .output()
+        .context("cannot run palisade")?;
+    print!("{}", String::from_utf8_lossy(&restored.stdout));
+    eprint!("{}", String::from_utf8_lossy(&restored.stderr));
+    if !restored.status.success() {
+        bail!("restore failed");
+    }
+    std::fs::write(&trigger, "exit")?;
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)
+        .context("cannot wait for the restored process")?;
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    println!(
+        "the restored process verified its memory and registers: {}",
+        said.trim()
+    );
+    if !said.starts_with(&format!("PASS {pid}")) {
+        bail!("the restored process did not pass ({status:?})");
     }
     Ok(())
 }
