@@ -558,3 +558,90 @@ fn a_busy_pid_is_refused() {
         "{err}"
     );
 }
+
+/// A real program: a python3 interpreter counting into a file (105
+/// mappings, a shared one among them) is checkpointed and restored, and
+/// counts on from where it was rather than from the start.
+#[test]
+fn a_python_interpreter_counts_on_after_restore() {
+    become_subreaper();
+    let dir = std::env::temp_dir().join(support::unique_name("ckpt-py"));
+    fs::create_dir_all(&dir).unwrap();
+    let count_file = dir.join("count");
+    let script = format!(
+        "import time\ni = 0\nwhile True:\n    i += 1\n    with open({:?}, 'w') as f: f.write(str(i))\n    time.sleep(0.02)\n",
+        count_file.to_str().unwrap()
+    );
+    // Through a first python3 only to close inherited fds and start a
+    // session; it execs the counting interpreter in place.
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; os.closerange(3, 65536); os.setsid(); os.execvp('python3', ['python3', '-c', sys.argv[1]])",
+            &script,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let count = || {
+        fs::read_to_string(&count_file)
+            .ok()
+            .and_then(|c| c.trim().parse::<u64>().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count().unwrap_or(0) < 5 {
+        assert!(Instant::now() < deadline, "the interpreter never counted");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let image = dir.join("image");
+    let ck = palisade(&["checkpoint", "--pid", &pid.to_string(), "--dir"])
+        .arg(&image)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.wait();
+    let out = ck.wait_with_output().unwrap();
+    assert!(out.status.success(), "checkpoint: {}", text(&out));
+    assert!(!alive(pid));
+    let at_checkpoint = count().unwrap();
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        count(),
+        Some(at_checkpoint),
+        "nothing counts while it is gone"
+    );
+
+    let out = palisade(&["restore", "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restore: {}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pid.to_string());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The file is rewritten in place: an empty read is a write in
+        // progress, never a value.
+        if let Some(now) = count() {
+            assert!(
+                now >= at_checkpoint,
+                "restarted from scratch: {now} < {at_checkpoint}"
+            );
+            if now >= at_checkpoint + 5 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restored interpreter does not count"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) by pid, on the restored process re-parented to us.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(reap(pid), 128 + libc::SIGKILL);
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -399,10 +399,20 @@ fn collect(
     let pagemap = std::fs::File::open(proc::path(pid, "pagemap")).map_err(io("pagemap"))?;
     for m in proc::maps(pid).map_err(io("maps"))? {
         let range = format!("{:x}-{:x} {}", m.start, m.end, m.path);
-        if m.perms.as_bytes().get(3) == Some(&b's') {
-            return Err(unsupported(format!("shared mapping {range}")));
-        }
+        let shared = m.perms.as_bytes().get(3) == Some(&b's');
         let kind = match m.path.as_str() {
+            // A shared file mapping holds what the file holds. Shared
+            // anonymous memory (/dev/zero, SysV, memfd) has no such home.
+            p if shared
+                && p.starts_with('/')
+                && !p.ends_with(" (deleted)")
+                && !p.starts_with("/dev/")
+                && !p.starts_with("/SYSV")
+                && !p.starts_with("/memfd:") =>
+            {
+                VmaKind::SharedFile
+            }
+            _ if shared => return Err(unsupported(format!("shared mapping {range}"))),
             "[vdso]" => VmaKind::Vdso,
             "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
             "[vsyscall]" => VmaKind::Vsyscall,

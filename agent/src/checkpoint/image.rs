@@ -146,6 +146,9 @@ pub enum VmaKind {
     Anonymous,
     /// Private mapping of a file.
     File,
+    /// Shared mapping of a file: its contents are the file's, so nothing
+    /// is dumped; restore maps the file shared again.
+    SharedFile,
     /// [vdso] and [vvar*]: the restoring kernel maps its own.
     Vdso,
     Vvar,

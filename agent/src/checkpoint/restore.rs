@@ -247,7 +247,10 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
     };
 
     for v in &image.vmas {
-        if !matches!(v.kind, VmaKind::Anonymous | VmaKind::File) {
+        if !matches!(
+            v.kind,
+            VmaKind::Anonymous | VmaKind::File | VmaKind::SharedFile
+        ) {
             continue;
         }
         let range = format!(
@@ -263,13 +266,24 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
         } else {
             final_prot
         };
-        let mut flags = (libc::MAP_PRIVATE | libc::MAP_FIXED) as u64;
+        let shared = v.kind == VmaKind::SharedFile;
+        let mut flags = if shared {
+            (libc::MAP_SHARED | libc::MAP_FIXED) as u64
+        } else {
+            (libc::MAP_PRIVATE | libc::MAP_FIXED) as u64
+        };
         let mut fd = u64::MAX;
-        if v.kind == VmaKind::File {
+        if matches!(v.kind, VmaKind::File | VmaKind::SharedFile) {
             let path = v.path.as_deref().unwrap_or_default();
             let p = put_str(path)?;
+            // A writable shared mapping needs the file open for writing.
+            let mode = if shared && v.write {
+                libc::O_RDWR
+            } else {
+                libc::O_RDONLY
+            };
             fd = r
-                .call(libc::SYS_open, &[p, libc::O_RDONLY as u64, 0])
+                .call(libc::SYS_open, &[p, mode as u64, 0])
                 .map_err(e(format!("{range}: open {path}")))?;
         } else {
             flags |= libc::MAP_ANONYMOUS as u64;
