@@ -37,73 +37,28 @@ pub struct DumpReport {
     pub write: Duration,
 }
 
-impl From<ptrace::Regs> for Registers {
-    fn from(r: ptrace::Regs) -> Self {
-        Registers {
-            r15: r.r15,
-            r14: r.r14,
-            r13: r.r13,
-            r12: r.r12,
-            rbp: r.rbp,
-            rbx: r.rbx,
-            r11: r.r11,
-            r10: r.r10,
-            r9: r.r9,
-            r8: r.r8,
-            rax: r.rax,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            orig_rax: r.orig_rax,
-            rip: r.rip,
-            cs: r.cs,
-            eflags: r.eflags,
-            rsp: r.rsp,
-            ss: r.ss,
-            fs_base: r.fs_base,
-            gs_base: r.gs_base,
-            ds: r.ds,
-            es: r.es,
-            fs: r.fs,
-            gs: r.gs,
+/// The image's registers and ptrace's `user_regs_struct` have the same
+/// fields; one list converts both ways.
+macro_rules! same_registers {
+    ($($field:ident),* $(,)?) => {
+        impl From<ptrace::Regs> for Registers {
+            fn from(r: ptrace::Regs) -> Self {
+                Registers { $($field: r.$field),* }
+            }
         }
-    }
+
+        impl From<Registers> for ptrace::Regs {
+            fn from(r: Registers) -> Self {
+                ptrace::Regs { $($field: r.$field),* }
+            }
+        }
+    };
 }
 
-impl From<Registers> for ptrace::Regs {
-    fn from(r: Registers) -> Self {
-        ptrace::Regs {
-            r15: r.r15,
-            r14: r.r14,
-            r13: r.r13,
-            r12: r.r12,
-            rbp: r.rbp,
-            rbx: r.rbx,
-            r11: r.r11,
-            r10: r.r10,
-            r9: r.r9,
-            r8: r.r8,
-            rax: r.rax,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            orig_rax: r.orig_rax,
-            rip: r.rip,
-            cs: r.cs,
-            eflags: r.eflags,
-            rsp: r.rsp,
-            ss: r.ss,
-            fs_base: r.fs_base,
-            gs_base: r.gs_base,
-            ds: r.ds,
-            es: r.es,
-            fs: r.fs,
-            gs: r.gs,
-        }
-    }
-}
+same_registers!(
+    r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs,
+    eflags, rsp, ss, fs_base, gs_base, ds, es, fs, gs,
+);
 
 /// Checkpoints process `pid` into `dir`.
 pub fn checkpoint_pid(

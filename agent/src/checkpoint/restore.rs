@@ -89,7 +89,7 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
 /// In the forked helper: create the process, rebuild it, release it.
 fn helper(image: &Image, pages: &[u8]) -> Result<(), String> {
     let pid = image.pid;
-    let child = match ptrace::clone_with_pid(pid) {
+    let child = match crate::sys::process::fork_with_pid(pid) {
         Ok(0) => ptrace::child_become_tracee(image.session_leader),
         Ok(child) => child,
         Err(nix::errno::Errno::EEXIST) => return Err(format!("pid {pid} is in use")),

@@ -84,21 +84,44 @@ pub fn fork_into(flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> nix::Res
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd.as_raw_fd() as u64;
     }
-    // SAFETY: `args` is a valid clone_args of the size passed; without
-    // CLONE_VM the child gets a copy of the address space and continues
-    // from this call like a fork() child, and the process is
-    // single-threaded so no lock is held by a thread missing in the child.
+    match clone3_fork(&args)? {
+        0 => Ok(Forked::Child),
+        child => Ok(Forked::Parent { child }),
+    }
+}
+
+/// clone3 with `set_tid = [pid]` (the caller must be able to pick pids in
+/// its pid namespace, and `pid` must be free) and otherwise fork-like:
+/// returns the child's pid in the parent, 0 in the child. Same contract
+/// as [`fork_single_threaded`]: the caller must be single-threaded, and
+/// the child should only make async-signal-safe calls before it is taken
+/// over.
+pub fn fork_with_pid(pid: i32) -> nix::Result<i32> {
+    let tid: libc::pid_t = pid;
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: &tid as *const libc::pid_t as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    clone3_fork(&args)
+}
+
+/// clone3(2) without CLONE_VM or a stack: a fork whose details `args`
+/// gives. Returns the child's pid in the parent, 0 in the child.
+fn clone3_fork(args: &CloneArgs) -> nix::Result<i32> {
+    // SAFETY: `args` is a valid clone_args of the size passed, and any
+    // set_tid array it points to lives across the call (the caller's);
+    // without CLONE_VM the child gets a copy of the address space and
+    // continues from this call like a fork() child, and the process is
+    // single-threaded (every caller's contract) so no lock is held by a
+    // thread missing in the child.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &args as *const CloneArgs,
+            args as *const CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
     };
-    match nix::errno::Errno::result(rc)? {
-        0 => Ok(Forked::Child),
-        child => Ok(Forked::Parent {
-            child: child as i32,
-        }),
-    }
+    nix::errno::Errno::result(rc).map(|r| r as i32)
 }

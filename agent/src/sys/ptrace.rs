@@ -194,53 +194,6 @@ pub fn write_memory(pid: i32, addr: u64, data: &[u8]) -> nix::Result<usize> {
     Errno::result(n).map(|n| n as usize)
 }
 
-/// clone3 with `set_tid = [pid]` and no stack (fork-like): returns the
-/// child's pid in the parent, 0 in the child.
-///
-/// The caller must be single-threaded (as for fork) and the child must
-/// only make async-signal-safe calls before it is taken over.
-pub fn clone_with_pid(pid: i32) -> nix::Result<i32> {
-    #[repr(C)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
-    let tid: libc::pid_t = pid;
-    let args = CloneArgs {
-        flags: 0,
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-        set_tid: &tid as *const libc::pid_t as u64,
-        set_tid_size: 1,
-        cgroup: 0,
-    };
-    // SAFETY: args and the set_tid array live across the call; with no
-    // stack the child continues on a copy of ours, exactly like fork, and
-    // the caller guarantees it is single-threaded.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    Errno::result(r).map(|r| r as i32)
-}
-
 /// In a freshly cloned child: leave the parent's session, drop every
 /// signal handler, the alternate signal stack and every fd, then stop as
 /// a tracee of the parent. Only async-signal-safe calls; never returns.
