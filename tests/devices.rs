@@ -437,12 +437,7 @@ fn oci_bundle_devices_and_device_rules_are_honoured() {
         },
     });
     std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
-    let out = sb
-        .palisade()
-        .args(["run", "--name", &sb.name, "--bundle"])
-        .arg(&bundle)
-        .output()
-        .unwrap();
+    let out = sb.run_bundle(&bundle);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -785,12 +785,7 @@ fn an_oci_bundle_runs_and_returns_its_status() {
         },
     });
     std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
-    let out = sb
-        .palisade()
-        .args(["run", "--name", &sb.name, "--bundle"])
-        .arg(&bundle)
-        .output()
-        .unwrap();
+    let out = sb.run_bundle(&bundle);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
@@ -816,12 +811,7 @@ fn an_unsupported_bundle_is_refused_naming_the_field() {
         "root": {"path": busybox_rootfs()},
     });
     std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
-    let out = sb
-        .palisade()
-        .args(["run", "--name", &sb.name, "--bundle"])
-        .arg(&bundle)
-        .output()
-        .unwrap();
+    let out = sb.run_bundle(&bundle);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("process.terminal"),

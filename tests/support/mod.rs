@@ -131,6 +131,15 @@ impl Sandbox {
         panic!("container {} never started", self.name);
     }
 
+    /// `palisade run --name NAME --bundle DIR`, waited for.
+    pub fn run_bundle(&self, bundle: &Path) -> Output {
+        self.palisade()
+            .args(["run", "--name", &self.name, "--bundle"])
+            .arg(bundle)
+            .output()
+            .expect("run palisade")
+    }
+
     /// `palisade exec NAME -- CMD…`, its output (success not checked).
     pub fn exec(&self, cmd: &[&str]) -> Output {
         self.palisade()
