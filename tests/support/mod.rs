@@ -4,6 +4,8 @@
 //! may leave behind — and only those.
 #![allow(dead_code)]
 
+pub mod ckpt;
+
 use std::{
     net::{TcpListener, UdpSocket},
     path::{Path, PathBuf},
