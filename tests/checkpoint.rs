@@ -56,7 +56,7 @@ fn a_busy_process_is_checkpointed_outside_syscalls() {
     w.checkpoint(&image);
     let meta: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(image.join("meta.json")).unwrap()).unwrap();
-    let orig_rax = meta["body"]["regs"]["orig_rax"].as_u64().unwrap();
+    let orig_rax = meta["body"]["processes"][0]["threads"][0]["regs"]["orig_rax"].as_u64().unwrap();
     assert_eq!(orig_rax, u64::MAX, "stopped in user code, not in a syscall");
     w.restore_and_verify(&image, 0);
 }
@@ -171,48 +171,8 @@ fn unsupported_processes_are_refused_and_left_running() {
     // A pipe on stdout.
     let mut piped = spawn_plain(Command::new("sleep").arg("100").stdout(Stdio::piped()));
     refused(piped.id() as i32, "fd 1 (pipe:");
-    // A child.
-    let mut parent = spawn_plain(
-        Command::new("sh")
-            .args(["-c", "sleep 100 & wait"])
-            .stdout(Stdio::null()),
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while fs::read_to_string(format!("/proc/{}/task/{0}/children", parent.id()))
-        .unwrap_or_default()
-        .trim()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "sh never started its child");
-        thread::sleep(Duration::from_millis(10));
-    }
-    let grandchild: i32 = fs::read_to_string(format!("/proc/{}/task/{0}/children", parent.id()))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    refused(parent.id() as i32, "it has children");
-    // Threads.
-    let mut threaded = spawn_plain(Command::new("python3").stdout(Stdio::null()).args([
-        "-c",
-        "import threading, time\nthreading.Thread(target=time.sleep, args=(100,)).start()\ntime.sleep(100)",
-    ]));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fs::read_dir(format!("/proc/{}/task", threaded.id())).map_or(0, |d| d.count()) < 2 {
-        assert!(Instant::now() < deadline, "python never started its thread");
-        thread::sleep(Duration::from_millis(10));
-    }
-    refused(threaded.id() as i32, "it has 2 threads");
-    let _ = threaded.kill();
-    let _ = threaded.wait();
-    for c in [&mut piped, &mut parent] {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    // The orphaned sleep comes to us (subreaper): end and reap it.
-    // SAFETY: kill(2) by the pid we just read; it is ours to reap.
-    unsafe { libc::kill(grandchild, libc::SIGKILL) };
-    reap(grandchild);
+    let _ = piped.kill();
+    let _ = piped.wait();
 }
 
 fn copy_image(from: &Path, to: &Path) {
@@ -268,7 +228,7 @@ fn bad_images_are_refused_before_anything_is_created() {
         (
             "wrong-version",
             Box::new(|d: &Path| {
-                let m = meta.replacen("\"format\": 1", "\"format\": 99", 1);
+                let m = meta.replacen("\"format\": 2", "\"format\": 99", 1);
                 assert_ne!(m, meta);
                 fs::write(d.join("meta.json"), m).unwrap()
             }),

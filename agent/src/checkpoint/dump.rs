@@ -11,7 +11,9 @@ use nix::{sys::signal::Signal, unistd::Pid};
 
 use super::{
     CheckpointError,
-    image::{self, Image, Registers, Rseq, Run, SigAction, Vma, VmaKind},
+    image::{
+        self, Image, Process, Registers, Rseq, Run, SharedMemory, SigAction, Thread, Vma, VmaKind,
+    },
     proc,
     remote::{Remote, find_syscall, resume_regs},
 };
@@ -29,6 +31,8 @@ pub struct DumpOptions {
 #[derive(Debug, Clone)]
 pub struct DumpReport {
     pub pid: i32,
+    pub processes: usize,
+    pub threads: usize,
     pub vmas: usize,
     pub pages: u64,
     pub image_bytes: u64,
@@ -60,94 +64,206 @@ same_registers!(
     eflags, rsp, ss, fs_base, gs_base, ds, es, fs, gs,
 );
 
-/// Checkpoints process `pid` into `dir`.
+/// A task we seized and stopped, with the registers it stopped with.
+struct Stopped {
+    tid: i32,
+    regs: ptrace::Regs,
+    /// Signals that arrived while we drove it with remote syscalls; sent
+    /// again when it is let go.
+    deferred: Vec<i32>,
+}
+
+/// A process of the frozen tree.
+struct Member {
+    pid: i32,
+    parent: i32,
+    /// Wait status, for a zombie (which cannot be seized).
+    zombie: Option<i32>,
+    /// Its threads, the main thread first; empty for a zombie.
+    threads: Vec<Stopped>,
+}
+
+/// The process tree under `root`, every thread of it stopped.
+struct Frozen {
+    members: Vec<Member>,
+}
+
+impl Frozen {
+    /// Puts back every register our remote syscalls changed, lets every
+    /// task go on and re-sends the signals held back meanwhile.
+    fn release(&self) -> Result<(), CheckpointError> {
+        let mut first_error = None;
+        for m in &self.members {
+            for t in &m.threads {
+                let r = ptrace::set_regs(t.tid, &resume_regs(t.regs))
+                    .map_err(CheckpointError::sys(t.tid, "restore registers"))
+                    .and_then(|_| {
+                        ptrace::detach(t.tid, 0).map_err(CheckpointError::sys(t.tid, "ptrace detach"))
+                    });
+                if let Err(e) = r {
+                    first_error.get_or_insert(e);
+                }
+                for sig in &t.deferred {
+                    if let Ok(sig) = Signal::try_from(*sig) {
+                        let _ = nix::sys::signal::kill(Pid::from_raw(m.pid), sig);
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Seizes and stops every thread of `root` and of its descendants. Tasks
+/// that appear meanwhile (a fork or a thread start racing with us) are
+/// caught by scanning again until a scan finds nothing new: once every
+/// task is stopped, nothing can create another.
+fn freeze(root: i32) -> Result<Frozen, CheckpointError> {
+    let mut frozen = Frozen {
+        members: Vec::new(),
+    };
+    let result = freeze_into(root, &mut frozen);
+    match result {
+        Ok(()) => Ok(frozen),
+        Err(e) => {
+            let _ = frozen.release();
+            Err(e)
+        }
+    }
+}
+
+fn freeze_into(root: i32, frozen: &mut Frozen) -> Result<(), CheckpointError> {
+    if !proc::path(root, "").exists() {
+        return Err(CheckpointError::Process {
+            pid: root,
+            what: "no such process".into(),
+        });
+    }
+    loop {
+        let mut found_new = false;
+        for (pid, parent) in proc::tree(root) {
+            let stat = match proc::Stat::read(pid) {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            let index = match frozen.members.iter().position(|m| m.pid == pid) {
+                Some(i) => i,
+                None => {
+                    found_new = true;
+                    frozen.members.push(Member {
+                        pid,
+                        parent: if pid == root { 0 } else { parent },
+                        zombie: None,
+                        threads: Vec::new(),
+                    });
+                    frozen.members.len() - 1
+                }
+            };
+            let tids = proc::tids(pid);
+            if stat.state() == 'Z' {
+                if tids.len() > 1 {
+                    return Err(CheckpointError::Unsupported {
+                        pid,
+                        what: "its main thread has exited while other threads run".into(),
+                    });
+                }
+                if pid == root {
+                    return Err(CheckpointError::Process {
+                        pid,
+                        what: "it is a zombie".into(),
+                    });
+                }
+                frozen.members[index].zombie = Some(stat.field(52) as i32);
+                continue;
+            }
+            for tid in tids {
+                if frozen.members[index].threads.iter().any(|t| t.tid == tid) {
+                    continue;
+                }
+                found_new = true;
+                match ptrace::seize(tid, libc::PTRACE_O_TRACESYSGOOD) {
+                    Ok(()) => {}
+                    // It ended between the listing and now.
+                    Err(nix::errno::Errno::ESRCH) => continue,
+                    Err(e) => return Err(CheckpointError::sys(tid, "ptrace seize")(e)),
+                }
+                let status = ptrace::interrupt(tid)
+                    .and_then(|_| ptrace::wait(tid))
+                    .map_err(CheckpointError::sys(tid, "ptrace interrupt"))?;
+                if !libc::WIFSTOPPED(status) {
+                    // It ended while being stopped: the next scan sees.
+                    continue;
+                }
+                let regs =
+                    ptrace::get_regs(tid).map_err(CheckpointError::sys(tid, "read registers"))?;
+                let m = &mut frozen.members[index];
+                let stopped = Stopped {
+                    tid,
+                    regs,
+                    deferred: Vec::new(),
+                };
+                // The main thread first.
+                if tid == pid {
+                    m.threads.insert(0, stopped);
+                } else {
+                    m.threads.push(stopped);
+                }
+            }
+        }
+        if !found_new {
+            break;
+        }
+    }
+    // Processes and threads that ended while we froze the rest.
+    frozen.members.retain(|m| {
+        m.zombie.is_some() || !m.threads.is_empty() || proc::path(m.pid, "").exists()
+    });
+    for m in &frozen.members {
+        if m.zombie.is_none() && m.threads.first().map(|t| t.tid) != Some(m.pid) {
+            return Err(CheckpointError::Process {
+                pid: m.pid,
+                what: "ended while the tree was being stopped".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checkpoints process `pid` and all its descendants into `dir`.
 pub fn checkpoint_pid(
     pid: i32,
     dir: &Path,
     opts: DumpOptions,
 ) -> Result<DumpReport, CheckpointError> {
-    let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
     let t0 = Instant::now();
-    let threads = proc::threads(pid).map_err(|e| CheckpointError::Process {
-        pid,
-        what: format!("no such process ({e})"),
-    })?;
-    if threads != 1 {
-        return Err(unsupported(format!("it has {threads} threads")));
-    }
-    let kids = proc::children(pid);
-    if !kids.is_empty() {
-        return Err(unsupported(format!("it has children (pids {kids:?})")));
-    }
-    ptrace::seize(pid, libc::PTRACE_O_TRACESYSGOOD)
-        .map_err(CheckpointError::sys(pid, "ptrace seize"))?;
-    let stopped = ptrace::interrupt(pid)
-        .and_then(|_| ptrace::wait(pid))
-        .map_err(CheckpointError::sys(pid, "ptrace interrupt"));
-    match stopped {
-        Ok(status) if libc::WIFSTOPPED(status) => {}
-        Ok(status) => {
-            return Err(CheckpointError::Process {
-                pid,
-                what: format!("ended while being stopped (wait status {status:#x})"),
-            });
-        }
-        Err(e) => {
-            let _ = ptrace::detach(pid, 0);
-            return Err(e);
-        }
-    }
+    let mut frozen = freeze(pid)?;
     let freeze = t0.elapsed();
     let t1 = Instant::now();
-    // Remote syscalls (sigactions) change the registers: whatever
-    // happens, they are put back before the task is let go.
-    let saved = ptrace::get_regs(pid).map_err(CheckpointError::sys(pid, "read registers"));
-    let saved = match saved {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = ptrace::detach(pid, 0);
-            return Err(e);
-        }
-    };
-    let mut deferred = Vec::new();
-    let collected = collect(pid, saved, &mut deferred);
-    // Lets the task go on, with the signals held back during our remote
-    // syscalls sent again.
-    let release = |deferred: &[i32]| {
-        let r = ptrace::detach(pid, 0);
-        for sig in deferred {
-            if let Ok(sig) = Signal::try_from(*sig) {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
-            }
-        }
-        r
-    };
-    if let Err(e) = ptrace::set_regs(pid, &resume_regs(saved)) {
-        let _ = release(&deferred);
-        return Err(CheckpointError::sys(pid, "restore registers")(e));
-    }
+    let collected = collect_tree(pid, &mut frozen);
     let (image, pages) = match collected {
         Ok(v) => v,
         Err(e) => {
-            let _ = release(&deferred);
+            let _ = frozen.release();
             return Err(e);
         }
     };
     let dump = t1.elapsed();
     let t2 = Instant::now();
     if let Err(e) = image::write(dir, &image, &pages) {
-        let _ = release(&deferred);
+        let _ = frozen.release();
         return Err(e);
     }
     let write = t2.elapsed();
     if opts.leave_running {
-        release(&deferred).map_err(CheckpointError::sys(pid, "ptrace detach"))?;
+        frozen.release()?;
     } else {
-        end(pid)?;
+        end(&frozen)?;
     }
     Ok(DumpReport {
         pid,
-        vmas: image.vmas.len(),
+        processes: image.processes.len(),
+        threads: image.processes.iter().map(|p| p.threads.len()).sum(),
+        vmas: image.processes.iter().map(|p| p.vmas.len()).sum(),
         pages: pages.len() as u64 / 4096,
         image_bytes: pages.len() as u64,
         freeze,
@@ -156,30 +272,42 @@ pub fn checkpoint_pid(
     })
 }
 
-/// SIGKILL the stopped original, reap its trace, and wait (up to 10 s)
-/// for its parent to free the pid.
-fn end(pid: i32) -> Result<(), CheckpointError> {
-    nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL)
-        .map_err(CheckpointError::sys(pid, "kill"))?;
-    loop {
-        match ptrace::wait(pid) {
-            Ok(status) if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) => break,
-            Ok(_) => continue,
-            Err(_) => break,
+/// SIGKILLs every stopped process of the tree, reaps our traces, and
+/// waits (up to 10 s) for their parents to free the pids.
+fn end(frozen: &Frozen) -> Result<(), CheckpointError> {
+    for m in frozen.members.iter().rev().filter(|m| m.zombie.is_none()) {
+        nix::sys::signal::kill(Pid::from_raw(m.pid), Signal::SIGKILL)
+            .map_err(CheckpointError::sys(m.pid, "kill"))?;
+    }
+    // A thread group leader's exit is reported only after the other
+    // threads': those first.
+    let tids = frozen
+        .members
+        .iter()
+        .flat_map(|m| m.threads.iter().rev().map(|t| t.tid));
+    for tid in tids {
+        loop {
+            match ptrace::wait(tid) {
+                Ok(status) if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) => break,
+                Ok(_) => continue,
+                Err(_) => break,
+            }
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while proc::path(pid, "").exists() {
-        if Instant::now() > deadline {
-            let parent = proc::Stat::read(pid).map(|s| s.field(4)).unwrap_or(0);
-            return Err(CheckpointError::Process {
-                pid,
-                what: format!(
-                    "killed after the dump, but its parent (pid {parent}) has not reaped it: the pid is not free yet"
-                ),
-            });
+    for m in &frozen.members {
+        while proc::path(m.pid, "").exists() {
+            if Instant::now() > deadline {
+                let parent = proc::Stat::read(m.pid).map(|s| s.field(4)).unwrap_or(0);
+                return Err(CheckpointError::Process {
+                    pid: m.pid,
+                    what: format!(
+                        "killed after the dump, but its parent (pid {parent}) has not reaped it: the pid is not free yet"
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())
 }
@@ -248,69 +376,212 @@ fn dump_vma(
     Ok(runs)
 }
 
-/// Reads every signal disposition that is not the default, by remote
-/// rt_sigaction executed at a `syscall` instruction of the process's own
-/// (at rip-2 when it was stopped in a syscall, else in its vdso), into
-/// scratch space below its red zone, which is put back afterwards.
-fn sigactions(
-    pid: i32,
-    regs: ptrace::Regs,
+/// Runs `f` with a [`Remote`] driving stopped task `tid` and 64 bytes of
+/// scratch memory below its red zone, whose old contents are put back
+/// afterwards. The `syscall` instruction used is the task's own: at rip-2
+/// when it was stopped in a syscall, else one in its vdso.
+fn with_remote<T>(
+    t: &mut Stopped,
     vdso: Option<(u64, u64)>,
-    deferred: &mut Vec<i32>,
-) -> Result<Vec<SigAction>, CheckpointError> {
-    let fail = |what: String| CheckpointError::Process { pid, what };
+    f: impl FnOnce(&mut Remote, u64) -> Result<T, CheckpointError>,
+) -> Result<T, CheckpointError> {
+    let tid = t.tid;
+    let regs = t.regs;
+    let fail = |what: String| CheckpointError::Process { pid: tid, what };
     let mut two = [0u8; 2];
     let at_rip = (regs.orig_rax as i64) >= 0
-        && ptrace::read_memory(pid, regs.rip - 2, &mut two).is_ok()
+        && ptrace::read_memory(tid, regs.rip - 2, &mut two).is_ok()
         && two == [0x0f, 0x05];
     let insn = if at_rip {
         regs.rip - 2
     } else {
         let (start, end) = vdso.ok_or_else(|| {
-            fail("no syscall instruction to read signal handlers with (no vdso)".into())
+            fail("no syscall instruction to run remote syscalls with (no vdso)".into())
         })?;
         let mut bytes = vec![0u8; (end - start) as usize];
-        ptrace::read_memory(pid, start, &mut bytes)
-            .map_err(CheckpointError::sys(pid, "read the vdso"))?;
+        ptrace::read_memory(tid, start, &mut bytes)
+            .map_err(CheckpointError::sys(tid, "read the vdso"))?;
         find_syscall(&bytes, start)
             .ok_or_else(|| fail("no syscall instruction in the vdso".into()))?
     };
     let scratch = (regs.rsp - 128 - 64) & !15;
-    let mut old = [0u8; 32];
-    ptrace::read_memory(pid, scratch, &mut old)
-        .map_err(CheckpointError::sys(pid, "read the stack"))?;
-    let mut r = Remote::new(pid, insn, regs);
+    let mut old = [0u8; 64];
+    ptrace::read_memory(tid, scratch, &mut old)
+        .map_err(CheckpointError::sys(tid, "read the stack"))?;
+    let mut r = Remote::new(tid, insn, regs);
+    let result = f(&mut r, scratch);
+    t.deferred.append(&mut r.deferred);
+    ptrace::write_memory(tid, scratch, &old)
+        .map_err(CheckpointError::sys(tid, "put the stack back"))?;
+    result
+}
+
+/// Every signal disposition that is not the default, by remote
+/// rt_sigaction.
+fn sigactions(r: &mut Remote, scratch: u64) -> Result<Vec<SigAction>, CheckpointError> {
+    let pid = r.pid;
     let mut out = Vec::new();
-    let mut result = Ok(());
     for sig in 1..=64i32 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        if let Err(e) = r.call(libc::SYS_rt_sigaction, &[sig as u64, 0, scratch, 8]) {
-            result = Err(fail(format!("remote rt_sigaction({sig}): {e}")));
-            break;
-        }
+        r.call(libc::SYS_rt_sigaction, &[sig as u64, 0, scratch, 8])
+            .map_err(|e| CheckpointError::Process {
+                pid,
+                what: format!("remote rt_sigaction({sig}): {e}"),
+            })?;
         let mut b = [0u8; 32];
-        if let Err(e) = ptrace::read_memory(pid, scratch, &mut b) {
-            result = Err(CheckpointError::sys(pid, "read a sigaction")(e));
-            break;
-        }
+        ptrace::read_memory(pid, scratch, &mut b)
+            .map_err(CheckpointError::sys(pid, "read a sigaction"))?;
         let act = SigAction::from_bytes(sig, &b);
         if act.handler != 0 || act.flags != 0 || act.mask != 0 {
             out.push(act);
         }
     }
-    deferred.append(&mut r.deferred);
-    ptrace::write_memory(pid, scratch, &old)
-        .map_err(CheckpointError::sys(pid, "put the stack back"))?;
-    result.map(|()| out)
+    Ok(out)
+}
+
+/// PR_GET_TID_ADDRESS: the thread's clear_child_tid pointer.
+const PR_GET_TID_ADDRESS: u64 = 40;
+
+fn collect_thread(
+    pid: i32,
+    t: &mut Stopped,
+    vdso: Option<(u64, u64)>,
+) -> Result<Thread, CheckpointError> {
+    let tid = t.tid;
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| CheckpointError::Process {
+            pid: tid,
+            what: format!("{what}: {e}"),
+        }
+    };
+    let xstate = ptrace::get_xstate(tid).map_err(CheckpointError::sys(tid, "read xstate"))?;
+    let rseq = ptrace::rseq_config(tid)
+        .ok()
+        .filter(|c| c.pointer != 0)
+        .map(|c| Rseq {
+            pointer: c.pointer,
+            size: c.size,
+            signature: c.signature,
+        });
+    let task = format!("task/{tid}/");
+    let sigmask = proc::sigmask_at(&proc::path(pid, &format!("{task}status"))).ok_or_else(|| {
+        CheckpointError::Process {
+            pid: tid,
+            what: "no SigBlk in status".into(),
+        }
+    })?;
+    let comm = std::fs::read_to_string(proc::path(pid, &format!("{task}comm")))
+        .map_err(io("comm"))?
+        .trim_end()
+        .to_string();
+    let (robust_list, robust_list_len) =
+        ptrace::robust_list(tid).map_err(CheckpointError::sys(tid, "get_robust_list"))?;
+    let tid_address = with_remote(t, vdso, |r, scratch| {
+        r.call(libc::SYS_prctl, &[PR_GET_TID_ADDRESS, scratch, 0, 0, 0])
+            .map_err(|e| CheckpointError::Process {
+                pid: tid,
+                what: format!("remote prctl(PR_GET_TID_ADDRESS): {e}"),
+            })?;
+        let mut b = [0u8; 8];
+        ptrace::read_memory(tid, scratch, &mut b)
+            .map_err(CheckpointError::sys(tid, "read the tid address"))?;
+        Ok(u64::from_ne_bytes(b))
+    })?;
+    Ok(Thread {
+        tid,
+        comm,
+        regs: t.regs.into(),
+        xstate: image::hex(&xstate),
+        sigmask,
+        rseq,
+        tid_address,
+        robust_list,
+        robust_list_len,
+    })
+}
+
+/// Dumps every process of the frozen tree.
+fn collect_tree(root: i32, frozen: &mut Frozen) -> Result<(Image, Vec<u8>), CheckpointError> {
+    let mut image = Image {
+        root,
+        processes: Vec::new(),
+        shared_memory: Vec::new(),
+        pages_len: 0,
+    };
+    let mut pages = Vec::new();
+    for m in &mut frozen.members {
+        let stat = proc::Stat::read(m.pid).map_err(|e| CheckpointError::Process {
+            pid: m.pid,
+            what: format!("stat: {e}"),
+        })?;
+        let mut p = Process {
+            pid: m.pid,
+            parent: m.parent,
+            pgid: stat.field(5) as i32,
+            sid: stat.field(6) as i32,
+            zombie: m.zombie,
+            comm: String::new(),
+            exe: String::new(),
+            cwd: String::new(),
+            sigactions: Vec::new(),
+            mm: Default::default(),
+            auxv: Vec::new(),
+            vmas: Vec::new(),
+            fds: Vec::new(),
+            threads: Vec::new(),
+        };
+        if m.zombie.is_none() {
+            collect(m, &mut p, &mut image.shared_memory, &mut pages)?;
+        }
+        image.processes.push(p);
+    }
+    check_groups(&image)?;
+    image.pages_len = pages.len() as u64;
+    Ok((image, pages))
+}
+
+/// Sessions and process groups restore by setsid/setpgid from inside
+/// the tree, in creation order: refuse the layouts that cannot.
+fn check_groups(image: &Image) -> Result<(), CheckpointError> {
+    let by_pid = |pid: i32| image.processes.iter().position(|p| p.pid == pid);
+    for (i, p) in image.processes.iter().enumerate() {
+        let unsupported = |what: String| CheckpointError::Unsupported { pid: p.pid, what };
+        let parent = by_pid(p.parent).map(|j| &image.processes[j]);
+        if let Some(parent) = parent
+            && p.sid != p.pid
+            && p.sid != parent.sid
+        {
+            return Err(unsupported(format!(
+                "it is in session {} while its parent {} is in session {}",
+                p.sid, parent.pid, parent.sid
+            )));
+        }
+        if p.pgid == p.pid || parent.is_none_or(|q| q.pgid == p.pgid) {
+            continue;
+        }
+        match by_pid(p.pgid) {
+            Some(j) if j < i && image.processes[j].sid == p.sid => {}
+            _ => {
+                return Err(unsupported(format!(
+                    "its process group {} is led by a process outside the tree or created after it",
+                    p.pgid
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn collect(
-    pid: i32,
-    regs: ptrace::Regs,
-    deferred: &mut Vec<i32>,
-) -> Result<(Image, Vec<u8>), CheckpointError> {
+    m: &mut Member,
+    p: &mut Process,
+    shared_memory: &mut Vec<SharedMemory>,
+    pages: &mut Vec<u8>,
+) -> Result<(), CheckpointError> {
+    let pid = m.pid;
     let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
     let io = |what: &str| {
         let what = what.to_string();
@@ -319,23 +590,9 @@ fn collect(
             what: format!("{what}: {e}"),
         }
     };
-    let xstate = ptrace::get_xstate(pid).map_err(CheckpointError::sys(pid, "read xstate"))?;
-    let rseq = ptrace::rseq_config(pid)
-        .ok()
-        .filter(|c| c.pointer != 0)
-        .map(|c| Rseq {
-            pointer: c.pointer,
-            size: c.size,
-            signature: c.signature,
-        });
     let stat = proc::Stat::read(pid).map_err(io("stat"))?;
     let mut mm = stat.mm();
-    let session_leader = stat.field(6) == pid as u64;
     let fds = proc::fds(pid).map_err(unsupported)?;
-    let sigmask = proc::sigmask(pid).ok_or_else(|| CheckpointError::Process {
-        pid,
-        what: "no SigBlk in status".into(),
-    })?;
     let read_link = |name: &str| {
         std::fs::read_link(proc::path(pid, name))
             .map(|p| p.to_string_lossy().into_owned())
@@ -350,14 +607,15 @@ fn collect(
     let auxv = proc::auxv(pid).map_err(io("auxv"))?;
 
     let mut vmas = Vec::new();
-    let mut pages: Vec<u8> = Vec::new();
     let pagemap = std::fs::File::open(proc::path(pid, "pagemap")).map_err(io("pagemap"))?;
     for m in proc::maps(pid).map_err(io("maps"))? {
         let range = format!("{:x}-{:x} {}", m.start, m.end, m.path);
         let shared = m.perms.as_bytes().get(3) == Some(&b's');
+        let mut shm = None;
         let kind = match m.path.as_str() {
             // A shared file mapping holds what the file holds. Shared
-            // anonymous memory (/dev/zero, SysV, memfd) has no such home.
+            // anonymous memory has no such home: its pages are dumped,
+            // once per object.
             p if shared
                 && p.starts_with('/')
                 && !p.ends_with(" (deleted)")
@@ -366,6 +624,18 @@ fn collect(
                 && !p.starts_with("/memfd:") =>
             {
                 VmaKind::SharedFile
+            }
+            p if shared
+                && (p == "/dev/zero (deleted)"
+                    || (p.starts_with("/memfd:") && p.ends_with(" (deleted)"))) =>
+            {
+                shm = Some(shared_object(pid, &m, shared_memory, pages).map_err(|what| {
+                    CheckpointError::Process {
+                        pid,
+                        what: format!("{range}: {what}"),
+                    }
+                })?);
+                VmaKind::SharedAnonymous
             }
             _ if shared => return Err(unsupported(format!("shared mapping {range}"))),
             "[vdso]" => VmaKind::Vdso,
@@ -379,11 +649,11 @@ fn collect(
         if m.path == "[heap]" {
             mm.brk = m.end;
         }
-        let p = m.perms.as_bytes();
-        let read = p[0] == b'r';
+        let perms = m.perms.as_bytes();
+        let read = perms[0] == b'r';
         let dumped = read && matches!(kind, VmaKind::Anonymous | VmaKind::File);
         let runs = if dumped {
-            dump_vma(pid, &pagemap, m.start, m.end, &mut pages).map_err(|what| {
+            dump_vma(pid, &pagemap, m.start, m.end, pages).map_err(|what| {
                 CheckpointError::Process {
                     pid,
                     what: format!("{range}: {what}"),
@@ -396,11 +666,12 @@ fn collect(
             start: m.start,
             end: m.end,
             read,
-            write: p[1] == b'w',
-            exec: p[2] == b'x',
+            write: perms[1] == b'w',
+            exec: perms[2] == b'x',
             kind,
             path: (!m.path.is_empty()).then(|| m.path.clone()),
             offset: m.offset,
+            shared_memory: shm,
             runs,
         });
     }
@@ -408,23 +679,58 @@ fn collect(
         .iter()
         .find(|v| v.kind == VmaKind::Vdso)
         .map(|v| (v.start, v.end));
-    let sigactions = sigactions(pid, regs, vdso, deferred)?;
-    let image = Image {
-        pid,
-        session_leader,
-        comm,
-        exe,
-        cwd,
-        regs: regs.into(),
-        xstate: image::hex(&xstate),
-        sigmask,
-        sigactions,
-        rseq,
-        mm,
-        auxv,
-        vmas,
-        fds,
-        pages_len: pages.len() as u64,
+    let main = m.threads.first_mut().expect("a live process has its main thread");
+    p.sigactions = with_remote(main, vdso, sigactions)?;
+    for t in &mut m.threads {
+        p.threads.push(collect_thread(pid, t, vdso)?);
+    }
+    p.comm = comm;
+    p.exe = exe;
+    p.cwd = cwd;
+    p.mm = mm;
+    p.auxv = auxv;
+    p.vmas = vmas;
+    p.fds = fds;
+    Ok(())
+}
+
+/// The index of the shared anonymous object behind mapping `m`, its
+/// whole contents dumped (through /proc/PID/map_files) the first time a
+/// process of the tree is seen mapping it.
+fn shared_object(
+    pid: i32,
+    m: &proc::MapLine,
+    objects: &mut Vec<SharedMemory>,
+    pages: &mut Vec<u8>,
+) -> Result<usize, String> {
+    if let Some(i) = objects.iter().position(|o| o.inode == m.inode) {
+        return Ok(i);
+    }
+    use std::io::Read;
+    let path = proc::path(pid, &format!("map_files/{:x}-{:x}", m.start, m.end));
+    let mut f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let size = f
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    let offset = pages.len();
+    pages.resize(offset + size as usize, 0);
+    f.read_exact(&mut pages[offset..])
+        .map_err(|e| format!("read {}: {e}", path.display()))?;
+    let runs = if size == 0 {
+        Vec::new()
+    } else {
+        vec![Run {
+            addr: 0,
+            offset: offset as u64,
+            len: size,
+            crc32: crc32fast::hash(&pages[offset..]),
+        }]
     };
-    Ok((image, pages))
+    objects.push(SharedMemory {
+        inode: m.inode,
+        size,
+        runs,
+    });
+    Ok(objects.len() - 1)
 }

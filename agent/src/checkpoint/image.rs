@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::CheckpointError;
 
 /// The only image format this build reads and writes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 pub const META: &str = "meta.json";
 pub const PAGES: &str = "pages.img";
 
@@ -23,30 +23,70 @@ struct MetaFile {
     body: serde_json::Value,
 }
 
-/// Everything about one process except its page contents.
+/// A process tree: everything about it except page contents.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Image {
+    /// The pid of the tree's root (the process named at checkpoint).
+    pub root: i32,
+    /// Every process of the tree, each parent before its children.
+    pub processes: Vec<Process>,
+    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, memfd), each
+    /// object once however many processes map it.
+    pub shared_memory: Vec<SharedMemory>,
+    /// Total bytes in pages.img.
+    pub pages_len: u64,
+}
+
+/// One process; for a zombie only its identity and exit status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Process {
     pub pid: i32,
-    /// The process was its own session leader (setsid).
-    pub session_leader: bool,
+    /// The parent's pid, 0 for the root.
+    pub parent: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// A zombie's wait status (as waitpid reports it).
+    pub zombie: Option<i32>,
     pub comm: String,
     pub exe: String,
     pub cwd: String,
-    pub regs: Registers,
-    /// The XSAVE area (NT_X86_XSTATE), hex.
-    pub xstate: String,
-    pub sigmask: u64,
     /// Signal dispositions other than the default, read by remote
     /// rt_sigaction in the stopped process.
     pub sigactions: Vec<SigAction>,
-    pub rseq: Option<Rseq>,
     pub mm: MmLayout,
     /// /proc/PID/auxv as native words.
     pub auxv: Vec<u64>,
     pub vmas: Vec<Vma>,
     pub fds: Vec<Fd>,
-    /// Total bytes in pages.img.
-    pub pages_len: u64,
+    /// Every thread, the main thread (tid = pid) first.
+    pub threads: Vec<Thread>,
+}
+
+/// One thread's CPU and per-thread kernel state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Thread {
+    pub tid: i32,
+    pub comm: String,
+    pub regs: Registers,
+    /// The XSAVE area (NT_X86_XSTATE), hex.
+    pub xstate: String,
+    pub sigmask: u64,
+    pub rseq: Option<Rseq>,
+    /// set_tid_address (cleared and futex-woken at exit: pthread_join).
+    pub tid_address: u64,
+    /// set_robust_list head and length.
+    pub robust_list: u64,
+    pub robust_list_len: u64,
+}
+
+/// A shared anonymous memory object and its pages (runs whose `addr` is
+/// the offset in the object).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SharedMemory {
+    /// Inode of the object on the dumping host (identifies it in maps).
+    pub inode: u64,
+    pub size: u64,
+    pub runs: Vec<Run>,
 }
 
 /// user_regs_struct, by name.
@@ -149,6 +189,8 @@ pub enum VmaKind {
     /// Shared mapping of a file: its contents are the file's, so nothing
     /// is dumped; restore maps the file shared again.
     SharedFile,
+    /// Shared anonymous memory: `Vma::shared_memory` names the object.
+    SharedAnonymous,
     /// [vdso] and [vvar*]: the restoring kernel maps its own.
     Vdso,
     Vvar,
@@ -168,6 +210,9 @@ pub struct Vma {
     /// [stack]) for anonymous ones.
     pub path: Option<String>,
     pub offset: u64,
+    /// For `SharedAnonymous`: the index in `Image::shared_memory`.
+    #[serde(default)]
+    pub shared_memory: Option<usize>,
     /// Its pages that are not what a fresh mapping would give (touched
     /// anonymous pages; copied-on-write pages of a file mapping), as runs
     /// of pages.img. Empty for unreadable and kernel-provided VMAs.
@@ -274,31 +319,78 @@ pub fn read(dir: &Path) -> Result<(Image, Vec<u8>), CheckpointError> {
             image.pages_len
         )));
     }
-    for vma in &image.vmas {
-        for run in &vma.runs {
-            let where_ = format!("vma {:x}-{:x} run at {:x}", vma.start, vma.end, run.addr);
-            let slice = run
-                .offset
-                .checked_add(run.len)
-                .filter(|end| *end <= image.pages_len)
-                .map(|end| &pages[run.offset as usize..end as usize])
-                .ok_or_else(|| bad(format!("{where_}: outside {PAGES}")))?;
-            if run.addr < vma.start || run.addr.saturating_add(run.len) > vma.end {
-                return Err(bad(format!("{where_}: outside its vma")));
-            }
-            let crc = crc32fast::hash(slice);
-            if crc != run.crc32 {
-                return Err(bad(format!(
-                    "{}: pages of {where_} (offset {}): checksum mismatch (stored {:08x}, computed {crc:08x})",
-                    pages_path.display(),
-                    run.offset,
-                    run.crc32
-                )));
-            }
+    let check_run = |run: &Run, lo: u64, hi: u64, where_: String| {
+        let slice = run
+            .offset
+            .checked_add(run.len)
+            .filter(|end| *end <= image.pages_len)
+            .map(|end| &pages[run.offset as usize..end as usize])
+            .ok_or_else(|| bad(format!("{where_}: outside {PAGES}")))?;
+        if run.addr < lo || run.addr.saturating_add(run.len) > hi {
+            return Err(bad(format!("{where_}: outside its mapping")));
+        }
+        let crc = crc32fast::hash(slice);
+        if crc != run.crc32 {
+            return Err(bad(format!(
+                "{}: pages of {where_} (offset {}): checksum mismatch (stored {:08x}, computed {crc:08x})",
+                pages_path.display(),
+                run.offset,
+                run.crc32
+            )));
+        }
+        Ok(())
+    };
+    for (i, shm) in image.shared_memory.iter().enumerate() {
+        for run in &shm.runs {
+            check_run(
+                run,
+                0,
+                shm.size,
+                format!("shared memory {i} run at offset {:x}", run.addr),
+            )?;
         }
     }
-    if unhex(&image.xstate).is_none() {
-        return Err(bad(format!("{}: xstate is not hex", meta_path.display())));
+    let structure = |msg: String| bad(format!("{}: {msg}", meta_path.display()));
+    let mut seen = std::collections::HashSet::new();
+    if image.processes.first().map(|p| p.pid) != Some(image.root) {
+        return Err(structure("the root is not the first process".into()));
+    }
+    for p in &image.processes {
+        if p.pid != image.root && !seen.contains(&p.parent) {
+            return Err(structure(format!(
+                "pid {} comes before its parent {}",
+                p.pid, p.parent
+            )));
+        }
+        if p.zombie.is_none() && p.threads.first().map(|t| t.tid) != Some(p.pid) {
+            return Err(structure(format!("pid {}: no main thread", p.pid)));
+        }
+        for t in &p.threads {
+            if !seen.insert(t.tid) && t.tid != p.pid {
+                return Err(structure(format!("tid {} appears twice", t.tid)));
+            }
+            if unhex(&t.xstate).is_none() {
+                return Err(structure(format!("tid {}: xstate is not hex", t.tid)));
+            }
+        }
+        seen.insert(p.pid);
+        for vma in &p.vmas {
+            if let Some(i) = vma.shared_memory
+                && i >= image.shared_memory.len()
+            {
+                return Err(structure(format!(
+                    "pid {} vma {:x}: no shared memory object {i}",
+                    p.pid, vma.start
+                )));
+            }
+            for run in &vma.runs {
+                let where_ = format!(
+                    "pid {} vma {:x}-{:x} run at {:x}",
+                    p.pid, vma.start, vma.end, run.addr
+                );
+                check_run(run, vma.start, vma.end, where_)?;
+            }
+        }
     }
     Ok((image, pages))
 }
@@ -338,35 +430,50 @@ mod tests {
             gs: 0,
         };
         Image {
-            pid: 4242,
-            session_leader: true,
-            comm: "x".into(),
-            exe: "/bin/x".into(),
-            cwd: "/".into(),
-            regs: zero,
-            xstate: hex(&[1, 2, 3]),
-            sigmask: 0,
-            sigactions: vec![],
-            rseq: None,
-            mm: MmLayout::default(),
-            auxv: vec![6, 4096, 0, 0],
-            vmas: vec![Vma {
-                start: 0x10000,
-                end: 0x10000 + pages.len() as u64,
-                read: true,
-                write: true,
-                exec: false,
-                kind: VmaKind::Anonymous,
-                path: None,
-                offset: 0,
-                runs: vec![Run {
-                    addr: 0x10000,
+            root: 4242,
+            processes: vec![Process {
+                pid: 4242,
+                parent: 0,
+                pgid: 4242,
+                sid: 4242,
+                zombie: None,
+                comm: "x".into(),
+                exe: "/bin/x".into(),
+                cwd: "/".into(),
+                sigactions: vec![],
+                mm: MmLayout::default(),
+                auxv: vec![6, 4096, 0, 0],
+                vmas: vec![Vma {
+                    start: 0x10000,
+                    end: 0x10000 + pages.len() as u64,
+                    read: true,
+                    write: true,
+                    exec: false,
+                    kind: VmaKind::Anonymous,
+                    path: None,
                     offset: 0,
-                    len: pages.len() as u64,
-                    crc32: crc32fast::hash(pages),
+                    shared_memory: None,
+                    runs: vec![Run {
+                        addr: 0x10000,
+                        offset: 0,
+                        len: pages.len() as u64,
+                        crc32: crc32fast::hash(pages),
+                    }],
+                }],
+                fds: vec![],
+                threads: vec![Thread {
+                    tid: 4242,
+                    comm: "x".into(),
+                    regs: zero,
+                    xstate: hex(&[1, 2, 3]),
+                    sigmask: 0,
+                    rseq: None,
+                    tid_address: 0,
+                    robust_list: 0,
+                    robust_list_len: 0,
                 }],
             }],
-            fds: vec![],
+            shared_memory: vec![],
             pages_len: pages.len() as u64,
         }
     }
@@ -410,14 +517,14 @@ mod tests {
         );
         fs::write(
             dir.join(META),
-            meta.replace("\"format\": 1", "\"format\": 2"),
+            meta.replace("\"format\": 2", "\"format\": 3"),
         )
         .unwrap();
         assert!(
             read(&dir)
                 .unwrap_err()
                 .to_string()
-                .contains("image format 2")
+                .contains("image format 3")
         );
         fs::remove_dir_all(&dir).unwrap();
     }

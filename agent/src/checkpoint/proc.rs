@@ -16,6 +16,7 @@ pub struct MapLine {
     pub end: u64,
     pub perms: String,
     pub offset: u64,
+    pub inode: u64,
     pub path: String,
 }
 
@@ -27,7 +28,7 @@ pub fn parse_maps(text: &str) -> Option<Vec<MapLine>> {
             let perms = it.next()?.to_string();
             let offset = u64::from_str_radix(it.next()?, 16).ok()?;
             let _dev = it.next()?;
-            let _inode = it.next()?;
+            let inode = it.next()?.parse().ok()?;
             let path = it.next().unwrap_or("").trim_start().to_string();
             let (s, e) = range.split_once('-')?;
             Some(MapLine {
@@ -35,6 +36,7 @@ pub fn parse_maps(text: &str) -> Option<Vec<MapLine>> {
                 end: u64::from_str_radix(e, 16).ok()?,
                 perms,
                 offset,
+                inode,
                 path,
             })
         })
@@ -58,6 +60,14 @@ impl Stat {
             .map(|(_, r)| r)
             .ok_or_else(|| std::io::Error::other("unparsable stat"))?;
         Ok(Stat(rest.split_whitespace().map(str::to_string).collect()))
+    }
+
+    /// The state letter (R, S, D, T, t, Z…).
+    pub fn state(&self) -> char {
+        self.0
+            .first()
+            .and_then(|s| s.chars().next())
+            .unwrap_or('?')
     }
 
     pub fn field(&self, n: usize) -> u64 {
@@ -84,29 +94,48 @@ impl Stat {
     }
 }
 
-/// The blocked-signal mask (SigBlk in /proc/PID/status).
-pub fn sigmask(pid: i32) -> Option<u64> {
-    let text = fs::read_to_string(path(pid, "status")).ok()?;
+/// The blocked-signal mask (SigBlk) in a status file.
+pub fn sigmask_at(status: &std::path::Path) -> Option<u64> {
+    let text = fs::read_to_string(status).ok()?;
     let line = text.lines().find(|l| l.starts_with("SigBlk:"))?;
     u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).ok()
 }
 
-pub fn threads(pid: i32) -> std::io::Result<usize> {
-    Ok(fs::read_dir(path(pid, "task"))?.count())
+/// The thread ids of `pid`, ascending (empty if it is gone).
+pub fn tids(pid: i32) -> Vec<i32> {
+    let mut out: Vec<i32> = fs::read_dir(path(pid, "task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_unstable();
+    out
 }
 
-/// Pids whose parent is `pid`.
+/// Children of every thread of `pid`, ascending.
 pub fn children(pid: i32) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| {
-            Stat::read(*p)
-                .map(|s| s.field(4) == pid as u64)
-                .unwrap_or(false)
-        })
-        .collect()
+    let mut out = Vec::new();
+    for tid in tids(pid) {
+        let text = fs::read_to_string(path(pid, &format!("task/{tid}/children")))
+            .unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|s| s.parse::<i32>().ok()));
+    }
+    out.sort_unstable();
+    out
+}
+
+/// `root` and its descendants as (pid, parent), each parent before its
+/// children.
+pub fn tree(root: i32) -> Vec<(i32, i32)> {
+    let mut out = vec![(root, 0)];
+    let mut i = 0;
+    while i < out.len() {
+        let pid = out[i].0;
+        out.extend(children(pid).into_iter().map(|c| (c, pid)));
+        i += 1;
+    }
+    out
 }
 
 pub fn auxv(pid: i32) -> std::io::Result<Vec<u64>> {

@@ -1,17 +1,22 @@
-//! Restore: validate the whole image, then create the process with its
-//! old pid (clone3 `set_tid`) in a forked helper, rebuild its address
-//! space, files and signal mask by remote syscalls, set its registers and
-//! let it go. The helper exits, so the restored process is re-parented
-//! like a daemon. On any failure the created process is killed.
+//! Restore: validate the whole image, then, in a forked helper that
+//! traces everything it creates, recreate the tree with the old pids —
+//! the root by clone3 `set_tid`, every other process by a remote clone3
+//! from its restored parent (so parents, sessions and process groups are
+//! the original's), threads likewise — rebuild each address space, files
+//! and signal state by remote syscalls, and finally set every thread's
+//! registers and release all tasks at once. The helper exits, so the
+//! restored root is re-parented like a daemon. On any failure every
+//! process created is killed.
 
 use std::{
     io::{Read, Write},
+    os::{fd::AsRawFd, unix::fs::FileExt},
     path::Path,
 };
 
 use super::{
     CheckpointError,
-    image::{self, Image, VmaKind},
+    image::{self, Image, Process, VmaKind},
     proc,
     remote::{Remote, RemoteError, find_syscall, resume_regs},
 };
@@ -29,26 +34,35 @@ const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
 
-// Layout of the gadget page: a `syscall` at 0, scratch data after it.
+// Layout of the gadget (two pages): a `syscall` at 0, scratch data after
+// it; clone3's arguments on the second page.
+const GADGET_LEN: u64 = 2 * PAGE;
 const G_MASK: u64 = 64;
 const G_ACT: u64 = 128;
 const G_STR: u64 = 256;
 const G_MM: u64 = 2048;
 const G_AUXV: u64 = 2304;
+const G_CLONE: u64 = PAGE;
+const G_SET_TID: u64 = PAGE + 128;
 
-/// Restores the image in `dir`; returns the pid of the running process.
+/// Restores the image in `dir`; returns the pid of the running root.
 pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
     let (image, pages) = image::read(dir)?;
-    let pid = image.pid;
-    if proc::path(pid, "").exists() {
-        let comm = std::fs::read_to_string(proc::path(pid, "comm")).unwrap_or_default();
-        return Err(CheckpointError::Process {
-            pid,
-            what: format!(
-                "the pid is in use (by {}): it must be free to restore with the same pid",
-                comm.trim_end()
-            ),
-        });
+    let pid = image.root;
+    for p in &image.processes {
+        let ids = std::iter::once(p.pid).chain(p.threads.iter().map(|t| t.tid));
+        for id in ids {
+            if proc::path(id, "").exists() {
+                let comm = std::fs::read_to_string(proc::path(id, "comm")).unwrap_or_default();
+                return Err(CheckpointError::Process {
+                    pid: id,
+                    what: format!(
+                        "the pid is in use (by {}): it must be free to restore with the same pid",
+                        comm.trim_end()
+                    ),
+                });
+            }
+        }
     }
     let (mut reader, writer) = std::io::pipe().map_err(|e| CheckpointError::Process {
         pid,
@@ -58,13 +72,13 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
         Forked::Child => {
             drop(reader);
             let mut writer = writer;
-            let (msg, status) = match helper(&image, &pages) {
-                Ok(()) => (format!("ok {pid}"), 0),
-                Err(e) => (format!("err {e}"), 1),
+            let msg = match helper(&image, &pages) {
+                Ok(()) => format!("ok {pid}"),
+                Err((at, e)) => format!("err {at} {e}"),
             };
             let _ = writer.write_all(msg.as_bytes());
             drop(writer);
-            ptrace::exit_now(status);
+            ptrace::exit_now(0);
         }
         Forked::Parent { child } => {
             drop(writer);
@@ -73,10 +87,13 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
             let _ = ptrace::wait(child);
             match msg.split_once(' ') {
                 Some(("ok", _)) => Ok(pid),
-                Some(("err", e)) => Err(CheckpointError::Restore {
-                    pid,
-                    what: e.to_string(),
-                }),
+                Some(("err", e)) => {
+                    let (at, what) = e.split_once(' ').unwrap_or(("0", e));
+                    Err(CheckpointError::Restore {
+                        pid: at.parse().unwrap_or(pid),
+                        what: what.to_string(),
+                    })
+                }
                 _ => Err(CheckpointError::Restore {
                     pid,
                     what: "the restore helper died without a word".into(),
@@ -86,33 +103,65 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
     }
 }
 
-/// In the forked helper: create the process, rebuild it, release it.
-fn helper(image: &Image, pages: &[u8]) -> Result<(), String> {
-    let pid = image.pid;
-    let child = match crate::sys::process::fork_with_pid(pid) {
-        Ok(0) => ptrace::child_become_tracee(image.session_leader),
+/// A task being restored: its remote-syscall driver.
+struct Task {
+    r: Remote,
+}
+
+/// The restore helper's state: what exists so far.
+struct Restorer<'a> {
+    image: &'a Image,
+    pages: &'a [u8],
+    gadget: u64,
+    /// Per image process, its main thread's driver (None for zombies).
+    mains: Vec<Option<Task>>,
+    /// Other threads, by image process.
+    threads: Vec<Vec<Task>>,
+    /// Every process created, to kill on failure.
+    created: Vec<i32>,
+    /// Shared anonymous memory, as memfds of the helper, by object.
+    shared: Vec<std::os::fd::OwnedFd>,
+}
+
+/// An error and the pid of the task it happened in.
+type Failure = (i32, String);
+
+/// In the forked helper: create the tree, rebuild it, release it.
+fn helper(image: &Image, pages: &[u8]) -> Result<(), Failure> {
+    let root = image.root;
+    let child = match crate::sys::process::fork_with_pid(root) {
+        Ok(0) => ptrace::child_become_tracee(false),
         Ok(child) => child,
-        Err(nix::errno::Errno::EEXIST) => return Err(format!("pid {pid} is in use")),
-        Err(e) => return Err(format!("clone3 with set_tid {pid}: {} ({e})", e.desc())),
+        Err(nix::errno::Errno::EEXIST) => return Err((root, format!("pid {root} is in use"))),
+        Err(e) => {
+            return Err((
+                root,
+                format!("clone3 with set_tid {root}: {} ({e})", e.desc()),
+            ));
+        }
     };
-    let status = ptrace::wait(child).map_err(|e| format!("wait for the new process: {e}"))?;
-    if !(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGSTOP) {
-        return Err(format!(
-            "the new process did not stop (wait status {status:#x})"
-        ));
+    let mut restorer = Restorer {
+        image,
+        pages,
+        gadget: 0,
+        mains: Vec::new(),
+        threads: Vec::new(),
+        created: vec![child],
+        shared: Vec::new(),
+    };
+    let result = restorer.run(child);
+    if result.is_err() {
+        for pid in restorer.created.iter().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for pid in &restorer.created {
+            let _ = ptrace::wait(*pid);
+        }
     }
-    let result = ptrace::set_options(child, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD)
-        .map_err(|e| format!("ptrace options: {e}"))
-        .and_then(|_| rebuild(child, image, pages));
-    if let Err(e) = result {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = ptrace::wait(child);
-        return Err(e);
-    }
-    Ok(())
+    result
 }
 
 fn write_all(pid: i32, addr: u64, data: &[u8]) -> Result<(), String> {
@@ -145,285 +194,560 @@ fn prot(read: bool, write: bool, exec: bool) -> u64 {
     p as u64
 }
 
-/// Picks a page for the gadget where neither the image nor the new
-/// process has anything mapped.
+/// Picks an address for the gadget where neither any process of the
+/// image nor the new root has anything mapped.
 fn gadget_address(image: &Image, current: &[proc::MapLine]) -> Option<u64> {
     let busy = |a: u64| {
-        image.vmas.iter().any(|v| a + PAGE > v.start && a < v.end)
-            || current.iter().any(|m| a + PAGE > m.start && a < m.end)
+        image
+            .processes
+            .iter()
+            .flat_map(|p| &p.vmas)
+            .any(|v| a + GADGET_LEN > v.start && a < v.end)
+            || current.iter().any(|m| a + GADGET_LEN > m.start && a < m.end)
     };
     (1..0x7000u64).map(|i| i << 32).find(|a| !busy(*a))
 }
 
-fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
-    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
-    let start = ptrace::get_regs(pid).map_err(|err| format!("registers: {err}"))?;
-    // The new process stopped right after its kill(2): rip-2 is `syscall`.
-    let mut two = [0u8; 2];
-    ptrace::read_memory(pid, start.rip - 2, &mut two).map_err(|err| format!("read rip: {err}"))?;
-    if two != [0x0f, 0x05] {
-        return Err(format!(
-            "no syscall instruction before rip {:#x}",
-            start.rip
-        ));
-    }
-    let mut r = Remote::new(pid, start.rip - 2, start);
+const CLONE_THREAD_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM) as u64;
 
-    // Its inherited rseq area is about to be unmapped: unregister first.
-    if let Ok(conf) = ptrace::rseq_config(pid)
-        && conf.pointer != 0
-    {
-        r.call(
-            libc::SYS_rseq,
-            &[
-                conf.pointer,
-                conf.size.into(),
-                RSEQ_FLAG_UNREGISTER,
-                conf.signature.into(),
-            ],
+impl Restorer<'_> {
+    fn run(&mut self, root: i32) -> Result<(), Failure> {
+        let image = self.image;
+        let fail = |what: String| (root, what);
+        let status = ptrace::wait(root).map_err(|e| fail(format!("wait for the new process: {e}")))?;
+        if !(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGSTOP) {
+            return Err(fail(format!(
+                "the new process did not stop (wait status {status:#x})"
+            )));
+        }
+        ptrace::set_options(
+            root,
+            libc::PTRACE_O_EXITKILL
+                | libc::PTRACE_O_TRACESYSGOOD
+                | libc::PTRACE_O_TRACEFORK
+                | libc::PTRACE_O_TRACECLONE,
         )
-        .map_err(e("unregister the helper's rseq".into()))?;
+        .map_err(|e| fail(format!("ptrace options: {e}")))?;
+        let r = self.prepare_root(root).map_err(fail)?;
+        self.make_shared().map_err(fail)?;
+        let n = image.processes.len();
+        self.mains = (0..n).map(|_| None).collect();
+        self.threads = (0..n).map(|_| Vec::new()).collect();
+        self.mains[0] = Some(Task { r });
+        self.set_groups(0)?;
+        // Every process, parents first, each forked from its parent while
+        // both hold nothing but the gadget.
+        for i in 1..n {
+            let p = &image.processes[i];
+            let parent = image
+                .processes
+                .iter()
+                .position(|q| q.pid == p.parent)
+                .expect("image::read checked every parent comes first");
+            let parent_task = self.mains[parent]
+                .as_mut()
+                .ok_or((p.parent, "a zombie cannot have children".to_string()))?;
+            let task = clone_task(&mut parent_task.r, self.gadget, p.pid, false)
+                .map_err(|e| (p.pid, e))?;
+            self.created.push(p.pid);
+            self.mains[i] = Some(task);
+            self.set_groups(i)?;
+            if let Some(status) = p.zombie {
+                let task = self.mains[i].take().expect("just created");
+                zombie_exit(task, status).map_err(|e| (p.pid, e))?;
+            }
+        }
+        for i in 0..n {
+            if image.processes[i].zombie.is_none() {
+                self.rebuild(i).map_err(|e| (image.processes[i].pid, e))?;
+            }
+        }
+        self.release()
     }
 
-    let current = proc::maps(pid).map_err(|err| format!("maps of the new process: {err}"))?;
-    let gadget = gadget_address(image, &current).ok_or("no free address for the gadget page")?;
-    r.call(
-        libc::SYS_mmap,
-        &[
-            gadget,
-            PAGE,
-            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
-            u64::MAX,
-            0,
-        ],
-    )
-    .map_err(e(format!("map the gadget page at {gadget:#x}")))?;
-    write_all(pid, gadget, &[0x0f, 0x05])?;
-    r.insn = gadget;
-
-    // Everything else of the helper's copy goes, the vdso included.
-    r.call(libc::SYS_munmap, &[0, gadget])
-        .map_err(e("unmap below the gadget".into()))?;
-    r.call(
-        libc::SYS_munmap,
-        &[gadget + PAGE, TASK_SIZE - gadget - PAGE],
-    )
-    .map_err(e("unmap above the gadget".into()))?;
-
-    // The kernel's vdso where the image had it (glibc caches pointers
-    // into it); ARCH_MAP_VDSO takes the start of the vvar area below it.
-    let vdso = image.vmas.iter().find(|v| v.kind == VmaKind::Vdso);
-    if let Some(vdso) = vdso {
-        let base = image
-            .vmas
-            .iter()
-            .filter(|v| matches!(v.kind, VmaKind::Vvar | VmaKind::Vdso))
-            .map(|v| v.start)
-            .min()
-            .unwrap_or(vdso.start);
-        r.call(libc::SYS_arch_prctl, &[ARCH_MAP_VDSO_64, base])
-            .map_err(e(format!("map the vdso at {base:#x}")))?;
-        let now = proc::maps(pid).map_err(|err| format!("maps: {err}"))?;
-        if !now
-            .iter()
-            .any(|m| m.path == "[vdso]" && m.start == vdso.start)
-        {
+    /// The root, still a copy of the helper: drop its rseq, map the
+    /// gadget where the image has nothing, unmap everything else.
+    fn prepare_root(&mut self, pid: i32) -> Result<Remote, String> {
+        let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+        let start = ptrace::get_regs(pid).map_err(|err| format!("registers: {err}"))?;
+        // The new process stopped right after its kill(2): rip-2 is `syscall`.
+        let mut two = [0u8; 2];
+        ptrace::read_memory(pid, start.rip - 2, &mut two)
+            .map_err(|err| format!("read rip: {err}"))?;
+        if two != [0x0f, 0x05] {
             return Err(format!(
-                "the kernel placed the vdso elsewhere than {:#x} (its layout differs from the image's)",
-                vdso.start
+                "no syscall instruction before rip {:#x}",
+                start.rip
             ));
         }
-    }
-
-    let put_str = |s: &str| -> Result<u64, String> {
-        if s.len() >= (G_MM - G_STR) as usize {
-            return Err(format!("path too long: {s}"));
+        let mut r = Remote::new(pid, start.rip - 2, start);
+        if let Ok(conf) = ptrace::rseq_config(pid)
+            && conf.pointer != 0
+        {
+            r.call(
+                libc::SYS_rseq,
+                &[
+                    conf.pointer,
+                    conf.size.into(),
+                    RSEQ_FLAG_UNREGISTER,
+                    conf.signature.into(),
+                ],
+            )
+            .map_err(e("unregister the helper's rseq".into()))?;
         }
-        let mut b = s.as_bytes().to_vec();
-        b.push(0);
-        write_all(pid, gadget + G_STR, &b)?;
-        Ok(gadget + G_STR)
-    };
-
-    for v in &image.vmas {
-        if !matches!(
-            v.kind,
-            VmaKind::Anonymous | VmaKind::File | VmaKind::SharedFile
-        ) {
-            continue;
-        }
-        let range = format!(
-            "vma {:x}-{:x} {}",
-            v.start,
-            v.end,
-            v.path.as_deref().unwrap_or("")
-        );
-        let len = v.end - v.start;
-        let final_prot = prot(v.read, v.write, v.exec);
-        let first_prot = if !v.runs.is_empty() {
-            (libc::PROT_READ | libc::PROT_WRITE) as u64
-        } else {
-            final_prot
-        };
-        let shared = v.kind == VmaKind::SharedFile;
-        let mut flags = if shared {
-            (libc::MAP_SHARED | libc::MAP_FIXED) as u64
-        } else {
-            (libc::MAP_PRIVATE | libc::MAP_FIXED) as u64
-        };
-        let mut fd = u64::MAX;
-        if matches!(v.kind, VmaKind::File | VmaKind::SharedFile) {
-            let path = v.path.as_deref().unwrap_or_default();
-            let p = put_str(path)?;
-            // A writable shared mapping needs the file open for writing.
-            let mode = if shared && v.write {
-                libc::O_RDWR
-            } else {
-                libc::O_RDONLY
-            };
-            fd = r
-                .call(libc::SYS_open, &[p, mode as u64, 0])
-                .map_err(e(format!("{range}: open {path}")))?;
-        } else {
-            flags |= libc::MAP_ANONYMOUS as u64;
-            if v.path.as_deref() == Some("[stack]") {
-                flags |= libc::MAP_GROWSDOWN as u64;
-            }
-        }
-        let mapped = r.call(
-            libc::SYS_mmap,
-            &[v.start, len, first_prot, flags, fd, v.offset],
-        );
-        if fd != u64::MAX {
-            let _ = r.call(libc::SYS_close, &[fd]);
-        }
-        mapped.map_err(e(format!("{range}: mmap")))?;
-        if !v.runs.is_empty() {
-            for run in &v.runs {
-                let data = &pages[run.offset as usize..(run.offset + run.len) as usize];
-                write_all(pid, run.addr, data).map_err(|err| format!("{range}: {err}"))?;
-            }
-            if first_prot != final_prot {
-                r.call(libc::SYS_mprotect, &[v.start, len, final_prot])
-                    .map_err(e(format!("{range}: mprotect")))?;
-            }
-        }
-    }
-
-    // mm layout (brk, stack, args, env, auxv) and the executable's link.
-    let mm = image.mm;
-    let exe_fd = r
-        .call(
-            libc::SYS_open,
-            &[put_str(&image.exe)?, libc::O_RDONLY as u64, 0],
-        )
-        .map_err(e(format!("open the executable {}", image.exe)))?;
-    let mut map = Vec::new();
-    for w in [
-        mm.start_code,
-        mm.end_code,
-        mm.start_data,
-        mm.end_data,
-        mm.start_brk,
-        mm.brk,
-        mm.start_stack,
-        mm.arg_start,
-        mm.arg_end,
-        mm.env_start,
-        mm.env_end,
-        gadget + G_AUXV,
-    ] {
-        map.extend_from_slice(&w.to_ne_bytes());
-    }
-    let auxv: Vec<u8> = image.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    if auxv.len() as u64 > PAGE - G_AUXV {
-        return Err("auxv too large".into());
-    }
-    map.extend_from_slice(&(auxv.len() as u32).to_ne_bytes());
-    map.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
-    write_all(pid, gadget + G_MM, &map)?;
-    write_all(pid, gadget + G_AUXV, &auxv)?;
-    let set = r.call(
-        libc::SYS_prctl,
-        &[PR_SET_MM, PR_SET_MM_MAP, gadget + G_MM, map.len() as u64, 0],
-    );
-    let _ = r.call(libc::SYS_close, &[exe_fd]);
-    set.map_err(e("prctl PR_SET_MM_MAP (brk, stack, args, auxv, exe)".into()))?;
-
-    for f in &image.fds {
-        let flags = f.flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
-        let p = put_str(&f.path)?;
-        let got = r
-            .call(libc::SYS_open, &[p, flags as u64, 0])
-            .map_err(e(format!("fd {}: open {}", f.fd, f.path)))?;
-        if got != f.fd as u64 {
-            let cloexec = (flags & libc::O_CLOEXEC) as u64;
-            r.call(libc::SYS_dup3, &[got, f.fd as u64, cloexec])
-                .map_err(e(format!("fd {}: dup3", f.fd)))?;
-            let _ = r.call(libc::SYS_close, &[got]);
-        }
-        if f.pos != 0 {
-            match r.call(
-                libc::SYS_lseek,
-                &[f.fd as u64, f.pos, libc::SEEK_SET as u64],
-            ) {
-                Ok(_) | Err(RemoteError::Errno(nix::errno::Errno::ESPIPE)) => {}
-                Err(err) => return Err(format!("fd {}: lseek to {}: {err}", f.fd, f.pos)),
-            }
-        }
-    }
-
-    r.call(libc::SYS_chdir, &[put_str(&image.cwd)?])
-        .map_err(e(format!("chdir {}", image.cwd)))?;
-    r.call(libc::SYS_prctl, &[PR_SET_NAME, put_str(&image.comm)?])
-        .map_err(e("prctl PR_SET_NAME".into()))?;
-    for act in &image.sigactions {
-        write_all(pid, gadget + G_ACT, &act.to_bytes())?;
+        let current = proc::maps(pid).map_err(|err| format!("maps of the new process: {err}"))?;
+        let gadget =
+            gadget_address(self.image, &current).ok_or("no free address for the gadget")?;
         r.call(
-            libc::SYS_rt_sigaction,
-            &[act.signal as u64, gadget + G_ACT, 0, 8],
+            libc::SYS_mmap,
+            &[
+                gadget,
+                GADGET_LEN,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
+                0,
+            ],
         )
-        .map_err(e(format!("rt_sigaction of signal {}", act.signal)))?;
+        .map_err(e(format!("map the gadget at {gadget:#x}")))?;
+        write_all(pid, gadget, &[0x0f, 0x05])?;
+        r.insn = gadget;
+        self.gadget = gadget;
+        // Everything else of the helper's copy goes, the vdso included.
+        r.call(libc::SYS_munmap, &[0, gadget])
+            .map_err(e("unmap below the gadget".into()))?;
+        r.call(
+            libc::SYS_munmap,
+            &[gadget + GADGET_LEN, TASK_SIZE - gadget - GADGET_LEN],
+        )
+        .map_err(e("unmap above the gadget".into()))?;
+        Ok(r)
     }
-    write_all(pid, gadget + G_MASK, &image.sigmask.to_ne_bytes())?;
+
+    /// One memfd per shared anonymous object, filled with its pages; the
+    /// processes map it through /proc/HELPER/fd/N.
+    fn make_shared(&mut self) -> Result<(), String> {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        for (i, shm) in self.image.shared_memory.iter().enumerate() {
+            let fd = memfd_create(c"palisade-shared", MFdFlags::MFD_CLOEXEC)
+                .map_err(|e| format!("memfd for shared memory {i}: {e}"))?;
+            let file = std::fs::File::from(fd);
+            file.set_len(shm.size)
+                .map_err(|e| format!("size shared memory {i}: {e}"))?;
+            for run in &shm.runs {
+                let data = &self.pages[run.offset as usize..(run.offset + run.len) as usize];
+                file.write_all_at(data, run.addr)
+                    .map_err(|e| format!("fill shared memory {i}: {e}"))?;
+            }
+            self.shared.push(file.into());
+        }
+        Ok(())
+    }
+
+    /// Session and process group of process `i`, by setsid/setpgid in it.
+    fn set_groups(&mut self, i: usize) -> Result<(), Failure> {
+        let p = &self.image.processes[i];
+        let parent_pgid = self
+            .image
+            .processes
+            .iter()
+            .find(|q| q.pid == p.parent)
+            .map(|q| q.pgid);
+        let task = self.mains[i].as_mut().expect("created");
+        let e = |what: &str| {
+            let what = what.to_string();
+            move |err: RemoteError| (p.pid, format!("{what}: {err}"))
+        };
+        if p.sid == p.pid {
+            task.r.call(libc::SYS_setsid, &[]).map_err(e("setsid"))?;
+        } else if p.pgid == p.pid {
+            task.r
+                .call(libc::SYS_setpgid, &[0, 0])
+                .map_err(e("setpgid to its own group"))?;
+        } else if parent_pgid.is_some_and(|g| g != p.pgid) {
+            task.r
+                .call(libc::SYS_setpgid, &[0, p.pgid as u64])
+                .map_err(e(&format!("setpgid to group {}", p.pgid)))?;
+        }
+        Ok(())
+    }
+
+    fn rebuild(&mut self, i: usize) -> Result<(), String> {
+        let p: &Process = &self.image.processes[i];
+        let pid = p.pid;
+        let gadget = self.gadget;
+        let pages = self.pages;
+        let helper_pid = std::process::id();
+        let shared_fds: Vec<i32> = self.shared.iter().map(|f| f.as_raw_fd()).collect();
+        let r = &mut self.mains[i].as_mut().expect("live process").r;
+        let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+
+        // The kernel's vdso where the image had it (glibc caches pointers
+        // into it); ARCH_MAP_VDSO takes the start of the vvar area below it.
+        if let Some(vdso) = p.vmas.iter().find(|v| v.kind == VmaKind::Vdso) {
+            let base = p
+                .vmas
+                .iter()
+                .filter(|v| matches!(v.kind, VmaKind::Vvar | VmaKind::Vdso))
+                .map(|v| v.start)
+                .min()
+                .unwrap_or(vdso.start);
+            r.call(libc::SYS_arch_prctl, &[ARCH_MAP_VDSO_64, base])
+                .map_err(e(format!("map the vdso at {base:#x}")))?;
+            let now = proc::maps(pid).map_err(|err| format!("maps: {err}"))?;
+            if !now
+                .iter()
+                .any(|m| m.path == "[vdso]" && m.start == vdso.start)
+            {
+                return Err(format!(
+                    "the kernel placed the vdso elsewhere than {:#x} (its layout differs from the image's)",
+                    vdso.start
+                ));
+            }
+        }
+
+        let put_str = |s: &str| -> Result<u64, String> {
+            if s.len() >= (G_MM - G_STR) as usize {
+                return Err(format!("path too long: {s}"));
+            }
+            let mut b = s.as_bytes().to_vec();
+            b.push(0);
+            write_all(pid, gadget + G_STR, &b)?;
+            Ok(gadget + G_STR)
+        };
+
+        for v in &p.vmas {
+            if !matches!(
+                v.kind,
+                VmaKind::Anonymous
+                    | VmaKind::File
+                    | VmaKind::SharedFile
+                    | VmaKind::SharedAnonymous
+            ) {
+                continue;
+            }
+            let range = format!(
+                "vma {:x}-{:x} {}",
+                v.start,
+                v.end,
+                v.path.as_deref().unwrap_or("")
+            );
+            let len = v.end - v.start;
+            let final_prot = prot(v.read, v.write, v.exec);
+            let first_prot = if !v.runs.is_empty() {
+                (libc::PROT_READ | libc::PROT_WRITE) as u64
+            } else {
+                final_prot
+            };
+            let shared = matches!(v.kind, VmaKind::SharedFile | VmaKind::SharedAnonymous);
+            let mut flags = if shared {
+                (libc::MAP_SHARED | libc::MAP_FIXED) as u64
+            } else {
+                (libc::MAP_PRIVATE | libc::MAP_FIXED) as u64
+            };
+            let mut fd = u64::MAX;
+            let path = match (v.kind, v.shared_memory) {
+                (VmaKind::SharedAnonymous, Some(obj)) => {
+                    Some(format!("/proc/{helper_pid}/fd/{}", shared_fds[obj]))
+                }
+                (VmaKind::File | VmaKind::SharedFile, _) => v.path.clone(),
+                _ => None,
+            };
+            if let Some(path) = path {
+                let p = put_str(&path)?;
+                // A writable shared mapping needs the file open for writing.
+                let mode = if shared && v.write {
+                    libc::O_RDWR
+                } else {
+                    libc::O_RDONLY
+                };
+                fd = r
+                    .call(libc::SYS_open, &[p, mode as u64, 0])
+                    .map_err(e(format!("{range}: open {path}")))?;
+            } else {
+                flags |= libc::MAP_ANONYMOUS as u64;
+                if v.path.as_deref() == Some("[stack]") {
+                    flags |= libc::MAP_GROWSDOWN as u64;
+                }
+            }
+            let mapped = r.call(
+                libc::SYS_mmap,
+                &[v.start, len, first_prot, flags, fd, v.offset],
+            );
+            if fd != u64::MAX {
+                let _ = r.call(libc::SYS_close, &[fd]);
+            }
+            mapped.map_err(e(format!("{range}: mmap")))?;
+            if !v.runs.is_empty() {
+                for run in &v.runs {
+                    let data = &pages[run.offset as usize..(run.offset + run.len) as usize];
+                    write_all(pid, run.addr, data).map_err(|err| format!("{range}: {err}"))?;
+                }
+                if first_prot != final_prot {
+                    r.call(libc::SYS_mprotect, &[v.start, len, final_prot])
+                        .map_err(e(format!("{range}: mprotect")))?;
+                }
+            }
+        }
+
+        // mm layout (brk, stack, args, env, auxv) and the executable's link.
+        let mm = p.mm;
+        let exe_fd = r
+            .call(
+                libc::SYS_open,
+                &[put_str(&p.exe)?, libc::O_RDONLY as u64, 0],
+            )
+            .map_err(e(format!("open the executable {}", p.exe)))?;
+        let mut map = Vec::new();
+        for w in [
+            mm.start_code,
+            mm.end_code,
+            mm.start_data,
+            mm.end_data,
+            mm.start_brk,
+            mm.brk,
+            mm.start_stack,
+            mm.arg_start,
+            mm.arg_end,
+            mm.env_start,
+            mm.env_end,
+            gadget + G_AUXV,
+        ] {
+            map.extend_from_slice(&w.to_ne_bytes());
+        }
+        let auxv: Vec<u8> = p.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        if auxv.len() as u64 > PAGE - G_AUXV {
+            return Err("auxv too large".into());
+        }
+        map.extend_from_slice(&(auxv.len() as u32).to_ne_bytes());
+        map.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
+        write_all(pid, gadget + G_MM, &map)?;
+        write_all(pid, gadget + G_AUXV, &auxv)?;
+        let set = r.call(
+            libc::SYS_prctl,
+            &[PR_SET_MM, PR_SET_MM_MAP, gadget + G_MM, map.len() as u64, 0],
+        );
+        let _ = r.call(libc::SYS_close, &[exe_fd]);
+        set.map_err(e("prctl PR_SET_MM_MAP (brk, stack, args, auxv, exe)".into()))?;
+
+        for f in &p.fds {
+            let flags = f.flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
+            let path = put_str(&f.path)?;
+            let got = r
+                .call(libc::SYS_open, &[path, flags as u64, 0])
+                .map_err(e(format!("fd {}: open {}", f.fd, f.path)))?;
+            if got != f.fd as u64 {
+                let cloexec = (flags & libc::O_CLOEXEC) as u64;
+                r.call(libc::SYS_dup3, &[got, f.fd as u64, cloexec])
+                    .map_err(e(format!("fd {}: dup3", f.fd)))?;
+                let _ = r.call(libc::SYS_close, &[got]);
+            }
+            if f.pos != 0 {
+                match r.call(
+                    libc::SYS_lseek,
+                    &[f.fd as u64, f.pos, libc::SEEK_SET as u64],
+                ) {
+                    Ok(_) | Err(RemoteError::Errno(nix::errno::Errno::ESPIPE)) => {}
+                    Err(err) => return Err(format!("fd {}: lseek to {}: {err}", f.fd, f.pos)),
+                }
+            }
+        }
+
+        r.call(libc::SYS_chdir, &[put_str(&p.cwd)?])
+            .map_err(e(format!("chdir {}", p.cwd)))?;
+        for act in &p.sigactions {
+            write_all(pid, gadget + G_ACT, &act.to_bytes())?;
+            r.call(
+                libc::SYS_rt_sigaction,
+                &[act.signal as u64, gadget + G_ACT, 0, 8],
+            )
+            .map_err(e(format!("rt_sigaction of signal {}", act.signal)))?;
+        }
+
+        // The other threads, created in the rebuilt address space.
+        for t in &p.threads[1..] {
+            let task = clone_task(r, gadget, t.tid, true)?;
+            self.threads[i].push(task);
+        }
+        let r = &mut self.mains[i].as_mut().expect("live process").r;
+        thread_state(r, gadget, &p.threads[0])?;
+        for (task, t) in self.threads[i].iter_mut().zip(&p.threads[1..]) {
+            thread_state(&mut task.r, gadget, t)?;
+        }
+
+        // The gadget goes too, unmapped from a `syscall` in the restored
+        // code: any readable executable mapping will do; read it back from
+        // the restored process, a MiB at most each.
+        let r = &mut self.mains[i].as_mut().expect("live process").r;
+        let mut insn = None;
+        for v in p.vmas.iter().filter(|v| v.exec && v.read) {
+            let mut bytes = vec![0u8; (v.end - v.start).min(1 << 20) as usize];
+            if let Ok(n) = ptrace::read_memory(pid, v.start, &mut bytes)
+                && let Some(a) = find_syscall(&bytes[..n], v.start)
+            {
+                insn = Some(a);
+                break;
+            }
+        }
+        let insn =
+            insn.ok_or("no syscall instruction in the restored code to unmap the gadget with")?;
+        r.insn = insn;
+        r.call(libc::SYS_munmap, &[gadget, GADGET_LEN])
+            .map_err(e("unmap the gadget".into()))?;
+        Ok(())
+    }
+
+    /// Registers and extended state of every thread, then every task is
+    /// let go, one right after the other.
+    fn release(&mut self) -> Result<(), Failure> {
+        let image = self.image;
+        for (i, p) in image.processes.iter().enumerate() {
+            let Some(main) = &self.mains[i] else { continue };
+            let tasks = std::iter::once(main).chain(&self.threads[i]);
+            for (task, t) in tasks.zip(&p.threads) {
+                let tid = task.r.pid;
+                // A syscall our stop interrupted is re-issued.
+                let regs = resume_regs(t.regs.into());
+                ptrace::set_regs(tid, &regs).map_err(|err| (tid, format!("set registers: {err}")))?;
+                let xstate = image::unhex(&t.xstate).ok_or((tid, "xstate is not hex".into()))?;
+                ptrace::set_xstate(tid, &xstate).map_err(|err| (tid, format!("set xstate: {err}")))?;
+            }
+        }
+        for (i, main) in self.mains.iter().enumerate() {
+            let Some(main) = main else { continue };
+            for task in std::iter::once(main).chain(&self.threads[i]) {
+                ptrace::detach(task.r.pid, 0).map_err(|err| (task.r.pid, format!("detach: {err}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A new process (or, with `thread`, a new thread of the caller's) with
+/// id `tid`, by a remote clone3 with `set_tid` in `parent`. It starts
+/// traced by us (PTRACE_O_TRACEFORK/TRACECLONE), stopped before its first
+/// instruction, which is right after the gadget's `syscall`.
+fn clone_task(parent: &mut Remote, gadget: u64, tid: i32, thread: bool) -> Result<Task, String> {
+    let pid = parent.pid;
+    let (flags, exit_signal) = if thread {
+        (CLONE_THREAD_FLAGS, 0)
+    } else {
+        (0, libc::SIGCHLD as u64)
+    };
+    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
+    // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
+    let args = [
+        flags,
+        0,
+        0,
+        0,
+        exit_signal,
+        0,
+        0,
+        0,
+        gadget + G_SET_TID,
+        1,
+        0,
+    ];
+    let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    write_all(pid, gadget + G_CLONE, &bytes)?;
+    write_all(pid, gadget + G_SET_TID, &tid.to_ne_bytes())?;
+    let what = if thread { "thread" } else { "process" };
+    let got = parent
+        .call(libc::SYS_clone3, &[gadget + G_CLONE, bytes.len() as u64])
+        .map_err(|err| format!("remote clone3 of {what} {tid} (set_tid): {err}"))?;
+    if got != tid as u64 {
+        return Err(format!("clone3 gave {what} {got}, not {tid}"));
+    }
+    let status = ptrace::wait(tid).map_err(|err| format!("wait for {what} {tid}: {err}"))?;
+    if !libc::WIFSTOPPED(status) {
+        return Err(format!(
+            "new {what} {tid} did not stop (wait status {status:#x})"
+        ));
+    }
+    let regs = ptrace::get_regs(tid).map_err(|err| format!("registers of {tid}: {err}"))?;
+    Ok(Task {
+        r: Remote::new(tid, gadget, regs),
+    })
+}
+
+/// Per-thread state, by remote syscalls in the thread itself.
+fn thread_state(r: &mut Remote, gadget: u64, t: &image::Thread) -> Result<(), String> {
+    let tid = r.pid;
+    let e = |what: &str| {
+        let what = format!("thread {tid}: {what}");
+        move |err: RemoteError| format!("{what}: {err}")
+    };
+    let mut name = t.comm.as_bytes().to_vec();
+    name.truncate(15);
+    name.push(0);
+    write_all(tid, gadget + G_STR, &name)?;
+    r.call(libc::SYS_prctl, &[PR_SET_NAME, gadget + G_STR])
+        .map_err(e("prctl PR_SET_NAME"))?;
+    write_all(tid, gadget + G_MASK, &t.sigmask.to_ne_bytes())?;
     r.call(
         libc::SYS_rt_sigprocmask,
         &[libc::SIG_SETMASK as u64, gadget + G_MASK, 0, 8],
     )
-    .map_err(e("rt_sigprocmask".into()))?;
-    if let Some(rseq) = image.rseq {
+    .map_err(e("rt_sigprocmask"))?;
+    r.call(libc::SYS_set_tid_address, &[t.tid_address])
+        .map_err(e("set_tid_address"))?;
+    if t.robust_list != 0 {
+        r.call(libc::SYS_set_robust_list, &[t.robust_list, t.robust_list_len])
+            .map_err(e("set_robust_list"))?;
+    }
+    if let Some(rseq) = t.rseq {
         r.call(
             libc::SYS_rseq,
             &[rseq.pointer, rseq.size.into(), 0, rseq.signature.into()],
         )
-        .map_err(e(format!("rseq register at {:#x}", rseq.pointer)))?;
+        .map_err(e(&format!("rseq register at {:#x}", rseq.pointer)))?;
     }
-
-    // The gadget goes too, unmapped from a `syscall` in the restored code.
-    let mut insn = None;
-    // Any readable executable mapping will do; read it back from the
-    // restored process, a MiB at most each.
-    for v in image.vmas.iter().filter(|v| v.exec && v.read) {
-        let mut bytes = vec![0u8; (v.end - v.start).min(1 << 20) as usize];
-        if let Ok(n) = ptrace::read_memory(pid, v.start, &mut bytes)
-            && let Some(a) = find_syscall(&bytes[..n], v.start)
-        {
-            insn = Some(a);
-            break;
-        }
-    }
-    let insn =
-        insn.ok_or("no syscall instruction in the restored code to unmap the gadget with")?;
-    r.insn = insn;
-    r.call(libc::SYS_munmap, &[gadget, PAGE])
-        .map_err(e("unmap the gadget page".into()))?;
-
-    // Registers last; a syscall our stop interrupted is re-issued.
-    let regs = resume_regs(image.regs.into());
-    ptrace::set_regs(pid, &regs).map_err(|err| format!("set registers: {err}"))?;
-    let xstate = image::unhex(&image.xstate).ok_or("xstate is not hex")?;
-    ptrace::set_xstate(pid, &xstate).map_err(|err| format!("set xstate: {err}"))?;
-    ptrace::detach(pid, 0).map_err(|err| format!("detach: {err}"))?;
     Ok(())
+}
+
+/// Ends a freshly created process the way the zombie it stands for
+/// ended, so that its parent finds the same wait status.
+fn zombie_exit(task: Task, status: i32) -> Result<(), String> {
+    let mut r = task.r;
+    let pid = r.pid;
+    if libc::WIFEXITED(status) {
+        // exit_group never returns: the task ends inside the call.
+        match r.call(libc::SYS_exit_group, &[libc::WEXITSTATUS(status) as u64]) {
+            Err(RemoteError::Trace(_)) => {}
+            other => return Err(format!("exit_group of zombie {pid}: {other:?}")),
+        }
+    } else {
+        let sig = libc::WTERMSIG(status);
+        let sig = nix::sys::signal::Signal::try_from(sig)
+            .map_err(|_| format!("zombie {pid}: bad signal {sig}"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+            .map_err(|err| format!("kill zombie {pid}: {err}"))?;
+        ptrace::cont_syscall(pid, sig as i32).map_err(|err| format!("zombie {pid}: {err}"))?;
+        loop {
+            let st = ptrace::wait(pid).map_err(|err| format!("zombie {pid}: {err}"))?;
+            if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+                break;
+            }
+            let deliver = if libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == sig as i32 {
+                sig as i32
+            } else {
+                0
+            };
+            ptrace::cont_syscall(pid, deliver).map_err(|err| format!("zombie {pid}: {err}"))?;
+        }
+        return Ok(());
+    }
+    let st = ptrace::wait(pid);
+    match st {
+        Ok(st) if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) => Ok(()),
+        // Already reaped while the call ran.
+        Err(nix::errno::Errno::ECHILD) => Ok(()),
+        other => Err(format!("zombie {pid} did not end: {other:?}")),
+    }
 }

@@ -13,8 +13,7 @@ const EXIT_FAILED: i32 = 1;
 #[derive(Debug, Args)]
 #[command(about = "Checkpoint a process into an image directory (then end it)")]
 pub struct CheckpointArgs {
-    /// The process to checkpoint (this slice: one single-threaded
-    /// process without children).
+    /// The process to checkpoint, with all its threads and descendants.
     #[arg(long, value_name = "PID")]
     pub pid: i32,
     /// Where to write the image (meta.json and pages.img).
@@ -41,8 +40,10 @@ pub fn checkpoint(args: CheckpointArgs) -> i32 {
     match checkpoint::checkpoint_pid(args.pid, &args.dir, opts) {
         Ok(r) => {
             println!(
-                "checkpointed pid {} into {}: {} vmas, {} pages ({:.1} MiB); freeze {:?}, dump {:?}, write {:?}; original {}",
+                "checkpointed pid {} ({} processes, {} threads) into {}: {} vmas, {} pages ({:.1} MiB); freeze {:?}, dump {:?}, write {:?}; original {}",
                 r.pid,
+                r.processes,
+                r.threads,
                 args.dir.display(),
                 r.vmas,
                 r.pages,

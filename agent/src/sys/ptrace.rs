@@ -230,3 +230,21 @@ pub fn exit_now(status: i32) -> ! {
     // SAFETY: _exit never returns and touches no Rust state.
     unsafe { libc::_exit(status) }
 }
+
+/// The robust futex list head and its length of task `tid`
+/// (get_robust_list(2); needs ptrace access to it).
+pub fn robust_list(tid: i32) -> nix::Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: the kernel writes one pointer-sized value to each of the two
+    // live locals passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
+    };
+    Errno::result(r).map(|_| (head, len as u64))
+}
