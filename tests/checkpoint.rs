@@ -56,7 +56,9 @@ fn a_busy_process_is_checkpointed_outside_syscalls() {
     w.checkpoint(&image);
     let meta: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(image.join("meta.json")).unwrap()).unwrap();
-    let orig_rax = meta["body"]["processes"][0]["threads"][0]["regs"]["orig_rax"].as_u64().unwrap();
+    let orig_rax = meta["body"]["processes"][0]["threads"][0]["regs"]["orig_rax"]
+        .as_u64()
+        .unwrap();
     assert_eq!(orig_rax, u64::MAX, "stopped in user code, not in a syscall");
     w.restore_and_verify(&image, 0);
 }

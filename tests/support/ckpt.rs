@@ -73,6 +73,8 @@ pub struct Workload {
     pub dir: PathBuf,
     pub child: Option<Child>,
     pub pid: i32,
+    /// The other processes of a tree workload (from PIDFILE.pids).
+    pub others: Vec<i32>,
 }
 
 impl Workload {
@@ -128,10 +130,17 @@ impl Workload {
             thread::sleep(Duration::from_millis(10));
         };
         assert_eq!(pid as u32, child.id());
+        let others = fs::read_to_string(dir.join("pid.pids"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|p| p.parse::<i32>().unwrap())
+            .filter(|p| *p != pid)
+            .collect();
         Workload {
             dir,
             child: Some(child),
             pid,
+            others,
         }
     }
 
@@ -163,12 +172,21 @@ impl Workload {
         // us) so that checkpoint sees its pid free.
         let child = self.child.take();
         let pid = self.pid;
-        let reaper = thread::spawn(move || match child {
-            Some(mut c) => {
-                use std::os::unix::process::ExitStatusExt;
-                c.wait().unwrap().signal().map_or(0, |s| 128 + s)
+        let others = self.others.clone();
+        let reaper = thread::spawn(move || {
+            let code = match child {
+                Some(mut c) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    c.wait().unwrap().signal().map_or(0, |s| 128 + s)
+                }
+                None => reap(pid),
+            };
+            // The rest of the tree comes to us (subreaper) as its parents
+            // die: reap it too, so that every pid is free.
+            for p in others {
+                reap_orphan(p);
             }
-            None => reap(pid),
+            code
         });
         let out = ck.wait_with_output().unwrap();
         if !out.status.success() {
@@ -179,11 +197,9 @@ impl Workload {
         }
         let code = reaper.join().unwrap();
         assert_eq!(code, 128 + libc::SIGKILL, "the original was killed");
-        assert!(
-            !alive(self.pid),
-            "pid {} is free after checkpoint",
-            self.pid
-        );
+        for p in std::iter::once(self.pid).chain(self.others.iter().copied()) {
+            assert!(!alive(p), "pid {p} is free after checkpoint");
+        }
     }
 
     /// Restores `image` and asserts the same pid; it runs on.
@@ -212,15 +228,36 @@ impl Workload {
         let log = self.log();
         let passes = log
             .lines()
-            .filter(|l| l.starts_with(&format!("PASS {pid}")))
+            .filter(|l| l.starts_with(&format!("PASS {pid} ")))
             .count();
         assert_eq!(passes, passes_before + 1, "log: {log}");
         assert!(!log.contains("FAIL"), "log: {log}");
     }
 }
 
+/// Reaps `pid` once it has become our child (an orphan re-parented to
+/// us, the subreaper), or returns when it is gone; gives up after 10 s.
+pub fn reap_orphan(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let mut status = 0;
+        // SAFETY: status is a live i32; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
+        if r == pid || (r == -1 && !alive(pid)) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 impl Drop for Workload {
     fn drop(&mut self) {
+        for p in &self.others {
+            if alive(*p) {
+                // SAFETY: kill(2) by a pid of this workload's tree.
+                unsafe { libc::kill(*p, libc::SIGKILL) };
+            }
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -233,6 +270,9 @@ impl Drop for Workload {
                 let mut status = 0;
                 libc::waitpid(self.pid, &mut status, 0);
             }
+        }
+        for p in &self.others {
+            reap_orphan(*p);
         }
         let _ = fs::remove_dir_all(&self.dir);
     }

@@ -98,7 +98,8 @@ impl Frozen {
                 let r = ptrace::set_regs(t.tid, &resume_regs(t.regs))
                     .map_err(CheckpointError::sys(t.tid, "restore registers"))
                     .and_then(|_| {
-                        ptrace::detach(t.tid, 0).map_err(CheckpointError::sys(t.tid, "ptrace detach"))
+                        ptrace::detach(t.tid, 0)
+                            .map_err(CheckpointError::sys(t.tid, "ptrace detach"))
                     });
                 if let Err(e) = r {
                     first_error.get_or_insert(e);
@@ -215,9 +216,9 @@ fn freeze_into(root: i32, frozen: &mut Frozen) -> Result<(), CheckpointError> {
         }
     }
     // Processes and threads that ended while we froze the rest.
-    frozen.members.retain(|m| {
-        m.zombie.is_some() || !m.threads.is_empty() || proc::path(m.pid, "").exists()
-    });
+    frozen
+        .members
+        .retain(|m| m.zombie.is_some() || !m.threads.is_empty() || proc::path(m.pid, "").exists());
     for m in &frozen.members {
         if m.zombie.is_none() && m.threads.first().map(|t| t.tid) != Some(m.pid) {
             return Err(CheckpointError::Process {
@@ -467,12 +468,13 @@ fn collect_thread(
             signature: c.signature,
         });
     let task = format!("task/{tid}/");
-    let sigmask = proc::sigmask_at(&proc::path(pid, &format!("{task}status"))).ok_or_else(|| {
-        CheckpointError::Process {
-            pid: tid,
-            what: "no SigBlk in status".into(),
-        }
-    })?;
+    let sigmask =
+        proc::sigmask_at(&proc::path(pid, &format!("{task}status"))).ok_or_else(|| {
+            CheckpointError::Process {
+                pid: tid,
+                what: "no SigBlk in status".into(),
+            }
+        })?;
     let comm = std::fs::read_to_string(proc::path(pid, &format!("{task}comm")))
         .map_err(io("comm"))?
         .trim_end()
@@ -629,12 +631,14 @@ fn collect(
                 && (p == "/dev/zero (deleted)"
                     || (p.starts_with("/memfd:") && p.ends_with(" (deleted)"))) =>
             {
-                shm = Some(shared_object(pid, &m, shared_memory, pages).map_err(|what| {
-                    CheckpointError::Process {
-                        pid,
-                        what: format!("{range}: {what}"),
-                    }
-                })?);
+                shm = Some(
+                    shared_object(pid, &m, shared_memory, pages).map_err(|what| {
+                        CheckpointError::Process {
+                            pid,
+                            what: format!("{range}: {what}"),
+                        }
+                    })?,
+                );
                 VmaKind::SharedAnonymous
             }
             _ if shared => return Err(unsupported(format!("shared mapping {range}"))),
@@ -679,7 +683,10 @@ fn collect(
         .iter()
         .find(|v| v.kind == VmaKind::Vdso)
         .map(|v| (v.start, v.end));
-    let main = m.threads.first_mut().expect("a live process has its main thread");
+    let main = m
+        .threads
+        .first_mut()
+        .expect("a live process has its main thread");
     p.sigactions = with_remote(main, vdso, sigactions)?;
     for t in &mut m.threads {
         p.threads.push(collect_thread(pid, t, vdso)?);

@@ -64,10 +64,7 @@ impl Stat {
 
     /// The state letter (R, S, D, T, t, Z…).
     pub fn state(&self) -> char {
-        self.0
-            .first()
-            .and_then(|s| s.chars().next())
-            .unwrap_or('?')
+        self.0.first().and_then(|s| s.chars().next()).unwrap_or('?')
     }
 
     pub fn field(&self, n: usize) -> u64 {
@@ -117,9 +114,12 @@ pub fn tids(pid: i32) -> Vec<i32> {
 pub fn children(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for tid in tids(pid) {
-        let text = fs::read_to_string(path(pid, &format!("task/{tid}/children")))
-            .unwrap_or_default();
-        out.extend(text.split_whitespace().filter_map(|s| s.parse::<i32>().ok()));
+        let text =
+            fs::read_to_string(path(pid, &format!("task/{tid}/children"))).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|s| s.parse::<i32>().ok()),
+        );
     }
     out.sort_unstable();
     out

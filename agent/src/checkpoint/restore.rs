@@ -203,7 +203,9 @@ fn gadget_address(image: &Image, current: &[proc::MapLine]) -> Option<u64> {
             .iter()
             .flat_map(|p| &p.vmas)
             .any(|v| a + GADGET_LEN > v.start && a < v.end)
-            || current.iter().any(|m| a + GADGET_LEN > m.start && a < m.end)
+            || current
+                .iter()
+                .any(|m| a + GADGET_LEN > m.start && a < m.end)
     };
     (1..0x7000u64).map(|i| i << 32).find(|a| !busy(*a))
 }
@@ -219,7 +221,8 @@ impl Restorer<'_> {
     fn run(&mut self, root: i32) -> Result<(), Failure> {
         let image = self.image;
         let fail = |what: String| (root, what);
-        let status = ptrace::wait(root).map_err(|e| fail(format!("wait for the new process: {e}")))?;
+        let status =
+            ptrace::wait(root).map_err(|e| fail(format!("wait for the new process: {e}")))?;
         if !(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGSTOP) {
             return Err(fail(format!(
                 "the new process did not stop (wait status {status:#x})"
@@ -424,10 +427,7 @@ impl Restorer<'_> {
         for v in &p.vmas {
             if !matches!(
                 v.kind,
-                VmaKind::Anonymous
-                    | VmaKind::File
-                    | VmaKind::SharedFile
-                    | VmaKind::SharedAnonymous
+                VmaKind::Anonymous | VmaKind::File | VmaKind::SharedFile | VmaKind::SharedAnonymous
             ) {
                 continue;
             }
@@ -613,15 +613,18 @@ impl Restorer<'_> {
                 let tid = task.r.pid;
                 // A syscall our stop interrupted is re-issued.
                 let regs = resume_regs(t.regs.into());
-                ptrace::set_regs(tid, &regs).map_err(|err| (tid, format!("set registers: {err}")))?;
+                ptrace::set_regs(tid, &regs)
+                    .map_err(|err| (tid, format!("set registers: {err}")))?;
                 let xstate = image::unhex(&t.xstate).ok_or((tid, "xstate is not hex".into()))?;
-                ptrace::set_xstate(tid, &xstate).map_err(|err| (tid, format!("set xstate: {err}")))?;
+                ptrace::set_xstate(tid, &xstate)
+                    .map_err(|err| (tid, format!("set xstate: {err}")))?;
             }
         }
         for (i, main) in self.mains.iter().enumerate() {
             let Some(main) = main else { continue };
             for task in std::iter::once(main).chain(&self.threads[i]) {
-                ptrace::detach(task.r.pid, 0).map_err(|err| (task.r.pid, format!("detach: {err}")))?;
+                ptrace::detach(task.r.pid, 0)
+                    .map_err(|err| (task.r.pid, format!("detach: {err}")))?;
             }
         }
         Ok(())
@@ -698,8 +701,11 @@ fn thread_state(r: &mut Remote, gadget: u64, t: &image::Thread) -> Result<(), St
     r.call(libc::SYS_set_tid_address, &[t.tid_address])
         .map_err(e("set_tid_address"))?;
     if t.robust_list != 0 {
-        r.call(libc::SYS_set_robust_list, &[t.robust_list, t.robust_list_len])
-            .map_err(e("set_robust_list"))?;
+        r.call(
+            libc::SYS_set_robust_list,
+            &[t.robust_list, t.robust_list_len],
+        )
+        .map_err(e("set_robust_list"))?;
     }
     if let Some(rseq) = t.rseq {
         r.call(
