@@ -74,8 +74,8 @@ struct Stopped {
 }
 
 /// A process of the frozen tree.
-struct Member {
-    pid: i32,
+pub(super) struct Member {
+    pub(super) pid: i32,
     parent: i32,
     /// Wait status, for a zombie (which cannot be seized).
     zombie: Option<i32>,
@@ -84,14 +84,14 @@ struct Member {
 }
 
 /// The process tree under `root`, every thread of it stopped.
-struct Frozen {
-    members: Vec<Member>,
+pub(super) struct Frozen {
+    pub(super) members: Vec<Member>,
 }
 
 impl Frozen {
     /// Puts back every register our remote syscalls changed, lets every
     /// task go on and re-sends the signals held back meanwhile.
-    fn release(&self) -> Result<(), CheckpointError> {
+    pub(super) fn release(&self) -> Result<(), CheckpointError> {
         let mut first_error = None;
         for m in &self.members {
             for t in &m.threads {
@@ -119,7 +119,7 @@ impl Frozen {
 /// that appear meanwhile (a fork or a thread start racing with us) are
 /// caught by scanning again until a scan finds nothing new: once every
 /// task is stopped, nothing can create another.
-fn freeze(root: i32) -> Result<Frozen, CheckpointError> {
+pub(super) fn freeze(root: i32) -> Result<Frozen, CheckpointError> {
     let mut frozen = Frozen {
         members: Vec::new(),
     };
@@ -260,40 +260,48 @@ pub fn checkpoint_pid(
     } else {
         end(&frozen)?;
     }
-    Ok(DumpReport {
-        pid,
-        processes: image.processes.len(),
-        threads: image.processes.iter().map(|p| p.threads.len()).sum(),
-        vmas: image.processes.iter().map(|p| p.vmas.len()).sum(),
-        pages: pages.len() as u64 / 4096,
-        image_bytes: pages.len() as u64,
-        freeze,
-        dump,
-        write,
-    })
+    Ok(DumpReport::of(pid, &image, [freeze, dump, write]))
+}
+
+impl DumpReport {
+    pub(super) fn of(pid: i32, image: &Image, [freeze, dump, write]: [Duration; 3]) -> Self {
+        DumpReport {
+            pid,
+            processes: image.processes.len(),
+            threads: image.processes.iter().map(|p| p.threads.len()).sum(),
+            vmas: image.processes.iter().map(|p| p.vmas.len()).sum(),
+            pages: image.pages_len / 4096,
+            image_bytes: image.pages_len,
+            freeze,
+            dump,
+            write,
+        }
+    }
 }
 
 /// SIGKILLs every stopped process of the tree, reaps our traces, and
 /// waits (up to 10 s) for their parents to free the pids.
-fn end(frozen: &Frozen) -> Result<(), CheckpointError> {
+pub(super) fn end(frozen: &Frozen) -> Result<(), CheckpointError> {
     for m in frozen.members.iter().rev().filter(|m| m.zombie.is_none()) {
         nix::sys::signal::kill(Pid::from_raw(m.pid), Signal::SIGKILL)
             .map_err(CheckpointError::sys(m.pid, "kill"))?;
     }
-    // A thread group leader's exit is reported only after the other
-    // threads': those first.
-    let tids = frozen
+    // Our traces of their exits are collected in whatever order they
+    // come: a thread group leader's is reported only after its other
+    // threads', and a pid namespace's init waits for its children.
+    let mut pending: Vec<i32> = frozen
         .members
         .iter()
-        .flat_map(|m| m.threads.iter().rev().map(|t| t.tid));
-    for tid in tids {
-        loop {
-            match ptrace::wait(tid) {
-                Ok(status) if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) => break,
-                Ok(_) => continue,
-                Err(_) => break,
-            }
-        }
+        .flat_map(|m| m.threads.iter().map(|t| t.tid))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pending.is_empty() && Instant::now() < deadline {
+        pending.retain(|tid| match ptrace::wait_nohang(*tid) {
+            Ok(Some(status)) => !(libc::WIFEXITED(status) || libc::WIFSIGNALED(status)),
+            Ok(None) => true,
+            Err(_) => false,
+        });
+        std::thread::sleep(Duration::from_millis(1));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     for m in &frozen.members {
@@ -506,12 +514,16 @@ fn collect_thread(
 }
 
 /// Dumps every process of the frozen tree.
-fn collect_tree(root: i32, frozen: &mut Frozen) -> Result<(Image, Vec<u8>), CheckpointError> {
+pub(super) fn collect_tree(
+    root: i32,
+    frozen: &mut Frozen,
+) -> Result<(Image, Vec<u8>), CheckpointError> {
     let mut image = Image {
         root,
         processes: Vec::new(),
         shared_memory: Vec::new(),
         pages_len: 0,
+        container: None,
     };
     let mut pages = Vec::new();
     for m in &mut frozen.members {

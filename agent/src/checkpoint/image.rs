@@ -35,7 +35,22 @@ pub struct Image {
     pub shared_memory: Vec<SharedMemory>,
     /// Total bytes in pages.img.
     pub pages_len: u64,
+    /// For a container's image: what recreates the container around the
+    /// tree. Its pids are then those of the container's pid namespace.
+    #[serde(default)]
+    pub container: Option<ContainerImage>,
 }
+
+/// The container a tree was checkpointed from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerImage {
+    pub name: String,
+    pub recipe: crate::runtime::Recipe,
+}
+
+/// The path recorded for an fd on the container's log (the host's file,
+/// out of the container's sight): restore gives the new container's log.
+pub const CONTAINER_LOG: &str = "palisade:container-log";
 
 /// One process; for a zombie only its identity and exit status.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -475,6 +490,7 @@ mod tests {
             }],
             shared_memory: vec![],
             pages_len: pages.len() as u64,
+            container: None,
         }
     }
 

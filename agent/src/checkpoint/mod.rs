@@ -2,11 +2,12 @@
 //! ptrace, record its registers, memory, files and signal mask into an
 //! image, and recreate it later with the same pid by remote syscalls.
 //!
-//! This slice handles one single-threaded process without children (the
-//! `--pid` mode); anything it cannot reproduce faithfully is refused at
-//! dump time, naming it, with the process left running unchanged. Raw
+//! A `--pid` tree (a process, its threads and descendants) or a whole
+//! container; anything it cannot reproduce faithfully is refused at dump
+//! time, naming it, with the processes left running unchanged. Raw
 //! syscalls live in `sys::ptrace`; this module never uses `unsafe`.
 
+mod container;
 pub mod dump;
 pub mod image;
 mod proc;
@@ -15,6 +16,7 @@ pub mod restore;
 
 use nix::errno::Errno;
 
+pub use container::checkpoint_container;
 pub use dump::{DumpOptions, DumpReport, checkpoint_pid};
 pub use restore::restore;
 
@@ -32,6 +34,8 @@ pub enum CheckpointError {
     Unsupported { pid: i32, what: String },
     #[error("pid {pid}: {what}")]
     Process { pid: i32, what: String },
+    #[error("container {name}: cannot checkpoint: {what}")]
+    Container { name: String, what: String },
     #[error("image: {0}")]
     Image(String),
     #[error("restore of pid {pid}: {what}; every process created was killed")]

@@ -19,6 +19,9 @@ pub struct Remote {
     /// so they do not run a handler amid our calls; the caller sends them
     /// again once the task is released.
     pub deferred: Vec<i32>,
+    /// The task a remote fork or clone created, as our pid namespace
+    /// numbers it (from its event stop).
+    pub created: Option<i32>,
 }
 
 /// Why a remote syscall failed: the kernel said no inside the tracee, or
@@ -45,6 +48,7 @@ impl Remote {
             insn,
             base,
             deferred: Vec::new(),
+            created: None,
         }
     }
 
@@ -63,7 +67,16 @@ impl Remote {
             if sig == (libc::SIGTRAP | 0x80) || (sig == libc::SIGTRAP && status >> 16 == 0) {
                 return Ok(());
             }
-            if status >> 16 == 0 && sig != libc::SIGTRAP {
+            let event = status >> 16;
+            if matches!(
+                event,
+                libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE
+            ) {
+                let pid = ptrace::event_msg(self.pid)
+                    .map_err(|e| RemoteError::Trace(format!("ptrace event message: {e}")))?;
+                self.created = Some(pid as i32);
+            }
+            if event == 0 && sig != libc::SIGTRAP {
                 // A signal-delivery stop: hold the signal back, go on.
                 self.deferred.push(sig);
             }

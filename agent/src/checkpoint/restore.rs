@@ -130,7 +130,7 @@ type Failure = (i32, String);
 fn helper(image: &Image, pages: &[u8]) -> Result<(), Failure> {
     let root = image.root;
     let child = match crate::sys::process::fork_with_pid(root) {
-        Ok(0) => ptrace::child_become_tracee(false),
+        Ok(0) => ptrace::child_become_tracee(false, false),
         Ok(child) => child,
         Err(nix::errno::Errno::EEXIST) => return Err((root, format!("pid {root} is in use"))),
         Err(e) => {
@@ -140,6 +140,24 @@ fn helper(image: &Image, pages: &[u8]) -> Result<(), Failure> {
             ));
         }
     };
+    run_or_kill(child, image, pages)
+}
+
+/// Restores `image` into `root`, a child of ours that stopped itself as
+/// our tracee (pid 1 of a new container: the image's pids are those of
+/// its pid namespace). On failure every process created is killed, the
+/// root too.
+pub fn restore_into(root: i32, image: &Image, pages: &[u8]) -> Result<(), CheckpointError> {
+    if image.root != 1 {
+        return Err(CheckpointError::Image(format!(
+            "the tree's root is pid {}, a container's is pid 1",
+            image.root
+        )));
+    }
+    run_or_kill(root, image, pages).map_err(|(pid, what)| CheckpointError::Restore { pid, what })
+}
+
+fn run_or_kill(child: i32, image: &Image, pages: &[u8]) -> Result<(), Failure> {
     let mut restorer = Restorer {
         image,
         pages,
@@ -257,7 +275,7 @@ impl Restorer<'_> {
                 .ok_or((p.parent, "a zombie cannot have children".to_string()))?;
             let task = clone_task(&mut parent_task.r, self.gadget, p.pid, false)
                 .map_err(|e| (p.pid, e))?;
-            self.created.push(p.pid);
+            self.created.push(task.r.pid);
             self.mains[i] = Some(task);
             self.set_groups(i)?;
             if let Some(status) = p.zombie {
@@ -382,12 +400,13 @@ impl Restorer<'_> {
 
     fn rebuild(&mut self, i: usize) -> Result<(), String> {
         let p: &Process = &self.image.processes[i];
-        let pid = p.pid;
         let gadget = self.gadget;
         let pages = self.pages;
         let helper_pid = std::process::id();
         let shared_fds: Vec<i32> = self.shared.iter().map(|f| f.as_raw_fd()).collect();
         let r = &mut self.mains[i].as_mut().expect("live process").r;
+        // As we number it: the image's pid may be one of a pid namespace.
+        let pid = r.pid;
         let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
 
         // The kernel's vdso where the image had it (glibc caches pointers
@@ -535,7 +554,21 @@ impl Restorer<'_> {
         let _ = r.call(libc::SYS_close, &[exe_fd]);
         set.map_err(e("prctl PR_SET_MM_MAP (brk, stack, args, auxv, exe)".into()))?;
 
-        for f in &p.fds {
+        // The container's output first, from the stdio the root kept (and
+        // its children inherited), before other fds take 0-2 over.
+        for f in p.fds.iter().filter(|f| f.path == image::CONTAINER_LOG) {
+            if f.fd != 1 {
+                let cloexec = (f.flags & libc::O_CLOEXEC) as u64;
+                r.call(libc::SYS_dup3, &[1, f.fd as u64, cloexec])
+                    .map_err(e(format!("fd {}: the container's output", f.fd)))?;
+            }
+        }
+        for fd in 0..3 {
+            if !p.fds.iter().any(|f| f.fd == fd) {
+                let _ = r.call(libc::SYS_close, &[fd as u64]);
+            }
+        }
+        for f in p.fds.iter().filter(|f| f.path != image::CONTAINER_LOG) {
             let flags = f.flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
             let path = put_str(&f.path)?;
             let got = r
@@ -661,21 +694,25 @@ fn clone_task(parent: &mut Remote, gadget: u64, tid: i32, thread: bool) -> Resul
     write_all(pid, gadget + G_CLONE, &bytes)?;
     write_all(pid, gadget + G_SET_TID, &tid.to_ne_bytes())?;
     let what = if thread { "thread" } else { "process" };
+    parent.created = None;
     let got = parent
         .call(libc::SYS_clone3, &[gadget + G_CLONE, bytes.len() as u64])
         .map_err(|err| format!("remote clone3 of {what} {tid} (set_tid): {err}"))?;
     if got != tid as u64 {
         return Err(format!("clone3 gave {what} {got}, not {tid}"));
     }
-    let status = ptrace::wait(tid).map_err(|err| format!("wait for {what} {tid}: {err}"))?;
+    // Its pid as we see it (the same, unless it is in a pid namespace of
+    // its own).
+    let host = parent.created.unwrap_or(tid);
+    let status = ptrace::wait(host).map_err(|err| format!("wait for {what} {tid}: {err}"))?;
     if !libc::WIFSTOPPED(status) {
         return Err(format!(
             "new {what} {tid} did not stop (wait status {status:#x})"
         ));
     }
-    let regs = ptrace::get_regs(tid).map_err(|err| format!("registers of {tid}: {err}"))?;
+    let regs = ptrace::get_regs(host).map_err(|err| format!("registers of {tid}: {err}"))?;
     Ok(Task {
-        r: Remote::new(tid, gadget, regs),
+        r: Remote::new(host, gadget, regs),
     })
 }
 

@@ -71,8 +71,10 @@ pub fn main() -> i32 {
     // Commands that put palisade's own process into a container run from
     // a sealed copy of the binary, which the container cannot overwrite
     // through /proc/PID/exe (the CVE-2019-5736 class).
-    if matches!(cli.command, Command::Run(_) | Command::Exec(_))
-        && let Err(e) = crate::runtime::security::ensure_sealed_self()
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Exec(_) | Command::Restore(_)
+    ) && let Err(e) = crate::runtime::security::ensure_sealed_self()
     {
         report(&e);
         return crate::runtime::EXIT_SETUP_FAILED;
@@ -89,8 +91,8 @@ pub fn main() -> i32 {
         Command::Events(args) => events::execute(&root, args),
         Command::Stats(args) => stats::execute(&root, args),
         Command::Agent(args) => agent::execute(&root, args),
-        Command::Checkpoint(args) => checkpoint::checkpoint(args),
-        Command::Restore(args) => checkpoint::restore(args),
+        Command::Checkpoint(args) => checkpoint::checkpoint(&root, args),
+        Command::Restore(args) => checkpoint::restore(&root, args),
     }
 }
 

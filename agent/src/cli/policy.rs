@@ -57,7 +57,20 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                 );
             }
             match runtime::apply_policy(root, &name, &policy) {
-                Ok(()) => 0,
+                Ok(()) => {
+                    // A checkpoint of the container restores it under
+                    // this policy.
+                    if let (Ok(mut state), Ok(text)) =
+                        (root.load(&name), std::fs::read_to_string(&file))
+                        && let Some(recipe) = state.recipe.as_mut()
+                    {
+                        recipe.applied_policy = Some(text);
+                        if let Err(e) = root.save(&state) {
+                            super::report(&e);
+                        }
+                    }
+                    0
+                }
                 Err(e) => super::failed(e),
             }
         }

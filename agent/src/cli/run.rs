@@ -6,8 +6,8 @@ use clap::{Args, ValueEnum};
 
 use crate::{
     runtime::{
-        self, BindMount, DeviceNode, DeviceRequest, NetMode, RunOutcome, RunSpec, StateRoot,
-        security,
+        self, BindMount, DeviceNode, DeviceRequest, NetMode, Recipe, RunOutcome, RunSpec,
+        StateRoot, security,
     },
     spec::{Egress, Policy, Resources, Value, load_bundle},
 };
@@ -233,6 +233,113 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         },
         None => Policy::default(),
     };
+    let recipe = Recipe {
+        run_args: recipe_args(std::env::args().skip_while(|a| a != "run").skip(1)),
+        policy: args
+            .policy
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok()),
+        applied_policy: None,
+    };
+    match spec_from(args, policy) {
+        Ok(mut spec) => {
+            spec.recipe = Some(recipe);
+            launch(root, &spec)
+        }
+        Err(status) => status,
+    }
+}
+
+/// The `run` arguments worth recording to make the container again: all
+/// but --name, --detach and --policy (restore gives its own name and
+/// mode, and the policy's text is kept apart). The command after `--` is
+/// kept as it is.
+fn recipe_args(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--" => {
+                out.push(a);
+                out.extend(args.by_ref());
+            }
+            "--name" | "--policy" => {
+                args.next();
+            }
+            "-d" | "--detach" => {}
+            _ if a.starts_with("--name=") || a.starts_with("--policy=") => {}
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
+/// `run`'s arguments, for parsing a recipe again.
+#[derive(Debug, clap::Parser)]
+#[command(no_binary_name = true)]
+struct Rerun {
+    #[command(flatten)]
+    args: RunArgs,
+}
+
+/// Restores a container's checkpoint image (in `dir`) into a new
+/// container made from its recipe, named `name`.
+pub fn restore_container(
+    root: &StateRoot,
+    recipe: &Recipe,
+    name: String,
+    detach: bool,
+    dir: std::path::PathBuf,
+) -> i32 {
+    use clap::Parser;
+    let bad_input = |e: &dyn std::fmt::Display| {
+        super::report(&format!("the image's recipe: {e}"));
+        super::EXIT_BAD_INPUT
+    };
+    let mut args = match Rerun::try_parse_from(&recipe.run_args) {
+        Ok(r) => r.args,
+        Err(e) => return bad_input(&e),
+    };
+    args.name = Some(name);
+    args.detach = detach;
+    args.policy = None;
+    let parse = |text: &str| Policy::parse(std::path::Path::new("<recipe policy>"), text);
+    let policy = match (&recipe.policy, &recipe.applied_policy) {
+        (None, None) => Ok(Policy::default()),
+        (Some(text), None) => parse(text),
+        (original, Some(applied)) => {
+            // `policy apply` changes all but the resources, which stay as
+            // the container started with.
+            let resources = original
+                .as_deref()
+                .map(parse)
+                .transpose()
+                .map(|p| p.map(|p| p.resources).unwrap_or_default());
+            resources.and_then(|resources| {
+                parse(applied).map(|mut p| {
+                    p.resources = resources;
+                    p
+                })
+            })
+        }
+    };
+    let policy = match policy {
+        Ok(p) => p,
+        Err(e) => return bad_input(&e),
+    };
+    match spec_from(args, policy) {
+        Ok(mut spec) => {
+            spec.recipe = Some(recipe.clone());
+            spec.restore = Some(dir);
+            launch(root, &spec)
+        }
+        Err(status) => status,
+    }
+}
+
+/// The run spec for `args` under `policy`, or the exit status of a bad
+/// flag (reported).
+fn spec_from(args: RunArgs, policy: Policy) -> Result<RunSpec, i32> {
     let bad_input = |e: &dyn std::fmt::Display| {
         super::report(e);
         super::EXIT_BAD_INPUT
@@ -242,7 +349,7 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
     if !pairs.is_empty() {
         match Resources::from_flags(&pairs).and_then(|r| r.validate()) {
             Ok(flags) => policy.resources = policy.resources.overlaid_with(flags),
-            Err(e) => return bad_input(&e),
+            Err(e) => return Err(bad_input(&e)),
         }
     }
     match egress_flags(
@@ -251,15 +358,15 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         policy.network.egress,
     ) {
         Ok(egress) => policy.network.egress = egress,
-        Err(e) => return bad_input(&e),
+        Err(e) => return Err(bad_input(&e)),
     }
     let caps = match security::resolve_caps(&args.cap_add, &args.cap_drop) {
         Ok(c) => c,
-        Err(e) => return bad_input(&e),
+        Err(e) => return Err(bad_input(&e)),
     };
     let user = match args.user.as_deref().map(security::parse_user).transpose() {
         Ok(u) => u,
-        Err(e) => return bad_input(&e),
+        Err(e) => return Err(bad_input(&e)),
     };
     let devices = match args
         .devices
@@ -268,13 +375,13 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         .collect::<Result<Vec<_>, _>>()
     {
         Ok(d) => d,
-        Err(e) => return bad_input(&e),
+        Err(e) => return Err(bad_input(&e)),
     };
     let name = args.name.unwrap_or_else(generated_name);
     if let Some(dir) = &args.bundle {
         let bundle = match load_bundle(dir) {
             Ok(b) => b,
-            Err(e) => return bad_input(&e),
+            Err(e) => return Err(bad_input(&e)),
         };
         for warning in &bundle.warnings {
             eprintln!("palisade: warning: {warning}");
@@ -284,10 +391,10 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         policy.resources = bundle.resources.clone().overlaid_with(policy.resources);
         let mut spec = match RunSpec::from_bundle(name.clone(), bundle, policy, args.detach) {
             Ok(s) => s,
-            Err(e) => return bad_input(&e),
+            Err(e) => return Err(bad_input(&e)),
         };
         spec.devices.extend(devices);
-        return launch(root, &spec);
+        return Ok(spec);
     }
     let spec = RunSpec {
         name: name.clone(),
@@ -313,8 +420,10 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         parent: args.parent,
         extra_masked: Vec::new(),
         extra_read_only: Vec::new(),
+        recipe: None,
+        restore: None,
     };
-    launch(root, &spec)
+    Ok(spec)
 }
 
 fn launch(root: &StateRoot, spec: &RunSpec) -> i32 {

@@ -38,6 +38,9 @@ pub(super) struct Init<'a> {
     pub caps: security::CapSet,
     pub user: Option<&'a security::User>,
     pub seccomp: &'a security::SeccompFilter,
+    /// Stop as the parent's tracee instead of exec'ing: a checkpoint is
+    /// restored into this process.
+    pub restore: bool,
 }
 
 /// Never returns: execs the command or exits with a reported failure.
@@ -54,6 +57,10 @@ pub(super) fn start(
     let mut report = File::from(report);
     let (status, message) = match prepare(go, netns_ready, &init, report_fd) {
         Err(message) => (EXIT_SETUP_FAILED, message),
+        // Everything of palisade's goes but the container's stdio (the
+        // report pipe too, so the parent reads EOF: no failure), then it
+        // stops for the restore.
+        Ok(()) if init.restore => sys::ptrace::child_become_tracee(false, true),
         Ok(()) => {
             let program = resolve(&init.argv[0], init.env);
             let errno = execve(&program, init.argv, init.env).unwrap_err();
@@ -129,6 +136,10 @@ fn prepare(
     // Nothing of palisade's may reach the command but the report pipe,
     // which closes on exec.
     security::close_inherited_fds(&[report_fd])?;
+    if init.restore {
+        // The restored processes get their image's credentials.
+        return Ok(());
+    }
     security::apply(&init.caps, init.user, init.seccomp)
 }
 

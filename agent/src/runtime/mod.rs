@@ -32,7 +32,7 @@ pub use lifecycle::{kill, logs, ps, remove, wait};
 use nix::errno::Errno;
 pub use policy::{EgressShown, Shown, apply_policy, show_policy};
 pub use rootfs::{BindMount, RootfsSpec};
-pub use state::{State, StateError, StateRoot, Status};
+pub use state::{Recipe, State, StateError, StateRoot, Status};
 pub use stats::{ContainerStats, EgressTotals, stats};
 use thiserror::Error;
 
@@ -102,6 +102,11 @@ pub struct RunSpec {
     /// Masked and read-only paths beyond the defaults (an OCI bundle's).
     pub extra_masked: Vec<PathBuf>,
     pub extra_read_only: Vec<PathBuf>,
+    /// Kept in the state for a later checkpoint's restore.
+    pub recipe: Option<Recipe>,
+    /// Instead of running the command, restore the checkpoint image in
+    /// this directory into the new container.
+    pub restore: Option<PathBuf>,
 }
 
 #[derive(Debug, Error)]
@@ -215,6 +220,8 @@ impl RunSpec {
             parent: None,
             extra_masked: bundle.masked_paths,
             extra_read_only: bundle.readonly_paths,
+            recipe: None,
+            restore: None,
         })
     }
 }

@@ -54,6 +54,7 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         enclosing: Vec::new(),
         shaping: None,
         device_rules: spec.extra_device_rules(),
+        recipe: spec.recipe.clone(),
         exec: ExecProfile {
             env: env_strings.clone(),
             workdir: spec.workdir.clone(),
@@ -389,6 +390,7 @@ fn start(
                     caps: spec.caps,
                     user: spec.user.as_ref(),
                     seccomp: &seccomp,
+                    restore: spec.restore.is_some(),
                 },
             )
         }
@@ -453,6 +455,22 @@ fn start(
     if let Some((status, message)) = init::read_report(err_read) {
         let _ = waitpid(child, None);
         return Err(RuntimeError::Start { status, message });
+    }
+    // Restoring: the new process stopped itself as our tracee, in every
+    // namespace, cgroup and policy of the container; the image's tree is
+    // rebuilt from it (its pid 1) and let go.
+    if let Some(dir) = &spec.restore {
+        let restored = crate::checkpoint::image::read(dir).and_then(|(image, pages)| {
+            crate::checkpoint::restore::restore_into(child.as_raw(), &image, &pages)
+        });
+        if let Err(e) = restored {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return Err(RuntimeError::Start {
+                status: EXIT_SETUP_FAILED,
+                message: e.to_string(),
+            });
+        }
     }
     state.status = Status::Running;
     state.pid = Some(child.as_raw());

@@ -99,6 +99,22 @@ pub struct State {
     /// applied to the container (`c 7:0 rw`…).
     #[serde(default)]
     pub device_rules: Vec<crate::spec::DeviceRule>,
+    /// How to create the container again (`palisade restore` of its
+    /// checkpoint).
+    #[serde(default)]
+    pub recipe: Option<Recipe>,
+}
+
+/// The `run` arguments that made a container (without --name, --detach
+/// and --policy) and the policy texts, so a checkpoint can recreate it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub run_args: Vec<String>,
+    /// The policy file's text at `run`, if one was given.
+    pub policy: Option<String>,
+    /// The last `policy apply`'s text: its network and device sections
+    /// are the ones in force.
+    pub applied_policy: Option<String>,
 }
 
 impl State {

@@ -195,9 +195,10 @@ pub fn write_memory(pid: i32, addr: u64, data: &[u8]) -> nix::Result<usize> {
 }
 
 /// In a freshly cloned child: leave the parent's session, drop every
-/// signal handler, the alternate signal stack and every fd, then stop as
-/// a tracee of the parent. Only async-signal-safe calls; never returns.
-pub fn child_become_tracee(new_session: bool) -> ! {
+/// signal handler, the alternate signal stack and every fd (but 0-2 with
+/// `keep_stdio`), then stop as a tracee of the parent. Only
+/// async-signal-safe calls; never returns.
+pub fn child_become_tracee(new_session: bool, keep_stdio: bool) -> ! {
     // SAFETY: each call below is async-signal-safe, takes plain integers
     // or pointers to locals, and the process is a fork-like copy that
     // exits with _exit on any failure.
@@ -216,7 +217,8 @@ pub fn child_become_tracee(new_session: bool) -> ! {
             ss_size: 0,
         };
         libc::sigaltstack(&ss, std::ptr::null_mut());
-        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        let first: u32 = if keep_stdio { 3 } else { 0 };
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32);
         if libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) == 0 {
             libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGSTOP);
         }
@@ -247,4 +249,30 @@ pub fn robust_list(tid: i32) -> nix::Result<(u64, u64)> {
         )
     };
     Errno::result(r).map(|_| (head, len as u64))
+}
+
+/// PTRACE_GETEVENTMSG: after a fork/clone event stop, the new task's pid
+/// as the tracer's pid namespace numbers it.
+pub fn event_msg(pid: i32) -> nix::Result<u64> {
+    let mut msg: libc::c_ulong = 0;
+    ptrace_raw(
+        libc::PTRACE_GETEVENTMSG,
+        pid,
+        0,
+        &mut msg as *mut libc::c_ulong as usize,
+    )?;
+    Ok(msg)
+}
+
+/// Like [`wait`] but returns `None` at once if `pid` has nothing to
+/// report yet.
+pub fn wait_nohang(pid: i32) -> nix::Result<Option<i32>> {
+    let mut status = 0;
+    // SAFETY: status is a live i32 the kernel writes the status into.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL | libc::WNOHANG) };
+    match Errno::result(r) {
+        Ok(0) => Ok(None),
+        Ok(_) => Ok(Some(status)),
+        Err(e) => Err(e),
+    }
 }

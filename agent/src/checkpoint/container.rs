@@ -1,0 +1,184 @@
+//! Checkpoint of a container: its cgroup is frozen while every task of
+//! its tree is seized, the tree is dumped like a `--pid` tree, and its
+//! pids are rewritten as the container's pid namespace numbers them
+//! (restore recreates them there, in a new container made from the
+//! recorded `run` recipe, under the same policy).
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use super::{
+    CheckpointError,
+    dump::{self, DumpOptions, DumpReport},
+    image::{self, ContainerImage, Image},
+    proc,
+};
+use crate::runtime::{StateRoot, Status};
+
+/// Checkpoints container `name` into `dir`; without `leave_running` it is
+/// then ended and removed (its name is free for the restore).
+pub fn checkpoint_container(
+    root: &StateRoot,
+    name: &str,
+    dir: &Path,
+    opts: DumpOptions,
+) -> Result<DumpReport, CheckpointError> {
+    let refuse = |what: String| CheckpointError::Container {
+        name: name.to_string(),
+        what,
+    };
+    let state = root.load(name).map_err(|e| refuse(e.to_string()))?;
+    let pid = match (state.status, state.pid) {
+        (Status::Running, Some(pid)) => pid,
+        (status, _) => return Err(refuse(format!("it is {status}, not running"))),
+    };
+    if !state.enclosing.is_empty() {
+        return Err(refuse(
+            "it is nested in another container (--parent): checkpoint the outermost".into(),
+        ));
+    }
+    let recipe = state.recipe.clone().ok_or_else(|| {
+        refuse("it was started by an older palisade that recorded no recipe".into())
+    })?;
+    let unified = state
+        .cgroups
+        .first()
+        .ok_or_else(|| refuse("it has no cgroup".into()))?
+        .clone();
+
+    let t0 = Instant::now();
+    set_frozen(&unified, true).map_err(&refuse)?;
+    let frozen = dump::freeze(pid);
+    let thawed = set_frozen(&unified, false).map_err(&refuse);
+    let mut frozen = frozen?;
+    if let Err(e) = thawed {
+        let _ = frozen.release();
+        return Err(e);
+    }
+    let freeze = t0.elapsed();
+    let t1 = Instant::now();
+    let dumped = check_all_in_tree(&unified, &frozen)
+        .map_err(&refuse)
+        .and_then(|()| dump::collect_tree(pid, &mut frozen))
+        .and_then(|(mut image, pages)| {
+            to_namespace(&mut image)?;
+            let log = root.log_path(name).display().to_string();
+            for f in image.processes.iter_mut().flat_map(|p| &mut p.fds) {
+                if f.path == log {
+                    f.path = image::CONTAINER_LOG.to_string();
+                }
+            }
+            image.container = Some(ContainerImage {
+                name: name.to_string(),
+                recipe,
+            });
+            Ok((image, pages))
+        });
+    let (image, pages) = match dumped {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = frozen.release();
+            return Err(e);
+        }
+    };
+    let dump = t1.elapsed();
+    let t2 = Instant::now();
+    if let Err(e) = image::write(dir, &image, &pages) {
+        let _ = frozen.release();
+        return Err(e);
+    }
+    let write = t2.elapsed();
+    if opts.leave_running {
+        frozen.release()?;
+    } else {
+        dump::end(&frozen)?;
+        crate::runtime::remove(root, name, true).map_err(|e| refuse(e.to_string()))?;
+    }
+    Ok(DumpReport::of(pid, &image, [freeze, dump, write]))
+}
+
+/// Freezes or thaws a cgroup v2 directory and waits (up to 5 s) until the
+/// kernel says it is done.
+fn set_frozen(dir: &Path, frozen: bool) -> Result<(), String> {
+    let want = if frozen { "1" } else { "0" };
+    std::fs::write(dir.join("cgroup.freeze"), want)
+        .map_err(|e| format!("{}/cgroup.freeze: {e}", dir.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = std::fs::read_to_string(dir.join("cgroup.events"))
+            .map_err(|e| format!("{}/cgroup.events: {e}", dir.display()))?;
+        if events.lines().any(|l| l == format!("frozen {want}")) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} did not become {} within 5 s",
+                dir.display(),
+                if frozen { "frozen" } else { "thawed" }
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Every process in the container's cgroup must be in the tree under its
+/// first process: one started by `palisade exec` is not, and could not be
+/// put back.
+fn check_all_in_tree(unified: &Path, frozen: &dump::Frozen) -> Result<(), String> {
+    let procs = std::fs::read_to_string(unified.join("cgroup.procs"))
+        .map_err(|e| format!("{}/cgroup.procs: {e}", unified.display()))?;
+    for pid in procs
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        if !frozen.members.iter().any(|m| m.pid == pid) {
+            return Err(format!(
+                "process {pid} in its cgroup is not a descendant of its first process (started by `palisade exec`?)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The innermost pid in /proc/PID/status's NSpid line.
+fn namespace_pid(pid: i32, tid: i32) -> Result<i32, CheckpointError> {
+    let status =
+        std::fs::read_to_string(proc::path(pid, &format!("task/{tid}/status"))).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|v| v.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| CheckpointError::Process {
+            pid: tid,
+            what: "no NSpid in its status".into(),
+        })
+}
+
+/// Rewrites every pid of the image (taken from the host) as the
+/// container's pid namespace numbers it. A session or group outside the
+/// container (the monitor's) becomes 0: inherited from whoever restores.
+fn to_namespace(image: &mut Image) -> Result<(), CheckpointError> {
+    let mut map = HashMap::new();
+    for p in &image.processes {
+        map.insert(p.pid, namespace_pid(p.pid, p.pid)?);
+        for t in &p.threads {
+            map.insert(t.tid, namespace_pid(p.pid, t.tid)?);
+        }
+    }
+    let ns = |pid: i32| map.get(&pid).copied().unwrap_or(0);
+    image.root = ns(image.root);
+    for p in &mut image.processes {
+        p.parent = ns(p.parent);
+        p.pgid = ns(p.pgid);
+        p.sid = ns(p.sid);
+        p.pid = ns(p.pid);
+        for t in &mut p.threads {
+            t.tid = ns(t.tid);
+        }
+    }
+    Ok(())
+}
