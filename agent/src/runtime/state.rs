@@ -318,6 +318,7 @@ mod tests {
             enclosing: vec![],
             shaping: None,
             device_rules: vec![crate::spec::DeviceRule::parse("b 7:0 rw").unwrap()],
+            recipe: None,
         }
     }
 
