@@ -13,7 +13,8 @@ use super::{
     CheckpointError,
     image::{self, Image, Registers, Rseq, Run, SigAction, Vma, VmaKind},
     proc,
-    remote::{Remote, find_syscall, resume_regs},
+    remote::{Remote, Scratch, find_syscall, resume_regs},
+    state,
 };
 use crate::sys::ptrace;
 
@@ -248,16 +249,13 @@ fn dump_vma(
     Ok(runs)
 }
 
-/// Reads every signal disposition that is not the default, by remote
-/// rt_sigaction executed at a `syscall` instruction of the process's own
-/// (at rip-2 when it was stopped in a syscall, else in its vdso), into
-/// scratch space below its red zone, which is put back afterwards.
-fn sigactions(
+/// A remote-syscall driver for the stopped task: at the `syscall` it was
+/// stopped in (rip-2), else at one in its vdso.
+fn remote_for(
     pid: i32,
     regs: ptrace::Regs,
     vdso: Option<(u64, u64)>,
-    deferred: &mut Vec<i32>,
-) -> Result<Vec<SigAction>, CheckpointError> {
+) -> Result<Remote, CheckpointError> {
     let fail = |what: String| CheckpointError::Process { pid, what };
     let mut two = [0u8; 2];
     let at_rip = (regs.orig_rax as i64) >= 0
@@ -267,7 +265,7 @@ fn sigactions(
         regs.rip - 2
     } else {
         let (start, end) = vdso.ok_or_else(|| {
-            fail("no syscall instruction to read signal handlers with (no vdso)".into())
+            fail("no syscall instruction to make remote syscalls with (no vdso)".into())
         })?;
         let mut bytes = vec![0u8; (end - start) as usize];
         ptrace::read_memory(pid, start, &mut bytes)
@@ -275,35 +273,30 @@ fn sigactions(
         find_syscall(&bytes, start)
             .ok_or_else(|| fail("no syscall instruction in the vdso".into()))?
     };
-    let scratch = (regs.rsp - 128 - 64) & !15;
-    let mut old = [0u8; 32];
-    ptrace::read_memory(pid, scratch, &mut old)
-        .map_err(CheckpointError::sys(pid, "read the stack"))?;
-    let mut r = Remote::new(pid, insn, regs);
+    Ok(Remote::new(pid, insn, regs))
+}
+
+/// Reads every signal disposition that is not the default, by remote
+/// rt_sigaction in the process into its scratch page.
+fn sigactions(r: &mut Remote, scratch: &Scratch) -> Result<Vec<SigAction>, CheckpointError> {
+    let pid = r.pid;
+    let fail = |what: String| CheckpointError::Process { pid, what };
     let mut out = Vec::new();
-    let mut result = Ok(());
     for sig in 1..=64i32 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        if let Err(e) = r.call(libc::SYS_rt_sigaction, &[sig as u64, 0, scratch, 8]) {
-            result = Err(fail(format!("remote rt_sigaction({sig}): {e}")));
-            break;
-        }
-        let mut b = [0u8; 32];
-        if let Err(e) = ptrace::read_memory(pid, scratch, &mut b) {
-            result = Err(CheckpointError::sys(pid, "read a sigaction")(e));
-            break;
-        }
-        let act = SigAction::from_bytes(sig, &b);
+        r.call(libc::SYS_rt_sigaction, &[sig as u64, 0, scratch.addr, 8])
+            .map_err(|e| fail(format!("remote rt_sigaction({sig}): {e}")))?;
+        let b = scratch
+            .get(pid, 0, 32)
+            .map_err(|e| fail(format!("read a sigaction: {e}")))?;
+        let act = SigAction::from_bytes(sig, &b.try_into().expect("32 bytes"));
         if act.handler != 0 || act.flags != 0 || act.mask != 0 {
             out.push(act);
         }
     }
-    deferred.append(&mut r.deferred);
-    ptrace::write_memory(pid, scratch, &old)
-        .map_err(CheckpointError::sys(pid, "put the stack back"))?;
-    result.map(|()| out)
+    Ok(out)
 }
 
 fn collect(
@@ -408,7 +401,27 @@ fn collect(
         .iter()
         .find(|v| v.kind == VmaKind::Vdso)
         .map(|v| (v.start, v.end));
-    let sigactions = sigactions(pid, regs, vdso, deferred)?;
+    // Remote syscalls use one scratch page of ours, unmapped again
+    // whatever happens.
+    let busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
+    let mut r = remote_for(pid, regs, vdso)?;
+    let scratch = Scratch::map(&mut r, &busy).map_err(|e| CheckpointError::Process {
+        pid,
+        what: format!("map a scratch page: {e}"),
+    })?;
+    let read = (|| {
+        // Hook: task state (checkpoint/state.rs), per thread and per process.
+        let thread = state::dump_thread(&mut r, &scratch)?;
+        let process = state::dump_process(&mut r, &scratch)?;
+        Ok((process, thread, sigactions(&mut r, &scratch)?))
+    })();
+    let unmapped = scratch.unmap(&mut r);
+    deferred.append(&mut r.deferred);
+    let (process_state, thread_state, sigactions) = read?;
+    unmapped.map_err(|e| CheckpointError::Process {
+        pid,
+        what: format!("unmap the scratch page: {e}"),
+    })?;
     let image = Image {
         pid,
         session_leader,
@@ -424,6 +437,8 @@ fn collect(
         auxv,
         vmas,
         fds,
+        state: process_state,
+        thread: thread_state,
         pages_len: pages.len() as u64,
     };
     Ok((image, pages))

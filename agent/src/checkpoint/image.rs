@@ -7,7 +7,10 @@ use std::{fs, io::Write, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use super::CheckpointError;
+use super::{
+    CheckpointError,
+    state::{ProcessState, ThreadState},
+};
 
 /// The only image format this build reads and writes.
 pub const FORMAT: u32 = 1;
@@ -45,6 +48,11 @@ pub struct Image {
     pub auxv: Vec<u64>,
     pub vmas: Vec<Vma>,
     pub fds: Vec<Fd>,
+    /// Limits, personality, prctl flags, timers, credentials, shared
+    /// pending signals (checkpoint/state.rs).
+    pub state: ProcessState,
+    /// Alternate signal stack and the thread's own pending signals.
+    pub thread: ThreadState,
     /// Total bytes in pages.img.
     pub pages_len: u64,
 }
@@ -367,6 +375,8 @@ mod tests {
                 }],
             }],
             fds: vec![],
+            state: ProcessState::default(),
+            thread: ThreadState::default(),
             pages_len: pages.len() as u64,
         }
     }

@@ -392,6 +392,9 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
         &[libc::SIG_SETMASK as u64, gadget + G_MASK, 0, 8],
     )
     .map_err(e("rt_sigprocmask".into()))?;
+    // Hook: task state (checkpoint/state.rs), credentials last; every
+    // signal stays blocked until `state::unblock` below.
+    super::state::restore(&mut r, &image.state, &image.thread)?;
     if let Some(rseq) = image.rseq {
         r.call(
             libc::SYS_rseq,
@@ -419,6 +422,9 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
     r.call(libc::SYS_munmap, &[gadget, PAGE])
         .map_err(e("unmap the gadget page".into()))?;
 
+    // Hook: the blocked mask the task had, now that no remote syscall
+    // follows to take a pending signal.
+    super::state::unblock(pid, image.sigmask)?;
     // Registers last; a syscall our stop interrupted is re-issued.
     let regs = resume_regs(image.regs.into());
     ptrace::set_regs(pid, &regs).map_err(|err| format!("set registers: {err}"))?;
