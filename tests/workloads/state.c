@@ -17,7 +17,8 @@
  *               1000/1001/0, securebits KEEP_CAPS|NO_SETUID_FIXUP, a
  *               reduced capability set, two bounding caps dropped, an
  *               ambient cap (started as root);
- *   pdeathsig - a parent-death signal (to be refused at checkpoint).
+ *   pdeathsig - a parent-death signal (to be refused at checkpoint);
+ *   seccomp   - an allow-all seccomp filter (to be refused at checkpoint).
  * Every mode also checks that clock_gettime (vdso) works and that
  * CLOCK_MONOTONIC never went backwards. */
 #define _GNU_SOURCE
@@ -25,6 +26,8 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -331,6 +334,18 @@ static int check_pdeathsig(void) {
     return 1;
 }
 
+/* ---- seccomp ---- */
+static int setup_seccomp(void) {
+    struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    struct sock_fprog prog = {1, allow};
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) == 0;
+}
+static int check_seccomp(void) {
+    uint64_t mode = status_hex("Seccomp:");
+    if (mode != SECCOMP_MODE_FILTER) FAIL("seccomp mode %lu", (unsigned long)mode);
+    return 1;
+}
+
 int main(int argc, char **argv) {
     if (argc < 5) return 2;
     const char *mode = argv[4];
@@ -354,7 +369,8 @@ int main(int argc, char **argv) {
         signal(SIGUSR1, SIG_IGN);
         ok = prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0) == 0;
         check = check_pdeathsig;
-    } else return 2;
+    } else if (!strcmp(mode, "seccomp")) { ok = setup_seccomp(); check = check_seccomp; }
+    else return 2;
     if (!ok) return 3;
     clock_gettime(CLOCK_MONOTONIC, &last_mono);
     if (rename(tmp, argv[1]) != 0) return 2;

@@ -298,10 +298,12 @@ pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, C
         parse_timers(&text).map_err(|e| unsupported(format!("POSIX timer: {e}")))?;
     posix_timers.sort_by_key(|t| t.id);
     for t in &mut posix_timers {
-        if t.clock < 0 {
+        // A CPU-time clock of a given task encodes its pid: ~(clock >> 3).
+        let owner = !(t.clock >> 3);
+        if t.clock < 0 && owner != pid {
             return Err(unsupported(format!(
-                "POSIX timer {} on CPU clock {} of another task",
-                t.id, t.clock
+                "POSIX timer {} on the CPU clock of another task (pid {owner})",
+                t.id
             )));
         }
         r.call(
@@ -397,12 +399,9 @@ fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, String> {
                 t.notify = match kind {
                     "signal" => libc::SIGEV_SIGNAL,
                     "none" => libc::SIGEV_NONE,
-                    other => {
-                        return Err(format!(
-                            "timer {} notifies by {other:?} (only signal and none are restored)",
-                            t.id
-                        ));
-                    }
+                    // The kernel treats SIGEV_THREAD like SIGEV_SIGNAL.
+                    "thread" => libc::SIGEV_THREAD,
+                    other => return Err(format!("timer {} notifies by {other:?}", t.id)),
                 };
                 let (scope, n) = target.split_once('.').ok_or_else(bad)?;
                 if scope == "tid" {
@@ -732,8 +731,8 @@ mod tests {
         assert_eq!(t[1].notify, libc::SIGEV_SIGNAL | libc::SIGEV_THREAD_ID);
         assert_eq!(t[1].tid, 78);
         let err =
-            parse_timers("ID: 1\nsignal: 14/0\nnotify: thread/pid.3\nClockID: 1\n").unwrap_err();
-        assert!(err.contains("\"thread\""), "{err}");
+            parse_timers("ID: 1\nsignal: 14/0\nnotify: pigeon/pid.3\nClockID: 1\n").unwrap_err();
+        assert!(err.contains("\"pigeon\""), "{err}");
     }
 
     #[test]
