@@ -15,7 +15,8 @@ use super::{
         self, Image, Process, Registers, Rseq, Run, SharedMemory, SigAction, Thread, Vma, VmaKind,
     },
     proc,
-    remote::{Remote, find_syscall, resume_regs},
+    remote::{Remote, Scratch, find_syscall, resume_regs},
+    state,
 };
 use crate::sys::ptrace;
 
@@ -240,7 +241,18 @@ pub fn checkpoint_pid(
     let mut frozen = freeze(pid)?;
     let freeze = t0.elapsed();
     let t1 = Instant::now();
-    let collected = collect_tree(pid, &mut frozen);
+    let collected = collect_tree(pid, &mut frozen).and_then(|(image, pages)| {
+        let sig = image.processes[0].state.pdeathsig;
+        if sig != 0 {
+            return Err(CheckpointError::Unsupported {
+                pid,
+                what: format!(
+                    "parent-death signal {sig} (PR_SET_PDEATHSIG): the restored process has another parent, and the restorer's exit would send it"
+                ),
+            });
+        }
+        Ok((image, pages))
+    });
     let (image, pages) = match collected {
         Ok(v) => v,
         Err(e) => {
@@ -385,15 +397,9 @@ fn dump_vma(
     Ok(runs)
 }
 
-/// Runs `f` with a [`Remote`] driving stopped task `tid` and 64 bytes of
-/// scratch memory below its red zone, whose old contents are put back
-/// afterwards. The `syscall` instruction used is the task's own: at rip-2
-/// when it was stopped in a syscall, else one in its vdso.
-fn with_remote<T>(
-    t: &mut Stopped,
-    vdso: Option<(u64, u64)>,
-    f: impl FnOnce(&mut Remote, u64) -> Result<T, CheckpointError>,
-) -> Result<T, CheckpointError> {
+/// A remote-syscall driver for stopped task `t`: at the `syscall` it was
+/// stopped in (rip-2), else at one in its vdso.
+fn remote_for(t: &Stopped, vdso: Option<(u64, u64)>) -> Result<Remote, CheckpointError> {
     let tid = t.tid;
     let regs = t.regs;
     let fail = |what: String| CheckpointError::Process { pid: tid, what };
@@ -405,7 +411,7 @@ fn with_remote<T>(
         regs.rip - 2
     } else {
         let (start, end) = vdso.ok_or_else(|| {
-            fail("no syscall instruction to run remote syscalls with (no vdso)".into())
+            fail("no syscall instruction to make remote syscalls with (no vdso)".into())
         })?;
         let mut bytes = vec![0u8; (end - start) as usize];
         ptrace::read_memory(tid, start, &mut bytes)
@@ -413,36 +419,25 @@ fn with_remote<T>(
         find_syscall(&bytes, start)
             .ok_or_else(|| fail("no syscall instruction in the vdso".into()))?
     };
-    let scratch = (regs.rsp - 128 - 64) & !15;
-    let mut old = [0u8; 64];
-    ptrace::read_memory(tid, scratch, &mut old)
-        .map_err(CheckpointError::sys(tid, "read the stack"))?;
-    let mut r = Remote::new(tid, insn, regs);
-    let result = f(&mut r, scratch);
-    t.deferred.append(&mut r.deferred);
-    ptrace::write_memory(tid, scratch, &old)
-        .map_err(CheckpointError::sys(tid, "put the stack back"))?;
-    result
+    Ok(Remote::new(tid, insn, regs))
 }
 
 /// Every signal disposition that is not the default, by remote
 /// rt_sigaction.
-fn sigactions(r: &mut Remote, scratch: u64) -> Result<Vec<SigAction>, CheckpointError> {
+fn sigactions(r: &mut Remote, scratch: &Scratch) -> Result<Vec<SigAction>, CheckpointError> {
     let pid = r.pid;
+    let fail = |what: String| CheckpointError::Process { pid, what };
     let mut out = Vec::new();
     for sig in 1..=64i32 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        r.call(libc::SYS_rt_sigaction, &[sig as u64, 0, scratch, 8])
-            .map_err(|e| CheckpointError::Process {
-                pid,
-                what: format!("remote rt_sigaction({sig}): {e}"),
-            })?;
-        let mut b = [0u8; 32];
-        ptrace::read_memory(pid, scratch, &mut b)
-            .map_err(CheckpointError::sys(pid, "read a sigaction"))?;
-        let act = SigAction::from_bytes(sig, &b);
+        r.call(libc::SYS_rt_sigaction, &[sig as u64, 0, scratch.addr, 8])
+            .map_err(|e| fail(format!("remote rt_sigaction({sig}): {e}")))?;
+        let b = scratch
+            .get(pid, 0, 32)
+            .map_err(|e| fail(format!("read a sigaction: {e}")))?;
+        let act = SigAction::from_bytes(sig, &b.try_into().expect("32 bytes"));
         if act.handler != 0 || act.flags != 0 || act.mask != 0 {
             out.push(act);
         }
@@ -455,8 +450,9 @@ const PR_GET_TID_ADDRESS: u64 = 40;
 
 fn collect_thread(
     pid: i32,
-    t: &mut Stopped,
-    vdso: Option<(u64, u64)>,
+    t: &Stopped,
+    r: &mut Remote,
+    scratch: &Scratch,
 ) -> Result<Thread, CheckpointError> {
     let tid = t.tid;
     let io = |what: &str| {
@@ -489,17 +485,17 @@ fn collect_thread(
         .to_string();
     let (robust_list, robust_list_len) =
         ptrace::robust_list(tid).map_err(CheckpointError::sys(tid, "get_robust_list"))?;
-    let tid_address = with_remote(t, vdso, |r, scratch| {
-        r.call(libc::SYS_prctl, &[PR_GET_TID_ADDRESS, scratch, 0, 0, 0])
-            .map_err(|e| CheckpointError::Process {
-                pid: tid,
-                what: format!("remote prctl(PR_GET_TID_ADDRESS): {e}"),
-            })?;
-        let mut b = [0u8; 8];
-        ptrace::read_memory(tid, scratch, &mut b)
-            .map_err(CheckpointError::sys(tid, "read the tid address"))?;
-        Ok(u64::from_ne_bytes(b))
-    })?;
+    let fail = |what: String| CheckpointError::Process { pid: tid, what };
+    r.call(
+        libc::SYS_prctl,
+        &[PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0],
+    )
+    .map_err(|e| fail(format!("remote prctl(PR_GET_TID_ADDRESS): {e}")))?;
+    let b = scratch
+        .get(tid, 0, 8)
+        .map_err(|e| fail(format!("read the tid address: {e}")))?;
+    let tid_address = u64::from_ne_bytes(b.try_into().expect("8 bytes"));
+    let state = state::dump_thread(r, scratch)?;
     Ok(Thread {
         tid,
         comm,
@@ -510,6 +506,7 @@ fn collect_thread(
         tid_address,
         robust_list,
         robust_list_len,
+        state,
     })
 }
 
@@ -545,6 +542,7 @@ pub(super) fn collect_tree(
             auxv: Vec::new(),
             vmas: Vec::new(),
             fds: Vec::new(),
+            state: Default::default(),
             threads: Vec::new(),
         };
         if m.zombie.is_none() {
@@ -695,14 +693,41 @@ fn collect(
         .iter()
         .find(|v| v.kind == VmaKind::Vdso)
         .map(|v| (v.start, v.end));
-    let main = m
+    // Remote syscalls, in each thread, write into one scratch page of
+    // ours, unmapped again whatever happens.
+    let busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
+    let mut remotes = m
         .threads
-        .first_mut()
-        .expect("a live process has its main thread");
-    p.sigactions = with_remote(main, vdso, sigactions)?;
-    for t in &mut m.threads {
-        p.threads.push(collect_thread(pid, t, vdso)?);
+        .iter()
+        .map(|t| remote_for(t, vdso))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scratch = Scratch::map(&mut remotes[0], &busy).map_err(|e| CheckpointError::Process {
+        pid,
+        what: format!("map a scratch page: {e}"),
+    })?;
+    let read = (|| {
+        let actions = sigactions(&mut remotes[0], &scratch)?;
+        let process = state::dump_process(&mut remotes[0], &scratch)?;
+        let threads = m
+            .threads
+            .iter()
+            .zip(remotes.iter_mut())
+            .map(|(t, r)| collect_thread(pid, t, r, &scratch))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((actions, process, threads))
+    })();
+    let unmapped = scratch.unmap(&mut remotes[0]);
+    for (t, r) in m.threads.iter_mut().zip(remotes) {
+        t.deferred.extend(r.deferred);
     }
+    let (actions, process, threads) = read?;
+    unmapped.map_err(|e| CheckpointError::Process {
+        pid,
+        what: format!("unmap the scratch page: {e}"),
+    })?;
+    p.sigactions = actions;
+    p.state = process;
+    p.threads = threads;
     p.comm = comm;
     p.exe = exe;
     p.cwd = cwd;

@@ -7,7 +7,10 @@ use std::{fs, io::Write, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use super::CheckpointError;
+use super::{
+    CheckpointError,
+    state::{ProcessState, ThreadState},
+};
 
 /// The only image format this build reads and writes.
 pub const FORMAT: u32 = 2;
@@ -73,6 +76,9 @@ pub struct Process {
     pub auxv: Vec<u64>,
     pub vmas: Vec<Vma>,
     pub fds: Vec<Fd>,
+    /// Limits, personality, prctl flags, timers, credentials, shared
+    /// pending signals (checkpoint/state.rs).
+    pub state: ProcessState,
     /// Every thread, the main thread (tid = pid) first.
     pub threads: Vec<Thread>,
 }
@@ -92,6 +98,8 @@ pub struct Thread {
     /// set_robust_list head and length.
     pub robust_list: u64,
     pub robust_list_len: u64,
+    /// Alternate signal stack and the thread's own pending signals.
+    pub state: ThreadState,
 }
 
 /// A shared anonymous memory object and its pages (runs whose `addr` is
@@ -476,6 +484,7 @@ mod tests {
                     }],
                 }],
                 fds: vec![],
+                state: Default::default(),
                 threads: vec![Thread {
                     tid: 4242,
                     comm: "x".into(),
@@ -486,6 +495,7 @@ mod tests {
                     tid_address: 0,
                     robust_list: 0,
                     robust_list_len: 0,
+                    state: Default::default(),
                 }],
             }],
             shared_memory: vec![],

@@ -13,6 +13,7 @@ pub mod image;
 mod proc;
 mod remote;
 pub mod restore;
+pub mod state;
 
 use nix::errno::Errno;
 

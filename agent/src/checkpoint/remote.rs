@@ -137,3 +137,68 @@ pub fn find_syscall(bytes: &[u8], base: u64) -> Option<u64> {
         .position(|w| w == [0x0f, 0x05])
         .map(|i| base + i as u64)
 }
+
+/// One anonymous read-write page mapped in the tracee by remote mmap, for
+/// the structures remote syscalls read and write (sigactions, timers,
+/// credentials…), at an address free of any mapping in `busy`. It is
+/// unmapped again before the tracee is let go: nothing of ours remains.
+pub struct Scratch {
+    pub addr: u64,
+}
+
+impl Scratch {
+    pub const SIZE: u64 = 4096;
+
+    /// Maps the page at the lowest 4 GiB-aligned address outside every
+    /// [start, end) of `busy` (the tracee's current mappings).
+    pub fn map(r: &mut Remote, busy: &[(u64, u64)]) -> Result<Scratch, RemoteError> {
+        let free = |a: u64| !busy.iter().any(|(s, e)| a + Self::SIZE > *s && a < *e);
+        let addr = (1..0x7000u64)
+            .map(|i| (i << 32) + (1 << 31))
+            .find(|a| free(*a))
+            .ok_or_else(|| RemoteError::Trace("no free address for a scratch page".into()))?;
+        r.call(
+            libc::SYS_mmap,
+            &[
+                addr,
+                Self::SIZE,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?;
+        Ok(Scratch { addr })
+    }
+
+    /// Writes `data` at `offset` of the page.
+    pub fn put(&self, pid: i32, offset: u64, data: &[u8]) -> Result<u64, RemoteError> {
+        if offset + data.len() as u64 > Self::SIZE {
+            return Err(RemoteError::Trace(format!(
+                "{} bytes do not fit the scratch page at offset {offset}",
+                data.len()
+            )));
+        }
+        let n = ptrace::write_memory(pid, self.addr + offset, data)
+            .map_err(|e| RemoteError::Trace(format!("write the scratch page: {e}")))?;
+        if n != data.len() {
+            return Err(RemoteError::Trace("short write to the scratch page".into()));
+        }
+        Ok(self.addr + offset)
+    }
+
+    /// Reads `len` bytes at `offset` of the page.
+    pub fn get(&self, pid: i32, offset: u64, len: usize) -> Result<Vec<u8>, RemoteError> {
+        let mut buf = vec![0u8; len];
+        let n = ptrace::read_memory(pid, self.addr + offset, &mut buf)
+            .map_err(|e| RemoteError::Trace(format!("read the scratch page: {e}")))?;
+        if n != len {
+            return Err(RemoteError::Trace("short read of the scratch page".into()));
+        }
+        Ok(buf)
+    }
+
+    pub fn unmap(self, r: &mut Remote) -> Result<(), RemoteError> {
+        r.call(libc::SYS_munmap, &[self.addr, Self::SIZE]).map(drop)
+    }
+}

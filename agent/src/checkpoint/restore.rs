@@ -19,6 +19,7 @@ use super::{
     image::{self, Image, Process, VmaKind},
     proc,
     remote::{Remote, RemoteError, find_syscall, resume_regs},
+    state,
 };
 use crate::sys::{
     process::{Forked, fork_single_threaded},
@@ -611,7 +612,12 @@ impl Restorer<'_> {
         thread_state(r, gadget, &p.threads[0])?;
         for (task, t) in self.threads[i].iter_mut().zip(&p.threads[1..]) {
             thread_state(&mut task.r, gadget, t)?;
+            state::restore_other_thread(&mut task.r, pid, &p.state, &t.state)?;
         }
+        // Task state (checkpoint/state.rs), credentials last; every
+        // signal stays blocked until `state::unblock` at the release.
+        let r = &mut self.mains[i].as_mut().expect("live process").r;
+        state::restore(r, &p.state, &p.threads[0].state)?;
 
         // The gadget goes too, unmapped from a `syscall` in the restored
         // code: any readable executable mapping will do; read it back from
@@ -644,6 +650,9 @@ impl Restorer<'_> {
             let tasks = std::iter::once(main).chain(&self.threads[i]);
             for (task, t) in tasks.zip(&p.threads) {
                 let tid = task.r.pid;
+                // The blocked mask the task had, now that no remote
+                // syscall follows to take a pending signal.
+                state::unblock(tid, t.sigmask).map_err(|err| (tid, err))?;
                 // A syscall our stop interrupted is re-issued.
                 let regs = resume_regs(t.regs.into());
                 ptrace::set_regs(tid, &regs)

@@ -10,3 +10,4 @@ pub mod process;
 pub mod ptrace;
 pub mod security;
 pub mod signal;
+pub mod taskstate;

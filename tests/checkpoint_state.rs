@@ -1,0 +1,221 @@
+//! Checkpoint and restore of task state (checkpoint/state.rs) against the
+//! real kernel: tests/workloads/state.c sets up one kind of state (signals,
+//! timers, limits and prctl flags, credentials), is checkpointed and
+//! restored with the same pid, and verifies that state itself, logging
+//! PASS or FAIL. Processes are killed by pid and directories removed on
+//! drop (support::ckpt::Workload).
+
+use std::{
+    fs, thread,
+    time::{Duration, Instant},
+};
+
+mod support;
+
+use support::ckpt::*;
+
+fn round_trip(mode: &str) {
+    let mut w = Workload::start_program("state", &[mode]);
+    let image = w.image("img");
+    w.checkpoint(&image);
+    w.restore_and_verify(&image, 0);
+}
+
+/// The body of the image's meta.json.
+fn meta(image: &std::path::Path) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(image.join("meta.json")).unwrap()).unwrap();
+    v["body"].clone()
+}
+
+#[test]
+fn alternate_stack_and_pending_signals_survive() {
+    let mut w = Workload::start_program("state", &["signals"]);
+    let image = w.image("img");
+    w.checkpoint(&image);
+    let body = meta(&image);
+    // SIGUSR2 queued for the process, SIGRTMIN+1 (35) twice for the thread.
+    let shared: Vec<i64> = body["processes"][0]["state"]["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["signal"].as_i64().unwrap())
+        .collect();
+    let own: Vec<i64> = body["processes"][0]["threads"][0]["state"]["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["signal"].as_i64().unwrap())
+        .collect();
+    assert_eq!(shared, vec![libc::SIGUSR2 as i64]);
+    assert_eq!(own, vec![35, 35]);
+    assert!(
+        body["processes"][0]["threads"][0]["state"]["altstack"]["sp"]
+            .as_u64()
+            .unwrap()
+            != 0
+    );
+    w.restore_and_verify(&image, 0);
+}
+
+#[test]
+fn itimer_and_posix_timers_keep_firing_with_their_ids() {
+    let mut w = Workload::start_program("state", &["timers"]);
+    let image = w.image("img");
+    w.checkpoint(&image);
+    let body = meta(&image);
+    let ids: Vec<i64> = body["processes"][0]["state"]["posix_timers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    // Timer 1 was deleted: the ids are not a dense range.
+    assert_eq!(ids, vec![0, 2, 3]);
+    w.restore_and_verify(&image, 0);
+}
+
+#[test]
+fn limits_personality_and_prctl_flags_survive() {
+    round_trip("limits");
+}
+
+#[test]
+fn credentials_and_capabilities_survive() {
+    round_trip("creds");
+}
+
+/// Checkpoint with --leave-running must succeed and leave the process
+/// as it was (it then verifies itself, and exits).
+fn leave_running(mode: &str, compare: &[&str]) {
+    let mut w = Workload::start_program("state", &[mode]);
+    let pid = w.pid;
+    let read = |name: &str| fs::read_to_string(format!("/proc/{pid}/{name}")).unwrap();
+    let before: Vec<String> = compare.iter().map(|n| read(n)).collect();
+    let image = w.image("img");
+    let out = palisade(&[
+        "checkpoint",
+        "--leave-running",
+        "--pid",
+        &pid.to_string(),
+        "--dir",
+    ])
+    .arg(&image)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "checkpoint: {}", text(&out));
+    assert!(alive(pid));
+    for (name, was) in compare.iter().zip(&before) {
+        assert_eq!(&read(name), was, "/proc/{pid}/{name} changed");
+    }
+    w.trigger(true);
+    let code = w.child.take().unwrap().wait().unwrap();
+    assert!(
+        code.success(),
+        "original after --leave-running; log: {}",
+        w.log()
+    );
+    assert!(
+        w.log().starts_with(&format!("PASS {pid}")),
+        "log: {}",
+        w.log()
+    );
+}
+
+#[test]
+fn leave_running_keeps_altstack_pending_signals_and_limits() {
+    // maps: the scratch page is gone again; the pending sets are in status.
+    leave_running("signals", &["maps", "limits"]);
+    let mut w = Workload::start_program("state", &["signals"]);
+    let pid = w.pid;
+    let pending = |pid: i32| -> Vec<String> {
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                l.starts_with("SigPnd:") || l.starts_with("ShdPnd:") || l.starts_with("SigBlk:")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let before = pending(pid);
+    let image = w.image("img");
+    let out = palisade(&[
+        "checkpoint",
+        "--leave-running",
+        "--pid",
+        &pid.to_string(),
+        "--dir",
+    ])
+    .arg(&image)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "checkpoint: {}", text(&out));
+    assert_eq!(pending(pid), before);
+    w.trigger(true);
+    assert!(
+        w.child.take().unwrap().wait().unwrap().success(),
+        "log: {}",
+        w.log()
+    );
+}
+
+#[test]
+fn leave_running_keeps_timers_armed() {
+    leave_running("timers", &["maps", "timers"]);
+}
+
+/// Checkpoint of a `mode` workload fails naming `expect`, writes no image
+/// and leaves the process running, untraced, without our scratch page,
+/// its state intact (it verifies it).
+fn refused(mode: &str, expect: &str) {
+    let mut w = Workload::start_program("state", &[mode]);
+    let pid = w.pid;
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let image = w.image("img");
+    let out = palisade(&["checkpoint", "--pid", &pid.to_string(), "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "checkpoint: {}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(expect) && err.contains("left running unchanged"),
+        "{err}"
+    );
+    assert!(!image.join("meta.json").exists());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .contains("TracerPid:\t0")
+    {
+        assert!(Instant::now() < deadline, "still traced");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The scratch page of the dump is gone again.
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
+        maps
+    );
+    w.trigger(true);
+    assert!(
+        w.child.take().unwrap().wait().unwrap().success(),
+        "log: {}",
+        w.log()
+    );
+    assert!(
+        w.log().starts_with(&format!("PASS {pid}")),
+        "log: {}",
+        w.log()
+    );
+}
+
+#[test]
+fn a_parent_death_signal_is_refused_and_left_in_place() {
+    refused("pdeathsig", "parent-death signal 10");
+}
+
+#[test]
+fn a_seccomp_filter_is_refused_and_left_in_place() {
+    refused("seccomp", "seccomp mode 2");
+}
