@@ -10,7 +10,7 @@ use std::{
 use nix::{sys::signal::Signal, unistd::Pid};
 
 use super::{
-    CheckpointError,
+    CheckpointError, files,
     image::{self, Image, Registers, Rseq, Run, SigAction, Vma, VmaKind},
     proc,
     remote::{Remote, find_syscall, resume_regs},
@@ -126,7 +126,7 @@ pub fn checkpoint_pid(
         let _ = release(&deferred);
         return Err(CheckpointError::sys(pid, "restore registers")(e));
     }
-    let (image, pages) = match collected {
+    let (image, pages, files_data) = match collected {
         Ok(v) => v,
         Err(e) => {
             let _ = release(&deferred);
@@ -135,7 +135,7 @@ pub fn checkpoint_pid(
     };
     let dump = t1.elapsed();
     let t2 = Instant::now();
-    if let Err(e) = image::write(dir, &image, &pages) {
+    if let Err(e) = image::write(dir, &image, &pages, &files_data) {
         let _ = release(&deferred);
         return Err(e);
     }
@@ -310,7 +310,7 @@ fn collect(
     pid: i32,
     regs: ptrace::Regs,
     deferred: &mut Vec<i32>,
-) -> Result<(Image, Vec<u8>), CheckpointError> {
+) -> Result<(Image, Vec<u8>, Vec<u8>), CheckpointError> {
     let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
     let io = |what: &str| {
         let what = what.to_string();
@@ -331,7 +331,8 @@ fn collect(
     let stat = proc::Stat::read(pid).map_err(io("stat"))?;
     let mut mm = stat.mm();
     let session_leader = stat.field(6) == pid as u64;
-    let fds = proc::fds(pid).map_err(unsupported)?;
+    // Hook: file descriptors (checkpoint::files).
+    let files = files::dump(pid)?;
     let sigmask = proc::sigmask(pid).ok_or_else(|| CheckpointError::Process {
         pid,
         what: "no SigBlk in status".into(),
@@ -423,8 +424,9 @@ fn collect(
         mm,
         auxv,
         vmas,
-        fds,
+        files: files.objects,
+        fds: files.fds,
         pages_len: pages.len() as u64,
     };
-    Ok((image, pages))
+    Ok((image, pages, files.data))
 }

@@ -1,5 +1,6 @@
-//! The image: `meta.json` (versioned, self-describing, checksummed) and
-//! `pages.img` (raw page data, one checksummed run per dumped VMA).
+//! The image: `meta.json` (versioned, self-describing, checksummed),
+//! `pages.img` (raw page data, one checksummed run per dumped VMA) and
+//! `files.img` (buffered data of file objects, checksummed blobs).
 //! Reading validates everything — version, metadata checksum, page file
 //! length and every run's checksum — before the caller creates anything.
 
@@ -7,12 +8,16 @@ use std::{fs, io::Write, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use super::CheckpointError;
+use super::{
+    CheckpointError,
+    files::{FdEntry, FileObject},
+};
 
 /// The only image format this build reads and writes.
 pub const FORMAT: u32 = 1;
 pub const META: &str = "meta.json";
 pub const PAGES: &str = "pages.img";
+pub const FILES: &str = "files.img";
 
 /// The file as written: format, checksum of `body`, body.
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,7 +49,10 @@ pub struct Image {
     /// /proc/PID/auxv as native words.
     pub auxv: Vec<u64>,
     pub vmas: Vec<Vma>,
-    pub fds: Vec<Fd>,
+    /// Open file descriptions (see `checkpoint::files`).
+    pub files: Vec<FileObject>,
+    /// This process's fds, each naming one of `files`.
+    pub fds: Vec<FdEntry>,
     /// Total bytes in pages.img.
     pub pages_len: u64,
 }
@@ -184,15 +192,6 @@ pub struct Run {
     pub crc32: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Fd {
-    pub fd: i32,
-    pub path: String,
-    /// open(2) flags from /proc/PID/fdinfo (O_APPEND, O_CLOEXEC…).
-    pub flags: i32,
-    pub pos: u64,
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -207,10 +206,13 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Writes the image into `dir` (created if missing).
-pub fn write(dir: &Path, image: &Image, pages: &[u8]) -> Result<(), CheckpointError> {
+/// Writes the image into `dir` (created if missing); `files` is the
+/// content of files.img.
+pub fn write(dir: &Path, image: &Image, pages: &[u8], files: &[u8]) -> Result<(), CheckpointError> {
     let io = |what: &str, e: std::io::Error| CheckpointError::Image(format!("{what}: {e}"));
     fs::create_dir_all(dir).map_err(|e| io(&dir.display().to_string(), e))?;
+    let files_path = dir.join(FILES);
+    fs::write(&files_path, files).map_err(|e| io(&files_path.display().to_string(), e))?;
     let pages_path = dir.join(PAGES);
     let mut f =
         fs::File::create(&pages_path).map_err(|e| io(&pages_path.display().to_string(), e))?;
@@ -227,6 +229,18 @@ pub fn write(dir: &Path, image: &Image, pages: &[u8]) -> Result<(), CheckpointEr
     let text = serde_json::to_string_pretty(&meta).expect("meta serialises");
     fs::write(&meta_path, text).map_err(|e| io(&meta_path.display().to_string(), e))?;
     Ok(())
+}
+
+/// Reads files.img of the image in `dir` and validates it against the
+/// image's file objects (every blob inside it, with its checksum; fds and
+/// objects consistent), before anything is created.
+pub fn read_files(dir: &Path, image: &Image) -> Result<Vec<u8>, CheckpointError> {
+    let path = dir.join(FILES);
+    let data =
+        fs::read(&path).map_err(|e| CheckpointError::Image(format!("{}: {e}", path.display())))?;
+    super::files::validate(&image.files, &image.fds, &data)
+        .map_err(|e| CheckpointError::Image(format!("{}: {e}", path.display())))?;
+    Ok(data)
 }
 
 /// Reads and validates the image in `dir`: returns the metadata and the
@@ -366,6 +380,7 @@ mod tests {
                     crc32: crc32fast::hash(pages),
                 }],
             }],
+            files: vec![],
             fds: vec![],
             pages_len: pages.len() as u64,
         }
@@ -382,7 +397,8 @@ mod tests {
         let pages = vec![0x5au8; 8192];
         let image = sample(&pages);
         let dir = tempdir("rt");
-        write(&dir, &image, &pages).unwrap();
+        write(&dir, &image, &pages, &[]).unwrap();
+        assert!(read_files(&dir, &image).unwrap().is_empty());
         let (back, data) = read(&dir).unwrap();
         assert_eq!(back, image);
         assert_eq!(data, pages);

@@ -8,6 +8,7 @@
 //! syscalls live in `sys::ptrace`; this module never uses `unsafe`.
 
 pub mod dump;
+pub mod files;
 pub mod image;
 mod proc;
 mod remote;

@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    CheckpointError,
+    CheckpointError, files,
     image::{self, Image, VmaKind},
     proc,
     remote::{Remote, RemoteError, find_syscall, resume_regs},
@@ -39,6 +39,8 @@ const G_AUXV: u64 = 2304;
 /// Restores the image in `dir`; returns the pid of the running process.
 pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
     let (image, pages) = image::read(dir)?;
+    // Hook: files.img, validated before anything is created.
+    let files_data = image::read_files(dir, &image)?;
     let pid = image.pid;
     if proc::path(pid, "").exists() {
         let comm = std::fs::read_to_string(proc::path(pid, "comm")).unwrap_or_default();
@@ -58,7 +60,7 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
         Forked::Child => {
             drop(reader);
             let mut writer = writer;
-            let (msg, status) = match helper(&image, &pages) {
+            let (msg, status) = match helper(&image, &pages, &files_data) {
                 Ok(()) => (format!("ok {pid}"), 0),
                 Err(e) => (format!("err {e}"), 1),
             };
@@ -87,8 +89,11 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
 }
 
 /// In the forked helper: create the process, rebuild it, release it.
-fn helper(image: &Image, pages: &[u8]) -> Result<(), String> {
+fn helper(image: &Image, pages: &[u8], files_data: &[u8]) -> Result<(), String> {
     let pid = image.pid;
+    // Hook: every file object, made here first (the new process gets
+    // them by SCM_RIGHTS in rebuild); its clone closes its copies.
+    let created = files::create(&image.files, &image.fds, files_data)?;
     let child = match crate::sys::process::fork_with_pid(pid) {
         Ok(0) => ptrace::child_become_tracee(image.session_leader),
         Ok(child) => child,
@@ -103,7 +108,7 @@ fn helper(image: &Image, pages: &[u8]) -> Result<(), String> {
     }
     let result = ptrace::set_options(child, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD)
         .map_err(|e| format!("ptrace options: {e}"))
-        .and_then(|_| rebuild(child, image, pages));
+        .and_then(|_| rebuild(child, image, pages, created));
     if let Err(e) = result {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child),
@@ -155,7 +160,7 @@ fn gadget_address(image: &Image, current: &[proc::MapLine]) -> Option<u64> {
     (1..0x7000u64).map(|i| i << 32).find(|a| !busy(*a))
 }
 
-fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
+fn rebuild(pid: i32, image: &Image, pages: &[u8], created: files::Created) -> Result<(), String> {
     let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
     let start = ptrace::get_regs(pid).map_err(|err| format!("registers: {err}"))?;
     // The new process stopped right after its kill(2): rip-2 is `syscall`.
@@ -351,28 +356,9 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
     let _ = r.call(libc::SYS_close, &[exe_fd]);
     set.map_err(e("prctl PR_SET_MM_MAP (brk, stack, args, auxv, exe)".into()))?;
 
-    for f in &image.fds {
-        let flags = f.flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
-        let p = put_str(&f.path)?;
-        let got = r
-            .call(libc::SYS_open, &[p, flags as u64, 0])
-            .map_err(e(format!("fd {}: open {}", f.fd, f.path)))?;
-        if got != f.fd as u64 {
-            let cloexec = (flags & libc::O_CLOEXEC) as u64;
-            r.call(libc::SYS_dup3, &[got, f.fd as u64, cloexec])
-                .map_err(e(format!("fd {}: dup3", f.fd)))?;
-            let _ = r.call(libc::SYS_close, &[got]);
-        }
-        if f.pos != 0 {
-            match r.call(
-                libc::SYS_lseek,
-                &[f.fd as u64, f.pos, libc::SEEK_SET as u64],
-            ) {
-                Ok(_) | Err(RemoteError::Errno(nix::errno::Errno::ESPIPE)) => {}
-                Err(err) => return Err(format!("fd {}: lseek to {}: {err}", f.fd, f.pos)),
-            }
-        }
-    }
+    // Hook: file descriptors, passed in by SCM_RIGHTS (scratch: G_STR).
+    const _: () = assert!(G_STR + files::SCRATCH_LEN <= G_MM);
+    files::install(&mut r, gadget + G_STR, &image.files, &image.fds, created)?;
 
     r.call(libc::SYS_chdir, &[put_str(&image.cwd)?])
         .map_err(e(format!("chdir {}", image.cwd)))?;
