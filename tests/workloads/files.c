@@ -142,7 +142,7 @@ static int check_deleted(void) {
 }
 
 /* ---- pipes ---- */
-static int p_r = 50, p_w = 51, p_lone = 52;
+static int p_r = 50, p_w = 51, p_lone = 52, f_r = 53, f_w = 54;
 #define PIPE_BYTES 3072
 
 static void setup_pipes(void) {
@@ -159,6 +159,13 @@ static void setup_pipes(void) {
     if (write(p[1], buf, 100) != 100) exit(2);
     close(p[1]);
     move_to(p[0], p_lone);
+    /* A named pipe, both ends open, 500 bytes buffered. */
+    unlink("fifo");
+    if (mkfifo("fifo", 0600) != 0) exit(2);
+    move_to(open("fifo", O_RDONLY | O_NONBLOCK), f_r);
+    move_to(open("fifo", O_WRONLY), f_w);
+    for (size_t i = 0; i < 500; i++) buf[i] = pattern(i, 11);
+    if (write(f_w, buf, 500) != 500) exit(2);
 }
 
 static int check_pipes(void) {
@@ -179,6 +186,16 @@ static int check_pipes(void) {
         if (buf[i] != pattern(i, 9)) FAIL("lone pipe byte %zu", i);
     n = read(p_lone, buf, 1);
     if (n != 0) FAIL("lone pipe: read gave %zd (%s), expected end of file (no writer)", n, strerror(errno));
+    char link[4200] = {0}, path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", f_r);
+    n = readlink(path, link, sizeof link - 1);
+    if (n < 5 || strcmp(link + n - 5, "/fifo") != 0) FAIL("fifo fd is '%.300s'", link);
+    if (!(fcntl(f_r, F_GETFL) & O_NONBLOCK) || (fcntl(f_w, F_GETFL) & O_ACCMODE) != O_WRONLY) FAIL("fifo flags");
+    n = read(f_r, buf, sizeof buf);
+    if (n != 500) FAIL("fifo gave %zd bytes, expected 500", n);
+    for (size_t i = 0; i < 500; i++)
+        if (buf[i] != pattern(i, 11)) FAIL("fifo byte %zu", i);
+    if (write(f_w, "f", 1) != 1 || read(f_r, buf, 2) != 1 || buf[0] != 'f') FAIL("the fifo's ends are not one pipe");
     return 1;
 }
 
@@ -247,8 +264,8 @@ static int check_unix(void) {
 }
 
 /* ---- inet ---- */
-static int i_tcp = 70, i_udp = 71;
-static int tcp_port, udp_port, served;
+static int i_tcp = 70, i_udp = 71, i_tcp6 = 72;
+static int tcp_port, udp_port, tcp6_port, served;
 
 static int port_of(int fd) {
     struct sockaddr_in a;
@@ -277,6 +294,14 @@ static void setup_inet(void) {
     setsockopt(i_udp, SOL_SOCKET, SO_BROADCAST, &one, sizeof one);
     if (bind(i_udp, (struct sockaddr *)&a, sizeof a) != 0) exit(2);
     udp_port = port_of(i_udp);
+    /* IPv6, v6-only, on ::1. */
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    move_to(socket(AF_INET6, SOCK_STREAM, 0), i_tcp6);
+    setsockopt(i_tcp6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(i_tcp6, (struct sockaddr *)&a6, sizeof a6) != 0 || listen(i_tcp6, 3) != 0) exit(2);
+    socklen_t l6 = sizeof a6;
+    getsockname(i_tcp6, (struct sockaddr *)&a6, &l6);
+    tcp6_port = ntohs(a6.sin6_port);
     char buf[32];
     int n = snprintf(buf, sizeof buf, "%d\n", tcp_port);
     int fd = open("port.tmp", O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -309,6 +334,16 @@ static int check_inet(void) {
     socklen_t l = sizeof ti;
     if (getsockopt(i_tcp, IPPROTO_TCP, TCP_INFO, &ti, &l) != 0 || ti.tcpi_sacked != 7)
         FAIL("listen backlog is %u, expected 7", ti.tcpi_sacked);
+    struct sockaddr_in6 a6;
+    socklen_t l6 = sizeof a6;
+    char ip6[64] = "?";
+    if (getsockname(i_tcp6, (struct sockaddr *)&a6, &l6) != 0 || a6.sin6_family != AF_INET6 || ntohs(a6.sin6_port) != tcp6_port ||
+        !inet_ntop(AF_INET6, &a6.sin6_addr, ip6, sizeof ip6) || strcmp(ip6, "::1") != 0)
+        FAIL("ipv6 listener is at [%s]:%d, expected [::1]:%d", ip6, ntohs(a6.sin6_port), tcp6_port);
+    if (intopt(i_tcp6, IPPROTO_IPV6, IPV6_V6ONLY) != 1 || intopt(i_tcp6, SOL_SOCKET, SO_ACCEPTCONN) != 1)
+        FAIL("ipv6 listener: v6only or listening lost");
+    l = sizeof ti;
+    if (getsockopt(i_tcp6, IPPROTO_TCP, TCP_INFO, &ti, &l) != 0 || ti.tcpi_sacked != 3) FAIL("ipv6 backlog %u", ti.tcpi_sacked);
     if (port_of(i_udp) != udp_port) FAIL("udp port %d, expected %d", port_of(i_udp), udp_port);
     if (intopt(i_udp, SOL_SOCKET, SO_BROADCAST) != 1) FAIL("SO_BROADCAST lost");
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(udp_port)};

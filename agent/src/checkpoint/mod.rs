@@ -5,7 +5,8 @@
 //! This slice handles one single-threaded process without children (the
 //! `--pid` mode); anything it cannot reproduce faithfully is refused at
 //! dump time, naming it, with the process left running unchanged. Raw
-//! syscalls live in `sys::ptrace`; this module never uses `unsafe`.
+//! syscalls live in `sys::ptrace` and `sys::fds`; this module never uses
+//! `unsafe`.
 
 pub mod dump;
 pub mod files;

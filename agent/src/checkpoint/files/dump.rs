@@ -60,6 +60,8 @@ pub fn dump(pid: i32) -> Result<Dumped, CheckpointError> {
     let mut objects = Vec::new();
     let mut entries = Vec::new();
     let mut inodes: HashMap<i32, u64> = HashMap::new();
+    // (fd, fdinfo) of each epoll, to check its items once all fds are known.
+    let mut epolls: Vec<(i32, String)> = Vec::new();
     for n in numbers {
         let link = fs::read_link(proc::path(pid, &format!("fd/{n}")))
             .map_err(|e| process(format!("fd {n}: {e}")))?
@@ -75,6 +77,9 @@ pub fn dump(pid: i32) -> Result<Dumped, CheckpointError> {
         let st = nix::sys::stat::fstat(&fd)
             .map_err(CheckpointError::sys(pid, format!("fstat of fd {n}")))?;
         inodes.insert(n, st.st_ino);
+        if link == "anon_inode:[eventpoll]" {
+            epolls.push((n, info.clone()));
+        }
         let cloexec = flags & libc::O_CLOEXEC != 0;
         let mut shared = None;
         for (id, t) in &taken {
@@ -109,33 +114,32 @@ pub fn dump(pid: i32) -> Result<Dumped, CheckpointError> {
         });
     }
 
-    // Every socket pair's other end and every epoll item must be here.
+    // Every socket pair's other end must be here.
     for o in &objects {
-        let fd_of = |id: u32| entries.iter().find(|e| e.object == id).map(|e| e.fd);
-        match &o.kind {
-            FileKind::UnixPair { ino, peer, .. } => {
-                let here = objects
+        if let FileKind::UnixPair { ino, peer, .. } = &o.kind {
+            let here = objects
+                .iter()
+                .any(|p| matches!(p.kind, FileKind::UnixPair { ino: i, .. } if i == *peer));
+            if !here {
+                let fd = entries
                     .iter()
-                    .any(|p| matches!(p.kind, FileKind::UnixPair { ino: i, .. } if i == *peer));
-                if !here {
-                    return Err(unsupported(format!(
-                        "fd {} (socket:[{ino}]): a unix socket whose peer (socket:[{peer}]) is outside the process",
-                        fd_of(o.id).unwrap_or(-1)
-                    )));
-                }
+                    .find(|e| e.object == o.id)
+                    .map_or(-1, |e| e.fd);
+                return Err(unsupported(format!(
+                    "fd {fd} (socket:[{ino}]): a unix socket whose peer (socket:[{peer}]) is outside the process"
+                )));
             }
-            FileKind::Epoll { items } => {
-                for it in items {
-                    if !inodes.contains_key(&it.fd) {
-                        return Err(unsupported(format!(
-                            "fd {} (epoll): it watches a file no longer open at fd {}",
-                            fd_of(o.id).unwrap_or(-1),
-                            it.fd
-                        )));
-                    }
-                }
+        }
+    }
+    // epoll keys items by (file, fd number): each item's fd must still
+    // be that file, or restore could not add it back by number.
+    for (n, info) in &epolls {
+        for (tfd, ino) in epoll_inodes(info) {
+            if inodes.get(&tfd) != Some(&ino) {
+                return Err(unsupported(format!(
+                    "fd {n} (epoll): it watches a file (inode {ino}) no longer open at fd {tfd}"
+                )));
             }
-            _ => {}
         }
     }
     validate(&objects, &entries, &d.blobs.data).map_err(unsupported)?;
@@ -197,6 +201,19 @@ fn epoll_items(info: &str) -> Result<Vec<EpollItem>, Refusal> {
         });
     }
     Ok(items)
+}
+
+/// (fd, inode) of each item of an epoll's fdinfo (`… ino:HEX …`).
+fn epoll_inodes(info: &str) -> Vec<(i32, u64)> {
+    info.lines()
+        .filter(|l| l.starts_with("tfd:"))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let fd = words.nth(1)?.parse().ok()?;
+            let ino = words.find_map(|w| w.strip_prefix("ino:"))?;
+            Some((fd, u64::from_str_radix(ino, 16).ok()?))
+        })
+        .collect()
 }
 
 /// What the sock_diag dump says about one unix socket.
@@ -630,6 +647,7 @@ mod tests {
                 }
             ]
         );
+        assert_eq!(epoll_inodes(ep), vec![(5, 0x4ac), (7, 0x4ad)]);
         let ev = "pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1057\neventfd-count:                5\neventfd-id: 3\neventfd-semaphore: 1\n";
         assert_eq!(hex_field(ev, "eventfd-count:").ok(), Some(5));
         assert_eq!(field(ev, "eventfd-semaphore:"), Some("1"));
