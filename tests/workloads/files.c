@@ -200,7 +200,7 @@ static int check_pipes(void) {
 }
 
 /* ---- unix ---- */
-static int u_st[2] = {60, 61}, u_sp[2] = {62, 63}, u_dg[2] = {64, 65};
+static int u_st[2] = {60, 61}, u_sp[2] = {62, 63}, u_dg[2] = {64, 65}, u_shut[2] = {66, 67};
 
 static void pair(int type, int *at) {
     int s[2];
@@ -227,6 +227,10 @@ static void setup_unix(void) {
     put(u_dg[0], "d1");
     put(u_dg[0], "dgram2");
     put(u_dg[1], "back");
+    /* A pair one end of which said its last word. */
+    pair(SOCK_STREAM, u_shut);
+    put(u_shut[0], "bye");
+    shutdown(u_shut[0], SHUT_WR);
 }
 
 /* Receives the next message of fd and compares it; "" expects none. */
@@ -260,6 +264,13 @@ static int check_unix(void) {
     put(u_sp[1], "pong");
     put(u_dg[1], "dd");
     if (!expect(u_st[1], "ping") || !expect(u_sp[0], "pong") || !expect(u_dg[0], "dd")) return 0;
+    if (!expect(u_shut[1], "bye")) return 0;
+    char c;
+    ssize_t n = recv(u_shut[1], &c, 1, MSG_DONTWAIT);
+    if (n != 0) FAIL("shut-down pair: recv gave %zd (%s), expected end of file", n, n < 0 ? strerror(errno) : "data");
+    if (send(u_shut[0], "x", 1, MSG_NOSIGNAL) != -1 || errno != EPIPE) FAIL("shut-down end can still send");
+    put(u_shut[1], "still");
+    if (!expect(u_shut[0], "still")) return 0;
     return 1;
 }
 

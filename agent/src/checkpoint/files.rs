@@ -71,6 +71,9 @@ pub enum FileKind {
         /// This end's receive queue: one blob per message (one blob for
         /// the whole of a stream).
         queue: Vec<Blob>,
+        /// sk_shutdown bits (1: no more receiving, 2: no more sending).
+        #[serde(default)]
+        shutdown: u8,
     },
     /// An IPv4/IPv6 TCP or UDP socket that is not a connected TCP one.
     Inet {
@@ -348,6 +351,7 @@ mod tests {
                 peer: 6,
                 sock_type: libc::SOCK_STREAM,
                 queue: vec![],
+                shutdown: 0,
             },
         }];
         let err = validate(&lone, &fds[..1], &[]).unwrap_err();

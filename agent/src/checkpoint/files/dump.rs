@@ -221,12 +221,14 @@ struct UnixDiag {
     state: u8,
     peer: u32,
     named: bool,
+    shutdown: u8,
 }
 
 const UDIAG_SHOW_NAME: u32 = 1;
 const UDIAG_SHOW_PEER: u32 = 4;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
@@ -249,6 +251,7 @@ fn unix_sockets() -> nix::Result<HashMap<u32, UnixDiag>> {
             state: msg[2],
             peer: 0,
             named: false,
+            shutdown: 0,
         };
         let mut at = 16;
         while at + 4 <= msg.len() {
@@ -259,6 +262,7 @@ fn unix_sockets() -> nix::Result<HashMap<u32, UnixDiag>> {
             }
             match ty {
                 UNIX_DIAG_NAME => diag.named = true,
+                UNIX_DIAG_SHUTDOWN if len >= 5 => diag.shutdown = msg[at + 4],
                 UNIX_DIAG_PEER if len >= 8 => {
                     diag.peer = u32::from_ne_bytes(msg[at + 4..at + 8].try_into().expect("4 bytes"))
                 }
@@ -378,6 +382,12 @@ impl Dumper {
         fd: BorrowedFd<'_>,
         st: &libc::stat,
     ) -> Result<FileKind, Refusal> {
+        let fl = fds::fcntl_int(fd, libc::F_GETFL, 0).map_err(failed("F_GETFL"))?;
+        if fl & libc::O_DIRECT != 0 {
+            return Err(Refusal::Unsupported(
+                "a pipe in packet mode (O_DIRECT)".into(),
+            ));
+        }
         let size = fds::fcntl_int(fd, libc::F_GETPIPE_SZ, 0).map_err(failed("F_GETPIPE_SZ"))?;
         let mut data = None;
         if !self.pipes_with_data.contains(&st.st_ino) {
@@ -433,11 +443,11 @@ impl Dumper {
             self.unix = Some(unix_sockets().map_err(failed("sock_diag of unix sockets"))?);
         }
         let ino = st.st_ino;
-        let (state, peer, named) = self
+        let (state, peer, named, shutdown) = self
             .unix
             .as_ref()
             .and_then(|m| m.get(&(ino as u32)))
-            .map(|d| (d.state, d.peer, d.named))
+            .map(|d| (d.state, d.peer, d.named, d.shutdown))
             .ok_or_else(|| Refusal::Failed("not found by sock_diag".into()))?;
         if named {
             return Err(Refusal::Unsupported(
@@ -462,6 +472,7 @@ impl Dumper {
             peer: peer.into(),
             sock_type: ty,
             queue,
+            shutdown,
         })
     }
 

@@ -141,16 +141,20 @@ pub fn create(objects: &[FileObject], fds: &[FdEntry], data: &[u8]) -> Result<Cr
                 peer,
                 sock_type,
                 queue,
+                shutdown,
             } => match unix_ends.remove(ino) {
                 Some(end) => end,
                 None => {
                     let (mine, theirs) = fds::socketpair(*sock_type).map_err(sys("socketpair"))?;
-                    let peer_queue = objects
+                    let (peer_queue, peer_shutdown) = objects
                         .iter()
                         .find_map(|p| match &p.kind {
-                            FileKind::UnixPair { ino: i, queue, .. } if i == peer => {
-                                Some(queue.clone())
-                            }
+                            FileKind::UnixPair {
+                                ino: i,
+                                queue,
+                                shutdown,
+                                ..
+                            } if i == peer => Some((queue.clone(), *shutdown)),
                             _ => None,
                         })
                         .unwrap_or_default();
@@ -163,6 +167,19 @@ pub fn create(objects: &[FileObject], fds: &[FdEntry], data: &[u8]) -> Result<Cr
                                 fds::send(from.as_fd(), blob(*b)).map(drop)
                             }
                             .map_err(sys("queue its data"))?;
+                        }
+                    }
+                    // Shut down after filling: sk_shutdown bit 2 (no
+                    // more sending) is SHUT_WR, bit 1 SHUT_RD.
+                    for (end, bits) in [(&mine, *shutdown), (&theirs, peer_shutdown)] {
+                        if let Some(how) = match bits & 3 {
+                            1 => Some(nix::sys::socket::Shutdown::Read),
+                            2 => Some(nix::sys::socket::Shutdown::Write),
+                            3 => Some(nix::sys::socket::Shutdown::Both),
+                            _ => None,
+                        } {
+                            nix::sys::socket::shutdown(end.as_raw_fd(), how)
+                                .map_err(sys("shutdown"))?;
                         }
                     }
                     unix_ends.insert(*peer, theirs);
