@@ -128,6 +128,10 @@ fn unsupported_fds_are_refused_and_the_process_runs_on() {
     let w = files("tcpconn");
     refused(&w, "fd 91 (socket:[");
     refused(&w, "connected TCP socket (127.0.0.1:");
+
+    let w = files("unixfd");
+    refused(&w, "fd 94 (socket:[");
+    refused(&w, "a queued message carries fds");
 }
 
 /// fdinfo lines that must not change: offset and flags of every fd.

@@ -15,6 +15,8 @@
  *            epoll set over a pipe and an eventfd
  *   inotify  an inotify fd (not supported)
  *   tcpconn  a connected TCP socket (not supported)
+ *   unixfd   a socket pair with a message carrying an fd queued (not
+ *            supported)
  * Protocol as memory.c: pid file argv[1], trigger argv[2], log argv[3];
  * on the trigger it verifies its fds once and logs PASS or FAIL. */
 #define _GNU_SOURCE
@@ -48,7 +50,7 @@ static char reason[512];
 static uint8_t pattern(size_t i, uint8_t seed) { return (uint8_t)(i * 131 + seed + (i >> 8)); }
 
 static int has(const char *mode, const char *what) {
-    if (strcmp(mode, "all") == 0) return strcmp(what, "inotify") && strcmp(what, "tcpconn");
+    if (strcmp(mode, "all") == 0) return strcmp(what, "inotify") && strcmp(what, "tcpconn") && strcmp(what, "unixfd");
     size_t n = strlen(what);
     for (const char *p = mode; (p = strstr(p, what)); p += n)
         if ((p == mode || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
@@ -449,6 +451,23 @@ static void setup_tcpconn(void) {
     close(l);
 }
 
+static void setup_unixfd(void) {
+    int s[2];
+    pair(SOCK_DGRAM, (int[]){93, 94});
+    if (pipe(s) != 0) exit(2);
+    char cbuf[CMSG_SPACE(sizeof(int))] = {0};
+    struct iovec iov = {.iov_base = "f", .iov_len = 1};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &s[0], sizeof(int));
+    if (sendmsg(93, &m, 0) != 1) exit(2);
+    close(s[0]);
+    close(s[1]);
+}
+
 int main(int argc, char **argv) {
     if (argc < 5) return 2;
     const char *mode = argv[4];
@@ -463,6 +482,7 @@ int main(int argc, char **argv) {
     if (has(mode, "events")) setup_events();
     if (has(mode, "inotify")) setup_inotify();
     if (has(mode, "tcpconn")) setup_tcpconn();
+    if (has(mode, "unixfd")) setup_unixfd();
     char buf[32], tmp[4200];
     int n = snprintf(buf, sizeof buf, "%d\n", getpid());
     snprintf(tmp, sizeof tmp, "%s.tmp", argv[1]);
