@@ -17,6 +17,7 @@
 
 mod dump;
 mod restore;
+mod sockets;
 
 use serde::{Deserialize, Serialize};
 
