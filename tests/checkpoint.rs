@@ -170,16 +170,34 @@ fn refused(pid: i32, expect: &str) {
 #[test]
 fn unsupported_processes_are_refused_and_left_running() {
     become_subreaper();
-    // A pipe on stdout.
-    let mut piped = spawn_plain(Command::new("sleep").arg("100").stdout(Stdio::piped()));
-    refused(piped.id() as i32, "fd 1 (pipe:");
+    // An inotify fd (pipes, sockets and such are supported: see
+    // tests/checkpoint_files.rs).
+    let mut piped = spawn_plain(Command::new("python3").stdout(Stdio::null()).args([
+        "-c",
+        "import ctypes, time\nctypes.CDLL(None).inotify_init()\ntime.sleep(100)",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_dir(format!("/proc/{}/fd", piped.id()))
+        .unwrap()
+        .any(|e| {
+            fs::read_link(e.unwrap().path())
+                .is_ok_and(|l| l.to_string_lossy() == "anon_inode:inotify")
+        })
+    {
+        assert!(
+            Instant::now() < deadline,
+            "python never made its inotify fd"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    refused(piped.id() as i32, "(anon_inode:inotify): this kind");
     let _ = piped.kill();
     let _ = piped.wait();
 }
 
 fn copy_image(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
-    for f in ["meta.json", "pages.img"] {
+    for f in ["meta.json", "pages.img", "files.img"] {
         fs::copy(from.join(f), to.join(f)).unwrap();
     }
 }

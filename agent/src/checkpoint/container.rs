@@ -13,6 +13,7 @@ use std::{
 use super::{
     CheckpointError,
     dump::{self, DumpOptions, DumpReport},
+    files::FileKind,
     image::{self, ContainerImage, Image},
     proc,
 };
@@ -63,21 +64,30 @@ pub fn checkpoint_container(
     let dumped = check_all_in_tree(&unified, &frozen)
         .map_err(&refuse)
         .and_then(|()| dump::collect_tree(pid, &mut frozen))
-        .and_then(|(mut image, pages)| {
-            to_namespace(&mut image)?;
+        .and_then(|mut dumped| {
+            let image = &mut dumped.image;
+            to_namespace(image)?;
+            // Its output goes to the log on the host, out of its sight:
+            // the restored container's goes to its own log.
             let log = root.log_path(name).display().to_string();
-            for f in image.processes.iter_mut().flat_map(|p| &mut p.fds) {
-                if f.path == log {
-                    f.path = image::CONTAINER_LOG.to_string();
+            for o in &mut image.files {
+                if let FileKind::Path { path, .. } = &mut o.kind
+                    && *path == log
+                {
+                    *path = image::CONTAINER_LOG.to_string();
                 }
             }
             image.container = Some(ContainerImage {
                 name: name.to_string(),
                 recipe,
             });
-            Ok((image, pages))
+            Ok(dumped)
         });
-    let (image, pages) = match dumped {
+    let dump::Dumped {
+        image,
+        pages,
+        files,
+    } = match dumped {
         Ok(v) => v,
         Err(e) => {
             let _ = frozen.release();
@@ -86,7 +96,7 @@ pub fn checkpoint_container(
     };
     let dump = t1.elapsed();
     let t2 = Instant::now();
-    if let Err(e) = image::write(dir, &image, &pages) {
+    if let Err(e) = image::write(dir, &image, &pages, &files) {
         let _ = frozen.release();
         return Err(e);
     }

@@ -10,7 +10,7 @@ use std::{
 use nix::{sys::signal::Signal, unistd::Pid};
 
 use super::{
-    CheckpointError,
+    CheckpointError, files,
     image::{
         self, Image, Process, Registers, Rseq, Run, SharedMemory, SigAction, Thread, Vma, VmaKind,
     },
@@ -241,8 +241,8 @@ pub fn checkpoint_pid(
     let mut frozen = freeze(pid)?;
     let freeze = t0.elapsed();
     let t1 = Instant::now();
-    let collected = collect_tree(pid, &mut frozen).and_then(|(image, pages)| {
-        let sig = image.processes[0].state.pdeathsig;
+    let collected = collect_tree(pid, &mut frozen).and_then(|dumped| {
+        let sig = dumped.image.processes[0].state.pdeathsig;
         if sig != 0 {
             return Err(CheckpointError::Unsupported {
                 pid,
@@ -251,9 +251,13 @@ pub fn checkpoint_pid(
                 ),
             });
         }
-        Ok((image, pages))
+        Ok(dumped)
     });
-    let (image, pages) = match collected {
+    let Dumped {
+        image,
+        pages,
+        files,
+    } = match collected {
         Ok(v) => v,
         Err(e) => {
             let _ = frozen.release();
@@ -262,7 +266,7 @@ pub fn checkpoint_pid(
     };
     let dump = t1.elapsed();
     let t2 = Instant::now();
-    if let Err(e) = image::write(dir, &image, &pages) {
+    if let Err(e) = image::write(dir, &image, &pages, &files) {
         let _ = frozen.release();
         return Err(e);
     }
@@ -510,19 +514,25 @@ fn collect_thread(
     })
 }
 
+/// A dumped tree: its metadata, pages.img and files.img.
+pub(super) struct Dumped {
+    pub image: Image,
+    pub pages: Vec<u8>,
+    pub files: Vec<u8>,
+}
+
 /// Dumps every process of the frozen tree.
-pub(super) fn collect_tree(
-    root: i32,
-    frozen: &mut Frozen,
-) -> Result<(Image, Vec<u8>), CheckpointError> {
+pub(super) fn collect_tree(root: i32, frozen: &mut Frozen) -> Result<Dumped, CheckpointError> {
     let mut image = Image {
         root,
         processes: Vec::new(),
         shared_memory: Vec::new(),
+        files: Vec::new(),
         pages_len: 0,
         container: None,
     };
     let mut pages = Vec::new();
+    let mut table = files::Table::default();
     for m in &mut frozen.members {
         let stat = proc::Stat::read(m.pid).map_err(|e| CheckpointError::Process {
             pid: m.pid,
@@ -546,13 +556,21 @@ pub(super) fn collect_tree(
             threads: Vec::new(),
         };
         if m.zombie.is_none() {
+            p.fds = table.dump(m.pid)?;
             collect(m, &mut p, &mut image.shared_memory, &mut pages)?;
         }
         image.processes.push(p);
     }
     check_groups(&image)?;
+    let all_fds: Vec<_> = image.processes.iter().flat_map(|p| p.fds.clone()).collect();
+    let (objects, files) = table.finish(root, &all_fds)?;
+    image.files = objects;
     image.pages_len = pages.len() as u64;
-    Ok((image, pages))
+    Ok(Dumped {
+        image,
+        pages,
+        files,
+    })
 }
 
 /// Sessions and process groups restore by setsid/setpgid from inside
@@ -604,7 +622,6 @@ fn collect(
     };
     let stat = proc::Stat::read(pid).map_err(io("stat"))?;
     let mut mm = stat.mm();
-    let fds = proc::fds(pid).map_err(unsupported)?;
     let read_link = |name: &str| {
         std::fs::read_link(proc::path(pid, name))
             .map(|p| p.to_string_lossy().into_owned())
@@ -734,7 +751,6 @@ fn collect(
     p.mm = mm;
     p.auxv = auxv;
     p.vmas = vmas;
-    p.fds = fds;
     Ok(())
 }
 

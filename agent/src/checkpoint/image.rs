@@ -1,5 +1,6 @@
-//! The image: `meta.json` (versioned, self-describing, checksummed) and
-//! `pages.img` (raw page data, one checksummed run per dumped VMA).
+//! The image: `meta.json` (versioned, self-describing, checksummed),
+//! `pages.img` (raw page data, one checksummed run per dumped VMA) and
+//! `files.img` (buffered data of file objects, checksummed blobs).
 //! Reading validates everything — version, metadata checksum, page file
 //! length and every run's checksum — before the caller creates anything.
 
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CheckpointError,
+    files::{FdEntry, FileObject},
     state::{ProcessState, ThreadState},
 };
 
@@ -16,6 +18,7 @@ use super::{
 pub const FORMAT: u32 = 2;
 pub const META: &str = "meta.json";
 pub const PAGES: &str = "pages.img";
+pub const FILES: &str = "files.img";
 
 /// The file as written: format, checksum of `body`, body.
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,6 +39,9 @@ pub struct Image {
     /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, memfd), each
     /// object once however many processes map it.
     pub shared_memory: Vec<SharedMemory>,
+    /// Open file descriptions of the whole tree, each once however many
+    /// fds of however many processes share it (see `checkpoint::files`).
+    pub files: Vec<FileObject>,
     /// Total bytes in pages.img.
     pub pages_len: u64,
     /// For a container's image: what recreates the container around the
@@ -75,7 +81,8 @@ pub struct Process {
     /// /proc/PID/auxv as native words.
     pub auxv: Vec<u64>,
     pub vmas: Vec<Vma>,
-    pub fds: Vec<Fd>,
+    /// Its fds, each naming one of `Image::files`.
+    pub fds: Vec<FdEntry>,
     /// Limits, personality, prctl flags, timers, credentials, shared
     /// pending signals (checkpoint/state.rs).
     pub state: ProcessState,
@@ -252,15 +259,6 @@ pub struct Run {
     pub crc32: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Fd {
-    pub fd: i32,
-    pub path: String,
-    /// open(2) flags from /proc/PID/fdinfo (O_APPEND, O_CLOEXEC…).
-    pub flags: i32,
-    pub pos: u64,
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -275,10 +273,13 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Writes the image into `dir` (created if missing).
-pub fn write(dir: &Path, image: &Image, pages: &[u8]) -> Result<(), CheckpointError> {
+/// Writes the image into `dir` (created if missing); `files` is the
+/// content of files.img.
+pub fn write(dir: &Path, image: &Image, pages: &[u8], files: &[u8]) -> Result<(), CheckpointError> {
     let io = |what: &str, e: std::io::Error| CheckpointError::Image(format!("{what}: {e}"));
     fs::create_dir_all(dir).map_err(|e| io(&dir.display().to_string(), e))?;
+    let files_path = dir.join(FILES);
+    fs::write(&files_path, files).map_err(|e| io(&files_path.display().to_string(), e))?;
     let pages_path = dir.join(PAGES);
     let mut f =
         fs::File::create(&pages_path).map_err(|e| io(&pages_path.display().to_string(), e))?;
@@ -295,6 +296,22 @@ pub fn write(dir: &Path, image: &Image, pages: &[u8]) -> Result<(), CheckpointEr
     let text = serde_json::to_string_pretty(&meta).expect("meta serialises");
     fs::write(&meta_path, text).map_err(|e| io(&meta_path.display().to_string(), e))?;
     Ok(())
+}
+
+/// Reads files.img of the image in `dir` and validates it against the
+/// image's file objects (every blob inside it, with its checksum; fds and
+/// objects consistent), before anything is created.
+pub fn read_files(dir: &Path, image: &Image) -> Result<Vec<u8>, CheckpointError> {
+    let path = dir.join(FILES);
+    let data =
+        fs::read(&path).map_err(|e| CheckpointError::Image(format!("{}: {e}", path.display())))?;
+    let bad = |e: String| CheckpointError::Image(format!("{}: {e}", path.display()));
+    super::files::validate(&image.files, &[], &data).map_err(bad)?;
+    for p in &image.processes {
+        super::files::validate(&image.files, &p.fds, &data)
+            .map_err(|e| bad(format!("pid {}: {e}", p.pid)))?;
+    }
+    Ok(data)
 }
 
 /// Reads and validates the image in `dir`: returns the metadata and the
@@ -499,6 +516,7 @@ mod tests {
                 }],
             }],
             shared_memory: vec![],
+            files: vec![],
             pages_len: pages.len() as u64,
             container: None,
         }
@@ -515,7 +533,8 @@ mod tests {
         let pages = vec![0x5au8; 8192];
         let image = sample(&pages);
         let dir = tempdir("rt");
-        write(&dir, &image, &pages).unwrap();
+        write(&dir, &image, &pages, &[]).unwrap();
+        assert!(read_files(&dir, &image).unwrap().is_empty());
         let (back, data) = read(&dir).unwrap();
         assert_eq!(back, image);
         assert_eq!(data, pages);

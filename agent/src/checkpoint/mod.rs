@@ -5,10 +5,12 @@
 //! A `--pid` tree (a process, its threads and descendants) or a whole
 //! container; anything it cannot reproduce faithfully is refused at dump
 //! time, naming it, with the processes left running unchanged. Raw
-//! syscalls live in `sys::ptrace`; this module never uses `unsafe`.
+//! syscalls live in `sys::ptrace` and `sys::fds`; this module never uses
+//! `unsafe`.
 
 mod container;
 pub mod dump;
+pub mod files;
 pub mod image;
 mod proc;
 mod remote;

@@ -1,9 +1,9 @@
-//! What /proc says about a stopped process: maps, fds, stat fields,
+//! What /proc says about a stopped process: maps, stat fields,
 //! signal mask. Plain file parsing, no syscalls beyond reading.
 
-use std::{fs, os::unix::fs::FileTypeExt, path::PathBuf};
+use std::{fs, path::PathBuf};
 
-use super::image::{Fd, MmLayout};
+use super::image::MmLayout;
 
 pub fn path(pid: i32, rest: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{rest}"))
@@ -144,53 +144,6 @@ pub fn auxv(pid: i32) -> std::io::Result<Vec<u64>> {
         .chunks_exact(8)
         .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
         .collect())
-}
-
-/// Every fd, or the first one this slice cannot restore (as Err text).
-pub fn fds(pid: i32) -> Result<Vec<Fd>, String> {
-    let dir = fs::read_dir(path(pid, "fd")).map_err(|e| format!("/proc/{pid}/fd: {e}"))?;
-    let mut out = Vec::new();
-    for entry in dir {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let link = fs::read_link(entry.path()).map_err(|e| format!("fd {fd}: {e}"))?;
-        let link = link.to_string_lossy().into_owned();
-        if !link.starts_with('/') || link.ends_with(" (deleted)") {
-            return Err(format!("fd {fd} ({link})"));
-        }
-        let meta = fs::metadata(entry.path()).map_err(|e| format!("fd {fd}: {e}"))?;
-        let ft = meta.file_type();
-        if !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
-            return Err(format!(
-                "fd {fd} ({link}, neither a regular file, a directory nor a character device)"
-            ));
-        }
-        let info = fs::read_to_string(path(pid, &format!("fdinfo/{fd}")))
-            .map_err(|e| format!("fdinfo {fd}: {e}"))?;
-        let get = |key: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.trim().to_string())
-        };
-        let pos = get("pos:").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let flags = get("flags:")
-            .and_then(|v| i32::from_str_radix(&v, 8).ok())
-            .unwrap_or(0);
-        out.push(Fd {
-            fd,
-            path: link,
-            flags,
-            pos,
-        });
-    }
-    out.sort_by_key(|f| f.fd);
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::{
 };
 
 use super::{
-    CheckpointError,
+    CheckpointError, files,
     image::{self, Image, Process, VmaKind},
     proc,
     remote::{Remote, RemoteError, find_syscall, resume_regs},
@@ -49,6 +49,8 @@ const G_SET_TID: u64 = PAGE + 128;
 /// Restores the image in `dir`; returns the pid of the running root.
 pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
     let (image, pages) = image::read(dir)?;
+    // files.img, validated before anything is created.
+    let files_data = image::read_files(dir, &image)?;
     let pid = image.root;
     for p in &image.processes {
         let ids = std::iter::once(p.pid).chain(p.threads.iter().map(|t| t.tid));
@@ -73,7 +75,7 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
         Forked::Child => {
             drop(reader);
             let mut writer = writer;
-            let msg = match helper(&image, &pages) {
+            let msg = match helper(&image, &pages, &files_data) {
                 Ok(()) => format!("ok {pid}"),
                 Err((at, e)) => format!("err {at} {e}"),
             };
@@ -122,14 +124,25 @@ struct Restorer<'a> {
     created: Vec<i32>,
     /// Shared anonymous memory, as memfds of the helper, by object.
     shared: Vec<std::os::fd::OwnedFd>,
+    /// Every file object, made in the helper before any process.
+    files: Option<files::Created>,
 }
 
 /// An error and the pid of the task it happened in.
 type Failure = (i32, String);
 
 /// In the forked helper: create the tree, rebuild it, release it.
-fn helper(image: &Image, pages: &[u8]) -> Result<(), Failure> {
+fn helper(image: &Image, pages: &[u8], files_data: &[u8]) -> Result<(), Failure> {
     let root = image.root;
+    // Every file object, made here first (the processes get them by
+    // SCM_RIGHTS); the root's clone closes its copies.
+    let all_fds: Vec<_> = image.processes.iter().flat_map(|p| p.fds.clone()).collect();
+    let paths = files::Paths {
+        root: "/".into(),
+        log: None,
+    };
+    let created =
+        files::create(&image.files, &all_fds, files_data, &paths).map_err(|e| (root, e))?;
     let child = match crate::sys::process::fork_with_pid(root) {
         Ok(0) => ptrace::child_become_tracee(false, false),
         Ok(child) => child,
@@ -141,24 +154,49 @@ fn helper(image: &Image, pages: &[u8]) -> Result<(), Failure> {
             ));
         }
     };
-    run_or_kill(child, image, pages)
+    run_or_kill(child, image, pages, created)
 }
 
 /// Restores `image` into `root`, a child of ours that stopped itself as
 /// our tracee (pid 1 of a new container: the image's pids are those of
 /// its pid namespace). On failure every process created is killed, the
 /// root too.
-pub fn restore_into(root: i32, image: &Image, pages: &[u8]) -> Result<(), CheckpointError> {
+pub fn restore_into(
+    root: i32,
+    image: &Image,
+    pages: &[u8],
+    files_data: &[u8],
+    log: &Path,
+) -> Result<(), CheckpointError> {
     if image.root != 1 {
         return Err(CheckpointError::Image(format!(
             "the tree's root is pid {}, a container's is pid 1",
             image.root
         )));
     }
-    run_or_kill(root, image, pages).map_err(|(pid, what)| CheckpointError::Restore { pid, what })
+    // Paths are the container's, its output is its new log, and sockets
+    // are made in its network namespace.
+    let all_fds: Vec<_> = image.processes.iter().flat_map(|p| p.fds.clone()).collect();
+    let paths = files::Paths {
+        root: proc::path(root, "root"),
+        log: Some(log.to_path_buf()),
+    };
+    let fail = |what: String| CheckpointError::Restore { pid: 1, what };
+    let created = crate::sys::ns::in_net_namespace_of(root, || {
+        files::create(&image.files, &all_fds, files_data, &paths)
+    })
+    .map_err(|e| fail(format!("enter its network namespace: {e}")))?
+    .map_err(fail)?;
+    run_or_kill(root, image, pages, created)
+        .map_err(|(pid, what)| CheckpointError::Restore { pid, what })
 }
 
-fn run_or_kill(child: i32, image: &Image, pages: &[u8]) -> Result<(), Failure> {
+fn run_or_kill(
+    child: i32,
+    image: &Image,
+    pages: &[u8],
+    files: files::Created,
+) -> Result<(), Failure> {
     let mut restorer = Restorer {
         image,
         pages,
@@ -167,6 +205,7 @@ fn run_or_kill(child: i32, image: &Image, pages: &[u8]) -> Result<(), Failure> {
         threads: Vec::new(),
         created: vec![child],
         shared: Vec::new(),
+        files: Some(files),
     };
     let result = restorer.run(child);
     if result.is_err() {
@@ -555,42 +594,10 @@ impl Restorer<'_> {
         let _ = r.call(libc::SYS_close, &[exe_fd]);
         set.map_err(e("prctl PR_SET_MM_MAP (brk, stack, args, auxv, exe)".into()))?;
 
-        // The container's output first, from the stdio the root kept (and
-        // its children inherited), before other fds take 0-2 over.
-        for f in p.fds.iter().filter(|f| f.path == image::CONTAINER_LOG) {
-            if f.fd != 1 {
-                let cloexec = (f.flags & libc::O_CLOEXEC) as u64;
-                r.call(libc::SYS_dup3, &[1, f.fd as u64, cloexec])
-                    .map_err(e(format!("fd {}: the container's output", f.fd)))?;
-            }
-        }
-        for fd in 0..3 {
-            if !p.fds.iter().any(|f| f.fd == fd) {
-                let _ = r.call(libc::SYS_close, &[fd as u64]);
-            }
-        }
-        for f in p.fds.iter().filter(|f| f.path != image::CONTAINER_LOG) {
-            let flags = f.flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
-            let path = put_str(&f.path)?;
-            let got = r
-                .call(libc::SYS_open, &[path, flags as u64, 0])
-                .map_err(e(format!("fd {}: open {}", f.fd, f.path)))?;
-            if got != f.fd as u64 {
-                let cloexec = (flags & libc::O_CLOEXEC) as u64;
-                r.call(libc::SYS_dup3, &[got, f.fd as u64, cloexec])
-                    .map_err(e(format!("fd {}: dup3", f.fd)))?;
-                let _ = r.call(libc::SYS_close, &[got]);
-            }
-            if f.pos != 0 {
-                match r.call(
-                    libc::SYS_lseek,
-                    &[f.fd as u64, f.pos, libc::SEEK_SET as u64],
-                ) {
-                    Ok(_) | Err(RemoteError::Errno(nix::errno::Errno::ESPIPE)) => {}
-                    Err(err) => return Err(format!("fd {}: lseek to {}: {err}", f.fd, f.pos)),
-                }
-            }
-        }
+        // File descriptors, passed in by SCM_RIGHTS (scratch: G_STR).
+        const _: () = assert!(G_STR + files::SCRATCH_LEN <= G_MM);
+        let created = self.files.as_ref().expect("made before any process");
+        files::install(r, gadget + G_STR, &self.image.files, &p.fds, created)?;
 
         r.call(libc::SYS_chdir, &[put_str(&p.cwd)?])
             .map_err(e(format!("chdir {}", p.cwd)))?;

@@ -460,8 +460,16 @@ fn start(
     // namespace, cgroup and policy of the container; the image's tree is
     // rebuilt from it (its pid 1) and let go.
     if let Some(dir) = &spec.restore {
-        let restored = crate::checkpoint::image::read(dir).and_then(|(image, pages)| {
-            crate::checkpoint::restore::restore_into(child.as_raw(), &image, &pages)
+        use crate::checkpoint::{image, restore};
+        let restored = image::read(dir).and_then(|(image, pages)| {
+            let files = image::read_files(dir, &image)?;
+            restore::restore_into(
+                child.as_raw(),
+                &image,
+                &pages,
+                &files,
+                &root.log_path(&spec.name),
+            )
         });
         if let Err(e) = restored {
             let _ = kill(child, Signal::SIGKILL);

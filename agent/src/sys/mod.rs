@@ -3,8 +3,10 @@
 //! what remains is here, each block with a `// SAFETY:` comment.
 
 pub mod bpf;
+pub mod fds;
 pub mod fs;
 pub mod net;
+pub mod ns;
 pub mod pidfd;
 pub mod process;
 pub mod ptrace;

@@ -1,0 +1,547 @@
+//! Dump side: every fd of a stopped process, inspected through a
+//! duplicate taken with pidfd_getfd. Reads only: offsets, queues, pipe
+//! buffers and socket options of the process are left as they were (the
+//! one option changed, SO_PEEK_OFF, is put back).
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::Read,
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+        unix::fs::OpenOptionsExt,
+    },
+};
+
+use nix::errno::Errno;
+
+use super::{
+    BlobWriter, EpollItem, FdEntry, FileKind, FileObject,
+    sockets::{TCP_ESTABLISHED, UnixDiag, inet, unix_sockets},
+    validate,
+};
+use crate::{
+    checkpoint::{CheckpointError, proc},
+    sys::{fds, pidfd},
+};
+
+/// Why an fd cannot be recorded.
+pub(super) enum Refusal {
+    /// Not something this engine reproduces faithfully.
+    Unsupported(String),
+    /// Inspecting it failed.
+    Failed(String),
+}
+
+pub(super) fn failed(what: &str) -> impl FnOnce(Errno) -> Refusal + '_ {
+    move |e| Refusal::Failed(format!("{what}: {} ({e})", e.desc()))
+}
+
+/// The fds of every process of a tree, with the open file descriptions
+/// they share (across processes too) recorded once.
+pub struct Table {
+    d: Dumper,
+    /// Each object's first fd, taken into the dumper, to compare others
+    /// with (kcmp).
+    taken: Vec<(u32, OwnedFd)>,
+    objects: Vec<FileObject>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            d: Dumper {
+                blobs: BlobWriter::default(),
+                unix: None,
+                pipes_with_data: Vec::new(),
+            },
+            taken: Vec::new(),
+            objects: Vec::new(),
+        }
+    }
+}
+
+impl Table {
+    /// Records every fd of stopped process `pid`.
+    pub fn dump(&mut self, pid: i32) -> Result<Vec<FdEntry>, CheckpointError> {
+        let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
+        let process = |what: String| CheckpointError::Process { pid, what };
+        let pidfd = pidfd::open(pid).map_err(CheckpointError::sys(pid, "pidfd_open"))?;
+        let mut numbers: Vec<i32> = fs::read_dir(proc::path(pid, "fd"))
+            .map_err(|e| process(format!("/proc/{pid}/fd: {e}")))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        numbers.sort_unstable();
+        let d = &mut self.d;
+        let taken = &mut self.taken;
+        let objects = &mut self.objects;
+        let mut entries = Vec::new();
+        let mut inodes: HashMap<i32, u64> = HashMap::new();
+        // (fd, fdinfo) of each epoll, to check its items once all fds are known.
+        let mut epolls: Vec<(i32, String)> = Vec::new();
+        for n in numbers {
+            let link = fs::read_link(proc::path(pid, &format!("fd/{n}")))
+                .map_err(|e| process(format!("fd {n}: {e}")))?
+                .to_string_lossy()
+                .into_owned();
+            let info = fs::read_to_string(proc::path(pid, &format!("fdinfo/{n}")))
+                .map_err(|e| process(format!("fdinfo of fd {n}: {e}")))?;
+            let flags = field(&info, "flags:")
+                .and_then(|v| i32::from_str_radix(v, 8).ok())
+                .ok_or_else(|| process(format!("fdinfo of fd {n}: no flags")))?;
+            let fd = fds::getfd(pidfd.as_fd(), n)
+                .map_err(CheckpointError::sys(pid, format!("pidfd_getfd of fd {n}")))?;
+            let st = nix::sys::stat::fstat(&fd)
+                .map_err(CheckpointError::sys(pid, format!("fstat of fd {n}")))?;
+            inodes.insert(n, st.st_ino);
+            if link == "anon_inode:[eventpoll]" {
+                epolls.push((n, info.clone()));
+            }
+            let cloexec = flags & libc::O_CLOEXEC != 0;
+            let mut shared = None;
+            for (id, t) in taken.iter() {
+                if fds::same_file(t.as_fd(), fd.as_fd())
+                    .map_err(CheckpointError::sys(pid, "kcmp"))?
+                {
+                    shared = Some(*id);
+                    break;
+                }
+            }
+            let object = match shared {
+                Some(id) => id,
+                None => {
+                    let kind = d
+                        .inspect(&link, &info, fd.as_fd(), &st)
+                        .map_err(|r| match r {
+                            Refusal::Unsupported(why) => {
+                                unsupported(format!("fd {n} ({link}): {why}"))
+                            }
+                            Refusal::Failed(why) => process(format!("fd {n} ({link}): {why}")),
+                        })?;
+                    let id = objects.len() as u32 + 1;
+                    objects.push(FileObject {
+                        id,
+                        flags: flags & !libc::O_CLOEXEC,
+                        kind,
+                    });
+                    taken.push((id, fd));
+                    id
+                }
+            };
+            entries.push(FdEntry {
+                fd: n,
+                object,
+                cloexec,
+            });
+        }
+
+        // epoll keys items by (file, fd number): each item's fd must still
+        // be that file, or restore could not add it back by number.
+        for (n, info) in &epolls {
+            for (tfd, ino) in epoll_inodes(info) {
+                if inodes.get(&tfd) != Some(&ino) {
+                    return Err(unsupported(format!(
+                        "fd {n} (epoll): it watches a file (inode {ino}) no longer open at fd {tfd}"
+                    )));
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The objects and files.img, once every process is recorded; `fds`
+    /// are all their fd entries (for error messages).
+    pub fn finish(
+        self,
+        pid: i32,
+        fds: &[FdEntry],
+    ) -> Result<(Vec<FileObject>, Vec<u8>), CheckpointError> {
+        let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
+        let objects = self.objects;
+        let entries = fds;
+        // Every socket pair's other end must be here.
+        for o in &objects {
+            if let FileKind::UnixPair { ino, peer, .. } = &o.kind {
+                let here = objects
+                    .iter()
+                    .any(|p| matches!(p.kind, FileKind::UnixPair { ino: i, .. } if i == *peer));
+                if !here {
+                    let fd = entries
+                        .iter()
+                        .find(|e| e.object == o.id)
+                        .map_or(-1, |e| e.fd);
+                    return Err(unsupported(format!(
+                        "fd {fd} (socket:[{ino}]): a unix socket whose peer (socket:[{peer}]) is outside the process"
+                    )));
+                }
+            }
+        }
+        validate(&objects, &[], &self.d.blobs.data).map_err(unsupported)?;
+        Ok((objects, self.d.blobs.data))
+    }
+}
+
+/// The value after `key` on its line of an fdinfo text.
+fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim())
+}
+
+fn hex_field(info: &str, key: &str) -> Result<u64, Refusal> {
+    field(info, key)
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .ok_or_else(|| Refusal::Failed(format!("fdinfo has no {key}")))
+}
+
+/// "(sec, nsec)" of a timerfd's fdinfo, in ns.
+fn time_field(info: &str, key: &str) -> Result<u64, Refusal> {
+    let bad = || Refusal::Failed(format!("fdinfo has no {key} (sec, nsec)"));
+    let v = field(info, key).ok_or_else(bad)?;
+    let (s, ns) = v
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split_once(',')
+        .ok_or_else(bad)?;
+    let s: u64 = s.trim().parse().map_err(|_| bad())?;
+    let ns: u64 = ns.trim().parse().map_err(|_| bad())?;
+    Ok(s * 1_000_000_000 + ns)
+}
+
+/// Parses the `tfd: N events: X data: X …` lines of an epoll's fdinfo.
+fn epoll_items(info: &str) -> Result<Vec<EpollItem>, Refusal> {
+    let mut items = Vec::new();
+    for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+        let bad = || Refusal::Failed(format!("unparsable epoll item: {line}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1))
+                .copied()
+        };
+        items.push(EpollItem {
+            fd: after("tfd:").and_then(|v| v.parse().ok()).ok_or_else(bad)?,
+            events: after("events:")
+                .and_then(|v| u32::from_str_radix(v, 16).ok())
+                .ok_or_else(bad)?,
+            data: after("data:")
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+                .ok_or_else(bad)?,
+        });
+    }
+    Ok(items)
+}
+
+/// (fd, inode) of each item of an epoll's fdinfo (`… ino:HEX …`).
+fn epoll_inodes(info: &str) -> Vec<(i32, u64)> {
+    info.lines()
+        .filter(|l| l.starts_with("tfd:"))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let fd = words.nth(1)?.parse().ok()?;
+            let ino = words.find_map(|w| w.strip_prefix("ino:"))?;
+            Some((fd, u64::from_str_radix(ino, 16).ok()?))
+        })
+        .collect()
+}
+
+struct Dumper {
+    blobs: BlobWriter,
+    unix: Option<HashMap<u32, UnixDiag>>,
+    /// Pipes (by inode) whose buffer is already recorded.
+    pipes_with_data: Vec<u64>,
+}
+
+impl Dumper {
+    fn inspect(
+        &mut self,
+        link: &str,
+        info: &str,
+        fd: BorrowedFd<'_>,
+        st: &libc::stat,
+    ) -> Result<FileKind, Refusal> {
+        let fmt = st.st_mode & libc::S_IFMT;
+        match link {
+            "anon_inode:[eventfd]" => Ok(FileKind::EventFd {
+                count: hex_field(info, "eventfd-count:")?,
+                semaphore: field(info, "eventfd-semaphore:")
+                    .ok_or_else(|| Refusal::Failed("fdinfo has no eventfd-semaphore".into()))?
+                    == "1",
+            }),
+            "anon_inode:[signalfd]" => Ok(FileKind::SignalFd {
+                mask: hex_field(info, "sigmask:")?,
+            }),
+            "anon_inode:[timerfd]" => Ok(FileKind::TimerFd {
+                clock: field(info, "clockid:")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| Refusal::Failed("fdinfo has no clockid".into()))?,
+                ticks: field(info, "ticks:")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+                value_ns: time_field(info, "it_value:")?,
+                interval_ns: time_field(info, "it_interval:")?,
+            }),
+            "anon_inode:[eventpoll]" => Ok(FileKind::Epoll {
+                items: epoll_items(info)?,
+            }),
+            l if l.starts_with("anon_inode:") => Err(Refusal::Unsupported(
+                "this kind of anonymous-inode file is not supported".into(),
+            )),
+            l if l.starts_with("pipe:[") => self.pipe(None, fd, st),
+            l if l.starts_with("socket:[") => self.socket(fd, st),
+            l if l.starts_with("/memfd:") => {
+                Err(Refusal::Unsupported("memfd files are not supported".into()))
+            }
+            l if l.starts_with('/') => match fmt {
+                libc::S_IFREG if st.st_nlink == 0 && l.ends_with(" (deleted)") => {
+                    self.deleted(l, info, fd, st)
+                }
+                libc::S_IFREG | libc::S_IFDIR | libc::S_IFCHR => Ok(FileKind::Path {
+                    path: l.to_string(),
+                    pos: field(info, "pos:")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                }),
+                libc::S_IFIFO => self.pipe(Some(l), fd, st),
+                _ => Err(Refusal::Unsupported(
+                    "neither a regular file, a directory, a character device nor a fifo".into(),
+                )),
+            },
+            _ => Err(Refusal::Unsupported(
+                "this kind of file is not supported".into(),
+            )),
+        }
+    }
+
+    /// Opens the file behind our duplicate again, read-only: a new open
+    /// file description, so reading it moves no offset of the process.
+    fn reopen(fd: BorrowedFd<'_>, extra: i32) -> Result<fs::File, Refusal> {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(extra | libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(|e| Refusal::Failed(format!("reopen for reading: {e}")))
+    }
+
+    fn deleted(
+        &mut self,
+        link: &str,
+        info: &str,
+        fd: BorrowedFd<'_>,
+        st: &libc::stat,
+    ) -> Result<FileKind, Refusal> {
+        let mut contents = Vec::new();
+        Self::reopen(fd, 0)?
+            .read_to_end(&mut contents)
+            .map_err(|e| Refusal::Failed(format!("read its contents: {e}")))?;
+        Ok(FileKind::Deleted {
+            path: link.trim_end_matches(" (deleted)").to_string(),
+            pos: field(info, "pos:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            data: self.blobs.push(&contents),
+        })
+    }
+
+    fn pipe(
+        &mut self,
+        fifo: Option<&str>,
+        fd: BorrowedFd<'_>,
+        st: &libc::stat,
+    ) -> Result<FileKind, Refusal> {
+        let fl = fds::fcntl_int(fd, libc::F_GETFL, 0).map_err(failed("F_GETFL"))?;
+        if fl & libc::O_DIRECT != 0 {
+            return Err(Refusal::Unsupported(
+                "a pipe in packet mode (O_DIRECT)".into(),
+            ));
+        }
+        let size = fds::fcntl_int(fd, libc::F_GETPIPE_SZ, 0).map_err(failed("F_GETPIPE_SZ"))?;
+        let mut data = None;
+        if !self.pipes_with_data.contains(&st.st_ino) {
+            self.pipes_with_data.push(st.st_ino);
+            // A read end of our own on the same pipe (whichever end the
+            // process has), then tee: the buffer is copied, not consumed.
+            let reader = Self::reopen(fd, libc::O_NONBLOCK)?;
+            let queued = fds::bytes_queued(reader.as_fd()).map_err(failed("FIONREAD"))?;
+            let mut bytes = vec![0u8; queued];
+            if queued > 0 {
+                let (r, w) =
+                    fds::pipe2(libc::O_CLOEXEC | libc::O_NONBLOCK).map_err(failed("pipe2"))?;
+                fds::fcntl_int(w.as_fd(), libc::F_SETPIPE_SZ, size)
+                    .map_err(failed("F_SETPIPE_SZ"))?;
+                let copied = fds::tee(reader.as_fd(), w.as_fd(), queued).map_err(failed("tee"))?;
+                if copied != queued {
+                    return Err(Refusal::Failed(format!(
+                        "tee copied {copied} of the {queued} buffered bytes"
+                    )));
+                }
+                fs::File::from(r)
+                    .read_exact(&mut bytes)
+                    .map_err(|e| Refusal::Failed(format!("read the copy: {e}")))?;
+            }
+            data = Some(self.blobs.push(&bytes));
+        }
+        Ok(FileKind::Pipe {
+            pipe: st.st_ino,
+            fifo: fifo.map(str::to_string),
+            size: size as u32,
+            data,
+        })
+    }
+
+    fn socket(&mut self, fd: BorrowedFd<'_>, st: &libc::stat) -> Result<FileKind, Refusal> {
+        let opt = |level, name, what: &'static str| {
+            fds::getsockopt_int(fd, level, name).map_err(failed(what))
+        };
+        let domain = opt(libc::SOL_SOCKET, libc::SO_DOMAIN, "SO_DOMAIN")?;
+        let ty = opt(libc::SOL_SOCKET, libc::SO_TYPE, "SO_TYPE")?;
+        let protocol = opt(libc::SOL_SOCKET, libc::SO_PROTOCOL, "SO_PROTOCOL")?;
+        match domain {
+            libc::AF_UNIX => self.unix(fd, st, ty),
+            libc::AF_INET | libc::AF_INET6 => inet(fd, domain, ty, protocol),
+            _ => Err(Refusal::Unsupported(format!(
+                "a socket of address family {domain} (only unix socket pairs and IPv4/IPv6 TCP and UDP are supported)"
+            ))),
+        }
+    }
+
+    fn unix(&mut self, fd: BorrowedFd<'_>, st: &libc::stat, ty: i32) -> Result<FileKind, Refusal> {
+        if self.unix.is_none() {
+            self.unix = Some(unix_sockets().map_err(failed("sock_diag of unix sockets"))?);
+        }
+        let ino = st.st_ino;
+        let (state, peer, named, shutdown) = self
+            .unix
+            .as_ref()
+            .and_then(|m| m.get(&(ino as u32)))
+            .map(|d| (d.state, d.peer, d.named, d.shutdown))
+            .ok_or_else(|| Refusal::Failed("not found by sock_diag".into()))?;
+        if named {
+            return Err(Refusal::Unsupported(
+                "a unix socket bound to an address (only unnamed socket pairs are supported)"
+                    .into(),
+            ));
+        }
+        if !matches!(
+            ty,
+            libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET
+        ) {
+            return Err(Refusal::Unsupported(format!("unix socket of type {ty}")));
+        }
+        if peer == 0 || (ty != libc::SOCK_DGRAM && state != TCP_ESTABLISHED) {
+            return Err(Refusal::Unsupported(
+                "an unconnected unix socket (only connected socket pairs are supported)".into(),
+            ));
+        }
+        let queue = self.peek_queue(fd, ty == libc::SOCK_STREAM)?;
+        Ok(FileKind::UnixPair {
+            ino,
+            peer: peer.into(),
+            sock_type: ty,
+            queue,
+            shutdown,
+        })
+    }
+
+    /// The socket's receive queue, peeked with SO_PEEK_OFF walking it
+    /// (then put back as it was).
+    fn peek_queue(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        stream: bool,
+    ) -> Result<Vec<super::Blob>, Refusal> {
+        let old = fds::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
+            .map_err(failed("SO_PEEK_OFF"))?;
+        fds::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+            .map_err(failed("set SO_PEEK_OFF"))?;
+        let walked = self.walk_queue(fd, stream);
+        let put_back = fds::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old)
+            .map_err(failed("put SO_PEEK_OFF back"));
+        let queue = walked?;
+        put_back?;
+        Ok(queue)
+    }
+
+    fn walk_queue(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        stream: bool,
+    ) -> Result<Vec<super::Blob>, Refusal> {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut messages: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let p = match fds::peek(fd, &mut buf) {
+                Ok(p) => p,
+                Err(Errno::EAGAIN) => break,
+                Err(e) => return Err(failed("peek at the queue")(e)),
+            };
+            if p.control {
+                return Err(Refusal::Unsupported(
+                    "a queued message carries fds or credentials".into(),
+                ));
+            }
+            if p.truncated {
+                return Err(Refusal::Unsupported(format!(
+                    "a queued message is longer than {} bytes",
+                    buf.len()
+                )));
+            }
+            if p.len == 0 {
+                if stream {
+                    break; // the peer shut down its writing side
+                }
+                return Err(Refusal::Unsupported("an empty datagram is queued".into()));
+            }
+            messages.push(buf[..p.len].to_vec());
+        }
+        Ok(if stream {
+            let all = messages.concat();
+            if all.is_empty() {
+                Vec::new()
+            } else {
+                vec![self.blobs.push(&all)]
+            }
+        } else {
+            messages.iter().map(|m| self.blobs.push(m)).collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fdinfo_fields() {
+        let timer = "pos:\t0\nflags:\t02004002\nmnt_id:\t15\nino:\t1057\nclockid: 1\nticks: 2\nsettime flags: 00\nit_value: (0, 499872150)\nit_interval: (1, 5)\n";
+        assert_eq!(time_field(timer, "it_value:").ok(), Some(499_872_150));
+        assert_eq!(time_field(timer, "it_interval:").ok(), Some(1_000_000_005));
+        assert_eq!(field(timer, "ticks:"), Some("2"));
+        let ep = "pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1057\ntfd:        5 events:       19 data:             1111  pos:0 ino:4ac sdev:e\ntfd:        7 events: 80000001 data: ffffffffffffffff  pos:0 ino:4ad sdev:e\n";
+        let items = epoll_items(ep).ok().unwrap();
+        assert_eq!(
+            items,
+            vec![
+                EpollItem {
+                    fd: 5,
+                    events: 0x19,
+                    data: 0x1111
+                },
+                EpollItem {
+                    fd: 7,
+                    events: 0x8000_0001,
+                    data: u64::MAX
+                }
+            ]
+        );
+        assert_eq!(epoll_inodes(ep), vec![(5, 0x4ac), (7, 0x4ad)]);
+        let ev = "pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1057\neventfd-count:                5\neventfd-id: 3\neventfd-semaphore: 1\n";
+        assert_eq!(hex_field(ev, "eventfd-count:").ok(), Some(5));
+        assert_eq!(field(ev, "eventfd-semaphore:"), Some("1"));
+    }
+}

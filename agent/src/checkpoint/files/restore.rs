@@ -1,0 +1,556 @@
+//! Restore side. [`create`] makes every file object in the restore
+//! helper itself (files opened and positioned, pipes and socket pairs
+//! made and filled, sockets bound, eventfds, signalfds and timerfds set);
+//! [`install`] passes them into the new process with SCM_RIGHTS, by
+//! remote recvmsg on a socket pair the process makes, and builds its
+//! epoll sets there.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::{Seek, SeekFrom, Write},
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+        unix::fs::{OpenOptionsExt, PermissionsExt},
+    },
+    path::Path,
+};
+
+use super::{FdEntry, FileKind, FileObject};
+use crate::{
+    checkpoint::remote::{Remote, RemoteError},
+    sys::{fds, pidfd, ptrace},
+};
+
+/// The objects [`create`] made, by object id, held until [`install`]
+/// has given them to the process.
+pub struct Created {
+    objects: HashMap<u32, OwnedFd>,
+}
+
+/// The fd an error names an object by: its first in the process.
+fn first_fd(fds: &[FdEntry], id: u32) -> i32 {
+    fds.iter().find(|e| e.object == id).map_or(-1, |e| e.fd)
+}
+
+/// Opens `path` with open(2) `flags` (access mode included; creation
+/// flags dropped).
+fn open_flags(path: &Path, flags: i32) -> std::io::Result<fs::File> {
+    let mode = flags & libc::O_ACCMODE;
+    fs::OpenOptions::new()
+        .read(mode == libc::O_RDONLY || mode == libc::O_RDWR)
+        .write(mode == libc::O_WRONLY || mode == libc::O_RDWR)
+        .custom_flags(flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_TMPFILE))
+        .open(path)
+}
+
+fn reopen(fd: BorrowedFd<'_>, flags: i32) -> std::io::Result<OwnedFd> {
+    open_flags(
+        Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        flags,
+    )
+    .map(Into::into)
+}
+
+/// Status flags F_SETFL may set on a helper-made object.
+const SETFL: i32 = libc::O_NONBLOCK | libc::O_APPEND;
+
+/// Creates every object except epoll sets (those are made in the
+/// process, see [`install`]). `data` is files.img, already validated.
+///
+/// Sockets are created in the helper's network namespace, which for a
+/// `--pid` restore is the process's: a container restore must setns into
+/// the container's before calling this.
+/// Where the image's paths are: under `root` (`/`, or a container's root
+/// seen through /proc/PID/root); the container's output is `log`.
+pub struct Paths {
+    pub root: std::path::PathBuf,
+    pub log: Option<std::path::PathBuf>,
+}
+
+impl Paths {
+    fn resolve(&self, path: &str) -> Result<std::path::PathBuf, String> {
+        if path == crate::checkpoint::image::CONTAINER_LOG {
+            return self
+                .log
+                .clone()
+                .ok_or_else(|| "the container's output, outside a container".to_string());
+        }
+        Ok(self.root.join(path.trim_start_matches('/')))
+    }
+}
+
+pub fn create(
+    objects: &[FileObject],
+    fds: &[FdEntry],
+    data: &[u8],
+    paths: &Paths,
+) -> Result<Created, String> {
+    let blob = |b: super::Blob| b.slice(data).unwrap_or_default();
+    let mut made = HashMap::new();
+    // Both ends of each pipe (by inode) until every object has its own.
+    let mut pipes: HashMap<u64, (OwnedFd, OwnedFd)> = HashMap::new();
+    let mut ends_given: HashMap<(u64, i32), ()> = HashMap::new();
+    // The other end of each socket pair made, by its inode.
+    let mut unix_ends: HashMap<u64, OwnedFd> = HashMap::new();
+    for o in objects {
+        let n = first_fd(fds, o.id);
+        let at = |what: &str| format!("fd {n} ({}): {what}", o.describe());
+        let sys =
+            |what: &'static str| move |e: nix::errno::Errno| at(&format!("{what}: {}", e.desc()));
+        let fd: OwnedFd = match &o.kind {
+            FileKind::Path { path, pos } => {
+                let mut f = open_flags(&paths.resolve(path)?, o.flags)
+                    .map_err(|e| format!("fd {n}: open {path}: {e}"))?;
+                if *pos != 0 {
+                    match f.seek(SeekFrom::Start(*pos)) {
+                        Ok(_) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::ESPIPE) => {}
+                        Err(e) => return Err(format!("fd {n}: lseek {path} to {pos}: {e}")),
+                    }
+                }
+                f.into()
+            }
+            FileKind::Deleted {
+                path,
+                pos,
+                mode,
+                uid,
+                gid,
+                data: contents,
+            } => {
+                let real = paths.resolve(path)?;
+                let mut f = deleted_file(&real.to_string_lossy(), *mode).map_err(|e| at(&e))?;
+                f.write_all(blob(*contents))
+                    .map_err(|e| at(&format!("write its contents: {e}")))?;
+                std::os::unix::fs::fchown(&f, Some(*uid), Some(*gid))
+                    .and_then(|_| f.set_permissions(fs::Permissions::from_mode(*mode)))
+                    .map_err(|e| at(&format!("owner and mode: {e}")))?;
+                let mut g: fs::File = reopen(f.as_fd(), o.flags)
+                    .map_err(|e| at(&format!("reopen with its flags: {e}")))?
+                    .into();
+                g.seek(SeekFrom::Start(*pos))
+                    .map_err(|e| at(&format!("lseek to {pos}: {e}")))?;
+                g.into()
+            }
+            FileKind::Pipe {
+                pipe, fifo, size, ..
+            } => {
+                if !pipes.contains_key(pipe) {
+                    let real = fifo.as_deref().map(|f| paths.resolve(f)).transpose()?;
+                    let real = real.as_ref().map(|p| p.to_string_lossy());
+                    let ends = new_pipe(real.as_deref(), *size as i32).map_err(|e| at(&e))?;
+                    // The buffered data, whichever end recorded it.
+                    let buffered = objects.iter().find_map(|p| match &p.kind {
+                        FileKind::Pipe { pipe: q, data, .. } if q == pipe => *data,
+                        _ => None,
+                    });
+                    if let Some(b) = buffered {
+                        fds::write_all(ends.1.as_fd(), blob(b)).map_err(sys("fill the pipe"))?;
+                    }
+                    pipes.insert(*pipe, ends);
+                }
+                let (r, w) = &pipes[pipe];
+                let write = o.flags & libc::O_ACCMODE != libc::O_RDONLY;
+                let end = if write { w } else { r };
+                let key = (*pipe, write as i32);
+                // The first object of each end is the end made; another
+                // open file description of it is opened anew.
+                if fifo.is_none() && ends_given.insert(key, ()).is_none() {
+                    end.try_clone().map_err(|e| at(&format!("dup: {e}")))?
+                } else {
+                    reopen(end.as_fd(), o.flags | libc::O_NONBLOCK)
+                        .map_err(|e| at(&format!("open the pipe again: {e}")))?
+                }
+            }
+            FileKind::UnixPair {
+                ino,
+                peer,
+                sock_type,
+                queue,
+                shutdown,
+            } => match unix_ends.remove(ino) {
+                Some(end) => end,
+                None => {
+                    let (mine, theirs) = fds::socketpair(*sock_type).map_err(sys("socketpair"))?;
+                    let (peer_queue, peer_shutdown) = objects
+                        .iter()
+                        .find_map(|p| match &p.kind {
+                            FileKind::UnixPair {
+                                ino: i,
+                                queue,
+                                shutdown,
+                                ..
+                            } if i == peer => Some((queue.clone(), *shutdown)),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    // What was queued at one end is sent from the other.
+                    for (to_fill, from) in [(queue, &theirs), (&peer_queue, &mine)] {
+                        for b in to_fill {
+                            if *sock_type == libc::SOCK_STREAM {
+                                fds::write_all(from.as_fd(), blob(*b))
+                            } else {
+                                fds::send(from.as_fd(), blob(*b)).map(drop)
+                            }
+                            .map_err(sys("queue its data"))?;
+                        }
+                    }
+                    // Shut down after filling: sk_shutdown bit 2 (no
+                    // more sending) is SHUT_WR, bit 1 SHUT_RD.
+                    for (end, bits) in [(&mine, *shutdown), (&theirs, peer_shutdown)] {
+                        if let Some(how) = match bits & 3 {
+                            1 => Some(nix::sys::socket::Shutdown::Read),
+                            2 => Some(nix::sys::socket::Shutdown::Write),
+                            3 => Some(nix::sys::socket::Shutdown::Both),
+                            _ => None,
+                        } {
+                            nix::sys::socket::shutdown(end.as_raw_fd(), how)
+                                .map_err(sys("shutdown"))?;
+                        }
+                    }
+                    unix_ends.insert(*peer, theirs);
+                    mine
+                }
+            },
+            FileKind::Inet {
+                family,
+                sock_type,
+                protocol,
+                addr,
+                peer,
+                backlog,
+                options,
+            } => {
+                let s = fds::socket(*family, *sock_type, *protocol).map_err(sys("socket"))?;
+                for opt in options {
+                    fds::setsockopt_int(s.as_fd(), opt.level, opt.name, opt.value).map_err(
+                        |e| {
+                            at(&format!(
+                                "setsockopt({}, {}): {}",
+                                opt.level,
+                                opt.name,
+                                e.desc()
+                            ))
+                        },
+                    )?;
+                }
+                let parse = |a: &String| {
+                    a.parse::<std::net::SocketAddr>()
+                        .map_err(|e| at(&format!("address {a}: {e}")))
+                };
+                if let Some(a) = addr {
+                    fds::bind(s.as_fd(), parse(a)?)
+                        .map_err(|e| at(&format!("bind {a}: {}", e.desc())))?;
+                }
+                if let Some(b) = backlog {
+                    fds::listen(s.as_fd(), *b as i32).map_err(sys("listen"))?;
+                }
+                if let Some(p) = peer {
+                    fds::connect(s.as_fd(), parse(p)?)
+                        .map_err(|e| at(&format!("connect {p}: {}", e.desc())))?;
+                }
+                s
+            }
+            FileKind::EventFd { count, semaphore } => {
+                let sem = if *semaphore { libc::EFD_SEMAPHORE } else { 0 };
+                let e = fds::eventfd(libc::EFD_CLOEXEC | sem).map_err(sys("eventfd"))?;
+                if *count > 0 {
+                    fds::write_all(e.as_fd(), &count.to_ne_bytes())
+                        .map_err(sys("set its count"))?;
+                }
+                e
+            }
+            FileKind::SignalFd { mask } => {
+                fds::signalfd(*mask, libc::SFD_CLOEXEC).map_err(sys("signalfd"))?
+            }
+            FileKind::TimerFd {
+                clock,
+                ticks,
+                value_ns,
+                interval_ns,
+            } => {
+                let t = fds::timerfd_create(*clock, libc::TFD_CLOEXEC)
+                    .map_err(sys("timerfd_create"))?;
+                if *value_ns > 0 {
+                    fds::timerfd_arm(t.as_fd(), *value_ns, *interval_ns)
+                        .map_err(sys("timerfd_settime"))?;
+                }
+                if *ticks > 0 {
+                    fds::timerfd_set_ticks(t.as_fd(), *ticks).map_err(sys("TFD_IOC_SET_TICKS"))?;
+                }
+                t
+            }
+            FileKind::Epoll { .. } => continue,
+        };
+        if !matches!(o.kind, FileKind::Path { .. } | FileKind::Deleted { .. }) {
+            let fl = fds::fcntl_int(fd.as_fd(), libc::F_GETFL, 0).map_err(sys("F_GETFL"))?;
+            fds::fcntl_int(fd.as_fd(), libc::F_SETFL, (fl & !SETFL) | (o.flags & SETFL))
+                .map_err(sys("F_SETFL"))?;
+        }
+        made.insert(o.id, fd);
+    }
+    Ok(Created { objects: made })
+}
+
+/// A pipe of `size` bytes: both ends, or for a fifo two opens of it.
+fn new_pipe(fifo: Option<&str>, size: i32) -> Result<(OwnedFd, OwnedFd), String> {
+    let (r, w) = match fifo {
+        None => fds::pipe2(libc::O_CLOEXEC).map_err(|e| format!("pipe2: {}", e.desc()))?,
+        Some(path) => {
+            // Read-write opens of a fifo never wait for a peer.
+            let rw: OwnedFd = open_flags(Path::new(path), libc::O_RDWR | libc::O_NONBLOCK)
+                .map_err(|e| format!("open {path}: {e}"))?
+                .into();
+            let other = rw.try_clone().map_err(|e| format!("dup: {e}"))?;
+            (other, rw)
+        }
+    };
+    fds::fcntl_int(w.as_fd(), libc::F_SETPIPE_SZ, size)
+        .map_err(|e| format!("F_SETPIPE_SZ {size}: {}", e.desc()))?;
+    Ok((r, w))
+}
+
+/// A file that is already unlinked: made under its old name and unlinked
+/// if that name is free (so /proc shows the same "path (deleted)"), else
+/// an O_TMPFILE in its old directory, else in the temporary directory.
+fn deleted_file(path: &str, mode: u32) -> Result<fs::File, String> {
+    let p = Path::new(path);
+    if let Ok(f) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o777)
+        .open(p)
+    {
+        fs::remove_file(p).map_err(|e| format!("unlink {path}: {e}"))?;
+        return Ok(f);
+    }
+    let dir = p
+        .parent()
+        .filter(|d| d.is_dir())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(mode & 0o777)
+        .open(&dir)
+        .map_err(|e| format!("O_TMPFILE in {}: {e}", dir.display()))
+}
+
+// Layout of the scratch area `install` uses in the process (256 bytes).
+const S_MSG: u64 = 0; // struct msghdr, 56 bytes
+const S_IOV: u64 = 64; // struct iovec
+const S_BYTE: u64 = 80; // the one data byte
+const S_CMSG: u64 = 96; // CMSG_SPACE(sizeof(int)) = 24
+const S_EVENT: u64 = 128; // struct epoll_event (packed, 12 bytes)
+const S_PAIR: u64 = 160; // int[2] of socketpair
+pub const SCRATCH_LEN: u64 = 256;
+const CMSG_LEN_INT: u64 = 20;
+
+fn put(pid: i32, addr: u64, data: &[u8]) -> Result<(), String> {
+    match ptrace::write_memory(pid, addr, data) {
+        Ok(n) if n == data.len() => Ok(()),
+        Ok(n) => Err(format!(
+            "write memory at {addr:#x}: {n} of {} bytes",
+            data.len()
+        )),
+        Err(e) => Err(format!("write memory at {addr:#x}: {e}")),
+    }
+}
+
+fn get<const N: usize>(pid: i32, addr: u64) -> Result<[u8; N], String> {
+    let mut b = [0u8; N];
+    match ptrace::read_memory(pid, addr, &mut b) {
+        Ok(n) if n == N => Ok(b),
+        Ok(n) => Err(format!("read memory at {addr:#x}: {n} of {N} bytes")),
+        Err(e) => Err(format!("read memory at {addr:#x}: {e}")),
+    }
+}
+
+/// Gives the stopped process (driven by `r`, with [`SCRATCH_LEN`] bytes
+/// of writable scratch memory at `scratch`) every fd of the image, at its
+/// number and with its close-on-exec flag; nothing else of ours stays in
+/// it.
+pub fn install(
+    r: &mut Remote,
+    scratch: u64,
+    objects: &[FileObject],
+    fds: &[FdEntry],
+    created: &Created,
+) -> Result<(), String> {
+    let pid = r.pid;
+    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+    // A socket pair in the process; we take one end and close it there.
+    r.call(
+        libc::SYS_socketpair,
+        &[
+            libc::AF_UNIX as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            scratch + S_PAIR,
+        ],
+    )
+    .map_err(e("socketpair for passing fds".into()))?;
+    let pair = get::<8>(pid, scratch + S_PAIR)?;
+    let a = i32::from_ne_bytes(pair[..4].try_into().expect("4 bytes"));
+    let b = i32::from_ne_bytes(pair[4..].try_into().expect("4 bytes"));
+    let pidfd = pidfd::open(pid).map_err(|err| format!("pidfd_open: {err}"))?;
+    let sender = fds::getfd(pidfd.as_fd(), a).map_err(|err| format!("pidfd_getfd: {err}"))?;
+    r.call(libc::SYS_close, &[a as u64])
+        .map_err(e("close the sending end".into()))?;
+    // The receiving end moves above every fd of the image.
+    let above = fds.iter().map(|f| f.fd).max().unwrap_or(2) + 1;
+    let t = r
+        .call(
+            libc::SYS_fcntl,
+            &[b as u64, libc::F_DUPFD_CLOEXEC as u64, above as u64],
+        )
+        .map_err(e("move the receiving end".into()))?;
+    r.call(libc::SYS_close, &[b as u64])
+        .map_err(e("close the receiving end".into()))?;
+
+    let mut sorted: Vec<FdEntry> = fds.to_vec();
+    sorted.sort_by_key(|f| f.fd);
+    let kind = |id: u32| objects.iter().find(|o| o.id == id).map(|o| &o.kind);
+    let received = (|| {
+        for f in sorted
+            .iter()
+            .filter(|f| !matches!(kind(f.object), Some(FileKind::Epoll { .. })))
+        {
+            let obj = created
+                .objects
+                .get(&f.object)
+                .ok_or_else(|| format!("fd {}: object {} was not created", f.fd, f.object))?;
+            fds::send_fd(sender.as_fd(), obj.as_fd())
+                .map_err(|err| format!("fd {}: SCM_RIGHTS send: {}", f.fd, err.desc()))?;
+            let got = receive(r, scratch, t).map_err(|err| format!("fd {}: {err}", f.fd))?;
+            place(r, got, f)?;
+        }
+        Ok::<(), String>(())
+    })();
+    let closed = r.call(libc::SYS_close, &[t]);
+    received?;
+    closed.map_err(e("close the receiving end".into()))?;
+
+    // Epoll sets: made here, then their items added by fd number.
+    let mut epolls: HashMap<u32, i32> = HashMap::new();
+    for f in sorted
+        .iter()
+        .filter(|f| matches!(kind(f.object), Some(FileKind::Epoll { .. })))
+    {
+        let got = match epolls.get(&f.object) {
+            Some(first) => r
+                .call(
+                    libc::SYS_fcntl,
+                    &[*first as u64, libc::F_DUPFD_CLOEXEC as u64, 0],
+                )
+                .map_err(e(format!("fd {}: dup epoll fd {first}", f.fd)))?,
+            None => {
+                let ep = r
+                    .call(libc::SYS_epoll_create1, &[libc::EPOLL_CLOEXEC as u64])
+                    .map_err(e(format!("fd {}: epoll_create1", f.fd)))?;
+                let flags = objects
+                    .iter()
+                    .find(|o| o.id == f.object)
+                    .map_or(0, |o| o.flags & libc::O_NONBLOCK);
+                if flags != 0 {
+                    r.call(libc::SYS_fcntl, &[ep, libc::F_SETFL as u64, flags as u64])
+                        .map_err(e(format!("fd {}: F_SETFL", f.fd)))?;
+                }
+                epolls.insert(f.object, f.fd);
+                ep
+            }
+        };
+        place(r, got, f)?;
+    }
+    for (id, fd) in &epolls {
+        let Some(FileKind::Epoll { items }) = kind(*id) else {
+            continue;
+        };
+        for it in items {
+            let mut ev = it.events.to_ne_bytes().to_vec();
+            ev.extend_from_slice(&it.data.to_ne_bytes());
+            put(pid, scratch + S_EVENT, &ev)?;
+            r.call(
+                libc::SYS_epoll_ctl,
+                &[
+                    *fd as u64,
+                    libc::EPOLL_CTL_ADD as u64,
+                    it.fd as u64,
+                    scratch + S_EVENT,
+                ],
+            )
+            .map_err(e(format!(
+                "fd {fd}: epoll_ctl add fd {} (events {:#x})",
+                it.fd, it.events
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+/// Remote recvmsg of one fd on socket `sock`; returns its number.
+fn receive(r: &mut Remote, scratch: u64, sock: u64) -> Result<u64, String> {
+    let pid = r.pid;
+    let mut msg = Vec::with_capacity(56);
+    for w in [
+        0u64,
+        0,
+        scratch + S_IOV,
+        1,
+        scratch + S_CMSG,
+        24, // msg_controllen
+        0,
+    ] {
+        msg.extend_from_slice(&w.to_ne_bytes());
+    }
+    put(pid, scratch + S_MSG, &msg)?;
+    let mut iov = (scratch + S_BYTE).to_ne_bytes().to_vec();
+    iov.extend_from_slice(&1u64.to_ne_bytes());
+    put(pid, scratch + S_IOV, &iov)?;
+    put(pid, scratch + S_CMSG, &[0u8; 24])?;
+    let n = r
+        .call(
+            libc::SYS_recvmsg,
+            &[
+                sock,
+                scratch + S_MSG,
+                (libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) as u64,
+            ],
+        )
+        .map_err(|err| format!("remote recvmsg: {err}"))?;
+    let c = get::<24>(pid, scratch + S_CMSG)?;
+    let len = u64::from_ne_bytes(c[..8].try_into().expect("8 bytes"));
+    let level = i32::from_ne_bytes(c[8..12].try_into().expect("4 bytes"));
+    let ty = i32::from_ne_bytes(c[12..16].try_into().expect("4 bytes"));
+    if n != 1 || len != CMSG_LEN_INT || level != libc::SOL_SOCKET || ty != libc::SCM_RIGHTS {
+        return Err(format!(
+            "remote recvmsg returned {n} bytes and no fd (cmsg len {len}, level {level}, type {ty})"
+        ));
+    }
+    Ok(i32::from_ne_bytes(c[16..20].try_into().expect("4 bytes")) as u64)
+}
+
+/// Moves fd `got` of the process (close-on-exec) to `f.fd` with the
+/// entry's close-on-exec flag.
+fn place(r: &mut Remote, got: u64, f: &FdEntry) -> Result<(), String> {
+    let e = |what: &str| {
+        let what = format!("fd {}: {what}", f.fd);
+        move |err: RemoteError| format!("{what}: {err}")
+    };
+    if got == f.fd as u64 {
+        if !f.cloexec {
+            r.call(libc::SYS_fcntl, &[got, libc::F_SETFD as u64, 0])
+                .map_err(e("clear close-on-exec"))?;
+        }
+        return Ok(());
+    }
+    let cloexec = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+    r.call(libc::SYS_dup3, &[got, f.fd as u64, cloexec])
+        .map_err(e(&format!("dup3 from {got}")))?;
+    r.call(libc::SYS_close, &[got]).map_err(e("close"))?;
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! The raw calls checkpoint uses on file descriptors: taking another
+//! process's fd (pidfd_getfd), comparing open file descriptions (kcmp),
+//! copying a pipe's buffer without consuming it (tee), peeking at socket
+//! queues, passing fds with SCM_RIGHTS, creating eventfds, signalfds,
+//! timerfds and sockets, and sock_diag netlink queries. Each is a safe
+//! wrapper returning `nix::Result`; nothing here decides anything.
+
+use std::{
+    io::IoSlice,
+    net::SocketAddr,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use nix::{
+    errno::Errno,
+    sys::socket::{self, ControlMessage, MsgFlags, SockaddrIn, SockaddrIn6, SockaddrStorage},
+};
+
+/// Wraps a fresh fd the kernel returned.
+fn owned(fd: libc::c_long) -> nix::Result<OwnedFd> {
+    let fd = Errno::result(fd)?;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A duplicate, in this process, of fd `target` of the process behind
+/// `pidfd` (pidfd_getfd(2), Linux 5.6): the same open file description.
+/// Needs ptrace access to that process.
+pub fn getfd(pidfd: BorrowedFd<'_>, target: RawFd) -> nix::Result<OwnedFd> {
+    // SAFETY: a valid pidfd, an fd number and no flags; no memory is
+    // shared with the kernel.
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0u32) })
+}
+
+const KCMP_FILE: libc::c_int = 0;
+
+/// Whether two fds of this process are the same open file description
+/// (kcmp(2) KCMP_FILE).
+pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> nix::Result<bool> {
+    let me = std::process::id() as libc::pid_t;
+    // SAFETY: kcmp takes two pids, a type and two fd numbers; it only
+    // compares kernel objects.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            me,
+            me,
+            KCMP_FILE,
+            a.as_raw_fd() as libc::c_ulong,
+            b.as_raw_fd() as libc::c_ulong,
+        )
+    };
+    Errno::result(r).map(|r| r == 0)
+}
+
+/// fcntl with an integer argument (F_GETFL, F_SETFL, F_GETPIPE_SZ…).
+pub fn fcntl_int(fd: BorrowedFd<'_>, cmd: libc::c_int, arg: libc::c_int) -> nix::Result<i32> {
+    // SAFETY: every command callers pass takes an integer argument (or
+    // none); no memory is involved.
+    Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), cmd, arg) })
+}
+
+/// Bytes waiting to be read (FIONREAD) on a pipe or socket.
+pub fn bytes_queued(fd: BorrowedFd<'_>) -> nix::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `n`, which lives for the call.
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+    Ok(n as usize)
+}
+
+/// A pipe with `flags` (O_CLOEXEC, O_NONBLOCK): (read end, write end).
+pub fn pipe2(flags: libc::c_int) -> nix::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the live array.
+    Errno::result(unsafe { libc::pipe2(fds.as_mut_ptr(), flags) })?;
+    // SAFETY: both fds were just created for us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Copies up to `len` bytes from pipe `from` into pipe `to` without
+/// consuming them (tee(2), non-blocking).
+pub fn tee(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> nix::Result<usize> {
+    // SAFETY: two fds, a length and flags; the kernel moves page
+    // references between the pipes, no user memory is involved.
+    let r = unsafe {
+        libc::tee(
+            from.as_raw_fd(),
+            to.as_raw_fd(),
+            len,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    Errno::result(r).map(|n| n as usize)
+}
+
+/// An integer socket option.
+pub fn getsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> nix::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `v`, both live.
+    Errno::result(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut v as *mut i32).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v)
+}
+
+pub fn setsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: i32,
+) -> nix::Result<()> {
+    // SAFETY: the kernel reads one int from `value`, live for the call.
+    Errno::result(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// The first `buf.len()` bytes of a socket option (TCP_INFO).
+pub fn getsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    buf: &mut [u8],
+) -> nix::Result<usize> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `buf`.
+    Errno::result(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    Ok(len as usize)
+}
+
+/// What one peek returned.
+pub struct Peeked {
+    /// Bytes copied into the buffer.
+    pub len: usize,
+    /// The message was longer than the buffer (MSG_TRUNC).
+    pub truncated: bool,
+    /// It carried control data (fds, credentials) that was not taken.
+    pub control: bool,
+}
+
+/// recvmsg(MSG_PEEK | MSG_DONTWAIT) without a control buffer: copies the
+/// next bytes (at SO_PEEK_OFF when it is set) and leaves them queued.
+pub fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<Peeked> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is valid (no name, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: msg points at one iovec over `buf`, both live for the call;
+    // there is no control buffer, so no fd can be installed in us.
+    let n = unsafe {
+        libc::recvmsg(
+            fd.as_raw_fd(),
+            &mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    let n = Errno::result(n)? as usize;
+    Ok(Peeked {
+        len: n,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        control: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    })
+}
+
+/// Sends `data` as one message (one datagram, or part of a stream).
+pub fn send(fd: BorrowedFd<'_>, data: &[u8]) -> nix::Result<usize> {
+    socket::send(fd.as_raw_fd(), data, MsgFlags::MSG_NOSIGNAL)
+}
+
+/// Passes `fd` over unix socket `sock` (SCM_RIGHTS, with one data byte).
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> nix::Result<()> {
+    let raw = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    socket::sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(&[0u8])],
+        &cmsg,
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+}
+
+/// socket(2) with close-on-exec.
+pub fn socket(domain: i32, ty: i32, protocol: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: integers in, a new fd out.
+    owned(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) }.into())
+}
+
+/// socketpair(AF_UNIX, ty) with close-on-exec.
+pub fn socketpair(ty: i32) -> nix::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair writes two fds into the live array.
+    Errno::result(unsafe {
+        libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+    })?;
+    // SAFETY: both fds were just created for us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn inet_addr(storage: SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(a) = storage.as_sockaddr_in() {
+        Some(SocketAddr::V4((*a).into()))
+    } else {
+        storage
+            .as_sockaddr_in6()
+            .map(|a| SocketAddr::V6((*a).into()))
+    }
+}
+
+/// The local address of an IPv4/IPv6 socket.
+pub fn local_addr(fd: BorrowedFd<'_>) -> nix::Result<Option<SocketAddr>> {
+    socket::getsockname::<SockaddrStorage>(fd.as_raw_fd()).map(inet_addr)
+}
+
+/// The peer of a connected IPv4/IPv6 socket (ENOTCONN when there is none).
+pub fn peer_addr(fd: BorrowedFd<'_>) -> nix::Result<Option<SocketAddr>> {
+    socket::getpeername::<SockaddrStorage>(fd.as_raw_fd()).map(inet_addr)
+}
+
+pub fn bind(fd: BorrowedFd<'_>, addr: SocketAddr) -> nix::Result<()> {
+    match addr {
+        SocketAddr::V4(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(a)),
+    }
+}
+
+pub fn connect(fd: BorrowedFd<'_>, addr: SocketAddr) -> nix::Result<()> {
+    match addr {
+        SocketAddr::V4(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn6::from(a)),
+    }
+}
+
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> nix::Result<()> {
+    // SAFETY: an fd and an integer.
+    Errno::result(unsafe { libc::listen(fd.as_raw_fd(), backlog) }).map(drop)
+}
+
+/// eventfd(2) with a zero count.
+pub fn eventfd(flags: libc::c_int) -> nix::Result<OwnedFd> {
+    // SAFETY: integers in, a new fd out.
+    owned(unsafe { libc::eventfd(0, flags) }.into())
+}
+
+/// signalfd(2) for the signals in `mask` (bit n-1 for signal n).
+pub fn signalfd(mask: u64, flags: libc::c_int) -> nix::Result<OwnedFd> {
+    // SAFETY: the raw syscall reads an 8-byte kernel sigset from `mask`,
+    // live for the call.
+    owned(unsafe { libc::syscall(libc::SYS_signalfd4, -1, &mask as *const u64, 8usize, flags) })
+}
+
+pub fn timerfd_create(clock: libc::c_int, flags: libc::c_int) -> nix::Result<OwnedFd> {
+    // SAFETY: integers in, a new fd out.
+    owned(unsafe { libc::timerfd_create(clock, flags) }.into())
+}
+
+fn timespec(ns: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// Arms a timerfd relative to now: first expiry in `value_ns`, then every
+/// `interval_ns` (0: once).
+pub fn timerfd_arm(fd: BorrowedFd<'_>, value_ns: u64, interval_ns: u64) -> nix::Result<()> {
+    let spec = libc::itimerspec {
+        it_interval: timespec(interval_ns),
+        it_value: timespec(value_ns),
+    };
+    // SAFETY: the kernel reads `spec` (live) and writes no old value.
+    Errno::result(unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })
+        .map(drop)
+}
+
+/// TFD_IOC_SET_TICKS: expirations not yet read (CONFIG_CHECKPOINT_RESTORE).
+const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+
+pub fn timerfd_set_ticks(fd: BorrowedFd<'_>, ticks: u64) -> nix::Result<()> {
+    // SAFETY: the ioctl reads one u64 from `ticks`, live for the call.
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), TFD_IOC_SET_TICKS, &ticks) }).map(drop)
+}
+
+/// Writes all of `data` (blocking).
+pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(0) => return Err(Errno::EPIPE),
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+const NETLINK_SOCK_DIAG: libc::c_int = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+
+/// Sends one sock_diag dump request (`req`: the family's request struct)
+/// on a fresh NETLINK_SOCK_DIAG socket of the caller's network namespace
+/// and returns the payload of every answer, up to NLMSG_DONE.
+pub fn sock_diag_dump(req: &[u8]) -> nix::Result<Vec<Vec<u8>>> {
+    let sock = socket(libc::AF_NETLINK, libc::SOCK_RAW, NETLINK_SOCK_DIAG)?;
+    let mut msg = Vec::with_capacity(16 + req.len());
+    msg.extend_from_slice(&((16 + req.len()) as u32).to_ne_bytes());
+    msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    msg.extend_from_slice(&flags.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(req);
+    socket::send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = socket::recv(sock.as_fd().as_raw_fd(), &mut buf, MsgFlags::empty())?;
+        let mut at = 0;
+        while at + 16 <= n {
+            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let ty = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().expect("2 bytes"));
+            if len < 16 || at + len > n {
+                return Err(Errno::EBADMSG);
+            }
+            match ty as libc::c_int {
+                libc::NLMSG_DONE => return Ok(out),
+                libc::NLMSG_ERROR => {
+                    let code =
+                        i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4 bytes"));
+                    return Err(Errno::from_raw(-code));
+                }
+                _ => out.push(buf[at + 16..at + len].to_vec()),
+            }
+            at += (len + 3) & !3;
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+    }
+}
