@@ -217,5 +217,5 @@ fn a_parent_death_signal_is_refused_and_left_in_place() {
 
 #[test]
 fn a_seccomp_filter_is_refused_and_left_in_place() {
-    refused("seccomp", "seccomp mode 2");
+    refused("seccomp", "1 seccomp filters (they cannot be read back)");
 }

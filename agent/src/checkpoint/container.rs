@@ -66,6 +66,22 @@ pub fn checkpoint_container(
         .and_then(|()| dump::collect_tree(pid, &mut frozen))
         .and_then(|mut dumped| {
             let image = &mut dumped.image;
+            // The first process has palisade's filters, which restore
+            // makes again from the policy; one added since cannot be.
+            let own = image.processes[0].state.seccomp_filters;
+            if let Some(p) = image
+                .processes
+                .iter()
+                .find(|p| p.state.seccomp_filters != own && p.zombie.is_none())
+            {
+                return Err(CheckpointError::Unsupported {
+                    pid: p.pid,
+                    what: format!(
+                        "{} seccomp filters where the container has {own} (its own cannot be read back)",
+                        p.state.seccomp_filters
+                    ),
+                });
+            }
             to_namespace(image)?;
             // Its output goes to the log on the host, out of its sight:
             // the restored container's goes to its own log.

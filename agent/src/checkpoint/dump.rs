@@ -242,6 +242,20 @@ pub fn checkpoint_pid(
     let freeze = t0.elapsed();
     let t1 = Instant::now();
     let collected = collect_tree(pid, &mut frozen).and_then(|dumped| {
+        if let Some(p) = dumped
+            .image
+            .processes
+            .iter()
+            .find(|p| p.state.seccomp_filters > 0)
+        {
+            return Err(CheckpointError::Unsupported {
+                pid: p.pid,
+                what: format!(
+                    "{} seccomp filters (they cannot be read back)",
+                    p.state.seccomp_filters
+                ),
+            });
+        }
         let sig = dumped.image.processes[0].state.pdeathsig;
         if sig != 0 {
             return Err(CheckpointError::Unsupported {

@@ -45,6 +45,7 @@ const G_MM: u64 = 2048;
 const G_AUXV: u64 = 2304;
 const G_CLONE: u64 = PAGE;
 const G_SET_TID: u64 = PAGE + 128;
+const G_FILTER: u64 = PAGE + 256;
 
 /// Restores the image in `dir`; returns the pid of the running root.
 pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
@@ -126,6 +127,9 @@ struct Restorer<'a> {
     shared: Vec<std::os::fd::OwnedFd>,
     /// Every file object, made in the helper before any process.
     files: Option<files::Created>,
+    /// A container's seccomp programs (palisade's, from its policy), for
+    /// the processes that had them.
+    seccomp: &'a [Vec<u8>],
 }
 
 /// An error and the pid of the task it happened in.
@@ -144,7 +148,7 @@ fn helper(image: &Image, pages: &[u8], files_data: &[u8]) -> Result<(), Failure>
     let created =
         files::create(&image.files, &all_fds, files_data, &paths).map_err(|e| (root, e))?;
     let child = match crate::sys::process::fork_with_pid(root) {
-        Ok(0) => ptrace::child_become_tracee(false, false),
+        Ok(0) => ptrace::child_become_tracee(false),
         Ok(child) => child,
         Err(nix::errno::Errno::EEXIST) => return Err((root, format!("pid {root} is in use"))),
         Err(e) => {
@@ -154,7 +158,7 @@ fn helper(image: &Image, pages: &[u8], files_data: &[u8]) -> Result<(), Failure>
             ));
         }
     };
-    run_or_kill(child, image, pages, created)
+    run_or_kill(child, image, pages, created, &[])
 }
 
 /// Restores `image` into `root`, a child of ours that stopped itself as
@@ -167,6 +171,7 @@ pub fn restore_into(
     pages: &[u8],
     files_data: &[u8],
     log: &Path,
+    seccomp: &[Vec<u8>],
 ) -> Result<(), CheckpointError> {
     if image.root != 1 {
         return Err(CheckpointError::Image(format!(
@@ -187,7 +192,7 @@ pub fn restore_into(
     })
     .map_err(|e| fail(format!("enter its network namespace: {e}")))?
     .map_err(fail)?;
-    run_or_kill(root, image, pages, created)
+    run_or_kill(root, image, pages, created, seccomp)
         .map_err(|(pid, what)| CheckpointError::Restore { pid, what })
 }
 
@@ -196,6 +201,7 @@ fn run_or_kill(
     image: &Image,
     pages: &[u8],
     files: files::Created,
+    seccomp: &[Vec<u8>],
 ) -> Result<(), Failure> {
     let mut restorer = Restorer {
         image,
@@ -206,6 +212,7 @@ fn run_or_kill(
         created: vec![child],
         shared: Vec::new(),
         files: Some(files),
+        seccomp,
     };
     let result = restorer.run(child);
     if result.is_err() {
@@ -621,9 +628,14 @@ impl Restorer<'_> {
             thread_state(&mut task.r, gadget, t)?;
             state::restore_other_thread(&mut task.r, pid, &p.state, &t.state)?;
         }
+        // Seccomp, for every thread at once (TSYNC); it only filters
+        // socket families, none of the remote calls that follow.
+        let r = &mut self.mains[i].as_mut().expect("live process").r;
+        if p.state.seccomp_filters > 0 {
+            install_seccomp(r, gadget, self.seccomp, p.state.seccomp_filters)?;
+        }
         // Task state (checkpoint/state.rs), credentials last; every
         // signal stays blocked until `state::unblock` at the release.
-        let r = &mut self.mains[i].as_mut().expect("live process").r;
         state::restore(r, &p.state, &p.threads[0].state)?;
 
         // The gadget goes too, unmapped from a `syscall` in the restored
@@ -730,6 +742,48 @@ fn clone_task(parent: &mut Remote, gadget: u64, tid: i32, thread: bool) -> Resul
     Ok(Task {
         r: Remote::new(host, gadget, regs),
     })
+}
+
+/// Installs `programs` (struct sock_filter arrays) in the process, for
+/// all its threads, where it had `count` filters.
+fn install_seccomp(
+    r: &mut Remote,
+    gadget: u64,
+    programs: &[Vec<u8>],
+    count: u32,
+) -> Result<(), String> {
+    if programs.len() != count as usize {
+        return Err(format!(
+            "it had {count} seccomp filters; palisade can give it only the {} of its container's policy",
+            programs.len()
+        ));
+    }
+    const SECCOMP_SET_MODE_FILTER: u64 = 1;
+    const SECCOMP_FILTER_FLAG_TSYNC: u64 = 1;
+    let pid = r.pid;
+    for prog in programs {
+        let room = (GADGET_LEN - G_FILTER - 16) as usize;
+        if prog.len() > room {
+            return Err(format!(
+                "a seccomp program of {} bytes does not fit the gadget",
+                prog.len()
+            ));
+        }
+        let mut fprog = ((prog.len() / 8) as u64).to_ne_bytes().to_vec();
+        fprog.extend_from_slice(&(gadget + G_FILTER + 16).to_ne_bytes());
+        write_all(pid, gadget + G_FILTER, &fprog)?;
+        write_all(pid, gadget + G_FILTER + 16, prog)?;
+        r.call(
+            libc::SYS_seccomp,
+            &[
+                SECCOMP_SET_MODE_FILTER,
+                SECCOMP_FILTER_FLAG_TSYNC,
+                gadget + G_FILTER,
+            ],
+        )
+        .map_err(|err| format!("seccomp filter: {err}"))?;
+    }
+    Ok(())
 }
 
 /// Per-thread state, by remote syscalls in the thread itself.

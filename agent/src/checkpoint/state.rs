@@ -63,6 +63,9 @@ pub struct ProcessState {
     /// not for a `--pid` tree's root).
     #[serde(default)]
     pub pdeathsig: i32,
+    /// Seccomp filters in force (their programs cannot be read back).
+    #[serde(default)]
+    pub seccomp_filters: u32,
 }
 
 /// Per-thread state (`Image.thread` until images hold threads).
@@ -200,12 +203,12 @@ pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, C
             .map(str::trim)
             .unwrap_or("0")
     };
-    if field("Seccomp:") != "0" {
-        return Err(unsupported(format!(
-            "seccomp mode {} (filters cannot be read back)",
-            field("Seccomp:")
-        )));
+    // Filters cannot be read back: only a container's own (palisade's,
+    // made again from its policy) are restored; see the callers.
+    if field("Seccomp:") == "1" {
+        return Err(unsupported("seccomp strict mode".into()));
     }
+    let seccomp_filters = field("Seccomp_filters:").parse().unwrap_or(0);
     // Read by the process itself: prlimit on another process whose
     // credentials differ from ours needs CAP_SYS_RESOURCE.
     let mut rlimits = Vec::new();
@@ -311,6 +314,7 @@ pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, C
         },
         pending: siginfos(pending),
         pdeathsig,
+        seccomp_filters,
     })
 }
 

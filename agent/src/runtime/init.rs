@@ -57,10 +57,9 @@ pub(super) fn start(
     let mut report = File::from(report);
     let (status, message) = match prepare(go, netns_ready, &init, report_fd) {
         Err(message) => (EXIT_SETUP_FAILED, message),
-        // Everything of palisade's goes but the container's stdio (the
-        // report pipe too, so the parent reads EOF: no failure), then it
-        // stops for the restore.
-        Ok(()) if init.restore => sys::ptrace::child_become_tracee(false, true),
+        // Everything of palisade's goes (the report pipe too, so the
+        // parent reads EOF: no failure), then it stops for the restore.
+        Ok(()) if init.restore => sys::ptrace::child_become_tracee(false),
         Ok(()) => {
             let program = resolve(&init.argv[0], init.env);
             let errno = execve(&program, init.argv, init.env).unwrap_err();

@@ -469,6 +469,7 @@ fn start(
                 &pages,
                 &files,
                 &root.log_path(&spec.name),
+                &seccomp.raw_programs(),
             )
         });
         if let Err(e) = restored {

@@ -195,10 +195,9 @@ pub fn write_memory(pid: i32, addr: u64, data: &[u8]) -> nix::Result<usize> {
 }
 
 /// In a freshly cloned child: leave the parent's session, drop every
-/// signal handler, the alternate signal stack and every fd (but 0-2 with
-/// `keep_stdio`), then stop as a tracee of the parent. Only
-/// async-signal-safe calls; never returns.
-pub fn child_become_tracee(new_session: bool, keep_stdio: bool) -> ! {
+/// signal handler, the alternate signal stack and every fd, then stop as
+/// a tracee of the parent. Only async-signal-safe calls; never returns.
+pub fn child_become_tracee(new_session: bool) -> ! {
     // SAFETY: each call below is async-signal-safe, takes plain integers
     // or pointers to locals, and the process is a fork-like copy that
     // exits with _exit on any failure.
@@ -217,8 +216,7 @@ pub fn child_become_tracee(new_session: bool, keep_stdio: bool) -> ! {
             ss_size: 0,
         };
         libc::sigaltstack(&ss, std::ptr::null_mut());
-        let first: u32 = if keep_stdio { 3 } else { 0 };
-        libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
         if libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) == 0 {
             libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGSTOP);
         }

@@ -56,6 +56,28 @@ pub struct SeccompFilter {
     pub(super) programs: Vec<BpfProgram>,
 }
 
+impl SeccompFilter {
+    /// Each program as the kernel takes it (struct sock_filter: code,
+    /// jt, jf, k), for installing it in another process.
+    pub fn raw_programs(&self) -> Vec<Vec<u8>> {
+        self.programs
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .flat_map(|i| {
+                        let mut b = [0u8; 8];
+                        b[0..2].copy_from_slice(&i.code.to_ne_bytes());
+                        b[2] = i.jt;
+                        b[3] = i.jf;
+                        b[4..8].copy_from_slice(&i.k.to_ne_bytes());
+                        b
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for SeccompFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let lens: Vec<usize> = self.programs.iter().map(Vec::len).collect();
