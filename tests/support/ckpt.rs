@@ -113,6 +113,7 @@ impl Workload {
             .arg(dir.join("trigger"))
             .arg(dir.join("log"))
             .args(extra)
+            .env("PALISADE_CKPT_ENV", "from-the-start")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -75,6 +75,9 @@ __attribute__((noinline)) static int run(const char *trigger, const char *tmp, c
     fill(ro, 4096, 17);
     mprotect(ro, 4096, PROT_READ);
     uint8_t *guard = mmap(NULL, 3 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* The environment: one variable from the start (the harness sets
+     * it), one set at run time (a new environ array on the heap). */
+    setenv("PALISADE_CKPT_SET", "at-run-time", 1);
 
     /* A handler (its restorer is glibc's, in the image) and a mask. */
     struct sigaction sa = {0};
@@ -144,7 +147,21 @@ __attribute__((noinline)) static int run(const char *trigger, const char *tmp, c
         if (ok && (getcwd(now_cwd, sizeof now_cwd) == NULL || strcmp(now_cwd, cwd) != 0)) {
             ok = 0; snprintf(reason, sizeof reason, "cwd is %s, expected %s", now_cwd, cwd);
         }
-        (void)guard;
+        /* The guard region is still there, still inaccessible. */
+        if (ok) {
+            char want[64], l[512];
+            snprintf(want, sizeof want, "%lx-%lx ---p", (unsigned long)guard, (unsigned long)guard + 3 * 4096);
+            FILE *maps = fopen("/proc/self/maps", "r");
+            int found = 0;
+            while (maps && fgets(l, sizeof l, maps))
+                if (strncmp(l, want, strlen(want)) == 0) found = 1;
+            if (maps) fclose(maps);
+            if (!found) { ok = 0; snprintf(reason, sizeof reason, "guard region %s is gone", want); }
+        }
+        const char *e1 = getenv("PALISADE_CKPT_ENV"), *e2 = getenv("PALISADE_CKPT_SET");
+        if (ok && (!e1 || strcmp(e1, "from-the-start") != 0 || !e2 || strcmp(e2, "at-run-time") != 0)) {
+            ok = 0; snprintf(reason, sizeof reason, "environment lost: %s, %s", e1 ? e1 : "(unset)", e2 ? e2 : "(unset)");
+        }
         char line[400];
         snprintf(line, sizeof line, "%s %d %s\n", ok ? "PASS" : "FAIL", getpid(), reason);
         say(line);

@@ -102,8 +102,12 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
 pub fn restore(root: &StateRoot, args: RestoreArgs) -> i32 {
     // A container's image is restored into a new container, made from
     // its recipe; a tree's next to whoever restores it.
-    let container = match checkpoint::image::read(&args.dir) {
-        Ok((image, _)) => image.container,
+    let read = checkpoint::image::read(&args.dir).and_then(|(image, _)| {
+        checkpoint::image::read_files(&args.dir, &image)?;
+        Ok(image)
+    });
+    let container = match read {
+        Ok(image) => image.container,
         Err(e) => {
             super::report(&e);
             return EXIT_FAILED;
