@@ -100,6 +100,7 @@ fn show(palisade: &Path, work: &Path) -> Result<()> {
     devices(palisade, &state, work, &name)?;
     lifecycle(palisade, &state, &policy, &name, in_range.port)?;
     checkpoint(palisade, work)?;
+    checkpoint_container(palisade, &state, work)?;
     println!(
         "\n==> demo passed: the policy held in the container and in exec; the host was untouched"
     );
@@ -292,6 +293,7 @@ fn checkpoint(palisade: &Path, work: &Path) -> Result<()> {
         .args(["-c", "import os, sys; os.closerange(3, 65536); os.setsid(); os.execv(sys.argv[1], sys.argv[1:])"])
         .arg(&program)
         .args([&pid_file, &trigger, &log])
+        .env("PALISADE_CKPT_ENV", "from-the-start")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -360,6 +362,117 @@ fn checkpoint(palisade: &Path, work: &Path) -> Result<()> {
         bail!("the restored process did not pass ({status:?})");
     }
     Ok(())
+}
+
+/// A whole container checkpointed and restored: a python3 counter under a
+/// connect policy is frozen, dumped and removed, then made again from its
+/// image; it counts on from where it was, and the restored process is
+/// still refused the connect its policy denies.
+fn checkpoint_container(palisade: &Path, state: &Path, work: &Path) -> Result<()> {
+    use std::time::{Duration, Instant};
+    println!("\n==> checkpoint and restore of a container");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let policy = work.join("ckpt-policy.toml");
+    std::fs::write(&policy, "[network]\nconnect = [\"deny any\"]\n")?;
+    let share = work.join("ckpt-share");
+    std::fs::create_dir_all(&share)?;
+    let script = format!(
+        "import os, socket, time\ni = 0\nwhile True:\n    i += 1\n    line = str(i)\n    if os.path.exists('/mnt/go'):\n        s = socket.socket()\n        try:\n            s.connect(('127.0.0.1', {port}))\n            line += ' connect allowed'\n        except OSError as e:\n            line += ' connect refused: ' + e.strerror\n        s.close()\n    print(line, flush=True)\n    time.sleep(0.2)\n"
+    );
+    let name = "demo-ckpt";
+    let pal = |args: &[&str]| {
+        let mut c = Command::new(palisade);
+        c.arg("--root").arg(state).args(args);
+        c
+    };
+    let show = |out: &std::process::Output| {
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let log = state.join(name).join("log");
+    let last = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string()
+    };
+    let wait = |what: &str, ok: &dyn Fn() -> bool| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ok() {
+            if Instant::now() > deadline {
+                bail!("timed out waiting for {what}");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    };
+    std::fs::write(share.join("counter.py"), script)?;
+    let mount = format!("{}:/mnt", share.display());
+    println!(
+        "==> palisade run -d --name {name} --policy ckpt-policy.toml --mount …:/mnt -- python3 /mnt/counter.py"
+    );
+    let out = pal(&["run", "-d", "--name", name, "--policy"])
+        .arg(&policy)
+        .args(["--mount", &mount, "--", "python3", "/mnt/counter.py"])
+        .output()?;
+    show(&out);
+    if !out.status.success() {
+        bail!("the container did not start");
+    }
+    let result = (|| -> Result<()> {
+        wait("the counter", &|| last().parse::<u64>().unwrap_or(0) >= 5)?;
+        println!("its log ends with: {}", last());
+        let image = work.join("ckpt-container");
+        println!("==> palisade checkpoint {name} --dir ckpt-container");
+        let before: u64 = last().parse().unwrap_or(0);
+        let out = pal(&["checkpoint", name, "--dir"]).arg(&image).output()?;
+        show(&out);
+        if !out.status.success() {
+            bail!("checkpoint of the container failed");
+        }
+        println!("==> palisade ps");
+        show(&pal(&["ps"]).output()?);
+        println!("==> palisade restore --dir ckpt-container -d");
+        let out = pal(&["restore", "--dir"]).arg(&image).arg("-d").output()?;
+        show(&out);
+        if !out.status.success() {
+            bail!("restore of the container failed");
+        }
+        show(&pal(&["ps"]).output()?);
+        wait("the restored counter", &|| {
+            last()
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+                >= before + 3
+        })?;
+        let first = std::fs::read_to_string(&log)?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        println!(
+            "the restored container's log starts at {first} (it had reached {before}) and ends with {}",
+            last()
+        );
+        if first.parse::<u64>().unwrap_or(0) <= before {
+            bail!("the container started again instead of counting on");
+        }
+        std::fs::write(share.join("go"), "")?;
+        wait("a connect", &|| last().contains("connect"))?;
+        println!("the restored process tries its denied connect: {}", last());
+        if !last().contains("connect refused: Operation not permitted") {
+            bail!("the restored container's connect was not denied");
+        }
+        Ok(())
+    })();
+    let _ = pal(&["rm", "-f", name]).output();
+    drop(listener);
+    result
 }
 
 /// Starts `palisade agent` on a free port, fetches /metrics once and shows
