@@ -88,18 +88,7 @@ fn leave_running_leaves_the_original_unchanged() {
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let before = fds(pid);
     let image = w.image("img");
-    let out = palisade(&[
-        "checkpoint",
-        "--leave-running",
-        "--pid",
-        &pid.to_string(),
-        "--dir",
-    ])
-    .arg(&image)
-    .output()
-    .unwrap();
-    assert!(out.status.success(), "checkpoint: {}", text(&out));
-    assert!(alive(pid));
+    w.checkpoint_leaving_it_running(&image);
     assert_eq!(
         fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
         maps
@@ -299,17 +288,7 @@ fn a_restore_that_fails_midway_kills_what_it_created() {
 fn a_busy_pid_is_refused() {
     let w = Workload::start();
     let image = w.image("img");
-    let out = palisade(&[
-        "checkpoint",
-        "--leave-running",
-        "--pid",
-        &w.pid.to_string(),
-        "--dir",
-    ])
-    .arg(&image)
-    .output()
-    .unwrap();
-    assert!(out.status.success(), "checkpoint: {}", text(&out));
+    w.checkpoint_leaving_it_running(&image);
     let out = palisade(&["restore", "--dir"])
         .arg(&image)
         .output()

@@ -170,17 +170,7 @@ fn leave_running_leaves_fds_offsets_and_queues_unchanged() {
     let pid = w.pid;
     let before = fd_state(pid);
     let image = w.image("img");
-    let out = palisade(&[
-        "checkpoint",
-        "--leave-running",
-        "--pid",
-        &pid.to_string(),
-        "--dir",
-    ])
-    .arg(&image)
-    .output()
-    .unwrap();
-    assert!(out.status.success(), "checkpoint: {}", text(&out));
+    w.checkpoint_leaving_it_running(&image);
     assert_eq!(fd_state(pid), before, "fds, offsets and flags unchanged");
     // The original reads back every queue exactly (and SO_PEEK_OFF is
     // -1 again) and answers on its listener.

@@ -93,18 +93,7 @@ fn leave_running(mode: &str, compare: &[&str]) {
     let read = |name: &str| fs::read_to_string(format!("/proc/{pid}/{name}")).unwrap();
     let before: Vec<String> = compare.iter().map(|n| read(n)).collect();
     let image = w.image("img");
-    let out = palisade(&[
-        "checkpoint",
-        "--leave-running",
-        "--pid",
-        &pid.to_string(),
-        "--dir",
-    ])
-    .arg(&image)
-    .output()
-    .unwrap();
-    assert!(out.status.success(), "checkpoint: {}", text(&out));
-    assert!(alive(pid));
+    w.checkpoint_leaving_it_running(&image);
     for (name, was) in compare.iter().zip(&before) {
         assert_eq!(&read(name), was, "/proc/{pid}/{name} changed");
     }
@@ -140,17 +129,7 @@ fn leave_running_keeps_altstack_pending_signals_and_limits() {
     };
     let before = pending(pid);
     let image = w.image("img");
-    let out = palisade(&[
-        "checkpoint",
-        "--leave-running",
-        "--pid",
-        &pid.to_string(),
-        "--dir",
-    ])
-    .arg(&image)
-    .output()
-    .unwrap();
-    assert!(out.status.success(), "checkpoint: {}", text(&out));
+    w.checkpoint_leaving_it_running(&image);
     assert_eq!(pending(pid), before);
     w.trigger(true);
     assert!(

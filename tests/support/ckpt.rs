@@ -203,6 +203,23 @@ impl Workload {
         }
     }
 
+    /// Checkpoints with `--leave-running` and asserts it succeeded and
+    /// the process is still there.
+    pub fn checkpoint_leaving_it_running(&self, image: &Path) {
+        let out = palisade(&[
+            "checkpoint",
+            "--leave-running",
+            "--pid",
+            &self.pid.to_string(),
+            "--dir",
+        ])
+        .arg(image)
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "checkpoint: {}", text(&out));
+        assert!(alive(self.pid));
+    }
+
     /// Restores `image` and asserts the same pid; it runs on.
     pub fn restore(&self, image: &Path) {
         let out = palisade(&["restore", "--dir"]).arg(image).output().unwrap();
