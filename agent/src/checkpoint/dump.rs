@@ -748,10 +748,23 @@ fn collect(
         Ok((actions, process, threads))
     })();
     let unmapped = scratch.unmap(&mut remotes[0]);
-    for (t, r) in m.threads.iter_mut().zip(remotes) {
+    let (actions, process, mut threads) = match read {
+        Ok(v) => v,
+        Err(e) => {
+            for (t, r) in m.threads.iter_mut().zip(remotes) {
+                t.deferred.extend(r.deferred);
+            }
+            return Err(e);
+        }
+    };
+    // A signal our remote syscalls took off a thread's queue is still
+    // pending for the program: first in that thread's queue.
+    for ((t, r), th) in m.threads.iter_mut().zip(remotes).zip(&mut threads) {
         t.deferred.extend(r.deferred);
+        let mut held = state::siginfos(r.held);
+        held.append(&mut th.state.pending);
+        th.state.pending = held;
     }
-    let (actions, process, threads) = read?;
     unmapped.map_err(|e| CheckpointError::Process {
         pid,
         what: format!("unmap the scratch page: {e}"),

@@ -19,6 +19,8 @@ pub struct Remote {
     /// so they do not run a handler amid our calls; the caller sends them
     /// again once the task is released.
     pub deferred: Vec<i32>,
+    /// The siginfo of each signal in `deferred`, as it was dequeued.
+    pub held: Vec<[u8; 128]>,
     /// The task a remote fork or clone created, as our pid namespace
     /// numbers it (from its event stop).
     pub created: Option<i32>,
@@ -48,6 +50,7 @@ impl Remote {
             insn,
             base,
             deferred: Vec::new(),
+            held: Vec::new(),
             created: None,
         }
     }
@@ -79,6 +82,9 @@ impl Remote {
             if event == 0 && sig != libc::SIGTRAP {
                 // A signal-delivery stop: hold the signal back, go on.
                 self.deferred.push(sig);
+                if let Ok(info) = ptrace::get_siginfo(self.pid) {
+                    self.held.push(info);
+                }
             }
             // Event stops (a group stop while seized) are passed over too.
         }

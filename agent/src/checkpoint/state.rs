@@ -132,7 +132,9 @@ fn words(ws: &[u64]) -> Vec<u8> {
     ws.iter().flat_map(|w| w.to_ne_bytes()).collect()
 }
 
-fn siginfos(raw: Vec<[u8; SIGINFO_SIZE]>) -> Vec<Siginfo> {
+/// Signals as the kernel's siginfo records give them (from
+/// PTRACE_PEEKSIGINFO, or held back from a signal-delivery stop).
+pub(super) fn siginfos(raw: Vec<[u8; SIGINFO_SIZE]>) -> Vec<Siginfo> {
     raw.into_iter()
         .map(|b| Siginfo {
             signal: i32::from_ne_bytes(b[0..4].try_into().expect("4 bytes")),

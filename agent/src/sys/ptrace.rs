@@ -274,3 +274,15 @@ pub fn wait_nohang(pid: i32) -> nix::Result<Option<i32>> {
         Err(e) => Err(e),
     }
 }
+
+/// PTRACE_GETSIGINFO: the siginfo of the signal a tracee stopped for.
+pub fn get_siginfo(pid: i32) -> nix::Result<[u8; 128]> {
+    let mut info = [0u8; 128];
+    ptrace_raw(
+        libc::PTRACE_GETSIGINFO,
+        pid,
+        0,
+        info.as_mut_ptr() as usize,
+    )?;
+    Ok(info)
+}
