@@ -12,13 +12,14 @@ use nix::{sys::signal::Signal, unistd::Pid};
 use super::{
     CheckpointError,
     image::{self, Image, Registers, Rseq, Run, SigAction, Vma, VmaKind},
+    pages::PageWriter,
     proc,
     remote::{Remote, find_syscall, resume_regs},
 };
 use crate::sys::ptrace;
 
-/// Pages are read from the target in batches of this size.
-const BATCH: usize = 64 << 20;
+/// Longest run of pages (each run has its own checksum).
+const BATCH: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Copy)]
 pub struct DumpOptions {
@@ -60,11 +61,13 @@ same_registers!(
     eflags, rsp, ss, fs_base, gs_base, ds, es, fs, gs,
 );
 
-/// Checkpoints process `pid` into `dir`.
+/// Checkpoints process `pid` into `dir`; `progress` is called with the
+/// bytes of pages written so far as the dump goes.
 pub fn checkpoint_pid(
     pid: i32,
     dir: &Path,
     opts: DumpOptions,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<DumpReport, CheckpointError> {
     let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
     let t0 = Instant::now();
@@ -110,7 +113,12 @@ pub fn checkpoint_pid(
         }
     };
     let mut deferred = Vec::new();
-    let collected = collect(pid, saved, &mut deferred);
+    // pages.img is written as the pages are read (pages.rs).
+    let collected = image::create_pages(dir, progress)
+        .and_then(|mut pages| Ok((collect(pid, saved, &mut deferred, &mut pages)?, pages)));
+    let discard = || {
+        let _ = std::fs::remove_file(dir.join(image::PAGES));
+    };
     // Lets the task go on, with the signals held back during our remote
     // syscalls sent again.
     let release = |deferred: &[i32]| {
@@ -124,19 +132,26 @@ pub fn checkpoint_pid(
     };
     if let Err(e) = ptrace::set_regs(pid, &resume_regs(saved)) {
         let _ = release(&deferred);
+        discard();
         return Err(CheckpointError::sys(pid, "restore registers")(e));
     }
     let (image, pages) = match collected {
         Ok(v) => v,
         Err(e) => {
             let _ = release(&deferred);
+            discard();
             return Err(e);
         }
     };
     let dump = t1.elapsed();
     let t2 = Instant::now();
-    if let Err(e) = image::write(dir, &image, &pages) {
+    let written = pages
+        .finish()
+        .map_err(|e| CheckpointError::Image(format!("{}: {e}", dir.join(image::PAGES).display())))
+        .and_then(|_| image::write(dir, &image));
+    if let Err(e) = written {
         let _ = release(&deferred);
+        discard();
         return Err(e);
     }
     let write = t2.elapsed();
@@ -148,8 +163,8 @@ pub fn checkpoint_pid(
     Ok(DumpReport {
         pid,
         vmas: image.vmas.len(),
-        pages: pages.len() as u64 / 4096,
-        image_bytes: pages.len() as u64,
+        pages: image.pages_len / 4096,
+        image_bytes: image.pages_len,
         freeze,
         dump,
         write,
@@ -192,13 +207,15 @@ const PM_FILE: u64 = 1 << 61;
 /// Appends to `pages` the pages of [start, end) that a fresh mapping
 /// would not give back — present or swapped and not a file page (nor the
 /// shared zero page): touched anonymous memory and copied-on-write pages
-/// of private file mappings — and returns them as runs.
+/// of private file mappings — and returns them as runs. One pagemap read
+/// for the VMA; the pages go in runs of contiguous pages, many to a
+/// process_vm_readv.
 fn dump_vma(
     pid: i32,
     pagemap: &std::fs::File,
     start: u64,
     end: u64,
-    pages: &mut Vec<u8>,
+    pages: &mut PageWriter,
 ) -> Result<Vec<Run>, String> {
     use std::os::unix::fs::FileExt;
     let npages = ((end - start) / 4096) as usize;
@@ -206,46 +223,19 @@ fn dump_vma(
     pagemap
         .read_exact_at(&mut raw, start / 4096 * 8)
         .map_err(|e| format!("pagemap: {e}"))?;
-    let wanted = |i: usize| {
-        let e = u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        e & (PM_PRESENT | PM_SWAPPED) != 0 && e & PM_FILE == 0
-    };
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < npages {
-        if !wanted(i) {
-            i += 1;
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (i, entry) in raw.chunks_exact(8).enumerate() {
+        let e = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
+        if e & (PM_PRESENT | PM_SWAPPED) == 0 || e & PM_FILE != 0 {
             continue;
         }
-        let first = i;
-        while i < npages && wanted(i) && (i - first) * 4096 < BATCH {
-            i += 1;
+        let addr = start + i as u64 * 4096;
+        match ranges.last_mut() {
+            Some((a, len)) if *a + *len == addr && *len < BATCH => *len += 4096,
+            _ => ranges.push((addr, 4096)),
         }
-        let addr = start + first as u64 * 4096;
-        let len = (i - first) * 4096;
-        let offset = pages.len();
-        pages.resize(offset + len, 0);
-        let mut done = 0;
-        while done < len {
-            let got = ptrace::read_memory(
-                pid,
-                addr + done as u64,
-                &mut pages[offset + done..offset + len],
-            )
-            .map_err(|e| format!("read memory at {:#x}: {e}", addr + done as u64))?;
-            if got == 0 {
-                return Err(format!("memory unreadable at {:#x}", addr + done as u64));
-            }
-            done += got;
-        }
-        runs.push(Run {
-            addr,
-            offset: offset as u64,
-            len: len as u64,
-            crc32: crc32fast::hash(&pages[offset..]),
-        });
     }
-    Ok(runs)
+    pages.copy_from(pid, &ranges)
 }
 
 /// Reads every signal disposition that is not the default, by remote
@@ -310,7 +300,8 @@ fn collect(
     pid: i32,
     regs: ptrace::Regs,
     deferred: &mut Vec<i32>,
-) -> Result<(Image, Vec<u8>), CheckpointError> {
+    pages: &mut PageWriter,
+) -> Result<Image, CheckpointError> {
     let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
     let io = |what: &str| {
         let what = what.to_string();
@@ -350,7 +341,6 @@ fn collect(
     let auxv = proc::auxv(pid).map_err(io("auxv"))?;
 
     let mut vmas = Vec::new();
-    let mut pages: Vec<u8> = Vec::new();
     let pagemap = std::fs::File::open(proc::path(pid, "pagemap")).map_err(io("pagemap"))?;
     for m in proc::maps(pid).map_err(io("maps"))? {
         let range = format!("{:x}-{:x} {}", m.start, m.end, m.path);
@@ -383,7 +373,7 @@ fn collect(
         let read = p[0] == b'r';
         let dumped = read && matches!(kind, VmaKind::Anonymous | VmaKind::File);
         let runs = if dumped {
-            dump_vma(pid, &pagemap, m.start, m.end, &mut pages).map_err(|what| {
+            dump_vma(pid, &pagemap, m.start, m.end, pages).map_err(|what| {
                 CheckpointError::Process {
                     pid,
                     what: format!("{range}: {what}"),
@@ -424,7 +414,7 @@ fn collect(
         auxv,
         vmas,
         fds,
-        pages_len: pages.len() as u64,
+        pages_len: pages.len(),
     };
-    Ok((image, pages))
+    Ok(image)
 }

@@ -7,7 +7,10 @@ use std::{fs, io::Write, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use super::CheckpointError;
+use super::{
+    CheckpointError,
+    pages::{PageFile, PageWriter},
+};
 
 /// The only image format this build reads and writes.
 pub const FORMAT: u32 = 1;
@@ -207,16 +210,22 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Writes the image into `dir` (created if missing).
-pub fn write(dir: &Path, image: &Image, pages: &[u8]) -> Result<(), CheckpointError> {
+/// Creates `dir` (if missing) and its pages.img, for the dump to stream
+/// page runs into; `progress` is called with the bytes written so far.
+pub fn create_pages<'p>(
+    dir: &Path,
+    progress: &'p mut dyn FnMut(u64),
+) -> Result<PageWriter<'p>, CheckpointError> {
+    let io =
+        |what: &Path, e: std::io::Error| CheckpointError::Image(format!("{}: {e}", what.display()));
+    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let path = dir.join(PAGES);
+    PageWriter::create(&path, progress).map_err(|e| io(&path, e))
+}
+
+/// Writes the metadata into `dir`, after its pages.img is complete.
+pub fn write(dir: &Path, image: &Image) -> Result<(), CheckpointError> {
     let io = |what: &str, e: std::io::Error| CheckpointError::Image(format!("{what}: {e}"));
-    fs::create_dir_all(dir).map_err(|e| io(&dir.display().to_string(), e))?;
-    let pages_path = dir.join(PAGES);
-    let mut f =
-        fs::File::create(&pages_path).map_err(|e| io(&pages_path.display().to_string(), e))?;
-    f.write_all(pages)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io(&pages_path.display().to_string(), e))?;
     let body = serde_json::to_value(image).map_err(|e| CheckpointError::Image(e.to_string()))?;
     let meta = MetaFile {
         format: FORMAT,
@@ -225,13 +234,17 @@ pub fn write(dir: &Path, image: &Image, pages: &[u8]) -> Result<(), CheckpointEr
     };
     let meta_path = dir.join(META);
     let text = serde_json::to_string_pretty(&meta).expect("meta serialises");
-    fs::write(&meta_path, text).map_err(|e| io(&meta_path.display().to_string(), e))?;
+    let mut f =
+        fs::File::create(&meta_path).map_err(|e| io(&meta_path.display().to_string(), e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io(&meta_path.display().to_string(), e))?;
     Ok(())
 }
 
 /// Reads and validates the image in `dir`: returns the metadata and the
-/// page data, or an error naming what is wrong.
-pub fn read(dir: &Path) -> Result<(Image, Vec<u8>), CheckpointError> {
+/// open page file, or an error naming what is wrong.
+pub fn read(dir: &Path) -> Result<(Image, PageFile), CheckpointError> {
     let bad = |msg: String| CheckpointError::Image(msg);
     let meta_path = dir.join(META);
     let text =
@@ -265,8 +278,9 @@ pub fn read(dir: &Path) -> Result<(Image, Vec<u8>), CheckpointError> {
         )));
     }
     let pages_path = dir.join(PAGES);
-    let pages = fs::read(&pages_path).map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;
-    if pages.len() as u64 != image.pages_len {
+    let pages =
+        PageFile::open(&pages_path).map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;
+    if pages.len() != image.pages_len {
         return Err(bad(format!(
             "{}: {} bytes, the metadata says {} (truncated or wrong file)",
             pages_path.display(),
@@ -277,16 +291,16 @@ pub fn read(dir: &Path) -> Result<(Image, Vec<u8>), CheckpointError> {
     for vma in &image.vmas {
         for run in &vma.runs {
             let where_ = format!("vma {:x}-{:x} run at {:x}", vma.start, vma.end, run.addr);
-            let slice = run
-                .offset
+            run.offset
                 .checked_add(run.len)
                 .filter(|end| *end <= image.pages_len)
-                .map(|end| &pages[run.offset as usize..end as usize])
                 .ok_or_else(|| bad(format!("{where_}: outside {PAGES}")))?;
             if run.addr < vma.start || run.addr.saturating_add(run.len) > vma.end {
                 return Err(bad(format!("{where_}: outside its vma")));
             }
-            let crc = crc32fast::hash(slice);
+            let crc = pages
+                .crc32(run.offset, run.len)
+                .map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;
             if crc != run.crc32 {
                 return Err(bad(format!(
                     "{}: pages of {where_} (offset {}): checksum mismatch (stored {:08x}, computed {crc:08x})",
@@ -382,10 +396,12 @@ mod tests {
         let pages = vec![0x5au8; 8192];
         let image = sample(&pages);
         let dir = tempdir("rt");
-        write(&dir, &image, &pages).unwrap();
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(PAGES), &pages).unwrap();
+        write(&dir, &image).unwrap();
         let (back, data) = read(&dir).unwrap();
         assert_eq!(back, image);
-        assert_eq!(data, pages);
+        assert_eq!(data.read(0, data.len()).unwrap(), pages);
 
         let mut bad = pages.clone();
         bad[5000] ^= 1;

@@ -9,6 +9,7 @@
 
 pub mod dump;
 pub mod image;
+mod pages;
 mod proc;
 mod remote;
 pub mod restore;
@@ -16,7 +17,7 @@ pub mod restore;
 use nix::errno::Errno;
 
 pub use dump::{DumpOptions, DumpReport, checkpoint_pid};
-pub use restore::restore;
+pub use restore::{RestoreReport, restore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {

@@ -6,12 +6,15 @@
 
 use std::{
     io::{Read, Write},
+    os::fd::AsRawFd,
     path::Path,
+    time::{Duration, Instant},
 };
 
 use super::{
     CheckpointError,
     image::{self, Image, VmaKind},
+    pages::PageFile,
     proc,
     remote::{Remote, RemoteError, find_syscall, resume_regs},
 };
@@ -36,9 +39,27 @@ const G_STR: u64 = 256;
 const G_MM: u64 = 2048;
 const G_AUXV: u64 = 2304;
 
-/// Restores the image in `dir`; returns the pid of the running process.
-pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
+/// What a restore did, for the CLI to report.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    pub pid: i32,
+    pub pages: u64,
+    pub image_bytes: u64,
+    /// Reading and validating the image.
+    pub read: Duration,
+    /// The new process, its old address space gone.
+    pub create: Duration,
+    /// Its mappings and their pages.
+    pub memory: Duration,
+    /// Everything else (mm, files, signals, registers) and the detach.
+    pub release: Duration,
+}
+
+/// Restores the image in `dir`; the process runs on with its old pid.
+pub fn restore(dir: &Path) -> Result<RestoreReport, CheckpointError> {
+    let t0 = Instant::now();
     let (image, pages) = image::read(dir)?;
+    let read = t0.elapsed();
     let pid = image.pid;
     if proc::path(pid, "").exists() {
         let comm = std::fs::read_to_string(proc::path(pid, "comm")).unwrap_or_default();
@@ -59,7 +80,15 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
             drop(reader);
             let mut writer = writer;
             let (msg, status) = match helper(&image, &pages) {
-                Ok(()) => (format!("ok {pid}"), 0),
+                Ok([create, memory, release]) => (
+                    format!(
+                        "ok {} {} {}",
+                        create.as_nanos(),
+                        memory.as_nanos(),
+                        release.as_nanos()
+                    ),
+                    0,
+                ),
                 Err(e) => (format!("err {e}"), 1),
             };
             let _ = writer.write_all(msg.as_bytes());
@@ -72,7 +101,21 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
             let _ = reader.read_to_string(&mut msg);
             let _ = ptrace::wait(child);
             match msg.split_once(' ') {
-                Some(("ok", _)) => Ok(pid),
+                Some(("ok", times)) => {
+                    let mut t = times
+                        .split(' ')
+                        .map(|n| Duration::from_nanos(n.parse().unwrap_or(0)));
+                    let mut next = || t.next().unwrap_or_default();
+                    Ok(RestoreReport {
+                        pid,
+                        pages: image.pages_len / PAGE,
+                        image_bytes: image.pages_len,
+                        read,
+                        create: next(),
+                        memory: next(),
+                        release: next(),
+                    })
+                }
                 Some(("err", e)) => Err(CheckpointError::Restore {
                     pid,
                     what: e.to_string(),
@@ -86,8 +129,10 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
     }
 }
 
-/// In the forked helper: create the process, rebuild it, release it.
-fn helper(image: &Image, pages: &[u8]) -> Result<(), String> {
+/// In the forked helper: create the process, rebuild it, release it;
+/// returns how long creating, the memory and the rest took.
+fn helper(image: &Image, pages: &PageFile) -> Result<[Duration; 3], String> {
+    let t0 = Instant::now();
     let pid = image.pid;
     let child = match crate::sys::process::fork_with_pid(pid) {
         Ok(0) => ptrace::child_become_tracee(image.session_leader),
@@ -101,9 +146,10 @@ fn helper(image: &Image, pages: &[u8]) -> Result<(), String> {
             "the new process did not stop (wait status {status:#x})"
         ));
     }
+    let mut marks = Vec::new();
     let result = ptrace::set_options(child, libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD)
         .map_err(|e| format!("ptrace options: {e}"))
-        .and_then(|_| rebuild(child, image, pages));
+        .and_then(|_| rebuild(child, image, pages, &mut marks));
     if let Err(e) = result {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child),
@@ -112,7 +158,12 @@ fn helper(image: &Image, pages: &[u8]) -> Result<(), String> {
         let _ = ptrace::wait(child);
         return Err(e);
     }
-    Ok(())
+    let end = Instant::now();
+    let (memory, release) = match marks[..] {
+        [m, r] => (m, r),
+        _ => (end, end),
+    };
+    Ok([memory - t0, release - memory, end - release])
 }
 
 fn write_all(pid: i32, addr: u64, data: &[u8]) -> Result<(), String> {
@@ -155,7 +206,13 @@ fn gadget_address(image: &Image, current: &[proc::MapLine]) -> Option<u64> {
     (1..0x7000u64).map(|i| i << 32).find(|a| !busy(*a))
 }
 
-fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
+/// `marks` gets the instants the memory phase starts and ends.
+fn rebuild(
+    pid: i32,
+    image: &Image,
+    pages: &PageFile,
+    marks: &mut Vec<Instant>,
+) -> Result<(), String> {
     let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
     let start = ptrace::get_regs(pid).map_err(|err| format!("registers: {err}"))?;
     // The new process stopped right after its kill(2): rip-2 is `syscall`.
@@ -246,6 +303,28 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
         Ok(gadget + G_STR)
     };
 
+    // The new process reads its pages itself, from the very file the image
+    // was validated in (reopened through our fd), so each byte is copied
+    // once, straight into its place.
+    marks.push(Instant::now());
+    let pages_fd = if image.pages_len > 0 {
+        let path = format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            pages.file().as_raw_fd()
+        );
+        r.call(
+            libc::SYS_open,
+            &[
+                put_str(&path)?,
+                (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                0,
+            ],
+        )
+        .map_err(e(format!("open the page file as {path}")))?
+    } else {
+        u64::MAX
+    };
     for v in &image.vmas {
         if !matches!(
             v.kind,
@@ -301,8 +380,19 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
         mapped.map_err(e(format!("{range}: mmap")))?;
         if !v.runs.is_empty() {
             for run in &v.runs {
-                let data = &pages[run.offset as usize..(run.offset + run.len) as usize];
-                write_all(pid, run.addr, data).map_err(|err| format!("{range}: {err}"))?;
+                let mut done = 0;
+                while done < run.len {
+                    let n = r
+                        .call(
+                            libc::SYS_pread64,
+                            &[pages_fd, run.addr + done, run.len - done, run.offset + done],
+                        )
+                        .map_err(e(format!("{range}: read its pages at {:#x}", run.addr)))?;
+                    if n == 0 {
+                        return Err(format!("{range}: the page file ended early"));
+                    }
+                    done += n;
+                }
             }
             if first_prot != final_prot {
                 r.call(libc::SYS_mprotect, &[v.start, len, final_prot])
@@ -310,6 +400,12 @@ fn rebuild(pid: i32, image: &Image, pages: &[u8]) -> Result<(), String> {
             }
         }
     }
+
+    if pages_fd != u64::MAX {
+        r.call(libc::SYS_close, &[pages_fd])
+            .map_err(e("close the page file".into()))?;
+    }
+    marks.push(Instant::now());
 
     // mm layout (brk, stack, args, env, auxv) and the executable's link.
     let mm = image.mm;
