@@ -12,7 +12,7 @@ use nix::{sys::signal::Signal, unistd::Pid};
 use super::{
     CheckpointError,
     image::{self, Image, Registers, Rseq, Run, SigAction, Vma, VmaKind},
-    pages::PageWriter,
+    pages::{self, PageWriter},
     proc,
     remote::{Remote, find_syscall, resume_regs},
 };
@@ -113,11 +113,16 @@ pub fn checkpoint_pid(
         }
     };
     let mut deferred = Vec::new();
-    // pages.img is written as the pages are read (pages.rs).
+    // pages.img is written as the pages are read (pages.rs); a refused or
+    // failed dump leaves no image behind.
+    let dir_existed = dir.exists();
     let collected = image::create_pages(dir, progress)
         .and_then(|mut pages| Ok((collect(pid, saved, &mut deferred, &mut pages)?, pages)));
     let discard = || {
-        let _ = std::fs::remove_file(dir.join(image::PAGES));
+        let _ = std::fs::remove_file(pages::partial(&dir.join(image::PAGES)));
+        if !dir_existed {
+            let _ = std::fs::remove_dir(dir);
+        }
     };
     // Lets the task go on, with the signals held back during our remote
     // syscalls sent again.

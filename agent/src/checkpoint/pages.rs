@@ -20,7 +20,9 @@ use crate::sys::ptrace;
 /// the file.
 const CHUNK: usize = 1 << 20;
 
-/// Appends runs of a process's memory to pages.img.
+/// Appends runs of a process's memory to pages.img, written aside as
+/// `pages.img.partial` until [`PageWriter::finish`] so a failed dump
+/// leaves an earlier image in the directory whole.
 pub struct PageWriter<'p> {
     path: PathBuf,
     file: File,
@@ -32,9 +34,10 @@ pub struct PageWriter<'p> {
 
 impl<'p> PageWriter<'p> {
     pub fn create(path: &Path, progress: &'p mut dyn FnMut(u64)) -> std::io::Result<Self> {
+        let partial = partial(path);
         Ok(PageWriter {
+            file: File::create(&partial)?,
             path: path.to_path_buf(),
-            file: File::create(path)?,
             len: 0,
             buf: vec![0; CHUNK],
             progress,
@@ -82,7 +85,7 @@ impl<'p> PageWriter<'p> {
             }
             self.file
                 .write_all(&self.buf[..got])
-                .map_err(|e| format!("{}: {e}", self.path.display()))?;
+                .map_err(|e| format!("{}: {e}", partial(&self.path).display()))?;
             self.len += got as u64;
             // Move the cursor over what was read, closing finished runs.
             let mut rest = &self.buf[..got];
@@ -109,11 +112,20 @@ impl<'p> PageWriter<'p> {
         Ok(runs)
     }
 
-    /// Flushes the file to its storage; returns its length.
+    /// Flushes the file to its storage and gives it its name; returns its
+    /// length.
     pub fn finish(self) -> std::io::Result<u64> {
         self.file.sync_all()?;
+        std::fs::rename(partial(&self.path), &self.path)?;
         Ok(self.len)
     }
+}
+
+/// Where pages.img is written until it is complete.
+pub fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
 }
 
 /// An open pages.img, read in place.
@@ -162,5 +174,49 @@ impl PageFile {
         let mut buf = vec![0u8; len as usize];
         self.file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our own memory, copied as runs that cross buffer boundaries, comes
+    /// back byte for byte with the right offsets and checksums.
+    #[test]
+    fn runs_across_chunks_are_copied_and_checksummed() {
+        let data: Vec<u8> = (0..3 * CHUNK + 12288)
+            .map(|i| (i * 7 + i / 4096) as u8)
+            .collect();
+        let base = data.as_ptr() as u64;
+        let ranges = [
+            (base, 8192u64),
+            (base + 16384, (2 * CHUNK + 4096) as u64),
+            (base + (3 * CHUNK) as u64, 4096),
+        ];
+        let dir = std::env::temp_dir().join(format!("palisade-pages-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pages.img");
+        let mut seen = 0;
+        let mut progress = |n| seen = n;
+        let mut w = PageWriter::create(&path, &mut progress).unwrap();
+        let runs = w.copy_from(std::process::id() as i32, &ranges).unwrap();
+        let len = w.finish().unwrap();
+        assert_eq!(seen, len);
+        let file = PageFile::open(&path).unwrap();
+        assert_eq!(file.len(), 8192 + 2 * CHUNK as u64 + 4096 + 4096);
+        let mut offset = 0;
+        for (run, (addr, rlen)) in runs.iter().zip(ranges) {
+            let from = (addr - base) as usize;
+            let want = &data[from..from + rlen as usize];
+            assert_eq!((run.addr, run.offset, run.len), (addr, offset, rlen));
+            assert_eq!(run.crc32, crc32fast::hash(want));
+            assert_eq!(file.crc32(run.offset, run.len).unwrap(), run.crc32);
+            assert_eq!(file.read(run.offset, run.len).unwrap(), want);
+            offset += rlen;
+        }
+        assert_eq!(runs.len(), 3);
+        assert!(!partial(&path).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
