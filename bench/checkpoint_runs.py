@@ -40,7 +40,7 @@ def run_checked(cmd):
     took = time.monotonic() - t0
     if out.returncode != 0:
         sys.exit(f"checkpoint bench: {' '.join(cmd)} failed:\n{out.stdout}{out.stderr}")
-    return took, out.stdout
+    return took, out.stdout, out.stderr
 
 
 def floor(copy_floor, path, mib, mode):
@@ -72,9 +72,9 @@ def one_round(palisade, bench_mem, copy_floor, work, mib, tag):
         # meanwhile.
         reaper = threading.Thread(target=child.wait)
         reaper.start()
-        dump, report = run_checked([palisade, "checkpoint", "--pid", str(pid), "--dir", image])
+        dump, report, _ = run_checked([palisade, "checkpoint", "--pid", str(pid), "--dir", image])
         reaper.join()
-        restore, out = run_checked([palisade, "restore", "--dir", image])
+        restore, out, restore_report = run_checked([palisade, "restore", "--dir", image])
         if int(out.split()[0]) != pid:
             sys.exit(f"checkpoint bench: restored as pid {out.split()[0]}, expected {pid}")
         restored = True
@@ -95,7 +95,7 @@ def one_round(palisade, bench_mem, copy_floor, work, mib, tag):
             os.waitpid(pid, 0)
         subprocess.run(["rm", "-rf", d], check=True)
     return {"dump": dump, "restore": restore, "write_floor": write_floor,
-            "read_floor": read_floor, "report": report.strip()}
+            "read_floor": read_floor, "report": report.strip() + "\n#   " + restore_report.strip()}
 
 
 def main():
