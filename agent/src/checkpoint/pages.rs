@@ -10,6 +10,7 @@ use std::{
     io::Write,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
+    sync::mpsc,
 };
 
 use super::image::Run;
@@ -19,6 +20,8 @@ use crate::sys::ptrace;
 /// in the CPU's cache between the read from the process and the write to
 /// the file.
 const CHUNK: usize = 1 << 20;
+/// From this many bytes on, reading and writing overlap on two threads.
+const PIPELINE_MIN: u64 = 8 << 20;
 
 /// Appends runs of a process's memory to pages.img, written aside as
 /// `pages.img.partial` until [`PageWriter::finish`] so a failed dump
@@ -54,62 +57,75 @@ impl<'p> PageWriter<'p> {
     }
 
     /// Copies the ranges `(addr, len)` of `pid`'s memory (non-empty, in
-    /// order) to the end of the file; returns one run for each.
+    /// order) to the end of the file; returns one run for each. Past a few
+    /// MiB, a second thread writes one buffer to the file while the next
+    /// is read from the process.
     pub fn copy_from(&mut self, pid: i32, ranges: &[(u64, u64)]) -> Result<Vec<Run>, String> {
-        let mut runs = Vec::with_capacity(ranges.len());
-        // The cursor: range `idx`, `pos` bytes into it, which began at
-        // `run_offset` in the file.
-        let (mut idx, mut pos, mut run_offset) = (0usize, 0u64, self.len);
-        let mut crc = crc32fast::Hasher::new();
-        let mut segs = Vec::new();
-        while idx < ranges.len() {
-            // As many ranges from the cursor on as fit one buffer and one call.
-            segs.clear();
-            let (mut i, mut p, mut filled) = (idx, pos, 0usize);
-            while i < ranges.len() && filled < CHUNK && segs.len() < ptrace::MAX_IOV {
-                let (addr, len) = ranges[i];
-                let take = ((len - p) as usize).min(CHUNK - filled);
-                segs.push((addr + p, take));
-                filled += take;
-                p += take as u64;
-                if p == len {
-                    i += 1;
-                    p = 0;
-                }
-            }
-            let at = ranges[idx].0 + pos;
-            let got = ptrace::read_memory_ranges(pid, &segs, &mut self.buf[..filled])
-                .map_err(|e| format!("read memory at {at:#x}: {e}"))?;
-            if got == 0 {
-                return Err(format!("memory unreadable at {at:#x}"));
-            }
-            self.file
-                .write_all(&self.buf[..got])
-                .map_err(|e| format!("{}: {e}", partial(&self.path).display()))?;
-            self.len += got as u64;
-            // Move the cursor over what was read, closing finished runs.
-            let mut rest = &self.buf[..got];
-            while !rest.is_empty() {
-                let (addr, len) = ranges[idx];
-                let take = ((len - pos) as usize).min(rest.len());
-                crc.update(&rest[..take]);
-                rest = &rest[take..];
-                pos += take as u64;
-                if pos == len {
-                    runs.push(Run {
-                        addr,
-                        offset: run_offset,
-                        len,
-                        crc32: std::mem::take(&mut crc).finalize(),
-                    });
-                    run_offset += len;
-                    idx += 1;
-                    pos = 0;
-                }
-            }
-            (self.progress)(self.len);
+        let total: u64 = ranges.iter().map(|r| r.1).sum();
+        let name = partial(&self.path);
+        let io = |e: std::io::Error| format!("{}: {e}", name.display());
+        let PageWriter {
+            file,
+            len,
+            buf,
+            progress,
+            ..
+        } = self;
+        let mut file: &File = file;
+        if total < PIPELINE_MIN {
+            let spare = std::cell::Cell::new(Some(std::mem::take(buf)));
+            let runs = read_runs(
+                pid,
+                ranges,
+                len,
+                *progress,
+                &mut || Ok(spare.take().expect("the one buffer is back")),
+                &mut |b, got| {
+                    file.write_all(&b[..got]).map_err(io)?;
+                    spare.set(Some(b));
+                    Ok(())
+                },
+            );
+            *buf = spare.take().unwrap_or_else(|| vec![0; CHUNK]);
+            return runs;
         }
-        Ok(runs)
+        const DEPTH: usize = 2;
+        let stopped = || "the page file's writer stopped".to_string();
+        std::thread::scope(|s| {
+            let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
+            let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+            let writer = s.spawn(move || -> std::io::Result<()> {
+                for (b, got) in full_rx {
+                    file.write_all(&b[..got])?;
+                    let _ = free_tx.send(b);
+                }
+                Ok(())
+            });
+            let mut made = 0;
+            let runs = read_runs(
+                pid,
+                ranges,
+                len,
+                *progress,
+                &mut || {
+                    if let Ok(b) = free_rx.try_recv() {
+                        return Ok(b);
+                    }
+                    if made <= DEPTH {
+                        made += 1;
+                        return Ok(vec![0; CHUNK]);
+                    }
+                    free_rx.recv().map_err(|_| stopped())
+                },
+                &mut |b, got| full_tx.send((b, got)).map_err(|_| stopped()),
+            );
+            drop(full_tx);
+            writer
+                .join()
+                .expect("the page file's writer panicked")
+                .map_err(io)?;
+            runs
+        })
     }
 
     /// Flushes the file to its storage and gives it its name; returns its
@@ -119,6 +135,73 @@ impl<'p> PageWriter<'p> {
         std::fs::rename(partial(&self.path), &self.path)?;
         Ok(self.len)
     }
+}
+
+/// The copy loop: fills buffers from `next` with the ranges of `pid`'s
+/// memory, as many ranges to a process_vm_readv as fit, checksums them
+/// into runs (their offsets counted from `len`, which it advances) and
+/// hands each to `emit` with the bytes it holds.
+fn read_runs(
+    pid: i32,
+    ranges: &[(u64, u64)],
+    len: &mut u64,
+    progress: &mut dyn FnMut(u64),
+    next: &mut dyn FnMut() -> Result<Vec<u8>, String>,
+    emit: &mut dyn FnMut(Vec<u8>, usize) -> Result<(), String>,
+) -> Result<Vec<Run>, String> {
+    let mut runs = Vec::with_capacity(ranges.len());
+    // The cursor: range `idx`, `pos` bytes into it, which began at
+    // `run_offset` in the file.
+    let (mut idx, mut pos, mut run_offset) = (0usize, 0u64, *len);
+    let mut crc = crc32fast::Hasher::new();
+    let mut segs = Vec::new();
+    while idx < ranges.len() {
+        // As many ranges from the cursor on as fit one buffer and one call.
+        segs.clear();
+        let (mut i, mut p, mut filled) = (idx, pos, 0usize);
+        while i < ranges.len() && filled < CHUNK && segs.len() < ptrace::MAX_IOV {
+            let (addr, rlen) = ranges[i];
+            let take = ((rlen - p) as usize).min(CHUNK - filled);
+            segs.push((addr + p, take));
+            filled += take;
+            p += take as u64;
+            if p == rlen {
+                i += 1;
+                p = 0;
+            }
+        }
+        let at = ranges[idx].0 + pos;
+        let mut buf = next()?;
+        let got = ptrace::read_memory_ranges(pid, &segs, &mut buf[..filled])
+            .map_err(|e| format!("read memory at {at:#x}: {e}"))?;
+        if got == 0 {
+            return Err(format!("memory unreadable at {at:#x}"));
+        }
+        // Move the cursor over what was read, closing finished runs.
+        let mut rest = &buf[..got];
+        while !rest.is_empty() {
+            let (addr, rlen) = ranges[idx];
+            let take = ((rlen - pos) as usize).min(rest.len());
+            crc.update(&rest[..take]);
+            rest = &rest[take..];
+            pos += take as u64;
+            if pos == rlen {
+                runs.push(Run {
+                    addr,
+                    offset: run_offset,
+                    len: rlen,
+                    crc32: std::mem::take(&mut crc).finalize(),
+                });
+                run_offset += rlen;
+                idx += 1;
+                pos = 0;
+            }
+        }
+        emit(buf, got)?;
+        *len += got as u64;
+        progress(*len);
+    }
+    Ok(runs)
 }
 
 /// Where pages.img is written until it is complete.
@@ -181,30 +264,39 @@ impl PageFile {
 mod tests {
     use super::*;
 
-    /// Our own memory, copied as runs that cross buffer boundaries, comes
-    /// back byte for byte with the right offsets and checksums.
+    /// Our own memory, copied as runs that cross buffer boundaries (on one
+    /// thread, then on two), comes back byte for byte with the right
+    /// offsets and checksums.
     #[test]
     fn runs_across_chunks_are_copied_and_checksummed() {
-        let data: Vec<u8> = (0..3 * CHUNK + 12288)
-            .map(|i| (i * 7 + i / 4096) as u8)
-            .collect();
+        let data: Vec<u8> = (0..12 * CHUNK).map(|i| (i * 7 + i / 4096) as u8).collect();
         let base = data.as_ptr() as u64;
-        let ranges = [
+        let small = [
             (base, 8192u64),
             (base + 16384, (2 * CHUNK + 4096) as u64),
             (base + (3 * CHUNK) as u64, 4096),
         ];
+        let large = [
+            (base + (3 * CHUNK) as u64 + 8192, 4096),
+            (base + (4 * CHUNK) as u64, (8 * CHUNK - 4096) as u64),
+        ];
+        assert!(small.iter().map(|r| r.1).sum::<u64>() < PIPELINE_MIN);
+        assert!(large.iter().map(|r| r.1).sum::<u64>() >= PIPELINE_MIN);
         let dir = std::env::temp_dir().join(format!("palisade-pages-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("pages.img");
         let mut seen = 0;
         let mut progress = |n| seen = n;
         let mut w = PageWriter::create(&path, &mut progress).unwrap();
-        let runs = w.copy_from(std::process::id() as i32, &ranges).unwrap();
+        let me = std::process::id() as i32;
+        let mut runs = w.copy_from(me, &small).unwrap();
+        runs.extend(w.copy_from(me, &large).unwrap());
         let len = w.finish().unwrap();
         assert_eq!(seen, len);
         let file = PageFile::open(&path).unwrap();
-        assert_eq!(file.len(), 8192 + 2 * CHUNK as u64 + 4096 + 4096);
+        let ranges: Vec<(u64, u64)> = small.iter().chain(&large).copied().collect();
+        assert_eq!(file.len(), ranges.iter().map(|r| r.1).sum::<u64>());
+        assert_eq!(runs.len(), ranges.len());
         let mut offset = 0;
         for (run, (addr, rlen)) in runs.iter().zip(ranges) {
             let from = (addr - base) as usize;
@@ -215,7 +307,6 @@ mod tests {
             assert_eq!(file.read(run.offset, run.len).unwrap(), want);
             offset += rlen;
         }
-        assert_eq!(runs.len(), 3);
         assert!(!partial(&path).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
