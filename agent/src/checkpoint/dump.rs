@@ -33,8 +33,11 @@ pub struct DumpReport {
     pub vmas: usize,
     pub pages: u64,
     pub image_bytes: u64,
+    /// Seizing and stopping the process.
     pub freeze: Duration,
+    /// Reading everything, the pages streamed into pages.img meanwhile.
     pub dump: Duration,
+    /// Flushing pages.img and writing meta.json.
     pub write: Duration,
 }
 
