@@ -288,6 +288,7 @@ pub fn read(dir: &Path) -> Result<(Image, PageFile), CheckpointError> {
             image.pages_len
         )));
     }
+    let mut spans = Vec::new();
     for vma in &image.vmas {
         for run in &vma.runs {
             let where_ = format!("vma {:x}-{:x} run at {:x}", vma.start, vma.end, run.addr);
@@ -298,17 +299,21 @@ pub fn read(dir: &Path) -> Result<(Image, PageFile), CheckpointError> {
             if run.addr < vma.start || run.addr.saturating_add(run.len) > vma.end {
                 return Err(bad(format!("{where_}: outside its vma")));
             }
-            let crc = pages
-                .crc32(run.offset, run.len)
-                .map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;
-            if crc != run.crc32 {
-                return Err(bad(format!(
-                    "{}: pages of {where_} (offset {}): checksum mismatch (stored {:08x}, computed {crc:08x})",
-                    pages_path.display(),
-                    run.offset,
-                    run.crc32
-                )));
-            }
+            spans.push((where_, run));
+        }
+    }
+    let offsets: Vec<(u64, u64)> = spans.iter().map(|(_, r)| (r.offset, r.len)).collect();
+    let crcs = pages
+        .crc32_all(&offsets)
+        .map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;
+    for ((where_, run), crc) in spans.iter().zip(crcs) {
+        if crc != run.crc32 {
+            return Err(bad(format!(
+                "{}: pages of {where_} (offset {}): checksum mismatch (stored {:08x}, computed {crc:08x})",
+                pages_path.display(),
+                run.offset,
+                run.crc32
+            )));
         }
     }
     if unhex(&image.xstate).is_none() {

@@ -10,7 +10,10 @@ use std::{
     io::Write,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::mpsc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
 };
 
 use super::image::Run;
@@ -204,6 +207,21 @@ fn read_runs(
     Ok(runs)
 }
 
+/// A joined thread may linger in the kernel a moment after it wakes its
+/// joiner; wait (a second at most) until /proc counts this process as one
+/// thread again.
+fn wait_single_threaded() {
+    for _ in 0..1000 {
+        let one = std::fs::read_to_string("/proc/self/status")
+            .map(|s| s.lines().any(|l| l == "Threads:\t1"))
+            .unwrap_or(true);
+        if one {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Where pages.img is written until it is complete.
 pub fn partial(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -250,6 +268,74 @@ impl PageFile {
             done += n as u64;
         }
         Ok(crc.finalize())
+    }
+
+    /// CRC32 of each span `(offset, len)`: past a few MiB on up to four
+    /// threads, the spans cut into pieces, each hashed on its own and the
+    /// pieces' CRCs combined in order. Returns once the threads have left
+    /// the process, not only been joined, as restore forks next.
+    pub fn crc32_all(&self, spans: &[(u64, u64)]) -> std::io::Result<Vec<u32>> {
+        self.crc32_in_pieces(spans, 4 << 20)
+    }
+
+    fn crc32_in_pieces(&self, spans: &[(u64, u64)], piece: u64) -> std::io::Result<Vec<u32>> {
+        // (span, offset, len) of every piece, in file order within a span.
+        let pieces: Vec<(usize, u64, u64)> = spans
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &(offset, len))| {
+                (0..len.div_ceil(piece))
+                    .map(move |k| (i, offset + k * piece, (len - k * piece).min(piece)))
+            })
+            .collect();
+        let next = AtomicUsize::new(0);
+        let hash = || -> std::io::Result<Vec<(usize, crc32fast::Hasher)>> {
+            let mut buf = vec![0u8; CHUNK];
+            let mut out = Vec::new();
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(_, offset, len)) = pieces.get(k) else {
+                    return Ok(out);
+                };
+                let mut crc = crc32fast::Hasher::new();
+                let mut done = 0u64;
+                while done < len {
+                    let n = ((len - done) as usize).min(CHUNK);
+                    self.file.read_exact_at(&mut buf[..n], offset + done)?;
+                    crc.update(&buf[..n]);
+                    done += n as u64;
+                }
+                out.push((k, crc));
+            }
+        };
+        let total: u64 = spans.iter().map(|s| s.1).sum();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let hashed = if total < PIPELINE_MIN || threads < 2 {
+            hash()?
+        } else {
+            let parts = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads).map(|_| s.spawn(hash)).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a checksum thread panicked"))
+                    .collect::<Vec<_>>()
+            });
+            wait_single_threaded();
+            let mut all = Vec::new();
+            for part in parts {
+                all.extend(part?);
+            }
+            all
+        };
+        let mut by_piece: Vec<Option<crc32fast::Hasher>> = vec![None; pieces.len()];
+        for (k, crc) in hashed {
+            by_piece[k] = Some(crc);
+        }
+        let mut crcs = vec![crc32fast::Hasher::new(); spans.len()];
+        for (&(span, _, _), crc) in pieces.iter().zip(by_piece) {
+            crcs[span].combine(&crc.expect("every piece is hashed"));
+        }
+        Ok(crcs.into_iter().map(|h| h.finalize()).collect())
     }
 
     /// `len` bytes at `offset`.
@@ -307,6 +393,11 @@ mod tests {
             assert_eq!(file.read(run.offset, run.len).unwrap(), want);
             offset += rlen;
         }
+        // Checked back in pieces smaller than the runs and not a divisor.
+        let spans: Vec<(u64, u64)> = runs.iter().map(|r| (r.offset, r.len)).collect();
+        let crcs: Vec<u32> = runs.iter().map(|r| r.crc32).collect();
+        assert_eq!(file.crc32_in_pieces(&spans, 4096 * 3 + 5).unwrap(), crcs);
+        assert_eq!(file.crc32_all(&spans).unwrap(), crcs);
         assert!(!partial(&path).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
