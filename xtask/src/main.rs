@@ -97,11 +97,12 @@ fn build_binary() -> Result<PathBuf> {
 fn bench(palisade: &Path) -> Result<()> {
     toolchain::require_root("the benchmarks create containers and nftables tables")?;
     let rootfs = rootfs::build()?;
-    let runs: [(&str, Vec<&Path>); 4] = [
+    let runs: [(&str, Vec<&Path>); 5] = [
         ("startup.sh", vec![palisade, rootfs.as_path()]),
         ("connect.sh", vec![palisade]),
         ("shaping.sh", vec![palisade]),
         ("accounting.sh", vec![palisade]),
+        ("checkpoint.sh", vec![palisade]),
     ];
     for (script, args) in runs {
         println!("==> bench/{script}");

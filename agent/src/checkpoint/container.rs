@@ -26,6 +26,7 @@ pub fn checkpoint_container(
     name: &str,
     dir: &Path,
     opts: DumpOptions,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<DumpReport, CheckpointError> {
     let refuse = |what: String| CheckpointError::Container {
         name: name.to_string(),
@@ -54,76 +55,54 @@ pub fn checkpoint_container(
     set_frozen(&unified, true).map_err(&refuse)?;
     let frozen = dump::freeze(pid);
     let thawed = set_frozen(&unified, false).map_err(&refuse);
-    let mut frozen = frozen?;
+    let frozen = frozen?;
     if let Err(e) = thawed {
         let _ = frozen.release();
         return Err(e);
     }
     let freeze = t0.elapsed();
-    let t1 = Instant::now();
-    let dumped = check_all_in_tree(&unified, &frozen)
-        .map_err(&refuse)
-        .and_then(|()| dump::collect_tree(pid, &mut frozen))
-        .and_then(|mut dumped| {
-            let image = &mut dumped.image;
-            // The first process has palisade's filters, which restore
-            // makes again from the policy; one added since cannot be.
-            let own = image.processes[0].state.seccomp_filters;
-            if let Some(p) = image
-                .processes
-                .iter()
-                .find(|p| p.state.seccomp_filters != own && p.zombie.is_none())
-            {
-                return Err(CheckpointError::Unsupported {
-                    pid: p.pid,
-                    what: format!(
-                        "{} seccomp filters where the container has {own} (its own cannot be read back)",
-                        p.state.seccomp_filters
-                    ),
-                });
-            }
-            to_namespace(image)?;
-            // Its output goes to the log on the host, out of its sight:
-            // the restored container's goes to its own log.
-            let log = root.log_path(name).display().to_string();
-            for o in &mut image.files {
-                if let FileKind::Path { path, .. } = &mut o.kind
-                    && *path == log
-                {
-                    *path = image::CONTAINER_LOG.to_string();
-                }
-            }
-            image.container = Some(ContainerImage {
-                name: name.to_string(),
-                recipe,
-            });
-            Ok(dumped)
-        });
-    let dump::Dumped {
-        image,
-        pages,
-        files,
-    } = match dumped {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = frozen.release();
-            return Err(e);
-        }
-    };
-    let dump = t1.elapsed();
-    let t2 = Instant::now();
-    if let Err(e) = image::write(dir, &image, &pages, &files) {
+    if let Err(e) = check_all_in_tree(&unified, &frozen).map_err(&refuse) {
         let _ = frozen.release();
         return Err(e);
     }
-    let write = t2.elapsed();
-    if opts.leave_running {
-        frozen.release()?;
-    } else {
-        dump::end(&frozen)?;
+    let log = root.log_path(name).display().to_string();
+    let report = dump::dump_into(pid, frozen, dir, opts, progress, freeze, |image| {
+        // The first process has palisade's filters, which restore makes
+        // again from the policy; one added since cannot be.
+        let own = image.processes[0].state.seccomp_filters;
+        if let Some(p) = image
+            .processes
+            .iter()
+            .find(|p| p.state.seccomp_filters != own && p.zombie.is_none())
+        {
+            return Err(CheckpointError::Unsupported {
+                pid: p.pid,
+                what: format!(
+                    "{} seccomp filters where the container has {own} (its own cannot be read back)",
+                    p.state.seccomp_filters
+                ),
+            });
+        }
+        to_namespace(image)?;
+        // Its output goes to the log on the host, out of its sight: the
+        // restored container's goes to its own log.
+        for o in &mut image.files {
+            if let FileKind::Path { path, .. } = &mut o.kind
+                && *path == log
+            {
+                *path = image::CONTAINER_LOG.to_string();
+            }
+        }
+        image.container = Some(ContainerImage {
+            name: name.to_string(),
+            recipe,
+        });
+        Ok(())
+    })?;
+    if !opts.leave_running {
         crate::runtime::remove(root, name, true).map_err(|e| refuse(e.to_string()))?;
     }
-    Ok(DumpReport::of(pid, &image, [freeze, dump, write]))
+    Ok(report)
 }
 
 /// Freezes or thaws a cgroup v2 directory and waits (up to 5 s) until the

@@ -14,14 +14,15 @@ use super::{
     image::{
         self, Image, Process, Registers, Rseq, Run, SharedMemory, SigAction, Thread, Vma, VmaKind,
     },
+    pages::{self, PageWriter},
     proc,
     remote::{Remote, Scratch, find_syscall, resume_regs},
     state,
 };
 use crate::sys::ptrace;
 
-/// Pages are read from the target in batches of this size.
-const BATCH: usize = 64 << 20;
+/// Longest run of pages (each run has its own checksum).
+const BATCH: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Copy)]
 pub struct DumpOptions {
@@ -37,8 +38,11 @@ pub struct DumpReport {
     pub vmas: usize,
     pub pages: u64,
     pub image_bytes: u64,
+    /// Seizing and stopping every task.
     pub freeze: Duration,
+    /// Reading everything, the pages streamed into pages.img meanwhile.
     pub dump: Duration,
+    /// Flushing pages.img, writing files.img and meta.json.
     pub write: Duration,
 }
 
@@ -231,23 +235,19 @@ fn freeze_into(root: i32, frozen: &mut Frozen) -> Result<(), CheckpointError> {
     Ok(())
 }
 
-/// Checkpoints process `pid` and all its descendants into `dir`.
+/// Checkpoints process `pid` and all its descendants into `dir`;
+/// `progress` is called with the bytes of pages written so far.
 pub fn checkpoint_pid(
     pid: i32,
     dir: &Path,
     opts: DumpOptions,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<DumpReport, CheckpointError> {
     let t0 = Instant::now();
-    let mut frozen = freeze(pid)?;
+    let frozen = freeze(pid)?;
     let freeze = t0.elapsed();
-    let t1 = Instant::now();
-    let collected = collect_tree(pid, &mut frozen).and_then(|dumped| {
-        if let Some(p) = dumped
-            .image
-            .processes
-            .iter()
-            .find(|p| p.state.seccomp_filters > 0)
-        {
+    dump_into(pid, frozen, dir, opts, progress, freeze, |image| {
+        if let Some(p) = image.processes.iter().find(|p| p.state.seccomp_filters > 0) {
             return Err(CheckpointError::Unsupported {
                 pid: p.pid,
                 what: format!(
@@ -256,7 +256,7 @@ pub fn checkpoint_pid(
                 ),
             });
         }
-        let sig = dumped.image.processes[0].state.pdeathsig;
+        let sig = image.processes[0].state.pdeathsig;
         if sig != 0 {
             return Err(CheckpointError::Unsupported {
                 pid,
@@ -265,23 +265,54 @@ pub fn checkpoint_pid(
                 ),
             });
         }
-        Ok(dumped)
+        Ok(())
+    })
+}
+
+/// Dumps the frozen tree under `root` into `dir` — its pages streamed
+/// into pages.img as they are read — with `check` given the image first
+/// (to refuse it, or complete it), then ends the tree or, with
+/// `leave_running`, lets it go on. On any failure every task goes on
+/// unchanged and no new image is left (an earlier one stays whole).
+pub(super) fn dump_into(
+    root: i32,
+    mut frozen: Frozen,
+    dir: &Path,
+    opts: DumpOptions,
+    progress: &mut dyn FnMut(u64),
+    freeze: Duration,
+    check: impl FnOnce(&mut Image) -> Result<(), CheckpointError>,
+) -> Result<DumpReport, CheckpointError> {
+    let t1 = Instant::now();
+    let dir_existed = dir.exists();
+    let discard = || {
+        let _ = std::fs::remove_file(pages::partial(&dir.join(image::PAGES)));
+        if !dir_existed {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    };
+    let collected = image::create_pages(dir, progress).and_then(|mut pages| {
+        let mut dumped = collect_tree(root, &mut frozen, &mut pages)?;
+        check(&mut dumped.image)?;
+        Ok((dumped, pages))
     });
-    let Dumped {
-        image,
-        pages,
-        files,
-    } = match collected {
+    let (Dumped { image, files }, pages) = match collected {
         Ok(v) => v,
         Err(e) => {
             let _ = frozen.release();
+            discard();
             return Err(e);
         }
     };
     let dump = t1.elapsed();
     let t2 = Instant::now();
-    if let Err(e) = image::write(dir, &image, &pages, &files) {
+    let written = pages
+        .finish()
+        .map_err(|e| CheckpointError::Image(format!("{}: {e}", dir.join(image::PAGES).display())))
+        .and_then(|_| image::write(dir, &image, &files));
+    if let Err(e) = written {
         let _ = frozen.release();
+        discard();
         return Err(e);
     }
     let write = t2.elapsed();
@@ -290,7 +321,7 @@ pub fn checkpoint_pid(
     } else {
         end(&frozen)?;
     }
-    Ok(DumpReport::of(pid, &image, [freeze, dump, write]))
+    Ok(DumpReport::of(root, &image, [freeze, dump, write]))
 }
 
 impl DumpReport {
@@ -359,13 +390,15 @@ const PM_FILE: u64 = 1 << 61;
 /// Appends to `pages` the pages of [start, end) that a fresh mapping
 /// would not give back — present or swapped and not a file page (nor the
 /// shared zero page): touched anonymous memory and copied-on-write pages
-/// of private file mappings — and returns them as runs.
+/// of private file mappings — and returns them as runs. One pagemap read
+/// for the VMA; the pages go in runs of contiguous pages, many to a
+/// process_vm_readv.
 fn dump_vma(
     pid: i32,
     pagemap: &std::fs::File,
     start: u64,
     end: u64,
-    pages: &mut Vec<u8>,
+    pages: &mut PageWriter,
 ) -> Result<Vec<Run>, String> {
     use std::os::unix::fs::FileExt;
     let npages = ((end - start) / 4096) as usize;
@@ -373,46 +406,19 @@ fn dump_vma(
     pagemap
         .read_exact_at(&mut raw, start / 4096 * 8)
         .map_err(|e| format!("pagemap: {e}"))?;
-    let wanted = |i: usize| {
-        let e = u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        e & (PM_PRESENT | PM_SWAPPED) != 0 && e & PM_FILE == 0
-    };
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < npages {
-        if !wanted(i) {
-            i += 1;
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (i, entry) in raw.chunks_exact(8).enumerate() {
+        let e = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
+        if e & (PM_PRESENT | PM_SWAPPED) == 0 || e & PM_FILE != 0 {
             continue;
         }
-        let first = i;
-        while i < npages && wanted(i) && (i - first) * 4096 < BATCH {
-            i += 1;
+        let addr = start + i as u64 * 4096;
+        match ranges.last_mut() {
+            Some((a, len)) if *a + *len == addr && *len < BATCH => *len += 4096,
+            _ => ranges.push((addr, 4096)),
         }
-        let addr = start + first as u64 * 4096;
-        let len = (i - first) * 4096;
-        let offset = pages.len();
-        pages.resize(offset + len, 0);
-        let mut done = 0;
-        while done < len {
-            let got = ptrace::read_memory(
-                pid,
-                addr + done as u64,
-                &mut pages[offset + done..offset + len],
-            )
-            .map_err(|e| format!("read memory at {:#x}: {e}", addr + done as u64))?;
-            if got == 0 {
-                return Err(format!("memory unreadable at {:#x}", addr + done as u64));
-            }
-            done += got;
-        }
-        runs.push(Run {
-            addr,
-            offset: offset as u64,
-            len: len as u64,
-            crc32: crc32fast::hash(&pages[offset..]),
-        });
     }
-    Ok(runs)
+    pages.copy_from(pid, &ranges)
 }
 
 /// A remote-syscall driver for stopped task `t`: at the `syscall` it was
@@ -528,15 +534,19 @@ fn collect_thread(
     })
 }
 
-/// A dumped tree: its metadata, pages.img and files.img.
+/// A dumped tree: its metadata and files.img (its pages went to the
+/// page writer).
 pub(super) struct Dumped {
     pub image: Image,
-    pub pages: Vec<u8>,
     pub files: Vec<u8>,
 }
 
 /// Dumps every process of the frozen tree.
-pub(super) fn collect_tree(root: i32, frozen: &mut Frozen) -> Result<Dumped, CheckpointError> {
+pub(super) fn collect_tree(
+    root: i32,
+    frozen: &mut Frozen,
+    pages: &mut PageWriter,
+) -> Result<Dumped, CheckpointError> {
     let mut image = Image {
         root,
         processes: Vec::new(),
@@ -545,7 +555,6 @@ pub(super) fn collect_tree(root: i32, frozen: &mut Frozen) -> Result<Dumped, Che
         pages_len: 0,
         container: None,
     };
-    let mut pages = Vec::new();
     let mut table = files::Table::default();
     for m in &mut frozen.members {
         let stat = proc::Stat::read(m.pid).map_err(|e| CheckpointError::Process {
@@ -571,7 +580,7 @@ pub(super) fn collect_tree(root: i32, frozen: &mut Frozen) -> Result<Dumped, Che
         };
         if m.zombie.is_none() {
             p.fds = table.dump(m.pid)?;
-            collect(m, &mut p, &mut image.shared_memory, &mut pages)?;
+            collect(m, &mut p, &mut image.shared_memory, pages)?;
         }
         image.processes.push(p);
     }
@@ -579,12 +588,8 @@ pub(super) fn collect_tree(root: i32, frozen: &mut Frozen) -> Result<Dumped, Che
     let all_fds: Vec<_> = image.processes.iter().flat_map(|p| p.fds.clone()).collect();
     let (objects, files) = table.finish(root, &all_fds)?;
     image.files = objects;
-    image.pages_len = pages.len() as u64;
-    Ok(Dumped {
-        image,
-        pages,
-        files,
-    })
+    image.pages_len = pages.len();
+    Ok(Dumped { image, files })
 }
 
 /// Sessions and process groups restore by setsid/setpgid from inside
@@ -623,7 +628,7 @@ fn collect(
     m: &mut Member,
     p: &mut Process,
     shared_memory: &mut Vec<SharedMemory>,
-    pages: &mut Vec<u8>,
+    pages: &mut PageWriter,
 ) -> Result<(), CheckpointError> {
     let pid = m.pid;
     let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
@@ -782,41 +787,28 @@ fn collect(
 }
 
 /// The index of the shared anonymous object behind mapping `m`, its
-/// whole contents dumped (through /proc/PID/map_files) the first time a
-/// process of the tree is seen mapping it.
+/// pages dumped (read through the mapping) the first time a process of
+/// the tree is seen mapping it.
 fn shared_object(
     pid: i32,
     m: &proc::MapLine,
     objects: &mut Vec<SharedMemory>,
-    pages: &mut Vec<u8>,
+    pages: &mut PageWriter,
 ) -> Result<usize, String> {
     if let Some(i) = objects.iter().position(|o| o.inode == m.inode) {
         return Ok(i);
     }
-    use std::io::Read;
-    let path = proc::path(pid, &format!("map_files/{:x}-{:x}", m.start, m.end));
-    let mut f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let size = f
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    let offset = pages.len();
-    pages.resize(offset + size as usize, 0);
-    f.read_exact(&mut pages[offset..])
-        .map_err(|e| format!("read {}: {e}", path.display()))?;
-    let runs = if size == 0 {
-        Vec::new()
-    } else {
-        vec![Run {
-            addr: 0,
-            offset: offset as u64,
-            len: size,
-            crc32: crc32fast::hash(&pages[offset..]),
-        }]
-    };
+    let runs = pages
+        .copy_from(pid, &[(m.start, m.end - m.start)])?
+        .into_iter()
+        .map(|r| Run {
+            addr: r.addr - m.start + m.offset,
+            ..r
+        })
+        .collect();
     objects.push(SharedMemory {
         inode: m.inode,
-        size,
+        size: m.offset + (m.end - m.start),
         runs,
     });
     Ok(objects.len() - 1)

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     CheckpointError,
     files::{FdEntry, FileObject},
+    pages::{PageFile, PageWriter},
     state::{ProcessState, ThreadState},
 };
 
@@ -273,19 +274,26 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Writes the image into `dir` (created if missing); `files` is the
-/// content of files.img.
-pub fn write(dir: &Path, image: &Image, pages: &[u8], files: &[u8]) -> Result<(), CheckpointError> {
-    let io = |what: &str, e: std::io::Error| CheckpointError::Image(format!("{what}: {e}"));
-    fs::create_dir_all(dir).map_err(|e| io(&dir.display().to_string(), e))?;
+/// Creates `dir` (if missing) and its pages.img, for the dump to stream
+/// page runs into; `progress` is called with the bytes written so far.
+pub fn create_pages<'p>(
+    dir: &Path,
+    progress: &'p mut dyn FnMut(u64),
+) -> Result<PageWriter<'p>, CheckpointError> {
+    let io =
+        |what: &Path, e: std::io::Error| CheckpointError::Image(format!("{}: {e}", what.display()));
+    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let path = dir.join(PAGES);
+    PageWriter::create(&path, progress).map_err(|e| io(&path, e))
+}
+
+/// Writes files.img and the metadata into `dir`, after its pages.img is
+/// complete.
+pub fn write(dir: &Path, image: &Image, files: &[u8]) -> Result<(), CheckpointError> {
+    let io =
+        |what: &Path, e: std::io::Error| CheckpointError::Image(format!("{}: {e}", what.display()));
     let files_path = dir.join(FILES);
-    fs::write(&files_path, files).map_err(|e| io(&files_path.display().to_string(), e))?;
-    let pages_path = dir.join(PAGES);
-    let mut f =
-        fs::File::create(&pages_path).map_err(|e| io(&pages_path.display().to_string(), e))?;
-    f.write_all(pages)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io(&pages_path.display().to_string(), e))?;
+    fs::write(&files_path, files).map_err(|e| io(&files_path, e))?;
     let body = serde_json::to_value(image).map_err(|e| CheckpointError::Image(e.to_string()))?;
     let meta = MetaFile {
         format: FORMAT,
@@ -294,7 +302,10 @@ pub fn write(dir: &Path, image: &Image, pages: &[u8], files: &[u8]) -> Result<()
     };
     let meta_path = dir.join(META);
     let text = serde_json::to_string_pretty(&meta).expect("meta serialises");
-    fs::write(&meta_path, text).map_err(|e| io(&meta_path.display().to_string(), e))?;
+    let mut f = fs::File::create(&meta_path).map_err(|e| io(&meta_path, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io(&meta_path, e))?;
     Ok(())
 }
 
@@ -316,7 +327,7 @@ pub fn read_files(dir: &Path, image: &Image) -> Result<Vec<u8>, CheckpointError>
 
 /// Reads and validates the image in `dir`: returns the metadata and the
 /// page data, or an error naming what is wrong.
-pub fn read(dir: &Path) -> Result<(Image, Vec<u8>), CheckpointError> {
+pub fn read(dir: &Path) -> Result<(Image, PageFile), CheckpointError> {
     let bad = |msg: String| CheckpointError::Image(msg);
     let meta_path = dir.join(META);
     let text =
@@ -350,8 +361,9 @@ pub fn read(dir: &Path) -> Result<(Image, Vec<u8>), CheckpointError> {
         )));
     }
     let pages_path = dir.join(PAGES);
-    let pages = fs::read(&pages_path).map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;
-    if pages.len() as u64 != image.pages_len {
+    let pages =
+        PageFile::open(&pages_path).map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;
+    if pages.len() != image.pages_len {
         return Err(bad(format!(
             "{}: {} bytes, the metadata says {} (truncated or wrong file)",
             pages_path.display(),
@@ -359,25 +371,21 @@ pub fn read(dir: &Path) -> Result<(Image, Vec<u8>), CheckpointError> {
             image.pages_len
         )));
     }
-    let check_run = |run: &Run, lo: u64, hi: u64, where_: String| {
-        let slice = run
+    // Every run inside pages.img and its mapping; their checksums are
+    // computed together at the end (on several threads).
+    let mut spans: Vec<(String, Run)> = Vec::new();
+    let mut check_run = |run: &Run, lo: u64, hi: u64, where_: String| {
+        if run
             .offset
             .checked_add(run.len)
-            .filter(|end| *end <= image.pages_len)
-            .map(|end| &pages[run.offset as usize..end as usize])
-            .ok_or_else(|| bad(format!("{where_}: outside {PAGES}")))?;
+            .is_none_or(|end| end > image.pages_len)
+        {
+            return Err(bad(format!("{where_}: outside {PAGES}")));
+        }
         if run.addr < lo || run.addr.saturating_add(run.len) > hi {
             return Err(bad(format!("{where_}: outside its mapping")));
         }
-        let crc = crc32fast::hash(slice);
-        if crc != run.crc32 {
-            return Err(bad(format!(
-                "{}: pages of {where_} (offset {}): checksum mismatch (stored {:08x}, computed {crc:08x})",
-                pages_path.display(),
-                run.offset,
-                run.crc32
-            )));
-        }
+        spans.push((where_, *run));
         Ok(())
     };
     for (i, shm) in image.shared_memory.iter().enumerate() {
@@ -430,6 +438,20 @@ pub fn read(dir: &Path) -> Result<(Image, Vec<u8>), CheckpointError> {
                 );
                 check_run(run, vma.start, vma.end, where_)?;
             }
+        }
+    }
+    let offsets: Vec<(u64, u64)> = spans.iter().map(|(_, r)| (r.offset, r.len)).collect();
+    let crcs = pages
+        .crc32_all(&offsets)
+        .map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;
+    for ((where_, run), crc) in spans.iter().zip(crcs) {
+        if crc != run.crc32 {
+            return Err(bad(format!(
+                "{}: pages of {where_} (offset {}): checksum mismatch (stored {:08x}, computed {crc:08x})",
+                pages_path.display(),
+                run.offset,
+                run.crc32
+            )));
         }
     }
     Ok((image, pages))
@@ -533,11 +555,13 @@ mod tests {
         let pages = vec![0x5au8; 8192];
         let image = sample(&pages);
         let dir = tempdir("rt");
-        write(&dir, &image, &pages, &[]).unwrap();
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(PAGES), &pages).unwrap();
+        write(&dir, &image, &[]).unwrap();
         assert!(read_files(&dir, &image).unwrap().is_empty());
         let (back, data) = read(&dir).unwrap();
         assert_eq!(back, image);
-        assert_eq!(data, pages);
+        assert_eq!(data.read(0, data.len()).unwrap(), pages);
 
         let mut bad = pages.clone();
         bad[5000] ^= 1;

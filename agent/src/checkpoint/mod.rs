@@ -12,6 +12,7 @@ mod container;
 pub mod dump;
 pub mod files;
 pub mod image;
+mod pages;
 mod proc;
 mod remote;
 pub mod restore;
@@ -21,7 +22,7 @@ use nix::errno::Errno;
 
 pub use container::checkpoint_container;
 pub use dump::{DumpOptions, DumpReport, checkpoint_pid};
-pub use restore::restore;
+pub use restore::{RestoreReport, restore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {

@@ -12,11 +12,13 @@ use std::{
     io::{Read, Write},
     os::{fd::AsRawFd, unix::fs::FileExt},
     path::Path,
+    time::{Duration, Instant},
 };
 
 use super::{
     CheckpointError, files,
     image::{self, Image, Process, VmaKind},
+    pages::PageFile,
     proc,
     remote::{Remote, RemoteError, find_syscall, resume_regs},
     state,
@@ -47,11 +49,30 @@ const G_CLONE: u64 = PAGE;
 const G_SET_TID: u64 = PAGE + 128;
 const G_FILTER: u64 = PAGE + 256;
 
-/// Restores the image in `dir`; returns the pid of the running root.
-pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
+/// What a restore did, for the CLI to report.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    pub pid: i32,
+    pub processes: usize,
+    pub pages: u64,
+    pub image_bytes: u64,
+    /// Reading and validating the image.
+    pub read: Duration,
+    /// Every process of the tree, each holding only the gadget.
+    pub create: Duration,
+    /// Their memory, files, threads and task state.
+    pub rebuild: Duration,
+    /// Registers, and every task let go.
+    pub release: Duration,
+}
+
+/// Restores the image in `dir`; the tree runs on with its old pids.
+pub fn restore(dir: &Path) -> Result<RestoreReport, CheckpointError> {
+    let t0 = Instant::now();
     let (image, pages) = image::read(dir)?;
     // files.img, validated before anything is created.
     let files_data = image::read_files(dir, &image)?;
+    let read = t0.elapsed();
     let pid = image.root;
     for p in &image.processes {
         let ids = std::iter::once(p.pid).chain(p.threads.iter().map(|t| t.tid));
@@ -77,7 +98,7 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
             drop(reader);
             let mut writer = writer;
             let msg = match helper(&image, &pages, &files_data) {
-                Ok(()) => format!("ok {pid}"),
+                Ok(times) => format!("ok {}", times.map(|t| t.as_nanos().to_string()).join(" ")),
                 Err((at, e)) => format!("err {at} {e}"),
             };
             let _ = writer.write_all(msg.as_bytes());
@@ -90,7 +111,22 @@ pub fn restore(dir: &Path) -> Result<i32, CheckpointError> {
             let _ = reader.read_to_string(&mut msg);
             let _ = ptrace::wait(child);
             match msg.split_once(' ') {
-                Some(("ok", _)) => Ok(pid),
+                Some(("ok", times)) => {
+                    let mut t = times
+                        .split(' ')
+                        .map(|n| Duration::from_nanos(n.parse().unwrap_or(0)));
+                    let mut next = || t.next().unwrap_or_default();
+                    Ok(RestoreReport {
+                        pid,
+                        processes: image.processes.len(),
+                        pages: image.pages_len / PAGE,
+                        image_bytes: image.pages_len,
+                        read,
+                        create: next(),
+                        rebuild: next(),
+                        release: next(),
+                    })
+                }
                 Some(("err", e)) => {
                     let (at, what) = e.split_once(' ').unwrap_or(("0", e));
                     Err(CheckpointError::Restore {
@@ -115,7 +151,9 @@ struct Task {
 /// The restore helper's state: what exists so far.
 struct Restorer<'a> {
     image: &'a Image,
-    pages: &'a [u8],
+    pages: &'a PageFile,
+    /// pages.img as a path the processes can open, if they can.
+    pages_path: Option<String>,
     gadget: u64,
     /// Per image process, its main thread's driver (None for zombies).
     mains: Vec<Option<Task>>,
@@ -135,8 +173,9 @@ struct Restorer<'a> {
 /// An error and the pid of the task it happened in.
 type Failure = (i32, String);
 
-/// In the forked helper: create the tree, rebuild it, release it.
-fn helper(image: &Image, pages: &[u8], files_data: &[u8]) -> Result<(), Failure> {
+/// In the forked helper: create the tree, rebuild it, release it;
+/// returns how long each took.
+fn helper(image: &Image, pages: &PageFile, files_data: &[u8]) -> Result<[Duration; 3], Failure> {
     let root = image.root;
     // Every file object, made here first (the processes get them by
     // SCM_RIGHTS); the root's clone closes its copies.
@@ -158,7 +197,15 @@ fn helper(image: &Image, pages: &[u8], files_data: &[u8]) -> Result<(), Failure>
             ));
         }
     };
-    run_or_kill(child, image, pages, created, &[])
+    // The processes read their pages themselves from the very file the
+    // image was validated in, reopened through our fd: each byte is
+    // copied once, straight into its place.
+    let path = format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        pages.file().as_raw_fd()
+    );
+    run_or_kill(child, image, pages, Some(path), created, &[])
 }
 
 /// Restores `image` into `root`, a child of ours that stopped itself as
@@ -168,7 +215,7 @@ fn helper(image: &Image, pages: &[u8], files_data: &[u8]) -> Result<(), Failure>
 pub fn restore_into(
     root: i32,
     image: &Image,
-    pages: &[u8],
+    pages: &PageFile,
     files_data: &[u8],
     log: &Path,
     seccomp: &[Vec<u8>],
@@ -192,17 +239,21 @@ pub fn restore_into(
     })
     .map_err(|e| fail(format!("enter its network namespace: {e}")))?
     .map_err(fail)?;
-    run_or_kill(root, image, pages, created, seccomp)
+    // Our /proc/PID/fd is out of the container's sight: its pages are
+    // written into it from here.
+    run_or_kill(root, image, pages, None, created, seccomp)
+        .map(drop)
         .map_err(|(pid, what)| CheckpointError::Restore { pid, what })
 }
 
 fn run_or_kill(
     child: i32,
     image: &Image,
-    pages: &[u8],
+    pages: &PageFile,
+    pages_path: Option<String>,
     files: files::Created,
     seccomp: &[Vec<u8>],
-) -> Result<(), Failure> {
+) -> Result<[Duration; 3], Failure> {
     let mut restorer = Restorer {
         image,
         pages,
@@ -213,6 +264,7 @@ fn run_or_kill(
         shared: Vec::new(),
         files: Some(files),
         seccomp,
+        pages_path,
     };
     let result = restorer.run(child);
     if result.is_err() {
@@ -283,7 +335,8 @@ const CLONE_THREAD_FLAGS: u64 = (libc::CLONE_VM
     | libc::CLONE_SYSVSEM) as u64;
 
 impl Restorer<'_> {
-    fn run(&mut self, root: i32) -> Result<(), Failure> {
+    fn run(&mut self, root: i32) -> Result<[Duration; 3], Failure> {
+        let t0 = Instant::now();
         let image = self.image;
         let fail = |what: String| (root, what);
         let status =
@@ -330,12 +383,15 @@ impl Restorer<'_> {
                 zombie_exit(task, status).map_err(|e| (p.pid, e))?;
             }
         }
+        let t1 = Instant::now();
         for i in 0..n {
             if image.processes[i].zombie.is_none() {
                 self.rebuild(i).map_err(|e| (image.processes[i].pid, e))?;
             }
         }
-        self.release()
+        let t2 = Instant::now();
+        self.release()?;
+        Ok([t1 - t0, t2 - t1, t2.elapsed()])
     }
 
     /// The root, still a copy of the helper: drop its rseq, map the
@@ -408,8 +464,11 @@ impl Restorer<'_> {
             file.set_len(shm.size)
                 .map_err(|e| format!("size shared memory {i}: {e}"))?;
             for run in &shm.runs {
-                let data = &self.pages[run.offset as usize..(run.offset + run.len) as usize];
-                file.write_all_at(data, run.addr)
+                let data = self
+                    .pages
+                    .read(run.offset, run.len)
+                    .map_err(|e| format!("read pages of shared memory {i}: {e}"))?;
+                file.write_all_at(&data, run.addr)
                     .map_err(|e| format!("fill shared memory {i}: {e}"))?;
             }
             self.shared.push(file.into());
@@ -490,6 +549,17 @@ impl Restorer<'_> {
             Ok(gadget + G_STR)
         };
 
+        // The page file, open in the process if it can see it.
+        let pages_fd = match &self.pages_path {
+            Some(path) if p.vmas.iter().any(|v| !v.runs.is_empty()) => Some(
+                r.call(
+                    libc::SYS_open,
+                    &[put_str(path)?, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0],
+                )
+                .map_err(e(format!("open the page file as {path}")))?,
+            ),
+            _ => None,
+        };
         for v in &p.vmas {
             if !matches!(
                 v.kind,
@@ -551,14 +621,18 @@ impl Restorer<'_> {
             mapped.map_err(e(format!("{range}: mmap")))?;
             if !v.runs.is_empty() {
                 for run in &v.runs {
-                    let data = &pages[run.offset as usize..(run.offset + run.len) as usize];
-                    write_all(pid, run.addr, data).map_err(|err| format!("{range}: {err}"))?;
+                    fill(r, pages_fd, pages, run).map_err(|err| format!("{range}: {err}"))?;
                 }
                 if first_prot != final_prot {
                     r.call(libc::SYS_mprotect, &[v.start, len, final_prot])
                         .map_err(e(format!("{range}: mprotect")))?;
                 }
             }
+        }
+
+        if let Some(fd) = pages_fd {
+            r.call(libc::SYS_close, &[fd])
+                .map_err(e("close the page file".into()))?;
         }
 
         // mm layout (brk, stack, args, env, auxv) and the executable's link.
@@ -742,6 +816,31 @@ fn clone_task(parent: &mut Remote, gadget: u64, tid: i32, thread: bool) -> Resul
     Ok(Task {
         r: Remote::new(host, gadget, regs),
     })
+}
+
+/// Fills a run of pages: read by the process itself from the page file
+/// (`fd`, open in it), else written into it from here.
+fn fill(r: &mut Remote, fd: Option<u64>, pages: &PageFile, run: &image::Run) -> Result<(), String> {
+    let Some(fd) = fd else {
+        let data = pages
+            .read(run.offset, run.len)
+            .map_err(|err| format!("read the page file: {err}"))?;
+        return write_all(r.pid, run.addr, &data);
+    };
+    let mut done = 0;
+    while done < run.len {
+        let n = r
+            .call(
+                libc::SYS_pread64,
+                &[fd, run.addr + done, run.len - done, run.offset + done],
+            )
+            .map_err(|err| format!("read its pages at {:#x}: {err}", run.addr + done))?;
+        if n == 0 {
+            return Err("the page file ended early".into());
+        }
+        done += n;
+    }
+    Ok(())
 }
 
 /// Installs `programs` (struct sock_filter arrays) in the process, for

@@ -1,7 +1,11 @@
 //! `palisade checkpoint` and `palisade restore`: a container, or a
 //! process tree, to an image directory and back, with the same pids.
 
-use std::path::PathBuf;
+use std::{
+    io::IsTerminal,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use clap::Args;
 
@@ -60,30 +64,38 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
     let opts = DumpOptions {
         leave_running: args.leave_running,
     };
+    // The progress bar's 100 %: the first process's anonymous memory.
+    let first = match (&args.name, args.pid) {
+        (Some(name), _) => root.load(name).ok().and_then(|s| s.pid).unwrap_or(0),
+        (None, pid) => pid.unwrap_or(0),
+    };
+    let mut bar = Progress::new(anon_bytes(first));
+    let mut progress = |done| bar.update(done);
     let (what, done) = match (&args.name, args.pid) {
         (Some(name), _) => (
             format!("container {name}"),
-            checkpoint::checkpoint_container(root, name, &args.dir, opts),
+            checkpoint::checkpoint_container(root, name, &args.dir, opts, &mut progress),
         ),
         (None, Some(pid)) => (
             format!("pid {pid}"),
-            checkpoint::checkpoint_pid(pid, &args.dir, opts),
+            checkpoint::checkpoint_pid(pid, &args.dir, opts, &mut progress),
         ),
         (None, None) => unreachable!("clap requires NAME or --pid"),
     };
+    bar.clear();
     match done {
         Ok(r) => {
             println!(
-                "checkpointed {what} ({} processes, {} threads) into {}: {} vmas, {} pages ({:.1} MiB); freeze {:?}, dump {:?}, write {:?}; original {}",
+                "checkpointed {what} ({} processes, {} threads) into {}: {} ({} pages in {} vmas); freeze {}, dump {}, write {}; original {}",
                 r.processes,
                 r.threads,
                 args.dir.display(),
-                r.vmas,
+                size(r.image_bytes),
                 r.pages,
-                r.image_bytes as f64 / (1 << 20) as f64,
-                r.freeze,
-                r.dump,
-                r.write,
+                r.vmas,
+                ms(r.freeze),
+                ms(r.dump),
+                ms(r.write),
                 match (args.leave_running, args.name.is_some()) {
                     (true, _) => "left running",
                     (false, true) => "ended and removed",
@@ -125,13 +137,99 @@ pub fn restore(root: &StateRoot, args: RestoreArgs) -> i32 {
         return super::EXIT_BAD_INPUT;
     }
     match checkpoint::restore(&args.dir) {
-        Ok(pid) => {
-            println!("{pid}");
+        Ok(r) => {
+            // stdout is the pid alone, for scripts; the report goes aside.
+            println!("{}", r.pid);
+            eprintln!(
+                "restored pid {} ({} processes) from {}: {} ({} pages); read+validate {}, create {}, rebuild {}, release {}",
+                r.pid,
+                r.processes,
+                args.dir.display(),
+                size(r.image_bytes),
+                r.pages,
+                ms(r.read),
+                ms(r.create),
+                ms(r.rebuild),
+                ms(r.release),
+            );
             0
         }
         Err(e) => {
             super::report(&e);
             EXIT_FAILED
+        }
+    }
+}
+
+fn size(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The process's resident anonymous memory (RssAnon), about what a dump
+/// writes: the progress bar's 100 %.
+fn anon_bytes(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A one-line progress bar on stderr: only when stderr is a terminal, and
+/// only once the dump has taken over a second, redrawn at most ten times
+/// a second.
+struct Progress {
+    total: u64,
+    start: Instant,
+    last: Option<Instant>,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        Progress {
+            total,
+            start: Instant::now(),
+            last: None,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&mut self, done: u64) {
+        let now = Instant::now();
+        let elapsed = now - self.start;
+        if !self.tty
+            || elapsed < Duration::from_secs(1)
+            || self
+                .last
+                .is_some_and(|l| now - l < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last = Some(now);
+        let total = self.total.max(done).max(1);
+        let filled = (done * 30 / total) as usize;
+        eprint!(
+            "\r[{}{}] {} of ~{}, {:.0} MB/s ",
+            "#".repeat(filled),
+            " ".repeat(30 - filled),
+            size(done),
+            size(total),
+            done as f64 / 1e6 / elapsed.as_secs_f64()
+        );
+    }
+
+    /// Erases the bar, if one was drawn.
+    fn clear(&self) {
+        if self.last.is_some() {
+            eprint!("\r{}\r", " ".repeat(72));
         }
     }
 }

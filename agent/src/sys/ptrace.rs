@@ -177,6 +177,46 @@ pub fn read_memory(pid: i32, addr: u64, buf: &mut [u8]) -> nix::Result<usize> {
     Errno::result(n).map(|n| n as usize)
 }
 
+/// Most remote ranges one process_vm_readv takes (UIO_MAXIOV).
+pub const MAX_IOV: usize = 1024;
+
+/// Reads the remote ranges `(addr, len)` of `pid`, one after another, into
+/// `buf` (as long as their sum) in one process_vm_readv; returns how many
+/// bytes were read (short at the first unreadable page). At most
+/// [`MAX_IOV`] ranges.
+pub fn read_memory_ranges(pid: i32, ranges: &[(u64, usize)], buf: &mut [u8]) -> nix::Result<usize> {
+    let total: usize = ranges.iter().map(|r| r.1).sum();
+    if total != buf.len() || ranges.len() > MAX_IOV {
+        return Err(Errno::EINVAL);
+    }
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote: Vec<libc::iovec> = ranges
+        .iter()
+        .map(|&(addr, len)| libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        })
+        .collect();
+    // SAFETY: local points at `buf`, which we own mutably for the call and
+    // which is exactly as long as the remote ranges together; the remote
+    // iovecs only describe the other process's memory, which the kernel
+    // reads on its behalf and we never dereference.
+    let n = unsafe {
+        libc::process_vm_readv(
+            pid,
+            &local,
+            1,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    Errno::result(n).map(|n| n as usize)
+}
+
 /// Writes `data` at `addr` of `pid` (process_vm_writev); returns how many
 /// bytes were written.
 pub fn write_memory(pid: i32, addr: u64, data: &[u8]) -> nix::Result<usize> {
@@ -278,11 +318,6 @@ pub fn wait_nohang(pid: i32) -> nix::Result<Option<i32>> {
 /// PTRACE_GETSIGINFO: the siginfo of the signal a tracee stopped for.
 pub fn get_siginfo(pid: i32) -> nix::Result<[u8; 128]> {
     let mut info = [0u8; 128];
-    ptrace_raw(
-        libc::PTRACE_GETSIGINFO,
-        pid,
-        0,
-        info.as_mut_ptr() as usize,
-    )?;
+    ptrace_raw(libc::PTRACE_GETSIGINFO, pid, 0, info.as_mut_ptr() as usize)?;
     Ok(info)
 }

@@ -1,0 +1,404 @@
+//! pages.img, streamed. The dump copies the stopped process's pages
+//! through one reusable buffer straight into the file, many ranges per
+//! process_vm_readv, checksumming each run on the way, so the memory is
+//! never held twice in ours. Restore checks the file the same way, chunk
+//! by chunk, before anything is created; the new process then reads its
+//! own pages from it (see restore.rs), so each byte is copied once.
+
+use std::{
+    fs::File,
+    io::Write,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
+};
+
+use super::image::Run;
+use crate::sys::ptrace;
+
+/// The copy buffer: big enough that syscalls are few, small enough to stay
+/// in the CPU's cache between the read from the process and the write to
+/// the file.
+const CHUNK: usize = 1 << 20;
+/// From this many bytes on, reading and writing overlap on two threads.
+const PIPELINE_MIN: u64 = 8 << 20;
+
+/// Appends runs of a process's memory to pages.img, written aside as
+/// `pages.img.partial` until [`PageWriter::finish`] so a failed dump
+/// leaves an earlier image in the directory whole.
+pub struct PageWriter<'p> {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    buf: Vec<u8>,
+    /// Called with the bytes written so far after every chunk.
+    progress: &'p mut dyn FnMut(u64),
+}
+
+impl<'p> PageWriter<'p> {
+    pub fn create(path: &Path, progress: &'p mut dyn FnMut(u64)) -> std::io::Result<Self> {
+        let partial = partial(path);
+        Ok(PageWriter {
+            file: File::create(&partial)?,
+            path: path.to_path_buf(),
+            len: 0,
+            buf: vec![0; CHUNK],
+            progress,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the ranges `(addr, len)` of `pid`'s memory (non-empty, in
+    /// order) to the end of the file; returns one run for each. Past a few
+    /// MiB, a second thread writes one buffer to the file while the next
+    /// is read from the process.
+    pub fn copy_from(&mut self, pid: i32, ranges: &[(u64, u64)]) -> Result<Vec<Run>, String> {
+        let total: u64 = ranges.iter().map(|r| r.1).sum();
+        let name = partial(&self.path);
+        let io = |e: std::io::Error| format!("{}: {e}", name.display());
+        let PageWriter {
+            file,
+            len,
+            buf,
+            progress,
+            ..
+        } = self;
+        let mut file: &File = file;
+        if total < PIPELINE_MIN {
+            let spare = std::cell::Cell::new(Some(std::mem::take(buf)));
+            let runs = read_runs(
+                pid,
+                ranges,
+                len,
+                *progress,
+                &mut || Ok(spare.take().expect("the one buffer is back")),
+                &mut |b, got| {
+                    file.write_all(&b[..got]).map_err(io)?;
+                    spare.set(Some(b));
+                    Ok(())
+                },
+            );
+            *buf = spare.take().unwrap_or_else(|| vec![0; CHUNK]);
+            return runs;
+        }
+        const DEPTH: usize = 2;
+        let stopped = || "the page file's writer stopped".to_string();
+        std::thread::scope(|s| {
+            let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
+            let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+            let writer = s.spawn(move || -> std::io::Result<()> {
+                for (b, got) in full_rx {
+                    file.write_all(&b[..got])?;
+                    let _ = free_tx.send(b);
+                }
+                Ok(())
+            });
+            let mut made = 0;
+            let runs = read_runs(
+                pid,
+                ranges,
+                len,
+                *progress,
+                &mut || {
+                    if let Ok(b) = free_rx.try_recv() {
+                        return Ok(b);
+                    }
+                    if made <= DEPTH {
+                        made += 1;
+                        return Ok(vec![0; CHUNK]);
+                    }
+                    free_rx.recv().map_err(|_| stopped())
+                },
+                &mut |b, got| full_tx.send((b, got)).map_err(|_| stopped()),
+            );
+            drop(full_tx);
+            writer
+                .join()
+                .expect("the page file's writer panicked")
+                .map_err(io)?;
+            runs
+        })
+    }
+
+    /// Flushes the file to its storage and gives it its name; returns its
+    /// length.
+    pub fn finish(self) -> std::io::Result<u64> {
+        self.file.sync_all()?;
+        std::fs::rename(partial(&self.path), &self.path)?;
+        Ok(self.len)
+    }
+}
+
+/// The copy loop: fills buffers from `next` with the ranges of `pid`'s
+/// memory, as many ranges to a process_vm_readv as fit, checksums them
+/// into runs (their offsets counted from `len`, which it advances) and
+/// hands each to `emit` with the bytes it holds.
+fn read_runs(
+    pid: i32,
+    ranges: &[(u64, u64)],
+    len: &mut u64,
+    progress: &mut dyn FnMut(u64),
+    next: &mut dyn FnMut() -> Result<Vec<u8>, String>,
+    emit: &mut dyn FnMut(Vec<u8>, usize) -> Result<(), String>,
+) -> Result<Vec<Run>, String> {
+    let mut runs = Vec::with_capacity(ranges.len());
+    // The cursor: range `idx`, `pos` bytes into it, which began at
+    // `run_offset` in the file.
+    let (mut idx, mut pos, mut run_offset) = (0usize, 0u64, *len);
+    let mut crc = crc32fast::Hasher::new();
+    let mut segs = Vec::new();
+    while idx < ranges.len() {
+        // As many ranges from the cursor on as fit one buffer and one call.
+        segs.clear();
+        let (mut i, mut p, mut filled) = (idx, pos, 0usize);
+        while i < ranges.len() && filled < CHUNK && segs.len() < ptrace::MAX_IOV {
+            let (addr, rlen) = ranges[i];
+            let take = ((rlen - p) as usize).min(CHUNK - filled);
+            segs.push((addr + p, take));
+            filled += take;
+            p += take as u64;
+            if p == rlen {
+                i += 1;
+                p = 0;
+            }
+        }
+        let at = ranges[idx].0 + pos;
+        let mut buf = next()?;
+        let got = ptrace::read_memory_ranges(pid, &segs, &mut buf[..filled])
+            .map_err(|e| format!("read memory at {at:#x}: {e}"))?;
+        if got == 0 {
+            return Err(format!("memory unreadable at {at:#x}"));
+        }
+        // Move the cursor over what was read, closing finished runs.
+        let mut rest = &buf[..got];
+        while !rest.is_empty() {
+            let (addr, rlen) = ranges[idx];
+            let take = ((rlen - pos) as usize).min(rest.len());
+            crc.update(&rest[..take]);
+            rest = &rest[take..];
+            pos += take as u64;
+            if pos == rlen {
+                runs.push(Run {
+                    addr,
+                    offset: run_offset,
+                    len: rlen,
+                    crc32: std::mem::take(&mut crc).finalize(),
+                });
+                run_offset += rlen;
+                idx += 1;
+                pos = 0;
+            }
+        }
+        emit(buf, got)?;
+        *len += got as u64;
+        progress(*len);
+    }
+    Ok(runs)
+}
+
+/// A joined thread may linger in the kernel a moment after it wakes its
+/// joiner; wait (a second at most) until /proc counts this process as one
+/// thread again.
+fn wait_single_threaded() {
+    for _ in 0..1000 {
+        let one = std::fs::read_to_string("/proc/self/status")
+            .map(|s| s.lines().any(|l| l == "Threads:\t1"))
+            .unwrap_or(true);
+        if one {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Where pages.img is written until it is complete.
+pub fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// An open pages.img, read in place.
+#[derive(Debug)]
+pub struct PageFile {
+    file: File,
+    len: u64,
+}
+
+impl PageFile {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(PageFile { file, len })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The open file itself (restore hands it to the new process).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// CRC32 of `len` bytes at `offset`, read a chunk at a time.
+    pub fn crc32(&self, offset: u64, len: u64) -> std::io::Result<u32> {
+        let mut buf = vec![0u8; (len as usize).min(CHUNK)];
+        let mut crc = crc32fast::Hasher::new();
+        let mut done = 0u64;
+        while done < len {
+            let n = ((len - done) as usize).min(buf.len());
+            self.file.read_exact_at(&mut buf[..n], offset + done)?;
+            crc.update(&buf[..n]);
+            done += n as u64;
+        }
+        Ok(crc.finalize())
+    }
+
+    /// CRC32 of each span `(offset, len)`: past a few MiB on up to four
+    /// threads, the spans cut into pieces, each hashed on its own and the
+    /// pieces' CRCs combined in order. Returns once the threads have left
+    /// the process, not only been joined, as restore forks next.
+    pub fn crc32_all(&self, spans: &[(u64, u64)]) -> std::io::Result<Vec<u32>> {
+        self.crc32_in_pieces(spans, 4 << 20)
+    }
+
+    fn crc32_in_pieces(&self, spans: &[(u64, u64)], piece: u64) -> std::io::Result<Vec<u32>> {
+        // (span, offset, len) of every piece, in file order within a span.
+        let pieces: Vec<(usize, u64, u64)> = spans
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &(offset, len))| {
+                (0..len.div_ceil(piece))
+                    .map(move |k| (i, offset + k * piece, (len - k * piece).min(piece)))
+            })
+            .collect();
+        let next = AtomicUsize::new(0);
+        let hash = || -> std::io::Result<Vec<(usize, crc32fast::Hasher)>> {
+            let mut buf = vec![0u8; CHUNK];
+            let mut out = Vec::new();
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(_, offset, len)) = pieces.get(k) else {
+                    return Ok(out);
+                };
+                let mut crc = crc32fast::Hasher::new();
+                let mut done = 0u64;
+                while done < len {
+                    let n = ((len - done) as usize).min(CHUNK);
+                    self.file.read_exact_at(&mut buf[..n], offset + done)?;
+                    crc.update(&buf[..n]);
+                    done += n as u64;
+                }
+                out.push((k, crc));
+            }
+        };
+        let total: u64 = spans.iter().map(|s| s.1).sum();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let hashed = if total < PIPELINE_MIN || threads < 2 {
+            hash()?
+        } else {
+            let parts = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads).map(|_| s.spawn(hash)).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a checksum thread panicked"))
+                    .collect::<Vec<_>>()
+            });
+            wait_single_threaded();
+            let mut all = Vec::new();
+            for part in parts {
+                all.extend(part?);
+            }
+            all
+        };
+        let mut by_piece: Vec<Option<crc32fast::Hasher>> = vec![None; pieces.len()];
+        for (k, crc) in hashed {
+            by_piece[k] = Some(crc);
+        }
+        let mut crcs = vec![crc32fast::Hasher::new(); spans.len()];
+        for (&(span, _, _), crc) in pieces.iter().zip(by_piece) {
+            crcs[span].combine(&crc.expect("every piece is hashed"));
+        }
+        Ok(crcs.into_iter().map(|h| h.finalize()).collect())
+    }
+
+    /// `len` bytes at `offset`.
+    pub fn read(&self, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our own memory, copied as runs that cross buffer boundaries (on one
+    /// thread, then on two), comes back byte for byte with the right
+    /// offsets and checksums.
+    #[test]
+    fn runs_across_chunks_are_copied_and_checksummed() {
+        let data: Vec<u8> = (0..12 * CHUNK).map(|i| (i * 7 + i / 4096) as u8).collect();
+        let base = data.as_ptr() as u64;
+        let small = [
+            (base, 8192u64),
+            (base + 16384, (2 * CHUNK + 4096) as u64),
+            (base + (3 * CHUNK) as u64, 4096),
+        ];
+        let large = [
+            (base + (3 * CHUNK) as u64 + 8192, 4096),
+            (base + (4 * CHUNK) as u64, (8 * CHUNK - 4096) as u64),
+        ];
+        assert!(small.iter().map(|r| r.1).sum::<u64>() < PIPELINE_MIN);
+        assert!(large.iter().map(|r| r.1).sum::<u64>() >= PIPELINE_MIN);
+        let dir = std::env::temp_dir().join(format!("palisade-pages-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pages.img");
+        let mut seen = 0;
+        let mut progress = |n| seen = n;
+        let mut w = PageWriter::create(&path, &mut progress).unwrap();
+        let me = std::process::id() as i32;
+        let mut runs = w.copy_from(me, &small).unwrap();
+        runs.extend(w.copy_from(me, &large).unwrap());
+        let len = w.finish().unwrap();
+        assert_eq!(seen, len);
+        let file = PageFile::open(&path).unwrap();
+        let ranges: Vec<(u64, u64)> = small.iter().chain(&large).copied().collect();
+        assert_eq!(file.len(), ranges.iter().map(|r| r.1).sum::<u64>());
+        assert_eq!(runs.len(), ranges.len());
+        let mut offset = 0;
+        for (run, (addr, rlen)) in runs.iter().zip(ranges) {
+            let from = (addr - base) as usize;
+            let want = &data[from..from + rlen as usize];
+            assert_eq!((run.addr, run.offset, run.len), (addr, offset, rlen));
+            assert_eq!(run.crc32, crc32fast::hash(want));
+            assert_eq!(file.crc32(run.offset, run.len).unwrap(), run.crc32);
+            assert_eq!(file.read(run.offset, run.len).unwrap(), want);
+            offset += rlen;
+        }
+        // Checked back in pieces smaller than the runs and not a divisor.
+        let spans: Vec<(u64, u64)> = runs.iter().map(|r| (r.offset, r.len)).collect();
+        let crcs: Vec<u32> = runs.iter().map(|r| r.crc32).collect();
+        assert_eq!(file.crc32_in_pieces(&spans, 4096 * 3 + 5).unwrap(), crcs);
+        assert_eq!(file.crc32_all(&spans).unwrap(), crcs);
+        assert!(!partial(&path).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

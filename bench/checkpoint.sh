@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Checkpoint and restore of one process holding N MiB of touched anonymous
+# memory (tests/workloads/bench_mem.c), N = 64, 256, 1024, images on tmpfs
+# (a fresh directory under /dev/shm), RUNS rounds each after a warm-up
+# round. Each round times, as wall time:
+#   dump      `palisade checkpoint --pid` (freeze, read, write the image,
+#             end the original)
+#   restore   `palisade restore` (read and validate the image, recreate the
+#             process with its pid, refill its memory, let it go)
+# beside the floors of the same bytes measured in that round
+# (bench/copy_floor.c, timed inside, so only the copy counts):
+#   write floor   a touched N MiB buffer written to a tmpfs file, write(2)
+#   read floor    that file read into a fresh buffer, read(2), then touched
+# The restored workload verifies every word of its memory before it exits;
+# a failed check fails the benchmark. CRIU 4.2's figures are quoted from
+# the issue, not measured here (Debian's criu 3.17 does not run on this
+# kernel).
+#
+# usage: bench/checkpoint.sh PALISADE_BINARY   (as root; `cargo xtask bench` runs it)
+set -euo pipefail
+PALISADE=$(realpath "${1:?usage: checkpoint.sh PALISADE_BINARY}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+RUNS=${RUNS:-3}
+SIZES=${SIZES:-64,256,1024}
+WORK=$(mktemp -d /dev/shm/palisade-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+cc -O1 -static -pthread -o "$WORK/bench_mem" "$HERE/../tests/workloads/bench_mem.c"
+cc -O2 -o "$WORK/copy_floor" "$HERE/copy_floor.c"
+python3 "$HERE/checkpoint_runs.py" "$PALISADE" "$WORK/bench_mem" "$WORK/copy_floor" "$WORK" "$SIZES" "$RUNS"
