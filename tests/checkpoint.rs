@@ -386,3 +386,64 @@ fn a_python_interpreter_counts_on_after_restore() {
     assert_eq!(reap(pid), 128 + libc::SIGKILL);
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// A process in a chroot keeps its root directory: restored, it still
+/// sees only the chroot (its files are at /), and verifies itself.
+#[test]
+fn a_chrooted_process_keeps_its_root() {
+    become_subreaper();
+    let dir = std::env::temp_dir().join(support::unique_name("ckpt-chroot"));
+    fs::create_dir_all(&dir).unwrap();
+    compile_workload(&dir, "memory");
+    let mut cmd = Command::new("chroot");
+    // SAFETY: close_range is async-signal-safe and runs in the forked
+    // child just before exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .arg(&dir)
+        .args(["/memory", "/pid", "/trigger", "/log"])
+        .env("PALISADE_CKPT_ENV", "from-the-start")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(p) = fs::read_to_string(dir.join("pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workload never wrote its pid"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(pid as u32, child.id());
+    let mut w = Workload {
+        dir: dir.clone(),
+        child: Some(child),
+        pid,
+        others: Vec::new(),
+    };
+    let image = w.image("img");
+    w.checkpoint(&image);
+    w.restore(&image);
+    assert_eq!(fs::read_link(format!("/proc/{pid}/root")).unwrap(), dir);
+    w.trigger(true);
+    assert_eq!(reap(pid), 0, "log: {}", w.log());
+    assert!(
+        w.log().starts_with(&format!("PASS {pid} ")),
+        "log: {}",
+        w.log()
+    );
+}

@@ -17,6 +17,8 @@
 #include <libgen.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
+#include <errno.h>
 #include <time.h>
 #include <unistd.h>
 #include <emmintrin.h>
@@ -147,16 +149,16 @@ __attribute__((noinline)) static int run(const char *trigger, const char *tmp, c
         if (ok && (getcwd(now_cwd, sizeof now_cwd) == NULL || strcmp(now_cwd, cwd) != 0)) {
             ok = 0; snprintf(reason, sizeof reason, "cwd is %s, expected %s", now_cwd, cwd);
         }
-        /* The guard region is still there, still inaccessible. */
+        /* The guard region is still there (msync finds it mapped), still
+         * inaccessible (reading it through process_vm_readv faults). */
         if (ok) {
-            char want[64], l[512];
-            snprintf(want, sizeof want, "%lx-%lx ---p", (unsigned long)guard, (unsigned long)guard + 3 * 4096);
-            FILE *maps = fopen("/proc/self/maps", "r");
-            int found = 0;
-            while (maps && fgets(l, sizeof l, maps))
-                if (strncmp(l, want, strlen(want)) == 0) found = 1;
-            if (maps) fclose(maps);
-            if (!found) { ok = 0; snprintf(reason, sizeof reason, "guard region %s is gone", want); }
+            char probe[8];
+            struct iovec local = {probe, sizeof probe}, remote = {guard + 4096, sizeof probe};
+            if (msync(guard, 3 * 4096, MS_ASYNC) != 0) {
+                ok = 0; snprintf(reason, sizeof reason, "guard region %p is gone", (void *)guard);
+            } else if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != -1 || errno != EFAULT) {
+                ok = 0; snprintf(reason, sizeof reason, "guard region %p became readable", (void *)guard);
+            }
         }
         const char *e1 = getenv("PALISADE_CKPT_ENV"), *e2 = getenv("PALISADE_CKPT_SET");
         if (ok && (!e1 || strcmp(e1, "from-the-start") != 0 || !e2 || strcmp(e2, "at-run-time") != 0)) {

@@ -570,6 +570,7 @@ pub(super) fn collect_tree(
             comm: String::new(),
             exe: String::new(),
             cwd: String::new(),
+            root: "/".into(),
             sigactions: Vec::new(),
             mm: Default::default(),
             auxv: Vec::new(),
@@ -647,6 +648,7 @@ fn collect(
             .map_err(io(name))
     };
     let cwd = read_link("cwd")?;
+    let root = read_link("root")?;
     let exe = read_link("exe")?;
     let comm = std::fs::read_to_string(proc::path(pid, "comm"))
         .map_err(io("comm"))?
@@ -780,6 +782,7 @@ fn collect(
     p.comm = comm;
     p.exe = exe;
     p.cwd = cwd;
+    p.root = root;
     p.mm = mm;
     p.auxv = auxv;
     p.vmas = vmas;

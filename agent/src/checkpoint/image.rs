@@ -75,6 +75,9 @@ pub struct Process {
     pub comm: String,
     pub exe: String,
     pub cwd: String,
+    /// Its root directory (chroot), as the host sees it.
+    #[serde(default = "slash")]
+    pub root: String,
     /// Signal dispositions other than the default, read by remote
     /// rt_sigaction in the stopped process.
     pub sigactions: Vec<SigAction>,
@@ -89,6 +92,10 @@ pub struct Process {
     pub state: ProcessState,
     /// Every thread, the main thread (tid = pid) first.
     pub threads: Vec<Thread>,
+}
+
+fn slash() -> String {
+    "/".into()
 }
 
 /// One thread's CPU and per-thread kernel state.
@@ -502,6 +509,7 @@ mod tests {
                 comm: "x".into(),
                 exe: "/bin/x".into(),
                 cwd: "/".into(),
+                root: "/".into(),
                 sigactions: vec![],
                 mm: MmLayout::default(),
                 auxv: vec![6, 4096, 0, 0],

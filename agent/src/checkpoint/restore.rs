@@ -680,8 +680,13 @@ impl Restorer<'_> {
         let created = self.files.as_ref().expect("made before any process");
         files::install(r, gadget + G_STR, &self.image.files, &p.fds, created)?;
 
+        // Both are host paths: the cwd is entered before the root changes.
         r.call(libc::SYS_chdir, &[put_str(&p.cwd)?])
             .map_err(e(format!("chdir {}", p.cwd)))?;
+        if p.root != "/" {
+            r.call(libc::SYS_chroot, &[put_str(&p.root)?])
+                .map_err(e(format!("chroot {}", p.root)))?;
+        }
         for act in &p.sigactions {
             write_all(pid, gadget + G_ACT, &act.to_bytes())?;
             r.call(
