@@ -273,3 +273,50 @@ fn a_process_outside_the_tree_is_refused_and_the_container_runs_on() {
     let _ = exec.kill();
     let _ = exec.wait();
 }
+
+/// Restored in the foreground (no `-d`), the container's output — its log
+/// when it was checkpointed — goes to `restore`'s own stdout, and restore
+/// waits for it like `run`.
+#[test]
+fn a_foreground_restore_prints_the_containers_output() {
+    use std::io::BufRead;
+    let sb = Sandbox::new("ckpt-ctr-fg");
+    let policy = sb.policy("");
+    let share = sb.dir.join("share");
+    fs::create_dir_all(&share).unwrap();
+    start(&sb, &share, &policy, &script(1, 1));
+    let image = sb.dir.join("image");
+    let before = last_count(&sb);
+    let out = sb
+        .palisade()
+        .args(["checkpoint", &sb.name, "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "checkpoint: {}", describe(&out));
+    let mut fg = sb
+        .palisade()
+        .args(["restore", "--dir"])
+        .arg(&image)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(fg.stdout.take().unwrap()).lines();
+    let first: u64 = lines
+        .next()
+        .expect("the restored container prints")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        first > before && first <= before + 3,
+        "it went on from {before}: first line {first}"
+    );
+    let second: u64 = lines.next().unwrap().unwrap().parse().unwrap();
+    assert_eq!(second, first + 1);
+    let out = sb.palisade().args(["rm", "-f", &sb.name]).output().unwrap();
+    assert!(out.status.success(), "rm: {}", describe(&out));
+    let status = fg.wait().unwrap();
+    assert_eq!(status.code(), Some(137), "restore ends with its container");
+}

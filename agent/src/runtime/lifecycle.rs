@@ -14,7 +14,7 @@ use nix::{errno::Errno, sys::signal::Signal};
 
 use super::{
     RuntimeError,
-    state::{State, StateRoot, Status},
+    state::{State, StateError, StateRoot, Status},
 };
 use crate::{enforce::Pins, sys::pidfd};
 
@@ -98,7 +98,14 @@ pub fn remove(root: &StateRoot, name: &str, force: bool) -> Result<(), RuntimeEr
             let _ = pidfd::send_signal(&fd, Signal::SIGKILL);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while root.load(name)?.status != Status::Exited && monitor_alive(&state) {
+        loop {
+            match root.load(name) {
+                // A foreground container's monitor removes it on exit.
+                Err(StateError::NotFound(_)) => return Ok(()),
+                Ok(s) if s.status == Status::Exited || !monitor_alive(&state) => break,
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
             if Instant::now() > deadline {
                 return Err(RuntimeError::Setup {
                     step: "wait for the container to exit",
@@ -108,13 +115,18 @@ pub fn remove(root: &StateRoot, name: &str, force: bool) -> Result<(), RuntimeEr
             thread::sleep(Duration::from_millis(10));
         }
     }
-    let state = root.load(name)?;
+    let state = match root.load(name) {
+        Err(StateError::NotFound(_)) => return Ok(()),
+        other => other?,
+    };
     if state.status != Status::Exited {
         // The monitor died without cleaning up: do it here.
         clean_up_after(root, &state)?;
     }
-    root.remove(name)?;
-    Ok(())
+    match root.remove(name) {
+        Err(StateError::NotFound(_)) | Ok(()) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What a monitor does after its container exits, for one that is gone.

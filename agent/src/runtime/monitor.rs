@@ -468,7 +468,14 @@ fn start(
                 &image,
                 &pages,
                 &files,
-                &root.log_path(&spec.name),
+                // The container's output: its log when detached, else
+                // this process's own stdout (the terminal or pipe of
+                // `palisade restore`).
+                &if spec.detach {
+                    root.log_path(&spec.name)
+                } else {
+                    std::path::PathBuf::from("/proc/self/fd/1")
+                },
                 &seccomp.raw_programs(),
             )
         });
