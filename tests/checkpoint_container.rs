@@ -81,6 +81,18 @@ fn start(sb: &Sandbox, share: &Path, policy: &Path, script: &str) {
     wait_for("the container to count", || last_count(sb) >= 3);
 }
 
+/// `palisade checkpoint NAME --dir IMAGE`, which must succeed.
+fn checkpoint(sb: &Sandbox, image: &Path) -> std::process::Output {
+    let out = sb
+        .palisade()
+        .args(["checkpoint", &sb.name, "--dir"])
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "checkpoint: {}", describe(&out));
+    out
+}
+
 fn state(sb: &Sandbox) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(sb.root.join(&sb.name).join("state.json")).unwrap())
         .unwrap()
@@ -100,13 +112,7 @@ fn a_container_restores_under_its_policy_and_counts_on() {
     // The log goes with the container: the count it had reached is read
     // just before (it may print one more line before it is frozen).
     let before = last_count(&sb);
-    let out = sb
-        .palisade()
-        .args(["checkpoint", &sb.name, "--dir"])
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "checkpoint: {}", describe(&out));
+    let out = checkpoint(&sb, &image);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("ended and removed"),
         "{}",
@@ -287,13 +293,7 @@ fn a_foreground_restore_prints_the_containers_output() {
     start(&sb, &share, &policy, &script(1, 1));
     let image = sb.dir.join("image");
     let before = last_count(&sb);
-    let out = sb
-        .palisade()
-        .args(["checkpoint", &sb.name, "--dir"])
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "checkpoint: {}", describe(&out));
+    checkpoint(&sb, &image);
     let mut fg = sb
         .palisade()
         .args(["restore", "--dir"])

@@ -22,11 +22,11 @@
 #include <time.h>
 #include <unistd.h>
 #include <emmintrin.h>
+#include "workload.h"
 
 #define HEAP_BYTES (8 << 20)
 #define BRK_BYTES (256 << 10)
 
-static int logfd = -1;
 static char cwd[4096];
 static volatile sig_atomic_t usr1_seen;
 
@@ -46,10 +46,6 @@ static int check_buf(const uint8_t *p, size_t n, uint8_t seed, const char *what)
 
 static void fill(uint8_t *p, size_t n, uint8_t seed) {
     for (size_t i = 0; i < n; i++) p[i] = pattern(i, seed);
-}
-
-static void say(const char *s) {
-    if (write(logfd, s, strlen(s)) < 0) _exit(3);
 }
 
 /* Some tens of ms of arithmetic in registers, no syscall. */

@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "workload.h"
 
 #define SHM_BYTES (1 << 20)
 #define CTL_BYTES 4096
@@ -45,42 +46,10 @@ struct ctl {
     uint32_t magic;       /* MAGIC + GEN: the parent's word for the child */
 };
 
-static int logfd = -1;
 static const char *trigger;
 static uint8_t *shm, *priv;
 static struct ctl *ctl;
 static uint8_t priv_seed = FIRST_PRIV_SEED; /* what this process's private copy holds */
-
-static void say(const char *s) {
-    if (write(logfd, s, strlen(s)) < 0) _exit(3);
-}
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000 * 1000};
-    nanosleep(&ts, NULL);
-}
-
-static int write_file(const char *path, const char *text) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return -1;
-    ssize_t n = (ssize_t)strlen(text);
-    int ok = write(fd, text, n) == n;
-    close(fd);
-    return ok ? rename(tmp, path) : -1;
-}
-
-/* Reads and deletes `path`; 0 if it is not there (yet). */
-static int take_file(const char *path, char *buf, size_t n) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return 0;
-    ssize_t r = read(fd, buf, n - 1);
-    close(fd);
-    buf[r > 0 ? r : 0] = 0;
-    unlink(path);
-    return 1;
-}
 
 static uint8_t pattern(uintptr_t i, uint8_t seed) { return (uint8_t)(i * 131 + seed + (i >> 12)); }
 
@@ -270,18 +239,14 @@ static int run(const char *pidfile) {
             }
         }
         if (!ok) kill_child(child);
-        char line[512];
-        snprintf(line, sizeof line, "%s %d %s\n", ok ? "PASS" : "FAIL", me, why);
-        say(line);
+        verdict(ok, me, why);
         if (exiting || !ok) return ok ? 0 : 1;
     }
 }
 
 int main(int argc, char **argv) {
     if (argc < 4) return 2;
-    close_range(3, ~0U, 0);
-    logfd = open(argv[3], O_WRONLY | O_APPEND | O_CREAT, 0644);
-    if (logfd < 0) return 2;
+    if (open_log(argv[3]) != 0) return 2;
     trigger = argv[2];
     return run(argv[1]);
 }

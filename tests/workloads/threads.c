@@ -28,6 +28,7 @@
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
+#include "workload.h"
 
 #define WORKERS 4
 #define NGPR 10 /* rbx rsi r8..r15; rdi points at the frame, rax rcx rdx are scratch */
@@ -261,28 +262,6 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-static int logfd = -1;
-
-static void say(const char *s) {
-    if (write(logfd, s, strlen(s)) < 0) _exit(3);
-}
-
-static int write_file(const char *path, const char *text) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return -1;
-    ssize_t n = (ssize_t)strlen(text);
-    int ok = write(fd, text, n) == n;
-    close(fd);
-    return ok ? rename(tmp, path) : -1;
-}
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000 * 1000};
-    nanosleep(&ts, NULL);
-}
-
 __attribute__((noinline)) static int run(const char *pidfile, const char *trigger) {
     char main_comm[32] = {0};
     int fd = open("/proc/self/comm", O_RDONLY);
@@ -370,18 +349,14 @@ __attribute__((noinline)) static int run(const char *pidfile, const char *trigge
             __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
             for (int k = 0; k < WORKERS; k++) pthread_join(workers[k].thread, NULL);
         }
-        char line[512];
-        snprintf(line, sizeof line, "%s %d %s\n", ok ? "PASS" : "FAIL", pid, why);
-        say(line);
+        verdict(ok, pid, why);
         if (exiting || !ok) return ok ? 0 : 1;
     }
 }
 
 int main(int argc, char **argv) {
     if (argc < 4) return 2;
-    close_range(3, ~0U, 0);
-    logfd = open(argv[3], O_WRONLY | O_APPEND | O_CREAT, 0644);
-    if (logfd < 0) return 2;
+    if (open_log(argv[3]) != 0) return 2;
     __builtin_cpu_init();
     avx = __builtin_cpu_supports("avx");
     return run(argv[1], argv[2]);
