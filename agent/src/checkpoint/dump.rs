@@ -581,12 +581,13 @@ pub(super) fn collect_tree(
         };
         if m.zombie.is_none() {
             p.fds = table.dump(m.pid)?;
+            p.mm = stat.mm();
             collect(m, &mut p, &mut image.shared_memory, pages)?;
         }
         image.processes.push(p);
     }
     check_groups(&image)?;
-    let all_fds: Vec<_> = image.processes.iter().flat_map(|p| p.fds.clone()).collect();
+    let all_fds = image.all_fds();
     let (objects, files) = table.finish(root, &all_fds)?;
     image.files = objects;
     image.pages_len = pages.len();
@@ -640,8 +641,7 @@ fn collect(
             what: format!("{what}: {e}"),
         }
     };
-    let stat = proc::Stat::read(pid).map_err(io("stat"))?;
-    let mut mm = stat.mm();
+    let mut mm = p.mm;
     let read_link = |name: &str| {
         std::fs::read_link(proc::path(pid, name))
             .map(|p| p.to_string_lossy().into_owned())

@@ -58,6 +58,13 @@ pub struct ContainerImage {
     pub recipe: crate::runtime::Recipe,
 }
 
+impl Image {
+    /// The fds of every process, one after the other.
+    pub fn all_fds(&self) -> Vec<FdEntry> {
+        self.processes.iter().flat_map(|p| p.fds.clone()).collect()
+    }
+}
+
 /// The path recorded for an fd on the container's log (the host's file,
 /// out of the container's sight): restore gives the new container's log.
 pub const CONTAINER_LOG: &str = "palisade:container-log";
@@ -332,9 +339,9 @@ pub fn read_files(dir: &Path, image: &Image) -> Result<Vec<u8>, CheckpointError>
     Ok(data)
 }
 
-/// Reads and validates the image in `dir`: returns the metadata and the
-/// page data, or an error naming what is wrong.
-pub fn read(dir: &Path) -> Result<(Image, PageFile), CheckpointError> {
+/// Reads `meta.json` of the image in `dir` alone: its format and
+/// checksum, not the page and file data (see [`read`]).
+pub fn read_meta(dir: &Path) -> Result<Image, CheckpointError> {
     let bad = |msg: String| CheckpointError::Image(msg);
     let meta_path = dir.join(META);
     let text =
@@ -367,6 +374,15 @@ pub fn read(dir: &Path) -> Result<(Image, PageFile), CheckpointError> {
             meta.body_crc32
         )));
     }
+    Ok(image)
+}
+
+/// Reads and validates the image in `dir`: returns the metadata and the
+/// page data, or an error naming what is wrong.
+pub fn read(dir: &Path) -> Result<(Image, PageFile), CheckpointError> {
+    let bad = |msg: String| CheckpointError::Image(msg);
+    let image = read_meta(dir)?;
+    let meta_path = dir.join(META);
     let pages_path = dir.join(PAGES);
     let pages =
         PageFile::open(&pages_path).map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;

@@ -40,7 +40,6 @@ const RSEQ_FLAG_UNREGISTER: u64 = 1;
 // Layout of the gadget (two pages): a `syscall` at 0, scratch data after
 // it; clone3's arguments on the second page.
 const GADGET_LEN: u64 = 2 * PAGE;
-const G_MASK: u64 = 64;
 const G_ACT: u64 = 128;
 const G_STR: u64 = 256;
 const G_MM: u64 = 2048;
@@ -143,11 +142,6 @@ pub fn restore(dir: &Path) -> Result<RestoreReport, CheckpointError> {
     }
 }
 
-/// A task being restored: its remote-syscall driver.
-struct Task {
-    r: Remote,
-}
-
 /// The restore helper's state: what exists so far.
 struct Restorer<'a> {
     image: &'a Image,
@@ -156,9 +150,9 @@ struct Restorer<'a> {
     pages_path: Option<String>,
     gadget: u64,
     /// Per image process, its main thread's driver (None for zombies).
-    mains: Vec<Option<Task>>,
+    mains: Vec<Option<Remote>>,
     /// Other threads, by image process.
-    threads: Vec<Vec<Task>>,
+    threads: Vec<Vec<Remote>>,
     /// Every process created, to kill on failure.
     created: Vec<i32>,
     /// Shared anonymous memory, as memfds of the helper, by object.
@@ -179,7 +173,7 @@ fn helper(image: &Image, pages: &PageFile, files_data: &[u8]) -> Result<[Duratio
     let root = image.root;
     // Every file object, made here first (the processes get them by
     // SCM_RIGHTS); the root's clone closes its copies.
-    let all_fds: Vec<_> = image.processes.iter().flat_map(|p| p.fds.clone()).collect();
+    let all_fds = image.all_fds();
     let paths = files::Paths {
         root: "/".into(),
         log: None,
@@ -187,7 +181,7 @@ fn helper(image: &Image, pages: &PageFile, files_data: &[u8]) -> Result<[Duratio
     let created =
         files::create(&image.files, &all_fds, files_data, &paths).map_err(|e| (root, e))?;
     let child = match crate::sys::process::fork_with_pid(root) {
-        Ok(0) => ptrace::child_become_tracee(false),
+        Ok(0) => ptrace::child_become_tracee(),
         Ok(child) => child,
         Err(nix::errno::Errno::EEXIST) => return Err((root, format!("pid {root} is in use"))),
         Err(e) => {
@@ -228,7 +222,7 @@ pub fn restore_into(
     }
     // Paths are the container's, its output is its new log, and sockets
     // are made in its network namespace.
-    let all_fds: Vec<_> = image.processes.iter().flat_map(|p| p.fds.clone()).collect();
+    let all_fds = image.all_fds();
     let paths = files::Paths {
         root: proc::path(root, "root"),
         log: Some(log.to_path_buf()),
@@ -359,7 +353,7 @@ impl Restorer<'_> {
         let n = image.processes.len();
         self.mains = (0..n).map(|_| None).collect();
         self.threads = (0..n).map(|_| Vec::new()).collect();
-        self.mains[0] = Some(Task { r });
+        self.mains[0] = Some(r);
         self.set_groups(0)?;
         // Every process, parents first, each forked from its parent while
         // both hold nothing but the gadget.
@@ -373,9 +367,9 @@ impl Restorer<'_> {
             let parent_task = self.mains[parent]
                 .as_mut()
                 .ok_or((p.parent, "a zombie cannot have children".to_string()))?;
-            let task = clone_task(&mut parent_task.r, self.gadget, p.pid, false)
-                .map_err(|e| (p.pid, e))?;
-            self.created.push(task.r.pid);
+            let task =
+                clone_task(parent_task, self.gadget, p.pid, false).map_err(|e| (p.pid, e))?;
+            self.created.push(task.pid);
             self.mains[i] = Some(task);
             self.set_groups(i)?;
             if let Some(status) = p.zombie {
@@ -491,14 +485,12 @@ impl Restorer<'_> {
             move |err: RemoteError| (p.pid, format!("{what}: {err}"))
         };
         if p.sid == p.pid {
-            task.r.call(libc::SYS_setsid, &[]).map_err(e("setsid"))?;
+            task.call(libc::SYS_setsid, &[]).map_err(e("setsid"))?;
         } else if p.pgid == p.pid {
-            task.r
-                .call(libc::SYS_setpgid, &[0, 0])
+            task.call(libc::SYS_setpgid, &[0, 0])
                 .map_err(e("setpgid to its own group"))?;
         } else if parent_pgid.is_some_and(|g| g != p.pgid) {
-            task.r
-                .call(libc::SYS_setpgid, &[0, p.pgid as u64])
+            task.call(libc::SYS_setpgid, &[0, p.pgid as u64])
                 .map_err(e(&format!("setpgid to group {}", p.pgid)))?;
         }
         Ok(())
@@ -510,7 +502,7 @@ impl Restorer<'_> {
         let pages = self.pages;
         let helper_pid = std::process::id();
         let shared_fds: Vec<i32> = self.shared.iter().map(|f| f.as_raw_fd()).collect();
-        let r = &mut self.mains[i].as_mut().expect("live process").r;
+        let r = &mut self.mains[i].as_mut().expect("live process");
         // As we number it: the image's pid may be one of a pid namespace.
         let pid = r.pid;
         let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
@@ -701,15 +693,15 @@ impl Restorer<'_> {
             let task = clone_task(r, gadget, t.tid, true)?;
             self.threads[i].push(task);
         }
-        let r = &mut self.mains[i].as_mut().expect("live process").r;
+        let r = &mut self.mains[i].as_mut().expect("live process");
         thread_state(r, gadget, &p.threads[0])?;
         for (task, t) in self.threads[i].iter_mut().zip(&p.threads[1..]) {
-            thread_state(&mut task.r, gadget, t)?;
-            state::restore_other_thread(&mut task.r, pid, &p.state, &t.state)?;
+            thread_state(task, gadget, t)?;
+            state::restore_other_thread(task, pid, &p.state, &t.state)?;
         }
         // Seccomp, for every thread at once (TSYNC); it only filters
         // socket families, none of the remote calls that follow.
-        let r = &mut self.mains[i].as_mut().expect("live process").r;
+        let r = &mut self.mains[i].as_mut().expect("live process");
         if p.state.seccomp_filters > 0 {
             install_seccomp(r, gadget, self.seccomp, p.state.seccomp_filters)?;
         }
@@ -720,7 +712,7 @@ impl Restorer<'_> {
         // The gadget goes too, unmapped from a `syscall` in the restored
         // code: any readable executable mapping will do; read it back from
         // the restored process, a MiB at most each.
-        let r = &mut self.mains[i].as_mut().expect("live process").r;
+        let r = &mut self.mains[i].as_mut().expect("live process");
         let mut insn = None;
         for v in p.vmas.iter().filter(|v| v.exec && v.read) {
             let mut bytes = vec![0u8; (v.end - v.start).min(1 << 20) as usize];
@@ -747,7 +739,7 @@ impl Restorer<'_> {
             let Some(main) = &self.mains[i] else { continue };
             let tasks = std::iter::once(main).chain(&self.threads[i]);
             for (task, t) in tasks.zip(&p.threads) {
-                let tid = task.r.pid;
+                let tid = task.pid;
                 // The blocked mask the task had, now that no remote
                 // syscall follows to take a pending signal.
                 state::unblock(tid, t.sigmask).map_err(|err| (tid, err))?;
@@ -763,8 +755,7 @@ impl Restorer<'_> {
         for (i, main) in self.mains.iter().enumerate() {
             let Some(main) = main else { continue };
             for task in std::iter::once(main).chain(&self.threads[i]) {
-                ptrace::detach(task.r.pid, 0)
-                    .map_err(|err| (task.r.pid, format!("detach: {err}")))?;
+                ptrace::detach(task.pid, 0).map_err(|err| (task.pid, format!("detach: {err}")))?;
             }
         }
         Ok(())
@@ -775,7 +766,7 @@ impl Restorer<'_> {
 /// id `tid`, by a remote clone3 with `set_tid` in `parent`. It starts
 /// traced by us (PTRACE_O_TRACEFORK/TRACECLONE), stopped before its first
 /// instruction, which is right after the gadget's `syscall`.
-fn clone_task(parent: &mut Remote, gadget: u64, tid: i32, thread: bool) -> Result<Task, String> {
+fn clone_task(parent: &mut Remote, gadget: u64, tid: i32, thread: bool) -> Result<Remote, String> {
     let pid = parent.pid;
     let (flags, exit_signal) = if thread {
         (CLONE_THREAD_FLAGS, 0)
@@ -818,9 +809,7 @@ fn clone_task(parent: &mut Remote, gadget: u64, tid: i32, thread: bool) -> Resul
         ));
     }
     let regs = ptrace::get_regs(host).map_err(|err| format!("registers of {tid}: {err}"))?;
-    Ok(Task {
-        r: Remote::new(host, gadget, regs),
-    })
+    Ok(Remote::new(host, gadget, regs))
 }
 
 /// Fills a run of pages: read by the process itself from the page file
@@ -903,12 +892,6 @@ fn thread_state(r: &mut Remote, gadget: u64, t: &image::Thread) -> Result<(), St
     write_all(tid, gadget + G_STR, &name)?;
     r.call(libc::SYS_prctl, &[PR_SET_NAME, gadget + G_STR])
         .map_err(e("prctl PR_SET_NAME"))?;
-    write_all(tid, gadget + G_MASK, &t.sigmask.to_ne_bytes())?;
-    r.call(
-        libc::SYS_rt_sigprocmask,
-        &[libc::SIG_SETMASK as u64, gadget + G_MASK, 0, 8],
-    )
-    .map_err(e("rt_sigprocmask"))?;
     r.call(libc::SYS_set_tid_address, &[t.tid_address])
         .map_err(e("set_tid_address"))?;
     if t.robust_list != 0 {
@@ -930,8 +913,7 @@ fn thread_state(r: &mut Remote, gadget: u64, t: &image::Thread) -> Result<(), St
 
 /// Ends a freshly created process the way the zombie it stands for
 /// ended, so that its parent finds the same wait status.
-fn zombie_exit(task: Task, status: i32) -> Result<(), String> {
-    let mut r = task.r;
+fn zombie_exit(mut r: Remote, status: i32) -> Result<(), String> {
     let pid = r.pid;
     if libc::WIFEXITED(status) {
         // exit_group never returns: the task ends inside the call.

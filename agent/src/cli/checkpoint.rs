@@ -114,8 +114,13 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
 pub fn restore(root: &StateRoot, args: RestoreArgs) -> i32 {
     // A container's image is restored into a new container, made from
     // its recipe; a tree's next to whoever restores it.
-    let read = checkpoint::image::read(&args.dir).and_then(|(image, _)| {
-        checkpoint::image::read_files(&args.dir, &image)?;
+    // A tree's image is validated whole by `restore` itself; a
+    // container's is here, before the container is made.
+    let read = checkpoint::image::read_meta(&args.dir).and_then(|image| {
+        if image.container.is_some() {
+            checkpoint::image::read(&args.dir)?;
+            checkpoint::image::read_files(&args.dir, &image)?;
+        }
         Ok(image)
     });
     let container = match read {

@@ -59,7 +59,7 @@ pub(super) fn start(
         Err(message) => (EXIT_SETUP_FAILED, message),
         // Everything of palisade's goes (the report pipe too, so the
         // parent reads EOF: no failure), then it stops for the restore.
-        Ok(()) if init.restore => sys::ptrace::child_become_tracee(false),
+        Ok(()) if init.restore => sys::ptrace::child_become_tracee(),
         Ok(()) => {
             let program = resolve(&init.argv[0], init.env);
             let errno = execve(&program, init.argv, init.env).unwrap_err();

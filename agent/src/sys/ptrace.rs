@@ -234,17 +234,14 @@ pub fn write_memory(pid: i32, addr: u64, data: &[u8]) -> nix::Result<usize> {
     Errno::result(n).map(|n| n as usize)
 }
 
-/// In a freshly cloned child: leave the parent's session, drop every
-/// signal handler, the alternate signal stack and every fd, then stop as
-/// a tracee of the parent. Only async-signal-safe calls; never returns.
-pub fn child_become_tracee(new_session: bool) -> ! {
+/// In a freshly cloned child: drop every signal handler, the alternate
+/// signal stack and every fd, then stop as a tracee of the parent. Only
+/// async-signal-safe calls; never returns.
+pub fn child_become_tracee() -> ! {
     // SAFETY: each call below is async-signal-safe, takes plain integers
     // or pointers to locals, and the process is a fork-like copy that
     // exits with _exit on any failure.
     unsafe {
-        if new_session {
-            libc::setsid();
-        }
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
