@@ -138,6 +138,15 @@ pub enum RuntimeError {
         value: String,
         why: &'static str,
     },
+    #[error(
+        "container {container:?}: {list} names {count} address prefixes, more than the {bound} one container may have in a rule list (merge addresses into wider prefixes)"
+    )]
+    TooManyPrefixes {
+        container: String,
+        list: &'static str,
+        count: usize,
+        bound: u32,
+    },
     #[error("no command given")]
     NoCommand,
     #[error("command argument {0:?} contains a NUL byte")]
@@ -167,6 +176,7 @@ impl RuntimeError {
             RuntimeError::Name(_)
             | RuntimeError::NoCommand
             | RuntimeError::NulInArgument(_)
+            | RuntimeError::TooManyPrefixes { .. }
             | RuntimeError::Invalid { .. } => 2,
             _ => EXIT_SETUP_FAILED,
         }
@@ -241,10 +251,31 @@ pub fn validate_name(name: &str) -> Result<(), RuntimeError> {
     }
 }
 
+/// Checks that each of `policy`'s rule lists fits in the share of the
+/// kernel's rule map one container may take.
+pub(crate) fn check_prefix_bound(container: &str, policy: &Policy) -> Result<(), RuntimeError> {
+    let bound = palisade_common::MAX_LIST_PREFIXES;
+    match policy
+        .network
+        .prefix_counts()
+        .into_iter()
+        .find(|&(_, count)| count > bound as usize)
+    {
+        Some((list, count)) => Err(RuntimeError::TooManyPrefixes {
+            container: container.to_string(),
+            list,
+            count,
+            bound,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Checks everything about a spec that can be checked without touching
 /// the host.
 fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
     validate_name(&spec.name)?;
+    check_prefix_bound(&spec.name, &spec.policy)?;
     if let Some(egress) = spec.policy.network.egress {
         let why = if spec.parent.is_some() {
             Some("a sub-container (--parent) is shaped with its parent: set the rate on the parent")

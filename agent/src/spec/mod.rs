@@ -18,11 +18,14 @@ pub use devices::{
 };
 pub use egress::{DisplayRate, Egress, default_burst, parse_bit_rate};
 pub use oci::{Bundle, OciError, load_bundle};
-pub use policy::{NetworkPolicy, Policy, PolicyError, SocketKinds};
+pub use policy::{
+    MAX_POLICY_BYTES, NetworkPolicy, Policy, PolicyError, SocketKinds, read_policy_file,
+};
 pub use resources::{
     CPU_PERIOD_US, CpuQuota, Device, DeviceRate, ResourceError, ResourceLimits, Resources, Swap,
     Value, parse_device_rate, parse_id_list, parse_rate, parse_size,
 };
 pub use rules::{
     Action, CompiledRules, Family, PrefixEntry, Proto, Rule, RuleError, Target, compile,
+    prefix_count,
 };

@@ -2,6 +2,9 @@
 
 use std::{
     fmt,
+    fs::OpenOptions,
+    io::Read,
+    os::unix::fs::{FileTypeExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
@@ -43,6 +46,21 @@ pub struct NetworkPolicy {
     pub audit: bool,
     /// `egress_rate` / `egress_burst`: the outbound rate limit, if any.
     pub egress: Option<Egress>,
+}
+
+impl NetworkPolicy {
+    /// The entries each rule list takes in the kernel's rule map (one per
+    /// distinct address prefix), by field name, for the lists present.
+    pub fn prefix_counts(&self) -> Vec<(&'static str, usize)> {
+        [
+            ("network.connect", &self.connect),
+            ("network.bind", &self.bind),
+            ("network.accept", &self.accept),
+        ]
+        .into_iter()
+        .filter_map(|(field, list)| list.as_deref().map(|l| (field, rules::prefix_count(l))))
+        .collect()
+    }
 }
 
 /// `[network] sockets = { raw = false, packet = false, deny_families = […] }`:
@@ -205,22 +223,94 @@ enum Mode {
     Audit,
 }
 
+/// The largest policy file accepted, in bytes: 4 MiB, which holds every
+/// rule list at its bound ([`palisade_common::MAX_LIST_PREFIXES`] addresses in each of
+/// connect, bind and accept, some 2 MiB written out) with room to spare.
+/// A larger file is refused before it is parsed.
+pub const MAX_POLICY_BYTES: usize = 4 << 20;
+
+/// Reads a policy file: a regular file (or a link to one) of at most
+/// [`MAX_POLICY_BYTES`] in UTF-8. A device, FIFO, directory or socket is
+/// refused without a read (the open does not wait for a FIFO's writer),
+/// and no more than the bound is ever read.
+pub fn read_policy_file(path: &Path) -> Result<String, PolicyError> {
+    let error = |message: String| PolicyError {
+        file: path.to_path_buf(),
+        line: 0,
+        message,
+    };
+    let cannot = |e: std::io::Error| error(format!("cannot read policy file: {e}"));
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(cannot)?;
+    let kind = file.metadata().map_err(cannot)?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(error(format!(
+            "not a policy file: {what} (give a regular file of TOML)"
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() > MAX_POLICY_BYTES {
+        return Err(error(too_large()));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        error(format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+fn too_large() -> String {
+    format!(
+        "the file is larger than {MAX_POLICY_BYTES} bytes (4 MiB), the most a policy file may hold; \
+         cover addresses with fewer, wider prefixes"
+    )
+}
+
 impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
-            file: path.to_path_buf(),
-            line: 0,
-            message: format!("cannot read policy file: {e}"),
-        })?;
-        Self::parse(path, &text)
+        Self::load_with_text(path).map(|(policy, _)| policy)
+    }
+
+    /// Reads and validates a policy file; returns its text too, read once.
+    pub fn load_with_text(path: &Path) -> Result<(Self, String), PolicyError> {
+        let text = read_policy_file(path)?;
+        Self::parse(path, &text).map(|policy| (policy, text))
     }
 
     /// Validates policy text; `path` only names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError {
+                file: path.to_path_buf(),
+                line: 0,
+                message: too_large(),
+            });
+        }
+        let lines = Lines::of(text);
         let error = |offset: usize, message: String| PolicyError {
             file: path.to_path_buf(),
-            line: line_of(text, offset),
+            line: lines.line_of(offset),
             message,
         };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| {
@@ -230,13 +320,13 @@ impl Policy {
         let mut policy = Policy::default();
         if let Some(network) = raw.network {
             if let Some(list) = network.connect {
-                policy.network.connect = Some(rule_list(path, text, "network.connect", list)?);
+                policy.network.connect = Some(rule_list(path, &lines, "network.connect", list)?);
             }
             if let Some(list) = network.bind {
-                policy.network.bind = Some(rule_list(path, text, "network.bind", list)?);
+                policy.network.bind = Some(rule_list(path, &lines, "network.bind", list)?);
             }
             if let Some(list) = network.accept {
-                policy.network.accept = Some(rule_list(path, text, "network.accept", list)?);
+                policy.network.accept = Some(rule_list(path, &lines, "network.accept", list)?);
             }
             if let Some(raw) = network.sockets {
                 let mut denied = Vec::new();
@@ -247,7 +337,7 @@ impl Policy {
                         // table are not reliable, its quoted text is).
                         line: text
                             .find(&format!("{:?}", name.get_ref()))
-                            .map_or_else(|| line_of(text, name.span().start), |o| line_of(text, o)),
+                            .map_or_else(|| lines.line_of(name.span().start), |o| lines.line_of(o)),
                         message: format!(
                             "network.sockets.deny_families: unknown address family {:?} (a name such as \"netlink\" or \"inet6\", or a number)",
                             name.get_ref()
@@ -314,7 +404,7 @@ impl Policy {
 /// or the list's for faults of the list as a whole.
 fn rule_list(
     path: &Path,
-    text: &str,
+    lines: &Lines,
     field: &str,
     list: Spanned<Vec<Spanned<String>>>,
 ) -> Result<Vec<Rule>, PolicyError> {
@@ -323,10 +413,10 @@ fn rule_list(
         line,
         message: format!("{field}: {message}"),
     };
-    let list_line = line_of(text, list.span().start);
+    let list_line = lines.line_of(list.span().start);
     let mut parsed = Vec::new();
     for item in list.into_inner() {
-        let line = line_of(text, item.span().start);
+        let line = lines.line_of(item.span().start);
         let rule = Rule::parse(item.get_ref())
             .map_err(|e: RuleError| error(line, format!("rule {:?}: {e}", item.get_ref())))?;
         parsed.push((rule, line));
@@ -334,14 +424,27 @@ fn rule_list(
     rules::validate_list(parsed).map_err(|(line, msg)| error(line.unwrap_or(list_line), msg))
 }
 
-/// The 1-based line holding byte `offset` of `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+/// Where the lines of a text end, so that the line of each of many
+/// offsets is found by a binary search, not a scan from the start.
+struct Lines {
+    newlines: Vec<usize>,
+}
+
+impl Lines {
+    fn of(text: &str) -> Self {
+        Self {
+            newlines: text
+                .bytes()
+                .enumerate()
+                .filter_map(|(i, b)| (b == b'\n').then_some(i))
+                .collect(),
+        }
+    }
+
+    /// The 1-based line holding byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.newlines.partition_point(|&nl| nl < offset) + 1
+    }
 }
 
 #[cfg(test)]
@@ -549,6 +652,77 @@ io_write_bps = ["254:0 5M"]
         let e = parse(&format!("[devices]\n\nallow = [{}]\n", many.join(", "))).unwrap_err();
         assert_eq!(e.line, 3, "{e}");
         assert!(e.message.contains("at most 256"), "{e}");
+    }
+
+    #[test]
+    fn lines_are_found_by_offset() {
+        let text = "a\nbc\n\nd";
+        let lines = Lines::of(text);
+        let expected = [1, 1, 2, 2, 2, 3, 4, 4];
+        for (offset, line) in expected.iter().enumerate() {
+            assert_eq!(lines.line_of(offset), *line, "offset {offset}");
+        }
+    }
+
+    #[test]
+    fn large_rule_lists_name_the_line_of_the_bad_rule() {
+        let mut text = String::from("[network]\nconnect = [\n");
+        for i in 0..50_000u32 {
+            text.push_str(&format!(
+                "  \"allow tcp 10.{}.{}.0/24\",\n",
+                i >> 8 & 255,
+                i & 255
+            ));
+        }
+        text.push_str("  \"deny tcp 10.0.7.0/24\",\n  \"deny any\",\n]\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, 50_003, "{e}");
+        assert!(e.message.contains("contradicts line 10"), "{e}");
+        let fixed = text.replace("  \"deny tcp 10.0.7.0/24\",\n", "");
+        let p = parse(&fixed).unwrap();
+        assert_eq!(p.network.prefix_counts(), [("network.connect", 50_002)]);
+    }
+
+    #[test]
+    fn policy_text_over_the_bound_is_refused_before_parsing() {
+        let big = format!("# {}\n", "x".repeat(MAX_POLICY_BYTES));
+        let e = parse(&big).unwrap_err();
+        assert_eq!(e.line, 0);
+        assert!(e.message.contains("4 MiB"), "{e}");
+    }
+
+    #[test]
+    fn only_bounded_regular_files_are_read() {
+        let dir = std::env::temp_dir().join(format!("palisade-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let refused = |path: &Path, needle: &str| {
+            let started = std::time::Instant::now();
+            let e = Policy::load(path).unwrap_err();
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+            assert_eq!(e.line, 0);
+            assert!(e.message.contains(needle), "{e}");
+        };
+        refused(Path::new("/dev/zero"), "a character device");
+        refused(&dir, "a directory");
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        refused(&fifo, "a FIFO");
+        let link = dir.join("zero.toml");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        refused(&link, "a character device");
+        let big = dir.join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_POLICY_BYTES + 1]).unwrap();
+        refused(&big, "larger than 4194304 bytes");
+        let binary = dir.join("binary.toml");
+        std::fs::write(&binary, b"# \xff\n").unwrap();
+        refused(&binary, "not UTF-8");
+        let good = dir.join("good.toml");
+        let text = "[network]\nconnect = [\"deny any\"]\n";
+        std::fs::write(&good, text).unwrap();
+        let (policy, read) = Policy::load_with_text(&good).unwrap();
+        assert_eq!(read, text);
+        assert!(policy.network.connect.is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
