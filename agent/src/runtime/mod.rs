@@ -147,6 +147,8 @@ pub enum RuntimeError {
         count: usize,
         bound: u32,
     },
+    #[error("{0}")]
+    BadMount(String),
     #[error("no command given")]
     NoCommand,
     #[error("command argument {0:?} contains a NUL byte")]
@@ -177,6 +179,7 @@ impl RuntimeError {
             | RuntimeError::NoCommand
             | RuntimeError::NulInArgument(_)
             | RuntimeError::TooManyPrefixes { .. }
+            | RuntimeError::BadMount(_)
             | RuntimeError::Invalid { .. } => 2,
             _ => EXIT_SETUP_FAILED,
         }
@@ -342,6 +345,9 @@ fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
                 why: "source does not exist",
             });
         }
+        // Mounts made elsewhere than by `BindMount::parse` are checked too.
+        rootfs::destination(&m.target)
+            .map_err(|why| RuntimeError::BadMount(format!("--mount {}: {why}", m.describe())))?;
     }
     Ok(())
 }
@@ -406,5 +412,10 @@ pub enum RunOutcome {
 /// and the container keeps its state until `rm`.
 pub fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
     validate(spec)?;
+    let notes = rootfs::check_mounts(spec.rootfs.as_deref(), &spec.mounts)
+        .map_err(RuntimeError::BadMount)?;
+    for note in notes {
+        eprintln!("palisade: warning: {note}");
+    }
     monitor::run(root, spec)
 }
