@@ -39,7 +39,10 @@ fn nothing_created(sb: &Sandbox) {
 /// Runs `cmd` (palisade), which must end within 10 s; kills it (by pid)
 /// and fails if it does not.
 fn prompt(mut cmd: std::process::Command) -> std::process::Output {
-    use std::{process::Stdio, time::{Duration, Instant}};
+    use std::{
+        process::Stdio,
+        time::{Duration, Instant},
+    };
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

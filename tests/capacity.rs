@@ -56,7 +56,10 @@ fn a_container_at_the_bound_leaves_room_for_the_next() {
     let results = probe_inside(
         &b,
         &policy,
-        &[(4, "tcp", "127.0.0.1", open), (4, "tcp", "127.0.0.1", closed)],
+        &[
+            (4, "tcp", "127.0.0.1", open),
+            (4, "tcp", "127.0.0.1", closed),
+        ],
     );
     assert_eq!(results, ["ok", "EPERM"]);
 
@@ -86,7 +89,10 @@ fn a_container_at_the_bound_leaves_room_for_the_next() {
     let out = a.try_apply(&over);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(stderr.contains(&format!("container {:?}", a.name)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("container {:?}", a.name)),
+        "{stderr}"
+    );
     assert!(stderr.contains("16384"), "{stderr}");
     // A's policy is as it was.
     let shown = a.policy_show();

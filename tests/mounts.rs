@@ -169,7 +169,10 @@ fn a_cgroup_filesystem_is_mounted_read_only() {
             "the writes must fail with EROFS: {stdout}"
         );
         assert_eq!(before, after, "the container moved: {stdout}");
-        assert!(!after.contains(".."), "outside its cgroup namespace: {after}");
+        assert!(
+            !after.contains(".."),
+            "outside its cgroup namespace: {after}"
+        );
         assert!(sb.leftover_cgroups().is_empty());
     }
 }
