@@ -346,7 +346,7 @@ fn bind_mount(root: &Path, m: &BindMount) -> Result<(), String> {
             _ => format!("cannot open mount target {} {what}: {e}", m.target.display()),
         })
     };
-    let target = open("")?;
+    let target = open("to mount on it")?;
     let via = PathBuf::from(format!("/proc/self/fd/{}", target.as_raw_fd()));
     mount(
         Some(&m.source),
@@ -363,9 +363,11 @@ fn bind_mount(root: &Path, m: &BindMount) -> Result<(), String> {
         )
     })?;
     drop(target);
-    // Opened again: now the mount's root.
+    // Opened again: now the mount's root, which the checks look at
+    // through the descriptor, not by a path that could change.
     let mounted = open("after mounting")?;
-    let read_only = m.read_only || holds_cgroupfs(&inside(root, &m.target))?;
+    let read_only = m.read_only
+        || holds_cgroupfs(Path::new(&format!("/proc/self/fd/{}", mounted.as_raw_fd())))?;
     if read_only {
         fs::set_read_only_recursive(mounted.as_fd())
             .map_err(|e| format!("cannot make {} read-only: {e}", m.target.display()))?;
