@@ -9,6 +9,7 @@ mod devices;
 mod egress;
 mod oci;
 mod policy;
+mod policy_file;
 mod resources;
 mod rules;
 
@@ -18,9 +19,8 @@ pub use devices::{
 };
 pub use egress::{DisplayRate, Egress, default_burst, parse_bit_rate};
 pub use oci::{Bundle, OciError, load_bundle};
-pub use policy::{
-    MAX_POLICY_BYTES, NetworkPolicy, Policy, PolicyError, SocketKinds, read_policy_file,
-};
+pub use policy::{NetworkPolicy, Policy, PolicyError, SocketKinds};
+pub use policy_file::{MAX_POLICY_BYTES, read_policy_file};
 pub use resources::{
     CPU_PERIOD_US, CpuQuota, Device, DeviceRate, ResourceError, ResourceLimits, Resources, Swap,
     Value, parse_device_rate, parse_id_list, parse_rate, parse_size,
