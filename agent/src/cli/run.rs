@@ -61,6 +61,8 @@ pub struct RunArgs {
     pub read_only: bool,
 
     /// Bind mount SRC (host) on DST (container), read-only with `:ro`.
+    /// DST may not be /, /proc, /sys or under them, nor be reached through
+    /// a symlink in the root; a cgroup filesystem is always read-only.
     /// Repeatable.
     #[arg(long = "mount", value_name = "SRC:DST[:ro]", value_parser = parse_mount)]
     pub mounts: Vec<BindMount>,
