@@ -69,8 +69,19 @@ pub const MAX_CGROUPS: u32 = 4096;
 /// Capacity of [`map::TASK_CGROUP`]: tasks remembered at once (the least
 /// recently used is forgotten, and looked up again when it next runs).
 pub const MAX_TASKS: u32 = 16384;
-/// Capacity of [`map::CONNECT_RULES`]: distinct (container, prefix) entries.
-pub const MAX_PREFIXES: u32 = 65536;
+/// Address prefixes one container may have in one rule list (connect, bind
+/// or accept): the entries the list takes in [`map::CONNECT_RULES`], one
+/// per distinct address prefix its rules name (`any` names two, the IPv4
+/// and the IPv6 zero-length prefix).
+pub const MAX_LIST_PREFIXES: u32 = 16384;
+/// Containers that fit in [`map::CONNECT_RULES`] with all three rule lists
+/// at [`MAX_LIST_PREFIXES`], each with a second generation written (as
+/// `policy apply` writes the new rules before deleting the old).
+pub const CONTAINERS_AT_BOUND: u32 = 16;
+/// Capacity of [`map::CONNECT_RULES`]: distinct (container, list,
+/// generation, prefix) entries. The trie is not preallocated: entries
+/// cost kernel memory only when written.
+pub const MAX_PREFIXES: u32 = CONTAINERS_AT_BOUND * 3 * 2 * MAX_LIST_PREFIXES;
 /// Port rules that one prefix entry can hold, its inherited rules included.
 pub const MAX_PORT_RULES: usize = 32;
 /// Capacity of [`map::DEVICE_RULES`]: (container, generation, device

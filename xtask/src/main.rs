@@ -97,9 +97,10 @@ fn build_binary() -> Result<PathBuf> {
 fn bench(palisade: &Path) -> Result<()> {
     toolchain::require_root("the benchmarks create containers and nftables tables")?;
     let rootfs = rootfs::build()?;
-    let runs: [(&str, Vec<&Path>); 5] = [
+    let runs: [(&str, Vec<&Path>); 6] = [
         ("startup.sh", vec![palisade, rootfs.as_path()]),
         ("connect.sh", vec![palisade]),
+        ("policy_compile.sh", vec![palisade]),
         ("shaping.sh", vec![palisade]),
         ("accounting.sh", vec![palisade]),
         ("checkpoint.sh", vec![palisade]),

@@ -43,8 +43,8 @@ pub enum PolicyCommand {
 pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
     match args.command {
         PolicyCommand::Apply { name, file } => {
-            let policy = match Policy::load(&file) {
-                Ok(p) => p,
+            let (policy, text) = match Policy::load_with_text(&file) {
+                Ok(loaded) => loaded,
                 Err(e) => {
                     super::report(&e);
                     return super::EXIT_BAD_INPUT;
@@ -60,8 +60,7 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                 Ok(()) => {
                     // A checkpoint of the container restores it under
                     // this policy.
-                    if let (Ok(mut state), Ok(text)) =
-                        (root.load(&name), std::fs::read_to_string(&file))
+                    if let Ok(mut state) = root.load(&name)
                         && let Some(recipe) = state.recipe.as_mut()
                     {
                         recipe.applied_policy = Some(text);

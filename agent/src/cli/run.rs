@@ -61,6 +61,8 @@ pub struct RunArgs {
     pub read_only: bool,
 
     /// Bind mount SRC (host) on DST (container), read-only with `:ro`.
+    /// DST may not be /, /proc, /sys or under them, nor be reached through
+    /// a symlink in the root; a cgroup filesystem is always read-only.
     /// Repeatable.
     #[arg(long = "mount", value_name = "SRC:DST[:ro]", value_parser = parse_mount)]
     pub mounts: Vec<BindMount>,
@@ -223,22 +225,20 @@ fn parse_mount(text: &str) -> Result<BindMount, String> {
 }
 
 pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
-    let policy = match &args.policy {
-        Some(path) => match Policy::load(path) {
-            Ok(p) => p,
+    // Read once: the text kept for a restore is the text validated.
+    let (policy, text) = match &args.policy {
+        Some(path) => match Policy::load_with_text(path) {
+            Ok((p, text)) => (p, Some(text)),
             Err(e) => {
                 super::report(&e);
                 return super::EXIT_BAD_INPUT;
             }
         },
-        None => Policy::default(),
+        None => (Policy::default(), None),
     };
     let recipe = Recipe {
         run_args: recipe_args(std::env::args().skip_while(|a| a != "run").skip(1)),
-        policy: args
-            .policy
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok()),
+        policy: text,
         applied_policy: None,
     };
     match spec_from(args, policy) {

@@ -24,9 +24,9 @@ use aya::{
     programs::ProgramError,
 };
 use palisade_common::{
-    CgroupPolicy, Counters, FAMILY_V4, FAMILY_V6, GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN,
-    LIST_RULED, MAX_PORT_RULES, MODE_AUDIT, MODE_ENFORCE, PrefixRules, RuleKey, Running,
-    TABLE_ACCEPT, TABLE_BIND, map,
+    CONTAINERS_AT_BOUND, CgroupPolicy, Counters, FAMILY_V4, FAMILY_V6, GENERATION_BIT,
+    KEY_HEADER_BITS, LIST_OPEN, LIST_RULED, MAX_LIST_PREFIXES, MAX_PORT_RULES, MAX_PREFIXES,
+    MODE_AUDIT, MODE_ENFORCE, PrefixRules, RuleKey, Running, TABLE_ACCEPT, TABLE_BIND, map,
 };
 use thiserror::Error;
 
@@ -385,17 +385,36 @@ impl Enforcer {
         generation: u32,
     ) -> Result<(), EnforceError> {
         let gen_bit = if generation == 0 { 0 } else { GENERATION_BIT };
-        let connect = self.write_list(cgroup_id, gen_bit, policy.network.connect.as_deref())?;
-        let bind = self.write_list(
-            cgroup_id,
-            gen_bit | TABLE_BIND,
-            policy.network.bind.as_deref(),
-        )?;
-        let accept = self.write_list(
-            cgroup_id,
-            gen_bit | TABLE_ACCEPT,
-            policy.network.accept.as_deref(),
-        )?;
+        // Every list is compiled and checked against its bound before
+        // anything is written.
+        let lists = [
+            ("connect", 0, policy.network.connect.as_deref()),
+            ("bind", TABLE_BIND, policy.network.bind.as_deref()),
+            ("accept", TABLE_ACCEPT, policy.network.accept.as_deref()),
+        ];
+        let mut compiled = Vec::with_capacity(lists.len());
+        for (name, table, rules) in lists {
+            let Some(rules) = rules else {
+                compiled.push((table, None));
+                continue;
+            };
+            let list = spec::compile(rules).map_err(EnforceError::Compile)?;
+            if list.entries.len() > MAX_LIST_PREFIXES as usize {
+                return Err(EnforceError::Compile(format!(
+                    "the {name} rules name {} address prefixes, more than the {MAX_LIST_PREFIXES} one container may have in a rule list",
+                    list.entries.len()
+                )));
+            }
+            compiled.push((table, Some(list)));
+        }
+        let mut switches = [LIST_OPEN; 3];
+        for (switch, (table, list)) in switches.iter_mut().zip(&compiled) {
+            if let Some(list) = list {
+                self.write_list(cgroup_id, gen_bit | table, list)?;
+                *switch = LIST_RULED;
+            }
+        }
+        let [connect, bind, accept] = switches;
         self.devices
             .write(cgroup_id, generation, &policy.devices.rules())?;
         let value = CgroupPolicy {
@@ -427,7 +446,12 @@ impl Enforcer {
         let next = 1 - current.generation.min(1);
         // Whatever a failed update left in the next generation goes first.
         self.delete_rules(cgroup_id, |family| generation_of(family) == next)?;
-        self.write_policy(cgroup_id, policy, next)?;
+        if let Err(e) = self.write_policy(cgroup_id, policy, next) {
+            // Nothing switched: what was written of the new rules goes, so
+            // it takes no room in the shared maps.
+            let _ = self.delete_rules(cgroup_id, |family| generation_of(family) == next);
+            return Err(e);
+        }
         self.delete_rules(cgroup_id, |family| generation_of(family) != next)
     }
 
@@ -543,18 +567,13 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Writes one rule list into the trie (under `table`); returns the
-    /// switch that says whether it applies.
+    /// Writes one compiled rule list into the trie (under `table`).
     fn write_list(
         &mut self,
         cgroup_id: u64,
         table: u32,
-        rules: Option<&[spec::Rule]>,
-    ) -> Result<u32, EnforceError> {
-        let Some(rules) = rules else {
-            return Ok(LIST_OPEN);
-        };
-        let compiled = spec::compile(rules).map_err(EnforceError::Compile)?;
+        compiled: &spec::CompiledRules,
+    ) -> Result<(), EnforceError> {
         for entry in &compiled.entries {
             let family = match entry.family {
                 Family::V4 => FAMILY_V4,
@@ -573,11 +592,21 @@ impl Enforcer {
                 "compile bounds entries"
             );
             value.rules[..entry.rules.len()].copy_from_slice(&entry.rules);
-            self.rules
-                .insert(&key, value, 0)
-                .map_err(map_error(map::CONNECT_RULES, cgroup_id))?;
+            self.rules.insert(&key, value, 0).map_err(|e| {
+                let mut reason = chain(&e);
+                if reason.contains("No space left") {
+                    reason.push_str(&format!(
+                        " (the map holds {MAX_PREFIXES} entries for all containers of a state root: {CONTAINERS_AT_BOUND} containers with every rule list at the bound of {MAX_LIST_PREFIXES})"
+                    ));
+                }
+                EnforceError::Map {
+                    map: map::CONNECT_RULES,
+                    cgroup_id,
+                    reason,
+                }
+            })?;
         }
-        Ok(LIST_RULED)
+        Ok(())
     }
 }
 

@@ -138,6 +138,17 @@ pub enum RuntimeError {
         value: String,
         why: &'static str,
     },
+    #[error(
+        "container {container:?}: {list} names {count} address prefixes, more than the {bound} one container may have in a rule list (merge addresses into wider prefixes)"
+    )]
+    TooManyPrefixes {
+        container: String,
+        list: &'static str,
+        count: usize,
+        bound: u32,
+    },
+    #[error("{0}")]
+    BadMount(String),
     #[error("no command given")]
     NoCommand,
     #[error("command argument {0:?} contains a NUL byte")]
@@ -167,6 +178,8 @@ impl RuntimeError {
             RuntimeError::Name(_)
             | RuntimeError::NoCommand
             | RuntimeError::NulInArgument(_)
+            | RuntimeError::TooManyPrefixes { .. }
+            | RuntimeError::BadMount(_)
             | RuntimeError::Invalid { .. } => 2,
             _ => EXIT_SETUP_FAILED,
         }
@@ -241,10 +254,31 @@ pub fn validate_name(name: &str) -> Result<(), RuntimeError> {
     }
 }
 
+/// Checks that each of `policy`'s rule lists fits in the share of the
+/// kernel's rule map one container may take.
+pub(crate) fn check_prefix_bound(container: &str, policy: &Policy) -> Result<(), RuntimeError> {
+    let bound = palisade_common::MAX_LIST_PREFIXES;
+    match policy
+        .network
+        .prefix_counts()
+        .into_iter()
+        .find(|&(_, count)| count > bound as usize)
+    {
+        Some((list, count)) => Err(RuntimeError::TooManyPrefixes {
+            container: container.to_string(),
+            list,
+            count,
+            bound,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Checks everything about a spec that can be checked without touching
 /// the host.
 fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
     validate_name(&spec.name)?;
+    check_prefix_bound(&spec.name, &spec.policy)?;
     if let Some(egress) = spec.policy.network.egress {
         let why = if spec.parent.is_some() {
             Some("a sub-container (--parent) is shaped with its parent: set the rate on the parent")
@@ -311,6 +345,9 @@ fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
                 why: "source does not exist",
             });
         }
+        // Mounts made elsewhere than by `BindMount::parse` are checked too.
+        rootfs::destination(&m.target)
+            .map_err(|why| RuntimeError::BadMount(format!("--mount {}: {why}", m.describe())))?;
     }
     Ok(())
 }
@@ -375,5 +412,10 @@ pub enum RunOutcome {
 /// and the container keeps its state until `rm`.
 pub fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
     validate(spec)?;
+    let notes = rootfs::check_mounts(spec.rootfs.as_deref(), &spec.mounts)
+        .map_err(RuntimeError::BadMount)?;
+    for note in notes {
+        eprintln!("palisade: warning: {note}");
+    }
     monitor::run(root, spec)
 }

@@ -76,6 +76,7 @@ fn running_cgroup(root: &StateRoot, name: &str) -> Result<(u64, super::State), R
 /// `[resources]` in the file is not applied (the caller says so).
 pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(), RuntimeError> {
     let (cgroup_id, state) = running_cgroup(root, name)?;
+    super::check_prefix_bound(name, policy)?;
     if state.exec.denied_families != policy.network.sockets.seccomp_families() {
         return Err(RuntimeError::Invalid {
             what: "network.sockets",

@@ -6,15 +6,20 @@
 //! private first.
 
 use std::{
-    fs,
-    os::unix::fs::symlink,
-    path::{Path, PathBuf},
+    fs::File,
+    os::{
+        fd::{AsFd, AsRawFd},
+        unix::fs::symlink,
+    },
+    path::{Component, Path, PathBuf},
 };
 
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
     unistd::{chdir, pivot_root},
 };
+
+use crate::sys::fs;
 
 /// One `--mount SRC:DST[:ro]`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -25,7 +30,8 @@ pub struct BindMount {
 }
 
 impl BindMount {
-    /// Parses `SRC:DST[:ro|:rw]`; both paths absolute.
+    /// Parses `SRC:DST[:ro|:rw]`; both paths absolute, and DST a place
+    /// that may be mounted over (see [`destination`]).
     pub fn parse(text: &str) -> Result<Self, String> {
         let parts: Vec<&str> = text.split(':').collect();
         let (source, target, read_only) = match parts.as_slice() {
@@ -39,12 +45,102 @@ impl BindMount {
                 "invalid mount {text:?}: both paths must be absolute"
             ));
         }
+        let target = destination(Path::new(target))
+            .map_err(|why| format!("invalid mount {text:?}: {why}"))?;
         Ok(Self {
             source: source.into(),
-            target: target.into(),
+            target,
             read_only,
         })
     }
+
+    /// `SRC:DST` as given, for messages.
+    pub fn describe(&self) -> String {
+        format!("{}:{}", self.source.display(), self.target.display())
+    }
+}
+
+/// A mount destination inside the container, normalised (`.`, `..` and
+/// repeated slashes resolved by name), or why it is refused: the root
+/// itself, and `/proc`, `/sys` and anything under them, which palisade
+/// mounts, masks and makes read-only itself (a mount there would undo
+/// that, as runc also refuses).
+pub fn destination(path: &Path) -> Result<PathBuf, String> {
+    if !path.is_absolute() {
+        return Err(format!(
+            "the destination {} must be absolute",
+            path.display()
+        ));
+    }
+    let mut normal = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::Normal(name) => normal.push(name),
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    let covers = |top: &str| normal.starts_with(top);
+    if normal == Path::new("/") {
+        return Err(format!(
+            "the destination {} is the container's root (use --rootfs to give the root)",
+            path.display()
+        ));
+    }
+    if let Some(top) = ["/proc", "/sys"].into_iter().find(|t| covers(t)) {
+        return Err(format!(
+            "the destination {} is {top} or under it, which palisade mounts and masks itself; mount elsewhere",
+            path.display()
+        ));
+    }
+    Ok(normal)
+}
+
+/// Whether the tree at `path` (one mount and the mounts under it) holds a
+/// cgroup filesystem, by filesystem type: from such a mount a container
+/// could move itself out of its cgroup.
+pub fn holds_cgroupfs(path: &Path) -> Result<bool, String> {
+    let why = |e: std::io::Error| format!("cannot tell the filesystem of {}: {e}", path.display());
+    if fs::is_cgroupfs(path).map_err(why)? {
+        return Ok(true);
+    }
+    let real = std::fs::canonicalize(path).map_err(why)?;
+    Ok(fs::mounts().map_err(why)?.iter().any(|(point, fstype)| {
+        (fstype == "cgroup" || fstype == "cgroup2") && point.starts_with(&real)
+    }))
+}
+
+/// Checks the mounts against the root they go into (`None`: the host's)
+/// before anything is created: a destination reached through a symlink
+/// there is refused (the mount would land wherever the link points, and
+/// be lost). Returns what to tell the user: sources holding a cgroup
+/// filesystem, which are mounted read-only.
+pub fn check_mounts(rootfs: Option<&Path>, mounts: &[BindMount]) -> Result<Vec<String>, String> {
+    let root = rootfs.unwrap_or(Path::new("/"));
+    let mut notes = Vec::new();
+    for m in mounts {
+        match fs::open_in_root(root, &m.target) {
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(format!(
+                    "--mount {}: the destination is reached through a symbolic link in {}; give the path the link points to",
+                    m.describe(),
+                    root.display()
+                ));
+            }
+            // A missing destination is reported when the filesystem is
+            // built (it may be made by an earlier mount).
+            _ => {}
+        }
+        if holds_cgroupfs(&m.source)? {
+            notes.push(format!(
+                "--mount {}: the source is or holds a cgroup filesystem: mounted read-only (a container must not move itself out of its cgroups)",
+                m.describe()
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// How the container's filesystem is built.
@@ -193,17 +289,7 @@ pub fn build(spec: &RootfsSpec) -> Result<(), String> {
     build_dev(&root.join("dev"), &spec.devices)?;
 
     for m in &spec.mounts {
-        let target = inside(root, &m.target);
-        if !target.exists() {
-            return Err(format!(
-                "mount target {} does not exist in the container's root",
-                m.target.display()
-            ));
-        }
-        bind(&m.source, &target, MsFlags::MS_REC)?;
-        if m.read_only {
-            remount_read_only(&target, MsFlags::empty())?;
-        }
+        bind_mount(root, m)?;
     }
 
     chdir(root).map_err(|e| format!("cannot enter {}: {e}", root.display()))?;
@@ -241,6 +327,54 @@ pub fn build(spec: &RootfsSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// Binds one `--mount` into the new root. The destination is opened
+/// without following any symlink and without leaving the root, and the
+/// mount made on that descriptor: a link swapped in cannot redirect it. A
+/// read-only mount is read-only with every mount under it, and so is any
+/// mount holding a cgroup filesystem, whatever was asked.
+fn bind_mount(root: &Path, m: &BindMount) -> Result<(), String> {
+    let open = |what: &str| {
+        fs::open_in_root(root, &m.target).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!(
+                "mount target {} is reached through a symbolic link in the container's root: refused",
+                m.target.display()
+            ),
+            Some(libc::ENOENT) => format!(
+                "mount target {} does not exist in the container's root",
+                m.target.display()
+            ),
+            _ => format!("cannot open mount target {} {what}: {e}", m.target.display()),
+        })
+    };
+    let target = open("to mount on it")?;
+    let via = PathBuf::from(format!("/proc/self/fd/{}", target.as_raw_fd()));
+    mount(
+        Some(&m.source),
+        &via,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        format!(
+            "cannot bind {} on {}: {e}",
+            m.source.display(),
+            m.target.display()
+        )
+    })?;
+    drop(target);
+    // Opened again: now the mount's root, which the checks look at
+    // through the descriptor, not by a path that could change.
+    let mounted = open("after mounting")?;
+    let read_only = m.read_only
+        || holds_cgroupfs(Path::new(&format!("/proc/self/fd/{}", mounted.as_raw_fd())))?;
+    if read_only {
+        fs::set_read_only_recursive(mounted.as_fd())
+            .map_err(|e| format!("cannot make {} read-only: {e}", m.target.display()))?;
+    }
+    Ok(())
+}
+
 /// A tmpfs /dev holding only the standard nodes, the container's devices,
 /// a new devpts instance and /dev/shm. Nodes are bind mounts of the host's
 /// on empty files: creating one costs no mknod (which the container's
@@ -255,24 +389,23 @@ fn build_dev(dev: &Path, devices: &[(PathBuf, PathBuf)]) -> Result<(), String> {
     )?;
     for name in DEVICES {
         let target = dev.join(name);
-        fs::File::create(&target)
-            .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+        File::create(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
         bind(&Path::new("/dev").join(name), &target, MsFlags::empty())?;
     }
     for (host, inside_dev) in devices {
         let target = inside(dev.parent().unwrap_or(dev), inside_dev);
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent)
+            std::fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
         if !target.exists() {
-            fs::File::create(&target)
+            File::create(&target)
                 .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
         }
         bind(host, &target, MsFlags::empty())?;
     }
     for dir in ["pts", "shm"] {
-        fs::create_dir(dev.join(dir)).map_err(|e| format!("cannot create /dev/{dir}: {e}"))?;
+        std::fs::create_dir(dev.join(dir)).map_err(|e| format!("cannot create /dev/{dir}: {e}"))?;
     }
     mnt(
         Some("devpts"),
@@ -319,5 +452,38 @@ mod tests {
         assert!(BindMount::parse("a:/b").is_err());
         assert!(BindMount::parse("/a").is_err());
         assert!(BindMount::parse("/a:/b:rx").is_err());
+    }
+
+    #[test]
+    fn destinations_are_normalised_and_proc_sys_and_root_refused() {
+        let ok = |d: &str| destination(Path::new(d)).unwrap_or_else(|e| panic!("{d}: {e}"));
+        assert_eq!(ok("/mnt"), Path::new("/mnt"));
+        assert_eq!(ok("//mnt///data/./x/.."), Path::new("/mnt/data"));
+        assert_eq!(ok("/processes"), Path::new("/processes"));
+        assert_eq!(ok("/system"), Path::new("/system"));
+        assert_eq!(ok("/../../mnt"), Path::new("/mnt"));
+        for d in [
+            "/proc",
+            "/proc/",
+            "/proc/sys",
+            "//proc",
+            "/./proc/self",
+            "/mnt/../proc",
+            "/sys",
+            "/sys/fs/cgroup",
+            "/tmp/../sys//kernel",
+            "/",
+            "/mnt/..",
+            "/..",
+        ] {
+            assert!(destination(Path::new(d)).is_err(), "{d}");
+            assert!(BindMount::parse(&format!("/tmp:{d}")).is_err(), "{d}");
+        }
+        let e = BindMount::parse("/sys/fs/cgroup:/mnt/../proc").unwrap_err();
+        assert!(e.contains("/proc"), "{e}");
+        assert_eq!(
+            BindMount::parse("/a://b/./c").unwrap().target,
+            Path::new("/b/c")
+        );
     }
 }

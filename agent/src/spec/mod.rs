@@ -9,6 +9,7 @@ mod devices;
 mod egress;
 mod oci;
 mod policy;
+mod policy_file;
 mod resources;
 mod rules;
 
@@ -19,10 +20,12 @@ pub use devices::{
 pub use egress::{DisplayRate, Egress, default_burst, parse_bit_rate};
 pub use oci::{Bundle, OciError, load_bundle};
 pub use policy::{NetworkPolicy, Policy, PolicyError, SocketKinds};
+pub use policy_file::{MAX_POLICY_BYTES, read_policy_file};
 pub use resources::{
     CPU_PERIOD_US, CpuQuota, Device, DeviceRate, ResourceError, ResourceLimits, Resources, Swap,
     Value, parse_device_rate, parse_id_list, parse_rate, parse_size,
 };
 pub use rules::{
     Action, CompiledRules, Family, PrefixEntry, Proto, Rule, RuleError, Target, compile,
+    prefix_count,
 };

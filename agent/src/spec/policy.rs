@@ -12,6 +12,7 @@ use super::{
     Value,
     devices::{DevicePolicy, DeviceRule},
     egress::Egress,
+    policy_file::{MAX_POLICY_BYTES, read_policy_file, too_large},
     resources::{ResourceLimits, Resources},
     rules::{self, Rule, RuleError},
 };
@@ -43,6 +44,21 @@ pub struct NetworkPolicy {
     pub audit: bool,
     /// `egress_rate` / `egress_burst`: the outbound rate limit, if any.
     pub egress: Option<Egress>,
+}
+
+impl NetworkPolicy {
+    /// The entries each rule list takes in the kernel's rule map (one per
+    /// distinct address prefix), by field name, for the lists present.
+    pub fn prefix_counts(&self) -> Vec<(&'static str, usize)> {
+        [
+            ("network.connect", &self.connect),
+            ("network.bind", &self.bind),
+            ("network.accept", &self.accept),
+        ]
+        .into_iter()
+        .filter_map(|(field, list)| list.as_deref().map(|l| (field, rules::prefix_count(l))))
+        .collect()
+    }
 }
 
 /// `[network] sockets = { raw = false, packet = false, deny_families = […] }`:
@@ -208,19 +224,28 @@ enum Mode {
 impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
-            file: path.to_path_buf(),
-            line: 0,
-            message: format!("cannot read policy file: {e}"),
-        })?;
-        Self::parse(path, &text)
+        Self::load_with_text(path).map(|(policy, _)| policy)
+    }
+
+    /// Reads and validates a policy file; returns its text too, read once.
+    pub fn load_with_text(path: &Path) -> Result<(Self, String), PolicyError> {
+        let text = read_policy_file(path)?;
+        Self::parse(path, &text).map(|policy| (policy, text))
     }
 
     /// Validates policy text; `path` only names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError {
+                file: path.to_path_buf(),
+                line: 0,
+                message: too_large(),
+            });
+        }
+        let lines = Lines::of(text);
         let error = |offset: usize, message: String| PolicyError {
             file: path.to_path_buf(),
-            line: line_of(text, offset),
+            line: lines.line_of(offset),
             message,
         };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| {
@@ -230,13 +255,13 @@ impl Policy {
         let mut policy = Policy::default();
         if let Some(network) = raw.network {
             if let Some(list) = network.connect {
-                policy.network.connect = Some(rule_list(path, text, "network.connect", list)?);
+                policy.network.connect = Some(rule_list(path, &lines, "network.connect", list)?);
             }
             if let Some(list) = network.bind {
-                policy.network.bind = Some(rule_list(path, text, "network.bind", list)?);
+                policy.network.bind = Some(rule_list(path, &lines, "network.bind", list)?);
             }
             if let Some(list) = network.accept {
-                policy.network.accept = Some(rule_list(path, text, "network.accept", list)?);
+                policy.network.accept = Some(rule_list(path, &lines, "network.accept", list)?);
             }
             if let Some(raw) = network.sockets {
                 let mut denied = Vec::new();
@@ -247,7 +272,7 @@ impl Policy {
                         // table are not reliable, its quoted text is).
                         line: text
                             .find(&format!("{:?}", name.get_ref()))
-                            .map_or_else(|| line_of(text, name.span().start), |o| line_of(text, o)),
+                            .map_or_else(|| lines.line_of(name.span().start), |o| lines.line_of(o)),
                         message: format!(
                             "network.sockets.deny_families: unknown address family {:?} (a name such as \"netlink\" or \"inet6\", or a number)",
                             name.get_ref()
@@ -314,7 +339,7 @@ impl Policy {
 /// or the list's for faults of the list as a whole.
 fn rule_list(
     path: &Path,
-    text: &str,
+    lines: &Lines,
     field: &str,
     list: Spanned<Vec<Spanned<String>>>,
 ) -> Result<Vec<Rule>, PolicyError> {
@@ -323,10 +348,10 @@ fn rule_list(
         line,
         message: format!("{field}: {message}"),
     };
-    let list_line = line_of(text, list.span().start);
+    let list_line = lines.line_of(list.span().start);
     let mut parsed = Vec::new();
     for item in list.into_inner() {
-        let line = line_of(text, item.span().start);
+        let line = lines.line_of(item.span().start);
         let rule = Rule::parse(item.get_ref())
             .map_err(|e: RuleError| error(line, format!("rule {:?}: {e}", item.get_ref())))?;
         parsed.push((rule, line));
@@ -334,14 +359,27 @@ fn rule_list(
     rules::validate_list(parsed).map_err(|(line, msg)| error(line.unwrap_or(list_line), msg))
 }
 
-/// The 1-based line holding byte `offset` of `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+/// Where the lines of a text end, so that the line of each of many
+/// offsets is found by a binary search, not a scan from the start.
+struct Lines {
+    newlines: Vec<usize>,
+}
+
+impl Lines {
+    fn of(text: &str) -> Self {
+        Self {
+            newlines: text
+                .bytes()
+                .enumerate()
+                .filter_map(|(i, b)| (b == b'\n').then_some(i))
+                .collect(),
+        }
+    }
+
+    /// The 1-based line holding byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.newlines.partition_point(|&nl| nl < offset) + 1
+    }
 }
 
 #[cfg(test)]
@@ -549,6 +587,43 @@ io_write_bps = ["254:0 5M"]
         let e = parse(&format!("[devices]\n\nallow = [{}]\n", many.join(", "))).unwrap_err();
         assert_eq!(e.line, 3, "{e}");
         assert!(e.message.contains("at most 256"), "{e}");
+    }
+
+    #[test]
+    fn lines_are_found_by_offset() {
+        let text = "a\nbc\n\nd";
+        let lines = Lines::of(text);
+        let expected = [1, 1, 2, 2, 2, 3, 4, 4];
+        for (offset, line) in expected.iter().enumerate() {
+            assert_eq!(lines.line_of(offset), *line, "offset {offset}");
+        }
+    }
+
+    #[test]
+    fn large_rule_lists_name_the_line_of_the_bad_rule() {
+        let mut text = String::from("[network]\nconnect = [\n");
+        for i in 0..50_000u32 {
+            text.push_str(&format!(
+                "  \"allow tcp 10.{}.{}.0/24\",\n",
+                i >> 8 & 255,
+                i & 255
+            ));
+        }
+        text.push_str("  \"deny tcp 10.0.7.0/24\",\n  \"deny any\",\n]\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, 50_003, "{e}");
+        assert!(e.message.contains("contradicts line 10"), "{e}");
+        let fixed = text.replace("  \"deny tcp 10.0.7.0/24\",\n", "");
+        let p = parse(&fixed).unwrap();
+        assert_eq!(p.network.prefix_counts(), [("network.connect", 50_002)]);
+    }
+
+    #[test]
+    fn policy_text_over_the_bound_is_refused_before_parsing() {
+        let big = format!("# {}\n", "x".repeat(MAX_POLICY_BYTES));
+        let e = parse(&big).unwrap_err();
+        assert_eq!(e.line, 0);
+        assert!(e.message.contains("4 MiB"), "{e}");
     }
 
     #[test]

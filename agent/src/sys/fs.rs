@@ -1,6 +1,15 @@
-//! Filesystem facts the agent needs.
+//! Filesystem facts the agent needs, and path resolution and mount
+//! attributes that nix does not wrap (openat2, mount_setattr).
 
-use std::path::Path;
+use std::{
+    ffi::{CString, OsString},
+    io,
+    os::{
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+        unix::ffi::{OsStrExt, OsStringExt},
+    },
+    path::{Path, PathBuf},
+};
 
 use nix::sys::statfs::{FsType, statfs};
 
@@ -10,4 +19,180 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// True if `path` is the root of a mounted bpffs.
 pub fn is_bpffs(path: &Path) -> bool {
     statfs(path).is_ok_and(|s| s.filesystem_type() == FsType(BPF_FS_MAGIC as _))
+}
+
+/// `CGROUP_SUPER_MAGIC` and `CGROUP2_SUPER_MAGIC` from linux/magic.h.
+const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// True if `path` is on a cgroup filesystem (v1 or v2), by its
+/// filesystem's type, whatever the path is called.
+pub fn is_cgroupfs(path: &Path) -> io::Result<bool> {
+    let kind = statfs(path).map_err(io::Error::from)?.filesystem_type();
+    Ok(kind == FsType(CGROUP_SUPER_MAGIC as _) || kind == FsType(CGROUP2_SUPER_MAGIC as _))
+}
+
+/// Every mount this process sees: (mount point, filesystem type), from
+/// /proc/self/mountinfo.
+pub fn mounts() -> io::Result<Vec<(PathBuf, String)>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            let fstype = right.split(' ').next()?;
+            Some((PathBuf::from(unescape_mountinfo(point)), fstype.to_string()))
+        })
+        .collect())
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> OsString {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let d = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(d, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    OsString::from_vec(out)
+}
+
+/// `struct open_how` of linux/openat2.h (libc's cannot be built outside it).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Opens `path` inside `root` (an absolute `path` counts from `root`) as
+/// an `O_PATH` descriptor, never leaving `root` and refusing any symlink
+/// on the way: a symlink component fails with `ELOOP`.
+pub fn open_in_root(root: &Path, path: &Path) -> io::Result<OwnedFd> {
+    let dir = std::fs::File::open(root)?;
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    let c_path = CString::new(relative.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `dir` is an open descriptor, `c_path` a NUL-terminated string
+    // and `how` an `open_how` of the size passed, all alive for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c_path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor, owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `struct mount_attr` of linux/mount.h.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY` of linux/mount.h.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// Makes the mount `fd` refers to (as an `O_PATH` descriptor of its root)
+/// read-only, and every mount under it too.
+pub fn set_read_only_recursive(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `fd` is open, the path is an empty NUL-terminated string
+    // (AT_EMPTY_PATH: the descriptor itself) and `attr` a `mount_attr` of
+    // the size passed, all alive for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(
+            unescape_mountinfo(r"/a\040b\134c"),
+            OsString::from(r"/a b\c")
+        );
+        assert_eq!(unescape_mountinfo(r"/plain\0"), OsString::from(r"/plain\0"));
+    }
+
+    #[test]
+    fn open_in_root_refuses_symlinks_and_stays_inside() {
+        let dir = std::env::temp_dir().join(format!("palisade-openat2-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real/sub")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("abs")).unwrap();
+        std::os::unix::fs::symlink("real", dir.join("rel")).unwrap();
+        assert!(open_in_root(&dir, Path::new("/real/sub")).is_ok());
+        assert!(open_in_root(&dir, Path::new("/")).is_ok());
+        for path in ["/abs", "/abs/passwd", "/rel/sub"] {
+            let e = open_in_root(&dir, Path::new(path)).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{path}");
+        }
+        let e = open_in_root(&dir, Path::new("/missing")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cgroupfs_is_told_by_type() {
+        assert!(!is_cgroupfs(Path::new("/")).unwrap());
+        let cgroup = mounts()
+            .unwrap()
+            .into_iter()
+            .find(|(_, fstype)| fstype == "cgroup2" || fstype == "cgroup")
+            .expect("a cgroup mount");
+        assert!(is_cgroupfs(&cgroup.0).unwrap());
+    }
 }

@@ -65,6 +65,10 @@ impl Cx {
         if !dest.is_absolute() {
             return Err(self.err(field, "the destination must be an absolute path"));
         }
+        let dest = match crate::runtime::rootfs::destination(dest) {
+            Ok(d) => d,
+            Err(why) => return Err(self.err(field, why)),
+        };
         self.refuse(
             m.uid_mappings().is_some() || m.gid_mappings().is_some(),
             &field,
@@ -100,7 +104,7 @@ impl Cx {
         }
         Ok(Some(BindMount {
             source,
-            target: dest.clone(),
+            target: dest,
             read_only,
         }))
     }

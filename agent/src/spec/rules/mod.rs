@@ -14,26 +14,30 @@
 //! protocol, the next shorter covering prefix is consulted, down to the
 //! default (`allow any` / `deny any`), which every list must have. IPv4
 //! rules also judge IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`); IPv6 rules
-//! never match IPv4 peers.
+//! never match IPv4 peers, so an IPv6 rule inside `::ffff:0:0/96` could
+//! never match anything and is refused, naming the IPv4 rule meant.
+//!
+//! Compilation and the checks of a whole list are in `compile`.
 
 use std::{
-    collections::BTreeMap,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use palisade_common::{
-    MAX_PORT_RULES, PROTO_ANY, PROTO_TCP, PROTO_UDP, PortRule, VERDICT_ALLOW, VERDICT_DENY,
-};
 use thiserror::Error;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+mod compile;
+
+pub(crate) use compile::validate_list;
+pub use compile::{CompiledRules, PrefixEntry, compile, prefix_count};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Allow,
     Deny,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
     Any,
     Tcp,
@@ -56,7 +60,7 @@ impl Family {
 }
 
 /// What a rule's address part covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Target {
     /// Every address of both families.
     Any,
@@ -101,7 +105,14 @@ pub enum RuleError {
     BadPort(String),
     #[error("port range {0}-{1} is reversed")]
     ReversedRange(u16, u16),
+    #[error(
+        "{given} lies inside ::ffff:0:0/96 and can never match: IPv4 peers, IPv4-mapped ones included, are judged by IPv4 rules only; did you mean \"{suggest}\"?"
+    )]
+    MappedV6 { given: String, suggest: String },
 }
+
+/// `::ffff:0:0/96`, top-aligned: the IPv4-mapped IPv6 addresses.
+const V4_MAPPED: u128 = 0xffff << 32;
 
 const ALL_PORTS: (u16, u16) = (0, u16::MAX);
 
@@ -132,22 +143,61 @@ impl Rule {
             }
         };
         let (target, ports) = parse_target(target)?;
-        Ok(Rule {
+        let rule = Rule {
             action,
             proto,
             target,
             ports,
             line: 0,
+        };
+        match rule.ipv4_meant() {
+            Some(meant) => Err(RuleError::MappedV6 {
+                given: match target {
+                    Target::Net { addr, prefix, .. } => {
+                        format!("{}/{prefix}", Ipv6Addr::from(addr))
+                    }
+                    Target::Any => unreachable!("only an IPv6 network is mapped"),
+                },
+                suggest: meant.to_string(),
+            }),
+            None => Ok(rule),
+        }
+    }
+
+    /// For an IPv6 rule wholly inside `::ffff:0:0/96` (which no peer ever
+    /// matches, as mapped peers are judged as IPv4), the IPv4 rule with the
+    /// same action, protocol and ports.
+    fn ipv4_meant(&self) -> Option<Rule> {
+        let Target::Net {
+            family: Family::V6,
+            addr,
+            prefix,
+        } = self.target
+        else {
+            return None;
+        };
+        if prefix < 96 || addr & mask(96) != V4_MAPPED {
+            return None;
+        }
+        Some(Rule {
+            target: Target::Net {
+                family: Family::V4,
+                addr: (addr & u128::from(u32::MAX)) << 96,
+                prefix: prefix - 96,
+            },
+            ..self.clone()
         })
+    }
+
+    /// What a rule matches, without its verdict: two rules with the same
+    /// key and opposite actions contradict each other.
+    fn match_key(&self) -> (Target, Proto, (u16, u16)) {
+        (self.target, self.proto, self.ports)
     }
 
     /// True for the list's default: `allow any` or `deny any`.
     pub fn is_default(&self) -> bool {
         self.target == Target::Any && self.proto == Proto::Any && self.ports == ALL_PORTS
-    }
-
-    fn same_match(&self, other: &Rule) -> bool {
-        self.target == other.target && self.proto == other.proto && self.ports == other.ports
     }
 }
 
@@ -306,147 +356,10 @@ const fn mask(prefix: u8) -> u128 {
     }
 }
 
-/// Checks a whole list: it needs a default, no two rules may match the same
-/// traffic with opposite verdicts, and it must compile. Errors carry the
-/// line of the rule at fault (`None`: the list as a whole).
-pub(crate) fn validate_list(
-    parsed: Vec<(Rule, usize)>,
-) -> Result<Vec<Rule>, (Option<usize>, String)> {
-    let mut rules: Vec<Rule> = Vec::with_capacity(parsed.len());
-    for (mut rule, line) in parsed {
-        rule.line = line;
-        if let Some(earlier) = rules
-            .iter()
-            .find(|r| r.same_match(&rule) && r.action != rule.action)
-        {
-            return Err((
-                Some(line),
-                format!(
-                    "rule \"{rule}\" contradicts line {} (same addresses, protocol and ports)",
-                    earlier.line
-                ),
-            ));
-        }
-        rules.push(rule);
-    }
-    if !rules.iter().any(Rule::is_default) {
-        return Err((
-            None,
-            "no default rule: end the list with \"allow any\" or \"deny any\"".to_string(),
-        ));
-    }
-    compile(&rules).map_err(|e| (None, e))?;
-    Ok(rules)
-}
-
-/// One longest-prefix-match entry: every rule that can decide for peers
-/// whose longest covering prefix is this one, in priority order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrefixEntry {
-    pub family: Family,
-    /// Top-aligned, masked to `prefix`.
-    pub addr: u128,
-    pub prefix: u8,
-    pub rules: Vec<PortRule>,
-}
-
-impl PrefixEntry {
-    /// The address as the kernel sees it in memory: four words, each holding
-    /// four bytes in network order.
-    pub fn words(&self) -> [u32; 4] {
-        let bytes = self.addr.to_be_bytes();
-        std::array::from_fn(|i| {
-            u32::from_ne_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"))
-        })
-    }
-}
-
-/// A rule list compiled for the kernel maps.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CompiledRules {
-    pub entries: Vec<PrefixEntry>,
-}
-
-/// Compiles rules into prefix entries, each carrying its inherited rules so
-/// that one longest-prefix lookup decides.
-pub fn compile(rules: &[Rule]) -> Result<CompiledRules, String> {
-    // Rules grouped by the prefix they name, in list order; `any` names
-    // the zero-length prefix of both families.
-    let mut by_prefix: BTreeMap<(Family, u128, u8), Vec<&Rule>> = BTreeMap::new();
-    for r in rules {
-        match r.target {
-            Target::Any => {
-                for family in [Family::V4, Family::V6] {
-                    by_prefix.entry((family, 0, 0)).or_default().push(r);
-                }
-            }
-            Target::Net {
-                family,
-                addr,
-                prefix,
-            } => by_prefix.entry((family, addr, prefix)).or_default().push(r),
-        }
-    }
-
-    let mut entries = Vec::with_capacity(by_prefix.len());
-    for &(family, addr, prefix) in by_prefix.keys() {
-        let mut port_rules = Vec::new();
-        // Covering prefixes, longest first; each one's rules by port width,
-        // then protocol, then list order (the sort is stable).
-        'walk: for len in (0..=prefix).rev() {
-            let Some(own) = by_prefix.get(&(family, addr & mask(len), len)) else {
-                continue;
-            };
-            let mut own = own.clone();
-            own.sort_by_key(|r| (r.ports.1 - r.ports.0, r.proto == Proto::Any));
-            for r in own {
-                port_rules.push(port_rule(r));
-                // A rule for every port and protocol shadows all that follow.
-                if r.proto == Proto::Any && r.ports == ALL_PORTS {
-                    break 'walk;
-                }
-            }
-        }
-        if port_rules.len() > MAX_PORT_RULES {
-            return Err(format!(
-                "{} rules apply to {} (at most {MAX_PORT_RULES} per address prefix, counting those of covering prefixes)",
-                port_rules.len(),
-                Target::Net {
-                    family,
-                    addr,
-                    prefix
-                },
-            ));
-        }
-        entries.push(PrefixEntry {
-            family,
-            addr,
-            prefix,
-            rules: port_rules,
-        });
-    }
-    Ok(CompiledRules { entries })
-}
-
-fn port_rule(r: &Rule) -> PortRule {
-    PortRule {
-        port_lo: r.ports.0,
-        port_hi: r.ports.1,
-        proto: match r.proto {
-            Proto::Any => PROTO_ANY,
-            Proto::Tcp => PROTO_TCP,
-            Proto::Udp => PROTO_UDP,
-        },
-        verdict: match r.action {
-            Action::Allow => VERDICT_ALLOW,
-            Action::Deny => VERDICT_DENY,
-        },
-        _pad: [0; 2],
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use palisade_common::{PROTO_TCP, PROTO_UDP};
+
     use super::*;
 
     fn rule(text: &str) -> Rule {
@@ -475,19 +388,7 @@ mod tests {
                 None => (Family::V6, u128::from(v6)),
             },
         };
-        let entry = compiled
-            .entries
-            .iter()
-            .filter(|e| e.family == family && addr & mask(e.prefix) == e.addr)
-            .max_by_key(|e| e.prefix)
-            .expect("default covers everything");
-        entry
-            .rules
-            .iter()
-            .find(|r| {
-                (r.proto == PROTO_ANY || r.proto == proto) && r.port_lo <= port && port <= r.port_hi
-            })
-            .is_some_and(|r| r.verdict == VERDICT_ALLOW)
+        compile::lookup(&compiled, family, addr, proto, port)
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -592,6 +493,49 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_rules_inside_the_mapped_range_are_refused_with_the_ipv4_rule_meant() {
+        let meant = |text: &str| match Rule::parse(text) {
+            Err(RuleError::MappedV6 { suggest, .. }) => suggest,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(
+            meant("deny tcp ::ffff:127.0.0.1/128"),
+            "deny tcp 127.0.0.1/32"
+        );
+        assert_eq!(meant("deny tcp ::ffff:127.0.0.1"), "deny tcp 127.0.0.1/32");
+        assert_eq!(
+            meant("allow udp [::ffff:10.0.0.0/104]:53"),
+            "allow udp 10.0.0.0/8:53"
+        );
+        assert_eq!(
+            meant("allow [::ffff:0:0/96]:1000-2000"),
+            "allow any 0.0.0.0/0:1000-2000"
+        );
+        assert_eq!(meant("deny tcp ::ffff:7f00:1/128"), "deny tcp 127.0.0.1/32");
+        // The suggestion parses, as the rule it names.
+        let fixed = rule(&meant("deny tcp [::ffff:192.168.1.0/120]:22"));
+        assert_eq!(fixed.to_string(), "deny tcp 192.168.1.0/24:22");
+        let e = Rule::parse("deny tcp ::ffff:127.0.0.1/128").unwrap_err();
+        assert!(e.to_string().contains("::ffff:127.0.0.1/128"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("did you mean \"deny tcp 127.0.0.1/32\""),
+            "{e}"
+        );
+        // Prefixes reaching beyond the mapped range match real IPv6 peers.
+        for text in [
+            "deny ::/0",
+            "deny ::/80",
+            "deny ::fffe:0:0/95",
+            "deny ::fffe:0:0/96",
+            "deny ::1:ffff:0:0/112",
+            "deny 64:ff9b::7f00:1/128",
+        ] {
+            assert!(Rule::parse(text).is_ok(), "{text}");
+        }
+    }
+
+    #[test]
     fn list_needs_a_default_and_no_contradictions() {
         let one = |t: &str| (rule(t), 1);
         assert!(
@@ -685,7 +629,7 @@ mod tests {
     /// The README's example policy parses, and judges as the README says.
     #[test]
     fn readme_example_holds() {
-        let readme = include_str!("../../../README.md");
+        let readme = include_str!("../../../../README.md");
         let start = readme.find("```toml\n").expect("a toml block") + 8;
         let block = &readme[start..start + readme[start..].find("```").unwrap()];
         let policy = crate::spec::Policy::parse(std::path::Path::new("README.md"), block).unwrap();
