@@ -6,12 +6,18 @@
 //!
 //! Attach point: the container's cgroup v2 directory
 //! (BPF_CGROUP_INET_INGRESS, Linux 4.10), run for every packet delivered
-//! to one of the container's sockets. A TCP SYN (without ACK) or a UDP
-//! datagram from a peer the `accept` rules refuse is dropped (return 0):
-//! the client sees no reset, its connect times out. Everything else
-//! passes: established flows, other protocols, packets it cannot parse.
-//! A packet that passes is counted as received by the socket's own cgroup.
-//! Reads `CGROUP_POLICY` and `CONNECT_RULES`; writes `USAGE`.
+//! to one of the container's sockets. A TCP SYN (without ACK) is judged
+//! first by the `bind` rules, on its destination address and port (the
+//! container's local ones): a listener is a port the container serves,
+//! and `listen()` on an unbound socket binds it to an ephemeral port
+//! without running the bind hooks, so this is where such a port is
+//! judged; a refusal is reported as a bind refusal. Then a TCP SYN or a
+//! UDP datagram from a peer the `accept` rules refuse is dropped. A
+//! dropped packet (return 0) gives the client no reset: its connect times
+//! out. Everything else passes: established flows, other protocols,
+//! packets it cannot parse. A packet that passes is counted as received
+//! by the socket's own cgroup. Reads `CGROUP_POLICY` and `CONNECT_RULES`;
+//! writes `USAGE`.
 //!
 //! ## Accounting (both)
 //!
@@ -29,7 +35,7 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use palisade_common::{
-    FAMILY_V4, FAMILY_V6, HOOK_ACCEPT, PROTO_TCP, PROTO_UDP, USAGE_V4, USAGE_V6,
+    FAMILY_V4, FAMILY_V6, HOOK_ACCEPT, HOOK_BIND, PROTO_TCP, PROTO_UDP, USAGE_V4, USAGE_V6,
 };
 
 use crate::{
@@ -168,7 +174,8 @@ fn judge(ctx: &SkBuffContext) -> i32 {
     let Ok(first) = ctx.load::<u8>(0) else {
         return ALLOW;
     };
-    let (family, peer, proto, l4) = match first >> 4 {
+    // (family, peer address, local address, protocol, offset of layer 4)
+    let (family, peer, local, proto, l4) = match first >> 4 {
         4 => {
             let Ok(proto) = ctx.load::<u8>(9) else {
                 return ALLOW;
@@ -180,12 +187,13 @@ fn judge(ctx: &SkBuffContext) -> i32 {
             if u16::from_be(frag) & 0x1fff != 0 {
                 return ALLOW;
             }
-            let Ok(src) = ctx.load::<u32>(12) else {
+            let (Ok(src), Ok(dst)) = (ctx.load::<u32>(12), ctx.load::<u32>(16)) else {
                 return ALLOW;
             };
             (
                 FAMILY_V4,
                 [src, 0, 0, 0],
+                [dst, 0, 0, 0],
                 proto,
                 usize::from(first & 0x0f) * 4,
             )
@@ -195,15 +203,10 @@ fn judge(ctx: &SkBuffContext) -> i32 {
             let Ok(proto) = ctx.load::<u8>(6) else {
                 return ALLOW;
             };
-            let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
-                ctx.load::<u32>(8),
-                ctx.load::<u32>(12),
-                ctx.load::<u32>(16),
-                ctx.load::<u32>(20),
-            ) else {
+            let (Some(src), Some(dst)) = (v6_at(ctx, 8), v6_at(ctx, 24)) else {
                 return ALLOW;
             };
-            (FAMILY_V6, [a, b, c, d], proto, 40)
+            (FAMILY_V6, src, dst, proto, 40)
         }
         _ => return ALLOW,
     };
@@ -222,21 +225,34 @@ fn judge(ctx: &SkBuffContext) -> i32 {
     let Ok(port) = ctx.load::<u16>(l4 + 2) else {
         return ALLOW;
     };
-    let (family, peer) = normalise(family, peer);
-    let skb = ctx.skb.skb;
     let port = u16::from_be(port);
-    let decision = decide_for(
-        // SAFETY: `skb` is the program's own context; the helper only reads
-        // the socket's cgroup, and returns 0 past its level.
-        |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) },
-        List::Accept,
-        family,
-        peer,
-        port,
-        proto,
-    );
+    let skb = ctx.skb.skb;
+    // SAFETY: `skb` is the program's own context; the helper only reads
+    // the socket's cgroup, and returns 0 past its level.
+    let ancestor = |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) };
     // SAFETY: as above.
     let cgroup = unsafe { bpf_skb_cgroup_id(skb.cast()) };
+    if proto == PROTO_TCP {
+        // A connection opened to the container: the port it serves, judged
+        // as a bind of the SYN's destination would be.
+        let (family, local) = normalise(family, local);
+        let decision = decide_for(ancestor, List::Bind, family, local, port, proto);
+        let refusal = Refusal {
+            cgroup,
+            hook: HOOK_BIND,
+            verdict: 0,
+            family,
+            addr: local,
+            port,
+            proto,
+            task: false,
+        };
+        if conclude(decision, refusal) != 1 {
+            return DENY;
+        }
+    }
+    let (family, peer) = normalise(family, peer);
+    let decision = decide_for(ancestor, List::Accept, family, peer, port, proto);
     let refusal = Refusal {
         cgroup,
         hook: HOOK_ACCEPT,
@@ -252,4 +268,18 @@ fn judge(ctx: &SkBuffContext) -> i32 {
     } else {
         DENY
     }
+}
+
+/// The IPv6 address at `offset` of the packet, as four words in memory order.
+#[inline(always)]
+fn v6_at(ctx: &SkBuffContext, offset: usize) -> Option<[u32; 4]> {
+    let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
+        ctx.load::<u32>(offset),
+        ctx.load::<u32>(offset + 4),
+        ctx.load::<u32>(offset + 8),
+        ctx.load::<u32>(offset + 12),
+    ) else {
+        return None;
+    };
+    Some([a, b, c, d])
 }

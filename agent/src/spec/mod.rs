@@ -11,6 +11,7 @@ mod oci;
 mod policy;
 mod resources;
 mod rules;
+mod sockets;
 
 pub use devices::{
     DEFAULT_DEVICES, DevicePolicy, DeviceRule, DeviceRuleError, DeviceType, access_letters,
@@ -18,7 +19,7 @@ pub use devices::{
 };
 pub use egress::{DisplayRate, Egress, default_burst, parse_bit_rate};
 pub use oci::{Bundle, OciError, load_bundle};
-pub use policy::{NetworkPolicy, Policy, PolicyError, SocketKinds};
+pub use policy::{NetworkPolicy, Policy, PolicyError, SecurityPolicy};
 pub use resources::{
     CPU_PERIOD_US, CpuQuota, Device, DeviceRate, ResourceError, ResourceLimits, Resources, Swap,
     Value, parse_device_rate, parse_id_list, parse_rate, parse_size,
@@ -26,3 +27,4 @@ pub use resources::{
 pub use rules::{
     Action, CompiledRules, Family, PrefixEntry, Proto, Rule, RuleError, Target, compile,
 };
+pub use sockets::SocketKinds;
