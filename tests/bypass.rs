@@ -181,6 +181,59 @@ fn io_uring_with_a_seccomp_socket_restriction_is_refused() {
     assert_eq!(sockets(&out.stdout).setup, "EPERM", "still refused");
 }
 
+/// An OCI bundle (`--bundle`, busybox rootfs with the workload bound at
+/// /mnt) gets the same filter: io_uring refused, unless `--policy` allows it.
+#[test]
+fn an_oci_bundle_gets_the_same_filter() {
+    let sb = Sandbox::new("uring-oci");
+    compile_workload(&sb.dir, "uring_socket");
+    let rootfs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rootfs/busybox");
+    assert!(
+        rootfs.join("mnt").is_dir(),
+        "no busybox rootfs at {}: run `cargo xtask rootfs`",
+        rootfs.display()
+    );
+    let bundle = sb.dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/mnt/uring_socket"],
+            "cwd": "/",
+        },
+        "root": {"path": rootfs, "readonly": true},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/mnt", "type": "bind", "source": sb.dir, "options": ["rbind", "ro"]},
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}],
+        },
+    });
+    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+    let out = sb.run_bundle(&bundle);
+    assert!(out.status.success(), "{}", describe(&out));
+    let got = sockets(&out.stdout);
+    assert_eq!(got.setup, "EPERM");
+    assert!(got.families.iter().all(|(_, _, uring)| uring == "EPERM"));
+
+    let on = sb.policy("[security]\nio_uring = true\n");
+    let out = sb
+        .palisade()
+        .args(["run", "--name", &sb.name, "--policy"])
+        .arg(&on)
+        .arg("--bundle")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let got = sockets(&out.stdout);
+    assert_eq!(got.setup, "ok");
+    assert_eq!(got.families[5], ("inet".into(), "ok".into(), "ok".into()));
+}
+
 /// A container running `script` (python3) in the foreground, its stdout
 /// read line by line.
 struct Server {
