@@ -90,7 +90,11 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
 
 #[cgroup_skb(ingress)]
 pub fn ingress(ctx: SkBuffContext) -> i32 {
-    if judge(&ctx) == DENY {
+    // Two passes over the headers, each reading the packet itself: nothing
+    // of the first is live in the second, so the verifier's paths out of
+    // the bind judgement join before the accept judgement (sharing the
+    // parsed values, it walked the latter again for many of them).
+    if syn_bind(&ctx) == DENY || judge(&ctx) == DENY {
         return 0;
     }
     account(&ctx, Direction::Received);
@@ -169,98 +173,73 @@ fn headers(ctx: &SkBuffContext, ip_header: usize, proto_at: usize) -> u64 {
     ip_header as u64 + l4
 }
 
+/// A TCP SYN (without ACK) judged by the `bind` rules: its destination
+/// address and port are the container's local ones, the port it serves
+/// (a listener the kernel bound itself, at `listen()`, was never judged by
+/// the bind hooks). ALLOW for anything else.
 #[inline(always)]
-fn judge(ctx: &SkBuffContext) -> i32 {
+fn syn_bind(ctx: &SkBuffContext) -> i32 {
     let Ok(first) = ctx.load::<u8>(0) else {
         return ALLOW;
     };
-    // (family, peer address, local address, protocol, offset of layer 4)
-    let (family, peer, local, proto, l4) = match first >> 4 {
+    let (family, local, proto, l4) = match first >> 4 {
         4 => {
-            let Ok(proto) = ctx.load::<u8>(9) else {
+            let (Ok(proto), Ok(frag), Ok(dst)) =
+                (ctx.load::<u8>(9), ctx.load::<u16>(6), ctx.load::<u32>(16))
+            else {
                 return ALLOW;
             };
-            // Later fragments carry no ports; the first one was judged.
-            let Ok(frag) = ctx.load::<u16>(6) else {
-                return ALLOW;
-            };
+            // A SYN is never a later fragment.
             if u16::from_be(frag) & 0x1fff != 0 {
                 return ALLOW;
             }
-            let (Ok(src), Ok(dst)) = (ctx.load::<u32>(12), ctx.load::<u32>(16)) else {
-                return ALLOW;
-            };
             (
                 FAMILY_V4,
-                [src, 0, 0, 0],
                 [dst, 0, 0, 0],
                 proto,
                 usize::from(first & 0x0f) * 4,
             )
         }
         6 => {
-            // Only TCP or UDP right after the fixed header is judged.
-            let Ok(proto) = ctx.load::<u8>(6) else {
+            let (Ok(proto), Some(dst)) = (ctx.load::<u8>(6), v6_at(ctx, 24)) else {
                 return ALLOW;
             };
-            let (Some(src), Some(dst)) = (v6_at(ctx, 8), v6_at(ctx, 24)) else {
-                return ALLOW;
-            };
-            (FAMILY_V6, src, dst, proto, 40)
+            (FAMILY_V6, dst, proto, 40)
         }
         _ => return ALLOW,
     };
-    match proto {
-        PROTO_TCP => {
-            let Ok(flags) = ctx.load::<u8>(l4 + 13) else {
-                return ALLOW;
-            };
-            if flags & TCP_SYN == 0 || flags & TCP_ACK != 0 {
-                return ALLOW;
-            }
-        }
-        PROTO_UDP => {}
-        _ => return ALLOW,
+    if proto != PROTO_TCP {
+        return ALLOW;
     }
-    let Ok(port) = ctx.load::<u16>(l4 + 2) else {
+    let (Ok(flags), Ok(port)) = (ctx.load::<u8>(l4 + 13), ctx.load::<u16>(l4 + 2)) else {
         return ALLOW;
     };
+    if flags & TCP_SYN == 0 || flags & TCP_ACK != 0 {
+        return ALLOW;
+    }
     let port = u16::from_be(port);
+    let (family, local) = normalise(family, local);
     let skb = ctx.skb.skb;
-    // SAFETY: `skb` is the program's own context; the helper only reads
-    // the socket's cgroup, and returns 0 past its level.
-    let ancestor = |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) };
+    let decision = decide_for(
+        // SAFETY: `skb` is the program's own context; the helper only reads
+        // the socket's cgroup, and returns 0 past its level.
+        |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) },
+        List::Bind,
+        family,
+        local,
+        port,
+        PROTO_TCP,
+    );
     // SAFETY: as above.
     let cgroup = unsafe { bpf_skb_cgroup_id(skb.cast()) };
-    if proto == PROTO_TCP {
-        // A connection opened to the container: the port it serves, judged
-        // as a bind of the SYN's destination would be.
-        let (family, local) = normalise(family, local);
-        let decision = decide_for(ancestor, List::Bind, family, local, port, proto);
-        let refusal = Refusal {
-            cgroup,
-            hook: HOOK_BIND,
-            verdict: 0,
-            family,
-            addr: local,
-            port,
-            proto,
-            task: false,
-        };
-        if conclude(decision, refusal) != 1 {
-            return DENY;
-        }
-    }
-    let (family, peer) = normalise(family, peer);
-    let decision = decide_for(ancestor, List::Accept, family, peer, port, proto);
     let refusal = Refusal {
         cgroup,
-        hook: HOOK_ACCEPT,
+        hook: HOOK_BIND,
         verdict: 0,
         family,
-        addr: peer,
+        addr: local,
         port,
-        proto,
+        proto: PROTO_TCP,
         task: false,
     };
     if conclude(decision, refusal) == 1 {
@@ -282,4 +261,95 @@ fn v6_at(ctx: &SkBuffContext, offset: usize) -> Option<[u32; 4]> {
         return None;
     };
     Some([a, b, c, d])
+}
+
+#[inline(always)]
+fn judge(ctx: &SkBuffContext) -> i32 {
+    let Ok(first) = ctx.load::<u8>(0) else {
+        return ALLOW;
+    };
+    let (family, peer, proto, l4) = match first >> 4 {
+        4 => {
+            let Ok(proto) = ctx.load::<u8>(9) else {
+                return ALLOW;
+            };
+            // Later fragments carry no ports; the first one was judged.
+            let Ok(frag) = ctx.load::<u16>(6) else {
+                return ALLOW;
+            };
+            if u16::from_be(frag) & 0x1fff != 0 {
+                return ALLOW;
+            }
+            let Ok(src) = ctx.load::<u32>(12) else {
+                return ALLOW;
+            };
+            (
+                FAMILY_V4,
+                [src, 0, 0, 0],
+                proto,
+                usize::from(first & 0x0f) * 4,
+            )
+        }
+        6 => {
+            // Only TCP or UDP right after the fixed header is judged.
+            let Ok(proto) = ctx.load::<u8>(6) else {
+                return ALLOW;
+            };
+            let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
+                ctx.load::<u32>(8),
+                ctx.load::<u32>(12),
+                ctx.load::<u32>(16),
+                ctx.load::<u32>(20),
+            ) else {
+                return ALLOW;
+            };
+            (FAMILY_V6, [a, b, c, d], proto, 40)
+        }
+        _ => return ALLOW,
+    };
+    match proto {
+        PROTO_TCP => {
+            let Ok(flags) = ctx.load::<u8>(l4 + 13) else {
+                return ALLOW;
+            };
+            if flags & TCP_SYN == 0 || flags & TCP_ACK != 0 {
+                return ALLOW;
+            }
+        }
+        PROTO_UDP => {}
+        _ => return ALLOW,
+    }
+    let Ok(port) = ctx.load::<u16>(l4 + 2) else {
+        return ALLOW;
+    };
+    let (family, peer) = normalise(family, peer);
+    let skb = ctx.skb.skb;
+    let port = u16::from_be(port);
+    let decision = decide_for(
+        // SAFETY: `skb` is the program's own context; the helper only reads
+        // the socket's cgroup, and returns 0 past its level.
+        |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) },
+        List::Accept,
+        family,
+        peer,
+        port,
+        proto,
+    );
+    // SAFETY: as above.
+    let cgroup = unsafe { bpf_skb_cgroup_id(skb.cast()) };
+    let refusal = Refusal {
+        cgroup,
+        hook: HOOK_ACCEPT,
+        verdict: 0,
+        family,
+        addr: peer,
+        port,
+        proto,
+        task: false,
+    };
+    if conclude(decision, refusal) == 1 {
+        ALLOW
+    } else {
+        DENY
+    }
 }
