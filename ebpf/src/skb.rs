@@ -6,12 +6,18 @@
 //!
 //! Attach point: the container's cgroup v2 directory
 //! (BPF_CGROUP_INET_INGRESS, Linux 4.10), run for every packet delivered
-//! to one of the container's sockets. A TCP SYN (without ACK) or a UDP
-//! datagram from a peer the `accept` rules refuse is dropped (return 0):
-//! the client sees no reset, its connect times out. Everything else
-//! passes: established flows, other protocols, packets it cannot parse.
-//! A packet that passes is counted as received by the socket's own cgroup.
-//! Reads `CGROUP_POLICY` and `CONNECT_RULES`; writes `USAGE`.
+//! to one of the container's sockets. A TCP SYN (without ACK) is judged
+//! first by the `bind` rules, on its destination address and port (the
+//! container's local ones): a listener is a port the container serves,
+//! and `listen()` on an unbound socket binds it to an ephemeral port
+//! without running the bind hooks, so this is where such a port is
+//! judged; a refusal is reported as a bind refusal. Then a TCP SYN or a
+//! UDP datagram from a peer the `accept` rules refuse is dropped. A
+//! dropped packet (return 0) gives the client no reset: its connect times
+//! out. Everything else passes: established flows, other protocols,
+//! packets it cannot parse. A packet that passes is counted as received
+//! by the socket's own cgroup. Reads `CGROUP_POLICY` and `CONNECT_RULES`;
+//! writes `USAGE`.
 //!
 //! ## Accounting (both)
 //!
@@ -29,7 +35,7 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use palisade_common::{
-    FAMILY_V4, FAMILY_V6, HOOK_ACCEPT, PROTO_TCP, PROTO_UDP, USAGE_V4, USAGE_V6,
+    FAMILY_V4, FAMILY_V6, HOOK_ACCEPT, HOOK_BIND, PROTO_TCP, PROTO_UDP, USAGE_V4, USAGE_V6,
 };
 
 use crate::{
@@ -84,7 +90,11 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
 
 #[cgroup_skb(ingress)]
 pub fn ingress(ctx: SkBuffContext) -> i32 {
-    if judge(&ctx) == DENY {
+    // Two passes over the headers, each reading the packet itself: nothing
+    // of the first is live in the second, so the verifier's paths out of
+    // the bind judgement join before the accept judgement (sharing the
+    // parsed values, it walked the latter again for many of them).
+    if syn_bind(&ctx) == DENY || judge(&ctx) == DENY {
         return 0;
     }
     account(&ctx, Direction::Received);
@@ -161,6 +171,96 @@ fn headers(ctx: &SkBuffContext, ip_header: usize, proto_at: usize) -> u64 {
         _ => 0,
     };
     ip_header as u64 + l4
+}
+
+/// A TCP SYN (without ACK) judged by the `bind` rules: its destination
+/// address and port are the container's local ones, the port it serves
+/// (a listener the kernel bound itself, at `listen()`, was never judged by
+/// the bind hooks). ALLOW for anything else.
+#[inline(always)]
+fn syn_bind(ctx: &SkBuffContext) -> i32 {
+    let Ok(first) = ctx.load::<u8>(0) else {
+        return ALLOW;
+    };
+    let (family, local, proto, l4) = match first >> 4 {
+        4 => {
+            let (Ok(proto), Ok(frag), Ok(dst)) =
+                (ctx.load::<u8>(9), ctx.load::<u16>(6), ctx.load::<u32>(16))
+            else {
+                return ALLOW;
+            };
+            // A SYN is never a later fragment.
+            if u16::from_be(frag) & 0x1fff != 0 {
+                return ALLOW;
+            }
+            (
+                FAMILY_V4,
+                [dst, 0, 0, 0],
+                proto,
+                usize::from(first & 0x0f) * 4,
+            )
+        }
+        6 => {
+            let (Ok(proto), Some(dst)) = (ctx.load::<u8>(6), v6_at(ctx, 24)) else {
+                return ALLOW;
+            };
+            (FAMILY_V6, dst, proto, 40)
+        }
+        _ => return ALLOW,
+    };
+    if proto != PROTO_TCP {
+        return ALLOW;
+    }
+    let (Ok(flags), Ok(port)) = (ctx.load::<u8>(l4 + 13), ctx.load::<u16>(l4 + 2)) else {
+        return ALLOW;
+    };
+    if flags & TCP_SYN == 0 || flags & TCP_ACK != 0 {
+        return ALLOW;
+    }
+    let port = u16::from_be(port);
+    let (family, local) = normalise(family, local);
+    let skb = ctx.skb.skb;
+    let decision = decide_for(
+        // SAFETY: `skb` is the program's own context; the helper only reads
+        // the socket's cgroup, and returns 0 past its level.
+        |level| unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) },
+        List::Bind,
+        family,
+        local,
+        port,
+        PROTO_TCP,
+    );
+    // SAFETY: as above.
+    let cgroup = unsafe { bpf_skb_cgroup_id(skb.cast()) };
+    let refusal = Refusal {
+        cgroup,
+        hook: HOOK_BIND,
+        verdict: 0,
+        family,
+        addr: local,
+        port,
+        proto: PROTO_TCP,
+        task: false,
+    };
+    if conclude(decision, refusal) == 1 {
+        ALLOW
+    } else {
+        DENY
+    }
+}
+
+/// The IPv6 address at `offset` of the packet, as four words in memory order.
+#[inline(always)]
+fn v6_at(ctx: &SkBuffContext, offset: usize) -> Option<[u32; 4]> {
+    let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
+        ctx.load::<u32>(offset),
+        ctx.load::<u32>(offset + 4),
+        ctx.load::<u32>(offset + 8),
+        ctx.load::<u32>(offset + 12),
+    ) else {
+        return None;
+    };
+    Some([a, b, c, d])
 }
 
 #[inline(always)]

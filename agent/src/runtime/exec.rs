@@ -100,7 +100,7 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
                 .map_err(setup("join the container's pid and time namespaces"))?;
         }
     }
-    let seccomp = security::seccomp_for(&state.exec.denied_families)?;
+    let seccomp = security::seccomp_for(&state.exec.denied_families, state.exec.io_uring)?;
     let caps = security::CapSet::from_bits(state.exec.caps);
     let user = state
         .exec

@@ -61,6 +61,7 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
             user: spec.user.as_ref().map(|u| (u.uid, u.gid)),
             caps: spec.caps.bits(),
             denied_families: spec.policy.network.sockets.seccomp_families(),
+            io_uring: spec.policy.security.io_uring,
         },
     };
     let argv = cstrings(&spec.command)?;
@@ -334,7 +335,10 @@ fn start(
     };
 
     // Compiled here: the child must not allocate more than it has to.
-    let seccomp = security::seccomp_for(&spec.policy.network.sockets.seccomp_families())?;
+    let seccomp = security::seccomp_for(
+        &spec.policy.network.sockets.seccomp_families(),
+        spec.policy.security.io_uring,
+    )?;
     let (go_read, go_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
     let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
     let signals = supervise::signals();

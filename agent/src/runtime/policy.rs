@@ -84,6 +84,13 @@ pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(),
             why: "cannot change on a running container (its seccomp filter enforces them)",
         });
     }
+    if state.exec.io_uring != policy.security.io_uring {
+        return Err(RuntimeError::Invalid {
+            what: "security.io_uring",
+            value: policy.security.io_uring.to_string(),
+            why: "cannot change on a running container (its seccomp filter, installed at start, allows or refuses io_uring: run the container again under the new policy)",
+        });
+    }
     if policy.network.egress.is_some() && state.shaping.is_none() {
         refuse_new_shaping(&state)?;
     }

@@ -60,6 +60,10 @@ pub struct ExecProfile {
     /// Socket families the policy refuses (enforced by seccomp).
     #[serde(default)]
     pub denied_families: Vec<i32>,
+    /// The policy's `[security] io_uring` (io_uring refused by seccomp
+    /// unless true).
+    #[serde(default)]
+    pub io_uring: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

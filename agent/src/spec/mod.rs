@@ -12,6 +12,7 @@ mod policy;
 mod policy_file;
 mod resources;
 mod rules;
+mod sockets;
 
 pub use devices::{
     DEFAULT_DEVICES, DevicePolicy, DeviceRule, DeviceRuleError, DeviceType, access_letters,
@@ -19,7 +20,7 @@ pub use devices::{
 };
 pub use egress::{DisplayRate, Egress, default_burst, parse_bit_rate};
 pub use oci::{Bundle, OciError, load_bundle};
-pub use policy::{NetworkPolicy, Policy, PolicyError, SocketKinds};
+pub use policy::{NetworkPolicy, Policy, PolicyError, SecurityPolicy};
 pub use policy_file::{MAX_POLICY_BYTES, read_policy_file};
 pub use resources::{
     CPU_PERIOD_US, CpuQuota, Device, DeviceRate, ResourceError, ResourceLimits, Resources, Swap,
@@ -29,3 +30,4 @@ pub use rules::{
     Action, CompiledRules, Family, PrefixEntry, Proto, Rule, RuleError, Target, compile,
     prefix_count,
 };
+pub use sockets::SocketKinds;

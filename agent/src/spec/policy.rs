@@ -15,6 +15,7 @@ use super::{
     policy_file::{MAX_POLICY_BYTES, read_policy_file, too_large},
     resources::{ResourceLimits, Resources},
     rules::{self, Rule, RuleError},
+    sockets::{RawSockets, SocketKinds},
 };
 
 /// A validated policy. Every field has been checked; an empty policy
@@ -26,6 +27,25 @@ pub struct Policy {
     pub resources: ResourceLimits,
     /// `[devices]`; the default allowlist when the table is absent.
     pub devices: DevicePolicy,
+    /// `[security]`: kernel interfaces beyond palisade's default profile.
+    pub security: SecurityPolicy,
+}
+
+/// `[security]`: what the container's seccomp filter lets through that
+/// palisade's default profile refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SecurityPolicy {
+    /// `io_uring = true`: `io_uring_setup`, `io_uring_enter` and
+    /// `io_uring_register` are allowed (refused with EPERM by default). Its
+    /// requests do not pass through seccomp, so it cannot be combined with
+    /// a socket restriction that seccomp enforces.
+    pub io_uring: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    io_uring: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,111 +81,6 @@ impl NetworkPolicy {
     }
 }
 
-/// `[network] sockets = { raw = false, packet = false, deny_families = […] }`:
-/// `false` refuses that kind of socket at `socket()` with EPERM, as does a
-/// family named in `deny_families` (names as in `AF_*`, without the prefix
-/// or with it, any case: `"netlink"`, `"AF_INET6"`, or a number). Allowed
-/// unless the policy says otherwise (raw and packet sockets still need
-/// CAP_NET_RAW).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketKinds {
-    /// `SOCK_RAW` sockets of any family.
-    pub raw: bool,
-    /// `AF_PACKET` sockets.
-    pub packet: bool,
-    /// Further families refused, as `AF_*` numbers (sorted, no repeats).
-    pub denied_families: Vec<i32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSockets {
-    #[serde(default = "yes")]
-    raw: bool,
-    #[serde(default = "yes")]
-    packet: bool,
-    #[serde(default)]
-    deny_families: Vec<Spanned<String>>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Families by their `AF_*` names (lowercase, without the prefix).
-const FAMILIES: &[(&str, i32)] = &[
-    ("unix", libc::AF_UNIX),
-    ("local", libc::AF_UNIX),
-    ("inet", libc::AF_INET),
-    ("inet6", libc::AF_INET6),
-    ("netlink", libc::AF_NETLINK),
-    ("packet", libc::AF_PACKET),
-    ("key", libc::AF_KEY),
-    ("bluetooth", libc::AF_BLUETOOTH),
-    ("vsock", libc::AF_VSOCK),
-    ("alg", libc::AF_ALG),
-    ("can", libc::AF_CAN),
-    ("tipc", libc::AF_TIPC),
-    ("xdp", libc::AF_XDP),
-    ("appletalk", libc::AF_APPLETALK),
-    ("ax25", libc::AF_AX25),
-    ("x25", libc::AF_X25),
-    ("rds", libc::AF_RDS),
-    ("llc", libc::AF_LLC),
-    ("ib", libc::AF_IB),
-    ("mpls", libc::AF_MPLS),
-    ("nfc", libc::AF_NFC),
-    ("qipcrtr", 42),
-    ("smc", 43),
-];
-
-/// An address family by name or number.
-fn family(name: &str) -> Option<i32> {
-    let lower = name.to_ascii_lowercase();
-    let bare = lower.strip_prefix("af_").unwrap_or(&lower);
-    if let Ok(n) = bare.parse::<i32>() {
-        // AF_MAX is 46 on Linux 6.x.
-        return (0..46).contains(&n).then_some(n);
-    }
-    FAMILIES.iter().find(|(n, _)| *n == bare).map(|&(_, v)| v)
-}
-
-impl Default for SocketKinds {
-    fn default() -> Self {
-        Self {
-            raw: true,
-            packet: true,
-            denied_families: Vec::new(),
-        }
-    }
-}
-
-impl SocketKinds {
-    /// The refused kinds, as the kernel program reads them.
-    pub fn denied_bits(&self) -> u32 {
-        let mut bits = 0;
-        if !self.raw {
-            bits |= palisade_common::DENY_RAW;
-        }
-        if !self.packet {
-            bits |= palisade_common::DENY_PACKET;
-        }
-        bits
-    }
-
-    /// Every family refused by seccomp: `deny_families`, and AF_PACKET when
-    /// `packet = false`.
-    pub fn seccomp_families(&self) -> Vec<i32> {
-        let mut families = self.denied_families.clone();
-        if !self.packet {
-            families.push(libc::AF_PACKET);
-        }
-        families.sort_unstable();
-        families.dedup();
-        families
-    }
-}
-
 /// Why a policy file was refused. `Display` gives `FILE:LINE: what`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {
@@ -193,6 +108,7 @@ struct RawPolicy {
     network: Option<RawNetwork>,
     resources: Option<Resources>,
     devices: Option<RawDevices>,
+    security: Option<RawSecurity>,
 }
 
 #[derive(Deserialize)]
@@ -264,29 +180,9 @@ impl Policy {
                 policy.network.accept = Some(rule_list(path, &lines, "network.accept", list)?);
             }
             if let Some(raw) = network.sockets {
-                let mut denied = Vec::new();
-                for name in raw.deny_families {
-                    let f = family(name.get_ref()).ok_or_else(|| PolicyError {
-                        file: path.to_path_buf(),
-                        // The value's own line (spans inside a nested
-                        // table are not reliable, its quoted text is).
-                        line: text
-                            .find(&format!("{:?}", name.get_ref()))
-                            .map_or_else(|| lines.line_of(name.span().start), |o| lines.line_of(o)),
-                        message: format!(
-                            "network.sockets.deny_families: unknown address family {:?} (a name such as \"netlink\" or \"inet6\", or a number)",
-                            name.get_ref()
-                        ),
-                    })?;
-                    denied.push(f);
-                }
-                denied.sort_unstable();
-                denied.dedup();
-                policy.network.sockets = SocketKinds {
-                    raw: raw.raw,
-                    packet: raw.packet,
-                    denied_families: denied,
-                };
+                policy.network.sockets = raw
+                    .validate(text)
+                    .map_err(|(offset, message)| error(offset, message))?;
             }
             policy.network.audit = network.mode == Some(Mode::Audit);
             policy.network.egress = match (network.egress_rate, network.egress_burst) {
@@ -309,6 +205,15 @@ impl Policy {
                     )?,
                 ),
             };
+        }
+        if let Some(io_uring) = raw.security.and_then(|s| s.io_uring) {
+            policy.security.io_uring = *io_uring.get_ref();
+            if policy.security.io_uring && !policy.network.sockets.seccomp_families().is_empty() {
+                return Err(error(
+                    io_uring.span().start,
+                    "security.io_uring: cannot be combined with network.sockets packet = false or deny_families: io_uring requests do not pass through seccomp, which enforces them (drop io_uring = true, or the socket restriction)".into(),
+                ));
+            }
         }
         if let Some(devices) = raw.devices {
             policy.devices.defaults = devices.defaults.unwrap_or(true);
@@ -537,6 +442,35 @@ io_write_bps = ["254:0 5M"]
         assert_eq!(e.line, 2);
         assert!(e.message.contains("tcp"), "{e}");
         assert!(parse("[network]\nsockets = { raw = \"no\" }\n").is_err());
+    }
+
+    #[test]
+    fn io_uring_switch() {
+        assert!(!parse("").unwrap().security.io_uring);
+        assert!(!parse("[security]\n").unwrap().security.io_uring);
+        let p = parse("[security]\nio_uring = true\n").unwrap();
+        assert!(p.security.io_uring);
+        // raw = false is the cgroup hook's, which io_uring passes through.
+        let p = parse("[network]\nsockets = { raw = false }\n[security]\nio_uring = true\n");
+        assert!(p.unwrap().security.io_uring);
+        for sockets in ["packet = false", "deny_families = [\"vsock\"]"] {
+            let text =
+                format!("[network]\nsockets = {{ {sockets} }}\n\n[security]\nio_uring = true\n");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, 5, "{e}");
+            assert!(
+                e.message
+                    .starts_with("security.io_uring: cannot be combined"),
+                "{e}"
+            );
+            assert!(e.message.contains("do not pass through seccomp"), "{e}");
+        }
+        let text = "[network]\nsockets = { packet = false }\n[security]\nio_uring = false\n";
+        assert!(!parse(text).unwrap().security.io_uring);
+        let e = parse("[security]\nio_uring = \"yes\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = parse("[security]\niouring = true\n").unwrap_err();
+        assert!(e.message.contains("iouring"), "{e}");
     }
 
     #[test]
