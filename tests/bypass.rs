@@ -458,13 +458,14 @@ fn udp_reply_port_is_governed_by_the_accept_rules() {
     let refused = UdpSocket::bind("127.0.0.2:0").unwrap();
     refused.send_to(b"refused", client).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    host.send_to(b"allowed", client).unwrap();
-    assert_eq!(server.line(), "allowed 127.0.0.1");
+    // Read while the client still waits: it exits once it has a datagram.
     let shown = sb.policy_show();
     assert!(
         shown["counters"]["accept_dropped"].as_u64().unwrap() >= 1,
         "{shown}"
     );
+    host.send_to(b"allowed", client).unwrap();
+    assert_eq!(server.line(), "allowed 127.0.0.1");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
