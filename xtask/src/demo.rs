@@ -233,6 +233,7 @@ fn lifecycle(palisade: &Path, state: &Path, policy: &Path, name: &str, port: u16
         }
         // Its outbound traffic is shaped: 20 Mbit/s, then 50 after a live
         // change of the policy.
+        side_doors(palisade, state, &web)?;
         shaped(&cli, &web, 20.0)?;
         let faster = policy_path.with_file_name("faster.toml");
         let with_rate = POLICY.replacen("[network]\n", "[network]\negress_rate = \"50mbit\"\n", 1);
@@ -603,4 +604,67 @@ impl LocalService {
         }
         bail!("no free port in {range:?} on both 127.0.0.1 and 127.0.0.2")
     }
+}
+
+/// The side doors of issue 12, tried from inside the detached container:
+/// io_uring (whose requests would not pass through seccomp) and a packet
+/// socket are refused, and a `listen()` with no `bind()` (an ephemeral
+/// port the bind hooks never see) gets a port the host cannot reach.
+fn side_doors(palisade: &Path, state: &Path, name: &str) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+    println!(
+        "\n==> palisade exec {name} -- python3 …: the side doors (io_uring, packet socket, listen() without bind())"
+    );
+    let script = "import ctypes, errno, socket, sys, time\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        params = ctypes.create_string_buffer(120)\n\
+        r = libc.syscall(425, 8, params)\n\
+        print('io_uring_setup ->', 'fd' if r >= 0 else errno.errorcode[ctypes.get_errno()], flush=True)\n\
+        try:\n\
+        \x20   socket.socket(socket.AF_PACKET, socket.SOCK_RAW); print('AF_PACKET socket -> created', flush=True)\n\
+        except OSError as e:\n\
+        \x20   print('AF_PACKET socket ->', errno.errorcode[e.errno], flush=True)\n\
+        s = socket.socket(); s.listen()\n\
+        print('listen() without bind() -> port', s.getsockname()[1], flush=True)\n\
+        sys.stdin.read()\n";
+    let mut child = Command::new(palisade)
+        .arg("--root")
+        .arg(state)
+        .args(["exec", name, "--", "python3", "-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run palisade exec")?;
+    let mut lines = BufReader::new(child.stdout.take().context("exec's stdout")?).lines();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let line = lines.next().context("exec ended early")??;
+        println!("{line}");
+        seen.push(line);
+    }
+    let port: Option<u16> = seen[2].rsplit(' ').next().and_then(|p| p.parse().ok());
+    let reached = port.map(|p| {
+        std::net::TcpStream::connect_timeout(
+            &(Ipv4Addr::LOCALHOST, p).into(),
+            Duration::from_millis(1500),
+        )
+    });
+    match &reached {
+        Some(Ok(_)) => println!("host: connect to that port -> connected"),
+        Some(Err(e)) => println!(
+            "host: connect to that port -> {e} (the SYN was dropped: judged by the bind rules)"
+        ),
+        None => println!("host: no port to connect to"),
+    }
+    // Closing its stdin ends the python3 process; exec returns with it.
+    drop(child.stdin.take());
+    let _ = child.wait();
+    if seen[0] != "io_uring_setup -> EPERM"
+        || seen[1] != "AF_PACKET socket -> EPERM"
+        || !matches!(reached, Some(Err(_)))
+    {
+        bail!("a side door was open");
+    }
+    Ok(())
 }
