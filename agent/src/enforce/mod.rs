@@ -10,7 +10,10 @@
 //! its own: its enclosing container's programs already run for it (the
 //! kernel runs every ancestor's), and a second attachment would judge,
 //! count and report each of its calls and packets twice. The global
-//! accounting programs (raw tracepoints) are attached once per object.
+//! accounting programs (raw tracepoints) are attached once per host and
+//! build, with the maps they use, shared by every state root (see
+//! `lifetime`); everything a state root pins goes when it has no container
+//! left.
 
 use std::{
     fs::File,
@@ -20,7 +23,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
     programs::ProgramError,
 };
 use palisade_common::{
@@ -33,10 +36,12 @@ use thiserror::Error;
 mod devices;
 mod hooks;
 mod in_force;
+mod lifetime;
 mod tracing;
 mod usage;
 use hooks::HOOKS;
 pub use in_force::{CounterView, InForce, InForceEntry};
+pub use lifetime::{events_ring_id, open_events, release_idle_hosts, unpin_root};
 pub use usage::{ByFamily, Usage};
 
 use crate::spec::{self, Family, Policy};
@@ -119,11 +124,54 @@ impl Pins {
     }
 
     fn links_dir(&self, container: &str) -> PathBuf {
-        // Names may hold '.', which bpffs refuses: '_' becomes "__" and
-        // '.' becomes "_d", which keeps distinct names distinct.
-        let escaped = container.replace('_', "__").replace('.', "_d");
-        self.dir.join("links").join(escaped)
+        self.dir.join("links").join(escape(container))
     }
+
+    /// Detaches a container's programs by removing its link pins (what a
+    /// start that died half-way may have left); fine if there are none.
+    pub fn remove_links(&self, container: &str) -> Result<(), EnforceError> {
+        let links = self.links_dir(container);
+        match std::fs::remove_dir_all(&links) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(EnforceError::Pin {
+                path: links,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Whether this build's programs and maps are pinned for the root.
+    pub fn is_loaded(&self) -> bool {
+        object_complete(&self.object_dir())
+    }
+}
+
+/// A container name as a bpffs file name. Names may hold '.', which bpffs
+/// refuses: '_' becomes "__" and '.' becomes "_d", which keeps distinct
+/// names distinct.
+fn escape(container: &str) -> String {
+    container.replace('_', "__").replace('.', "_d")
+}
+
+/// Whether some state root on the host has link pins for a container of
+/// this name (so a cgroup of that name may be that container's).
+pub fn any_root_links(container: &str) -> bool {
+    let escaped = escape(container);
+    std::fs::read_dir(Path::new(BPFFS).join("palisade"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .any(|root| root.path().join("links").join(&escaped).exists())
+}
+
+/// Whether every program and map of the root's object is pinned in `dir`.
+fn object_complete(dir: &Path) -> bool {
+    HOOKS
+        .iter()
+        .map(|h| h.program)
+        .chain(MAPS.iter().copied())
+        .all(|n| dir.join(n).exists())
 }
 
 /// FNV-1a of the embedded object: a new build gets new pins instead of
@@ -150,23 +198,37 @@ pub struct Enforcer {
 
 impl Enforcer {
     /// Opens the pinned programs and maps of this build, loading the
-    /// object and pinning it first if they are not there yet. `lock` must
-    /// be held exclusively by the caller while this runs, so concurrent
-    /// first runs do not both pin.
+    /// object and pinning it first if they are not there yet, and makes
+    /// sure the host's accounting tracepoints are attached. The state
+    /// root's lock must be held exclusively by the caller while this runs,
+    /// so concurrent first runs do not both pin, and a root's pins are not
+    /// removed under it (see [`unpin_root`]).
     pub fn open(pins: Pins) -> Result<Self, EnforceError> {
         ensure_bpffs()?;
         let dir = pins.object_dir();
-        let complete = HOOKS
-            .iter()
-            .map(|h| h.program)
-            .chain(tracing::TRACEPOINTS.iter().map(|t| t.program))
-            .chain(MAPS.iter().copied())
-            .all(|n| dir.join(n).exists());
-        if !complete {
-            load_and_pin(&dir)?;
-            tracing::detach_idle_siblings(pins.dir(), &dir);
+        {
+            let _host = lifetime::lock_host()?;
+            let host = lifetime::host_dir();
+            if !object_complete(&dir) || !lifetime::host_complete(&host) {
+                load_and_pin(&dir, &host)?;
+                tracing::detach_idle_siblings(pins.dir(), &dir);
+            }
+            tracing::ensure_attached(&host)?;
         }
-        tracing::ensure_attached(&dir)?;
+        Self::open_pinned(pins)
+    }
+
+    /// Opens the pinned programs and maps of this build without loading
+    /// anything: `None` if the root has none pinned (so no container).
+    pub fn open_existing(pins: Pins) -> Result<Option<Self>, EnforceError> {
+        if !pins.is_loaded() {
+            return Ok(None);
+        }
+        Self::open_pinned(pins).map(Some)
+    }
+
+    fn open_pinned(pins: Pins) -> Result<Self, EnforceError> {
+        let dir = pins.object_dir();
         let mut programs = Vec::with_capacity(HOOKS.len());
         for hook in HOOKS {
             let prog =
@@ -196,12 +258,6 @@ impl Enforcer {
             usage,
             running,
         })
-    }
-
-    /// The ring buffer of denial and audit events of this build's programs.
-    pub fn events(&self) -> Result<RingBuf<MapData>, EnforceError> {
-        let dir = self.pins.object_dir();
-        open_map(&dir, map::EVENTS)
     }
 
     /// A container's counters, summed over CPUs (zero if it has none yet).
@@ -355,17 +411,7 @@ impl Enforcer {
     /// deletes its map entries, its usage included. Idempotent: what is
     /// already gone is fine.
     pub fn release(&mut self, container: &str, cgroup_id: u64) -> Result<(), EnforceError> {
-        let links = self.pins.links_dir(container);
-        match std::fs::remove_dir_all(&links) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(EnforceError::Pin {
-                    path: links,
-                    reason: e.to_string(),
-                });
-            }
-        }
+        self.pins.remove_links(container)?;
         // The policy goes first: a late packet or task of the container
         // finds none and makes no new usage record after this.
         let _ = self.policies.remove(&cgroup_id);
@@ -615,16 +661,32 @@ fn link_file(hook: &str) -> &str {
     hook.rsplit('/').next().unwrap_or(hook)
 }
 
-/// Loads the embedded object (the verifier runs here, once per build) and
-/// pins its programs and maps into `dir`.
-fn load_and_pin(dir: &Path) -> Result<(), EnforceError> {
-    // Clear what a run that died half-way may have left.
-    let _ = std::fs::remove_dir_all(dir);
+/// Loads the embedded object (the verifier runs here, once per build and
+/// state root) and pins its programs and maps into `dir`. The maps the
+/// accounting tracepoints use are the host's (`host`, made here if
+/// missing) and the tracepoint programs are pinned there once. An event
+/// ring left in `dir` with unread events is reused.
+fn load_and_pin(dir: &Path, host: &Path) -> Result<(), EnforceError> {
+    // Clear what a run that died half-way may have left, and a host set
+    // without its maps (their programs would count into maps no root uses).
+    lifetime::clear_except_events(dir);
+    if !lifetime::host_maps_complete(host) {
+        let _ = std::fs::remove_dir_all(host);
+    }
     create_dirs(dir)?;
+    create_dirs(host)?;
+    let mut loader = EbpfLoader::new();
     // The programs use no CO-RE relocation, so the kernel's BTF need not be
     // parsed a second time (`EbpfLoader::new` has already read it once).
-    let mut bpf = EbpfLoader::new()
-        .btf(None)
+    loader.btf(None);
+    for &name in lifetime::SHARED_MAPS {
+        loader.map_pin_path(name, host.join(name));
+    }
+    let events = dir.join(map::EVENTS);
+    if events.exists() {
+        loader.map_pin_path(map::EVENTS, events);
+    }
+    let mut bpf = loader
         .load(OBJECT)
         .map_err(|e| EnforceError::Object(chain(&e)))?;
     for hook in HOOKS {
@@ -642,7 +704,10 @@ fn load_and_pin(dir: &Path) -> Result<(), EnforceError> {
         })?;
     }
     for tp in tracing::TRACEPOINTS {
-        let path = dir.join(tp.program);
+        let path = host.join(tp.program);
+        if path.exists() {
+            continue;
+        }
         tracing::load_and_pin(&mut bpf, tp, &path).map_err(|e| match e {
             hooks::LoadError::Missing => EnforceError::Load {
                 hook: tp.program,
@@ -657,6 +722,9 @@ fn load_and_pin(dir: &Path) -> Result<(), EnforceError> {
     }
     for &name in MAPS {
         let path = dir.join(name);
+        if path.exists() {
+            continue;
+        }
         bpf.map(name)
             .ok_or_else(|| EnforceError::Pin {
                 path: path.clone(),

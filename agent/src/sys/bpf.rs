@@ -90,3 +90,43 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> nix::Result<()> {
     })?;
     Ok(())
 }
+
+/// Whether the BPF ring buffer `ring` holds records not consumed yet: its
+/// producer position (second page of the map's mapping) is past its
+/// consumer position (first page). Read through a read-only mapping of
+/// those two pages, so nothing is consumed.
+pub fn ringbuf_pending(ring: BorrowedFd<'_>) -> nix::Result<bool> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if page <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    let page = page as usize;
+    // SAFETY: a fresh shared read-only mapping of the ring's first two
+    // pages (the kernel allows read-only mappings of any of its pages);
+    // it aliases no Rust object.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * page,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            ring.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    // SAFETY: both reads are of 8 aligned bytes at the start of a mapped
+    // page; the kernel updates them concurrently, hence volatile.
+    let (consumer, producer) = unsafe {
+        (
+            std::ptr::read_volatile(addr as *const u64),
+            std::ptr::read_volatile(addr.cast::<u8>().add(page) as *const u64),
+        )
+    };
+    // SAFETY: unmaps exactly the mapping made above, used no more.
+    unsafe { libc::munmap(addr, 2 * page) };
+    Ok(producer > consumer)
+}

@@ -11,3 +11,10 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub fn is_bpffs(path: &Path) -> bool {
     statfs(path).is_ok_and(|s| s.filesystem_type() == FsType(BPF_FS_MAGIC as _))
 }
+
+/// Renames `from` to `to` unless `to` exists (`RENAME_NOREPLACE`, Linux
+/// 3.15): `EEXIST` then, and nothing changes.
+pub fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
+}
