@@ -1,28 +1,35 @@
-//! How long pins live. A state root's programs, maps and container links
-//! live in its bpffs directory while it has containers; when the last one
-//! goes the whole directory goes (an event ring with unread events stays
-//! alone until `palisade events` reads it, and no program writes it).
+//! How long pins live, and what runs meanwhile.
+//!
+//! A state root's programs and maps are pinned in its bpffs directory once
+//! per build (verifying them costs seconds of CPU), and attached to each
+//! container's cgroup by link pins that go with the container; a root
+//! with no container has nothing attached. `palisade system prune` removes
+//! the whole directory.
 //!
 //! The accounting tracepoints (`sched_switch`, `page_fault_user`) run for
 //! every task of the host, so they exist once per host and build, not per
 //! root: their programs, links and the maps they use (`CGROUP_POLICY`,
 //! `USAGE`, `RUNNING`, `TASK_CGROUP`, all keyed by cgroup or task, so
 //! roots never collide) are pinned in `/sys/fs/bpf/palisade/host-<hash>/`
-//! and every root's object is loaded against those maps. That directory
-//! goes when no state root has this build's programs pinned. Changes to it
-//! happen under a host-wide lock, always taken after a root's lock.
+//! and every root's object is loaded against those maps. Their links are
+//! made by the first container of any root and removed once no container
+//! of any root has a policy entry, so with no container on the host no
+//! palisade program runs on a context switch. Changes to that directory
+//! happen under a host-wide lock, taken after a root's lock when both are
+//! needed; a start holds it from attaching the tracepoints until its
+//! policy entry is written, so a concurrent cleanup never detaches them
+//! under it.
 
 use std::{
     fs::{self, File},
-    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
 use aya::maps::{Map, MapData, RingBuf};
 use nix::fcntl::{Flock, FlockArg};
-use palisade_common::map;
+use palisade_common::{CgroupPolicy, map};
 
-use super::{BPFFS, EnforceError, HOOKS, Pins, chain, object_hash, tracing};
+use super::{BPFFS, EnforceError, Pins, chain, object_hash, tracing};
 
 /// The maps the tracepoint programs use, shared by every root.
 pub(super) const SHARED_MAPS: &[&str] = &[
@@ -66,27 +73,6 @@ pub(super) fn host_complete(host: &Path) -> bool {
             .all(|tp| host.join(tp.program).exists())
 }
 
-/// Whether the ring pinned at `path` holds unread events.
-fn pending(path: &Path) -> bool {
-    MapData::from_pin(path)
-        .ok()
-        .and_then(|m| crate::sys::bpf::ringbuf_pending(m.fd().as_fd()).ok())
-        .unwrap_or(false)
-}
-
-/// Empties an object directory but for an event ring with unread events.
-pub(super) fn clear_except_events(dir: &Path) {
-    if !pending(&dir.join(map::EVENTS)) {
-        let _ = fs::remove_dir_all(dir);
-        return;
-    }
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_name() != map::EVENTS {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
 /// The root's event ring, if one is pinned.
 pub fn open_events(pins: &Pins) -> Result<Option<RingBuf<MapData>>, EnforceError> {
     let path = pins.object_dir().join(map::EVENTS);
@@ -112,34 +98,51 @@ pub fn events_ring_id(pins: &Pins) -> Option<u32> {
         .map(|i| i.id())
 }
 
-/// Removes what a state root with no container left has pinned: its link
-/// pins, every object of every build (detaching the tracepoints an older
-/// build attached per root), then the host's tracepoints if no root of
-/// this build is left. The caller holds the root's lock and has checked
-/// the root has no container (none can appear while it holds the lock: a
-/// new one reserves its name before it takes the lock). Returns what it
-/// removed. An event ring with unread events stays.
+/// Removes everything a state root pins (`system prune`): its link pins,
+/// every object of every build (detaching the tracepoints an older build
+/// attached per root), then the host's directory if no root of this build
+/// is left. The caller holds the root's lock and has checked the root has
+/// no container (none can appear while it holds the lock: a new one
+/// reserves its name before it takes the lock). Returns what it removed.
 pub fn unpin_root(pins: &Pins) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let dir = pins.dir();
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path == pins.object_dir() {
-                clear_except_events(&path);
-                if !path.exists() {
-                    removed.push(path);
-                }
-            } else if fs::remove_dir_all(&path).is_ok() {
-                removed.push(path);
-            }
-        }
-        if fs::remove_dir(dir).is_ok() {
-            removed = vec![dir.to_path_buf()];
-        }
+    if pins.dir().exists() && fs::remove_dir_all(pins.dir()).is_ok() {
+        removed.push(pins.dir().to_path_buf());
     }
     removed.extend(release_idle_hosts());
     removed
+}
+
+/// What a state root keeps once its last container is gone: this build's
+/// programs and maps, attached nowhere. Older builds' objects go (with the
+/// tracepoints they attached per root), and so do empty link directories.
+pub fn retire_root(pins: &Pins) {
+    let _ = fs::remove_dir(pins.dir().join("links"));
+    for entry in fs::read_dir(pins.dir()).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let object = entry.file_name().to_string_lossy().starts_with("obj-");
+        if object && path != pins.object_dir() {
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// Detaches the host's tracepoints (removes their link pins) if no
+/// container of any root has a policy entry. Their programs and maps stay
+/// pinned, so the next container only attaches them again.
+pub fn detach_if_idle() {
+    let Ok(_lock) = lock_host() else {
+        return;
+    };
+    let host = host_dir();
+    let policies = MapData::from_pin(host.join(map::CGROUP_POLICY))
+        .ok()
+        .and_then(|m| Map::from_map_data(m).ok())
+        .and_then(|m| aya::maps::HashMap::<MapData, u64, CgroupPolicy>::try_from(m).ok());
+    // Unreadable: leave it be.
+    if policies.is_some_and(|p| p.keys().next().is_none()) {
+        tracing::detach(&host);
+    }
 }
 
 /// Removes every `host-<hash>` directory that no state root's object of
@@ -164,11 +167,16 @@ pub fn release_idle_hosts() -> Vec<PathBuf> {
         else {
             continue;
         };
+        // A root of this build uses the host's maps (an older palisade's
+        // root of the same object has maps of its own).
         let object = format!("obj-{hash}");
-        let used = dirs
-            .iter()
-            .filter(|d| !is_host_dir(d))
-            .any(|root| root.join(&object).join(HOOKS[0].program).exists());
+        let id = |path: PathBuf| aya::maps::MapInfo::from_pin(path).ok().map(|i| i.id());
+        let ours = id(host.join(map::CGROUP_POLICY));
+        let used = ours.is_some()
+            && dirs
+                .iter()
+                .filter(|d| !is_host_dir(d))
+                .any(|root| id(root.join(&object).join(map::CGROUP_POLICY)) == ours);
         if !used && fs::remove_dir_all(host).is_ok() {
             removed.push(host.clone());
         }

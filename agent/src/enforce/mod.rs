@@ -41,7 +41,9 @@ mod tracing;
 mod usage;
 use hooks::HOOKS;
 pub use in_force::{CounterView, InForce, InForceEntry};
-pub use lifetime::{events_ring_id, open_events, release_idle_hosts, unpin_root};
+pub use lifetime::{
+    detach_if_idle, events_ring_id, open_events, release_idle_hosts, retire_root, unpin_root,
+};
 pub use usage::{ByFamily, Usage};
 
 use crate::spec::{self, Family, Policy};
@@ -185,6 +187,10 @@ fn object_hash() -> u64 {
 /// The programs and maps, opened from their pins: verified once per build,
 /// attached per container.
 pub struct Enforcer {
+    /// Held from [`Enforcer::open`] (which attached the host's tracepoints)
+    /// until the first container's policy entry is written, so that no
+    /// cleanup sees no entry and detaches them meanwhile.
+    host_lock: Option<nix::fcntl::Flock<File>>,
     pins: Pins,
     programs: Vec<(&'static str, hooks::Program)>,
     policies: HashMap<MapData, u64, CgroupPolicy>,
@@ -206,16 +212,16 @@ impl Enforcer {
     pub fn open(pins: Pins) -> Result<Self, EnforceError> {
         ensure_bpffs()?;
         let dir = pins.object_dir();
-        {
-            let _host = lifetime::lock_host()?;
-            let host = lifetime::host_dir();
-            if !object_complete(&dir) || !lifetime::host_complete(&host) {
-                load_and_pin(&dir, &host)?;
-                tracing::detach_idle_siblings(pins.dir(), &dir);
-            }
-            tracing::ensure_attached(&host)?;
+        let host_lock = lifetime::lock_host()?;
+        let host = lifetime::host_dir();
+        if !object_complete(&dir) || !lifetime::host_complete(&host) {
+            load_and_pin(&dir, &host)?;
+            tracing::detach_idle_siblings(pins.dir(), &dir);
         }
-        Self::open_pinned(pins)
+        tracing::ensure_attached(&host)?;
+        let mut enforcer = Self::open_pinned(pins)?;
+        enforcer.host_lock = Some(host_lock);
+        Ok(enforcer)
     }
 
     /// Opens the pinned programs and maps of this build without loading
@@ -248,6 +254,7 @@ impl Enforcer {
         let usage = open_map(&dir, map::USAGE)?;
         let running = open_map(&dir, map::RUNNING)?;
         Ok(Self {
+            host_lock: None,
             pins,
             programs,
             policies,
@@ -335,6 +342,7 @@ impl Enforcer {
         if result.is_err() {
             let _ = self.release(container, cgroup_id);
         }
+        self.host_lock = None;
         result
     }
 
@@ -361,6 +369,7 @@ impl Enforcer {
         if result.is_err() {
             let _ = self.release(container, cgroup_id);
         }
+        self.host_lock = None;
         result
     }
 
@@ -664,12 +673,11 @@ fn link_file(hook: &str) -> &str {
 /// Loads the embedded object (the verifier runs here, once per build and
 /// state root) and pins its programs and maps into `dir`. The maps the
 /// accounting tracepoints use are the host's (`host`, made here if
-/// missing) and the tracepoint programs are pinned there once. An event
-/// ring left in `dir` with unread events is reused.
+/// missing) and the tracepoint programs are pinned there once.
 fn load_and_pin(dir: &Path, host: &Path) -> Result<(), EnforceError> {
     // Clear what a run that died half-way may have left, and a host set
     // without its maps (their programs would count into maps no root uses).
-    lifetime::clear_except_events(dir);
+    let _ = std::fs::remove_dir_all(dir);
     if !lifetime::host_maps_complete(host) {
         let _ = std::fs::remove_dir_all(host);
     }
@@ -681,10 +689,6 @@ fn load_and_pin(dir: &Path, host: &Path) -> Result<(), EnforceError> {
     loader.btf(None);
     for &name in lifetime::SHARED_MAPS {
         loader.map_pin_path(name, host.join(name));
-    }
-    let events = dir.join(map::EVENTS);
-    if events.exists() {
-        loader.map_pin_path(map::EVENTS, events);
     }
     let mut bpf = loader
         .load(OBJECT)

@@ -155,16 +155,24 @@ fn release_owned_network(root: &StateRoot, name: &str) {
     net::detach(&net::veth_name(&owner));
 }
 
-/// Once the state root has no container left, removes what it pins (and
-/// the host's tracepoints if no root of this build is left).
-pub(super) fn release_root_if_idle(root: &StateRoot) -> Vec<PathBuf> {
-    let Ok(_lock) = lock_bpf(root) else {
-        return Vec::new();
-    };
-    if !root.names().is_empty() {
-        return Vec::new();
+/// After a container is gone: detaches the host's tracepoints if no
+/// container of any root is left, and once the state root has no container
+/// left, what it still attaches (older builds' tracepoints). With `unpin`
+/// (`system prune`), an idle root's pins go altogether; returns them.
+pub(super) fn release_root_if_idle(root: &StateRoot, unpin: bool) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    if let Ok(_lock) = lock_bpf(root)
+        && root.names().is_empty()
+    {
+        let pins = Pins::for_state_root(root.dir());
+        if unpin {
+            removed = enforce::unpin_root(&pins);
+        } else {
+            enforce::retire_root(&pins);
+        }
     }
-    enforce::unpin_root(&Pins::for_state_root(root.dir()))
+    enforce::detach_if_idle();
+    removed
 }
 
 /// What `system prune` removed.
@@ -228,8 +236,7 @@ pub fn prune(root: &StateRoot) -> Result<Pruned, RuntimeError> {
             }
         }
     }
-    pruned.pins = release_root_if_idle(root);
-    pruned.pins.extend(enforce::release_idle_hosts());
+    pruned.pins = release_root_if_idle(root, true);
     Ok(pruned)
 }
 

@@ -94,9 +94,6 @@ pub fn events(
             }
         }
         if !follow {
-            // Read: a root with no container keeps nothing pinned.
-            drop(ring);
-            super::cleanup::release_root_if_idle(root);
             return Ok(());
         }
         if !any {

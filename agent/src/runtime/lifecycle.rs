@@ -147,7 +147,7 @@ pub fn remove(root: &StateRoot, name: &str, force: bool) -> Result<(), RuntimeEr
         Some(s) if s.status == Status::Exited => root.remove(name)?,
         _ => clean_up(root, name, state.as_ref())?,
     }
-    release_root_if_idle(root);
+    release_root_if_idle(root, false);
     Ok(())
 }
 

@@ -283,8 +283,8 @@ fn monitor(
         root.save(&state)?;
     } else {
         root.remove(&spec.name)?;
-        cleanup::release_root_if_idle(root);
     }
+    cleanup::release_root_if_idle(root, false);
     removed?;
     Ok(status)
 }
@@ -311,7 +311,7 @@ pub(super) fn release_network(state: &State) {
 /// the error on (to the waiting CLI too, for a detached run).
 fn fail(root: &StateRoot, name: &str, ready: Option<OwnedFd>, error: RuntimeError) -> RuntimeError {
     let _ = root.remove(name);
-    cleanup::release_root_if_idle(root);
+    cleanup::release_root_if_idle(root, false);
     report_failure(ready, &error);
     error
 }
