@@ -141,17 +141,27 @@ fn killed_starts_are_cleaned_by_rm_and_the_name_is_reusable() {
     // The first run of a state root loads the programs (seconds): not the
     // window under test.
     ok(&sb.run(None, &["true"]));
-    let mut left = 0;
+    let (mut left, mut halfway) = (0, 0);
     for i in 0..50u64 {
         let name = format!("{}-{}", sb.name, i % 3);
         let delay = Duration::from_micros((i * 7_919) % 20_001);
         kill_run_after(&sb, &name, delay);
         let context = format!("run {i}, killed after {delay:?}");
-        if let Some(entry) = ps_entry(&sb, &name) {
+        if ps_entry(&sb, &name).is_some() {
             left += 1;
-            // Its creator is dead: never "creating" or "running" with it.
-            assert_eq!(entry["status"], "dead", "{context}: {entry}");
-            assert_eq!(entry["reason"], "creator died during start", "{context}");
+            // Its creator is dead: "dead", not "creating" or "running", once
+            // the container's process (if it was forked) has gone too.
+            let mut entry = Value::Null;
+            wait_until("ps to say dead", || {
+                entry = ps_entry(&sb, &name).unwrap_or_default();
+                entry["status"] == "dead"
+            });
+            // Killed before the command ran, or after (then as its monitor).
+            assert!(
+                entry["reason"] == "creator died during start" || entry["reason"] == "monitor died",
+                "{context}: {entry}"
+            );
+            halfway += usize::from(entry["reason"] == "creator died during start");
             let out = sb.palisade().args(["rm", "-f", &name]).output().unwrap();
             assert!(out.status.success(), "{context}: rm -f: {}", describe(&out));
         }
@@ -166,7 +176,8 @@ fn killed_starts_are_cleaned_by_rm_and_the_name_is_reusable() {
         assert_nothing_left(&sb, &name, &context);
     }
     // The window was hit: most kills leave a container half-made.
-    assert!(left >= 10, "only {left} of 50 kills left anything");
+    eprintln!("{left} of 50 kills left a container, {halfway} of them half-made");
+    assert!(halfway >= 10, "only {halfway} of 50 kills left a container half-made");
 }
 
 /// A container killed half-way through its start: a new `run` of its name
@@ -269,7 +280,7 @@ fn tracepoints_once_per_host_and_prune_removes_only_debris() {
     let b = Sandbox::new("pruneb");
     a.start_sleeping(&[]);
     let port = support::listen_tcp(&["127.0.0.1"]);
-    let deny = b.connect_policy(&["deny tcp 127.0.0.1/32"]);
+    let deny = b.connect_policy(&["deny tcp 127.0.0.1/32", "allow any"]);
     b.start_sleeping(&["--policy", deny.to_str().unwrap()]);
 
     let roots = [a.root.as_path(), b.root.as_path()];

@@ -127,21 +127,27 @@ pub fn remove(root: &StateRoot, name: &str, force: bool) -> Result<(), RuntimeEr
             stop_and_wait(root, state)?;
         }
     }
-    let claimed = match claim(root, name) {
-        Ok(c) => c,
-        // Removed meanwhile (a foreground container's monitor, on exit).
-        Err(RuntimeError::State(StateError::Io { source, .. }))
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            return Ok(());
+    // A monitor that has just saved its container's exit may not have
+    // exited itself yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (_lock, state) = loop {
+        match claim(root, name) {
+            Ok(Some(claimed)) => break claimed,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                return Err(RuntimeError::WrongStatus {
+                    name: name.to_string(),
+                    status: "still being created or run by a live palisade process".to_string(),
+                });
+            }
+            // Removed meanwhile (a foreground container's monitor, on exit).
+            Err(RuntimeError::State(StateError::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
-    };
-    let Some((_lock, state)) = claimed else {
-        return Err(RuntimeError::WrongStatus {
-            name: name.to_string(),
-            status: "still being created or run by a live palisade process".to_string(),
-        });
     };
     match &state {
         Some(s) if s.status == Status::Exited => root.remove(name)?,

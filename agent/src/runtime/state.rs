@@ -221,7 +221,14 @@ impl StateRoot {
             Ok(lock)
         })();
         let lock = match prepared {
-            Ok(lock) => lock,
+            Ok(lock) => {
+                use std::os::fd::AsRawFd;
+                CREATED_LOCK_FD.store(
+                    lock.file.as_raw_fd(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                lock
+            }
             Err(e) => {
                 let _ = fs::remove_dir_all(&staging);
                 return Err(e);
@@ -410,12 +417,28 @@ fn write_atomically(path: &Path, state: &State) -> Result<(), StateError> {
     })
 }
 
+/// The descriptor of this process's [`CreatorLock`] from [`StateRoot::create`],
+/// or -1: a forked container process closes its copy at once, so that only
+/// palisade's own process (the monitor) keeps the creator alive.
+static CREATED_LOCK_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// In a process forked by a creator (the container's first process, before
+/// it runs anything): closes the inherited creator lock.
+pub(super) fn drop_inherited_creator_lock() {
+    let fd = CREATED_LOCK_FD.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: in the forked child the lock's owner (the creator's
+        // `CreatorLock`) never runs again: the child execs or exits.
+        unsafe { crate::sys::fds::close_inherited(fd) };
+    }
+}
+
 /// A whole-file write lock on an open file description (`F_OFD_SETLK`):
 /// held by every process sharing the description (a forked monitor too),
 /// dropped by the kernel when the last of them closes it or dies.
 #[derive(Debug)]
 pub struct CreatorLock {
-    _file: fs::File,
+    file: fs::File,
 }
 
 fn whole_file(kind: libc::c_short) -> libc::flock {
@@ -443,7 +466,7 @@ impl CreatorLock {
                 source,
             })?;
         match fcntl(&file, FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK as _))) {
-            Ok(_) => Ok(Some(Self { _file: file })),
+            Ok(_) => Ok(Some(Self { file })),
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(None),
             Err(e) => Err(StateError::Io {
                 action: "lock",
