@@ -82,7 +82,11 @@ fn tracepoint_links(dir: &Path) -> Vec<PathBuf> {
 fn host_dirs(roots: &[&Path]) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     for root in roots {
-        for e in std::fs::read_dir(pin_dir(root)).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(pin_dir(root))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(hash) = name.strip_prefix("obj-") {
                 let host = Path::new("/sys/fs/bpf/palisade").join(format!("host-{hash}"));
@@ -124,7 +128,11 @@ fn assert_nothing_left(sb: &Sandbox, name: &str, context: &str) {
     wait_until("the container's processes to go", || {
         processes_of(name).is_empty()
     });
-    assert!(cgroups_of(name).is_empty(), "{context}: {:?}", cgroups_of(name));
+    assert!(
+        cgroups_of(name).is_empty(),
+        "{context}: {:?}",
+        cgroups_of(name)
+    );
     assert!(
         !link_pins(&sb.root, name).exists(),
         "{context}: link pins left"
@@ -172,12 +180,19 @@ fn killed_starts_are_cleaned_by_rm_and_the_name_is_reusable() {
             .args(["run", "--name", &name, "--", "true"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{context}: run again: {}", describe(&out));
+        assert!(
+            out.status.success(),
+            "{context}: run again: {}",
+            describe(&out)
+        );
         assert_nothing_left(&sb, &name, &context);
     }
     // The window was hit: most kills leave a container half-made.
     eprintln!("{left} of 50 kills left a container, {halfway} of them half-made");
-    assert!(halfway >= 10, "only {halfway} of 50 kills left a container half-made");
+    assert!(
+        halfway >= 10,
+        "only {halfway} of 50 kills left a container half-made"
+    );
 }
 
 /// A container killed half-way through its start: a new `run` of its name
@@ -195,7 +210,11 @@ fn run_over_a_dead_start_cleans_it_and_starts() {
         }
         hit += 1;
         let out = sb.run(None, &["true"]);
-        assert!(out.status.success(), "run over the dead start: {}", describe(&out));
+        assert!(
+            out.status.success(),
+            "run over the dead start: {}",
+            describe(&out)
+        );
         assert!(ps_entry(&sb, &sb.name).is_none());
         assert_nothing_left(&sb, &sb.name, "after the new run");
         if hit == 5 {
@@ -308,7 +327,11 @@ fn tracepoints_once_per_host_and_prune_removes_only_debris() {
         .output()
         .unwrap();
     let pruned: Value = serde_json::from_str(&ok(&out)).unwrap();
-    assert_eq!(pruned["containers"], serde_json::json!([a.name]), "{pruned}");
+    assert_eq!(
+        pruned["containers"],
+        serde_json::json!([a.name]),
+        "{pruned}"
+    );
     assert!(ps(&a).is_empty());
     assert_nothing_left(&a, &a.name, "after prune");
     assert!(!pin_dir(&a.root).exists(), "root a's pins are gone");

@@ -25,9 +25,7 @@ pub struct KillArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    about = "Remove a container that has exited or is dead (or, with -f, kill it first)"
-)]
+#[command(about = "Remove a container that has exited or is dead (or, with -f, kill it first)")]
 pub struct RmArgs {
     pub name: String,
     /// Kill the container if it is running.

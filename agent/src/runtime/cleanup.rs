@@ -130,7 +130,12 @@ pub(super) fn clean_up(
     if ours || unified_gone {
         // v1 first: with the v2 directory gone, no start of this name can
         // be half-way (it makes the v2 one first).
-        cgroups::remove_dirs(planned[1..].iter().chain(&planned[..1]).map(PathBuf::as_path))?;
+        cgroups::remove_dirs(
+            planned[1..]
+                .iter()
+                .chain(&planned[..1])
+                .map(PathBuf::as_path),
+        )?;
     } else if id.is_none() && cgroups::is_empty(&planned[0]) {
         // Made by a start that died before recording its id (nothing was
         // attached or joined yet): removed only if empty, never killed.

@@ -50,7 +50,7 @@ pub(crate) fn open_enforcer(root: &StateRoot, pins: &Pins) -> Result<Enforcer, R
 /// with no container has none pinned, and must not get them).
 pub(crate) fn open_loaded(root: &StateRoot, pins: &Pins) -> Result<Enforcer, RuntimeError> {
     let _lock = super::cleanup::lock_bpf(root)?;
-    Enforcer::open_existing(pins.clone())?.ok_or_else(|| RuntimeError::Setup {
+    Enforcer::open_existing(pins.clone())?.ok_or(RuntimeError::Setup {
         step: "open the state root's BPF pins (no container runs in it)",
         errno: nix::errno::Errno::ENOENT,
     })

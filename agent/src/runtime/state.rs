@@ -223,10 +223,7 @@ impl StateRoot {
         let lock = match prepared {
             Ok(lock) => {
                 use std::os::fd::AsRawFd;
-                CREATED_LOCK_FD.store(
-                    lock.file.as_raw_fd(),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                CREATED_LOCK_FD.store(lock.file.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
                 lock
             }
             Err(e) => {
@@ -465,7 +462,10 @@ impl CreatorLock {
                 path: path.to_path_buf(),
                 source,
             })?;
-        match fcntl(&file, FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK as _))) {
+        match fcntl(
+            &file,
+            FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK as _)),
+        ) {
             Ok(_) => Ok(Some(Self { file })),
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(None),
             Err(e) => Err(StateError::Io {

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{RuntimeError, State, StateRoot, Status, cleanup::reconcile, policy::open_loaded, shaping};
+use super::{
+    RuntimeError, State, StateRoot, Status, cleanup::reconcile, policy::open_loaded, shaping,
+};
 use crate::{
     accounting::cgroup_stats::CgroupStats,
     enforce::{CounterView, Enforcer, Pins, Usage},
@@ -81,7 +83,11 @@ pub fn stats(
 /// The states asked for, in the order asked (all, by name, if none).
 fn select(root: &StateRoot, names: &[String]) -> Result<Vec<State>, RuntimeError> {
     if names.is_empty() {
-        let mut all: Vec<State> = root.list()?.into_iter().map(|s| reconcile(root, s)).collect();
+        let mut all: Vec<State> = root
+            .list()?
+            .into_iter()
+            .map(|s| reconcile(root, s))
+            .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         return Ok(all);
     }

@@ -90,4 +90,3 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> nix::Result<()> {
     })?;
     Ok(())
 }
-
