@@ -247,8 +247,32 @@ fn kill_monitor(sb: &Sandbox, name: &str) {
     });
 }
 
+/// One scrape of `palisade agent --metrics-addr`'s `/metrics`.
+fn scrape_metrics(sb: &Sandbox) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut agent = sb
+        .palisade()
+        .args(["agent", "--metrics-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(agent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("serving metrics on ")
+        .map(str::to_string);
+    let body = url.map(|url| Command::new("curl").args(["-s", &url]).output().unwrap());
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let body = body.unwrap_or_else(|| panic!("agent said {line:?}"));
+    String::from_utf8_lossy(&body.stdout).into_owned()
+}
+
 /// With its monitor killed, a container is `dead` (monitor died) in `ps`,
-/// `stats`; `kill` refuses it (125, saying why); plain `rm` removes it and
+/// `stats` and the metrics; `kill` refuses it (125, saying why); plain `rm` removes it and
 /// everything of it.
 #[test]
 fn a_dead_monitor_is_reported_and_rm_cleans_up() {
@@ -272,6 +296,12 @@ fn a_dead_monitor_is_reported_and_rm_cleans_up() {
     assert_eq!(stats[0]["reason"], "monitor died", "{stats}");
     let table = ok(&sb.palisade().arg("stats").output().unwrap());
     assert!(!table.contains("running"), "{table}");
+    let metrics = scrape_metrics(&sb);
+    assert!(
+        metrics.contains("palisade_containers{status=\"dead\"} 1")
+            && metrics.contains("palisade_containers{status=\"running\"} 0"),
+        "{metrics}"
+    );
 
     let out = sb.palisade().args(["kill", &sb.name]).output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));

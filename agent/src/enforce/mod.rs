@@ -420,6 +420,7 @@ impl Enforcer {
     /// deletes its map entries, its usage included. Idempotent: what is
     /// already gone is fine.
     pub fn release(&mut self, container: &str, cgroup_id: u64) -> Result<(), EnforceError> {
+        self.host_lock = None;
         self.pins.remove_links(container)?;
         // The policy goes first: a late packet or task of the container
         // finds none and makes no new usage record after this.

@@ -252,6 +252,9 @@ fn monitor(
             }
             release_network(&state);
             drop(cgroups);
+            // It may still hold the host's BPF lock (a start that failed
+            // before its policy was written), which `fail` takes.
+            drop(enforcer);
             return Err(fail(root, &spec.name, ready, e));
         }
     };
