@@ -187,7 +187,7 @@ fn killed_starts_are_cleaned_by_rm_and_the_name_is_reusable() {
         );
         assert_nothing_left(&sb, &name, &context);
     }
-    // The window was hit: most kills leave a container half-made.
+    // The window was hit: kills landed mid-start.
     eprintln!("{left} of 50 kills left a container, {halfway} of them half-made");
     assert!(
         halfway >= 3,
