@@ -73,6 +73,17 @@ pub(super) fn host_complete(host: &Path) -> bool {
             .all(|tp| host.join(tp.program).exists())
 }
 
+/// The kernel's id of the map pinned at `path`.
+fn map_id(path: PathBuf) -> Option<u32> {
+    aya::maps::MapInfo::from_pin(path).ok().map(|i| i.id())
+}
+
+/// Whether the object pinned in `dir` was loaded against the host's maps.
+pub(super) fn uses_host_maps(dir: &Path, host: &Path) -> bool {
+    let host = map_id(host.join(map::CGROUP_POLICY));
+    host.is_some() && map_id(dir.join(map::CGROUP_POLICY)) == host
+}
+
 /// The root's event ring, if one is pinned.
 pub fn open_events(pins: &Pins) -> Result<Option<RingBuf<MapData>>, EnforceError> {
     let path = pins.object_dir().join(map::EVENTS);
@@ -170,13 +181,10 @@ pub fn release_idle_hosts() -> Vec<PathBuf> {
         // A root of this build uses the host's maps (an older palisade's
         // root of the same object has maps of its own).
         let object = format!("obj-{hash}");
-        let id = |path: PathBuf| aya::maps::MapInfo::from_pin(path).ok().map(|i| i.id());
-        let ours = id(host.join(map::CGROUP_POLICY));
-        let used = ours.is_some()
-            && dirs
-                .iter()
-                .filter(|d| !is_host_dir(d))
-                .any(|root| id(root.join(&object).join(map::CGROUP_POLICY)) == ours);
+        let used = dirs
+            .iter()
+            .filter(|d| !is_host_dir(d))
+            .any(|root| uses_host_maps(&root.join(&object), host));
         if !used && fs::remove_dir_all(host).is_ok() {
             removed.push(host.clone());
         }

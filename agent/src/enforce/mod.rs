@@ -143,6 +143,11 @@ impl Pins {
         }
     }
 
+    /// Whether some container of the root has link pins.
+    fn has_links(&self) -> bool {
+        std::fs::read_dir(self.dir.join("links")).is_ok_and(|mut d| d.next().is_some())
+    }
+
     /// Whether this build's programs and maps are pinned for the root.
     pub fn is_loaded(&self) -> bool {
         object_complete(&self.object_dir())
@@ -214,7 +219,11 @@ impl Enforcer {
         let dir = pins.object_dir();
         let host_lock = lifetime::lock_host()?;
         let host = lifetime::host_dir();
-        if !object_complete(&dir) || !lifetime::host_complete(&host) {
+        // An object pinned by an older palisade of the same build has maps
+        // of its own (and its own tracepoints): loaded again against the
+        // host's unless containers of the root still run on it.
+        let stale = !lifetime::uses_host_maps(&dir, &host) && !pins.has_links();
+        if !object_complete(&dir) || !lifetime::host_complete(&host) || stale {
             load_and_pin(&dir, &host)?;
             tracing::detach_idle_siblings(pins.dir(), &dir);
         }
