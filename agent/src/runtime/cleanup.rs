@@ -126,8 +126,7 @@ pub(super) fn clean_up(
         monitor::release_network(state);
     }
     release_owned_network(root, name);
-    let unified_gone = !planned[0].exists();
-    if ours || unified_gone {
+    if ours {
         // v1 first: with the v2 directory gone, no start of this name can
         // be half-way (it makes the v2 one first).
         cgroups::remove_dirs(
@@ -136,10 +135,19 @@ pub(super) fn clean_up(
                 .chain(&planned[..1])
                 .map(PathBuf::as_path),
         )?;
-    } else if id.is_none() && cgroups::is_empty(&planned[0]) {
-        // Made by a start that died before recording its id (nothing was
-        // attached or joined yet): removed only if empty, never killed.
-        let _ = std::fs::remove_dir(&planned[0]);
+    } else {
+        // Not known to be this container's (no id recorded: a start killed
+        // before recording it, or an older palisade's; or the v2 directory
+        // is another's or gone): empty directories only, never killed, and
+        // the v1 ones only once no v2 directory of the name is left.
+        if id.is_none() && cgroups::is_empty(&planned[0]) {
+            let _ = std::fs::remove_dir(&planned[0]);
+        }
+        if !planned[0].exists() {
+            for dir in planned[1..].iter().filter(|d| cgroups::is_empty(d)) {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
     }
     root.remove(name)?;
     Ok(())
