@@ -567,6 +567,20 @@ mod tests {
     }
 
     #[test]
+    fn planned_dirs_are_v2_first_then_each_v1_hierarchy() {
+        let h = Hierarchies::from_mountinfo(HYBRID).unwrap();
+        assert_eq!(
+            h.planned(&["outer"], "web"),
+            [
+                "/sys/fs/cgroup/unified/palisade/outer/web",
+                "/sys/fs/cgroup/cpu,cpuacct/palisade/outer/web",
+                "/sys/fs/cgroup/memory/palisade/outer/web",
+            ]
+            .map(PathBuf::from)
+        );
+    }
+
+    #[test]
     fn pure_v2_layout() {
         let h = Hierarchies::from_mountinfo(
             "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n",
