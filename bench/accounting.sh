@@ -37,7 +37,9 @@ cleanup() {
   for d in "$PALISADE_ROOT"/*/; do
     [ -d "$d" ] && "$PALISADE" rm -f "$(basename "$d")" >/dev/null 2>&1 || true
   done
-  rm -rf "/sys/fs/bpf/palisade/$(echo "${PALISADE_ROOT#/}" | tr -c 'A-Za-z0-9\n-' _)" "$WORK"
+  # What the state root pins (programs, maps) goes with it.
+  "$PALISADE" --root "$PALISADE_ROOT" system prune >/dev/null 2>&1 || true
+  rm -rf "$WORK"
 }
 trap cleanup EXIT
 

@@ -36,7 +36,9 @@ cleanup() {
   [ -n "$LISTENER_PID" ] && kill "$LISTENER_PID" 2>/dev/null || true
   nft delete table inet "$NFT_TABLE" 2>/dev/null || true
   rmdir "$CG2/$NFT_CGROUP" 2>/dev/null || true
-  rm -rf "/sys/fs/bpf/palisade/$(echo "${STATE#/}" | tr -c 'A-Za-z0-9\n-' _)" "$WORK"
+  # What the state root pins (programs, maps) goes with it.
+  "$PALISADE" --root "$STATE" system prune >/dev/null 2>&1 || true
+  rm -rf "$WORK"
 }
 trap cleanup EXIT
 

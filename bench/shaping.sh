@@ -41,7 +41,9 @@ cleanup() {
   for c in bench-br bench-lo bench-free; do "$PALISADE" rm -f "$c" >/dev/null 2>&1 || true; done
   ip link del "$VETH" 2>/dev/null || true
   ip netns del "$NS" 2>/dev/null || true
-  rm -rf "/sys/fs/bpf/palisade/$(echo "${PALISADE_ROOT#/}" | tr -c 'A-Za-z0-9\n-' _)" "$WORK"
+  # What the state root pins (programs, maps) goes with it.
+  "$PALISADE" --root "$PALISADE_ROOT" system prune >/dev/null 2>&1 || true
+  rm -rf "$WORK"
 }
 trap cleanup EXIT
 

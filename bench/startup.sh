@@ -20,7 +20,9 @@ WORK=$(mktemp -d /tmp/palisade-bench.XXXXXX)
 STATE="$WORK/state"
 cleanup() {
   umount "$WORK/ro" 2>/dev/null || true
-  rm -rf "/sys/fs/bpf/palisade/$(echo "${STATE#/}" | tr -c 'A-Za-z0-9\n-' _)" "$WORK"
+  # What the state root pins (programs, maps) goes with it.
+  "$PALISADE" --root "$STATE" system prune >/dev/null 2>&1 || true
+  rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -69,4 +71,4 @@ unshare --mount --propagation private bash -c "
     -n palisade-ro '$WORK/ro/palisade --root $V2STATE run --name bench-v2ro-$$ --rootfs $ROOTFS --policy $WORK/policy.toml -- /bin/true' >/dev/null
 "
 cat "$WORK/startup-v2.md"
-rm -rf "/sys/fs/bpf/palisade/$(echo "${V2STATE#/}" | tr -c 'A-Za-z0-9\n-' _)"
+"$PALISADE" --root "$V2STATE" system prune >/dev/null

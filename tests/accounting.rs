@@ -508,7 +508,8 @@ fn a_nested_container_is_counted_once_under_its_own_name() {
 }
 
 /// The counters live in pinned maps: they do not reset between CLI runs,
-/// and the tracepoints are attached once per state root, not per run.
+/// and the tracepoints are attached once per host (in the host's pin
+/// directory, `host-<hash>` for the object's hash), not per run or root.
 #[test]
 fn usage_survives_the_cli_and_tracepoints_are_attached_once() {
     let sb = Sandbox::new("acctpin");
@@ -526,6 +527,8 @@ fn usage_survives_the_cli_and_tracepoints_are_attached_once() {
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("obj-"))
         .collect();
     assert_eq!(objects.len(), 1, "{objects:?}");
+    let hash = objects[0].file_name().unwrap().to_string_lossy()["obj-".len()..].to_string();
+    let host = PathBuf::from(format!("/sys/fs/bpf/palisade/host-{hash}"));
     let links = |dir: &PathBuf| -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -536,21 +539,18 @@ fn usage_survives_the_cli_and_tracepoints_are_attached_once() {
         names.sort();
         names
     };
-    assert_eq!(
-        links(&objects[0]),
-        ["link_page_fault_user", "link_sched_switch"]
-    );
+    assert_eq!(links(&host), ["link_page_fault_user", "link_sched_switch"]);
+    assert!(links(&objects[0]).is_empty(), "none of the root's own");
     thread::sleep(Duration::from_millis(300));
     let second = usage(&sb, &sb.name);
     assert!(field(&second, "page_faults") >= field(&first, "page_faults"));
     assert!(field(&second, "context_switches") > field(&first, "context_switches"));
-    assert_eq!(
-        links(&objects[0]),
-        ["link_page_fault_user", "link_sched_switch"]
-    );
-    // A removed link pin is attached again by the next run.
-    std::fs::remove_file(objects[0].join("link_sched_switch")).unwrap();
+    assert_eq!(links(&host), ["link_page_fault_user", "link_sched_switch"]);
+    // A removed link pin is attached again by the next start.
+    std::fs::remove_file(host.join("link_sched_switch")).unwrap();
+    let again = format!("{}-again", sb.name);
+    start(&sb, &again, &[], &["sleep", "600"]);
     let third = usage(&sb, &sb.name);
     assert!(field(&third, "context_switches") >= field(&second, "context_switches"));
-    assert!(objects[0].join("link_sched_switch").exists());
+    assert!(host.join("link_sched_switch").exists());
 }

@@ -67,8 +67,8 @@ pub fn unique_name(tag: &str) -> String {
 
 /// A test's container: its name, a private directory for its files and
 /// its own state root, and on drop the removal of everything: containers
-/// still there (`rm -f`), cgroups palisade may have left, its BPF pins,
-/// its files.
+/// still there (`rm -f`), cgroups palisade may have left, its BPF pins
+/// (`system prune`), its files.
 pub struct Sandbox {
     pub name: String,
     pub dir: PathBuf,
@@ -258,7 +258,7 @@ impl Drop for Sandbox {
         for dir in self.leftover_cgroups() {
             let _ = std::fs::remove_dir(&dir);
         }
-        let _ = std::fs::remove_dir_all(pin_dir(&self.root));
+        let _ = self.palisade().args(["system", "prune"]).output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -19,20 +19,11 @@ pub fn run(palisade: &Path) -> Result<()> {
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let result = show(palisade, &work);
     // The demo's own BPF pins (see the README: pins per state root).
-    let key: String = work
-        .join("state")
-        .to_string_lossy()
-        .trim_matches('/')
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let _ = std::fs::remove_dir_all(Path::new("/sys/fs/bpf/palisade").join(key));
+    let _ = Command::new(palisade)
+        .arg("--root")
+        .arg(work.join("state"))
+        .args(["system", "prune"])
+        .output();
     let _ = std::fs::remove_dir_all(&work);
     result
 }

@@ -197,7 +197,12 @@ pub fn render(all: &[ContainerStats]) -> String {
         registry: Registry::new(),
     };
     let by_status = f.gauge("palisade_containers", &["status"]);
-    for status in [Status::Creating, Status::Running, Status::Exited] {
+    for status in [
+        Status::Creating,
+        Status::Running,
+        Status::Exited,
+        Status::Dead,
+    ] {
         let n = all.iter().filter(|s| s.status == status).count();
         by_status
             .with_label_values(&[&status.to_string()])

@@ -134,35 +134,82 @@ impl Hierarchies {
         enclosing: &[&str],
         name: &str,
     ) -> Result<ContainerCgroups, CgroupError> {
-        let relative = enclosing
-            .iter()
-            .fold(PathBuf::from(PARENT), |p, e| p.join(e));
+        let mut made = self.create_unified(enclosing, name)?;
+        self.create_v1(&mut made, enclosing)?;
+        Ok(made)
+    }
+
+    /// Every directory the container's cgroups have or will have, in every
+    /// hierarchy, v2 first (whether they exist or not).
+    pub fn planned(&self, enclosing: &[&str], name: &str) -> Vec<PathBuf> {
+        let relative = relative(enclosing).join(name);
+        std::iter::once(self.unified.join(&relative))
+            .chain(self.v1.iter().map(|h| h.mount.join(&relative)))
+            .collect()
+    }
+
+    /// Creates the container's cgroup v2 directory alone: its id can be
+    /// recorded before anything else is made (see [`Self::create_v1`]).
+    pub fn create_unified(
+        &self,
+        enclosing: &[&str],
+        name: &str,
+    ) -> Result<ContainerCgroups, CgroupError> {
+        let relative = relative(enclosing);
         let mut made = ContainerCgroups {
             unified: self.unified.join(&relative).join(name),
             v1: Vec::new(),
             v1_controllers: Vec::new(),
             removed: false,
         };
-        let within = |mount: &Path, cpuset: bool| -> Result<(), CgroupError> {
-            if enclosing.is_empty() {
-                ensure_parent(&mount.join(PARENT), cpuset)
-            } else if mount.join(&relative).is_dir() {
-                Ok(())
-            } else {
-                Err(CgroupError::NoEnclosing(mount.join(&relative)))
-            }
-        };
-        within(&self.unified, false).inspect_err(|_| made.removed = true)?;
+        within(&self.unified, enclosing, &relative, false).inspect_err(|_| made.removed = true)?;
         create_leaf(&made.unified, false).inspect_err(|_| made.removed = true)?;
+        Ok(made)
+    }
+
+    /// Creates the v1 directories of cgroups whose v2 directory
+    /// [`Self::create_unified`] made.
+    pub fn create_v1(
+        &self,
+        made: &mut ContainerCgroups,
+        enclosing: &[&str],
+    ) -> Result<(), CgroupError> {
+        let relative = relative(enclosing);
+        let name = made.name().to_string();
         for h in &self.v1 {
             let cpuset = h.controllers.iter().any(|c| c == "cpuset");
-            let dir = h.mount.join(&relative).join(name);
-            within(&h.mount, cpuset)?;
+            let dir = h.mount.join(&relative).join(&name);
+            within(&h.mount, enclosing, &relative, cpuset)?;
             create_leaf(&dir, cpuset)?;
             made.v1.push(dir);
             made.v1_controllers.push(h.controllers.clone());
         }
-        Ok(made)
+        Ok(())
+    }
+}
+
+/// `palisade/[ENCLOSING/…]`: where a container's directory goes.
+fn relative(enclosing: &[&str]) -> PathBuf {
+    enclosing
+        .iter()
+        .fold(PathBuf::from(PARENT), |p, e| p.join(e))
+}
+
+/// Makes sure the parent of a container's directory exists in the
+/// hierarchy at `mount`: the shared `palisade` one (made if missing), or
+/// the enclosing container's (which must exist).
+fn within(
+    mount: &Path,
+    enclosing: &[&str],
+    relative: &Path,
+    cpuset: bool,
+) -> Result<(), CgroupError> {
+    if enclosing.is_empty() {
+        ensure_parent(&mount.join(PARENT), cpuset)
+    } else if mount.join(relative).is_dir() {
+        Ok(())
+    } else {
+        Err(CgroupError::NoEnclosing(mount.join(relative)))
     }
 }
 
@@ -407,6 +454,93 @@ fn remove_dir_patiently(dir: &Path) -> Result<(), CgroupError> {
     }
 }
 
+/// The id of the cgroup v2 directory `dir` (its inode number), if it exists.
+pub fn id_of(dir: &Path) -> Option<u64> {
+    fs::metadata(dir).ok().map(|m| m.ino())
+}
+
+/// The processes in the cgroup `dir` (empty if it is gone).
+pub fn procs(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Whether no process is in `dir` or in a cgroup below it (true if gone).
+pub fn is_empty(dir: &Path) -> bool {
+    procs(dir).is_empty()
+        && fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .all(|e| is_empty(&e.path()))
+}
+
+/// Kills every process in the cgroup `dir` and below it: by `cgroup.kill`
+/// where the kernel has it (cgroup v2, Linux 5.14), else each pid listed
+/// in `cgroup.procs`, through a pidfd opened while the pid is still listed
+/// there (so a recycled pid is never signalled). Never by name.
+pub fn kill_all(dir: &Path) {
+    if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    for nested in fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+    {
+        kill_all(&nested.path());
+    }
+    for pid in procs(dir) {
+        let Ok(fd) = crate::sys::pidfd::open(pid) else {
+            continue;
+        };
+        if procs(dir).contains(&pid) {
+            let _ = crate::sys::pidfd::send_signal(&fd, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Waits up to `timeout` for the cgroup `dir` to hold no process.
+pub fn wait_empty(dir: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if is_empty(dir) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Every `MOUNT/palisade/NAME` directory, in every hierarchy.
+pub fn top_level(hierarchies: &Hierarchies) -> Vec<PathBuf> {
+    std::iter::once(&hierarchies.unified)
+        .chain(hierarchies.v1.iter().map(|h| &h.mount))
+        .flat_map(|mount| {
+            fs::read_dir(mount.join(PARENT))
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Removes one cgroup directory, retried while busy (as a container's
+/// tasks take a moment to leave after being killed).
+pub fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
+    remove_dir_patiently(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +564,20 @@ mod tests {
             ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/memory"]
         );
         assert_eq!(h.v1[0].controllers, ["cpu", "cpuacct"]);
+    }
+
+    #[test]
+    fn planned_dirs_are_v2_first_then_each_v1_hierarchy() {
+        let h = Hierarchies::from_mountinfo(HYBRID).unwrap();
+        assert_eq!(
+            h.planned(&["outer"], "web"),
+            [
+                "/sys/fs/cgroup/unified/palisade/outer/web",
+                "/sys/fs/cgroup/cpu,cpuacct/palisade/outer/web",
+                "/sys/fs/cgroup/memory/palisade/outer/web",
+            ]
+            .map(PathBuf::from)
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct KillArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(about = "Remove a container that has exited (or, with -f, kill it first)")]
+#[command(about = "Remove a container that has exited or is dead (or, with -f, kill it first)")]
 pub struct RmArgs {
     pub name: String,
     /// Kill the container if it is running.
@@ -64,6 +64,7 @@ fn status_text(s: &State) -> String {
     match (s.status, s.exit_status) {
         (Status::Exited, Some(code)) if s.oom_killed => format!("exited ({code}, OOM-killed)"),
         (Status::Exited, Some(code)) => format!("exited ({code})"),
+        (Status::Dead, _) => format!("dead ({})", s.dead_reason.unwrap_or("unknown")),
         (status, _) => status.to_string(),
     }
 }
@@ -86,6 +87,7 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
                     "name": s.name,
                     "pid": s.pid,
                     "status": s.status,
+                    "reason": s.dead_reason,
                     "exit_status": s.exit_status,
                     "oom_killed": s.oom_killed,
                     "created": time_text(s.created),

@@ -10,6 +10,7 @@ mod lifecycle;
 mod policy;
 mod run;
 mod stats;
+mod system;
 
 use std::path::PathBuf;
 
@@ -52,6 +53,7 @@ pub enum Command {
     Agent(agent::AgentArgs),
     Checkpoint(checkpoint::CheckpointArgs),
     Restore(checkpoint::RestoreArgs),
+    System(system::SystemArgs),
 }
 
 /// Exit status for bad input: a bad flag, name or policy file.
@@ -93,6 +95,7 @@ pub fn main() -> i32 {
         Command::Agent(args) => agent::execute(&root, args),
         Command::Checkpoint(args) => checkpoint::checkpoint(&root, args),
         Command::Restore(args) => checkpoint::restore(&root, args),
+        Command::System(args) => system::execute(&root, args),
     }
 }
 

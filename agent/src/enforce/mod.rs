@@ -10,7 +10,10 @@
 //! its own: its enclosing container's programs already run for it (the
 //! kernel runs every ancestor's), and a second attachment would judge,
 //! count and report each of its calls and packets twice. The global
-//! accounting programs (raw tracepoints) are attached once per object.
+//! accounting programs (raw tracepoints) are attached once per host and
+//! build, with the maps they use, shared by every state root (see
+//! `lifetime`); everything a state root pins goes when it has no container
+//! left.
 
 use std::{
     fs::File,
@@ -20,7 +23,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
     programs::ProgramError,
 };
 use palisade_common::{
@@ -33,10 +36,16 @@ use thiserror::Error;
 mod devices;
 mod hooks;
 mod in_force;
+mod lifetime;
+mod pins;
 mod tracing;
 mod usage;
 use hooks::HOOKS;
 pub use in_force::{CounterView, InForce, InForceEntry};
+pub use lifetime::{
+    detach_if_idle, events_ring_id, open_events, release_idle_hosts, retire_root, unpin_root,
+};
+pub use pins::{BPFFS, Pins, any_root_links};
 pub use usage::{ByFamily, Usage};
 
 use crate::spec::{self, Family, Policy};
@@ -75,55 +84,13 @@ pub enum EnforceError {
     },
 }
 
-/// Where this state root's programs, maps and per-container links are
-/// pinned in bpffs: `/sys/fs/bpf/palisade/<root>/`, with `<root>` the state
-/// root's path with every character but letters, digits and `-` turned
-/// into `_` (so separate state roots, as tests use, never share pins). Inside: `obj-<hash>/` for one build's programs and
-/// maps, `links/<container>/` for each container's attachments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pins {
-    dir: PathBuf,
-}
-
-/// Where bpffs is mounted.
-pub const BPFFS: &str = "/sys/fs/bpf";
-
-impl Pins {
-    pub fn for_state_root(root: &Path) -> Self {
-        // bpffs refuses names with a dot; everything but letters, digits
-        // and '-' becomes '_'.
-        let key: String = root
-            .to_string_lossy()
-            .trim_matches('/')
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        Self {
-            dir: Path::new(BPFFS).join("palisade").join(key),
-        }
-    }
-
-    /// The directory holding everything pinned for this state root.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    fn object_dir(&self) -> PathBuf {
-        self.dir.join(format!("obj-{:016x}", object_hash()))
-    }
-
-    fn links_dir(&self, container: &str) -> PathBuf {
-        // Names may hold '.', which bpffs refuses: '_' becomes "__" and
-        // '.' becomes "_d", which keeps distinct names distinct.
-        let escaped = container.replace('_', "__").replace('.', "_d");
-        self.dir.join("links").join(escaped)
-    }
+/// Whether every program and map of the root's object is pinned in `dir`.
+fn object_complete(dir: &Path) -> bool {
+    HOOKS
+        .iter()
+        .map(|h| h.program)
+        .chain(MAPS.iter().copied())
+        .all(|n| dir.join(n).exists())
 }
 
 /// FNV-1a of the embedded object: a new build gets new pins instead of
@@ -137,6 +104,10 @@ fn object_hash() -> u64 {
 /// The programs and maps, opened from their pins: verified once per build,
 /// attached per container.
 pub struct Enforcer {
+    /// Held from [`Enforcer::open`] (which attached the host's tracepoints)
+    /// until the first container's policy entry is written, so that no
+    /// cleanup sees no entry and detaches them meanwhile.
+    host_lock: Option<nix::fcntl::Flock<File>>,
     pins: Pins,
     programs: Vec<(&'static str, hooks::Program)>,
     policies: HashMap<MapData, u64, CgroupPolicy>,
@@ -150,23 +121,41 @@ pub struct Enforcer {
 
 impl Enforcer {
     /// Opens the pinned programs and maps of this build, loading the
-    /// object and pinning it first if they are not there yet. `lock` must
-    /// be held exclusively by the caller while this runs, so concurrent
-    /// first runs do not both pin.
+    /// object and pinning it first if they are not there yet, and makes
+    /// sure the host's accounting tracepoints are attached. The state
+    /// root's lock must be held exclusively by the caller while this runs,
+    /// so concurrent first runs do not both pin, and a root's pins are not
+    /// removed under it (see [`unpin_root`]).
     pub fn open(pins: Pins) -> Result<Self, EnforceError> {
         ensure_bpffs()?;
         let dir = pins.object_dir();
-        let complete = HOOKS
-            .iter()
-            .map(|h| h.program)
-            .chain(tracing::TRACEPOINTS.iter().map(|t| t.program))
-            .chain(MAPS.iter().copied())
-            .all(|n| dir.join(n).exists());
-        if !complete {
-            load_and_pin(&dir)?;
+        let host_lock = lifetime::lock_host()?;
+        let host = lifetime::host_dir();
+        // An object pinned by an older palisade of the same build has maps
+        // of its own (and its own tracepoints): loaded again against the
+        // host's unless containers of the root still run on it.
+        let stale = !lifetime::uses_host_maps(&dir, &host) && !pins.has_links();
+        if !object_complete(&dir) || !lifetime::host_complete(&host) || stale {
+            load_and_pin(&dir, &host)?;
             tracing::detach_idle_siblings(pins.dir(), &dir);
         }
-        tracing::ensure_attached(&dir)?;
+        tracing::ensure_attached(&host)?;
+        let mut enforcer = Self::open_pinned(pins)?;
+        enforcer.host_lock = Some(host_lock);
+        Ok(enforcer)
+    }
+
+    /// Opens the pinned programs and maps of this build without loading
+    /// anything: `None` if the root has none pinned (so no container).
+    pub fn open_existing(pins: Pins) -> Result<Option<Self>, EnforceError> {
+        if !pins.is_loaded() {
+            return Ok(None);
+        }
+        Self::open_pinned(pins).map(Some)
+    }
+
+    fn open_pinned(pins: Pins) -> Result<Self, EnforceError> {
+        let dir = pins.object_dir();
         let mut programs = Vec::with_capacity(HOOKS.len());
         for hook in HOOKS {
             let prog =
@@ -186,6 +175,7 @@ impl Enforcer {
         let usage = open_map(&dir, map::USAGE)?;
         let running = open_map(&dir, map::RUNNING)?;
         Ok(Self {
+            host_lock: None,
             pins,
             programs,
             policies,
@@ -196,12 +186,6 @@ impl Enforcer {
             usage,
             running,
         })
-    }
-
-    /// The ring buffer of denial and audit events of this build's programs.
-    pub fn events(&self) -> Result<RingBuf<MapData>, EnforceError> {
-        let dir = self.pins.object_dir();
-        open_map(&dir, map::EVENTS)
     }
 
     /// A container's counters, summed over CPUs (zero if it has none yet).
@@ -279,6 +263,7 @@ impl Enforcer {
         if result.is_err() {
             let _ = self.release(container, cgroup_id);
         }
+        self.host_lock = None;
         result
     }
 
@@ -305,6 +290,7 @@ impl Enforcer {
         if result.is_err() {
             let _ = self.release(container, cgroup_id);
         }
+        self.host_lock = None;
         result
     }
 
@@ -355,17 +341,8 @@ impl Enforcer {
     /// deletes its map entries, its usage included. Idempotent: what is
     /// already gone is fine.
     pub fn release(&mut self, container: &str, cgroup_id: u64) -> Result<(), EnforceError> {
-        let links = self.pins.links_dir(container);
-        match std::fs::remove_dir_all(&links) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(EnforceError::Pin {
-                    path: links,
-                    reason: e.to_string(),
-                });
-            }
-        }
+        self.host_lock = None;
+        self.pins.remove_links(container)?;
         // The policy goes first: a late packet or task of the container
         // finds none and makes no new usage record after this.
         let _ = self.policies.remove(&cgroup_id);
@@ -644,16 +621,27 @@ fn link_file(hook: &str) -> &str {
     hook.rsplit('/').next().unwrap_or(hook)
 }
 
-/// Loads the embedded object (the verifier runs here, once per build) and
-/// pins its programs and maps into `dir`.
-fn load_and_pin(dir: &Path) -> Result<(), EnforceError> {
-    // Clear what a run that died half-way may have left.
+/// Loads the embedded object (the verifier runs here, once per build and
+/// state root) and pins its programs and maps into `dir`. The maps the
+/// accounting tracepoints use are the host's (`host`, made here if
+/// missing) and the tracepoint programs are pinned there once.
+fn load_and_pin(dir: &Path, host: &Path) -> Result<(), EnforceError> {
+    // Clear what a run that died half-way may have left, and a host set
+    // without its maps (their programs would count into maps no root uses).
     let _ = std::fs::remove_dir_all(dir);
+    if !lifetime::host_maps_complete(host) {
+        let _ = std::fs::remove_dir_all(host);
+    }
     create_dirs(dir)?;
+    create_dirs(host)?;
+    let mut loader = EbpfLoader::new();
     // The programs use no CO-RE relocation, so the kernel's BTF need not be
     // parsed a second time (`EbpfLoader::new` has already read it once).
-    let mut bpf = EbpfLoader::new()
-        .btf(None)
+    loader.btf(None);
+    for &name in lifetime::SHARED_MAPS {
+        loader.map_pin_path(name, host.join(name));
+    }
+    let mut bpf = loader
         .load(OBJECT)
         .map_err(|e| EnforceError::Object(chain(&e)))?;
     for hook in HOOKS {
@@ -671,7 +659,10 @@ fn load_and_pin(dir: &Path) -> Result<(), EnforceError> {
         })?;
     }
     for tp in tracing::TRACEPOINTS {
-        let path = dir.join(tp.program);
+        let path = host.join(tp.program);
+        if path.exists() {
+            continue;
+        }
         tracing::load_and_pin(&mut bpf, tp, &path).map_err(|e| match e {
             hooks::LoadError::Missing => EnforceError::Load {
                 hook: tp.program,
@@ -686,6 +677,9 @@ fn load_and_pin(dir: &Path) -> Result<(), EnforceError> {
     }
     for &name in MAPS {
         let path = dir.join(name);
+        if path.exists() {
+            continue;
+        }
         bpf.map(name)
             .ok_or_else(|| EnforceError::Pin {
                 path: path.clone(),

@@ -1,9 +1,10 @@
 //! The object's global programs: raw tracepoints that account CPU time,
-//! context switches and page faults for every container of the object.
-//! Unlike the cgroup hooks they are attached once per object, not per
-//! container, as BPF links pinned beside the programs
-//! (`obj-<hash>/link_<program>`): they outlive the process that attached
-//! them, are never attached twice, and go when the pins are removed.
+//! context switches and page faults for every container of every state
+//! root. Unlike the cgroup hooks they are attached once per host and build,
+//! not per container, as BPF links pinned beside the programs
+//! (`host-<hash>/link_<program>`, see `lifetime`): they outlive the process
+//! that attached them, are never attached twice, and go when no container
+//! is left. Older builds pinned them per root (`obj-<hash>/link_<program>`).
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +69,13 @@ pub(super) fn ensure_attached(dir: &Path) -> Result<(), EnforceError> {
         })?;
     }
     Ok(())
+}
+
+/// Detaches the tracepoints pinned in `dir` (removing their link pins).
+pub(super) fn detach(dir: &Path) {
+    for tp in TRACEPOINTS {
+        let _ = std::fs::remove_file(link_pin(dir, tp));
+    }
 }
 
 /// Detaches the tracepoints of the state root's other objects (earlier

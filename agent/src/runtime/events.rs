@@ -14,8 +14,11 @@ use palisade_common::{
 };
 use serde::Serialize;
 
-use super::{RuntimeError, StateRoot, policy::open_enforcer};
-use crate::{enforce::Pins, spec::access_letters};
+use super::{RuntimeError, StateRoot};
+use crate::{
+    enforce::{self, Pins},
+    spec::access_letters,
+};
 
 /// One event, for people and for `--json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -67,17 +70,22 @@ pub fn events(
     follow: bool,
     mut out: impl FnMut(EventView) -> bool,
 ) -> Result<(), RuntimeError> {
-    let enforcer = open_enforcer(root, &Pins::for_state_root(root.dir()))?;
-    let mut ring = enforcer.events()?;
+    let pins = Pins::for_state_root(root.dir());
+    // The root's ring, if it has one: it is made with the first container
+    // of the root and goes once the last is gone and its events are read,
+    // so a follower opens it again when it appears or is replaced.
+    let mut ring = enforce::open_events(&pins)?;
+    let mut ring_id = enforce::events_ring_id(&pins);
     let mut names = names(root);
     loop {
         let mut any = false;
-        while let Some(item) = ring.next() {
+        while let Some(item) = ring.as_mut().and_then(|r| r.next()) {
             any = true;
             if item.len() < std::mem::size_of::<Event>() {
                 continue;
             }
             let event = read_event(&item);
+            drop(item);
             if !names.contains_key(&event.cgroup) {
                 names = self::names(root);
             }
@@ -90,6 +98,11 @@ pub fn events(
         }
         if !any {
             std::thread::sleep(Duration::from_millis(50));
+            let pinned = enforce::events_ring_id(&pins);
+            if pinned != ring_id {
+                ring = enforce::open_events(&pins)?;
+                ring_id = pinned;
+            }
         }
     }
 }

@@ -84,6 +84,9 @@ fn prepare(
     init: &Init<'_>,
     report_fd: i32,
 ) -> Result<(), String> {
+    // Only the monitor holds the creator lock: if it dies, the container is
+    // known to be without its creator even while this process lingers.
+    super::state::drop_inherited_creator_lock();
     // The container does not outlive the process that supervises it. Set
     // before waiting on the start pipe, so a parent that died in between
     // shows up as EOF there.

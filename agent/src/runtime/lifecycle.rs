@@ -5,7 +5,6 @@
 
 use std::{
     os::fd::OwnedFd,
-    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
@@ -14,45 +13,60 @@ use nix::{errno::Errno, sys::signal::Signal};
 
 use super::{
     RuntimeError,
+    cleanup::{claim, clean_up, reconcile, release_root_if_idle},
     state::{State, StateError, StateRoot, Status},
 };
-use crate::{enforce::Pins, sys::pidfd};
+use crate::sys::pidfd;
 
-/// Every container in the state root.
+/// Every container in the state root, as it is now: one whose creator or
+/// monitor died is `dead` (see `cleanup::reconcile`).
 pub fn ps(root: &StateRoot) -> Result<Vec<State>, RuntimeError> {
-    Ok(root.list()?)
+    Ok(root
+        .list()?
+        .into_iter()
+        .map(|s| reconcile(root, s))
+        .collect())
 }
 
-/// Is the monitor process of this state still there?
-fn monitor_alive(state: &State) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(state.monitor_pid), None).is_ok()
-}
-
-/// A pidfd for the container's first process, if it is still running and
-/// still in the container's cgroup.
-pub(super) fn container_process(state: &State) -> Result<OwnedFd, RuntimeError> {
-    let not_running = || RuntimeError::WrongStatus {
+/// The error for a container that is not running, saying why.
+fn not_running(state: &State) -> RuntimeError {
+    RuntimeError::WrongStatus {
         name: state.name.clone(),
-        status: state.status.to_string(),
-    };
+        status: match state.dead_reason {
+            Some(why) => format!("{} ({why}), not running", state.status),
+            None => state.status.to_string(),
+        },
+    }
+}
+
+/// A pidfd for the container's first process, if it is still running (not
+/// a zombie) and still in the container's cgroup.
+pub(super) fn container_process(state: &State) -> Result<OwnedFd, RuntimeError> {
     let pid = match (state.status, state.pid) {
         (Status::Running, Some(pid)) => pid,
-        _ => return Err(not_running()),
+        _ => return Err(not_running(state)),
     };
-    let fd = pidfd::open(pid).map_err(|_| not_running())?;
+    let fd = pidfd::open(pid).map_err(|_| not_running(state))?;
     // Checked after opening the pidfd: if this is the container's process
     // now, the pidfd refers to it for good.
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let ours = format!("0::{}", state.cgroup_path());
-    if !cgroup.lines().any(|l| l == ours) {
-        return Err(not_running());
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat
+        .rsplit_once(") ")
+        .is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'));
+    if zombie || !cgroup.lines().any(|l| l == ours) {
+        return Err(RuntimeError::WrongStatus {
+            name: state.name.clone(),
+            status: format!("{} but its first process (pid {pid}) is gone", state.status),
+        });
     }
     Ok(fd)
 }
 
 /// Sends `signal` to the container's first process.
 pub fn kill(root: &StateRoot, name: &str, signal: Signal) -> Result<(), RuntimeError> {
-    let state = root.load(name)?;
+    let state = reconcile(root, root.load(name)?);
     let fd = container_process(&state)?;
     pidfd::send_signal(&fd, signal).map_err(|errno| RuntimeError::Setup {
         step: "signal the container",
@@ -66,7 +80,7 @@ pub fn wait(root: &StateRoot, name: &str) -> Result<State, RuntimeError> {
         let state = root.load(name)?;
         match state.status {
             Status::Exited => return Ok(state),
-            _ if !monitor_alive(&state) => {
+            _ if !root.creator_alive(&state) => {
                 return Err(RuntimeError::WrongStatus {
                     name: name.to_string(),
                     status: format!(
@@ -80,69 +94,99 @@ pub fn wait(root: &StateRoot, name: &str) -> Result<State, RuntimeError> {
     }
 }
 
-/// Removes a container's state. A running container is refused unless
-/// `force`, which kills it first and waits for its monitor to clean up.
+/// Removes a container. One that runs is refused unless `force`, which
+/// kills it first and waits for its monitor to clean up. One whose creator
+/// or monitor died (`dead`, or killed half-way through its start) is
+/// cleaned up here: its processes, link pins, map entries, traffic class,
+/// address and cgroups. The state root's pins go with its last container.
 pub fn remove(root: &StateRoot, name: &str, force: bool) -> Result<(), RuntimeError> {
-    let state = root.load(name)?;
-    if state.status != Status::Exited && monitor_alive(&state) {
+    let state = match root.load(name) {
+        Ok(s) => Some(reconcile(root, s)),
+        // A directory with no state: an older palisade's half-made one.
+        Err(StateError::NotFound(_)) if root.container_dir(name).is_dir() => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(state) = &state
+        && matches!(state.status, Status::Creating | Status::Running)
+    {
         if !force {
+            let why = if root.creator_alive(state) {
+                ""
+            } else {
+                ", without its monitor"
+            };
             return Err(RuntimeError::WrongStatus {
                 name: name.to_string(),
                 status: format!(
-                    "{} (stop it first, or use `palisade rm -f {name}`)",
+                    "{}{why} (stop it first, or use `palisade rm -f {name}`)",
                     state.status
                 ),
             });
         }
-        if let Ok(fd) = container_process(&state) {
-            let _ = pidfd::send_signal(&fd, Signal::SIGKILL);
+        if root.creator_alive(state) {
+            stop_and_wait(root, state)?;
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match root.load(name) {
-                // A foreground container's monitor removes it on exit.
-                Err(StateError::NotFound(_)) => return Ok(()),
-                Ok(s) if s.status == Status::Exited || !monitor_alive(&state) => break,
-                Ok(_) => {}
-                Err(e) => return Err(e.into()),
-            }
-            if Instant::now() > deadline {
-                return Err(RuntimeError::Setup {
-                    step: "wait for the container to exit",
-                    errno: Errno::ETIMEDOUT,
+    }
+    // A monitor that has just saved its container's exit may not have
+    // exited itself yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (_lock, state) = loop {
+        match claim(root, name) {
+            Ok(Some(claimed)) => break claimed,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                return Err(RuntimeError::WrongStatus {
+                    name: name.to_string(),
+                    status: "still being created or run by a live palisade process".to_string(),
                 });
             }
-            thread::sleep(Duration::from_millis(10));
+            // Removed meanwhile (a foreground container's monitor, on exit).
+            Err(RuntimeError::State(StateError::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         }
-    }
-    let state = match root.load(name) {
-        Err(StateError::NotFound(_)) => return Ok(()),
-        other => other?,
     };
-    if state.status != Status::Exited {
-        // The monitor died without cleaning up: do it here.
-        clean_up_after(root, &state)?;
+    match &state {
+        Some(s) if s.status == Status::Exited => root.remove(name)?,
+        _ => clean_up(root, name, state.as_ref())?,
     }
-    match root.remove(name) {
-        Err(StateError::NotFound(_)) | Ok(()) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    release_root_if_idle(root, false);
+    Ok(())
 }
 
-/// What a monitor does after its container exits, for one that is gone.
-fn clean_up_after(root: &StateRoot, state: &State) -> Result<(), RuntimeError> {
-    // Kill stragglers (cgroup.kill exists on v2; it takes nested
-    // containers too) before the programs that police them are detached.
-    for dir in &state.cgroups {
-        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+/// Kills a container whose monitor is alive and waits until the monitor
+/// has cleaned up after it (or is gone).
+fn stop_and_wait(root: &StateRoot, state: &State) -> Result<(), RuntimeError> {
+    let name = &state.name;
+    if let Ok(fd) = container_process(state) {
+        let _ = pidfd::send_signal(&fd, Signal::SIGKILL);
     }
-    if let Some(id) = state.cgroup_id {
-        let mut enforcer = super::policy::open_enforcer(root, &Pins::for_state_root(root.dir()))?;
-        enforcer.release(&state.name, id)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match root.load(name) {
+            // A foreground container's monitor removes it on exit.
+            Err(StateError::NotFound(_)) => return Ok(()),
+            Ok(s) if s.status == Status::Exited || !root.creator_alive(&s) => return Ok(()),
+            Ok(s) if s.status == Status::Running => {
+                // A first process started meanwhile (it was creating).
+                if let Ok(fd) = container_process(&s) {
+                    let _ = pidfd::send_signal(&fd, Signal::SIGKILL);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() > deadline {
+            return Err(RuntimeError::Setup {
+                step: "wait for the container to exit",
+                errno: Errno::ETIMEDOUT,
+            });
+        }
+        thread::sleep(Duration::from_millis(10));
     }
-    crate::cgroups::remove_dirs(state.cgroups.iter().map(PathBuf::as_path))?;
-    super::monitor::release_network(state);
-    Ok(())
 }
 
 /// The container's log (output of a detached container).

@@ -7,6 +7,7 @@
 //! then allowed to exec. It never decides policy (that is `spec`) nor
 //! builds BPF maps itself (`enforce`).
 
+mod cleanup;
 mod devices;
 mod events;
 mod exec;
@@ -25,6 +26,7 @@ pub mod userns;
 
 use std::{ffi::CString, path::PathBuf};
 
+pub use cleanup::{Pruned, prune, reconcile};
 pub use devices::{DeviceNode, DeviceRequest};
 pub use events::{DeviceView, EventView, events};
 pub use exec::{ExecSpec, exec};

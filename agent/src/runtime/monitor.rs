@@ -20,11 +20,11 @@ use nix::{
 };
 
 use super::{
-    EXIT_SETUP_FAILED, NetMode, RunOutcome, RunSpec, RuntimeError, cstrings, environment, init,
-    net,
+    EXIT_SETUP_FAILED, NetMode, RunOutcome, RunSpec, RuntimeError, cleanup, cstrings, environment,
+    init, net,
     rootfs::RootfsSpec,
     security, shaping,
-    state::{ExecProfile, State, StateRoot, Status, now},
+    state::{CreatorLock, ExecProfile, State, StateError, StateRoot, Status, now},
     supervise, userns,
 };
 use crate::{
@@ -55,6 +55,8 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         shaping: None,
         device_rules: spec.extra_device_rules(),
         recipe: spec.recipe.clone(),
+        creator_lock: true,
+        dead_reason: None,
         exec: ExecProfile {
             env: env_strings.clone(),
             workdir: spec.workdir.clone(),
@@ -66,7 +68,9 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
     };
     let argv = cstrings(&spec.command)?;
     let env = cstrings(&env_strings)?;
-    root.create(&state)?;
+    // Held (by the monitor, for a detached run) while the container lives:
+    // it tells `ps`, `rm` and a later `run` that its creator is alive.
+    let _lock = reserve(root, &state)?;
 
     if !spec.detach {
         return monitor(root, spec, &argv, &env, state, None).map(RunOutcome::Exited);
@@ -113,6 +117,36 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
                         spec.name
                     ),
                 }),
+            }
+        }
+    }
+}
+
+/// Reserves the container's name. A container of that name whose creator
+/// died (killed half-way through its start, or a dead monitor's) is
+/// cleaned up first, as `rm` would; a live one's name is refused.
+fn reserve(root: &StateRoot, state: &State) -> Result<CreatorLock, RuntimeError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match root.create(state) {
+            Ok(lock) => return Ok(lock),
+            Err(StateError::Exists { .. }) if attempts < 3 => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Ok(Some((_lock, old))) = cleanup::claim(root, &state.name) {
+            let old = old.map(|o| cleanup::reconcile_claimed(&o));
+            match &old {
+                // A container that exited, or whose processes still run
+                // without their monitor: the user's to remove.
+                Some(o) if o.status != Status::Dead => {
+                    return Err(StateError::Exists {
+                        name: state.name.clone(),
+                        status: o.status.to_string(),
+                    }
+                    .into());
+                }
+                _ => cleanup::clean_up(root, &state.name, old.as_ref())?,
             }
         }
     }
@@ -175,10 +209,30 @@ fn monitor(
             Err(e) => return Err(fail(root, &spec.name, ready, e)),
         }
     }
-    let enclosing: Vec<&str> = state.enclosing.iter().map(String::as_str).collect();
-    let cgroups = match hierarchies.create_under(&enclosing, &spec.name) {
+    let enclosing_names = state.enclosing.clone();
+    let enclosing: Vec<&str> = enclosing_names.iter().map(String::as_str).collect();
+    // Each step is recorded before it is taken, so a cleanup after a
+    // creator killed at any point finds what it made: the cgroups it will
+    // make, then the id of the v2 one (which says it is this container's,
+    // not a namesake's of another state root) before anything else.
+    state.cgroups = hierarchies.planned(&enclosing, &spec.name);
+    if let Err(e) = root.save(&state) {
+        return Err(fail(root, &spec.name, ready, e.into()));
+    }
+    let made = hierarchies
+        .create_unified(&enclosing, &spec.name)
+        .map_err(RuntimeError::from)
+        .and_then(|mut cgroups| {
+            let id = cgroups.id()?;
+            state.cgroup_id = Some(id);
+            root.remember_cgroup(id, &spec.name);
+            root.save(&state)?;
+            hierarchies.create_v1(&mut cgroups, &enclosing)?;
+            Ok(cgroups)
+        });
+    let cgroups = match made {
         Ok(c) => c,
-        Err(e) => return Err(fail(root, &spec.name, ready, e.into())),
+        Err(e) => return Err(fail(root, &spec.name, ready, e)),
     };
     let mut enforcer = None;
     let started = start(
@@ -199,6 +253,9 @@ fn monitor(
             }
             release_network(&state);
             drop(cgroups);
+            // It may still hold the host's BPF lock (a start that failed
+            // before its policy was written), which `fail` takes.
+            drop(enforcer);
             return Err(fail(root, &spec.name, ready, e));
         }
     };
@@ -231,6 +288,7 @@ fn monitor(
     } else {
         root.remove(&spec.name)?;
     }
+    cleanup::release_root_if_idle(root, false);
     removed?;
     Ok(status)
 }
@@ -257,6 +315,7 @@ pub(super) fn release_network(state: &State) {
 /// the error on (to the waiting CLI too, for a detached run).
 fn fail(root: &StateRoot, name: &str, ready: Option<OwnedFd>, error: RuntimeError) -> RuntimeError {
     let _ = root.remove(name);
+    cleanup::release_root_if_idle(root, false);
     report_failure(ready, &error);
     error
 }
@@ -276,8 +335,6 @@ fn start(
 ) -> Result<(Pid, SigSet), RuntimeError> {
     let setup = |step| move |errno| RuntimeError::Setup { step, errno };
     let cgroup_id = cgroups.id()?;
-    state.cgroup_id = Some(cgroup_id);
-    root.remember_cgroup(cgroup_id, &spec.name);
     state.cgroups = cgroups.dirs().map(|d| d.to_path_buf()).collect();
     *enforcer = Some(
         super::policy::open_enforcer(root, pins).map_err(|e| match e {

@@ -90,6 +90,17 @@ pub fn lease(owner: &str) -> Result<Lease, NetError> {
     Err(NetError::Exhausted("address in 10.88.0.0/16"))
 }
 
+/// The addresses leased to `owner`.
+pub fn leases_of(owner: &str) -> Vec<Ipv4Addr> {
+    fs::read_dir(leases_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| fs::read_to_string(e.path()).is_ok_and(|o| o == owner))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 pub fn release(addr: Ipv4Addr) {
     let _ = fs::remove_file(leases_dir().join(addr.to_string()));
 }

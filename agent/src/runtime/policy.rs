@@ -3,9 +3,6 @@
 //! from them (with what the container consumed), and its outbound rate
 //! changed or read back from traffic control.
 
-use std::fs::File;
-
-use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
 use super::{
@@ -44,22 +41,24 @@ pub struct EgressShown {
 /// them if needed; one process at a time (a lock file in the state root),
 /// so concurrent first runs do not both pin.
 pub(crate) fn open_enforcer(root: &StateRoot, pins: &Pins) -> Result<Enforcer, RuntimeError> {
-    let io = |step| move |e: std::io::Error| RuntimeError::io(step, &e);
-    std::fs::create_dir_all(root.dir()).map_err(io("create the state root"))?;
-    let lock_file =
-        File::create(root.dir().join(".bpf.lock")).map_err(io("create the state root's lock"))?;
-    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, errno)| {
-        RuntimeError::Setup {
-            step: "lock the state root",
-            errno,
-        }
-    })?;
+    let _lock = super::cleanup::lock_bpf(root)?;
     Ok(Enforcer::open(pins.clone())?)
+}
+
+/// Opens the pinned programs and maps of this build for a command that
+/// only reads or changes running containers' entries: never loads (a root
+/// with no container has none pinned, and must not get them).
+pub(crate) fn open_loaded(root: &StateRoot, pins: &Pins) -> Result<Enforcer, RuntimeError> {
+    let _lock = super::cleanup::lock_bpf(root)?;
+    Enforcer::open_existing(pins.clone())?.ok_or(RuntimeError::Setup {
+        step: "open the state root's BPF pins (no container runs in it)",
+        errno: nix::errno::Errno::ENOENT,
+    })
 }
 
 /// The cgroup id of a running container.
 fn running_cgroup(root: &StateRoot, name: &str) -> Result<(u64, super::State), RuntimeError> {
-    let state = root.load(name)?;
+    let state = super::cleanup::reconcile(root, root.load(name)?);
     match (state.status, state.cgroup_id) {
         (Status::Running, Some(id)) => Ok((id, state)),
         _ => Err(RuntimeError::WrongStatus {
@@ -99,7 +98,7 @@ pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(),
         .devices
         .allow
         .extend(state.device_rules.iter().copied());
-    let mut enforcer = open_enforcer(root, &Pins::for_state_root(root.dir()))?;
+    let mut enforcer = open_loaded(root, &Pins::for_state_root(root.dir()))?;
     enforcer.update(cgroup_id, &policy)?;
     reshape(root, &mut enforcer, cgroup_id, state, policy.network.egress)
 }
@@ -198,7 +197,7 @@ fn reshape(
 /// and its traffic class's counts from traffic control.
 pub fn show_policy(root: &StateRoot, name: &str) -> Result<Shown, RuntimeError> {
     let (cgroup_id, state) = running_cgroup(root, name)?;
-    let enforcer = open_enforcer(root, &Pins::for_state_root(root.dir()))?;
+    let enforcer = open_loaded(root, &Pins::for_state_root(root.dir()))?;
     let kernel = enforcer.show(cgroup_id)?;
     let usage = enforcer.usage(cgroup_id);
     let egress = match &state.shaping {

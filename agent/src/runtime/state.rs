@@ -1,9 +1,16 @@
 //! Container state on disk: `ROOT/NAME/state.json` and `ROOT/NAME/log`.
 //!
-//! The directory's creation is what reserves a name, so two `run --name web`
-//! cannot both win. `state.json` is replaced atomically (write, then
-//! rename); readers never see half a file. Only the container's monitor
-//! writes it after creation; `rm` deletes the directory.
+//! The directory's appearance is what reserves a name, so two `run --name
+//! web` cannot both win: it is made under a temporary name with its first
+//! `state.json` and a locked `lock` file inside, then renamed into place
+//! (never over an existing one), so a reserved name always has a state and
+//! a creator's lock from its first instant. The creator (the container's
+//! monitor) holds the lock, an open file description lock (`F_OFD_SETLK`),
+//! for as long as it lives; the kernel drops it when the creator dies, so
+//! "is its creator still there" is a lock test, immune to pid reuse.
+//! `state.json` is replaced atomically (write, then rename); readers never
+//! see half a file. Only the container's monitor writes it after creation;
+//! `rm` deletes the directory.
 
 use std::{
     fs, io,
@@ -11,6 +18,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use nix::fcntl::{FcntlArg, fcntl};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -37,6 +45,10 @@ pub enum Status {
     Creating,
     Running,
     Exited,
+    /// Never on disk: what `ps`, `stats` and the metrics report for a
+    /// container whose creator or monitor died and whose processes are
+    /// all gone (see [`State::dead_reason`]). `rm` removes it.
+    Dead,
 }
 
 impl std::fmt::Display for Status {
@@ -45,6 +57,7 @@ impl std::fmt::Display for Status {
             Status::Creating => "creating",
             Status::Running => "running",
             Status::Exited => "exited",
+            Status::Dead => "dead",
         })
     }
 }
@@ -107,6 +120,14 @@ pub struct State {
     /// checkpoint).
     #[serde(default)]
     pub recipe: Option<Recipe>,
+    /// The creator holds `ROOT/NAME/lock` while it lives (every state
+    /// this version writes). Without it (an older palisade's state) the
+    /// monitor is looked for by pid.
+    #[serde(default)]
+    pub creator_lock: bool,
+    /// Why a container is [`Status::Dead`]; never on disk.
+    #[serde(skip)]
+    pub dead_reason: Option<&'static str>,
 }
 
 /// The `run` arguments that made a container (without --name, --detach
@@ -167,50 +188,128 @@ impl StateRoot {
         self.container_dir(name).join("state.json")
     }
 
-    /// Reserves `state.name` and writes its first state.
-    pub fn create(&self, state: &State) -> Result<(), StateError> {
+    fn lock_path(&self, name: &str) -> PathBuf {
+        self.container_dir(name).join(LOCK_FILE)
+    }
+
+    /// Reserves `state.name` and writes its first state; the returned lock
+    /// says the caller is its creator, for as long as the caller (or a
+    /// child it forks) keeps it open.
+    pub fn create(&self, state: &State) -> Result<CreatorLock, StateError> {
         fs::create_dir_all(&self.dir).map_err(|source| StateError::Io {
             action: "create state root",
             path: self.dir.clone(),
             source,
         })?;
-        let dir = self.container_dir(&state.name);
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let status = self
-                    .load(&state.name)
-                    .map_or_else(|_| "unknown state".to_string(), |s| s.status.to_string());
-                return Err(StateError::Exists {
-                    name: state.name.clone(),
-                    status,
-                });
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io {
+                action,
+                path,
+                source,
             }
-            Err(source) => {
-                return Err(StateError::Io {
-                    action: "create",
-                    path: dir,
-                    source,
-                });
+        };
+        let staging = self.dir.join(format!(
+            "{STAGING_PREFIX}{}.{}",
+            state.name,
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir(&staging).map_err(io("create", &staging))?;
+        let prepared = (|| {
+            let lock = CreatorLock::take(&staging.join(LOCK_FILE))?
+                .ok_or_else(|| io("lock", &staging)(io::ErrorKind::WouldBlock.into()))?;
+            let mut state = state.clone();
+            state.creator_lock = true;
+            write_atomically(&staging.join("state.json"), &state)?;
+            Ok(lock)
+        })();
+        let lock = match prepared {
+            Ok(lock) => {
+                use std::os::fd::AsRawFd;
+                CREATED_LOCK_FD.store(lock.file.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+                lock
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        let dir = self.container_dir(&state.name);
+        match crate::sys::fs::rename_noreplace(&staging, &dir) {
+            Ok(()) => Ok(lock),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                if e == nix::errno::Errno::EEXIST {
+                    let status = self
+                        .load(&state.name)
+                        .map_or_else(|_| "unknown state".to_string(), |s| s.status.to_string());
+                    Err(StateError::Exists {
+                        name: state.name.clone(),
+                        status,
+                    })
+                } else {
+                    Err(io("reserve", &dir)(e.into()))
+                }
             }
         }
-        self.save(state)
+    }
+
+    /// Whether a live process (the creator, or a monitor it forked) holds
+    /// the container's creator lock. A state without one (an older
+    /// palisade's) is judged by its monitor's pid.
+    pub fn creator_alive(&self, state: &State) -> bool {
+        if !state.creator_lock {
+            return nix::sys::signal::kill(nix::unistd::Pid::from_raw(state.monitor_pid), None)
+                .is_ok();
+        }
+        match fs::File::open(self.lock_path(&state.name)) {
+            Ok(file) => is_locked(&file),
+            // No lock file: the directory is going (rm).
+            Err(_) => false,
+        }
+    }
+
+    /// Takes the creator lock of a container whose creator is gone, so
+    /// that this process may clean up after it; `None` if a live process
+    /// holds it. A directory without a lock file (an older palisade's, or
+    /// one half removed) gets one.
+    pub fn take_over(&self, name: &str) -> Result<Option<CreatorLock>, StateError> {
+        CreatorLock::take(&self.lock_path(name))
+    }
+
+    /// Staging directories (`.NAME.PID`) of reservations whose creator
+    /// died before renaming them into place.
+    pub fn abandoned_staging(&self) -> Vec<PathBuf> {
+        fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(STAGING_PREFIX))
+            .map(|e| e.path())
+            .filter(|dir| match fs::File::open(dir.join(LOCK_FILE)) {
+                Ok(file) => !is_locked(&file),
+                Err(_) => true,
+            })
+            .collect()
+    }
+
+    /// The names of every container directory, readable state or not.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| super::validate_name(n).is_ok())
+            .collect();
+        names.sort();
+        names
     }
 
     pub fn save(&self, state: &State) -> Result<(), StateError> {
-        let path = self.state_path(&state.name);
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(state).expect("state serialises");
-        fs::write(&tmp, text).map_err(|source| StateError::Io {
-            action: "write",
-            path: tmp.clone(),
-            source,
-        })?;
-        fs::rename(&tmp, &path).map_err(|source| StateError::Io {
-            action: "replace",
-            path,
-            source,
-        })
+        write_atomically(&self.state_path(&state.name), state)
     }
 
     pub fn load(&self, name: &str) -> Result<State, StateError> {
@@ -250,6 +349,7 @@ impl StateRoot {
         let mut states: Vec<State> = entries
             .filter_map(Result::ok)
             .filter(|e| e.path().is_dir())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with(STAGING_PREFIX))
             .filter_map(|e| self.load(&e.file_name().to_string_lossy()).ok())
             .collect();
         states.sort_by(|a, b| a.name.cmp(&b.name));
@@ -297,6 +397,100 @@ impl StateRoot {
     }
 }
 
+/// The creator's lock file in a container's directory.
+const LOCK_FILE: &str = "lock";
+/// Names of reservations being prepared (never a container name, which
+/// starts with a letter or digit).
+const STAGING_PREFIX: &str = ".";
+
+fn write_atomically(path: &Path, state: &State) -> Result<(), StateError> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(state).expect("state serialises");
+    fs::write(&tmp, text).map_err(|source| StateError::Io {
+        action: "write",
+        path: tmp.clone(),
+        source,
+    })?;
+    fs::rename(&tmp, path).map_err(|source| StateError::Io {
+        action: "replace",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The descriptor of this process's [`CreatorLock`] from [`StateRoot::create`],
+/// or -1: a forked container process closes its copy at once, so that only
+/// palisade's own process (the monitor) keeps the creator alive.
+static CREATED_LOCK_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// In a process forked by a creator (the container's first process, before
+/// it runs anything): closes the inherited creator lock.
+pub(super) fn drop_inherited_creator_lock() {
+    let fd = CREATED_LOCK_FD.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: in the forked child the lock's owner (the creator's
+        // `CreatorLock`) never runs again: the child execs or exits.
+        unsafe { crate::sys::fds::close_inherited(fd) };
+    }
+}
+
+/// A whole-file write lock on an open file description (`F_OFD_SETLK`):
+/// held by every process sharing the description (a forked monitor too),
+/// dropped by the kernel when the last of them closes it or dies.
+#[derive(Debug)]
+pub struct CreatorLock {
+    file: fs::File,
+}
+
+fn whole_file(kind: libc::c_short) -> libc::flock {
+    libc::flock {
+        l_type: kind,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    }
+}
+
+impl CreatorLock {
+    /// Locks `path` (created if missing); `None` if another process holds it.
+    fn take(path: &Path) -> Result<Option<Self>, StateError> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| StateError::Io {
+                action: "open",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        match fcntl(
+            &file,
+            FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK as _)),
+        ) {
+            Ok(_) => Ok(Some(Self { file })),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(None),
+            Err(e) => Err(StateError::Io {
+                action: "lock",
+                path: path.to_path_buf(),
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+/// Whether some process holds a lock on `file` (tested, never taken).
+fn is_locked(file: &fs::File) -> bool {
+    let mut probe = whole_file(libc::F_WRLCK as _);
+    match fcntl(file, FcntlArg::F_OFD_GETLK(&mut probe)) {
+        Ok(_) => probe.l_type != libc::F_UNLCK as libc::c_short,
+        // Cannot tell: say alive, which only ever refuses a cleanup.
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +517,8 @@ mod tests {
             shaping: None,
             device_rules: vec![crate::spec::DeviceRule::parse("b 7:0 rw").unwrap()],
             recipe: None,
+            creator_lock: false,
+            dead_reason: None,
         }
     }
 
@@ -331,8 +527,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("palisade-state-test-{}", std::process::id()));
         let root = StateRoot::new(&dir);
         let mut s = state("web");
-        root.create(&s).unwrap();
+        let lock = root.create(&s).unwrap();
         assert!(matches!(root.create(&s), Err(StateError::Exists { .. })));
+        s.creator_lock = true;
+        assert!(root.creator_alive(&s));
+        assert!(root.take_over("web").unwrap().is_none());
+        drop(lock);
+        assert!(!root.creator_alive(&s));
+        let lock = root.take_over("web").unwrap().expect("free once dropped");
+        drop(lock);
         s.status = Status::Running;
         s.pid = Some(42);
         root.save(&s).unwrap();

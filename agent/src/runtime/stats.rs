@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{RuntimeError, State, StateRoot, Status, policy::open_enforcer, shaping};
+use super::{
+    RuntimeError, State, StateRoot, Status, cleanup::reconcile, policy::open_loaded, shaping,
+};
 use crate::{
     accounting::cgroup_stats::CgroupStats,
     enforce::{CounterView, Enforcer, Pins, Usage},
@@ -17,6 +19,8 @@ use crate::{
 pub struct ContainerStats {
     pub name: String,
     pub status: Status,
+    /// Why it is `dead` (its creator or monitor died), else `None`.
+    pub reason: Option<&'static str>,
     pub pid: Option<i32>,
     /// CPU use over the sampling interval, in % of one CPU (`None` for a
     /// single sample or a container that is not running).
@@ -50,7 +54,7 @@ pub fn stats(
 ) -> Result<Vec<ContainerStats>, RuntimeError> {
     let states = select(root, names)?;
     let enforcer = if states.iter().any(|s| s.status == Status::Running) {
-        Some(open_enforcer(root, &Pins::for_state_root(root.dir()))?)
+        Some(open_loaded(root, &Pins::for_state_root(root.dir()))?)
     } else {
         None
     };
@@ -79,13 +83,21 @@ pub fn stats(
 /// The states asked for, in the order asked (all, by name, if none).
 fn select(root: &StateRoot, names: &[String]) -> Result<Vec<State>, RuntimeError> {
     if names.is_empty() {
-        let mut all = root.list()?;
+        let mut all: Vec<State> = root
+            .list()?
+            .into_iter()
+            .map(|s| reconcile(root, s))
+            .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         return Ok(all);
     }
     names
         .iter()
-        .map(|n| root.load(n).map_err(RuntimeError::from))
+        .map(|n| {
+            root.load(n)
+                .map(|s| reconcile(root, s))
+                .map_err(RuntimeError::from)
+        })
         .collect()
 }
 
@@ -105,6 +117,7 @@ fn one(state: &State, enforcer: Option<&Enforcer>) -> ContainerStats {
     ContainerStats {
         name: state.name.clone(),
         status: state.status,
+        reason: state.dead_reason,
         pid: state.pid.filter(|_| running),
         cpu_percent: None,
         usage: kernel.as_ref().map(|k| k.0),

@@ -369,3 +369,14 @@ pub fn sock_diag_dump(req: &[u8]) -> nix::Result<Vec<Vec<u8>>> {
         }
     }
 }
+
+/// Closes `fd` in this process.
+///
+/// # Safety
+/// Nothing in this process may use or close `fd` afterwards: it must be a
+/// descriptor whose owner will never run again here, such as a forked
+/// child's copy of one its parent owns.
+pub unsafe fn close_inherited(fd: std::os::fd::RawFd) {
+    // SAFETY: the caller guarantees no owner of `fd` uses it again here.
+    unsafe { libc::close(fd) };
+}

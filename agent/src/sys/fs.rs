@@ -155,6 +155,13 @@ pub fn set_read_only_recursive(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Renames `from` to `to` unless `to` exists (`RENAME_NOREPLACE`, Linux
+/// 3.15): `EEXIST` then, and nothing changes.
+pub fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
