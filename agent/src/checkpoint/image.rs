@@ -1,17 +1,22 @@
 //! The image: `meta.json` (versioned, self-describing, checksummed),
 //! `pages.img` (raw page data, one checksummed run per dumped VMA) and
 //! `files.img` (buffered data of file objects, checksummed blobs).
-//! Reading validates everything — version, metadata checksum, page file
+//! `manifest.json`, written last, lists the other three with their sizes
+//! and SHA-256 digests and is signed with the host key (`sign.rs`).
+//! Reading authenticates and validates everything — the manifest's
+//! signature, every file's digest, version, metadata checksum, page file
 //! length and every run's checksum — before the caller creates anything.
 
-use std::{fs, io::Write, path::Path};
+use std::{io::Write, path::Path};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
     CheckpointError,
     files::{FdEntry, FileObject},
+    imagedir::{ImageDir, ImageReader},
     pages::{PageFile, PageWriter},
+    sign::{self, Digest, ImageKey, Manifest, Whole},
     state::{ProcessState, ThreadState},
 };
 
@@ -20,6 +25,14 @@ pub const FORMAT: u32 = 2;
 pub const META: &str = "meta.json";
 pub const PAGES: &str = "pages.img";
 pub const FILES: &str = "files.img";
+/// Written last, signed: every other file's size and digest.
+pub const MANIFEST: &str = "manifest.json";
+/// The most restore reads of meta.json.
+pub const MAX_META: u64 = 64 << 20;
+/// The most restore reads of files.img.
+pub const MAX_FILES: u64 = 1 << 30;
+/// The most restore reads of manifest.json (pages.img up to about 1 TiB).
+pub const MAX_MANIFEST: u64 = 16 << 20;
 
 /// The file as written: format, checksum of `body`, body.
 #[derive(Debug, Serialize, Deserialize)]
@@ -288,112 +301,219 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Creates `dir` (if missing) and its pages.img, for the dump to stream
-/// page runs into; `progress` is called with the bytes written so far.
+/// Creates pages.img in `dir`, for the dump to stream page runs into;
+/// `progress` is called with the bytes written so far.
 pub fn create_pages<'p>(
-    dir: &Path,
+    dir: &ImageDir,
     progress: &'p mut dyn FnMut(u64),
 ) -> Result<PageWriter<'p>, CheckpointError> {
-    let io =
-        |what: &Path, e: std::io::Error| CheckpointError::Image(format!("{}: {e}", what.display()));
-    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let path = dir.join(PAGES);
-    PageWriter::create(&path, progress).map_err(|e| io(&path, e))
+    let file = dir.create_file(PAGES)?;
+    Ok(PageWriter::new(file, dir.path().join(PAGES), progress))
 }
 
-/// Writes files.img and the metadata into `dir`, after its pages.img is
-/// complete.
-pub fn write(dir: &Path, image: &Image, files: &[u8]) -> Result<(), CheckpointError> {
-    let io =
-        |what: &Path, e: std::io::Error| CheckpointError::Image(format!("{}: {e}", what.display()));
-    let files_path = dir.join(FILES);
-    fs::write(&files_path, files).map_err(|e| io(&files_path, e))?;
-    let body = serde_json::to_value(image).map_err(|e| CheckpointError::Image(e.to_string()))?;
+/// Writes files.img and meta.json into `dir`, after its pages.img is
+/// complete (`pages`: its length and piece digests), then, last, the
+/// manifest that `key` signs.
+pub fn write(
+    dir: &ImageDir,
+    image: &Image,
+    files: &[u8],
+    pages: (u64, Vec<Digest>),
+    key: &ImageKey,
+) -> Result<(), CheckpointError> {
+    let put = |name: &'static str, bytes: &[u8], max: u64| {
+        let path = dir.path().join(name);
+        if bytes.len() as u64 > max {
+            return Err(CheckpointError::Write(format!(
+                "{}: {} bytes, more than the {max} restore reads",
+                path.display(),
+                bytes.len()
+            )));
+        }
+        let mut f = dir.create_file(name)?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| CheckpointError::Write(format!("{}: {e}", path.display())))
+    };
+    put(FILES, files, MAX_FILES)?;
+    let body = serde_json::to_value(image).map_err(|e| CheckpointError::Write(e.to_string()))?;
     let meta = MetaFile {
         format: FORMAT,
         body_crc32: crc32fast::hash(&serde_json::to_vec(image).expect("image serialises")),
         body,
     };
-    let meta_path = dir.join(META);
     let text = serde_json::to_string_pretty(&meta).expect("meta serialises");
-    let mut f = fs::File::create(&meta_path).map_err(|e| io(&meta_path, e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io(&meta_path, e))?;
+    put(META, text.as_bytes(), MAX_META)?;
+    let manifest = Manifest {
+        meta: Whole {
+            size: text.len() as u64,
+            sha256: Digest::of(text.as_bytes()),
+        },
+        files: Whole {
+            size: files.len() as u64,
+            sha256: Digest::of(files),
+        },
+        pages_size: pages.0,
+        pages: pages.1,
+    };
+    put(MANIFEST, &manifest.encode(key), MAX_MANIFEST)?;
+    dir.complete();
     Ok(())
 }
 
-/// Reads files.img of the image in `dir` and validates it against the
-/// image's file objects (every blob inside it, with its checksum; fds and
-/// objects consistent), before anything is created.
-pub fn read_files(dir: &Path, image: &Image) -> Result<Vec<u8>, CheckpointError> {
-    let path = dir.join(FILES);
-    let data =
-        fs::read(&path).map_err(|e| CheckpointError::Image(format!("{}: {e}", path.display())))?;
-    let bad = |e: String| CheckpointError::Image(format!("{}: {e}", path.display()));
-    super::files::validate(&image.files, &[], &data).map_err(bad)?;
-    for p in &image.processes {
-        super::files::validate(&image.files, &p.fds, &data)
-            .map_err(|e| bad(format!("pid {}: {e}", p.pid)))?;
-    }
-    Ok(data)
+/// An image read and checked whole: what restore may use.
+#[derive(Debug)]
+pub struct Verified {
+    pub image: Image,
+    pub pages: PageFile,
+    /// files.img.
+    pub files: Vec<u8>,
+    /// Its manifest was signed by the key restore was given (false only
+    /// with `--trust-image`).
+    pub authenticated: bool,
 }
 
-/// Reads `meta.json` of the image in `dir` alone: its format and
-/// checksum, not the page and file data (see [`read`]).
-pub fn read_meta(dir: &Path) -> Result<Image, CheckpointError> {
-    let bad = |msg: String| CheckpointError::Image(msg);
-    let meta_path = dir.join(META);
-    let text =
-        fs::read_to_string(&meta_path).map_err(|e| bad(format!("{}: {e}", meta_path.display())))?;
-    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        bad(format!(
-            "{}: not valid JSON (truncated?): {e}",
-            meta_path.display()
-        ))
-    })?;
+/// A verified image passed to a container's monitor, which takes it once
+/// (its pages.img is then closed once the tree is restored).
+#[derive(Debug, Clone)]
+pub struct Handoff(std::sync::Arc<std::sync::Mutex<Option<Verified>>>);
+
+impl Handoff {
+    pub fn new(verified: Verified) -> Self {
+        Handoff(std::sync::Arc::new(std::sync::Mutex::new(Some(verified))))
+    }
+
+    /// The image, the first time.
+    pub fn take(&self) -> Option<Verified> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// Reads and checks the image in `dir` before anything is created: with
+/// a key, the manifest's signature first, then every file against its
+/// size and digest in the manifest, then (with or without a key) the
+/// format, the checksums of the metadata, of every page run and of every
+/// file blob, and the image's structure. Without a key (`--trust-image`)
+/// an image with no manifest is read on its checksums alone.
+pub fn open(dir: &Path, key: Option<&ImageKey>) -> Result<Verified, CheckpointError> {
+    let reader = ImageReader::open(dir)?;
+    let manifest_bytes = reader.read_file(MANIFEST, MAX_MANIFEST)?;
+    let manifest = match (manifest_bytes, key) {
+        (None, Some(_)) => {
+            return Err(CheckpointError::Image(format!(
+                "{}: unsigned (no {MANIFEST}): refused, as its contents cannot be authenticated (restore it unauthenticated with --trust-image only if you know where it comes from)",
+                dir.display()
+            )));
+        }
+        (None, None) => None,
+        (Some(bytes), key) => Some(Manifest::decode(&bytes, key).map_err(|source| {
+            CheckpointError::Manifest {
+                dir: dir.display().to_string(),
+                source,
+            }
+        })?),
+    };
+    let whole = |name: &'static str, max: u64, want: Option<&Whole>| match want {
+        None => reader.require(name, max),
+        Some(want) => {
+            let data = reader.require(name, max)?;
+            if data.len() as u64 != want.size || Digest::of(&data) != want.sha256 {
+                return Err(CheckpointError::Image(format!(
+                    "{}: does not match its size and digest in the manifest: the image was altered or damaged",
+                    dir.join(name).display()
+                )));
+            }
+            Ok(data)
+        }
+    };
+    let meta = whole(META, MAX_META, manifest.as_ref().map(|m| &m.meta))?;
+    let image = parse_meta(&dir.join(META), &meta)?;
+    let files = whole(FILES, MAX_FILES, manifest.as_ref().map(|m| &m.files))?;
+    check_files(&dir.join(FILES), &image, &files)?;
+    let pages = check_pages(&reader, &image, manifest.as_ref())?;
+    Ok(Verified {
+        image,
+        pages,
+        files,
+        authenticated: key.is_some(),
+    })
+}
+
+/// Checks files.img against the image's file objects (every blob inside
+/// it, with its checksum; fds and objects consistent).
+fn check_files(path: &Path, image: &Image, data: &[u8]) -> Result<(), CheckpointError> {
+    let bad = |e: String| CheckpointError::Image(format!("{}: {e}", path.display()));
+    super::files::validate(&image.files, &[], data).map_err(bad)?;
+    for p in &image.processes {
+        super::files::validate(&image.files, &p.fds, data)
+            .map_err(|e| bad(format!("pid {}: {e}", p.pid)))?;
+    }
+    Ok(())
+}
+
+/// meta.json's bytes: its format and checksum, then the image.
+fn parse_meta(meta_path: &Path, text: &[u8]) -> Result<Image, CheckpointError> {
+    let bad = |msg: String| CheckpointError::Image(format!("{}: {msg}", meta_path.display()));
+    let raw: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| bad(format!("not valid JSON (truncated?): {e}")))?;
     match raw.get("format").and_then(|f| f.as_u64()) {
         Some(f) if f == u64::from(FORMAT) => {}
         Some(f) => {
             return Err(bad(format!(
-                "{}: image format {f}, this palisade reads format {FORMAT}",
-                meta_path.display()
+                "image format {f}, this palisade reads format {FORMAT}"
             )));
         }
-        None => return Err(bad(format!("{}: no \"format\" field", meta_path.display()))),
+        None => return Err(bad("no \"format\" field".into())),
     }
-    let meta: MetaFile =
-        serde_json::from_value(raw).map_err(|e| bad(format!("{}: {e}", meta_path.display())))?;
-    let image: Image = serde_json::from_value(meta.body)
-        .map_err(|e| bad(format!("{}: body: {e}", meta_path.display())))?;
+    let meta: MetaFile = serde_json::from_value(raw).map_err(|e| bad(e.to_string()))?;
+    let image: Image =
+        serde_json::from_value(meta.body).map_err(|e| bad(format!("body: {e}")))?;
     let crc = crc32fast::hash(&serde_json::to_vec(&image).expect("image serialises"));
     if crc != meta.body_crc32 {
-        return Err(bad(format!(
-            "{}: metadata checksum mismatch (stored {:08x}, computed {crc:08x}): the file is corrupt",
-            meta_path.display(),
-            meta.body_crc32
-        )));
+        return Err(bad(
+            "metadata checksum mismatch: the file is corrupt".into(),
+        ));
     }
     Ok(image)
 }
 
-/// Reads and validates the image in `dir`: returns the metadata and the
-/// page data, or an error naming what is wrong.
-pub fn read(dir: &Path) -> Result<(Image, PageFile), CheckpointError> {
+/// Opens pages.img and checks it: its length against the metadata (and
+/// the manifest), every run inside it and its mapping, the image's
+/// structure, then in one pass every run's checksum and, with a
+/// manifest, every piece's digest.
+fn check_pages(
+    reader: &ImageReader,
+    image: &Image,
+    manifest: Option<&Manifest>,
+) -> Result<PageFile, CheckpointError> {
     let bad = |msg: String| CheckpointError::Image(msg);
-    let image = read_meta(dir)?;
-    let meta_path = dir.join(META);
-    let pages_path = dir.join(PAGES);
-    let pages =
-        PageFile::open(&pages_path).map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;
-    if pages.len() != image.pages_len {
+    let meta_path = reader.path().join(META);
+    let pages_path = reader.path().join(PAGES);
+    let (file, len) = reader.require_file(PAGES, image.pages_len.saturating_add(1))?;
+    if len != image.pages_len {
         return Err(bad(format!(
-            "{}: {} bytes, the metadata says {} (truncated or wrong file)",
+            "{}: {len} bytes, the metadata says {} (truncated or wrong file)",
             pages_path.display(),
-            pages.len(),
             image.pages_len
         )));
     }
+    if let Some(m) = manifest
+        && m.pages_size != len
+    {
+        return Err(bad(format!(
+            "{}: {len} bytes, the manifest says {}: the image was altered or damaged",
+            pages_path.display(),
+            m.pages_size
+        )));
+    }
+    if image.container.is_some() && image.root != 1 {
+        return Err(bad(format!(
+            "{}: a container's tree has root pid {}, not 1",
+            meta_path.display(),
+            image.root
+        )));
+    }
+    let pages = PageFile::new(file, len);
     // Every run inside pages.img and its mapping; their checksums are
     // computed together at the end (on several threads).
     let mut spans: Vec<(String, Run)> = Vec::new();
@@ -464,20 +584,29 @@ pub fn read(dir: &Path) -> Result<(Image, PageFile), CheckpointError> {
         }
     }
     let offsets: Vec<(u64, u64)> = spans.iter().map(|(_, r)| (r.offset, r.len)).collect();
-    let crcs = pages
-        .crc32_all(&offsets)
+    let (crcs, digests) = pages
+        .check(&offsets, manifest.is_some())
         .map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;
+    if let (Some(m), Some(digests)) = (manifest, digests)
+        && let Some(k) = (0..digests.len()).find(|&k| digests[k] != m.pages[k])
+    {
+        return Err(bad(format!(
+            "{}: bytes {} to {} do not match their digest in the manifest: the image was altered or damaged",
+            pages_path.display(),
+            k as u64 * sign::PIECE,
+            ((k as u64 + 1) * sign::PIECE).min(len)
+        )));
+    }
     for ((where_, run), crc) in spans.iter().zip(crcs) {
         if crc != run.crc32 {
             return Err(bad(format!(
-                "{}: pages of {where_} (offset {}): checksum mismatch (stored {:08x}, computed {crc:08x})",
+                "{}: pages of {where_} (offset {}): checksum mismatch: the file is corrupt",
                 pages_path.display(),
                 run.offset,
-                run.crc32
             )));
         }
     }
-    Ok((image, pages))
+    Ok(pages)
 }
 
 #[cfg(test)]
@@ -570,56 +699,73 @@ mod tests {
 
     fn tempdir(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("palisade-image-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    fn pieces(data: &[u8]) -> (u64, Vec<Digest>) {
+        let mut h = sign::PieceHasher::default();
+        h.update(data);
+        (data.len() as u64, h.finish())
     }
 
     #[test]
     fn image_round_trips_and_damage_is_named() {
         let pages = vec![0x5au8; 8192];
         let image = sample(&pages);
-        let dir = tempdir("rt");
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(PAGES), &pages).unwrap();
-        write(&dir, &image, &[]).unwrap();
-        assert!(read_files(&dir, &image).unwrap().is_empty());
-        let (back, data) = read(&dir).unwrap();
-        assert_eq!(back, image);
-        assert_eq!(data.read(0, data.len()).unwrap(), pages);
+        let path = tempdir("rt");
+        let key = ImageKey::from_bytes([3; 32], "/k".into());
+        let dir = ImageDir::create(&path).unwrap();
+        dir.create_file(PAGES).unwrap().write_all(&pages).unwrap();
+        write(&dir, &image, &[], pieces(&pages), &key).unwrap();
+        let v = open(&path, Some(&key)).unwrap();
+        assert!(v.files.is_empty() && v.authenticated);
+        assert_eq!(v.image, image);
+        assert_eq!(v.pages.read(0, v.pages.len()).unwrap(), pages);
+        // A second image is not written over the first.
+        assert!(matches!(
+            ImageDir::create(&path),
+            Err(CheckpointError::BadDir { .. })
+        ));
 
+        let put = |name: &str, data: &[u8]| std::fs::write(path.join(name), data).unwrap();
+        let err = |key: Option<&ImageKey>| open(&path, key).unwrap_err().to_string();
         let mut bad = pages.clone();
         bad[5000] ^= 1;
-        fs::write(dir.join(PAGES), &bad).unwrap();
-        let err = read(&dir).unwrap_err().to_string();
-        assert!(
-            err.contains("checksum mismatch") && err.contains("10000-12000 run at 10000"),
-            "{err}"
-        );
+        put(PAGES, &bad);
+        assert!(err(Some(&key)).contains("do not match their digest"), "{}", err(Some(&key)));
+        assert!(err(None).contains("do not match their digest"));
 
-        fs::write(dir.join(PAGES), &pages[..4096]).unwrap();
-        assert!(read(&dir).unwrap_err().to_string().contains("truncated"));
+        put(PAGES, &pages[..4096]);
+        assert!(err(Some(&key)).contains("truncated"));
 
-        fs::write(dir.join(PAGES), &pages).unwrap();
-        let meta = fs::read_to_string(dir.join(META)).unwrap();
-        fs::write(dir.join(META), meta.replace("4242", "4243")).unwrap();
+        put(PAGES, &pages);
+        let meta = std::fs::read_to_string(path.join(META)).unwrap();
+        put(META, meta.replace("4242", "4243").as_bytes());
+        assert!(err(Some(&key)).contains("does not match its size and digest"));
+        assert!(err(None).contains("does not match its size and digest"));
+        put(META, meta.replace("\"format\": 2", "\"format\": 3").as_bytes());
+        assert!(err(Some(&key)).contains("does not match its size and digest"));
+        put(META, meta.as_bytes());
+        assert!(open(&path, Some(&key)).is_ok());
+        let other = ImageKey::from_bytes([4; 32], "/other".into());
+        assert!(err(Some(&other)).contains("signed by another key"));
+        std::fs::remove_file(path.join(MANIFEST)).unwrap();
+        assert!(err(Some(&key)).contains("unsigned"));
+        assert!(open(&path, None).is_ok());
+        // Unsigned and unauthenticated, the checksums still hold.
+        put(PAGES, &bad);
+        let e = err(None);
         assert!(
-            read(&dir)
-                .unwrap_err()
-                .to_string()
-                .contains("metadata checksum mismatch")
+            e.contains("checksum mismatch") && e.contains("10000-12000 run at 10000"),
+            "{e}"
         );
-        fs::write(
-            dir.join(META),
-            meta.replace("\"format\": 2", "\"format\": 3"),
-        )
-        .unwrap();
-        assert!(
-            read(&dir)
-                .unwrap_err()
-                .to_string()
-                .contains("image format 3")
-        );
-        fs::remove_dir_all(&dir).unwrap();
+        put(PAGES, &pages);
+        put(META, meta.replace("4242", "4243").as_bytes());
+        assert!(err(None).contains("metadata checksum mismatch"));
+        put(META, meta.replace("\"format\": 2", "\"format\": 3").as_bytes());
+        assert!(err(None).contains("image format 3"));
+        std::fs::remove_dir_all(&path).unwrap();
     }
 
     #[test]
