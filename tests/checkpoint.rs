@@ -159,6 +159,7 @@ fn refused(pid: i32, expect: &str) {
 #[test]
 fn unsupported_processes_are_refused_and_left_running() {
     become_subreaper();
+    let _key = KeyFile;
     // An inotify fd (pipes, sockets and such are supported: see
     // tests/checkpoint_files.rs).
     let mut piped = spawn_plain(Command::new("python3").stdout(Stdio::null()).args([
