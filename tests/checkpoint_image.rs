@@ -154,9 +154,7 @@ fn restore_reads_only_regular_files_within_their_bounds() {
         (
             "zero-manifest",
             "manifest.json",
-            Box::new(|d| {
-                std::os::unix::fs::symlink("/dev/zero", d.join("manifest.json")).unwrap()
-            }),
+            Box::new(|d| std::os::unix::fs::symlink("/dev/zero", d.join("manifest.json")).unwrap()),
             "symbolic link",
         ),
         (
@@ -181,8 +179,7 @@ fn restore_reads_only_regular_files_within_their_bounds() {
             "writable-pages",
             "pages.img",
             Box::new(|d| {
-                fs::set_permissions(d.join("pages.img"), fs::Permissions::from_mode(0o666))
-                    .unwrap()
+                fs::set_permissions(d.join("pages.img"), fs::Permissions::from_mode(0o666)).unwrap()
             }),
             "writable by others",
         ),

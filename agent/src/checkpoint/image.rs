@@ -406,12 +406,14 @@ pub fn open(dir: &Path, key: Option<&ImageKey>) -> Result<Verified, CheckpointEr
             )));
         }
         (None, None) => None,
-        (Some(bytes), key) => Some(Manifest::decode(&bytes, key).map_err(|source| {
-            CheckpointError::Manifest {
-                dir: dir.display().to_string(),
-                source,
-            }
-        })?),
+        (Some(bytes), key) => {
+            Some(
+                Manifest::decode(&bytes, key).map_err(|source| CheckpointError::Manifest {
+                    dir: dir.display().to_string(),
+                    source,
+                })?,
+            )
+        }
     };
     let whole = |name: &'static str, max: u64, want: Option<&Whole>| match want {
         None => reader.require(name, max),
@@ -466,13 +468,10 @@ fn parse_meta(meta_path: &Path, text: &[u8]) -> Result<Image, CheckpointError> {
         None => return Err(bad("no \"format\" field".into())),
     }
     let meta: MetaFile = serde_json::from_value(raw).map_err(|e| bad(e.to_string()))?;
-    let image: Image =
-        serde_json::from_value(meta.body).map_err(|e| bad(format!("body: {e}")))?;
+    let image: Image = serde_json::from_value(meta.body).map_err(|e| bad(format!("body: {e}")))?;
     let crc = crc32fast::hash(&serde_json::to_vec(&image).expect("image serialises"));
     if crc != meta.body_crc32 {
-        return Err(bad(
-            "metadata checksum mismatch: the file is corrupt".into(),
-        ));
+        return Err(bad("metadata checksum mismatch: the file is corrupt".into()));
     }
     Ok(image)
 }
@@ -733,7 +732,11 @@ mod tests {
         let mut bad = pages.clone();
         bad[5000] ^= 1;
         put(PAGES, &bad);
-        assert!(err(Some(&key)).contains("do not match their digest"), "{}", err(Some(&key)));
+        assert!(
+            err(Some(&key)).contains("do not match their digest"),
+            "{}",
+            err(Some(&key))
+        );
         assert!(err(None).contains("do not match their digest"));
 
         put(PAGES, &pages[..4096]);
@@ -744,7 +747,10 @@ mod tests {
         put(META, meta.replace("4242", "4243").as_bytes());
         assert!(err(Some(&key)).contains("does not match its size and digest"));
         assert!(err(None).contains("does not match its size and digest"));
-        put(META, meta.replace("\"format\": 2", "\"format\": 3").as_bytes());
+        put(
+            META,
+            meta.replace("\"format\": 2", "\"format\": 3").as_bytes(),
+        );
         assert!(err(Some(&key)).contains("does not match its size and digest"));
         put(META, meta.as_bytes());
         assert!(open(&path, Some(&key)).is_ok());
@@ -763,7 +769,10 @@ mod tests {
         put(PAGES, &pages);
         put(META, meta.replace("4242", "4243").as_bytes());
         assert!(err(None).contains("metadata checksum mismatch"));
-        put(META, meta.replace("\"format\": 2", "\"format\": 3").as_bytes());
+        put(
+            META,
+            meta.replace("\"format\": 2", "\"format\": 3").as_bytes(),
+        );
         assert!(err(None).contains("image format 3"));
         std::fs::remove_dir_all(&path).unwrap();
     }

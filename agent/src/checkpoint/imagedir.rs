@@ -78,7 +78,9 @@ impl ImageDir {
             created: Default::default(),
             complete: Default::default(),
         };
-        if let Some(entry) = first_entry(&dir.fd).map_err(|e| bad(format!("cannot list it: {e}")))? {
+        if let Some(entry) =
+            first_entry(&dir.fd).map_err(|e| bad(format!("cannot list it: {e}")))?
+        {
             let what = format!(
                 "is not empty (it holds {entry:?}): give a new or empty directory (palisade never writes over files, an earlier image included)"
             );
@@ -129,11 +131,11 @@ impl ImageDir {
 fn first_entry(fd: &OwnedFd) -> std::io::Result<Option<String>> {
     use std::os::fd::AsRawFd;
     // The fd's own directory, through /proc: the path may have changed.
-    let listing = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-    for entry in listing {
-        return Ok(Some(entry?.file_name().to_string_lossy().into_owned()));
-    }
-    Ok(None)
+    let mut listing = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    listing
+        .next()
+        .transpose()
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
 }
 
 /// An image directory being read.
@@ -152,9 +154,9 @@ impl ImageReader {
         };
         let fd = sysfs::open_dir_nofollow(path).map_err(|e| match e {
             Errno::ENOENT => bad("does not exist".into()),
-            Errno::ELOOP | Errno::ENOTDIR => bad(
-                "is a symbolic link or not a directory: give the image directory itself".into(),
-            ),
+            Errno::ELOOP | Errno::ENOTDIR => {
+                bad("is a symbolic link or not a directory: give the image directory itself".into())
+            }
             e => bad(format!("cannot open it: {}", e.desc())),
         })?;
         Ok(ImageReader {
@@ -180,7 +182,10 @@ impl ImageReader {
             Ok(f) => f,
             Err(Errno::ENOENT) => return Ok(None),
             Err(Errno::ELOOP) => {
-                return Err(self.bad(name, "is a symbolic link: refused (an image holds only regular files)"));
+                return Err(self.bad(
+                    name,
+                    "is a symbolic link: refused (an image holds only regular files)",
+                ));
             }
             Err(e) => return Err(self.bad(name, format!("cannot open it: {}", e.desc()))),
         };
@@ -211,7 +216,10 @@ impl ImageReader {
         if meta.len() > max {
             return Err(self.bad(
                 name,
-                format!("{} bytes, more than the {max} an image may hold", meta.len()),
+                format!(
+                    "{} bytes, more than the {max} an image may hold",
+                    meta.len()
+                ),
             ));
         }
         Ok(Some((file, meta.len())))
@@ -244,5 +252,35 @@ impl ImageReader {
     pub fn require(&self, name: &str, max: u64) -> Result<Vec<u8>, CheckpointError> {
         self.read_file(name, max)?
             .ok_or_else(|| self.bad(name, "missing: not a palisade image, or an incomplete one"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link planted after the directory was taken is not written
+    /// through: the file's creation fails and the link's target is left
+    /// as it was; a failed dump then removes what it made.
+    #[test]
+    fn a_link_planted_meanwhile_is_not_followed() {
+        let base = std::env::temp_dir().join(format!("palisade-imagedir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let victim = base.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = base.join("image");
+        let dir = ImageDir::create(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, path.join("meta.json")).unwrap();
+        assert!(matches!(
+            dir.create_file("meta.json"),
+            Err(CheckpointError::Write(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        dir.create_file("pages.img").unwrap();
+        std::fs::remove_file(path.join("meta.json")).unwrap();
+        dir.discard();
+        assert!(!path.exists(), "what it made is gone");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

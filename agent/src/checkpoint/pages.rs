@@ -471,7 +471,9 @@ mod tests {
             file.check_in_pieces(&spans, false, 4096 * 3 + 5).unwrap(),
             (crcs.clone(), None)
         );
-        let (c, d) = file.check_in_pieces(&spans[1..], true, 4096 * 3 + 5).unwrap();
+        let (c, d) = file
+            .check_in_pieces(&spans[1..], true, 4096 * 3 + 5)
+            .unwrap();
         assert_eq!(c, crcs[1..]);
         assert_eq!(d.unwrap().len() as u64, len.div_ceil(4096 * 3 + 5));
         assert_eq!(file.check(&spans, true).unwrap(), (crcs, Some(want)));

@@ -67,7 +67,10 @@ pub struct RestoreReport {
 
 /// Restores a tree's image, read and checked by [`image::open`] (`read`
 /// is how long that took); the tree runs on with its old pids.
-pub fn restore(verified: &image::Verified, read: Duration) -> Result<RestoreReport, CheckpointError> {
+pub fn restore(
+    verified: &image::Verified,
+    read: Duration,
+) -> Result<RestoreReport, CheckpointError> {
     let image::Verified {
         image,
         pages,

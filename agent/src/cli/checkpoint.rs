@@ -10,9 +10,7 @@ use std::{
 use clap::Args;
 
 use crate::{
-    checkpoint::{
-        self, CheckpointError, DumpOptions, image, imagedir::ImageDir, sign::ImageKey,
-    },
+    checkpoint::{self, CheckpointError, DumpOptions, image, imagedir::ImageDir, sign::ImageKey},
     runtime::StateRoot,
 };
 
