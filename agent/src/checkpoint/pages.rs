@@ -1,9 +1,11 @@
 //! pages.img, streamed. The dump copies the stopped process's pages
 //! through one reusable buffer straight into the file, many ranges per
-//! process_vm_readv, checksumming each run on the way, so the memory is
-//! never held twice in ours. Restore checks the file the same way, chunk
-//! by chunk, before anything is created; the new process then reads its
-//! own pages from it (see restore.rs), so each byte is copied once.
+//! process_vm_readv, checksumming each run (CRC32) and each 4 MiB piece
+//! of the file (SHA-256, for the signed manifest) on the way, so the
+//! memory is never held twice in ours. Restore checks the file the same
+//! way, one pass of pieces on several threads, before anything is
+//! created; the new process then reads its own pages from it (see
+//! restore.rs), so each byte is copied once.
 
 use std::{
     fs::File,
