@@ -144,12 +144,6 @@ impl std::fmt::Debug for ImageKey {
 }
 
 impl ImageKey {
-    /// The key file: `explicit` (the flag or the environment), else the
-    /// default.
-    pub fn path(explicit: Option<&Path>) -> PathBuf {
-        explicit.map_or_else(|| PathBuf::from(DEFAULT_KEY), Path::to_path_buf)
-    }
-
     /// The key at `path`, made (32 bytes of the kernel's randomness, mode
     /// 0600) if there is none yet; the default key's directory is made
     /// root-only (0700) too.
