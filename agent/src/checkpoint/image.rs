@@ -418,12 +418,20 @@ pub fn open(dir: &Path, key: Option<&ImageKey>) -> Result<Verified, CheckpointEr
     let whole = |name: &'static str, max: u64, want: Option<&Whole>| match want {
         None => reader.require(name, max),
         Some(want) => {
-            let data = reader.require(name, max)?;
-            if data.len() as u64 != want.size || Digest::of(&data) != want.sha256 {
-                return Err(CheckpointError::Image(format!(
+            let altered = || {
+                CheckpointError::Image(format!(
                     "{}: does not match its size and digest in the manifest: the image was altered or damaged",
                     dir.join(name).display()
-                )));
+                ))
+            };
+            // The size first: a file of another size is not even read.
+            let (file, len) = reader.require_file(name, max)?;
+            if len != want.size {
+                return Err(altered());
+            }
+            let data = reader.read_opened(name, file, len)?;
+            if Digest::of(&data) != want.sha256 {
+                return Err(altered());
             }
             Ok(data)
         }

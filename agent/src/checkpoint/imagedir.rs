@@ -237,6 +237,17 @@ impl ImageReader {
         let Some((file, len)) = self.open_file(name, max)? else {
             return Ok(None);
         };
+        self.read_opened(name, file, len).map(Some)
+    }
+
+    /// The whole of `file` (`name`, opened by [`ImageReader::open_file`]
+    /// and found `len` bytes long).
+    pub fn read_opened(
+        &self,
+        name: &str,
+        file: File,
+        len: u64,
+    ) -> Result<Vec<u8>, CheckpointError> {
         let mut data = Vec::with_capacity(len as usize);
         // One byte past the size: a file that grew is noticed.
         file.take(len + 1)
@@ -245,7 +256,7 @@ impl ImageReader {
         if data.len() as u64 != len {
             return Err(self.bad(name, "changed size while it was read"));
         }
-        Ok(Some(data))
+        Ok(data)
     }
 
     /// [`ImageReader::read_file`], a missing file being an error.
