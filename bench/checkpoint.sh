@@ -5,8 +5,9 @@
 # round. Each round times, as wall time:
 #   dump      `palisade checkpoint --pid` (freeze, read, write the image,
 #             end the original)
-#   restore   `palisade restore` (read and validate the image, recreate the
-#             process with its pid, refill its memory, let it go)
+#   restore   `palisade restore` (read, authenticate and validate the
+#             image, recreate the process with its pid, refill its
+#             memory, let it go)
 # beside the floors of the same bytes measured in that round
 # (bench/copy_floor.c, timed inside, so only the copy counts):
 #   write floor   a touched N MiB buffer written to a tmpfs file, write(2)
@@ -24,6 +25,9 @@ RUNS=${RUNS:-3}
 SIZES=${SIZES:-64,256,1024}
 WORK=$(mktemp -d /dev/shm/palisade-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
+# Images are signed and verified with a key of the bench's own (made by
+# the first checkpoint), not the host's /etc/palisade/image.key.
+export PALISADE_IMAGE_KEY="$WORK/image.key"
 
 cc -O1 -static -pthread -o "$WORK/bench_mem" "$HERE/../tests/workloads/bench_mem.c"
 cc -O2 -o "$WORK/copy_floor" "$HERE/copy_floor.c"

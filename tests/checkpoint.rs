@@ -159,6 +159,7 @@ fn refused(pid: i32, expect: &str) {
 #[test]
 fn unsupported_processes_are_refused_and_left_running() {
     become_subreaper();
+    let _key = KeyFile;
     // An inotify fd (pipes, sockets and such are supported: see
     // tests/checkpoint_files.rs).
     let mut piped = spawn_plain(Command::new("python3").stdout(Stdio::null()).args([
@@ -186,7 +187,7 @@ fn unsupported_processes_are_refused_and_left_running() {
 
 fn copy_image(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
-    for f in ["meta.json", "pages.img", "files.img"] {
+    for f in ["meta.json", "pages.img", "files.img", "manifest.json"] {
         fs::copy(from.join(f), to.join(f)).unwrap();
     }
 }
@@ -194,6 +195,10 @@ fn copy_image(from: &Path, to: &Path) {
 /// Damages a copy of an image in the given directory.
 type Spoil<'a> = Box<dyn Fn(&Path) + 'a>;
 
+/// Flipped bytes, truncation, a wrong format version and a missing file,
+/// in each file of the image: each refused with exit 2 before anything is
+/// created, by its digest in the signed manifest, and (restored with
+/// `--trust-image`, the manifest gone) by its checksum.
 #[test]
 fn bad_images_are_refused_before_anything_is_created() {
     let mut w = Workload::start();
@@ -202,12 +207,14 @@ fn bad_images_are_refused_before_anything_is_created() {
     let meta = fs::read_to_string(good.join("meta.json")).unwrap();
     let pages = fs::read(good.join("pages.img")).unwrap();
 
-    let cases: Vec<(&str, Spoil, &str)> = vec![
+    // (name, damage, expected when signed, expected when trusted)
+    let cases: Vec<(&str, Spoil, &str, &str)> = vec![
         (
             "truncated-pages",
             Box::new(|d: &Path| {
                 fs::write(d.join("pages.img"), &pages[..pages.len() - 4096]).unwrap()
             }),
+            "truncated",
             "truncated",
         ),
         (
@@ -218,7 +225,8 @@ fn bad_images_are_refused_before_anything_is_created() {
                 p[i] ^= 0x40;
                 fs::write(d.join("pages.img"), p).unwrap()
             }),
-            "checksum mismatch",
+            "do not match their digest in the manifest",
+            "checksum mismatch: the file is corrupt",
         ),
         (
             "corrupt-meta",
@@ -227,11 +235,13 @@ fn bad_images_are_refused_before_anything_is_created() {
                 assert_ne!(m, meta);
                 fs::write(d.join("meta.json"), m).unwrap()
             }),
+            "meta.json: does not match its size and digest",
             "metadata checksum mismatch",
         ),
         (
             "truncated-meta",
             Box::new(|d: &Path| fs::write(d.join("meta.json"), &meta[..meta.len() / 2]).unwrap()),
+            "meta.json: does not match its size and digest",
             "not valid JSON",
         ),
         (
@@ -241,21 +251,39 @@ fn bad_images_are_refused_before_anything_is_created() {
                 assert_ne!(m, meta);
                 fs::write(d.join("meta.json"), m).unwrap()
             }),
+            "meta.json: does not match its size and digest",
             "image format 99",
         ),
+        (
+            "missing-pages",
+            Box::new(|d: &Path| fs::remove_file(d.join("pages.img")).unwrap()),
+            "pages.img: missing",
+            "pages.img: missing",
+        ),
     ];
-    for (name, spoil, expect) in cases {
-        let dir = w.image(name);
-        copy_image(&good, &dir);
-        spoil(&dir);
-        let out = palisade(&["restore", "--dir"]).arg(&dir).output().unwrap();
-        assert!(!out.status.success(), "{name}: {}", text(&out));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(expect),
-            "{name}: expected {expect:?} in: {err}"
-        );
-        assert!(!alive(w.pid), "{name}: a process with pid {} exists", w.pid);
+    for (name, spoil, signed, trusted) in cases {
+        for trust in [false, true] {
+            let dir = w.image(&format!("{name}-{trust}"));
+            copy_image(&good, &dir);
+            spoil(&dir);
+            let mut cmd = palisade(&["restore", "--dir"]);
+            cmd.arg(&dir);
+            if trust {
+                fs::remove_file(dir.join("manifest.json")).unwrap();
+                cmd.arg("--trust-image");
+            }
+            let out = cmd.output().unwrap();
+            assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            let expect = if trust { trusted } else { signed };
+            assert!(
+                err.contains(expect),
+                "{name}: expected {expect:?} in: {err}"
+            );
+            // No expected value to forge a checksum with.
+            assert!(!err.contains("stored"), "{name}: {err}");
+            assert!(!alive(w.pid), "{name}: a process with pid {} exists", w.pid);
+        }
     }
     // And the good image still restores.
     w.restore_and_verify(&good, 0);
@@ -273,7 +301,7 @@ fn a_restore_that_fails_midway_kills_what_it_created() {
         .arg(&image)
         .output()
         .unwrap();
-    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     let expect = format!("fd 3: open {}: No such file or directory", log.display());
     assert!(err.contains(&expect), "expected {expect:?} in: {err}");
@@ -293,7 +321,7 @@ fn a_busy_pid_is_refused() {
         .arg(&image)
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("pid {}", w.pid)) && err.contains("in use"),
@@ -307,6 +335,7 @@ fn a_busy_pid_is_refused() {
 #[test]
 fn a_python_interpreter_counts_on_after_restore() {
     become_subreaper();
+    let _key = KeyFile;
     let dir = std::env::temp_dir().join(support::unique_name("ckpt-py"));
     fs::create_dir_all(&dir).unwrap();
     let count_file = dir.join("count");
@@ -434,6 +463,7 @@ fn a_chrooted_process_keeps_its_root() {
         child: Some(child),
         pid,
         others: Vec::new(),
+        key: KeyFile,
     };
     let image = w.image("img");
     w.checkpoint(&image);

@@ -13,6 +13,7 @@ use std::{
 
 mod support;
 
+use sha2::Digest as _;
 use support::{Sandbox, describe, listen_tcp};
 
 /// A python3 loop in the container: every 100 ms it prints a counter,
@@ -319,4 +320,163 @@ fn a_foreground_restore_prints_the_containers_output() {
     assert!(out.status.success(), "rm: {}", describe(&out));
     let status = fg.wait().unwrap();
     assert_eq!(status.code(), Some(137), "restore ends with its container");
+}
+
+/// The image's recipe rewritten as the forgery did: the host's
+/// root mounted, a host block device, and a policy that allows any
+/// connect, its CRC made right again so that only the signature can
+/// tell. Returns the forged meta.json.
+fn forge(image: &Path) -> String {
+    use palisade::checkpoint::image::Image;
+    let text = fs::read_to_string(image.join("meta.json")).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut body: Image = serde_json::from_value(meta["body"].take()).unwrap();
+    let recipe = &mut body.container.as_mut().unwrap().recipe;
+    let extra = ["--mount", "/:/mnt", "--device", "/dev/loop0:rwm"];
+    recipe.run_args.splice(0..0, extra.map(String::from));
+    recipe.policy = Some("[network]\nconnect = [\"allow any\"]\n".into());
+    recipe.applied_policy = None;
+    meta["body_crc32"] = crc32fast::hash(&serde_json::to_vec(&body).unwrap()).into();
+    meta["body"] = serde_json::to_value(&body).unwrap();
+    serde_json::to_string_pretty(&meta).unwrap()
+}
+
+/// `restore -d --dir DIR [extra]` of a bad image: exit 2, naming
+/// `expect`, and no container, state or cgroup made.
+fn refused_and_nothing_made(sb: &Sandbox, dir: &Path, extra: &[&str], expect: &str) {
+    let out = sb
+        .palisade()
+        .args(["restore", "-d", "--dir"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(expect),
+        "expected {expect:?}: {}",
+        describe(&out)
+    );
+    assert!(!sb.root.join(&sb.name).exists(), "no container state");
+    assert!(sb.leftover_cgroups().is_empty(), "no cgroup");
+    let ps = sb.palisade().args(["ps"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains(&sb.name));
+}
+
+#[test]
+fn a_forged_container_image_is_refused_and_nothing_is_made() {
+    let sb = Sandbox::new("ckpt-ctr-forge");
+    let policy = sb.connect_policy(&["deny any"]);
+    let share = sb.dir.join("share");
+    fs::create_dir_all(&share).unwrap();
+    start(&sb, &share, &policy, &script(1, 1));
+    let image = sb.dir.join("image");
+    checkpoint(&sb, &image);
+    let good_meta = fs::read_to_string(image.join("meta.json")).unwrap();
+    let good_manifest = fs::read_to_string(image.join("manifest.json")).unwrap();
+    let forged = forge(&image);
+    assert!(forged.contains("/:/mnt") && forged.contains("allow any"));
+
+    // The forgery is a well-formed image on its checksums alone.
+    let unsigned = sb.dir.join("unsigned");
+    fs::create_dir(&unsigned).unwrap();
+    for f in ["pages.img", "files.img"] {
+        fs::copy(image.join(f), unsigned.join(f)).unwrap();
+    }
+    fs::write(unsigned.join("meta.json"), &forged).unwrap();
+    let read = palisade::checkpoint::image::open(&unsigned, None).expect("CRCs hold");
+    let recipe = &read.image.container.as_ref().unwrap().recipe;
+    assert_eq!(recipe.run_args[..2], ["--mount", "/:/mnt"]);
+    // Unsigned, it is refused.
+    refused_and_nothing_made(&sb, &unsigned, &[], "unsigned");
+
+    // Forged meta.json: its digest in the manifest differs.
+    fs::write(image.join("meta.json"), &forged).unwrap();
+    refused_and_nothing_made(&sb, &image, &[], "meta.json: does not match");
+
+    // The manifest's entry rewritten to the forgery's size and digest:
+    // its signature no longer holds.
+    let (head, body) = good_manifest.split_at(
+        good_manifest
+            .match_indices('\n')
+            .nth(2)
+            .map(|(i, _)| i + 1)
+            .unwrap(),
+    );
+    let mut entries: serde_json::Value = serde_json::from_str(body).unwrap();
+    let digest: String = sha2::Sha256::digest(forged.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    entries["meta.json"]["size"] = forged.len().into();
+    entries["meta.json"]["sha256"] = digest.into();
+    let rewritten = format!("{head}{}", serde_json::to_string_pretty(&entries).unwrap());
+    fs::write(image.join("manifest.json"), rewritten).unwrap();
+    refused_and_nothing_made(
+        &sb,
+        &image,
+        &[],
+        "its signature does not match its contents",
+    );
+
+    // meta.json a link to /dev/zero: refused at once.
+    fs::write(image.join("manifest.json"), &good_manifest).unwrap();
+    fs::remove_file(image.join("meta.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", image.join("meta.json")).unwrap();
+    refused_and_nothing_made(&sb, &image, &[], "symbolic link");
+
+    // The real image, with its own key, restores.
+    fs::remove_file(image.join("meta.json")).unwrap();
+    fs::write(image.join("meta.json"), &good_meta).unwrap();
+    fs::set_permissions(
+        image.join("meta.json"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let out = sb
+        .palisade()
+        .args(["restore", "-d", "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restore: {}", describe(&out));
+    sb.wait_running();
+}
+
+/// A checkpoint refused for its --dir leaves the container as it was:
+/// running, the same pid, untraced, not frozen, counting on.
+#[test]
+fn a_refused_container_checkpoint_leaves_it_running() {
+    let sb = Sandbox::new("ckpt-ctr-dir");
+    let policy = sb.policy("");
+    let share = sb.dir.join("share");
+    fs::create_dir_all(&share).unwrap();
+    start(&sb, &share, &policy, &script(1, 1));
+    let pid = state(&sb)["pid"].as_i64().unwrap();
+    let victim = sb.dir.join("victim");
+    fs::write(&victim, "precious").unwrap();
+    let image = sb.dir.join("image");
+    fs::create_dir(&image).unwrap();
+    std::os::unix::fs::symlink(&victim, image.join("meta.json")).unwrap();
+    let out = sb
+        .palisade()
+        .args(["checkpoint", &sb.name, "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not empty"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(state(&sb)["status"], "running");
+    assert_eq!(state(&sb)["pid"].as_i64().unwrap(), pid);
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("TracerPid:\t0"), "{status}");
+    let events = fs::read_to_string(sb.unified_dir().join("cgroup.events")).unwrap();
+    assert!(events.contains("frozen 0"), "{events}");
+    let now = last_count(&sb);
+    wait_for("it to count on", || last_count(&sb) >= now + 3);
 }

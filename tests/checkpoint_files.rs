@@ -203,28 +203,39 @@ fn a_damaged_files_image_is_refused_before_anything_is_created() {
     let image = w.image("img");
     w.checkpoint(&image);
     let good = fs::read(image.join("files.img")).unwrap();
+    let manifest = fs::read(image.join("manifest.json")).unwrap();
+    let restore = |trust: bool| {
+        let mut cmd = palisade(&["restore", "--dir"]);
+        cmd.arg(&image);
+        if trust {
+            cmd.arg("--trust-image");
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
     let mut bad = good.clone();
     bad[good.len() / 2] ^= 1;
     fs::write(image.join("files.img"), &bad).unwrap();
-    let out = palisade(&["restore", "--dir"])
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = restore(false);
+    assert!(
+        err.contains("files.img: does not match its size and digest"),
+        "{err}"
+    );
+    assert!(!alive(w.pid));
+    // Unsigned and trusted, its blobs' checksums still catch it.
+    fs::remove_file(image.join("manifest.json")).unwrap();
+    let err = restore(true);
     assert!(
         err.contains("files.img") && err.contains("checksum mismatch"),
         "{err}"
     );
     assert!(!alive(w.pid));
     fs::write(image.join("files.img"), &good[..good.len() - 1]).unwrap();
-    let out = palisade(&["restore", "--dir"])
-        .arg(&image)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = restore(true);
     assert!(err.contains("outside files.img"), "{err}");
     assert!(!alive(w.pid));
     fs::write(image.join("files.img"), &good).unwrap();
+    fs::write(image.join("manifest.json"), &manifest).unwrap();
     w.restore_and_verify(&image, 0);
 }

@@ -1,7 +1,8 @@
 //! The checkpoint tests' harness: workloads of our own
 //! (tests/workloads/*.c) that publish their pid, verify their own state
 //! when a trigger file appears and log PASS or FAIL; checkpoint and
-//! restore through the CLI; reaping as a child subreaper.
+//! restore through the CLI, each test with its own image key; reaping as
+//! a child subreaper.
 
 use std::{
     fs,
@@ -52,10 +53,35 @@ pub fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// `palisade ARGS`, signing and verifying images with this test's own
+/// key ([`test_key`]), never the host's.
 pub fn palisade(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env("PALISADE_IMAGE_KEY", test_key());
     cmd
+}
+
+/// This test's image key: a file of its own in the temp directory, named
+/// after the test (its thread) and this process; made by the first
+/// checkpoint, removed with the test's [`Workload`] or [`KeyFile`].
+pub fn test_key() -> PathBuf {
+    let test = thread::current()
+        .name()
+        .unwrap_or("main")
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    std::env::temp_dir().join(format!("palisade-key-{}-{test}", std::process::id()))
+}
+
+/// Removes this test's key file when dropped (for a test without a
+/// [`Workload`]).
+pub struct KeyFile;
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(test_key());
+    }
 }
 
 pub fn text(out: &Output) -> String {
@@ -75,6 +101,8 @@ pub struct Workload {
     pub pid: i32,
     /// The other processes of a tree workload (from PIDFILE.pids).
     pub others: Vec<i32>,
+    /// Its key file goes with it.
+    pub key: KeyFile,
 }
 
 impl Workload {
@@ -142,6 +170,7 @@ impl Workload {
             child: Some(child),
             pid,
             others,
+            key: KeyFile,
         }
     }
 

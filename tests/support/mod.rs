@@ -84,9 +84,17 @@ impl Sandbox {
         Self { name, dir, root }
     }
 
-    /// `palisade` on this sandbox's state root.
+    /// `palisade` on this sandbox's state root, signing and verifying
+    /// checkpoint images with this sandbox's own key (never the host's).
     pub fn palisade(&self) -> Command {
-        palisade_in(&self.root)
+        let mut cmd = palisade_in(&self.root);
+        cmd.env("PALISADE_IMAGE_KEY", self.image_key());
+        cmd
+    }
+
+    /// This sandbox's image key file (made by its first checkpoint).
+    pub fn image_key(&self) -> PathBuf {
+        self.dir.join("image.key")
     }
 
     /// Writes a policy file and returns its path.

@@ -306,10 +306,14 @@ fn checkpoint(palisade: &Path, work: &Path) -> Result<()> {
         thread::sleep(Duration::from_millis(10));
     };
     let image = work.join("image");
-    println!("==> palisade checkpoint --pid {pid} --dir image");
+    // Images are signed with a key of the demo's own (made by the first
+    // checkpoint), not the host's /etc/palisade/image.key.
+    let key = work.join("image.key");
+    println!("==> PALISADE_IMAGE_KEY=image.key palisade checkpoint --pid {pid} --dir image");
     let dump = Command::new(palisade)
         .args(["checkpoint", "--pid", &pid.to_string(), "--dir"])
         .arg(&image)
+        .env("PALISADE_IMAGE_KEY", &key)
         .spawn()
         .context("cannot run palisade")?;
     // The original is our child: reap it so its pid is free again.
@@ -335,6 +339,7 @@ fn checkpoint(palisade: &Path, work: &Path) -> Result<()> {
     let restored = Command::new(palisade)
         .args(["restore", "--dir"])
         .arg(&image)
+        .env("PALISADE_IMAGE_KEY", &key)
         .output()
         .context("cannot run palisade")?;
     print!("{}", String::from_utf8_lossy(&restored.stdout));
@@ -375,7 +380,10 @@ fn checkpoint_container(palisade: &Path, state: &Path, work: &Path) -> Result<()
     let name = "demo-ckpt";
     let pal = |args: &[&str]| {
         let mut c = Command::new(palisade);
-        c.arg("--root").arg(state).args(args);
+        c.arg("--root")
+            .arg(state)
+            .args(args)
+            .env("PALISADE_IMAGE_KEY", work.join("image.key"));
         c
     };
     let show = |out: &std::process::Output| {

@@ -15,16 +15,20 @@ use super::{
     dump::{self, DumpOptions, DumpReport},
     files::FileKind,
     image::{self, ContainerImage, Image},
+    imagedir::ImageDir,
     proc,
+    sign::ImageKey,
 };
 use crate::runtime::{StateRoot, Status};
 
-/// Checkpoints container `name` into `dir`; without `leave_running` it is
-/// then ended and removed (its name is free for the restore).
+/// Checkpoints container `name` into `dir`, signed with `key`; without
+/// `leave_running` it is then ended and removed (its name is free for
+/// the restore).
 pub fn checkpoint_container(
     root: &StateRoot,
     name: &str,
-    dir: &Path,
+    dir: &ImageDir,
+    key: &ImageKey,
     opts: DumpOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<DumpReport, CheckpointError> {
@@ -66,7 +70,8 @@ pub fn checkpoint_container(
         return Err(e);
     }
     let log = root.log_path(name).display().to_string();
-    let report = dump::dump_into(pid, frozen, dir, opts, progress, freeze, |image| {
+    let target = dump::ImageTarget { dir, key };
+    let report = dump::dump_into(pid, frozen, target, opts, progress, freeze, |image| {
         // The first process has palisade's filters, which restore makes
         // again from the policy; one added since cannot be.
         let own = image.processes[0].state.seccomp_filters;

@@ -2,10 +2,7 @@
 //! restore, record everything into the image, then end the original (or
 //! let it continue unchanged with `--leave-running`).
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use nix::{sys::signal::Signal, unistd::Pid};
 
@@ -14,9 +11,11 @@ use super::{
     image::{
         self, Image, Process, Registers, Rseq, Run, SharedMemory, SigAction, Thread, Vma, VmaKind,
     },
-    pages::{self, PageWriter},
+    imagedir::ImageDir,
+    pages::PageWriter,
     proc,
     remote::{Remote, Scratch, find_syscall, resume_regs},
+    sign::ImageKey,
     state,
 };
 use crate::sys::ptrace;
@@ -27,6 +26,14 @@ const BATCH: u64 = 64 << 20;
 #[derive(Debug, Clone, Copy)]
 pub struct DumpOptions {
     pub leave_running: bool,
+}
+
+/// Where a dump goes: an image directory made for it, and the key that
+/// signs the image.
+#[derive(Clone, Copy)]
+pub struct ImageTarget<'a> {
+    pub dir: &'a ImageDir,
+    pub key: &'a ImageKey,
 }
 
 /// What a dump did, for the CLI to report.
@@ -235,18 +242,21 @@ fn freeze_into(root: i32, frozen: &mut Frozen) -> Result<(), CheckpointError> {
     Ok(())
 }
 
-/// Checkpoints process `pid` and all its descendants into `dir`;
-/// `progress` is called with the bytes of pages written so far.
+/// Checkpoints process `pid` and all its descendants into `dir`, signed
+/// with `key`; `progress` is called with the bytes of pages written so
+/// far.
 pub fn checkpoint_pid(
     pid: i32,
-    dir: &Path,
+    dir: &ImageDir,
+    key: &ImageKey,
     opts: DumpOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<DumpReport, CheckpointError> {
     let t0 = Instant::now();
     let frozen = freeze(pid)?;
     let freeze = t0.elapsed();
-    dump_into(pid, frozen, dir, opts, progress, freeze, |image| {
+    let target = ImageTarget { dir, key };
+    dump_into(pid, frozen, target, opts, progress, freeze, |image| {
         if let Some(p) = image.processes.iter().find(|p| p.state.seccomp_filters > 0) {
             return Err(CheckpointError::Unsupported {
                 pid: p.pid,
@@ -273,24 +283,18 @@ pub fn checkpoint_pid(
 /// into pages.img as they are read — with `check` given the image first
 /// (to refuse it, or complete it), then ends the tree or, with
 /// `leave_running`, lets it go on. On any failure every task goes on
-/// unchanged and no new image is left (an earlier one stays whole).
+/// unchanged and nothing of the image is left.
 pub(super) fn dump_into(
     root: i32,
     mut frozen: Frozen,
-    dir: &Path,
+    ImageTarget { dir, key }: ImageTarget,
     opts: DumpOptions,
     progress: &mut dyn FnMut(u64),
     freeze: Duration,
     check: impl FnOnce(&mut Image) -> Result<(), CheckpointError>,
 ) -> Result<DumpReport, CheckpointError> {
     let t1 = Instant::now();
-    let dir_existed = dir.exists();
-    let discard = || {
-        let _ = std::fs::remove_file(pages::partial(&dir.join(image::PAGES)));
-        if !dir_existed {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    };
+    let discard = || dir.discard();
     let collected = image::create_pages(dir, progress).and_then(|mut pages| {
         let mut dumped = collect_tree(root, &mut frozen, &mut pages)?;
         check(&mut dumped.image)?;
@@ -308,8 +312,10 @@ pub(super) fn dump_into(
     let t2 = Instant::now();
     let written = pages
         .finish()
-        .map_err(|e| CheckpointError::Image(format!("{}: {e}", dir.join(image::PAGES).display())))
-        .and_then(|_| image::write(dir, &image, &files));
+        .map_err(|e| {
+            CheckpointError::Write(format!("{}: {e}", dir.path().join(image::PAGES).display()))
+        })
+        .and_then(|digests| image::write(dir, &image, &files, digests, key));
     if let Err(e) = written {
         let _ = frozen.release();
         discard();

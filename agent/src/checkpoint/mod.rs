@@ -12,10 +12,12 @@ mod container;
 pub mod dump;
 pub mod files;
 pub mod image;
+pub mod imagedir;
 mod pages;
 mod proc;
 mod remote;
 pub mod restore;
+pub mod sign;
 pub mod state;
 
 use nix::errno::Errno;
@@ -40,13 +42,45 @@ pub enum CheckpointError {
     Process { pid: i32, what: String },
     #[error("container {name}: cannot checkpoint: {what}")]
     Container { name: String, what: String },
+    /// A bad image: refused before anything is created (exit 2).
     #[error("image: {0}")]
     Image(String),
+    /// A bad `--dir`: refused before anything is touched (exit 2).
+    #[error("--dir {dir}: {what}")]
+    BadDir { dir: String, what: String },
+    /// The image's manifest refused (exit 2).
+    #[error("image {dir}: manifest.json: {source}")]
+    Manifest {
+        dir: String,
+        source: sign::ManifestError,
+    },
+    #[error(transparent)]
+    Key(#[from] sign::KeyError),
+    /// Writing the image failed (exit 125).
+    #[error("cannot write the image: {0}; the processes were left running unchanged")]
+    Write(String),
     #[error("restore of pid {pid}: {what}; every process created was killed")]
     Restore { pid: i32, what: String },
 }
 
+/// Exit status for bad input (a bad image or `--dir`, a bad key file).
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit status for a failed operation.
+pub const EXIT_FAILED: i32 = 125;
+
 impl CheckpointError {
+    /// The exit status palisade ends with for this error: 2 for a bad
+    /// image, directory or key file, 125 for a failure of the operation.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            CheckpointError::Image(_)
+            | CheckpointError::BadDir { .. }
+            | CheckpointError::Manifest { .. } => EXIT_BAD_INPUT,
+            CheckpointError::Key(k) if !k.is_operational() => EXIT_BAD_INPUT,
+            _ => EXIT_FAILED,
+        }
+    }
+
     fn sys(pid: i32, what: impl Into<String>) -> impl FnOnce(Errno) -> Self {
         let what = what.into();
         move |source| CheckpointError::Sys { pid, what, source }

@@ -1,22 +1,27 @@
 //! pages.img, streamed. The dump copies the stopped process's pages
 //! through one reusable buffer straight into the file, many ranges per
-//! process_vm_readv, checksumming each run on the way, so the memory is
-//! never held twice in ours. Restore checks the file the same way, chunk
-//! by chunk, before anything is created; the new process then reads its
-//! own pages from it (see restore.rs), so each byte is copied once.
+//! process_vm_readv, checksumming each run (CRC32) and each 4 MiB piece
+//! of the file (SHA-256, for the signed manifest) on the way, so the
+//! memory is never held twice in ours. Restore checks the file the same
+//! way, one pass of pieces on several threads, before anything is
+//! created; the new process then reads its own pages from it (see
+//! restore.rs), so each byte is copied once.
 
 use std::{
     fs::File,
     io::Write,
     os::unix::fs::FileExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         atomic::{AtomicUsize, Ordering},
         mpsc,
     },
 };
 
-use super::image::Run;
+use super::{
+    image::Run,
+    sign::{self, Digest, PieceHasher},
+};
 use crate::sys::ptrace;
 
 /// The copy buffer: big enough that syscalls are few, small enough to stay
@@ -26,28 +31,29 @@ const CHUNK: usize = 1 << 20;
 /// From this many bytes on, reading and writing overlap on two threads.
 const PIPELINE_MIN: u64 = 8 << 20;
 
-/// Appends runs of a process's memory to pages.img, written aside as
-/// `pages.img.partial` until [`PageWriter::finish`] so a failed dump
-/// leaves an earlier image in the directory whole.
+/// Appends runs of a process's memory to pages.img, SHA-256 of each
+/// [`sign::PIECE`] of it computed on the way for the image's manifest.
 pub struct PageWriter<'p> {
     path: PathBuf,
     file: File,
     len: u64,
     buf: Vec<u8>,
+    digests: PieceHasher,
     /// Called with the bytes written so far after every chunk.
     progress: &'p mut dyn FnMut(u64),
 }
 
 impl<'p> PageWriter<'p> {
-    pub fn create(path: &Path, progress: &'p mut dyn FnMut(u64)) -> std::io::Result<Self> {
-        let partial = partial(path);
-        Ok(PageWriter {
-            file: File::create(&partial)?,
-            path: path.to_path_buf(),
+    /// Writes into `file` (new and empty), named `path` in errors.
+    pub fn new(file: File, path: PathBuf, progress: &'p mut dyn FnMut(u64)) -> Self {
+        PageWriter {
+            file,
+            path,
             len: 0,
             buf: vec![0; CHUNK],
+            digests: PieceHasher::default(),
             progress,
-        })
+        }
     }
 
     /// Bytes written so far.
@@ -65,12 +71,13 @@ impl<'p> PageWriter<'p> {
     /// is read from the process.
     pub fn copy_from(&mut self, pid: i32, ranges: &[(u64, u64)]) -> Result<Vec<Run>, String> {
         let total: u64 = ranges.iter().map(|r| r.1).sum();
-        let name = partial(&self.path);
+        let name = self.path.clone();
         let io = |e: std::io::Error| format!("{}: {e}", name.display());
         let PageWriter {
             file,
             len,
             buf,
+            digests,
             progress,
             ..
         } = self;
@@ -84,6 +91,7 @@ impl<'p> PageWriter<'p> {
                 *progress,
                 &mut || Ok(spare.take().expect("the one buffer is back")),
                 &mut |b, got| {
+                    digests.update(&b[..got]);
                     file.write_all(&b[..got]).map_err(io)?;
                     spare.set(Some(b));
                     Ok(())
@@ -92,13 +100,24 @@ impl<'p> PageWriter<'p> {
             *buf = spare.take().unwrap_or_else(|| vec![0; CHUNK]);
             return runs;
         }
+        // Three stages, each on its thread: read from the process (and
+        // CRC), SHA-256, write to the file.
         const DEPTH: usize = 2;
         let stopped = || "the page file's writer stopped".to_string();
         std::thread::scope(|s| {
             let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
+            let (hashed_tx, hashed_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
             let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-            let writer = s.spawn(move || -> std::io::Result<()> {
+            s.spawn(move || {
                 for (b, got) in full_rx {
+                    digests.update(&b[..got]);
+                    if hashed_tx.send((b, got)).is_err() {
+                        return;
+                    }
+                }
+            });
+            let writer = s.spawn(move || -> std::io::Result<()> {
+                for (b, got) in hashed_rx {
                     file.write_all(&b[..got])?;
                     let _ = free_tx.send(b);
                 }
@@ -114,7 +133,7 @@ impl<'p> PageWriter<'p> {
                     if let Ok(b) = free_rx.try_recv() {
                         return Ok(b);
                     }
-                    if made <= DEPTH {
+                    if made <= 2 * DEPTH + 1 {
                         made += 1;
                         return Ok(vec![0; CHUNK]);
                     }
@@ -131,12 +150,11 @@ impl<'p> PageWriter<'p> {
         })
     }
 
-    /// Flushes the file to its storage and gives it its name; returns its
-    /// length.
-    pub fn finish(self) -> std::io::Result<u64> {
+    /// Flushes the file to its storage; returns its length and the
+    /// digests of its pieces.
+    pub fn finish(self) -> std::io::Result<(u64, Vec<Digest>)> {
         self.file.sync_all()?;
-        std::fs::rename(partial(&self.path), &self.path)?;
-        Ok(self.len)
+        Ok((self.len, self.digests.finish()))
     }
 }
 
@@ -222,13 +240,6 @@ fn wait_single_threaded() {
     }
 }
 
-/// Where pages.img is written until it is complete.
-pub fn partial(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".partial");
-    PathBuf::from(name)
-}
-
 /// An open pages.img, read in place.
 #[derive(Debug)]
 pub struct PageFile {
@@ -237,10 +248,9 @@ pub struct PageFile {
 }
 
 impl PageFile {
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = File::open(path)?;
-        let len = file.metadata()?.len();
-        Ok(PageFile { file, len })
+    /// pages.img opened (and checked) by the caller, `len` bytes long.
+    pub fn new(file: File, len: u64) -> Self {
+        PageFile { file, len }
     }
 
     pub fn len(&self) -> u64 {
@@ -270,50 +280,96 @@ impl PageFile {
         Ok(crc.finalize())
     }
 
-    /// CRC32 of each span `(offset, len)`: past a few MiB on up to four
-    /// threads, the spans cut into pieces, each hashed on its own and the
-    /// pieces' CRCs combined in order. Returns once the threads have left
-    /// the process, not only been joined, as restore forks next.
-    pub fn crc32_all(&self, spans: &[(u64, u64)]) -> std::io::Result<Vec<u32>> {
-        self.crc32_in_pieces(spans, 4 << 20)
+    /// The validation pass, reading the file once: CRC32 of each span
+    /// `(offset, len)` and, with `digests`, SHA-256 of each
+    /// [`sign::PIECE`] of the whole file. Past a few MiB on up to four
+    /// threads, one piece of the file at a time, the spans' CRCs of
+    /// their parts in each piece combined in order. Returns once the
+    /// threads have left the process, not only been joined, as restore
+    /// forks next.
+    pub fn check(
+        &self,
+        spans: &[(u64, u64)],
+        digests: bool,
+    ) -> std::io::Result<(Vec<u32>, Option<Vec<Digest>>)> {
+        self.check_in_pieces(spans, digests, sign::PIECE)
     }
 
-    fn crc32_in_pieces(&self, spans: &[(u64, u64)], piece: u64) -> std::io::Result<Vec<u32>> {
-        // (span, offset, len) of every piece, in file order within a span.
-        let pieces: Vec<(usize, u64, u64)> = spans
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &(offset, len))| {
-                (0..len.div_ceil(piece))
-                    .map(move |k| (i, offset + k * piece, (len - k * piece).min(piece)))
-            })
-            .collect();
+    fn check_in_pieces(
+        &self,
+        spans: &[(u64, u64)],
+        digests: bool,
+        piece: u64,
+    ) -> std::io::Result<(Vec<u32>, Option<Vec<Digest>>)> {
+        // Every span cut at piece boundaries of the file: (span, offset,
+        // len) of each part, grouped by piece, in order within a span.
+        let pieces = self.len.div_ceil(piece) as usize;
+        let mut parts: Vec<Vec<(usize, u64, u64)>> = vec![Vec::new(); pieces];
+        let mut order: Vec<Vec<(usize, usize)>> = vec![Vec::new(); spans.len()];
+        for (i, &(offset, len)) in spans.iter().enumerate() {
+            let mut at = offset;
+            while at < offset + len {
+                let k = (at / piece) as usize;
+                let end = (offset + len).min((k as u64 + 1) * piece);
+                order[i].push((k, parts[k].len()));
+                parts[k].push((i, at, end - at));
+                at = end;
+            }
+        }
         let next = AtomicUsize::new(0);
-        let hash = || -> std::io::Result<Vec<(usize, crc32fast::Hasher)>> {
+        type Hashed = (usize, Option<Digest>, Vec<crc32fast::Hasher>);
+        let hash = || -> std::io::Result<Vec<Hashed>> {
             let mut buf = vec![0u8; CHUNK];
             let mut out = Vec::new();
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(_, offset, len)) = pieces.get(k) else {
+                let Some(mine) = parts.get(k) else {
                     return Ok(out);
                 };
-                let mut crc = crc32fast::Hasher::new();
-                let mut done = 0u64;
-                while done < len {
-                    let n = ((len - done) as usize).min(CHUNK);
-                    self.file.read_exact_at(&mut buf[..n], offset + done)?;
-                    crc.update(&buf[..n]);
-                    done += n as u64;
+                // The whole piece for its digest, else only what the
+                // spans cover.
+                let (lo, hi) = if digests {
+                    (k as u64 * piece, ((k as u64 + 1) * piece).min(self.len))
+                } else if mine.is_empty() {
+                    continue;
+                } else {
+                    (
+                        mine.iter().map(|p| p.1).min().unwrap_or(0),
+                        mine.iter().map(|p| p.1 + p.2).max().unwrap_or(0),
+                    )
+                };
+                let mut sha = digests.then(sign::Hasher::default);
+                let mut crcs = vec![crc32fast::Hasher::new(); mine.len()];
+                let mut at = lo;
+                while at < hi {
+                    let n = ((hi - at) as usize).min(CHUNK);
+                    self.file.read_exact_at(&mut buf[..n], at)?;
+                    if let Some(sha) = &mut sha {
+                        sha.update(&buf[..n]);
+                    }
+                    for (&(_, offset, len), crc) in mine.iter().zip(&mut crcs) {
+                        let from = offset.max(at);
+                        let to = (offset + len).min(at + n as u64);
+                        if from < to {
+                            crc.update(&buf[(from - at) as usize..(to - at) as usize]);
+                        }
+                    }
+                    at += n as u64;
                 }
-                out.push((k, crc));
+                let digest = sha.map(sign::Hasher::finish);
+                out.push((k, digest, crcs));
             }
         };
-        let total: u64 = spans.iter().map(|s| s.1).sum();
+        let read: u64 = if digests {
+            self.len
+        } else {
+            spans.iter().map(|s| s.1).sum()
+        };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        let hashed = if total < PIPELINE_MIN || threads < 2 {
+        let hashed = if read < PIPELINE_MIN || threads < 2 {
             hash()?
         } else {
-            let parts = std::thread::scope(|s| {
+            let results = std::thread::scope(|s| {
                 let handles: Vec<_> = (0..threads).map(|_| s.spawn(hash)).collect();
                 handles
                     .into_iter()
@@ -322,20 +378,34 @@ impl PageFile {
             });
             wait_single_threaded();
             let mut all = Vec::new();
-            for part in parts {
-                all.extend(part?);
+            for r in results {
+                all.extend(r?);
             }
             all
         };
-        let mut by_piece: Vec<Option<crc32fast::Hasher>> = vec![None; pieces.len()];
-        for (k, crc) in hashed {
-            by_piece[k] = Some(crc);
+        let mut piece_digests = vec![None; pieces];
+        let mut piece_crcs: Vec<Vec<crc32fast::Hasher>> = vec![Vec::new(); pieces];
+        for (k, digest, crcs) in hashed {
+            piece_digests[k] = digest;
+            piece_crcs[k] = crcs;
         }
-        let mut crcs = vec![crc32fast::Hasher::new(); spans.len()];
-        for (&(span, _, _), crc) in pieces.iter().zip(by_piece) {
-            crcs[span].combine(&crc.expect("every piece is hashed"));
-        }
-        Ok(crcs.into_iter().map(|h| h.finalize()).collect())
+        let crcs = order
+            .iter()
+            .map(|parts| {
+                let mut crc = crc32fast::Hasher::new();
+                for &(k, j) in parts {
+                    crc.combine(&piece_crcs[k][j]);
+                }
+                crc.finalize()
+            })
+            .collect();
+        let digests = digests.then(|| {
+            piece_digests
+                .into_iter()
+                .map(|d| d.expect("every piece is hashed"))
+                .collect()
+        });
+        Ok((crcs, digests))
     }
 
     /// `len` bytes at `offset`.
@@ -373,13 +443,16 @@ mod tests {
         let path = dir.join("pages.img");
         let mut seen = 0;
         let mut progress = |n| seen = n;
-        let mut w = PageWriter::create(&path, &mut progress).unwrap();
+        let mut w = PageWriter::new(File::create(&path).unwrap(), path.clone(), &mut progress);
         let me = std::process::id() as i32;
         let mut runs = w.copy_from(me, &small).unwrap();
         runs.extend(w.copy_from(me, &large).unwrap());
-        let len = w.finish().unwrap();
+        let (len, digests) = w.finish().unwrap();
         assert_eq!(seen, len);
-        let file = PageFile::open(&path).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        let want: Vec<Digest> = whole.chunks(sign::PIECE as usize).map(Digest::of).collect();
+        assert_eq!(digests, want);
+        let file = PageFile::new(File::open(&path).unwrap(), len);
         let ranges: Vec<(u64, u64)> = small.iter().chain(&large).copied().collect();
         assert_eq!(file.len(), ranges.iter().map(|r| r.1).sum::<u64>());
         assert_eq!(runs.len(), ranges.len());
@@ -396,9 +469,16 @@ mod tests {
         // Checked back in pieces smaller than the runs and not a divisor.
         let spans: Vec<(u64, u64)> = runs.iter().map(|r| (r.offset, r.len)).collect();
         let crcs: Vec<u32> = runs.iter().map(|r| r.crc32).collect();
-        assert_eq!(file.crc32_in_pieces(&spans, 4096 * 3 + 5).unwrap(), crcs);
-        assert_eq!(file.crc32_all(&spans).unwrap(), crcs);
-        assert!(!partial(&path).exists());
+        assert_eq!(
+            file.check_in_pieces(&spans, false, 4096 * 3 + 5).unwrap(),
+            (crcs.clone(), None)
+        );
+        let (c, d) = file
+            .check_in_pieces(&spans[1..], true, 4096 * 3 + 5)
+            .unwrap();
+        assert_eq!(c, crcs[1..]);
+        assert_eq!(d.unwrap().len() as u64, len.div_ceil(4096 * 3 + 5));
+        assert_eq!(file.check(&spans, true).unwrap(), (crcs, Some(want)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

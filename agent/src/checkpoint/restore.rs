@@ -65,13 +65,18 @@ pub struct RestoreReport {
     pub release: Duration,
 }
 
-/// Restores the image in `dir`; the tree runs on with its old pids.
-pub fn restore(dir: &Path) -> Result<RestoreReport, CheckpointError> {
-    let t0 = Instant::now();
-    let (image, pages) = image::read(dir)?;
-    // files.img, validated before anything is created.
-    let files_data = image::read_files(dir, &image)?;
-    let read = t0.elapsed();
+/// Restores a tree's image, read and checked by [`image::open`] (`read`
+/// is how long that took); the tree runs on with its old pids.
+pub fn restore(
+    verified: &image::Verified,
+    read: Duration,
+) -> Result<RestoreReport, CheckpointError> {
+    let image::Verified {
+        image,
+        pages,
+        files: files_data,
+        ..
+    } = verified;
     let pid = image.root;
     for p in &image.processes {
         let ids = std::iter::once(p.pid).chain(p.threads.iter().map(|t| t.tid));
@@ -96,7 +101,7 @@ pub fn restore(dir: &Path) -> Result<RestoreReport, CheckpointError> {
         Forked::Child => {
             drop(reader);
             let mut writer = writer;
-            let msg = match helper(&image, &pages, &files_data) {
+            let msg = match helper(image, pages, files_data) {
                 Ok(times) => format!("ok {}", times.map(|t| t.as_nanos().to_string()).join(" ")),
                 Err((at, e)) => format!("err {at} {e}"),
             };

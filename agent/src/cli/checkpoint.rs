@@ -10,12 +10,9 @@ use std::{
 use clap::Args;
 
 use crate::{
-    checkpoint::{self, DumpOptions},
+    checkpoint::{self, CheckpointError, DumpOptions, image, imagedir::ImageDir, sign::ImageKey},
     runtime::StateRoot,
 };
-
-/// Exit status when checkpoint or restore fails.
-const EXIT_FAILED: i32 = 1;
 
 #[derive(Debug, Args)]
 #[command(
@@ -33,13 +30,23 @@ pub struct CheckpointArgs {
     /// threads and descendants.
     #[arg(long, value_name = "PID")]
     pub pid: Option<i32>,
-    /// Where to write the image (meta.json and pages.img).
+    /// Where to write the image: a new directory (made with mode 0700)
+    /// or an empty one; never a symbolic link.
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
     /// Let the process continue unchanged after the dump instead of
     /// killing it.
     #[arg(long)]
     pub leave_running: bool,
+    /// The key that signs the image (made, 32 random bytes, mode 0600,
+    /// if missing).
+    #[arg(
+        long,
+        env = checkpoint::sign::KEY_ENV,
+        value_name = "FILE",
+        default_value = checkpoint::sign::DEFAULT_KEY
+    )]
+    pub image_key: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -58,11 +65,40 @@ pub struct RestoreArgs {
     /// -d` (without it, restore waits for the container like `run`).
     #[arg(short, long)]
     pub detach: bool,
+    /// The key the image must be signed with.
+    #[arg(
+        long,
+        env = checkpoint::sign::KEY_ENV,
+        value_name = "FILE",
+        default_value = checkpoint::sign::DEFAULT_KEY
+    )]
+    pub image_key: PathBuf,
+    /// Restore an image that is unsigned or signed by another key,
+    /// trusting its contents (recipe, policy, memory) as they are; its
+    /// checksums are still checked.
+    #[arg(long)]
+    pub trust_image: bool,
+}
+
+/// Reports a checkpoint or restore error; returns its exit status.
+fn failed(e: &CheckpointError) -> i32 {
+    super::report(e);
+    e.exit_status()
 }
 
 pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
     let opts = DumpOptions {
         leave_running: args.leave_running,
+    };
+    // The key and the directory before anything is stopped: a bad one
+    // leaves the target untouched.
+    let key = match ImageKey::load_or_create(&args.image_key) {
+        Ok(k) => k,
+        Err(e) => return failed(&e.into()),
+    };
+    let dir = match ImageDir::create(&args.dir) {
+        Ok(d) => d,
+        Err(e) => return failed(&e),
     };
     // The progress bar's 100 %: the first process's anonymous memory.
     let first = match (&args.name, args.pid) {
@@ -74,11 +110,11 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
     let (what, done) = match (&args.name, args.pid) {
         (Some(name), _) => (
             format!("container {name}"),
-            checkpoint::checkpoint_container(root, name, &args.dir, opts, &mut progress),
+            checkpoint::checkpoint_container(root, name, &dir, &key, opts, &mut progress),
         ),
         (None, Some(pid)) => (
             format!("pid {pid}"),
-            checkpoint::checkpoint_pid(pid, &args.dir, opts, &mut progress),
+            checkpoint::checkpoint_pid(pid, &dir, &key, opts, &mut progress),
         ),
         (None, None) => unreachable!("clap requires NAME or --pid"),
     };
@@ -105,34 +141,39 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
             0
         }
         Err(e) => {
-            super::report(&e);
-            EXIT_FAILED
+            dir.discard();
+            failed(&e)
         }
     }
 }
 
 pub fn restore(root: &StateRoot, args: RestoreArgs) -> i32 {
-    // A container's image is restored into a new container, made from
-    // its recipe; a tree's next to whoever restores it.
-    // A tree's image is validated whole by `restore` itself; a
-    // container's is here, before the container is made.
-    let read = checkpoint::image::read_meta(&args.dir).and_then(|image| {
-        if image.container.is_some() {
-            checkpoint::image::read(&args.dir)?;
-            checkpoint::image::read_files(&args.dir, &image)?;
-        }
-        Ok(image)
-    });
-    let container = match read {
-        Ok(image) => image.container,
-        Err(e) => {
-            super::report(&e);
-            return EXIT_FAILED;
+    // The whole image is read, authenticated and checked here, before
+    // anything is created. A container's image is restored into a new
+    // container made from its recipe; a tree's next to whoever restores
+    // it.
+    let t0 = Instant::now();
+    let key = if args.trust_image {
+        super::report(&format!(
+            "warning: --trust-image: the image in {} is not authenticated; its recipe, policy and memory are used as they are",
+            args.dir.display()
+        ));
+        None
+    } else {
+        match ImageKey::load(&args.image_key) {
+            Ok(k) => Some(k),
+            Err(e) => return failed(&e.into()),
         }
     };
-    if let Some(c) = container {
+    let verified = match image::open(&args.dir, key.as_ref()) {
+        Ok(v) => v,
+        Err(e) => return failed(&e),
+    };
+    let read = t0.elapsed();
+    if let Some(c) = verified.image.container.clone() {
         let name = args.name.unwrap_or(c.name);
-        return super::run::restore_container(root, &c.recipe, name, args.detach, args.dir);
+        let handoff = image::Handoff::new(verified);
+        return super::run::restore_container(root, &c.recipe, name, args.detach, handoff);
     }
     if args.name.is_some() || args.detach {
         super::report(&format!(
@@ -141,7 +182,7 @@ pub fn restore(root: &StateRoot, args: RestoreArgs) -> i32 {
         ));
         return super::EXIT_BAD_INPUT;
     }
-    match checkpoint::restore(&args.dir) {
+    match checkpoint::restore(&verified, read) {
         Ok(r) => {
             // stdout is the pid alone, for scripts; the report goes aside.
             println!("{}", r.pid);
@@ -159,10 +200,7 @@ pub fn restore(root: &StateRoot, args: RestoreArgs) -> i32 {
             );
             0
         }
-        Err(e) => {
-            super::report(&e);
-            EXIT_FAILED
-        }
+        Err(e) => failed(&e),
     }
 }
 

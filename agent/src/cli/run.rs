@@ -289,7 +289,7 @@ pub fn restore_container(
     recipe: &Recipe,
     name: String,
     detach: bool,
-    dir: std::path::PathBuf,
+    image: crate::checkpoint::image::Handoff,
 ) -> i32 {
     use clap::Parser;
     let bad_input = |e: &dyn std::fmt::Display| {
@@ -330,7 +330,7 @@ pub fn restore_container(
     match spec_from(args, policy) {
         Ok(mut spec) => {
             spec.recipe = Some(recipe.clone());
-            spec.restore = Some(dir);
+            spec.restore = Some(image);
             launch(root, &spec)
         }
         Err(status) => status,

@@ -106,9 +106,10 @@ pub struct RunSpec {
     pub extra_read_only: Vec<PathBuf>,
     /// Kept in the state for a later checkpoint's restore.
     pub recipe: Option<Recipe>,
-    /// Instead of running the command, restore the checkpoint image in
-    /// this directory into the new container.
-    pub restore: Option<PathBuf>,
+    /// Instead of running the command, restore this checkpoint image
+    /// (read and checked before anything was created) into the new
+    /// container.
+    pub restore: Option<crate::checkpoint::image::Handoff>,
 }
 
 #[derive(Debug, Error)]

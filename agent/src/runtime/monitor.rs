@@ -520,15 +520,16 @@ fn start(
     // Restoring: the new process stopped itself as our tracee, in every
     // namespace, cgroup and policy of the container; the image's tree is
     // rebuilt from it (its pid 1) and let go.
-    if let Some(dir) = &spec.restore {
-        use crate::checkpoint::{image, restore};
-        let restored = image::read(dir).and_then(|(image, pages)| {
-            let files = image::read_files(dir, &image)?;
-            restore::restore_into(
+    if let Some(handoff) = &spec.restore {
+        let restored = handoff.take().ok_or_else(|| {
+            crate::checkpoint::CheckpointError::Image("the image was restored already".into())
+        });
+        let restored = restored.and_then(|verified| {
+            crate::checkpoint::restore::restore_into(
                 child.as_raw(),
-                &image,
-                &pages,
-                &files,
+                &verified.image,
+                &verified.pages,
+                &verified.files,
                 // The container's output: its log when detached, else
                 // this process's own stdout (the terminal or pipe of
                 // `palisade restore`).

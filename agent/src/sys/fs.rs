@@ -1,8 +1,11 @@
-//! Filesystem facts the agent needs, and path resolution and mount
-//! attributes that nix does not wrap (openat2, mount_setattr).
+//! Filesystem facts the agent needs, path resolution and mount
+//! attributes that nix does not wrap (openat2, mount_setattr), and files
+//! opened relative to a directory fd without following links (checkpoint
+//! images).
 
 use std::{
     ffi::{CString, OsString},
+    fs::File,
     io,
     os::{
         fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
@@ -11,7 +14,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use nix::sys::statfs::{FsType, statfs};
+use nix::{
+    fcntl::OFlag,
+    sys::{
+        stat::Mode,
+        statfs::{FsType, statfs},
+    },
+};
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -160,6 +169,51 @@ pub fn set_read_only_recursive(fd: BorrowedFd<'_>) -> io::Result<()> {
 pub fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
     use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
     renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
+}
+
+/// Opens the directory `path` itself for `*at` calls, refusing a symbolic
+/// link in its last component (`ELOOP` or `ENOTDIR`).
+pub fn open_dir_nofollow(path: &Path) -> nix::Result<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Makes the directory `path` (its parent must exist) with `mode`.
+pub fn mkdir(path: &Path, mode: u32) -> nix::Result<()> {
+    nix::unistd::mkdir(path, Mode::from_bits_truncate(mode))
+}
+
+/// Creates `name` in `dir` for writing: a new file (`O_EXCL`), never
+/// through a symbolic link (`O_NOFOLLOW`), with `mode`.
+pub fn create_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> nix::Result<File> {
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map(File::from)
+}
+
+/// Opens `name` in `dir` for reading, never through a symbolic link, and
+/// without blocking on a FIFO (`O_NONBLOCK`: the caller checks what it
+/// opened before reading).
+pub fn open_at(dir: BorrowedFd<'_>, name: &str) -> nix::Result<File> {
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(File::from)
+}
+
+/// Removes the file `name` of `dir`.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &str) -> nix::Result<()> {
+    nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
 }
 
 #[cfg(test)]

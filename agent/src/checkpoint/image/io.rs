@@ -1,0 +1,511 @@
+//! Writing an image into its directory and reading it back: authenticated
+//! (`sign.rs`) and validated whole before restore creates anything.
+
+use std::{io::Write, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    FILES, FORMAT, Image, MANIFEST, MAX_FILES, MAX_MANIFEST, MAX_META, META, PAGES, Run, unhex,
+};
+use crate::checkpoint::{
+    CheckpointError,
+    imagedir::{ImageDir, ImageReader},
+    pages::{PageFile, PageWriter},
+    sign::{self, Digest, ImageKey, Manifest, Whole},
+};
+
+/// The file as written: format, checksum of `body`, body.
+#[derive(Debug, Serialize, Deserialize)]
+struct MetaFile {
+    format: u32,
+    /// CRC32 of the body serialised compactly (as `serde_json::to_vec`).
+    body_crc32: u32,
+    body: serde_json::Value,
+}
+
+/// Creates pages.img in `dir`, for the dump to stream page runs into;
+/// `progress` is called with the bytes written so far.
+pub fn create_pages<'p>(
+    dir: &ImageDir,
+    progress: &'p mut dyn FnMut(u64),
+) -> Result<PageWriter<'p>, CheckpointError> {
+    let file = dir.create_file(PAGES)?;
+    Ok(PageWriter::new(file, dir.path().join(PAGES), progress))
+}
+
+/// Writes files.img and meta.json into `dir`, after its pages.img is
+/// complete (`pages`: its length and piece digests), then, last, the
+/// manifest that `key` signs.
+pub fn write(
+    dir: &ImageDir,
+    image: &Image,
+    files: &[u8],
+    pages: (u64, Vec<Digest>),
+    key: &ImageKey,
+) -> Result<(), CheckpointError> {
+    let put = |name: &'static str, bytes: &[u8], max: u64| {
+        let path = dir.path().join(name);
+        if bytes.len() as u64 > max {
+            return Err(CheckpointError::Write(format!(
+                "{}: {} bytes, more than the {max} restore reads",
+                path.display(),
+                bytes.len()
+            )));
+        }
+        let mut f = dir.create_file(name)?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| CheckpointError::Write(format!("{}: {e}", path.display())))
+    };
+    put(FILES, files, MAX_FILES)?;
+    let body = serde_json::to_value(image).map_err(|e| CheckpointError::Write(e.to_string()))?;
+    let meta = MetaFile {
+        format: FORMAT,
+        body_crc32: crc32fast::hash(&serde_json::to_vec(image).expect("image serialises")),
+        body,
+    };
+    let text = serde_json::to_string_pretty(&meta).expect("meta serialises");
+    put(META, text.as_bytes(), MAX_META)?;
+    let manifest = Manifest {
+        meta: Whole {
+            size: text.len() as u64,
+            sha256: Digest::of(text.as_bytes()),
+        },
+        files: Whole {
+            size: files.len() as u64,
+            sha256: Digest::of(files),
+        },
+        pages_size: pages.0,
+        pages: pages.1,
+    };
+    put(MANIFEST, &manifest.encode(key), MAX_MANIFEST)?;
+    dir.complete();
+    Ok(())
+}
+
+/// An image read and checked whole: what restore may use.
+#[derive(Debug)]
+pub struct Verified {
+    pub image: Image,
+    pub pages: PageFile,
+    /// files.img.
+    pub files: Vec<u8>,
+    /// Its manifest was signed by the key restore was given (false only
+    /// with `--trust-image`).
+    pub authenticated: bool,
+}
+
+/// A verified image passed to a container's monitor, which takes it once
+/// (its pages.img is then closed once the tree is restored).
+#[derive(Debug, Clone)]
+pub struct Handoff(std::sync::Arc<std::sync::Mutex<Option<Verified>>>);
+
+impl Handoff {
+    pub fn new(verified: Verified) -> Self {
+        Handoff(std::sync::Arc::new(std::sync::Mutex::new(Some(verified))))
+    }
+
+    /// The image, the first time.
+    pub fn take(&self) -> Option<Verified> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// Reads and checks the image in `dir` before anything is created: with
+/// a key, the manifest's signature first, then every file against its
+/// size and digest in the manifest, then (with or without a key) the
+/// format, the checksums of the metadata, of every page run and of every
+/// file blob, and the image's structure. Without a key (`--trust-image`)
+/// an image with no manifest is read on its checksums alone.
+pub fn open(dir: &Path, key: Option<&ImageKey>) -> Result<Verified, CheckpointError> {
+    let reader = ImageReader::open(dir)?;
+    let manifest_bytes = reader.read_file(MANIFEST, MAX_MANIFEST)?;
+    let manifest = match (manifest_bytes, key) {
+        (None, Some(_)) => {
+            return Err(CheckpointError::Image(format!(
+                "{}: unsigned (no {MANIFEST}): refused, as its contents cannot be authenticated (restore it unauthenticated with --trust-image only if you know where it comes from)",
+                dir.display()
+            )));
+        }
+        (None, None) => None,
+        (Some(bytes), key) => {
+            Some(
+                Manifest::decode(&bytes, key).map_err(|source| CheckpointError::Manifest {
+                    dir: dir.display().to_string(),
+                    source,
+                })?,
+            )
+        }
+    };
+    let whole = |name: &'static str, max: u64, want: Option<&Whole>| match want {
+        None => reader.require(name, max),
+        Some(want) => {
+            let altered = || {
+                CheckpointError::Image(format!(
+                    "{}: does not match its size and digest in the manifest: the image was altered or damaged",
+                    dir.join(name).display()
+                ))
+            };
+            // The size first: a file of another size is not even read.
+            let (file, len) = reader.require_file(name, max)?;
+            if len != want.size {
+                return Err(altered());
+            }
+            let data = reader.read_opened(name, file, len)?;
+            if Digest::of(&data) != want.sha256 {
+                return Err(altered());
+            }
+            Ok(data)
+        }
+    };
+    let meta = whole(META, MAX_META, manifest.as_ref().map(|m| &m.meta))?;
+    let image = parse_meta(&dir.join(META), &meta)?;
+    let files = whole(FILES, MAX_FILES, manifest.as_ref().map(|m| &m.files))?;
+    check_files(&dir.join(FILES), &image, &files)?;
+    let pages = check_pages(&reader, &image, manifest.as_ref())?;
+    Ok(Verified {
+        image,
+        pages,
+        files,
+        authenticated: key.is_some(),
+    })
+}
+
+/// Checks files.img against the image's file objects (every blob inside
+/// it, with its checksum; fds and objects consistent).
+fn check_files(path: &Path, image: &Image, data: &[u8]) -> Result<(), CheckpointError> {
+    let bad = |e: String| CheckpointError::Image(format!("{}: {e}", path.display()));
+    crate::checkpoint::files::validate(&image.files, &[], data).map_err(bad)?;
+    for p in &image.processes {
+        crate::checkpoint::files::validate(&image.files, &p.fds, data)
+            .map_err(|e| bad(format!("pid {}: {e}", p.pid)))?;
+    }
+    Ok(())
+}
+
+/// meta.json's bytes: its format and checksum, then the image.
+fn parse_meta(meta_path: &Path, text: &[u8]) -> Result<Image, CheckpointError> {
+    let bad = |msg: String| CheckpointError::Image(format!("{}: {msg}", meta_path.display()));
+    let raw: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| bad(format!("not valid JSON (truncated?): {e}")))?;
+    match raw.get("format").and_then(|f| f.as_u64()) {
+        Some(f) if f == u64::from(FORMAT) => {}
+        Some(f) => {
+            return Err(bad(format!(
+                "image format {f}, this palisade reads format {FORMAT}"
+            )));
+        }
+        None => return Err(bad("no \"format\" field".into())),
+    }
+    let meta: MetaFile = serde_json::from_value(raw).map_err(|e| bad(e.to_string()))?;
+    let image: Image = serde_json::from_value(meta.body).map_err(|e| bad(format!("body: {e}")))?;
+    let crc = crc32fast::hash(&serde_json::to_vec(&image).expect("image serialises"));
+    if crc != meta.body_crc32 {
+        return Err(bad("metadata checksum mismatch: the file is corrupt".into()));
+    }
+    Ok(image)
+}
+
+/// Opens pages.img and checks it: its length against the metadata (and
+/// the manifest), every run inside it and its mapping, the image's
+/// structure, then in one pass every run's checksum and, with a
+/// manifest, every piece's digest.
+fn check_pages(
+    reader: &ImageReader,
+    image: &Image,
+    manifest: Option<&Manifest>,
+) -> Result<PageFile, CheckpointError> {
+    let bad = |msg: String| CheckpointError::Image(msg);
+    let meta_path = reader.path().join(META);
+    let pages_path = reader.path().join(PAGES);
+    let (file, len) = reader.require_file(PAGES, image.pages_len.saturating_add(1))?;
+    if len != image.pages_len {
+        return Err(bad(format!(
+            "{}: {len} bytes, the metadata says {} (truncated or wrong file)",
+            pages_path.display(),
+            image.pages_len
+        )));
+    }
+    if let Some(m) = manifest
+        && m.pages_size != len
+    {
+        return Err(bad(format!(
+            "{}: {len} bytes, the manifest says {}: the image was altered or damaged",
+            pages_path.display(),
+            m.pages_size
+        )));
+    }
+    if image.container.is_some() && image.root != 1 {
+        return Err(bad(format!(
+            "{}: a container's tree has root pid {}, not 1",
+            meta_path.display(),
+            image.root
+        )));
+    }
+    let pages = PageFile::new(file, len);
+    // Every run inside pages.img and its mapping; their checksums are
+    // computed together at the end (on several threads).
+    let mut spans: Vec<(String, Run)> = Vec::new();
+    let mut check_run = |run: &Run, lo: u64, hi: u64, where_: String| {
+        if run
+            .offset
+            .checked_add(run.len)
+            .is_none_or(|end| end > image.pages_len)
+        {
+            return Err(bad(format!("{where_}: outside {PAGES}")));
+        }
+        if run.addr < lo || run.addr.saturating_add(run.len) > hi {
+            return Err(bad(format!("{where_}: outside its mapping")));
+        }
+        spans.push((where_, *run));
+        Ok(())
+    };
+    for (i, shm) in image.shared_memory.iter().enumerate() {
+        for run in &shm.runs {
+            check_run(
+                run,
+                0,
+                shm.size,
+                format!("shared memory {i} run at offset {:x}", run.addr),
+            )?;
+        }
+    }
+    let structure = |msg: String| bad(format!("{}: {msg}", meta_path.display()));
+    let mut seen = std::collections::HashSet::new();
+    if image.processes.first().map(|p| p.pid) != Some(image.root) {
+        return Err(structure("the root is not the first process".into()));
+    }
+    for p in &image.processes {
+        if p.pid != image.root && !seen.contains(&p.parent) {
+            return Err(structure(format!(
+                "pid {} comes before its parent {}",
+                p.pid, p.parent
+            )));
+        }
+        if p.zombie.is_none() && p.threads.first().map(|t| t.tid) != Some(p.pid) {
+            return Err(structure(format!("pid {}: no main thread", p.pid)));
+        }
+        for t in &p.threads {
+            if !seen.insert(t.tid) && t.tid != p.pid {
+                return Err(structure(format!("tid {} appears twice", t.tid)));
+            }
+            if unhex(&t.xstate).is_none() {
+                return Err(structure(format!("tid {}: xstate is not hex", t.tid)));
+            }
+        }
+        seen.insert(p.pid);
+        for vma in &p.vmas {
+            if let Some(i) = vma.shared_memory
+                && i >= image.shared_memory.len()
+            {
+                return Err(structure(format!(
+                    "pid {} vma {:x}: no shared memory object {i}",
+                    p.pid, vma.start
+                )));
+            }
+            for run in &vma.runs {
+                let where_ = format!(
+                    "pid {} vma {:x}-{:x} run at {:x}",
+                    p.pid, vma.start, vma.end, run.addr
+                );
+                check_run(run, vma.start, vma.end, where_)?;
+            }
+        }
+    }
+    let offsets: Vec<(u64, u64)> = spans.iter().map(|(_, r)| (r.offset, r.len)).collect();
+    let (crcs, digests) = pages
+        .check(&offsets, manifest.is_some())
+        .map_err(|e| bad(format!("{}: {e}", pages_path.display())))?;
+    if let (Some(m), Some(digests)) = (manifest, digests)
+        && let Some(k) = (0..digests.len()).find(|&k| digests[k] != m.pages[k])
+    {
+        return Err(bad(format!(
+            "{}: bytes {} to {} do not match their digest in the manifest: the image was altered or damaged",
+            pages_path.display(),
+            k as u64 * sign::PIECE,
+            ((k as u64 + 1) * sign::PIECE).min(len)
+        )));
+    }
+    for ((where_, run), crc) in spans.iter().zip(crcs) {
+        if crc != run.crc32 {
+            return Err(bad(format!(
+                "{}: pages of {where_} (offset {}): checksum mismatch: the file is corrupt",
+                pages_path.display(),
+                run.offset,
+            )));
+        }
+    }
+    Ok(pages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::image::*;
+
+    fn sample(pages: &[u8]) -> Image {
+        let zero = Registers {
+            r15: 0,
+            r14: 0,
+            r13: 0,
+            r12: 0,
+            rbp: 0,
+            rbx: 7,
+            r11: 0,
+            r10: 0,
+            r9: 0,
+            r8: 0,
+            rax: 0,
+            rcx: 0,
+            rdx: 0,
+            rsi: 0,
+            rdi: 0,
+            orig_rax: u64::MAX,
+            rip: 0x401000,
+            cs: 0x33,
+            eflags: 0x202,
+            rsp: 0x7fff0000,
+            ss: 0x2b,
+            fs_base: 0,
+            gs_base: 0,
+            ds: 0,
+            es: 0,
+            fs: 0,
+            gs: 0,
+        };
+        Image {
+            root: 4242,
+            processes: vec![Process {
+                pid: 4242,
+                parent: 0,
+                pgid: 4242,
+                sid: 4242,
+                zombie: None,
+                comm: "x".into(),
+                exe: "/bin/x".into(),
+                cwd: "/".into(),
+                root: "/".into(),
+                sigactions: vec![],
+                mm: MmLayout::default(),
+                auxv: vec![6, 4096, 0, 0],
+                vmas: vec![Vma {
+                    start: 0x10000,
+                    end: 0x10000 + pages.len() as u64,
+                    read: true,
+                    write: true,
+                    exec: false,
+                    kind: VmaKind::Anonymous,
+                    path: None,
+                    offset: 0,
+                    shared_memory: None,
+                    runs: vec![Run {
+                        addr: 0x10000,
+                        offset: 0,
+                        len: pages.len() as u64,
+                        crc32: crc32fast::hash(pages),
+                    }],
+                }],
+                fds: vec![],
+                state: Default::default(),
+                threads: vec![Thread {
+                    tid: 4242,
+                    comm: "x".into(),
+                    regs: zero,
+                    xstate: hex(&[1, 2, 3]),
+                    sigmask: 0,
+                    rseq: None,
+                    tid_address: 0,
+                    robust_list: 0,
+                    robust_list_len: 0,
+                    state: Default::default(),
+                }],
+            }],
+            shared_memory: vec![],
+            files: vec![],
+            pages_len: pages.len() as u64,
+            container: None,
+        }
+    }
+
+    fn tempdir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("palisade-image-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn pieces(data: &[u8]) -> (u64, Vec<Digest>) {
+        let mut h = sign::PieceHasher::default();
+        h.update(data);
+        (data.len() as u64, h.finish())
+    }
+
+    #[test]
+    fn image_round_trips_and_damage_is_named() {
+        let pages = vec![0x5au8; 8192];
+        let image = sample(&pages);
+        let path = tempdir("rt");
+        let key = ImageKey::from_bytes([3; 32], "/k".into());
+        let dir = ImageDir::create(&path).unwrap();
+        dir.create_file(PAGES).unwrap().write_all(&pages).unwrap();
+        write(&dir, &image, &[], pieces(&pages), &key).unwrap();
+        let v = open(&path, Some(&key)).unwrap();
+        assert!(v.files.is_empty() && v.authenticated);
+        assert_eq!(v.image, image);
+        assert_eq!(v.pages.read(0, v.pages.len()).unwrap(), pages);
+        // A second image is not written over the first.
+        assert!(matches!(
+            ImageDir::create(&path),
+            Err(CheckpointError::BadDir { .. })
+        ));
+
+        let put = |name: &str, data: &[u8]| std::fs::write(path.join(name), data).unwrap();
+        let err = |key: Option<&ImageKey>| open(&path, key).unwrap_err().to_string();
+        let mut bad = pages.clone();
+        bad[5000] ^= 1;
+        put(PAGES, &bad);
+        assert!(
+            err(Some(&key)).contains("do not match their digest"),
+            "{}",
+            err(Some(&key))
+        );
+        assert!(err(None).contains("do not match their digest"));
+
+        put(PAGES, &pages[..4096]);
+        assert!(err(Some(&key)).contains("truncated"));
+
+        put(PAGES, &pages);
+        let meta = std::fs::read_to_string(path.join(META)).unwrap();
+        put(META, meta.replace("4242", "4243").as_bytes());
+        assert!(err(Some(&key)).contains("does not match its size and digest"));
+        assert!(err(None).contains("does not match its size and digest"));
+        put(
+            META,
+            meta.replace("\"format\": 2", "\"format\": 3").as_bytes(),
+        );
+        assert!(err(Some(&key)).contains("does not match its size and digest"));
+        put(META, meta.as_bytes());
+        assert!(open(&path, Some(&key)).is_ok());
+        let other = ImageKey::from_bytes([4; 32], "/other".into());
+        assert!(err(Some(&other)).contains("signed by another key"));
+        std::fs::remove_file(path.join(MANIFEST)).unwrap();
+        assert!(err(Some(&key)).contains("unsigned"));
+        assert!(open(&path, None).is_ok());
+        // Unsigned and unauthenticated, the checksums still hold.
+        put(PAGES, &bad);
+        let e = err(None);
+        assert!(
+            e.contains("checksum mismatch") && e.contains("10000-12000 run at 10000"),
+            "{e}"
+        );
+        put(PAGES, &pages);
+        put(META, meta.replace("4242", "4243").as_bytes());
+        assert!(err(None).contains("metadata checksum mismatch"));
+        put(
+            META,
+            meta.replace("\"format\": 2", "\"format\": 3").as_bytes(),
+        );
+        assert!(err(None).contains("image format 3"));
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+}
