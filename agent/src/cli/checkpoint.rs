@@ -92,13 +92,18 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
     };
     // The key and the directory before anything is stopped: a bad one
     // leaves the target untouched.
-    let key = match ImageKey::load_or_create(&args.image_key) {
-        Ok(k) => k,
-        Err(e) => return failed(&e.into()),
-    };
+    // The directory first, so a refused one makes no key on first use; a
+    // bad key removes the directory made for it.
     let dir = match ImageDir::create(&args.dir) {
         Ok(d) => d,
         Err(e) => return failed(&e),
+    };
+    let key = match ImageKey::load_or_create(&args.image_key) {
+        Ok(k) => k,
+        Err(e) => {
+            dir.discard();
+            return failed(&e.into());
+        }
     };
     // The progress bar's 100 %: the first process's anonymous memory.
     let first = match (&args.name, args.pid) {

@@ -100,17 +100,22 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
         println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
         return 0;
     }
+    // Columns as wide as their widest cell (names run to 64 characters, a
+    // dead container's status carries its reason).
+    let statuses: Vec<String> = states.iter().map(status_text).collect();
+    let name_w = states.iter().map(|s| s.name.len()).fold(24, usize::max);
+    let status_w = statuses.iter().map(String::len).fold(24, usize::max);
     println!(
-        "{:<24} {:>8}  {:<24} {:<20}  COMMAND",
+        "{:<name_w$} {:>8}  {:<status_w$} {:<20}  COMMAND",
         "NAME", "PID", "STATUS", "CREATED"
     );
-    for s in &states {
+    for (s, status) in states.iter().zip(&statuses) {
         let pid = s.pid.map_or("-".to_string(), |p| p.to_string());
         println!(
-            "{:<24} {:>8}  {:<24} {:<20}  {}",
+            "{:<name_w$} {:>8}  {:<status_w$} {:<20}  {}",
             s.name,
             pid,
-            status_text(s),
+            status,
             time_text(s.created),
             s.command.join(" ")
         );
