@@ -7,7 +7,7 @@
 
 use std::{
     fs,
-    os::unix::fs::{MetadataExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::Path,
     process::{Command, Output, Stdio},
     thread,
@@ -294,58 +294,69 @@ fn only_images_signed_by_the_key_restore_unless_trusted() {
 
 /// Without --image-key or PALISADE_IMAGE_KEY the key is
 /// /etc/palisade/image.key, made on first use: root's, 0600, in a 0700
-/// directory. Only run where there is no such key yet (a host's key is
-/// never touched); both are removed after.
+/// directory. A host's own key is never touched: where /etc/palisade
+/// exists, the commands run in a private mount namespace with a tmpfs
+/// over it (so the key is made there and goes with the namespace); where
+/// it does not, the key and the directory palisade made are removed after.
 #[test]
 fn the_default_key_is_made_root_only_on_first_use() {
-    let key = Path::new("/etc/palisade/image.key");
-    if key.exists() {
-        eprintln!("skipped: {} exists (it is left alone)", key.display());
-        return;
-    }
-    let dir_existed = Path::new("/etc/palisade").exists();
+    let etc = Path::new("/etc/palisade");
+    let dir_existed = etc.exists();
+    let host_key = fs::read(etc.join("image.key")).ok();
     let w = Workload::start();
     let image = w.image("img");
-    let run = |args: &[&str]| -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .env_remove("PALISADE_IMAGE_KEY");
-        cmd.output().unwrap()
-    };
-    let cleanup = || {
-        let _ = fs::remove_file(key);
-        if !dir_existed {
-            let _ = fs::remove_dir("/etc/palisade");
-        }
-    };
-    let out = run(&[
-        "checkpoint",
-        "--leave-running",
-        "--pid",
-        &w.pid.to_string(),
-        "--dir",
-        image.to_str().unwrap(),
-    ]);
-    let made = fs::symlink_metadata(key);
-    let dir_mode = fs::metadata("/etc/palisade").map(|m| m.permissions().mode() & 0o777);
-    let out2 = run(&["restore", "--dir", image.to_str().unwrap()]);
-    cleanup();
-    assert!(out.status.success(), "{}", text(&out));
-    let made = made.expect("the key was made");
-    assert!(made.file_type().is_file());
-    assert_eq!(made.len(), 32);
-    assert_eq!(made.uid(), 0);
-    assert_eq!(made.permissions().mode() & 0o777, 0o600);
+    // One shell in one mount namespace: checkpoint, the key's facts,
+    // restore (its status and message).
+    let script = r#"
+if [ -e /etc/palisade ]; then mount -t tmpfs -o mode=0755 palisade-test /etc/palisade || exit 99; fi
+"$0" checkpoint --leave-running --pid "$1" --dir "$2" >/dev/null 2>&1; echo "checkpoint $?"
+stat -c 'key %F %s %u %a' /etc/palisade/image.key
+stat -c 'dir %a' /etc/palisade
+out=$("$0" restore --dir "$2" 2>&1); echo "restore $? $out"
+"#;
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .arg(env!("CARGO_BIN_EXE_palisade"))
+        .arg(w.pid.to_string())
+        .arg(&image)
+        .stdin(Stdio::null())
+        .env_remove("PALISADE_IMAGE_KEY")
+        .output()
+        .unwrap();
     if !dir_existed {
-        assert_eq!(dir_mode.unwrap(), 0o700);
+        let _ = fs::remove_file(etc.join("image.key"));
+        let _ = fs::remove_dir(etc);
+    }
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |tag: &str| {
+        said.lines()
+            .find(|l| l.starts_with(tag))
+            .unwrap_or_else(|| panic!("no {tag:?} line: {}", text(&out)))
+            .to_string()
+    };
+    assert_eq!(line("checkpoint "), "checkpoint 0", "{}", text(&out));
+    assert_eq!(line("key "), "key regular file 32 0 600", "{}", text(&out));
+    if !dir_existed {
+        assert_eq!(line("dir "), "dir 700", "{}", text(&out));
     }
     // It verifies with that key: the pid is in use (the original runs),
     // which restore only checks once the image is authenticated.
-    assert_eq!(out2.status.code(), Some(125), "{}", text(&out2));
-    assert!(
-        String::from_utf8_lossy(&out2.stderr).contains("in use"),
-        "{}",
-        text(&out2)
-    );
+    let restore = line("restore ");
+    assert!(restore.starts_with("restore 125 "), "{}", text(&out));
+    assert!(restore.contains("in use"), "{}", text(&out));
+    if dir_existed {
+        assert_eq!(
+            fs::read(etc.join("image.key")).ok(),
+            host_key,
+            "the host's key changed"
+        );
+    }
 }
