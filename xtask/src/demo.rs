@@ -435,6 +435,7 @@ fn checkpoint_container(palisade: &Path, state: &Path, work: &Path) -> Result<()
         }
         println!("==> palisade ps");
         show(&pal(&["ps"]).output()?);
+        forged(&pal, &image, &work.join("ckpt-forged"))?;
         println!("==> palisade restore --dir ckpt-container -d");
         let out = pal(&["restore", "--dir"]).arg(&image).arg("-d").output()?;
         show(&out);
@@ -665,5 +666,34 @@ fn side_doors(palisade: &Path, state: &Path, name: &str) -> Result<()> {
     {
         bail!("a side door was open");
     }
+    Ok(())
+}
+
+/// A copy of the container's image whose recorded policy was changed from
+/// `deny any` to `allow any`: restore refuses it (exit 2) before making
+/// anything, as the image's signature no longer matches.
+fn forged(pal: &dyn Fn(&[&str]) -> Command, image: &Path, copy: &Path) -> Result<()> {
+    std::fs::create_dir_all(copy)?;
+    for entry in std::fs::read_dir(image)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), copy.join(entry.file_name()))?;
+    }
+    let meta = copy.join("meta.json");
+    let text = std::fs::read_to_string(&meta)?;
+    if !text.contains("deny any") {
+        bail!("the image's recipe does not hold the policy text");
+    }
+    std::fs::write(&meta, text.replace("deny any", "allow any"))?;
+    println!(
+        "==> a copy of the image with its policy edited to \"allow any\": palisade restore --dir ckpt-forged"
+    );
+    let out = pal(&["restore", "--dir"]).arg(copy).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprint!("{err}");
+    println!("exit status {}", out.status.code().unwrap_or(-1));
+    if out.status.code() != Some(2) {
+        bail!("the forged image was not refused with exit status 2");
+    }
+    let _ = std::fs::remove_dir_all(copy);
     Ok(())
 }
