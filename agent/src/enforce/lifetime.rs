@@ -29,7 +29,7 @@ use aya::maps::{Map, MapData, RingBuf};
 use nix::fcntl::{Flock, FlockArg};
 use palisade_common::{CgroupPolicy, map};
 
-use super::{BPFFS, EnforceError, Pins, chain, object_hash, tracing};
+use super::{BPFFS, EnforceError, Pins, object_hash, tracing};
 
 /// The maps the tracepoint programs use, shared by every root.
 pub(super) const SHARED_MAPS: &[&str] = &[
@@ -86,20 +86,11 @@ pub(super) fn uses_host_maps(dir: &Path, host: &Path) -> bool {
 
 /// The root's event ring, if one is pinned.
 pub fn open_events(pins: &Pins) -> Result<Option<RingBuf<MapData>>, EnforceError> {
-    let path = pins.object_dir().join(map::EVENTS);
-    if !path.exists() {
+    let dir = pins.object_dir();
+    if !dir.join(map::EVENTS).exists() {
         return Ok(None);
     }
-    let failed = |reason: String| EnforceError::Pin {
-        path: path.clone(),
-        reason,
-    };
-    let map = MapData::from_pin(&path)
-        .and_then(Map::from_map_data)
-        .map_err(|e| failed(chain(&e)))?;
-    RingBuf::try_from(map)
-        .map(Some)
-        .map_err(|e| failed(chain(&e)))
+    super::open_map(&dir, map::EVENTS).map(Some)
 }
 
 /// The kernel's id of the root's pinned event ring (to tell a new one).

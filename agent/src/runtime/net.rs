@@ -92,7 +92,13 @@ pub fn lease(owner: &str) -> Result<Lease, NetError> {
 
 /// The addresses leased to `owner`.
 pub fn leases_of(owner: &str) -> Vec<Ipv4Addr> {
-    fs::read_dir(leases_dir())
+    owned_in(&leases_dir(), owner)
+}
+
+/// The names (parsed as `T`) of the reservation files in `dir` whose
+/// content is `owner`: leases here, traffic classes in `shaping`.
+pub(super) fn owned_in<T: std::str::FromStr>(dir: &std::path::Path, owner: &str) -> Vec<T> {
+    fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()

@@ -134,13 +134,7 @@ pub fn allocate(owner: &str) -> Result<u16, NetError> {
 
 /// The class numbers reserved for `owner`.
 pub fn owned_by(owner: &str) -> Vec<u16> {
-    fs::read_dir(classes_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| fs::read_to_string(e.path()).is_ok_and(|o| o == owner))
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
+    net::owned_in(&classes_dir(), owner)
 }
 
 /// Gives a class number back.
