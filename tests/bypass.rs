@@ -1,7 +1,9 @@
 //! Ways around a policy, each now closed: io_uring requests (which seccomp
 //! never sees) creating socket families the policy refuses, and a listener
 //! the kernel binds on its own (`listen()` on an unbound socket), which the
-//! bind hooks never judge. Real containers, real clients on loopback.
+//! bind hooks never judge, and IPv6 extension headers in front of a SYN
+//! (which hid it from the inbound checks). Real containers, real clients on
+//! loopback.
 
 mod support;
 
