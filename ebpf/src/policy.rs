@@ -117,6 +117,38 @@ pub fn decide_for(
     }
 }
 
+/// DENY when a packet that cannot be judged (an IPv6 extension header
+/// chain too long or malformed) must be dropped: some container over the
+/// cgroup whose ancestors `ancestor(level)` gives has `bind` or `accept`
+/// rules in enforce mode, or no policy is found; ALLOW otherwise.
+#[inline(always)]
+pub fn unjudged_inbound(ancestor: impl Fn(i32) -> u64) -> i32 {
+    let mut found = false;
+    for level in 0..MAX_LEVELS {
+        let cgroup = ancestor(level);
+        if cgroup == 0 {
+            break;
+        }
+        let Some(policy) = CGROUP_POLICY.get_ptr(&cgroup) else {
+            continue;
+        };
+        found = true;
+        // SAFETY: a non-null pointer to a map value, only read; volatile
+        // keeps the reads below the null check for the verifier.
+        let (bind, accept, audit) = unsafe {
+            (
+                core::ptr::read_volatile(&(*policy).bind),
+                core::ptr::read_volatile(&(*policy).accept),
+                core::ptr::read_volatile(&(*policy).mode) == MODE_AUDIT,
+            )
+        };
+        if (bind != LIST_OPEN || accept != LIST_OPEN) && !audit {
+            return DENY;
+        }
+    }
+    if found { ALLOW } else { DENY }
+}
+
 /// One container's rule list (`table`: list and generation bits) applied.
 #[inline(always)]
 fn judge(cgroup: u64, table: u32, family: u32, addr: [u32; 4], port: u16, proto: u8) -> i32 {

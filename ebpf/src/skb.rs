@@ -14,7 +14,11 @@
 //! judged; a refusal is reported as a bind refusal. Then a TCP SYN or a
 //! UDP datagram from a peer the `accept` rules refuse is dropped. A
 //! dropped packet (return 0) gives the client no reset: its connect times
-//! out. Everything else passes: established flows, other protocols,
+//! out. An IPv6 packet's extension headers are followed to its TCP or UDP
+//! header (up to `V6_MAX_EXT`); one it cannot follow (a longer or
+//! malformed chain, a fragment past the first) is dropped when the
+//! container or one enclosing it has bind or accept rules in enforce mode.
+//! Everything else passes: established flows, other protocols, other
 //! packets it cannot parse. A packet that passes is counted as received
 //! by the socket's own cgroup. Reads `CGROUP_POLICY` and `CONNECT_RULES`;
 //! writes `USAGE`.
@@ -41,11 +45,21 @@ use palisade_common::{
 use crate::{
     events::{Refusal, conclude},
     maps::EGRESS_CLASS,
-    policy::{ALLOW, DENY, List, MAX_LEVELS, decide_for, normalise},
+    policy::{ALLOW, DENY, List, MAX_LEVELS, decide_for, normalise, unjudged_inbound},
     usage::{add, record},
 };
 
 const TCP_SYN: u8 = 0x02;
+/// IPv6 extension headers followed: hop-by-hop options, routing,
+/// fragment, authentication, destination options.
+const V6_HOP: u8 = 0;
+const V6_ROUTING: u8 = 43;
+const V6_FRAGMENT: u8 = 44;
+const V6_AH: u8 = 51;
+const V6_DSTOPTS: u8 = 60;
+/// Most IPv6 extension headers followed to the upper-layer header; a
+/// longer chain cannot be judged.
+const V6_MAX_EXT: usize = 6;
 const TCP_ACK: u8 = 0x10;
 
 // ## egress
@@ -201,10 +215,21 @@ fn syn_bind(ctx: &SkBuffContext) -> i32 {
             )
         }
         6 => {
-            let (Ok(proto), Some(dst)) = (ctx.load::<u8>(6), v6_at(ctx, 24)) else {
+            let Some(dst) = v6_at(ctx, 24) else {
                 return ALLOW;
             };
-            (FAMILY_V6, dst, proto, 40)
+            // An extension header chain it cannot follow is dropped here,
+            // for both judgements, if either list has rules.
+            let Some((proto, l4)) = v6_upper(ctx) else {
+                let skb = ctx.skb.skb;
+                // SAFETY: `skb` is the program's own context; the helper
+                // only reads the socket's cgroup, and returns 0 past its
+                // level.
+                return unjudged_inbound(|level| unsafe {
+                    bpf_skb_ancestor_cgroup_id(skb.cast(), level)
+                });
+            };
+            (FAMILY_V6, dst, proto, l4)
         }
         _ => return ALLOW,
     };
@@ -246,6 +271,46 @@ fn syn_bind(ctx: &SkBuffContext) -> i32 {
         ALLOW
     } else {
         DENY
+    }
+}
+
+/// The upper-layer protocol of an IPv6 packet and the offset of its
+/// header, past up to `V6_MAX_EXT` extension headers. None for a longer
+/// chain, a header past the packet's end, or a fragment other than the
+/// first (the kernel reassembles fragments before this hook, and leaves
+/// the fragment header of a packet sent as a single fragment).
+#[inline(always)]
+fn v6_upper(ctx: &SkBuffContext) -> Option<(u8, usize)> {
+    let Ok(mut next) = ctx.load::<u8>(6) else {
+        return None;
+    };
+    let mut at = 40usize;
+    for _ in 0..V6_MAX_EXT {
+        // Every extension header starts with its next header and length.
+        let (Ok(follows), Ok(len)) = (ctx.load::<u8>(at), ctx.load::<u8>(at + 1)) else {
+            return None;
+        };
+        let len = usize::from(len);
+        let size = match next {
+            V6_HOP | V6_ROUTING | V6_DSTOPTS => (len + 1) * 8,
+            V6_AH => (len + 2) * 4,
+            V6_FRAGMENT => {
+                let Ok(offset) = ctx.load::<u16>(at + 2) else {
+                    return None;
+                };
+                if u16::from_be(offset) & 0xfff8 != 0 {
+                    return None;
+                }
+                8
+            }
+            _ => return Some((next, at)),
+        };
+        next = follows;
+        at += size;
+    }
+    match next {
+        V6_HOP | V6_ROUTING | V6_FRAGMENT | V6_AH | V6_DSTOPTS => None,
+        _ => Some((next, at)),
     }
 }
 
@@ -291,8 +356,8 @@ fn judge(ctx: &SkBuffContext) -> i32 {
             )
         }
         6 => {
-            // Only TCP or UDP right after the fixed header is judged.
-            let Ok(proto) = ctx.load::<u8>(6) else {
+            // A chain it cannot follow was judged by `syn_bind`.
+            let Some((proto, l4)) = v6_upper(ctx) else {
                 return ALLOW;
             };
             let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
@@ -303,7 +368,7 @@ fn judge(ctx: &SkBuffContext) -> i32 {
             ) else {
                 return ALLOW;
             };
-            (FAMILY_V6, [a, b, c, d], proto, 40)
+            (FAMILY_V6, [a, b, c, d], proto, l4)
         }
         _ => return ALLOW,
     };
