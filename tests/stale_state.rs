@@ -383,7 +383,30 @@ fn tracepoints_once_per_host_and_prune_removes_only_debris() {
         "tracepoints detached with the last container: {:?}",
         tracepoint_links(&hosts[0])
     );
+    // Other state roots of this build on the host (a developer's own
+    // containers, another checkout's tests) keep the host's maps in use.
+    let object = format!(
+        "obj-{}",
+        hosts[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("host-")
+    );
+    let others: Vec<PathBuf> = std::fs::read_dir("/sys/fs/bpf/palisade")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|d| d.join(&object).exists() && !roots.iter().any(|r| pin_dir(r) == *d))
+        .collect();
     ok(&b.palisade().args(["system", "prune"]).output().unwrap());
     assert!(!pin_dir(&b.root).exists(), "root b's pins are gone");
-    assert!(!hosts[0].exists(), "the host's pins go with the last root");
+    if others.is_empty() {
+        assert!(!hosts[0].exists(), "the host's pins go with the last root");
+    } else {
+        assert!(
+            hosts[0].exists(),
+            "the host's maps stay while other roots use them: {others:?}"
+        );
+    }
 }
