@@ -1,7 +1,7 @@
 //! pages.img, streamed. The dump copies the stopped process's pages
 //! through one reusable buffer straight into the file, many ranges per
 //! process_vm_readv, checksumming each run (CRC32) and each 4 MiB piece
-//! of the file (SHA-256, for the signed manifest) on the way, so the
+//! of the file (BLAKE3, for the signed manifest) on the way, so the
 //! memory is never held twice in ours. Restore checks the file the same
 //! way, one pass of pieces on several threads, before anything is
 //! created; the new process then reads its own pages from it (see
@@ -31,7 +31,7 @@ const CHUNK: usize = 1 << 20;
 /// From this many bytes on, reading and writing overlap on two threads.
 const PIPELINE_MIN: u64 = 8 << 20;
 
-/// Appends runs of a process's memory to pages.img, SHA-256 of each
+/// Appends runs of a process's memory to pages.img, BLAKE3 of each
 /// [`sign::PIECE`] of it computed on the way for the image's manifest.
 pub struct PageWriter<'p> {
     path: PathBuf,
@@ -101,7 +101,7 @@ impl<'p> PageWriter<'p> {
             return runs;
         }
         // Three stages, each on its thread: read from the process (and
-        // CRC), SHA-256, write to the file.
+        // CRC), BLAKE3, write to the file.
         const DEPTH: usize = 2;
         let stopped = || "the page file's writer stopped".to_string();
         std::thread::scope(|s| {
@@ -281,7 +281,7 @@ impl PageFile {
     }
 
     /// The validation pass, reading the file once: CRC32 of each span
-    /// `(offset, len)` and, with `digests`, SHA-256 of each
+    /// `(offset, len)` and, with `digests`, BLAKE3 of each
     /// [`sign::PIECE`] of the whole file. Past a few MiB on up to four
     /// threads, one piece of the file at a time, the spans' CRCs of
     /// their parts in each piece combined in order. Returns once the

@@ -3,9 +3,10 @@
 //! The key is 32 random bytes in a root-only file (`/etc/palisade/image.key`
 //! unless `--image-key` or `PALISADE_IMAGE_KEY` names another), made on
 //! first use by `checkpoint`. The manifest lists every image file with its
-//! size and SHA-256 (pages.img as the digests of its 4 MiB pieces, so that
-//! both the dump and the restore hash it on several threads), and carries
-//! an HMAC-SHA256 of its body under the key. Whoever holds the key can
+//! size and BLAKE3 digest (pages.img as the digests of its 4 MiB pieces,
+//! so that the restore checks it on several threads; BLAKE3 runs several
+//! times faster than SHA-256 here, so the dump's stream keeps its pace),
+//! and carries an HMAC-SHA256 of its body under the key. Whoever holds the key can
 //! make an image that restores; whoever does not cannot alter one.
 //!
 //! This module owns the key file and the manifest's bytes; it never looks
@@ -33,9 +34,9 @@ pub const KEY_LEN: usize = 32;
 pub const PIECE: u64 = 4 << 20;
 
 /// The first line of a manifest.
-const MAGIC: &str = "palisade-image-manifest 1";
+const MAGIC: &str = "palisade-image-manifest 2";
 /// What the manifest's HMAC covers: this, then the body's bytes.
-const MANIFEST_DOMAIN: &[u8] = b"palisade image manifest 1\n";
+const MANIFEST_DOMAIN: &[u8] = b"palisade image manifest 2\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -66,13 +67,13 @@ impl KeyError {
     }
 }
 
-/// A SHA-256 digest.
+/// A BLAKE3 digest (32 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {
     pub fn of(bytes: &[u8]) -> Self {
-        Digest(Sha256::digest(bytes).into())
+        Digest(*blake3::hash(bytes).as_bytes())
     }
 
     fn hex(&self) -> String {
@@ -84,9 +85,9 @@ impl Digest {
     }
 }
 
-/// SHA-256 of bytes given in parts.
+/// BLAKE3 of bytes given in parts.
 #[derive(Clone, Default)]
-pub struct Hasher(Sha256);
+pub struct Hasher(blake3::Hasher);
 
 impl Hasher {
     pub fn update(&mut self, bytes: &[u8]) {
@@ -94,15 +95,15 @@ impl Hasher {
     }
 
     pub fn finish(self) -> Digest {
-        Digest(self.0.finalize().into())
+        Digest(*self.0.finalize().as_bytes())
     }
 }
 
-/// SHA-256 over a stream cut into [`PIECE`]-byte pieces: one digest per
+/// BLAKE3 over a stream cut into [`PIECE`]-byte pieces: one digest per
 /// piece, the pieces counted from the stream's first byte.
 #[derive(Clone, Default)]
 pub struct PieceHasher {
-    current: Sha256,
+    current: blake3::Hasher,
     in_piece: u64,
     done: Vec<Digest>,
 }
@@ -116,7 +117,7 @@ impl PieceHasher {
             bytes = &bytes[take..];
             if self.in_piece == PIECE {
                 self.done
-                    .push(Digest(std::mem::take(&mut self.current).finalize().into()));
+                    .push(Digest(*std::mem::take(&mut self.current).finalize().as_bytes()));
                 self.in_piece = 0;
             }
         }
@@ -125,7 +126,7 @@ impl PieceHasher {
     /// The digests of every piece, the last one short if need be.
     pub fn finish(mut self) -> Vec<Digest> {
         if self.in_piece > 0 {
-            self.done.push(Digest(self.current.finalize().into()));
+            self.done.push(Digest(*self.current.finalize().as_bytes()));
         }
         self.done
     }
@@ -309,7 +310,7 @@ impl ImageKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Whole {
     pub size: u64,
-    pub sha256: Digest,
+    pub digest: Digest,
 }
 
 /// What the manifest says of the image's files.
@@ -326,7 +327,7 @@ pub struct Manifest {
 #[serde(deny_unknown_fields)]
 struct WholeText {
     size: u64,
-    sha256: String,
+    blake3: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -334,7 +335,7 @@ struct WholeText {
 struct PiecesText {
     size: u64,
     piece_size: u64,
-    sha256: Vec<String>,
+    blake3: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -374,7 +375,7 @@ impl Manifest {
     pub fn encode(&self, key: &ImageKey) -> Vec<u8> {
         let whole = |w: &Whole| WholeText {
             size: w.size,
-            sha256: w.sha256.hex(),
+            blake3: w.digest.hex(),
         };
         let text = ManifestText {
             meta: whole(&self.meta),
@@ -382,7 +383,7 @@ impl Manifest {
             pages: PiecesText {
                 size: self.pages_size,
                 piece_size: PIECE,
-                sha256: self.pages.iter().map(Digest::hex).collect(),
+                blake3: self.pages.iter().map(Digest::hex).collect(),
             },
         };
         let body = serde_json::to_vec_pretty(&text).expect("a manifest serialises");
@@ -436,12 +437,12 @@ impl Manifest {
             serde_json::from_slice(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
         let digest = |s: &str| {
             Digest::parse(s)
-                .ok_or_else(|| ManifestError::Malformed(format!("{s:?} is not a SHA-256 digest")))
+                .ok_or_else(|| ManifestError::Malformed(format!("{s:?} is not a BLAKE3 digest")))
         };
         let whole = |w: &WholeText| {
             Ok::<_, ManifestError>(Whole {
                 size: w.size,
-                sha256: digest(&w.sha256)?,
+                digest: digest(&w.blake3)?,
             })
         };
         if text.pages.piece_size != PIECE {
@@ -452,7 +453,7 @@ impl Manifest {
         }
         let pages = text
             .pages
-            .sha256
+            .blake3
             .iter()
             .map(|s| digest(s))
             .collect::<Result<Vec<_>, _>>()?;
@@ -484,11 +485,11 @@ mod tests {
         Manifest {
             meta: Whole {
                 size: 3,
-                sha256: Digest::of(b"abc"),
+                digest: Digest::of(b"abc"),
             },
             files: Whole {
                 size: 0,
-                sha256: Digest::of(b""),
+                digest: Digest::of(b""),
             },
             pages_size: PIECE + 1,
             pages: vec![Digest::of(b"x"), Digest::of(b"y")],

@@ -70,11 +70,11 @@ pub fn write(
     let manifest = Manifest {
         meta: Whole {
             size: text.len() as u64,
-            sha256: Digest::of(text.as_bytes()),
+            digest: Digest::of(text.as_bytes()),
         },
         files: Whole {
             size: files.len() as u64,
-            sha256: Digest::of(files),
+            digest: Digest::of(files),
         },
         pages_size: pages.0,
         pages: pages.1,
@@ -153,7 +153,7 @@ pub fn open(dir: &Path, key: Option<&ImageKey>) -> Result<Verified, CheckpointEr
                 return Err(altered());
             }
             let data = reader.read_opened(name, file, len)?;
-            if Digest::of(&data) != want.sha256 {
+            if Digest::of(&data) != want.digest {
                 return Err(altered());
             }
             Ok(data)

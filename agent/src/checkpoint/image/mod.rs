@@ -2,7 +2,7 @@
 //! `pages.img` (raw page data, one checksummed run per dumped VMA) and
 //! `files.img` (buffered data of file objects, checksummed blobs).
 //! `manifest.json`, written last, lists the other three with their sizes
-//! and SHA-256 digests and is signed with the host key (`sign.rs`).
+//! and BLAKE3 digests and is signed with the host key (`sign.rs`).
 //! Reading authenticates and validates everything — the manifest's
 //! signature, every file's digest, version, metadata checksum, page file
 //! length and every run's checksum — before the caller creates anything.
