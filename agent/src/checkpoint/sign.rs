@@ -116,8 +116,9 @@ impl PieceHasher {
             self.in_piece += take as u64;
             bytes = &bytes[take..];
             if self.in_piece == PIECE {
-                self.done
-                    .push(Digest(*std::mem::take(&mut self.current).finalize().as_bytes()));
+                self.done.push(Digest(
+                    *std::mem::take(&mut self.current).finalize().as_bytes(),
+                ));
                 self.in_piece = 0;
             }
         }
