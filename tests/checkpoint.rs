@@ -477,3 +477,32 @@ fn a_chrooted_process_keeps_its_root() {
         w.log()
     );
 }
+
+/// 96 MiB of distinct words: past the size where the dump copies on two
+/// threads straight into the mapped page file (hashing whole pieces as
+/// it goes) and the restore writes pages in from the mapped file on two
+/// threads; the restored process checks every word, and a second round
+/// (with --leave-running, so the original checks itself too) does again.
+#[test]
+fn large_memory_is_copied_in_parallel_word_for_word() {
+    let mut w = Workload::start_program("bench_mem", &["96"]);
+    let first = w.image("first");
+    w.checkpoint_leaving_it_running(&first);
+    w.trigger(false);
+    wait_for_log(&w, 1);
+    w.checkpoint(&w.image("img"));
+    let image = w.image("img");
+    let pages = std::fs::metadata(image.join("pages.img")).unwrap().len();
+    assert!(pages >= 96 << 20, "pages.img is {pages} bytes");
+    w.restore_and_verify(&image, 1);
+}
+
+/// Waits until the workload's log holds `n` PASS lines.
+fn wait_for_log(w: &Workload, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while w.log().lines().filter(|l| l.starts_with("PASS")).count() < n {
+        assert!(std::time::Instant::now() < deadline, "log: {}", w.log());
+        assert!(!w.log().contains("FAIL"), "log: {}", w.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

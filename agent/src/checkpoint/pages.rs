@@ -9,7 +9,6 @@
 
 use std::{
     fs::File,
-    io::Write,
     os::unix::fs::FileExt,
     path::PathBuf,
     sync::{
@@ -22,7 +21,10 @@ use super::{
     image::Run,
     sign::{self, Digest, PieceHasher},
 };
-use crate::sys::ptrace;
+use crate::sys::{
+    mmap::{Mapped, populate_write},
+    ptrace,
+};
 
 /// The copy buffer: big enough that syscalls are few, small enough to stay
 /// in the CPU's cache between the read from the process and the write to
@@ -67,10 +69,13 @@ impl<'p> PageWriter<'p> {
 
     /// Copies the ranges `(addr, len)` of `pid`'s memory (non-empty, in
     /// order) to the end of the file; returns one run for each. Past a few
-    /// MiB, a second thread writes one buffer to the file while the next
-    /// is read from the process.
+    /// MiB, two threads copy straight into the file, mapped
+    /// ([`Self::copy_mapped`]).
     pub fn copy_from(&mut self, pid: i32, ranges: &[(u64, u64)]) -> Result<Vec<Run>, String> {
         let total: u64 = ranges.iter().map(|r| r.1).sum();
+        if total >= PIPELINE_MIN {
+            return self.copy_mapped(pid, ranges, total);
+        }
         let name = self.path.clone();
         let io = |e: std::io::Error| format!("{}: {e}", name.display());
         let PageWriter {
@@ -81,9 +86,10 @@ impl<'p> PageWriter<'p> {
             progress,
             ..
         } = self;
-        let mut file: &File = file;
-        if total < PIPELINE_MIN {
+        let file: &File = file;
+        {
             let spare = std::cell::Cell::new(Some(std::mem::take(buf)));
+            let written = std::cell::Cell::new(*len);
             let runs = read_runs(
                 pid,
                 ranges,
@@ -92,62 +98,152 @@ impl<'p> PageWriter<'p> {
                 &mut || Ok(spare.take().expect("the one buffer is back")),
                 &mut |b, got| {
                     digests.update(&b[..got]);
-                    file.write_all(&b[..got]).map_err(io)?;
+                    file.write_all_at(&b[..got], written.get()).map_err(io)?;
+                    written.set(written.get() + got as u64);
                     spare.set(Some(b));
                     Ok(())
                 },
             );
             *buf = spare.take().unwrap_or_else(|| vec![0; CHUNK]);
-            return runs;
-        }
-        // Three stages, each on its thread: read from the process (and
-        // CRC), BLAKE3, write to the file.
-        const DEPTH: usize = 2;
-        let stopped = || "the page file's writer stopped".to_string();
-        std::thread::scope(|s| {
-            let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
-            let (hashed_tx, hashed_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
-            let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-            s.spawn(move || {
-                for (b, got) in full_rx {
-                    digests.update(&b[..got]);
-                    if hashed_tx.send((b, got)).is_err() {
-                        return;
-                    }
-                }
-            });
-            let writer = s.spawn(move || -> std::io::Result<()> {
-                for (b, got) in hashed_rx {
-                    file.write_all(&b[..got])?;
-                    let _ = free_tx.send(b);
-                }
-                Ok(())
-            });
-            let mut made = 0;
-            let runs = read_runs(
-                pid,
-                ranges,
-                len,
-                *progress,
-                &mut || {
-                    if let Ok(b) = free_rx.try_recv() {
-                        return Ok(b);
-                    }
-                    if made <= 2 * DEPTH + 1 {
-                        made += 1;
-                        return Ok(vec![0; CHUNK]);
-                    }
-                    free_rx.recv().map_err(|_| stopped())
-                },
-                &mut |b, got| full_tx.send((b, got)).map_err(|_| stopped()),
-            );
-            drop(full_tx);
-            writer
-                .join()
-                .expect("the page file's writer panicked")
-                .map_err(io)?;
             runs
-        })
+        }
+    }
+
+    /// The large case: the file grows by `total` bytes, mapped into our
+    /// memory, and two threads copy windows of [`CHUNK`] bytes of the
+    /// process's memory straight into the mapping (one copy; through
+    /// write(2) the copies into one file would take turns on its lock),
+    /// CRC32 of each window's part of each range computed while it is in
+    /// the cache; this thread hashes the windows, in order, as they come.
+    fn copy_mapped(
+        &mut self,
+        pid: i32,
+        ranges: &[(u64, u64)],
+        total: u64,
+    ) -> Result<Vec<Run>, String> {
+        let name = self.path.clone();
+        let io = |e: std::io::Error| format!("{}: {e}", name.display());
+        let base = self.len;
+        self.file.set_len(base + total).map_err(io)?;
+        let mut map = Mapped::new(&self.file, base, total as usize, true).map_err(io)?;
+        // Each window's segments: (range index, address, length). Windows
+        // end at the file's piece boundaries, so that a window that is a
+        // whole piece is hashed by the thread that copied it.
+        let mut windows: Vec<Vec<(usize, u64, usize)>> = Vec::new();
+        let (mut segs, mut at) = (Vec::new(), base);
+        for (i, &(addr, rlen)) in ranges.iter().enumerate() {
+            let mut p = 0u64;
+            while p < rlen {
+                let to_boundary = (sign::PIECE - at % sign::PIECE) as usize;
+                let take = ((rlen - p) as usize).min(to_boundary);
+                segs.push((i, addr + p, take));
+                p += take as u64;
+                at += take as u64;
+                if at % sign::PIECE == 0 || segs.len() == ptrace::MAX_IOV {
+                    windows.push(std::mem::take(&mut segs));
+                }
+            }
+        }
+        if !segs.is_empty() {
+            windows.push(segs);
+        }
+        let mut offsets = Vec::with_capacity(windows.len());
+        let mut slices: Vec<&mut [u8]> = Vec::with_capacity(windows.len());
+        let mut rest = map.as_mut_slice();
+        for w in &windows {
+            offsets.push((total as usize - rest.len()) as u64);
+            let (head, tail) = rest.split_at_mut(w.iter().map(|s| s.2).sum());
+            slices.push(head);
+            rest = tail;
+        }
+        type Done<'m> = (usize, &'m [u8], Vec<crc32fast::Hasher>, Option<Digest>);
+        let work = std::sync::Mutex::new(slices.into_iter().enumerate());
+        let (done_tx, done_rx) = mpsc::channel::<Result<Done, String>>();
+        let mut crcs = vec![crc32fast::Hasher::new(); ranges.len()];
+        let PageWriter {
+            digests, progress, ..
+        } = self;
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let (work, done_tx, windows, offsets) =
+                    (&work, done_tx.clone(), &windows, &offsets);
+                s.spawn(move || {
+                    loop {
+                        let Some((k, slice)) = work.lock().expect("work list").next() else {
+                            return;
+                        };
+                        let segs = &windows[k];
+                        // Older kernels lack MADV_POPULATE_WRITE: the
+                        // copy then faults the pages in itself.
+                        let _ = populate_write(slice);
+                        let result = read_exact(pid, segs, slice).map(|()| {
+                            let mut at = 0;
+                            let parts = segs
+                                .iter()
+                                .map(|&(_, _, len)| {
+                                    let mut crc = crc32fast::Hasher::new();
+                                    crc.update(&slice[at..at + len]);
+                                    at += len;
+                                    crc
+                                })
+                                .collect();
+                            let start = base + offsets[k];
+                            let whole =
+                                start % sign::PIECE == 0 && slice.len() as u64 == sign::PIECE;
+                            (k, &*slice, parts, whole.then(|| Digest::of(slice)))
+                        });
+                        let failed = result.is_err();
+                        if done_tx.send(result).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(done_tx);
+            // In order: windows that finish early wait here.
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut next = 0;
+            let mut written = base;
+            for result in done_rx.iter() {
+                let (k, slice, parts, digest) = match result {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // The workers stop at their next window.
+                        work.lock().expect("work list").by_ref().for_each(drop);
+                        return Err(e);
+                    }
+                };
+                waiting.insert(k, (slice, parts, digest));
+                while let Some((slice, parts, digest)) = waiting.remove(&next) {
+                    match digest {
+                        Some(d) => digests.push_piece(d),
+                        None => digests.update(slice),
+                    }
+                    for (&(i, _, _), crc) in windows[next].iter().zip(parts) {
+                        crcs[i].combine(&crc);
+                    }
+                    written += slice.len() as u64;
+                    progress(written);
+                    next += 1;
+                }
+            }
+            Ok(())
+        })?;
+        drop((work, done_rx));
+        drop(map);
+        let mut runs = Vec::with_capacity(ranges.len());
+        let mut offset = base;
+        for (&(addr, len), crc) in ranges.iter().zip(crcs) {
+            runs.push(Run {
+                addr,
+                offset,
+                len,
+                crc32: crc.finalize(),
+            });
+            offset += len;
+        }
+        self.len = offset;
+        Ok(runs)
     }
 
     /// Flushes the file to its storage; returns its length and the
@@ -225,6 +321,86 @@ fn read_runs(
     Ok(runs)
 }
 
+/// Reads the segments `(_, address, length)` of `pid`'s memory into
+/// `buf` (exactly as long), resuming after a short read.
+fn read_exact(pid: i32, segs: &[(usize, u64, usize)], buf: &mut [u8]) -> Result<(), String> {
+    let mut done = 0usize;
+    let mut skip = 0usize;
+    let mut first = 0usize;
+    while done < buf.len() {
+        let left: Vec<(u64, usize)> = segs[first..]
+            .iter()
+            .enumerate()
+            .map(|(j, &(_, a, l))| {
+                if j == 0 {
+                    (a + skip as u64, l - skip)
+                } else {
+                    (a, l)
+                }
+            })
+            .collect();
+        let at = left[0].0;
+        let got = ptrace::read_memory_ranges(pid, &left, &mut buf[done..])
+            .map_err(|e| format!("read memory at {at:#x}: {e}"))?;
+        if got == 0 {
+            return Err(format!("memory unreadable at {at:#x}"));
+        }
+        done += got;
+        // Move past what was read.
+        let mut n = got + skip;
+        skip = 0;
+        while n > 0 {
+            let l = segs[first].2;
+            if n >= l {
+                n -= l;
+                first += 1;
+            } else {
+                skip = n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `data` into `pid`'s memory at the ranges `(address, length)`
+/// (together exactly as long), resuming after a short write.
+fn write_exact(pid: i32, segs: &[(u64, usize)], data: &[u8]) -> Result<(), String> {
+    let (mut done, mut first, mut skip) = (0usize, 0usize, 0usize);
+    while done < data.len() {
+        let left: Vec<(u64, usize)> = segs[first..]
+            .iter()
+            .enumerate()
+            .map(|(j, &(a, l))| {
+                if j == 0 {
+                    (a + skip as u64, l - skip)
+                } else {
+                    (a, l)
+                }
+            })
+            .collect();
+        let at = left[0].0;
+        let n = ptrace::write_memory_ranges(pid, &left, &data[done..])
+            .map_err(|e| format!("write its pages at {at:#x}: {e}"))?;
+        if n == 0 {
+            return Err(format!("its memory at {at:#x} cannot be written"));
+        }
+        done += n;
+        let mut n = n + skip;
+        skip = 0;
+        while n > 0 {
+            if n >= segs[first].1 {
+                n -= segs[first].1;
+                first += 1;
+            } else {
+                skip = n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A joined thread may linger in the kernel a moment after it wakes its
 /// joiner; wait (a second at most) until /proc counts this process as one
 /// thread again.
@@ -241,16 +417,97 @@ fn wait_single_threaded() {
 }
 
 /// An open pages.img, read in place.
-#[derive(Debug)]
 pub struct PageFile {
     file: File,
     len: u64,
+    /// The whole file mapped, once a large fill needs it.
+    map: std::sync::OnceLock<Mapped>,
+}
+
+impl std::fmt::Debug for PageFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageFile").field("len", &self.len).finish()
+    }
 }
 
 impl PageFile {
     /// pages.img opened (and checked) by the caller, `len` bytes long.
     pub fn new(file: File, len: u64) -> Self {
-        PageFile { file, len }
+        PageFile {
+            file,
+            len,
+            map: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether `runs` are many enough bytes, and laid out one after the
+    /// other in the file (as a dump writes one mapping's), for
+    /// [`Self::write_into`].
+    pub fn worth_writing_into(&self, runs: &[Run]) -> bool {
+        let total: u64 = runs.iter().map(|r| r.len).sum();
+        total >= PIPELINE_MIN
+            && runs
+                .windows(2)
+                .all(|w| w[0].offset + w[0].len == w[1].offset)
+    }
+
+    /// Writes `runs` (consecutive in the file) into `pid`'s memory from the
+    /// mapped file, on two threads taking windows of up to 4 MiB: one
+    /// copy, no trap per page in the process (the kernel faults its
+    /// pages in for process_vm_writev), both CPUs on it.
+    pub fn write_into(&self, pid: i32, runs: &[Run]) -> Result<(), String> {
+        const WINDOW: usize = 4 << 20;
+        let map = match self.map.get() {
+            Some(m) => m,
+            None => {
+                let m = Mapped::new(&self.file, 0, self.len as usize, false)
+                    .map_err(|e| format!("map the page file: {e}"))?;
+                self.map.get_or_init(|| m)
+            }
+        };
+        let Some(first) = runs.first() else {
+            return Ok(());
+        };
+        // Windows of (remote ranges, offset of their bytes in the file).
+        let mut windows: Vec<(Vec<(u64, usize)>, u64)> = Vec::new();
+        let (mut segs, mut filled, mut from) = (Vec::new(), 0usize, first.offset);
+        let mut offset = first.offset;
+        for run in runs {
+            let mut p = 0u64;
+            while p < run.len {
+                let take = ((run.len - p) as usize).min(WINDOW - filled);
+                segs.push((run.addr + p, take));
+                filled += take;
+                p += take as u64;
+                offset += take as u64;
+                if filled == WINDOW || segs.len() == ptrace::MAX_IOV {
+                    windows.push((std::mem::take(&mut segs), from));
+                    filled = 0;
+                    from = offset;
+                }
+            }
+        }
+        if !segs.is_empty() {
+            windows.push((segs, from));
+        }
+        let bytes = map.as_slice();
+        let next = AtomicUsize::new(0);
+        let work = || -> Result<(), String> {
+            while let Some((segs, from)) = windows.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let len: usize = segs.iter().map(|s| s.1).sum();
+                let data = bytes
+                    .get(*from as usize..*from as usize + len)
+                    .ok_or("a run lies outside the page file")?;
+                write_exact(pid, segs, data)?;
+            }
+            Ok(())
+        };
+        std::thread::scope(|s| {
+            let other = s.spawn(work);
+            let mine = work();
+            let theirs = other.join().expect("a page writer thread panicked");
+            mine.and(theirs)
+        })
     }
 
     pub fn len(&self) -> u64 {
@@ -443,7 +700,16 @@ mod tests {
         let path = dir.join("pages.img");
         let mut seen = 0;
         let mut progress = |n| seen = n;
-        let mut w = PageWriter::new(File::create(&path).unwrap(), path.clone(), &mut progress);
+        let mut w = PageWriter::new(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .unwrap(),
+            path.clone(),
+            &mut progress,
+        );
         let me = std::process::id() as i32;
         let mut runs = w.copy_from(me, &small).unwrap();
         runs.extend(w.copy_from(me, &large).unwrap());

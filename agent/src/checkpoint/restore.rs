@@ -617,9 +617,7 @@ impl Restorer<'_> {
             }
             mapped.map_err(e(format!("{range}: mmap")))?;
             if !v.runs.is_empty() {
-                for run in &v.runs {
-                    fill(r, pages_fd, pages, run).map_err(|err| format!("{range}: {err}"))?;
-                }
+                fill_runs(r, pages_fd, pages, &v.runs).map_err(|err| format!("{range}: {err}"))?;
                 if first_prot != final_prot {
                     r.call(libc::SYS_mprotect, &[v.start, len, final_prot])
                         .map_err(e(format!("{range}: mprotect")))?;
@@ -815,6 +813,22 @@ fn clone_task(parent: &mut Remote, gadget: u64, tid: i32, thread: bool) -> Resul
     }
     let regs = ptrace::get_regs(host).map_err(|err| format!("registers of {tid}: {err}"))?;
     Ok(Remote::new(host, gadget, regs))
+}
+
+/// Fills a mapping's runs of pages: past a few MiB written in from the
+/// mapped page file on two threads ([`PageFile::write_into`]), else each
+/// run read by the process itself from the page file (`fd`, open in it),
+/// or written into it from here.
+fn fill_runs(
+    r: &mut Remote,
+    fd: Option<u64>,
+    pages: &PageFile,
+    runs: &[image::Run],
+) -> Result<(), String> {
+    if pages.worth_writing_into(runs) {
+        return pages.write_into(r.pid, runs);
+    }
+    runs.iter().try_for_each(|run| fill(r, fd, pages, run))
 }
 
 /// Fills a run of pages: read by the process itself from the page file

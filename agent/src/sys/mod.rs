@@ -5,6 +5,7 @@
 pub mod bpf;
 pub mod fds;
 pub mod fs;
+pub mod mmap;
 pub mod net;
 pub mod ns;
 pub mod pidfd;

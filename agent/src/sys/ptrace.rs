@@ -234,6 +234,41 @@ pub fn write_memory(pid: i32, addr: u64, data: &[u8]) -> nix::Result<usize> {
     Errno::result(n).map(|n| n as usize)
 }
 
+/// Writes `data` into `pid`'s memory at `ranges` `(address, length)` (at
+/// most [`MAX_IOV`], together exactly as long as `data`), in one call;
+/// returns the bytes written (short if a range is not writable).
+pub fn write_memory_ranges(pid: i32, ranges: &[(u64, usize)], data: &[u8]) -> nix::Result<usize> {
+    let total: usize = ranges.iter().map(|r| r.1).sum();
+    if total != data.len() || ranges.len() > MAX_IOV {
+        return Err(Errno::EINVAL);
+    }
+    let local = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let remote: Vec<libc::iovec> = ranges
+        .iter()
+        .map(|&(addr, len)| libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        })
+        .collect();
+    // SAFETY: the kernel only reads `data` (live for the call, exactly as
+    // long as the remote ranges together) and writes into the other
+    // process's memory; nothing of ours is changed or dereferenced.
+    let n = unsafe {
+        libc::process_vm_writev(
+            pid,
+            &local,
+            1,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    Errno::result(n).map(|n| n as usize)
+}
+
 /// In a freshly cloned child: drop every signal handler, the alternate
 /// signal stack and every fd, then stop as a tracee of the parent. Only
 /// async-signal-safe calls; never returns.
