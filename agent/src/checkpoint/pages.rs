@@ -139,7 +139,7 @@ impl<'p> PageWriter<'p> {
                 segs.push((i, addr + p, take));
                 p += take as u64;
                 at += take as u64;
-                if at % sign::PIECE == 0 || segs.len() == ptrace::MAX_IOV {
+                if at.is_multiple_of(sign::PIECE) || segs.len() == ptrace::MAX_IOV {
                     windows.push(std::mem::take(&mut segs));
                 }
             }
@@ -188,8 +188,8 @@ impl<'p> PageWriter<'p> {
                                 })
                                 .collect();
                             let start = base + offsets[k];
-                            let whole =
-                                start % sign::PIECE == 0 && slice.len() as u64 == sign::PIECE;
+                            let whole = start.is_multiple_of(sign::PIECE)
+                                && slice.len() as u64 == sign::PIECE;
                             (k, &*slice, parts, whole.then(|| Digest::of(slice)))
                         });
                         let failed = result.is_err();
