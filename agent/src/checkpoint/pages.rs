@@ -4,11 +4,13 @@
 //! of the file (BLAKE3, for the signed manifest) on the way, so the
 //! memory is never held twice in ours. Restore checks the file the same
 //! way, one pass of pieces on several threads, before anything is
-//! created; the new process then reads its own pages from it (see
-//! restore.rs), so each byte is copied once.
+//! created; then a large mapping's pages are written into the new
+//! process from the mapped file on two threads, a small one's read by the
+//! process itself (see restore.rs): each byte is copied once.
 
 use std::{
     fs::File,
+    io::Write,
     os::unix::fs::FileExt,
     path::PathBuf,
     sync::{
@@ -21,10 +23,7 @@ use super::{
     image::Run,
     sign::{self, Digest, PieceHasher},
 };
-use crate::sys::{
-    mmap::{Mapped, populate_write},
-    ptrace,
-};
+use crate::sys::{mmap::Mapped, ptrace};
 
 /// The copy buffer: big enough that syscalls are few, small enough to stay
 /// in the CPU's cache between the read from the process and the write to
@@ -69,13 +68,10 @@ impl<'p> PageWriter<'p> {
 
     /// Copies the ranges `(addr, len)` of `pid`'s memory (non-empty, in
     /// order) to the end of the file; returns one run for each. Past a few
-    /// MiB, two threads copy straight into the file, mapped
-    /// ([`Self::copy_mapped`]).
+    /// MiB, a second thread writes one buffer to the file while the next
+    /// is read from the process.
     pub fn copy_from(&mut self, pid: i32, ranges: &[(u64, u64)]) -> Result<Vec<Run>, String> {
         let total: u64 = ranges.iter().map(|r| r.1).sum();
-        if total >= PIPELINE_MIN {
-            return self.copy_mapped(pid, ranges, total);
-        }
         let name = self.path.clone();
         let io = |e: std::io::Error| format!("{}: {e}", name.display());
         let PageWriter {
@@ -86,10 +82,9 @@ impl<'p> PageWriter<'p> {
             progress,
             ..
         } = self;
-        let file: &File = file;
-        {
+        let mut file: &File = file;
+        if total < PIPELINE_MIN {
             let spare = std::cell::Cell::new(Some(std::mem::take(buf)));
-            let written = std::cell::Cell::new(*len);
             let runs = read_runs(
                 pid,
                 ranges,
@@ -98,152 +93,62 @@ impl<'p> PageWriter<'p> {
                 &mut || Ok(spare.take().expect("the one buffer is back")),
                 &mut |b, got| {
                     digests.update(&b[..got]);
-                    file.write_all_at(&b[..got], written.get()).map_err(io)?;
-                    written.set(written.get() + got as u64);
+                    file.write_all(&b[..got]).map_err(io)?;
                     spare.set(Some(b));
                     Ok(())
                 },
             );
             *buf = spare.take().unwrap_or_else(|| vec![0; CHUNK]);
-            runs
+            return runs;
         }
-    }
-
-    /// The large case: the file grows by `total` bytes, mapped into our
-    /// memory, and two threads copy windows of [`CHUNK`] bytes of the
-    /// process's memory straight into the mapping (one copy; through
-    /// write(2) the copies into one file would take turns on its lock),
-    /// CRC32 of each window's part of each range computed while it is in
-    /// the cache; this thread hashes the windows, in order, as they come.
-    fn copy_mapped(
-        &mut self,
-        pid: i32,
-        ranges: &[(u64, u64)],
-        total: u64,
-    ) -> Result<Vec<Run>, String> {
-        let name = self.path.clone();
-        let io = |e: std::io::Error| format!("{}: {e}", name.display());
-        let base = self.len;
-        self.file.set_len(base + total).map_err(io)?;
-        let mut map = Mapped::new(&self.file, base, total as usize, true).map_err(io)?;
-        // Each window's segments: (range index, address, length). Windows
-        // end at the file's piece boundaries, so that a window that is a
-        // whole piece is hashed by the thread that copied it.
-        let mut windows: Vec<Vec<(usize, u64, usize)>> = Vec::new();
-        let (mut segs, mut at) = (Vec::new(), base);
-        for (i, &(addr, rlen)) in ranges.iter().enumerate() {
-            let mut p = 0u64;
-            while p < rlen {
-                let to_boundary = (sign::PIECE - at % sign::PIECE) as usize;
-                let take = ((rlen - p) as usize).min(to_boundary);
-                segs.push((i, addr + p, take));
-                p += take as u64;
-                at += take as u64;
-                if at.is_multiple_of(sign::PIECE) || segs.len() == ptrace::MAX_IOV {
-                    windows.push(std::mem::take(&mut segs));
-                }
-            }
-        }
-        if !segs.is_empty() {
-            windows.push(segs);
-        }
-        let mut offsets = Vec::with_capacity(windows.len());
-        let mut slices: Vec<&mut [u8]> = Vec::with_capacity(windows.len());
-        let mut rest = map.as_mut_slice();
-        for w in &windows {
-            offsets.push((total as usize - rest.len()) as u64);
-            let (head, tail) = rest.split_at_mut(w.iter().map(|s| s.2).sum());
-            slices.push(head);
-            rest = tail;
-        }
-        type Done<'m> = (usize, &'m [u8], Vec<crc32fast::Hasher>, Option<Digest>);
-        let work = std::sync::Mutex::new(slices.into_iter().enumerate());
-        let (done_tx, done_rx) = mpsc::channel::<Result<Done, String>>();
-        let mut crcs = vec![crc32fast::Hasher::new(); ranges.len()];
-        let PageWriter {
-            digests, progress, ..
-        } = self;
+        // Three stages, each on its thread: read from the process (and
+        // CRC), BLAKE3, write to the file.
+        const DEPTH: usize = 2;
+        let stopped = || "the page file's writer stopped".to_string();
         std::thread::scope(|s| {
-            for _ in 0..2 {
-                let (work, done_tx, windows, offsets) =
-                    (&work, done_tx.clone(), &windows, &offsets);
-                s.spawn(move || {
-                    loop {
-                        let Some((k, slice)) = work.lock().expect("work list").next() else {
-                            return;
-                        };
-                        let segs = &windows[k];
-                        // Older kernels lack MADV_POPULATE_WRITE: the
-                        // copy then faults the pages in itself.
-                        let _ = populate_write(slice);
-                        let result = read_exact(pid, segs, slice).map(|()| {
-                            let mut at = 0;
-                            let parts = segs
-                                .iter()
-                                .map(|&(_, _, len)| {
-                                    let mut crc = crc32fast::Hasher::new();
-                                    crc.update(&slice[at..at + len]);
-                                    at += len;
-                                    crc
-                                })
-                                .collect();
-                            let start = base + offsets[k];
-                            let whole = start.is_multiple_of(sign::PIECE)
-                                && slice.len() as u64 == sign::PIECE;
-                            (k, &*slice, parts, whole.then(|| Digest::of(slice)))
-                        });
-                        let failed = result.is_err();
-                        if done_tx.send(result).is_err() || failed {
-                            return;
-                        }
+            let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
+            let (hashed_tx, hashed_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
+            let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+            s.spawn(move || {
+                for (b, got) in full_rx {
+                    digests.update(&b[..got]);
+                    if hashed_tx.send((b, got)).is_err() {
+                        return;
                     }
-                });
-            }
-            drop(done_tx);
-            // In order: windows that finish early wait here.
-            let mut waiting = std::collections::BTreeMap::new();
-            let mut next = 0;
-            let mut written = base;
-            for result in done_rx.iter() {
-                let (k, slice, parts, digest) = match result {
-                    Ok(v) => v,
-                    Err(e) => {
-                        // The workers stop at their next window.
-                        work.lock().expect("work list").by_ref().for_each(drop);
-                        return Err(e);
-                    }
-                };
-                waiting.insert(k, (slice, parts, digest));
-                while let Some((slice, parts, digest)) = waiting.remove(&next) {
-                    match digest {
-                        Some(d) => digests.push_piece(d),
-                        None => digests.update(slice),
-                    }
-                    for (&(i, _, _), crc) in windows[next].iter().zip(parts) {
-                        crcs[i].combine(&crc);
-                    }
-                    written += slice.len() as u64;
-                    progress(written);
-                    next += 1;
                 }
-            }
-            Ok(())
-        })?;
-        drop((work, done_rx));
-        drop(map);
-        let mut runs = Vec::with_capacity(ranges.len());
-        let mut offset = base;
-        for (&(addr, len), crc) in ranges.iter().zip(crcs) {
-            runs.push(Run {
-                addr,
-                offset,
-                len,
-                crc32: crc.finalize(),
             });
-            offset += len;
-        }
-        self.len = offset;
-        Ok(runs)
+            let writer = s.spawn(move || -> std::io::Result<()> {
+                for (b, got) in hashed_rx {
+                    file.write_all(&b[..got])?;
+                    let _ = free_tx.send(b);
+                }
+                Ok(())
+            });
+            let mut made = 0;
+            let runs = read_runs(
+                pid,
+                ranges,
+                len,
+                *progress,
+                &mut || {
+                    if let Ok(b) = free_rx.try_recv() {
+                        return Ok(b);
+                    }
+                    if made <= 2 * DEPTH + 1 {
+                        made += 1;
+                        return Ok(vec![0; CHUNK]);
+                    }
+                    free_rx.recv().map_err(|_| stopped())
+                },
+                &mut |b, got| full_tx.send((b, got)).map_err(|_| stopped()),
+            );
+            drop(full_tx);
+            writer
+                .join()
+                .expect("the page file's writer panicked")
+                .map_err(io)?;
+            runs
+        })
     }
 
     /// Flushes the file to its storage; returns its length and the
@@ -319,48 +224,6 @@ fn read_runs(
         progress(*len);
     }
     Ok(runs)
-}
-
-/// Reads the segments `(_, address, length)` of `pid`'s memory into
-/// `buf` (exactly as long), resuming after a short read.
-fn read_exact(pid: i32, segs: &[(usize, u64, usize)], buf: &mut [u8]) -> Result<(), String> {
-    let mut done = 0usize;
-    let mut skip = 0usize;
-    let mut first = 0usize;
-    while done < buf.len() {
-        let left: Vec<(u64, usize)> = segs[first..]
-            .iter()
-            .enumerate()
-            .map(|(j, &(_, a, l))| {
-                if j == 0 {
-                    (a + skip as u64, l - skip)
-                } else {
-                    (a, l)
-                }
-            })
-            .collect();
-        let at = left[0].0;
-        let got = ptrace::read_memory_ranges(pid, &left, &mut buf[done..])
-            .map_err(|e| format!("read memory at {at:#x}: {e}"))?;
-        if got == 0 {
-            return Err(format!("memory unreadable at {at:#x}"));
-        }
-        done += got;
-        // Move past what was read.
-        let mut n = got + skip;
-        skip = 0;
-        while n > 0 {
-            let l = segs[first].2;
-            if n >= l {
-                n -= l;
-                first += 1;
-            } else {
-                skip = n;
-                n = 0;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Writes `data` into `pid`'s memory at the ranges `(address, length)`

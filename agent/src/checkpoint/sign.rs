@@ -124,13 +124,6 @@ impl PieceHasher {
         }
     }
 
-    /// Adds a whole piece whose digest was computed elsewhere (on another
-    /// thread); the stream must be at a piece boundary.
-    pub fn push_piece(&mut self, digest: Digest) {
-        assert_eq!(self.in_piece, 0, "a whole piece starts at a boundary");
-        self.done.push(digest);
-    }
-
     /// The digests of every piece, the last one short if need be.
     pub fn finish(mut self) -> Vec<Digest> {
         if self.in_piece > 0 {

@@ -186,14 +186,13 @@ pub fn mkdir(path: &Path, mode: u32) -> nix::Result<()> {
     nix::unistd::mkdir(path, Mode::from_bits_truncate(mode))
 }
 
-/// Creates `name` in `dir` for reading and writing (the page file is
-/// mapped): a new file (`O_EXCL`), never through a symbolic link
-/// (`O_NOFOLLOW`), with `mode`.
+/// Creates `name` in `dir` for writing: a new file (`O_EXCL`), never
+/// through a symbolic link (`O_NOFOLLOW`), with `mode`.
 pub fn create_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> nix::Result<File> {
     nix::fcntl::openat(
         dir,
         name,
-        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(mode),
     )
     .map(File::from)

@@ -1,8 +1,5 @@
-//! A file mapped into our memory, for the checkpoint's page file: the
-//! dump copies a process's pages straight into it (one copy, on several
-//! threads: writes to one file through write(2) take the inode's lock
-//! and run one at a time), and the restore copies from it into the new
-//! processes.
+//! A file mapped into our memory: the checkpoint's page file, which the
+//! restore copies from into the new processes on several threads.
 
 use std::{fs::File, os::fd::AsFd, ptr::NonNull};
 
@@ -70,26 +67,5 @@ impl Drop for Mapped {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, no slice of it outlives self.
         let _ = unsafe { munmap(self.ptr, self.len) };
-    }
-}
-
-/// Faults in every page of `buf` (page-aligned memory of a mapping of
-/// ours) for writing, in one call (MADV_POPULATE_WRITE, Linux 5.14): the
-/// copy that follows then takes no page fault. Contents are unchanged.
-pub fn populate_write(buf: &mut [u8]) -> std::io::Result<()> {
-    // SAFETY: `buf` is memory we own mutably; MADV_POPULATE_WRITE only
-    // faults its pages in (as a write of the bytes already there would)
-    // and never changes what they hold.
-    let r = unsafe {
-        libc::madvise(
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MADV_POPULATE_WRITE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
