@@ -147,10 +147,50 @@ fn leave_running_keeps_timers_armed() {
 /// Checkpoint of a `mode` workload fails naming `expect`, writes no image
 /// and leaves the process running, untraced, without our scratch page,
 /// its state intact (it verifies it).
+/// What a refused checkpoint must leave exactly as it was: every
+/// thread's status (but for its run state and counters), the maps and
+/// the fds with what they point at.
+fn snapshot(pid: i32) -> Vec<String> {
+    let volatile = [
+        "State:",
+        "voluntary_ctxt_switches:",
+        "nonvoluntary_ctxt_switches:",
+        "VmHWM:",
+        "VmPeak:",
+    ];
+    let mut out = vec![fs::read_to_string(format!("/proc/{pid}/maps")).unwrap()];
+    let mut tids: Vec<_> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    tids.sort();
+    for tid in tids {
+        let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+        out.push(
+            status
+                .lines()
+                .filter(|l| !volatile.iter().any(|v| l.starts_with(v)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+    let mut fds: Vec<_> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            format!("{:?} -> {:?}", e.file_name(), fs::read_link(e.path()).ok())
+        })
+        .collect();
+    fds.sort();
+    out.extend(fds);
+    out
+}
+
 fn refused(mode: &str, expect: &str) {
     let mut w = Workload::start_program("state", &[mode]);
     let pid = w.pid;
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let before = snapshot(pid);
     let image = w.image("img");
     let out = palisade(&["checkpoint", "--pid", &pid.to_string(), "--dir"])
         .arg(&image)
@@ -171,11 +211,12 @@ fn refused(mode: &str, expect: &str) {
         assert!(Instant::now() < deadline, "still traced");
         thread::sleep(Duration::from_millis(20));
     }
-    // The scratch page of the dump is gone again.
+    // The scratch page of the dump is gone again, and nothing else moved.
     assert_eq!(
         fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
         maps
     );
+    assert_eq!(snapshot(pid), before);
     w.trigger(true);
     assert!(
         w.child.take().unwrap().wait().unwrap().success(),
@@ -194,7 +235,101 @@ fn a_parent_death_signal_is_refused_and_left_in_place() {
     refused("pdeathsig", "parent-death signal 10");
 }
 
+/// Two filters read back with PTRACE_SECCOMP_GET_FILTER: one makes
+/// getppid fail with EPERM, one kills the process on mmap — which the
+/// checkpoint's own injected mmap must not trigger (seccomp is suspended
+/// while it is traced). After restore the workload checks both are in
+/// force.
 #[test]
-fn a_seccomp_filter_is_refused_and_left_in_place() {
-    refused("seccomp", "1 seccomp filters (they cannot be read back)");
+fn seccomp_filters_are_read_back_and_restored() {
+    let mut w = Workload::start_program("state", &["seccomp"]);
+    let image = w.image("img");
+    w.checkpoint(&image);
+    let programs = meta(&image)["processes"][0]["state"]["seccomp_programs"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(programs, 2);
+    w.restore_and_verify(&image, 0);
+}
+
+/// A child in seccomp strict mode (only read, write, exit and sigreturn)
+/// is checkpointed without being killed, and comes back in strict mode:
+/// it answers on its pipe, and is killed when it calls getpid.
+#[test]
+fn a_seccomp_strict_child_survives_and_stays_strict() {
+    let mut w = Workload::start_program("state", &["strict"]);
+    assert_eq!(w.others.len(), 1);
+    let image = w.image("img");
+    w.checkpoint(&image);
+    assert_eq!(
+        meta(&image)["processes"][1]["state"]["seccomp_strict"],
+        serde_json::Value::Bool(true)
+    );
+    w.restore_and_verify(&image, 0);
+}
+
+/// umask, oom_score_adj, PR_SET_THP_DISABLE, the machine-check kill
+/// policy, nice, CPU affinity and I/O priority come back as they were.
+#[test]
+fn umask_oom_score_thp_and_scheduling_survive() {
+    round_trip("misc");
+}
+
+/// A process stopped by SIGSTOP comes back stopped (state T), and runs
+/// on (and checks itself) after SIGCONT.
+#[test]
+fn a_stopped_process_comes_back_stopped() {
+    let mut w = Workload::start_program("state", &["misc"]);
+    let pid = w.pid;
+    let state = |pid: i32| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .rsplit_once(") ")
+            .unwrap()
+            .1
+            .chars()
+            .next()
+            .unwrap()
+    };
+    // SAFETY: kill(2) by pid, on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state(pid) != 'T' {
+        assert!(Instant::now() < deadline, "never stopped");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let image = w.image("img");
+    w.checkpoint(&image);
+    assert_eq!(
+        meta(&image)["processes"][0]["state"]["stopped"],
+        serde_json::Value::Bool(true)
+    );
+    w.restore(&image);
+    // Stopped, and it stays so.
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(pid), 'T');
+    w.trigger(false);
+    thread::sleep(Duration::from_millis(300));
+    assert!(w.log().is_empty(), "a stopped process ran: {}", w.log());
+    // SAFETY: kill(2) by pid, on the restored process (our child now).
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.log().contains("PASS") {
+        assert!(Instant::now() < deadline, "log: {}", w.log());
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!w.log().contains("FAIL"), "log: {}", w.log());
+    w.trigger(true);
+    assert_eq!(reap(pid), 0);
+}
+
+/// A thread with a seccomp filter of its own is refused, and the process
+/// is left exactly as it was: maps, every thread's status, fds.
+#[test]
+fn per_thread_seccomp_is_refused_and_everything_left_as_it_was() {
+    refused(
+        "thread_filter",
+        "has other seccomp filters or mode than its process",
+    );
 }

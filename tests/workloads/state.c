@@ -18,7 +18,12 @@
  *               reduced capability set, two bounding caps dropped, an
  *               ambient cap (started as root);
  *   pdeathsig - a parent-death signal (to be refused at checkpoint);
- *   seccomp   - an allow-all seccomp filter (to be refused at checkpoint).
+ *   seccomp   - two seccomp filters: getppid fails with EPERM, mmap kills
+ *               (the checkpoint's injected calls must not be filtered);
+ *   strict    - a child in seccomp strict mode, on pipes (see setup_strict);
+ *   misc      - umask, oom_score_adj, THP off, MCE kill policy, nice, CPU
+ *               affinity, I/O priority;
+ *   thread_filter - a thread with a seccomp filter of its own (refused).
  * Every mode also checks that clock_gettime (vdso) works and that
  * CLOCK_MONOTONIC never went backwards. */
 #define _GNU_SOURCE
@@ -41,6 +46,9 @@
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
+#include <sched.h>
+#include <stddef.h>
 #include <sys/time.h>
 #include <grp.h>
 #include <time.h>
@@ -335,16 +343,131 @@ static int check_pdeathsig(void) {
 }
 
 /* ---- seccomp ---- */
+/* Two filters: getppid fails with EPERM; mmap kills the process (the
+ * checkpoint's own injected mmap must not be filtered). */
 static int setup_seccomp(void) {
-    struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
-    struct sock_fprog prog = {1, allow};
-    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) == 0;
+    struct sock_filter eperm[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getppid, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    struct sock_filter kill_mmap[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_mmap, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    struct sock_fprog a = {4, eperm}, b = {4, kill_mmap};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return 0;
+    return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &a) == 0 &&
+           syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &b) == 0;
 }
 static int check_seccomp(void) {
     uint64_t mode = status_hex("Seccomp:");
     if (mode != SECCOMP_MODE_FILTER) FAIL("seccomp mode %lu", (unsigned long)mode);
+    if (status_hex("Seccomp_filters:") != 2) FAIL("%lu filters", (unsigned long)status_hex("Seccomp_filters:"));
+    errno = 0;
+    long ppid = syscall(SYS_getppid);
+    if (ppid != -1 || errno != EPERM) FAIL("getppid gave %ld (errno %d), not EPERM", ppid, errno);
     return 1;
 }
+
+/* A child in seccomp strict mode answers 'c' with 'k' on a pipe; 'x'
+ * makes it call getpid, which strict mode kills it for. */
+static int strict_in[2], strict_out[2];
+static pid_t strict_child;
+static int setup_strict(const char *pids) {
+    if (pipe(strict_in) != 0 || pipe(strict_out) != 0) return 0;
+    strict_child = fork();
+    if (strict_child < 0) return 0;
+    if (strict_child == 0) {
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT) != 0) _exit(9);
+        for (;;) {
+            char c;
+            if (read(strict_in[0], &c, 1) != 1) syscall(SYS_exit, 8);
+            if (c == 'x') syscall(SYS_getpid);
+            if (write(strict_out[1], "k", 1) != 1) syscall(SYS_exit, 7);
+        }
+    }
+    FILE *f = fopen(pids, "w");
+    if (!f) return 0;
+    fprintf(f, "%d %d\n", getpid(), strict_child);
+    return fclose(f) == 0;
+}
+static int check_strict(void) {
+    char path[64], c = 0;
+    snprintf(path, sizeof path, "/proc/%d/status", strict_child);
+    FILE *f = fopen(path, "r");
+    char line[256];
+    int mode = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "Seccomp:", 8)) mode = atoi(line + 8);
+    if (f) fclose(f);
+    if (mode != SECCOMP_MODE_STRICT) FAIL("the child's seccomp mode is %d", mode);
+    if (write(strict_in[1], "c", 1) != 1 || read(strict_out[0], &c, 1) != 1 || c != 'k')
+        FAIL("the strict child did not answer");
+    if (write(strict_in[1], "x", 1) != 1) FAIL("write x");
+    int st = 0;
+    if (waitpid(strict_child, &st, 0) != strict_child || !WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
+        FAIL("the strict child was not killed for getpid (status %#x)", st);
+    return 1;
+}
+
+/* Per-process and per-thread settings: umask, oom_score_adj, THP off,
+ * machine-check kill policy, nice, CPU affinity, I/O priority. */
+static int setup_misc(void) {
+    umask(0345);
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY);
+    if (fd < 0 || write(fd, "400", 3) != 3) return 0;
+    close(fd);
+    if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0) return 0;
+    if (prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY, 0, 0) != 0) return 0;
+    if (setpriority(PRIO_PROCESS, 0, 5) != 0) return 0;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) return 0;
+    /* IOPRIO_CLASS_BE (2) level 7 */
+    return syscall(SYS_ioprio_set, 1, 0, (2 << 13) | 7) == 0;
+}
+static int check_misc(void) {
+    mode_t old = umask(0);
+    umask(old);
+    if (old != 0345) FAIL("umask %o", old);
+    char buf[16] = {0};
+    int fd = open("/proc/self/oom_score_adj", O_RDONLY);
+    if (fd < 0 || read(fd, buf, sizeof buf - 1) < 1) FAIL("read oom_score_adj");
+    close(fd);
+    if (atoi(buf) != 400) FAIL("oom_score_adj %s", buf);
+    if (prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1) FAIL("THP not disabled");
+    if (prctl(PR_MCE_KILL_GET, 0, 0, 0, 0) != PR_MCE_KILL_EARLY) FAIL("MCE kill policy");
+    errno = 0;
+    if (getpriority(PRIO_PROCESS, 0) != 5) FAIL("nice %d", getpriority(PRIO_PROCESS, 0));
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) != 1 || !CPU_ISSET(0, &set))
+        FAIL("affinity is not CPU 0 alone");
+    long io = syscall(SYS_ioprio_get, 1, 0);
+    if (io != ((2 << 13) | 7)) FAIL("ioprio %#lx", io);
+    return 1;
+}
+
+/* A thread with a seccomp filter of its own (not synchronised): the
+ * process is refused, and must be left exactly as it was. */
+static void *own_filter(void *arg) {
+    (void)arg;
+    struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    struct sock_fprog prog = {1, allow};
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+    for (;;) pause();
+    return NULL;
+}
+static int setup_thread_filter(void) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, own_filter, NULL) != 0) return 0;
+    nap(100);
+    return 1;
+}
+static int check_nothing(void) { return 1; }
 
 int main(int argc, char **argv) {
     if (argc < 5) return 2;
@@ -370,6 +493,13 @@ int main(int argc, char **argv) {
         ok = prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0) == 0;
         check = check_pdeathsig;
     } else if (!strcmp(mode, "seccomp")) { ok = setup_seccomp(); check = check_seccomp; }
+    else if (!strcmp(mode, "strict")) {
+        char pids[4096];
+        snprintf(pids, sizeof pids, "%s.pids", argv[1]);
+        ok = setup_strict(pids);
+        check = check_strict;
+    } else if (!strcmp(mode, "misc")) { ok = setup_misc(); check = check_misc; }
+    else if (!strcmp(mode, "thread_filter")) { ok = setup_thread_filter(); check = check_nothing; }
     else return 2;
     if (!ok) return 3;
     clock_gettime(CLOCK_MONOTONIC, &last_mono);

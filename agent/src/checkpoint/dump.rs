@@ -93,6 +93,8 @@ pub(super) struct Member {
     zombie: Option<i32>,
     /// Its threads, the main thread first; empty for a zombie.
     threads: Vec<Stopped>,
+    /// It was in a group stop (SIGSTOP…) before we seized it.
+    stopped: bool,
 }
 
 /// The process tree under `root`, every thread of it stopped.
@@ -168,6 +170,7 @@ fn freeze_into(root: i32, frozen: &mut Frozen) -> Result<(), CheckpointError> {
                         parent: if pid == root { 0 } else { parent },
                         zombie: None,
                         threads: Vec::new(),
+                        stopped: stat.state() == 'T',
                     });
                     frozen.members.len() - 1
                 }
@@ -194,10 +197,34 @@ fn freeze_into(root: i32, frozen: &mut Frozen) -> Result<(), CheckpointError> {
                     continue;
                 }
                 found_new = true;
-                match ptrace::seize(tid, libc::PTRACE_O_TRACESYSGOOD) {
+                let tracer = task_status(pid, tid, "TracerPid:").unwrap_or(0);
+                if tracer != 0 {
+                    return Err(CheckpointError::Unsupported {
+                        pid: tid,
+                        what: format!(
+                            "it is traced by pid {tracer} (a debugger or another tracer): only one tracer can hold a task"
+                        ),
+                    });
+                }
+                // Under seccomp (strict mode or filters) the remote calls
+                // we inject would be refused or kill the task: suspended.
+                let seccomp = task_status(pid, tid, "Seccomp:").is_some_and(|v| v != 0);
+                let options = libc::PTRACE_O_TRACESYSGOOD
+                    | if seccomp {
+                        ptrace::O_SUSPEND_SECCOMP
+                    } else {
+                        0
+                    };
+                match ptrace::seize(tid, options) {
                     Ok(()) => {}
                     // It ended between the listing and now.
                     Err(nix::errno::Errno::ESRCH) => continue,
+                    Err(nix::errno::Errno::EPERM) if seccomp => {
+                        return Err(CheckpointError::Unsupported {
+                            pid: tid,
+                            what: "it runs under seccomp, and suspending seccomp while it is checkpointed (PTRACE_O_SUSPEND_SECCOMP) needs CAP_SYS_ADMIN, which palisade lacks here".into(),
+                        });
+                    }
                     Err(e) => return Err(CheckpointError::sys(tid, "ptrace seize")(e)),
                 }
                 let status = ptrace::interrupt(tid)
@@ -242,6 +269,15 @@ fn freeze_into(root: i32, frozen: &mut Frozen) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// A number of thread `tid`'s status (`key` with its colon).
+fn task_status(pid: i32, tid: i32, key: &str) -> Option<i64> {
+    std::fs::read_to_string(proc::path(pid, &format!("task/{tid}/status")))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Checkpoints process `pid` and all its descendants into `dir`, signed
 /// with `key`; `progress` is called with the bytes of pages written so
 /// far.
@@ -257,15 +293,6 @@ pub fn checkpoint_pid(
     let freeze = t0.elapsed();
     let target = ImageTarget { dir, key };
     dump_into(pid, frozen, target, opts, progress, freeze, |image| {
-        if let Some(p) = image.processes.iter().find(|p| p.state.seccomp_filters > 0) {
-            return Err(CheckpointError::Unsupported {
-                pid: p.pid,
-                what: format!(
-                    "{} seccomp filters (they cannot be read back)",
-                    p.state.seccomp_filters
-                ),
-            });
-        }
         let sig = image.processes[0].state.pdeathsig;
         if sig != 0 {
             return Err(CheckpointError::Unsupported {
@@ -589,6 +616,7 @@ pub(super) fn collect_tree(
             p.fds = table.dump(m.pid)?;
             p.mm = stat.mm();
             collect(m, &mut p, &mut image.shared_memory, pages)?;
+            p.state.stopped = m.stopped;
         }
         image.processes.push(p);
     }

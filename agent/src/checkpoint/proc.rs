@@ -54,7 +54,16 @@ pub struct Stat(Vec<String>);
 
 impl Stat {
     pub fn read(pid: i32) -> std::io::Result<Self> {
-        let text = fs::read_to_string(path(pid, "stat"))?;
+        Self::read_at(path(pid, "stat"))
+    }
+
+    /// Thread `tid`'s of process `pid`.
+    pub fn read_task(pid: i32, tid: i32) -> std::io::Result<Self> {
+        Self::read_at(path(pid, &format!("task/{tid}/stat")))
+    }
+
+    fn read_at(file: PathBuf) -> std::io::Result<Self> {
+        let text = fs::read_to_string(file)?;
         let rest = text
             .rsplit_once(')')
             .map(|(_, r)| r)

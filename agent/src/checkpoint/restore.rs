@@ -345,12 +345,23 @@ impl Restorer<'_> {
                 "the new process did not stop (wait status {status:#x})"
             )));
         }
+        // Seccomp the tree is given back must not apply to our remote
+        // calls (the new tasks inherit the option).
+        let seccomp = image
+            .processes
+            .iter()
+            .any(|p| p.state.seccomp_strict || p.state.seccomp_filters > 0);
         ptrace::set_options(
             root,
             libc::PTRACE_O_EXITKILL
                 | libc::PTRACE_O_TRACESYSGOOD
                 | libc::PTRACE_O_TRACEFORK
-                | libc::PTRACE_O_TRACECLONE,
+                | libc::PTRACE_O_TRACECLONE
+                | if seccomp {
+                    ptrace::O_SUSPEND_SECCOMP
+                } else {
+                    0
+                },
         )
         .map_err(|e| fail(format!("ptrace options: {e}")))?;
         let r = self.prepare_root(root).map_err(fail)?;
@@ -705,8 +716,29 @@ impl Restorer<'_> {
         // Seccomp, for every thread at once (TSYNC); it only filters
         // socket families, none of the remote calls that follow.
         let r = &mut self.mains[i].as_mut().expect("live process");
-        if p.state.seccomp_filters > 0 {
-            install_seccomp(r, gadget, self.seccomp, p.state.seccomp_filters)?;
+        if self.image.container.is_none() && !p.state.seccomp_programs.is_empty() {
+            // A tree's own filters, as they were read back.
+            let programs = p
+                .state
+                .seccomp_programs
+                .iter()
+                .map(|f| {
+                    image::unhex(&f.code)
+                        .map(|code| (code, f.flags))
+                        .ok_or("a seccomp program is not hex")
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            install_seccomp(r, gadget, &programs)?;
+        } else if p.state.seccomp_filters > 0 {
+            if self.seccomp.len() != p.state.seccomp_filters as usize {
+                return Err(format!(
+                    "it had {} seccomp filters; palisade can give it only the {} of its container's policy",
+                    p.state.seccomp_filters,
+                    self.seccomp.len()
+                ));
+            }
+            let programs: Vec<_> = self.seccomp.iter().map(|c| (c.clone(), 0)).collect();
+            install_seccomp(r, gadget, &programs)?;
         }
         // Task state (checkpoint/state.rs), credentials last; every
         // signal stays blocked until `state::unblock` at the release.
@@ -731,6 +763,17 @@ impl Restorer<'_> {
         r.insn = insn;
         r.call(libc::SYS_munmap, &[gadget, GADGET_LEN])
             .map_err(e("unmap the gadget".into()))?;
+        // The very last call: from here on only read, write, exit and
+        // sigreturn are allowed (our trace suspends it until release).
+        if p.state.seccomp_strict {
+            const PR_SET_SECCOMP: u64 = 22;
+            const SECCOMP_MODE_STRICT: u64 = 1;
+            for task in std::iter::once(&mut **r).chain(self.threads[i].iter_mut()) {
+                task.insn = insn;
+                task.call(libc::SYS_prctl, &[PR_SET_SECCOMP, SECCOMP_MODE_STRICT])
+                    .map_err(e(format!("thread {}: seccomp strict mode", task.pid)))?;
+            }
+        }
         Ok(())
     }
 
@@ -753,6 +796,17 @@ impl Restorer<'_> {
                 let xstate = image::unhex(&t.xstate).ok_or((tid, "xstate is not hex".into()))?;
                 ptrace::set_xstate(tid, &xstate)
                     .map_err(|err| (tid, format!("set xstate: {err}")))?;
+            }
+        }
+        // A process that was stopped gets its SIGSTOP while still held:
+        // it stops again before running an instruction of its own.
+        for (i, p) in image.processes.iter().enumerate() {
+            if let (Some(main), true) = (&self.mains[i], p.state.stopped) {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(main.pid),
+                    nix::sys::signal::Signal::SIGSTOP,
+                )
+                .map_err(|err| (main.pid, format!("stop it again: {err}")))?;
             }
         }
         for (i, main) in self.mains.iter().enumerate() {
@@ -856,24 +910,13 @@ fn fill(r: &mut Remote, fd: Option<u64>, pages: &PageFile, run: &image::Run) -> 
     Ok(())
 }
 
-/// Installs `programs` (struct sock_filter arrays) in the process, for
-/// all its threads, where it had `count` filters.
-fn install_seccomp(
-    r: &mut Remote,
-    gadget: u64,
-    programs: &[Vec<u8>],
-    count: u32,
-) -> Result<(), String> {
-    if programs.len() != count as usize {
-        return Err(format!(
-            "it had {count} seccomp filters; palisade can give it only the {} of its container's policy",
-            programs.len()
-        ));
-    }
+/// Installs `programs` (struct sock_filter arrays, oldest first, each
+/// with its SECCOMP_FILTER_FLAG_*) in the process, for all its threads.
+fn install_seccomp(r: &mut Remote, gadget: u64, programs: &[(Vec<u8>, u64)]) -> Result<(), String> {
     const SECCOMP_SET_MODE_FILTER: u64 = 1;
     const SECCOMP_FILTER_FLAG_TSYNC: u64 = 1;
     let pid = r.pid;
-    for prog in programs {
+    for (prog, flags) in programs {
         let room = (GADGET_LEN - G_FILTER - 16) as usize;
         if prog.len() > room {
             return Err(format!(
@@ -889,7 +932,7 @@ fn install_seccomp(
             libc::SYS_seccomp,
             &[
                 SECCOMP_SET_MODE_FILTER,
-                SECCOMP_FILTER_FLAG_TSYNC,
+                SECCOMP_FILTER_FLAG_TSYNC | flags,
                 gadget + G_FILTER,
             ],
         )

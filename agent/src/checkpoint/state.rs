@@ -12,6 +12,7 @@
 //! refused at dump time.
 
 mod creds;
+mod inventory;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +22,10 @@ use super::{
     CheckpointError, image, proc,
     remote::{Remote, RemoteError, Scratch},
 };
-use crate::sys::taskstate::{self, Limit, SIGINFO_SIZE};
+use crate::sys::{
+    ptrace,
+    taskstate::{self, Limit, SIGINFO_SIZE},
+};
 
 const PR_GET_PDEATHSIG: u64 = 2;
 const PR_GET_DUMPABLE: u64 = 3;
@@ -33,6 +37,22 @@ const PR_GET_CHILD_SUBREAPER: u64 = 37;
 const PR_SET_NO_NEW_PRIVS: u64 = 38;
 /// Linux 6.17: timer_create takes the id preset in its timer_t argument.
 const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+const PR_GET_TSC: u64 = 25;
+const PR_SET_TSC: u64 = 26;
+const PR_TSC_ENABLE: u64 = 1;
+const PR_MCE_KILL: u64 = 33;
+const PR_MCE_KILL_GET: u64 = 34;
+const PR_MCE_KILL_SET: u64 = 1;
+const PR_MCE_KILL_DEFAULT: u64 = 2;
+const PR_SET_THP_DISABLE: u64 = 41;
+const PR_GET_THP_DISABLE: u64 = 42;
+const PR_SCHED_CORE: u64 = 62;
+const PR_SCHED_CORE_GET: u64 = 0;
+const PR_SET_MDWE: u64 = 65;
+const PR_GET_MDWE: u64 = 66;
+const PR_GET_MEMORY_MERGE: u64 = 68;
+const IOPRIO_WHO_PROCESS: u64 = 1;
+const SCHED_DEADLINE: u32 = 6;
 const SS_DISABLE: i32 = 2;
 const SS_ONSTACK: i32 = 1;
 const RLIMIT_COUNT: u32 = 16;
@@ -66,6 +86,52 @@ pub struct ProcessState {
     /// Seccomp filters in force (their programs cannot be read back).
     #[serde(default)]
     pub seccomp_filters: u32,
+    /// The file mode creation mask (none in images made before it was
+    /// recorded).
+    #[serde(default)]
+    pub umask: Option<u32>,
+    /// /proc/PID/oom_score_adj.
+    #[serde(default)]
+    pub oom_score_adj: i32,
+    /// PR_SET_THP_DISABLE.
+    #[serde(default)]
+    pub thp_disable: bool,
+    /// PR_SET_TSC: 1 enabled (the default), 2 SIGSEGV on rdtsc.
+    #[serde(default = "tsc_enabled")]
+    pub tsc: u64,
+    /// PR_SET_MDWE flags (memory-deny-write-execute).
+    #[serde(default)]
+    pub mdwe: u64,
+    /// PR_MCE_KILL policy (2: the system default).
+    #[serde(default = "mce_default")]
+    pub mce_kill: u64,
+    /// In a group stop (SIGSTOP, SIGTSTP…) when it was checkpointed:
+    /// restored stopped.
+    #[serde(default)]
+    pub stopped: bool,
+    /// SECCOMP_MODE_STRICT (in every thread).
+    #[serde(default)]
+    pub seccomp_strict: bool,
+    /// The seccomp filters (shared by every thread), oldest first, read
+    /// back with PTRACE_SECCOMP_GET_FILTER.
+    #[serde(default)]
+    pub seccomp_programs: Vec<SeccompProgram>,
+}
+
+/// One seccomp filter: its SECCOMP_FILTER_FLAG_* and its classic BPF
+/// program (hex of the struct sock_filter array).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SeccompProgram {
+    pub flags: u64,
+    pub code: String,
+}
+
+fn tsc_enabled() -> u64 {
+    PR_TSC_ENABLE
+}
+
+fn mce_default() -> u64 {
+    PR_MCE_KILL_DEFAULT
 }
 
 /// Per-thread state (`Image.thread` until images hold threads).
@@ -74,6 +140,20 @@ pub struct ThreadState {
     pub altstack: Option<AltStack>,
     /// Signals queued for this thread only, oldest first.
     pub pending: Vec<Siginfo>,
+    /// CPU affinity (`Cpus_allowed_list`); empty in older images.
+    #[serde(default)]
+    pub cpus: String,
+    /// Scheduling: nice, policy (SCHED_OTHER, FIFO, RR, BATCH, IDLE) and
+    /// real-time priority.
+    #[serde(default)]
+    pub nice: i32,
+    #[serde(default)]
+    pub policy: u32,
+    #[serde(default)]
+    pub rt_priority: u32,
+    /// ioprio_get(IOPRIO_WHO_PROCESS) of the thread; none in older images.
+    #[serde(default)]
+    pub ioprio: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -167,10 +247,45 @@ pub fn dump_thread(r: &mut Remote, scratch: &Scratch) -> Result<ThreadState, Che
         flags: flags & !SS_ONSTACK,
         size: word(&b, 2),
     });
+    let ioprio = r
+        .call(libc::SYS_ioprio_get, &[IOPRIO_WHO_PROCESS, 0])
+        .map_err(fail("remote ioprio_get"))?;
+    let (cpus, nice, policy, rt_priority) = task_inventory(tid, tid)?;
     Ok(ThreadState {
         altstack,
         pending: siginfos(pending),
+        cpus,
+        nice,
+        policy,
+        rt_priority,
+        ioprio: Some(ioprio),
     })
+}
+
+/// Checks thread `tid` of `pid` against the inventory (its status and
+/// stat flags) and returns its affinity and scheduling.
+fn task_inventory(pid: i32, tid: i32) -> Result<(String, i32, u32, u32), CheckpointError> {
+    let unsupported = |what: String| CheckpointError::Unsupported { pid: tid, what };
+    let io = |what: &'static str| {
+        move |e: std::io::Error| CheckpointError::Process {
+            pid: tid,
+            what: format!("{what}: {e}"),
+        }
+    };
+    let status = std::fs::read_to_string(proc::path(pid, &format!("task/{tid}/status")))
+        .map_err(io("status"))?;
+    let own = std::fs::read_to_string("/proc/thread-self/status").map_err(io("our status"))?;
+    inventory::check_status(&status, &own).map_err(unsupported)?;
+    let stat = proc::Stat::read_task(pid, tid).map_err(io("stat"))?;
+    inventory::check_stat_flags(stat.field(9)).map_err(unsupported)?;
+    let policy = stat.field(41) as u32;
+    if policy == SCHED_DEADLINE {
+        return Err(unsupported("SCHED_DEADLINE scheduling".into()));
+    }
+    let cpus = inventory::status_value(&status, "Cpus_allowed_list")
+        .unwrap_or_default()
+        .to_string();
+    Ok((cpus, stat.field(19) as i32, policy, stat.field(40) as u32))
 }
 
 /// Reads the process-wide state of `r.pid` (stopped, with `scratch`
@@ -205,12 +320,11 @@ pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, C
             .map(str::trim)
             .unwrap_or("0")
     };
-    // Filters cannot be read back: only a container's own (palisade's,
-    // made again from its policy) are restored; see the callers.
-    if field("Seccomp:") == "1" {
-        return Err(unsupported("seccomp strict mode".into()));
-    }
-    let seccomp_filters = field("Seccomp_filters:").parse().unwrap_or(0);
+    // Seccomp: the task was seized with PTRACE_O_SUSPEND_SECCOMP (see
+    // dump::freeze), so no injected call is filtered or killed.
+    let seccomp_strict = field("Seccomp:") == "1";
+    let seccomp_filters: u32 = field("Seccomp_filters:").parse().unwrap_or(0);
+    let seccomp_programs = seccomp_programs(pid, seccomp_filters)?;
     // Read by the process itself: prlimit on another process whose
     // credentials differ from ours needs CAP_SYS_RESOURCE.
     let mut rlimits = Vec::new();
@@ -301,7 +415,69 @@ pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, C
         t.remaining_ns = word(&b, 2) * 1_000_000_000 + word(&b, 3);
     }
 
+    // The rest of the prctl inventory: each either restored or refused.
+    let mut get = |op: u64, what: &str| {
+        r.call(libc::SYS_prctl, &[op, 0, 0, 0, 0])
+            .map_err(fail(format!("remote prctl {what}")))
+    };
+    let thp_disable = get(PR_GET_THP_DISABLE, "PR_GET_THP_DISABLE")? != 0;
+    let mce_kill = get(PR_MCE_KILL_GET, "PR_MCE_KILL_GET")?;
+    // Older kernels: EINVAL, and the setting does not exist.
+    let older = |v: Result<u64, CheckpointError>| match v {
+        Err(CheckpointError::Process { what, .. }) if what.contains("EINVAL") => Ok(0),
+        other => other,
+    };
+    let mdwe = older(get(PR_GET_MDWE, "PR_GET_MDWE"))?;
+    if older(get(PR_GET_MEMORY_MERGE, "PR_GET_MEMORY_MERGE"))? != 0 {
+        return Err(unsupported(
+            "KSM merging of its whole memory (PR_SET_MEMORY_MERGE needs CAP_SYS_RESOURCE to restore)".into(),
+        ));
+    }
+    let cookie = r.call(
+        libc::SYS_prctl,
+        &[PR_SCHED_CORE, PR_SCHED_CORE_GET, 0, 0, scratch.addr + S_OUT],
+    );
+    if cookie.is_ok() {
+        let b = scratch
+            .get(pid, S_OUT, 8)
+            .map_err(fail("read the core scheduling cookie".into()))?;
+        if word(&b, 0) != 0 {
+            return Err(unsupported(
+                "a core scheduling cookie (PR_SCHED_CORE)".into(),
+            ));
+        }
+    }
+    r.call(
+        libc::SYS_prctl,
+        &[PR_GET_TSC, scratch.addr + S_OUT, 0, 0, 0],
+    )
+    .map_err(fail("remote prctl PR_GET_TSC".into()))?;
+    let tsc = u64::from(int(r)? as u32);
+    let umask = inventory::status_value(&status, "Umask")
+        .and_then(|u| u32::from_str_radix(u, 8).ok())
+        .ok_or_else(|| CheckpointError::Process {
+            pid,
+            what: "no Umask in /proc/PID/status".into(),
+        })?;
+    let oom_score_adj = std::fs::read_to_string(proc::path(pid, "oom_score_adj"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| CheckpointError::Process {
+            pid,
+            what: "unreadable /proc/PID/oom_score_adj".into(),
+        })?;
+
     Ok(ProcessState {
+        umask: Some(umask),
+        oom_score_adj,
+        thp_disable,
+        tsc,
+        mdwe,
+        mce_kill,
+        // Known before the task was seized (see dump::freeze).
+        stopped: false,
+        seccomp_strict,
+        seccomp_programs,
         rlimits,
         personality,
         dumpable,
@@ -318,6 +494,51 @@ pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, C
         pdeathsig,
         seccomp_filters,
     })
+}
+
+/// Reads the `count` seccomp filters of process `pid` (oldest first) and
+/// checks every thread has the same mode and filters.
+fn seccomp_programs(pid: i32, count: u32) -> Result<Vec<SeccompProgram>, CheckpointError> {
+    let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
+    let read = |tid: i32| -> Result<Vec<SeccompProgram>, CheckpointError> {
+        let mut out = Vec::new();
+        for index in (0..u64::from(count)).rev() {
+            let (code, flags) =
+                ptrace::seccomp_filter(tid, index).map_err(CheckpointError::sys(
+                    tid,
+                    "PTRACE_SECCOMP_GET_FILTER (reading seccomp filters needs CAP_SYS_ADMIN)",
+                ))?;
+            const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 8;
+            if flags & SECCOMP_FILTER_FLAG_NEW_LISTENER != 0 {
+                return Err(unsupported(
+                    "a seccomp filter with a user notification listener (its supervisor is another process)"
+                        .into(),
+                ));
+            }
+            out.push(SeccompProgram {
+                flags,
+                code: image::hex(&code),
+            });
+        }
+        Ok(out)
+    };
+    let mine = read(pid)?;
+    let status = |tid: i32, key: &str| {
+        std::fs::read_to_string(proc::path(pid, &format!("task/{tid}/status")))
+            .ok()
+            .and_then(|s| inventory::status_value(&s, key).map(str::to_string))
+    };
+    for tid in proc::tids(pid).into_iter().filter(|t| *t != pid) {
+        let same = status(tid, "Seccomp") == status(pid, "Seccomp")
+            && status(tid, "Seccomp_filters") == status(pid, "Seccomp_filters")
+            && (count == 0 || read(tid)? == mine);
+        if !same {
+            return Err(unsupported(format!(
+                "thread {tid} has other seccomp filters or mode than its process (per-thread seccomp)"
+            )));
+        }
+    }
+    Ok(mine)
 }
 
 /// Parses /proc/PID/timers:
@@ -458,6 +679,26 @@ fn restore_with(
         r.call(libc::SYS_prctl, &[PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0])
             .map_err(e("PR_SET_NO_NEW_PRIVS".into()))?;
     }
+    if let Some(umask) = state.umask {
+        r.call(libc::SYS_umask, &[umask.into()])
+            .map_err(e(format!("umask {umask:o}")))?;
+    }
+    if state.thp_disable {
+        r.call(libc::SYS_prctl, &[PR_SET_THP_DISABLE, 1, 0, 0, 0])
+            .map_err(e("PR_SET_THP_DISABLE".into()))?;
+    }
+    if state.tsc != PR_TSC_ENABLE {
+        r.call(libc::SYS_prctl, &[PR_SET_TSC, state.tsc, 0, 0, 0])
+            .map_err(e(format!("PR_SET_TSC {}", state.tsc)))?;
+    }
+    if state.mce_kill != PR_MCE_KILL_DEFAULT {
+        r.call(
+            libc::SYS_prctl,
+            &[PR_MCE_KILL, PR_MCE_KILL_SET, state.mce_kill, 0, 0],
+        )
+        .map_err(e(format!("PR_MCE_KILL {}", state.mce_kill)))?;
+    }
+    set_oom_score_adj(pid, state.oom_score_adj)?;
 
     for t in &state.itimers {
         let split = |us: u64| [us / 1_000_000, us % 1_000_000];
@@ -524,6 +765,11 @@ fn restore_with(
         r.call(libc::SYS_prctl, &[PR_SET_DUMPABLE, state.dumpable, 0, 0, 0])
             .map_err(e(format!("PR_SET_DUMPABLE {}", state.dumpable)))?;
     }
+    // Last: it forbids making memory executable from then on.
+    if state.mdwe != 0 {
+        r.call(libc::SYS_prctl, &[PR_SET_MDWE, state.mdwe, 0, 0, 0])
+            .map_err(e(format!("PR_SET_MDWE {:#x}", state.mdwe)))?;
+    }
     // A change of credentials clears it too.
     if state.pdeathsig != 0 {
         r.call(
@@ -537,6 +783,67 @@ fn restore_with(
             ],
         )
         .map_err(e(format!("PR_SET_PDEATHSIG {}", state.pdeathsig)))?;
+    }
+    Ok(())
+}
+
+/// Writes /proc/PID/oom_score_adj of the new process, if it differs
+/// from what it inherited (lowering it needs CAP_SYS_RESOURCE).
+fn set_oom_score_adj(pid: i32, value: i32) -> Result<(), String> {
+    let file = proc::path(pid, "oom_score_adj");
+    let now: Option<i32> = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    if now == Some(value) {
+        return Ok(());
+    }
+    std::fs::write(&file, value.to_string()).map_err(|err| {
+        format!(
+            "oom_score_adj {value}: {err}{}",
+            if err.raw_os_error() == Some(libc::EACCES) {
+                " (lowering it below the restorer's needs CAP_SYS_RESOURCE)"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+/// A thread's affinity, scheduling and I/O priority, by remote calls in
+/// the thread itself, each only where it differs from what it inherited.
+fn restore_scheduling(r: &mut Remote, s: &Scratch, thread: &ThreadState) -> Result<(), String> {
+    let tid = r.pid;
+    let e = |what: String| move |err: RemoteError| format!("thread {tid}: {what}: {err}");
+    if !thread.cpus.is_empty() {
+        let mask = inventory::cpu_mask(&thread.cpus)
+            .ok_or_else(|| format!("thread {tid}: bad CPU list {:?}", thread.cpus))?;
+        let p = s.put(tid, S_IN, &mask).map_err(e("cpu mask".into()))?;
+        r.call(libc::SYS_sched_setaffinity, &[0, mask.len() as u64, p])
+            .map_err(e(format!("sched_setaffinity {}", thread.cpus)))?;
+    }
+    if thread.policy != 0 || thread.rt_priority != 0 {
+        let p = s
+            .put(tid, S_IN, &thread.rt_priority.to_ne_bytes())
+            .map_err(e("sched_param".into()))?;
+        r.call(libc::SYS_sched_setscheduler, &[0, thread.policy.into(), p])
+            .map_err(e(format!(
+                "sched_setscheduler policy {} priority {}",
+                thread.policy, thread.rt_priority
+            )))?;
+    }
+    r.call(
+        libc::SYS_setpriority,
+        &[libc::PRIO_PROCESS as u64, 0, thread.nice as i64 as u64],
+    )
+    .map_err(e(format!("setpriority nice {}", thread.nice)))?;
+    if let Some(want) = thread.ioprio {
+        let now = r
+            .call(libc::SYS_ioprio_get, &[IOPRIO_WHO_PROCESS, 0])
+            .map_err(e("ioprio_get".into()))?;
+        if now != want {
+            r.call(libc::SYS_ioprio_set, &[IOPRIO_WHO_PROCESS, 0, want])
+                .map_err(e(format!("ioprio_set {want:#x}")))?;
+        }
     }
     Ok(())
 }
@@ -594,6 +901,7 @@ pub fn restore_thread(
 ) -> Result<(), String> {
     let tid = r.pid;
     let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+    restore_scheduling(r, s, thread)?;
     if let Some(a) = thread.altstack {
         let mut b = [0u8; 24];
         b[0..8].copy_from_slice(&a.sp.to_ne_bytes());

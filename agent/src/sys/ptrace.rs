@@ -34,6 +34,38 @@ pub fn seize(pid: i32, options: libc::c_int) -> nix::Result<()> {
     ptrace_raw(libc::PTRACE_SEIZE, pid, 0, options as usize).map(drop)
 }
 
+/// PTRACE_O_SUSPEND_SECCOMP: the tracee's seccomp filters and strict mode
+/// do not apply while it is traced (needs CAP_SYS_ADMIN).
+pub const O_SUSPEND_SECCOMP: libc::c_int = 0x0020_0000;
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+
+/// Seccomp filter `index` (0: the newest) of stopped tracee `tid`: its
+/// classic BPF program (struct sock_filter array) and its flags
+/// (SECCOMP_FILTER_FLAG_*). Needs CAP_SYS_ADMIN.
+pub fn seccomp_filter(tid: i32, index: u64) -> nix::Result<(Vec<u8>, u64)> {
+    let count = ptrace_raw(PTRACE_SECCOMP_GET_FILTER, tid, index as usize, 0)? as usize;
+    let mut prog = vec![0u8; count * 8];
+    let got = ptrace_raw(
+        PTRACE_SECCOMP_GET_FILTER,
+        tid,
+        index as usize,
+        prog.as_mut_ptr() as usize,
+    )? as usize;
+    if got != count {
+        return Err(Errno::EAGAIN);
+    }
+    // struct seccomp_metadata { __u64 filter_off; __u64 flags; }
+    let mut meta = [index, 0u64];
+    ptrace_raw(
+        PTRACE_SECCOMP_GET_METADATA,
+        tid,
+        std::mem::size_of_val(&meta),
+        meta.as_mut_ptr() as usize,
+    )?;
+    Ok((prog, meta[1]))
+}
+
 /// PTRACE_INTERRUPT a seized task: it stops at the next chance.
 pub fn interrupt(pid: i32) -> nix::Result<()> {
     ptrace_raw(libc::PTRACE_INTERRUPT, pid, 0, 0).map(drop)
