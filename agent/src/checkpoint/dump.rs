@@ -12,11 +12,11 @@ use super::{
         self, Image, Process, Registers, Rseq, Run, SharedMemory, SigAction, Thread, Vma, VmaKind,
     },
     imagedir::ImageDir,
-    pages::PageWriter,
+    pages::{PageWriter, Source},
     proc,
     remote::{Remote, Scratch, find_syscall, resume_regs},
     sign::ImageKey,
-    state,
+    state, vmflags,
 };
 use crate::sys::ptrace;
 
@@ -427,7 +427,7 @@ const PM_FILE: u64 = 1 << 61;
 /// for the VMA; the pages go in runs of contiguous pages, many to a
 /// process_vm_readv.
 fn dump_vma(
-    pid: i32,
+    source: Source,
     pagemap: &std::fs::File,
     start: u64,
     end: u64,
@@ -451,7 +451,7 @@ fn dump_vma(
             _ => ranges.push((addr, 4096)),
         }
     }
-    pages.copy_from(pid, &ranges)
+    pages.copy(source, &ranges)
 }
 
 /// A remote-syscall driver for stopped task `t`: at the `syscall` it was
@@ -692,54 +692,73 @@ fn collect(
 
     let mut vmas = Vec::new();
     let pagemap = std::fs::File::open(proc::path(pid, "pagemap")).map_err(io("pagemap"))?;
+    // Memory the process made unreadable is read through this.
+    let mem = std::fs::File::open(proc::path(pid, "mem")).map_err(io("mem"))?;
+    let vm_flags = proc::vm_flags(pid).map_err(io("smaps"))?;
     for m in proc::maps(pid).map_err(io("maps"))? {
         let range = format!("{:x}-{:x} {}", m.start, m.end, m.path);
         let shared = m.perms.as_bytes().get(3) == Some(&b's');
+        let flags = vm_flags
+            .get(&m.start)
+            .ok_or_else(|| CheckpointError::Process {
+                pid,
+                what: format!("{range}: no VmFlags in smaps"),
+            })?;
+        let repro = if vmflags::KERNELS.contains(&m.path.as_str()) {
+            vmflags::Reproduce::default()
+        } else {
+            vmflags::classify(flags, shared)
+                .map_err(|what| unsupported(format!("mapping {range}: {what}")))?
+        };
+        let source = if m.perms.as_bytes()[0] == b'r' {
+            Source::Process(pid)
+        } else {
+            Source::Mem(&mem)
+        };
         let mut shm = None;
-        let kind = match m.path.as_str() {
-            // A shared file mapping holds what the file holds. Shared
-            // anonymous memory has no such home: its pages are dumped,
-            // once per object.
-            p if shared
-                && p.starts_with('/')
-                && !p.ends_with(" (deleted)")
-                && !p.starts_with("/dev/")
-                && !p.starts_with("/SYSV")
-                && !p.starts_with("/memfd:") =>
-            {
-                VmaKind::SharedFile
-            }
-            p if shared
-                && (p == "/dev/zero (deleted)"
-                    || (p.starts_with("/memfd:") && p.ends_with(" (deleted)"))) =>
-            {
-                shm = Some(
-                    shared_object(pid, &m, shared_memory, pages).map_err(|what| {
-                        CheckpointError::Process {
+        let kind =
+            match m.path.as_str() {
+                // A shared file mapping holds what the file holds. Shared
+                // anonymous memory has no such home: its pages are dumped,
+                // once per object.
+                p if shared
+                    && p.starts_with('/')
+                    && !p.ends_with(" (deleted)")
+                    && !p.starts_with("/dev/")
+                    && !p.starts_with("/SYSV")
+                    && !p.starts_with("/memfd:") =>
+                {
+                    VmaKind::SharedFile
+                }
+                p if shared
+                    && (p == "/dev/zero (deleted)"
+                        || (p.starts_with("/memfd:") && p.ends_with(" (deleted)"))) =>
+                {
+                    shm = Some(shared_object(source, &m, shared_memory, pages).map_err(
+                        |what| CheckpointError::Process {
                             pid,
                             what: format!("{range}: {what}"),
-                        }
-                    })?,
-                );
-                VmaKind::SharedAnonymous
-            }
-            _ if shared => return Err(unsupported(format!("shared mapping {range}"))),
-            "[vdso]" => VmaKind::Vdso,
-            "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
-            "[vsyscall]" => VmaKind::Vsyscall,
-            "" | "[heap]" | "[stack]" => VmaKind::Anonymous,
-            p if p.starts_with("[anon:") => VmaKind::Anonymous,
-            p if p.starts_with('/') && !p.ends_with(" (deleted)") => VmaKind::File,
-            _ => return Err(unsupported(format!("mapping {range}"))),
-        };
+                        },
+                    )?);
+                    VmaKind::SharedAnonymous
+                }
+                _ if shared => return Err(unsupported(format!("shared mapping {range}"))),
+                "[vdso]" => VmaKind::Vdso,
+                "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
+                "[vsyscall]" => VmaKind::Vsyscall,
+                "" | "[heap]" | "[stack]" => VmaKind::Anonymous,
+                p if p.starts_with("[anon:") => VmaKind::Anonymous,
+                p if p.starts_with('/') && !p.ends_with(" (deleted)") => VmaKind::File,
+                _ => return Err(unsupported(format!("mapping {range}"))),
+            };
         if m.path == "[heap]" {
             mm.brk = m.end;
         }
         let perms = m.perms.as_bytes();
         let read = perms[0] == b'r';
-        let dumped = read && matches!(kind, VmaKind::Anonymous | VmaKind::File);
+        let dumped = matches!(kind, VmaKind::Anonymous | VmaKind::File);
         let runs = if dumped {
-            dump_vma(pid, &pagemap, m.start, m.end, pages).map_err(|what| {
+            dump_vma(source, &pagemap, m.start, m.end, pages).map_err(|what| {
                 CheckpointError::Process {
                     pid,
                     what: format!("{range}: {what}"),
@@ -759,6 +778,9 @@ fn collect(
             offset: m.offset,
             shared_memory: shm,
             runs,
+            may_write: repro.may_write,
+            noreserve: repro.noreserve,
+            advice: repro.advice,
         });
     }
     let vdso = vmas
@@ -827,7 +849,7 @@ fn collect(
 /// pages dumped (read through the mapping) the first time a process of
 /// the tree is seen mapping it.
 fn shared_object(
-    pid: i32,
+    source: Source,
     m: &proc::MapLine,
     objects: &mut Vec<SharedMemory>,
     pages: &mut PageWriter,
@@ -836,7 +858,7 @@ fn shared_object(
         return Ok(i);
     }
     let runs = pages
-        .copy_from(pid, &[(m.start, m.end - m.start)])?
+        .copy(source, &[(m.start, m.end - m.start)])?
         .into_iter()
         .map(|r| Run {
             addr: r.addr - m.start + m.offset,

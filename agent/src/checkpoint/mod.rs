@@ -19,6 +19,7 @@ mod remote;
 pub mod restore;
 pub mod sign;
 pub mod state;
+mod vmflags;
 
 use nix::errno::Errno;
 

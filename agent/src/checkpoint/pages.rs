@@ -32,6 +32,37 @@ const CHUNK: usize = 1 << 20;
 /// From this many bytes on, reading and writing overlap on two threads.
 const PIPELINE_MIN: u64 = 8 << 20;
 
+/// Where pages are read from: the process, by process_vm_readv (its
+/// readable memory), or its /proc/PID/mem, which reads with the kernel's
+/// FOLL_FORCE and so also reaches memory the process made unreadable
+/// (PROT_NONE, write- or exec-only).
+#[derive(Clone, Copy)]
+pub enum Source<'f> {
+    Process(i32),
+    Mem(&'f File),
+}
+
+impl Source<'_> {
+    fn read(&self, segs: &[(u64, usize)], buf: &mut [u8]) -> nix::Result<usize> {
+        match self {
+            Source::Process(pid) => ptrace::read_memory_ranges(*pid, segs, buf),
+            Source::Mem(file) => {
+                let mut done = 0;
+                for &(addr, len) in segs {
+                    let n = file
+                        .read_at(&mut buf[done..done + len], addr)
+                        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+                    done += n;
+                    if n < len {
+                        break;
+                    }
+                }
+                Ok(done)
+            }
+        }
+    }
+}
+
 /// Appends runs of a process's memory to pages.img, BLAKE3 of each
 /// [`sign::PIECE`] of it computed on the way for the image's manifest.
 pub struct PageWriter<'p> {
@@ -71,6 +102,11 @@ impl<'p> PageWriter<'p> {
     /// MiB, a second thread writes one buffer to the file while the next
     /// is read from the process.
     pub fn copy_from(&mut self, pid: i32, ranges: &[(u64, u64)]) -> Result<Vec<Run>, String> {
+        self.copy(Source::Process(pid), ranges)
+    }
+
+    /// [`Self::copy_from`] from `source`.
+    pub fn copy(&mut self, source: Source, ranges: &[(u64, u64)]) -> Result<Vec<Run>, String> {
         let total: u64 = ranges.iter().map(|r| r.1).sum();
         let name = self.path.clone();
         let io = |e: std::io::Error| format!("{}: {e}", name.display());
@@ -86,7 +122,7 @@ impl<'p> PageWriter<'p> {
         if total < PIPELINE_MIN {
             let spare = std::cell::Cell::new(Some(std::mem::take(buf)));
             let runs = read_runs(
-                pid,
+                source,
                 ranges,
                 len,
                 *progress,
@@ -126,7 +162,7 @@ impl<'p> PageWriter<'p> {
             });
             let mut made = 0;
             let runs = read_runs(
-                pid,
+                source,
                 ranges,
                 len,
                 *progress,
@@ -164,7 +200,7 @@ impl<'p> PageWriter<'p> {
 /// into runs (their offsets counted from `len`, which it advances) and
 /// hands each to `emit` with the bytes it holds.
 fn read_runs(
-    pid: i32,
+    source: Source,
     ranges: &[(u64, u64)],
     len: &mut u64,
     progress: &mut dyn FnMut(u64),
@@ -194,7 +230,8 @@ fn read_runs(
         }
         let at = ranges[idx].0 + pos;
         let mut buf = next()?;
-        let got = ptrace::read_memory_ranges(pid, &segs, &mut buf[..filled])
+        let got = source
+            .read(&segs, &mut buf[..filled])
             .map_err(|e| format!("read memory at {at:#x}: {e}"))?;
         if got == 0 {
             return Err(format!("memory unreadable at {at:#x}"));

@@ -48,6 +48,34 @@ pub fn maps(pid: i32) -> std::io::Result<Vec<MapLine>> {
     parse_maps(&text).ok_or_else(|| std::io::Error::other("unparsable /proc/PID/maps"))
 }
 
+/// The `VmFlags:` of every mapping of `pid` (/proc/PID/smaps), by start
+/// address.
+pub fn vm_flags(pid: i32) -> std::io::Result<std::collections::HashMap<u64, String>> {
+    let text = fs::read_to_string(path(pid, "smaps"))?;
+    let mut out = std::collections::HashMap::new();
+    let mut start = None;
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(s) = start.take() {
+                out.insert(s, flags.trim().to_string());
+            }
+            continue;
+        }
+        // A mapping's header: "start-end perms offset dev inode [path]".
+        let mut words = line.split_whitespace();
+        let (Some(range), Some(perms)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if perms.len() == 4
+            && let Some((a, b)) = range.split_once('-')
+            && let (Ok(a), Ok(_)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
+        {
+            start = Some(a);
+        }
+    }
+    Ok(out)
+}
+
 /// Fields of /proc/PID/stat after the command name, so that `field(n)`
 /// is stat field n as numbered in proc(5).
 pub struct Stat(Vec<String>);

@@ -605,7 +605,7 @@ impl Restorer<'_> {
             if let Some(path) = path {
                 let p = put_str(&path)?;
                 // A writable shared mapping needs the file open for writing.
-                let mode = if shared && v.write {
+                let mode = if shared && (v.write || v.may_write) {
                     libc::O_RDWR
                 } else {
                     libc::O_RDONLY
@@ -618,6 +618,9 @@ impl Restorer<'_> {
                 if v.path.as_deref() == Some("[stack]") {
                     flags |= libc::MAP_GROWSDOWN as u64;
                 }
+            }
+            if v.noreserve {
+                flags |= libc::MAP_NORESERVE as u64;
             }
             let mapped = r.call(
                 libc::SYS_mmap,
@@ -633,6 +636,10 @@ impl Restorer<'_> {
                     r.call(libc::SYS_mprotect, &[v.start, len, final_prot])
                         .map_err(e(format!("{range}: mprotect")))?;
                 }
+            }
+            for &advice in &v.advice {
+                r.call(libc::SYS_madvise, &[v.start, len, advice as u64])
+                    .map_err(e(format!("{range}: madvise {advice}")))?;
             }
         }
 

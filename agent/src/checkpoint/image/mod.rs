@@ -262,8 +262,20 @@ pub struct Vma {
     pub shared_memory: Option<usize>,
     /// Its pages that are not what a fresh mapping would give (touched
     /// anonymous pages; copied-on-write pages of a file mapping), as runs
-    /// of pages.img. Empty for unreadable and kernel-provided VMAs.
+    /// of pages.img (read through /proc/PID/mem where the process made
+    /// them unreadable). Empty for kernel-provided VMAs.
     pub runs: Vec<Run>,
+    /// VM_MAYWRITE of a shared mapping: its file was open for writing,
+    /// so the program may make it writable later.
+    #[serde(default)]
+    pub may_write: bool,
+    /// MAP_NORESERVE.
+    #[serde(default)]
+    pub noreserve: bool,
+    /// madvise advice in force (MADV_DONTFORK, MADV_HUGEPAGE…), given
+    /// again after it is mapped.
+    #[serde(default)]
+    pub advice: Vec<i32>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]

@@ -1,0 +1,101 @@
+//! Checkpoint fidelity of memory state against the real kernel:
+//! tests/workloads/mem_fidelity.c sets up memory the engine must keep
+//! exactly (unreadable pages, shared /dev/zero, a shared file mapping
+//! that may become writable, madvise flags), is checkpointed and
+//! restored with the same pid, and verifies itself.
+
+use std::{fs, thread, time::Duration};
+
+mod support;
+
+use support::ckpt::*;
+
+fn round_trip(mode: &str) {
+    let mut w = Workload::start_program("mem_fidelity", &[mode]);
+    let image = w.image("img");
+    w.checkpoint(&image);
+    w.restore_and_verify(&image, 0);
+}
+
+/// Data a program made PROT_NONE (read back through /proc/PID/mem,
+/// which the process's own protection does not stop) comes back intact.
+#[test]
+fn prot_none_data_survives() {
+    round_trip("protnone");
+}
+
+/// A MAP_SHARED mapping of /dev/zero made PROT_NONE: checkpointed (it
+/// failed with EFAULT before), its data intact.
+#[test]
+fn prot_none_shared_dev_zero_survives() {
+    round_trip("zeroshm");
+}
+
+/// A read-only shared mapping of a file that was opened read-write can
+/// be made writable again after restore (VM_MAYWRITE kept).
+#[test]
+fn a_shared_file_mapping_can_still_be_made_writable() {
+    round_trip("maywrite");
+}
+
+/// MADV_DONTFORK, MADV_WIPEONFORK, MADV_DONTDUMP and MADV_HUGEPAGE are
+/// in force again after restore (the workload reads its smaps).
+#[test]
+fn madvise_flags_survive() {
+    round_trip("advice");
+}
+
+/// All of them in one process, twice over (a restored process is
+/// checkpointed again).
+#[test]
+fn everything_together_twice() {
+    let mut w = Workload::start_program("mem_fidelity", &["protnone,zeroshm,maywrite,advice"]);
+    let first = w.image("first");
+    w.checkpoint(&first);
+    w.restore_and_verify(&first, 0);
+    let _ = w;
+    let mut w = Workload::start_program("mem_fidelity", &["protnone,zeroshm,maywrite,advice"]);
+    let first = w.image("first");
+    w.checkpoint(&first);
+    w.restore(&first);
+    let second = w.image("second");
+    w.checkpoint(&second);
+    w.restore_and_verify(&second, 0);
+}
+
+/// Locked memory cannot be restored (no mlock is made again): refused by
+/// name, nothing written, the process running on unchanged.
+#[test]
+fn locked_memory_is_refused_and_left_running() {
+    let mut w = Workload::start_program("mem_fidelity", &["mlock"]);
+    let pid = w.pid;
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let image = w.image("img");
+    let out = palisade(&["checkpoint", "--pid", &pid.to_string(), "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("locked memory (mlock)") && err.contains("left running unchanged"),
+        "{err}"
+    );
+    assert!(!image.join("meta.json").exists());
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
+        maps
+    );
+    assert!(
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .contains("TracerPid:\t0")
+    );
+    w.trigger(true);
+    assert!(
+        w.child.take().unwrap().wait().unwrap().success(),
+        "log: {}",
+        w.log()
+    );
+}
