@@ -613,6 +613,19 @@ pub(super) fn collect_tree(
             threads: Vec::new(),
         };
         if m.zombie.is_none() {
+            // A terminal is not restored: the process would come back
+            // without it, and /dev/tty would fail to open.
+            let tty = stat.field(7);
+            if tty != 0 {
+                return Err(CheckpointError::Unsupported {
+                    pid: m.pid,
+                    what: format!(
+                        "it has a controlling terminal (device {}:{}): terminals are not restored",
+                        (tty >> 8) & 0xfff,
+                        (tty & 0xff) | ((tty >> 12) & 0xfff00)
+                    ),
+                });
+            }
             p.fds = table.dump(m.pid)?;
             p.mm = stat.mm();
             collect(m, &mut p, &mut image.shared_memory, pages)?;
@@ -621,11 +634,44 @@ pub(super) fn collect_tree(
         image.processes.push(p);
     }
     check_groups(&image)?;
+    check_sharing(&image)?;
     let all_fds = image.all_fds();
     let (objects, files) = table.finish(root, &all_fds)?;
     image.files = objects;
     image.pages_len = pages.len();
     Ok(Dumped { image, files })
+}
+
+/// Processes of the tree are restored each with its own address space,
+/// fd table, filesystem context and signal handlers: refuse two that
+/// share one (made by clone with CLONE_VM, CLONE_FILES, CLONE_FS or
+/// CLONE_SIGHAND without CLONE_THREAD).
+fn check_sharing(image: &Image) -> Result<(), CheckpointError> {
+    use crate::sys::fds::{Shared, shares};
+    let live: Vec<i32> = image
+        .processes
+        .iter()
+        .filter(|p| p.zombie.is_none())
+        .map(|p| p.pid)
+        .collect();
+    for (i, &a) in live.iter().enumerate() {
+        for &b in &live[i + 1..] {
+            for (what, name) in [
+                (Shared::Vm, "its address space (CLONE_VM)"),
+                (Shared::Files, "its fd table (CLONE_FILES)"),
+                (Shared::Fs, "its cwd, root and umask (CLONE_FS)"),
+                (Shared::Sighand, "its signal handlers (CLONE_SIGHAND)"),
+            ] {
+                if shares(a, b, what).map_err(CheckpointError::sys(b, "kcmp"))? {
+                    return Err(CheckpointError::Unsupported {
+                        pid: b,
+                        what: format!("it shares {name} with pid {a}"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sessions and process groups restore by setsid/setpgid from inside

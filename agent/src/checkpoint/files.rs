@@ -28,10 +28,33 @@ pub use restore::{Created, Paths, SCRATCH_LEN, create, install};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileObject {
     pub id: u32,
-    /// File status flags from fdinfo (access mode, O_APPEND, O_NONBLOCK…),
-    /// O_CLOEXEC excluded (that is the fd's, see [`FdEntry`]).
+    /// File status flags from fdinfo (access mode, O_APPEND, O_NONBLOCK,
+    /// O_ASYNC…), O_CLOEXEC excluded (that is the fd's, see [`FdEntry`]).
     pub flags: i32,
     pub kind: FileKind,
+    /// Who gets its SIGIO/SIGURG (F_SETOWN_EX), and which signal
+    /// (F_SETSIG); none if nobody does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// A socket's classic BPF filter (SO_ATTACH_FILTER), hex of its
+    /// struct sock_filter array, and whether it was locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_filter: Option<SocketFilter>,
+}
+
+/// F_GETOWN_EX and F_GETSIG of an open file description.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Owner {
+    /// F_OWNER_TID (0), F_OWNER_PID (1) or F_OWNER_PGRP (2).
+    pub kind: i32,
+    pub id: i32,
+    pub signal: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SocketFilter {
+    pub code: String,
+    pub locked: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -51,6 +74,20 @@ pub enum FileKind {
         uid: u32,
         gid: u32,
         data: Blob,
+        /// (device, inode): every open file description of one deleted
+        /// file names it, and restore makes the file once for all of them.
+        #[serde(default)]
+        inode: (u64, u64),
+        /// Its size; `data` holds its data extents (`extents`, offset and
+        /// length, in order) and the rest are holes. None in older images,
+        /// whose `data` is the whole file.
+        #[serde(default)]
+        size: Option<u64>,
+        #[serde(default)]
+        extents: Vec<(u64, u64)>,
+        /// Access and modification times: seconds and nanoseconds of each.
+        #[serde(default)]
+        times: Option<[i64; 4]>,
     },
     /// One end of a pipe (`fifo`: a named pipe's path). Objects with the
     /// same `pipe` (its inode) are ends of one pipe; the buffered data is
@@ -247,6 +284,34 @@ pub fn validate(objects: &[FileObject], fds: &[FdEntry], data: &[u8]) -> Result<
     let mut pipes: HashMap<u64, (Option<&String>, u32, usize)> = HashMap::new();
     for o in objects {
         match &o.kind {
+            FileKind::Deleted {
+                data,
+                size: Some(size),
+                extents,
+                ..
+            } => {
+                let mut end = 0;
+                let mut total = 0;
+                for &(offset, len) in extents {
+                    if offset < end || offset.checked_add(len).is_none_or(|e| e > *size) {
+                        return Err(format!(
+                            "file object {} ({}): its data extents overlap or pass its size",
+                            o.id,
+                            o.describe()
+                        ));
+                    }
+                    end = offset + len;
+                    total += len;
+                }
+                if total != data.len {
+                    return Err(format!(
+                        "file object {} ({}): {} bytes of data for {total} bytes of extents",
+                        o.id,
+                        o.describe(),
+                        data.len
+                    ));
+                }
+            }
             FileKind::Pipe {
                 pipe,
                 fifo,
@@ -311,6 +376,8 @@ mod tests {
         FileObject {
             id,
             flags,
+            owner: None,
+            socket_filter: None,
             kind: FileKind::Pipe {
                 pipe: 77,
                 fifo: None,
@@ -348,6 +415,8 @@ mod tests {
         let lone = vec![FileObject {
             id: 1,
             flags: 2,
+            owner: None,
+            socket_filter: None,
             kind: FileKind::UnixPair {
                 ino: 5,
                 peer: 6,

@@ -53,6 +53,50 @@ pub fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> nix::Result<bool> {
     Errno::result(r).map(|r| r == 0)
 }
 
+/// The data extents `(offset, length)` of a file of `size` bytes, by
+/// lseek SEEK_DATA/SEEK_HOLE (a file system without holes reports one
+/// extent of the whole file). Moves `fd`'s offset.
+pub fn data_extents(fd: BorrowedFd<'_>, size: u64) -> nix::Result<Vec<(u64, u64)>> {
+    use nix::unistd::{Whence, lseek};
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        let start = match lseek(fd, at as libc::off_t, Whence::SeekData) {
+            Ok(s) => s as u64,
+            // No data past `at`: the rest is a hole.
+            Err(Errno::ENXIO) => break,
+            Err(e) => return Err(e),
+        };
+        let end = (lseek(fd, start as libc::off_t, Whence::SeekHole)? as u64).min(size);
+        if end > start {
+            out.push((start, end - start));
+        }
+        at = end.max(start + 1);
+    }
+    Ok(out)
+}
+
+/// kcmp(2) resources two processes can share by clone flags.
+#[derive(Debug, Clone, Copy)]
+pub enum Shared {
+    /// CLONE_VM: the address space.
+    Vm = 1,
+    /// CLONE_FILES: the fd table.
+    Files = 2,
+    /// CLONE_FS: cwd, root and umask.
+    Fs = 3,
+    /// CLONE_SIGHAND: the signal handlers.
+    Sighand = 4,
+}
+
+/// Whether processes `a` and `b` share resource `what` (kcmp(2)).
+pub fn shares(a: i32, b: i32, what: Shared) -> nix::Result<bool> {
+    // SAFETY: kcmp takes two pids and a type, and only compares kernel
+    // objects.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, a, b, what as libc::c_int, 0, 0) };
+    Errno::result(r).map(|r| r == 0)
+}
+
 /// fcntl with an integer argument (F_GETFL, F_SETFL, F_GETPIPE_SZ…).
 pub fn fcntl_int(fd: BorrowedFd<'_>, cmd: libc::c_int, arg: libc::c_int) -> nix::Result<i32> {
     // SAFETY: every command callers pass takes an integer argument (or
@@ -132,6 +176,79 @@ pub fn setsockopt_int(
     })
     .map(drop)
 }
+
+/// The classic BPF program attached to a socket (SO_ATTACH_FILTER), as
+/// its struct sock_filter array; none if it has none.
+pub fn socket_filter(fd: BorrowedFd<'_>) -> nix::Result<Option<Vec<u8>>> {
+    // With a length of 0 the kernel tells the program's length (in
+    // instructions) in `len`.
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: a null buffer of length 0: the kernel only writes `len`.
+    Errno::result(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::null_mut(),
+            &mut len,
+        )
+    })?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut prog = vec![0u8; len as usize * 8];
+    let mut n = len;
+    // SAFETY: the kernel writes at most `n` instructions (8 bytes each)
+    // into `prog`, which holds that many.
+    Errno::result(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            prog.as_mut_ptr().cast(),
+            &mut n,
+        )
+    })?;
+    prog.truncate(n as usize * 8);
+    Ok(Some(prog))
+}
+
+/// Attaches classic BPF program `prog` (struct sock_filter array) to a
+/// socket (SO_ATTACH_FILTER).
+pub fn attach_socket_filter(fd: BorrowedFd<'_>, prog: &[u8]) -> nix::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: (prog.len() / 8) as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the kernel reads `fprog` and the `len` instructions it
+    // points at, all live for the call.
+    Errno::result(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// The owner of an open file description (F_GETOWN_EX): its type
+/// (F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP) and id (0: none).
+pub fn owner(fd: BorrowedFd<'_>) -> nix::Result<(i32, i32)> {
+    // struct f_owner_ex { int type; pid_t pid; }
+    let mut o = [0i32; 2];
+    // SAFETY: F_GETOWN_EX writes one struct f_owner_ex (two ints) into `o`.
+    Errno::result(unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, o.as_mut_ptr()) })?;
+    Ok((o[0], o[1]))
+}
+
+pub const F_SETSIG: libc::c_int = 10;
+pub const F_GETSIG: libc::c_int = 11;
+pub const F_SETOWN_EX: libc::c_int = 15;
+const F_GETOWN_EX: libc::c_int = 16;
+pub const F_OWNER_PGRP: libc::c_int = 2;
 
 /// The first `buf.len()` bytes of a socket option (TCP_INFO).
 pub fn getsockopt_bytes(

@@ -16,7 +16,7 @@ use std::{
 use nix::errno::Errno;
 
 use super::{
-    BlobWriter, EpollItem, FdEntry, FileKind, FileObject,
+    BlobWriter, EpollItem, FdEntry, FileKind, FileObject, Owner, SocketFilter,
     sockets::{TCP_ESTABLISHED, UnixDiag, inet, unix_sockets},
     validate,
 };
@@ -45,6 +45,10 @@ pub struct Table {
     /// with (kcmp).
     taken: Vec<(u32, OwnedFd)>,
     objects: Vec<FileObject>,
+    /// The processes recorded so far.
+    pids: Vec<i32>,
+    /// (device, inode, fd, pid) of every object's file, for the locks.
+    inodes: Vec<(u64, u64, i32, i32)>,
 }
 
 impl Default for Table {
@@ -54,9 +58,12 @@ impl Default for Table {
                 blobs: BlobWriter::default(),
                 unix: None,
                 pipes_with_data: Vec::new(),
+                ghosts: HashMap::new(),
             },
             taken: Vec::new(),
             objects: Vec::new(),
+            pids: Vec::new(),
+            inodes: Vec::new(),
         }
     }
 }
@@ -72,6 +79,7 @@ impl Table {
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
         numbers.sort_unstable();
+        self.pids.push(pid);
         let d = &mut self.d;
         let taken = &mut self.taken;
         let objects = &mut self.objects;
@@ -119,11 +127,21 @@ impl Table {
                             Refusal::Failed(why) => process(format!("fd {n} ({link}): {why}")),
                         })?;
                     let id = objects.len() as u32 + 1;
+                    let (owner, socket_filter) =
+                        owner_and_filter(fd.as_fd(), &st).map_err(|r| match r {
+                            Refusal::Unsupported(why) => {
+                                unsupported(format!("fd {n} ({link}): {why}"))
+                            }
+                            Refusal::Failed(why) => process(format!("fd {n} ({link}): {why}")),
+                        })?;
                     objects.push(FileObject {
                         id,
                         flags: flags & !libc::O_CLOEXEC,
                         kind,
+                        owner,
+                        socket_filter,
                     });
+                    self.inodes.push((st.st_dev, st.st_ino, n, pid));
                     taken.push((id, fd));
                     id
                 }
@@ -176,9 +194,92 @@ impl Table {
                 }
             }
         }
+        // Owners must be restored with the tree.
+        for o in &objects {
+            if let Some(owner) = o.owner
+                && owner.id != 0
+                && !self.pids.contains(&owner.id)
+            {
+                return Err(unsupported(format!(
+                    "{}: its SIGIO owner (F_SETOWN, id {}) is outside the tree",
+                    o.describe(),
+                    owner.id
+                )));
+            }
+        }
+        check_locks(&self.pids, &self.inodes).map_err(unsupported)?;
         validate(&objects, &[], &self.d.blobs.data).map_err(unsupported)?;
         Ok((objects, self.d.blobs.data))
     }
+}
+
+/// The SIGIO owner and signal of an open file description, and a
+/// socket's filter.
+fn owner_and_filter(
+    fd: BorrowedFd<'_>,
+    st: &libc::stat,
+) -> Result<(Option<Owner>, Option<SocketFilter>), Refusal> {
+    let (kind, id) = fds::owner(fd).map_err(failed("F_GETOWN_EX"))?;
+    let signal = fds::fcntl_int(fd, fds::F_GETSIG, 0).map_err(failed("F_GETSIG"))?;
+    let owner = (id != 0 || signal != 0).then_some(Owner { kind, id, signal });
+    if kind == fds::F_OWNER_PGRP && id != 0 {
+        return Err(Refusal::Unsupported(
+            "its SIGIO goes to a process group (F_SETOWN with a group)".into(),
+        ));
+    }
+    let mut filter = None;
+    if st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+        && let Some(code) = fds::socket_filter(fd).map_err(failed("SO_GET_FILTER"))?
+    {
+        let locked = fds::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_LOCK_FILTER)
+            .map_err(failed("SO_LOCK_FILTER"))?
+            != 0;
+        filter = Some(SocketFilter {
+            code: crate::checkpoint::image::hex(&code),
+            locked,
+        });
+    }
+    Ok((owner, filter))
+}
+
+/// Refuses file locks (POSIX, OFD, flock, leases) held by the tree or on
+/// its files: /proc/locks, matched by pid and by (device, inode).
+fn check_locks(pids: &[i32], inodes: &[(u64, u64, i32, i32)]) -> Result<(), String> {
+    let text = fs::read_to_string("/proc/locks").map_err(|e| format!("/proc/locks: {e}"))?;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // "N: TYPE MODE ACCESS PID MAJ:MIN:INODE START END", waiters
+        // prefixed by "->".
+        let words = if words.get(1) == Some(&"->") {
+            &words[1..]
+        } else {
+            &words[..]
+        };
+        let (Some(kind), Some(pid), Some(file)) = (words.get(1), words.get(4), words.get(5)) else {
+            continue;
+        };
+        let pid: i32 = pid.parse().unwrap_or(-1);
+        let mut parts = file.split(':');
+        let (Some(maj), Some(min), Some(ino)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(maj), Ok(min), Ok(ino)) = (
+            u64::from_str_radix(maj, 16),
+            u64::from_str_radix(min, 16),
+            ino.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        let dev = libc::makedev(maj as u32, min as u32);
+        let ours = inodes.iter().find(|i| i.0 == dev && i.1 == ino);
+        if pids.contains(&pid) || (ours.is_some() && pid <= 0) {
+            let (fd, holder) = ours.map_or((-1, pid), |i| (i.2, i.3));
+            return Err(format!(
+                "a {kind} file lock on inode {ino} (fd {fd} of pid {holder}): file locks are not restored"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The value after `key` on its line of an fdinfo text.
@@ -252,6 +353,8 @@ struct Dumper {
     unix: Option<HashMap<u32, UnixDiag>>,
     /// Pipes (by inode) whose buffer is already recorded.
     pipes_with_data: Vec<u64>,
+    /// Deleted files (by device and inode) already read.
+    ghosts: HashMap<(u64, u64), (super::Blob, Vec<(u64, u64)>)>,
 }
 
 impl Dumper {
@@ -294,6 +397,22 @@ impl Dumper {
             l if l.starts_with("/memfd:") => {
                 Err(Refusal::Unsupported("memfd files are not supported".into()))
             }
+            "/dev/tty" => Err(Refusal::Unsupported(
+                "the controlling terminal (/dev/tty): terminals are not restored".into(),
+            )),
+            l if l == "/dev/ptmx" || l.starts_with("/dev/pts/") => Err(Refusal::Unsupported(
+                "a pseudo-terminal: terminals are not restored".into(),
+            )),
+            l if l.starts_with('/') && fmt != libc::S_IFREG && st.st_nlink == 0 => {
+                Err(Refusal::Unsupported(format!(
+                    "a removed {} (its path is gone, and restore would open whatever is there now)",
+                    match fmt {
+                        libc::S_IFDIR => "directory",
+                        libc::S_IFIFO => "fifo",
+                        _ => "device or special file",
+                    }
+                )))
+            }
             l if l.starts_with('/') => match fmt {
                 libc::S_IFREG if st.st_nlink == 0 && l.ends_with(" (deleted)") => {
                     self.deleted(l, info, fd, st)
@@ -325,6 +444,8 @@ impl Dumper {
             .map_err(|e| Refusal::Failed(format!("reopen for reading: {e}")))
     }
 
+    /// A deleted file: its data extents (holes are not stored) and times,
+    /// read once per file however many descriptions of it are open.
     fn deleted(
         &mut self,
         link: &str,
@@ -332,10 +453,26 @@ impl Dumper {
         fd: BorrowedFd<'_>,
         st: &libc::stat,
     ) -> Result<FileKind, Refusal> {
-        let mut contents = Vec::new();
-        Self::reopen(fd, 0)?
-            .read_to_end(&mut contents)
-            .map_err(|e| Refusal::Failed(format!("read its contents: {e}")))?;
+        let inode = (st.st_dev, st.st_ino);
+        let (data, extents) = match self.ghosts.get(&inode) {
+            Some(known) => known.clone(),
+            None => {
+                let file = Self::reopen(fd, 0)?;
+                let size = st.st_size as u64;
+                let extents =
+                    fds::data_extents(file.as_fd(), size).map_err(failed("SEEK_DATA/SEEK_HOLE"))?;
+                let mut contents = Vec::new();
+                for &(offset, len) in &extents {
+                    let at = contents.len();
+                    contents.resize(at + len as usize, 0);
+                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut contents[at..], offset)
+                        .map_err(|e| Refusal::Failed(format!("read its contents: {e}")))?;
+                }
+                let known = (self.blobs.push(&contents), extents);
+                self.ghosts.insert(inode, known.clone());
+                known
+            }
+        };
         Ok(FileKind::Deleted {
             path: link.trim_end_matches(" (deleted)").to_string(),
             pos: field(info, "pos:")
@@ -344,7 +481,11 @@ impl Dumper {
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
-            data: self.blobs.push(&contents),
+            data,
+            inode,
+            size: Some(st.st_size as u64),
+            extents,
+            times: Some([st.st_atime, st.st_atime_nsec, st.st_mtime, st.st_mtime_nsec]),
         })
     }
 

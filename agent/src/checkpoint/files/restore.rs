@@ -8,7 +8,7 @@
 use std::{
     collections::HashMap,
     fs,
-    io::{Seek, SeekFrom, Write},
+    io::{Seek, SeekFrom},
     os::{
         fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
         unix::fs::{OpenOptionsExt, PermissionsExt},
@@ -53,7 +53,7 @@ fn reopen(fd: BorrowedFd<'_>, flags: i32) -> std::io::Result<OwnedFd> {
 }
 
 /// Status flags F_SETFL may set on a helper-made object.
-const SETFL: i32 = libc::O_NONBLOCK | libc::O_APPEND;
+const SETFL: i32 = libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC;
 
 /// Creates every object except epoll sets (those are made in the
 /// process, see [`install`]). `data` is files.img, already validated.
@@ -87,8 +87,9 @@ pub fn create(
     paths: &Paths,
 ) -> Result<Created, String> {
     let blob = |b: super::Blob| b.slice(data).unwrap_or_default();
-    let mut made = HashMap::new();
+    let mut made: HashMap<u32, OwnedFd> = HashMap::new();
     // Both ends of each pipe (by inode) until every object has its own.
+    let mut ghosts: HashMap<(u64, u64), u32> = HashMap::new();
     let mut pipes: HashMap<u64, (OwnedFd, OwnedFd)> = HashMap::new();
     let mut ends_given: HashMap<(u64, i32), ()> = HashMap::new();
     // The other end of each socket pair made, by its inode.
@@ -118,15 +119,39 @@ pub fn create(
                 uid,
                 gid,
                 data: contents,
+                inode,
+                size,
+                extents,
+                times,
             } => {
-                let real = paths.resolve(path)?;
-                let mut f = deleted_file(&real.to_string_lossy(), *mode).map_err(|e| at(&e))?;
-                f.write_all(blob(*contents))
-                    .map_err(|e| at(&format!("write its contents: {e}")))?;
-                std::os::unix::fs::fchown(&f, Some(*uid), Some(*gid))
-                    .and_then(|_| f.set_permissions(fs::Permissions::from_mode(*mode)))
-                    .map_err(|e| at(&format!("owner and mode: {e}")))?;
-                let mut g: fs::File = reopen(f.as_fd(), o.flags)
+                // One file for every description of it (made by the first).
+                let first = (*inode != (0, 0))
+                    .then(|| ghosts.get(inode))
+                    .flatten()
+                    .and_then(|id| made.get(id));
+                let made_now;
+                let f: BorrowedFd = match first {
+                    Some(fd) => fd.as_fd(),
+                    None => {
+                        let real = paths.resolve(path)?;
+                        let f = deleted_file(&real.to_string_lossy(), *mode).map_err(|e| at(&e))?;
+                        write_ghost(
+                            &f,
+                            blob(*contents),
+                            *size,
+                            extents,
+                            *uid,
+                            *gid,
+                            *mode,
+                            *times,
+                        )
+                        .map_err(|e| at(&e))?;
+                        ghosts.insert(*inode, o.id);
+                        made_now = f;
+                        made_now.as_fd()
+                    }
+                };
+                let mut g: fs::File = reopen(f, o.flags)
                     .map_err(|e| at(&format!("reopen with its flags: {e}")))?
                     .into();
                 g.seek(SeekFrom::Start(*pos))
@@ -283,14 +308,64 @@ pub fn create(
             }
             FileKind::Epoll { .. } => continue,
         };
-        if !matches!(o.kind, FileKind::Path { .. } | FileKind::Deleted { .. }) {
+        if !matches!(o.kind, FileKind::Path { .. } | FileKind::Deleted { .. })
+            || o.flags & libc::O_ASYNC != 0
+        {
+            // open(2) ignores O_ASYNC: only F_SETFL turns it on.
             let fl = fds::fcntl_int(fd.as_fd(), libc::F_GETFL, 0).map_err(sys("F_GETFL"))?;
             fds::fcntl_int(fd.as_fd(), libc::F_SETFL, (fl & !SETFL) | (o.flags & SETFL))
                 .map_err(sys("F_SETFL"))?;
         }
+        if let Some(filter) = &o.socket_filter {
+            let code = crate::checkpoint::image::unhex(&filter.code)
+                .ok_or_else(|| at("its socket filter is not hex"))?;
+            fds::attach_socket_filter(fd.as_fd(), &code).map_err(sys("SO_ATTACH_FILTER"))?;
+            if filter.locked {
+                fds::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_LOCK_FILTER, 1)
+                    .map_err(sys("SO_LOCK_FILTER"))?;
+            }
+        }
         made.insert(o.id, fd);
     }
     Ok(Created { objects: made })
+}
+
+/// Fills a new deleted file: `data` at its extents (or all of it, for an
+/// older image) in a file of `size` bytes, holes left as holes; then its
+/// owner, mode and times.
+#[allow(clippy::too_many_arguments)]
+fn write_ghost(
+    f: &fs::File,
+    data: &[u8],
+    size: Option<u64>,
+    extents: &[(u64, u64)],
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    times: Option<[i64; 4]>,
+) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    match size {
+        None => f.write_all_at(data, 0),
+        Some(size) => f.set_len(size).and_then(|()| {
+            let mut at = 0usize;
+            for &(offset, len) in extents {
+                f.write_all_at(&data[at..at + len as usize], offset)?;
+                at += len as usize;
+            }
+            Ok(())
+        }),
+    }
+    .map_err(|e| format!("write its contents: {e}"))?;
+    std::os::unix::fs::fchown(f, Some(uid), Some(gid))
+        .and_then(|_| f.set_permissions(fs::Permissions::from_mode(mode)))
+        .map_err(|e| format!("owner and mode: {e}"))?;
+    if let Some([a, an, m, mn]) = times {
+        use nix::sys::time::TimeSpec;
+        nix::sys::stat::futimens(f, &TimeSpec::new(a, an), &TimeSpec::new(m, mn))
+            .map_err(|e| format!("times: {}", e.desc()))?;
+    }
+    Ok(())
 }
 
 /// A pipe of `size` bytes: both ends, or for a fifo two opens of it.
@@ -347,6 +422,7 @@ const S_BYTE: u64 = 80; // the one data byte
 const S_CMSG: u64 = 96; // CMSG_SPACE(sizeof(int)) = 24
 const S_EVENT: u64 = 128; // struct epoll_event (packed, 12 bytes)
 const S_PAIR: u64 = 160; // int[2] of socketpair
+const S_OWNER: u64 = 168; // struct f_owner_ex
 pub const SCRATCH_LEN: u64 = 256;
 const CMSG_LEN_INT: u64 = 20;
 
@@ -434,6 +510,35 @@ pub fn install(
     let closed = r.call(libc::SYS_close, &[t]);
     received?;
     closed.map_err(e("close the receiving end".into()))?;
+
+    // SIGIO owners, set from inside (the owner's id is one of its pid
+    // namespace), once per open file description.
+    let mut owned = Vec::new();
+    for f in &sorted {
+        let Some(o) = objects.iter().find(|o| o.id == f.object) else {
+            continue;
+        };
+        let Some(owner) = o.owner else { continue };
+        if owned.contains(&o.id) {
+            continue;
+        }
+        owned.push(o.id);
+        let mut ex = owner.kind.to_ne_bytes().to_vec();
+        ex.extend_from_slice(&owner.id.to_ne_bytes());
+        put(pid, scratch + S_OWNER, &ex)?;
+        r.call(
+            libc::SYS_fcntl,
+            &[f.fd as u64, fds::F_SETOWN_EX as u64, scratch + S_OWNER],
+        )
+        .map_err(e(format!("fd {}: F_SETOWN_EX {}", f.fd, owner.id)))?;
+        if owner.signal != 0 {
+            r.call(
+                libc::SYS_fcntl,
+                &[f.fd as u64, fds::F_SETSIG as u64, owner.signal as u64],
+            )
+            .map_err(e(format!("fd {}: F_SETSIG {}", f.fd, owner.signal)))?;
+        }
+    }
 
     // Epoll sets: made here, then their items added by fd number.
     let mut epolls: HashMap<u32, i32> = HashMap::new();
