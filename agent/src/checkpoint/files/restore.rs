@@ -53,7 +53,7 @@ fn reopen(fd: BorrowedFd<'_>, flags: i32) -> std::io::Result<OwnedFd> {
 }
 
 /// Status flags F_SETFL may set on a helper-made object.
-const SETFL: i32 = libc::O_NONBLOCK | libc::O_APPEND | libc::O_ASYNC;
+const SETFL: i32 = libc::O_NONBLOCK | libc::O_APPEND;
 
 /// Creates every object except epoll sets (those are made in the
 /// process, see [`install`]). `data` is files.img, already validated.
@@ -308,10 +308,7 @@ pub fn create(
             }
             FileKind::Epoll { .. } => continue,
         };
-        if !matches!(o.kind, FileKind::Path { .. } | FileKind::Deleted { .. })
-            || o.flags & libc::O_ASYNC != 0
-        {
-            // open(2) ignores O_ASYNC: only F_SETFL turns it on.
+        if !matches!(o.kind, FileKind::Path { .. } | FileKind::Deleted { .. }) {
             let fl = fds::fcntl_int(fd.as_fd(), libc::F_GETFL, 0).map_err(sys("F_GETFL"))?;
             fds::fcntl_int(fd.as_fd(), libc::F_SETFL, (fl & !SETFL) | (o.flags & SETFL))
                 .map_err(sys("F_SETFL"))?;
@@ -511,18 +508,30 @@ pub fn install(
     received?;
     closed.map_err(e("close the receiving end".into()))?;
 
-    // SIGIO owners, set from inside (the owner's id is one of its pid
-    // namespace), once per open file description.
+    // O_ASYNC and SIGIO owners, set from inside, once per open file
+    // description: the kernel records the fd number O_ASYNC was set
+    // through (the si_fd of each SIGIO), and the owner's id is one of the
+    // process's pid namespace.
     let mut owned = Vec::new();
     for f in &sorted {
         let Some(o) = objects.iter().find(|o| o.id == f.object) else {
             continue;
         };
-        let Some(owner) = o.owner else { continue };
-        if owned.contains(&o.id) {
+        if owned.contains(&o.id) || (o.owner.is_none() && o.flags & libc::O_ASYNC == 0) {
             continue;
         }
         owned.push(o.id);
+        if o.flags & libc::O_ASYNC != 0 {
+            let fl = r
+                .call(libc::SYS_fcntl, &[f.fd as u64, libc::F_GETFL as u64, 0])
+                .map_err(e(format!("fd {}: F_GETFL", f.fd)))?;
+            r.call(
+                libc::SYS_fcntl,
+                &[f.fd as u64, libc::F_SETFL as u64, fl | libc::O_ASYNC as u64],
+            )
+            .map_err(e(format!("fd {}: F_SETFL O_ASYNC", f.fd)))?;
+        }
+        let Some(owner) = o.owner else { continue };
         let mut ex = owner.kind.to_ne_bytes().to_vec();
         ex.extend_from_slice(&owner.id.to_ne_bytes());
         put(pid, scratch + S_OWNER, &ex)?;

@@ -1,0 +1,261 @@
+/* Checkpoint/restore workload for file state the engine must keep, or
+ * refuse. argv[4] is a comma-separated list of what to set up before
+ * publishing the pid in argv[1]; each time the trigger file argv[2]
+ * appears it verifies all of it and appends "PASS pid" or "FAIL pid
+ * reason" to the log argv[3] (exiting, 0 on PASS, when the trigger said
+ * "exit"). Kept exactly:
+ *   async      - a pipe with O_ASYNC, F_SETOWN_EX to itself and F_SETSIG
+ *                SIGUSR1: a write to it raises SIGUSR1 with si_fd;
+ *   sockfilter - a datagram socket pair whose receiving end has a locked
+ *                classic BPF filter dropping messages starting with 'x';
+ *   ghost      - a deleted file open through two descriptions, sparse (a
+ *                hole of 1 MiB before 4 KiB of data), mtime 1000000000;
+ *   timerfd    - an armed relative timerfd (60 s, interval 7 s) and an
+ *                absolute one (TFD_TIMER_ABSTIME, 90 s ahead);
+ * refused at checkpoint (the test checks the refusal):
+ *   posixlock, ofdlock, flock - a file lock of each kind;
+ *   rmdir      - an fd on a removed directory;
+ *   fifogone   - a fifo open read-write, then unlinked;
+ *   clonefiles - a child made with CLONE_FILES;
+ *   ctty       - a pty slave as its controlling terminal. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <linux/filter.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char reason[300];
+#define FAIL(...) do { snprintf(reason, sizeof reason, __VA_ARGS__); return 0; } while (0)
+
+static int has(const char *mode, const char *what) {
+    size_t n = strlen(what);
+    for (const char *p = mode; (p = strstr(p, what)); p += n)
+        if ((p == mode || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
+    return 0;
+}
+
+/* ---- async ---- */
+static int async_pipe[2];
+static volatile int usr1_count, usr1_fd;
+static void on_usr1(int sig, siginfo_t *si, void *uc) {
+    (void)sig; (void)uc;
+    usr1_count++;
+    usr1_fd = si->si_fd;
+}
+static int setup_async(void) {
+    struct sigaction sa = {0};
+    sa.sa_sigaction = on_usr1;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    if (pipe2(async_pipe, O_NONBLOCK) != 0) return 0;
+    struct f_owner_ex o = {F_OWNER_PID, getpid()};
+    return fcntl(async_pipe[0], F_SETOWN_EX, &o) == 0 && fcntl(async_pipe[0], F_SETSIG, SIGUSR1) == 0 &&
+           fcntl(async_pipe[0], F_SETFL, O_ASYNC | O_NONBLOCK) == 0;
+}
+static int check_async(void) {
+    struct f_owner_ex o;
+    if (fcntl(async_pipe[0], F_GETOWN_EX, &o) != 0 || o.type != F_OWNER_PID || o.pid != getpid())
+        FAIL("owner is %d/%d", o.type, o.pid);
+    if (fcntl(async_pipe[0], F_GETSIG) != SIGUSR1) FAIL("F_GETSIG %d", fcntl(async_pipe[0], F_GETSIG));
+    if (!(fcntl(async_pipe[0], F_GETFL) & O_ASYNC)) FAIL("O_ASYNC is off");
+    int before = usr1_count;
+    if (write(async_pipe[1], "a", 1) != 1) FAIL("write");
+    for (int i = 0; i < 100 && usr1_count == before; i++) usleep(10000);
+    char c;
+    if (read(async_pipe[0], &c, 1) != 1) FAIL("read");
+    if (usr1_count == before) FAIL("no SIGUSR1 for the write");
+    if (usr1_fd != async_pipe[0]) FAIL("si_fd %d", usr1_fd);
+    return 1;
+}
+
+/* ---- sockfilter ---- */
+static int sock_pair[2];
+static int setup_sockfilter(void) {
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sock_pair) != 0) return 0;
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 'x', 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+        BPF_STMT(BPF_RET | BPF_K, 0xffff)};
+    struct sock_fprog prog = {4, code};
+    int one = 1;
+    return setsockopt(sock_pair[1], SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0 &&
+           setsockopt(sock_pair[1], SOL_SOCKET, SO_LOCK_FILTER, &one, sizeof one) == 0;
+}
+static int check_sockfilter(void) {
+    int locked = 0;
+    socklen_t len = sizeof locked;
+    if (getsockopt(sock_pair[1], SOL_SOCKET, SO_LOCK_FILTER, &locked, &len) != 0 || !locked)
+        FAIL("the filter is not locked");
+    struct sock_filter got[8];
+    len = 8;
+    if (getsockopt(sock_pair[1], SOL_SOCKET, SO_GET_FILTER, got, &len) != 0 || len != 4)
+        FAIL("SO_GET_FILTER: %u instructions", (unsigned)len);
+    if (send(sock_pair[0], "xdrop", 5, 0) != 5 || send(sock_pair[0], "keep", 4, 0) != 4) FAIL("send");
+    char buf[16] = {0};
+    ssize_t n = recv(sock_pair[1], buf, sizeof buf, MSG_DONTWAIT);
+    if (n != 4 || memcmp(buf, "keep", 4) != 0) FAIL("received %zd bytes '%.16s'", n, buf);
+    if (recv(sock_pair[1], buf, sizeof buf, MSG_DONTWAIT) != -1) FAIL("a dropped message arrived");
+    return 1;
+}
+
+/* ---- ghost ---- */
+static int ghost_a, ghost_b;
+#define HOLE (1 << 20)
+static int setup_ghost(void) {
+    ghost_a = open("ghost.dat", O_RDWR | O_CREAT | O_TRUNC, 0640);
+    if (ghost_a < 0) return 0;
+    char data[4096];
+    memset(data, 'g', sizeof data);
+    if (pwrite(ghost_a, data, sizeof data, HOLE) != (ssize_t)sizeof data) return 0;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", ghost_a);
+    ghost_b = open(path, O_RDWR); /* a second description of the same file */
+    if (ghost_b < 0 || unlink("ghost.dat") != 0) return 0;
+    struct timespec t[2] = {{1000000000, 123}, {1000000000, 456}};
+    return futimens(ghost_a, t) == 0;
+}
+static int check_ghost(void) {
+    struct stat a, b;
+    if (fstat(ghost_a, &a) != 0 || fstat(ghost_b, &b) != 0) FAIL("fstat");
+    if (a.st_ino != b.st_ino || a.st_dev != b.st_dev) FAIL("the two descriptions are two files now");
+    if (a.st_nlink != 0 || a.st_size != HOLE + 4096) FAIL("nlink %lu size %ld", (unsigned long)a.st_nlink, (long)a.st_size);
+    if (a.st_mtim.tv_sec != 1000000000 || a.st_mtim.tv_nsec != 456) FAIL("mtime %ld.%09ld", (long)a.st_mtim.tv_sec, a.st_mtim.tv_nsec);
+    off_t d = lseek(ghost_b, 0, SEEK_DATA);
+    if (d != HOLE) FAIL("first data at %ld, not after the hole", (long)d);
+    char c = 0;
+    if (pread(ghost_b, &c, 1, HOLE + 10) != 1 || c != 'g') FAIL("data");
+    /* A write through one is seen through the other. */
+    static int round;
+    char w = (char)('A' + round++ % 26), r = 0;
+    if (pwrite(ghost_a, &w, 1, 7) != 1 || pread(ghost_b, &r, 1, 7) != 1 || r != w) FAIL("not one file");
+    return 1;
+}
+
+/* ---- timerfd ---- */
+static int tfd_rel, tfd_abs;
+static struct timespec abs_expiry;
+static int setup_timerfd(void) {
+    tfd_rel = timerfd_create(CLOCK_MONOTONIC, 0);
+    tfd_abs = timerfd_create(CLOCK_MONOTONIC, 0);
+    if (tfd_rel < 0 || tfd_abs < 0) return 0;
+    struct itimerspec rel = {{7, 0}, {60, 0}};
+    clock_gettime(CLOCK_MONOTONIC, &abs_expiry);
+    abs_expiry.tv_sec += 90;
+    struct itimerspec abst = {{0, 0}, abs_expiry};
+    return timerfd_settime(tfd_rel, 0, &rel, NULL) == 0 &&
+           timerfd_settime(tfd_abs, TFD_TIMER_ABSTIME, &abst, NULL) == 0;
+}
+static int check_timerfd(void) {
+    struct itimerspec r, a;
+    if (timerfd_gettime(tfd_rel, &r) != 0 || timerfd_gettime(tfd_abs, &a) != 0) FAIL("timerfd_gettime");
+    if (r.it_value.tv_sec == 0 && r.it_value.tv_nsec == 0) FAIL("the relative timer is disarmed");
+    if (r.it_value.tv_sec > 60 || r.it_interval.tv_sec != 7) FAIL("relative timer %ld/%ld", (long)r.it_value.tv_sec, (long)r.it_interval.tv_sec);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left = abs_expiry.tv_sec - now.tv_sec;
+    if (a.it_value.tv_sec == 0 && a.it_value.tv_nsec == 0) FAIL("the absolute timer is disarmed");
+    if (labs(a.it_value.tv_sec - left) > 1) FAIL("absolute timer: %ld s left, expected %ld", (long)a.it_value.tv_sec, left);
+    return 1;
+}
+
+/* ---- refused kinds ---- */
+static int setup_lock(int kind) {
+    int fd = open("locked.dat", O_RDWR | O_CREAT, 0600);
+    if (fd < 0) return 0;
+    struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 10};
+    if (kind == 0) return fcntl(fd, F_SETLK, &l) == 0;
+    if (kind == 1) return fcntl(fd, F_OFD_SETLK, &l) == 0;
+    return flock(fd, LOCK_EX) == 0;
+}
+static int setup_rmdir(void) {
+    if (mkdir("gone", 0700) != 0) return 0;
+    int fd = open("gone", O_RDONLY | O_DIRECTORY);
+    return fd >= 0 && rmdir("gone") == 0;
+}
+static int setup_fifogone(void) {
+    if (mkfifo("fifo", 0600) != 0) return 0;
+    int fd = open("fifo", O_RDWR | O_NONBLOCK);
+    return fd >= 0 && unlink("fifo") == 0;
+}
+static char clone_stack[64 * 1024];
+static int clone_child(void *arg) {
+    (void)arg;
+    for (;;) pause();
+    return 0;
+}
+static int setup_clonefiles(const char *pids) {
+    pid_t c = clone(clone_child, clone_stack + sizeof clone_stack, CLONE_FILES | SIGCHLD, NULL);
+    if (c < 0) return 0;
+    FILE *f = fopen(pids, "w");
+    if (!f) return 0;
+    fprintf(f, "%d %d\n", getpid(), c);
+    return fclose(f) == 0;
+}
+static int setup_ctty(void) {
+    int m = posix_openpt(O_RDWR | O_NOCTTY);
+    if (m < 0 || grantpt(m) != 0 || unlockpt(m) != 0) return 0;
+    /* A session leader without a terminal acquires the slave it opens. */
+    return open(ptsname(m), O_RDWR) >= 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 5) return 2;
+    const char *mode = argv[4];
+    int logfd = open(argv[3], O_WRONLY | O_APPEND | O_CREAT, 0644);
+    char *dir = dirname(strdup(argv[1]));
+    if (logfd < 0 || chdir(dir) != 0) return 2;
+    char pids[4096];
+    snprintf(pids, sizeof pids, "%s.pids", argv[1]);
+    int ok = 1;
+    if (has(mode, "async")) ok = ok && setup_async();
+    if (has(mode, "sockfilter")) ok = ok && setup_sockfilter();
+    if (has(mode, "ghost")) ok = ok && setup_ghost();
+    if (has(mode, "timerfd")) ok = ok && setup_timerfd();
+    if (has(mode, "posixlock")) ok = ok && setup_lock(0);
+    if (has(mode, "ofdlock")) ok = ok && setup_lock(1);
+    if (has(mode, "flock")) ok = ok && setup_lock(2);
+    if (has(mode, "rmdir")) ok = ok && setup_rmdir();
+    if (has(mode, "fifogone")) ok = ok && setup_fifogone();
+    if (has(mode, "clonefiles")) ok = ok && setup_clonefiles(pids);
+    if (has(mode, "ctty")) ok = ok && setup_ctty();
+    if (!ok) return 3;
+    char tmp[4096], buf[32];
+    snprintf(tmp, sizeof tmp, "%s.tmp", argv[1]);
+    int n = snprintf(buf, sizeof buf, "%d\n", getpid());
+    int pf = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (pf < 0 || write(pf, buf, n) != n || close(pf) != 0 || rename(tmp, argv[1]) != 0) return 2;
+    for (;;) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        int fd = open(argv[2], O_RDONLY);
+        if (fd < 0) continue;
+        char cmd[16] = {0};
+        if (read(fd, cmd, sizeof cmd - 1) < 0) cmd[0] = 0;
+        close(fd);
+        unlink(argv[2]);
+        reason[0] = 0;
+        ok = 1;
+        if (ok && has(mode, "async")) ok = check_async();
+        if (ok && has(mode, "sockfilter")) ok = check_sockfilter();
+        if (ok && has(mode, "ghost")) ok = check_ghost();
+        if (ok && has(mode, "timerfd")) ok = check_timerfd();
+        char line[400];
+        int len = snprintf(line, sizeof line, "%s %d %s\n", ok ? "PASS" : "FAIL", getpid(), reason);
+        if (write(logfd, line, len) != len) return 4;
+        if (!strncmp(cmd, "exit", 4)) return ok ? 0 : 1;
+    }
+}
