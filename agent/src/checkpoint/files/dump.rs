@@ -348,13 +348,16 @@ fn epoll_inodes(info: &str) -> Vec<(i32, u64)> {
         .collect()
 }
 
+/// A deleted file's data (its extents, in one blob) and the extents.
+type Ghost = (super::Blob, Vec<(u64, u64)>);
+
 struct Dumper {
     blobs: BlobWriter,
     unix: Option<HashMap<u32, UnixDiag>>,
     /// Pipes (by inode) whose buffer is already recorded.
     pipes_with_data: Vec<u64>,
     /// Deleted files (by device and inode) already read.
-    ghosts: HashMap<(u64, u64), (super::Blob, Vec<(u64, u64)>)>,
+    ghosts: HashMap<(u64, u64), Ghost>,
 }
 
 impl Dumper {
