@@ -269,6 +269,14 @@ fn a_seccomp_strict_child_survives_and_stays_strict() {
     w.restore_and_verify(&image, 0);
 }
 
+/// Zombies of every death (exit 0, exit 255, SIGTERM, SIGSEGV, SIGKILL)
+/// come back
+/// with the wait status their parent expects.
+#[test]
+fn zombies_of_every_death_survive() {
+    round_trip("zombies");
+}
+
 /// umask, oom_score_adj, PR_SET_THP_DISABLE, the machine-check kill
 /// policy, nice, CPU affinity and I/O priority come back as they were.
 #[test]

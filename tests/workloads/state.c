@@ -21,6 +21,8 @@
  *   seccomp   - two seccomp filters: getppid fails with EPERM, mmap kills
  *               (the checkpoint's injected calls must not be filtered);
  *   strict    - a child in seccomp strict mode, on pipes (see setup_strict);
+ *   zombies   - five zombie children: exit 0, exit 255, SIGTERM, SIGSEGV,
+ *               SIGKILL;
  *   misc      - umask, oom_score_adj, THP off, MCE kill policy, nice, CPU
  *               affinity, I/O priority;
  *   thread_filter - a thread with a seccomp filter of its own (refused).
@@ -412,6 +414,47 @@ static int check_strict(void) {
     return 1;
 }
 
+/* Zombies of every death: exit 0, exit 255, killed by SIGTERM, by
+ * SIGSEGV (no core: RLIMIT_CORE 0) and by SIGKILL. The parent finds the same wait
+ * status; "exit" reaps them. */
+#define ZOMBIES 5
+static pid_t zombies[ZOMBIES];
+static const int zombie_code[ZOMBIES] = {CLD_EXITED, CLD_EXITED, CLD_KILLED, CLD_KILLED, CLD_KILLED};
+static const int zombie_status[ZOMBIES] = {0, 255, SIGTERM, SIGSEGV, SIGKILL};
+static int setup_zombies(const char *pids) {
+    FILE *f = fopen(pids, "w");
+    if (!f) return 0;
+    fprintf(f, "%d", getpid());
+    for (int i = 0; i < ZOMBIES; i++) {
+        zombies[i] = fork();
+        if (zombies[i] < 0) return 0;
+        if (zombies[i] == 0) {
+            struct rlimit none = {0, 0};
+            setrlimit(RLIMIT_CORE, &none);
+            if (i < 2) _exit(zombie_status[i]);
+            signal(zombie_status[i], SIG_DFL);
+            raise(zombie_status[i]);
+            _exit(99);
+        }
+        fprintf(f, " %d", zombies[i]);
+        siginfo_t si;
+        if (waitid(P_PID, zombies[i], &si, WEXITED | WNOWAIT) != 0) return 0;
+    }
+    fprintf(f, "\n");
+    return fclose(f) == 0;
+}
+static int check_zombies(void) {
+    for (int i = 0; i < ZOMBIES; i++) {
+        siginfo_t si = {0};
+        if (waitid(P_PID, zombies[i], &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid != zombies[i])
+            FAIL("zombie %d is not there", zombies[i]);
+        if (si.si_code != zombie_code[i] || si.si_status != zombie_status[i])
+            FAIL("zombie %d: code %d status %d, expected %d %d", zombies[i], si.si_code, si.si_status,
+                 zombie_code[i], zombie_status[i]);
+    }
+    return 1;
+}
+
 /* Per-process and per-thread settings: umask, oom_score_adj, THP off,
  * machine-check kill policy, nice, CPU affinity, I/O priority. */
 static int setup_misc(void) {
@@ -499,6 +542,12 @@ int main(int argc, char **argv) {
         ok = setup_strict(pids);
         check = check_strict;
     } else if (!strcmp(mode, "misc")) { ok = setup_misc(); check = check_misc; }
+    else if (!strcmp(mode, "zombies")) {
+        char pids[4096];
+        snprintf(pids, sizeof pids, "%s.pids", argv[1]);
+        ok = setup_zombies(pids);
+        check = check_zombies;
+    }
     else if (!strcmp(mode, "thread_filter")) { ok = setup_thread_filter(); check = check_nothing; }
     else return 2;
     if (!ok) return 3;

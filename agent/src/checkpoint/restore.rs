@@ -996,7 +996,13 @@ fn zombie_exit(mut r: Remote, status: i32) -> Result<(), String> {
             .map_err(|_| format!("zombie {pid}: bad signal {sig}"))?;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
             .map_err(|err| format!("kill zombie {pid}: {err}"))?;
-        ptrace::cont_syscall(pid, sig as i32).map_err(|err| format!("zombie {pid}: {err}"))?;
+        // SIGKILL ends it at once, before it can be continued: ESRCH
+        // from here on only means it is already dying.
+        let cont = |deliver: i32| match ptrace::cont_syscall(pid, deliver) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(err) => Err(format!("zombie {pid}: {err}")),
+        };
+        cont(sig as i32)?;
         loop {
             let st = ptrace::wait(pid).map_err(|err| format!("zombie {pid}: {err}"))?;
             if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
@@ -1007,7 +1013,7 @@ fn zombie_exit(mut r: Remote, status: i32) -> Result<(), String> {
             } else {
                 0
             };
-            ptrace::cont_syscall(pid, deliver).map_err(|err| format!("zombie {pid}: {err}"))?;
+            cont(deliver)?;
         }
         return Ok(());
     }
