@@ -99,3 +99,36 @@ fn locked_memory_is_refused_and_left_running() {
         w.log()
     );
 }
+
+/// A mapped file that changed between checkpoint and restore is refused
+/// before anything is created (the restored process would map other
+/// bytes); put back as it was, the image restores.
+#[test]
+fn a_changed_mapped_file_is_refused_before_anything_is_created() {
+    let mut w = Workload::start_program("mem_fidelity", &["maywrite"]);
+    let image = w.image("img");
+    w.checkpoint(&image);
+    let file = w.dir.join("maywrite.dat");
+    let saved = fs::read(&file).unwrap();
+    let times = fs::metadata(&file).unwrap().modified().unwrap();
+    fs::write(&file, b"something else entirely").unwrap();
+    let out = palisade(&["restore", "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("changed since the checkpoint") && err.contains("nothing was created"),
+        "{err}"
+    );
+    assert!(!alive(w.pid), "nothing was created");
+    fs::write(&file, &saved).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(times)
+        .unwrap();
+    w.restore_and_verify(&image, 0);
+}

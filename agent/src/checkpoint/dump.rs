@@ -827,6 +827,18 @@ fn collect(
             may_write: repro.may_write,
             noreserve: repro.noreserve,
             advice: repro.advice,
+            file: match kind {
+                VmaKind::File | VmaKind::SharedFile => {
+                    use std::os::unix::fs::MetadataExt;
+                    let f = std::fs::metadata(proc::path(
+                        pid,
+                        &format!("map_files/{:x}-{:x}", m.start, m.end),
+                    ))
+                    .map_err(io("map_files"))?;
+                    Some((f.size(), f.mtime(), f.mtime_nsec()))
+                }
+                _ => None,
+            },
         });
     }
     let vdso = vmas

@@ -93,6 +93,7 @@ pub fn restore(
             }
         }
     }
+    preflight(image)?;
     let (mut reader, writer) = std::io::pipe().map_err(|e| CheckpointError::Process {
         pid,
         what: format!("pipe: {e}"),
@@ -145,6 +146,40 @@ pub fn restore(
             }
         }
     }
+}
+
+/// Before anything is created: every path the rebuild opens exists — the
+/// executable, cwd and root of each process — and every mapped file is
+/// still the file that was mapped (same size and modification time).
+fn preflight(image: &Image) -> Result<(), CheckpointError> {
+    use std::os::unix::fs::MetadataExt;
+    for p in image.processes.iter().filter(|p| p.zombie.is_none()) {
+        let refuse = |what: String| CheckpointError::Process {
+            pid: p.pid,
+            what: format!("cannot restore: {what}; nothing was created"),
+        };
+        for (what, path) in [("executable", &p.exe), ("cwd", &p.cwd), ("root", &p.root)] {
+            if std::fs::metadata(path).is_err() {
+                return Err(refuse(format!("its {what} {path} is gone")));
+            }
+        }
+        for v in &p.vmas {
+            let (Some((size, sec, nsec)), Some(path)) = (v.file, &v.path) else {
+                continue;
+            };
+            let now = std::fs::metadata(path)
+                .map_err(|e| refuse(format!("its mapped file {path}: {e}")))?;
+            if (now.size(), now.mtime(), now.mtime_nsec()) != (size, sec, nsec) {
+                return Err(refuse(format!(
+                    "its mapped file {path} changed since the checkpoint (size {} and mtime {}.{:09}, then {size} and {sec}.{nsec:09})",
+                    now.size(),
+                    now.mtime(),
+                    now.mtime_nsec()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The restore helper's state: what exists so far.

@@ -414,6 +414,7 @@ mod tests {
                     may_write: false,
                     noreserve: false,
                     advice: vec![],
+                    file: None,
                 }],
                 fds: vec![],
                 state: Default::default(),

@@ -276,6 +276,10 @@ pub struct Vma {
     /// again after it is mapped.
     #[serde(default)]
     pub advice: Vec<i32>,
+    /// A file mapping's file as it was: size and modification time
+    /// (seconds, nanoseconds). Restore refuses a file that changed.
+    #[serde(default)]
+    pub file: Option<(u64, i64, i64)>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
