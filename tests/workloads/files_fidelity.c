@@ -169,6 +169,15 @@ static int check_timerfd(void) {
     long left = abs_expiry.tv_sec - now.tv_sec;
     if (a.it_value.tv_sec == 0 && a.it_value.tv_nsec == 0) FAIL("the absolute timer is disarmed");
     if (labs(a.it_value.tv_sec - left) > 1) FAIL("absolute timer: %ld s left, expected %ld", (long)a.it_value.tv_sec, left);
+    /* Still armed as an absolute timer (its settime flags). */
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", tfd_abs);
+    FILE *f = fopen(path, "r");
+    int abs_flag = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "settime flags:", 14)) abs_flag = (int)strtol(line + 14, NULL, 8) & TFD_TIMER_ABSTIME;
+    if (f) fclose(f);
+    if (!abs_flag) FAIL("the absolute timer came back relative");
     return 1;
 }
 

@@ -140,6 +140,14 @@ pub enum FileKind {
         ticks: u64,
         value_ns: u64,
         interval_ns: u64,
+        /// timerfd_settime flags (fdinfo `settime flags`): with
+        /// TFD_TIMER_ABSTIME the timer is re-armed at `expiry_ns`, the
+        /// absolute time on its clock it was due at, not relative to the
+        /// restore (TFD_TIMER_CANCEL_ON_SET is kept too).
+        #[serde(default)]
+        settime_flags: i32,
+        #[serde(default)]
+        expiry_ns: u64,
     },
     Epoll {
         items: Vec<EpollItem>,

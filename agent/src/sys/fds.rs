@@ -411,14 +411,27 @@ fn timespec(ns: u64) -> libc::timespec {
 
 /// Arms a timerfd relative to now: first expiry in `value_ns`, then every
 /// `interval_ns` (0: once).
-pub fn timerfd_arm(fd: BorrowedFd<'_>, value_ns: u64, interval_ns: u64) -> nix::Result<()> {
+pub fn timerfd_arm(
+    fd: BorrowedFd<'_>,
+    flags: i32,
+    value_ns: u64,
+    interval_ns: u64,
+) -> nix::Result<()> {
     let spec = libc::itimerspec {
         it_interval: timespec(interval_ns),
         it_value: timespec(value_ns),
     };
     // SAFETY: the kernel reads `spec` (live) and writes no old value.
-    Errno::result(unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })
-        .map(drop)
+    Errno::result(unsafe {
+        libc::timerfd_settime(fd.as_raw_fd(), flags, &spec, std::ptr::null_mut())
+    })
+    .map(drop)
+}
+
+/// The time now on `clock`, in nanoseconds.
+pub fn clock_now_ns(clock: i32) -> nix::Result<u64> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::from_raw(clock))?;
+    Ok(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
 }
 
 /// TFD_IOC_SET_TICKS: expirations not yet read (CONFIG_CHECKPOINT_RESTORE).

@@ -379,16 +379,34 @@ impl Dumper {
             "anon_inode:[signalfd]" => Ok(FileKind::SignalFd {
                 mask: hex_field(info, "sigmask:")?,
             }),
-            "anon_inode:[timerfd]" => Ok(FileKind::TimerFd {
-                clock: field(info, "clockid:")
+            "anon_inode:[timerfd]" => {
+                let clock = field(info, "clockid:")
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| Refusal::Failed("fdinfo has no clockid".into()))?,
-                ticks: field(info, "ticks:")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-                value_ns: time_field(info, "it_value:")?,
-                interval_ns: time_field(info, "it_interval:")?,
-            }),
+                    .ok_or_else(|| Refusal::Failed("fdinfo has no clockid".into()))?;
+                let value_ns = time_field(info, "it_value:")?;
+                let settime_flags = field(info, "settime flags:")
+                    .and_then(|v| i32::from_str_radix(v, 8).ok())
+                    .ok_or_else(|| Refusal::Failed("fdinfo has no settime flags".into()))?;
+                let known = libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET;
+                if settime_flags & !known != 0 {
+                    return Err(Refusal::Unsupported(format!(
+                        "timerfd settime flags {settime_flags:o}, unknown to this palisade"
+                    )));
+                }
+                // Its remaining time is read now: the absolute expiry is
+                // now plus that.
+                let now = fds::clock_now_ns(clock).map_err(failed("clock_gettime"))?;
+                Ok(FileKind::TimerFd {
+                    clock,
+                    ticks: field(info, "ticks:")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                    value_ns,
+                    interval_ns: time_field(info, "it_interval:")?,
+                    settime_flags,
+                    expiry_ns: now + value_ns,
+                })
+            }
             "anon_inode:[eventpoll]" => Ok(FileKind::Epoll {
                 items: epoll_items(info)?,
             }),

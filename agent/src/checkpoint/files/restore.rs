@@ -294,11 +294,18 @@ pub fn create(
                 ticks,
                 value_ns,
                 interval_ns,
+                settime_flags,
+                expiry_ns,
             } => {
                 let t = fds::timerfd_create(*clock, libc::TFD_CLOEXEC)
                     .map_err(sys("timerfd_create"))?;
                 if *value_ns > 0 {
-                    fds::timerfd_arm(t.as_fd(), *value_ns, *interval_ns)
+                    let value = if settime_flags & libc::TFD_TIMER_ABSTIME != 0 {
+                        *expiry_ns
+                    } else {
+                        *value_ns
+                    };
+                    fds::timerfd_arm(t.as_fd(), *settime_flags, value, *interval_ns)
                         .map_err(sys("timerfd_settime"))?;
                 }
                 if *ticks > 0 {
