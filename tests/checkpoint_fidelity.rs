@@ -7,17 +7,14 @@
 //! shared fd tables, terminals), where the checkpoint must fail cleanly
 //! and leave the process running as it was.
 
-use std::{fs, thread, time::Duration};
+use std::fs;
 
 mod support;
 
 use support::ckpt::*;
 
 fn round_trip(mode: &str) {
-    let mut w = Workload::start_program("files_fidelity", &[mode]);
-    let image = w.image("img");
-    w.checkpoint(&image);
-    w.restore_and_verify(&image, 0);
+    support::ckpt::round_trip("files_fidelity", mode);
 }
 
 /// A pipe with O_ASYNC, F_SETOWN_EX and F_SETSIG: a write raises the
@@ -66,57 +63,8 @@ fn all_together_twice() {
     w.restore_and_verify(&second, 0);
 }
 
-/// Starts `mode`, asserts the checkpoint is refused naming `expect`
-/// (exit 125, nothing written), and that every process is left running
-/// untraced with the same maps and fds, and still checks itself.
 fn refused(mode: &str, expect: &str) {
-    let mut w = Workload::start_program("files_fidelity", &[mode]);
-    let pids: Vec<i32> = std::iter::once(w.pid).chain(w.others.clone()).collect();
-    let look = |pid: i32| {
-        let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .map(|e| format!("{:?}", fs::read_link(e.unwrap().path()).ok()))
-            .collect();
-        fds.sort();
-        (
-            fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
-            fds,
-        )
-    };
-    let before: Vec<_> = pids.iter().map(|p| look(*p)).collect();
-    let image = w.image("img");
-    let out = palisade(&["checkpoint", "--pid", &w.pid.to_string(), "--dir"])
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(expect) && err.contains("left running unchanged"),
-        "{err}"
-    );
-    assert!(!image.join("meta.json").exists());
-    thread::sleep(Duration::from_millis(100));
-    for (pid, b) in pids.iter().zip(&before) {
-        assert_eq!(&look(*pid), b, "pid {pid} changed");
-        assert!(
-            fs::read_to_string(format!("/proc/{pid}/status"))
-                .unwrap()
-                .contains("TracerPid:\t0"),
-            "pid {pid} still traced"
-        );
-    }
-    w.trigger(true);
-    assert!(
-        w.child.take().unwrap().wait().unwrap().success(),
-        "log: {}",
-        w.log()
-    );
-    for p in &w.others {
-        // SAFETY: kill(2) by pid, on a process of our own workload.
-        unsafe { libc::kill(*p, libc::SIGKILL) };
-        reap_orphan(*p);
-    }
+    assert_refused_unchanged(Workload::start_program("files_fidelity", &[mode]), expect);
 }
 
 #[test]

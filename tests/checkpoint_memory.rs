@@ -4,17 +4,14 @@
 //! that may become writable, madvise flags), is checkpointed and
 //! restored with the same pid, and verifies itself.
 
-use std::{fs, thread, time::Duration};
+use std::fs;
 
 mod support;
 
 use support::ckpt::*;
 
 fn round_trip(mode: &str) {
-    let mut w = Workload::start_program("mem_fidelity", &[mode]);
-    let image = w.image("img");
-    w.checkpoint(&image);
-    w.restore_and_verify(&image, 0);
+    support::ckpt::round_trip("mem_fidelity", mode);
 }
 
 /// Data a program made PROT_NONE (read back through /proc/PID/mem,
@@ -67,36 +64,9 @@ fn everything_together_twice() {
 /// name, nothing written, the process running on unchanged.
 #[test]
 fn locked_memory_is_refused_and_left_running() {
-    let mut w = Workload::start_program("mem_fidelity", &["mlock"]);
-    let pid = w.pid;
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let image = w.image("img");
-    let out = palisade(&["checkpoint", "--pid", &pid.to_string(), "--dir"])
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("locked memory (mlock)") && err.contains("left running unchanged"),
-        "{err}"
-    );
-    assert!(!image.join("meta.json").exists());
-    thread::sleep(Duration::from_millis(100));
-    assert_eq!(
-        fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
-        maps
-    );
-    assert!(
-        fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap()
-            .contains("TracerPid:\t0")
-    );
-    w.trigger(true);
-    assert!(
-        w.child.take().unwrap().wait().unwrap().success(),
-        "log: {}",
-        w.log()
+    assert_refused_unchanged(
+        Workload::start_program("mem_fidelity", &["mlock"]),
+        "locked memory (mlock)",
     );
 }
 

@@ -324,3 +324,65 @@ impl Drop for Workload {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Starts tests/workloads/PROGRAM.c in `mode`, checkpoints it and has the
+/// restored process (same pid) verify itself.
+pub fn round_trip(program: &str, mode: &str) {
+    let mut w = Workload::start_program(program, &[mode]);
+    let image = w.image("img");
+    w.checkpoint(&image);
+    w.restore_and_verify(&image, 0);
+}
+
+/// Asserts a checkpoint of `w` is refused naming `expect` (exit 125,
+/// nothing written), that every process of it is left running untraced
+/// with the same maps and fds, and that it still checks itself; then
+/// ends it.
+pub fn assert_refused_unchanged(mut w: Workload, expect: &str) {
+    let pids: Vec<i32> = std::iter::once(w.pid).chain(w.others.clone()).collect();
+    let look = |pid: i32| {
+        let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| format!("{:?}", fs::read_link(e.unwrap().path()).ok()))
+            .collect();
+        fds.sort();
+        (
+            fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
+            fds,
+        )
+    };
+    let before: Vec<_> = pids.iter().map(|p| look(*p)).collect();
+    let image = w.image("img");
+    let out = palisade(&["checkpoint", "--pid", &w.pid.to_string(), "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(expect) && err.contains("left running unchanged"),
+        "{err}"
+    );
+    assert!(!image.join("meta.json").exists());
+    thread::sleep(Duration::from_millis(100));
+    for (pid, b) in pids.iter().zip(&before) {
+        assert_eq!(&look(*pid), b, "pid {pid} changed");
+        assert!(
+            fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap()
+                .contains("TracerPid:\t0"),
+            "pid {pid} still traced"
+        );
+    }
+    w.trigger(true);
+    assert!(
+        w.child.take().unwrap().wait().unwrap().success(),
+        "log: {}",
+        w.log()
+    );
+    for p in &w.others {
+        // SAFETY: kill(2) by pid, on a process of our own workload.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+        reap_orphan(*p);
+    }
+}

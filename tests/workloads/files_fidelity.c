@@ -19,6 +19,7 @@
  *   clonefiles - a child made with CLONE_FILES;
  *   ctty       - a pty slave as its controlling terminal. */
 #define _GNU_SOURCE
+#include "workload.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -40,12 +41,6 @@
 static char reason[300];
 #define FAIL(...) do { snprintf(reason, sizeof reason, __VA_ARGS__); return 0; } while (0)
 
-static int has(const char *mode, const char *what) {
-    size_t n = strlen(what);
-    for (const char *p = mode; (p = strstr(p, what)); p += n)
-        if ((p == mode || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
-    return 0;
-}
 
 /* ---- async ---- */
 static int async_pipe[2];
@@ -221,50 +216,37 @@ static int setup_ctty(void) {
     return open(ptsname(m), O_RDWR) >= 0;
 }
 
+static const char *mode;
+
+/* Every check of what `mode` set up. */
+static int check_all(void) {
+    int ok = 1;
+    if (ok && has_word(mode, "async")) ok = check_async();
+    if (ok && has_word(mode, "sockfilter")) ok = check_sockfilter();
+    if (ok && has_word(mode, "ghost")) ok = check_ghost();
+    if (ok && has_word(mode, "timerfd")) ok = check_timerfd();
+    return ok;
+}
+
 int main(int argc, char **argv) {
     if (argc < 5) return 2;
-    const char *mode = argv[4];
-    int logfd = open(argv[3], O_WRONLY | O_APPEND | O_CREAT, 0644);
+    mode = argv[4];
     char *dir = dirname(strdup(argv[1]));
-    if (logfd < 0 || chdir(dir) != 0) return 2;
+    if (open_log(argv[3]) != 0 || chdir(dir) != 0) return 2;
     char pids[4096];
     snprintf(pids, sizeof pids, "%s.pids", argv[1]);
     int ok = 1;
-    if (has(mode, "async")) ok = ok && setup_async();
-    if (has(mode, "sockfilter")) ok = ok && setup_sockfilter();
-    if (has(mode, "ghost")) ok = ok && setup_ghost();
-    if (has(mode, "timerfd")) ok = ok && setup_timerfd();
-    if (has(mode, "posixlock")) ok = ok && setup_lock(0);
-    if (has(mode, "ofdlock")) ok = ok && setup_lock(1);
-    if (has(mode, "flock")) ok = ok && setup_lock(2);
-    if (has(mode, "rmdir")) ok = ok && setup_rmdir();
-    if (has(mode, "fifogone")) ok = ok && setup_fifogone();
-    if (has(mode, "clonefiles")) ok = ok && setup_clonefiles(pids);
-    if (has(mode, "ctty")) ok = ok && setup_ctty();
+    if (has_word(mode, "async")) ok = ok && setup_async();
+    if (has_word(mode, "sockfilter")) ok = ok && setup_sockfilter();
+    if (has_word(mode, "ghost")) ok = ok && setup_ghost();
+    if (has_word(mode, "timerfd")) ok = ok && setup_timerfd();
+    if (has_word(mode, "posixlock")) ok = ok && setup_lock(0);
+    if (has_word(mode, "ofdlock")) ok = ok && setup_lock(1);
+    if (has_word(mode, "flock")) ok = ok && setup_lock(2);
+    if (has_word(mode, "rmdir")) ok = ok && setup_rmdir();
+    if (has_word(mode, "fifogone")) ok = ok && setup_fifogone();
+    if (has_word(mode, "clonefiles")) ok = ok && setup_clonefiles(pids);
+    if (has_word(mode, "ctty")) ok = ok && setup_ctty();
     if (!ok) return 3;
-    char tmp[4096], buf[32];
-    snprintf(tmp, sizeof tmp, "%s.tmp", argv[1]);
-    int n = snprintf(buf, sizeof buf, "%d\n", getpid());
-    int pf = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (pf < 0 || write(pf, buf, n) != n || close(pf) != 0 || rename(tmp, argv[1]) != 0) return 2;
-    for (;;) {
-        struct timespec ts = {0, 50 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-        int fd = open(argv[2], O_RDONLY);
-        if (fd < 0) continue;
-        char cmd[16] = {0};
-        if (read(fd, cmd, sizeof cmd - 1) < 0) cmd[0] = 0;
-        close(fd);
-        unlink(argv[2]);
-        reason[0] = 0;
-        ok = 1;
-        if (ok && has(mode, "async")) ok = check_async();
-        if (ok && has(mode, "sockfilter")) ok = check_sockfilter();
-        if (ok && has(mode, "ghost")) ok = check_ghost();
-        if (ok && has(mode, "timerfd")) ok = check_timerfd();
-        char line[400];
-        int len = snprintf(line, sizeof line, "%s %d %s\n", ok ? "PASS" : "FAIL", getpid(), reason);
-        if (write(logfd, line, len) != len) return 4;
-        if (!strncmp(cmd, "exit", 4)) return ok ? 0 : 1;
-    }
+    return serve_checks(argv[1], argv[2], check_all, reason);
 }

@@ -12,6 +12,7 @@
  *               and MADV_HUGEPAGE (checked in /proc/self/smaps);
  *   mlock     - a locked page (to be refused at checkpoint). */
 #define _GNU_SOURCE
+#include "workload.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -27,12 +28,6 @@ static char reason[300];
 #define FAIL(...) do { snprintf(reason, sizeof reason, __VA_ARGS__); return 0; } while (0)
 #define PAGE 4096
 
-static int has(const char *mode, const char *what) {
-    size_t n = strlen(what);
-    for (const char *p = mode; (p = strstr(p, what)); p += n)
-        if ((p == mode || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
-    return 0;
-}
 
 static uint64_t word(size_t i, uint64_t salt) { return (uint64_t)i * 0x9e3779b97f4a7c15ULL ^ salt; }
 
@@ -144,40 +139,27 @@ static int setup_mlock(void) {
     return locked != MAP_FAILED && mlock(locked, PAGE) == 0;
 }
 
+static const char *mode;
+
+/* Every check of what `mode` set up. */
+static int check_all(void) {
+    int ok = 1;
+    if (ok && has_word(mode, "protnone")) ok = check_protnone();
+    if (ok && has_word(mode, "zeroshm")) ok = check_zeroshm();
+    if (ok && has_word(mode, "maywrite")) ok = check_maywrite();
+    if (ok && has_word(mode, "advice")) ok = check_advice();
+    return ok;
+}
+
 int main(int argc, char **argv) {
     if (argc < 5) return 2;
-    const char *mode = argv[4];
-    int logfd = open(argv[3], O_WRONLY | O_APPEND | O_CREAT, 0644);
+    mode = argv[4];
     char *dir = dirname(strdup(argv[1]));
-    if (logfd < 0 || chdir(dir) != 0) return 2;
-    if (has(mode, "protnone") && !setup_protnone()) return 3;
-    if (has(mode, "zeroshm") && !setup_zeroshm()) return 3;
-    if (has(mode, "maywrite") && !setup_maywrite()) return 3;
-    if (has(mode, "advice") && !setup_advice()) return 3;
-    if (has(mode, "mlock") && !setup_mlock()) return 3;
-    char tmp[4096], buf[32];
-    snprintf(tmp, sizeof tmp, "%s.tmp", argv[1]);
-    int n = snprintf(buf, sizeof buf, "%d\n", getpid());
-    int pf = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (pf < 0 || write(pf, buf, n) != n || close(pf) != 0 || rename(tmp, argv[1]) != 0) return 2;
-    for (;;) {
-        struct timespec ts = {0, 50 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-        int fd = open(argv[2], O_RDONLY);
-        if (fd < 0) continue;
-        char cmd[16] = {0};
-        if (read(fd, cmd, sizeof cmd - 1) < 0) cmd[0] = 0;
-        close(fd);
-        unlink(argv[2]);
-        reason[0] = 0;
-        int ok = 1;
-        if (ok && has(mode, "protnone")) ok = check_protnone();
-        if (ok && has(mode, "zeroshm")) ok = check_zeroshm();
-        if (ok && has(mode, "maywrite")) ok = check_maywrite();
-        if (ok && has(mode, "advice")) ok = check_advice();
-        char line[400];
-        int len = snprintf(line, sizeof line, "%s %d %s\n", ok ? "PASS" : "FAIL", getpid(), reason);
-        if (write(logfd, line, len) != len) return 4;
-        if (!strncmp(cmd, "exit", 4)) return ok ? 0 : 1;
-    }
+    if (open_log(argv[3]) != 0 || chdir(dir) != 0) return 2;
+    if (has_word(mode, "protnone") && !setup_protnone()) return 3;
+    if (has_word(mode, "zeroshm") && !setup_zeroshm()) return 3;
+    if (has_word(mode, "maywrite") && !setup_maywrite()) return 3;
+    if (has_word(mode, "advice") && !setup_advice()) return 3;
+    if (has_word(mode, "mlock") && !setup_mlock()) return 3;
+    return serve_checks(argv[1], argv[2], check_all, reason);
 }

@@ -62,4 +62,32 @@ static inline int open_log(const char *path) {
     return logfd < 0 ? -1 : 0;
 }
 
+/* Whether the comma-separated `list` holds the word `what`. */
+static inline int has_word(const char *list, const char *what) {
+    size_t n = strlen(what);
+    for (const char *p = list; (p = strstr(p, what)); p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
+    return 0;
+}
+
+/* The fidelity workloads' main loop, once set up: publishes the pid in
+ * `pid_path`, then each time `trigger` appears runs `check` (which fills
+ * `why` on failure) and logs the verdict; returns (0 on PASS) when the
+ * trigger said "exit". */
+static inline int serve_checks(const char *pid_path, const char *trigger, int (*check)(void),
+                               char *why) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%d\n", getpid());
+    if (write_file(pid_path, buf) != 0) return 2;
+    for (;;) {
+        sleep_ms(50);
+        char cmd[16];
+        if (!take_file(trigger, cmd, sizeof cmd)) continue;
+        why[0] = 0;
+        int ok = check();
+        verdict(ok, getpid(), why);
+        if (!strncmp(cmd, "exit", 4)) return ok ? 0 : 1;
+    }
+}
+
 #endif

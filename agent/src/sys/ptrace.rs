@@ -225,13 +225,7 @@ pub fn read_memory_ranges(pid: i32, ranges: &[(u64, usize)], buf: &mut [u8]) -> 
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let remote: Vec<libc::iovec> = ranges
-        .iter()
-        .map(|&(addr, len)| libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: len,
-        })
-        .collect();
+    let remote = remote_iovecs(ranges);
     // SAFETY: local points at `buf`, which we own mutably for the call and
     // which is exactly as long as the remote ranges together; the remote
     // iovecs only describe the other process's memory, which the kernel
@@ -266,6 +260,17 @@ pub fn write_memory(pid: i32, addr: u64, data: &[u8]) -> nix::Result<usize> {
     Errno::result(n).map(|n| n as usize)
 }
 
+/// iovecs describing another process's memory `(address, length)`.
+fn remote_iovecs(ranges: &[(u64, usize)]) -> Vec<libc::iovec> {
+    ranges
+        .iter()
+        .map(|&(addr, len)| libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        })
+        .collect()
+}
+
 /// Writes `data` into `pid`'s memory at `ranges` `(address, length)` (at
 /// most [`MAX_IOV`], together exactly as long as `data`), in one call;
 /// returns the bytes written (short if a range is not writable).
@@ -278,13 +283,7 @@ pub fn write_memory_ranges(pid: i32, ranges: &[(u64, usize)], data: &[u8]) -> ni
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
-    let remote: Vec<libc::iovec> = ranges
-        .iter()
-        .map(|&(addr, len)| libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: len,
-        })
-        .collect();
+    let remote = remote_iovecs(ranges);
     // SAFETY: the kernel only reads `data` (live for the call, exactly as
     // long as the remote ranges together) and writes into the other
     // process's memory; nothing of ours is changed or dereferenced.
