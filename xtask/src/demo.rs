@@ -285,10 +285,11 @@ fn checkpoint_one(
     what: &str,
 ) -> Result<()> {
     use std::time::{Duration, Instant};
-    println!(
-        "\n==> checkpoint and restore of a process (tests/workloads/{name}.c {})",
-        args.join(" ")
-    );
+    let mut shown = format!("tests/workloads/{name}.c");
+    for a in args {
+        shown = format!("{shown} {a}");
+    }
+    println!("\n==> checkpoint and restore of a process ({shown})");
     let work = &work.join(format!("ckpt-{name}"));
     std::fs::create_dir_all(work)?;
     let source = crate::root().join(format!("tests/workloads/{name}.c"));
