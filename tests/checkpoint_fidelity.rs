@@ -50,10 +50,16 @@ fn armed_timerfds_stay_armed() {
     round_trip("timerfd");
 }
 
+/// O_PATH fds, of a symlink itself (O_NOFOLLOW) and of a directory.
+#[test]
+fn o_path_fds_survive() {
+    round_trip("opath");
+}
+
 /// All of the above in one process, checkpointed again after restore.
 #[test]
 fn all_together_twice() {
-    let mode = "async,sockfilter,ghost,timerfd";
+    let mode = "async,sockfilter,ghost,timerfd,opath";
     let mut w = Workload::start_program("files_fidelity", &[mode]);
     let first = w.image("first");
     w.checkpoint(&first);

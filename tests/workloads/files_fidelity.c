@@ -10,6 +10,7 @@
  *                classic BPF filter dropping messages starting with 'x';
  *   ghost      - a deleted file open through two descriptions, sparse (a
  *                hole of 1 MiB before 4 KiB of data), mtime 1000000000;
+ *   opath      - O_PATH fds of a symlink (O_NOFOLLOW) and a directory;
  *   timerfd    - an armed relative timerfd (60 s, interval 7 s) and an
  *                absolute one (TFD_TIMER_ABSTIME, 90 s ahead);
  * refused at checkpoint (the test checks the refusal):
@@ -176,6 +177,25 @@ static int check_timerfd(void) {
     return 1;
 }
 
+/* ---- opath ---- */
+static int opath_link, opath_dir;
+static int setup_opath(void) {
+    if (symlink("somewhere-else", "link") != 0 || mkdir("place", 0700) != 0) return 0;
+    opath_link = open("link", O_PATH | O_NOFOLLOW);
+    opath_dir = open("place", O_PATH | O_DIRECTORY);
+    return opath_link >= 0 && opath_dir >= 0;
+}
+static int check_opath(void) {
+    struct stat st;
+    if (fstatat(opath_link, "", &st, AT_EMPTY_PATH) != 0 || !S_ISLNK(st.st_mode)) FAIL("the O_PATH fd is not the symlink");
+    if (!(fcntl(opath_link, F_GETFL) & O_PATH) || !(fcntl(opath_dir, F_GETFL) & O_PATH)) FAIL("O_PATH lost");
+    char target[64] = {0};
+    if (readlinkat(opath_link, "", target, sizeof target - 1) < 0 || strcmp(target, "somewhere-else") != 0)
+        FAIL("readlink gives '%s'", target);
+    if (fstatat(opath_dir, "", &st, AT_EMPTY_PATH) != 0 || !S_ISDIR(st.st_mode)) FAIL("the O_PATH directory");
+    return 1;
+}
+
 /* ---- refused kinds ---- */
 static int setup_lock(int kind) {
     int fd = open("locked.dat", O_RDWR | O_CREAT, 0600);
@@ -225,6 +245,7 @@ static int check_all(void) {
     if (ok && has_word(mode, "sockfilter")) ok = check_sockfilter();
     if (ok && has_word(mode, "ghost")) ok = check_ghost();
     if (ok && has_word(mode, "timerfd")) ok = check_timerfd();
+    if (ok && has_word(mode, "opath")) ok = check_opath();
     return ok;
 }
 
@@ -240,6 +261,7 @@ int main(int argc, char **argv) {
     if (has_word(mode, "sockfilter")) ok = ok && setup_sockfilter();
     if (has_word(mode, "ghost")) ok = ok && setup_ghost();
     if (has_word(mode, "timerfd")) ok = ok && setup_timerfd();
+    if (has_word(mode, "opath")) ok = ok && setup_opath();
     if (has_word(mode, "posixlock")) ok = ok && setup_lock(0);
     if (has_word(mode, "ofdlock")) ok = ok && setup_lock(1);
     if (has_word(mode, "flock")) ok = ok && setup_lock(2);

@@ -219,8 +219,15 @@ fn owner_and_filter(
     fd: BorrowedFd<'_>,
     st: &libc::stat,
 ) -> Result<(Option<Owner>, Option<SocketFilter>), Refusal> {
-    let (kind, id) = fds::owner(fd).map_err(failed("F_GETOWN_EX"))?;
-    let signal = fds::fcntl_int(fd, fds::F_GETSIG, 0).map_err(failed("F_GETSIG"))?;
+    // An O_PATH fd (the only valid fd fcntl answers EBADF for) has none.
+    let (kind, id) = match fds::owner(fd) {
+        Err(Errno::EBADF) => (0, 0),
+        other => other.map_err(failed("F_GETOWN_EX"))?,
+    };
+    let signal = match fds::fcntl_int(fd, fds::F_GETSIG, 0) {
+        Err(Errno::EBADF) => 0,
+        other => other.map_err(failed("F_GETSIG"))?,
+    };
     let owner = (id != 0 || signal != 0).then_some(Owner { kind, id, signal });
     if kind == fds::F_OWNER_PGRP && id != 0 {
         return Err(Refusal::Unsupported(
@@ -280,6 +287,57 @@ fn check_locks(pids: &[i32], inodes: &[(u64, u64, i32, i32)]) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+/// The fdinfo inventory: every line of an fd's fdinfo is one this engine
+/// records (or knows to be derived); another — a lock, an inotify watch,
+/// a newer kernel's line — is a refusal naming it, never ignored.
+fn check_fdinfo(link: &str, info: &str) -> Result<(), Refusal> {
+    const ANY: &[&str] = &["pos", "flags", "mnt_id", "ino"];
+    let kind: &[&str] = match link {
+        "anon_inode:[eventfd]" => &["eventfd-count", "eventfd-semaphore", "eventfd-id"],
+        "anon_inode:[signalfd]" => &["sigmask"],
+        "anon_inode:[timerfd]" => &[
+            "clockid",
+            "ticks",
+            "settime flags",
+            "it_value",
+            "it_interval",
+        ],
+        "anon_inode:[eventpoll]" => &["tfd"],
+        _ => &[],
+    };
+    let socket = link.starts_with("socket:[");
+    for line in info.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if ANY.contains(&key) || kind.contains(&key) {
+            continue;
+        }
+        // A unix socket's count of fds in flight in its queue.
+        if socket && key == "scm_fds" && value == "0" {
+            continue;
+        }
+        return Err(Refusal::Unsupported(match key {
+            "lock" => format!(
+                "a {} file lock on it ({}): file locks are not restored",
+                value.split_whitespace().nth(1).unwrap_or("?"),
+                value.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+            "scm_fds" => format!("a queued message carries fds ({value} in flight, SCM_RIGHTS)"),
+            _ => format!("fdinfo line {key:?}, unknown to this palisade for this kind of file"),
+        }));
+    }
+    Ok(())
+}
+
+/// Whether an fdinfo's flags hold O_PATH.
+fn o_path(info: &str) -> bool {
+    field(info, "flags:")
+        .and_then(|v| i32::from_str_radix(v, 8).ok())
+        .is_some_and(|f| f & libc::O_PATH != 0)
 }
 
 /// The value after `key` on its line of an fdinfo text.
@@ -368,6 +426,7 @@ impl Dumper {
         fd: BorrowedFd<'_>,
         st: &libc::stat,
     ) -> Result<FileKind, Refusal> {
+        check_fdinfo(link, info)?;
         let fmt = st.st_mode & libc::S_IFMT;
         match link {
             "anon_inode:[eventfd]" => Ok(FileKind::EventFd {
@@ -434,6 +493,13 @@ impl Dumper {
                     }
                 )))
             }
+            // An O_PATH fd holds only a place in the tree (of a file of
+            // any type, a symlink itself with O_NOFOLLOW): opened again
+            // by path with the same flags.
+            l if l.starts_with('/') && o_path(info) && st.st_nlink > 0 => Ok(FileKind::Path {
+                path: l.to_string(),
+                pos: 0,
+            }),
             l if l.starts_with('/') => match fmt {
                 libc::S_IFREG if st.st_nlink == 0 && l.ends_with(" (deleted)") => {
                     self.deleted(l, info, fd, st)
