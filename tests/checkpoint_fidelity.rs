@@ -56,10 +56,24 @@ fn o_path_fds_survive() {
     round_trip("opath");
 }
 
+/// Unix sockets bound to a path (listening, its file's mode kept; and
+/// datagram), to an abstract name (listening), and an unbound datagram
+/// one: each takes connections or datagrams after restore.
+#[test]
+fn bound_and_abstract_unix_sockets_survive() {
+    round_trip("unixbound");
+}
+
+/// A connection waiting to be accepted cannot be restored: refused.
+#[test]
+fn a_listener_with_a_waiting_connection_is_refused() {
+    refused("unixpending", "1 connections not yet accepted");
+}
+
 /// All of the above in one process, checkpointed again after restore.
 #[test]
 fn all_together_twice() {
-    let mode = "async,sockfilter,ghost,timerfd,opath";
+    let mode = "async,sockfilter,ghost,timerfd,opath,unixbound";
     let mut w = Workload::start_program("files_fidelity", &[mode]);
     let first = w.image("first");
     w.checkpoint(&first);

@@ -10,11 +10,15 @@
  *                classic BPF filter dropping messages starting with 'x';
  *   ghost      - a deleted file open through two descriptions, sparse (a
  *                hole of 1 MiB before 4 KiB of data), mtime 1000000000;
+ *   unixbound  - unix sockets bound to a path (listening, mode 0640; and
+ *                datagram), to an abstract name (seqpacket, listening),
+ *                and an unbound datagram one: each works after restore;
  *   opath      - O_PATH fds of a symlink (O_NOFOLLOW) and a directory;
  *   timerfd    - an armed relative timerfd (60 s, interval 7 s) and an
  *                absolute one (TFD_TIMER_ABSTIME, 90 s ahead);
  * refused at checkpoint (the test checks the refusal):
  *   posixlock, ofdlock, flock - a file lock of each kind;
+ *   unixpending - a listener with a connection not yet accepted;
  *   rmdir      - an fd on a removed directory;
  *   fifogone   - a fifo open read-write, then unlinked;
  *   clonefiles - a child made with CLONE_FILES;
@@ -27,6 +31,7 @@
 #include <linux/filter.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,6 +201,80 @@ static int check_opath(void) {
     return 1;
 }
 
+/* ---- unixbound ---- */
+#include <sys/un.h>
+static int ub_listen, ub_abstract, ub_dgram, ub_unbound;
+static char ub_abstract_name[64];
+static int unix_addr(struct sockaddr_un *a, const char *path, int abstract) {
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    size_t n = strlen(path);
+    memcpy(a->sun_path + (abstract ? 1 : 0), path, n);
+    return (int)(offsetof(struct sockaddr_un, sun_path) + n + (abstract ? 1 : 0));
+}
+static int setup_unixbound(void) {
+    struct sockaddr_un a;
+    int len;
+    ub_listen = socket(AF_UNIX, SOCK_STREAM, 0);
+    len = unix_addr(&a, "srv.sock", 0);
+    if (ub_listen < 0 || bind(ub_listen, (struct sockaddr *)&a, len) != 0 || listen(ub_listen, 5) != 0) return 0;
+    if (chmod("srv.sock", 0640) != 0) return 0;
+    snprintf(ub_abstract_name, sizeof ub_abstract_name, "palisade-test-%d", getpid());
+    ub_abstract = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    len = unix_addr(&a, ub_abstract_name, 1);
+    if (ub_abstract < 0 || bind(ub_abstract, (struct sockaddr *)&a, len) != 0 || listen(ub_abstract, 3) != 0) return 0;
+    ub_dgram = socket(AF_UNIX, SOCK_DGRAM, 0);
+    len = unix_addr(&a, "dg.sock", 0);
+    if (ub_dgram < 0 || bind(ub_dgram, (struct sockaddr *)&a, len) != 0) return 0;
+    ub_unbound = socket(AF_UNIX, SOCK_DGRAM, 0);
+    return ub_unbound >= 0;
+}
+static int check_unixbound(void) {
+    struct sockaddr_un a, got;
+    socklen_t gl = sizeof got;
+    int len = unix_addr(&a, "srv.sock", 0);
+    if (getsockname(ub_listen, (struct sockaddr *)&got, &gl) != 0 || strcmp(got.sun_path, "srv.sock") != 0)
+        FAIL("the listener's name is '%s'", got.sun_path);
+    int on = 0;
+    socklen_t ol = sizeof on;
+    if (getsockopt(ub_listen, SOL_SOCKET, SO_ACCEPTCONN, &on, &ol) != 0 || !on) FAIL("not listening");
+    struct stat st;
+    if (stat("srv.sock", &st) != 0 || !S_ISSOCK(st.st_mode) || (st.st_mode & 0777) != 0640)
+        FAIL("srv.sock mode %o", st.st_mode & 0777);
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(c, (struct sockaddr *)&a, len) != 0) FAIL("connect srv.sock: %s", strerror(errno));
+    int s2 = accept(ub_listen, NULL, NULL);
+    if (s2 < 0 || write(c, "hi", 2) != 2) FAIL("accept");
+    char buf[8] = {0};
+    if (read(s2, buf, 2) != 2 || strcmp(buf, "hi") != 0) FAIL("through the accepted connection");
+    close(c);
+    close(s2);
+    len = unix_addr(&a, ub_abstract_name, 1);
+    c = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    if (connect(c, (struct sockaddr *)&a, len) != 0) FAIL("connect @%s: %s", ub_abstract_name, strerror(errno));
+    s2 = accept(ub_abstract, NULL, NULL);
+    if (s2 < 0) FAIL("accept abstract");
+    close(c);
+    close(s2);
+    len = unix_addr(&a, "dg.sock", 0);
+    if (sendto(ub_unbound, "dg", 2, 0, (struct sockaddr *)&a, len) != 2) FAIL("sendto dg.sock: %s", strerror(errno));
+    memset(buf, 0, sizeof buf);
+    if (recv(ub_dgram, buf, sizeof buf, MSG_DONTWAIT) != 2 || strcmp(buf, "dg") != 0) FAIL("datagram");
+    gl = sizeof got;
+    if (getsockname(ub_unbound, (struct sockaddr *)&got, &gl) != 0) FAIL("getsockname unbound");
+    int type = 0;
+    ol = sizeof type;
+    if (getsockopt(ub_abstract, SOL_SOCKET, SO_TYPE, &type, &ol) != 0 || type != SOCK_SEQPACKET) FAIL("type %d", type);
+    return 1;
+}
+static int setup_unixpending(void) {
+    if (!setup_unixbound()) return 0;
+    struct sockaddr_un a;
+    int len = unix_addr(&a, "srv.sock", 0);
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    return connect(c, (struct sockaddr *)&a, len) == 0;
+}
+
 /* ---- refused kinds ---- */
 static int setup_lock(int kind) {
     int fd = open("locked.dat", O_RDWR | O_CREAT, 0600);
@@ -246,6 +325,7 @@ static int check_all(void) {
     if (ok && has_word(mode, "ghost")) ok = check_ghost();
     if (ok && has_word(mode, "timerfd")) ok = check_timerfd();
     if (ok && has_word(mode, "opath")) ok = check_opath();
+    if (ok && has_word(mode, "unixbound")) ok = check_unixbound();
     return ok;
 }
 
@@ -262,6 +342,8 @@ int main(int argc, char **argv) {
     if (has_word(mode, "ghost")) ok = ok && setup_ghost();
     if (has_word(mode, "timerfd")) ok = ok && setup_timerfd();
     if (has_word(mode, "opath")) ok = ok && setup_opath();
+    if (has_word(mode, "unixbound")) ok = ok && setup_unixbound();
+    if (has_word(mode, "unixpending")) ok = ok && setup_unixpending();
     if (has_word(mode, "posixlock")) ok = ok && setup_lock(0);
     if (has_word(mode, "ofdlock")) ok = ok && setup_lock(1);
     if (has_word(mode, "flock")) ok = ok && setup_lock(2);

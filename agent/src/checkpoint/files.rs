@@ -113,6 +113,30 @@ pub enum FileKind {
         #[serde(default)]
         shutdown: u8,
     },
+    /// A unix socket bound to a name that is listening (with no
+    /// connection waiting) or an unconnected datagram socket (with nothing
+    /// queued): bound again to its name on restore.
+    UnixBound {
+        /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+        sock_type: i32,
+        /// The path it is bound to, or the abstract name (hex, without
+        /// its leading NUL); none for an unbound datagram socket.
+        path: Option<String>,
+        #[serde(default)]
+        abstract_name: Option<String>,
+        /// listen(2) backlog of a listening socket.
+        backlog: Option<u32>,
+        /// For a relative `path`: the directory it was bound from (the
+        /// process's cwd), where restore binds it again, so the name
+        /// stays relative.
+        #[serde(default)]
+        bind_dir: Option<String>,
+        /// A path-bound socket's file as the dump saw it: (device, inode,
+        /// mode, uid, gid). Restore replaces that file only if it is
+        /// still the same one.
+        #[serde(default)]
+        file: Option<(u64, u64, u32, u32, u32)>,
+    },
     /// An IPv4/IPv6 TCP or UDP socket that is not a connected TCP one.
     Inet {
         family: i32,
@@ -217,6 +241,15 @@ impl FileObject {
                 fifo: Some(path), ..
             } => format!("fifo {path}"),
             FileKind::UnixPair { ino, .. } => format!("unix socket:[{ino}]"),
+            FileKind::UnixBound {
+                path,
+                abstract_name,
+                ..
+            } => match (path, abstract_name) {
+                (Some(p), _) => format!("unix socket {p}"),
+                (_, Some(a)) => format!("unix socket @{a}"),
+                _ => "unbound unix socket".into(),
+            },
             FileKind::Inet { addr, .. } => {
                 format!("socket {}", addr.as_deref().unwrap_or("(unbound)"))
             }

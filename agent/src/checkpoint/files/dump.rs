@@ -17,7 +17,7 @@ use nix::errno::Errno;
 
 use super::{
     BlobWriter, EpollItem, FdEntry, FileKind, FileObject, Owner, SocketFilter,
-    sockets::{TCP_ESTABLISHED, UnixDiag, inet, unix_sockets},
+    sockets::{TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, UnixDiag, inet, unix_sockets},
     validate,
 };
 use crate::{
@@ -59,6 +59,8 @@ impl Default for Table {
                 unix: None,
                 pipes_with_data: Vec::new(),
                 ghosts: HashMap::new(),
+                root: std::path::PathBuf::from("/"),
+                cwd: "/".into(),
             },
             taken: Vec::new(),
             objects: Vec::new(),
@@ -80,6 +82,10 @@ impl Table {
             .collect();
         numbers.sort_unstable();
         self.pids.push(pid);
+        self.d.root = proc::path(pid, "root");
+        self.d.cwd = fs::read_link(proc::path(pid, "cwd"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .map_err(|e| process(format!("cwd: {e}")))?;
         let d = &mut self.d;
         let taken = &mut self.taken;
         let objects = &mut self.objects;
@@ -416,6 +422,10 @@ struct Dumper {
     pipes_with_data: Vec<u64>,
     /// Deleted files (by device and inode) already read.
     ghosts: HashMap<(u64, u64), Ghost>,
+    /// The root of the process being recorded (/proc/PID/root), and its
+    /// cwd as it sees it.
+    root: std::path::PathBuf,
+    cwd: String,
 }
 
 impl Dumper {
@@ -622,6 +632,78 @@ impl Dumper {
         })
     }
 
+    /// A bound (or unbound datagram) unix socket that is not connected:
+    /// its name, and a listener's backlog; what is queued at it (a
+    /// connection not yet accepted, a datagram) is refused.
+    fn unix_bound(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        ty: i32,
+        listening: bool,
+        rqlen: Option<(u32, u32)>,
+        vfs: Option<(u32, u32)>,
+    ) -> Result<FileKind, Refusal> {
+        use nix::sys::socket::{UnixAddr, getsockname};
+        let (queued, backlog) = rqlen.unwrap_or((0, 0));
+        if queued != 0 {
+            return Err(Refusal::Unsupported(if listening {
+                format!("a listening unix socket with {queued} connections not yet accepted")
+            } else {
+                format!("a unix datagram socket with {queued} bytes queued")
+            }));
+        }
+        let addr: UnixAddr = getsockname(fd.as_raw_fd()).map_err(failed("getsockname"))?;
+        let path = addr.path().map(|p| p.to_string_lossy().into_owned());
+        let abstract_name = addr.as_abstract().map(crate::checkpoint::image::hex);
+        // A relative name was bound from the cwd (which the process may
+        // have left since: then its file is not found and it is refused).
+        let bind_dir = path
+            .as_ref()
+            .filter(|p| !p.starts_with('/'))
+            .map(|_| self.cwd.clone());
+        let file = match (&path, vfs) {
+            (Some(p), Some((vino, _))) => {
+                let dir = bind_dir.as_deref().unwrap_or("/");
+                let at = self
+                    .root
+                    .join(dir.trim_start_matches('/'))
+                    .join(p.trim_start_matches('/'));
+                let st = nix::sys::stat::lstat(&at).map_err(|e| {
+                    Refusal::Unsupported(format!(
+                        "a unix socket bound to {p}, whose file cannot be found ({})",
+                        e.desc()
+                    ))
+                })?;
+                if st.st_ino != u64::from(vino) {
+                    return Err(Refusal::Unsupported(format!(
+                        "a unix socket bound to {p}, whose file was removed or replaced"
+                    )));
+                }
+                Some((
+                    st.st_dev,
+                    st.st_ino,
+                    st.st_mode & 0o7777,
+                    st.st_uid,
+                    st.st_gid,
+                ))
+            }
+            (Some(p), None) => {
+                return Err(Refusal::Failed(format!(
+                    "sock_diag gave no file for the unix socket bound to {p}"
+                )));
+            }
+            _ => None,
+        };
+        Ok(FileKind::UnixBound {
+            sock_type: ty,
+            path,
+            abstract_name,
+            backlog: listening.then_some(backlog),
+            bind_dir,
+            file,
+        })
+    }
+
     fn socket(&mut self, fd: BorrowedFd<'_>, st: &libc::stat) -> Result<FileKind, Refusal> {
         let opt = |level, name, what: &'static str| {
             fds::getsockopt_int(fd, level, name).map_err(failed(what))
@@ -643,12 +725,18 @@ impl Dumper {
             self.unix = Some(unix_sockets().map_err(failed("sock_diag of unix sockets"))?);
         }
         let ino = st.st_ino;
-        let (state, peer, named, shutdown) = self
+        let (state, peer, named, shutdown, rqlen, vfs) = self
             .unix
             .as_ref()
             .and_then(|m| m.get(&(ino as u32)))
-            .map(|d| (d.state, d.peer, d.named, d.shutdown))
+            .map(|d| (d.state, d.peer, d.named, d.shutdown, d.rqlen, d.vfs))
             .ok_or_else(|| Refusal::Failed("not found by sock_diag".into()))?;
+        let listening = state == TCP_LISTEN;
+        if (named && peer == 0 && (listening || state == TCP_CLOSE))
+            || (ty == libc::SOCK_DGRAM && peer == 0)
+        {
+            return self.unix_bound(fd, ty, listening, rqlen, vfs);
+        }
         if named {
             return Err(Refusal::Unsupported(
                 "a unix socket bound to an address (only unnamed socket pairs are supported)"

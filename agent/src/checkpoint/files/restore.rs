@@ -238,6 +238,37 @@ pub fn create(
                     mine
                 }
             },
+            FileKind::UnixBound {
+                sock_type,
+                path,
+                abstract_name,
+                backlog,
+                bind_dir,
+                file,
+            } => {
+                // A relative name is bound from its directory, entered
+                // for the moment (this helper is single-threaded).
+                let dir = bind_dir.as_deref().map(|d| paths.resolve(d)).transpose()?;
+                let back = std::env::current_dir().map_err(|e| at(&format!("cwd: {e}")))?;
+                if let Some(d) = &dir {
+                    std::env::set_current_dir(d)
+                        .map_err(|e| at(&format!("enter {}: {e}", d.display())))?;
+                }
+                let target = match (path, &dir) {
+                    (Some(p), Some(_)) => Some(std::path::PathBuf::from(p)),
+                    (Some(p), None) => Some(paths.resolve(p)?),
+                    _ => None,
+                };
+                let made = unix_bound(
+                    *sock_type,
+                    target,
+                    abstract_name.as_deref(),
+                    *backlog,
+                    *file,
+                );
+                std::env::set_current_dir(&back).map_err(|e| at(&format!("cwd: {e}")))?;
+                made.map_err(|e| at(&e))?
+            }
             FileKind::Inet {
                 family,
                 sock_type,
@@ -370,6 +401,59 @@ fn write_ghost(
             .map_err(|e| format!("times: {}", e.desc()))?;
     }
     Ok(())
+}
+
+/// A unix socket bound again to its name: a path (whose stale socket
+/// file is removed first, only if it is still the file the dump saw; its
+/// mode and owner put back after), an abstract name (hex), or none; then
+/// listening with its backlog.
+fn unix_bound(
+    sock_type: i32,
+    path: Option<std::path::PathBuf>,
+    abstract_name: Option<&str>,
+    backlog: Option<u32>,
+    file: Option<(u64, u64, u32, u32, u32)>,
+) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen};
+    let ty = SockType::try_from(sock_type).map_err(|e| format!("socket type: {e}"))?;
+    let sock = nix::sys::socket::socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| format!("socket: {}", e.desc()))?;
+    let addr = match (&path, abstract_name) {
+        (Some(p), _) => {
+            let (dev, ino, ..) = file.ok_or("no record of its socket file")?;
+            match nix::sys::stat::lstat(p) {
+                Ok(st) if (st.st_dev, st.st_ino) == (dev, ino) => fs::remove_file(p)
+                    .map_err(|e| format!("remove its old socket file {}: {e}", p.display()))?,
+                Ok(_) => {
+                    return Err(format!(
+                        "{} is no longer the socket file it was bound to: refused",
+                        p.display()
+                    ));
+                }
+                Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(format!("{}: {}", p.display(), e.desc())),
+            }
+            Some(UnixAddr::new(p.as_path()).map_err(|e| format!("address: {}", e.desc()))?)
+        }
+        (None, Some(name)) => {
+            let name = crate::checkpoint::image::unhex(name).ok_or("abstract name is not hex")?;
+            Some(UnixAddr::new_abstract(&name).map_err(|e| format!("address: {}", e.desc()))?)
+        }
+        (None, None) => None,
+    };
+    if let Some(addr) = addr {
+        bind(sock.as_raw_fd(), &addr).map_err(|e| format!("bind: {}", e.desc()))?;
+    }
+    if let (Some(p), Some((_, _, mode, uid, gid))) = (&path, file) {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+            .and_then(|()| fs::set_permissions(p, fs::Permissions::from_mode(mode)))
+            .map_err(|e| format!("owner and mode of {}: {e}", p.display()))?;
+    }
+    if let Some(backlog) = backlog {
+        let backlog = Backlog::new(backlog as i32).map_err(|e| format!("backlog: {}", e.desc()))?;
+        listen(&sock, backlog).map_err(|e| format!("listen: {}", e.desc()))?;
+    }
+    Ok(sock)
 }
 
 /// A pipe of `size` bytes: both ends, or for a fifo two opens of it.

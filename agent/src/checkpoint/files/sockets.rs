@@ -17,16 +17,25 @@ pub(super) struct UnixDiag {
     pub peer: u32,
     pub named: bool,
     pub shutdown: u8,
+    /// UNIX_DIAG_RQLEN: for a listener, connections waiting and its
+    /// backlog; for others, bytes queued to read and to write.
+    pub rqlen: Option<(u32, u32)>,
+    /// UNIX_DIAG_VFS: the inode and device of a path-bound socket's file.
+    pub vfs: Option<(u32, u32)>,
 }
 
 const UDIAG_SHOW_NAME: u32 = 1;
 const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_RQLEN: u32 = 16;
+const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_VFS: u16 = 1;
+const UDIAG_SHOW_VFS: u32 = 2;
 const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
 pub(super) const TCP_ESTABLISHED: u8 = 1;
-const TCP_CLOSE: u8 = 7;
-const TCP_LISTEN: u8 = 10;
+pub(super) const TCP_CLOSE: u8 = 7;
+pub(super) const TCP_LISTEN: u8 = 10;
 
 /// Every unix socket of the dumper's network namespace (which for a
 /// `--pid` dump is the process's), by inode.
@@ -34,7 +43,9 @@ pub(super) fn unix_sockets() -> nix::Result<HashMap<u32, UnixDiag>> {
     let mut req = vec![libc::AF_UNIX as u8, 0, 0, 0];
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     req.extend_from_slice(&0u32.to_ne_bytes()); // inode: any
-    req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER).to_ne_bytes());
+    req.extend_from_slice(
+        &(UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes(),
+    );
     req.extend_from_slice(&[0xff; 8]); // no cookie
     let mut out = HashMap::new();
     for msg in fds::sock_diag_dump(&req)? {
@@ -47,6 +58,8 @@ pub(super) fn unix_sockets() -> nix::Result<HashMap<u32, UnixDiag>> {
             peer: 0,
             named: false,
             shutdown: 0,
+            rqlen: None,
+            vfs: None,
         };
         let mut at = 16;
         while at + 4 <= msg.len() {
@@ -58,6 +71,16 @@ pub(super) fn unix_sockets() -> nix::Result<HashMap<u32, UnixDiag>> {
             match ty {
                 UNIX_DIAG_NAME => diag.named = true,
                 UNIX_DIAG_SHUTDOWN if len >= 5 => diag.shutdown = msg[at + 4],
+                UNIX_DIAG_VFS if len >= 12 => {
+                    let word =
+                        |i: usize| u32::from_ne_bytes(msg[i..i + 4].try_into().expect("4 bytes"));
+                    diag.vfs = Some((word(at + 4), word(at + 8)));
+                }
+                UNIX_DIAG_RQLEN if len >= 12 => {
+                    let word =
+                        |i: usize| u32::from_ne_bytes(msg[i..i + 4].try_into().expect("4 bytes"));
+                    diag.rqlen = Some((word(at + 4), word(at + 8)));
+                }
                 UNIX_DIAG_PEER if len >= 8 => {
                     diag.peer = u32::from_ne_bytes(msg[at + 4..at + 8].try_into().expect("4 bytes"))
                 }
