@@ -70,10 +70,23 @@ fn a_listener_with_a_waiting_connection_is_refused() {
     refused("unixpending", "1 connections not yet accepted");
 }
 
+/// A sealed sparse memfd open through two descriptions stays one memfd
+/// with its name, seals and hole; a MFD_NOEXEC_SEAL one stays so.
+#[test]
+fn memfds_survive_with_their_seals() {
+    round_trip("memfd");
+}
+
+/// A memfd both open and mapped would come back as two: refused.
+#[test]
+fn a_memfd_both_open_and_mapped_is_refused() {
+    refused("memfdmapped", "both open as an fd and mapped");
+}
+
 /// All of the above in one process, checkpointed again after restore.
 #[test]
 fn all_together_twice() {
-    let mode = "async,sockfilter,ghost,timerfd,opath,unixbound";
+    let mode = "async,sockfilter,ghost,timerfd,opath,unixbound,memfd";
     let mut w = Workload::start_program("files_fidelity", &[mode]);
     let first = w.image("first");
     w.checkpoint(&first);

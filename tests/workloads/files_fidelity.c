@@ -13,12 +13,15 @@
  *   unixbound  - unix sockets bound to a path (listening, mode 0640; and
  *                datagram), to an abstract name (seqpacket, listening),
  *                and an unbound datagram one: each works after restore;
+ *   memfd      - a sealed, sparse memfd open through two descriptions, and
+ *                one made with MFD_NOEXEC_SEAL;
  *   opath      - O_PATH fds of a symlink (O_NOFOLLOW) and a directory;
  *   timerfd    - an armed relative timerfd (60 s, interval 7 s) and an
  *                absolute one (TFD_TIMER_ABSTIME, 90 s ahead);
  * refused at checkpoint (the test checks the refusal):
  *   posixlock, ofdlock, flock - a file lock of each kind;
  *   unixpending - a listener with a connection not yet accepted;
+ *   memfdmapped - a memfd both open and mapped;
  *   rmdir      - an fd on a removed directory;
  *   fifogone   - a fifo open read-write, then unlinked;
  *   clonefiles - a child made with CLONE_FILES;
@@ -275,6 +278,52 @@ static int setup_unixpending(void) {
     return connect(c, (struct sockaddr *)&a, len) == 0;
 }
 
+/* ---- memfd ---- */
+#include <sys/mman.h>
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
+#ifndef F_SEAL_EXEC
+#define F_SEAL_EXEC 0x0020
+#endif
+static int mfd_a, mfd_b, mfd_nx;
+static int setup_memfd(void) {
+    mfd_a = memfd_create("palisade-test", MFD_ALLOW_SEALING);
+    if (mfd_a < 0 || ftruncate(mfd_a, HOLE + 4096) != 0) return 0;
+    char data[4096];
+    memset(data, 'm', sizeof data);
+    if (pwrite(mfd_a, data, sizeof data, HOLE) != (ssize_t)sizeof data) return 0;
+    if (fcntl(mfd_a, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) return 0;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", mfd_a);
+    mfd_b = open(path, O_RDWR);
+    mfd_nx = memfd_create("noexec", MFD_NOEXEC_SEAL);
+    return mfd_b >= 0 && mfd_nx >= 0;
+}
+static int check_memfd(void) {
+    char path[64], link[128] = {0};
+    snprintf(path, sizeof path, "/proc/self/fd/%d", mfd_a);
+    if (readlink(path, link, sizeof link - 1) < 0 || strcmp(link, "/memfd:palisade-test (deleted)") != 0)
+        FAIL("memfd is '%s'", link);
+    if (fcntl(mfd_a, F_GET_SEALS) != (F_SEAL_SHRINK | F_SEAL_GROW)) FAIL("seals %#x", fcntl(mfd_a, F_GET_SEALS));
+    struct stat a, b;
+    if (fstat(mfd_a, &a) != 0 || fstat(mfd_b, &b) != 0 || a.st_ino != b.st_ino) FAIL("two memfds now");
+    if (a.st_size != HOLE + 4096 || lseek(mfd_b, 0, SEEK_DATA) != HOLE) FAIL("size or hole");
+    if (ftruncate(mfd_a, 10) == 0 || errno != EPERM) FAIL("the shrink seal is gone");
+    static int round;
+    char w = (char)('a' + round++ % 26), r = 0;
+    if (pwrite(mfd_a, &w, 1, HOLE + 1) != 1 || pread(mfd_b, &r, 1, HOLE + 1) != 1 || r != w) FAIL("not one memfd");
+    struct stat nx;
+    if (fstat(mfd_nx, &nx) != 0 || (nx.st_mode & 0111) || !(fcntl(mfd_nx, F_GET_SEALS) & F_SEAL_EXEC))
+        FAIL("the noexec memfd: mode %o seals %#x", nx.st_mode & 0777, fcntl(mfd_nx, F_GET_SEALS));
+    return 1;
+}
+static int setup_memfdmapped(void) {
+    int fd = memfd_create("mapped", 0);
+    if (fd < 0 || ftruncate(fd, 4096) != 0) return 0;
+    return mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) != MAP_FAILED;
+}
+
 /* ---- refused kinds ---- */
 static int setup_lock(int kind) {
     int fd = open("locked.dat", O_RDWR | O_CREAT, 0600);
@@ -325,6 +374,7 @@ static int check_all(void) {
     if (ok && has_word(mode, "ghost")) ok = check_ghost();
     if (ok && has_word(mode, "timerfd")) ok = check_timerfd();
     if (ok && has_word(mode, "opath")) ok = check_opath();
+    if (ok && has_word(mode, "memfd")) ok = check_memfd();
     if (ok && has_word(mode, "unixbound")) ok = check_unixbound();
     return ok;
 }
@@ -342,6 +392,8 @@ int main(int argc, char **argv) {
     if (has_word(mode, "ghost")) ok = ok && setup_ghost();
     if (has_word(mode, "timerfd")) ok = ok && setup_timerfd();
     if (has_word(mode, "opath")) ok = ok && setup_opath();
+    if (has_word(mode, "memfd")) ok = ok && setup_memfd();
+    if (has_word(mode, "memfdmapped")) ok = ok && setup_memfdmapped();
     if (has_word(mode, "unixbound")) ok = ok && setup_unixbound();
     if (has_word(mode, "unixpending")) ok = ok && setup_unixpending();
     if (has_word(mode, "posixlock")) ok = ok && setup_lock(0);

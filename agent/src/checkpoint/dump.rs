@@ -636,7 +636,8 @@ pub(super) fn collect_tree(
     check_groups(&image)?;
     check_sharing(&image)?;
     let all_fds = image.all_fds();
-    let (objects, files) = table.finish(root, &all_fds)?;
+    let mapped: Vec<u64> = image.shared_memory.iter().map(|o| o.inode).collect();
+    let (objects, files) = table.finish(root, &all_fds, &mapped)?;
     image.files = objects;
     image.pages_len = pages.len();
     Ok(Dumped { image, files })

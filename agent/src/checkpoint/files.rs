@@ -113,6 +113,19 @@ pub enum FileKind {
         #[serde(default)]
         shutdown: u8,
     },
+    /// A memfd (open, not mapped): its name, data extents (holes are not
+    /// stored), size, seals (F_GET_SEALS) and whether it was made with
+    /// MFD_NOEXEC_SEAL. Every description of one memfd shares it.
+    Memfd {
+        name: String,
+        pos: u64,
+        size: u64,
+        extents: Vec<(u64, u64)>,
+        data: Blob,
+        seals: i32,
+        noexec: bool,
+        inode: (u64, u64),
+    },
     /// A unix socket bound to a name that is listening (with no
     /// connection waiting) or an unconnected datagram socket (with nothing
     /// queued): bound again to its name on restore.
@@ -222,7 +235,7 @@ impl FileObject {
     /// Every blob of the object, for validation.
     pub fn blobs(&self) -> Vec<Blob> {
         match &self.kind {
-            FileKind::Deleted { data, .. } => vec![*data],
+            FileKind::Deleted { data, .. } | FileKind::Memfd { data, .. } => vec![*data],
             FileKind::Pipe { data, .. } => data.iter().copied().collect(),
             FileKind::UnixPair { queue, .. } => queue.clone(),
             _ => Vec::new(),
@@ -234,6 +247,7 @@ impl FileObject {
         match &self.kind {
             FileKind::Path { path, .. } => path.clone(),
             FileKind::Deleted { path, .. } => format!("{path} (deleted)"),
+            FileKind::Memfd { name, .. } => format!("memfd:{name}"),
             FileKind::Pipe {
                 pipe, fifo: None, ..
             } => format!("pipe:[{pipe}]"),
@@ -328,6 +342,12 @@ pub fn validate(objects: &[FileObject], fds: &[FdEntry], data: &[u8]) -> Result<
             FileKind::Deleted {
                 data,
                 size: Some(size),
+                extents,
+                ..
+            }
+            | FileKind::Memfd {
+                data,
+                size,
                 extents,
                 ..
             } => {

@@ -76,6 +76,14 @@ pub fn data_extents(fd: BorrowedFd<'_>, size: u64) -> nix::Result<Vec<(u64, u64)
     Ok(out)
 }
 
+/// memfd_create(2) with raw MFD_* `flags` (nix lacks MFD_NOEXEC_SEAL).
+pub fn memfd_create(name: &std::ffi::CStr, flags: u32) -> nix::Result<OwnedFd> {
+    // SAFETY: `name` is a live NUL-terminated string the kernel only reads.
+    let fd = Errno::result(unsafe { libc::memfd_create(name.as_ptr(), flags) })?;
+    // SAFETY: a new fd the kernel just gave us, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// kcmp(2) resources two processes can share by clone flags.
 #[derive(Debug, Clone, Copy)]
 pub enum Shared {

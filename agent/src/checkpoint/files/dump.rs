@@ -59,6 +59,7 @@ impl Default for Table {
                 unix: None,
                 pipes_with_data: Vec::new(),
                 ghosts: HashMap::new(),
+                memfds: Vec::new(),
                 root: std::path::PathBuf::from("/"),
                 cwd: "/".into(),
             },
@@ -174,13 +175,21 @@ impl Table {
     }
 
     /// The objects and files.img, once every process is recorded; `fds`
-    /// are all their fd entries (for error messages).
+    /// are all their fd entries (for error messages), `mapped` the inodes
+    /// of the shared memory the tree maps.
     pub fn finish(
         self,
         pid: i32,
         fds: &[FdEntry],
+        mapped: &[u64],
     ) -> Result<(Vec<FileObject>, Vec<u8>), CheckpointError> {
         let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
+        // A memfd both open and mapped would come back as two objects.
+        if let Some(ino) = self.d.memfds.iter().find(|i| mapped.contains(i)) {
+            return Err(unsupported(format!(
+                "a memfd (inode {ino}) that is both open as an fd and mapped: restored, the two would no longer be one object"
+            )));
+        }
         let objects = self.objects;
         let entries = fds;
         // Every socket pair's other end must be here.
@@ -420,8 +429,10 @@ struct Dumper {
     unix: Option<HashMap<u32, UnixDiag>>,
     /// Pipes (by inode) whose buffer is already recorded.
     pipes_with_data: Vec<u64>,
-    /// Deleted files (by device and inode) already read.
+    /// Deleted files and memfds (by device and inode) already read.
     ghosts: HashMap<(u64, u64), Ghost>,
+    /// Inodes of the memfds recorded as files.
+    memfds: Vec<u64>,
     /// The root of the process being recorded (/proc/PID/root), and its
     /// cwd as it sees it.
     root: std::path::PathBuf,
@@ -484,9 +495,7 @@ impl Dumper {
             )),
             l if l.starts_with("pipe:[") => self.pipe(None, fd, st),
             l if l.starts_with("socket:[") => self.socket(fd, st),
-            l if l.starts_with("/memfd:") => {
-                Err(Refusal::Unsupported("memfd files are not supported".into()))
-            }
+            l if l.starts_with("/memfd:") && fmt == libc::S_IFREG => self.memfd(l, info, fd, st),
             "/dev/tty" => Err(Refusal::Unsupported(
                 "the controlling terminal (/dev/tty): terminals are not restored".into(),
             )),
@@ -539,6 +548,56 @@ impl Dumper {
             .custom_flags(extra | libc::O_CLOEXEC)
             .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
             .map_err(|e| Refusal::Failed(format!("reopen for reading: {e}")))
+    }
+
+    /// A memfd: its contents (data extents), seals and exec mode, read
+    /// once per memfd however many descriptions of it are open.
+    fn memfd(
+        &mut self,
+        link: &str,
+        info: &str,
+        fd: BorrowedFd<'_>,
+        st: &libc::stat,
+    ) -> Result<FileKind, Refusal> {
+        let name = link
+            .strip_prefix("/memfd:")
+            .and_then(|n| n.strip_suffix(" (deleted)"))
+            .ok_or_else(|| Refusal::Failed(format!("unexpected memfd link {link}")))?
+            .to_string();
+        let seals = fds::fcntl_int(fd, libc::F_GET_SEALS, 0).map_err(failed("F_GET_SEALS"))?;
+        let inode = (st.st_dev, st.st_ino);
+        let (data, extents) = match self.ghosts.get(&inode) {
+            Some(known) => known.clone(),
+            None => {
+                let file = Self::reopen(fd, 0)?;
+                let size = st.st_size as u64;
+                let extents =
+                    fds::data_extents(file.as_fd(), size).map_err(failed("SEEK_DATA/SEEK_HOLE"))?;
+                let mut contents = Vec::new();
+                for &(offset, len) in &extents {
+                    let at = contents.len();
+                    contents.resize(at + len as usize, 0);
+                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut contents[at..], offset)
+                        .map_err(|e| Refusal::Failed(format!("read its contents: {e}")))?;
+                }
+                let known = (self.blobs.push(&contents), extents);
+                self.ghosts.insert(inode, known.clone());
+                known
+            }
+        };
+        self.memfds.push(st.st_ino);
+        Ok(FileKind::Memfd {
+            name,
+            pos: field(info, "pos:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            size: st.st_size as u64,
+            extents,
+            data,
+            seals,
+            noexec: seals & libc::F_SEAL_EXEC != 0 && st.st_mode & 0o111 == 0,
+            inode,
+        })
     }
 
     /// A deleted file: its data extents (holes are not stored) and times,

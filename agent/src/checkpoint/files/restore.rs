@@ -238,6 +238,35 @@ pub fn create(
                     mine
                 }
             },
+            FileKind::Memfd {
+                name,
+                pos,
+                size,
+                extents,
+                data: contents,
+                seals,
+                noexec,
+                inode,
+            } => {
+                let first = ghosts.get(inode).and_then(|id| made.get(id));
+                let made_now;
+                let f: BorrowedFd = match first {
+                    Some(fd) => fd.as_fd(),
+                    None => {
+                        made_now =
+                            new_memfd(name, *size, extents, blob(*contents), *seals, *noexec)
+                                .map_err(|e| at(&e))?;
+                        ghosts.insert(*inode, o.id);
+                        made_now.as_fd()
+                    }
+                };
+                let mut g: fs::File = reopen(f, o.flags)
+                    .map_err(|e| at(&format!("reopen with its flags: {e}")))?
+                    .into();
+                g.seek(SeekFrom::Start(*pos))
+                    .map_err(|e| at(&format!("lseek to {pos}: {e}")))?;
+                g.into()
+            }
             FileKind::UnixBound {
                 sock_type,
                 path,
@@ -346,7 +375,10 @@ pub fn create(
             }
             FileKind::Epoll { .. } => continue,
         };
-        if !matches!(o.kind, FileKind::Path { .. } | FileKind::Deleted { .. }) {
+        if !matches!(
+            o.kind,
+            FileKind::Path { .. } | FileKind::Deleted { .. } | FileKind::Memfd { .. }
+        ) {
             let fl = fds::fcntl_int(fd.as_fd(), libc::F_GETFL, 0).map_err(sys("F_GETFL"))?;
             fds::fcntl_int(fd.as_fd(), libc::F_SETFL, (fl & !SETFL) | (o.flags & SETFL))
                 .map_err(sys("F_SETFL"))?;
@@ -401,6 +433,44 @@ fn write_ghost(
             .map_err(|e| format!("times: {}", e.desc()))?;
     }
     Ok(())
+}
+
+/// A memfd named `name` with `data` at its `extents` in `size` bytes,
+/// then its seals (with MFD_NOEXEC_SEAL if it was made so).
+fn new_memfd(
+    name: &str,
+    size: u64,
+    extents: &[(u64, u64)],
+    data: &[u8],
+    seals: i32,
+    noexec: bool,
+) -> Result<OwnedFd, String> {
+    use std::os::unix::fs::FileExt;
+    const MFD_NOEXEC_SEAL: u32 = 8;
+    let cname = std::ffi::CString::new(name).map_err(|_| "a NUL in its name".to_string())?;
+    let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    if noexec {
+        flags |= MFD_NOEXEC_SEAL;
+    }
+    let fd = fds::memfd_create(&cname, flags).map_err(|e| format!("memfd_create: {}", e.desc()))?;
+    let f = fs::File::from(fd);
+    f.set_len(size)
+        .and_then(|()| {
+            let mut at = 0usize;
+            for &(offset, len) in extents {
+                f.write_all_at(&data[at..at + len as usize], offset)?;
+                at += len as usize;
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("write its contents: {e}"))?;
+    let have = fds::fcntl_int(f.as_fd(), libc::F_GET_SEALS, 0)
+        .map_err(|e| format!("F_GET_SEALS: {}", e.desc()))?;
+    if seals & !have != 0 {
+        fds::fcntl_int(f.as_fd(), libc::F_ADD_SEALS, seals & !have)
+            .map_err(|e| format!("F_ADD_SEALS {seals:#x}: {}", e.desc()))?;
+    }
+    Ok(f.into())
 }
 
 /// A unix socket bound again to its name: a path (whose stale socket
