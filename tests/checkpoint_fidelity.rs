@@ -83,10 +83,17 @@ fn a_memfd_both_open_and_mapped_is_refused() {
     refused("memfdmapped", "both open as an fd and mapped");
 }
 
+/// An epoll item whose fd number now holds another file (its target
+/// moved to another fd) still fires, and the number keeps the other file.
+#[test]
+fn an_epoll_item_whose_fd_moved_survives() {
+    round_trip("epollmoved");
+}
+
 /// All of the above in one process, checkpointed again after restore.
 #[test]
 fn all_together_twice() {
-    let mode = "async,sockfilter,ghost,timerfd,opath,unixbound,memfd";
+    let mode = "async,sockfilter,ghost,timerfd,opath,unixbound,memfd,epollmoved";
     let mut w = Workload::start_program("files_fidelity", &[mode]);
     let first = w.image("first");
     w.checkpoint(&first);

@@ -15,6 +15,8 @@
  *                and an unbound datagram one: each works after restore;
  *   memfd      - a sealed, sparse memfd open through two descriptions, and
  *                one made with MFD_NOEXEC_SEAL;
+ *   epollmoved - an epoll watching a pipe whose fd was moved to another
+ *                number, its old number holding /dev/null now;
  *   opath      - O_PATH fds of a symlink (O_NOFOLLOW) and a directory;
  *   timerfd    - an armed relative timerfd (60 s, interval 7 s) and an
  *                absolute one (TFD_TIMER_ABSTIME, 90 s ahead);
@@ -324,6 +326,34 @@ static int setup_memfdmapped(void) {
     return mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) != MAP_FAILED;
 }
 
+/* ---- epollmoved ---- */
+#include <sys/epoll.h>
+static int ep_fd, ep_pipe[2], ep_moved, ep_old;
+static int setup_epollmoved(void) {
+    ep_fd = epoll_create1(0);
+    if (ep_fd < 0 || pipe(ep_pipe) != 0) return 0;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0x5eed};
+    if (epoll_ctl(ep_fd, EPOLL_CTL_ADD, ep_pipe[0], &ev) != 0) return 0;
+    /* The watched read end moves to another number; the old number now
+     * holds another file. */
+    ep_old = ep_pipe[0];
+    ep_moved = dup(ep_pipe[0]);
+    close(ep_pipe[0]);
+    return ep_moved >= 0 && open("/dev/null", O_RDONLY) == ep_old;
+}
+static int check_epollmoved(void) {
+    char path[64], link[64] = {0};
+    snprintf(path, sizeof path, "/proc/self/fd/%d", ep_old);
+    if (readlink(path, link, sizeof link - 1) < 0 || strcmp(link, "/dev/null") != 0) FAIL("fd %d is '%s'", ep_old, link);
+    if (write(ep_pipe[1], "e", 1) != 1) FAIL("write");
+    struct epoll_event got;
+    int n = epoll_wait(ep_fd, &got, 1, 1000);
+    char c;
+    if (read(ep_moved, &c, 1) != 1) FAIL("read");
+    if (n != 1 || got.data.u64 != 0x5eed) FAIL("epoll_wait gave %d events (data %#llx)", n, (unsigned long long)got.data.u64);
+    return 1;
+}
+
 /* ---- refused kinds ---- */
 static int setup_lock(int kind) {
     int fd = open("locked.dat", O_RDWR | O_CREAT, 0600);
@@ -374,6 +404,7 @@ static int check_all(void) {
     if (ok && has_word(mode, "ghost")) ok = check_ghost();
     if (ok && has_word(mode, "timerfd")) ok = check_timerfd();
     if (ok && has_word(mode, "opath")) ok = check_opath();
+    if (ok && has_word(mode, "epollmoved")) ok = check_epollmoved();
     if (ok && has_word(mode, "memfd")) ok = check_memfd();
     if (ok && has_word(mode, "unixbound")) ok = check_unixbound();
     return ok;
@@ -392,6 +423,7 @@ int main(int argc, char **argv) {
     if (has_word(mode, "ghost")) ok = ok && setup_ghost();
     if (has_word(mode, "timerfd")) ok = ok && setup_timerfd();
     if (has_word(mode, "opath")) ok = ok && setup_opath();
+    if (has_word(mode, "epollmoved")) ok = ok && setup_epollmoved();
     if (has_word(mode, "memfd")) ok = ok && setup_memfd();
     if (has_word(mode, "memfdmapped")) ok = ok && setup_memfdmapped();
     if (has_word(mode, "unixbound")) ok = ok && setup_unixbound();

@@ -205,6 +205,11 @@ pub struct EpollItem {
     pub fd: i32,
     pub events: u32,
     pub data: u64,
+    /// The file object it watches, when fd `fd` of the process no longer
+    /// holds it (closed, or another file since): restore puts it at `fd`
+    /// for the moment of adding the item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<u32>,
 }
 
 /// What one fd of the process is.

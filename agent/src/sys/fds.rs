@@ -84,6 +84,27 @@ pub fn memfd_create(name: &std::ffi::CStr, flags: u32) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Whether our fd `mine` is the file process `pid`'s epoll `epfd`
+/// watches as item `tfd` (kcmp(2) KCMP_EPOLL_TFD).
+pub fn is_epoll_target(mine: BorrowedFd<'_>, pid: i32, epfd: i32, tfd: i32) -> nix::Result<bool> {
+    const KCMP_EPOLL_TFD: libc::c_int = 7;
+    // struct kcmp_epoll_slot { __u32 efd, tfd, toff; }
+    let slot = [epfd as u32, tfd as u32, 0u32];
+    // SAFETY: kcmp reads the three-word slot (live for the call) and only
+    // compares kernel objects.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            std::process::id() as libc::pid_t,
+            pid,
+            KCMP_EPOLL_TFD,
+            mine.as_raw_fd() as libc::c_ulong,
+            slot.as_ptr(),
+        )
+    };
+    Errno::result(r).map(|r| r == 0)
+}
+
 /// kcmp(2) resources two processes can share by clone flags.
 #[derive(Debug, Clone, Copy)]
 pub enum Shared {

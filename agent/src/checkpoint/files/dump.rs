@@ -160,14 +160,40 @@ impl Table {
             });
         }
 
-        // epoll keys items by (file, fd number): each item's fd must still
-        // be that file, or restore could not add it back by number.
+        // epoll keys items by (file, fd number): an item whose fd no
+        // longer holds its file is matched (kcmp) with a file object of
+        // the tree, which restore puts at that number to add it.
         for (n, info) in &epolls {
             for (tfd, ino) in epoll_inodes(info) {
-                if inodes.get(&tfd) != Some(&ino) {
+                if inodes.get(&tfd) == Some(&ino) {
+                    continue;
+                }
+                let mut target = None;
+                for (id, t) in taken.iter() {
+                    if fds::is_epoll_target(t.as_fd(), pid, *n, tfd)
+                        .map_err(CheckpointError::sys(pid, "kcmp KCMP_EPOLL_TFD"))?
+                    {
+                        target = Some(*id);
+                        break;
+                    }
+                }
+                let Some(target) = target else {
                     return Err(unsupported(format!(
-                        "fd {n} (epoll): it watches a file (inode {ino}) no longer open at fd {tfd}"
+                        "fd {n} (epoll): it watches a file (inode {ino}, once fd {tfd}) that no process of the tree has open"
                     )));
+                };
+                let epoll = entries
+                    .iter()
+                    .find(|e| e.fd == *n)
+                    .map(|e| e.object)
+                    .expect("every epoll fd has an entry");
+                if let Some(FileObject {
+                    kind: FileKind::Epoll { items },
+                    ..
+                }) = objects.iter_mut().find(|o| o.id == epoll)
+                    && let Some(item) = items.iter_mut().find(|i| i.fd == tfd)
+                {
+                    item.object = Some(target);
                 }
             }
         }
@@ -403,6 +429,7 @@ fn epoll_items(info: &str) -> Result<Vec<EpollItem>, Refusal> {
             data: after("data:")
                 .and_then(|v| u64::from_str_radix(v, 16).ok())
                 .ok_or_else(bad)?,
+            object: None,
         });
     }
     Ok(items)
@@ -905,12 +932,14 @@ mod tests {
                 EpollItem {
                     fd: 5,
                     events: 0x19,
-                    data: 0x1111
+                    data: 0x1111,
+                    object: None,
                 },
                 EpollItem {
                     fd: 7,
                     events: 0x8000_0001,
-                    data: u64::MAX
+                    data: u64::MAX,
+                    object: None,
                 }
             ]
         );

@@ -665,16 +665,41 @@ pub fn install(
         }
         Ok::<(), String>(())
     })();
+    if let Err(err) = received {
+        let _ = r.call(libc::SYS_close, &[t]);
+        return Err(err);
+    }
+    let rest = finish_install(r, scratch, objects, &sorted, created, &sender, t, above);
     let closed = r.call(libc::SYS_close, &[t]);
-    received?;
+    rest?;
     closed.map_err(e("close the receiving end".into()))?;
+    Ok(())
+}
+
+/// The rest of [`install`], once every fd is in place: O_ASYNC and SIGIO
+/// owners, then epoll sets and their items (a target no longer at its fd
+/// number comes through `sender`/`t` and is put there for the moment).
+#[allow(clippy::too_many_arguments)]
+fn finish_install(
+    r: &mut Remote,
+    scratch: u64,
+    objects: &[FileObject],
+    sorted: &[FdEntry],
+    created: &Created,
+    sender: &OwnedFd,
+    t: u64,
+    above: i32,
+) -> Result<(), String> {
+    let pid = r.pid;
+    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+    let kind = |id: u32| objects.iter().find(|o| o.id == id).map(|o| &o.kind);
 
     // O_ASYNC and SIGIO owners, set from inside, once per open file
     // description: the kernel records the fd number O_ASYNC was set
     // through (the si_fd of each SIGIO), and the owner's id is one of the
     // process's pid namespace.
     let mut owned = Vec::new();
-    for f in &sorted {
+    for f in sorted {
         let Some(o) = objects.iter().find(|o| o.id == f.object) else {
             continue;
         };
@@ -749,6 +774,12 @@ pub fn install(
             let mut ev = it.events.to_ne_bytes().to_vec();
             ev.extend_from_slice(&it.data.to_ne_bytes());
             put(pid, scratch + S_EVENT, &ev)?;
+            if let Some(target) = it.object {
+                add_moved_target(
+                    r, scratch, sorted, created, sender, t, above, *fd, it.fd, target,
+                )?;
+                continue;
+            }
             r.call(
                 libc::SYS_epoll_ctl,
                 &[
@@ -811,6 +842,74 @@ fn receive(r: &mut Remote, scratch: u64, sock: u64) -> Result<u64, String> {
 
 /// Moves fd `got` of the process (close-on-exec) to `f.fd` with the
 /// entry's close-on-exec flag.
+/// Adds to epoll `epfd` the item for file object `target` at fd number
+/// `tfd`, which no longer holds it: the target is passed in, put at
+/// `tfd` (what is there now set aside and put back after), added (its
+/// event already in the scratch area), and closed there again.
+#[allow(clippy::too_many_arguments)]
+fn add_moved_target(
+    r: &mut Remote,
+    scratch: u64,
+    fds: &[FdEntry],
+    created: &Created,
+    sender: &OwnedFd,
+    t: u64,
+    above: i32,
+    epfd: i32,
+    tfd: i32,
+    target: u32,
+) -> Result<(), String> {
+    let e = |what: String| {
+        move |err: RemoteError| format!("fd {epfd} (epoll), item {tfd}: {what}: {err}")
+    };
+    let obj = created
+        .objects
+        .get(&target)
+        .ok_or_else(|| format!("fd {epfd}: its item's file object {target} was not created"))?;
+    fds::send_fd(sender.as_fd(), obj.as_fd())
+        .map_err(|err| format!("fd {epfd}: SCM_RIGHTS send: {}", err.desc()))?;
+    let got = receive(r, scratch, t).map_err(|err| format!("fd {epfd}: {err}"))?;
+    let here = fds.iter().find(|f| f.fd == tfd);
+    let saved = match here {
+        Some(_) => Some(
+            r.call(
+                libc::SYS_fcntl,
+                &[tfd as u64, libc::F_DUPFD_CLOEXEC as u64, above as u64],
+            )
+            .map_err(e("set its fd aside".into()))?,
+        ),
+        None => None,
+    };
+    r.call(libc::SYS_dup3, &[got, tfd as u64, libc::O_CLOEXEC as u64])
+        .map_err(e("put the target at its number".into()))?;
+    r.call(
+        libc::SYS_epoll_ctl,
+        &[
+            epfd as u64,
+            libc::EPOLL_CTL_ADD as u64,
+            tfd as u64,
+            scratch + S_EVENT,
+        ],
+    )
+    .map_err(e("epoll_ctl add".into()))?;
+    match (saved, here) {
+        (Some(saved), Some(f)) => {
+            let cloexec = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            r.call(libc::SYS_dup3, &[saved, tfd as u64, cloexec])
+                .map_err(e("put its fd back".into()))?;
+            r.call(libc::SYS_close, &[saved])
+                .map_err(e("close the copy".into()))?;
+        }
+        _ => {
+            r.call(libc::SYS_close, &[tfd as u64])
+                .map_err(e("close the target".into()))?;
+        }
+    }
+    r.call(libc::SYS_close, &[got])
+        .map_err(e("close the received target".into()))?;
+    Ok(())
+}
+
 fn place(r: &mut Remote, got: u64, f: &FdEntry) -> Result<(), String> {
     let e = |what: &str| {
         let what = format!("fd {}: {what}", f.fd);
