@@ -593,25 +593,7 @@ impl Dumper {
             .to_string();
         let seals = fds::fcntl_int(fd, libc::F_GET_SEALS, 0).map_err(failed("F_GET_SEALS"))?;
         let inode = (st.st_dev, st.st_ino);
-        let (data, extents) = match self.ghosts.get(&inode) {
-            Some(known) => known.clone(),
-            None => {
-                let file = Self::reopen(fd, 0)?;
-                let size = st.st_size as u64;
-                let extents =
-                    fds::data_extents(file.as_fd(), size).map_err(failed("SEEK_DATA/SEEK_HOLE"))?;
-                let mut contents = Vec::new();
-                for &(offset, len) in &extents {
-                    let at = contents.len();
-                    contents.resize(at + len as usize, 0);
-                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut contents[at..], offset)
-                        .map_err(|e| Refusal::Failed(format!("read its contents: {e}")))?;
-                }
-                let known = (self.blobs.push(&contents), extents);
-                self.ghosts.insert(inode, known.clone());
-                known
-            }
-        };
+        let (data, extents) = self.contents_once(fd, st)?;
         self.memfds.push(st.st_ino);
         Ok(FileKind::Memfd {
             name,
@@ -627,6 +609,29 @@ impl Dumper {
         })
     }
 
+    /// The data extents of a file with no name (deleted, or a memfd) and
+    /// their bytes as one blob, read once per inode however many of its
+    /// descriptions are open; holes are not stored.
+    fn contents_once(&mut self, fd: BorrowedFd<'_>, st: &libc::stat) -> Result<Ghost, Refusal> {
+        let inode = (st.st_dev, st.st_ino);
+        if let Some(known) = self.ghosts.get(&inode) {
+            return Ok(known.clone());
+        }
+        let file = Self::reopen(fd, 0)?;
+        let extents = fds::data_extents(file.as_fd(), st.st_size as u64)
+            .map_err(failed("SEEK_DATA/SEEK_HOLE"))?;
+        let mut contents = Vec::new();
+        for &(offset, len) in &extents {
+            let at = contents.len();
+            contents.resize(at + len as usize, 0);
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut contents[at..], offset)
+                .map_err(|e| Refusal::Failed(format!("read its contents: {e}")))?;
+        }
+        let known = (self.blobs.push(&contents), extents);
+        self.ghosts.insert(inode, known.clone());
+        Ok(known)
+    }
+
     /// A deleted file: its data extents (holes are not stored) and times,
     /// read once per file however many descriptions of it are open.
     fn deleted(
@@ -637,25 +642,7 @@ impl Dumper {
         st: &libc::stat,
     ) -> Result<FileKind, Refusal> {
         let inode = (st.st_dev, st.st_ino);
-        let (data, extents) = match self.ghosts.get(&inode) {
-            Some(known) => known.clone(),
-            None => {
-                let file = Self::reopen(fd, 0)?;
-                let size = st.st_size as u64;
-                let extents =
-                    fds::data_extents(file.as_fd(), size).map_err(failed("SEEK_DATA/SEEK_HOLE"))?;
-                let mut contents = Vec::new();
-                for &(offset, len) in &extents {
-                    let at = contents.len();
-                    contents.resize(at + len as usize, 0);
-                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut contents[at..], offset)
-                        .map_err(|e| Refusal::Failed(format!("read its contents: {e}")))?;
-                }
-                let known = (self.blobs.push(&contents), extents);
-                self.ghosts.insert(inode, known.clone());
-                known
-            }
-        };
+        let (data, extents) = self.contents_once(fd, st)?;
         Ok(FileKind::Deleted {
             path: link.trim_end_matches(" (deleted)").to_string(),
             pos: field(info, "pos:")

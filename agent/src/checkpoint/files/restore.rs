@@ -124,39 +124,25 @@ pub fn create(
                 extents,
                 times,
             } => {
-                // One file for every description of it (made by the first).
-                let first = (*inode != (0, 0))
-                    .then(|| ghosts.get(inode))
-                    .flatten()
-                    .and_then(|id| made.get(id));
-                let made_now;
-                let f: BorrowedFd = match first {
-                    Some(fd) => fd.as_fd(),
-                    None => {
-                        let real = paths.resolve(path)?;
-                        let f = deleted_file(&real.to_string_lossy(), *mode).map_err(|e| at(&e))?;
-                        write_ghost(
-                            &f,
-                            blob(*contents),
-                            *size,
-                            extents,
-                            *uid,
-                            *gid,
-                            *mode,
-                            *times,
-                        )
-                        .map_err(|e| at(&e))?;
-                        ghosts.insert(*inode, o.id);
-                        made_now = f;
-                        made_now.as_fd()
-                    }
-                };
-                let mut g: fs::File = reopen(f, o.flags)
-                    .map_err(|e| at(&format!("reopen with its flags: {e}")))?
-                    .into();
-                g.seek(SeekFrom::Start(*pos))
-                    .map_err(|e| at(&format!("lseek to {pos}: {e}")))?;
-                g.into()
+                // One file for every description of it (made by the first;
+                // images before inodes were recorded: one each).
+                let shared = (*inode != (0, 0)).then_some(*inode);
+                description(&mut ghosts, &made, shared, o.id, o.flags, *pos, || {
+                    let real = paths.resolve(path)?;
+                    let f = deleted_file(&real.to_string_lossy(), *mode)?;
+                    write_ghost(
+                        &f,
+                        blob(*contents),
+                        *size,
+                        extents,
+                        *uid,
+                        *gid,
+                        *mode,
+                        *times,
+                    )?;
+                    Ok(f.into())
+                })
+                .map_err(|e| at(&e))?
             }
             FileKind::Pipe {
                 pipe, fifo, size, ..
@@ -247,26 +233,16 @@ pub fn create(
                 seals,
                 noexec,
                 inode,
-            } => {
-                let first = ghosts.get(inode).and_then(|id| made.get(id));
-                let made_now;
-                let f: BorrowedFd = match first {
-                    Some(fd) => fd.as_fd(),
-                    None => {
-                        made_now =
-                            new_memfd(name, *size, extents, blob(*contents), *seals, *noexec)
-                                .map_err(|e| at(&e))?;
-                        ghosts.insert(*inode, o.id);
-                        made_now.as_fd()
-                    }
-                };
-                let mut g: fs::File = reopen(f, o.flags)
-                    .map_err(|e| at(&format!("reopen with its flags: {e}")))?
-                    .into();
-                g.seek(SeekFrom::Start(*pos))
-                    .map_err(|e| at(&format!("lseek to {pos}: {e}")))?;
-                g.into()
-            }
+            } => description(
+                &mut ghosts,
+                &made,
+                Some(*inode),
+                o.id,
+                o.flags,
+                *pos,
+                || new_memfd(name, *size, extents, blob(*contents), *seals, *noexec),
+            )
+            .map_err(|e| at(&e))?,
             FileKind::UnixBound {
                 sock_type,
                 path,
@@ -433,6 +409,41 @@ fn write_ghost(
             .map_err(|e| format!("times: {}", e.desc()))?;
     }
     Ok(())
+}
+
+/// An open file description of a file with no name (deleted, a memfd):
+/// the file made by `create` for the first description of `inode`, the
+/// same file for the others; each opened again with its own `flags` and
+/// offset `pos`.
+fn description(
+    ghosts: &mut HashMap<(u64, u64), u32>,
+    made: &HashMap<u32, OwnedFd>,
+    inode: Option<(u64, u64)>,
+    id: u32,
+    flags: i32,
+    pos: u64,
+    create: impl FnOnce() -> Result<OwnedFd, String>,
+) -> Result<OwnedFd, String> {
+    let first = inode
+        .and_then(|i| ghosts.get(&i))
+        .and_then(|first| made.get(first));
+    let made_now;
+    let file = match first {
+        Some(fd) => fd.as_fd(),
+        None => {
+            made_now = create()?;
+            if let Some(i) = inode {
+                ghosts.insert(i, id);
+            }
+            made_now.as_fd()
+        }
+    };
+    let mut g: fs::File = reopen(file, flags)
+        .map_err(|e| format!("reopen with its flags: {e}"))?
+        .into();
+    g.seek(SeekFrom::Start(pos))
+        .map_err(|e| format!("lseek to {pos}: {e}"))?;
+    Ok(g.into())
 }
 
 /// A memfd named `name` with `data` at its `extents` in `size` bytes,
