@@ -22,7 +22,10 @@ use nix::{
 };
 
 use super::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, NetMode, rootfs, security};
-use crate::sys;
+use crate::sys::{
+    self,
+    netlink::{Netlink, NetlinkError},
+};
 
 pub(super) struct Init<'a> {
     pub argv: &'a [CString],
@@ -119,13 +122,16 @@ fn prepare(
         | CloneFlags::CLONE_NEWCGROUP;
     unshare(flags).map_err(|e| format!("cannot create the container's namespaces: {e}"))?;
     if init.net != NetMode::Host {
-        sys::net::set_link_up("lo").map_err(|e| format!("cannot bring up lo: {e}"))?;
-    }
-    if let Some(addr) = init.address {
-        let eth = |e| format!("cannot configure eth0 ({addr}/{}): {e}", super::net::PREFIX);
-        sys::net::set_ipv4("eth0", addr, super::net::PREFIX).map_err(eth)?;
-        sys::net::set_link_up("eth0").map_err(eth)?;
-        sys::net::add_default_route(super::net::GATEWAY).map_err(eth)?;
+        let mut nl = Netlink::host().map_err(|e| e.to_string())?;
+        nl.set_up("lo").map_err(|e| e.to_string())?;
+        if let Some(addr) = init.address {
+            let eth = |e: NetlinkError| {
+                format!("cannot configure eth0 ({addr}/{}): {e}", super::net::PREFIX)
+            };
+            nl.add_ipv4("eth0", addr, super::net::PREFIX).map_err(eth)?;
+            nl.set_up("eth0").map_err(eth)?;
+            nl.add_default_route(super::net::GATEWAY).map_err(eth)?;
+        }
     }
     rootfs::build(init.rootfs)?;
     sethostname(init.hostname)

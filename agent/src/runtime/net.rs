@@ -13,11 +13,12 @@ use std::{
     io,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
+
+use crate::sys::netlink::{Netlink, NetlinkError};
 
 pub const BRIDGE: &str = "palisade0";
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
@@ -34,10 +35,8 @@ pub enum NetError {
     },
     #[error("no free {0} left")]
     Exhausted(&'static str),
-    #[error("`ip {args}` failed: {reason} (is iproute2 installed?)")]
-    Ip { args: String, reason: String },
-    #[error("`{command}` failed: {reason}")]
-    Tool { command: String, reason: String },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
     #[error("{0}")]
     Shaping(String),
 }
@@ -119,24 +118,6 @@ pub fn veth_name(owner: &str) -> String {
     format!("pl{:08x}", hash as u32)
 }
 
-fn ip(args: &[&str]) -> Result<(), NetError> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| NetError::Ip {
-            args: args.join(" "),
-            reason: e.to_string(),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetError::Ip {
-            args: args.join(" "),
-            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-}
-
 /// The host-wide lock over the bridge, the leases and the shaping qdiscs.
 pub(super) fn lock() -> Result<Flock<File>, NetError> {
     fs::create_dir_all(NET_DIR).map_err(io_error("create", Path::new(NET_DIR)))?;
@@ -149,44 +130,39 @@ pub(super) fn lock() -> Result<Flock<File>, NetError> {
     })
 }
 
-fn bridge_exists() -> bool {
-    Path::new("/sys/class/net").join(BRIDGE).exists()
-}
-
 /// Plugs the network namespace of `pid` into the bridge: a veth pair whose
 /// host end `veth` joins the bridge and whose other end is `eth0` there.
 pub fn attach(pid: i32, veth: &str) -> Result<(), NetError> {
     let _lock = lock()?;
-    if !bridge_exists() {
-        ip(&["link", "add", BRIDGE, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("{GATEWAY}/{PREFIX}"), "dev", BRIDGE])?;
-        ip(&["link", "set", BRIDGE, "up"])?;
+    let mut nl = Netlink::host()?;
+    if nl.link(BRIDGE)?.is_none() {
+        nl.add_bridge(BRIDGE)?;
+        nl.add_ipv4(BRIDGE, GATEWAY, PREFIX)?;
+        nl.set_up(BRIDGE)?;
     }
-    ip(&[
-        "link",
-        "add",
-        veth,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &pid.to_string(),
-    ])?;
-    ip(&["link", "set", veth, "master", BRIDGE, "up"])
+    nl.add_veth(veth, "eth0", pid)?;
+    nl.set_master_up(veth, BRIDGE)?;
+    Ok(())
 }
 
 /// Removes the host end (and so the pair) if it is still there, and the
 /// bridge once no container is plugged into it.
 pub fn detach(veth: &str) {
     let Ok(_lock) = lock() else { return };
-    if Path::new("/sys/class/net").join(veth).exists() {
-        let _ = ip(&["link", "del", veth]);
+    let Ok(mut nl) = Netlink::host() else { return };
+    if nl.link(veth).is_ok_and(|l| l.is_some()) {
+        let _ = nl.del_link(veth);
     }
-    let ports = Path::new("/sys/class/net").join(BRIDGE).join("brif");
-    if bridge_exists() && fs::read_dir(&ports).is_ok_and(|mut d| d.next().is_none()) {
-        let _ = ip(&["link", "del", BRIDGE]);
+    let Ok(Some(bridge)) = nl.link(BRIDGE) else {
+        return;
+    };
+    let ports = nl.links().map(|all| {
+        all.iter()
+            .filter(|l| l.master == Some(bridge.index))
+            .count()
+    });
+    if matches!(ports, Ok(0)) {
+        let _ = nl.del_link(BRIDGE);
     }
 }
 

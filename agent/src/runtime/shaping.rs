@@ -28,17 +28,16 @@
 //! (14 bytes of Ethernet header, 52 of IPv4 and TCP with timestamps): on a
 //! 1500-byte link 10mbit of goodput is 10.46 Mbit/s on the wire.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{fs, path::PathBuf};
 
 use palisade_common::SHAPER_HANDLE;
 use serde::{Deserialize, Serialize};
 
 use super::net::{self, NetError};
-use crate::spec::Egress;
+use crate::{
+    spec::Egress,
+    sys::netlink::{HtbClass, Netlink},
+};
 
 /// Link-layer header bytes counted by the qdisc on Ethernet-like devices.
 const LINK_HEADER: u64 = 14;
@@ -163,6 +162,16 @@ pub fn host_devices() -> Vec<String> {
     devices
 }
 
+impl Netns {
+    /// A route socket in this namespace.
+    fn netlink(self) -> Result<Netlink, NetError> {
+        Ok(match self {
+            Netns::Host => Netlink::host()?,
+            Netns::Of(pid) => Netlink::in_netns_of(pid)?,
+        })
+    }
+}
+
 /// Installs the class `minor` at `egress` on each device, under the
 /// network lock. On failure, what was installed is removed again.
 pub fn install(
@@ -172,16 +181,17 @@ pub fn install(
     egress: Egress,
 ) -> Result<(), NetError> {
     let _lock = net::lock()?;
+    let mut nl = netns.netlink()?;
     let mut done: Vec<&str> = Vec::new();
     for device in devices {
-        let result = ensure_root(netns, device)
-            .and_then(|()| set_class(netns, device, minor, egress, "add"));
+        let result = ensure_root(&mut nl, netns, device)
+            .and_then(|()| set_class(&mut nl, netns, device, minor, egress, true));
         if let Err(e) = result {
             for d in &done {
-                remove_class(netns, d, minor);
+                remove_class(&mut nl, netns, d, minor);
             }
             // The qdisc may have been put on this device just now.
-            remove_class(netns, device, minor);
+            remove_class(&mut nl, netns, device, minor);
             return Err(e);
         }
         done.push(device);
@@ -197,8 +207,9 @@ pub fn change(
     egress: Egress,
 ) -> Result<(), NetError> {
     let _lock = net::lock()?;
+    let mut nl = netns.netlink()?;
     for device in devices {
-        set_class(netns, device, minor, egress, "change")?;
+        set_class(&mut nl, netns, device, minor, egress, false)?;
     }
     Ok(())
 }
@@ -207,121 +218,90 @@ pub fn change(
 /// no class is left. Devices that are gone are fine.
 pub fn uninstall(netns: Netns, devices: &[String], minor: u16) {
     let Ok(_lock) = net::lock() else { return };
+    let Ok(mut nl) = netns.netlink() else { return };
     for device in devices {
-        remove_class(netns, device, minor);
+        remove_class(&mut nl, netns, device, minor);
     }
 }
 
 /// The kernel's counts for the class on each device.
 pub fn stats(netns: Netns, devices: &[String], minor: u16) -> Result<Vec<ClassStats>, NetError> {
+    let mut nl = netns.netlink()?;
+    let id = class_id(minor);
     let mut all = Vec::new();
     for device in devices {
-        let out = tc(
-            netns,
-            &[
-                "-s",
-                "class",
-                "show",
-                "dev",
-                device,
-                "classid",
-                &class_id(minor),
-            ],
-        )?;
-        let mut stats = parse_class_stats(&out);
-        stats.device = device.clone();
-        all.push(stats);
+        let counters = nl
+            .classes(device)?
+            .into_iter()
+            .find(|(handle, _)| *handle == id)
+            .map(|(_, c)| c)
+            .unwrap_or_default();
+        all.push(ClassStats {
+            device: device.clone(),
+            bytes: counters.bytes,
+            packets: counters.packets,
+            dropped: counters.drops,
+            delayed: counters.overlimits,
+            backlog_bytes: counters.backlog_bytes,
+            backlog_packets: counters.backlog_packets,
+        });
     }
     Ok(all)
 }
 
-fn class_id(minor: u16) -> String {
-    format!("{SHAPER_HANDLE:x}:{minor:x}")
-}
-
-fn handle() -> String {
-    format!("{SHAPER_HANDLE:x}:")
+/// The class `1a5e:<minor>` as one number.
+fn class_id(minor: u16) -> u32 {
+    u32::from(SHAPER_HANDLE) << 16 | u32::from(minor)
 }
 
 /// Makes palisade's HTB the root qdisc of `device`, over the kernel's
 /// default one; refuses a root qdisc that someone else configured.
-fn ensure_root(netns: Netns, device: &str) -> Result<(), NetError> {
-    let shown = tc(netns, &["qdisc", "show", "dev", device, "root"])?;
-    let mut words = shown.split_whitespace().skip(1);
-    let (kind, handle_now) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    if kind == "htb" && handle_now == handle() {
-        return Ok(());
+fn ensure_root(nl: &mut Netlink, netns: Netns, device: &str) -> Result<(), NetError> {
+    let root = nl.root_qdisc(device)?;
+    let ours = u32::from(SHAPER_HANDLE) << 16;
+    match root {
+        Some(q) if q.kind == "htb" && q.handle == ours => return Ok(()),
+        // No qdisc (a device that is down) or the kernel's default one
+        // (handle 0:) may be replaced; anything else was configured by someone.
+        Some(q) if q.handle != 0 => {
+            let hint = match netns {
+                Netns::Host => " (remove it, or run the container with --net bridge)",
+                Netns::Of(_) => "",
+            };
+            return Err(NetError::Shaping(format!(
+                "device {device} has a root qdisc palisade did not install ({} {:x}:); \
+                 palisade does not replace it{hint}",
+                q.kind,
+                q.handle >> 16
+            )));
+        }
+        _ => {}
     }
-    // No qdisc shown (a device that is down) or the kernel's default one
-    // (handle 0:) may be replaced; anything else was configured by someone.
-    if !shown.trim().is_empty() && handle_now != "0:" {
-        let hint = match netns {
-            Netns::Host => " (remove it, or run the container with --net bridge)",
-            Netns::Of(_) => "",
-        };
-        return Err(NetError::Shaping(format!(
-            "device {device} has a root qdisc palisade did not install ({kind} {handle_now}); \
-             palisade does not replace it{hint}"
-        )));
-    }
-    tc(
-        netns,
-        &[
-            "qdisc",
-            "replace",
-            "dev",
-            device,
-            "root",
-            "handle",
-            &handle(),
-            "htb",
-        ],
-    )
-    .map(drop)
+    nl.replace_root_htb(device, SHAPER_HANDLE)?;
+    Ok(())
 }
 
-/// `tc class add|change` of the class at the rate for `device`'s MTU.
+/// Adds (or changes) the class at the rate for `device`'s MTU.
 fn set_class(
+    nl: &mut Netlink,
     netns: Netns,
     device: &str,
     minor: u16,
     egress: Egress,
-    verb: &str,
+    create: bool,
 ) -> Result<(), NetError> {
-    let mtu = mtu(netns, device)?;
+    let mtu = mtu(nl, device)?;
     let rate = link_rate(egress.rate, mtu);
-    let burst = egress.burst.to_string();
     if let Netns::Of(_) = netns {
-        let gso = gso_size(rate, mtu).to_string();
-        run(
-            netns,
-            "ip",
-            &["link", "set", "dev", device, "gso_max_size", &gso],
-        )?;
+        nl.set_gso_max_size(device, gso_size(rate, mtu) as u32)?;
     }
-    tc(
-        netns,
-        &[
-            "class",
-            verb,
-            "dev",
-            device,
-            "parent",
-            &handle(),
-            "classid",
-            &class_id(minor),
-            "htb",
-            "rate",
-            &format!("{rate}bit"),
-            "burst",
-            &burst,
-            "cburst",
-            &burst,
-            "quantum",
-            &QUANTUM.to_string(),
-        ],
-    )
-    .map(drop)
+    let class = HtbClass {
+        rate_bits: rate,
+        burst_bytes: egress.burst,
+        quantum: QUANTUM as u32,
+    };
+    nl.set_htb_class(device, SHAPER_HANDLE, minor, class, create)?;
+    Ok(())
 }
 
 /// The largest GSO packet a container's own device should build at this
@@ -334,31 +314,17 @@ pub fn gso_size(link_rate: u64, mtu: u64) -> u64 {
 }
 
 /// Deletes the class, then palisade's qdisc if no class of it is left.
-fn remove_class(netns: Netns, device: &str, minor: u16) {
-    let _ = tc(
-        netns,
-        &["class", "del", "dev", device, "classid", &class_id(minor)],
-    );
-    let ours = tc(netns, &["qdisc", "show", "dev", device, "root"])
-        .is_ok_and(|q| q.split_whitespace().nth(2) == Some(handle().as_str()));
-    let empty =
-        tc(netns, &["class", "show", "dev", device]).is_ok_and(|classes| classes.trim().is_empty());
+fn remove_class(nl: &mut Netlink, netns: Netns, device: &str, minor: u16) {
+    let _ = nl.del_class(device, SHAPER_HANDLE, minor);
+    let ours = nl
+        .root_qdisc(device)
+        .is_ok_and(|q| q.is_some_and(|q| q.handle == u32::from(SHAPER_HANDLE) << 16));
+    let empty = nl.classes(device).is_ok_and(|c| c.is_empty());
     if ours && empty {
-        let _ = tc(netns, &["qdisc", "del", "dev", device, "root"]);
+        let _ = nl.del_root_qdisc(device);
     }
     if let Netns::Of(_) = netns {
-        let _ = run(
-            netns,
-            "ip",
-            &[
-                "link",
-                "set",
-                "dev",
-                device,
-                "gso_max_size",
-                &GSO_MAX.to_string(),
-            ],
-        );
+        let _ = nl.set_gso_max_size(device, GSO_MAX as u32);
     }
 }
 
@@ -371,96 +337,12 @@ pub fn link_rate(payload: u64, mtu: u64) -> u64 {
     wire.div_ceil(segment) as u64
 }
 
-fn mtu(netns: Netns, device: &str) -> Result<u64, NetError> {
-    let path = Path::new("/sys/class/net").join(device).join("mtu");
-    let text = match netns {
-        Netns::Host => fs::read_to_string(&path).map_err(net::io_error("read", &path))?,
-        // The namespace's own sysfs is not mounted here; ask `ip`.
-        Netns::Of(_) => {
-            let out = run(netns, "ip", &["-o", "link", "show", "dev", device])?;
-            let mut words = out.split_whitespace();
-            words
-                .by_ref()
-                .find(|w| *w == "mtu")
-                .and_then(|_| words.next())
-                .unwrap_or_default()
-                .to_string()
-        }
-    };
-    text.trim()
-        .parse()
-        .map_err(|_| NetError::Shaping(format!("cannot read the MTU of {device} (got {text:?})")))
-}
-
-fn tc(netns: Netns, args: &[&str]) -> Result<String, NetError> {
-    run(netns, "tc", args)
-}
-
-/// Runs an iproute2 tool, in the container's network namespace if asked
-/// (through nsenter), and returns its output.
-fn run(netns: Netns, program: &str, args: &[&str]) -> Result<String, NetError> {
-    let mut command = match netns {
-        Netns::Host => Command::new(program),
-        Netns::Of(pid) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net=/proc/{pid}/ns/net")).arg(program);
-            c
-        }
-    };
-    let failed = |reason: String| NetError::Tool {
-        command: format!("{program} {}", args.join(" ")),
-        reason,
-    };
-    let out = command
-        .args(args)
-        .output()
-        .map_err(|e| failed(format!("{e} (is iproute2 installed?)")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(failed(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ))
-    }
-}
-
-/// Reads `Sent B bytes P pkt (dropped D, overlimits O requeues R)` and
-/// `backlog Xb Yp` from `tc -s class show`.
-fn parse_class_stats(text: &str) -> ClassStats {
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let after = |label: &str| -> u64 {
-        words
-            .iter()
-            .position(|w| *w == label)
-            .and_then(|i| words.get(i + 1))
-            .and_then(|w| w.trim_end_matches(['b', 'p']).parse().ok())
-            .unwrap_or(0)
-    };
-    let before = |label: &str| -> u64 {
-        words
-            .iter()
-            .position(|w| *w == label)
-            .and_then(|i| i.checked_sub(1))
-            .and_then(|i| words[i].parse().ok())
-            .unwrap_or(0)
-    };
-    let backlog_packets = words
-        .iter()
-        .position(|w| *w == "backlog")
-        .and_then(|i| words.get(i + 2))
-        .and_then(|w| w.trim_end_matches('p').parse().ok())
-        .unwrap_or(0);
-    ClassStats {
-        device: String::new(),
-        bytes: before("bytes"),
-        packets: before("pkt"),
-        dropped: after("dropped"),
-        delayed: after("overlimits"),
-        backlog_bytes: after("backlog"),
-        backlog_packets,
+fn mtu(nl: &mut Netlink, device: &str) -> Result<u64, NetError> {
+    match nl.link(device)? {
+        Some(link) if link.mtu > 0 => Ok(u64::from(link.mtu)),
+        _ => Err(NetError::Shaping(format!(
+            "cannot read the MTU of {device}"
+        ))),
     }
 }
 
@@ -482,23 +364,5 @@ mod tests {
         assert_eq!(gso_size(1_045_580, 1500), 3028);
         assert_eq!(gso_size(10_455_802, 1500), 13_069);
         assert_eq!(gso_size(104_558_012, 1500), 65536);
-    }
-
-    #[test]
-    fn class_stats_parse_from_tc_output() {
-        let text = "class htb 1a5e:7 root leaf 8001: prio 0 rate 10Mbit ceil 10Mbit burst 64Kb cburst 64Kb \n Sent 123456 bytes 789 pkt (dropped 3, overlimits 42 requeues 0) \n backlog 3028b 2p requeues 0\n lended: 0 borrowed: 0 giants: 0\n";
-        let s = parse_class_stats(text);
-        assert_eq!(
-            s,
-            ClassStats {
-                device: String::new(),
-                bytes: 123_456,
-                packets: 789,
-                dropped: 3,
-                delayed: 42,
-                backlog_bytes: 3028,
-                backlog_packets: 2,
-            }
-        );
     }
 }

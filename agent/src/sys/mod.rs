@@ -6,7 +6,7 @@ pub mod bpf;
 pub mod fds;
 pub mod fs;
 pub mod mmap;
-pub mod net;
+pub mod netlink;
 pub mod ns;
 pub mod pidfd;
 pub mod process;
