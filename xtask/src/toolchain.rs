@@ -27,9 +27,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3", "the integration tests' socket clients"),
     (
         "iproute2",
-        "--net bridge (the host end of each veth), egress shaping (tc) and the tests",
+        "the tests and benchmarks inspect qdiscs and links with tc and ip",
     ),
-    ("util-linux", "nsenter, to shape a bridged container's eth0"),
     ("iperf3", "the shaping tests' traffic"),
     ("curl", "the metrics tests' client"),
     (

@@ -9,22 +9,11 @@
 //! silent skip. Only the container's own directories are written, and the
 //! `palisade` parent's `cgroup.subtree_control` on v2.
 //!
-//! cgroups-rs 0.5, evaluated on a hybrid host and against pure v2:
-//! - v1: `hierarchies::V1` finds every controller's own mount from
-//!   mountinfo (separate `cpu` and `cpuacct` mounts included) and loads an
-//!   existing `palisade/NAME`; its memory, memsw, soft limit, CFS, shares,
-//!   cpuset, pids and blkio setters write the right files. palisade uses
-//!   them, after checking that the crate's path for the controller is the
-//!   container's directory (otherwise it writes the file itself), and after
-//!   checking the file exists: its setters open with `O_CREAT`, so an absent
-//!   file would surface as a confusing `[CREATE FILE]` error.
-//! - v2: not used. `hierarchies::V2` hard-codes `/sys/fs/cgroup` as the root,
-//!   and `auto()` picks V1 whenever `/sys/fs/cgroup` is not cgroup2, so the
-//!   hybrid host's `/sys/fs/cgroup/unified` (or cgroup2 mounted anywhere
-//!   else) cannot be addressed; it also maps the soft limit to `memory.low`
-//!   (palisade wants `memory.high`) and the I/O weight to `io.bfq.weight`
-//!   (palisade wants `io.weight`), and never touches `cgroup.subtree_control`.
-//!   palisade writes every v2 file directly.
+//! Every file is written directly, rendered from typed values: cgroups-rs
+//! was dropped, since its v2 side cannot address a hybrid host's
+//! `/sys/fs/cgroup/unified` (and maps the soft limit and I/O weight to other
+//! files than palisade's), and its v1 side only wrapped these same writes
+//! behind a render-to-string-and-parse-back step.
 
 use std::{
     collections::BTreeMap,
@@ -33,13 +22,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use cgroups_rs::fs::{
-    Cgroup, Controller, MaxValue, blkio::BlkIoController, cpu::CpuController,
-    cpuset::CpuSetController, hierarchies::V1, memory::MemController, pid::PidController,
-};
 use thiserror::Error;
 
-use super::{ContainerCgroups, PARENT};
+use super::ContainerCgroups;
 use crate::spec::{Device, ResourceLimits, Swap};
 
 #[derive(Debug, Error)]
@@ -276,14 +261,11 @@ pub fn apply(cgroups: &ContainerCgroups, limits: &ResourceLimits) -> Result<(), 
     if settings.is_empty() {
         return Ok(());
     }
-    // Loaded lazily: only hybrid hosts use it.
-    let mut crate_v1: Option<Cgroup> = None;
     for setting in &settings {
         if let Some(dir) = cgroups.v1_dir(setting.controller()) {
-            let cg = crate_v1.get_or_insert_with(|| {
-                Cgroup::load(Box::new(V1::new()), format!("{PARENT}/{}", cgroups.name()))
-            });
-            apply_v1(cg, dir, setting)?;
+            for (file, value) in setting.v1_writes() {
+                write_file(&dir.join(file), &value)?;
+            }
         } else {
             let dir = cgroups.unified();
             enable_v2(dir, setting.v2_controller())?;
@@ -295,97 +277,10 @@ pub fn apply(cgroups: &ContainerCgroups, limits: &ResourceLimits) -> Result<(), 
     Ok(())
 }
 
-/// Writes one setting on v1 through cgroups-rs, or directly when the crate
-/// has the controller elsewhere than `dir`.
-fn apply_v1(cg: &Cgroup, dir: &Path, setting: &Setting) -> Result<(), LimitError> {
-    for (file, value) in setting.v1_writes() {
-        let path = dir.join(file);
-        if !path.exists() {
-            return Err(LimitError::Missing { file: path, value });
-        }
-        let by_crate = match setting {
-            Setting::Memory(_) | Setting::MemoryHigh(_) | Setting::Swap(..) => {
-                at::<MemController>(cg, dir).map(|c| {
-                    let v: i64 = value.parse().unwrap_or(-1);
-                    match file {
-                        "memory.limit_in_bytes" => c.set_limit(v),
-                        "memory.soft_limit_in_bytes" => c.set_soft_limit(v),
-                        _ => c.set_memswap_limit(v),
-                    }
-                })
-            }
-            Setting::Cpu {
-                quota_us,
-                period_us,
-            } => at::<CpuController>(cg, dir).map(|c| match file {
-                "cpu.cfs_period_us" => c.set_cfs_period(*period_us),
-                _ => c.set_cfs_quota(*quota_us as i64),
-            }),
-            Setting::CpuWeight { shares, .. } => {
-                at::<CpuController>(cg, dir).map(|c| c.set_shares(*shares))
-            }
-            Setting::Cpus(cpus) => at::<CpuSetController>(cg, dir).map(|c| c.set_cpus(cpus)),
-            Setting::Mems(mems) => at::<CpuSetController>(cg, dir).map(|c| c.set_mems(mems)),
-            Setting::Pids(n) => {
-                at::<PidController>(cg, dir).map(|c| c.set_pid_max(MaxValue::Value(*n as i64)))
-            }
-            Setting::IoWeight { blkio, .. } => {
-                at::<BlkIoController>(cg, dir).map(|c| c.set_weight(u64::from(*blkio)))
-            }
-            Setting::IoMax(t) => at::<BlkIoController>(cg, dir).map(|c| {
-                if file == "blkio.throttle.read_bps_device" {
-                    c.throttle_read_bps_for_device(
-                        t.major.into(),
-                        t.minor.into(),
-                        t.rbps.unwrap_or_default(),
-                    )
-                } else {
-                    c.throttle_write_bps_for_device(
-                        t.major.into(),
-                        t.minor.into(),
-                        t.wbps.unwrap_or_default(),
-                    )
-                }
-            }),
-        };
-        match by_crate {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                return Err(LimitError::Write {
-                    file: path,
-                    value,
-                    source: crate_io_error(&e),
-                });
-            }
-            None => write_file(&path, &value)?,
-        }
-    }
-    Ok(())
-}
-
-/// The crate's controller of type `C`, if it is at `dir`.
-fn at<'a, C>(cg: &'a Cgroup, dir: &Path) -> Option<&'a C>
-where
-    &'a C: From<&'a cgroups_rs::fs::Subsystem>,
-    C: Controller + cgroups_rs::fs::ControllIdentifier,
-{
-    cg.controller_of::<C>().filter(|c| c.path() == dir)
-}
-
-/// The kernel's reason inside a cgroups-rs error.
-fn crate_io_error(e: &cgroups_rs::fs::error::Error) -> io::Error {
-    use std::error::Error as _;
-    match e.source().and_then(|s| s.downcast_ref::<io::Error>()) {
-        Some(io) => io.raw_os_error().map_or_else(
-            || io::Error::new(io.kind(), io.to_string()),
-            io::Error::from_raw_os_error,
-        ),
-        None => io::Error::other(e.to_string()),
-    }
-}
-
+/// Writes an existing control file (never creates one: an absent file is
+/// [`LimitError::Missing`]).
 fn write_file(path: &Path, value: &str) -> Result<(), LimitError> {
-    fs::write(path, value).map_err(|source| {
+    super::write_control(path, value).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
             LimitError::Missing {
                 file: path.to_path_buf(),

@@ -1,5 +1,8 @@
-//! cgroups: find the hierarchies this host has, and create, join and remove
-//! a container's cgroups under a `palisade` parent in each of them.
+//! cgroups: the one owner of cgroupfs. Finds the hierarchies this host
+//! has, and creates, joins, limits (at start and live), freezes and thaws,
+//! kills, reads the statistics of and removes a container's cgroups under
+//! a `palisade` parent in each of them. Nothing outside this folder opens
+//! a file under a cgroup mount.
 //!
 //! BPF programs attach to the cgroup v2 directory (`/sys/fs/cgroup/unified`
 //! on hybrid hosts, `/sys/fs/cgroup` on pure v2 hosts); v1 controller
@@ -18,8 +21,10 @@ use std::{
 use thiserror::Error;
 
 pub mod limits;
+pub mod stats;
 
 pub use limits::{LimitError, apply, oom_killed};
+pub use stats::CgroupStats;
 
 /// Name of the parent directory palisade creates in every hierarchy.
 pub const PARENT: &str = "palisade";
@@ -54,6 +59,14 @@ pub enum CgroupError {
     },
     #[error("cannot remove cgroup {}: {source}", path.display())]
     Remove { path: PathBuf, source: io::Error },
+    #[error("cannot {} cgroup {}: {source}", if *frozen { "freeze" } else { "thaw" }, path.display())]
+    Freeze {
+        path: PathBuf,
+        frozen: bool,
+        source: io::Error,
+    },
+    #[error("cgroup {} did not become {} within 5 s", path.display(), if *frozen { "frozen" } else { "thawed" })]
+    FreezeTimeout { path: PathBuf, frozen: bool },
 }
 
 /// The cgroup hierarchies mounted on this host.
@@ -137,6 +150,31 @@ impl Hierarchies {
         let mut made = self.create_unified(enclosing, name)?;
         self.create_v1(&mut made, enclosing)?;
         Ok(made)
+    }
+
+    /// The cgroups of a container that already runs, from the directories
+    /// its state recorded (v2 first): to read, limit live, freeze or kill
+    /// it. They are not removed when the handle is dropped.
+    pub fn existing(&self, dirs: &[PathBuf]) -> Result<ContainerCgroups, CgroupError> {
+        let (unified, v1_dirs) = dirs.split_first().ok_or(CgroupError::NoUnified)?;
+        let mut v1 = Vec::new();
+        let mut v1_controllers = Vec::new();
+        for dir in v1_dirs {
+            let Some(h) = self.v1.iter().find(|h| dir.starts_with(&h.mount)) else {
+                return Err(CgroupError::Inspect {
+                    path: dir.clone(),
+                    source: io::Error::other("not in any cgroup v1 hierarchy of this host"),
+                });
+            };
+            v1.push(dir.clone());
+            v1_controllers.push(h.controllers.clone());
+        }
+        Ok(ContainerCgroups {
+            unified: unified.clone(),
+            v1,
+            v1_controllers,
+            removed: true,
+        })
     }
 
     /// Every directory the container's cgroups have or will have, in every
@@ -366,6 +404,12 @@ impl ContainerCgroups {
             })
     }
 
+    /// The cgroup v2 directory, opened: for `CLONE_INTO_CGROUP` and for
+    /// attaching BPF programs.
+    pub fn open_unified(&self) -> Result<fs::File, CgroupError> {
+        open_dir(&self.unified)
+    }
+
     /// Kills every process of containers nested in this one (cgroup.kill
     /// on each nested cgroup v2 directory, Linux 5.14); their monitors then
     /// clean up after them.
@@ -375,6 +419,32 @@ impl ContainerCgroups {
                 let _ = fs::write(nested.path().join("cgroup.kill"), "1");
             }
         }
+    }
+
+    /// Writes `limits` into the cgroups (at creation, before any process
+    /// joins, and live: a running container's limits change at once).
+    pub fn apply(&self, limits: &crate::spec::ResourceLimits) -> Result<(), LimitError> {
+        limits::apply(self, limits)
+    }
+
+    /// Freezes every process of the container (cgroup v2 freezer).
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        set_frozen(&self.unified, true)
+    }
+
+    /// Thaws what [`Self::freeze`] froze.
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        set_frozen(&self.unified, false)
+    }
+
+    /// Kills every process of the container and of containers nested in it.
+    pub fn kill(&self) {
+        kill_all(&self.unified);
+    }
+
+    /// What the controllers report about the container.
+    pub fn stats(&self) -> CgroupStats {
+        stats::read(&self.dirs().map(Path::to_path_buf).collect::<Vec<_>>())
     }
 
     /// Moves `pid` into every hierarchy's cgroup.
@@ -516,6 +586,83 @@ pub fn wait_empty(dir: &Path, timeout: Duration) -> bool {
             return false;
         }
         thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Writes an existing control file; never creates one (cgroupfs has no
+/// such files to create, and an absent control must be reported as such).
+pub(crate) fn write_control(path: &Path, value: &str) -> io::Result<()> {
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all(value.as_bytes())
+}
+
+/// Opens the cgroup directory `dir` (an fd to attach programs to, or to
+/// start a process in with `CLONE_INTO_CGROUP`).
+pub fn open_dir(dir: &Path) -> Result<fs::File, CgroupError> {
+    fs::File::open(dir).map_err(|source| CgroupError::Inspect {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Whether process `pid` is in the cgroup v2 group `path` (as
+/// `/proc/PID/cgroup` names it, relative to the v2 mount).
+pub fn pid_is_in(pid: i32, path: &str) -> bool {
+    let ours = format!("0::{path}");
+    fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|t| t.lines().any(|l| l == ours))
+}
+
+/// Moves the calling process into each cgroup of `dirs` (writes "0" to
+/// `cgroup.procs`: the writer, whatever pid namespace it is in).
+pub fn join_self(dirs: &[PathBuf]) -> Result<(), CgroupError> {
+    for dir in dirs {
+        write_control(&dir.join("cgroup.procs"), "0").map_err(|source| CgroupError::Join {
+            pid: std::process::id() as i32,
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The processes in the cgroup `dir`; an error if it cannot be read.
+pub fn procs_checked(dir: &Path) -> Result<Vec<i32>, CgroupError> {
+    let text =
+        fs::read_to_string(dir.join("cgroup.procs")).map_err(|source| CgroupError::Inspect {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// Freezes (`frozen`) or thaws the cgroup v2 directory `dir` and its
+/// descendants (`cgroup.freeze`, Linux 5.2), and waits up to 5 s until
+/// the kernel reports it done in `cgroup.events`.
+pub fn set_frozen(dir: &Path, frozen: bool) -> Result<(), CgroupError> {
+    let want = if frozen { "1" } else { "0" };
+    let failed = |source| CgroupError::Freeze {
+        path: dir.to_path_buf(),
+        frozen,
+        source,
+    };
+    write_control(&dir.join("cgroup.freeze"), want).map_err(failed)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let done = format!("frozen {want}");
+    loop {
+        let events = fs::read_to_string(dir.join("cgroup.events")).map_err(failed)?;
+        if events.lines().any(|l| l == done) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(CgroupError::FreezeTimeout {
+                path: dir.to_path_buf(),
+                frozen,
+            });
+        }
+        thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -4,11 +4,7 @@
 //! (restore recreates them there, in a new container made from the
 //! recorded `run` recipe, under the same policy).
 
-use std::{
-    collections::HashMap,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, path::Path, time::Instant};
 
 use super::{
     CheckpointError,
@@ -19,7 +15,10 @@ use super::{
     proc,
     sign::ImageKey,
 };
-use crate::runtime::{StateRoot, Status};
+use crate::{
+    cgroups,
+    runtime::{StateRoot, Status},
+};
 
 /// Checkpoints container `name` into `dir`, signed with `key`; without
 /// `leave_running` it is then ended and removed (its name is free for
@@ -56,9 +55,11 @@ pub fn checkpoint_container(
         .clone();
 
     let t0 = Instant::now();
-    set_frozen(&unified, true).map_err(&refuse)?;
+    let frozen_cgroup =
+        |frozen| cgroups::set_frozen(&unified, frozen).map_err(|e| refuse(e.to_string()));
+    frozen_cgroup(true)?;
     let frozen = dump::freeze(pid);
-    let thawed = set_frozen(&unified, false).map_err(&refuse);
+    let thawed = frozen_cgroup(false);
     let frozen = frozen?;
     if let Err(e) = thawed {
         let _ = frozen.release();
@@ -110,40 +111,11 @@ pub fn checkpoint_container(
     Ok(report)
 }
 
-/// Freezes or thaws a cgroup v2 directory and waits (up to 5 s) until the
-/// kernel says it is done.
-fn set_frozen(dir: &Path, frozen: bool) -> Result<(), String> {
-    let want = if frozen { "1" } else { "0" };
-    std::fs::write(dir.join("cgroup.freeze"), want)
-        .map_err(|e| format!("{}/cgroup.freeze: {e}", dir.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let events = std::fs::read_to_string(dir.join("cgroup.events"))
-            .map_err(|e| format!("{}/cgroup.events: {e}", dir.display()))?;
-        if events.lines().any(|l| l == format!("frozen {want}")) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{} did not become {} within 5 s",
-                dir.display(),
-                if frozen { "frozen" } else { "thawed" }
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Every process in the container's cgroup must be in the tree under its
 /// first process: one started by `palisade exec` is not, and could not be
 /// put back.
 fn check_all_in_tree(unified: &Path, frozen: &dump::Frozen) -> Result<(), String> {
-    let procs = std::fs::read_to_string(unified.join("cgroup.procs"))
-        .map_err(|e| format!("{}/cgroup.procs: {e}", unified.display()))?;
-    for pid in procs
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
-    {
+    for pid in cgroups::procs_checked(unified).map_err(|e| e.to_string())? {
         if !frozen.members.iter().any(|m| m.pid == pid) {
             return Err(format!(
                 "process {pid} in its cgroup is not a descendant of its first process (started by `palisade exec`?)"

@@ -17,7 +17,6 @@
 
 use std::{
     fs::File,
-    io,
     path::{Path, PathBuf},
 };
 
@@ -65,8 +64,8 @@ pub enum EnforceError {
         cgroup: PathBuf,
         reason: String,
     },
-    #[error("cannot open cgroup {}: {source}", path.display())]
-    Cgroup { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
     #[error("cannot write policy map {map} for cgroup {cgroup_id}: {reason}")]
     Map {
         map: &'static str,
@@ -317,10 +316,7 @@ impl Enforcer {
         policy: &Policy,
     ) -> Result<(), EnforceError> {
         self.write_policy(cgroup_id, policy, 0)?;
-        let cgroup = File::open(cgroup_dir).map_err(|source| EnforceError::Cgroup {
-            path: cgroup_dir.to_path_buf(),
-            source,
-        })?;
+        let cgroup = crate::cgroups::open_dir(cgroup_dir)?;
         let links = self.pins.links_dir(container);
         create_dirs(&links)?;
         for (hook, prog) in &mut self.programs {

@@ -163,11 +163,7 @@ fn enter(
     workdir: &std::path::Path,
     mask: &SigSet,
 ) -> Result<(), String> {
-    for dir in cgroups {
-        // "0" is the writing process, whatever pid namespace it is in.
-        std::fs::write(dir.join("cgroup.procs"), "0")
-            .map_err(|e| format!("cannot join cgroup {}: {e}", dir.display()))?;
-    }
+    crate::cgroups::join_self(cgroups).map_err(|e| e.to_string())?;
     for (file, flag) in namespaces {
         setns(file.as_fd(), *flag)
             .map_err(|e| format!("cannot join the container's namespaces ({flag:?}): {e}"))?;

@@ -49,13 +49,11 @@ pub(super) fn container_process(state: &State) -> Result<OwnedFd, RuntimeError> 
     let fd = pidfd::open(pid).map_err(|_| not_running(state))?;
     // Checked after opening the pidfd: if this is the container's process
     // now, the pidfd refers to it for good.
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    let ours = format!("0::{}", state.cgroup_path());
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let zombie = stat
         .rsplit_once(") ")
         .is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'));
-    if zombie || !cgroup.lines().any(|l| l == ours) {
+    if zombie || !crate::cgroups::pid_is_in(pid, &state.cgroup_path()) {
         return Err(RuntimeError::WrongStatus {
             name: state.name.clone(),
             status: format!("{} but its first process (pid {pid}) is gone", state.status),

@@ -345,7 +345,7 @@ fn start(
             other => other,
         })?,
     );
-    crate::cgroups::apply(cgroups, &spec.policy.resources)?;
+    cgroups.apply(&spec.policy.resources)?;
     let mut policy = spec.policy.clone();
     policy.devices.allow.extend(spec.extra_device_rules());
     let enforcer = enforcer.as_mut().expect("just set");
@@ -426,8 +426,7 @@ fn start(
         clone_flags |= libc::CLONE_NEWUSER;
         state.userns = Some(userns::HOST_BASE);
     }
-    let unified = File::open(cgroups.unified())
-        .map_err(|e| RuntimeError::io("open the container's cgroup", &e))?;
+    let unified = cgroups.open_unified()?;
     let child = match fork_into(clone_flags, Some(unified.as_fd()))
         .map_err(setup("create the container's process"))?
     {

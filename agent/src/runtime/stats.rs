@@ -10,7 +10,7 @@ use super::{
     RuntimeError, State, StateRoot, Status, cleanup::reconcile, policy::open_loaded, shaping,
 };
 use crate::{
-    accounting::cgroup_stats::CgroupStats,
+    cgroups::CgroupStats,
     enforce::{CounterView, Enforcer, Pins, Usage},
 };
 
@@ -122,7 +122,7 @@ fn one(state: &State, enforcer: Option<&Enforcer>) -> ContainerStats {
         cpu_percent: None,
         usage: kernel.as_ref().map(|k| k.0),
         denied: kernel.map(|k| k.1),
-        cgroup: running.then(|| crate::accounting::cgroup_stats::read(&state.cgroups)),
+        cgroup: running.then(|| crate::cgroups::stats::read(&state.cgroups)),
         egress: if running { egress(state) } else { None },
     }
 }
