@@ -322,28 +322,54 @@ fn a_foreground_restore_prints_the_containers_output() {
     assert_eq!(status.code(), Some(137), "restore ends with its container");
 }
 
-/// The image's recipe rewritten as the forgery did: the host's
-/// root mounted, a host block device, and a policy that allows any
-/// connect, its CRC made right again so that only the signature can
-/// tell. Returns the forged meta.json.
-fn forge(image: &Path) -> String {
+/// The image's meta.json with its recipe changed by `change`, its CRC
+/// made right again so that only the signature can tell.
+fn forge_recipe(image: &Path, change: impl FnOnce(&mut palisade::spec::Recipe)) -> String {
     use palisade::checkpoint::image::Image;
     let text = fs::read_to_string(image.join("meta.json")).unwrap();
     let mut meta: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut body: Image = serde_json::from_value(meta["body"].take()).unwrap();
-    let recipe = &mut body.container.as_mut().unwrap().recipe;
-    let extra = ["--mount", "/:/mnt", "--device", "/dev/loop0:rwm"];
-    recipe.run_args.splice(0..0, extra.map(String::from));
-    recipe.policy = Some("[network]\nconnect = [\"allow any\"]\n".into());
-    recipe.applied_policy = None;
+    change(&mut body.container.as_mut().unwrap().recipe);
     meta["body_crc32"] = crc32fast::hash(&serde_json::to_vec(&body).unwrap()).into();
     meta["body"] = serde_json::to_value(&body).unwrap();
     serde_json::to_string_pretty(&meta).unwrap()
 }
 
+/// The image's recipe rewritten as the forgery did: the host's
+/// root mounted, a host block device, and a policy that allows any
+/// connect. Returns the forged meta.json.
+fn forge(image: &Path) -> String {
+    forge_recipe(image, |recipe| {
+        let root = palisade::spec::BindMount::parse("/:/mnt").unwrap();
+        recipe.launch.mounts.insert(0, root);
+        let loop0 = palisade::spec::DeviceRequest::parse("/dev/loop0:rwm").unwrap();
+        let rule = palisade::spec::DeviceRule::parse("b 7:0 rwm").unwrap();
+        recipe.launch.devices.push((loop0, rule));
+        recipe.policy = Some("[network]\nconnect = [\"allow any\"]\n".into());
+        recipe.applied_policy = None;
+    })
+}
+
+/// A copy of `image` whose meta.json is `meta` (unsigned: restored only
+/// with --trust-image).
+fn unsigned_copy(sb: &Sandbox, image: &Path, name: &str, meta: &str) -> std::path::PathBuf {
+    let dir = sb.dir.join(name);
+    fs::create_dir(&dir).unwrap();
+    for f in ["pages.img", "files.img"] {
+        fs::copy(image.join(f), dir.join(f)).unwrap();
+    }
+    fs::write(dir.join("meta.json"), meta).unwrap();
+    dir
+}
+
 /// `restore -d --dir DIR [extra]` of a bad image: exit 2, naming
 /// `expect`, and no container, state or cgroup made.
 fn refused_and_nothing_made(sb: &Sandbox, dir: &Path, extra: &[&str], expect: &str) {
+    refused_with(sb, dir, extra, 2, expect);
+}
+
+/// As [`refused_and_nothing_made`], with exit status `code`.
+fn refused_with(sb: &Sandbox, dir: &Path, extra: &[&str], code: i32, expect: &str) {
     let out = sb
         .palisade()
         .args(["restore", "-d", "--dir"])
@@ -351,7 +377,7 @@ fn refused_and_nothing_made(sb: &Sandbox, dir: &Path, extra: &[&str], expect: &s
         .args(extra)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(code), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(expect),
         "expected {expect:?}: {}",
@@ -375,18 +401,13 @@ fn a_forged_container_image_is_refused_and_nothing_is_made() {
     let good_meta = fs::read_to_string(image.join("meta.json")).unwrap();
     let good_manifest = fs::read_to_string(image.join("manifest.json")).unwrap();
     let forged = forge(&image);
-    assert!(forged.contains("/:/mnt") && forged.contains("allow any"));
+    assert!(forged.contains("\"/mnt\"") && forged.contains("allow any"));
 
     // The forgery is a well-formed image on its checksums alone.
-    let unsigned = sb.dir.join("unsigned");
-    fs::create_dir(&unsigned).unwrap();
-    for f in ["pages.img", "files.img"] {
-        fs::copy(image.join(f), unsigned.join(f)).unwrap();
-    }
-    fs::write(unsigned.join("meta.json"), &forged).unwrap();
+    let unsigned = unsigned_copy(&sb, &image, "unsigned", &forged);
     let read = palisade::checkpoint::image::open(&unsigned, None).expect("CRCs hold");
     let recipe = &read.image.container.as_ref().unwrap().recipe;
-    assert_eq!(recipe.run_args[..2], ["--mount", "/:/mnt"]);
+    assert_eq!(recipe.launch.mounts[0].describe(), "/:/mnt");
     // Unsigned, it is refused.
     refused_and_nothing_made(&sb, &unsigned, &[], "unsigned");
 
@@ -479,4 +500,62 @@ fn a_refused_container_checkpoint_leaves_it_running() {
     assert!(events.contains("frozen 0"), "{events}");
     let now = last_count(&sb);
     wait_for("it to count on", || last_count(&sb) >= now + 3);
+}
+
+/// A recipe whose policy, limits or devices cannot be applied as recorded
+/// is refused (even from an image trusted without a signature): never a
+/// default policy in its place, never another device, and nothing is
+/// left behind. The untouched image then restores.
+#[test]
+fn a_recipe_that_cannot_be_applied_as_recorded_is_refused() {
+    let sb = Sandbox::new("ckpt-ctr-recipe");
+    let policy = sb.connect_policy(&["deny any"]);
+    let share = sb.dir.join("share");
+    fs::create_dir_all(&share).unwrap();
+    start(&sb, &share, &policy, &script(1, 1));
+    let image = sb.dir.join("image");
+    checkpoint(&sb, &image);
+    let trusted = ["--trust-image"];
+
+    // The enforced policy no longer parses: refused, not Policy::default().
+    let meta = forge_recipe(&image, |r| {
+        r.policy = Some("[network]\nconnect = [\"allow bogus\"]\n".into());
+    });
+    let dir = unsigned_copy(&sb, &image, "bad-policy", &meta);
+    refused_and_nothing_made(&sb, &dir, &trusted, "the image's recipe");
+
+    // The last applied policy is the one in force: it must parse too.
+    let meta = forge_recipe(&image, |r| r.applied_policy = Some("[network\n".into()));
+    let dir = unsigned_copy(&sb, &image, "bad-applied", &meta);
+    refused_and_nothing_made(&sb, &dir, &trusted, "<recorded policy>");
+
+    // A recorded device whose host node is now another device.
+    let meta = forge_recipe(&image, |r| {
+        let null = palisade::spec::DeviceRequest::parse("/dev/null:/dev/mine:rw").unwrap();
+        let rule = palisade::spec::DeviceRule::parse("c 1:5 rw").unwrap();
+        r.launch.devices.push((null, rule));
+    });
+    let dir = unsigned_copy(&sb, &image, "bad-device", &meta);
+    refused_and_nothing_made(&sb, &dir, &trusted, "not c 1:5");
+
+    // A recipe of another format.
+    let meta = forge_recipe(&image, |r| r.version += 1);
+    let dir = unsigned_copy(&sb, &image, "bad-version", &meta);
+    refused_and_nothing_made(&sb, &dir, &trusted, "this palisade reads");
+
+    // Limits the kernel refuses (a CPU this host lacks): the restore
+    // fails at setup and leaves nothing.
+    let meta = forge_recipe(&image, |r| r.launch.resources.cpuset = Some("1000".into()));
+    let dir = unsigned_copy(&sb, &image, "bad-cpuset", &meta);
+    refused_with(&sb, &dir, &trusted, 125, "cpuset");
+
+    // The image itself restores.
+    let out = sb
+        .palisade()
+        .args(["restore", "-d", "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restore: {}", describe(&out));
+    sb.wait_running();
 }

@@ -15,48 +15,43 @@ use super::{
     proc,
     sign::ImageKey,
 };
-use crate::{
-    cgroups,
-    runtime::{StateRoot, Status},
-};
+use crate::{cgroups, spec::Recipe};
 
-/// Checkpoints container `name` into `dir`, signed with `key`; without
-/// `leave_running` it is then ended and removed (its name is free for
-/// the restore).
+/// A running container to checkpoint, as its state records it.
+pub struct ContainerTarget<'a> {
+    pub name: &'a str,
+    /// Its first process (host pid).
+    pub pid: i32,
+    /// Its cgroup v2 directory.
+    pub cgroup: &'a Path,
+    pub recipe: Recipe,
+    /// Its log file on the host.
+    pub log: String,
+}
+
+/// Checkpoints a container into `dir`, signed with `key`, leaving it
+/// running: the runtime ends and removes it afterwards if asked.
 pub fn checkpoint_container(
-    root: &StateRoot,
-    name: &str,
+    target: ContainerTarget,
     dir: &ImageDir,
     key: &ImageKey,
     opts: DumpOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<DumpReport, CheckpointError> {
+    let ContainerTarget {
+        name,
+        pid,
+        cgroup: unified,
+        recipe,
+        log,
+    } = target;
     let refuse = |what: String| CheckpointError::Container {
         name: name.to_string(),
         what,
     };
-    let state = root.load(name).map_err(|e| refuse(e.to_string()))?;
-    let pid = match (state.status, state.pid) {
-        (Status::Running, Some(pid)) => pid,
-        (status, _) => return Err(refuse(format!("it is {status}, not running"))),
-    };
-    if !state.enclosing.is_empty() {
-        return Err(refuse(
-            "it is nested in another container (--parent): checkpoint the outermost".into(),
-        ));
-    }
-    let recipe = state.recipe.clone().ok_or_else(|| {
-        refuse("it was started by an older palisade that recorded no recipe".into())
-    })?;
-    let unified = state
-        .cgroups
-        .first()
-        .ok_or_else(|| refuse("it has no cgroup".into()))?
-        .clone();
-
     let t0 = Instant::now();
     let frozen_cgroup =
-        |frozen| cgroups::set_frozen(&unified, frozen).map_err(|e| refuse(e.to_string()));
+        |frozen| cgroups::set_frozen(unified, frozen).map_err(|e| refuse(e.to_string()));
     frozen_cgroup(true)?;
     let frozen = dump::freeze(pid);
     let thawed = frozen_cgroup(false);
@@ -66,11 +61,10 @@ pub fn checkpoint_container(
         return Err(e);
     }
     let freeze = t0.elapsed();
-    if let Err(e) = check_all_in_tree(&unified, &frozen).map_err(&refuse) {
+    if let Err(e) = check_all_in_tree(unified, &frozen).map_err(&refuse) {
         let _ = frozen.release();
         return Err(e);
     }
-    let log = root.log_path(name).display().to_string();
     let target = dump::ImageTarget { dir, key };
     let report = dump::dump_into(pid, frozen, target, opts, progress, freeze, |image| {
         // The first process has palisade's filters, which restore makes
@@ -105,9 +99,6 @@ pub fn checkpoint_container(
         });
         Ok(())
     })?;
-    if !opts.leave_running {
-        crate::runtime::remove(root, name, true).map_err(|e| refuse(e.to_string()))?;
-    }
     Ok(report)
 }
 

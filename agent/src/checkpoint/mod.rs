@@ -23,7 +23,7 @@ mod vmflags;
 
 use nix::errno::Errno;
 
-pub use container::checkpoint_container;
+pub use container::{ContainerTarget, checkpoint_container};
 pub use dump::{DumpOptions, DumpReport, checkpoint_pid};
 pub use restore::{RestoreReport, restore};
 

@@ -115,7 +115,7 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
     let (what, done) = match (&args.name, args.pid) {
         (Some(name), _) => (
             format!("container {name}"),
-            checkpoint::checkpoint_container(root, name, &dir, &key, opts, &mut progress),
+            crate::runtime::checkpoint_container(root, name, &dir, &key, opts, &mut progress),
         ),
         (None, Some(pid)) => (
             format!("pid {pid}"),

@@ -6,8 +6,8 @@ use clap::{Args, ValueEnum};
 
 use crate::{
     runtime::{
-        self, BindMount, DeviceNode, DeviceRequest, NetMode, Recipe, RunOutcome, RunSpec,
-        StateRoot, security,
+        self, BindMount, DeviceNode, DeviceRequest, NetMode, RECIPE_VERSION, Recipe, RunOutcome,
+        RunSpec, StateRoot, security,
     },
     spec::{Egress, Policy, Resources, Value, load_bundle},
 };
@@ -236,54 +236,22 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
         },
         None => (Policy::default(), None),
     };
-    let recipe = Recipe {
-        run_args: recipe_args(std::env::args().skip_while(|a| a != "run").skip(1)),
-        policy: text,
-        applied_policy: None,
-    };
     match spec_from(args, policy) {
         Ok(mut spec) => {
-            spec.recipe = Some(recipe);
+            spec.recipe = Some(Recipe {
+                version: RECIPE_VERSION,
+                launch: spec.launch(),
+                policy: text,
+                applied_policy: None,
+            });
             launch(root, &spec)
         }
         Err(status) => status,
     }
 }
 
-/// The `run` arguments worth recording to make the container again: all
-/// but --name, --detach and --policy (restore gives its own name and
-/// mode, and the policy's text is kept apart). The command after `--` is
-/// kept as it is.
-fn recipe_args(args: impl Iterator<Item = String>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut args = args.peekable();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--" => {
-                out.push(a);
-                out.extend(args.by_ref());
-            }
-            "--name" | "--policy" => {
-                args.next();
-            }
-            "-d" | "--detach" => {}
-            _ if a.starts_with("--name=") || a.starts_with("--policy=") => {}
-            _ => out.push(a),
-        }
-    }
-    out
-}
-
-/// `run`'s arguments, for parsing a recipe again.
-#[derive(Debug, clap::Parser)]
-#[command(no_binary_name = true)]
-struct Rerun {
-    #[command(flatten)]
-    args: RunArgs,
-}
-
-/// Restores a container's checkpoint image (in `dir`) into a new
-/// container made from its recipe, named `name`.
+/// Restores a container's checkpoint image into a new container made from
+/// its recipe, named `name`.
 pub fn restore_container(
     root: &StateRoot,
     recipe: &Recipe,
@@ -291,50 +259,11 @@ pub fn restore_container(
     detach: bool,
     image: crate::checkpoint::image::Handoff,
 ) -> i32 {
-    use clap::Parser;
-    let bad_input = |e: &dyn std::fmt::Display| {
-        super::report(&format!("the image's recipe: {e}"));
-        super::EXIT_BAD_INPUT
-    };
-    let mut args = match Rerun::try_parse_from(&recipe.run_args) {
-        Ok(r) => r.args,
-        Err(e) => return bad_input(&e),
-    };
-    args.name = Some(name);
-    args.detach = detach;
-    args.policy = None;
-    let parse = |text: &str| Policy::parse(std::path::Path::new("<recipe policy>"), text);
-    let policy = match (&recipe.policy, &recipe.applied_policy) {
-        (None, None) => Ok(Policy::default()),
-        (Some(text), None) => parse(text),
-        (original, Some(applied)) => {
-            // `policy apply` changes all but the resources, which stay as
-            // the container started with.
-            let resources = original
-                .as_deref()
-                .map(parse)
-                .transpose()
-                .map(|p| p.map(|p| p.resources).unwrap_or_default());
-            resources.and_then(|resources| {
-                parse(applied).map(|mut p| {
-                    p.resources = resources;
-                    p
-                })
-            })
-        }
-    };
-    let policy = match policy {
-        Ok(p) => p,
-        Err(e) => return bad_input(&e),
-    };
-    match spec_from(args, policy) {
-        Ok(mut spec) => {
-            spec.recipe = Some(recipe.clone());
-            spec.restore = Some(image);
-            launch(root, &spec)
-        }
-        Err(status) => status,
-    }
+    let name_shown = name.clone();
+    outcome(
+        &name_shown,
+        runtime::restore_container(root, recipe, name, detach, image),
+    )
 }
 
 /// The run spec for `args` under `policy`, or the exit status of a bad
@@ -427,10 +356,14 @@ fn spec_from(args: RunArgs, policy: Policy) -> Result<RunSpec, i32> {
 }
 
 fn launch(root: &StateRoot, spec: &RunSpec) -> i32 {
-    match runtime::run(root, spec) {
+    outcome(&spec.name, runtime::run(root, spec))
+}
+
+fn outcome(name: &str, result: Result<RunOutcome, runtime::RuntimeError>) -> i32 {
+    match result {
         Ok(RunOutcome::Exited(status)) => status,
         Ok(RunOutcome::Detached) => {
-            println!("{}", spec.name);
+            println!("{name}");
             0
         }
         Err(e) => super::failed(e),

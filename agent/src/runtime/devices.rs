@@ -12,46 +12,11 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use crate::spec::{DeviceRule, DeviceType, parse_access};
+use crate::spec::{DeviceRequest, DeviceRule, DeviceType};
 
 /// Entries of the container's /dev that palisade makes itself and a device
 /// may not replace (symlinks and mount points).
 const RESERVED: &[&str] = &["pts", "shm", "fd", "stdin", "stdout", "stderr", "ptmx"];
-
-/// A `--device` flag, parsed but not yet checked against the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceRequest {
-    pub host: PathBuf,
-    pub container: PathBuf,
-    /// `DEVICE_ACC_*` bits.
-    pub access: u32,
-}
-
-impl DeviceRequest {
-    /// Parses `HOST[:CONTAINER][:PERMS]`: absolute paths (CONTAINER's is
-    /// checked by [`DeviceNode::resolve`], after HOST), PERMS of r, w, m
-    /// (default rwm).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let invalid = |why: &str| format!("invalid device {text:?}: {why}");
-        let parts: Vec<&str> = text.split(':').collect();
-        let (host, container, perms) = match parts.as_slice() {
-            [h] => (*h, *h, "rwm"),
-            [h, c] if c.starts_with('/') => (*h, *c, "rwm"),
-            [h, p] => (*h, *h, *p),
-            [h, c, p] => (*h, *c, *p),
-            _ => return Err(invalid("expected HOST[:CONTAINER][:PERMS]")),
-        };
-        if !host.starts_with('/') {
-            return Err(invalid("the host path must be absolute"));
-        }
-        let access = parse_access(perms).map_err(|e| invalid(&e.to_string()))?;
-        Ok(Self {
-            host: host.into(),
-            container: container.into(),
-            access,
-        })
-    }
-}
 
 /// A device node for the container: the host node (checked), where it
 /// appears inside, and the rule that grants its access.
@@ -85,6 +50,37 @@ impl DeviceNode {
             host: host.clone(),
             container: request.container.clone(),
             rule: DeviceRule::exact(kind, libc::major(rdev), libc::minor(rdev), request.access),
+        })
+    }
+}
+
+impl DeviceNode {
+    /// Resolves `request` and checks that the host's node is the device
+    /// `expected` names (a bundle's `linux.devices` entry, or the device a
+    /// checkpointed container had): palisade binds the host's node, so
+    /// another device there is refused, never bound in its place.
+    pub fn resolve_as(request: &DeviceRequest, expected: &DeviceRule) -> Result<Self, String> {
+        let node = Self::resolve(request)?;
+        let found = (node.rule.kind, node.rule.major, node.rule.minor);
+        if found != (expected.kind, expected.major, expected.minor) {
+            let shown = |r: &DeviceRule| {
+                let text = r.to_string();
+                text.rsplit_once(' ')
+                    .map_or(text.clone(), |(head, _)| head.to_string())
+            };
+            return Err(format!(
+                "{}: the host's node there is {}, not {}: palisade binds the host's node into the container",
+                request.host.display(),
+                shown(&node.rule),
+                shown(expected)
+            ));
+        }
+        Ok(Self {
+            rule: DeviceRule {
+                access: expected.access,
+                ..node.rule
+            },
+            ..node
         })
     }
 }
@@ -193,5 +189,27 @@ mod tests {
         let e =
             DeviceNode::resolve(&DeviceRequest::parse("/dev/no-such-node").unwrap()).unwrap_err();
         assert!(e.contains("/dev/no-such-node"), "{e}");
+    }
+
+    #[test]
+    fn a_node_must_be_the_device_expected() {
+        const DEVICE_RWM: u32 = DEVICE_ACC_READ | DEVICE_ACC_WRITE | DEVICE_ACC_MKNOD;
+        let request = |host: &str| DeviceRequest {
+            host: host.into(),
+            container: "/dev/null".into(),
+            access: DEVICE_RWM,
+        };
+        let rule = |kind, major, minor| DeviceRule::exact(kind, major, minor, DEVICE_RWM);
+        let null = rule(DeviceType::Char, 1, 3);
+        assert!(DeviceNode::resolve_as(&request("/dev/null"), &null).is_ok());
+        for (host, expected, needle) in [
+            ("/dev/null", rule(DeviceType::Char, 1, 4), "not c 1:4"),
+            ("/dev/null", rule(DeviceType::Block, 1, 3), "not b 1:3"),
+            ("/dev/palisade-none", null, "No such file"),
+            ("/etc/hostname", null, "not a character or block device"),
+        ] {
+            let e = DeviceNode::resolve_as(&request(host), &expected).unwrap_err();
+            assert!(e.contains(needle), "{host}: {e}");
+        }
     }
 }

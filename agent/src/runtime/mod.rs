@@ -7,6 +7,7 @@
 //! then allowed to exec. It never decides policy (that is `spec`) nor
 //! builds BPF maps itself (`enforce`).
 
+mod checkpoint;
 mod cleanup;
 mod devices;
 mod events;
@@ -24,17 +25,22 @@ mod stats;
 mod supervise;
 pub mod userns;
 
-use std::{ffi::CString, path::PathBuf};
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
 
+pub use crate::spec::{BindMount, DeviceRequest, Launch, NetMode, RECIPE_VERSION, Recipe};
+pub use checkpoint::checkpoint_container;
 pub use cleanup::{Pruned, prune, reconcile};
-pub use devices::{DeviceNode, DeviceRequest};
+pub use devices::DeviceNode;
 pub use events::{DeviceView, EventView, events};
 pub use exec::{ExecSpec, exec};
 pub use lifecycle::{kill, logs, ps, remove, wait};
 use nix::errno::Errno;
 pub use policy::{EgressShown, Shown, apply_policy, show_policy};
-pub use rootfs::{BindMount, RootfsSpec};
-pub use state::{Recipe, State, StateError, StateRoot, Status};
+pub use rootfs::RootfsSpec;
+pub use state::{State, StateError, StateRoot, Status};
 pub use stats::{ContainerStats, EgressTotals, stats};
 use thiserror::Error;
 
@@ -53,19 +59,6 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 
 /// The container's PATH unless `--env PATH=…` says otherwise.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The container's network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NetMode {
-    /// The host's network namespace.
-    #[default]
-    Host,
-    /// A private network namespace with only loopback, up.
-    None,
-    /// A private network namespace plugged into the host bridge
-    /// `palisade0` (see `net`).
-    Bridge,
-}
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -141,6 +134,10 @@ pub enum RuntimeError {
         value: String,
         why: &'static str,
     },
+    /// Input that cannot be used as it is (a bundle's device, a
+    /// checkpoint's recipe), with why.
+    #[error("{0}")]
+    BadInput(String),
     #[error(
         "container {container:?}: {list} names {count} address prefixes, more than the {bound} one container may have in a rule list (merge addresses into wider prefixes)"
     )]
@@ -183,7 +180,8 @@ impl RuntimeError {
             | RuntimeError::NulInArgument(_)
             | RuntimeError::TooManyPrefixes { .. }
             | RuntimeError::BadMount(_)
-            | RuntimeError::Invalid { .. } => 2,
+            | RuntimeError::Invalid { .. }
+            | RuntimeError::BadInput(_) => 2,
             _ => EXIT_SETUP_FAILED,
         }
     }
@@ -228,7 +226,12 @@ impl RunSpec {
             rootfs: Some(bundle.rootfs),
             read_only: bundle.read_only,
             mounts: bundle.mounts,
-            devices: bundle.devices,
+            devices: bundle
+                .devices
+                .iter()
+                .map(|(request, expected)| DeviceNode::resolve_as(request, expected))
+                .collect::<Result<_, _>>()
+                .map_err(|why| RuntimeError::BadInput(format!("bundle: linux.devices: {why}")))?,
             device_rules: bundle.device_rules,
             caps,
             user: bundle.user.map(|(uid, gid)| security::User { uid, gid }),
@@ -349,13 +352,128 @@ fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
             });
         }
         // Mounts made elsewhere than by `BindMount::parse` are checked too.
-        rootfs::destination(&m.target)
+        crate::spec::mount_destination(&m.target)
             .map_err(|why| RuntimeError::BadMount(format!("--mount {}: {why}", m.describe())))?;
     }
     Ok(())
 }
 
+/// Restores a container's checkpoint image into a new container made
+/// from the image's recipe, named `name`.
+pub fn restore_container(
+    root: &StateRoot,
+    recipe: &Recipe,
+    name: String,
+    detach: bool,
+    image: crate::checkpoint::image::Handoff,
+) -> Result<RunOutcome, RuntimeError> {
+    let mut spec = RunSpec::from_recipe(name, detach, recipe)?;
+    spec.restore = Some(image);
+    run(root, &spec)
+}
+
 impl RunSpec {
+    /// What made this container, for its recipe.
+    pub fn launch(&self) -> Launch {
+        Launch {
+            command: self.command.clone(),
+            env: self.env.clone(),
+            workdir: self.workdir.clone(),
+            hostname: self.hostname.clone(),
+            net: self.net,
+            rootfs: self.rootfs.clone(),
+            read_only: self.read_only,
+            mounts: self.mounts.clone(),
+            devices: self
+                .devices
+                .iter()
+                .map(|d| {
+                    let request = DeviceRequest {
+                        host: d.host.clone(),
+                        container: d.container.clone(),
+                        access: d.rule.access,
+                    };
+                    (request, d.rule)
+                })
+                .collect(),
+            device_rules: self.device_rules.clone(),
+            caps: self.caps.bits(),
+            user: self.user.map(|u| (u.uid, u.gid)),
+            userns: self.userns,
+            parent: self.parent.clone(),
+            extra_masked: self.extra_masked.clone(),
+            extra_read_only: self.extra_read_only.clone(),
+            resources: self.policy.resources.clone(),
+            egress: self.policy.network.egress,
+        }
+    }
+
+    /// The container a checkpoint's recipe describes, named `name`: the
+    /// recorded spec under the recorded policy (the last applied one if
+    /// any, with the resources the container started with). A recipe that
+    /// cannot be read or applied as recorded is refused: never a default
+    /// policy, never another device.
+    pub fn from_recipe(name: String, detach: bool, recipe: &Recipe) -> Result<Self, RuntimeError> {
+        let bad = |why: String| RuntimeError::BadInput(format!("the image's recipe: {why}"));
+        if recipe.version != RECIPE_VERSION {
+            return Err(bad(format!(
+                "format {} (this palisade reads {RECIPE_VERSION})",
+                recipe.version
+            )));
+        }
+        let parse = |text: &str| {
+            Policy::parse(Path::new("<recorded policy>"), text).map_err(|e| bad(e.to_string()))
+        };
+        let launch = &recipe.launch;
+        let mut policy = match (&recipe.policy, &recipe.applied_policy) {
+            (_, Some(applied)) => parse(applied)?,
+            (Some(text), None) => parse(text)?,
+            (None, None) => Policy::default(),
+        };
+        // `policy apply` changes the network (egress included), device and
+        // security sections; the resources stay as the container started.
+        policy.resources = launch.resources.clone();
+        if recipe.applied_policy.is_none() {
+            policy.network.egress = launch.egress;
+        }
+        let devices = launch
+            .devices
+            .iter()
+            .map(|(request, rule)| DeviceNode::resolve_as(request, rule))
+            .collect::<Result<_, _>>()
+            .map_err(bad)?;
+        let caps = security::CapSet::from_bits(launch.caps);
+        if caps.bits() != launch.caps {
+            return Err(bad(format!(
+                "capabilities {:#x} this host's palisade does not know",
+                launch.caps & !caps.bits()
+            )));
+        }
+        Ok(RunSpec {
+            name,
+            command: launch.command.clone(),
+            policy,
+            detach,
+            env: launch.env.clone(),
+            workdir: launch.workdir.clone(),
+            hostname: launch.hostname.clone(),
+            net: launch.net,
+            rootfs: launch.rootfs.clone(),
+            read_only: launch.read_only,
+            mounts: launch.mounts.clone(),
+            devices,
+            device_rules: launch.device_rules.clone(),
+            caps,
+            user: launch.user.map(|(uid, gid)| security::User { uid, gid }),
+            userns: launch.userns,
+            parent: launch.parent.clone(),
+            extra_masked: launch.extra_masked.clone(),
+            extra_read_only: launch.extra_read_only.clone(),
+            recipe: Some(recipe.clone()),
+            restore: None,
+        })
+    }
+
     /// Device rules the container has beyond its policy file's: those of
     /// its devices and its bundle. They stay through `policy apply`.
     pub fn extra_device_rules(&self) -> Vec<crate::spec::DeviceRule> {

@@ -11,7 +11,7 @@ use std::{
         fd::{AsFd, AsRawFd},
         unix::fs::symlink,
     },
-    path::{Component, Path, PathBuf},
+    path::{Path, PathBuf},
 };
 
 use nix::{
@@ -19,84 +19,7 @@ use nix::{
     unistd::{chdir, pivot_root},
 };
 
-use crate::sys::fs;
-
-/// One `--mount SRC:DST[:ro]`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BindMount {
-    pub source: PathBuf,
-    pub target: PathBuf,
-    pub read_only: bool,
-}
-
-impl BindMount {
-    /// Parses `SRC:DST[:ro|:rw]`; both paths absolute, and DST a place
-    /// that may be mounted over (see [`destination`]).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = text.split(':').collect();
-        let (source, target, read_only) = match parts.as_slice() {
-            [s, t] => (*s, *t, false),
-            [s, t, "ro"] => (*s, *t, true),
-            [s, t, "rw"] => (*s, *t, false),
-            _ => return Err(format!("invalid mount {text:?}: expected SRC:DST[:ro]")),
-        };
-        if !source.starts_with('/') || !target.starts_with('/') {
-            return Err(format!(
-                "invalid mount {text:?}: both paths must be absolute"
-            ));
-        }
-        let target = destination(Path::new(target))
-            .map_err(|why| format!("invalid mount {text:?}: {why}"))?;
-        Ok(Self {
-            source: source.into(),
-            target,
-            read_only,
-        })
-    }
-
-    /// `SRC:DST` as given, for messages.
-    pub fn describe(&self) -> String {
-        format!("{}:{}", self.source.display(), self.target.display())
-    }
-}
-
-/// A mount destination inside the container, normalised (`.`, `..` and
-/// repeated slashes resolved by name), or why it is refused: the root
-/// itself, and `/proc`, `/sys` and anything under them, which palisade
-/// mounts, masks and makes read-only itself (a mount there would undo
-/// that, as runc also refuses).
-pub fn destination(path: &Path) -> Result<PathBuf, String> {
-    if !path.is_absolute() {
-        return Err(format!(
-            "the destination {} must be absolute",
-            path.display()
-        ));
-    }
-    let mut normal = PathBuf::from("/");
-    for part in path.components() {
-        match part {
-            Component::Normal(name) => normal.push(name),
-            Component::ParentDir => {
-                normal.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    let covers = |top: &str| normal.starts_with(top);
-    if normal == Path::new("/") {
-        return Err(format!(
-            "the destination {} is the container's root (use --rootfs to give the root)",
-            path.display()
-        ));
-    }
-    if let Some(top) = ["/proc", "/sys"].into_iter().find(|t| covers(t)) {
-        return Err(format!(
-            "the destination {} is {top} or under it, which palisade mounts and masks itself; mount elsewhere",
-            path.display()
-        ));
-    }
-    Ok(normal)
-}
+use crate::{spec::BindMount, sys::fs};
 
 /// Whether the tree at `path` (one mount and the mounts under it) holds a
 /// cgroup filesystem, by filesystem type: from such a mount a container
@@ -432,58 +355,4 @@ fn build_dev(dev: &Path, devices: &[(PathBuf, PathBuf)]) -> Result<(), String> {
         symlink(to, dev.join(name)).map_err(|e| format!("cannot link /dev/{name}: {e}"))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bind_mount_syntax() {
-        assert_eq!(
-            BindMount::parse("/a:/b").unwrap(),
-            BindMount {
-                source: "/a".into(),
-                target: "/b".into(),
-                read_only: false
-            }
-        );
-        assert!(BindMount::parse("/a:/b:ro").unwrap().read_only);
-        assert!(BindMount::parse("a:/b").is_err());
-        assert!(BindMount::parse("/a").is_err());
-        assert!(BindMount::parse("/a:/b:rx").is_err());
-    }
-
-    #[test]
-    fn destinations_are_normalised_and_proc_sys_and_root_refused() {
-        let ok = |d: &str| destination(Path::new(d)).unwrap_or_else(|e| panic!("{d}: {e}"));
-        assert_eq!(ok("/mnt"), Path::new("/mnt"));
-        assert_eq!(ok("//mnt///data/./x/.."), Path::new("/mnt/data"));
-        assert_eq!(ok("/processes"), Path::new("/processes"));
-        assert_eq!(ok("/system"), Path::new("/system"));
-        assert_eq!(ok("/../../mnt"), Path::new("/mnt"));
-        for d in [
-            "/proc",
-            "/proc/",
-            "/proc/sys",
-            "//proc",
-            "/./proc/self",
-            "/mnt/../proc",
-            "/sys",
-            "/sys/fs/cgroup",
-            "/tmp/../sys//kernel",
-            "/",
-            "/mnt/..",
-            "/..",
-        ] {
-            assert!(destination(Path::new(d)).is_err(), "{d}");
-            assert!(BindMount::parse(&format!("/tmp:{d}")).is_err(), "{d}");
-        }
-        let e = BindMount::parse("/sys/fs/cgroup:/mnt/../proc").unwrap_err();
-        assert!(e.contains("/proc"), "{e}");
-        assert_eq!(
-            BindMount::parse("/a://b/./c").unwrap().target,
-            Path::new("/b/c")
-        );
-    }
 }

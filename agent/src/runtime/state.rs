@@ -22,6 +22,8 @@ use nix::fcntl::{FcntlArg, fcntl};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::spec::Recipe;
+
 #[derive(Debug, Error)]
 pub enum StateError {
     #[error("container {name:?} already exists ({status}); remove it with `palisade rm {name}`")]
@@ -116,9 +118,10 @@ pub struct State {
     /// applied to the container (`c 7:0 rw`…).
     #[serde(default)]
     pub device_rules: Vec<crate::spec::DeviceRule>,
-    /// How to create the container again (`palisade restore` of its
-    /// checkpoint).
-    #[serde(default)]
+    /// How the container was made; `None` for a container started by a
+    /// palisade whose recipe this one cannot read (it cannot be
+    /// checkpointed).
+    #[serde(default, deserialize_with = "readable_recipe")]
     pub recipe: Option<Recipe>,
     /// The creator holds `ROOT/NAME/lock` while it lives (every state
     /// this version writes). Without it (an older palisade's state) the
@@ -130,16 +133,11 @@ pub struct State {
     pub dead_reason: Option<&'static str>,
 }
 
-/// The `run` arguments that made a container (without --name, --detach
-/// and --policy) and the policy texts, so a checkpoint can recreate it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recipe {
-    pub run_args: Vec<String>,
-    /// The policy file's text at `run`, if one was given.
-    pub policy: Option<String>,
-    /// The last `policy apply`'s text: its network and device sections
-    /// are the ones in force.
-    pub applied_policy: Option<String>,
+/// A recorded recipe this palisade can read, or `None` for one in an
+/// older format (the container runs on; only its checkpoint is refused).
+fn readable_recipe<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Recipe>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 impl State {

@@ -22,7 +22,7 @@ pub const MIN_BURST: u64 = 2048;
 pub const MAX_BURST_SECONDS: u64 = 60;
 
 /// A validated outbound rate limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Egress {
     /// Bits per second of payload.
     pub rate: u64,

@@ -7,6 +7,7 @@
 
 mod devices;
 mod egress;
+mod launch;
 mod oci;
 mod policy;
 mod policy_file;
@@ -19,6 +20,9 @@ pub use devices::{
     compile_devices, parse_access,
 };
 pub use egress::{DisplayRate, Egress, default_burst, parse_bit_rate};
+pub use launch::{
+    BindMount, DeviceRequest, Launch, NetMode, RECIPE_VERSION, Recipe, mount_destination,
+};
 pub use oci::{Bundle, OciError, load_bundle};
 pub use policy::{NetworkPolicy, Policy, PolicyError, SecurityPolicy};
 pub use policy_file::{MAX_POLICY_BYTES, read_policy_file};

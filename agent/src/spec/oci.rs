@@ -26,7 +26,7 @@ use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use thiserror::Error;
 
 use crate::{
-    runtime::{BindMount, DeviceNode},
+    spec::{BindMount, DeviceRequest},
     spec::{DeviceRule, ResourceLimits},
 };
 
@@ -71,8 +71,9 @@ pub struct Bundle {
     pub no_new_privileges: bool,
     /// `linux.resources`, converted to palisade's units (see `limits`).
     pub resources: ResourceLimits,
-    /// `linux.devices`: host nodes bound at the same path, with rwm.
-    pub devices: Vec<DeviceNode>,
+    /// `linux.devices`: host nodes to bind at the same path, with rwm,
+    /// each with the device the bundle says it is.
+    pub devices: Vec<(DeviceRequest, DeviceRule)>,
     /// `linux.resources.devices`: its allow rules (see `devices`).
     pub device_rules: Vec<DeviceRule>,
     /// `linux.maskedPaths`, absolute.
@@ -529,7 +530,7 @@ struct LinuxPart {
     uid_mappings: Vec<(u32, u32, u32)>,
     gid_mappings: Vec<(u32, u32, u32)>,
     resources: ResourceLimits,
-    devices: Vec<DeviceNode>,
+    devices: Vec<(DeviceRequest, DeviceRule)>,
     device_rules: Vec<DeviceRule>,
     masked_paths: Vec<PathBuf>,
     readonly_paths: Vec<PathBuf>,

@@ -80,7 +80,7 @@ impl fmt::Display for ResourceError {
 impl std::error::Error for ResourceError {}
 
 /// Validated limits; `None` (or an empty list) leaves the kernel's default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceLimits {
     pub memory: Option<u64>,
     pub memory_high: Option<u64>,
@@ -96,7 +96,7 @@ pub struct ResourceLimits {
 }
 
 /// Memory plus swap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Swap {
     Unlimited,
     /// Memory plus swap, bytes (>= the memory limit).
@@ -104,7 +104,7 @@ pub enum Swap {
 }
 
 /// CFS bandwidth: `quota_us` of CPU time every `period_us`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CpuQuota {
     pub quota_us: u64,
     pub period_us: u64,
@@ -115,14 +115,14 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 /// The kernel refuses a CFS quota under 1 ms.
 const CPU_MIN_QUOTA_US: u64 = 1_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceRate {
     pub device: Device,
     pub bytes_per_sec: u64,
 }
 
 /// A block device, by number or by a path resolved when limits are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Device {
     Number { major: u32, minor: u32 },
     Path(PathBuf),

@@ -57,7 +57,7 @@ pub struct Image {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ContainerImage {
     pub name: String,
-    pub recipe: crate::runtime::Recipe,
+    pub recipe: crate::spec::Recipe,
 }
 
 impl Image {

@@ -12,17 +12,16 @@
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType};
 
 use super::{Cx, OciError};
-use crate::{
-    runtime::{DeviceNode, DeviceRequest},
-    spec::{DeviceRule, DeviceType},
-};
+use crate::spec::{DeviceRequest, DeviceRule, DeviceType};
 
 impl Cx {
-    /// `linux.devices`: each a host node bound at its path, with rwm.
+    /// `linux.devices`: each a host node to bind at its path, with rwm,
+    /// and the device the bundle says it is (the runtime checks the host's
+    /// node against it before anything is created).
     pub(super) fn device_nodes(
         &mut self,
         devices: &[LinuxDevice],
-    ) -> Result<Vec<DeviceNode>, OciError> {
+    ) -> Result<Vec<(DeviceRequest, DeviceRule)>, OciError> {
         let mut nodes = Vec::new();
         for (i, d) in devices.iter().enumerate() {
             let field = format!("linux.devices[{i}] ({})", d.path().display());
@@ -41,29 +40,18 @@ impl Cx {
                 container: d.path().clone(),
                 access: RWM,
             };
-            let node = DeviceNode::resolve(&request).map_err(|e| self.err(&field, e))?;
-            let (found, numbers) = (node.rule.kind, (node.rule.major, node.rule.minor));
-            if found != kind
-                || numbers != (u32::try_from(d.major()).ok(), u32::try_from(d.minor()).ok())
-            {
-                return Err(self.err(
-                    field,
-                    format!(
-                        "the host's node there is {}, not {} {}:{}: palisade binds the host's node into the container",
-                        node.rule.to_string().trim_end_matches(" rwm"),
-                        kind.letter(),
-                        d.major(),
-                        d.minor()
-                    ),
-                ));
-            }
+            let (Ok(major), Ok(minor)) = (u32::try_from(d.major()), u32::try_from(d.minor()))
+            else {
+                return Err(self.err(field, "major and minor must be 0 or more"));
+            };
+            let expected = DeviceRule::exact(kind, major, minor, RWM);
             if d.file_mode().is_some() || d.uid().is_some() || d.gid().is_some() {
                 self.warn(
                     &format!("linux.devices[{i}]"),
                     "fileMode, uid and gid ignored: the node keeps the host's mode and owner",
                 );
             }
-            nodes.push(node);
+            nodes.push((request, expected));
         }
         Ok(nodes)
     }

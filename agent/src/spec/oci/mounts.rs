@@ -6,7 +6,7 @@ use std::path::Path;
 use oci_spec::runtime::Mount;
 
 use super::{Cx, OciError};
-use crate::runtime::BindMount;
+use crate::spec::BindMount;
 
 /// Filesystems palisade mounts itself in every container, as `runc spec`
 /// lists them: `(destination, accepted types, warning when skipped)`.
@@ -65,7 +65,7 @@ impl Cx {
         if !dest.is_absolute() {
             return Err(self.err(field, "the destination must be an absolute path"));
         }
-        let dest = match crate::runtime::rootfs::destination(dest) {
+        let dest = match crate::spec::mount_destination(dest) {
             Ok(d) => d,
             Err(why) => return Err(self.err(field, why)),
         };
