@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod daemon;
 pub mod enforce;
+pub mod exit;
 pub mod runtime;
 pub mod spec;
 pub mod sys;

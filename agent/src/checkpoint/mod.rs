@@ -41,6 +41,8 @@ pub enum CheckpointError {
     Unsupported { pid: i32, what: String },
     #[error("pid {pid}: {what}")]
     Process { pid: i32, what: String },
+    #[error("no container named {0:?}")]
+    NoContainer(String),
     #[error("container {name}: cannot checkpoint: {what}")]
     Container { name: String, what: String },
     /// A bad image: refused before anything is created (exit 2).
@@ -65,9 +67,9 @@ pub enum CheckpointError {
 }
 
 /// Exit status for bad input (a bad image or `--dir`, a bad key file).
-pub const EXIT_BAD_INPUT: i32 = 2;
+pub const EXIT_BAD_INPUT: i32 = crate::exit::BAD_INPUT;
 /// Exit status for a failed operation.
-pub const EXIT_FAILED: i32 = 125;
+pub const EXIT_FAILED: i32 = crate::exit::SETUP_FAILED;
 
 impl CheckpointError {
     /// The exit status palisade ends with for this error: 2 for a bad
@@ -75,6 +77,7 @@ impl CheckpointError {
     pub fn exit_status(&self) -> i32 {
         match self {
             CheckpointError::Image(_)
+            | CheckpointError::NoContainer(_)
             | CheckpointError::BadDir { .. }
             | CheckpointError::Manifest { .. } => EXIT_BAD_INPUT,
             CheckpointError::Key(k) if !k.is_operational() => EXIT_BAD_INPUT,

@@ -56,8 +56,8 @@ pub enum Command {
     System(system::SystemArgs),
 }
 
-/// Exit status for bad input: a bad flag, name or policy file.
-pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit status for bad input (see [`crate::exit`]).
+pub const EXIT_BAD_INPUT: i32 = crate::exit::BAD_INPUT;
 
 /// Parses the command line, runs the command, returns the exit status.
 pub fn main() -> i32 {

@@ -21,7 +21,10 @@ pub fn checkpoint_container(
         name: name.to_string(),
         what,
     };
-    let state = root.load(name).map_err(|e| refuse(e.to_string()))?;
+    let state = root.load(name).map_err(|e| match e {
+        super::StateError::NotFound(_) => CheckpointError::NoContainer(name.to_string()),
+        e => refuse(e.to_string()),
+    })?;
     let pid = match (state.status, state.pid) {
         (Status::Running, Some(pid)) => pid,
         (status, _) => return Err(refuse(format!("it is {status}, not running"))),

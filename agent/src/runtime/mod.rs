@@ -51,11 +51,11 @@ use crate::{
 };
 
 /// Exit status when palisade itself fails before the command could start.
-pub const EXIT_SETUP_FAILED: i32 = 125;
+pub const EXIT_SETUP_FAILED: i32 = crate::exit::SETUP_FAILED;
 /// Exit status when the command exists but cannot be executed.
-pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+pub const EXIT_NOT_EXECUTABLE: i32 = crate::exit::NOT_EXECUTABLE;
 /// Exit status when the command is not found.
-pub const EXIT_NOT_FOUND: i32 = 127;
+pub const EXIT_NOT_FOUND: i32 = crate::exit::NOT_FOUND;
 
 /// The container's PATH unless `--env PATH=…` says otherwise.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -155,6 +155,9 @@ pub enum RuntimeError {
     NulInArgument(String),
     #[error("cannot {step}: {errno}")]
     Setup { step: &'static str, errno: Errno },
+    /// A failed setup step whose error carries no errno.
+    #[error("cannot {step}: {reason}")]
+    SetupIo { step: &'static str, reason: String },
     /// The container's process reported a failure before exec.
     #[error("{message}")]
     Start { status: i32, message: String },
@@ -165,9 +168,15 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// A failed setup step, from the I/O error that stopped it.
     pub(crate) fn io(step: &'static str, e: &std::io::Error) -> Self {
-        RuntimeError::Setup {
-            step,
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        match e.raw_os_error() {
+            Some(code) => RuntimeError::Setup {
+                step,
+                errno: Errno::from_raw(code),
+            },
+            None => RuntimeError::SetupIo {
+                step,
+                reason: e.to_string(),
+            },
         }
     }
 
@@ -181,7 +190,8 @@ impl RuntimeError {
             | RuntimeError::TooManyPrefixes { .. }
             | RuntimeError::BadMount(_)
             | RuntimeError::Invalid { .. }
-            | RuntimeError::BadInput(_) => 2,
+            | RuntimeError::BadInput(_)
+            | RuntimeError::State(StateError::NotFound(_)) => crate::exit::BAD_INPUT,
             _ => EXIT_SETUP_FAILED,
         }
     }
