@@ -158,6 +158,11 @@ pub enum RuntimeError {
     NulInArgument(String),
     #[error("cannot {step}: {errno}")]
     Setup { step: &'static str, errno: Errno },
+    #[error("cannot {step}: {source}")]
+    Fork {
+        step: &'static str,
+        source: crate::sys::process::ForkError,
+    },
     /// The container's process reported a failure before exec.
     #[error("{message}")]
     Start { status: i32, message: String },
