@@ -170,9 +170,10 @@ pub const EVENT_AUDITED: u8 = 1;
 /// dropped (and counted in [`Counters::events_dropped`]).
 pub const EVENTS_PER_SECOND: u64 = 1000;
 
-/// One denial or audit hit, as the kernel reports it.
+/// One denial or audit hit, as the kernel reports it. Userspace decodes the
+/// ring buffer's bytes through the `Pod` derive, which refuses any padding.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Event {
     /// CLOCK_MONOTONIC nanoseconds.
     pub time_ns: u64,

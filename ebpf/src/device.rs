@@ -68,7 +68,7 @@ fn decide(kind: u32, major: u32, minor: u32, access: u32) -> i32 {
         if cgroup == 0 {
             break;
         }
-        let Some(policy) = CGROUP_POLICY.get_ptr(&cgroup) else {
+        let Some(policy) = CGROUP_POLICY.get_ptr(cgroup) else {
             continue;
         };
         found = true;
@@ -104,7 +104,7 @@ fn granted(cgroup: u64, generation: u32, kind: u32, major: u32, minor: u32) -> u
             (DEVICE_ANY, DEVICE_ANY),
         ] {
             let key = DeviceKey::new(cgroup, k | generation, ma, mi);
-            if let Some(value) = DEVICE_RULES.get_ptr(&key) {
+            if let Some(value) = DEVICE_RULES.get_ptr(key) {
                 // SAFETY: a non-null pointer to a map value, only read;
                 // volatile as above.
                 bits |= unsafe { core::ptr::read_volatile(value) };

@@ -69,32 +69,32 @@ pub fn report(r: &Refusal) {
         addr: r.addr,
         comm,
     };
-    if EVENTS.output::<Event>(&event, 0).is_err() {
-        if let Some(c) = counters {
-            // SAFETY: as above.
-            unsafe { (*c).events_dropped += 1 };
-        }
+    if EVENTS.output::<Event>(&event, 0).is_err()
+        && let Some(c) = counters
+    {
+        // SAFETY: as above.
+        unsafe { (*c).events_dropped += 1 };
     }
 }
 
 /// This CPU's counters of `cgroup`, created on first use.
 #[inline(always)]
 fn counters(cgroup: u64) -> Option<*mut Counters> {
-    if let Some(c) = COUNTERS.get_ptr_mut(&cgroup) {
+    if let Some(c) = COUNTERS.get_ptr_mut(cgroup) {
         return Some(c);
     }
-    let _ = COUNTERS.insert(&cgroup, &Counters::default(), 0);
-    COUNTERS.get_ptr_mut(&cgroup)
+    let _ = COUNTERS.insert(cgroup, Counters::default(), 0);
+    COUNTERS.get_ptr_mut(cgroup)
 }
 
 /// True if `cgroup` may emit one more event this second (on this CPU).
 #[inline(always)]
 fn within_rate(cgroup: u64, now: u64) -> bool {
-    let Some(w) = RATE.get_ptr_mut(&cgroup) else {
+    let Some(w) = RATE.get_ptr_mut(cgroup) else {
         return RATE
             .insert(
-                &cgroup,
-                &RateWindow {
+                cgroup,
+                RateWindow {
                     start_ns: now,
                     count: 1,
                 },

@@ -74,7 +74,7 @@ pub fn decide_for(
         if cgroup == 0 {
             break;
         }
-        let Some(policy) = CGROUP_POLICY.get_ptr(&cgroup) else {
+        let Some(policy) = CGROUP_POLICY.get_ptr(cgroup) else {
             continue;
         };
         found = true;
@@ -129,7 +129,7 @@ pub fn unjudged_inbound(ancestor: impl Fn(i32) -> u64) -> i32 {
         if cgroup == 0 {
             break;
         }
-        let Some(policy) = CGROUP_POLICY.get_ptr(&cgroup) else {
+        let Some(policy) = CGROUP_POLICY.get_ptr(cgroup) else {
             continue;
         };
         found = true;

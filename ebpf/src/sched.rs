@@ -65,7 +65,7 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
             (*usage).context_switches += 1;
         }
     }
-    let (next_cgroup, next_kind) = match TASK_CGROUP.get_ptr(&next) {
+    let (next_cgroup, next_kind) = match TASK_CGROUP.get_ptr(next) {
         // SAFETY: a non-null pointer to a map value, only read; volatile as
         // above.
         Some(t) => unsafe {
@@ -135,8 +135,8 @@ fn kind_of_current(running: *mut Running, cgroup: u64) -> u32 {
         TASK_FOREIGN
     };
     let _ = TASK_CGROUP.insert(
-        &task,
-        &TaskCgroup {
+        task,
+        TaskCgroup {
             cgroup,
             kind,
             _pad: 0,

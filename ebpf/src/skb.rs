@@ -88,7 +88,7 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
         if cgroup == 0 {
             break;
         }
-        if let Some(value) = EGRESS_CLASS.get_ptr(&cgroup) {
+        if let Some(value) = EGRESS_CLASS.get_ptr(cgroup) {
             // SAFETY: a non-null pointer to a map value, only read; volatile
             // keeps the read below the null check for the verifier.
             class = unsafe { core::ptr::read_volatile(value) };
@@ -126,11 +126,12 @@ enum Direction {
 #[inline(always)]
 fn account(ctx: &SkBuffContext, direction: Direction) {
     let skb = ctx.skb.skb;
-    // SAFETY: `skb` is the program's own context; the helpers only read
-    // the socket's cgroup (the ancestor one returns 0 past its level).
+    // SAFETY: `skb` is the program's own context; the helper only reads
+    // the socket's cgroup.
     let cgroup = unsafe { bpf_skb_cgroup_id(skb.cast()) };
-    let Some(usage) = record(cgroup, |level| unsafe {
-        bpf_skb_ancestor_cgroup_id(skb.cast(), level)
+    let Some(usage) = record(cgroup, |level| {
+        // SAFETY: as above; past the socket's own level the helper returns 0.
+        unsafe { bpf_skb_ancestor_cgroup_id(skb.cast(), level) }
     }) else {
         return;
     };

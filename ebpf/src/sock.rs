@@ -46,7 +46,7 @@ pub fn sock_create(ctx: SockContext) -> i32 {
         if cgroup == 0 {
             break;
         }
-        if let Some(policy) = CGROUP_POLICY.get_ptr(&cgroup) {
+        if let Some(policy) = CGROUP_POLICY.get_ptr(cgroup) {
             found = true;
             // SAFETY: a non-null pointer to a map value, only read. The
             // volatile read keeps the compiler from hoisting it above the

@@ -29,7 +29,7 @@ pub fn is_palisade(ancestor: impl Fn(i32) -> u64) -> bool {
         if cgroup == 0 {
             break;
         }
-        if CGROUP_POLICY.get_ptr(&cgroup).is_some() {
+        if CGROUP_POLICY.get_ptr(cgroup).is_some() {
             return true;
         }
     }
@@ -41,14 +41,14 @@ pub fn is_palisade(ancestor: impl Fn(i32) -> u64) -> bool {
 /// otherwise. One hash lookup once the record exists.
 #[inline(always)]
 pub fn record(cgroup: u64, ancestor: impl Fn(i32) -> u64) -> Option<*mut Usage> {
-    if let Some(u) = USAGE.get_ptr_mut(&cgroup) {
+    if let Some(u) = USAGE.get_ptr_mut(cgroup) {
         return Some(u);
     }
     if !is_palisade(ancestor) {
         return None;
     }
-    let _ = USAGE.insert(&cgroup, &Usage::default(), NOEXIST);
-    USAGE.get_ptr_mut(&cgroup)
+    let _ = USAGE.insert(cgroup, Usage::default(), NOEXIST);
+    USAGE.get_ptr_mut(cgroup)
 }
 
 /// The calling task's cgroup id.

@@ -93,6 +93,39 @@ fn build_binary() -> Result<PathBuf> {
     Ok(root().join("target/release/palisade"))
 }
 
+/// Lints the kernel-side crate the way agent/build.rs builds it: nightly,
+/// for bpfel-unknown-none, with core built from source.
+fn clippy_ebpf() -> Result<()> {
+    let mut cmd = Command::new(toolchain::rustup());
+    cmd.current_dir(root().join("ebpf"))
+        .args(["run", "nightly", "cargo", "clippy", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(root().join("target").join("ebpf"))
+        .args(["--", "-D", "warnings"]);
+    // This process's cargo, compiler and flags are the host's.
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .context("cannot run `rustup run nightly cargo clippy` in ebpf/")?;
+    if !status.success() {
+        bail!("clippy on ebpf/ failed ({status})");
+    }
+    Ok(())
+}
+
 /// Runs every benchmark script in bench/, each against its peers.
 fn bench(palisade: &Path) -> Result<()> {
     toolchain::require_root("the benchmarks create containers and nftables tables")?;
@@ -135,6 +168,8 @@ fn test(extra: &[String]) -> Result<()> {
     if !status.success() {
         bail!("rustfmt --check ebpf/src/main.rs failed ({status})");
     }
+    println!("==> clippy ebpf (-D warnings)");
+    clippy_ebpf()?;
     println!("==> cargo clippy --all-targets -- -D warnings");
     cargo(&[
         "clippy",

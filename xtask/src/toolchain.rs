@@ -4,7 +4,7 @@
 //! look at files and ask dpkg, and run nothing heavier than `--version`.
 //! What is missing is installed visibly, in dependency order:
 //! Debian packages (LLVM 22 for bpf-linker, the test and demo clients),
-//! nightly's rust-src, then bpf-linker built against LLVM 22.
+//! nightly's rust-src and clippy, then bpf-linker built against LLVM 22.
 
 use std::{
     path::PathBuf,
@@ -146,6 +146,16 @@ fn ensure_nightly() -> Result<()> {
             "nightly",
         ]))?;
     }
+    let clippy = Command::new(rustup())
+        .args(["run", "nightly", "cargo-clippy", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !clippy {
+        println!("==> installing clippy for nightly (`cargo xtask test` lints the eBPF crate)");
+        run(Command::new(rustup()).args(["component", "add", "clippy", "--toolchain", "nightly"]))?;
+    }
     Ok(())
 }
 
@@ -202,6 +212,6 @@ fn cargo_bin(name: &str) -> PathBuf {
     }
 }
 
-fn rustup() -> PathBuf {
+pub fn rustup() -> PathBuf {
     cargo_bin("rustup")
 }

@@ -112,7 +112,7 @@ impl Frozen {
                 let r = ptrace::set_regs(t.tid, &resume_regs(t.regs))
                     .map_err(CheckpointError::sys(t.tid, "restore registers"))
                     .and_then(|_| {
-                        ptrace::detach(t.tid, 0)
+                        ptrace::detach(t.tid, None)
                             .map_err(CheckpointError::sys(t.tid, "ptrace detach"))
                     });
                 if let Err(e) = r {

@@ -301,21 +301,6 @@ fn write_exact(pid: i32, segs: &[(u64, usize)], data: &[u8]) -> Result<(), Strin
     Ok(())
 }
 
-/// A joined thread may linger in the kernel a moment after it wakes its
-/// joiner; wait (a second at most) until /proc counts this process as one
-/// thread again.
-fn wait_single_threaded() {
-    for _ in 0..1000 {
-        let one = std::fs::read_to_string("/proc/self/status")
-            .map(|s| s.lines().any(|l| l == "Threads:\t1"))
-            .unwrap_or(true);
-        if one {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-}
-
 /// An open pages.img, read in place.
 pub struct PageFile {
     file: File,
@@ -441,9 +426,9 @@ impl PageFile {
     /// `(offset, len)` and, with `digests`, BLAKE3 of each
     /// [`sign::PIECE`] of the whole file. Past a few MiB on up to four
     /// threads, one piece of the file at a time, the spans' CRCs of
-    /// their parts in each piece combined in order. Returns once the
-    /// threads have left the process, not only been joined, as restore
-    /// forks next.
+    /// their parts in each piece combined in order. The threads are
+    /// joined before it returns (restore forks next, and the fork waits
+    /// for them to have left the process).
     pub fn check(
         &self,
         spans: &[(u64, u64)],
@@ -533,7 +518,6 @@ impl PageFile {
                     .map(|h| h.join().expect("a checksum thread panicked"))
                     .collect::<Vec<_>>()
             });
-            wait_single_threaded();
             let mut all = Vec::new();
             for r in results {
                 all.extend(r?);

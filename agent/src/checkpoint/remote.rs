@@ -57,7 +57,7 @@ impl Remote {
 
     fn run_to_stop(&mut self, what: &str) -> Result<(), RemoteError> {
         loop {
-            ptrace::cont_syscall(self.pid, 0)
+            ptrace::cont_syscall(self.pid, None)
                 .map_err(|e| RemoteError::Trace(format!("ptrace syscall ({what}): {e}")))?;
             let status = ptrace::wait(self.pid)
                 .map_err(|e| RemoteError::Trace(format!("wait ({what}): {e}")))?;

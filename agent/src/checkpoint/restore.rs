@@ -98,7 +98,11 @@ pub fn restore(
         pid,
         what: format!("pipe: {e}"),
     })?;
-    match fork_single_threaded().map_err(CheckpointError::sys(pid, "fork the restore helper"))? {
+    let forked = fork_single_threaded().map_err(|e| CheckpointError::Process {
+        pid,
+        what: format!("fork the restore helper: {e}"),
+    })?;
+    match forked {
         Forked::Child => {
             drop(reader);
             let mut writer = writer;
@@ -220,8 +224,7 @@ fn helper(image: &Image, pages: &PageFile, files_data: &[u8]) -> Result<[Duratio
     };
     let created =
         files::create(&image.files, &all_fds, files_data, &paths).map_err(|e| (root, e))?;
-    let child = match crate::sys::process::fork_with_pid(root) {
-        Ok(0) => ptrace::child_become_tracee(),
+    let child = match crate::sys::process::fork_tracee_with_pid(root) {
         Ok(child) => child,
         Err(nix::errno::Errno::EEXIST) => return Err((root, format!("pid {root} is in use"))),
         Err(e) => {
@@ -854,7 +857,8 @@ impl Restorer<'_> {
         for (i, main) in self.mains.iter().enumerate() {
             let Some(main) = main else { continue };
             for task in std::iter::once(main).chain(&self.threads[i]) {
-                ptrace::detach(task.pid, 0).map_err(|err| (task.pid, format!("detach: {err}")))?;
+                ptrace::detach(task.pid, None)
+                    .map_err(|err| (task.pid, format!("detach: {err}")))?;
             }
         }
         Ok(())
@@ -1033,20 +1037,20 @@ fn zombie_exit(mut r: Remote, status: i32) -> Result<(), String> {
             .map_err(|err| format!("kill zombie {pid}: {err}"))?;
         // SIGKILL ends it at once, before it can be continued: ESRCH
         // from here on only means it is already dying.
-        let cont = |deliver: i32| match ptrace::cont_syscall(pid, deliver) {
+        let cont = |deliver| match ptrace::cont_syscall(pid, deliver) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
             Err(err) => Err(format!("zombie {pid}: {err}")),
         };
-        cont(sig as i32)?;
+        cont(Some(sig))?;
         loop {
             let st = ptrace::wait(pid).map_err(|err| format!("zombie {pid}: {err}"))?;
             if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
                 break;
             }
             let deliver = if libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == sig as i32 {
-                sig as i32
+                Some(sig)
             } else {
-                0
+                None
             };
             cont(deliver)?;
         }

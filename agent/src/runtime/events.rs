@@ -81,10 +81,9 @@ pub fn events(
         let mut any = false;
         while let Some(item) = ring.as_mut().and_then(|r| r.next()) {
             any = true;
-            if item.len() < std::mem::size_of::<Event>() {
+            let Some(event) = read_event(&item) else {
                 continue;
-            }
-            let event = read_event(&item);
+            };
             drop(item);
             if !names.contains_key(&event.cgroup) {
                 names = self::names(root);
@@ -107,25 +106,12 @@ pub fn events(
     }
 }
 
-fn read_event(bytes: &[u8]) -> Event {
-    let u64_at = |o: usize| u64::from_ne_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
-    let u32_at = |o: usize| u32::from_ne_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
-    let mut comm = [0u8; 16];
-    comm.copy_from_slice(&bytes[48..64]);
-    Event {
-        time_ns: u64_at(0),
-        cgroup: u64_at(8),
-        pid: u32_at(16),
-        hook: u32_at(20),
-        proto: bytes[24],
-        verdict: bytes[25],
-        family: bytes[26],
-        _pad: 0,
-        port: u16::from_ne_bytes([bytes[28], bytes[29]]),
-        _pad2: 0,
-        addr: [u32_at(32), u32_at(36), u32_at(40), u32_at(44)],
-        comm,
-    }
+/// The event at the start of a ring buffer record; `None` for a record too
+/// short to hold one.
+fn read_event(bytes: &[u8]) -> Option<Event> {
+    bytes
+        .get(..std::mem::size_of::<Event>())
+        .map(bytemuck::pod_read_unaligned)
 }
 
 /// Container names by cgroup id.
@@ -200,4 +186,31 @@ fn wall_time(monotonic_ns: u64) -> String {
         .unwrap_or(monotonic_ns);
     let at = SystemTime::now() - Duration::from_nanos(now_mono.saturating_sub(monotonic_ns));
     humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_decodes_field_for_field_and_a_short_one_is_refused() {
+        let event = Event {
+            time_ns: 1,
+            cgroup: 2,
+            pid: 3,
+            hook: HOOK_CONNECT,
+            proto: PROTO_TCP,
+            verdict: EVENT_AUDITED,
+            family: FAMILY_V4 as u8,
+            port: 8080,
+            addr: [0x0100_007f, 0, 0, 0],
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            ..Event::default()
+        };
+        // One byte more than an event, so the record starts unaligned.
+        let mut record = vec![0u8];
+        record.extend_from_slice(bytemuck::bytes_of(&event));
+        assert_eq!(read_event(&record[1..]), Some(event));
+        assert_eq!(read_event(&record[1..record.len() - 1]), None);
+    }
 }

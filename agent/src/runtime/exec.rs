@@ -112,7 +112,11 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), Some(&mut old_mask))
         .map_err(setup("block signals"))?;
 
-    let child = match fork_single_threaded().map_err(setup("fork"))? {
+    let forked = fork_single_threaded().map_err(|source| RuntimeError::Fork {
+        step: "fork",
+        source,
+    })?;
+    let child = match forked {
         Forked::Child => {
             drop(err_read);
             let report_fd = err_write.as_raw_fd();

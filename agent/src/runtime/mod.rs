@@ -158,6 +158,11 @@ pub enum RuntimeError {
     /// A failed setup step whose error carries no errno.
     #[error("cannot {step}: {reason}")]
     SetupIo { step: &'static str, reason: String },
+    #[error("cannot {step}: {source}")]
+    Fork {
+        step: &'static str,
+        source: crate::sys::process::ForkError,
+    },
     /// The container's process reported a failure before exec.
     #[error("{message}")]
     Start { status: i32, message: String },

@@ -77,7 +77,11 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
     }
     let setup = |step| move |errno| RuntimeError::Setup { step, errno };
     let (ready_read, ready_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
-    match fork_single_threaded().map_err(setup("fork the monitor"))? {
+    let forked = fork_single_threaded().map_err(|source| RuntimeError::Fork {
+        step: "fork the monitor",
+        source,
+    })?;
+    match forked {
         Forked::Child => {
             drop(ready_read);
             let status = match detach_stdio(root, &spec.name) {
@@ -427,9 +431,12 @@ fn start(
         state.userns = Some(userns::HOST_BASE);
     }
     let unified = cgroups.open_unified()?;
-    let child = match fork_into(clone_flags, Some(unified.as_fd()))
-        .map_err(setup("create the container's process"))?
-    {
+    let forked =
+        fork_into(clone_flags, Some(unified.as_fd())).map_err(|source| RuntimeError::Fork {
+            step: "create the container's process",
+            source,
+        })?;
+    let child = match forked {
         Forked::Child => {
             drop(go_write);
             drop(err_read);

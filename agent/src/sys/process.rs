@@ -1,8 +1,17 @@
 //! Process creation.
+//!
+//! A fork copies only the calling thread: a lock another thread held at
+//! that moment (the allocator's, stdio's) stays held forever in the child.
+//! The safe forks here therefore refuse a process that has other threads;
+//! [`fork`] lets a caller that knows its child makes only
+//! async-signal-safe calls fork anyway.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use nix::unistd::{ForkResult, fork};
+use nix::{
+    errno::Errno,
+    unistd::{ForkResult, fork as nix_fork},
+};
 
 /// Which side of a fork this is.
 pub enum Forked {
@@ -10,22 +19,40 @@ pub enum Forked {
     Child,
 }
 
+/// Why a fork was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForkError {
+    #[error(
+        "the process runs {0} threads and a fork needs it single-threaded (palisade forks before it starts any thread: this is a bug)"
+    )]
+    Threaded(usize),
+    #[error("cannot count this process's threads in /proc/self/status: {0}")]
+    CountThreads(std::io::Error),
+    #[error("{0}")]
+    Sys(#[from] Errno),
+}
+
+/// Forks the calling process, which must be single-threaded (else
+/// [`ForkError::Threaded`]): the child then owns a consistent copy of
+/// every lock and allocator state and may run any code.
+pub fn fork_single_threaded() -> Result<Forked, ForkError> {
+    ensure_single_threaded()?;
+    // SAFETY: the process has no other thread (just checked; only this
+    // thread could start one), so the child may run any code.
+    Ok(unsafe { fork() }?)
+}
+
 /// Forks the calling process.
 ///
-/// # Safety contract for callers
-/// The caller must be single-threaded: the child then owns a consistent
-/// copy of every lock and allocator state. palisade forks only from the
-/// CLI's main thread, before any thread is started.
-pub fn fork_single_threaded() -> nix::Result<Forked> {
-    debug_assert_eq!(
-        thread_count(),
-        Some(1),
-        "fork from a multi-threaded process"
-    );
-    // SAFETY: the process is single-threaded (asserted in debug builds and
-    // guaranteed by every caller), so the child inherits no lock held by a
-    // thread that does not exist in it and may run ordinary Rust code.
-    match unsafe { fork() }? {
+/// # Safety
+/// If the process has other threads, the child must make only
+/// async-signal-safe calls until it execs or ends with `_exit`; locks
+/// those threads held are never released in it. A single-threaded caller
+/// wants [`fork_single_threaded`], which checks that it is.
+pub unsafe fn fork() -> nix::Result<Forked> {
+    // SAFETY: the caller's contract: either there is no other thread, or
+    // the child calls only what is async-signal-safe.
+    match unsafe { nix_fork() }? {
         ForkResult::Parent { child } => Ok(Forked::Parent {
             child: child.as_raw(),
         }),
@@ -33,13 +60,37 @@ pub fn fork_single_threaded() -> nix::Result<Forked> {
     }
 }
 
+/// Refuses a process that runs more than one thread. A thread just joined
+/// may linger in the kernel a moment after it wakes its joiner, so a
+/// count above one is looked at again for up to a second before refusing.
+fn ensure_single_threaded() -> Result<(), ForkError> {
+    let mut waited = 0;
+    loop {
+        let threads = thread_count()?;
+        if threads == 1 {
+            return Ok(());
+        }
+        if waited == 1000 {
+            return Err(ForkError::Threaded(threads));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        waited += 1;
+    }
+}
+
 /// Threads of this process, from /proc/self/status.
-fn thread_count() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+fn thread_count() -> Result<usize, ForkError> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(ForkError::CountThreads)?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| {
+            ForkError::CountThreads(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no Threads: line",
+            ))
+        })
 }
 
 /// `struct clone_args` of clone3(2), as of Linux 5.7.
@@ -67,14 +118,10 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// the new namespaces `flags` names (e.g. CLONE_NEWPID | CLONE_NEWTIME), so
 /// the caller's own later children stay where the caller is, and, given a
 /// cgroup v2 directory, directly in that cgroup (no migration, which costs
-/// an RCU grace period). Same contract as [`fork_single_threaded`]: the
-/// caller must be single-threaded.
-pub fn fork_into(flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> nix::Result<Forked> {
-    debug_assert_eq!(
-        thread_count(),
-        Some(1),
-        "fork from a multi-threaded process"
-    );
+/// an RCU grace period). Like [`fork_single_threaded`], refused unless the
+/// process is single-threaded.
+pub fn fork_into(flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> Result<Forked, ForkError> {
+    ensure_single_threaded()?;
     let mut args = CloneArgs {
         flags: flags as u32 as u64,
         exit_signal: libc::SIGCHLD as u64,
@@ -84,19 +131,20 @@ pub fn fork_into(flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> nix::Res
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd.as_raw_fd() as u64;
     }
-    match clone3_fork(&args)? {
+    // SAFETY: `args` has no set_tid array, and the process has no other
+    // thread (just checked), so the child may run any code.
+    match unsafe { clone3_fork(&args) }? {
         0 => Ok(Forked::Child),
         child => Ok(Forked::Parent { child }),
     }
 }
 
 /// clone3 with `set_tid = [pid]` (the caller must be able to pick pids in
-/// its pid namespace, and `pid` must be free) and otherwise fork-like:
-/// returns the child's pid in the parent, 0 in the child. Same contract
-/// as [`fork_single_threaded`]: the caller must be single-threaded, and
-/// the child should only make async-signal-safe calls before it is taken
-/// over.
-pub fn fork_with_pid(pid: i32) -> nix::Result<i32> {
+/// its pid namespace, and `pid` must be free), otherwise fork-like. The
+/// child never returns from here: it stops at once as the caller's tracee
+/// ([`super::ptrace::child_become_tracee`], async-signal-safe calls only,
+/// so the caller may have other threads). Returns the child's pid.
+pub fn fork_tracee_with_pid(pid: i32) -> nix::Result<i32> {
     let tid: libc::pid_t = pid;
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
@@ -104,18 +152,28 @@ pub fn fork_with_pid(pid: i32) -> nix::Result<i32> {
         set_tid_size: 1,
         ..Default::default()
     };
-    clone3_fork(&args)
+    // SAFETY: `tid` outlives the call; the child makes only
+    // async-signal-safe calls (the match below, then
+    // child_become_tracee, which ends in a stop or _exit).
+    match unsafe { clone3_fork(&args) }? {
+        0 => super::ptrace::child_become_tracee(),
+        child => Ok(child),
+    }
 }
 
 /// clone3(2) without CLONE_VM or a stack: a fork whose details `args`
 /// gives. Returns the child's pid in the parent, 0 in the child.
-fn clone3_fork(args: &CloneArgs) -> nix::Result<i32> {
+///
+/// # Safety
+/// Any set_tid array `args` points to must be live for the call. As for
+/// [`fork`]: if the process has other threads, the child must make only
+/// async-signal-safe calls until it execs or ends with `_exit`.
+unsafe fn clone3_fork(args: &CloneArgs) -> nix::Result<i32> {
     // SAFETY: `args` is a valid clone_args of the size passed, and any
-    // set_tid array it points to lives across the call (the caller's);
-    // without CLONE_VM the child gets a copy of the address space and
-    // continues from this call like a fork() child, and the process is
-    // single-threaded (every caller's contract) so no lock is held by a
-    // thread missing in the child.
+    // set_tid array it points to lives across the call (the caller's
+    // contract); without CLONE_VM the child gets a copy of the address
+    // space and continues from this call like a fork() child, which is
+    // sound under the caller's contract on threads.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -123,5 +181,5 @@ fn clone3_fork(args: &CloneArgs) -> nix::Result<i32> {
             std::mem::size_of::<CloneArgs>(),
         )
     };
-    nix::errno::Errno::result(rc).map(|r| r as i32)
+    Errno::result(rc).map(|r| r as i32)
 }

@@ -2,26 +2,41 @@
 //! calls the checkpoint engine drives a stopped task with. Nothing here
 //! decides anything; it only wraps the kernel interface safely.
 
-use nix::errno::Errno;
+use std::io::{IoSlice, IoSliceMut};
+
+use nix::{
+    errno::Errno,
+    sys::{
+        ptrace::{self, Options, regset::NT_PRSTATUS},
+        signal::Signal,
+        uio::{RemoteIoVec, process_vm_readv, process_vm_writev},
+    },
+    unistd::Pid,
+};
 
 /// The general registers as the kernel exposes them (NT_PRSTATUS).
 pub type Regs = libc::user_regs_struct;
 
-const NT_PRSTATUS: libc::c_int = 1;
 const NT_X86_XSTATE: libc::c_int = 0x202;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
 /// Large enough for any XSAVE layout this CPU generation has (AMX included).
 const XSTATE_MAX: usize = 16 * 1024;
 
-fn ptrace_raw(
+/// ptrace(2) for the requests nix does not wrap.
+///
+/// # Safety
+/// `addr` and `data` must be what `request` takes: plain integers, or
+/// addresses of buffers live for the call and as large as the request
+/// reads or writes (writable where it writes).
+unsafe fn ptrace_raw(
     request: libc::c_uint,
     pid: i32,
     addr: usize,
     data: usize,
 ) -> nix::Result<libc::c_long> {
     Errno::clear();
-    // SAFETY: every caller passes a request whose addr/data are either plain
-    // integers or pointers to live buffers of the size the request needs.
+    // SAFETY: the caller's contract: addr and data are integers or live
+    // buffers of the size the request needs.
     let r = unsafe { libc::ptrace(request, pid, addr, data) };
     if r == -1 && Errno::last_raw() != 0 {
         return Err(Errno::last());
@@ -31,7 +46,7 @@ fn ptrace_raw(
 
 /// PTRACE_SEIZE `pid` (no stop, no signal), with `options`.
 pub fn seize(pid: i32, options: libc::c_int) -> nix::Result<()> {
-    ptrace_raw(libc::PTRACE_SEIZE, pid, 0, options as usize).map(drop)
+    ptrace::seize(Pid::from_raw(pid), Options::from_bits_retain(options))
 }
 
 /// PTRACE_O_SUSPEND_SECCOMP: the tracee's seccomp filters and strict mode
@@ -44,47 +59,57 @@ const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
 /// classic BPF program (struct sock_filter array) and its flags
 /// (SECCOMP_FILTER_FLAG_*). Needs CAP_SYS_ADMIN.
 pub fn seccomp_filter(tid: i32, index: u64) -> nix::Result<(Vec<u8>, u64)> {
-    let count = ptrace_raw(PTRACE_SECCOMP_GET_FILTER, tid, index as usize, 0)? as usize;
+    // SAFETY: with data 0 the request only counts the filter's
+    // instructions; addr is an integer.
+    let count = unsafe { ptrace_raw(PTRACE_SECCOMP_GET_FILTER, tid, index as usize, 0) }? as usize;
     let mut prog = vec![0u8; count * 8];
-    let got = ptrace_raw(
-        PTRACE_SECCOMP_GET_FILTER,
-        tid,
-        index as usize,
-        prog.as_mut_ptr() as usize,
-    )? as usize;
+    // SAFETY: `prog` has room for the `count` 8-byte instructions the
+    // kernel copies (a filter never changes once installed).
+    let got = unsafe {
+        ptrace_raw(
+            PTRACE_SECCOMP_GET_FILTER,
+            tid,
+            index as usize,
+            prog.as_mut_ptr() as usize,
+        )
+    }? as usize;
     if got != count {
         return Err(Errno::EAGAIN);
     }
     // struct seccomp_metadata { __u64 filter_off; __u64 flags; }
     let mut meta = [index, 0u64];
-    ptrace_raw(
-        PTRACE_SECCOMP_GET_METADATA,
-        tid,
-        std::mem::size_of_val(&meta),
-        meta.as_mut_ptr() as usize,
-    )?;
+    // SAFETY: `meta` is a live struct seccomp_metadata of the size passed
+    // in addr, which the kernel reads and writes.
+    unsafe {
+        ptrace_raw(
+            PTRACE_SECCOMP_GET_METADATA,
+            tid,
+            std::mem::size_of_val(&meta),
+            meta.as_mut_ptr() as usize,
+        )
+    }?;
     Ok((prog, meta[1]))
 }
 
 /// PTRACE_INTERRUPT a seized task: it stops at the next chance.
 pub fn interrupt(pid: i32) -> nix::Result<()> {
-    ptrace_raw(libc::PTRACE_INTERRUPT, pid, 0, 0).map(drop)
+    ptrace::interrupt(Pid::from_raw(pid))
 }
 
 /// PTRACE_SETOPTIONS.
 pub fn set_options(pid: i32, options: libc::c_int) -> nix::Result<()> {
-    ptrace_raw(libc::PTRACE_SETOPTIONS, pid, 0, options as usize).map(drop)
+    ptrace::setoptions(Pid::from_raw(pid), Options::from_bits_retain(options))
 }
 
-/// PTRACE_DETACH, delivering `signal` (0 for none).
-pub fn detach(pid: i32, signal: i32) -> nix::Result<()> {
-    ptrace_raw(libc::PTRACE_DETACH, pid, 0, signal as usize).map(drop)
+/// PTRACE_DETACH, delivering `signal` if any.
+pub fn detach(pid: i32, signal: Option<Signal>) -> nix::Result<()> {
+    ptrace::detach(Pid::from_raw(pid), signal)
 }
 
 /// PTRACE_SYSCALL: run to the next syscall entry or exit, delivering
-/// `signal` (0 for none).
-pub fn cont_syscall(pid: i32, signal: i32) -> nix::Result<()> {
-    ptrace_raw(libc::PTRACE_SYSCALL, pid, 0, signal as usize).map(drop)
+/// `signal` if any.
+pub fn cont_syscall(pid: i32, signal: Option<Signal>) -> nix::Result<()> {
+    ptrace::syscall(Pid::from_raw(pid), signal)
 }
 
 /// Waits for a state change of `pid` (a tracee or a child) and returns the
@@ -104,35 +129,12 @@ pub fn wait(pid: i32) -> nix::Result<i32> {
 
 /// Reads the general registers (PTRACE_GETREGSET NT_PRSTATUS).
 pub fn get_regs(pid: i32) -> nix::Result<Regs> {
-    // SAFETY: user_regs_struct is plain integers; all-zero is valid.
-    let mut regs: Regs = unsafe { std::mem::zeroed() };
-    let mut iov = libc::iovec {
-        iov_base: (&mut regs as *mut Regs).cast(),
-        iov_len: std::mem::size_of::<Regs>(),
-    };
-    ptrace_raw(
-        libc::PTRACE_GETREGSET,
-        pid,
-        NT_PRSTATUS as usize,
-        &mut iov as *mut _ as usize,
-    )?;
-    Ok(regs)
+    ptrace::getregset::<NT_PRSTATUS>(Pid::from_raw(pid))
 }
 
 /// Writes the general registers (PTRACE_SETREGSET NT_PRSTATUS).
 pub fn set_regs(pid: i32, regs: &Regs) -> nix::Result<()> {
-    let mut copy = *regs;
-    let mut iov = libc::iovec {
-        iov_base: (&mut copy as *mut Regs).cast(),
-        iov_len: std::mem::size_of::<Regs>(),
-    };
-    ptrace_raw(
-        libc::PTRACE_SETREGSET,
-        pid,
-        NT_PRSTATUS as usize,
-        &mut iov as *mut _ as usize,
-    )
-    .map(drop)
+    ptrace::setregset::<NT_PRSTATUS>(Pid::from_raw(pid), *regs)
 }
 
 /// Reads the whole XSAVE area (FPU, SSE, AVX…; NT_X86_XSTATE).
@@ -142,12 +144,16 @@ pub fn get_xstate(pid: i32) -> nix::Result<Vec<u8>> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    ptrace_raw(
-        libc::PTRACE_GETREGSET,
-        pid,
-        NT_X86_XSTATE as usize,
-        &mut iov as *mut _ as usize,
-    )?;
+    // SAFETY: `iov` describes `buf`, live and writable for the call; the
+    // kernel writes at most iov_len bytes and shortens iov_len to them.
+    unsafe {
+        ptrace_raw(
+            libc::PTRACE_GETREGSET,
+            pid,
+            NT_X86_XSTATE as usize,
+            &mut iov as *mut _ as usize,
+        )
+    }?;
     buf.truncate(iov.iov_len);
     Ok(buf)
 }
@@ -159,12 +165,16 @@ pub fn set_xstate(pid: i32, xstate: &[u8]) -> nix::Result<()> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    ptrace_raw(
-        libc::PTRACE_SETREGSET,
-        pid,
-        NT_X86_XSTATE as usize,
-        &mut iov as *mut _ as usize,
-    )
+    // SAFETY: `iov` describes `buf`, live for the call; the kernel reads
+    // at most iov_len bytes of it.
+    unsafe {
+        ptrace_raw(
+            libc::PTRACE_SETREGSET,
+            pid,
+            NT_X86_XSTATE as usize,
+            &mut iov as *mut _ as usize,
+        )
+    }
     .map(drop)
 }
 
@@ -182,31 +192,27 @@ pub struct RseqConfig {
 /// Reads the rseq registration of a stopped tracee.
 pub fn rseq_config(pid: i32) -> nix::Result<RseqConfig> {
     let mut conf = RseqConfig::default();
-    ptrace_raw(
-        PTRACE_GET_RSEQ_CONFIGURATION,
-        pid,
-        std::mem::size_of::<RseqConfig>(),
-        &mut conf as *mut _ as usize,
-    )?;
+    // SAFETY: `conf` is a live, writable struct ptrace_rseq_configuration
+    // (repr(C), same layout) of the size passed in addr.
+    unsafe {
+        ptrace_raw(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            pid,
+            std::mem::size_of::<RseqConfig>(),
+            &mut conf as *mut _ as usize,
+        )
+    }?;
     Ok(conf)
 }
 
 /// Reads `buf.len()` bytes at `addr` of `pid` (process_vm_readv); returns
 /// how many were read (short at the first unreadable page).
 pub fn read_memory(pid: i32, addr: u64, buf: &mut [u8]) -> nix::Result<usize> {
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: local points at `buf`, which we own mutably for the call;
-    // the remote range is only read by the kernel on the other process's
-    // behalf, never dereferenced here.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    Errno::result(n).map(|n| n as usize)
+    let remote = [RemoteIoVec {
+        base: addr as usize,
+        len: buf.len(),
+    }];
+    process_vm_readv(Pid::from_raw(pid), &mut [IoSliceMut::new(buf)], &remote)
 }
 
 /// Most remote ranges one process_vm_readv takes (UIO_MAXIOV).
@@ -221,52 +227,30 @@ pub fn read_memory_ranges(pid: i32, ranges: &[(u64, usize)], buf: &mut [u8]) -> 
     if total != buf.len() || ranges.len() > MAX_IOV {
         return Err(Errno::EINVAL);
     }
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = remote_iovecs(ranges);
-    // SAFETY: local points at `buf`, which we own mutably for the call and
-    // which is exactly as long as the remote ranges together; the remote
-    // iovecs only describe the other process's memory, which the kernel
-    // reads on its behalf and we never dereference.
-    let n = unsafe {
-        libc::process_vm_readv(
-            pid,
-            &local,
-            1,
-            remote.as_ptr(),
-            remote.len() as libc::c_ulong,
-            0,
-        )
-    };
-    Errno::result(n).map(|n| n as usize)
+    process_vm_readv(
+        Pid::from_raw(pid),
+        &mut [IoSliceMut::new(buf)],
+        &remote_iovecs(ranges),
+    )
 }
 
 /// Writes `data` at `addr` of `pid` (process_vm_writev); returns how many
 /// bytes were written.
 pub fn write_memory(pid: i32, addr: u64, data: &[u8]) -> nix::Result<usize> {
-    let local = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    // SAFETY: the kernel only reads `data` (live for the call) and writes
-    // into the other process's memory; nothing in ours is changed.
-    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
-    Errno::result(n).map(|n| n as usize)
+    let remote = [RemoteIoVec {
+        base: addr as usize,
+        len: data.len(),
+    }];
+    process_vm_writev(Pid::from_raw(pid), &[IoSlice::new(data)], &remote)
 }
 
-/// iovecs describing another process's memory `(address, length)`.
-fn remote_iovecs(ranges: &[(u64, usize)]) -> Vec<libc::iovec> {
+/// Another process's memory `(address, length)`, as process_vm_* take it.
+fn remote_iovecs(ranges: &[(u64, usize)]) -> Vec<RemoteIoVec> {
     ranges
         .iter()
-        .map(|&(addr, len)| libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: len,
+        .map(|&(addr, len)| RemoteIoVec {
+            base: addr as usize,
+            len,
         })
         .collect()
 }
@@ -279,25 +263,11 @@ pub fn write_memory_ranges(pid: i32, ranges: &[(u64, usize)], data: &[u8]) -> ni
     if total != data.len() || ranges.len() > MAX_IOV {
         return Err(Errno::EINVAL);
     }
-    let local = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let remote = remote_iovecs(ranges);
-    // SAFETY: the kernel only reads `data` (live for the call, exactly as
-    // long as the remote ranges together) and writes into the other
-    // process's memory; nothing of ours is changed or dereferenced.
-    let n = unsafe {
-        libc::process_vm_writev(
-            pid,
-            &local,
-            1,
-            remote.as_ptr(),
-            remote.len() as libc::c_ulong,
-            0,
-        )
-    };
-    Errno::result(n).map(|n| n as usize)
+    process_vm_writev(
+        Pid::from_raw(pid),
+        &[IoSlice::new(data)],
+        &remote_iovecs(ranges),
+    )
 }
 
 /// In a freshly cloned child: drop every signal handler, the alternate
@@ -355,14 +325,7 @@ pub fn robust_list(tid: i32) -> nix::Result<(u64, u64)> {
 /// PTRACE_GETEVENTMSG: after a fork/clone event stop, the new task's pid
 /// as the tracer's pid namespace numbers it.
 pub fn event_msg(pid: i32) -> nix::Result<u64> {
-    let mut msg: libc::c_ulong = 0;
-    ptrace_raw(
-        libc::PTRACE_GETEVENTMSG,
-        pid,
-        0,
-        &mut msg as *mut libc::c_ulong as usize,
-    )?;
-    Ok(msg)
+    ptrace::getevent(Pid::from_raw(pid)).map(|msg| msg as u64)
 }
 
 /// Like [`wait`] but returns `None` at once if `pid` has nothing to
@@ -381,6 +344,8 @@ pub fn wait_nohang(pid: i32) -> nix::Result<Option<i32>> {
 /// PTRACE_GETSIGINFO: the siginfo of the signal a tracee stopped for.
 pub fn get_siginfo(pid: i32) -> nix::Result<[u8; 128]> {
     let mut info = [0u8; 128];
-    ptrace_raw(libc::PTRACE_GETSIGINFO, pid, 0, info.as_mut_ptr() as usize)?;
+    // SAFETY: `info` is a live, writable buffer of sizeof(siginfo_t) (128)
+    // bytes, all the kernel writes.
+    unsafe { ptrace_raw(libc::PTRACE_GETSIGINFO, pid, 0, info.as_mut_ptr() as usize) }?;
     Ok(info)
 }
