@@ -13,6 +13,7 @@ mod devices;
 mod events;
 mod exec;
 mod init;
+mod launch;
 mod lifecycle;
 mod monitor;
 pub mod net;
