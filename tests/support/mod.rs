@@ -22,21 +22,14 @@ pub fn palisade_in(root: &Path) -> Command {
     cmd
 }
 
-/// Where palisade pins BPF objects for a state root (see the README).
+/// Where palisade pins BPF objects for a state root (see the README), as
+/// palisade itself says.
 pub fn pin_dir(root: &Path) -> PathBuf {
-    let key: String = root
-        .to_string_lossy()
-        .trim_matches('/')
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    Path::new("/sys/fs/bpf/palisade").join(key)
+    let out = palisade_in(root)
+        .args(["debug", "pin-dir"])
+        .output()
+        .expect("run palisade debug pin-dir");
+    PathBuf::from(ok(&out).trim_end())
 }
 
 /// A command's status and output, for assertion messages.
