@@ -894,6 +894,53 @@ fn userns_root_is_unprivileged_on_the_host() {
     no_leftover_cgroups(&sb);
 }
 
+/// `--userns` on a state root only host root may enter (mode 0700, and so
+/// is the directory holding it): the container's root, another host uid,
+/// never looks a path up through it, so the container runs, `exec`
+/// enters it, and `rm` leaves nothing behind.
+#[test]
+fn userns_runs_in_a_state_root_only_root_may_enter() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sb = Sandbox::new("userns-0700");
+    std::fs::create_dir(&sb.root).unwrap();
+    for dir in [&sb.dir, &sb.root] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let out = run(
+        &sb,
+        &["--userns"],
+        &["sh", "-c", "id -u; cat /proc/self/uid_map"],
+    );
+    let text = ok(&out);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "0", "{text}");
+    assert!(
+        lines[1].split_whitespace().eq(["0", "1000000", "65536"]),
+        "{text}"
+    );
+    assert!(
+        !sb.root.join(&sb.name).exists(),
+        "a foreground run leaves no state"
+    );
+    no_leftover_cgroups(&sb);
+
+    let pid = run_detached(&sb, &["--userns"], &["sleep", "600"]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some("1000000"),
+        "{uid_line}"
+    );
+    assert_eq!(
+        ok(&cli(&sb, &["exec", &sb.name, "--", "id", "-u"])).trim(),
+        "0"
+    );
+    ok(&cli(&sb, &["rm", "-f", &sb.name]));
+    assert!(!sb.root.join(&sb.name).exists(), "rm leaves no state");
+    no_leftover_cgroups(&sb);
+}
+
 /// `--parent`: a sub-container lives in its parent's cgroups (so the
 /// parent's memory limit binds it), is held to the parent's connect
 /// policy on top of its own (none here), and ends with its parent.
