@@ -19,8 +19,9 @@ PALISADE=${1:?usage: policy_compile.sh PALISADE_BINARY}
 RUNS=${RUNS:-5}
 WORK=$(mktemp -d /tmp/palisade-bench.XXXXXX)
 STATE="$WORK/state"
+PINS=$("$PALISADE" --root "$STATE" debug pin-dir)
 cleanup() {
-  rm -rf "/sys/fs/bpf/palisade/$(echo "${STATE#/}" | tr -c 'A-Za-z0-9\n-' _)" "$WORK"
+  rm -rf "$PINS" "$WORK"
 }
 trap cleanup EXIT
 

@@ -177,7 +177,12 @@ fn device_path_resolves_to_its_number() {
     let g = Guard::new();
     let (io, v1) = dir_of(g.cg(), "blkio");
     if !v1 {
-        return; // the v2 io controller needs delegation, covered by the unit tests
+        // The v2 io controller needs delegation, covered by the unit tests.
+        support::skip(
+            "device_path_resolves_to_its_number",
+            "no cgroup v1 blkio hierarchy",
+        );
+        return;
     }
     let root = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
@@ -199,7 +204,13 @@ fn device_path_resolves_to_its_number() {
                     && format!("{}:{}", libc::major(m.rdev()), libc::minor(m.rdev())) == root
             })
         });
-    let Some(dev) = dev else { return };
+    let Some(dev) = dev else {
+        support::skip(
+            "device_path_resolves_to_its_number",
+            &format!("no block device node in /dev for the root filesystem's {root}"),
+        );
+        return;
+    };
     let l = limits(&[("io_read_bps", &format!("{} 1M", dev.display()))]);
     cgroups::apply(g.cg(), &l).expect("apply");
     assert_eq!(
@@ -399,8 +410,14 @@ fn palisade_run_applies_the_policy_resources() {
         "{:?}",
         sb.leftover_cgroups()
     );
+}
 
-    // A control the kernel lacks stops the run before the command starts.
+/// A control the kernel lacks stops the run before the command starts.
+#[test]
+fn a_control_the_kernel_lacks_stops_the_run() {
+    const TEST: &str = "a_control_the_kernel_lacks_stops_the_run";
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = support::Sandbox::new("res-lacks");
     let hier = Hierarchies::detect().expect("detect");
     let weight_file = match hier
         .v1
@@ -408,12 +425,19 @@ fn palisade_run_applies_the_policy_resources() {
         .find(|h| h.controllers.iter().any(|c| c == "blkio"))
     {
         Some(h) => h.mount.join("palisade").join(&sb.name).join("blkio.weight"),
-        None => return,
+        None => {
+            support::skip(TEST, "no cgroup v1 blkio hierarchy");
+            return;
+        }
     };
     let has_weight = hier.v1.iter().any(|h| {
         h.controllers.iter().any(|c| c == "blkio") && h.mount.join("blkio.weight").exists()
     });
     if has_weight {
+        support::skip(
+            TEST,
+            "this kernel has blkio.weight (a control it lacks is needed)",
+        );
         return;
     }
     let policy = sb.policy("[resources]\nio_weight = 100\n");

@@ -275,6 +275,8 @@ print('CapEff', status['CapEff'].strip())
 print('NoNewPrivs', status['NoNewPrivs'].strip())
 print('mount', res(libc.mount(b'none', b'/mnt', b'tmpfs', 0, None)))
 print('mounted', any(l.split()[4] == '/mnt' for l in open('/proc/self/mountinfo')))
+print('fsopen', res(libc.syscall(430, b'tmpfs', 0)))
+print('open_tree', res(libc.syscall(428, -100, b'/tmp', 1)))
 domain = open('/proc/sys/kernel/domainname').read()
 def write_same_domainname():
     with open('/proc/sys/kernel/domainname', 'w') as f:
@@ -311,12 +313,37 @@ fn root_in_the_container_is_hardened() {
     assert_eq!(got["NoNewPrivs"], "1");
     assert_eq!(got["mount"], "EPERM");
     assert_eq!(got["mounted"], "False");
+    assert_eq!(got["fsopen"], "EPERM");
+    assert_eq!(got["open_tree"], "EPERM");
     assert_eq!(got["proc_sys_write"], "EROFS", "/proc/sys is read-only");
     assert_eq!(got["unshare_newuser"], "EPERM");
     assert_eq!(got["bpf"], "EPERM");
     for path in masked {
         assert_eq!(got[&format!("masked:{path}")], "0", "{path} is masked");
     }
+}
+
+/// The filter, not the missing CAP_SYS_ADMIN, stops every way to mount:
+/// with the capability, the old API and the new one (fsopen: a new
+/// filesystem, open_tree: a copy of a tree to attach) still get EPERM.
+#[test]
+fn no_mount_api_works_even_with_cap_sys_admin() {
+    let sb = Sandbox::new("mountapi");
+    let bpf = libc::SYS_bpf.to_string();
+    let got = python(
+        &sb,
+        &["--cap-add", "SYS_ADMIN"],
+        HARDENING_PROBE,
+        &[bpf.as_str()],
+    );
+    let cap_eff = u64::from_str_radix(&got["CapEff"], 16).unwrap();
+    // CAP_SYS_ADMIN is capability 21.
+    assert_ne!(cap_eff & (1 << 21), 0, "{got:?}");
+    for call in ["mount", "fsopen", "open_tree"] {
+        assert_eq!(got[call], "EPERM", "{call}: {got:?}");
+    }
+    assert_eq!(got["mounted"], "False");
+    no_leftover_cgroups(&sb);
 }
 
 #[test]
@@ -864,6 +891,53 @@ fn userns_root_is_unprivileged_on_the_host() {
     );
     assert!(!shared.join("x").exists());
     ok(&cli(&sb, &["rm", "-f", &sb.name]));
+    no_leftover_cgroups(&sb);
+}
+
+/// `--userns` on a state root only host root may enter (mode 0700, and so
+/// is the directory holding it): the container's root, another host uid,
+/// never looks a path up through it, so the container runs, `exec`
+/// enters it, and `rm` leaves nothing behind.
+#[test]
+fn userns_runs_in_a_state_root_only_root_may_enter() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sb = Sandbox::new("userns-0700");
+    std::fs::create_dir(&sb.root).unwrap();
+    for dir in [&sb.dir, &sb.root] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let out = run(
+        &sb,
+        &["--userns"],
+        &["sh", "-c", "id -u; cat /proc/self/uid_map"],
+    );
+    let text = ok(&out);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "0", "{text}");
+    assert!(
+        lines[1].split_whitespace().eq(["0", "1000000", "65536"]),
+        "{text}"
+    );
+    assert!(
+        !sb.root.join(&sb.name).exists(),
+        "a foreground run leaves no state"
+    );
+    no_leftover_cgroups(&sb);
+
+    let pid = run_detached(&sb, &["--userns"], &["sleep", "600"]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some("1000000"),
+        "{uid_line}"
+    );
+    assert_eq!(
+        ok(&cli(&sb, &["exec", &sb.name, "--", "id", "-u"])).trim(),
+        "0"
+    );
+    ok(&cli(&sb, &["rm", "-f", &sb.name]));
+    assert!(!sb.root.join(&sb.name).exists(), "rm leaves no state");
     no_leftover_cgroups(&sb);
 }
 

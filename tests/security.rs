@@ -121,6 +121,8 @@ for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb', 'NoNewPrivs', 'Secco
 print('ids', os.getuid(), os.getgid(), os.getgroups())
 print('mount', res(libc.mount(b'none', b'/mnt', b'tmpfs', 0, None)))
 print('umount2', res(libc.umount2(b'/mnt', 0)))
+print('fsopen', res(libc.syscall(430, b'tmpfs', 0)))
+print('open_tree', res(libc.syscall(428, -100, b'/tmp', 1)))
 print('bpf', res(libc.syscall(321, 0, 0, 0)))
 print('keyctl', res(libc.syscall(250, 0, 0, 0, 0, 0)))
 print('perf_event_open', res(libc.syscall(298, 0, 0, -1, -1, 0)))
@@ -193,6 +195,8 @@ fn default_hardening_holds_after_exec() {
     for denied in [
         "mount",
         "umount2",
+        "fsopen",
+        "open_tree",
         "bpf",
         "keyctl",
         "perf_event_open",
@@ -233,6 +237,8 @@ fn the_filter_denies_even_with_every_capability() {
     for denied in [
         "mount",
         "umount2",
+        "fsopen",
+        "open_tree",
         "bpf",
         "keyctl",
         "perf_event_open",
@@ -255,6 +261,8 @@ fn without_the_filter_the_probes_reach_the_kernel() {
     for name in [
         "mount",
         "umount2",
+        "fsopen",
+        "open_tree",
         "clone_newuser",
         "unshare_newuts",
         "unshare_newuser",

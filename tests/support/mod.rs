@@ -22,21 +22,39 @@ pub fn palisade_in(root: &Path) -> Command {
     cmd
 }
 
-/// Where palisade pins BPF objects for a state root (see the README).
+/// Where palisade pins BPF objects for a state root (see the README), as
+/// palisade itself says.
 pub fn pin_dir(root: &Path) -> PathBuf {
-    let key: String = root
-        .to_string_lossy()
-        .trim_matches('/')
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    Path::new("/sys/fs/bpf/palisade").join(key)
+    let out = palisade_in(root)
+        .args(["debug", "pin-dir"])
+        .output()
+        .expect("run palisade debug pin-dir");
+    PathBuf::from(ok(&out).trim_end())
+}
+
+/// Env var naming the file `skip` appends to (`cargo xtask test` sets it
+/// and counts the lines).
+pub const SKIPS_ENV: &str = "PALISADE_TEST_SKIPS";
+
+/// Records that `test` did not run what it is for, and why (something
+/// this host lacks): `SKIPPED: test: reason` on stderr and, under `cargo
+/// xtask test`, a line of the file `PALISADE_TEST_SKIPS` names, so the
+/// totals count it as skipped rather than passed. The caller returns
+/// right after.
+pub fn skip(test: &str, reason: &str) {
+    let line = format!("SKIPPED: {test}: {reason}");
+    eprintln!("{line}");
+    if let Some(file) = std::env::var_os(SKIPS_ENV) {
+        use std::io::Write as _;
+        // One write of one line: appends from parallel tests do not mix.
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .unwrap_or_else(|e| panic!("open {}: {e}", Path::new(&file).display()));
+        f.write_all(format!("{test}: {reason}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("write {}: {e}", Path::new(&file).display()));
+    }
 }
 
 /// A command's status and output, for assertion messages.

@@ -4,6 +4,7 @@
 
 mod agent;
 mod checkpoint;
+mod debug;
 mod events;
 mod exec;
 mod lifecycle;
@@ -24,7 +25,7 @@ use crate::runtime::StateRoot;
 #[command(name = "palisade", version, about, propagate_version = true)]
 pub struct Cli {
     /// State directory: one subdirectory per container. BPF pins go to
-    /// /sys/fs/bpf/palisade/<this path with / as _>.
+    /// /sys/fs/bpf/palisade/<a key made from this path>.
     #[arg(
         long,
         global = true,
@@ -54,6 +55,8 @@ pub enum Command {
     Checkpoint(checkpoint::CheckpointArgs),
     Restore(checkpoint::RestoreArgs),
     System(system::SystemArgs),
+    #[command(hide = true)]
+    Debug(debug::DebugArgs),
 }
 
 /// Exit status for bad input (see [`crate::exit`]).
@@ -96,6 +99,7 @@ pub fn main() -> i32 {
         Command::Checkpoint(args) => checkpoint::checkpoint(&root, args),
         Command::Restore(args) => checkpoint::restore(&root, args),
         Command::System(args) => system::execute(&root, args),
+        Command::Debug(args) => debug::execute(&root, args),
     }
 }
 

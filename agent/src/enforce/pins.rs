@@ -2,17 +2,20 @@
 
 use std::{
     io,
-    path::{Path, PathBuf},
+    os::unix::ffi::OsStrExt,
+    path::{Component, Path, PathBuf},
 };
+
+use sha2::{Digest as _, Sha256};
 
 use super::{EnforceError, object_complete, object_hash};
 
 /// Where this state root's programs, maps and per-container links are
-/// pinned in bpffs: `/sys/fs/bpf/palisade/<root>/`, with `<root>` the state
-/// root's path with every character but letters, digits and `-` turned
-/// into `_` (so separate state roots, as tests use, never share pins).
-/// Inside: `obj-<hash>/` for one build's programs and
-/// maps, `links/<container>/` for each container's attachments.
+/// pinned in bpffs: `/sys/fs/bpf/palisade/<key>/`, with `<key>` made from
+/// the state root's canonical path (see [`root_key`]), so separate state
+/// roots, as tests use, never share pins. Inside: `obj-<hash>/` for one
+/// build's programs and maps, `links/<container>/` for each container's
+/// attachments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pins {
     dir: PathBuf,
@@ -21,24 +24,15 @@ pub struct Pins {
 /// Where bpffs is mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
 
+/// How many characters of the path a root's key shows.
+const READABLE: usize = 40;
+
 impl Pins {
     pub fn for_state_root(root: &Path) -> Self {
-        // bpffs refuses names with a dot; everything but letters, digits
-        // and '-' becomes '_'.
-        let key: String = root
-            .to_string_lossy()
-            .trim_matches('/')
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         Self {
-            dir: Path::new(BPFFS).join("palisade").join(key),
+            dir: Path::new(BPFFS)
+                .join("palisade")
+                .join(root_key(&canonical(root))),
         }
     }
 
@@ -80,6 +74,67 @@ impl Pins {
     }
 }
 
+/// A state root's bpffs directory name: `_` and the path's last 39
+/// characters with every character but letters, digits and `-` as `_`
+/// (bpffs refuses a dot), for people reading `ls`, then `-` and 16 hex
+/// digits of the SHA-256 of the whole path, which is what keeps
+/// `/x/a.b` and `/x/a_b` apart. It is at most 57 bytes (bpffs names may
+/// have 255), and the leading `_` keeps it from ever looking like a
+/// `host-<hash>` directory.
+fn root_key(path: &Path) -> String {
+    let bytes = path.as_os_str().as_bytes();
+    let sanitized: Vec<u8> = bytes
+        .strip_prefix(b"/")
+        .unwrap_or(bytes)
+        .iter()
+        .map(|&c| {
+            if c.is_ascii_alphanumeric() || c == b'-' {
+                c
+            } else {
+                b'_'
+            }
+        })
+        .collect();
+    let tail = &sanitized[sanitized.len().saturating_sub(READABLE - 1)..];
+    let digest = Sha256::digest(bytes);
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("_{}-{hash}", String::from_utf8_lossy(tail))
+}
+
+/// The state root's path with symbolic links, `.` and `..` resolved, as
+/// far as it exists (a root is made by its first `run`, and must map to
+/// the same key before and after): the longest existing ancestor is
+/// canonicalized and the rest appended.
+fn canonical(root: &Path) -> PathBuf {
+    let mut missing: Vec<Component> = Vec::new();
+    let mut existing = root;
+    let base = loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            break real;
+        }
+        let mut parts = existing.components();
+        match parts.next_back() {
+            Some(last @ (Component::Normal(_) | Component::ParentDir | Component::CurDir)) => {
+                missing.push(last);
+                existing = parts.as_path();
+            }
+            // Nothing of it exists, not even `/` (or it is relative).
+            _ => break PathBuf::from("/"),
+        }
+    };
+    let mut path = base;
+    for part in missing.into_iter().rev() {
+        match part {
+            Component::ParentDir => {
+                path.pop();
+            }
+            Component::Normal(name) => path.push(name),
+            _ => {}
+        }
+    }
+    path
+}
+
 /// A container name as a bpffs file name. Names may hold '.', which bpffs
 /// refuses: '_' becomes "__" and '.' becomes "_d", which keeps distinct
 /// names distinct.
@@ -96,4 +151,51 @@ pub fn any_root_links(container: &str) -> bool {
         .flatten()
         .filter_map(Result::ok)
         .any(|root| root.path().join("links").join(&escaped).exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(path: &str) -> String {
+        root_key(Path::new(path))
+    }
+
+    #[test]
+    fn roots_differing_only_in_punctuation_get_different_dirs() {
+        assert_ne!(key("/x/a.b"), key("/x/a_b"));
+        assert_ne!(
+            Pins::for_state_root(Path::new("/nonexistent-palisade/x/a.b")),
+            Pins::for_state_root(Path::new("/nonexistent-palisade/x/a_b"))
+        );
+    }
+
+    #[test]
+    fn key_is_readable_and_short() {
+        let k = key("/run/palisade");
+        assert!(k.starts_with("_run_palisade-"), "{k}");
+        let long = format!("/{}", ["a.b"; 200].join("/"));
+        for k in [key(&long), key("/run/palisade"), key("/")] {
+            // NAME_MAX, and what bpffs accepts: no dot, no slash.
+            assert!(k.len() <= 57 && k.len() < 256, "{k}");
+            assert!(!k.contains(['.', '/']), "{k}");
+            assert!(!k.starts_with("host-"), "{k}");
+        }
+    }
+
+    #[test]
+    fn key_is_of_the_canonical_path() {
+        let a = Pins::for_state_root(Path::new("/nonexistent-palisade/a/../b/./c/"));
+        let b = Pins::for_state_root(Path::new("/nonexistent-palisade//b/c"));
+        assert_eq!(a, b);
+        // An existing directory reached through a link is the directory.
+        let dir = std::env::temp_dir().join(format!("palisade-pins-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        let _ = std::fs::remove_file(dir.join("link"));
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        let through = Pins::for_state_root(&dir.join("link").join("state"));
+        let direct = Pins::for_state_root(&dir.join("real").join("state"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(through, direct);
+    }
 }

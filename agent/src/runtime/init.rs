@@ -111,9 +111,6 @@ fn prepare(
         Ok(1) => {}
         _ => return Err("palisade exited before the container started".into()),
     }
-    if init.rootfs.userns {
-        super::userns::become_root()?;
-    }
     // The cgroup namespace is made after joining the cgroups, so the
     // container sees its own cgroup as the root.
     let flags = CloneFlags::CLONE_NEWNS
@@ -121,6 +118,12 @@ fn prepare(
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWCGROUP;
     unshare(flags).map_err(|e| format!("cannot create the container's namespaces: {e}"))?;
+    // Still the host uid that created the state root: the only lookup
+    // through it happens here.
+    rootfs::enter(init.rootfs)?;
+    if init.rootfs.userns {
+        super::userns::become_root()?;
+    }
     if init.net != NetMode::Host {
         let mut nl = Netlink::host().map_err(|e| e.to_string())?;
         nl.set_up("lo").map_err(|e| e.to_string())?;

@@ -164,9 +164,14 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// Builds the filesystem and pivots into it. Runs in the container's
-/// first process, in its new mount namespace, before exec.
-pub fn build(spec: &RootfsSpec) -> Result<(), String> {
+/// Mounts the new root on the staging directory and enters it (makes it
+/// the working directory). Runs in the container's first process, in its
+/// new mount namespace, before it becomes the user namespace's root: the
+/// staging directory is in the state root, which the host's root may
+/// traverse and the container's mapped root (another host uid) may not
+/// (a state root of mode 0700). Everything after goes through the
+/// working directory, never through the state root's path.
+pub fn enter(spec: &RootfsSpec) -> Result<(), String> {
     mnt(
         None,
         Path::new("/"),
@@ -185,7 +190,14 @@ pub fn build(spec: &RootfsSpec) -> Result<(), String> {
         None if spec.userns => bind(Path::new("/"), root, MsFlags::MS_REC)?,
         None => bind(Path::new("/"), root, MsFlags::empty())?,
     }
+    chdir(root).map_err(|e| format!("cannot enter {}: {e}", root.display()))
+}
 
+/// Builds the filesystem in the new root `enter` made the working
+/// directory, and pivots into it. Runs in the container's first process,
+/// in its new mount namespace, before exec.
+pub fn build(spec: &RootfsSpec) -> Result<(), String> {
+    let root = Path::new(".");
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mnt(Some("proc"), &root.join("proc"), Some("proc"), flags, None)?;
     if spec.userns && !spec.own_netns {
@@ -215,10 +227,10 @@ pub fn build(spec: &RootfsSpec) -> Result<(), String> {
         bind_mount(root, m)?;
     }
 
-    chdir(root).map_err(|e| format!("cannot enter {}: {e}", root.display()))?;
     // pivot_root(".", "."): the old root ends up stacked under the new
     // one, and is detached at once.
-    pivot_root(".", ".").map_err(|e| format!("cannot pivot_root into {}: {e}", root.display()))?;
+    pivot_root(".", ".")
+        .map_err(|e| format!("cannot pivot_root into {}: {e}", spec.staging.display()))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("cannot detach the old root: {e}"))?;
     chdir("/").map_err(|e| format!("cannot chdir to /: {e}"))?;
 

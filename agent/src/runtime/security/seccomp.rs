@@ -32,9 +32,20 @@ const DENIED: &[(i64, &str)] = &[
     (libc::SYS_keyctl, "keyctl"),
     (libc::SYS_add_key, "add_key"),
     (libc::SYS_request_key, "request_key"),
-    // The container's mounts are palisade's to make; none after exec.
+    // The container's mounts are palisade's to make; none after exec,
+    // through the old API or the new one (new_mount_api: a context from
+    // fsopen/fspick, configured by fsconfig, made a mount by fsmount, a
+    // tree cloned by open_tree, attached by move_mount, its flags changed
+    // by mount_setattr).
     (libc::SYS_mount, "mount"),
     (libc::SYS_umount2, "umount2"),
+    (libc::SYS_fsopen, "fsopen"),
+    (libc::SYS_fsconfig, "fsconfig"),
+    (libc::SYS_fsmount, "fsmount"),
+    (libc::SYS_fspick, "fspick"),
+    (libc::SYS_move_mount, "move_mount"),
+    (libc::SYS_open_tree, "open_tree"),
+    (libc::SYS_mount_setattr, "mount_setattr"),
     // Host-wide swap and power state.
     (libc::SYS_swapon, "swapon"),
     (libc::SYS_swapoff, "swapoff"),
@@ -237,6 +248,13 @@ mod tests {
             "request_key",
             "mount",
             "umount2",
+            "fsopen",
+            "fsconfig",
+            "fsmount",
+            "fspick",
+            "move_mount",
+            "open_tree",
+            "mount_setattr",
             "swapon",
             "swapoff",
             "reboot",
