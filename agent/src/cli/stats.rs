@@ -5,7 +5,10 @@ use std::{io::Write, time::Duration};
 
 use clap::Args;
 
-use crate::runtime::{self, ContainerStats, StateRoot};
+use crate::{
+    accounting::{self, ContainerStats},
+    runtime::StateRoot,
+};
 
 #[derive(Debug, Args)]
 #[command(about = "Show containers' CPU, memory, network and denials")]
@@ -28,7 +31,7 @@ const WATCH: Duration = Duration::from_secs(1);
 pub fn execute(root: &StateRoot, args: StatsArgs) -> i32 {
     let interval = if args.watch { WATCH } else { SAMPLE };
     loop {
-        let all = match runtime::stats(root, &args.names, Some(interval)) {
+        let all = match accounting::stats(root, &args.names, Some(interval)) {
             Ok(s) => s,
             Err(e) => return super::failed(e),
         };

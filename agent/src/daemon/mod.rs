@@ -11,10 +11,7 @@ use std::{
 
 use thiserror::Error;
 
-use crate::{
-    accounting::metrics,
-    runtime::{self, StateRoot},
-};
+use crate::{accounting::metrics, runtime::StateRoot};
 
 #[derive(Debug, Error)]
 pub enum AgentError {
@@ -66,7 +63,7 @@ fn answer(root: &StateRoot, mut stream: TcpStream) -> std::io::Result<()> {
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => match runtime::stats(root, &[], None) {
+        ("GET", "/metrics") => match crate::accounting::stats(root, &[], None) {
             Ok(all) => ("200 OK", metrics::CONTENT_TYPE, metrics::render(&all)),
             Err(e) => (
                 "500 Internal Server Error",

@@ -22,7 +22,6 @@ pub mod rootfs;
 pub mod security;
 pub mod shaping;
 pub mod state;
-mod stats;
 mod supervise;
 pub mod userns;
 
@@ -39,10 +38,9 @@ pub use events::{DeviceView, EventView, events};
 pub use exec::{ExecSpec, exec};
 pub use lifecycle::{kill, logs, ps, remove, wait};
 use nix::errno::Errno;
-pub use policy::{EgressShown, Shown, apply_policy, show_policy};
+pub use policy::{EgressShown, Shown, apply_policy, open_loaded, show_policy};
 pub use rootfs::RootfsSpec;
 pub use state::{State, StateError, StateRoot, Status};
-pub use stats::{ContainerStats, EgressTotals, stats};
 use thiserror::Error;
 
 use crate::{

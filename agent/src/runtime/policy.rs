@@ -48,7 +48,7 @@ pub(crate) fn open_enforcer(root: &StateRoot, pins: &Pins) -> Result<Enforcer, R
 /// Opens the pinned programs and maps of this build for a command that
 /// only reads or changes running containers' entries: never loads (a root
 /// with no container has none pinned, and must not get them).
-pub(crate) fn open_loaded(root: &StateRoot, pins: &Pins) -> Result<Enforcer, RuntimeError> {
+pub fn open_loaded(root: &StateRoot, pins: &Pins) -> Result<Enforcer, RuntimeError> {
     let _lock = super::cleanup::lock_bpf(root)?;
     Enforcer::open_existing(pins.clone())?.ok_or(RuntimeError::Setup {
         step: "open the state root's BPF pins (no container runs in it)",

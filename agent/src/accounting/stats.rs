@@ -6,12 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{
-    RuntimeError, State, StateRoot, Status, cleanup::reconcile, policy::open_loaded, shaping,
-};
 use crate::{
     cgroups::CgroupStats,
     enforce::{CounterView, Enforcer, Pins, Usage},
+    runtime::{RuntimeError, State, StateRoot, Status, open_loaded, reconcile, shaping},
 };
 
 /// One container at one instant.
