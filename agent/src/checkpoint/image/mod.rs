@@ -18,8 +18,9 @@ use super::{
     state::{ProcessState, ThreadState},
 };
 
-/// The only image format this build reads and writes.
-pub const FORMAT: u32 = 2;
+/// The only image format this build reads and writes (3: a container's
+/// image carries a typed recipe, not its `run` arguments).
+pub const FORMAT: u32 = 3;
 pub const META: &str = "meta.json";
 pub const PAGES: &str = "pages.img";
 pub const FILES: &str = "files.img";
