@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::{sys::signal::Signal, unistd::Pid};
 
 use super::{
-    CheckpointError, files,
+    CheckpointError, StepError, StepResult, files,
     image::{
         self, Image, Process, Registers, Rseq, Run, SharedMemory, SigAction, Thread, Vma, VmaKind,
     },
@@ -432,13 +432,13 @@ fn dump_vma(
     start: u64,
     end: u64,
     pages: &mut PageWriter,
-) -> Result<Vec<Run>, String> {
+) -> StepResult<Vec<Run>> {
     use std::os::unix::fs::FileExt;
     let npages = ((end - start) / 4096) as usize;
     let mut raw = vec![0u8; npages * 8];
     pagemap
         .read_exact_at(&mut raw, start / 4096 * 8)
-        .map_err(|e| format!("pagemap: {e}"))?;
+        .map_err(StepError::io("read pagemap"))?;
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for (i, entry) in raw.chunks_exact(8).enumerate() {
         let e = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
@@ -763,41 +763,42 @@ fn collect(
             Source::Mem(&mem)
         };
         let mut shm = None;
-        let kind =
-            match m.path.as_str() {
-                // A shared file mapping holds what the file holds. Shared
-                // anonymous memory has no such home: its pages are dumped,
-                // once per object.
-                p if shared
-                    && p.starts_with('/')
-                    && !p.ends_with(" (deleted)")
-                    && !p.starts_with("/dev/")
-                    && !p.starts_with("/SYSV")
-                    && !p.starts_with("/memfd:") =>
-                {
-                    VmaKind::SharedFile
-                }
-                p if shared
-                    && (p == "/dev/zero (deleted)"
-                        || (p.starts_with("/memfd:") && p.ends_with(" (deleted)"))) =>
-                {
-                    shm = Some(shared_object(source, &m, shared_memory, pages).map_err(
-                        |what| CheckpointError::Process {
+        let kind = match m.path.as_str() {
+            // A shared file mapping holds what the file holds. Shared
+            // anonymous memory has no such home: its pages are dumped,
+            // once per object.
+            p if shared
+                && p.starts_with('/')
+                && !p.ends_with(" (deleted)")
+                && !p.starts_with("/dev/")
+                && !p.starts_with("/SYSV")
+                && !p.starts_with("/memfd:") =>
+            {
+                VmaKind::SharedFile
+            }
+            p if shared
+                && (p == "/dev/zero (deleted)"
+                    || (p.starts_with("/memfd:") && p.ends_with(" (deleted)"))) =>
+            {
+                shm = Some(
+                    shared_object(source, &m, shared_memory, pages).map_err(|e| {
+                        CheckpointError::Step {
                             pid,
-                            what: format!("{range}: {what}"),
-                        },
-                    )?);
-                    VmaKind::SharedAnonymous
-                }
-                _ if shared => return Err(unsupported(format!("shared mapping {range}"))),
-                "[vdso]" => VmaKind::Vdso,
-                "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
-                "[vsyscall]" => VmaKind::Vsyscall,
-                "" | "[heap]" | "[stack]" => VmaKind::Anonymous,
-                p if p.starts_with("[anon:") => VmaKind::Anonymous,
-                p if p.starts_with('/') && !p.ends_with(" (deleted)") => VmaKind::File,
-                _ => return Err(unsupported(format!("mapping {range}"))),
-            };
+                            source: e.at(range.as_str()),
+                        }
+                    })?,
+                );
+                VmaKind::SharedAnonymous
+            }
+            _ if shared => return Err(unsupported(format!("shared mapping {range}"))),
+            "[vdso]" => VmaKind::Vdso,
+            "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
+            "[vsyscall]" => VmaKind::Vsyscall,
+            "" | "[heap]" | "[stack]" => VmaKind::Anonymous,
+            p if p.starts_with("[anon:") => VmaKind::Anonymous,
+            p if p.starts_with('/') && !p.ends_with(" (deleted)") => VmaKind::File,
+            _ => return Err(unsupported(format!("mapping {range}"))),
+        };
         if m.path == "[heap]" {
             mm.brk = m.end;
         }
@@ -805,10 +806,10 @@ fn collect(
         let read = perms[0] == b'r';
         let dumped = matches!(kind, VmaKind::Anonymous | VmaKind::File);
         let runs = if dumped {
-            dump_vma(source, &pagemap, m.start, m.end, pages).map_err(|what| {
-                CheckpointError::Process {
+            dump_vma(source, &pagemap, m.start, m.end, pages).map_err(|e| {
+                CheckpointError::Step {
                     pid,
-                    what: format!("{range}: {what}"),
+                    source: e.at(range.as_str()),
                 }
             })?
         } else {
@@ -912,7 +913,7 @@ fn shared_object(
     m: &proc::MapLine,
     objects: &mut Vec<SharedMemory>,
     pages: &mut PageWriter,
-) -> Result<usize, String> {
+) -> StepResult<usize> {
     if let Some(i) = objects.iter().position(|o| o.inode == m.inode) {
         return Ok(i);
     }

@@ -10,6 +10,7 @@
 
 mod container;
 pub mod dump;
+mod error;
 pub mod files;
 pub mod image;
 pub mod imagedir;
@@ -25,6 +26,7 @@ use nix::errno::Errno;
 
 pub use container::{ContainerTarget, checkpoint_container};
 pub use dump::{DumpOptions, DumpReport, checkpoint_pid};
+pub use error::{StepError, StepResult};
 pub use restore::{RestoreReport, restore};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,13 @@ pub enum CheckpointError {
     Unsupported { pid: i32, what: String },
     #[error("pid {pid}: {what}")]
     Process { pid: i32, what: String },
+    /// A step of the checkpoint of process `pid` failed.
+    #[error("pid {pid}: {source}")]
+    Step {
+        pid: i32,
+        #[source]
+        source: StepError,
+    },
     #[error("no container named {0:?}")]
     NoContainer(String),
     #[error("container {name}: cannot checkpoint: {what}")]
@@ -64,6 +73,13 @@ pub enum CheckpointError {
     Write(String),
     #[error("restore of pid {pid}: {what}; every process created was killed")]
     Restore { pid: i32, what: String },
+    /// A step of the restore of process `pid` failed.
+    #[error("restore of pid {pid}: {source}; every process created was killed")]
+    RestoreStep {
+        pid: i32,
+        #[source]
+        source: StepError,
+    },
 }
 
 /// Exit status for bad input (a bad image or `--dir`, a bad key file).

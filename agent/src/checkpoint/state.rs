@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use creds::Credentials;
 
 use super::{
-    CheckpointError, image, proc,
+    CheckpointError, StepError, StepResult, image, proc,
     remote::{Remote, RemoteError, Scratch},
 };
 use crate::sys::{
@@ -601,19 +601,25 @@ fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, String> {
 /// ones stay queued through the remaining remote calls:
 /// [`unblock`] sets the real mask just before the task is let go.
 /// Credentials go last.
-pub fn restore(r: &mut Remote, state: &ProcessState, thread: &ThreadState) -> Result<(), String> {
+pub fn restore(r: &mut Remote, state: &ProcessState, thread: &ThreadState) -> StepResult<()> {
     let pid = r.pid;
-    let busy: Vec<(u64, u64)> = proc::maps(pid)
-        .map_err(|e| format!("maps: {e}"))?
-        .iter()
-        .map(|m| (m.start, m.end))
-        .collect();
-    let scratch = Scratch::map(r, &busy).map_err(|e| format!("map a scratch page: {e}"))?;
+    let scratch = map_scratch(r)?;
     let result = restore_with(r, &scratch, state, thread);
     let unmapped = scratch
         .unmap(r)
-        .map_err(|e| format!("unmap the scratch page: {e}"));
+        .map_err(StepError::remote(pid, "unmap the scratch page"));
     result.and(unmapped)
+}
+
+/// A scratch page in task `r.pid`, where it has nothing mapped.
+fn map_scratch(r: &mut Remote) -> StepResult<Scratch> {
+    let pid = r.pid;
+    let busy: Vec<(u64, u64)> = proc::maps(pid)
+        .map_err(StepError::file("read", proc::path(pid, "maps")))?
+        .iter()
+        .map(|m| (m.start, m.end))
+        .collect();
+    Scratch::map(r, &busy).map_err(StepError::remote(pid, "map a scratch page"))
 }
 
 /// Restores thread `r.pid`, not the main one, of process `tgid`: its own
@@ -625,26 +631,22 @@ pub fn restore_other_thread(
     tgid: i32,
     state: &ProcessState,
     thread: &ThreadState,
-) -> Result<(), String> {
-    let busy: Vec<(u64, u64)> = proc::maps(r.pid)
-        .map_err(|e| format!("maps: {e}"))?
-        .iter()
-        .map(|m| (m.start, m.end))
-        .collect();
-    let scratch = Scratch::map(r, &busy).map_err(|e| format!("map a scratch page: {e}"))?;
-    let result = taskstate::set_sigmask(r.pid, u64::MAX)
-        .map_err(|e| format!("PTRACE_SETSIGMASK: {e}"))
+) -> StepResult<()> {
+    let pid = r.pid;
+    let scratch = map_scratch(r)?;
+    let result = taskstate::set_sigmask(pid, u64::MAX)
+        .map_err(StepError::task(pid, "PTRACE_SETSIGMASK"))
         .and_then(|()| restore_thread(r, &scratch, tgid, thread))
         .and_then(|()| creds::restore(r, &scratch, &state.creds));
     let unmapped = scratch
         .unmap(r)
-        .map_err(|e| format!("unmap the scratch page: {e}"));
+        .map_err(StepError::remote(pid, "unmap the scratch page"));
     result.and(unmapped)
 }
 
 /// The last step before the registers: the blocked mask the task had.
-pub fn unblock(pid: i32, sigmask: u64) -> Result<(), String> {
-    taskstate::set_sigmask(pid, sigmask).map_err(|e| format!("PTRACE_SETSIGMASK: {e}"))
+pub fn unblock(pid: i32, sigmask: u64) -> StepResult<()> {
+    taskstate::set_sigmask(pid, sigmask).map_err(StepError::task(pid, "PTRACE_SETSIGMASK"))
 }
 
 fn restore_with(
@@ -652,10 +654,10 @@ fn restore_with(
     s: &Scratch,
     state: &ProcessState,
     thread: &ThreadState,
-) -> Result<(), String> {
+) -> StepResult<()> {
     let pid = r.pid;
-    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
-    taskstate::set_sigmask(pid, u64::MAX).map_err(|e| format!("PTRACE_SETSIGMASK: {e}"))?;
+    let e = |what: String| StepError::remote(pid, what);
+    taskstate::set_sigmask(pid, u64::MAX).map_err(StepError::task(pid, "PTRACE_SETSIGMASK"))?;
 
     r.call(libc::SYS_personality, &[state.personality])
         .map_err(e(format!("personality {:#x}", state.personality)))?;
@@ -743,16 +745,12 @@ fn restore_with(
             hard: l.hard,
         };
         taskstate::set_rlimit(pid, l.resource, limit).map_err(|err| {
-            format!(
-                "prlimit {} to {limit:?}: {}{}",
-                l.resource,
-                err.desc(),
-                if err == nix::errno::Errno::EPERM {
-                    " (raising a hard limit above the restorer's needs CAP_SYS_RESOURCE)"
-                } else {
-                    ""
-                }
-            )
+            let e = StepError::task(pid, format!("prlimit {} to {limit:?}", l.resource))(err);
+            if err == nix::errno::Errno::EPERM {
+                e.hint("raising a hard limit above the restorer's needs CAP_SYS_RESOURCE")
+            } else {
+                e
+            }
         })?;
     }
     creds::restore(r, s, &state.creds)?;
@@ -789,7 +787,7 @@ fn restore_with(
 
 /// Writes /proc/PID/oom_score_adj of the new process, if it differs
 /// from what it inherited (lowering it needs CAP_SYS_RESOURCE).
-fn set_oom_score_adj(pid: i32, value: i32) -> Result<(), String> {
+fn set_oom_score_adj(pid: i32, value: i32) -> StepResult<()> {
     let file = proc::path(pid, "oom_score_adj");
     let now: Option<i32> = std::fs::read_to_string(&file)
         .ok()
@@ -798,25 +796,25 @@ fn set_oom_score_adj(pid: i32, value: i32) -> Result<(), String> {
         return Ok(());
     }
     std::fs::write(&file, value.to_string()).map_err(|err| {
-        format!(
-            "oom_score_adj {value}: {err}{}",
-            if err.raw_os_error() == Some(libc::EACCES) {
-                " (lowering it below the restorer's needs CAP_SYS_RESOURCE)"
-            } else {
-                ""
-            }
-        )
+        let denied = err.raw_os_error() == Some(libc::EACCES);
+        let e = StepError::file(format!("write {value} to"), &file)(err);
+        if denied {
+            e.hint("lowering it below the restorer's needs CAP_SYS_RESOURCE")
+        } else {
+            e
+        }
     })
 }
 
 /// A thread's affinity, scheduling and I/O priority, by remote calls in
 /// the thread itself, each only where it differs from what it inherited.
-fn restore_scheduling(r: &mut Remote, s: &Scratch, thread: &ThreadState) -> Result<(), String> {
+fn restore_scheduling(r: &mut Remote, s: &Scratch, thread: &ThreadState) -> StepResult<()> {
     let tid = r.pid;
-    let e = |what: String| move |err: RemoteError| format!("thread {tid}: {what}: {err}");
+    let e = |what: String| StepError::remote(tid, format!("thread {tid}: {what}"));
     if !thread.cpus.is_empty() {
-        let mask = inventory::cpu_mask(&thread.cpus)
-            .ok_or_else(|| format!("thread {tid}: bad CPU list {:?}", thread.cpus))?;
+        let mask = inventory::cpu_mask(&thread.cpus).ok_or_else(|| {
+            StepError::Image(format!("thread {tid}: bad CPU list {:?}", thread.cpus))
+        })?;
         let p = s.put(tid, S_IN, &mask).map_err(e("cpu mask".into()))?;
         r.call(libc::SYS_sched_setaffinity, &[0, mask.len() as u64, p])
             .map_err(e(format!("sched_setaffinity {}", thread.cpus)))?;
@@ -848,9 +846,9 @@ fn restore_scheduling(r: &mut Remote, s: &Scratch, thread: &ThreadState) -> Resu
     Ok(())
 }
 
-fn posix_timers(r: &mut Remote, s: &Scratch, timers: &[PosixTimer]) -> Result<(), String> {
+fn posix_timers(r: &mut Remote, s: &Scratch, timers: &[PosixTimer]) -> StepResult<()> {
     let pid = r.pid;
-    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+    let e = |what: String| StepError::remote(pid, what);
     for t in timers {
         // struct sigevent: value, signo, notify, tid; 64 bytes.
         let mut ev = [0u8; 64];
@@ -867,7 +865,10 @@ fn posix_timers(r: &mut Remote, s: &Scratch, timers: &[PosixTimer]) -> Result<()
         let got = s.get(pid, S_ID, 4).map_err(e("timer id".into()))?;
         let got = i32::from_ne_bytes(got[..4].try_into().expect("4 bytes"));
         if got != t.id {
-            return Err(format!("timer_create gave id {got}, not {}", t.id));
+            return Err(StepError::failed(format!(
+                "timer_create gave id {got}, not {}",
+                t.id
+            )));
         }
         if t.remaining_ns != 0 {
             let ns = |v: u64| [v / 1_000_000_000, v % 1_000_000_000];
@@ -880,14 +881,14 @@ fn posix_timers(r: &mut Remote, s: &Scratch, timers: &[PosixTimer]) -> Result<()
     Ok(())
 }
 
-fn siginfo_bytes(sig: &Siginfo) -> Result<Vec<u8>, String> {
+fn siginfo_bytes(sig: &Siginfo) -> StepResult<Vec<u8>> {
     image::unhex(&sig.raw)
         .filter(|b| b.len() == SIGINFO_SIZE)
         .ok_or_else(|| {
-            format!(
+            StepError::Image(format!(
                 "siginfo of signal {} is not {SIGINFO_SIZE} hex bytes",
                 sig.signal
-            )
+            ))
         })
 }
 
@@ -898,9 +899,9 @@ pub fn restore_thread(
     s: &Scratch,
     tgid: i32,
     thread: &ThreadState,
-) -> Result<(), String> {
+) -> StepResult<()> {
     let tid = r.pid;
-    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+    let e = |what: String| StepError::remote(tid, what);
     restore_scheduling(r, s, thread)?;
     if let Some(a) = thread.altstack {
         let mut b = [0u8; 24];
