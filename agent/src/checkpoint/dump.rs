@@ -755,7 +755,7 @@ fn collect(
             vmflags::Reproduce::default()
         } else {
             vmflags::classify(flags, shared)
-                .map_err(|what| unsupported(format!("mapping {range}: {what}")))?
+                .map_err(|e| CheckpointError::step(pid)(e.at(format!("mapping {range}"))))?
         };
         let source = if m.perms.as_bytes()[0] == b'r' {
             Source::Process(pid)

@@ -126,6 +126,18 @@ impl StepError {
         }
     }
 
+    /// Whether the cause is something that cannot be reproduced (not a
+    /// failure of the step).
+    pub fn is_unsupported(&self) -> bool {
+        match self {
+            StepError::Unsupported(_) => true,
+            StepError::At { source, .. } | StepError::Hinted { source, .. } => {
+                source.is_unsupported()
+            }
+            _ => false,
+        }
+    }
+
     /// The kernel's reason, if the cause was a syscall.
     pub fn errno(&self) -> Option<Errno> {
         match self {

@@ -54,6 +54,13 @@ pub enum CheckpointError {
     NoContainer(String),
     #[error("container {name}: cannot checkpoint: {what}")]
     Container { name: String, what: String },
+    /// Its cgroup could not be read or frozen.
+    #[error("container {name}: cannot checkpoint: {source}")]
+    Cgroup {
+        name: String,
+        #[source]
+        source: crate::cgroups::CgroupError,
+    },
     /// A bad image: refused before anything is created (exit 2).
     #[error("image: {0}")]
     Image(String),
@@ -98,6 +105,22 @@ impl CheckpointError {
             | CheckpointError::Manifest { .. } => EXIT_BAD_INPUT,
             CheckpointError::Key(k) if !k.is_operational() => EXIT_BAD_INPUT,
             _ => EXIT_FAILED,
+        }
+    }
+
+    /// For `map_err` at a dump step about process `pid`: what cannot be
+    /// reproduced is [`CheckpointError::Unsupported`], any other failure
+    /// [`CheckpointError::Step`].
+    fn step(pid: i32) -> impl FnOnce(StepError) -> Self {
+        move |source| {
+            if source.is_unsupported() {
+                CheckpointError::Unsupported {
+                    pid,
+                    what: source.to_string(),
+                }
+            } else {
+                CheckpointError::Step { pid, source }
+            }
         }
     }
 

@@ -275,9 +275,9 @@ fn task_inventory(pid: i32, tid: i32) -> Result<(String, i32, u32, u32), Checkpo
     let status = std::fs::read_to_string(proc::path(pid, &format!("task/{tid}/status")))
         .map_err(io("status"))?;
     let own = std::fs::read_to_string("/proc/thread-self/status").map_err(io("our status"))?;
-    inventory::check_status(&status, &own).map_err(unsupported)?;
+    inventory::check_status(&status, &own).map_err(CheckpointError::step(tid))?;
     let stat = proc::Stat::read_task(pid, tid).map_err(io("stat"))?;
-    inventory::check_stat_flags(stat.field(9)).map_err(unsupported)?;
+    inventory::check_stat_flags(stat.field(9)).map_err(CheckpointError::step(tid))?;
     let policy = stat.field(41) as u32;
     if policy == SCHED_DEADLINE {
         return Err(unsupported("SCHED_DEADLINE scheduling".into()));
@@ -392,7 +392,7 @@ pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, C
         }
     })?;
     let mut posix_timers =
-        parse_timers(&text).map_err(|e| unsupported(format!("POSIX timer: {e}")))?;
+        parse_timers(&text).map_err(|e| CheckpointError::step(pid)(e.at("POSIX timer")))?;
     posix_timers.sort_by_key(|t| t.id);
     for t in &mut posix_timers {
         // A CPU-time clock of a given task encodes its pid: ~(clock >> 3).
@@ -544,14 +544,15 @@ fn seccomp_programs(pid: i32, count: u32) -> Result<Vec<SeccompProgram>, Checkpo
 /// Parses /proc/PID/timers:
 /// `ID: n`, `signal: SIG/VALUE`, `notify: KIND/pid.N` or `/tid.N`,
 /// `ClockID: c`, one block per timer.
-fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, String> {
+fn parse_timers(text: &str) -> StepResult<Vec<PosixTimer>> {
     let mut out: Vec<PosixTimer> = Vec::new();
     for line in text.lines() {
         let Some((key, v)) = line.split_once(':') else {
             continue;
         };
         let v = v.trim();
-        let bad = || format!("unparsable line {line:?} of /proc/PID/timers");
+        let bad =
+            || StepError::Unsupported(format!("unparsable line {line:?} of /proc/PID/timers"));
         if key == "ID" {
             out.push(PosixTimer {
                 id: v.parse().map_err(|_| bad())?,
@@ -580,7 +581,12 @@ fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, String> {
                     "none" => libc::SIGEV_NONE,
                     // The kernel treats SIGEV_THREAD like SIGEV_SIGNAL.
                     "thread" => libc::SIGEV_THREAD,
-                    other => return Err(format!("timer {} notifies by {other:?}", t.id)),
+                    other => {
+                        return Err(StepError::Unsupported(format!(
+                            "timer {} notifies by {other:?}",
+                            t.id
+                        )));
+                    }
                 };
                 let (scope, n) = target.split_once('.').ok_or_else(bad)?;
                 if scope == "tid" {
@@ -944,6 +950,6 @@ mod tests {
         assert_eq!(t[1].tid, 78);
         let err =
             parse_timers("ID: 1\nsignal: 14/0\nnotify: pigeon/pid.3\nClockID: 1\n").unwrap_err();
-        assert!(err.contains("\"pigeon\""), "{err}");
+        assert!(err.to_string().contains("\"pigeon\""), "{err}");
     }
 }

@@ -21,7 +21,7 @@ use super::{
     validate,
 };
 use crate::{
-    checkpoint::{CheckpointError, proc},
+    checkpoint::{CheckpointError, StepError, StepResult, proc},
     sys::{fds, pidfd},
 };
 
@@ -248,8 +248,8 @@ impl Table {
                 )));
             }
         }
-        check_locks(&self.pids, &self.inodes).map_err(unsupported)?;
-        validate(&objects, &[], &self.d.blobs.data).map_err(unsupported)?;
+        check_locks(&self.pids, &self.inodes).map_err(CheckpointError::step(pid))?;
+        validate(&objects, &[], &self.d.blobs.data).map_err(CheckpointError::step(pid))?;
         Ok((objects, self.d.blobs.data))
     }
 }
@@ -292,8 +292,8 @@ fn owner_and_filter(
 
 /// Refuses file locks (POSIX, OFD, flock, leases) held by the tree or on
 /// its files: /proc/locks, matched by pid and by (device, inode).
-fn check_locks(pids: &[i32], inodes: &[(u64, u64, i32, i32)]) -> Result<(), String> {
-    let text = fs::read_to_string("/proc/locks").map_err(|e| format!("/proc/locks: {e}"))?;
+fn check_locks(pids: &[i32], inodes: &[(u64, u64, i32, i32)]) -> StepResult<()> {
+    let text = fs::read_to_string("/proc/locks").map_err(StepError::file("read", "/proc/locks"))?;
     for line in text.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         // "N: TYPE MODE ACCESS PID MAJ:MIN:INODE START END", waiters
@@ -322,9 +322,9 @@ fn check_locks(pids: &[i32], inodes: &[(u64, u64, i32, i32)]) -> Result<(), Stri
         let ours = inodes.iter().find(|i| i.0 == dev && i.1 == ino);
         if pids.contains(&pid) || (ours.is_some() && pid <= 0) {
             let (fd, holder) = ours.map_or((-1, pid), |i| (i.2, i.3));
-            return Err(format!(
+            return Err(StepError::Unsupported(format!(
                 "a {kind} file lock on inode {ino} (fd {fd} of pid {holder}): file locks are not restored"
-            ));
+            )));
         }
     }
     Ok(())
