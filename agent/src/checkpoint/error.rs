@@ -44,6 +44,9 @@ pub enum StepError {
         #[source]
         source: io::Error,
     },
+    /// The restore helper could not be forked.
+    #[error("fork the restore helper: {0}")]
+    Fork(#[source] crate::sys::process::ForkError),
     /// What the process has that cannot be reproduced, or is not yet.
     #[error("{0}")]
     Unsupported(String),

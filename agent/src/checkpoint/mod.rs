@@ -124,6 +124,28 @@ impl CheckpointError {
         }
     }
 
+    /// For `map_err`: remote syscall `what` in process `pid` failed.
+    fn remote(pid: i32, what: impl Into<String>) -> impl FnOnce(remote::RemoteError) -> Self {
+        let remote = StepError::remote(pid, what);
+        move |e| CheckpointError::Step {
+            pid,
+            source: remote(e),
+        }
+    }
+
+    /// For `map_err`: `what` of file `path`, about process `pid`, failed.
+    fn file(
+        pid: i32,
+        what: impl Into<String>,
+        path: impl Into<std::path::PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let file = StepError::file(what, path);
+        move |e| CheckpointError::Step {
+            pid,
+            source: file(e),
+        }
+    }
+
     fn sys(pid: i32, what: impl Into<String>) -> impl FnOnce(Errno) -> Self {
         let what = what.into();
         move |source| CheckpointError::Sys { pid, what, source }

@@ -96,13 +96,13 @@ pub fn restore(
         }
     }
     preflight(image)?;
-    let (mut reader, writer) = std::io::pipe().map_err(|e| CheckpointError::Process {
+    let (mut reader, writer) = std::io::pipe().map_err(|e| CheckpointError::Step {
         pid,
-        what: format!("pipe: {e}"),
+        source: StepError::io("pipe")(e),
     })?;
-    let forked = fork_single_threaded().map_err(|e| CheckpointError::Process {
+    let forked = fork_single_threaded().map_err(|e| CheckpointError::Step {
         pid,
-        what: format!("fork the restore helper: {e}"),
+        source: StepError::Fork(e),
     })?;
     match forked {
         Forked::Child => {

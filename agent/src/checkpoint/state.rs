@@ -20,7 +20,7 @@ pub use creds::Credentials;
 
 use super::{
     CheckpointError, StepError, StepResult, image, proc,
-    remote::{Remote, RemoteError, Scratch},
+    remote::{Remote, Scratch},
 };
 use crate::sys::{
     ptrace,
@@ -227,13 +227,7 @@ pub(super) fn siginfos(raw: Vec<[u8; SIGINFO_SIZE]>) -> Vec<Siginfo> {
 /// Reads the state of thread `r.pid` (stopped, with `scratch` mapped).
 pub fn dump_thread(r: &mut Remote, scratch: &Scratch) -> Result<ThreadState, CheckpointError> {
     let tid = r.pid;
-    let fail = |what: &str| {
-        let what = what.to_string();
-        move |e: RemoteError| CheckpointError::Process {
-            pid: tid,
-            what: format!("{what}: {e}"),
-        }
-    };
+    let fail = |what: &str| CheckpointError::remote(tid, what.to_string());
     let pending = taskstate::peek_siginfo(tid, false).map_err(CheckpointError::sys(
         tid,
         "PTRACE_PEEKSIGINFO (thread queue)",
@@ -266,17 +260,18 @@ pub fn dump_thread(r: &mut Remote, scratch: &Scratch) -> Result<ThreadState, Che
 /// stat flags) and returns its affinity and scheduling.
 fn task_inventory(pid: i32, tid: i32) -> Result<(String, i32, u32, u32), CheckpointError> {
     let unsupported = |what: String| CheckpointError::Unsupported { pid: tid, what };
-    let io = |what: &'static str| {
-        move |e: std::io::Error| CheckpointError::Process {
-            pid: tid,
-            what: format!("{what}: {e}"),
-        }
-    };
-    let status = std::fs::read_to_string(proc::path(pid, &format!("task/{tid}/status")))
-        .map_err(io("status"))?;
-    let own = std::fs::read_to_string("/proc/thread-self/status").map_err(io("our status"))?;
+    let path = proc::path(pid, &format!("task/{tid}/status"));
+    let status =
+        std::fs::read_to_string(&path).map_err(CheckpointError::file(tid, "read", &path))?;
+    let own = std::fs::read_to_string("/proc/thread-self/status").map_err(
+        CheckpointError::file(tid, "read our own", "/proc/thread-self/status"),
+    )?;
     inventory::check_status(&status, &own).map_err(CheckpointError::step(tid))?;
-    let stat = proc::Stat::read_task(pid, tid).map_err(io("stat"))?;
+    let stat = proc::Stat::read_task(pid, tid).map_err(CheckpointError::file(
+        tid,
+        "read",
+        proc::path(pid, &format!("task/{tid}/stat")),
+    ))?;
     inventory::check_stat_flags(stat.field(9)).map_err(CheckpointError::step(tid))?;
     let policy = stat.field(41) as u32;
     if policy == SCHED_DEADLINE {
@@ -293,22 +288,14 @@ fn task_inventory(pid: i32, tid: i32) -> Result<(String, i32, u32, u32), Checkpo
 pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, CheckpointError> {
     let pid = r.pid;
     let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
-    let fail = |what: String| {
-        move |e: RemoteError| CheckpointError::Process {
-            pid,
-            what: format!("{what}: {e}"),
-        }
-    };
+    let fail = |what: String| CheckpointError::remote(pid, what);
     let pending = taskstate::peek_siginfo(pid, true).map_err(CheckpointError::sys(
         pid,
         "PTRACE_PEEKSIGINFO (shared queue)",
     ))?;
-    let status = std::fs::read_to_string(proc::path(pid, "status")).map_err(|e| {
-        CheckpointError::Process {
-            pid,
-            what: format!("status: {e}"),
-        }
-    })?;
+    let status = std::fs::read_to_string(proc::path(pid, "status")).map_err(
+        CheckpointError::file(pid, "read", proc::path(pid, "status")),
+    )?;
     let creds = creds::from_status(&status).ok_or_else(|| CheckpointError::Process {
         pid,
         what: "unparsable credentials in /proc/PID/status".into(),
@@ -385,12 +372,9 @@ pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, C
         }
     }
 
-    let text = std::fs::read_to_string(proc::path(pid, "timers")).map_err(|e| {
-        CheckpointError::Process {
-            pid,
-            what: format!("timers: {e}"),
-        }
-    })?;
+    let text = std::fs::read_to_string(proc::path(pid, "timers")).map_err(
+        CheckpointError::file(pid, "read", proc::path(pid, "timers")),
+    )?;
     let mut posix_timers =
         parse_timers(&text).map_err(|e| CheckpointError::step(pid)(e.at("POSIX timer")))?;
     posix_timers.sort_by_key(|t| t.id);
@@ -424,7 +408,11 @@ pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, C
     let mce_kill = get(PR_MCE_KILL_GET, "PR_MCE_KILL_GET")?;
     // Older kernels: EINVAL, and the setting does not exist.
     let older = |v: Result<u64, CheckpointError>| match v {
-        Err(CheckpointError::Process { what, .. }) if what.contains("EINVAL") => Ok(0),
+        Err(CheckpointError::Step { source, .. })
+            if source.errno() == Some(nix::errno::Errno::EINVAL) =>
+        {
+            Ok(0)
+        }
         other => other,
     };
     let mdwe = older(get(PR_GET_MDWE, "PR_GET_MDWE"))?;

@@ -73,7 +73,7 @@ impl Table {
         let process = |what: String| CheckpointError::Process { pid, what };
         let pidfd = pidfd::open(pid).map_err(CheckpointError::sys(pid, "pidfd_open"))?;
         let mut numbers: Vec<i32> = fs::read_dir(proc::path(pid, "fd"))
-            .map_err(|e| process(format!("/proc/{pid}/fd: {e}")))?
+            .map_err(CheckpointError::file(pid, "list", proc::path(pid, "fd")))?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
         numbers.sort_unstable();
@@ -81,7 +81,7 @@ impl Table {
         self.d.root = proc::path(pid, "root");
         self.d.cwd = fs::read_link(proc::path(pid, "cwd"))
             .map(|p| p.to_string_lossy().into_owned())
-            .map_err(|e| process(format!("cwd: {e}")))?;
+            .map_err(CheckpointError::file(pid, "read", proc::path(pid, "cwd")))?;
         let d = &mut self.d;
         let taken = &mut self.taken;
         let objects = &mut self.objects;
@@ -90,12 +90,14 @@ impl Table {
         // (fd, fdinfo) of each epoll, to check its items once all fds are known.
         let mut epolls: Vec<(i32, String)> = Vec::new();
         for n in numbers {
-            let link = fs::read_link(proc::path(pid, &format!("fd/{n}")))
-                .map_err(|e| process(format!("fd {n}: {e}")))?
+            let link_path = proc::path(pid, &format!("fd/{n}"));
+            let link = fs::read_link(&link_path)
+                .map_err(CheckpointError::file(pid, "read", &link_path))?
                 .to_string_lossy()
                 .into_owned();
-            let info = fs::read_to_string(proc::path(pid, &format!("fdinfo/{n}")))
-                .map_err(|e| process(format!("fdinfo of fd {n}: {e}")))?;
+            let info_path = proc::path(pid, &format!("fdinfo/{n}"));
+            let info = fs::read_to_string(&info_path)
+                .map_err(CheckpointError::file(pid, "read", &info_path))?;
             let flags = field(&info, "flags:")
                 .and_then(|v| i32::from_str_radix(v, 8).ok())
                 .ok_or_else(|| process(format!("fdinfo of fd {n}: no flags")))?;
