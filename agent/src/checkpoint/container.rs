@@ -45,13 +45,13 @@ pub fn checkpoint_container(
         recipe,
         log,
     } = target;
-    let refuse = |what: String| CheckpointError::Container {
-        name: name.to_string(),
-        what,
-    };
     let t0 = Instant::now();
-    let frozen_cgroup =
-        |frozen| cgroups::set_frozen(unified, frozen).map_err(|e| refuse(e.to_string()));
+    let frozen_cgroup = |frozen| {
+        cgroups::set_frozen(unified, frozen).map_err(|source| CheckpointError::Cgroup {
+            name: name.to_string(),
+            source,
+        })
+    };
     frozen_cgroup(true)?;
     let frozen = dump::freeze(pid);
     let thawed = frozen_cgroup(false);
@@ -61,7 +61,7 @@ pub fn checkpoint_container(
         return Err(e);
     }
     let freeze = t0.elapsed();
-    if let Err(e) = check_all_in_tree(unified, &frozen).map_err(&refuse) {
+    if let Err(e) = check_all_in_tree(name, unified, &frozen) {
         let _ = frozen.release();
         return Err(e);
     }
@@ -105,12 +105,23 @@ pub fn checkpoint_container(
 /// Every process in the container's cgroup must be in the tree under its
 /// first process: one started by `palisade exec` is not, and could not be
 /// put back.
-fn check_all_in_tree(unified: &Path, frozen: &dump::Frozen) -> Result<(), String> {
-    for pid in cgroups::procs_checked(unified).map_err(|e| e.to_string())? {
+fn check_all_in_tree(
+    name: &str,
+    unified: &Path,
+    frozen: &dump::Frozen,
+) -> Result<(), CheckpointError> {
+    let procs = cgroups::procs_checked(unified).map_err(|source| CheckpointError::Cgroup {
+        name: name.to_string(),
+        source,
+    })?;
+    for pid in procs {
         if !frozen.members.iter().any(|m| m.pid == pid) {
-            return Err(format!(
-                "process {pid} in its cgroup is not a descendant of its first process (started by `palisade exec`?)"
-            ));
+            return Err(CheckpointError::Container {
+                name: name.to_string(),
+                what: format!(
+                    "process {pid} in its cgroup is not a descendant of its first process (started by `palisade exec`?)"
+                ),
+            });
         }
     }
     Ok(())

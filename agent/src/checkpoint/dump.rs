@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::{sys::signal::Signal, unistd::Pid};
 
 use super::{
-    CheckpointError, files,
+    CheckpointError, StepError, StepResult, files,
     image::{
         self, Image, Process, Registers, Rseq, Run, SharedMemory, SigAction, Thread, Vma, VmaKind,
     },
@@ -432,13 +432,13 @@ fn dump_vma(
     start: u64,
     end: u64,
     pages: &mut PageWriter,
-) -> Result<Vec<Run>, String> {
+) -> StepResult<Vec<Run>> {
     use std::os::unix::fs::FileExt;
     let npages = ((end - start) / 4096) as usize;
     let mut raw = vec![0u8; npages * 8];
     pagemap
         .read_exact_at(&mut raw, start / 4096 * 8)
-        .map_err(|e| format!("pagemap: {e}"))?;
+        .map_err(StepError::io("read pagemap"))?;
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for (i, entry) in raw.chunks_exact(8).enumerate() {
         let e = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
@@ -483,17 +483,19 @@ fn remote_for(t: &Stopped, vdso: Option<(u64, u64)>) -> Result<Remote, Checkpoin
 /// rt_sigaction.
 fn sigactions(r: &mut Remote, scratch: &Scratch) -> Result<Vec<SigAction>, CheckpointError> {
     let pid = r.pid;
-    let fail = |what: String| CheckpointError::Process { pid, what };
     let mut out = Vec::new();
     for sig in 1..=64i32 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
         r.call(libc::SYS_rt_sigaction, &[sig as u64, 0, scratch.addr, 8])
-            .map_err(|e| fail(format!("remote rt_sigaction({sig}): {e}")))?;
+            .map_err(CheckpointError::remote(
+                pid,
+                format!("remote rt_sigaction({sig})"),
+            ))?;
         let b = scratch
             .get(pid, 0, 32)
-            .map_err(|e| fail(format!("read a sigaction: {e}")))?;
+            .map_err(CheckpointError::remote(pid, "read a sigaction"))?;
         let act = SigAction::from_bytes(sig, &b.try_into().expect("32 bytes"));
         if act.handler != 0 || act.flags != 0 || act.mask != 0 {
             out.push(act);
@@ -512,13 +514,6 @@ fn collect_thread(
     scratch: &Scratch,
 ) -> Result<Thread, CheckpointError> {
     let tid = t.tid;
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |e: std::io::Error| CheckpointError::Process {
-            pid: tid,
-            what: format!("{what}: {e}"),
-        }
-    };
     let xstate = ptrace::get_xstate(tid).map_err(CheckpointError::sys(tid, "read xstate"))?;
     let rseq = ptrace::rseq_config(tid)
         .ok()
@@ -536,21 +531,24 @@ fn collect_thread(
                 what: "no SigBlk in status".into(),
             }
         })?;
-    let comm = std::fs::read_to_string(proc::path(pid, &format!("{task}comm")))
-        .map_err(io("comm"))?
+    let comm_path = proc::path(pid, &format!("{task}comm"));
+    let comm = std::fs::read_to_string(&comm_path)
+        .map_err(CheckpointError::file(tid, "read", &comm_path))?
         .trim_end()
         .to_string();
     let (robust_list, robust_list_len) =
         ptrace::robust_list(tid).map_err(CheckpointError::sys(tid, "get_robust_list"))?;
-    let fail = |what: String| CheckpointError::Process { pid: tid, what };
     r.call(
         libc::SYS_prctl,
         &[PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0],
     )
-    .map_err(|e| fail(format!("remote prctl(PR_GET_TID_ADDRESS): {e}")))?;
+    .map_err(CheckpointError::remote(
+        tid,
+        "remote prctl(PR_GET_TID_ADDRESS)",
+    ))?;
     let b = scratch
         .get(tid, 0, 8)
-        .map_err(|e| fail(format!("read the tid address: {e}")))?;
+        .map_err(CheckpointError::remote(tid, "read the tid address"))?;
     let tid_address = u64::from_ne_bytes(b.try_into().expect("8 bytes"));
     let state = state::dump_thread(r, scratch)?;
     Ok(Thread {
@@ -590,10 +588,11 @@ pub(super) fn collect_tree(
     };
     let mut table = files::Table::default();
     for m in &mut frozen.members {
-        let stat = proc::Stat::read(m.pid).map_err(|e| CheckpointError::Process {
-            pid: m.pid,
-            what: format!("stat: {e}"),
-        })?;
+        let stat = proc::Stat::read(m.pid).map_err(CheckpointError::file(
+            m.pid,
+            "read",
+            proc::path(m.pid, "stat"),
+        ))?;
         let mut p = Process {
             pid: m.pid,
             parent: m.parent,
@@ -715,13 +714,7 @@ fn collect(
 ) -> Result<(), CheckpointError> {
     let pid = m.pid;
     let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |e: std::io::Error| CheckpointError::Process {
-            pid,
-            what: format!("{what}: {e}"),
-        }
-    };
+    let io = |what: &str| CheckpointError::file(pid, "read", proc::path(pid, what));
     let mut mm = p.mm;
     let read_link = |name: &str| {
         std::fs::read_link(proc::path(pid, name))
@@ -755,7 +748,7 @@ fn collect(
             vmflags::Reproduce::default()
         } else {
             vmflags::classify(flags, shared)
-                .map_err(|what| unsupported(format!("mapping {range}: {what}")))?
+                .map_err(|e| CheckpointError::step(pid)(e.at(format!("mapping {range}"))))?
         };
         let source = if m.perms.as_bytes()[0] == b'r' {
             Source::Process(pid)
@@ -763,41 +756,42 @@ fn collect(
             Source::Mem(&mem)
         };
         let mut shm = None;
-        let kind =
-            match m.path.as_str() {
-                // A shared file mapping holds what the file holds. Shared
-                // anonymous memory has no such home: its pages are dumped,
-                // once per object.
-                p if shared
-                    && p.starts_with('/')
-                    && !p.ends_with(" (deleted)")
-                    && !p.starts_with("/dev/")
-                    && !p.starts_with("/SYSV")
-                    && !p.starts_with("/memfd:") =>
-                {
-                    VmaKind::SharedFile
-                }
-                p if shared
-                    && (p == "/dev/zero (deleted)"
-                        || (p.starts_with("/memfd:") && p.ends_with(" (deleted)"))) =>
-                {
-                    shm = Some(shared_object(source, &m, shared_memory, pages).map_err(
-                        |what| CheckpointError::Process {
+        let kind = match m.path.as_str() {
+            // A shared file mapping holds what the file holds. Shared
+            // anonymous memory has no such home: its pages are dumped,
+            // once per object.
+            p if shared
+                && p.starts_with('/')
+                && !p.ends_with(" (deleted)")
+                && !p.starts_with("/dev/")
+                && !p.starts_with("/SYSV")
+                && !p.starts_with("/memfd:") =>
+            {
+                VmaKind::SharedFile
+            }
+            p if shared
+                && (p == "/dev/zero (deleted)"
+                    || (p.starts_with("/memfd:") && p.ends_with(" (deleted)"))) =>
+            {
+                shm = Some(
+                    shared_object(source, &m, shared_memory, pages).map_err(|e| {
+                        CheckpointError::Step {
                             pid,
-                            what: format!("{range}: {what}"),
-                        },
-                    )?);
-                    VmaKind::SharedAnonymous
-                }
-                _ if shared => return Err(unsupported(format!("shared mapping {range}"))),
-                "[vdso]" => VmaKind::Vdso,
-                "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
-                "[vsyscall]" => VmaKind::Vsyscall,
-                "" | "[heap]" | "[stack]" => VmaKind::Anonymous,
-                p if p.starts_with("[anon:") => VmaKind::Anonymous,
-                p if p.starts_with('/') && !p.ends_with(" (deleted)") => VmaKind::File,
-                _ => return Err(unsupported(format!("mapping {range}"))),
-            };
+                            source: e.at(range.as_str()),
+                        }
+                    })?,
+                );
+                VmaKind::SharedAnonymous
+            }
+            _ if shared => return Err(unsupported(format!("shared mapping {range}"))),
+            "[vdso]" => VmaKind::Vdso,
+            "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
+            "[vsyscall]" => VmaKind::Vsyscall,
+            "" | "[heap]" | "[stack]" => VmaKind::Anonymous,
+            p if p.starts_with("[anon:") => VmaKind::Anonymous,
+            p if p.starts_with('/') && !p.ends_with(" (deleted)") => VmaKind::File,
+            _ => return Err(unsupported(format!("mapping {range}"))),
+        };
         if m.path == "[heap]" {
             mm.brk = m.end;
         }
@@ -805,10 +799,10 @@ fn collect(
         let read = perms[0] == b'r';
         let dumped = matches!(kind, VmaKind::Anonymous | VmaKind::File);
         let runs = if dumped {
-            dump_vma(source, &pagemap, m.start, m.end, pages).map_err(|what| {
-                CheckpointError::Process {
+            dump_vma(source, &pagemap, m.start, m.end, pages).map_err(|e| {
+                CheckpointError::Step {
                     pid,
-                    what: format!("{range}: {what}"),
+                    source: e.at(range.as_str()),
                 }
             })?
         } else {
@@ -854,10 +848,8 @@ fn collect(
         .iter()
         .map(|t| remote_for(t, vdso))
         .collect::<Result<Vec<_>, _>>()?;
-    let scratch = Scratch::map(&mut remotes[0], &busy).map_err(|e| CheckpointError::Process {
-        pid,
-        what: format!("map a scratch page: {e}"),
-    })?;
+    let scratch = Scratch::map(&mut remotes[0], &busy)
+        .map_err(CheckpointError::remote(pid, "map a scratch page"))?;
     let read = (|| {
         let actions = sigactions(&mut remotes[0], &scratch)?;
         let process = state::dump_process(&mut remotes[0], &scratch)?;
@@ -887,10 +879,7 @@ fn collect(
         held.append(&mut th.state.pending);
         th.state.pending = held;
     }
-    unmapped.map_err(|e| CheckpointError::Process {
-        pid,
-        what: format!("unmap the scratch page: {e}"),
-    })?;
+    unmapped.map_err(CheckpointError::remote(pid, "unmap the scratch page"))?;
     p.sigactions = actions;
     p.state = process;
     p.threads = threads;
@@ -912,7 +901,7 @@ fn shared_object(
     m: &proc::MapLine,
     objects: &mut Vec<SharedMemory>,
     pages: &mut PageWriter,
-) -> Result<usize, String> {
+) -> StepResult<usize> {
     if let Some(i) = objects.iter().position(|o| o.inode == m.inode) {
         return Ok(i);
     }

@@ -21,6 +21,8 @@ mod sockets;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::{StepError, StepResult};
+
 pub use dump::Table;
 pub use restore::{Created, Paths, SCRATCH_LEN, create, install};
 
@@ -302,43 +304,49 @@ impl BlobWriter {
 /// unique, every fd's object exists, the ends of a pipe or socket pair
 /// agree) and that every blob lies in `data` with its checksum. Returns
 /// what is wrong.
-pub fn validate(objects: &[FileObject], fds: &[FdEntry], data: &[u8]) -> Result<(), String> {
+pub fn validate(objects: &[FileObject], fds: &[FdEntry], data: &[u8]) -> StepResult<()> {
     use std::collections::HashMap;
     let mut by_id = HashMap::new();
     for o in objects {
         if by_id.insert(o.id, o).is_some() {
-            return Err(format!("file object id {} appears twice", o.id));
+            return Err(StepError::Image(format!(
+                "file object id {} appears twice",
+                o.id
+            )));
         }
         for b in o.blobs() {
             let bytes = b.slice(data).ok_or_else(|| {
-                format!(
+                StepError::Image(format!(
                     "file object {} ({}): data at {}+{} lies outside files.img ({} bytes; truncated?)",
                     o.id,
                     o.describe(),
                     b.offset,
                     b.len,
                     data.len()
-                )
+                ))
             })?;
             let crc = crc32fast::hash(bytes);
             if crc != b.crc32 {
-                return Err(format!(
+                return Err(StepError::Image(format!(
                     "file object {} ({}): data at offset {}: checksum mismatch (stored {:08x}, computed {crc:08x})",
                     o.id,
                     o.describe(),
                     b.offset,
                     b.crc32
-                ));
+                )));
             }
         }
     }
     let mut seen = std::collections::HashSet::new();
     for f in fds {
         if !seen.insert(f.fd) {
-            return Err(format!("fd {} appears twice", f.fd));
+            return Err(StepError::Image(format!("fd {} appears twice", f.fd)));
         }
         if !by_id.contains_key(&f.object) {
-            return Err(format!("fd {}: no file object {}", f.fd, f.object));
+            return Err(StepError::Image(format!(
+                "fd {}: no file object {}",
+                f.fd, f.object
+            )));
         }
     }
     let mut pipes: HashMap<u64, (Option<&String>, u32, usize)> = HashMap::new();
@@ -360,22 +368,22 @@ pub fn validate(objects: &[FileObject], fds: &[FdEntry], data: &[u8]) -> Result<
                 let mut total = 0;
                 for &(offset, len) in extents {
                     if offset < end || offset.checked_add(len).is_none_or(|e| e > *size) {
-                        return Err(format!(
+                        return Err(StepError::Image(format!(
                             "file object {} ({}): its data extents overlap or pass its size",
                             o.id,
                             o.describe()
-                        ));
+                        )));
                     }
                     end = offset + len;
                     total += len;
                 }
                 if total != data.len {
-                    return Err(format!(
+                    return Err(StepError::Image(format!(
                         "file object {} ({}): {} bytes of data for {total} bytes of extents",
                         o.id,
                         o.describe(),
                         data.len
-                    ));
+                    )));
                 }
             }
             FileKind::Pipe {
@@ -386,13 +394,15 @@ pub fn validate(objects: &[FileObject], fds: &[FdEntry], data: &[u8]) -> Result<
             } => {
                 let e = pipes.entry(*pipe).or_insert((fifo.as_ref(), *size, 0));
                 if e.0 != fifo.as_ref() || e.1 != *size {
-                    return Err(format!(
+                    return Err(StepError::Image(format!(
                         "pipe:[{pipe}]: its ends disagree on the pipe's path or size"
-                    ));
+                    )));
                 }
                 e.2 += data.is_some() as usize;
                 if e.2 > 1 {
-                    return Err(format!("pipe:[{pipe}]: buffered data recorded twice"));
+                    return Err(StepError::Image(format!(
+                        "pipe:[{pipe}]: buffered data recorded twice"
+                    )));
                 }
             }
             FileKind::UnixPair {
@@ -411,9 +421,9 @@ pub fn validate(objects: &[FileObject], fds: &[FdEntry], data: &[u8]) -> Result<
                         ..
                     }) if back == ino && t == sock_type => {}
                     _ => {
-                        return Err(format!(
+                        return Err(StepError::Image(format!(
                             "unix socket:[{ino}]: its peer socket:[{peer}] is missing or not its pair"
-                        ));
+                        )));
                     }
                 }
             }
@@ -421,10 +431,10 @@ pub fn validate(objects: &[FileObject], fds: &[FdEntry], data: &[u8]) -> Result<
             FileKind::Epoll { items } if fds.iter().any(|f| f.object == o.id) => {
                 for it in items {
                     if !seen.contains(&it.fd) {
-                        return Err(format!(
+                        return Err(StepError::Image(format!(
                             "epoll object {}: watched fd {} is not an fd of the process",
                             o.id, it.fd
-                        ));
+                        )));
                     }
                 }
             }
@@ -472,12 +482,12 @@ mod tests {
         ];
         validate(&objects, &fds, &w.data).unwrap();
         let err = validate(&objects, &fds, b"hellO").unwrap_err();
-        assert!(err.contains("checksum mismatch"), "{err}");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
         let err = validate(&objects, &fds, b"hel").unwrap_err();
-        assert!(err.contains("outside files.img"), "{err}");
+        assert!(err.to_string().contains("outside files.img"), "{err}");
         let twice = vec![pipe_end(1, 0, Some(b)), pipe_end(2, 1, Some(b))];
         let err = validate(&twice, &fds, &w.data).unwrap_err();
-        assert!(err.contains("recorded twice"), "{err}");
+        assert!(err.to_string().contains("recorded twice"), "{err}");
         let lone = vec![FileObject {
             id: 1,
             flags: 2,
@@ -492,8 +502,11 @@ mod tests {
             },
         }];
         let err = validate(&lone, &fds[..1], &[]).unwrap_err();
-        assert!(err.contains("peer socket:[6] is missing"), "{err}");
+        assert!(
+            err.to_string().contains("peer socket:[6] is missing"),
+            "{err}"
+        );
         let err = validate(&objects[..1], &fds, &w.data).unwrap_err();
-        assert!(err.contains("fd 4: no file object 2"), "{err}");
+        assert!(err.to_string().contains("fd 4: no file object 2"), "{err}");
     }
 }

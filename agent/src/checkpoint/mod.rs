@@ -10,6 +10,7 @@
 
 mod container;
 pub mod dump;
+mod error;
 pub mod files;
 pub mod image;
 pub mod imagedir;
@@ -25,6 +26,7 @@ use nix::errno::Errno;
 
 pub use container::{ContainerTarget, checkpoint_container};
 pub use dump::{DumpOptions, DumpReport, checkpoint_pid};
+pub use error::{StepError, StepResult};
 pub use restore::{RestoreReport, restore};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +43,24 @@ pub enum CheckpointError {
     Unsupported { pid: i32, what: String },
     #[error("pid {pid}: {what}")]
     Process { pid: i32, what: String },
+    /// A step of the checkpoint of process `pid` failed.
+    #[error("pid {pid}: {source}")]
+    Step {
+        pid: i32,
+        #[source]
+        source: StepError,
+    },
     #[error("no container named {0:?}")]
     NoContainer(String),
     #[error("container {name}: cannot checkpoint: {what}")]
     Container { name: String, what: String },
+    /// Its cgroup could not be read or frozen.
+    #[error("container {name}: cannot checkpoint: {source}")]
+    Cgroup {
+        name: String,
+        #[source]
+        source: crate::cgroups::CgroupError,
+    },
     /// A bad image: refused before anything is created (exit 2).
     #[error("image: {0}")]
     Image(String),
@@ -64,6 +80,13 @@ pub enum CheckpointError {
     Write(String),
     #[error("restore of pid {pid}: {what}; every process created was killed")]
     Restore { pid: i32, what: String },
+    /// A step of the restore of process `pid` failed.
+    #[error("restore of pid {pid}: {source}; every process created was killed")]
+    RestoreStep {
+        pid: i32,
+        #[source]
+        source: StepError,
+    },
 }
 
 /// Exit status for bad input (a bad image or `--dir`, a bad key file).
@@ -82,6 +105,44 @@ impl CheckpointError {
             | CheckpointError::Manifest { .. } => EXIT_BAD_INPUT,
             CheckpointError::Key(k) if !k.is_operational() => EXIT_BAD_INPUT,
             _ => EXIT_FAILED,
+        }
+    }
+
+    /// For `map_err` at a dump step about process `pid`: what cannot be
+    /// reproduced is [`CheckpointError::Unsupported`], any other failure
+    /// [`CheckpointError::Step`].
+    fn step(pid: i32) -> impl FnOnce(StepError) -> Self {
+        move |source| {
+            if source.is_unsupported() {
+                CheckpointError::Unsupported {
+                    pid,
+                    what: source.to_string(),
+                }
+            } else {
+                CheckpointError::Step { pid, source }
+            }
+        }
+    }
+
+    /// For `map_err`: remote syscall `what` in process `pid` failed.
+    fn remote(pid: i32, what: impl Into<String>) -> impl FnOnce(remote::RemoteError) -> Self {
+        let remote = StepError::remote(pid, what);
+        move |e| CheckpointError::Step {
+            pid,
+            source: remote(e),
+        }
+    }
+
+    /// For `map_err`: `what` of file `path`, about process `pid`, failed.
+    fn file(
+        pid: i32,
+        what: impl Into<String>,
+        path: impl Into<std::path::PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let file = StepError::file(what, path);
+        move |e| CheckpointError::Step {
+            pid,
+            source: file(e),
         }
     }
 

@@ -20,6 +20,7 @@ use std::{
 };
 
 use super::{
+    error::{StepError, StepResult},
     image::Run,
     sign::{self, Digest, PieceHasher},
 };
@@ -101,15 +102,15 @@ impl<'p> PageWriter<'p> {
     /// order) to the end of the file; returns one run for each. Past a few
     /// MiB, a second thread writes one buffer to the file while the next
     /// is read from the process.
-    pub fn copy_from(&mut self, pid: i32, ranges: &[(u64, u64)]) -> Result<Vec<Run>, String> {
+    pub fn copy_from(&mut self, pid: i32, ranges: &[(u64, u64)]) -> StepResult<Vec<Run>> {
         self.copy(Source::Process(pid), ranges)
     }
 
     /// [`Self::copy_from`] from `source`.
-    pub fn copy(&mut self, source: Source, ranges: &[(u64, u64)]) -> Result<Vec<Run>, String> {
+    pub fn copy(&mut self, source: Source, ranges: &[(u64, u64)]) -> StepResult<Vec<Run>> {
         let total: u64 = ranges.iter().map(|r| r.1).sum();
         let name = self.path.clone();
-        let io = |e: std::io::Error| format!("{}: {e}", name.display());
+        let io = |e: std::io::Error| StepError::file("write", &name)(e);
         let PageWriter {
             file,
             len,
@@ -140,7 +141,7 @@ impl<'p> PageWriter<'p> {
         // Three stages, each on its thread: read from the process (and
         // CRC), BLAKE3, write to the file.
         const DEPTH: usize = 2;
-        let stopped = || "the page file's writer stopped".to_string();
+        let stopped = || StepError::failed("the page file's writer stopped");
         std::thread::scope(|s| {
             let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
             let (hashed_tx, hashed_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
@@ -204,9 +205,9 @@ fn read_runs(
     ranges: &[(u64, u64)],
     len: &mut u64,
     progress: &mut dyn FnMut(u64),
-    next: &mut dyn FnMut() -> Result<Vec<u8>, String>,
-    emit: &mut dyn FnMut(Vec<u8>, usize) -> Result<(), String>,
-) -> Result<Vec<Run>, String> {
+    next: &mut dyn FnMut() -> StepResult<Vec<u8>>,
+    emit: &mut dyn FnMut(Vec<u8>, usize) -> StepResult<()>,
+) -> StepResult<Vec<Run>> {
     let mut runs = Vec::with_capacity(ranges.len());
     // The cursor: range `idx`, `pos` bytes into it, which began at
     // `run_offset` in the file.
@@ -232,9 +233,12 @@ fn read_runs(
         let mut buf = next()?;
         let got = source
             .read(&segs, &mut buf[..filled])
-            .map_err(|e| format!("read memory at {at:#x}: {e}"))?;
+            .map_err(|e| match source {
+                Source::Process(pid) => StepError::task(pid, format!("read memory at {at:#x}"))(e),
+                Source::Mem(_) => StepError::sys(format!("read memory at {at:#x}"))(e),
+            })?;
         if got == 0 {
-            return Err(format!("memory unreadable at {at:#x}"));
+            return Err(StepError::failed(format!("memory unreadable at {at:#x}")));
         }
         // Move the cursor over what was read, closing finished runs.
         let mut rest = &buf[..got];
@@ -265,7 +269,7 @@ fn read_runs(
 
 /// Writes `data` into `pid`'s memory at the ranges `(address, length)`
 /// (together exactly as long), resuming after a short write.
-fn write_exact(pid: i32, segs: &[(u64, usize)], data: &[u8]) -> Result<(), String> {
+fn write_exact(pid: i32, segs: &[(u64, usize)], data: &[u8]) -> StepResult<()> {
     let (mut done, mut first, mut skip) = (0usize, 0usize, 0usize);
     while done < data.len() {
         let left: Vec<(u64, usize)> = segs[first..]
@@ -281,9 +285,11 @@ fn write_exact(pid: i32, segs: &[(u64, usize)], data: &[u8]) -> Result<(), Strin
             .collect();
         let at = left[0].0;
         let n = ptrace::write_memory_ranges(pid, &left, &data[done..])
-            .map_err(|e| format!("write its pages at {at:#x}: {e}"))?;
+            .map_err(StepError::task(pid, format!("write its pages at {at:#x}")))?;
         if n == 0 {
-            return Err(format!("its memory at {at:#x} cannot be written"));
+            return Err(StepError::failed(format!(
+                "its memory at {at:#x} cannot be written"
+            )));
         }
         done += n;
         let mut n = n + skip;
@@ -340,13 +346,13 @@ impl PageFile {
     /// mapped file, on two threads taking windows of up to 4 MiB: one
     /// copy, no trap per page in the process (the kernel faults its
     /// pages in for process_vm_writev), both CPUs on it.
-    pub fn write_into(&self, pid: i32, runs: &[Run]) -> Result<(), String> {
+    pub fn write_into(&self, pid: i32, runs: &[Run]) -> StepResult<()> {
         const WINDOW: usize = 4 << 20;
         let map = match self.map.get() {
             Some(m) => m,
             None => {
                 let m = Mapped::new(&self.file, 0, self.len as usize, false)
-                    .map_err(|e| format!("map the page file: {e}"))?;
+                    .map_err(StepError::io("map the page file"))?;
                 self.map.get_or_init(|| m)
             }
         };
@@ -377,12 +383,12 @@ impl PageFile {
         }
         let bytes = map.as_slice();
         let next = AtomicUsize::new(0);
-        let work = || -> Result<(), String> {
+        let work = || -> StepResult<()> {
             while let Some((segs, from)) = windows.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let len: usize = segs.iter().map(|s| s.1).sum();
                 let data = bytes
                     .get(*from as usize..*from as usize + len)
-                    .ok_or("a run lies outside the page file")?;
+                    .ok_or_else(|| StepError::Image("a run lies outside the page file".into()))?;
                 write_exact(pid, segs, data)?;
             }
             Ok(())

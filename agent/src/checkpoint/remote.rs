@@ -43,6 +43,8 @@ impl std::fmt::Display for RemoteError {
     }
 }
 
+impl std::error::Error for RemoteError {}
+
 impl Remote {
     pub fn new(pid: i32, insn: u64, base: Regs) -> Self {
         Remote {

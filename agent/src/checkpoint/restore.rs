@@ -16,7 +16,9 @@ use std::{
 };
 
 use super::{
-    CheckpointError, files,
+    CheckpointError, StepError, StepResult,
+    error::at,
+    files,
     image::{self, Image, Process, VmaKind},
     pages::PageFile,
     proc,
@@ -94,13 +96,13 @@ pub fn restore(
         }
     }
     preflight(image)?;
-    let (mut reader, writer) = std::io::pipe().map_err(|e| CheckpointError::Process {
+    let (mut reader, writer) = std::io::pipe().map_err(|e| CheckpointError::Step {
         pid,
-        what: format!("pipe: {e}"),
+        source: StepError::io("pipe")(e),
     })?;
-    let forked = fork_single_threaded().map_err(|e| CheckpointError::Process {
+    let forked = fork_single_threaded().map_err(|e| CheckpointError::Step {
         pid,
-        what: format!("fork the restore helper: {e}"),
+        source: StepError::Fork(e),
     })?;
     match forked {
         Forked::Child => {
@@ -209,7 +211,7 @@ struct Restorer<'a> {
 }
 
 /// An error and the pid of the task it happened in.
-type Failure = (i32, String);
+type Failure = (i32, StepError);
 
 /// In the forked helper: create the tree, rebuild it, release it;
 /// returns how long each took.
@@ -226,11 +228,13 @@ fn helper(image: &Image, pages: &PageFile, files_data: &[u8]) -> Result<[Duratio
         files::create(&image.files, &all_fds, files_data, &paths).map_err(|e| (root, e))?;
     let child = match crate::sys::process::fork_tracee_with_pid(root) {
         Ok(child) => child,
-        Err(nix::errno::Errno::EEXIST) => return Err((root, format!("pid {root} is in use"))),
+        Err(nix::errno::Errno::EEXIST) => {
+            return Err((root, StepError::failed(format!("pid {root} is in use"))));
+        }
         Err(e) => {
             return Err((
                 root,
-                format!("clone3 with set_tid {root}: {} ({e})", e.desc()),
+                StepError::sys(format!("clone3 with set_tid {root}"))(e),
             ));
         }
     };
@@ -270,17 +274,17 @@ pub fn restore_into(
         root: proc::path(root, "root"),
         log: Some(log.to_path_buf()),
     };
-    let fail = |what: String| CheckpointError::Restore { pid: 1, what };
+    let fail = |source| CheckpointError::RestoreStep { pid: 1, source };
     let created = crate::sys::ns::in_net_namespace_of(root, || {
         files::create(&image.files, &all_fds, files_data, &paths)
     })
-    .map_err(|e| fail(format!("enter its network namespace: {e}")))?
+    .map_err(|e| fail(StepError::io("enter its network namespace")(e)))?
     .map_err(fail)?;
     // Our /proc/PID/fd is out of the container's sight: its pages are
     // written into it from here.
     run_or_kill(root, image, pages, None, created, seccomp)
         .map(drop)
-        .map_err(|(pid, what)| CheckpointError::Restore { pid, what })
+        .map_err(|(pid, source)| CheckpointError::RestoreStep { pid, source })
 }
 
 fn run_or_kill(
@@ -318,16 +322,16 @@ fn run_or_kill(
     result
 }
 
-fn write_all(pid: i32, addr: u64, data: &[u8]) -> Result<(), String> {
+fn write_all(pid: i32, addr: u64, data: &[u8]) -> StepResult<()> {
     let mut done = 0;
     while done < data.len() {
-        let n = ptrace::write_memory(pid, addr + done as u64, &data[done..])
-            .map_err(|e| format!("write memory at {:#x}: {e}", addr + done as u64))?;
+        let at = addr + done as u64;
+        let n = ptrace::write_memory(pid, at, &data[done..])
+            .map_err(StepError::task(pid, format!("write memory at {at:#x}")))?;
         if n == 0 {
-            return Err(format!(
-                "write memory at {:#x}: short write",
-                addr + done as u64
-            ));
+            return Err(StepError::failed(format!(
+                "write memory at {at:#x}: short write"
+            )));
         }
         done += n;
     }
@@ -375,13 +379,13 @@ impl Restorer<'_> {
     fn run(&mut self, root: i32) -> Result<[Duration; 3], Failure> {
         let t0 = Instant::now();
         let image = self.image;
-        let fail = |what: String| (root, what);
-        let status =
-            ptrace::wait(root).map_err(|e| fail(format!("wait for the new process: {e}")))?;
+        let fail = |e: StepError| (root, e);
+        let status = ptrace::wait(root)
+            .map_err(|e| fail(StepError::task(root, "wait for the new process")(e)))?;
         if !(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGSTOP) {
-            return Err(fail(format!(
+            return Err(fail(StepError::failed(format!(
                 "the new process did not stop (wait status {status:#x})"
-            )));
+            ))));
         }
         // Seccomp the tree is given back must not apply to our remote
         // calls (the new tasks inherit the option).
@@ -401,7 +405,7 @@ impl Restorer<'_> {
                     0
                 },
         )
-        .map_err(|e| fail(format!("ptrace options: {e}")))?;
+        .map_err(|e| fail(StepError::task(root, "ptrace options")(e)))?;
         let r = self.prepare_root(root).map_err(fail)?;
         self.make_shared().map_err(fail)?;
         let n = image.processes.len();
@@ -418,9 +422,12 @@ impl Restorer<'_> {
                 .iter()
                 .position(|q| q.pid == p.parent)
                 .expect("image::read checked every parent comes first");
-            let parent_task = self.mains[parent]
-                .as_mut()
-                .ok_or((p.parent, "a zombie cannot have children".to_string()))?;
+            let parent_task = self.mains[parent].as_mut().ok_or_else(|| {
+                (
+                    p.parent,
+                    StepError::Image("a zombie cannot have children".into()),
+                )
+            })?;
             let task =
                 clone_task(parent_task, self.gadget, p.pid, false).map_err(|e| (p.pid, e))?;
             self.created.push(task.pid);
@@ -444,18 +451,18 @@ impl Restorer<'_> {
 
     /// The root, still a copy of the helper: drop its rseq, map the
     /// gadget where the image has nothing, unmap everything else.
-    fn prepare_root(&mut self, pid: i32) -> Result<Remote, String> {
-        let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
-        let start = ptrace::get_regs(pid).map_err(|err| format!("registers: {err}"))?;
+    fn prepare_root(&mut self, pid: i32) -> StepResult<Remote> {
+        let e = |what: String| StepError::remote(pid, what);
+        let start = ptrace::get_regs(pid).map_err(StepError::task(pid, "registers"))?;
         // The new process stopped right after its kill(2): rip-2 is `syscall`.
         let mut two = [0u8; 2];
         ptrace::read_memory(pid, start.rip - 2, &mut two)
-            .map_err(|err| format!("read rip: {err}"))?;
+            .map_err(StepError::task(pid, "read rip"))?;
         if two != [0x0f, 0x05] {
-            return Err(format!(
+            return Err(StepError::failed(format!(
                 "no syscall instruction before rip {:#x}",
                 start.rip
-            ));
+            )));
         }
         let mut r = Remote::new(pid, start.rip - 2, start);
         if let Ok(conf) = ptrace::rseq_config(pid)
@@ -472,9 +479,12 @@ impl Restorer<'_> {
             )
             .map_err(e("unregister the helper's rseq".into()))?;
         }
-        let current = proc::maps(pid).map_err(|err| format!("maps of the new process: {err}"))?;
-        let gadget =
-            gadget_address(self.image, &current).ok_or("no free address for the gadget")?;
+        let current = proc::maps(pid).map_err(StepError::file(
+            "maps of the new process",
+            proc::path(pid, "maps"),
+        ))?;
+        let gadget = gadget_address(self.image, &current)
+            .ok_or_else(|| StepError::failed("no free address for the gadget"))?;
         r.call(
             libc::SYS_mmap,
             &[
@@ -503,21 +513,21 @@ impl Restorer<'_> {
 
     /// One memfd per shared anonymous object, filled with its pages; the
     /// processes map it through /proc/HELPER/fd/N.
-    fn make_shared(&mut self) -> Result<(), String> {
+    fn make_shared(&mut self) -> StepResult<()> {
         use nix::sys::memfd::{MFdFlags, memfd_create};
         for (i, shm) in self.image.shared_memory.iter().enumerate() {
             let fd = memfd_create(c"palisade-shared", MFdFlags::MFD_CLOEXEC)
-                .map_err(|e| format!("memfd for shared memory {i}: {e}"))?;
+                .map_err(StepError::sys(format!("memfd for shared memory {i}")))?;
             let file = std::fs::File::from(fd);
             file.set_len(shm.size)
-                .map_err(|e| format!("size shared memory {i}: {e}"))?;
+                .map_err(StepError::io(format!("size shared memory {i}")))?;
             for run in &shm.runs {
                 let data = self
                     .pages
                     .read(run.offset, run.len)
-                    .map_err(|e| format!("read pages of shared memory {i}: {e}"))?;
+                    .map_err(StepError::io(format!("read pages of shared memory {i}")))?;
                 file.write_all_at(&data, run.addr)
-                    .map_err(|e| format!("fill shared memory {i}: {e}"))?;
+                    .map_err(StepError::io(format!("fill shared memory {i}")))?;
             }
             self.shared.push(file.into());
         }
@@ -534,9 +544,10 @@ impl Restorer<'_> {
             .find(|q| q.pid == p.parent)
             .map(|q| q.pgid);
         let task = self.mains[i].as_mut().expect("created");
+        let pid = task.pid;
         let e = |what: &str| {
-            let what = what.to_string();
-            move |err: RemoteError| (p.pid, format!("{what}: {err}"))
+            let what = StepError::remote(pid, what.to_string());
+            move |err: RemoteError| (p.pid, what(err))
         };
         if p.sid == p.pid {
             task.call(libc::SYS_setsid, &[]).map_err(e("setsid"))?;
@@ -550,7 +561,7 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    fn rebuild(&mut self, i: usize) -> Result<(), String> {
+    fn rebuild(&mut self, i: usize) -> StepResult<()> {
         let p: &Process = &self.image.processes[i];
         let gadget = self.gadget;
         let pages = self.pages;
@@ -559,7 +570,7 @@ impl Restorer<'_> {
         let r = &mut self.mains[i].as_mut().expect("live process");
         // As we number it: the image's pid may be one of a pid namespace.
         let pid = r.pid;
-        let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+        let e = |what: String| StepError::remote(pid, what);
 
         // The kernel's vdso where the image had it (glibc caches pointers
         // into it); ARCH_MAP_VDSO takes the start of the vvar area below it.
@@ -573,21 +584,21 @@ impl Restorer<'_> {
                 .unwrap_or(vdso.start);
             r.call(libc::SYS_arch_prctl, &[ARCH_MAP_VDSO_64, base])
                 .map_err(e(format!("map the vdso at {base:#x}")))?;
-            let now = proc::maps(pid).map_err(|err| format!("maps: {err}"))?;
+            let now = proc::maps(pid).map_err(StepError::file("read", proc::path(pid, "maps")))?;
             if !now
                 .iter()
                 .any(|m| m.path == "[vdso]" && m.start == vdso.start)
             {
-                return Err(format!(
+                return Err(StepError::failed(format!(
                     "the kernel placed the vdso elsewhere than {:#x} (its layout differs from the image's)",
                     vdso.start
-                ));
+                )));
             }
         }
 
-        let put_str = |s: &str| -> Result<u64, String> {
+        let put_str = |s: &str| -> StepResult<u64> {
             if s.len() >= (G_MM - G_STR) as usize {
-                return Err(format!("path too long: {s}"));
+                return Err(StepError::Image(format!("path too long: {s}")));
             }
             let mut b = s.as_bytes().to_vec();
             b.push(0);
@@ -669,7 +680,7 @@ impl Restorer<'_> {
             }
             mapped.map_err(e(format!("{range}: mmap")))?;
             if !v.runs.is_empty() {
-                fill_runs(r, pages_fd, pages, &v.runs).map_err(|err| format!("{range}: {err}"))?;
+                fill_runs(r, pages_fd, pages, &v.runs).map_err(at(range.as_str()))?;
                 if first_prot != final_prot {
                     r.call(libc::SYS_mprotect, &[v.start, len, final_prot])
                         .map_err(e(format!("{range}: mprotect")))?;
@@ -713,7 +724,7 @@ impl Restorer<'_> {
         }
         let auxv: Vec<u8> = p.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
         if auxv.len() as u64 > PAGE - G_AUXV {
-            return Err("auxv too large".into());
+            return Err(StepError::Image("auxv too large".into()));
         }
         map.extend_from_slice(&(auxv.len() as u32).to_ne_bytes());
         map.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
@@ -770,17 +781,17 @@ impl Restorer<'_> {
                 .map(|f| {
                     image::unhex(&f.code)
                         .map(|code| (code, f.flags))
-                        .ok_or("a seccomp program is not hex")
+                        .ok_or_else(|| StepError::Image("a seccomp program is not hex".into()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             install_seccomp(r, gadget, &programs)?;
         } else if p.state.seccomp_filters > 0 {
             if self.seccomp.len() != p.state.seccomp_filters as usize {
-                return Err(format!(
+                return Err(StepError::Image(format!(
                     "it had {} seccomp filters; palisade can give it only the {} of its container's policy",
                     p.state.seccomp_filters,
                     self.seccomp.len()
-                ));
+                )));
             }
             let programs: Vec<_> = self.seccomp.iter().map(|c| (c.clone(), 0)).collect();
             install_seccomp(r, gadget, &programs)?;
@@ -803,8 +814,11 @@ impl Restorer<'_> {
                 break;
             }
         }
-        let insn =
-            insn.ok_or("no syscall instruction in the restored code to unmap the gadget with")?;
+        let insn = insn.ok_or_else(|| {
+            StepError::failed(
+                "no syscall instruction in the restored code to unmap the gadget with",
+            )
+        })?;
         r.insn = insn;
         r.call(libc::SYS_munmap, &[gadget, GADGET_LEN])
             .map_err(e("unmap the gadget".into()))?;
@@ -837,10 +851,11 @@ impl Restorer<'_> {
                 // A syscall our stop interrupted is re-issued.
                 let regs = resume_regs(t.regs.into());
                 ptrace::set_regs(tid, &regs)
-                    .map_err(|err| (tid, format!("set registers: {err}")))?;
-                let xstate = image::unhex(&t.xstate).ok_or((tid, "xstate is not hex".into()))?;
+                    .map_err(|err| (tid, StepError::task(tid, "set registers")(err)))?;
+                let xstate = image::unhex(&t.xstate)
+                    .ok_or_else(|| (tid, StepError::Image("xstate is not hex".into())))?;
                 ptrace::set_xstate(tid, &xstate)
-                    .map_err(|err| (tid, format!("set xstate: {err}")))?;
+                    .map_err(|err| (tid, StepError::task(tid, "set xstate")(err)))?;
             }
         }
         // A process that was stopped gets its SIGSTOP while still held:
@@ -851,14 +866,14 @@ impl Restorer<'_> {
                     nix::unistd::Pid::from_raw(main.pid),
                     nix::sys::signal::Signal::SIGSTOP,
                 )
-                .map_err(|err| (main.pid, format!("stop it again: {err}")))?;
+                .map_err(|err| (main.pid, StepError::task(main.pid, "stop it again")(err)))?;
             }
         }
         for (i, main) in self.mains.iter().enumerate() {
             let Some(main) = main else { continue };
             for task in std::iter::once(main).chain(&self.threads[i]) {
                 ptrace::detach(task.pid, None)
-                    .map_err(|err| (task.pid, format!("detach: {err}")))?;
+                    .map_err(|err| (task.pid, StepError::task(task.pid, "detach")(err)))?;
             }
         }
         Ok(())
@@ -869,7 +884,7 @@ impl Restorer<'_> {
 /// id `tid`, by a remote clone3 with `set_tid` in `parent`. It starts
 /// traced by us (PTRACE_O_TRACEFORK/TRACECLONE), stopped before its first
 /// instruction, which is right after the gadget's `syscall`.
-fn clone_task(parent: &mut Remote, gadget: u64, tid: i32, thread: bool) -> Result<Remote, String> {
+fn clone_task(parent: &mut Remote, gadget: u64, tid: i32, thread: bool) -> StepResult<Remote> {
     let pid = parent.pid;
     let (flags, exit_signal) = if thread {
         (CLONE_THREAD_FLAGS, 0)
@@ -898,20 +913,27 @@ fn clone_task(parent: &mut Remote, gadget: u64, tid: i32, thread: bool) -> Resul
     parent.created = None;
     let got = parent
         .call(libc::SYS_clone3, &[gadget + G_CLONE, bytes.len() as u64])
-        .map_err(|err| format!("remote clone3 of {what} {tid} (set_tid): {err}"))?;
+        .map_err(StepError::remote(
+            pid,
+            format!("remote clone3 of {what} {tid} (set_tid)"),
+        ))?;
     if got != tid as u64 {
-        return Err(format!("clone3 gave {what} {got}, not {tid}"));
+        return Err(StepError::failed(format!(
+            "clone3 gave {what} {got}, not {tid}"
+        )));
     }
     // Its pid as we see it (the same, unless it is in a pid namespace of
     // its own).
     let host = parent.created.unwrap_or(tid);
-    let status = ptrace::wait(host).map_err(|err| format!("wait for {what} {tid}: {err}"))?;
+    let status =
+        ptrace::wait(host).map_err(StepError::task(host, format!("wait for {what} {tid}")))?;
     if !libc::WIFSTOPPED(status) {
-        return Err(format!(
+        return Err(StepError::failed(format!(
             "new {what} {tid} did not stop (wait status {status:#x})"
-        ));
+        )));
     }
-    let regs = ptrace::get_regs(host).map_err(|err| format!("registers of {tid}: {err}"))?;
+    let regs =
+        ptrace::get_regs(host).map_err(StepError::task(host, format!("registers of {tid}")))?;
     Ok(Remote::new(host, gadget, regs))
 }
 
@@ -924,7 +946,7 @@ fn fill_runs(
     fd: Option<u64>,
     pages: &PageFile,
     runs: &[image::Run],
-) -> Result<(), String> {
+) -> StepResult<()> {
     if pages.worth_writing_into(runs) {
         return pages.write_into(r.pid, runs);
     }
@@ -933,11 +955,11 @@ fn fill_runs(
 
 /// Fills a run of pages: read by the process itself from the page file
 /// (`fd`, open in it), else written into it from here.
-fn fill(r: &mut Remote, fd: Option<u64>, pages: &PageFile, run: &image::Run) -> Result<(), String> {
+fn fill(r: &mut Remote, fd: Option<u64>, pages: &PageFile, run: &image::Run) -> StepResult<()> {
     let Some(fd) = fd else {
         let data = pages
             .read(run.offset, run.len)
-            .map_err(|err| format!("read the page file: {err}"))?;
+            .map_err(StepError::io("read the page file"))?;
         return write_all(r.pid, run.addr, &data);
     };
     let mut done = 0;
@@ -947,9 +969,12 @@ fn fill(r: &mut Remote, fd: Option<u64>, pages: &PageFile, run: &image::Run) -> 
                 libc::SYS_pread64,
                 &[fd, run.addr + done, run.len - done, run.offset + done],
             )
-            .map_err(|err| format!("read its pages at {:#x}: {err}", run.addr + done))?;
+            .map_err(StepError::remote(
+                r.pid,
+                format!("read its pages at {:#x}", run.addr + done),
+            ))?;
         if n == 0 {
-            return Err("the page file ended early".into());
+            return Err(StepError::failed("the page file ended early"));
         }
         done += n;
     }
@@ -958,17 +983,17 @@ fn fill(r: &mut Remote, fd: Option<u64>, pages: &PageFile, run: &image::Run) -> 
 
 /// Installs `programs` (struct sock_filter arrays, oldest first, each
 /// with its SECCOMP_FILTER_FLAG_*) in the process, for all its threads.
-fn install_seccomp(r: &mut Remote, gadget: u64, programs: &[(Vec<u8>, u64)]) -> Result<(), String> {
+fn install_seccomp(r: &mut Remote, gadget: u64, programs: &[(Vec<u8>, u64)]) -> StepResult<()> {
     const SECCOMP_SET_MODE_FILTER: u64 = 1;
     const SECCOMP_FILTER_FLAG_TSYNC: u64 = 1;
     let pid = r.pid;
     for (prog, flags) in programs {
         let room = (GADGET_LEN - G_FILTER - 16) as usize;
         if prog.len() > room {
-            return Err(format!(
+            return Err(StepError::Image(format!(
                 "a seccomp program of {} bytes does not fit the gadget",
                 prog.len()
-            ));
+            )));
         }
         let mut fprog = ((prog.len() / 8) as u64).to_ne_bytes().to_vec();
         fprog.extend_from_slice(&(gadget + G_FILTER + 16).to_ne_bytes());
@@ -982,18 +1007,15 @@ fn install_seccomp(r: &mut Remote, gadget: u64, programs: &[(Vec<u8>, u64)]) -> 
                 gadget + G_FILTER,
             ],
         )
-        .map_err(|err| format!("seccomp filter: {err}"))?;
+        .map_err(StepError::remote(pid, "seccomp filter"))?;
     }
     Ok(())
 }
 
 /// Per-thread state, by remote syscalls in the thread itself.
-fn thread_state(r: &mut Remote, gadget: u64, t: &image::Thread) -> Result<(), String> {
+fn thread_state(r: &mut Remote, gadget: u64, t: &image::Thread) -> StepResult<()> {
     let tid = r.pid;
-    let e = |what: &str| {
-        let what = format!("thread {tid}: {what}");
-        move |err: RemoteError| format!("{what}: {err}")
-    };
+    let e = |what: &str| StepError::remote(tid, format!("thread {tid}: {what}"));
     let mut name = t.comm.as_bytes().to_vec();
     name.truncate(15);
     name.push(0);
@@ -1021,29 +1043,40 @@ fn thread_state(r: &mut Remote, gadget: u64, t: &image::Thread) -> Result<(), St
 
 /// Ends a freshly created process the way the zombie it stands for
 /// ended, so that its parent finds the same wait status.
-fn zombie_exit(mut r: Remote, status: i32) -> Result<(), String> {
+fn zombie_exit(mut r: Remote, status: i32) -> StepResult<()> {
     let pid = r.pid;
     if libc::WIFEXITED(status) {
         // exit_group never returns: the task ends inside the call.
         match r.call(libc::SYS_exit_group, &[libc::WEXITSTATUS(status) as u64]) {
             Err(RemoteError::Trace(_)) => {}
-            other => return Err(format!("exit_group of zombie {pid}: {other:?}")),
+            Err(err) => {
+                return Err(StepError::remote(
+                    pid,
+                    format!("exit_group of zombie {pid}"),
+                )(err));
+            }
+            Ok(ret) => {
+                return Err(StepError::failed(format!(
+                    "exit_group of zombie {pid} returned {ret}"
+                )));
+            }
         }
     } else {
         let sig = libc::WTERMSIG(status);
         let sig = nix::sys::signal::Signal::try_from(sig)
-            .map_err(|_| format!("zombie {pid}: bad signal {sig}"))?;
+            .map_err(|_| StepError::Image(format!("zombie {pid}: bad signal {sig}")))?;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
-            .map_err(|err| format!("kill zombie {pid}: {err}"))?;
+            .map_err(StepError::task(pid, format!("kill zombie {pid}")))?;
         // SIGKILL ends it at once, before it can be continued: ESRCH
         // from here on only means it is already dying.
         let cont = |deliver| match ptrace::cont_syscall(pid, deliver) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(err) => Err(format!("zombie {pid}: {err}")),
+            Err(err) => Err(StepError::task(pid, format!("zombie {pid}: continue"))(err)),
         };
         cont(Some(sig))?;
         loop {
-            let st = ptrace::wait(pid).map_err(|err| format!("zombie {pid}: {err}"))?;
+            let st =
+                ptrace::wait(pid).map_err(StepError::task(pid, format!("zombie {pid}: wait")))?;
             if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
                 break;
             }
@@ -1061,6 +1094,9 @@ fn zombie_exit(mut r: Remote, status: i32) -> Result<(), String> {
         Ok(st) if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) => Ok(()),
         // Already reaped while the call ran.
         Err(nix::errno::Errno::ECHILD) => Ok(()),
-        other => Err(format!("zombie {pid} did not end: {other:?}")),
+        Ok(st) => Err(StepError::failed(format!(
+            "zombie {pid} did not end (wait status {st:#x})"
+        ))),
+        Err(err) => Err(StepError::task(pid, format!("zombie {pid}: wait"))(err)),
     }
 }

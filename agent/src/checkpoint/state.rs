@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 pub use creds::Credentials;
 
 use super::{
-    CheckpointError, image, proc,
-    remote::{Remote, RemoteError, Scratch},
+    CheckpointError, StepError, StepResult, image, proc,
+    remote::{Remote, Scratch},
 };
 use crate::sys::{
     ptrace,
@@ -227,13 +227,7 @@ pub(super) fn siginfos(raw: Vec<[u8; SIGINFO_SIZE]>) -> Vec<Siginfo> {
 /// Reads the state of thread `r.pid` (stopped, with `scratch` mapped).
 pub fn dump_thread(r: &mut Remote, scratch: &Scratch) -> Result<ThreadState, CheckpointError> {
     let tid = r.pid;
-    let fail = |what: &str| {
-        let what = what.to_string();
-        move |e: RemoteError| CheckpointError::Process {
-            pid: tid,
-            what: format!("{what}: {e}"),
-        }
-    };
+    let fail = |what: &str| CheckpointError::remote(tid, what.to_string());
     let pending = taskstate::peek_siginfo(tid, false).map_err(CheckpointError::sys(
         tid,
         "PTRACE_PEEKSIGINFO (thread queue)",
@@ -266,18 +260,19 @@ pub fn dump_thread(r: &mut Remote, scratch: &Scratch) -> Result<ThreadState, Che
 /// stat flags) and returns its affinity and scheduling.
 fn task_inventory(pid: i32, tid: i32) -> Result<(String, i32, u32, u32), CheckpointError> {
     let unsupported = |what: String| CheckpointError::Unsupported { pid: tid, what };
-    let io = |what: &'static str| {
-        move |e: std::io::Error| CheckpointError::Process {
-            pid: tid,
-            what: format!("{what}: {e}"),
-        }
-    };
-    let status = std::fs::read_to_string(proc::path(pid, &format!("task/{tid}/status")))
-        .map_err(io("status"))?;
-    let own = std::fs::read_to_string("/proc/thread-self/status").map_err(io("our status"))?;
-    inventory::check_status(&status, &own).map_err(unsupported)?;
-    let stat = proc::Stat::read_task(pid, tid).map_err(io("stat"))?;
-    inventory::check_stat_flags(stat.field(9)).map_err(unsupported)?;
+    let path = proc::path(pid, &format!("task/{tid}/status"));
+    let status =
+        std::fs::read_to_string(&path).map_err(CheckpointError::file(tid, "read", &path))?;
+    let own = std::fs::read_to_string("/proc/thread-self/status").map_err(
+        CheckpointError::file(tid, "read our own", "/proc/thread-self/status"),
+    )?;
+    inventory::check_status(&status, &own).map_err(CheckpointError::step(tid))?;
+    let stat = proc::Stat::read_task(pid, tid).map_err(CheckpointError::file(
+        tid,
+        "read",
+        proc::path(pid, &format!("task/{tid}/stat")),
+    ))?;
+    inventory::check_stat_flags(stat.field(9)).map_err(CheckpointError::step(tid))?;
     let policy = stat.field(41) as u32;
     if policy == SCHED_DEADLINE {
         return Err(unsupported("SCHED_DEADLINE scheduling".into()));
@@ -293,22 +288,14 @@ fn task_inventory(pid: i32, tid: i32) -> Result<(String, i32, u32, u32), Checkpo
 pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, CheckpointError> {
     let pid = r.pid;
     let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
-    let fail = |what: String| {
-        move |e: RemoteError| CheckpointError::Process {
-            pid,
-            what: format!("{what}: {e}"),
-        }
-    };
+    let fail = |what: String| CheckpointError::remote(pid, what);
     let pending = taskstate::peek_siginfo(pid, true).map_err(CheckpointError::sys(
         pid,
         "PTRACE_PEEKSIGINFO (shared queue)",
     ))?;
-    let status = std::fs::read_to_string(proc::path(pid, "status")).map_err(|e| {
-        CheckpointError::Process {
-            pid,
-            what: format!("status: {e}"),
-        }
-    })?;
+    let status = std::fs::read_to_string(proc::path(pid, "status")).map_err(
+        CheckpointError::file(pid, "read", proc::path(pid, "status")),
+    )?;
     let creds = creds::from_status(&status).ok_or_else(|| CheckpointError::Process {
         pid,
         what: "unparsable credentials in /proc/PID/status".into(),
@@ -385,14 +372,11 @@ pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, C
         }
     }
 
-    let text = std::fs::read_to_string(proc::path(pid, "timers")).map_err(|e| {
-        CheckpointError::Process {
-            pid,
-            what: format!("timers: {e}"),
-        }
-    })?;
+    let text = std::fs::read_to_string(proc::path(pid, "timers")).map_err(
+        CheckpointError::file(pid, "read", proc::path(pid, "timers")),
+    )?;
     let mut posix_timers =
-        parse_timers(&text).map_err(|e| unsupported(format!("POSIX timer: {e}")))?;
+        parse_timers(&text).map_err(|e| CheckpointError::step(pid)(e.at("POSIX timer")))?;
     posix_timers.sort_by_key(|t| t.id);
     for t in &mut posix_timers {
         // A CPU-time clock of a given task encodes its pid: ~(clock >> 3).
@@ -424,7 +408,11 @@ pub fn dump_process(r: &mut Remote, scratch: &Scratch) -> Result<ProcessState, C
     let mce_kill = get(PR_MCE_KILL_GET, "PR_MCE_KILL_GET")?;
     // Older kernels: EINVAL, and the setting does not exist.
     let older = |v: Result<u64, CheckpointError>| match v {
-        Err(CheckpointError::Process { what, .. }) if what.contains("EINVAL") => Ok(0),
+        Err(CheckpointError::Step { source, .. })
+            if source.errno() == Some(nix::errno::Errno::EINVAL) =>
+        {
+            Ok(0)
+        }
         other => other,
     };
     let mdwe = older(get(PR_GET_MDWE, "PR_GET_MDWE"))?;
@@ -544,14 +532,15 @@ fn seccomp_programs(pid: i32, count: u32) -> Result<Vec<SeccompProgram>, Checkpo
 /// Parses /proc/PID/timers:
 /// `ID: n`, `signal: SIG/VALUE`, `notify: KIND/pid.N` or `/tid.N`,
 /// `ClockID: c`, one block per timer.
-fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, String> {
+fn parse_timers(text: &str) -> StepResult<Vec<PosixTimer>> {
     let mut out: Vec<PosixTimer> = Vec::new();
     for line in text.lines() {
         let Some((key, v)) = line.split_once(':') else {
             continue;
         };
         let v = v.trim();
-        let bad = || format!("unparsable line {line:?} of /proc/PID/timers");
+        let bad =
+            || StepError::Unsupported(format!("unparsable line {line:?} of /proc/PID/timers"));
         if key == "ID" {
             out.push(PosixTimer {
                 id: v.parse().map_err(|_| bad())?,
@@ -580,7 +569,12 @@ fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, String> {
                     "none" => libc::SIGEV_NONE,
                     // The kernel treats SIGEV_THREAD like SIGEV_SIGNAL.
                     "thread" => libc::SIGEV_THREAD,
-                    other => return Err(format!("timer {} notifies by {other:?}", t.id)),
+                    other => {
+                        return Err(StepError::Unsupported(format!(
+                            "timer {} notifies by {other:?}",
+                            t.id
+                        )));
+                    }
                 };
                 let (scope, n) = target.split_once('.').ok_or_else(bad)?;
                 if scope == "tid" {
@@ -601,19 +595,25 @@ fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, String> {
 /// ones stay queued through the remaining remote calls:
 /// [`unblock`] sets the real mask just before the task is let go.
 /// Credentials go last.
-pub fn restore(r: &mut Remote, state: &ProcessState, thread: &ThreadState) -> Result<(), String> {
+pub fn restore(r: &mut Remote, state: &ProcessState, thread: &ThreadState) -> StepResult<()> {
     let pid = r.pid;
-    let busy: Vec<(u64, u64)> = proc::maps(pid)
-        .map_err(|e| format!("maps: {e}"))?
-        .iter()
-        .map(|m| (m.start, m.end))
-        .collect();
-    let scratch = Scratch::map(r, &busy).map_err(|e| format!("map a scratch page: {e}"))?;
+    let scratch = map_scratch(r)?;
     let result = restore_with(r, &scratch, state, thread);
     let unmapped = scratch
         .unmap(r)
-        .map_err(|e| format!("unmap the scratch page: {e}"));
+        .map_err(StepError::remote(pid, "unmap the scratch page"));
     result.and(unmapped)
+}
+
+/// A scratch page in task `r.pid`, where it has nothing mapped.
+fn map_scratch(r: &mut Remote) -> StepResult<Scratch> {
+    let pid = r.pid;
+    let busy: Vec<(u64, u64)> = proc::maps(pid)
+        .map_err(StepError::file("read", proc::path(pid, "maps")))?
+        .iter()
+        .map(|m| (m.start, m.end))
+        .collect();
+    Scratch::map(r, &busy).map_err(StepError::remote(pid, "map a scratch page"))
 }
 
 /// Restores thread `r.pid`, not the main one, of process `tgid`: its own
@@ -625,26 +625,22 @@ pub fn restore_other_thread(
     tgid: i32,
     state: &ProcessState,
     thread: &ThreadState,
-) -> Result<(), String> {
-    let busy: Vec<(u64, u64)> = proc::maps(r.pid)
-        .map_err(|e| format!("maps: {e}"))?
-        .iter()
-        .map(|m| (m.start, m.end))
-        .collect();
-    let scratch = Scratch::map(r, &busy).map_err(|e| format!("map a scratch page: {e}"))?;
-    let result = taskstate::set_sigmask(r.pid, u64::MAX)
-        .map_err(|e| format!("PTRACE_SETSIGMASK: {e}"))
+) -> StepResult<()> {
+    let pid = r.pid;
+    let scratch = map_scratch(r)?;
+    let result = taskstate::set_sigmask(pid, u64::MAX)
+        .map_err(StepError::task(pid, "PTRACE_SETSIGMASK"))
         .and_then(|()| restore_thread(r, &scratch, tgid, thread))
         .and_then(|()| creds::restore(r, &scratch, &state.creds));
     let unmapped = scratch
         .unmap(r)
-        .map_err(|e| format!("unmap the scratch page: {e}"));
+        .map_err(StepError::remote(pid, "unmap the scratch page"));
     result.and(unmapped)
 }
 
 /// The last step before the registers: the blocked mask the task had.
-pub fn unblock(pid: i32, sigmask: u64) -> Result<(), String> {
-    taskstate::set_sigmask(pid, sigmask).map_err(|e| format!("PTRACE_SETSIGMASK: {e}"))
+pub fn unblock(pid: i32, sigmask: u64) -> StepResult<()> {
+    taskstate::set_sigmask(pid, sigmask).map_err(StepError::task(pid, "PTRACE_SETSIGMASK"))
 }
 
 fn restore_with(
@@ -652,10 +648,10 @@ fn restore_with(
     s: &Scratch,
     state: &ProcessState,
     thread: &ThreadState,
-) -> Result<(), String> {
+) -> StepResult<()> {
     let pid = r.pid;
-    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
-    taskstate::set_sigmask(pid, u64::MAX).map_err(|e| format!("PTRACE_SETSIGMASK: {e}"))?;
+    let e = |what: String| StepError::remote(pid, what);
+    taskstate::set_sigmask(pid, u64::MAX).map_err(StepError::task(pid, "PTRACE_SETSIGMASK"))?;
 
     r.call(libc::SYS_personality, &[state.personality])
         .map_err(e(format!("personality {:#x}", state.personality)))?;
@@ -743,16 +739,12 @@ fn restore_with(
             hard: l.hard,
         };
         taskstate::set_rlimit(pid, l.resource, limit).map_err(|err| {
-            format!(
-                "prlimit {} to {limit:?}: {}{}",
-                l.resource,
-                err.desc(),
-                if err == nix::errno::Errno::EPERM {
-                    " (raising a hard limit above the restorer's needs CAP_SYS_RESOURCE)"
-                } else {
-                    ""
-                }
-            )
+            let e = StepError::task(pid, format!("prlimit {} to {limit:?}", l.resource))(err);
+            if err == nix::errno::Errno::EPERM {
+                e.hint("raising a hard limit above the restorer's needs CAP_SYS_RESOURCE")
+            } else {
+                e
+            }
         })?;
     }
     creds::restore(r, s, &state.creds)?;
@@ -789,7 +781,7 @@ fn restore_with(
 
 /// Writes /proc/PID/oom_score_adj of the new process, if it differs
 /// from what it inherited (lowering it needs CAP_SYS_RESOURCE).
-fn set_oom_score_adj(pid: i32, value: i32) -> Result<(), String> {
+fn set_oom_score_adj(pid: i32, value: i32) -> StepResult<()> {
     let file = proc::path(pid, "oom_score_adj");
     let now: Option<i32> = std::fs::read_to_string(&file)
         .ok()
@@ -798,25 +790,25 @@ fn set_oom_score_adj(pid: i32, value: i32) -> Result<(), String> {
         return Ok(());
     }
     std::fs::write(&file, value.to_string()).map_err(|err| {
-        format!(
-            "oom_score_adj {value}: {err}{}",
-            if err.raw_os_error() == Some(libc::EACCES) {
-                " (lowering it below the restorer's needs CAP_SYS_RESOURCE)"
-            } else {
-                ""
-            }
-        )
+        let denied = err.raw_os_error() == Some(libc::EACCES);
+        let e = StepError::file(format!("write {value} to"), &file)(err);
+        if denied {
+            e.hint("lowering it below the restorer's needs CAP_SYS_RESOURCE")
+        } else {
+            e
+        }
     })
 }
 
 /// A thread's affinity, scheduling and I/O priority, by remote calls in
 /// the thread itself, each only where it differs from what it inherited.
-fn restore_scheduling(r: &mut Remote, s: &Scratch, thread: &ThreadState) -> Result<(), String> {
+fn restore_scheduling(r: &mut Remote, s: &Scratch, thread: &ThreadState) -> StepResult<()> {
     let tid = r.pid;
-    let e = |what: String| move |err: RemoteError| format!("thread {tid}: {what}: {err}");
+    let e = |what: String| StepError::remote(tid, format!("thread {tid}: {what}"));
     if !thread.cpus.is_empty() {
-        let mask = inventory::cpu_mask(&thread.cpus)
-            .ok_or_else(|| format!("thread {tid}: bad CPU list {:?}", thread.cpus))?;
+        let mask = inventory::cpu_mask(&thread.cpus).ok_or_else(|| {
+            StepError::Image(format!("thread {tid}: bad CPU list {:?}", thread.cpus))
+        })?;
         let p = s.put(tid, S_IN, &mask).map_err(e("cpu mask".into()))?;
         r.call(libc::SYS_sched_setaffinity, &[0, mask.len() as u64, p])
             .map_err(e(format!("sched_setaffinity {}", thread.cpus)))?;
@@ -848,9 +840,9 @@ fn restore_scheduling(r: &mut Remote, s: &Scratch, thread: &ThreadState) -> Resu
     Ok(())
 }
 
-fn posix_timers(r: &mut Remote, s: &Scratch, timers: &[PosixTimer]) -> Result<(), String> {
+fn posix_timers(r: &mut Remote, s: &Scratch, timers: &[PosixTimer]) -> StepResult<()> {
     let pid = r.pid;
-    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+    let e = |what: String| StepError::remote(pid, what);
     for t in timers {
         // struct sigevent: value, signo, notify, tid; 64 bytes.
         let mut ev = [0u8; 64];
@@ -867,7 +859,10 @@ fn posix_timers(r: &mut Remote, s: &Scratch, timers: &[PosixTimer]) -> Result<()
         let got = s.get(pid, S_ID, 4).map_err(e("timer id".into()))?;
         let got = i32::from_ne_bytes(got[..4].try_into().expect("4 bytes"));
         if got != t.id {
-            return Err(format!("timer_create gave id {got}, not {}", t.id));
+            return Err(StepError::failed(format!(
+                "timer_create gave id {got}, not {}",
+                t.id
+            )));
         }
         if t.remaining_ns != 0 {
             let ns = |v: u64| [v / 1_000_000_000, v % 1_000_000_000];
@@ -880,14 +875,14 @@ fn posix_timers(r: &mut Remote, s: &Scratch, timers: &[PosixTimer]) -> Result<()
     Ok(())
 }
 
-fn siginfo_bytes(sig: &Siginfo) -> Result<Vec<u8>, String> {
+fn siginfo_bytes(sig: &Siginfo) -> StepResult<Vec<u8>> {
     image::unhex(&sig.raw)
         .filter(|b| b.len() == SIGINFO_SIZE)
         .ok_or_else(|| {
-            format!(
+            StepError::Image(format!(
                 "siginfo of signal {} is not {SIGINFO_SIZE} hex bytes",
                 sig.signal
-            )
+            ))
         })
 }
 
@@ -898,9 +893,9 @@ pub fn restore_thread(
     s: &Scratch,
     tgid: i32,
     thread: &ThreadState,
-) -> Result<(), String> {
+) -> StepResult<()> {
     let tid = r.pid;
-    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+    let e = |what: String| StepError::remote(tid, what);
     restore_scheduling(r, s, thread)?;
     if let Some(a) = thread.altstack {
         let mut b = [0u8; 24];
@@ -943,6 +938,6 @@ mod tests {
         assert_eq!(t[1].tid, 78);
         let err =
             parse_timers("ID: 1\nsignal: 14/0\nnotify: pigeon/pid.3\nClockID: 1\n").unwrap_err();
-        assert!(err.contains("\"pigeon\""), "{err}");
+        assert!(err.to_string().contains("\"pigeon\""), "{err}");
     }
 }

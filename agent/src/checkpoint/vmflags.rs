@@ -4,6 +4,8 @@
 //! madvise afterwards — or refused by name. A flag this palisade does not
 //! know (a newer kernel's) is refused too: never a silent default.
 
+use super::error::{StepError, StepResult};
+
 /// What a mapping's flags ask of the restore.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Reproduce {
@@ -66,20 +68,20 @@ const ADVISED: &[(&str, i32)] = &[
 pub const KERNELS: &[&str] = &["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]"];
 
 /// Classifies the VmFlags of one mapping (`shared`: a MAP_SHARED one).
-pub fn classify(flags: &str, shared: bool) -> Result<Reproduce, String> {
+pub fn classify(flags: &str, shared: bool) -> StepResult<Reproduce> {
     let mut out = Reproduce::default();
     for flag in flags.split_whitespace() {
         if let Some((_, what)) = REFUSED.iter().find(|(f, _)| *f == flag) {
-            return Err(format!("{what} (VmFlags {flag})"));
+            return Err(StepError::Unsupported(format!("{what} (VmFlags {flag})")));
         }
         if let Some((_, advice)) = ADVISED.iter().find(|(f, _)| *f == flag) {
             out.advice.push(*advice);
         } else if flag == "nr" {
             out.noreserve = true;
         } else if !DERIVED.contains(&flag) {
-            return Err(format!(
+            return Err(StepError::Unsupported(format!(
                 "VmFlags {flag:?}, unknown to this palisade (a newer kernel's mapping state it cannot restore)"
-            ));
+            )));
         }
         if flag == "mw" && shared {
             out.may_write = true;
@@ -99,8 +101,14 @@ mod tests {
         assert_eq!(r.advice, vec![libc::MADV_DONTFORK, libc::MADV_HUGEPAGE]);
         // A private mapping is always may-write (copy on write).
         assert!(!classify("rd mr mw me", false).unwrap().may_write);
-        assert!(classify("rd lo", false).unwrap_err().contains("mlock"));
-        assert!(classify("rd zz", false).unwrap_err().contains("\"zz\""));
+        let err = classify("rd lo", false).unwrap_err();
+        assert!(err.is_unsupported() && err.to_string().contains("mlock"));
+        assert!(
+            classify("rd zz", false)
+                .unwrap_err()
+                .to_string()
+                .contains("\"zz\"")
+        );
         // This process's own mappings are all known (but the kernel's
         // own, which the restore maps afresh).
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();

@@ -21,20 +21,15 @@ use super::{
     validate,
 };
 use crate::{
-    checkpoint::{CheckpointError, proc},
+    checkpoint::{CheckpointError, StepError, StepResult, proc},
     sys::{fds, pidfd},
 };
 
-/// Why an fd cannot be recorded.
-pub(super) enum Refusal {
-    /// Not something this engine reproduces faithfully.
-    Unsupported(String),
-    /// Inspecting it failed.
-    Failed(String),
-}
-
-pub(super) fn failed(what: &str) -> impl FnOnce(Errno) -> Refusal + '_ {
-    move |e| Refusal::Failed(format!("{what}: {} ({e})", e.desc()))
+/// Why an fd cannot be recorded: [`StepError::Unsupported`] for what
+/// this engine does not reproduce faithfully, another for a failed
+/// inspection.
+pub(super) fn failed(what: &str) -> impl FnOnce(Errno) -> StepError + use<> {
+    StepError::sys(what.to_string())
 }
 
 /// The fds of every process of a tree, with the open file descriptions
@@ -78,7 +73,7 @@ impl Table {
         let process = |what: String| CheckpointError::Process { pid, what };
         let pidfd = pidfd::open(pid).map_err(CheckpointError::sys(pid, "pidfd_open"))?;
         let mut numbers: Vec<i32> = fs::read_dir(proc::path(pid, "fd"))
-            .map_err(|e| process(format!("/proc/{pid}/fd: {e}")))?
+            .map_err(CheckpointError::file(pid, "list", proc::path(pid, "fd")))?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
         numbers.sort_unstable();
@@ -86,7 +81,7 @@ impl Table {
         self.d.root = proc::path(pid, "root");
         self.d.cwd = fs::read_link(proc::path(pid, "cwd"))
             .map(|p| p.to_string_lossy().into_owned())
-            .map_err(|e| process(format!("cwd: {e}")))?;
+            .map_err(CheckpointError::file(pid, "read", proc::path(pid, "cwd")))?;
         let d = &mut self.d;
         let taken = &mut self.taken;
         let objects = &mut self.objects;
@@ -95,12 +90,14 @@ impl Table {
         // (fd, fdinfo) of each epoll, to check its items once all fds are known.
         let mut epolls: Vec<(i32, String)> = Vec::new();
         for n in numbers {
-            let link = fs::read_link(proc::path(pid, &format!("fd/{n}")))
-                .map_err(|e| process(format!("fd {n}: {e}")))?
+            let link_path = proc::path(pid, &format!("fd/{n}"));
+            let link = fs::read_link(&link_path)
+                .map_err(CheckpointError::file(pid, "read", &link_path))?
                 .to_string_lossy()
                 .into_owned();
-            let info = fs::read_to_string(proc::path(pid, &format!("fdinfo/{n}")))
-                .map_err(|e| process(format!("fdinfo of fd {n}: {e}")))?;
+            let info_path = proc::path(pid, &format!("fdinfo/{n}"));
+            let info = fs::read_to_string(&info_path)
+                .map_err(CheckpointError::file(pid, "read", &info_path))?;
             let flags = field(&info, "flags:")
                 .and_then(|v| i32::from_str_radix(v, 8).ok())
                 .ok_or_else(|| process(format!("fdinfo of fd {n}: no flags")))?;
@@ -125,21 +122,13 @@ impl Table {
             let object = match shared {
                 Some(id) => id,
                 None => {
-                    let kind = d
-                        .inspect(&link, &info, fd.as_fd(), &st)
-                        .map_err(|r| match r {
-                            Refusal::Unsupported(why) => {
-                                unsupported(format!("fd {n} ({link}): {why}"))
-                            }
-                            Refusal::Failed(why) => process(format!("fd {n} ({link}): {why}")),
-                        })?;
+                    let kind = d.inspect(&link, &info, fd.as_fd(), &st).map_err(|e| {
+                        CheckpointError::step(pid)(e.at(format!("fd {n} ({link})")))
+                    })?;
                     let id = objects.len() as u32 + 1;
                     let (owner, socket_filter) =
-                        owner_and_filter(fd.as_fd(), &st).map_err(|r| match r {
-                            Refusal::Unsupported(why) => {
-                                unsupported(format!("fd {n} ({link}): {why}"))
-                            }
-                            Refusal::Failed(why) => process(format!("fd {n} ({link}): {why}")),
+                        owner_and_filter(fd.as_fd(), &st).map_err(|e| {
+                            CheckpointError::step(pid)(e.at(format!("fd {n} ({link})")))
                         })?;
                     objects.push(FileObject {
                         id,
@@ -248,8 +237,8 @@ impl Table {
                 )));
             }
         }
-        check_locks(&self.pids, &self.inodes).map_err(unsupported)?;
-        validate(&objects, &[], &self.d.blobs.data).map_err(unsupported)?;
+        check_locks(&self.pids, &self.inodes).map_err(CheckpointError::step(pid))?;
+        validate(&objects, &[], &self.d.blobs.data).map_err(CheckpointError::step(pid))?;
         Ok((objects, self.d.blobs.data))
     }
 }
@@ -259,7 +248,7 @@ impl Table {
 fn owner_and_filter(
     fd: BorrowedFd<'_>,
     st: &libc::stat,
-) -> Result<(Option<Owner>, Option<SocketFilter>), Refusal> {
+) -> StepResult<(Option<Owner>, Option<SocketFilter>)> {
     // An O_PATH fd (the only valid fd fcntl answers EBADF for) has none.
     let (kind, id) = match fds::owner(fd) {
         Err(Errno::EBADF) => (0, 0),
@@ -271,7 +260,7 @@ fn owner_and_filter(
     };
     let owner = (id != 0 || signal != 0).then_some(Owner { kind, id, signal });
     if kind == fds::F_OWNER_PGRP && id != 0 {
-        return Err(Refusal::Unsupported(
+        return Err(StepError::Unsupported(
             "its SIGIO goes to a process group (F_SETOWN with a group)".into(),
         ));
     }
@@ -292,8 +281,8 @@ fn owner_and_filter(
 
 /// Refuses file locks (POSIX, OFD, flock, leases) held by the tree or on
 /// its files: /proc/locks, matched by pid and by (device, inode).
-fn check_locks(pids: &[i32], inodes: &[(u64, u64, i32, i32)]) -> Result<(), String> {
-    let text = fs::read_to_string("/proc/locks").map_err(|e| format!("/proc/locks: {e}"))?;
+fn check_locks(pids: &[i32], inodes: &[(u64, u64, i32, i32)]) -> StepResult<()> {
+    let text = fs::read_to_string("/proc/locks").map_err(StepError::file("read", "/proc/locks"))?;
     for line in text.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         // "N: TYPE MODE ACCESS PID MAJ:MIN:INODE START END", waiters
@@ -322,9 +311,9 @@ fn check_locks(pids: &[i32], inodes: &[(u64, u64, i32, i32)]) -> Result<(), Stri
         let ours = inodes.iter().find(|i| i.0 == dev && i.1 == ino);
         if pids.contains(&pid) || (ours.is_some() && pid <= 0) {
             let (fd, holder) = ours.map_or((-1, pid), |i| (i.2, i.3));
-            return Err(format!(
+            return Err(StepError::Unsupported(format!(
                 "a {kind} file lock on inode {ino} (fd {fd} of pid {holder}): file locks are not restored"
-            ));
+            )));
         }
     }
     Ok(())
@@ -333,7 +322,7 @@ fn check_locks(pids: &[i32], inodes: &[(u64, u64, i32, i32)]) -> Result<(), Stri
 /// The fdinfo inventory: every line of an fd's fdinfo is one this engine
 /// records (or knows to be derived); another — a lock, an inotify watch,
 /// a newer kernel's line — is a refusal naming it, never ignored.
-fn check_fdinfo(link: &str, info: &str) -> Result<(), Refusal> {
+fn check_fdinfo(link: &str, info: &str) -> StepResult<()> {
     const ANY: &[&str] = &["pos", "flags", "mnt_id", "ino"];
     let kind: &[&str] = match link {
         "anon_inode:[eventfd]" => &["eventfd-count", "eventfd-semaphore", "eventfd-id"],
@@ -361,7 +350,7 @@ fn check_fdinfo(link: &str, info: &str) -> Result<(), Refusal> {
         if socket && key == "scm_fds" && value == "0" {
             continue;
         }
-        return Err(Refusal::Unsupported(match key {
+        return Err(StepError::Unsupported(match key {
             "lock" => format!(
                 "a {} file lock on it ({}): file locks are not restored",
                 value.split_whitespace().nth(1).unwrap_or("?"),
@@ -388,15 +377,15 @@ fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
         .map(|v| v.trim())
 }
 
-fn hex_field(info: &str, key: &str) -> Result<u64, Refusal> {
+fn hex_field(info: &str, key: &str) -> StepResult<u64> {
     field(info, key)
         .and_then(|v| u64::from_str_radix(v, 16).ok())
-        .ok_or_else(|| Refusal::Failed(format!("fdinfo has no {key}")))
+        .ok_or_else(|| StepError::Failed(format!("fdinfo has no {key}")))
 }
 
 /// "(sec, nsec)" of a timerfd's fdinfo, in ns.
-fn time_field(info: &str, key: &str) -> Result<u64, Refusal> {
-    let bad = || Refusal::Failed(format!("fdinfo has no {key} (sec, nsec)"));
+fn time_field(info: &str, key: &str) -> StepResult<u64> {
+    let bad = || StepError::Failed(format!("fdinfo has no {key} (sec, nsec)"));
     let v = field(info, key).ok_or_else(bad)?;
     let (s, ns) = v
         .trim_start_matches('(')
@@ -409,10 +398,10 @@ fn time_field(info: &str, key: &str) -> Result<u64, Refusal> {
 }
 
 /// Parses the `tfd: N events: X data: X …` lines of an epoll's fdinfo.
-fn epoll_items(info: &str) -> Result<Vec<EpollItem>, Refusal> {
+fn epoll_items(info: &str) -> StepResult<Vec<EpollItem>> {
     let mut items = Vec::new();
     for line in info.lines().filter(|l| l.starts_with("tfd:")) {
-        let bad = || Refusal::Failed(format!("unparsable epoll item: {line}"));
+        let bad = || StepError::Failed(format!("unparsable epoll item: {line}"));
         let words: Vec<&str> = line.split_whitespace().collect();
         let after = |key: &str| {
             words
@@ -473,14 +462,14 @@ impl Dumper {
         info: &str,
         fd: BorrowedFd<'_>,
         st: &libc::stat,
-    ) -> Result<FileKind, Refusal> {
+    ) -> StepResult<FileKind> {
         check_fdinfo(link, info)?;
         let fmt = st.st_mode & libc::S_IFMT;
         match link {
             "anon_inode:[eventfd]" => Ok(FileKind::EventFd {
                 count: hex_field(info, "eventfd-count:")?,
                 semaphore: field(info, "eventfd-semaphore:")
-                    .ok_or_else(|| Refusal::Failed("fdinfo has no eventfd-semaphore".into()))?
+                    .ok_or_else(|| StepError::Failed("fdinfo has no eventfd-semaphore".into()))?
                     == "1",
             }),
             "anon_inode:[signalfd]" => Ok(FileKind::SignalFd {
@@ -489,14 +478,14 @@ impl Dumper {
             "anon_inode:[timerfd]" => {
                 let clock = field(info, "clockid:")
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| Refusal::Failed("fdinfo has no clockid".into()))?;
+                    .ok_or_else(|| StepError::Failed("fdinfo has no clockid".into()))?;
                 let value_ns = time_field(info, "it_value:")?;
                 let settime_flags = field(info, "settime flags:")
                     .and_then(|v| i32::from_str_radix(v, 8).ok())
-                    .ok_or_else(|| Refusal::Failed("fdinfo has no settime flags".into()))?;
+                    .ok_or_else(|| StepError::Failed("fdinfo has no settime flags".into()))?;
                 let known = libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET;
                 if settime_flags & !known != 0 {
-                    return Err(Refusal::Unsupported(format!(
+                    return Err(StepError::Unsupported(format!(
                         "timerfd settime flags {settime_flags:o}, unknown to this palisade"
                     )));
                 }
@@ -517,20 +506,20 @@ impl Dumper {
             "anon_inode:[eventpoll]" => Ok(FileKind::Epoll {
                 items: epoll_items(info)?,
             }),
-            l if l.starts_with("anon_inode:") => Err(Refusal::Unsupported(
+            l if l.starts_with("anon_inode:") => Err(StepError::Unsupported(
                 "this kind of anonymous-inode file is not supported".into(),
             )),
             l if l.starts_with("pipe:[") => self.pipe(None, fd, st),
             l if l.starts_with("socket:[") => self.socket(fd, st),
             l if l.starts_with("/memfd:") && fmt == libc::S_IFREG => self.memfd(l, info, fd, st),
-            "/dev/tty" => Err(Refusal::Unsupported(
+            "/dev/tty" => Err(StepError::Unsupported(
                 "the controlling terminal (/dev/tty): terminals are not restored".into(),
             )),
-            l if l == "/dev/ptmx" || l.starts_with("/dev/pts/") => Err(Refusal::Unsupported(
+            l if l == "/dev/ptmx" || l.starts_with("/dev/pts/") => Err(StepError::Unsupported(
                 "a pseudo-terminal: terminals are not restored".into(),
             )),
             l if l.starts_with('/') && fmt != libc::S_IFREG && st.st_nlink == 0 => {
-                Err(Refusal::Unsupported(format!(
+                Err(StepError::Unsupported(format!(
                     "a removed {} (its path is gone, and restore would open whatever is there now)",
                     match fmt {
                         libc::S_IFDIR => "directory",
@@ -557,11 +546,11 @@ impl Dumper {
                         .unwrap_or(0),
                 }),
                 libc::S_IFIFO => self.pipe(Some(l), fd, st),
-                _ => Err(Refusal::Unsupported(
+                _ => Err(StepError::Unsupported(
                     "neither a regular file, a directory, a character device nor a fifo".into(),
                 )),
             },
-            _ => Err(Refusal::Unsupported(
+            _ => Err(StepError::Unsupported(
                 "this kind of file is not supported".into(),
             )),
         }
@@ -569,12 +558,12 @@ impl Dumper {
 
     /// Opens the file behind our duplicate again, read-only: a new open
     /// file description, so reading it moves no offset of the process.
-    fn reopen(fd: BorrowedFd<'_>, extra: i32) -> Result<fs::File, Refusal> {
+    fn reopen(fd: BorrowedFd<'_>, extra: i32) -> StepResult<fs::File> {
         fs::OpenOptions::new()
             .read(true)
             .custom_flags(extra | libc::O_CLOEXEC)
             .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .map_err(|e| Refusal::Failed(format!("reopen for reading: {e}")))
+            .map_err(StepError::io("reopen for reading"))
     }
 
     /// A memfd: its contents (data extents), seals and exec mode, read
@@ -585,11 +574,11 @@ impl Dumper {
         info: &str,
         fd: BorrowedFd<'_>,
         st: &libc::stat,
-    ) -> Result<FileKind, Refusal> {
+    ) -> StepResult<FileKind> {
         let name = link
             .strip_prefix("/memfd:")
             .and_then(|n| n.strip_suffix(" (deleted)"))
-            .ok_or_else(|| Refusal::Failed(format!("unexpected memfd link {link}")))?
+            .ok_or_else(|| StepError::Failed(format!("unexpected memfd link {link}")))?
             .to_string();
         let seals = fds::fcntl_int(fd, libc::F_GET_SEALS, 0).map_err(failed("F_GET_SEALS"))?;
         let inode = (st.st_dev, st.st_ino);
@@ -612,7 +601,7 @@ impl Dumper {
     /// The data extents of a file with no name (deleted, or a memfd) and
     /// their bytes as one blob, read once per inode however many of its
     /// descriptions are open; holes are not stored.
-    fn contents_once(&mut self, fd: BorrowedFd<'_>, st: &libc::stat) -> Result<Ghost, Refusal> {
+    fn contents_once(&mut self, fd: BorrowedFd<'_>, st: &libc::stat) -> StepResult<Ghost> {
         let inode = (st.st_dev, st.st_ino);
         if let Some(known) = self.ghosts.get(&inode) {
             return Ok(known.clone());
@@ -625,7 +614,7 @@ impl Dumper {
             let at = contents.len();
             contents.resize(at + len as usize, 0);
             std::os::unix::fs::FileExt::read_exact_at(&file, &mut contents[at..], offset)
-                .map_err(|e| Refusal::Failed(format!("read its contents: {e}")))?;
+                .map_err(StepError::io("read its contents"))?;
         }
         let known = (self.blobs.push(&contents), extents);
         self.ghosts.insert(inode, known.clone());
@@ -640,7 +629,7 @@ impl Dumper {
         info: &str,
         fd: BorrowedFd<'_>,
         st: &libc::stat,
-    ) -> Result<FileKind, Refusal> {
+    ) -> StepResult<FileKind> {
         let inode = (st.st_dev, st.st_ino);
         let (data, extents) = self.contents_once(fd, st)?;
         Ok(FileKind::Deleted {
@@ -664,10 +653,10 @@ impl Dumper {
         fifo: Option<&str>,
         fd: BorrowedFd<'_>,
         st: &libc::stat,
-    ) -> Result<FileKind, Refusal> {
+    ) -> StepResult<FileKind> {
         let fl = fds::fcntl_int(fd, libc::F_GETFL, 0).map_err(failed("F_GETFL"))?;
         if fl & libc::O_DIRECT != 0 {
-            return Err(Refusal::Unsupported(
+            return Err(StepError::Unsupported(
                 "a pipe in packet mode (O_DIRECT)".into(),
             ));
         }
@@ -687,13 +676,13 @@ impl Dumper {
                     .map_err(failed("F_SETPIPE_SZ"))?;
                 let copied = fds::tee(reader.as_fd(), w.as_fd(), queued).map_err(failed("tee"))?;
                 if copied != queued {
-                    return Err(Refusal::Failed(format!(
+                    return Err(StepError::Failed(format!(
                         "tee copied {copied} of the {queued} buffered bytes"
                     )));
                 }
                 fs::File::from(r)
                     .read_exact(&mut bytes)
-                    .map_err(|e| Refusal::Failed(format!("read the copy: {e}")))?;
+                    .map_err(StepError::io("read the copy"))?;
             }
             data = Some(self.blobs.push(&bytes));
         }
@@ -715,11 +704,11 @@ impl Dumper {
         listening: bool,
         rqlen: Option<(u32, u32)>,
         vfs: Option<(u32, u32)>,
-    ) -> Result<FileKind, Refusal> {
+    ) -> StepResult<FileKind> {
         use nix::sys::socket::{UnixAddr, getsockname};
         let (queued, backlog) = rqlen.unwrap_or((0, 0));
         if queued != 0 {
-            return Err(Refusal::Unsupported(if listening {
+            return Err(StepError::Unsupported(if listening {
                 format!("a listening unix socket with {queued} connections not yet accepted")
             } else {
                 format!("a unix datagram socket with {queued} bytes queued")
@@ -742,13 +731,13 @@ impl Dumper {
                     .join(dir.trim_start_matches('/'))
                     .join(p.trim_start_matches('/'));
                 let st = nix::sys::stat::lstat(&at).map_err(|e| {
-                    Refusal::Unsupported(format!(
+                    StepError::Unsupported(format!(
                         "a unix socket bound to {p}, whose file cannot be found ({})",
                         e.desc()
                     ))
                 })?;
                 if st.st_ino != u64::from(vino) {
-                    return Err(Refusal::Unsupported(format!(
+                    return Err(StepError::Unsupported(format!(
                         "a unix socket bound to {p}, whose file was removed or replaced"
                     )));
                 }
@@ -761,7 +750,7 @@ impl Dumper {
                 ))
             }
             (Some(p), None) => {
-                return Err(Refusal::Failed(format!(
+                return Err(StepError::Failed(format!(
                     "sock_diag gave no file for the unix socket bound to {p}"
                 )));
             }
@@ -777,7 +766,7 @@ impl Dumper {
         })
     }
 
-    fn socket(&mut self, fd: BorrowedFd<'_>, st: &libc::stat) -> Result<FileKind, Refusal> {
+    fn socket(&mut self, fd: BorrowedFd<'_>, st: &libc::stat) -> StepResult<FileKind> {
         let opt = |level, name, what: &'static str| {
             fds::getsockopt_int(fd, level, name).map_err(failed(what))
         };
@@ -787,13 +776,13 @@ impl Dumper {
         match domain {
             libc::AF_UNIX => self.unix(fd, st, ty),
             libc::AF_INET | libc::AF_INET6 => inet(fd, domain, ty, protocol),
-            _ => Err(Refusal::Unsupported(format!(
+            _ => Err(StepError::Unsupported(format!(
                 "a socket of address family {domain} (only unix socket pairs and IPv4/IPv6 TCP and UDP are supported)"
             ))),
         }
     }
 
-    fn unix(&mut self, fd: BorrowedFd<'_>, st: &libc::stat, ty: i32) -> Result<FileKind, Refusal> {
+    fn unix(&mut self, fd: BorrowedFd<'_>, st: &libc::stat, ty: i32) -> StepResult<FileKind> {
         if self.unix.is_none() {
             self.unix = Some(unix_sockets().map_err(failed("sock_diag of unix sockets"))?);
         }
@@ -803,7 +792,7 @@ impl Dumper {
             .as_ref()
             .and_then(|m| m.get(&(ino as u32)))
             .map(|d| (d.state, d.peer, d.named, d.shutdown, d.rqlen, d.vfs))
-            .ok_or_else(|| Refusal::Failed("not found by sock_diag".into()))?;
+            .ok_or_else(|| StepError::Failed("not found by sock_diag".into()))?;
         let listening = state == TCP_LISTEN;
         if (named && peer == 0 && (listening || state == TCP_CLOSE))
             || (ty == libc::SOCK_DGRAM && peer == 0)
@@ -811,7 +800,7 @@ impl Dumper {
             return self.unix_bound(fd, ty, listening, rqlen, vfs);
         }
         if named {
-            return Err(Refusal::Unsupported(
+            return Err(StepError::Unsupported(
                 "a unix socket bound to an address (only unnamed socket pairs are supported)"
                     .into(),
             ));
@@ -820,10 +809,10 @@ impl Dumper {
             ty,
             libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET
         ) {
-            return Err(Refusal::Unsupported(format!("unix socket of type {ty}")));
+            return Err(StepError::Unsupported(format!("unix socket of type {ty}")));
         }
         if peer == 0 || (ty != libc::SOCK_DGRAM && state != TCP_ESTABLISHED) {
-            return Err(Refusal::Unsupported(
+            return Err(StepError::Unsupported(
                 "an unconnected unix socket (only connected socket pairs are supported)".into(),
             ));
         }
@@ -839,11 +828,7 @@ impl Dumper {
 
     /// The socket's receive queue, peeked with SO_PEEK_OFF walking it
     /// (then put back as it was).
-    fn peek_queue(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        stream: bool,
-    ) -> Result<Vec<super::Blob>, Refusal> {
+    fn peek_queue(&mut self, fd: BorrowedFd<'_>, stream: bool) -> StepResult<Vec<super::Blob>> {
         let old = fds::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
             .map_err(failed("SO_PEEK_OFF"))?;
         fds::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
@@ -856,11 +841,7 @@ impl Dumper {
         Ok(queue)
     }
 
-    fn walk_queue(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        stream: bool,
-    ) -> Result<Vec<super::Blob>, Refusal> {
+    fn walk_queue(&mut self, fd: BorrowedFd<'_>, stream: bool) -> StepResult<Vec<super::Blob>> {
         let mut buf = vec![0u8; 256 << 10];
         let mut messages: Vec<Vec<u8>> = Vec::new();
         loop {
@@ -870,12 +851,12 @@ impl Dumper {
                 Err(e) => return Err(failed("peek at the queue")(e)),
             };
             if p.control {
-                return Err(Refusal::Unsupported(
+                return Err(StepError::Unsupported(
                     "a queued message carries fds or credentials".into(),
                 ));
             }
             if p.truncated {
-                return Err(Refusal::Unsupported(format!(
+                return Err(StepError::Unsupported(format!(
                     "a queued message is longer than {} bytes",
                     buf.len()
                 )));
@@ -884,7 +865,7 @@ impl Dumper {
                 if stream {
                     break; // the peer shut down its writing side
                 }
-                return Err(Refusal::Unsupported("an empty datagram is queued".into()));
+                return Err(StepError::Unsupported("an empty datagram is queued".into()));
             }
             messages.push(buf[..p.len].to_vec());
         }

@@ -18,7 +18,10 @@ use std::{
 
 use super::{FdEntry, FileKind, FileObject};
 use crate::{
-    checkpoint::remote::{Remote, RemoteError},
+    checkpoint::{
+        error::{StepError, StepResult, at as at_},
+        remote::Remote,
+    },
     sys::{fds, pidfd, ptrace},
 };
 
@@ -69,12 +72,11 @@ pub struct Paths {
 }
 
 impl Paths {
-    fn resolve(&self, path: &str) -> Result<std::path::PathBuf, String> {
+    fn resolve(&self, path: &str) -> StepResult<std::path::PathBuf> {
         if path == crate::checkpoint::image::CONTAINER_LOG {
-            return self
-                .log
-                .clone()
-                .ok_or_else(|| "the container's output, outside a container".to_string());
+            return self.log.clone().ok_or_else(|| {
+                StepError::Image("the container's output, outside a container".into())
+            });
         }
         Ok(self.root.join(path.trim_start_matches('/')))
     }
@@ -85,7 +87,7 @@ pub fn create(
     fds: &[FdEntry],
     data: &[u8],
     paths: &Paths,
-) -> Result<Created, String> {
+) -> StepResult<Created> {
     let blob = |b: super::Blob| b.slice(data).unwrap_or_default();
     let mut made: HashMap<u32, OwnedFd> = HashMap::new();
     // Both ends of each pipe (by inode) until every object has its own.
@@ -96,18 +98,26 @@ pub fn create(
     let mut unix_ends: HashMap<u64, OwnedFd> = HashMap::new();
     for o in objects {
         let n = first_fd(fds, o.id);
-        let at = |what: &str| format!("fd {n} ({}): {what}", o.describe());
-        let sys =
-            |what: &'static str| move |e: nix::errno::Errno| at(&format!("{what}: {}", e.desc()));
+        let here = || format!("fd {n} ({})", o.describe());
+        let at = || at_(here());
+        let sys = |what: &str| {
+            let what = format!("{}: {what}", here());
+            StepError::sys(what)
+        };
         let fd: OwnedFd = match &o.kind {
             FileKind::Path { path, pos } => {
-                let mut f = open_flags(&paths.resolve(path)?, o.flags)
-                    .map_err(|e| format!("fd {n}: open {path}: {e}"))?;
+                let real = paths.resolve(path)?;
+                let mut f = open_flags(&real, o.flags)
+                    .map_err(StepError::file(format!("fd {n}: open"), &real))?;
                 if *pos != 0 {
                     match f.seek(SeekFrom::Start(*pos)) {
                         Ok(_) => {}
                         Err(e) if e.raw_os_error() == Some(libc::ESPIPE) => {}
-                        Err(e) => return Err(format!("fd {n}: lseek {path} to {pos}: {e}")),
+                        Err(e) => {
+                            return Err(StepError::file(format!("fd {n}: lseek to {pos}"), real)(
+                                e,
+                            ));
+                        }
                     }
                 }
                 f.into()
@@ -129,7 +139,7 @@ pub fn create(
                 let shared = (*inode != (0, 0)).then_some(*inode);
                 description(&mut ghosts, &made, shared, o.id, o.flags, *pos, || {
                     let real = paths.resolve(path)?;
-                    let f = deleted_file(&real.to_string_lossy(), *mode)?;
+                    let f = deleted_file(&real, *mode)?;
                     write_ghost(
                         &f,
                         blob(*contents),
@@ -142,15 +152,14 @@ pub fn create(
                     )?;
                     Ok(f.into())
                 })
-                .map_err(|e| at(&e))?
+                .map_err(at())?
             }
             FileKind::Pipe {
                 pipe, fifo, size, ..
             } => {
                 if !pipes.contains_key(pipe) {
                     let real = fifo.as_deref().map(|f| paths.resolve(f)).transpose()?;
-                    let real = real.as_ref().map(|p| p.to_string_lossy());
-                    let ends = new_pipe(real.as_deref(), *size as i32).map_err(|e| at(&e))?;
+                    let ends = new_pipe(real.as_deref(), *size as i32).map_err(at())?;
                     // The buffered data, whichever end recorded it.
                     let buffered = objects.iter().find_map(|p| match &p.kind {
                         FileKind::Pipe { pipe: q, data, .. } if q == pipe => *data,
@@ -168,10 +177,11 @@ pub fn create(
                 // The first object of each end is the end made; another
                 // open file description of it is opened anew.
                 if fifo.is_none() && ends_given.insert(key, ()).is_none() {
-                    end.try_clone().map_err(|e| at(&format!("dup: {e}")))?
+                    end.try_clone()
+                        .map_err(StepError::io(format!("{}: dup", here())))?
                 } else {
                     reopen(end.as_fd(), o.flags | libc::O_NONBLOCK)
-                        .map_err(|e| at(&format!("open the pipe again: {e}")))?
+                        .map_err(StepError::io(format!("{}: open the pipe again", here())))?
                 }
             }
             FileKind::UnixPair {
@@ -242,7 +252,7 @@ pub fn create(
                 *pos,
                 || new_memfd(name, *size, extents, blob(*contents), *seals, *noexec),
             )
-            .map_err(|e| at(&e))?,
+            .map_err(at())?,
             FileKind::UnixBound {
                 sock_type,
                 path,
@@ -254,10 +264,11 @@ pub fn create(
                 // A relative name is bound from its directory, entered
                 // for the moment (this helper is single-threaded).
                 let dir = bind_dir.as_deref().map(|d| paths.resolve(d)).transpose()?;
-                let back = std::env::current_dir().map_err(|e| at(&format!("cwd: {e}")))?;
+                let back =
+                    std::env::current_dir().map_err(StepError::io(format!("{}: cwd", here())))?;
                 if let Some(d) = &dir {
                     std::env::set_current_dir(d)
-                        .map_err(|e| at(&format!("enter {}: {e}", d.display())))?;
+                        .map_err(StepError::file(format!("{}: enter", here()), d))?;
                 }
                 let target = match (path, &dir) {
                     (Some(p), Some(_)) => Some(std::path::PathBuf::from(p)),
@@ -271,8 +282,9 @@ pub fn create(
                     *backlog,
                     *file,
                 );
-                std::env::set_current_dir(&back).map_err(|e| at(&format!("cwd: {e}")))?;
-                made.map_err(|e| at(&e))?
+                std::env::set_current_dir(&back)
+                    .map_err(StepError::file(format!("{}: back to", here()), &back))?;
+                made.map_err(at())?
             }
             FileKind::Inet {
                 family,
@@ -285,31 +297,21 @@ pub fn create(
             } => {
                 let s = fds::socket(*family, *sock_type, *protocol).map_err(sys("socket"))?;
                 for opt in options {
-                    fds::setsockopt_int(s.as_fd(), opt.level, opt.name, opt.value).map_err(
-                        |e| {
-                            at(&format!(
-                                "setsockopt({}, {}): {}",
-                                opt.level,
-                                opt.name,
-                                e.desc()
-                            ))
-                        },
-                    )?;
+                    fds::setsockopt_int(s.as_fd(), opt.level, opt.name, opt.value)
+                        .map_err(sys(&format!("setsockopt({}, {})", opt.level, opt.name)))?;
                 }
                 let parse = |a: &String| {
                     a.parse::<std::net::SocketAddr>()
-                        .map_err(|e| at(&format!("address {a}: {e}")))
+                        .map_err(|e| StepError::Image(format!("address {a}: {e}")).at(here()))
                 };
                 if let Some(a) = addr {
-                    fds::bind(s.as_fd(), parse(a)?)
-                        .map_err(|e| at(&format!("bind {a}: {}", e.desc())))?;
+                    fds::bind(s.as_fd(), parse(a)?).map_err(sys(&format!("bind {a}")))?;
                 }
                 if let Some(b) = backlog {
                     fds::listen(s.as_fd(), *b as i32).map_err(sys("listen"))?;
                 }
                 if let Some(p) = peer {
-                    fds::connect(s.as_fd(), parse(p)?)
-                        .map_err(|e| at(&format!("connect {p}: {}", e.desc())))?;
+                    fds::connect(s.as_fd(), parse(p)?).map_err(sys(&format!("connect {p}")))?;
                 }
                 s
             }
@@ -360,8 +362,9 @@ pub fn create(
                 .map_err(sys("F_SETFL"))?;
         }
         if let Some(filter) = &o.socket_filter {
-            let code = crate::checkpoint::image::unhex(&filter.code)
-                .ok_or_else(|| at("its socket filter is not hex"))?;
+            let code = crate::checkpoint::image::unhex(&filter.code).ok_or_else(|| {
+                StepError::Image("its socket filter is not hex".into()).at(here())
+            })?;
             fds::attach_socket_filter(fd.as_fd(), &code).map_err(sys("SO_ATTACH_FILTER"))?;
             if filter.locked {
                 fds::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_LOCK_FILTER, 1)
@@ -386,7 +389,7 @@ fn write_ghost(
     gid: u32,
     mode: u32,
     times: Option<[i64; 4]>,
-) -> Result<(), String> {
+) -> StepResult<()> {
     use std::os::unix::fs::FileExt;
     match size {
         None => f.write_all_at(data, 0),
@@ -399,14 +402,14 @@ fn write_ghost(
             Ok(())
         }),
     }
-    .map_err(|e| format!("write its contents: {e}"))?;
+    .map_err(StepError::io("write its contents"))?;
     std::os::unix::fs::fchown(f, Some(uid), Some(gid))
         .and_then(|_| f.set_permissions(fs::Permissions::from_mode(mode)))
-        .map_err(|e| format!("owner and mode: {e}"))?;
+        .map_err(StepError::io("owner and mode"))?;
     if let Some([a, an, m, mn]) = times {
         use nix::sys::time::TimeSpec;
         nix::sys::stat::futimens(f, &TimeSpec::new(a, an), &TimeSpec::new(m, mn))
-            .map_err(|e| format!("times: {}", e.desc()))?;
+            .map_err(StepError::sys("times"))?;
     }
     Ok(())
 }
@@ -422,8 +425,8 @@ fn description(
     id: u32,
     flags: i32,
     pos: u64,
-    create: impl FnOnce() -> Result<OwnedFd, String>,
-) -> Result<OwnedFd, String> {
+    create: impl FnOnce() -> StepResult<OwnedFd>,
+) -> StepResult<OwnedFd> {
     let first = inode
         .and_then(|i| ghosts.get(&i))
         .and_then(|first| made.get(first));
@@ -439,10 +442,10 @@ fn description(
         }
     };
     let mut g: fs::File = reopen(file, flags)
-        .map_err(|e| format!("reopen with its flags: {e}"))?
+        .map_err(StepError::io("reopen with its flags"))?
         .into();
     g.seek(SeekFrom::Start(pos))
-        .map_err(|e| format!("lseek to {pos}: {e}"))?;
+        .map_err(StepError::io(format!("lseek to {pos}")))?;
     Ok(g.into())
 }
 
@@ -455,15 +458,16 @@ fn new_memfd(
     data: &[u8],
     seals: i32,
     noexec: bool,
-) -> Result<OwnedFd, String> {
+) -> StepResult<OwnedFd> {
     use std::os::unix::fs::FileExt;
     const MFD_NOEXEC_SEAL: u32 = 8;
-    let cname = std::ffi::CString::new(name).map_err(|_| "a NUL in its name".to_string())?;
+    let cname =
+        std::ffi::CString::new(name).map_err(|_| StepError::Image("a NUL in its name".into()))?;
     let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     if noexec {
         flags |= MFD_NOEXEC_SEAL;
     }
-    let fd = fds::memfd_create(&cname, flags).map_err(|e| format!("memfd_create: {}", e.desc()))?;
+    let fd = fds::memfd_create(&cname, flags).map_err(StepError::sys("memfd_create"))?;
     let f = fs::File::from(fd);
     f.set_len(size)
         .and_then(|()| {
@@ -474,12 +478,12 @@ fn new_memfd(
             }
             Ok(())
         })
-        .map_err(|e| format!("write its contents: {e}"))?;
-    let have = fds::fcntl_int(f.as_fd(), libc::F_GET_SEALS, 0)
-        .map_err(|e| format!("F_GET_SEALS: {}", e.desc()))?;
+        .map_err(StepError::io("write its contents"))?;
+    let have =
+        fds::fcntl_int(f.as_fd(), libc::F_GET_SEALS, 0).map_err(StepError::sys("F_GET_SEALS"))?;
     if seals & !have != 0 {
         fds::fcntl_int(f.as_fd(), libc::F_ADD_SEALS, seals & !have)
-            .map_err(|e| format!("F_ADD_SEALS {seals:#x}: {}", e.desc()))?;
+            .map_err(StepError::sys(format!("F_ADD_SEALS {seals:#x}")))?;
     }
     Ok(f.into())
 }
@@ -494,72 +498,74 @@ fn unix_bound(
     abstract_name: Option<&str>,
     backlog: Option<u32>,
     file: Option<(u64, u64, u32, u32, u32)>,
-) -> Result<OwnedFd, String> {
+) -> StepResult<OwnedFd> {
     use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen};
-    let ty = SockType::try_from(sock_type).map_err(|e| format!("socket type: {e}"))?;
+    let ty = SockType::try_from(sock_type).map_err(StepError::sys("socket type"))?;
     let sock = nix::sys::socket::socket(AddressFamily::Unix, ty, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| format!("socket: {}", e.desc()))?;
+        .map_err(StepError::sys("socket"))?;
     let addr = match (&path, abstract_name) {
         (Some(p), _) => {
-            let (dev, ino, ..) = file.ok_or("no record of its socket file")?;
+            let (dev, ino, ..) =
+                file.ok_or_else(|| StepError::Image("no record of its socket file".into()))?;
             match nix::sys::stat::lstat(p) {
-                Ok(st) if (st.st_dev, st.st_ino) == (dev, ino) => fs::remove_file(p)
-                    .map_err(|e| format!("remove its old socket file {}: {e}", p.display()))?,
+                Ok(st) if (st.st_dev, st.st_ino) == (dev, ino) => {
+                    fs::remove_file(p).map_err(StepError::file("remove its old socket file", p))?
+                }
                 Ok(_) => {
-                    return Err(format!(
+                    return Err(StepError::failed(format!(
                         "{} is no longer the socket file it was bound to: refused",
                         p.display()
-                    ));
+                    )));
                 }
                 Err(nix::errno::Errno::ENOENT) => {}
-                Err(e) => return Err(format!("{}: {}", p.display(), e.desc())),
+                Err(e) => return Err(StepError::sys(format!("lstat {}", p.display()))(e)),
             }
-            Some(UnixAddr::new(p.as_path()).map_err(|e| format!("address: {}", e.desc()))?)
+            Some(UnixAddr::new(p.as_path()).map_err(StepError::sys("address"))?)
         }
         (None, Some(name)) => {
-            let name = crate::checkpoint::image::unhex(name).ok_or("abstract name is not hex")?;
-            Some(UnixAddr::new_abstract(&name).map_err(|e| format!("address: {}", e.desc()))?)
+            let name = crate::checkpoint::image::unhex(name)
+                .ok_or_else(|| StepError::Image("abstract name is not hex".into()))?;
+            Some(UnixAddr::new_abstract(&name).map_err(StepError::sys("address"))?)
         }
         (None, None) => None,
     };
     if let Some(addr) = addr {
-        bind(sock.as_raw_fd(), &addr).map_err(|e| format!("bind: {}", e.desc()))?;
+        bind(sock.as_raw_fd(), &addr).map_err(StepError::sys("bind"))?;
     }
     if let (Some(p), Some((_, _, mode, uid, gid))) = (&path, file) {
         std::os::unix::fs::lchown(p, Some(uid), Some(gid))
             .and_then(|()| fs::set_permissions(p, fs::Permissions::from_mode(mode)))
-            .map_err(|e| format!("owner and mode of {}: {e}", p.display()))?;
+            .map_err(StepError::file("owner and mode of", p))?;
     }
     if let Some(backlog) = backlog {
-        let backlog = Backlog::new(backlog as i32).map_err(|e| format!("backlog: {}", e.desc()))?;
-        listen(&sock, backlog).map_err(|e| format!("listen: {}", e.desc()))?;
+        let backlog = Backlog::new(backlog as i32).map_err(StepError::sys("backlog"))?;
+        listen(&sock, backlog).map_err(StepError::sys("listen"))?;
     }
     Ok(sock)
 }
 
 /// A pipe of `size` bytes: both ends, or for a fifo two opens of it.
-fn new_pipe(fifo: Option<&str>, size: i32) -> Result<(OwnedFd, OwnedFd), String> {
+fn new_pipe(fifo: Option<&Path>, size: i32) -> StepResult<(OwnedFd, OwnedFd)> {
     let (r, w) = match fifo {
-        None => fds::pipe2(libc::O_CLOEXEC).map_err(|e| format!("pipe2: {}", e.desc()))?,
+        None => fds::pipe2(libc::O_CLOEXEC).map_err(StepError::sys("pipe2"))?,
         Some(path) => {
             // Read-write opens of a fifo never wait for a peer.
-            let rw: OwnedFd = open_flags(Path::new(path), libc::O_RDWR | libc::O_NONBLOCK)
-                .map_err(|e| format!("open {path}: {e}"))?
+            let rw: OwnedFd = open_flags(path, libc::O_RDWR | libc::O_NONBLOCK)
+                .map_err(StepError::file("open", path))?
                 .into();
-            let other = rw.try_clone().map_err(|e| format!("dup: {e}"))?;
+            let other = rw.try_clone().map_err(StepError::io("dup"))?;
             (other, rw)
         }
     };
     fds::fcntl_int(w.as_fd(), libc::F_SETPIPE_SZ, size)
-        .map_err(|e| format!("F_SETPIPE_SZ {size}: {}", e.desc()))?;
+        .map_err(StepError::sys(format!("F_SETPIPE_SZ {size}")))?;
     Ok((r, w))
 }
 
 /// A file that is already unlinked: made under its old name and unlinked
 /// if that name is free (so /proc shows the same "path (deleted)"), else
 /// an O_TMPFILE in its old directory, else in the temporary directory.
-fn deleted_file(path: &str, mode: u32) -> Result<fs::File, String> {
-    let p = Path::new(path);
+fn deleted_file(p: &Path, mode: u32) -> StepResult<fs::File> {
     if let Ok(f) = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -567,7 +573,7 @@ fn deleted_file(path: &str, mode: u32) -> Result<fs::File, String> {
         .mode(mode & 0o777)
         .open(p)
     {
-        fs::remove_file(p).map_err(|e| format!("unlink {path}: {e}"))?;
+        fs::remove_file(p).map_err(StepError::file("unlink", p))?;
         return Ok(f);
     }
     let dir = p
@@ -581,7 +587,7 @@ fn deleted_file(path: &str, mode: u32) -> Result<fs::File, String> {
         .custom_flags(libc::O_TMPFILE)
         .mode(mode & 0o777)
         .open(&dir)
-        .map_err(|e| format!("O_TMPFILE in {}: {e}", dir.display()))
+        .map_err(StepError::file("O_TMPFILE in", dir))
 }
 
 // Layout of the scratch area `install` uses in the process (256 bytes).
@@ -595,23 +601,27 @@ const S_OWNER: u64 = 168; // struct f_owner_ex
 pub const SCRATCH_LEN: u64 = 256;
 const CMSG_LEN_INT: u64 = 20;
 
-fn put(pid: i32, addr: u64, data: &[u8]) -> Result<(), String> {
+fn put(pid: i32, addr: u64, data: &[u8]) -> StepResult<()> {
     match ptrace::write_memory(pid, addr, data) {
         Ok(n) if n == data.len() => Ok(()),
-        Ok(n) => Err(format!(
+        Ok(n) => Err(StepError::failed(format!(
             "write memory at {addr:#x}: {n} of {} bytes",
             data.len()
+        ))),
+        Err(e) => Err(StepError::task(pid, format!("write memory at {addr:#x}"))(
+            e,
         )),
-        Err(e) => Err(format!("write memory at {addr:#x}: {e}")),
     }
 }
 
-fn get<const N: usize>(pid: i32, addr: u64) -> Result<[u8; N], String> {
+fn get<const N: usize>(pid: i32, addr: u64) -> StepResult<[u8; N]> {
     let mut b = [0u8; N];
     match ptrace::read_memory(pid, addr, &mut b) {
         Ok(n) if n == N => Ok(b),
-        Ok(n) => Err(format!("read memory at {addr:#x}: {n} of {N} bytes")),
-        Err(e) => Err(format!("read memory at {addr:#x}: {e}")),
+        Ok(n) => Err(StepError::failed(format!(
+            "read memory at {addr:#x}: {n} of {N} bytes"
+        ))),
+        Err(e) => Err(StepError::task(pid, format!("read memory at {addr:#x}"))(e)),
     }
 }
 
@@ -625,9 +635,9 @@ pub fn install(
     objects: &[FileObject],
     fds: &[FdEntry],
     created: &Created,
-) -> Result<(), String> {
+) -> StepResult<()> {
     let pid = r.pid;
-    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+    let e = |what: String| StepError::remote(pid, what);
     // A socket pair in the process; we take one end and close it there.
     r.call(
         libc::SYS_socketpair,
@@ -642,8 +652,8 @@ pub fn install(
     let pair = get::<8>(pid, scratch + S_PAIR)?;
     let a = i32::from_ne_bytes(pair[..4].try_into().expect("4 bytes"));
     let b = i32::from_ne_bytes(pair[4..].try_into().expect("4 bytes"));
-    let pidfd = pidfd::open(pid).map_err(|err| format!("pidfd_open: {err}"))?;
-    let sender = fds::getfd(pidfd.as_fd(), a).map_err(|err| format!("pidfd_getfd: {err}"))?;
+    let pidfd = pidfd::open(pid).map_err(StepError::task(pid, "pidfd_open"))?;
+    let sender = fds::getfd(pidfd.as_fd(), a).map_err(StepError::task(pid, "pidfd_getfd"))?;
     r.call(libc::SYS_close, &[a as u64])
         .map_err(e("close the sending end".into()))?;
     // The receiving end moves above every fd of the image.
@@ -665,16 +675,15 @@ pub fn install(
             .iter()
             .filter(|f| !matches!(kind(f.object), Some(FileKind::Epoll { .. })))
         {
-            let obj = created
-                .objects
-                .get(&f.object)
-                .ok_or_else(|| format!("fd {}: object {} was not created", f.fd, f.object))?;
+            let obj = created.objects.get(&f.object).ok_or_else(|| {
+                StepError::failed(format!("fd {}: object {} was not created", f.fd, f.object))
+            })?;
             fds::send_fd(sender.as_fd(), obj.as_fd())
-                .map_err(|err| format!("fd {}: SCM_RIGHTS send: {}", f.fd, err.desc()))?;
-            let got = receive(r, scratch, t).map_err(|err| format!("fd {}: {err}", f.fd))?;
+                .map_err(StepError::sys(format!("fd {}: SCM_RIGHTS send", f.fd)))?;
+            let got = receive(r, scratch, t).map_err(at_(format!("fd {}", f.fd)))?;
             place(r, got, f)?;
         }
-        Ok::<(), String>(())
+        Ok::<(), StepError>(())
     })();
     if let Err(err) = received {
         let _ = r.call(libc::SYS_close, &[t]);
@@ -700,9 +709,9 @@ fn finish_install(
     sender: &OwnedFd,
     t: u64,
     above: i32,
-) -> Result<(), String> {
+) -> StepResult<()> {
     let pid = r.pid;
-    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+    let e = |what: String| StepError::remote(pid, what);
     let kind = |id: u32| objects.iter().find(|o| o.id == id).map(|o| &o.kind);
 
     // O_ASYNC and SIGIO owners, set from inside, once per open file
@@ -810,7 +819,7 @@ fn finish_install(
 }
 
 /// Remote recvmsg of one fd on socket `sock`; returns its number.
-fn receive(r: &mut Remote, scratch: u64, sock: u64) -> Result<u64, String> {
+fn receive(r: &mut Remote, scratch: u64, sock: u64) -> StepResult<u64> {
     let pid = r.pid;
     let mut msg = Vec::with_capacity(56);
     for w in [
@@ -838,15 +847,15 @@ fn receive(r: &mut Remote, scratch: u64, sock: u64) -> Result<u64, String> {
                 (libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) as u64,
             ],
         )
-        .map_err(|err| format!("remote recvmsg: {err}"))?;
+        .map_err(StepError::remote(pid, "remote recvmsg"))?;
     let c = get::<24>(pid, scratch + S_CMSG)?;
     let len = u64::from_ne_bytes(c[..8].try_into().expect("8 bytes"));
     let level = i32::from_ne_bytes(c[8..12].try_into().expect("4 bytes"));
     let ty = i32::from_ne_bytes(c[12..16].try_into().expect("4 bytes"));
     if n != 1 || len != CMSG_LEN_INT || level != libc::SOL_SOCKET || ty != libc::SCM_RIGHTS {
-        return Err(format!(
+        return Err(StepError::failed(format!(
             "remote recvmsg returned {n} bytes and no fd (cmsg len {len}, level {level}, type {ty})"
-        ));
+        )));
     }
     Ok(i32::from_ne_bytes(c[16..20].try_into().expect("4 bytes")) as u64)
 }
@@ -869,17 +878,17 @@ fn add_moved_target(
     epfd: i32,
     tfd: i32,
     target: u32,
-) -> Result<(), String> {
-    let e = |what: String| {
-        move |err: RemoteError| format!("fd {epfd} (epoll), item {tfd}: {what}: {err}")
-    };
-    let obj = created
-        .objects
-        .get(&target)
-        .ok_or_else(|| format!("fd {epfd}: its item's file object {target} was not created"))?;
+) -> StepResult<()> {
+    let pid = r.pid;
+    let e = |what: String| StepError::remote(pid, format!("fd {epfd} (epoll), item {tfd}: {what}"));
+    let obj = created.objects.get(&target).ok_or_else(|| {
+        StepError::failed(format!(
+            "fd {epfd}: its item's file object {target} was not created"
+        ))
+    })?;
     fds::send_fd(sender.as_fd(), obj.as_fd())
-        .map_err(|err| format!("fd {epfd}: SCM_RIGHTS send: {}", err.desc()))?;
-    let got = receive(r, scratch, t).map_err(|err| format!("fd {epfd}: {err}"))?;
+        .map_err(StepError::sys(format!("fd {epfd}: SCM_RIGHTS send")))?;
+    let got = receive(r, scratch, t).map_err(at_(format!("fd {epfd}")))?;
     let here = fds.iter().find(|f| f.fd == tfd);
     let saved = match here {
         Some(_) => Some(
@@ -921,11 +930,9 @@ fn add_moved_target(
     Ok(())
 }
 
-fn place(r: &mut Remote, got: u64, f: &FdEntry) -> Result<(), String> {
-    let e = |what: &str| {
-        let what = format!("fd {}: {what}", f.fd);
-        move |err: RemoteError| format!("{what}: {err}")
-    };
+fn place(r: &mut Remote, got: u64, f: &FdEntry) -> StepResult<()> {
+    let pid = r.pid;
+    let e = |what: &str| StepError::remote(pid, format!("fd {}: {what}", f.fd));
     if got == f.fd as u64 {
         if !f.cloexec {
             r.call(libc::SYS_fcntl, &[got, libc::F_SETFD as u64, 0])

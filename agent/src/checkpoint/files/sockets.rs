@@ -5,11 +5,11 @@ use std::{collections::HashMap, os::fd::BorrowedFd};
 
 use nix::errno::Errno;
 
-use super::{
-    FileKind, SockOpt,
-    dump::{Refusal, failed},
+use super::{FileKind, SockOpt, dump::failed};
+use crate::{
+    checkpoint::error::{StepError, StepResult},
+    sys::fds,
 };
-use crate::sys::fds;
 
 /// What the sock_diag dump says about one unix socket.
 pub(super) struct UnixDiag {
@@ -112,7 +112,7 @@ pub(super) fn inet(
     family: i32,
     ty: i32,
     protocol: i32,
-) -> Result<FileKind, Refusal> {
+) -> StepResult<FileKind> {
     let local = fds::local_addr(fd).map_err(failed("getsockname"))?;
     let addr = local.filter(|a| a.port() != 0 || !a.ip().is_unspecified());
     let mut backlog = None;
@@ -129,7 +129,7 @@ pub(super) fn inet(
             match info[0] {
                 TCP_LISTEN => {
                     if word(24) > 0 {
-                        return Err(Refusal::Unsupported(format!(
+                        return Err(StepError::Unsupported(format!(
                             "a listening TCP socket with {} connections not yet accepted",
                             word(24)
                         )));
@@ -142,7 +142,7 @@ pub(super) fn inet(
                         .ok()
                         .flatten()
                         .map_or("?".to_string(), |a| a.to_string());
-                    return Err(Refusal::Unsupported(format!(
+                    return Err(StepError::Unsupported(format!(
                         "a connected TCP socket ({} -> {remote}, TCP state {state}): connected TCP sockets are not supported",
                         local.map_or("?".to_string(), |a| a.to_string())
                     )));
@@ -152,7 +152,7 @@ pub(super) fn inet(
         (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => {
             let queued = fds::bytes_queued(fd).map_err(failed("FIONREAD"))?;
             if queued > 0 {
-                return Err(Refusal::Unsupported(format!(
+                return Err(StepError::Unsupported(format!(
                     "a UDP socket with {queued} bytes of datagrams queued"
                 )));
             }
@@ -163,7 +163,7 @@ pub(super) fn inet(
             };
         }
         _ => {
-            return Err(Refusal::Unsupported(format!(
+            return Err(StepError::Unsupported(format!(
                 "an IP socket of type {ty}, protocol {protocol} (only TCP and UDP are supported)"
             )));
         }

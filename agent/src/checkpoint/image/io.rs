@@ -177,7 +177,9 @@ pub fn open(dir: &Path, key: Option<&ImageKey>) -> Result<Verified, CheckpointEr
 /// it, with its checksum; fds and objects consistent).
 fn check_files(path: &Path, image: &Image, data: &[u8]) -> Result<(), CheckpointError> {
     let bad = |e: String| CheckpointError::Image(format!("{}: {e}", path.display()));
-    crate::checkpoint::files::validate(&image.files, &[], data).map_err(bad)?;
+    // A bad files.img is bad input: the image error's text is its whole cause.
+    let bad_step = |e: crate::checkpoint::StepError| bad(e.to_string());
+    crate::checkpoint::files::validate(&image.files, &[], data).map_err(bad_step)?;
     for p in &image.processes {
         crate::checkpoint::files::validate(&image.files, &p.fds, data)
             .map_err(|e| bad(format!("pid {}: {e}", p.pid)))?;

@@ -6,7 +6,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::{S_IN, proc};
-use crate::checkpoint::remote::{Remote, RemoteError, Scratch};
+use crate::checkpoint::{
+    error::{StepError, StepResult},
+    remote::{Remote, Scratch},
+};
 
 const PR_CAPBSET_DROP: u64 = 24;
 pub(super) const PR_GET_SECUREBITS: u64 = 27;
@@ -66,9 +69,9 @@ pub(super) fn from_status(status: &str) -> Option<Credentials> {
 /// sets them; the bounding set is cut and ambient raised while
 /// CAP_SETPCAP is still effective, and securebits set just before the
 /// final capset.
-pub(super) fn restore(r: &mut Remote, s: &Scratch, c: &Credentials) -> Result<(), String> {
+pub(super) fn restore(r: &mut Remote, s: &Scratch, c: &Credentials) -> StepResult<()> {
     let pid = r.pid;
-    let e = |what: String| move |err: RemoteError| format!("{what}: {err}");
+    let e = |what: String| StepError::remote(pid, what);
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
     let p = s.put(pid, S_IN, &groups).map_err(e("groups".into()))?;
     r.call(libc::SYS_setgroups, &[c.groups.len() as u64, p])
@@ -82,7 +85,12 @@ pub(super) fn restore(r: &mut Remote, s: &Scratch, c: &Credentials) -> Result<()
     let now = std::fs::read_to_string(proc::path(pid, "status"))
         .ok()
         .and_then(|s| from_status(&s))
-        .ok_or("credentials of the new process")?;
+        .ok_or_else(|| {
+            StepError::failed(format!(
+                "credentials of the new process: {} is unreadable",
+                proc::path(pid, "status").display()
+            ))
+        })?;
     let current = r
         .call(libc::SYS_prctl, &[PR_GET_SECUREBITS, 0, 0, 0, 0])
         .map_err(e("PR_GET_SECUREBITS".into()))? as u32;
@@ -142,7 +150,7 @@ fn capset(
     effective: u64,
     permitted: u64,
     inheritable: u64,
-) -> Result<(), String> {
+) -> StepResult<()> {
     let pid = r.pid;
     let mut b = Vec::with_capacity(32);
     b.extend_from_slice(&CAP_VERSION_3.to_ne_bytes());
@@ -154,13 +162,14 @@ fn capset(
     }
     let hdr = s
         .put(pid, S_IN, &b)
-        .map_err(|err| format!("cap data: {err}"))?;
+        .map_err(StepError::remote(pid, "cap data"))?;
     r.call(libc::SYS_capset, &[hdr, hdr + 8])
-        .map_err(|err| {
+        .map_err(StepError::remote(
+            pid,
             format!(
-                "capset effective {effective:#x} permitted {permitted:#x} inheritable {inheritable:#x}: {err}"
-            )
-        })
+                "capset effective {effective:#x} permitted {permitted:#x} inheritable {inheritable:#x}"
+            ),
+        ))
         .map(drop)
 }
 

@@ -6,6 +6,8 @@
 //! flags of /proc/PID/stat and the prctl settings read by remote calls
 //! (see `dump_extra`).
 
+use crate::checkpoint::error::{StepError, StepResult};
+
 /// What the engine does with one line of /proc/PID/status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Line {
@@ -94,20 +96,20 @@ fn fields(status: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// Checks every line of a task's status (`status`) against the list;
 /// `own` is the restorer's own status. Returns what cannot be restored.
-pub fn check_status(status: &str, own: &str) -> Result<(), String> {
+pub fn check_status(status: &str, own: &str) -> StepResult<()> {
     for (key, value) in fields(status) {
         let Some(&(_, line)) = LINES.iter().find(|(k, _)| *k == key) else {
-            return Err(format!(
+            return Err(StepError::Unsupported(format!(
                 "/proc status line {key:?} ({value}) is unknown to this palisade: a newer kernel's state it cannot restore"
-            ));
+            )));
         };
         match line {
             Line::Recorded | Line::Derived => {}
             Line::Is(want) if value == want => {}
             Line::Is(want) => {
-                return Err(format!(
+                return Err(StepError::Unsupported(format!(
                     "{key} is {value:?} (only {want:?} can be restored)"
-                ));
+                )));
             }
             Line::AsRestorer => {
                 let mine = fields(own).find(|(k, _)| *k == key).map(|(_, v)| v);
@@ -118,10 +120,10 @@ pub fn check_status(status: &str, own: &str) -> Result<(), String> {
                     && value == "thread force mitigated"
                     && fields(status).any(|(k, v)| k == "Seccomp" && v == "2");
                 if mine != Some(value) && !by_seccomp {
-                    return Err(format!(
+                    return Err(StepError::Unsupported(format!(
                         "{key} is {value:?} while a restored task would have {:?} (set by prctl, which palisade does not restore)",
                         mine.unwrap_or("none")
-                    ));
+                    )));
                 }
             }
         }
@@ -132,11 +134,13 @@ pub fn check_status(status: &str, own: &str) -> Result<(), String> {
 /// /proc/PID/stat `flags` (field 9) bits a task sets on itself that no
 /// restore reproduces: PR_SET_IO_FLUSHER's PF_MEMALLOC_NOIO and
 /// PF_LOCAL_THROTTLE.
-pub fn check_stat_flags(flags: u64) -> Result<(), String> {
+pub fn check_stat_flags(flags: u64) -> StepResult<()> {
     const PF_MEMALLOC_NOIO: u64 = 0x0008_0000;
     const PF_LOCAL_THROTTLE: u64 = 0x0010_0000;
     if flags & (PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE) != 0 {
-        return Err("it is an I/O flusher (PR_SET_IO_FLUSHER)".into());
+        return Err(StepError::Unsupported(
+            "it is an I/O flusher (PR_SET_IO_FLUSHER)".into(),
+        ));
     }
     Ok(())
 }
@@ -186,16 +190,17 @@ mod tests {
         check_status(&mine, &mine).unwrap();
         let unknown = format!("{OWN}Pkeys_in_use:\t3\n");
         let err = check_status(&unknown, OWN).unwrap_err();
-        assert!(err.contains("\"Pkeys_in_use\""), "{err}");
+        assert!(err.to_string().contains("\"Pkeys_in_use\""), "{err}");
         let core = format!("{OWN}CoreDumping:\t1\n");
         assert!(
             check_status(&core, OWN)
                 .unwrap_err()
+                .to_string()
                 .contains("CoreDumping")
         );
         let spec = "Speculation_Store_Bypass:\tthread force mitigated\n";
         let err = check_status(spec, OWN).unwrap_err();
-        assert!(err.contains("thread force mitigated"), "{err}");
+        assert!(err.to_string().contains("thread force mitigated"), "{err}");
         // Unless a seccomp filter (restored too) did it.
         check_status(&format!("Seccomp:\t2\n{spec}"), OWN).unwrap();
         assert!(check_stat_flags(0x0008_0000).is_err());
