@@ -389,15 +389,22 @@ fn refused_with(sb: &Sandbox, dir: &Path, extra: &[&str], code: i32, expect: &st
     assert!(!String::from_utf8_lossy(&ps.stdout).contains(&sb.name));
 }
 
-#[test]
-fn a_forged_container_image_is_refused_and_nothing_is_made() {
-    let sb = Sandbox::new("ckpt-ctr-forge");
+/// The counting container under a deny-all connect policy, checkpointed
+/// (and so removed) into `DIR/image`.
+fn checkpointed(sb: &Sandbox) -> std::path::PathBuf {
     let policy = sb.connect_policy(&["deny any"]);
     let share = sb.dir.join("share");
     fs::create_dir_all(&share).unwrap();
-    start(&sb, &share, &policy, &script(1, 1));
+    start(sb, &share, &policy, &script(1, 1));
     let image = sb.dir.join("image");
-    checkpoint(&sb, &image);
+    checkpoint(sb, &image);
+    image
+}
+
+#[test]
+fn a_forged_container_image_is_refused_and_nothing_is_made() {
+    let sb = Sandbox::new("ckpt-ctr-forge");
+    let image = checkpointed(&sb);
     let good_meta = fs::read_to_string(image.join("meta.json")).unwrap();
     let good_manifest = fs::read_to_string(image.join("manifest.json")).unwrap();
     let forged = forge(&image);
@@ -509,12 +516,7 @@ fn a_refused_container_checkpoint_leaves_it_running() {
 #[test]
 fn a_recipe_that_cannot_be_applied_as_recorded_is_refused() {
     let sb = Sandbox::new("ckpt-ctr-recipe");
-    let policy = sb.connect_policy(&["deny any"]);
-    let share = sb.dir.join("share");
-    fs::create_dir_all(&share).unwrap();
-    start(&sb, &share, &policy, &script(1, 1));
-    let image = sb.dir.join("image");
-    checkpoint(&sb, &image);
+    let image = checkpointed(&sb);
     let trusted = ["--trust-image"];
 
     // The enforced policy no longer parses: refused, not Policy::default().

@@ -178,7 +178,9 @@ pub fn restore(root: &StateRoot, args: RestoreArgs) -> i32 {
     if let Some(c) = verified.image.container.clone() {
         let name = args.name.unwrap_or(c.name);
         let handoff = image::Handoff::new(verified);
-        return super::run::restore_container(root, &c.recipe, name, args.detach, handoff);
+        let restored =
+            crate::runtime::restore_container(root, &c.recipe, name.clone(), args.detach, handoff);
+        return super::run::outcome(&name, restored);
     }
     if args.name.is_some() || args.detach {
         super::report(&format!(

@@ -250,22 +250,6 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
     }
 }
 
-/// Restores a container's checkpoint image into a new container made from
-/// its recipe, named `name`.
-pub fn restore_container(
-    root: &StateRoot,
-    recipe: &Recipe,
-    name: String,
-    detach: bool,
-    image: crate::checkpoint::image::Handoff,
-) -> i32 {
-    let name_shown = name.clone();
-    outcome(
-        &name_shown,
-        runtime::restore_container(root, recipe, name, detach, image),
-    )
-}
-
 /// The run spec for `args` under `policy`, or the exit status of a bad
 /// flag (reported).
 fn spec_from(args: RunArgs, policy: Policy) -> Result<RunSpec, i32> {
@@ -359,7 +343,9 @@ fn launch(root: &StateRoot, spec: &RunSpec) -> i32 {
     outcome(&spec.name, runtime::run(root, spec))
 }
 
-fn outcome(name: &str, result: Result<RunOutcome, runtime::RuntimeError>) -> i32 {
+/// The exit status of a run (or a restore): a detached one prints the
+/// container's name.
+pub(super) fn outcome(name: &str, result: Result<RunOutcome, runtime::RuntimeError>) -> i32 {
     match result {
         Ok(RunOutcome::Exited(status)) => status,
         Ok(RunOutcome::Detached) => {
