@@ -13,7 +13,7 @@
 # Columns: average % of R, lowest and highest second %, Mbit/s.
 # tbf and htb count R on the link (Ethernet, IP and TCP headers included),
 # so their goodput is ~95.6 % of R on a 1500-byte MTU; palisade counts R as
-# payload (see the README), so ~100 % is its target.
+# payload (see docs/policy.md), so ~100 % is its target.
 #
 # Tax on an unlimited container: iperf3 over loopback, a host process vs a
 # --net host palisade container with every program attached and no rate,

@@ -22,7 +22,7 @@ pub fn palisade_in(root: &Path) -> Command {
     cmd
 }
 
-/// Where palisade pins BPF objects for a state root (see the README), as
+/// Where palisade pins BPF objects for a state root (see docs/architecture.md), as
 /// palisade itself says.
 pub fn pin_dir(root: &Path) -> PathBuf {
     let out = palisade_in(root)

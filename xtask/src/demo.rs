@@ -18,7 +18,7 @@ pub fn run(palisade: &Path) -> Result<()> {
     let work = std::env::temp_dir().join(format!("palisade-demo-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let result = show(palisade, &work);
-    // The demo's own BPF pins (see the README: pins per state root).
+    // The demo's own BPF pins (see docs/architecture.md: pins per state root).
     let _ = Command::new(palisade)
         .arg("--root")
         .arg(work.join("state"))

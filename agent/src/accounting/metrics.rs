@@ -13,7 +13,7 @@ use crate::runtime::Status;
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Every metric's name and help, in one place (the README lists them).
+/// Every metric's name and help, in one place (docs/cli.md lists them).
 pub const METRICS: &[(&str, &str)] = &[
     (
         "palisade_containers",

@@ -31,7 +31,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub name: Option<String>,
 
-    /// Policy file (TOML); see the README for the grammar. Without one,
+    /// Policy file (TOML); see docs/policy.md for the grammar. Without one,
     /// nothing is restricted.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,

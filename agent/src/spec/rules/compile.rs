@@ -278,7 +278,7 @@ mod tests {
         None
     }
 
-    /// The README's matching semantics applied to the rules themselves, with
+    /// docs/policy.md's matching semantics applied to the rules themselves, with
     /// no compilation: the longest covering prefix first; among its rules
     /// the narrowest port range, then a named protocol, then the earlier
     /// rule; none matching, the next shorter prefix.

@@ -626,7 +626,7 @@ mod tests {
         assert_eq!(compile(&rules).unwrap().entries.len(), 10_002);
     }
 
-    /// The README's example policy parses, and judges as the README says.
+    /// The README's example policy parses, and judges as docs/policy.md says.
     #[test]
     fn readme_example_holds() {
         let readme = include_str!("../../../../README.md");
