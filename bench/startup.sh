@@ -11,7 +11,8 @@
 #   palisade-ro  the same binary on a read-only bind mount, where it needs
 #             no sealed copy of itself
 #
-# usage: bench/startup.sh PALISADE_BINARY ROOTFS   (as root; `cargo xtask bench` runs it)
+# usage: [BASELINE=OTHER_PALISADE] bench/startup.sh PALISADE_BINARY ROOTFS
+#        (as root; `cargo xtask bench` runs it)
 set -euo pipefail
 PALISADE=${1:?usage: startup.sh PALISADE_BINARY ROOTFS}
 ROOTFS=${2:?usage: startup.sh PALISADE_BINARY ROOTFS}
@@ -21,7 +22,12 @@ STATE="$WORK/state"
 cleanup() {
   umount "$WORK/ro" 2>/dev/null || true
   # What the state root pins (programs, maps) goes with it.
-  "$PALISADE" --root "$STATE" system prune >/dev/null 2>&1 || true
+  for root in "$STATE" "$WORK/state-net"; do
+    "$PALISADE" --root "$root" system prune >/dev/null 2>&1 || true
+  done
+  if [ -n "${BASELINE:-}" ]; then
+    "$BASELINE" --root "$WORK/state-base" system prune >/dev/null 2>&1 || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -72,3 +78,30 @@ unshare --mount --propagation private bash -c "
 "
 cat "$WORK/startup-v2.md"
 "$PALISADE" --root "$V2STATE" system prune >/dev/null
+
+# Networked starts: --net bridge (a veth pair on palisade0, made over
+# rtnetlink) and the same with an HTB class (--egress-rate). With
+# BASELINE=/path/to/another/palisade, that build runs the same commands in
+# the same hyperfine run, interleaved, to tell a regression from noise.
+echo
+echo "networked starts:"
+NETSTATE="$WORK/state-net"
+BASESTATE="$WORK/state-base"
+net_cmds=(
+  -n bridge "$PALISADE --root $NETSTATE run --net bridge --rootfs $ROOTFS -- /bin/true"
+  -n bridge-shaped "$PALISADE --root $NETSTATE run --net bridge --egress-rate 10mbit --rootfs $ROOTFS -- /bin/true"
+)
+"$PALISADE" --root "$NETSTATE" run --net bridge --rootfs "$ROOTFS" -- /bin/true
+if [ -n "${BASELINE:-}" ]; then
+  "$BASELINE" --root "$BASESTATE" run --net bridge --rootfs "$ROOTFS" -- /bin/true
+  net_cmds+=(
+    -n baseline-bridge "$BASELINE --root $BASESTATE run --net bridge --rootfs $ROOTFS -- /bin/true"
+    -n baseline-bridge-shaped "$BASELINE --root $BASESTATE run --net bridge --egress-rate 10mbit --rootfs $ROOTFS -- /bin/true"
+  )
+fi
+hyperfine -N --warmup 3 --runs "$RUNS" --export-markdown "$WORK/startup-net.md" "${net_cmds[@]}" >/dev/null
+cat "$WORK/startup-net.md"
+"$PALISADE" --root "$NETSTATE" system prune >/dev/null
+if [ -n "${BASELINE:-}" ]; then
+  "$BASELINE" --root "$BASESTATE" system prune >/dev/null
+fi
