@@ -171,10 +171,8 @@ fn collect_thread(
     })
 }
 
-/// Reads process `m` into `p` (its fds and stat's mm already there):
-/// what /proc says of it, every mapping with its pages, then by remote
-/// calls its signal handlers, task state and threads. `p` is written only
-/// once every step has succeeded.
+/// Reads process `m` into `p` (fds and stat's mm already there): /proc,
+/// mappings and pages, then remote reads; `p` is written only if all work.
 pub(super) fn collect(
     m: &mut Member,
     p: &mut Process,
@@ -234,10 +232,8 @@ fn read_identity(pid: i32) -> Result<Identity, CheckpointError> {
     })
 }
 
-/// Every mapping of process `pid`, as restore must make it again: its
-/// kind, how to reproduce its flags, and its private pages dumped (a
-/// shared anonymous object's the first time it is seen). The heap's end
-/// goes into `mm`.
+/// Every mapping of `pid` as restore must make it again, its private pages
+/// dumped (a shared anonymous object's once); the heap's end goes to `mm`.
 fn collect_vmas(
     pid: i32,
     mm: &mut MmLayout,
@@ -308,9 +304,8 @@ fn collect_vmas(
     Ok(vmas)
 }
 
-/// The kind of mapping `m` (`range` in errors), and for shared anonymous
-/// memory its object, dumped the first time it is seen; a mapping restore
-/// cannot make again is refused.
+/// The kind of mapping `m` and its shared anonymous object (dumped when
+/// first seen); a mapping restore cannot make again is refused.
 fn vma_kind(
     pid: i32,
     m: &proc::MapLine,
@@ -384,10 +379,8 @@ fn mapped_file(
     })
 }
 
-/// By remote calls in the stopped threads, through one scratch page
-/// unmapped again whatever happens: the signal handlers, the task state
-/// and every thread's. A signal the calls took off a thread's queue is
-/// put back first in that thread's pending signals.
+/// Signal handlers, task state and every thread's, by remote calls through
+/// one scratch page that is unmapped again whatever happens.
 fn collect_remote(
     m: &mut Member,
     vmas: &[Vma],

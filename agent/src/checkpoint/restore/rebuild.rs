@@ -54,9 +54,8 @@ impl Restorer<'_> {
         self.drop_gadget(i)
     }
 
-    /// Every private, file and shared mapping of process `i` at its
-    /// address, filled from the page file (opened in the process, if it
-    /// can see it, for as long as the fill takes).
+    /// Every mapping of process `i` at its address, filled from the page
+    /// file (opened in the process, if it can see it, while the fill lasts).
     fn map_memory(&mut self, i: usize) -> StepResult<()> {
         let p = &self.image.processes[i];
         let (gadget, pages) = (self.gadget, self.pages);
@@ -127,9 +126,8 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Seccomp, for every thread at once (TSYNC): a tree's own filters,
-    /// or its container's policy. It only filters socket families, none
-    /// of the remote calls that follow.
+    /// Seccomp for every thread at once (TSYNC): a tree's own filters or its
+    /// container's policy, which spares the remote calls that follow.
     fn restore_seccomp(&mut self, i: usize) -> StepResult<()> {
         let p = &self.image.processes[i];
         let gadget = self.gadget;
@@ -230,9 +228,8 @@ fn map_vdso(r: &mut Remote, p: &Process) -> StepResult<()> {
     Ok(())
 }
 
-/// One mapping at its address, from `backing` (a path the process can
-/// open) or anonymous: writable while its pages are filled, then given
-/// its own protection and advice.
+/// One mapping, of `backing` (a path the process opens) or anonymous:
+/// writable while its pages are filled, then its own protection and advice.
 fn map_vma(
     r: &mut Remote,
     gadget: u64,
@@ -393,9 +390,8 @@ fn set_sigactions(r: &mut Remote, gadget: u64, p: &Process) -> StepResult<()> {
     Ok(())
 }
 
-/// A `syscall` instruction in the restored code, to unmap the gadget
-/// with: any readable executable mapping will do; read back from the
-/// restored process, a MiB at most each.
+/// A `syscall` in the restored code to unmap the gadget with, read back
+/// from any readable executable mapping (a MiB at most each).
 fn restored_syscall(pid: i32, p: &Process) -> StepResult<u64> {
     let mut insn = None;
     for v in p.vmas.iter().filter(|v| v.exec && v.read) {

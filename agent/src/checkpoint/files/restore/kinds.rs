@@ -98,9 +98,8 @@ impl<'a> Maker<'a> {
         Ok(f.into())
     }
 
-    /// A deleted file, made again with its contents: one file for every
-    /// description of it (made by the first; images before inodes were
-    /// recorded: one each).
+    /// A deleted file made again with its contents: one for all its
+    /// descriptions (images before inodes were recorded: one each).
     fn make_deleted(&mut self, o: &FileObject, n: i32) -> StepResult<OwnedFd> {
         let FileKind::Deleted {
             path,
@@ -145,9 +144,8 @@ impl<'a> Maker<'a> {
         .map_err(at(n, o))
     }
 
-    /// An end of a pipe or fifo. The pipe is made, its buffered data
-    /// written, for its first end seen; the first object of each end is
-    /// the end made, another open file description of it is opened anew.
+    /// An end of a pipe or fifo, made and filled with its first end seen; a
+    /// second description of an end is opened anew.
     fn make_pipe(&mut self, o: &FileObject, n: i32) -> StepResult<OwnedFd> {
         let FileKind::Pipe {
             pipe, fifo, size, ..
@@ -188,9 +186,8 @@ impl<'a> Maker<'a> {
         Ok(fd)
     }
 
-    /// One socket of a pair. The pair is made for the first seen, each
-    /// end's queue sent from the other end and then each shut down as it
-    /// was; the other end waits for its own object.
+    /// One socket of a pair, made with the first seen: queues sent from the
+    /// other end before each end is shut down as it was.
     fn make_unix_pair(&mut self, o: &FileObject, n: i32) -> StepResult<OwnedFd> {
         let FileKind::UnixPair {
             ino,
@@ -275,9 +272,8 @@ impl<'a> Maker<'a> {
         .map_err(at(n, o))
     }
 
-    /// A bound unix socket. A relative name is bound from its directory,
-    /// entered for the moment (this helper is single-threaded) and left
-    /// again whether or not the bind worked.
+    /// A bound unix socket; a relative name is bound from its directory,
+    /// entered for the moment (this helper is single-threaded).
     fn make_unix_bound(&self, o: &FileObject, n: i32) -> StepResult<OwnedFd> {
         let FileKind::UnixBound {
             sock_type,
