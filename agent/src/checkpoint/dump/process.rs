@@ -1,0 +1,462 @@
+//! Reading one stopped process for the dump: what /proc says of it, its
+//! mappings and their pages, and, by remote calls in its threads, its
+//! signal handlers, task state and every thread's registers and state.
+
+use super::{Member, Stopped};
+use crate::{
+    checkpoint::{
+        CheckpointError, StepError, StepResult,
+        image::{
+            self, MmLayout, Process, Rseq, Run, SharedMemory, SigAction, Thread, Vma, VmaKind,
+        },
+        pages::{PageWriter, Source},
+        proc,
+        remote::{Remote, Scratch, find_syscall},
+        state::{self, ProcessState},
+        vmflags,
+    },
+    sys::ptrace,
+};
+
+/// Longest run of pages (each run has its own checksum).
+const BATCH: u64 = 64 << 20;
+
+/// pagemap bits: page present, swapped, file-backed (or the zero page).
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAPPED: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+
+/// Appends to `pages` the pages of [start, end) that a fresh mapping
+/// would not give back — present or swapped and not a file page (nor the
+/// shared zero page): touched anonymous memory and copied-on-write pages
+/// of private file mappings — and returns them as runs. One pagemap read
+/// for the VMA; the pages go in runs of contiguous pages, many to a
+/// process_vm_readv.
+fn dump_vma(
+    source: Source,
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    pages: &mut PageWriter,
+) -> StepResult<Vec<Run>> {
+    use std::os::unix::fs::FileExt;
+    let npages = ((end - start) / 4096) as usize;
+    let mut raw = vec![0u8; npages * 8];
+    pagemap
+        .read_exact_at(&mut raw, start / 4096 * 8)
+        .map_err(StepError::io("read pagemap"))?;
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (i, entry) in raw.chunks_exact(8).enumerate() {
+        let e = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
+        if e & (PM_PRESENT | PM_SWAPPED) == 0 || e & PM_FILE != 0 {
+            continue;
+        }
+        let addr = start + i as u64 * 4096;
+        match ranges.last_mut() {
+            Some((a, len)) if *a + *len == addr && *len < BATCH => *len += 4096,
+            _ => ranges.push((addr, 4096)),
+        }
+    }
+    pages.copy(source, &ranges)
+}
+
+/// A remote-syscall driver for stopped task `t`: at the `syscall` it was
+/// stopped in (rip-2), else at one in its vdso.
+fn remote_for(t: &Stopped, vdso: Option<(u64, u64)>) -> Result<Remote, CheckpointError> {
+    let tid = t.tid;
+    let regs = t.regs;
+    let fail = |what: String| CheckpointError::Process { pid: tid, what };
+    let mut two = [0u8; 2];
+    let at_rip = (regs.orig_rax as i64) >= 0
+        && ptrace::read_memory(tid, regs.rip - 2, &mut two).is_ok()
+        && two == [0x0f, 0x05];
+    let insn = if at_rip {
+        regs.rip - 2
+    } else {
+        let (start, end) = vdso.ok_or_else(|| {
+            fail("no syscall instruction to make remote syscalls with (no vdso)".into())
+        })?;
+        let mut bytes = vec![0u8; (end - start) as usize];
+        ptrace::read_memory(tid, start, &mut bytes)
+            .map_err(CheckpointError::sys(tid, "read the vdso"))?;
+        find_syscall(&bytes, start)
+            .ok_or_else(|| fail("no syscall instruction in the vdso".into()))?
+    };
+    Ok(Remote::new(tid, insn, regs))
+}
+
+/// Every signal disposition that is not the default, by remote
+/// rt_sigaction.
+fn sigactions(r: &mut Remote, scratch: &Scratch) -> Result<Vec<SigAction>, CheckpointError> {
+    let pid = r.pid;
+    let mut out = Vec::new();
+    for sig in 1..=64i32 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        r.call(libc::SYS_rt_sigaction, &[sig as u64, 0, scratch.addr, 8])
+            .map_err(CheckpointError::remote(
+                pid,
+                format!("remote rt_sigaction({sig})"),
+            ))?;
+        let b = scratch
+            .get(pid, 0, 32)
+            .map_err(CheckpointError::remote(pid, "read a sigaction"))?;
+        let act = SigAction::from_bytes(sig, &b.try_into().expect("32 bytes"));
+        if act.handler != 0 || act.flags != 0 || act.mask != 0 {
+            out.push(act);
+        }
+    }
+    Ok(out)
+}
+
+/// PR_GET_TID_ADDRESS: the thread's clear_child_tid pointer.
+const PR_GET_TID_ADDRESS: u64 = 40;
+
+fn collect_thread(
+    pid: i32,
+    t: &Stopped,
+    r: &mut Remote,
+    scratch: &Scratch,
+) -> Result<Thread, CheckpointError> {
+    let tid = t.tid;
+    let xstate = ptrace::get_xstate(tid).map_err(CheckpointError::sys(tid, "read xstate"))?;
+    let rseq = ptrace::rseq_config(tid)
+        .ok()
+        .filter(|c| c.pointer != 0)
+        .map(|c| Rseq {
+            pointer: c.pointer,
+            size: c.size,
+            signature: c.signature,
+        });
+    let task = format!("task/{tid}/");
+    let sigmask =
+        proc::sigmask_at(&proc::path(pid, &format!("{task}status"))).ok_or_else(|| {
+            CheckpointError::Process {
+                pid: tid,
+                what: "no SigBlk in status".into(),
+            }
+        })?;
+    let comm_path = proc::path(pid, &format!("{task}comm"));
+    let comm = std::fs::read_to_string(&comm_path)
+        .map_err(CheckpointError::file(tid, "read", &comm_path))?
+        .trim_end()
+        .to_string();
+    let (robust_list, robust_list_len) =
+        ptrace::robust_list(tid).map_err(CheckpointError::sys(tid, "get_robust_list"))?;
+    r.call(
+        libc::SYS_prctl,
+        &[PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0],
+    )
+    .map_err(CheckpointError::remote(
+        tid,
+        "remote prctl(PR_GET_TID_ADDRESS)",
+    ))?;
+    let b = scratch
+        .get(tid, 0, 8)
+        .map_err(CheckpointError::remote(tid, "read the tid address"))?;
+    let tid_address = u64::from_ne_bytes(b.try_into().expect("8 bytes"));
+    let state = state::dump_thread(r, scratch)?;
+    Ok(Thread {
+        tid,
+        comm,
+        regs: t.regs.into(),
+        xstate: image::hex(&xstate),
+        sigmask,
+        rseq,
+        tid_address,
+        robust_list,
+        robust_list_len,
+        state,
+    })
+}
+
+/// Reads process `m` into `p` (fds and stat's mm already there): /proc,
+/// mappings and pages, then remote reads; `p` is written only if all work.
+pub(super) fn collect(
+    m: &mut Member,
+    p: &mut Process,
+    shared_memory: &mut Vec<SharedMemory>,
+    pages: &mut PageWriter,
+) -> Result<(), CheckpointError> {
+    let pid = m.pid;
+    let id = read_identity(pid)?;
+    let mut mm = p.mm;
+    let vmas = collect_vmas(pid, &mut mm, shared_memory, pages)?;
+    let (actions, process, threads) = collect_remote(m, &vmas)?;
+    p.sigactions = actions;
+    p.state = process;
+    p.threads = threads;
+    p.comm = id.comm;
+    p.exe = id.exe;
+    p.cwd = id.cwd;
+    p.root = id.root;
+    p.mm = mm;
+    p.auxv = id.auxv;
+    p.vmas = vmas;
+    Ok(())
+}
+
+/// What /proc says of a process itself: its directories, executable,
+/// name and auxiliary vector.
+struct Identity {
+    cwd: String,
+    root: String,
+    exe: String,
+    comm: String,
+    auxv: Vec<u64>,
+}
+
+/// Reads the [`Identity`] of process `pid`.
+fn read_identity(pid: i32) -> Result<Identity, CheckpointError> {
+    let io = |what: &str| CheckpointError::file(pid, "read", proc::path(pid, what));
+    let read_link = |name: &str| {
+        std::fs::read_link(proc::path(pid, name))
+            .map(|p| p.to_string_lossy().into_owned())
+            .map_err(io(name))
+    };
+    let cwd = read_link("cwd")?;
+    let root = read_link("root")?;
+    let exe = read_link("exe")?;
+    let comm = std::fs::read_to_string(proc::path(pid, "comm"))
+        .map_err(io("comm"))?
+        .trim_end()
+        .to_string();
+    let auxv = proc::auxv(pid).map_err(io("auxv"))?;
+    Ok(Identity {
+        cwd,
+        root,
+        exe,
+        comm,
+        auxv,
+    })
+}
+
+/// Every mapping of `pid` as restore must make it again, its private pages
+/// dumped (a shared anonymous object's once); the heap's end goes to `mm`.
+fn collect_vmas(
+    pid: i32,
+    mm: &mut MmLayout,
+    shared_memory: &mut Vec<SharedMemory>,
+    pages: &mut PageWriter,
+) -> Result<Vec<Vma>, CheckpointError> {
+    let io = |what: &str| CheckpointError::file(pid, "read", proc::path(pid, what));
+    let mut vmas = Vec::new();
+    let pagemap = std::fs::File::open(proc::path(pid, "pagemap")).map_err(io("pagemap"))?;
+    // Memory the process made unreadable is read through this.
+    let mem = std::fs::File::open(proc::path(pid, "mem")).map_err(io("mem"))?;
+    let vm_flags = proc::vm_flags(pid).map_err(io("smaps"))?;
+    for m in proc::maps(pid).map_err(io("maps"))? {
+        let range = format!("{:x}-{:x} {}", m.start, m.end, m.path);
+        let shared = m.perms.as_bytes().get(3) == Some(&b's');
+        let flags = vm_flags
+            .get(&m.start)
+            .ok_or_else(|| CheckpointError::Process {
+                pid,
+                what: format!("{range}: no VmFlags in smaps"),
+            })?;
+        let repro = if vmflags::KERNELS.contains(&m.path.as_str()) {
+            vmflags::Reproduce::default()
+        } else {
+            vmflags::classify(flags, shared)
+                .map_err(|e| CheckpointError::step(pid)(e.at(format!("mapping {range}"))))?
+        };
+        let source = if m.perms.as_bytes()[0] == b'r' {
+            Source::Process(pid)
+        } else {
+            Source::Mem(&mem)
+        };
+        let (kind, shm) = vma_kind(pid, &m, &range, shared, source, shared_memory, pages)?;
+        if m.path == "[heap]" {
+            mm.brk = m.end;
+        }
+        let perms = m.perms.as_bytes();
+        let read = perms[0] == b'r';
+        let dumped = matches!(kind, VmaKind::Anonymous | VmaKind::File);
+        let runs = if dumped {
+            dump_vma(source, &pagemap, m.start, m.end, pages).map_err(|e| {
+                CheckpointError::Step {
+                    pid,
+                    source: e.at(range.as_str()),
+                }
+            })?
+        } else {
+            Vec::new()
+        };
+        let file = mapped_file(pid, &m, kind)?;
+        vmas.push(Vma {
+            start: m.start,
+            end: m.end,
+            read,
+            write: perms[1] == b'w',
+            exec: perms[2] == b'x',
+            kind,
+            path: (!m.path.is_empty()).then(|| m.path.clone()),
+            offset: m.offset,
+            shared_memory: shm,
+            runs,
+            may_write: repro.may_write,
+            noreserve: repro.noreserve,
+            advice: repro.advice,
+            file,
+        });
+    }
+    Ok(vmas)
+}
+
+/// The kind of mapping `m` and its shared anonymous object (dumped when
+/// first seen); a mapping restore cannot make again is refused.
+fn vma_kind(
+    pid: i32,
+    m: &proc::MapLine,
+    range: &str,
+    shared: bool,
+    source: Source<'_>,
+    shared_memory: &mut Vec<SharedMemory>,
+    pages: &mut PageWriter,
+) -> Result<(VmaKind, Option<usize>), CheckpointError> {
+    let unsupported = |what: String| CheckpointError::Unsupported { pid, what };
+    let mut shm = None;
+    let kind = match m.path.as_str() {
+        // A shared file mapping holds what the file holds. Shared
+        // anonymous memory has no such home: its pages are dumped, once
+        // per object.
+        p if shared
+            && p.starts_with('/')
+            && !p.ends_with(" (deleted)")
+            && !p.starts_with("/dev/")
+            && !p.starts_with("/SYSV")
+            && !p.starts_with("/memfd:") =>
+        {
+            VmaKind::SharedFile
+        }
+        p if shared
+            && (p == "/dev/zero (deleted)"
+                || (p.starts_with("/memfd:") && p.ends_with(" (deleted)"))) =>
+        {
+            shm = Some(shared_object(source, m, shared_memory, pages).map_err(|e| {
+                CheckpointError::Step {
+                    pid,
+                    source: e.at(range),
+                }
+            })?);
+            VmaKind::SharedAnonymous
+        }
+        _ if shared => return Err(unsupported(format!("shared mapping {range}"))),
+        "[vdso]" => VmaKind::Vdso,
+        "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
+        "[vsyscall]" => VmaKind::Vsyscall,
+        "" | "[heap]" | "[stack]" => VmaKind::Anonymous,
+        p if p.starts_with("[anon:") => VmaKind::Anonymous,
+        p if p.starts_with('/') && !p.ends_with(" (deleted)") => VmaKind::File,
+        _ => return Err(unsupported(format!("mapping {range}"))),
+    };
+    Ok((kind, shm))
+}
+
+/// Size and modification time of the file a file mapping maps, for
+/// restore to refuse one that changed; none for other kinds.
+fn mapped_file(
+    pid: i32,
+    m: &proc::MapLine,
+    kind: VmaKind,
+) -> Result<Option<(u64, i64, i64)>, CheckpointError> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(match kind {
+        VmaKind::File | VmaKind::SharedFile => {
+            let f = std::fs::metadata(proc::path(
+                pid,
+                &format!("map_files/{:x}-{:x}", m.start, m.end),
+            ))
+            .map_err(CheckpointError::file(
+                pid,
+                "read",
+                proc::path(pid, "map_files"),
+            ))?;
+            Some((f.size(), f.mtime(), f.mtime_nsec()))
+        }
+        _ => None,
+    })
+}
+
+/// Signal handlers, task state and every thread's, by remote calls through
+/// one scratch page that is unmapped again whatever happens.
+fn collect_remote(
+    m: &mut Member,
+    vmas: &[Vma],
+) -> Result<(Vec<SigAction>, ProcessState, Vec<Thread>), CheckpointError> {
+    let pid = m.pid;
+    let vdso = vmas
+        .iter()
+        .find(|v| v.kind == VmaKind::Vdso)
+        .map(|v| (v.start, v.end));
+    // Remote syscalls, in each thread, write into one scratch page of
+    // ours, unmapped again whatever happens.
+    let busy: Vec<(u64, u64)> = vmas.iter().map(|v| (v.start, v.end)).collect();
+    let mut remotes = m
+        .threads
+        .iter()
+        .map(|t| remote_for(t, vdso))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scratch = Scratch::map(&mut remotes[0], &busy)
+        .map_err(CheckpointError::remote(pid, "map a scratch page"))?;
+    let read = (|| {
+        let actions = sigactions(&mut remotes[0], &scratch)?;
+        let process = state::dump_process(&mut remotes[0], &scratch)?;
+        let threads = m
+            .threads
+            .iter()
+            .zip(remotes.iter_mut())
+            .map(|(t, r)| collect_thread(pid, t, r, &scratch))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((actions, process, threads))
+    })();
+    let unmapped = scratch.unmap(&mut remotes[0]);
+    let (actions, process, mut threads) = match read {
+        Ok(v) => v,
+        Err(e) => {
+            for (t, r) in m.threads.iter_mut().zip(remotes) {
+                t.deferred.extend(r.deferred);
+            }
+            return Err(e);
+        }
+    };
+    // A signal our remote syscalls took off a thread's queue is still
+    // pending for the program: first in that thread's queue.
+    for ((t, r), th) in m.threads.iter_mut().zip(remotes).zip(&mut threads) {
+        t.deferred.extend(r.deferred);
+        let mut held = state::siginfos(r.held);
+        held.append(&mut th.state.pending);
+        th.state.pending = held;
+    }
+    unmapped.map_err(CheckpointError::remote(pid, "unmap the scratch page"))?;
+    Ok((actions, process, threads))
+}
+
+/// The index of the shared anonymous object behind mapping `m`, its
+/// pages dumped (read through the mapping) the first time a process of
+/// the tree is seen mapping it.
+fn shared_object(
+    source: Source,
+    m: &proc::MapLine,
+    objects: &mut Vec<SharedMemory>,
+    pages: &mut PageWriter,
+) -> StepResult<usize> {
+    if let Some(i) = objects.iter().position(|o| o.inode == m.inode) {
+        return Ok(i);
+    }
+    let runs = pages
+        .copy(source, &[(m.start, m.end - m.start)])?
+        .into_iter()
+        .map(|r| Run {
+            addr: r.addr - m.start + m.offset,
+            ..r
+        })
+        .collect();
+    objects.push(SharedMemory {
+        inode: m.inode,
+        size: m.offset + (m.end - m.start),
+        runs,
+    });
+    Ok(objects.len() - 1)
+}
