@@ -247,7 +247,10 @@ fn bad_images_are_refused_before_anything_is_created() {
         (
             "wrong-version",
             Box::new(|d: &Path| {
-                let m = meta.replacen("\"format\": 2", "\"format\": 99", 1);
+                // Whatever format this build writes, 99 is one it cannot read.
+                let at = meta.find("\"format\": ").unwrap() + "\"format\": ".len();
+                let digits = meta[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
+                let m = format!("{}99{}", &meta[..at], &meta[at + digits..]);
                 assert_ne!(m, meta);
                 fs::write(d.join("meta.json"), m).unwrap()
             }),

@@ -491,10 +491,7 @@ mod tests {
         put(META, meta.replace("4242", "4243").as_bytes());
         assert!(err(Some(&key)).contains("does not match its size and digest"));
         assert!(err(None).contains("does not match its size and digest"));
-        put(
-            META,
-            meta.replace("\"format\": 2", "\"format\": 3").as_bytes(),
-        );
+        put(META, other_format(&meta).as_bytes());
         assert!(err(Some(&key)).contains("does not match its size and digest"));
         put(META, meta.as_bytes());
         assert!(open(&path, Some(&key)).is_ok());
@@ -513,11 +510,15 @@ mod tests {
         put(PAGES, &pages);
         put(META, meta.replace("4242", "4243").as_bytes());
         assert!(err(None).contains("metadata checksum mismatch"));
-        put(
-            META,
-            meta.replace("\"format\": 2", "\"format\": 3").as_bytes(),
-        );
-        assert!(err(None).contains("image format 3"));
+        put(META, other_format(&meta).as_bytes());
+        assert!(err(None).contains(&format!("image format {}", FORMAT + 1)));
         std::fs::remove_dir_all(&path).unwrap();
+    }
+
+    /// The metadata as a palisade one format ahead would have written it.
+    fn other_format(meta: &str) -> String {
+        let now = format!("\"format\": {FORMAT}");
+        assert!(meta.contains(&now), "{meta}");
+        meta.replace(&now, &format!("\"format\": {}", FORMAT + 1))
     }
 }
