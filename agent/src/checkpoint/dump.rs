@@ -431,6 +431,7 @@ pub(super) fn collect_tree(
         files: Vec::new(),
         pages_len: 0,
         container: None,
+        parent: None,
     };
     let mut table = files::Table::default();
     for m in &mut frozen.members {

@@ -254,6 +254,7 @@ fn read_runs(
                     offset: run_offset,
                     len: rlen,
                     crc32: std::mem::take(&mut crc).finalize(),
+                    from: 0,
                 });
                 run_offset += rlen;
                 idx += 1;
@@ -313,6 +314,9 @@ pub struct PageFile {
     len: u64,
     /// The whole file mapped, once a large fill needs it.
     map: std::sync::OnceLock<Mapped>,
+    /// The page files of the image's pre-dump chain: the k-th ancestor's
+    /// at k-1, where runs with `from` k are.
+    ancestors: Vec<PageFile>,
 }
 
 impl std::fmt::Debug for PageFile {
@@ -328,6 +332,22 @@ impl PageFile {
             file,
             len,
             map: std::sync::OnceLock::new(),
+            ancestors: Vec::new(),
+        }
+    }
+
+    /// Gives the file its chain's page files (nearest first).
+    pub fn set_ancestors(&mut self, ancestors: Vec<PageFile>) {
+        self.ancestors = ancestors;
+    }
+
+    /// The file run `run` is in: this one or an ancestor's.
+    pub fn holding(&self, run: &Run) -> StepResult<&PageFile> {
+        match run.from {
+            0 => Ok(self),
+            k => self.ancestors.get(k as usize - 1).ok_or_else(|| {
+                StepError::Image(format!("a run in ancestor {k}, beyond the image's chain"))
+            }),
         }
     }
 

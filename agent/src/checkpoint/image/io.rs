@@ -6,7 +6,8 @@ use std::{io::Write, path::Path};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    FILES, FORMAT, Image, MANIFEST, MAX_FILES, MAX_MANIFEST, MAX_META, META, PAGES, Run, unhex,
+    FILES, FORMAT, Image, MANIFEST, MAX_FILES, MAX_MANIFEST, MAX_META, META, OLDEST_FORMAT, PAGES,
+    ParentRef, PreDump, Run, unhex,
 };
 use crate::checkpoint::{
     CheckpointError,
@@ -19,6 +20,9 @@ use crate::checkpoint::{
 #[derive(Debug, Serialize, Deserialize)]
 struct MetaFile {
     format: u32,
+    /// [`PRE_DUMP`] for a pre-dump; absent for an image restore reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
     /// CRC32 of the body serialised compactly (as `serde_json::to_vec`).
     body_crc32: u32,
     body: serde_json::Value,
@@ -34,6 +38,11 @@ pub fn create_pages<'p>(
     Ok(PageWriter::new(file, dir.path().join(PAGES), progress))
 }
 
+/// meta.json's `kind` for a pre-dump.
+const PRE_DUMP: &str = "pre-dump";
+/// The most images a chain may hold (pre-dumps and the final image).
+pub const MAX_CHAIN: usize = 64;
+
 /// Writes files.img and meta.json into `dir`, after its pages.img is
 /// complete (`pages`: its length and piece digests), then, last, the
 /// manifest that `key` signs.
@@ -44,6 +53,29 @@ pub fn write(
     pages: (u64, Vec<Digest>),
     key: &ImageKey,
 ) -> Result<(), CheckpointError> {
+    write_meta(dir, None, image, files, pages, key).map(drop)
+}
+
+/// Writes a pre-dump's meta.json (and an empty files.img) into `dir`
+/// after its pages.img, then its signed manifest; returns the digest a
+/// child names it by ([`ParentRef::manifest_blake3`]).
+pub fn write_pre_dump(
+    dir: &ImageDir,
+    pre: &PreDump,
+    pages: (u64, Vec<Digest>),
+    key: &ImageKey,
+) -> Result<String, CheckpointError> {
+    write_meta(dir, Some(PRE_DUMP), pre, &[], pages, key).map(|d| super::hex(&d.0))
+}
+
+fn write_meta<T: Serialize>(
+    dir: &ImageDir,
+    kind: Option<&str>,
+    body: &T,
+    files: &[u8],
+    pages: (u64, Vec<Digest>),
+    key: &ImageKey,
+) -> Result<Digest, CheckpointError> {
     let put = |name: &'static str, bytes: &[u8], max: u64| {
         let path = dir.path().join(name);
         if bytes.len() as u64 > max {
@@ -59,11 +91,12 @@ pub fn write(
             .map_err(|e| CheckpointError::Write(format!("{}: {e}", path.display())))
     };
     put(FILES, files, MAX_FILES)?;
-    let body = serde_json::to_value(image).map_err(|e| CheckpointError::Write(e.to_string()))?;
+    let value = serde_json::to_value(body).map_err(|e| CheckpointError::Write(e.to_string()))?;
     let meta = MetaFile {
         format: FORMAT,
-        body_crc32: crc32fast::hash(&serde_json::to_vec(image).expect("image serialises")),
-        body,
+        kind: kind.map(str::to_string),
+        body_crc32: crc32fast::hash(&serde_json::to_vec(body).expect("image serialises")),
+        body: value,
     };
     let text = serde_json::to_string_pretty(&meta).expect("meta serialises");
     put(META, text.as_bytes(), MAX_META)?;
@@ -79,15 +112,17 @@ pub fn write(
         pages_size: pages.0,
         pages: pages.1,
     };
-    put(MANIFEST, &manifest.encode(key), MAX_MANIFEST)?;
+    let signed = manifest.encode(key);
+    put(MANIFEST, &signed, MAX_MANIFEST)?;
     dir.complete();
-    Ok(())
+    Ok(Digest::of(&signed))
 }
 
 /// An image read and checked whole: what restore may use.
 #[derive(Debug)]
 pub struct Verified {
     pub image: Image,
+    /// Its pages.img, holding those of its pre-dump chain's ancestors.
     pub pages: PageFile,
     /// files.img.
     pub files: Vec<u8>,
@@ -120,8 +155,133 @@ impl Handoff {
 /// file blob, and the image's structure. Without a key (`--trust-image`)
 /// an image with no manifest is read on its checksums alone.
 pub fn open(dir: &Path, key: Option<&ImageKey>) -> Result<Verified, CheckpointError> {
+    let read = read_authentic(dir, key)?;
+    let image: Image = parse_meta(&dir.join(META), &read.meta, None)?;
+    check_files(&dir.join(FILES), &image, &read.files)?;
+    let (ancestors, lens) = open_chain(dir, image.parent.as_ref(), key)?;
+    let mut pages = check_pages(&read.reader, &image, read.manifest.as_ref(), &lens)?;
+    pages.set_ancestors(ancestors);
+    Ok(Verified {
+        image,
+        pages,
+        files: read.files,
+        authenticated: key.is_some(),
+    })
+}
+
+/// Opens the pre-dump chain above the image in `child` whose parent is
+/// `parent`, each ancestor authenticated (with `key`), checked whole and
+/// matched to the digest its child recorded; returns their pages.img and
+/// lengths, nearest first.
+fn open_chain(
+    child: &Path,
+    parent: Option<&ParentRef>,
+    key: Option<&ImageKey>,
+) -> Result<(Vec<PageFile>, Vec<u64>), CheckpointError> {
+    let (mut files, mut lens) = (Vec::new(), Vec::new());
+    let mut child = child.to_path_buf();
+    let mut next = parent.cloned();
+    while let Some(p) = next {
+        if files.len() + 1 >= MAX_CHAIN {
+            return Err(CheckpointError::Image(format!(
+                "{}: its pre-dump chain is longer than {MAX_CHAIN} images",
+                child.display()
+            )));
+        }
+        let (pre, pages) = open_parent(&child, &p, key, true)?;
+        lens.push(pages.len());
+        files.push(pages);
+        child = p.dir;
+        next = pre.parent;
+    }
+    Ok((files, lens))
+}
+
+/// Opens the pre-dump `parent` that the image in `child` names: refused,
+/// naming both, if it is missing, unauthentic, or not the image the child
+/// was made from (its manifest's digest or generation differ). With
+/// `whole`, its pages.img is checked against its manifest too.
+pub fn open_parent(
+    child: &Path,
+    parent: &ParentRef,
+    key: Option<&ImageKey>,
+    whole: bool,
+) -> Result<(PreDump, PageFile), CheckpointError> {
+    let dir = &parent.dir;
+    let named = |e: CheckpointError| {
+        CheckpointError::Image(format!(
+            "{}: its parent pre-dump {}: {e}",
+            child.display(),
+            dir.display()
+        ))
+    };
+    let read = read_authentic(dir, key).map_err(named)?;
+    let mismatch = |what: String| {
+        named(CheckpointError::Image(format!(
+            "{what}: it is not the pre-dump this image was made from (altered, replaced or from another chain)"
+        )))
+    };
+    match read.manifest_digest {
+        Some(d) if super::hex(&d.0) == parent.manifest_blake3 => {}
+        Some(_) => return Err(mismatch("its manifest differs".into())),
+        None => return Err(mismatch("it has no manifest".into())),
+    }
+    let pre: PreDump = parse_meta(&dir.join(META), &read.meta, Some(PRE_DUMP)).map_err(named)?;
+    if pre.generation != parent.generation {
+        return Err(mismatch(format!(
+            "it is generation {}, not {}",
+            pre.generation, parent.generation
+        )));
+    }
+    let manifest = read.manifest.as_ref().expect("a digest means a manifest");
+    let (file, len) = read.reader.require_file(PAGES, pre.pages_len.saturating_add(1)).map_err(named)?;
+    if len != pre.pages_len || len != manifest.pages_size {
+        return Err(named(CheckpointError::Image(format!(
+            "{}: {len} bytes, its metadata says {} (truncated or altered)",
+            dir.join(PAGES).display(),
+            pre.pages_len
+        ))));
+    }
+    let pages = PageFile::new(file, len);
+    if whole {
+        let (_, digests) = pages
+            .check(&[], true)
+            .map_err(|e| named(CheckpointError::Image(format!("{}: {e}", dir.join(PAGES).display()))))?;
+        if digests.is_some_and(|d| d != manifest.pages) {
+            return Err(named(CheckpointError::Image(format!(
+                "{}: does not match its digests in the manifest: the image was altered or damaged",
+                dir.join(PAGES).display()
+            ))));
+        }
+    }
+    Ok((pre, pages))
+}
+
+/// Reads the pre-dump in `dir` (authenticated with `key`) for the next
+/// step of its chain, its pages.img not read; returns it with its
+/// manifest's digest.
+pub fn read_pre_dump(dir: &Path, key: &ImageKey) -> Result<(PreDump, String), CheckpointError> {
+    let read = read_authentic(dir, Some(key))?;
+    let pre: PreDump = parse_meta(&dir.join(META), &read.meta, Some(PRE_DUMP))?;
+    let digest = read.manifest_digest.expect("a key means a manifest");
+    Ok((pre, super::hex(&digest.0)))
+}
+
+/// What an image directory holds, its manifest checked (with `key`, its
+/// signature) and meta.json and files.img read and matched to it.
+struct Authentic {
+    reader: ImageReader,
+    manifest: Option<Manifest>,
+    /// BLAKE3 of manifest.json as it is on disk.
+    manifest_digest: Option<Digest>,
+    meta: Vec<u8>,
+    files: Vec<u8>,
+}
+
+fn read_authentic(dir: &Path, key: Option<&ImageKey>) -> Result<Authentic, CheckpointError> {
     let reader = ImageReader::open(dir)?;
     let manifest_bytes = reader.read_file(MANIFEST, MAX_MANIFEST)?;
+    let manifest_digest = manifest_bytes.as_deref().map(Digest::of);
     let manifest = match (manifest_bytes, key) {
         (None, Some(_)) => {
             return Err(CheckpointError::Image(format!(
@@ -161,15 +321,13 @@ pub fn open(dir: &Path, key: Option<&ImageKey>) -> Result<Verified, CheckpointEr
         }
     };
     let meta = whole(META, MAX_META, manifest.as_ref().map(|m| &m.meta))?;
-    let image = parse_meta(&dir.join(META), &meta)?;
     let files = whole(FILES, MAX_FILES, manifest.as_ref().map(|m| &m.files))?;
-    check_files(&dir.join(FILES), &image, &files)?;
-    let pages = check_pages(&reader, &image, manifest.as_ref())?;
-    Ok(Verified {
-        image,
-        pages,
+    Ok(Authentic {
+        reader,
+        manifest,
+        manifest_digest,
+        meta,
         files,
-        authenticated: key.is_some(),
     })
 }
 
@@ -187,22 +345,39 @@ fn check_files(path: &Path, image: &Image, data: &[u8]) -> Result<(), Checkpoint
     Ok(())
 }
 
-/// meta.json's bytes: its format and checksum, then the image.
-fn parse_meta(meta_path: &Path, text: &[u8]) -> Result<Image, CheckpointError> {
+/// meta.json's bytes: its format, kind and checksum, then the body: an
+/// [`Image`] (`kind` None) or a [`PreDump`].
+fn parse_meta<T: serde::de::DeserializeOwned + Serialize>(
+    meta_path: &Path,
+    text: &[u8],
+    kind: Option<&str>,
+) -> Result<T, CheckpointError> {
     let bad = |msg: String| CheckpointError::Image(format!("{}: {msg}", meta_path.display()));
     let raw: serde_json::Value = serde_json::from_slice(text)
         .map_err(|e| bad(format!("not valid JSON (truncated?): {e}")))?;
     match raw.get("format").and_then(|f| f.as_u64()) {
-        Some(f) if f == u64::from(FORMAT) => {}
+        Some(f) if (u64::from(OLDEST_FORMAT)..=u64::from(FORMAT)).contains(&f) => {}
         Some(f) => {
             return Err(bad(format!(
-                "image format {f}, this palisade reads format {FORMAT}"
+                "image format {f}, this palisade reads formats {OLDEST_FORMAT} to {FORMAT}"
             )));
         }
         None => return Err(bad("no \"format\" field".into())),
     }
     let meta: MetaFile = serde_json::from_value(raw).map_err(|e| bad(e.to_string()))?;
-    let image: Image = serde_json::from_value(meta.body).map_err(|e| bad(format!("body: {e}")))?;
+    match (meta.kind.as_deref(), kind) {
+        (a, b) if a == b => {}
+        (Some(PRE_DUMP), None) => {
+            return Err(bad(
+                "a pre-dump (memory only; the process ran on): restore the checkpoint made with --parent naming the last pre-dump of its chain".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad("a checkpoint, not a pre-dump: only a pre-dump can be a parent".into()));
+        }
+        (a, _) => return Err(bad(format!("unknown kind {a:?}"))),
+    }
+    let image: T = serde_json::from_value(meta.body).map_err(|e| bad(format!("body: {e}")))?;
     let crc = crc32fast::hash(&serde_json::to_vec(&image).expect("image serialises"));
     if crc != meta.body_crc32 {
         return Err(bad("metadata checksum mismatch: the file is corrupt".into()));
@@ -218,6 +393,7 @@ fn check_pages(
     reader: &ImageReader,
     image: &Image,
     manifest: Option<&Manifest>,
+    ancestors: &[u64],
 ) -> Result<PageFile, CheckpointError> {
     let bad = |msg: String| CheckpointError::Image(msg);
     let meta_path = reader.path().join(META);
@@ -251,20 +427,30 @@ fn check_pages(
     // computed together at the end (on several threads).
     let mut spans: Vec<(String, Run)> = Vec::new();
     let mut check_run = |run: &Run, lo: u64, hi: u64, where_: String| {
-        if run
-            .offset
-            .checked_add(run.len)
-            .is_none_or(|end| end > image.pages_len)
-        {
-            return Err(bad(format!("{where_}: outside {PAGES}")));
+        let file_len = match run.from {
+            0 => image.pages_len,
+            k => *ancestors.get(k as usize - 1).ok_or_else(|| {
+                bad(format!("{where_}: in ancestor {k}, and its chain has {}", ancestors.len()))
+            })?,
+        };
+        if run.offset.checked_add(run.len).is_none_or(|end| end > file_len) {
+            return Err(bad(format!("{where_}: outside the {PAGES} it is in")));
         }
         if run.addr < lo || run.addr.saturating_add(run.len) > hi {
             return Err(bad(format!("{where_}: outside its mapping")));
         }
-        spans.push((where_, *run));
+        // An ancestor's bytes were checked against its own digests.
+        if run.from == 0 {
+            spans.push((where_, *run));
+        }
         Ok(())
     };
     for (i, shm) in image.shared_memory.iter().enumerate() {
+        if shm.runs.iter().any(|r| r.from != 0) {
+            return Err(bad(format!(
+                "shared memory {i}: a run in an ancestor (shared memory is dumped whole)"
+            )));
+        }
         for run in &shm.runs {
             check_run(
                 run,
@@ -412,6 +598,7 @@ mod tests {
                         offset: 0,
                         len: pages.len() as u64,
                         crc32: crc32fast::hash(pages),
+                        from: 0,
                     }],
                     may_write: false,
                     noreserve: false,
@@ -437,6 +624,7 @@ mod tests {
             files: vec![],
             pages_len: pages.len() as u64,
             container: None,
+            parent: None,
         }
     }
 

@@ -11,16 +11,22 @@ mod io;
 
 use serde::{Deserialize, Serialize};
 
-pub use io::{Handoff, Verified, create_pages, open, write};
+pub use io::{
+    Handoff, MAX_CHAIN, Verified, create_pages, open, open_parent, read_pre_dump, write,
+    write_pre_dump,
+};
 
 use super::{
     files::{FdEntry, FileObject},
     state::{ProcessState, ThreadState},
 };
 
-/// The only image format this build reads and writes (3: a container's
-/// image carries a typed recipe, not its `run` arguments).
-pub const FORMAT: u32 = 3;
+/// The image format this build writes (4: an image may build on a chain
+/// of pre-dumps, its runs naming the image their bytes are in). It also
+/// reads format 3, which is format 4 without chains.
+pub const FORMAT: u32 = 4;
+/// The oldest format this build reads.
+pub const OLDEST_FORMAT: u32 = 3;
 pub const META: &str = "meta.json";
 pub const PAGES: &str = "pages.img";
 pub const FILES: &str = "files.img";
@@ -52,6 +58,67 @@ pub struct Image {
     /// tree. Its pids are then those of the container's pid namespace.
     #[serde(default)]
     pub container: Option<ContainerImage>,
+    /// The pre-dump this image builds on (`checkpoint --parent`): runs
+    /// with `from` k > 0 are in its k-th ancestor's pages.img.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+}
+
+/// A pre-dump (`checkpoint --pre-dump`): the memory of a tree that ran
+/// on, and for every page copied so far in its chain the image its latest
+/// copy is in. Its meta.json has `"kind": "pre-dump"`; it cannot be
+/// restored itself, only the checkpoint that ends its chain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PreDump {
+    /// 0 for the first pre-dump of a chain.
+    pub generation: u32,
+    pub parent: Option<ParentRef>,
+    /// The dirty-tracking backend of the chain (`track::Backend`).
+    pub backend: String,
+    /// The tracking session the chain belongs to (random, hex).
+    pub session: String,
+    pub processes: Vec<TrackedProcess>,
+    /// Total bytes in its pages.img.
+    pub pages_len: u64,
+}
+
+/// One process of a pre-dump: its identity and its tracked mappings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackedProcess {
+    pub pid: i32,
+    /// Its start time (/proc/PID/stat field 22): a pid reused by another
+    /// process is not taken for it.
+    pub start_time: u64,
+    pub vmas: Vec<TrackedVma>,
+}
+
+/// A mapping whose pages a pre-dump chain holds: it is the same mapping
+/// at the next step only if all of these are unchanged and it stayed
+/// registered for write-protection throughout.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackedVma {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub offset: u64,
+    pub inode: u64,
+    /// Its copied pages, in address order; `from` names the image.
+    pub runs: Vec<Run>,
+}
+
+/// Where an image's parent in a pre-dump chain is, and what it must be:
+/// its manifest's BLAKE3 digest (hex), so a parent replaced or altered
+/// after the child was written is refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ParentRef {
+    pub dir: std::path::PathBuf,
+    pub manifest_blake3: String,
+    /// The parent's place in its chain (0 for the first pre-dump).
+    pub generation: u32,
 }
 
 /// The container a tree was checkpointed from.
@@ -290,7 +357,17 @@ pub struct Run {
     /// Offset in pages.img.
     pub offset: u64,
     pub len: u64,
+    /// CRC32 of the run's bytes; for a run in an ancestor (`from` > 0)
+    /// 0, its bytes being covered by that image's own digests.
     pub crc32: u32,
+    /// The image the bytes are in: 0 this one, k its k-th ancestor in a
+    /// pre-dump chain.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub from: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -418,10 +418,20 @@ fn fill_runs(
     pages: &PageFile,
     runs: &[image::Run],
 ) -> StepResult<()> {
-    if pages.worth_writing_into(runs) {
-        return pages.write_into(r.pid, runs);
+    // Runs kept from a pre-dump chain are written in from its page files.
+    let (own, kept): (Vec<image::Run>, Vec<image::Run>) = runs.iter().partition(|r| r.from == 0);
+    for run in &kept {
+        let file = pages.holding(run)?;
+        if file.worth_writing_into(std::slice::from_ref(run)) {
+            file.write_into(r.pid, std::slice::from_ref(run))?;
+        } else {
+            fill(r, None, file, run)?;
+        }
     }
-    runs.iter().try_for_each(|run| fill(r, fd, pages, run))
+    if pages.worth_writing_into(&own) {
+        return pages.write_into(r.pid, &own);
+    }
+    own.iter().try_for_each(|run| fill(r, fd, pages, run))
 }
 
 /// Fills a run of pages: read by the process itself from the page file
