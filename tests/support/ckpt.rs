@@ -191,8 +191,15 @@ impl Workload {
 
     /// Checkpoints (killing the original) and reaps the original.
     pub fn checkpoint(&mut self, image: &Path) {
-        let ck = palisade(&["checkpoint", "--pid", &self.pid.to_string(), "--dir"])
-            .arg(image)
+        let mut cmd = palisade(&["checkpoint", "--pid", &self.pid.to_string(), "--dir"]);
+        cmd.arg(image);
+        self.checkpoint_by(cmd);
+    }
+
+    /// Runs `cmd`, a checkpoint of this workload that kills the original,
+    /// and reaps the original; returns the command's output.
+    pub fn checkpoint_by(&mut self, mut cmd: Command) -> Output {
+        let ck = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -230,6 +237,7 @@ impl Workload {
         for p in std::iter::once(self.pid).chain(self.others.iter().copied()) {
             assert!(!alive(p), "pid {p} is free after checkpoint");
         }
+        out
     }
 
     /// Checkpoints with `--leave-running` and asserts it succeeded and

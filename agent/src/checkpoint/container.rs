@@ -66,7 +66,7 @@ pub fn checkpoint_container(
         return Err(e);
     }
     let target = dump::ImageTarget { dir, key };
-    let report = dump::dump_into(pid, frozen, target, opts, progress, freeze, |image| {
+    let report = dump::dump_into(pid, frozen, target, opts, progress, freeze, None, |image| {
         // The first process has palisade's filters, which restore makes
         // again from the policy; one added since cannot be.
         let own = image.processes[0].state.seccomp_filters;

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::sys::ptrace;
 
-mod process;
+pub(super) mod process;
 
 #[derive(Debug, Clone, Copy)]
 pub struct DumpOptions {
@@ -73,8 +73,8 @@ same_registers!(
 );
 
 /// A task we seized and stopped, with the registers it stopped with.
-struct Stopped {
-    tid: i32,
+pub(super) struct Stopped {
+    pub(super) tid: i32,
     regs: ptrace::Regs,
     /// Signals that arrived while we drove it with remote syscalls; sent
     /// again when it is let go.
@@ -86,9 +86,9 @@ pub(super) struct Member {
     pub(super) pid: i32,
     parent: i32,
     /// Wait status, for a zombie (which cannot be seized).
-    zombie: Option<i32>,
+    pub(super) zombie: Option<i32>,
     /// Its threads, the main thread first; empty for a zombie.
-    threads: Vec<Stopped>,
+    pub(super) threads: Vec<Stopped>,
     /// It was in a group stop (SIGSTOP…) before we seized it.
     stopped: bool,
 }
@@ -288,18 +288,54 @@ pub fn checkpoint_pid(
     let frozen = freeze(pid)?;
     let freeze = t0.elapsed();
     let target = ImageTarget { dir, key };
-    dump_into(pid, frozen, target, opts, progress, freeze, |image| {
-        let sig = image.processes[0].state.pdeathsig;
-        if sig != 0 {
-            return Err(CheckpointError::Unsupported {
-                pid,
-                what: format!(
-                    "parent-death signal {sig} (PR_SET_PDEATHSIG): the restored process has another parent, and the restorer's exit would send it"
-                ),
-            });
-        }
-        Ok(())
+    dump_into(pid, frozen, target, opts, progress, freeze, None, |image| {
+        refuse_pdeathsig(pid, image)
     })
+}
+
+/// The final checkpoint of `pid`'s pre-dump chain `chain`: like
+/// [`checkpoint_pid`], but the pages the chain holds unchanged are named
+/// in the image, not copied; the chain's tracking ends once it is
+/// written. On failure the tree runs on, still tracked.
+pub fn checkpoint_pid_chained(
+    pid: i32,
+    dir: &ImageDir,
+    key: &ImageKey,
+    opts: DumpOptions,
+    progress: &mut dyn FnMut(u64),
+    chain: crate::checkpoint::track::Chain,
+) -> Result<DumpReport, CheckpointError> {
+    let t0 = Instant::now();
+    let frozen = freeze(pid)?;
+    let freeze = t0.elapsed();
+    let prior = match chain.prior() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = frozen.release();
+            return Err(e);
+        }
+    };
+    let parent = chain.parent().clone();
+    let target = ImageTarget { dir, key };
+    let report = dump_into(pid, frozen, target, opts, progress, freeze, Some(prior), |image| {
+        image.parent = Some(parent);
+        refuse_pdeathsig(pid, image)
+    })?;
+    chain.finish();
+    Ok(report)
+}
+
+fn refuse_pdeathsig(pid: i32, image: &Image) -> Result<(), CheckpointError> {
+    let sig = image.processes[0].state.pdeathsig;
+    if sig != 0 {
+        return Err(CheckpointError::Unsupported {
+            pid,
+            what: format!(
+                "parent-death signal {sig} (PR_SET_PDEATHSIG): the restored process has another parent, and the restorer's exit would send it"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Dumps the frozen tree under `root` into `dir` — its pages streamed
@@ -314,11 +350,15 @@ pub(super) fn dump_into(
     opts: DumpOptions,
     progress: &mut dyn FnMut(u64),
     freeze: Duration,
+    prior: Option<crate::checkpoint::track::Prior>,
     check: impl FnOnce(&mut Image) -> Result<(), CheckpointError>,
 ) -> Result<DumpReport, CheckpointError> {
     let t1 = Instant::now();
     let discard = || dir.discard();
     let collected = image::create_pages(dir, progress).and_then(|mut pages| {
+        if let Some(p) = prior {
+            pages.set_prior(p);
+        }
         let mut dumped = collect_tree(root, &mut frozen, &mut pages)?;
         check(&mut dumped.image)?;
         Ok((dumped, pages))

@@ -20,12 +20,13 @@ mod remote;
 pub mod restore;
 pub mod sign;
 pub mod state;
+pub mod track;
 mod vmflags;
 
 use nix::errno::Errno;
 
 pub use container::{ContainerTarget, checkpoint_container};
-pub use dump::{DumpOptions, DumpReport, checkpoint_pid};
+pub use dump::{DumpOptions, DumpReport, checkpoint_pid, checkpoint_pid_chained};
 pub use error::{StepError, StepResult};
 pub use restore::{RestoreReport, restore};
 
@@ -80,6 +81,11 @@ pub enum CheckpointError {
     Write(String),
     #[error("restore of pid {pid}: {what}; every process created was killed")]
     Restore { pid: i32, what: String },
+    /// A pre-dump chain asked for wrongly (a `--parent` that is not the
+    /// chain's last image, a tree already tracked…): refused, nothing
+    /// touched (exit 2).
+    #[error("{0}")]
+    Chain(String),
     /// A step of the restore of process `pid` failed.
     #[error("restore of pid {pid}: {source}; every process created was killed")]
     RestoreStep {
@@ -102,6 +108,7 @@ impl CheckpointError {
             CheckpointError::Image(_)
             | CheckpointError::NoContainer(_)
             | CheckpointError::BadDir { .. }
+            | CheckpointError::Chain(_)
             | CheckpointError::Manifest { .. } => EXIT_BAD_INPUT,
             CheckpointError::Key(k) if !k.is_operational() => EXIT_BAD_INPUT,
             _ => EXIT_FAILED,
@@ -111,7 +118,7 @@ impl CheckpointError {
     /// For `map_err` at a dump step about process `pid`: what cannot be
     /// reproduced is [`CheckpointError::Unsupported`], any other failure
     /// [`CheckpointError::Step`].
-    fn step(pid: i32) -> impl FnOnce(StepError) -> Self {
+    pub(crate) fn step(pid: i32) -> impl FnOnce(StepError) -> Self {
         move |source| {
             if source.is_unsupported() {
                 CheckpointError::Unsupported {
@@ -125,7 +132,7 @@ impl CheckpointError {
     }
 
     /// For `map_err`: remote syscall `what` in process `pid` failed.
-    fn remote(pid: i32, what: impl Into<String>) -> impl FnOnce(remote::RemoteError) -> Self {
+    pub(crate) fn remote(pid: i32, what: impl Into<String>) -> impl FnOnce(remote::RemoteError) -> Self {
         let remote = StepError::remote(pid, what);
         move |e| CheckpointError::Step {
             pid,
@@ -134,7 +141,7 @@ impl CheckpointError {
     }
 
     /// For `map_err`: `what` of file `path`, about process `pid`, failed.
-    fn file(
+    pub(crate) fn file(
         pid: i32,
         what: impl Into<String>,
         path: impl Into<std::path::PathBuf>,
@@ -146,7 +153,7 @@ impl CheckpointError {
         }
     }
 
-    fn sys(pid: i32, what: impl Into<String>) -> impl FnOnce(Errno) -> Self {
+    pub(crate) fn sys(pid: i32, what: impl Into<String>) -> impl FnOnce(Errno) -> Self {
         let what = what.into();
         move |source| CheckpointError::Sys { pid, what, source }
     }

@@ -74,6 +74,8 @@ pub struct PageWriter<'p> {
     digests: PieceHasher,
     /// Called with the bytes written so far after every chunk.
     progress: &'p mut dyn FnMut(u64),
+    /// For the final checkpoint of a pre-dump chain: the runs it holds.
+    prior: Option<crate::checkpoint::track::Prior>,
 }
 
 impl<'p> PageWriter<'p> {
@@ -86,7 +88,17 @@ impl<'p> PageWriter<'p> {
             buf: vec![0; CHUNK],
             digests: PieceHasher::default(),
             progress,
+            prior: None,
         }
+    }
+
+    /// Pages a pre-dump chain holds are named in runs, not copied.
+    pub fn set_prior(&mut self, prior: crate::checkpoint::track::Prior) {
+        self.prior = Some(prior);
+    }
+
+    pub fn prior(&self) -> Option<&crate::checkpoint::track::Prior> {
+        self.prior.as_ref()
     }
 
     /// Bytes written so far.

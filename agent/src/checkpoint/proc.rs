@@ -136,6 +136,12 @@ pub fn sigmask_at(status: &std::path::Path) -> Option<u64> {
 }
 
 /// The thread ids of `pid`, ascending (empty if it is gone).
+/// The start time of process `pid` (stat field 22, clock ticks after
+/// boot): with the pid, what tells it from a later process given that pid.
+pub fn start_time(pid: i32) -> std::io::Result<u64> {
+    Stat::read(pid).map(|s| s.field(22))
+}
+
 pub fn tids(pid: i32) -> Vec<i32> {
     let mut out: Vec<i32> = fs::read_dir(path(pid, "task"))
         .map(|d| {

@@ -32,8 +32,31 @@ pub struct CheckpointArgs {
     pub pid: Option<i32>,
     /// Where to write the image: a new directory (made with mode 0700)
     /// or an empty one; never a symbolic link.
-    #[arg(long, value_name = "DIR")]
-    pub dir: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "stop_tracking")]
+    pub dir: Option<PathBuf>,
+    /// Copy the memory while the process runs on, and track what it
+    /// writes next: the image is a pre-dump, the parent of the next step.
+    /// The process is stopped only while tracking starts.
+    #[arg(long, requires = "pid")]
+    pub pre_dump: bool,
+    /// The last pre-dump of the chain: with --pre-dump, copy only what
+    /// changed since it; without, finish the chain (the usual checkpoint,
+    /// copying only the last changes and the rest of the state).
+    #[arg(long, value_name = "DIR", requires = "pid")]
+    pub parent: Option<PathBuf>,
+    /// How a chain's first pre-dump tracks writes: ebpf, pagemap-scan,
+    /// soft-dirty or full (default: the first of ebpf, pagemap-scan and
+    /// full this kernel offers; `palisade check` lists them).
+    #[arg(long, value_name = "BACKEND", requires = "pre_dump")]
+    pub track: Option<String>,
+    /// End the tracking of --pid's pre-dump chain, leaving no trace of it
+    /// in the process; writes nothing.
+    #[arg(long, requires = "pid", conflicts_with_all = ["dir", "pre_dump", "parent", "leave_running"])]
+    pub stop_tracking: bool,
+    /// Tests: stop the tree while a pre-dump reads its written pages, and
+    /// check the eBPF recorder's set against PAGEMAP_SCAN's.
+    #[arg(long, hide = true, requires = "pre_dump")]
+    pub cross_check: bool,
     /// Let the process continue unchanged after the dump instead of
     /// killing it.
     #[arg(long)]
@@ -90,11 +113,51 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
     let opts = DumpOptions {
         leave_running: args.leave_running,
     };
+    let sessions = root.tracking_dir();
+    if args.stop_tracking {
+        let pid = args.pid.expect("clap requires --pid");
+        return match checkpoint::track::stop_tracking(&sessions, pid) {
+            Ok(()) => {
+                println!("stopped tracking pid {pid}: its memory is no longer write-protected");
+                0
+            }
+            Err(e) => failed(&e),
+        };
+    }
+    let backend = match args.track.as_deref().map(|t| (t, checkpoint::track::Backend::parse(t))) {
+        None => None,
+        Some((_, Some(b))) => Some(b),
+        Some((t, None)) => {
+            super::report(&format!(
+                "--track {t}: not a backend (ebpf, pagemap-scan, soft-dirty or full)"
+            ));
+            return super::EXIT_BAD_INPUT;
+        }
+    };
+    if args.pre_dump && args.leave_running {
+        super::report("--leave-running: a pre-dump always leaves the process running");
+        return super::EXIT_BAD_INPUT;
+    }
+    let dir_arg = args.dir.clone().expect("clap requires --dir");
+    // The chain is checked before anything is made.
+    let chain = match (&args.parent, args.pre_dump, args.pid) {
+        (Some(parent), false, Some(pid)) => {
+            let key = match ImageKey::load(&args.image_key) {
+                Ok(k) => k,
+                Err(e) => return failed(&e.into()),
+            };
+            match checkpoint::track::Chain::open(&sessions, pid, parent, &key) {
+                Ok(c) => Some(c),
+                Err(e) => return failed(&e),
+            }
+        }
+        _ => None,
+    };
     // The key and the directory before anything is stopped: a bad one
     // leaves the target untouched.
     // The directory first, so a refused one makes no key on first use; a
     // bad key removes the directory made for it.
-    let dir = match ImageDir::create(&args.dir) {
+    let dir = match ImageDir::create(&dir_arg) {
         Ok(d) => d,
         Err(e) => return failed(&e),
     };
@@ -112,6 +175,42 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
     };
     let mut bar = Progress::new(anon_bytes(first));
     let mut progress = |done| bar.update(done);
+    if args.pre_dump {
+        let pid = args.pid.expect("clap requires --pid");
+        let opts = checkpoint::track::PreDumpOptions {
+            sessions: &sessions,
+            parent: args.parent.as_deref(),
+            backend,
+            cross_check: args.cross_check,
+        };
+        let done = checkpoint::track::pre_dump(pid, &dir, &key, &opts, &mut progress);
+        bar.clear();
+        return match done {
+            Ok(r) => {
+                println!(
+                    "pre-dumped pid {pid} ({} processes) into {}: generation {}, backend {}: {} pages written since the parent, {} copied ({}); stopped {}, detect {}, copy {}, write {}; tracking goes on{}",
+                    r.processes,
+                    dir_arg.display(),
+                    r.generation,
+                    r.backend.name(),
+                    r.dirty_pages,
+                    r.copied_pages,
+                    size(r.image_bytes),
+                    ms(r.stopped),
+                    ms(r.detect),
+                    ms(r.copy),
+                    ms(r.write),
+                    r.fell_back.map(|w| format!(" ({w})")).unwrap_or_default()
+                );
+                0
+            }
+            Err(e) => {
+                dir.discard();
+                failed(&e)
+            }
+        };
+    }
+    let chained = chain.as_ref().map(|c| c.backend().to_string());
     let (what, done) = match (&args.name, args.pid) {
         (Some(name), _) => (
             format!("container {name}"),
@@ -119,7 +218,17 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
         ),
         (None, Some(pid)) => (
             format!("pid {pid}"),
-            checkpoint::checkpoint_pid(pid, &dir, &key, opts, &mut progress),
+            match chain {
+                Some(chain) => checkpoint::checkpoint_pid_chained(
+                    pid,
+                    &dir,
+                    &key,
+                    opts,
+                    &mut progress,
+                    chain,
+                ),
+                None => checkpoint::checkpoint_pid(pid, &dir, &key, opts, &mut progress),
+            },
         ),
         (None, None) => unreachable!("clap requires NAME or --pid"),
     };
@@ -127,13 +236,17 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
     match done {
         Ok(r) => {
             println!(
-                "checkpointed {what} ({} processes, {} threads) into {}: {} ({} pages in {} vmas); freeze {}, dump {}, write {}; original {}",
+                "checkpointed {what} ({} processes, {} threads) into {}: {} ({} pages in {} vmas{}); freeze {}, dump {}, write {}; original {}",
                 r.processes,
                 r.threads,
-                args.dir.display(),
+                dir_arg.display(),
                 size(r.image_bytes),
                 r.pages,
                 r.vmas,
+                chained
+                    .as_ref()
+                    .map(|b| format!(", the rest kept from its pre-dump chain ({b}); tracking ended"))
+                    .unwrap_or_default(),
                 ms(r.freeze),
                 ms(r.dump),
                 ms(r.write),

@@ -174,6 +174,12 @@ impl StateRoot {
         &self.dir
     }
 
+    /// Where pre-dump chains keep their tracking sessions (a name no
+    /// container can have).
+    pub fn tracking_dir(&self) -> PathBuf {
+        self.dir.join(".tracking")
+    }
+
     pub fn container_dir(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

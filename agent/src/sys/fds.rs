@@ -357,6 +357,60 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> nix::Result<()> {
     .map(drop)
 }
 
+/// Sends `data` with `fds` (SCM_RIGHTS) in one message on a connected
+/// Unix socket.
+pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> nix::Result<()> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &cmsg };
+    let sent = socket::sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(data)],
+        cmsgs,
+        MsgFlags::empty(),
+        None,
+    )?;
+    if sent != data.len() {
+        return Err(nix::errno::Errno::EMSGSIZE);
+    }
+    Ok(())
+}
+
+/// Receives one message of up to `max` bytes and up to `max_fds` fds
+/// (close-on-exec) from a connected Unix socket; a message or fd list cut
+/// short is EMSGSIZE.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    max: usize,
+    max_fds: usize,
+) -> nix::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; max];
+    let mut space = vec![0u8; nix::cmsg_space!([RawFd; 1]) * max_fds.max(1)];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = socket::recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let socket::ControlMessageOwned::ScmRights(raw) = c {
+            for fd in raw {
+                // SAFETY: SCM_RIGHTS gave us these fds, each new and ours.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    let truncated = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    let len = msg.bytes;
+    if truncated {
+        return Err(nix::errno::Errno::EMSGSIZE);
+    }
+    buf.truncate(len);
+    Ok((buf, fds))
+}
+
 /// socket(2) with close-on-exec.
 pub fn socket(domain: i32, ty: i32, protocol: i32) -> nix::Result<OwnedFd> {
     // SAFETY: integers in, a new fd out.

@@ -60,6 +60,69 @@ pub unsafe fn fork() -> nix::Result<Forked> {
     }
 }
 
+/// Ends the calling process at once with `code` (`_exit`: no destructors,
+/// no stdio flush): what a forked child that must not return does.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Points stdin, stdout and stderr at /dev/null (a detached process must
+/// not hold its starter's pipes open).
+pub fn stdio_to_dev_null() -> nix::Result<()> {
+    let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty())?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard fds, which this process owns.
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}
+
+/// What [`wait_readable`] saw.
+pub enum Ready {
+    /// `fd` is readable.
+    Fd,
+    /// Every process of `pidfds` has ended.
+    Gone,
+}
+
+/// Waits until `fd` is readable or every process of `pidfds` has ended.
+pub fn wait_readable(fd: BorrowedFd<'_>, pidfds: &[std::os::fd::OwnedFd]) -> nix::Result<Ready> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut ended = vec![false; pidfds.len()];
+    loop {
+        let mut set = vec![PollFd::new(fd, PollFlags::POLLIN)];
+        set.extend(
+            pidfds
+                .iter()
+                .zip(&ended)
+                .filter(|(_, e)| !**e)
+                .map(|(p, _)| PollFd::new(p.as_fd(), PollFlags::POLLIN)),
+        );
+        match poll(&mut set, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        if set[0].any().unwrap_or(false) {
+            return Ok(Ready::Fd);
+        }
+        let mut live = ended.iter_mut().filter(|e| !**e);
+        for p in &set[1..] {
+            let e = live.next().expect("one poll entry per live pidfd");
+            if p.any().unwrap_or(false) {
+                *e = true;
+            }
+        }
+        if !pidfds.is_empty() && ended.iter().all(|e| *e) {
+            return Ok(Ready::Gone);
+        }
+    }
+}
+
 /// Refuses a process that runs more than one thread. A thread just joined
 /// may linger in the kernel a moment after it wakes its joiner, so a
 /// count above one is looked at again for up to a second before refusing.

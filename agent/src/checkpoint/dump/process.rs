@@ -26,19 +26,16 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 
-/// Appends to `pages` the pages of [start, end) that a fresh mapping
-/// would not give back — present or swapped and not a file page (nor the
-/// shared zero page): touched anonymous memory and copied-on-write pages
-/// of private file mappings — and returns them as runs. One pagemap read
-/// for the VMA; the pages go in runs of contiguous pages, many to a
-/// process_vm_readv.
-fn dump_vma(
-    source: Source,
+/// The pages of [start, end) that a fresh mapping would not give back —
+/// present or swapped and not a file page (nor the shared zero page):
+/// touched anonymous memory and copied-on-write pages of private file
+/// mappings — as ranges of contiguous pages (each at most [`BATCH`]).
+/// One pagemap read for the mapping.
+pub(in crate::checkpoint) fn resident_ranges(
     pagemap: &std::fs::File,
     start: u64,
     end: u64,
-    pages: &mut PageWriter,
-) -> StepResult<Vec<Run>> {
+) -> StepResult<Vec<(u64, u64)>> {
     use std::os::unix::fs::FileExt;
     let npages = ((end - start) / 4096) as usize;
     let mut raw = vec![0u8; npages * 8];
@@ -57,12 +54,36 @@ fn dump_vma(
             _ => ranges.push((addr, 4096)),
         }
     }
-    pages.copy(source, &ranges)
+    Ok(ranges)
+}
+
+/// Appends to `pages` the resident pages of `pid`'s mapping [start, end)
+/// and returns them as runs; those a pre-dump chain still holds (the
+/// writer's [`crate::checkpoint::track::Prior`]) are named, not copied.
+fn dump_vma(
+    pid: i32,
+    source: Source,
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    pages: &mut PageWriter,
+) -> StepResult<Vec<Run>> {
+    let ranges = resident_ranges(pagemap, start, end)?;
+    let (copy, kept) = match pages.prior() {
+        Some(prior) => prior.split(pid, start, end, ranges),
+        None => (ranges, Vec::new()),
+    };
+    let runs = pages.copy(source, &copy)?;
+    Ok(if kept.is_empty() {
+        runs
+    } else {
+        crate::checkpoint::track::merge_runs(runs, kept)
+    })
 }
 
 /// A remote-syscall driver for stopped task `t`: at the `syscall` it was
 /// stopped in (rip-2), else at one in its vdso.
-fn remote_for(t: &Stopped, vdso: Option<(u64, u64)>) -> Result<Remote, CheckpointError> {
+pub(in crate::checkpoint) fn remote_for(t: &Stopped, vdso: Option<(u64, u64)>) -> Result<Remote, CheckpointError> {
     let tid = t.tid;
     let regs = t.regs;
     let fail = |what: String| CheckpointError::Process { pid: tid, what };
@@ -274,7 +295,7 @@ fn collect_vmas(
         let read = perms[0] == b'r';
         let dumped = matches!(kind, VmaKind::Anonymous | VmaKind::File);
         let runs = if dumped {
-            dump_vma(source, &pagemap, m.start, m.end, pages).map_err(|e| {
+            dump_vma(pid, source, &pagemap, m.start, m.end, pages).map_err(|e| {
                 CheckpointError::Step {
                     pid,
                     source: e.at(range.as_str()),

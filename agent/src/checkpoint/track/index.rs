@@ -1,0 +1,188 @@
+//! Page bookkeeping of a pre-dump chain: sets of pages as sorted,
+//! disjoint `(address, length)` ranges, and the runs that say where each
+//! page's latest copy is. Every operation is a merge of sorted lists:
+//! linear in the ranges and runs, never in the pages they span.
+
+use crate::checkpoint::image::Run;
+
+pub const PAGE: u64 = 4096;
+
+/// Sorted, disjoint, page-aligned `(start, len)` ranges.
+pub type Ranges = Vec<(u64, u64)>;
+
+/// Sorts `pages` (page addresses, any order, repeats allowed) into ranges.
+pub fn ranges_of_pages(mut pages: Vec<u64>) -> Ranges {
+    pages.sort_unstable();
+    pages.dedup();
+    let mut out: Ranges = Vec::new();
+    for p in pages {
+        match out.last_mut() {
+            Some((s, l)) if *s + *l == p => *l += PAGE,
+            _ => out.push((p, PAGE)),
+        }
+    }
+    out
+}
+
+/// Joins touching ranges of a sorted list.
+pub fn coalesce(ranges: impl IntoIterator<Item = (u64, u64)>) -> Ranges {
+    let mut out: Ranges = Vec::new();
+    for (s, l) in ranges {
+        if l == 0 {
+            continue;
+        }
+        match out.last_mut() {
+            Some((ps, pl)) if *ps + *pl >= s => *pl = (*pl).max(s + l - *ps),
+            _ => out.push((s, l)),
+        }
+    }
+    out
+}
+
+/// The parts of `a` outside `b`.
+pub fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for &(start, len) in a {
+        let end = start + len;
+        let mut at = start;
+        while j < b.len() && b[j].0 + b[j].1 <= at {
+            j += 1;
+        }
+        let mut k = j;
+        while at < end && k < b.len() && b[k].0 < end {
+            let (bs, bl) = b[k];
+            if bs > at {
+                out.push((at, bs - at));
+            }
+            at = at.max(bs + bl);
+            k += 1;
+        }
+        if at < end {
+            out.push((at, end - at));
+        }
+    }
+    out
+}
+
+/// The parts of `runs` (sorted by address) inside `keep` (with `inside`)
+/// or outside it, each piece's offset moved with its address. A piece of
+/// a run loses its checksum (0), which covered the whole run.
+fn split_runs(runs: &[Run], keep: &[(u64, u64)], inside: bool) -> Vec<Run> {
+    let mut out = Vec::new();
+    for run in runs {
+        let whole = [(run.addr, run.len)];
+        let parts = if inside {
+            intersect(&whole, keep)
+        } else {
+            subtract(&whole, keep)
+        };
+        for (s, l) in parts {
+            out.push(Run {
+                addr: s,
+                offset: run.offset + (s - run.addr),
+                len: l,
+                crc32: if l == run.len { run.crc32 } else { 0 },
+                from: run.from,
+            });
+        }
+    }
+    out
+}
+
+/// The parts of `runs` inside `ranges`.
+pub fn runs_inside(runs: &[Run], ranges: &[(u64, u64)]) -> Vec<Run> {
+    split_runs(runs, ranges, true)
+}
+
+/// The parts of `runs` outside `ranges`.
+pub fn runs_outside(runs: &[Run], ranges: &[(u64, u64)]) -> Vec<Run> {
+    split_runs(runs, ranges, false)
+}
+
+/// Where `a` and `b` overlap.
+pub fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        let (s, e) = (a[i].0.max(b[j].0), (a[i].0 + a[i].1).min(b[j].0 + b[j].1));
+        if s < e {
+            out.push((s, e - s));
+        }
+        if a[i].0 + a[i].1 < b[j].0 + b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// The ranges `runs` cover.
+pub fn covered(runs: &[Run]) -> Ranges {
+    coalesce(runs.iter().map(|r| (r.addr, r.len)))
+}
+
+/// Runs as seen one image further down the chain: each `from` plus one,
+/// their checksums (of the ancestor's own bytes) dropped.
+pub fn inherited(runs: &[Run]) -> Vec<Run> {
+    runs.iter()
+        .map(|r| Run {
+            from: r.from + 1,
+            crc32: 0,
+            ..*r
+        })
+        .collect()
+}
+
+/// Two sets of runs over disjoint pages, as one in address order.
+pub fn merge(mut a: Vec<Run>, b: Vec<Run>) -> Vec<Run> {
+    a.extend(b);
+    a.sort_unstable_by_key(|r| r.addr);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(addr: u64, pages: u64, offset: u64) -> Run {
+        Run {
+            addr: addr * PAGE,
+            offset: offset * PAGE,
+            len: pages * PAGE,
+            crc32: 7,
+            from: 1,
+        }
+    }
+
+    fn r(s: u64, n: u64) -> (u64, u64) {
+        (s * PAGE, n * PAGE)
+    }
+
+    #[test]
+    fn sets_of_ranges() {
+        assert_eq!(ranges_of_pages(vec![3 * PAGE, PAGE, 2 * PAGE, 9 * PAGE, PAGE]), vec![r(1, 3), r(9, 1)]);
+        assert_eq!(subtract(&[r(0, 10)], &[r(2, 2), r(5, 1), r(9, 4)]), vec![r(0, 2), r(4, 1), r(6, 3)]);
+        assert_eq!(subtract(&[r(0, 2), r(4, 2)], &[r(1, 4)]), vec![r(0, 1), r(5, 1)]);
+        assert_eq!(subtract(&[r(0, 2)], &[]), vec![r(0, 2)]);
+        assert_eq!(intersect(&[r(0, 10), r(20, 5)], &[r(5, 17)]), vec![r(5, 5), r(20, 2)]);
+        assert_eq!(coalesce([r(0, 2), r(2, 2), r(5, 1)]), vec![r(0, 4), r(5, 1)]);
+    }
+
+    #[test]
+    fn runs_split_with_their_offsets() {
+        let runs = vec![run(0, 4, 100), run(10, 2, 50)];
+        let dirty = vec![r(1, 1), r(11, 3)];
+        let kept = runs_outside(&runs, &dirty);
+        assert_eq!(kept, vec![
+            Run { crc32: 0, ..run(0, 1, 100) },
+            Run { crc32: 0, ..run(2, 2, 102) },
+            Run { crc32: 0, ..run(10, 1, 50) },
+        ]);
+        let inside = runs_inside(&runs, &[r(0, 20)]);
+        assert_eq!(inside, runs, "a whole run keeps its checksum");
+        assert_eq!(covered(&kept), vec![r(0, 1), r(2, 2), r(10, 1)]);
+        assert_eq!(inherited(&kept)[0].from, 2);
+    }
+}

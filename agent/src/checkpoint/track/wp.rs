@@ -1,0 +1,105 @@
+//! Write-protection of a process's memory with a userfaultfd in
+//! WP_ASYNC mode, and its dirty pages as PAGEMAP_SCAN reports them.
+//!
+//! The userfaultfd is created in the target (it is tied to the address
+//! space of the process that creates it) by a remote syscall, taken with
+//! pidfd_getfd, and closed in the target again: the target keeps no fd
+//! of ours. In WP_ASYNC mode nobody reads the fd: the kernel resolves a
+//! write fault on a protected page by itself, clearing the page's
+//! protection, which is what PAGEMAP_SCAN's PAGE_IS_WRITTEN then reports.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use super::index::Ranges;
+use crate::{
+    checkpoint::{CheckpointError, dump::Stopped, proc, remote::Remote},
+    sys::{fds, pidfd, uffd},
+};
+
+/// Creates a userfaultfd in the stopped process `t` belongs to (`pid`),
+/// takes it, and closes the target's copy; then enables write-protection
+/// in asynchronous mode.
+pub fn userfaultfd_of(pid: i32, t: &Stopped) -> Result<OwnedFd, CheckpointError> {
+    let vdso = proc::maps(pid)
+        .ok()
+        .and_then(|m| m.into_iter().find(|l| l.path == "[vdso]"))
+        .map(|l| (l.start, l.end));
+    let mut r: Remote = super::super::dump::process::remote_for(t, vdso)?;
+    let n = r
+        .call(
+            libc::SYS_userfaultfd,
+            &[(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64],
+        )
+        .map_err(CheckpointError::remote(pid, "userfaultfd"))?;
+    let taken = pidfd::open(pid)
+        .and_then(|p| fds::getfd(p.as_fd(), n as i32))
+        .map_err(CheckpointError::sys(pid, "take its userfaultfd (pidfd_getfd)"));
+    let closed = r
+        .call(libc::SYS_close, &[n])
+        .map_err(CheckpointError::remote(pid, "close its userfaultfd"));
+    let fd = taken?;
+    closed?;
+    uffd::tracking_features()
+        .and_then(|features| uffd::api(fd.as_fd(), features))
+        .map_err(CheckpointError::sys(pid, "enable asynchronous write-protection (UFFDIO_API WP_ASYNC)"))?;
+    Ok(fd)
+}
+
+/// Registers [start, end) for write-protection and protects all of it.
+pub fn arm(uffd: BorrowedFd, pid: i32, start: u64, end: u64) -> Result<(), CheckpointError> {
+    let what = |w: &str| format!("{w} {start:#x}-{end:#x}");
+    uffd::register_wp(uffd, start, end - start)
+        .map_err(CheckpointError::sys(pid, what("register for write-protection")))?;
+    uffd::write_protect(uffd, start, end - start, true)
+        .map_err(CheckpointError::sys(pid, what("write-protect")))
+}
+
+/// Protects `ranges` again (pages found written and about to be copied).
+pub fn protect(uffd: BorrowedFd, pid: i32, ranges: &[(u64, u64)]) -> Result<(), CheckpointError> {
+    for &(s, l) in ranges {
+        uffd::write_protect(uffd, s, l, true).map_err(CheckpointError::sys(
+            pid,
+            format!("write-protect {s:#x}-{:#x} again", s + l),
+        ))?;
+    }
+    Ok(())
+}
+
+/// The pages of [start, end) written since they were last protected;
+/// with `reprotect`, protected again in the same walk (atomically per
+/// page: a write after its page was reported faults again).
+pub fn written(
+    pagemap: BorrowedFd,
+    pid: i32,
+    start: u64,
+    end: u64,
+    reprotect: bool,
+) -> Result<Ranges, CheckpointError> {
+    let regions = uffd::pagemap_scan(pagemap, start, end, &uffd::Scan::written(reprotect)).map_err(CheckpointError::sys(
+        pid,
+        format!("PAGEMAP_SCAN {start:#x}-{end:#x}"),
+    ))?;
+    Ok(super::index::coalesce(
+        regions.into_iter().map(|r| (r.start, r.end - r.start)),
+    ))
+}
+
+/// The pages of [start, end) whose copy in a chain no longer stands:
+/// written since their last protection, or the shared zero page (a
+/// protected page dropped by MADV_DONTNEED and read again reads zeros
+/// without any write).
+pub fn changed(pagemap: BorrowedFd, pid: i32, start: u64, end: u64) -> Result<Ranges, CheckpointError> {
+    let scan = uffd::Scan {
+        flags: uffd::PM_SCAN_CHECK_WPASYNC,
+        category_anyof_mask: uffd::PAGE_IS_WRITTEN | uffd::PAGE_IS_PFNZERO,
+        return_mask: uffd::PAGE_IS_WRITTEN | uffd::PAGE_IS_PFNZERO,
+        ..uffd::Scan::default()
+    };
+    let regions = uffd::pagemap_scan(pagemap, start, end, &scan).map_err(CheckpointError::sys(
+        pid,
+        format!("PAGEMAP_SCAN {start:#x}-{end:#x}"),
+    ))?;
+    Ok(super::index::coalesce(
+        regions.into_iter().map(|r| (r.start, r.end - r.start)),
+    ))
+}

@@ -1,0 +1,262 @@
+//! Incremental checkpoint against the real kernel: pre-dump chains of a
+//! process that writes random pages as fast as it can while it is
+//! copied (tests/workloads/dirty.c, which checks every page against the
+//! version it keeps), finished, restored from the chain and verified;
+//! aborted chains leave no trace; broken chains are refused.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    thread,
+    time::{Duration, Instant},
+};
+
+mod support;
+
+use support::ckpt::*;
+
+/// `palisade --root <the workload's own state root> ARGS`.
+fn pal(w: &Workload, args: &[&str]) -> Command {
+    let mut cmd = palisade(&["--root"]);
+    cmd.arg(w.dir.join("state")).args(args);
+    cmd
+}
+
+/// Hands the workload a trigger word.
+fn say(w: &Workload, word: &str) {
+    let tmp = w.dir.join("trigger.tmp");
+    fs::write(&tmp, word).unwrap();
+    fs::rename(&tmp, w.dir.join("trigger")).unwrap();
+}
+
+/// Waits (up to 20 s) until the log has `n` lines starting with `prefix`.
+fn wait_lines(w: &Workload, prefix: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.log().lines().filter(|l| l.starts_with(prefix)).count() < n {
+        assert!(!w.log().contains("FAIL"), "log: {}", w.log());
+        assert!(Instant::now() < deadline, "no {prefix} line {n}; log: {}", w.log());
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pre_dump(w: &Workload, dir: &Path, parent: Option<&Path>, extra: &[&str]) -> Output {
+    let pid = w.pid.to_string();
+    let mut cmd = pal(w, &["checkpoint", "--pid", &pid, "--pre-dump", "--dir"]);
+    cmd.arg(dir).args(extra);
+    if let Some(p) = parent {
+        cmd.arg("--parent").arg(p);
+    }
+    cmd.output().unwrap()
+}
+
+/// The number after `label` in a report line.
+fn figure(out: &Output, label: &str) -> u64 {
+    let s = String::from_utf8_lossy(&out.stdout);
+    let at = s.find(label).unwrap_or_else(|| panic!("no {label:?} in {s}"));
+    s[..at].split_whitespace().last().unwrap().parse().unwrap()
+}
+
+/// Whether any mapping of `pid` is registered for write-protection.
+fn write_protected(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("VmFlags:"))
+        .any(|f| f.split_whitespace().any(|w| w == "uw"))
+}
+
+/// A chain of five pre-dumps of a process writing random pages at full
+/// speed — mapping, unmapping, growing its heap and starting threads
+/// between steps — then the final checkpoint and a restore from the
+/// chain: every page verifies.
+fn chain_restores(backend: &str) {
+    let mut w = Workload::start_program("dirty", &["64", "mutate"]);
+    wait_lines(&w, "", 0);
+    let mut extra = vec!["--track", backend];
+    if backend == "ebpf" {
+        // Stopped while it reads, so the recorder's set and PAGEMAP_SCAN's
+        // are of the same instant and must agree page for page.
+        extra.push("--cross-check");
+    }
+    let mut parent: Option<PathBuf> = None;
+    for step in 1..=5 {
+        if step > 1 {
+            say(&w, "mutate");
+            wait_lines(&w, "MUTATED", step - 1);
+        }
+        let dir = w.image(&format!("pre{step}"));
+        let out = pre_dump(&w, &dir, parent.as_deref(), if step == 1 { &extra } else { &extra[2..] });
+        assert!(out.status.success(), "pre-dump {step}: {}", text(&out));
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(report.contains(&format!("generation {}, backend {backend}", step - 1)), "{report}");
+        if step > 1 && backend != "full" {
+            // Only what was written is copied: far less than 64 MiB.
+            assert!(figure(&out, "copied") < 64 * 256, "{report}");
+        }
+        assert!(support::ckpt::alive(w.pid));
+        parent = Some(dir);
+    }
+    let image = w.image("final");
+    let mut cmd = pal(&w, &["checkpoint", "--pid", &w.pid.to_string(), "--dir"]);
+    cmd.arg(&image).arg("--parent").arg(parent.as_ref().unwrap());
+    let out = w.checkpoint_by(cmd);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kept from its pre-dump chain"), "{}", text(&out));
+    assert!(!w.dir.join("state/.tracking").join(w.pid.to_string()).exists());
+    w.restore_and_verify(&image, 0);
+}
+
+#[test]
+fn a_chain_restores_a_busy_writer_with_ebpf() {
+    chain_restores("ebpf");
+}
+
+#[test]
+fn a_chain_restores_a_busy_writer_with_pagemap_scan() {
+    chain_restores("pagemap-scan");
+}
+
+#[test]
+fn a_chain_restores_a_busy_writer_with_full_copies() {
+    chain_restores("full");
+}
+
+/// What must be exactly as it was after tracking ends: fds, mappings
+/// with their flags, and the status lines that are not counters.
+fn snapshot(pid: i32) -> (Vec<String>, String, Vec<String>) {
+    let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            format!("{:?} {:?}", e.file_name(), fs::read_link(e.path()).ok())
+        })
+        .collect();
+    fds.sort();
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let layout: String = smaps
+        .lines()
+        .filter(|l| l.contains('-') && !l.contains(':') || l.starts_with("VmFlags:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let status: Vec<String> = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            [
+                "Name:", "Umask:", "Tgid:", "Pid:", "PPid:", "TracerPid:", "Uid:", "Gid:", "FDSize:",
+                "Groups:", "SigBlk:", "SigIgn:", "SigCgt:", "CapInh:", "CapPrm:", "CapEff:",
+                "Seccomp:", "NoNewPrivs:", "Cpus_allowed_list:",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .map(str::to_string)
+        .collect();
+    (fds, layout, status)
+}
+
+/// `--stop-tracking` and an interrupted pre-dump (SIGINT mid-copy) each
+/// leave the process exactly as it was, and a plain checkpoint of it
+/// afterwards works.
+#[test]
+fn an_aborted_chain_leaves_the_process_as_it_was() {
+    let mut w = Workload::start_program("dirty", &["256"]);
+    wait_lines(&w, "", 0);
+    let before = snapshot(w.pid);
+    let out = pre_dump(&w, &w.image("pre1"), None, &["--track", "pagemap-scan"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(write_protected(w.pid));
+    let out = pal(&w, &["checkpoint", "--pid", &w.pid.to_string(), "--stop-tracking"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(snapshot(w.pid), before);
+    // Stopping what is not tracked is refused.
+    let out = pal(&w, &["checkpoint", "--pid", &w.pid.to_string(), "--stop-tracking"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // Interrupted while it copies 256 MiB: its holder sees it go unsaid.
+    let dir = w.image("pre-interrupted");
+    let pid = w.pid.to_string();
+    let mut child = pal(&w, &["checkpoint", "--pid", &pid, "--pre-dump", "--track", "ebpf", "--dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !write_protected(w.pid) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: kill(2) of our own child, by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (write_protected(w.pid) || w.dir.join("state/.tracking").join(&pid).exists())
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(snapshot(w.pid), before, "after an interrupted pre-dump");
+    assert!(!dir.join("manifest.json").exists());
+
+    let image = w.image("plain");
+    w.checkpoint(&image);
+    w.restore_and_verify(&image, 0);
+}
+
+/// A `--parent` that is not the chain's last image is refused with the
+/// process untouched and still tracked; a final image whose chain was
+/// altered, or lost a link, is refused before anything is created.
+#[test]
+fn a_broken_chain_is_refused() {
+    let mut w = Workload::start_program("dirty", &["32"]);
+    wait_lines(&w, "", 0);
+    let (d1, d2) = (w.image("pre1"), w.image("pre2"));
+    for (dir, parent) in [(&d1, None), (&d2, Some(d1.as_path()))] {
+        let out = pre_dump(&w, dir, parent, &["--track", "pagemap-scan"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let pid = w.pid.to_string();
+    for (parent, pre) in [(&d1, true), (&d1, false)] {
+        let mut cmd = pal(&w, &["checkpoint", "--pid", &pid, "--dir"]);
+        cmd.arg(w.image("stale")).arg("--parent").arg(parent);
+        if pre {
+            cmd.arg("--pre-dump");
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not the last image"), "{}", text(&out));
+        assert!(!w.image("stale").exists());
+        assert!(alive(w.pid) && write_protected(w.pid));
+    }
+    let image = w.image("final");
+    let mut cmd = pal(&w, &["checkpoint", "--pid", &pid, "--dir"]);
+    cmd.arg(&image).arg("--parent").arg(&d2);
+    w.checkpoint_by(cmd);
+
+    let restore = |w: &Workload| {
+        let out = palisade(&["restore", "--dir"]).arg(&image).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(!alive(w.pid), "nothing was created");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // One byte of the first pre-dump's pages changed.
+    let pages = d1.join("pages.img");
+    let mut bytes = fs::read(&pages).unwrap();
+    bytes[4096 * 3 + 17] ^= 0x40;
+    fs::write(&pages, &bytes).unwrap();
+    let err = restore(&w);
+    assert!(err.contains("pre1") && err.contains("altered"), "{err}");
+    bytes[4096 * 3 + 17] ^= 0x40;
+    fs::write(&pages, &bytes).unwrap();
+    // The first pre-dump replaced by another image.
+    fs::rename(&d1, w.image("moved")).unwrap();
+    let err = restore(&w);
+    assert!(err.contains("pre1"), "{err}");
+    fs::rename(w.image("moved"), &d1).unwrap();
+    // Whole again, it restores.
+    w.restore_and_verify(&image, 0);
+}
