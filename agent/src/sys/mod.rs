@@ -14,3 +14,4 @@ pub mod ptrace;
 pub mod security;
 pub mod signal;
 pub mod taskstate;
+pub mod uffd;
