@@ -343,6 +343,9 @@ fn refuse_pdeathsig(pid: i32, image: &Image) -> Result<(), CheckpointError> {
 /// (to refuse it, or complete it), then ends the tree or, with
 /// `leave_running`, lets it go on. On any failure every task goes on
 /// unchanged and nothing of the image is left.
+// The steps' inputs, each from a different caller's stage; a struct of
+// them would only be unpacked again here.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn dump_into(
     root: i32,
     mut frozen: Frozen,

@@ -135,7 +135,7 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
         }
     };
     if args.pre_dump && args.leave_running {
-        super::report("--leave-running: a pre-dump always leaves the process running");
+        super::report(&"--leave-running: a pre-dump always leaves the process running");
         return super::EXIT_BAD_INPUT;
     }
     let dir_arg = args.dir.clone().expect("clap requires --dir");

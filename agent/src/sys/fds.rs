@@ -376,16 +376,15 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) 
     Ok(())
 }
 
-/// Receives one message of up to `max` bytes and up to `max_fds` fds
+/// The most fds [`recv_with_fds`] takes in one message.
+pub const MAX_FDS: usize = 253;
+
+/// Receives one message of up to `max` bytes and up to [`MAX_FDS`] fds
 /// (close-on-exec) from a connected Unix socket; a message or fd list cut
 /// short is EMSGSIZE.
-pub fn recv_with_fds(
-    sock: BorrowedFd<'_>,
-    max: usize,
-    max_fds: usize,
-) -> nix::Result<(Vec<u8>, Vec<OwnedFd>)> {
+pub fn recv_with_fds(sock: BorrowedFd<'_>, max: usize) -> nix::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; max];
-    let mut space = vec![0u8; nix::cmsg_space!([RawFd; 1]) * max_fds.max(1)];
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let msg = socket::recvmsg::<()>(
         sock.as_raw_fd(),

@@ -403,3 +403,43 @@ pub fn soft_dirty_works() -> nix::Result<bool> {
 
 #[cfg(test)]
 mod tests;
+
+/// The /proc/PID/pagemap entry of a page that holds nothing but a
+/// write-protection marker (an untouched page of a protected range):
+/// pagemap reports it as swapped, yet it has no data. Learned once, on a
+/// page of our own, since its encoding (a swap entry of the kernel's
+/// marker type) depends on the kernel's configuration.
+pub fn marker_pagemap_entry() -> nix::Result<u64> {
+    static ENTRY: std::sync::OnceLock<nix::Result<u64>> = std::sync::OnceLock::new();
+    *ENTRY.get_or_init(learn_marker_entry)
+}
+
+fn learn_marker_entry() -> nix::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = std::num::NonZeroUsize::new(PAGE as usize).expect("a page");
+    // SAFETY: a fresh anonymous page chosen by the kernel; it replaces
+    // nothing, is never touched, and is unmapped below.
+    let ptr = unsafe {
+        nix::sys::mman::mmap_anonymous(
+            None,
+            len,
+            nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+            nix::sys::mman::MapFlags::MAP_PRIVATE,
+        )
+    }?;
+    let addr = ptr.as_ptr() as u64;
+    let learned = (|| {
+        let uffd = userfaultfd(libc::O_CLOEXEC | libc::O_NONBLOCK)?;
+        api(uffd.as_fd(), tracking_features()?)?;
+        register_wp(uffd.as_fd(), addr, PAGE)?;
+        write_protect(uffd.as_fd(), addr, PAGE, true)?;
+        let mut entry = [0u8; 8];
+        std::fs::File::open("/proc/self/pagemap")
+            .and_then(|f| f.read_exact_at(&mut entry, addr / PAGE * 8))
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        Ok(u64::from_ne_bytes(entry))
+    })();
+    // SAFETY: the page mapped above, referenced by nothing else.
+    let _ = unsafe { nix::sys::mman::munmap(ptr, PAGE as usize) };
+    learned
+}

@@ -42,10 +42,13 @@ pub(in crate::checkpoint) fn resident_ranges(
     pagemap
         .read_exact_at(&mut raw, start / 4096 * 8)
         .map_err(StepError::io("read pagemap"))?;
+    // A page of a write-protected range that was never touched reads as
+    // swapped, yet holds only the protection marker: no data.
+    let marker = crate::sys::uffd::marker_pagemap_entry().ok();
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for (i, entry) in raw.chunks_exact(8).enumerate() {
         let e = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
-        if e & (PM_PRESENT | PM_SWAPPED) == 0 || e & PM_FILE != 0 {
+        if e & (PM_PRESENT | PM_SWAPPED) == 0 || e & PM_FILE != 0 || Some(e) == marker {
             continue;
         }
         let addr = start + i as u64 * 4096;
@@ -279,7 +282,15 @@ fn collect_vmas(
         let repro = if vmflags::KERNELS.contains(&m.path.as_str()) {
             vmflags::Reproduce::default()
         } else {
-            vmflags::classify(flags, shared)
+            // The write-protection of a pre-dump chain's tracking is ours,
+            // and ends with this checkpoint: not the process's to keep.
+            let ours = pages.prior().is_some_and(|p| p.protects(pid));
+            let flags = if ours {
+                flags.split_whitespace().filter(|f| *f != "uw").collect::<Vec<_>>().join(" ")
+            } else {
+                flags.clone()
+            };
+            vmflags::classify(&flags, shared)
                 .map_err(|e| CheckpointError::step(pid)(e.at(format!("mapping {range}"))))?
         };
         let source = if m.perms.as_bytes()[0] == b'r' {

@@ -765,10 +765,14 @@ impl Chain {
     /// them (the pages written since, from PAGEMAP_SCAN, taken out).
     pub fn prior(&self) -> Result<Prior, CheckpointError> {
         let mut kept = HashMap::new();
+        let mut protected = std::collections::HashSet::new();
         let protects = Backend::parse(&self.record.backend).is_some_and(Backend::write_protects);
         for p in &self.pre.processes {
             if proc::start_time(p.pid).ok() != Some(p.start_time) {
                 continue;
+            }
+            if protects {
+                protected.insert(p.pid);
             }
             let t = Target::open(p.pid, None)?;
             let flags = proc::vm_flags(p.pid).map_err(CheckpointError::file(p.pid, "read", proc::path(p.pid, "smaps")))?;
@@ -788,7 +792,7 @@ impl Chain {
             }
             kept.insert(p.pid, vmas);
         }
-        Ok(Prior { kept })
+        Ok(Prior { kept, protected })
     }
 
     /// Ends the chain's tracking once the final image is written.
@@ -802,9 +806,16 @@ impl Chain {
 pub struct Prior {
     /// By pid: (start, end, runs in the chain) of each unchanged mapping.
     kept: HashMap<i32, Vec<(u64, u64, Vec<Run>)>>,
+    /// The processes whose write-protection is the chain's own.
+    protected: std::collections::HashSet<i32>,
 }
 
 impl Prior {
+    /// Whether `pid`'s userfaultfd registrations are the chain's.
+    pub fn protects(&self, pid: i32) -> bool {
+        self.protected.contains(&pid)
+    }
+
     /// Splits `present` (the pages of `pid`'s mapping [start, end) a dump
     /// copies) into those to copy and the runs the chain holds for the
     /// others.

@@ -151,7 +151,7 @@ pub fn connect(sessions: &Path, record: &Record) -> Result<(Link, Held), Checkpo
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| fail(e.to_string()))?;
     let (text, fds) =
-        fds::recv_with_fds(stream.as_fd(), 4096, 256).map_err(|e| fail(format!("receive: {e}")))?;
+        fds::recv_with_fds(stream.as_fd(), 64 << 10).map_err(|e| fail(format!("receive: {e}")))?;
     let desc: Handover = serde_json::from_slice(&text).map_err(|e| fail(format!("{e}")))?;
     if fds.len() != desc.uffds.len() + desc.maps {
         return Err(fail(format!(
