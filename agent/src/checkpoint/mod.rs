@@ -20,6 +20,7 @@ mod remote;
 pub mod restore;
 pub mod sign;
 pub mod state;
+pub mod track;
 mod vmflags;
 
 use nix::errno::Errno;
