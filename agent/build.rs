@@ -1,5 +1,5 @@
 //! Builds the kernel-side crate (`ebpf/`) with nightly for bpfel-unknown-none
-//! and hands its object to the agent, which embeds it with `include_bytes`.
+//! and hands its objects to the agent, which embeds them with `include_bytes`.
 //!
 //! The toolchain pieces (nightly with rust-src, bpf-linker built against
 //! LLVM 22) are installed by `cargo xtask build`; this script only says so
@@ -76,10 +76,22 @@ fn main() {
             ebpf.display()
         );
     }
-    let object = target_dir.join("bpfel-unknown-none/release/palisade");
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("palisade.bpf.o");
-    copy(&object, &out);
-    println!("cargo:rustc-env=PALISADE_EBPF_OBJECT={}", out.display());
+    // Each binary of ebpf/ is one object: enforcement and accounting, and
+    // the dirty-page tracker, loaded only while a checkpoint tracks pages.
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    for (binary, file, var) in [
+        ("palisade", "palisade.bpf.o", "PALISADE_EBPF_OBJECT"),
+        (
+            "palisade-dirty",
+            "palisade-dirty.bpf.o",
+            "PALISADE_DIRTY_OBJECT",
+        ),
+    ] {
+        let object = target_dir.join("bpfel-unknown-none/release").join(binary);
+        let out = out_dir.join(file);
+        copy(&object, &out);
+        println!("cargo:rustc-env={var}={}", out.display());
+    }
 }
 
 fn cargo_home() -> PathBuf {

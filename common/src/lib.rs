@@ -24,6 +24,11 @@ pub mod program {
     pub const SCHED_SWITCH: &str = "sched_switch";
     /// Raw tracepoint `page_fault_user`: page faults.
     pub const PAGE_FAULT: &str = "page_fault_user";
+    /// Dirty-page tracker (its own object): raw tracepoint `page_fault_user`.
+    pub const DIRTY_USER: &str = "dirty_user";
+    /// Dirty-page tracker: raw tracepoint `page_fault_kernel` (the kernel
+    /// writing user memory, as `read()` into a buffer does).
+    pub const DIRTY_KERNEL: &str = "dirty_kernel";
 }
 
 /// Names of the maps in the eBPF object.
@@ -51,6 +56,15 @@ pub mod map {
     /// `LruHashMap<u64 task address, TaskCgroup>`: the cgroup of tasks seen
     /// before, so a task switched in is known without a walk.
     pub const TASK_CGROUP: &str = "TASK_CGROUP";
+    /// Dirty-page tracker: `HashMap<u32 tgid, u32 flags>`, the processes
+    /// whose write faults are recorded (flags are 0; none is defined yet).
+    pub const TRACKED: &str = "TRACKED";
+    /// Dirty-page tracker: `HashMap<DirtyKey, u32 write faults>`.
+    pub const DIRTY: &str = "DIRTY";
+    /// Dirty-page tracker: `HashMap<u32 tgid, u64>`, write faults of a
+    /// tracked process that [`DIRTY`] could not take (full, or out of
+    /// memory) since userspace last took the entry.
+    pub const DIRTY_LOST: &str = "DIRTY_LOST";
 }
 
 /// The major number (handle) of the HTB qdisc palisade installs on the
@@ -89,6 +103,41 @@ pub const MAX_PORT_RULES: usize = 32;
 pub const MAX_DEVICE_ENTRIES: u32 = 32768;
 /// Distinct device patterns one container's policy may hold.
 pub const MAX_DEVICE_RULES: usize = 256;
+
+/// Capacity of [`map::TRACKED`]: processes tracked at once.
+pub const MAX_TRACKED: u32 = 1024;
+/// Capacity of [`map::DIRTY_LOST`]: twice [`MAX_TRACKED`], so that the
+/// entries a program makes for a process being untracked at that instant
+/// (left until the next `track`) never leave a tracked one without room.
+pub const MAX_LOST_ENTRIES: u32 = 2 * MAX_TRACKED;
+/// Capacity of [`map::DIRTY`]: dirty pages recorded and not yet drained,
+/// for all tracked processes together. 16 GiB of memory with 10% of it
+/// written between two drains is about 420k pages; 1 << 20 leaves room
+/// for more than twice that. The map is not preallocated: an entry costs
+/// kernel memory (about 80 bytes) only while it exists, but the bucket
+/// array (16 bytes per entry of capacity, 16 MiB) exists as long as the
+/// map does, and a drain walks it.
+pub const MAX_DIRTY_PAGES: u32 = 1 << 20;
+/// The page size the tracker records addresses at (x86-64).
+pub const DIRTY_PAGE_SIZE: u64 = 4096;
+/// Bit of the x86 page fault error code set for a write access.
+pub const FAULT_WRITE: u64 = 0x2;
+/// Arguments of the x86 raw tracepoints `page_fault_user` and
+/// `page_fault_kernel`, as `TP_PROTO` declares them
+/// (arch/x86/include/asm/trace/exceptions.h: `unsigned long address,
+/// struct pt_regs *regs, unsigned long error_code`).
+pub const PAGE_FAULT_ARG_ADDRESS: usize = 0;
+pub const PAGE_FAULT_ARG_ERROR_CODE: usize = 2;
+
+/// A page written by a tracked process: the key of [`map::DIRTY`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct DirtyKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// The faulting address rounded down to [`DIRTY_PAGE_SIZE`].
+    pub page: u64,
+}
 
 /// Bits of a [`RuleKey`] before the address: the cgroup id and the family.
 pub const KEY_HEADER_BITS: u32 = 96;
@@ -443,6 +492,8 @@ mod pod {
     unsafe impl aya::Pod for super::Running {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TaskCgroup {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DirtyKey {}
 }
 
 const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 28);
@@ -452,6 +503,7 @@ const _: () = assert!(core::mem::size_of::<RuleKey>() == 28);
 const _: () = assert!(core::mem::size_of::<Usage>() == 8 * 13);
 const _: () = assert!(core::mem::size_of::<Running>() == 32);
 const _: () = assert!(core::mem::size_of::<TaskCgroup>() == 16);
+const _: () = assert!(core::mem::size_of::<DirtyKey>() == 16);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 const _: () = assert!(core::mem::size_of::<PrefixRules>() == 4 + 8 * MAX_PORT_RULES);

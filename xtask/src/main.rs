@@ -159,14 +159,17 @@ fn test(extra: &[String]) -> Result<()> {
     rootfs::build()?;
     println!("==> cargo fmt --check");
     cargo(&["fmt", "--all", "--check"])?;
-    // The kernel-side crate is outside the workspace; rustfmt follows its modules.
+    // The kernel-side crate is outside the workspace; rustfmt follows the
+    // modules of each binary's root.
+    let roots = ["ebpf/src/main.rs", "ebpf/src/dirty.rs"];
     let status = Command::new("rustfmt")
-        .args(["--check", "--edition", "2024", "ebpf/src/main.rs"])
+        .args(["--check", "--edition", "2024"])
+        .args(roots)
         .current_dir(root())
         .status()
         .context("cannot run rustfmt")?;
     if !status.success() {
-        bail!("rustfmt --check ebpf/src/main.rs failed ({status})");
+        bail!("rustfmt --check {} failed ({status})", roots.join(" "));
     }
     println!("==> clippy ebpf (-D warnings)");
     clippy_ebpf()?;

@@ -1,9 +1,11 @@
 //! bpf(2) commands aya 0.14 offers no public way to make: a cgroup BPF
 //! link for a cgroup device program (aya attaches one but will not hand
-//! it over as a pinnable `FdLink`), and pinning a link by its fd.
+//! it over as a pinnable `FdLink`), pinning a link by its fd, and the
+//! batch and lookup-and-delete operations on a hash map ([`HashOps`]).
 
 use std::{
     ffi::CString,
+    marker::PhantomData,
     os::{
         fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt,
@@ -89,4 +91,220 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> nix::Result<()> {
         )
     })?;
     Ok(())
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD`, `BPF_MAP_LOOKUP_AND_DELETE_ELEM`,
+/// `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_DELETE_BATCH` (enum bpf_cmd).
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+/// `BPF_MAP_TYPE_HASH` (enum bpf_map_type).
+const BPF_MAP_TYPE_HASH: u32 = 1;
+
+/// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The leading fields of `struct bpf_map_info`; the kernel fills as much
+/// of the struct as the length passed asks for.
+#[repr(C)]
+#[derive(Default)]
+struct MapInfo {
+    map_type: u32,
+    id: u32,
+    key_size: u32,
+    value_size: u32,
+}
+
+/// `union bpf_attr` for the map element commands.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// `union bpf_attr` for the `BPF_MAP_*_BATCH` commands.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// bpf(2) with `attr`, which the kernel may write back into.
+///
+/// # Safety
+/// `attr` must be the `union bpf_attr` layout of `cmd`, and every pointer
+/// in it valid for the reads and writes `cmd` makes through it.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> nix::Result<libc::c_long> {
+    // SAFETY: the caller's contract; `attr` itself is valid for
+    // `size_of::<T>()` bytes of reads and writes.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T,
+            std::mem::size_of::<T>() as u32,
+        )
+    })
+}
+
+/// The position of a [`HashOps::lookup_batch`] walk: the bucket it reads
+/// next, and whether it has read the last.
+#[derive(Debug, Default)]
+pub struct BatchCursor {
+    bucket: Option<u32>,
+    done: bool,
+}
+
+impl BatchCursor {
+    pub fn done(&self) -> bool {
+        self.done
+    }
+}
+
+/// A BPF hash map checked (at [`HashOps::new`]) to hold keys `K` and
+/// values `V`, for the commands aya 0.14 lacks. The check is what makes
+/// the buffers passed to the kernel the sizes it writes.
+pub struct HashOps<'fd, K, V> {
+    fd: BorrowedFd<'fd>,
+    _kv: PhantomData<fn() -> (K, V)>,
+}
+
+impl<'fd, K: bytemuck::Pod, V: bytemuck::Pod> HashOps<'fd, K, V> {
+    /// `EINVAL` unless `fd` is a `BPF_MAP_TYPE_HASH` of `K` keys and `V` values.
+    pub fn new(fd: BorrowedFd<'fd>) -> nix::Result<Self> {
+        let mut info = MapInfo::default();
+        let mut attr = InfoAttr {
+            bpf_fd: fd.as_raw_fd() as u32,
+            info_len: std::mem::size_of::<MapInfo>() as u32,
+            info: &mut info as *mut MapInfo as u64,
+        };
+        // SAFETY: `info` is writable for the `info_len` bytes the kernel
+        // fills at most.
+        unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+        if info.map_type != BPF_MAP_TYPE_HASH
+            || info.key_size as usize != std::mem::size_of::<K>()
+            || info.value_size as usize != std::mem::size_of::<V>()
+        {
+            return Err(Errno::EINVAL);
+        }
+        Ok(HashOps {
+            fd,
+            _kv: PhantomData,
+        })
+    }
+
+    /// `BPF_MAP_LOOKUP_BATCH` (Linux 5.6): copies the entries of the
+    /// buckets from `cursor` on into `keys` and `values`, as many whole
+    /// buckets as fit, and moves `cursor` past them; returns how many it
+    /// copied. An entry inserted meanwhile into a bucket already passed is
+    /// not seen by this walk. `ENOSPC` if the first bucket does not fit.
+    pub fn lookup_batch(
+        &self,
+        cursor: &mut BatchCursor,
+        keys: &mut [K],
+        values: &mut [V],
+    ) -> nix::Result<usize> {
+        if cursor.done {
+            return Ok(0);
+        }
+        let count = keys.len().min(values.len()).min(u32::MAX as usize) as u32;
+        // Written back on every return but one: a cursor already past the
+        // end (ENOENT before reading anything, `count` left as passed).
+        const UNWRITTEN: u32 = u32::MAX;
+        let mut next = UNWRITTEN;
+        let mut attr = BatchAttr {
+            in_batch: cursor.bucket.as_ref().map_or(0, |b| b as *const u32 as u64),
+            out_batch: &mut next as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count,
+            map_fd: self.fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        // SAFETY: the map is a hash map of `K` keys and `V` values (checked
+        // in `new`), whose batch token is a u32 bucket index: the kernel
+        // reads one u32 at `in_batch` (or none), writes one at `out_batch`
+        // and at most `count` keys and values, all of which the buffers
+        // hold; `K` and `V` are `Pod`, valid for any bytes.
+        match unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) } {
+            Ok(_) => {}
+            Err(Errno::ENOENT) if next == UNWRITTEN => {
+                cursor.done = true;
+                return Ok(0);
+            }
+            // The last bucket was read (entries may still have been copied).
+            Err(Errno::ENOENT) => cursor.done = true,
+            Err(e) => return Err(e),
+        }
+        cursor.bucket = Some(next);
+        Ok(attr.count.min(count) as usize)
+    }
+
+    /// `BPF_MAP_DELETE_BATCH` (Linux 5.6): deletes `keys`, passing over
+    /// any that is not there. Returns how many it deleted, and the error
+    /// that stopped it before the end (those deleted are a prefix of the
+    /// keys that were there).
+    pub fn delete_batch(&self, keys: &[K]) -> (usize, nix::Result<()>) {
+        let mut deleted = 0;
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let count = rest.len().min(u32::MAX as usize) as u32;
+            let mut attr = BatchAttr {
+                keys: rest.as_ptr() as u64,
+                count,
+                map_fd: self.fd.as_raw_fd() as u32,
+                ..Default::default()
+            };
+            // SAFETY: as in `lookup_batch`; the kernel only reads `count`
+            // keys from `keys`, and writes back the count it deleted.
+            let result = unsafe { bpf(BPF_MAP_DELETE_BATCH, &mut attr) };
+            // It stops at the first key it cannot delete.
+            let done = (attr.count as usize).min(rest.len());
+            deleted += done;
+            match result {
+                Ok(_) => rest = &rest[done..],
+                Err(Errno::ENOENT) => rest = &rest[(done + 1).min(rest.len())..],
+                Err(e) => return (deleted, Err(e)),
+            }
+        }
+        (deleted, Ok(()))
+    }
+
+    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on a hash map (Linux 5.14): takes
+    /// the value of `key` out atomically, so that no update made by a
+    /// program meanwhile is lost.
+    pub fn take(&self, key: &K) -> nix::Result<Option<V>> {
+        let mut value = V::zeroed();
+        let mut attr = ElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            key: key as *const K as u64,
+            value: &mut value as *mut V as u64,
+            ..Default::default()
+        };
+        // SAFETY: as in `lookup_batch`: the kernel reads one `K` at `key`
+        // and writes one `V` at `value`.
+        match unsafe { bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
+            Ok(_) => Ok(Some(value)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }

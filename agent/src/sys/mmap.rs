@@ -1,9 +1,10 @@
-//! A file mapped into our memory: the checkpoint's page file, which the
-//! restore copies from into the new processes on several threads.
+//! Memory mappings: a file mapped into our memory (the checkpoint's page
+//! file, which the restore copies from into the new processes on several
+//! threads), and fresh anonymous memory.
 
 use std::{fs::File, os::fd::AsFd, ptr::NonNull};
 
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap, mmap_anonymous, munmap};
 
 /// `len` bytes of a file at `offset`, mapped shared; unmapped on drop.
 pub struct Mapped {
@@ -64,6 +65,66 @@ impl Mapped {
 }
 
 impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no slice of it outlives self.
+        let _ = unsafe { munmap(self.ptr, self.len) };
+    }
+}
+
+/// Fresh private anonymous memory (`MAP_PRIVATE | MAP_ANONYMOUS`, not
+/// populated, no transparent huge pages): each page faults in on its first
+/// touch, one fault per 4 KiB page. Unmapped on drop.
+pub struct Anonymous {
+    ptr: NonNull<libc::c_void>,
+    len: usize,
+}
+
+// SAFETY: as for `Mapped`: plain memory owned by this value.
+unsafe impl Send for Anonymous {}
+// SAFETY: as above.
+unsafe impl Sync for Anonymous {}
+
+impl Anonymous {
+    /// Maps `len` (> 0) bytes, readable and writable.
+    pub fn new(len: usize) -> std::io::Result<Self> {
+        let size = std::num::NonZeroUsize::new(len)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a fresh anonymous mapping chosen by the kernel (no fixed
+        // address), so nothing of ours is replaced.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS,
+            )
+        }?;
+        // Best effort: a kernel without THP refuses the advice (EINVAL),
+        // and has no huge pages to avoid.
+        // SAFETY: advice on our own fresh mapping; it changes how pages
+        // are allocated, never their contents.
+        let _ = unsafe { madvise(ptr, len, MmapAdvise::MADV_NOHUGEPAGE) };
+        Ok(Anonymous { ptr, len })
+    }
+
+    /// The address of the first byte (page aligned).
+    pub fn addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes, live until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is `len` writable bytes, live until drop,
+        // and `&mut self` makes this the only slice of it.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast(), self.len) }
+    }
+}
+
+impl Drop for Anonymous {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, no slice of it outlives self.
         let _ = unsafe { munmap(self.ptr, self.len) };
