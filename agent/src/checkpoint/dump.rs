@@ -75,7 +75,7 @@ same_registers!(
 /// A task we seized and stopped, with the registers it stopped with.
 pub(super) struct Stopped {
     pub(super) tid: i32,
-    regs: ptrace::Regs,
+    pub(super) regs: ptrace::Regs,
     /// Signals that arrived while we drove it with remote syscalls; sent
     /// again when it is let go.
     deferred: Vec<i32>,

@@ -39,3 +39,22 @@ pub fn wait(set: &SigSet) -> nix::Result<Received> {
         });
     }
 }
+
+/// Runs `f` with SIGINT, SIGTERM, SIGHUP and SIGQUIT held back: one that
+/// arrives meanwhile (Ctrl-C) is delivered once `f` has returned, so a
+/// step that must not be cut in the middle (a tree stopped and altered
+/// by remote calls) finishes first.
+pub fn holding_interrupts<T>(f: impl FnOnce() -> T) -> T {
+    use nix::sys::signal::{SigmaskHow, sigprocmask};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+        set.add(s);
+    }
+    let mut old = SigSet::empty();
+    let held = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).is_ok();
+    let out = f();
+    if held {
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    out
+}

@@ -336,11 +336,21 @@ fn scan_in_batches(
         // `Region`) at `vec`, which `buf` holds and nothing else borrows.
         let n = unsafe { ioctl(pagemap, PAGEMAP_SCAN, &mut arg) }? as usize;
         for r in &buf[..n.min(buf.len())] {
+            let mut r = *r;
             match out.last_mut() {
-                Some(last) if last.end == r.start && last.categories == r.categories => {
-                    last.end = r.end
+                // A walk cut short by a full buffer may end inside the
+                // last region it gave: the next call gives that part
+                // again.
+                Some(last) if r.start <= last.end && last.categories == r.categories => {
+                    last.end = last.end.max(r.end)
                 }
-                _ => out.push(*r),
+                Some(last) if r.start < last.end => {
+                    r.start = last.end;
+                    if r.start < r.end {
+                        out.push(r);
+                    }
+                }
+                _ => out.push(r),
             }
         }
         // The kernel stops before `end` only when the buffer is full.

@@ -32,7 +32,7 @@ pub fn coalesce(ranges: impl IntoIterator<Item = (u64, u64)>) -> Ranges {
             continue;
         }
         match out.last_mut() {
-            Some((ps, pl)) if *ps + *pl >= s => *pl = (*pl).max(s + l - *ps),
+            Some((ps, pl)) if *ps + *pl >= s => *pl = (*pl).max((s + l).saturating_sub(*ps)),
             _ => out.push((s, l)),
         }
     }

@@ -286,19 +286,22 @@ fn first_pre_dump(
         _ => None,
     };
     let t0 = Instant::now();
-    let frozen = dump::freeze(pid)?;
-    let armed = if backend.write_protects() {
-        arm_tree(&frozen, recorder)
-    } else {
-        Ok(Armed {
-            uffds: Vec::new(),
-            ebpf: None,
-        })
-    };
-    let released = frozen.release();
-    let stopped = t0.elapsed();
-    let armed = armed?;
-    released?;
+    let (armed, stopped) = crate::sys::signal::holding_interrupts(|| {
+        let frozen = dump::freeze(pid)?;
+        let armed = if backend.write_protects() {
+            arm_tree(&frozen, recorder)
+        } else {
+            Ok(Armed {
+                uffds: Vec::new(),
+                ebpf: None,
+            })
+        };
+        let released = frozen.release();
+        let stopped = t0.elapsed();
+        let armed = armed?;
+        released?;
+        Ok::<_, CheckpointError>((armed, stopped))
+    })?;
     // The holder keeps the fds from here on; a failure below stops it.
     let link = if backend.write_protects() {
         let dup = |f: std::os::fd::BorrowedFd| {
@@ -603,12 +606,15 @@ fn next_pre_dump(
             }
         }
         let t0 = Instant::now();
-        let frozen = if opts.cross_check { Some(dump::freeze(pid)?) } else { None };
-        let detected = detect(&targets, &pre, ebpf, opts.cross_check);
-        let stopped = t0.elapsed();
-        if let Some(f) = frozen {
-            f.release()?;
-        }
+        let (detected, stopped) = crate::sys::signal::holding_interrupts(|| {
+            let frozen = if opts.cross_check { Some(dump::freeze(pid)?) } else { None };
+            let detected = detect(&targets, &pre, ebpf, opts.cross_check);
+            let stopped = t0.elapsed();
+            if let Some(f) = frozen {
+                f.release()?;
+            }
+            Ok::<_, CheckpointError>((detected, stopped))
+        })?;
         let (prior, fell_back) = detected?;
         let detect_time = t0.elapsed();
         let (mut report, digest) = copy_step(&step, &targets, &prior, dir, key, progress, fell_back)?;
@@ -696,8 +702,13 @@ fn detect(
                                     return Err(CheckpointError::Process {
                                         pid: t.pid,
                                         what: format!(
-                                            "cross-check of {:#x}-{:#x}: the eBPF recorder saw {:?}, PAGEMAP_SCAN {:?}",
-                                            m.start, m.end, summary(&mine), summary(&scanned)
+                                            "cross-check of {:#x}-{:#x}: the eBPF recorder saw {}, PAGEMAP_SCAN {}; only the recorder: {}; only the scan: {}",
+                                            m.start,
+                                            m.end,
+                                            summary(&mine),
+                                            summary(&scanned),
+                                            summary(&index::subtract(&mine, &scanned)),
+                                            summary(&index::subtract(&scanned, &mine)),
                                         ),
                                     });
                                 }

@@ -12,7 +12,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::index::Ranges;
 use crate::{
-    checkpoint::{CheckpointError, dump::Stopped, proc, remote::Remote},
+    checkpoint::{
+        CheckpointError,
+        dump::Stopped,
+        proc,
+        remote::{Remote, resume_regs},
+    },
     sys::{fds, pidfd, uffd},
 };
 
@@ -37,8 +42,14 @@ pub fn userfaultfd_of(pid: i32, t: &Stopped) -> Result<OwnedFd, CheckpointError>
     let closed = r
         .call(libc::SYS_close, &[n])
         .map_err(CheckpointError::remote(pid, "close its userfaultfd"));
+    // Its registers as they were, at once: were we to die before the
+    // tree is let go, it would go on from where it stopped, not from our
+    // last call.
+    let put_back = crate::sys::ptrace::set_regs(t.tid, &resume_regs(t.regs))
+        .map_err(CheckpointError::sys(pid, "restore registers"));
     let fd = taken?;
     closed?;
+    put_back?;
     uffd::tracking_features()
         .and_then(|features| uffd::api(fd.as_fd(), features))
         .map_err(CheckpointError::sys(pid, "enable asynchronous write-protection (UFFDIO_API WP_ASYNC)"))?;
