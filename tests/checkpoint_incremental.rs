@@ -35,7 +35,11 @@ fn wait_lines(w: &Workload, prefix: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while w.log().lines().filter(|l| l.starts_with(prefix)).count() < n {
         assert!(!w.log().contains("FAIL"), "log: {}", w.log());
-        assert!(Instant::now() < deadline, "no {prefix} line {n}; log: {}", w.log());
+        assert!(
+            Instant::now() < deadline,
+            "no {prefix} line {n}; log: {}",
+            w.log()
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }
@@ -53,7 +57,9 @@ fn pre_dump(w: &Workload, dir: &Path, parent: Option<&Path>, extra: &[&str]) -> 
 /// The number after `label` in a report line.
 fn figure(out: &Output, label: &str) -> u64 {
     let s = String::from_utf8_lossy(&out.stdout);
-    let at = s.find(label).unwrap_or_else(|| panic!("no {label:?} in {s}"));
+    let at = s
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in {s}"));
     s[..at].split_whitespace().last().unwrap().parse().unwrap()
 }
 
@@ -86,23 +92,45 @@ fn chain_restores(backend: &str) {
             wait_lines(&w, "MUTATED", step - 1);
         }
         let dir = w.image(&format!("pre{step}"));
-        let out = pre_dump(&w, &dir, parent.as_deref(), if step == 1 { &extra } else { &extra[2..] });
+        let out = pre_dump(
+            &w,
+            &dir,
+            parent.as_deref(),
+            if step == 1 { &extra } else { &extra[2..] },
+        );
         assert!(out.status.success(), "pre-dump {step}: {}", text(&out));
         let report = String::from_utf8_lossy(&out.stdout);
-        assert!(report.contains(&format!("generation {}, backend {backend}", step - 1)), "{report}");
+        assert!(
+            report.contains(&format!("generation {}, backend {backend}", step - 1)),
+            "{report}"
+        );
         if step > 1 && backend != "full" {
             // Nothing but what was written (or newly mapped) is copied.
-            assert!(figure(&out, "copied") <= figure(&out, "pages written"), "{report}");
+            assert!(
+                figure(&out, "copied") <= figure(&out, "pages written"),
+                "{report}"
+            );
         }
         assert!(support::ckpt::alive(w.pid));
         parent = Some(dir);
     }
     let image = w.image("final");
     let mut cmd = pal(&w, &["checkpoint", "--pid", &w.pid.to_string(), "--dir"]);
-    cmd.arg(&image).arg("--parent").arg(parent.as_ref().unwrap());
+    cmd.arg(&image)
+        .arg("--parent")
+        .arg(parent.as_ref().unwrap());
     let out = w.checkpoint_by(cmd);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("kept from its pre-dump chain"), "{}", text(&out));
-    assert!(!w.dir.join("state/.tracking").join(w.pid.to_string()).exists());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("kept from its pre-dump chain"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !w.dir
+            .join("state/.tracking")
+            .join(w.pid.to_string())
+            .exists()
+    );
     w.restore_and_verify(&image, 0);
 }
 
@@ -134,9 +162,12 @@ fn a_step_copies_only_what_was_written(backend: &str) {
     assert!(out.status.success(), "{}", text(&out));
     let copied = figure(&out, "copied");
     assert!(copied > 0 && copied < 64 * 256 / 4, "{}", text(&out));
-    let out = pal(&w, &["checkpoint", "--pid", &w.pid.to_string(), "--stop-tracking"])
-        .output()
-        .unwrap();
+    let out = pal(
+        &w,
+        &["checkpoint", "--pid", &w.pid.to_string(), "--stop-tracking"],
+    )
+    .output()
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -172,9 +203,25 @@ fn snapshot(pid: i32) -> (Vec<String>, String, Vec<String>) {
         .lines()
         .filter(|l| {
             [
-                "Name:", "Umask:", "Tgid:", "Pid:", "PPid:", "TracerPid:", "Uid:", "Gid:", "FDSize:",
-                "Groups:", "SigBlk:", "SigIgn:", "SigCgt:", "CapInh:", "CapPrm:", "CapEff:",
-                "Seccomp:", "NoNewPrivs:", "Cpus_allowed_list:",
+                "Name:",
+                "Umask:",
+                "Tgid:",
+                "Pid:",
+                "PPid:",
+                "TracerPid:",
+                "Uid:",
+                "Gid:",
+                "FDSize:",
+                "Groups:",
+                "SigBlk:",
+                "SigIgn:",
+                "SigCgt:",
+                "CapInh:",
+                "CapPrm:",
+                "CapEff:",
+                "Seccomp:",
+                "NoNewPrivs:",
+                "Cpus_allowed_list:",
             ]
             .iter()
             .any(|k| l.starts_with(k))
@@ -195,26 +242,43 @@ fn an_aborted_chain_leaves_the_process_as_it_was() {
     let out = pre_dump(&w, &w.image("pre1"), None, &["--track", "pagemap-scan"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(write_protected(w.pid));
-    let out = pal(&w, &["checkpoint", "--pid", &w.pid.to_string(), "--stop-tracking"])
-        .output()
-        .unwrap();
+    let out = pal(
+        &w,
+        &["checkpoint", "--pid", &w.pid.to_string(), "--stop-tracking"],
+    )
+    .output()
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(snapshot(w.pid), before);
     // Stopping what is not tracked is refused.
-    let out = pal(&w, &["checkpoint", "--pid", &w.pid.to_string(), "--stop-tracking"])
-        .output()
-        .unwrap();
+    let out = pal(
+        &w,
+        &["checkpoint", "--pid", &w.pid.to_string(), "--stop-tracking"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     // Interrupted while it copies 256 MiB: its holder sees it go unsaid.
     let dir = w.image("pre-interrupted");
     let pid = w.pid.to_string();
-    let mut child = pal(&w, &["checkpoint", "--pid", &pid, "--pre-dump", "--track", "ebpf", "--dir"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = pal(
+        &w,
+        &[
+            "checkpoint",
+            "--pid",
+            &pid,
+            "--pre-dump",
+            "--track",
+            "ebpf",
+            "--dir",
+        ],
+    )
+    .arg(&dir)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !write_protected(w.pid) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(1));
@@ -257,7 +321,11 @@ fn a_broken_chain_is_refused() {
         }
         let out = cmd.output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not the last image"), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not the last image"),
+            "{}",
+            text(&out)
+        );
         assert!(!w.image("stale").exists());
         assert!(alive(w.pid) && write_protected(w.pid));
     }
@@ -267,7 +335,10 @@ fn a_broken_chain_is_refused() {
     w.checkpoint_by(cmd);
 
     let restore = |w: &Workload| {
-        let out = palisade(&["restore", "--dir"]).arg(&image).output().unwrap();
+        let out = palisade(&["restore", "--dir"])
+            .arg(&image)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(!alive(w.pid), "nothing was created");
         String::from_utf8_lossy(&out.stderr).into_owned()
@@ -288,4 +359,84 @@ fn a_broken_chain_is_refused() {
     fs::rename(w.image("moved"), &d1).unwrap();
     // Whole again, it restores.
     w.restore_and_verify(&image, 0);
+}
+
+/// A container's tree pre-dumped twice while it writes, then
+/// checkpointed from the chain and restored as a container: every page
+/// verifies.
+#[test]
+fn a_container_checkpoints_from_its_pre_dump_chain() {
+    use support::{Sandbox, describe};
+    let sb = Sandbox::new("ckpt-incr");
+    let share = sb.dir.join("share");
+    fs::create_dir_all(&share).unwrap();
+    let program = compile_workload(&share, "dirty");
+    let out = sb
+        .palisade()
+        .args(["run", "-d", "--name", &sb.name, "--mount"])
+        .arg(format!("{}:/mnt", share.display()))
+        .arg("--")
+        .arg(Path::new("/mnt").join(program.file_name().unwrap()))
+        .args(["/mnt/pid", "/mnt/trigger", "/mnt/log", "32"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "run: {}", describe(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !share.join("pid").exists() {
+        assert!(Instant::now() < deadline, "the workload never started");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (d1, d2, image) = (
+        sb.dir.join("pre1"),
+        sb.dir.join("pre2"),
+        sb.dir.join("final"),
+    );
+    for (dir, parent) in [(&d1, None), (&d2, Some(&d1))] {
+        let mut cmd = sb.palisade();
+        cmd.args(["checkpoint", &sb.name, "--pre-dump", "--dir"])
+            .arg(dir);
+        if let Some(p) = parent {
+            cmd.arg("--parent").arg(p);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "pre-dump: {}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("pre-dumped container"),
+            "{}",
+            describe(&out)
+        );
+    }
+    let out = sb
+        .palisade()
+        .args(["checkpoint", &sb.name, "--dir"])
+        .arg(&image)
+        .arg("--parent")
+        .arg(&d2)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "checkpoint: {}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("kept from its pre-dump chain"),
+        "{}",
+        describe(&out)
+    );
+    let out = sb
+        .palisade()
+        .args(["restore", "-d", "--dir"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restore: {}", describe(&out));
+    fs::write(share.join("trigger.tmp"), "check").unwrap();
+    fs::rename(share.join("trigger.tmp"), share.join("trigger")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = fs::read_to_string(share.join("log")).unwrap_or_default();
+        assert!(!log.contains("FAIL"), "{log}");
+        if log.lines().any(|l| l.starts_with("PASS ")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no verdict: {log}");
+        thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -37,6 +37,7 @@ pub fn checkpoint_container(
     key: &ImageKey,
     opts: DumpOptions,
     progress: &mut dyn FnMut(u64),
+    chain: Option<crate::checkpoint::track::Chain>,
 ) -> Result<DumpReport, CheckpointError> {
     let ContainerTarget {
         name,
@@ -65,40 +66,62 @@ pub fn checkpoint_container(
         let _ = frozen.release();
         return Err(e);
     }
+    // A pre-dump chain's pages, by the host pids the chain knows.
+    let prior = match chain.as_ref().map(|c| c.prior()).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = frozen.release();
+            return Err(e);
+        }
+    };
+    let parent = chain.as_ref().map(|c| c.parent().clone());
     let target = dump::ImageTarget { dir, key };
-    let report = dump::dump_into(pid, frozen, target, opts, progress, freeze, None, |image| {
-        // The first process has palisade's filters, which restore makes
-        // again from the policy; one added since cannot be.
-        let own = image.processes[0].state.seccomp_filters;
-        if let Some(p) = image
-            .processes
-            .iter()
-            .find(|p| p.state.seccomp_filters != own && p.zombie.is_none())
-        {
-            return Err(CheckpointError::Unsupported {
-                pid: p.pid,
-                what: format!(
-                    "{} seccomp filters where the container has {own} (its own cannot be read back)",
-                    p.state.seccomp_filters
-                ),
-            });
-        }
-        to_namespace(image)?;
-        // Its output goes to the log on the host, out of its sight: the
-        // restored container's goes to its own log.
-        for o in &mut image.files {
-            if let FileKind::Path { path, .. } = &mut o.kind
-                && *path == log
+    let report = dump::dump_into(
+        pid,
+        frozen,
+        target,
+        opts,
+        progress,
+        freeze,
+        prior,
+        |image| {
+            image.parent = parent;
+            // The first process has palisade's filters, which restore makes
+            // again from the policy; one added since cannot be.
+            let own = image.processes[0].state.seccomp_filters;
+            if let Some(p) = image
+                .processes
+                .iter()
+                .find(|p| p.state.seccomp_filters != own && p.zombie.is_none())
             {
-                *path = image::CONTAINER_LOG.to_string();
+                return Err(CheckpointError::Unsupported {
+                    pid: p.pid,
+                    what: format!(
+                        "{} seccomp filters where the container has {own} (its own cannot be read back)",
+                        p.state.seccomp_filters
+                    ),
+                });
             }
-        }
-        image.container = Some(ContainerImage {
-            name: name.to_string(),
-            recipe,
-        });
-        Ok(())
-    })?;
+            to_namespace(image)?;
+            // Its output goes to the log on the host, out of its sight: the
+            // restored container's goes to its own log.
+            for o in &mut image.files {
+                if let FileKind::Path { path, .. } = &mut o.kind
+                    && *path == log
+                {
+                    *path = image::CONTAINER_LOG.to_string();
+                }
+            }
+            image.container = Some(ContainerImage {
+                name: name.to_string(),
+                recipe,
+            });
+            Ok(())
+        },
+    )?;
+    if let Some(c) = chain {
+        c.finish();
+    }
     Ok(report)
 }
 

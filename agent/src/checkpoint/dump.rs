@@ -317,10 +317,19 @@ pub fn checkpoint_pid_chained(
     };
     let parent = chain.parent().clone();
     let target = ImageTarget { dir, key };
-    let report = dump_into(pid, frozen, target, opts, progress, freeze, Some(prior), |image| {
-        image.parent = Some(parent);
-        refuse_pdeathsig(pid, image)
-    })?;
+    let report = dump_into(
+        pid,
+        frozen,
+        target,
+        opts,
+        progress,
+        freeze,
+        Some(prior),
+        |image| {
+            image.parent = Some(parent);
+            refuse_pdeathsig(pid, image)
+        },
+    )?;
     chain.finish();
     Ok(report)
 }

@@ -132,7 +132,10 @@ impl CheckpointError {
     }
 
     /// For `map_err`: remote syscall `what` in process `pid` failed.
-    pub(crate) fn remote(pid: i32, what: impl Into<String>) -> impl FnOnce(remote::RemoteError) -> Self {
+    pub(crate) fn remote(
+        pid: i32,
+        what: impl Into<String>,
+    ) -> impl FnOnce(remote::RemoteError) -> Self {
         let remote = StepError::remote(pid, what);
         move |e| CheckpointError::Step {
             pid,

@@ -37,21 +37,21 @@ pub struct CheckpointArgs {
     /// Copy the memory while the process runs on, and track what it
     /// writes next: the image is a pre-dump, the parent of the next step.
     /// The process is stopped only while tracking starts.
-    #[arg(long, requires = "pid")]
+    #[arg(long)]
     pub pre_dump: bool,
     /// The last pre-dump of the chain: with --pre-dump, copy only what
     /// changed since it; without, finish the chain (the usual checkpoint,
     /// copying only the last changes and the rest of the state).
-    #[arg(long, value_name = "DIR", requires = "pid")]
+    #[arg(long, value_name = "DIR")]
     pub parent: Option<PathBuf>,
     /// How a chain's first pre-dump tracks writes: ebpf, pagemap-scan,
     /// soft-dirty or full (default: the first of ebpf, pagemap-scan and
     /// full this kernel offers; `palisade check` lists them).
     #[arg(long, value_name = "BACKEND", requires = "pre_dump")]
     pub track: Option<String>,
-    /// End the tracking of --pid's pre-dump chain, leaving no trace of it
-    /// in the process; writes nothing.
-    #[arg(long, requires = "pid", conflicts_with_all = ["dir", "pre_dump", "parent", "leave_running"])]
+    /// End the tracking of the pre-dump chain of the container or --pid,
+    /// leaving no trace of it in the processes; writes nothing.
+    #[arg(long, conflicts_with_all = ["dir", "pre_dump", "parent", "leave_running"])]
     pub stop_tracking: bool,
     /// Tests: stop the tree while a pre-dump reads its written pages, and
     /// check the eBPF recorder's set against PAGEMAP_SCAN's.
@@ -114,8 +114,17 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
         leave_running: args.leave_running,
     };
     let sessions = root.tracking_dir();
+    // A chain is kept by the host pid of the tree's root.
+    let chain_pid = || match (&args.name, args.pid) {
+        (Some(name), _) => crate::runtime::running_pid(root, name),
+        (None, Some(pid)) => Ok(pid),
+        (None, None) => unreachable!("clap requires NAME or --pid"),
+    };
     if args.stop_tracking {
-        let pid = args.pid.expect("clap requires --pid");
+        let pid = match chain_pid() {
+            Ok(p) => p,
+            Err(e) => return failed(&e),
+        };
         return match checkpoint::track::stop_tracking(&sessions, pid) {
             Ok(()) => {
                 println!("stopped tracking pid {pid}: its memory is no longer write-protected");
@@ -124,7 +133,11 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
             Err(e) => failed(&e),
         };
     }
-    let backend = match args.track.as_deref().map(|t| (t, checkpoint::track::Backend::parse(t))) {
+    let backend = match args
+        .track
+        .as_deref()
+        .map(|t| (t, checkpoint::track::Backend::parse(t)))
+    {
         None => None,
         Some((_, Some(b))) => Some(b),
         Some((t, None)) => {
@@ -140,13 +153,13 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
     }
     let dir_arg = args.dir.clone().expect("clap requires --dir");
     // The chain is checked before anything is made.
-    let chain = match (&args.parent, args.pre_dump, args.pid) {
-        (Some(parent), false, Some(pid)) => {
-            let key = match ImageKey::load(&args.image_key) {
-                Ok(k) => k,
-                Err(e) => return failed(&e.into()),
-            };
-            match checkpoint::track::Chain::open(&sessions, pid, parent, &key) {
+    let chain = match (&args.parent, args.pre_dump) {
+        (Some(parent), false) => {
+            let opened = chain_pid().and_then(|pid| {
+                let key = ImageKey::load(&args.image_key)?;
+                checkpoint::track::Chain::open(&sessions, pid, parent, &key)
+            });
+            match opened {
                 Ok(c) => Some(c),
                 Err(e) => return failed(&e),
             }
@@ -176,19 +189,29 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
     let mut bar = Progress::new(anon_bytes(first));
     let mut progress = |done| bar.update(done);
     if args.pre_dump {
-        let pid = args.pid.expect("clap requires --pid");
+        let pid = match chain_pid() {
+            Ok(p) => p,
+            Err(e) => {
+                dir.discard();
+                return failed(&e);
+            }
+        };
         let opts = checkpoint::track::PreDumpOptions {
             sessions: &sessions,
             parent: args.parent.as_deref(),
             backend,
             cross_check: args.cross_check,
         };
+        let what = match &args.name {
+            Some(name) => format!("container {name} (pid {pid})"),
+            None => format!("pid {pid}"),
+        };
         let done = checkpoint::track::pre_dump(pid, &dir, &key, &opts, &mut progress);
         bar.clear();
         return match done {
             Ok(r) => {
                 println!(
-                    "pre-dumped pid {pid} ({} processes) into {}: generation {}, backend {}: {} pages written since the parent, {} copied ({}); stopped {}, detect {}, copy {}, write {}; tracking goes on{}",
+                    "pre-dumped {what} ({} processes) into {}: generation {}, backend {}: {} pages written since the parent, {} copied ({}); stopped {}, detect {}, copy {}, write {}; tracking goes on{}",
                     r.processes,
                     dir_arg.display(),
                     r.generation,
@@ -214,19 +237,22 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
     let (what, done) = match (&args.name, args.pid) {
         (Some(name), _) => (
             format!("container {name}"),
-            crate::runtime::checkpoint_container(root, name, &dir, &key, opts, &mut progress),
+            crate::runtime::checkpoint_container(
+                root,
+                name,
+                &dir,
+                &key,
+                opts,
+                &mut progress,
+                chain,
+            ),
         ),
         (None, Some(pid)) => (
             format!("pid {pid}"),
             match chain {
-                Some(chain) => checkpoint::checkpoint_pid_chained(
-                    pid,
-                    &dir,
-                    &key,
-                    opts,
-                    &mut progress,
-                    chain,
-                ),
+                Some(chain) => {
+                    checkpoint::checkpoint_pid_chained(pid, &dir, &key, opts, &mut progress, chain)
+                }
                 None => checkpoint::checkpoint_pid(pid, &dir, &key, opts, &mut progress),
             },
         ),
@@ -245,7 +271,9 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
                 r.vmas,
                 chained
                     .as_ref()
-                    .map(|b| format!(", the rest kept from its pre-dump chain ({b}); tracking ended"))
+                    .map(|b| format!(
+                        ", the rest kept from its pre-dump chain ({b}); tracking ended"
+                    ))
                     .unwrap_or_default(),
                 ms(r.freeze),
                 ms(r.dump),

@@ -16,6 +16,7 @@ pub fn checkpoint_container(
     key: &ImageKey,
     opts: DumpOptions,
     progress: &mut dyn FnMut(u64),
+    chain: Option<crate::checkpoint::track::Chain>,
 ) -> Result<DumpReport, CheckpointError> {
     let refuse = |what: String| CheckpointError::Container {
         name: name.to_string(),
@@ -48,9 +49,28 @@ pub fn checkpoint_container(
         recipe,
         log: root.log_path(name).display().to_string(),
     };
-    let report = crate::checkpoint::checkpoint_container(target, dir, key, opts, progress)?;
+    let report = crate::checkpoint::checkpoint_container(target, dir, key, opts, progress, chain)?;
     if !opts.leave_running {
         super::remove(root, name, true).map_err(|e| refuse(e.to_string()))?;
     }
     Ok(report)
+}
+
+/// The host pid of running container `name`'s first process (what its
+/// pre-dump chain is kept by).
+pub fn running_pid(root: &StateRoot, name: &str) -> Result<i32, CheckpointError> {
+    let state = root.load(name).map_err(|e| match e {
+        super::StateError::NotFound(_) => CheckpointError::NoContainer(name.to_string()),
+        e => CheckpointError::Container {
+            name: name.to_string(),
+            what: e.to_string(),
+        },
+    })?;
+    match (state.status, state.pid) {
+        (Status::Running, Some(pid)) => Ok(pid),
+        (status, _) => Err(CheckpointError::Container {
+            name: name.to_string(),
+            what: format!("it is {status}, not running"),
+        }),
+    }
 }

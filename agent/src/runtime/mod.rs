@@ -31,7 +31,7 @@ use std::{
 };
 
 pub use crate::spec::{BindMount, DeviceRequest, Launch, NetMode, RECIPE_VERSION, Recipe};
-pub use checkpoint::checkpoint_container;
+pub use checkpoint::{checkpoint_container, running_pid};
 pub use cleanup::{Pruned, prune, reconcile};
 pub use devices::DeviceNode;
 pub use events::{DeviceView, EventView, events};

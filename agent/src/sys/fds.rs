@@ -401,7 +401,9 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, max: usize) -> nix::Result<(Vec<u8>, 
             }
         }
     }
-    let truncated = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    let truncated = msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
     let len = msg.bytes;
     if truncated {
         return Err(nix::errno::Errno::EMSGSIZE);

@@ -70,7 +70,11 @@ pub fn exit_now(code: i32) -> ! {
 /// Points stdin, stdout and stderr at /dev/null (a detached process must
 /// not hold its starter's pipes open).
 pub fn stdio_to_dev_null() -> nix::Result<()> {
-    let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty())?;
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    )?;
     for target in 0..3 {
         // SAFETY: dup2 onto the standard fds, which this process owns.
         if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {

@@ -47,7 +47,12 @@ pub fn wait(set: &SigSet) -> nix::Result<Received> {
 pub fn holding_interrupts<T>(f: impl FnOnce() -> T) -> T {
     use nix::sys::signal::{SigmaskHow, sigprocmask};
     let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         set.add(s);
     }
     let mut old = SigSet::empty();

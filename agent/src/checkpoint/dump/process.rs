@@ -86,7 +86,10 @@ fn dump_vma(
 
 /// A remote-syscall driver for stopped task `t`: at the `syscall` it was
 /// stopped in (rip-2), else at one in its vdso.
-pub(in crate::checkpoint) fn remote_for(t: &Stopped, vdso: Option<(u64, u64)>) -> Result<Remote, CheckpointError> {
+pub(in crate::checkpoint) fn remote_for(
+    t: &Stopped,
+    vdso: Option<(u64, u64)>,
+) -> Result<Remote, CheckpointError> {
     let tid = t.tid;
     let regs = t.regs;
     let fail = |what: String| CheckpointError::Process { pid: tid, what };
@@ -286,7 +289,11 @@ fn collect_vmas(
             // and ends with this checkpoint: not the process's to keep.
             let ours = pages.prior().is_some_and(|p| p.protects(pid));
             let flags = if ours {
-                flags.split_whitespace().filter(|f| *f != "uw").collect::<Vec<_>>().join(" ")
+                flags
+                    .split_whitespace()
+                    .filter(|f| *f != "uw")
+                    .collect::<Vec<_>>()
+                    .join(" ")
             } else {
                 flags.clone()
             };

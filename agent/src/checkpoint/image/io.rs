@@ -234,7 +234,10 @@ pub fn open_parent(
         )));
     }
     let manifest = read.manifest.as_ref().expect("a digest means a manifest");
-    let (file, len) = read.reader.require_file(PAGES, pre.pages_len.saturating_add(1)).map_err(named)?;
+    let (file, len) = read
+        .reader
+        .require_file(PAGES, pre.pages_len.saturating_add(1))
+        .map_err(named)?;
     if len != pre.pages_len || len != manifest.pages_size {
         return Err(named(CheckpointError::Image(format!(
             "{}: {len} bytes, its metadata says {} (truncated or altered)",
@@ -244,9 +247,12 @@ pub fn open_parent(
     }
     let pages = PageFile::new(file, len);
     if whole {
-        let (_, digests) = pages
-            .check(&[], true)
-            .map_err(|e| named(CheckpointError::Image(format!("{}: {e}", dir.join(PAGES).display()))))?;
+        let (_, digests) = pages.check(&[], true).map_err(|e| {
+            named(CheckpointError::Image(format!(
+                "{}: {e}",
+                dir.join(PAGES).display()
+            )))
+        })?;
         if digests.is_some_and(|d| d != manifest.pages) {
             return Err(named(CheckpointError::Image(format!(
                 "{}: does not match its digests in the manifest: the image was altered or damaged",
@@ -373,7 +379,9 @@ fn parse_meta<T: serde::de::DeserializeOwned + Serialize>(
             ));
         }
         (None, Some(_)) => {
-            return Err(bad("a checkpoint, not a pre-dump: only a pre-dump can be a parent".into()));
+            return Err(bad(
+                "a checkpoint, not a pre-dump: only a pre-dump can be a parent".into(),
+            ));
         }
         (a, _) => return Err(bad(format!("unknown kind {a:?}"))),
     }
@@ -430,10 +438,17 @@ fn check_pages(
         let file_len = match run.from {
             0 => image.pages_len,
             k => *ancestors.get(k as usize - 1).ok_or_else(|| {
-                bad(format!("{where_}: in ancestor {k}, and its chain has {}", ancestors.len()))
+                bad(format!(
+                    "{where_}: in ancestor {k}, and its chain has {}",
+                    ancestors.len()
+                ))
             })?,
         };
-        if run.offset.checked_add(run.len).is_none_or(|end| end > file_len) {
+        if run
+            .offset
+            .checked_add(run.len)
+            .is_none_or(|end| end > file_len)
+        {
             return Err(bad(format!("{where_}: outside the {PAGES} it is in")));
         }
         if run.addr < lo || run.addr.saturating_add(run.len) > hi {

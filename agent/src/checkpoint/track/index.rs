@@ -162,12 +162,27 @@ mod tests {
 
     #[test]
     fn sets_of_ranges() {
-        assert_eq!(ranges_of_pages(vec![3 * PAGE, PAGE, 2 * PAGE, 9 * PAGE, PAGE]), vec![r(1, 3), r(9, 1)]);
-        assert_eq!(subtract(&[r(0, 10)], &[r(2, 2), r(5, 1), r(9, 4)]), vec![r(0, 2), r(4, 1), r(6, 3)]);
-        assert_eq!(subtract(&[r(0, 2), r(4, 2)], &[r(1, 4)]), vec![r(0, 1), r(5, 1)]);
+        assert_eq!(
+            ranges_of_pages(vec![3 * PAGE, PAGE, 2 * PAGE, 9 * PAGE, PAGE]),
+            vec![r(1, 3), r(9, 1)]
+        );
+        assert_eq!(
+            subtract(&[r(0, 10)], &[r(2, 2), r(5, 1), r(9, 4)]),
+            vec![r(0, 2), r(4, 1), r(6, 3)]
+        );
+        assert_eq!(
+            subtract(&[r(0, 2), r(4, 2)], &[r(1, 4)]),
+            vec![r(0, 1), r(5, 1)]
+        );
         assert_eq!(subtract(&[r(0, 2)], &[]), vec![r(0, 2)]);
-        assert_eq!(intersect(&[r(0, 10), r(20, 5)], &[r(5, 17)]), vec![r(5, 5), r(20, 2)]);
-        assert_eq!(coalesce([r(0, 2), r(2, 2), r(5, 1)]), vec![r(0, 4), r(5, 1)]);
+        assert_eq!(
+            intersect(&[r(0, 10), r(20, 5)], &[r(5, 17)]),
+            vec![r(5, 5), r(20, 2)]
+        );
+        assert_eq!(
+            coalesce([r(0, 2), r(2, 2), r(5, 1)]),
+            vec![r(0, 4), r(5, 1)]
+        );
     }
 
     #[test]
@@ -175,11 +190,23 @@ mod tests {
         let runs = vec![run(0, 4, 100), run(10, 2, 50)];
         let dirty = vec![r(1, 1), r(11, 3)];
         let kept = runs_outside(&runs, &dirty);
-        assert_eq!(kept, vec![
-            Run { crc32: 0, ..run(0, 1, 100) },
-            Run { crc32: 0, ..run(2, 2, 102) },
-            Run { crc32: 0, ..run(10, 1, 50) },
-        ]);
+        assert_eq!(
+            kept,
+            vec![
+                Run {
+                    crc32: 0,
+                    ..run(0, 1, 100)
+                },
+                Run {
+                    crc32: 0,
+                    ..run(2, 2, 102)
+                },
+                Run {
+                    crc32: 0,
+                    ..run(10, 1, 50)
+                },
+            ]
+        );
         let inside = runs_inside(&runs, &[r(0, 20)]);
         assert_eq!(inside, runs, "a whole run keeps its checksum");
         assert_eq!(covered(&kept), vec![r(0, 1), r(2, 2), r(10, 1)]);

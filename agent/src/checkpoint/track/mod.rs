@@ -169,8 +169,11 @@ impl Target {
         };
         Ok(Target {
             pid,
-            start_time: proc::start_time(pid)
-                .map_err(CheckpointError::file(pid, "read", proc::path(pid, "stat")))?,
+            start_time: proc::start_time(pid).map_err(CheckpointError::file(
+                pid,
+                "read",
+                proc::path(pid, "stat"),
+            ))?,
             uffd,
             pagemap: open("pagemap")?,
             mem: open("mem")?,
@@ -181,7 +184,8 @@ impl Target {
 /// The mappings of `pid` a chain copies: private, of a kind the dump
 /// copies pages of (anonymous, or a file's copied-on-write pages).
 fn trackable(pid: i32) -> Result<Vec<proc::MapLine>, CheckpointError> {
-    let maps = proc::maps(pid).map_err(CheckpointError::file(pid, "read", proc::path(pid, "maps")))?;
+    let maps =
+        proc::maps(pid).map_err(CheckpointError::file(pid, "read", proc::path(pid, "maps")))?;
     Ok(maps
         .into_iter()
         .filter(|m| m.perms.as_bytes().get(3) == Some(&b'p'))
@@ -197,18 +201,32 @@ fn trackable(pid: i32) -> Result<Vec<proc::MapLine>, CheckpointError> {
 }
 
 fn same_mapping(m: &proc::MapLine, v: &TrackedVma) -> bool {
-    m.start == v.start && m.end == v.end && m.perms == v.perms && m.offset == v.offset && m.inode == v.inode
+    m.start == v.start
+        && m.end == v.end
+        && m.perms == v.perms
+        && m.offset == v.offset
+        && m.inode == v.inode
 }
 
 /// The pages of [start, end) a dump copies (present or swapped, not the
 /// file's own nor the zero page), from /proc/PID/pagemap.
-fn resident(pagemap: &std::fs::File, pid: i32, start: u64, end: u64) -> Result<Ranges, CheckpointError> {
+fn resident(
+    pagemap: &std::fs::File,
+    pid: i32,
+    start: u64,
+    end: u64,
+) -> Result<Ranges, CheckpointError> {
     dump::process::resident_ranges(pagemap, start, end)
         .map_err(|e| CheckpointError::step(pid)(e.at(format!("{start:#x}-{end:#x}"))))
 }
 
 /// Copies `ranges` of `t` into `pages`.
-fn copy(t: &Target, m: &proc::MapLine, ranges: &[(u64, u64)], pages: &mut PageWriter) -> Result<Vec<Run>, CheckpointError> {
+fn copy(
+    t: &Target,
+    m: &proc::MapLine,
+    ranges: &[(u64, u64)],
+    pages: &mut PageWriter,
+) -> Result<Vec<Run>, CheckpointError> {
     let source = if m.perms.starts_with('r') {
         Source::Process(t.pid)
     } else {
@@ -280,9 +298,10 @@ fn first_pre_dump(
     };
     // The recorder is loaded (the verifier runs) before the tree stops.
     let recorder = match backend {
-        Backend::Ebpf => Some(ebpf::EbpfDirty::load().map_err(|e| {
-            CheckpointError::Chain(format!("dirty-tracking backend ebpf: {e}"))
-        })?),
+        Backend::Ebpf => Some(
+            ebpf::EbpfDirty::load()
+                .map_err(|e| CheckpointError::Chain(format!("dirty-tracking backend ebpf: {e}")))?,
+        ),
         _ => None,
     };
     let t0 = Instant::now();
@@ -305,7 +324,8 @@ fn first_pre_dump(
     // The holder keeps the fds from here on; a failure below stops it.
     let link = if backend.write_protects() {
         let dup = |f: std::os::fd::BorrowedFd| {
-            f.try_clone_to_owned().map_err(CheckpointError::file(pid, "dup", "its userfaultfd"))
+            f.try_clone_to_owned()
+                .map_err(CheckpointError::file(pid, "dup", "its userfaultfd"))
         };
         let mut held = session::Held {
             uffds: Vec::new(),
@@ -408,8 +428,10 @@ fn arm_tree(frozen: &Frozen, recorder: Option<ebpf::EbpfDirty>) -> Result<Armed,
     for m in frozen.members.iter().filter(|m| m.zombie.is_none()) {
         let fd = wp::userfaultfd_of(m.pid, &m.threads[0])?;
         if let Some(e) = armed.ebpf.as_mut() {
-            e.track(m.pid)
-                .map_err(|e| CheckpointError::Process { pid: m.pid, what: format!("eBPF recorder: {e}") })?;
+            e.track(m.pid).map_err(|e| CheckpointError::Process {
+                pid: m.pid,
+                what: format!("eBPF recorder: {e}"),
+            })?;
         }
         for v in trackable(m.pid)? {
             wp::arm(fd.as_fd(), m.pid, v.start, v.end)?;
@@ -457,7 +479,10 @@ fn copy_step(
                     let kept_runs = index::runs_outside(&index::inherited(&v.runs), written);
                     dirty_pages += written.iter().map(|r| r.1 / index::PAGE).sum::<u64>();
                     // Present pages with no copy in the chain, or written.
-                    (index::subtract(&present, &index::covered(&kept_runs)), kept_runs)
+                    (
+                        index::subtract(&present, &index::covered(&kept_runs)),
+                        kept_runs,
+                    )
                 }
                 None => {
                     dirty_pages += present.iter().map(|r| r.1 / index::PAGE).sum::<u64>();
@@ -484,9 +509,9 @@ fn copy_step(
     let copy_time = t0.elapsed();
     let t1 = Instant::now();
     let pages_len = pages.len();
-    let digests = pages
-        .finish()
-        .map_err(|e| CheckpointError::Write(format!("{}: {e}", dir.path().join(image::PAGES).display())))?;
+    let digests = pages.finish().map_err(|e| {
+        CheckpointError::Write(format!("{}: {e}", dir.path().join(image::PAGES).display()))
+    })?;
     let pre = PreDump {
         generation: step.generation,
         parent: step.parent.clone(),
@@ -574,7 +599,8 @@ fn next_pre_dump(
             .into_iter()
             .map(|(p, _)| Target::open(p, None))
             .collect::<Result<_, _>>()?;
-        let (report, digest) = copy_step(&step, &targets, &HashMap::new(), dir, key, progress, None)?;
+        let (report, digest) =
+            copy_step(&step, &targets, &HashMap::new(), dir, key, progress, None)?;
         advance(opts.sessions, &mut record, dir, digest, &step)?;
         return Ok(report);
     }
@@ -600,14 +626,21 @@ fn next_pre_dump(
         };
         let mut targets = Vec::new();
         for (p, fd) in held.uffds {
-            let same = pre.processes.iter().any(|t| t.pid == p && proc::start_time(p).ok() == Some(t.start_time));
+            let same = pre
+                .processes
+                .iter()
+                .any(|t| t.pid == p && proc::start_time(p).ok() == Some(t.start_time));
             if same {
                 targets.push(Target::open(p, Some(fd))?);
             }
         }
         let t0 = Instant::now();
         let (detected, stopped) = crate::sys::signal::holding_interrupts(|| {
-            let frozen = if opts.cross_check { Some(dump::freeze(pid)?) } else { None };
+            let frozen = if opts.cross_check {
+                Some(dump::freeze(pid)?)
+            } else {
+                None
+            };
             let detected = detect(&targets, &pre, ebpf, opts.cross_check);
             let stopped = t0.elapsed();
             if let Some(f) = frozen {
@@ -617,9 +650,14 @@ fn next_pre_dump(
         })?;
         let (prior, fell_back) = detected?;
         let detect_time = t0.elapsed();
-        let (mut report, digest) = copy_step(&step, &targets, &prior, dir, key, progress, fell_back)?;
+        let (mut report, digest) =
+            copy_step(&step, &targets, &prior, dir, key, progress, fell_back)?;
         report.detect = detect_time;
-        report.stopped = if opts.cross_check { stopped } else { Duration::ZERO };
+        report.stopped = if opts.cross_check {
+            stopped
+        } else {
+            Duration::ZERO
+        };
         advance(opts.sessions, &mut record, dir, digest, &step)?;
         Ok(report)
     })();
@@ -673,23 +711,42 @@ fn detect(
     let mut fell_back = None;
     for t in targets {
         let uffd = t.uffd.as_ref().expect("a write-protecting backend").as_fd();
-        let before = &pre.processes.iter().find(|p| p.pid == t.pid).expect("checked").vmas;
-        let flags = proc::vm_flags(t.pid).map_err(CheckpointError::file(t.pid, "read", proc::path(t.pid, "smaps")))?;
+        let before = &pre
+            .processes
+            .iter()
+            .find(|p| p.pid == t.pid)
+            .expect("checked")
+            .vmas;
+        let flags = proc::vm_flags(t.pid).map_err(CheckpointError::file(
+            t.pid,
+            "read",
+            proc::path(t.pid, "smaps"),
+        ))?;
         let recorded = match ebpf.as_mut() {
             Some(e) => {
-                let d = e.drain(t.pid).map_err(|e| CheckpointError::Process { pid: t.pid, what: format!("eBPF recorder: {e}") })?;
+                let d = e.drain(t.pid).map_err(|e| CheckpointError::Process {
+                    pid: t.pid,
+                    what: format!("eBPF recorder: {e}"),
+                })?;
                 if d.overflowed {
-                    fell_back = Some("the eBPF recorder's map filled up: this step read PAGEMAP_SCAN instead".to_string());
+                    fell_back = Some(
+                        "the eBPF recorder's map filled up: this step read PAGEMAP_SCAN instead"
+                            .to_string(),
+                    );
                     None
                 } else {
-                    Some(index::ranges_of_pages(d.pages.into_iter().map(|(p, _)| p).collect()))
+                    Some(index::ranges_of_pages(
+                        d.pages.into_iter().map(|(p, _)| p).collect(),
+                    ))
                 }
             }
             None => None,
         };
         let mut mine = Vec::new();
         for m in trackable(t.pid)? {
-            let registered = flags.get(&m.start).is_some_and(|f| f.split_whitespace().any(|w| w == "uw"));
+            let registered = flags
+                .get(&m.start)
+                .is_some_and(|f| f.split_whitespace().any(|w| w == "uw"));
             match before.iter().find(|v| same_mapping(&m, v)) {
                 Some(v) if registered => {
                     let whole = [(m.start, m.end - m.start)];
@@ -697,7 +754,8 @@ fn detect(
                         Some(rec) => {
                             let mine = index::intersect(rec, &whole);
                             if cross_check {
-                                let scanned = wp::written(t.pagemap.as_fd(), t.pid, m.start, m.end, false)?;
+                                let scanned =
+                                    wp::written(t.pagemap.as_fd(), t.pid, m.start, m.end, false)?;
                                 if scanned != mine {
                                     return Err(CheckpointError::Process {
                                         pid: t.pid,
@@ -738,7 +796,11 @@ fn detect(
 
 fn summary(r: &[(u64, u64)]) -> String {
     let pages: u64 = r.iter().map(|x| x.1 / index::PAGE).sum();
-    let first: Vec<String> = r.iter().take(4).map(|(s, l)| format!("{s:#x}+{}", l / index::PAGE)).collect();
+    let first: Vec<String> = r
+        .iter()
+        .take(4)
+        .map(|(s, l)| format!("{s:#x}+{}", l / index::PAGE))
+        .collect();
     format!("{pages} pages ({}…)", first.join(", "))
 }
 
@@ -753,7 +815,12 @@ pub struct Chain {
 impl Chain {
     /// The chain `parent` ends, for the final checkpoint of `pid`: refused
     /// (nothing touched) unless `parent` is its last image.
-    pub fn open(sessions: &Path, pid: i32, parent: &Path, key: &ImageKey) -> Result<Self, CheckpointError> {
+    pub fn open(
+        sessions: &Path,
+        pid: i32,
+        parent: &Path,
+        key: &ImageKey,
+    ) -> Result<Self, CheckpointError> {
         let (record, pre, reference) = chain_of(sessions, pid, parent, key)?;
         Ok(Chain {
             record,
@@ -786,10 +853,16 @@ impl Chain {
                 protected.insert(p.pid);
             }
             let t = Target::open(p.pid, None)?;
-            let flags = proc::vm_flags(p.pid).map_err(CheckpointError::file(p.pid, "read", proc::path(p.pid, "smaps")))?;
+            let flags = proc::vm_flags(p.pid).map_err(CheckpointError::file(
+                p.pid,
+                "read",
+                proc::path(p.pid, "smaps"),
+            ))?;
             let mut vmas = Vec::new();
             for m in trackable(p.pid)? {
-                let registered = flags.get(&m.start).is_some_and(|f| f.split_whitespace().any(|w| w == "uw"));
+                let registered = flags
+                    .get(&m.start)
+                    .is_some_and(|f| f.split_whitespace().any(|w| w == "uw"));
                 let Some(v) = p.vmas.iter().find(|v| same_mapping(&m, v)) else {
                     continue;
                 };
@@ -799,7 +872,11 @@ impl Chain {
                     continue;
                 }
                 let written = wp::changed(t.pagemap.as_fd(), p.pid, m.start, m.end)?;
-                vmas.push((m.start, m.end, index::runs_outside(&index::inherited(&v.runs), &written)));
+                vmas.push((
+                    m.start,
+                    m.end,
+                    index::runs_outside(&index::inherited(&v.runs), &written),
+                ));
             }
             kept.insert(p.pid, vmas);
         }
@@ -847,8 +924,9 @@ impl Prior {
 /// the kernel drops every protection and the eBPF programs; refused if
 /// there is none.
 pub fn stop_tracking(sessions: &Path, pid: i32) -> Result<(), CheckpointError> {
-    let record = session::load(sessions, pid)?
-        .ok_or_else(|| CheckpointError::Chain(format!("pid {pid} is not tracked by a pre-dump chain")))?;
+    let record = session::load(sessions, pid)?.ok_or_else(|| {
+        CheckpointError::Chain(format!("pid {pid} is not tracked by a pre-dump chain"))
+    })?;
     stop(sessions, &record);
     Ok(())
 }

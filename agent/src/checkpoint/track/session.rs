@@ -192,7 +192,10 @@ pub fn start_holder(
     let dir = dir_of(sessions, pid);
     let fail = |what: String| CheckpointError::Process {
         pid,
-        what: format!("cannot start its tracking session in {}: {what}", dir.display()),
+        what: format!(
+            "cannot start its tracking session in {}: {what}",
+            dir.display()
+        ),
     };
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;

@@ -30,15 +30,22 @@ pub fn userfaultfd_of(pid: i32, t: &Stopped) -> Result<OwnedFd, CheckpointError>
         .and_then(|m| m.into_iter().find(|l| l.path == "[vdso]"))
         .map(|l| (l.start, l.end));
     let mut r: Remote = super::super::dump::process::remote_for(t, vdso)?;
+    // User-mode-only: what an unprivileged process may create (a
+    // container's has no CAP_SYS_PTRACE), and all asynchronous
+    // write-protection needs — the kernel resolves even its own faults
+    // on protected pages without the fd.
     let n = r
         .call(
             libc::SYS_userfaultfd,
-            &[(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64],
+            &[(libc::O_CLOEXEC | libc::O_NONBLOCK | uffd::USER_MODE_ONLY) as u64],
         )
         .map_err(CheckpointError::remote(pid, "userfaultfd"))?;
     let taken = pidfd::open(pid)
         .and_then(|p| fds::getfd(p.as_fd(), n as i32))
-        .map_err(CheckpointError::sys(pid, "take its userfaultfd (pidfd_getfd)"));
+        .map_err(CheckpointError::sys(
+            pid,
+            "take its userfaultfd (pidfd_getfd)",
+        ));
     let closed = r
         .call(libc::SYS_close, &[n])
         .map_err(CheckpointError::remote(pid, "close its userfaultfd"));
@@ -52,15 +59,20 @@ pub fn userfaultfd_of(pid: i32, t: &Stopped) -> Result<OwnedFd, CheckpointError>
     put_back?;
     uffd::tracking_features()
         .and_then(|features| uffd::api(fd.as_fd(), features))
-        .map_err(CheckpointError::sys(pid, "enable asynchronous write-protection (UFFDIO_API WP_ASYNC)"))?;
+        .map_err(CheckpointError::sys(
+            pid,
+            "enable asynchronous write-protection (UFFDIO_API WP_ASYNC)",
+        ))?;
     Ok(fd)
 }
 
 /// Registers [start, end) for write-protection and protects all of it.
 pub fn arm(uffd: BorrowedFd, pid: i32, start: u64, end: u64) -> Result<(), CheckpointError> {
     let what = |w: &str| format!("{w} {start:#x}-{end:#x}");
-    uffd::register_wp(uffd, start, end - start)
-        .map_err(CheckpointError::sys(pid, what("register for write-protection")))?;
+    uffd::register_wp(uffd, start, end - start).map_err(CheckpointError::sys(
+        pid,
+        what("register for write-protection"),
+    ))?;
     uffd::write_protect(uffd, start, end - start, true)
         .map_err(CheckpointError::sys(pid, what("write-protect")))
 }
@@ -86,10 +98,10 @@ pub fn written(
     end: u64,
     reprotect: bool,
 ) -> Result<Ranges, CheckpointError> {
-    let regions = uffd::pagemap_scan(pagemap, start, end, &uffd::Scan::written(reprotect)).map_err(CheckpointError::sys(
-        pid,
-        format!("PAGEMAP_SCAN {start:#x}-{end:#x}"),
-    ))?;
+    let regions =
+        uffd::pagemap_scan(pagemap, start, end, &uffd::Scan::written(reprotect)).map_err(
+            CheckpointError::sys(pid, format!("PAGEMAP_SCAN {start:#x}-{end:#x}")),
+        )?;
     Ok(super::index::coalesce(
         regions.into_iter().map(|r| (r.start, r.end - r.start)),
     ))
@@ -99,7 +111,12 @@ pub fn written(
 /// written since their last protection, or the shared zero page (a
 /// protected page dropped by MADV_DONTNEED and read again reads zeros
 /// without any write).
-pub fn changed(pagemap: BorrowedFd, pid: i32, start: u64, end: u64) -> Result<Ranges, CheckpointError> {
+pub fn changed(
+    pagemap: BorrowedFd,
+    pid: i32,
+    start: u64,
+    end: u64,
+) -> Result<Ranges, CheckpointError> {
     let scan = uffd::Scan {
         flags: uffd::PM_SCAN_CHECK_WPASYNC,
         category_anyof_mask: uffd::PAGE_IS_WRITTEN | uffd::PAGE_IS_PFNZERO,

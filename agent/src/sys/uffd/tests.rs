@@ -245,9 +245,14 @@ fn regions_stay_ordered_and_disjoint_across_batches() {
         }
     }
     for batch in [1, 2, 3, 7] {
-        let regions =
-            scan_in_batches(pagemap.as_fd(), m.start(), m.end(), &Scan::written(false), batch)
-                .unwrap();
+        let regions = scan_in_batches(
+            pagemap.as_fd(),
+            m.start(),
+            m.end(),
+            &Scan::written(false),
+            batch,
+        )
+        .unwrap();
         for w in regions.windows(2) {
             assert!(w[0].end < w[1].start, "batch {batch}: {w:?}");
         }
@@ -756,4 +761,29 @@ fn holes_are_skipped_and_a_range_is_tracked_by_one_userfaultfd() {
     let taken = register_wp(other.as_fd(), m.start(), PAGE);
     assert_eq!(taken, Err(Errno::EBUSY));
     unregister(uffd.as_fd(), m.start(), m.len()).unwrap();
+}
+
+/// A user-mode-only userfaultfd (what palisade makes in a container's
+/// process) still lets the kernel write into protected pages for the
+/// process — read(2) into a protected buffer succeeds — and those writes
+/// are reported too.
+#[test]
+fn kernel_writes_into_protected_pages_work_with_a_user_mode_only_fd() {
+    let m = Mapping::anon(8);
+    for i in 0..8 {
+        m.write(i, 1);
+    }
+    let uffd = userfaultfd(libc::O_CLOEXEC | libc::O_NONBLOCK | USER_MODE_ONLY).unwrap();
+    api(uffd.as_fd(), tracking_features().unwrap()).unwrap();
+    register_wp(uffd.as_fd(), m.start(), m.len()).unwrap();
+    write_protect(uffd.as_fd(), m.start(), m.len(), true).unwrap();
+    let pagemap = own_pagemap();
+    assert_eq!(written(pagemap.as_fd(), &m, false), Vec::<u64>::new());
+    let zero = File::open("/dev/zero").unwrap();
+    let at = m.start() + 5 * PAGE;
+    // SAFETY: reads one page into page 5 of our own live mapping.
+    let n = unsafe { libc::read(zero.as_raw_fd(), at as *mut libc::c_void, PAGE as usize) };
+    assert_eq!(n, PAGE as isize, "{}", Errno::last());
+    assert_eq!(m.read(5), 0);
+    assert_eq!(written(pagemap.as_fd(), &m, false), vec![5]);
 }
