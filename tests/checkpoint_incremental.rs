@@ -440,3 +440,46 @@ fn a_container_checkpoints_from_its_pre_dump_chain() {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `palisade check` says which backends this kernel offers: each one it
+/// offers starts a chain, each one it does not is refused with the same
+/// reason (exit 2) and leaves the process untracked.
+#[test]
+fn check_lists_the_backends_a_chain_can_use() {
+    let w = Workload::start_program("dirty", &["8"]);
+    let out = pal(&w, &["check", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = v["dirty_tracking"].as_array().unwrap();
+    let names: Vec<&str> = list
+        .iter()
+        .map(|b| b["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ebpf", "pagemap-scan", "soft-dirty", "full"]);
+    assert_eq!(list.iter().filter(|b| b["default"] == true).count(), 1);
+    for (i, b) in list.iter().enumerate() {
+        let name = b["backend"].as_str().unwrap();
+        let dir = w.image(&format!("pre-{i}"));
+        let out = pre_dump(&w, &dir, None, &["--track", name]);
+        if b["available"] == true {
+            assert!(out.status.success(), "{name}: {}", text(&out));
+            let stop = pal(
+                &w,
+                &["checkpoint", "--pid", &w.pid.to_string(), "--stop-tracking"],
+            )
+            .output()
+            .unwrap();
+            assert!(stop.status.success(), "{}", text(&stop));
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
+            let reason = b["reason"].as_str().unwrap();
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(reason),
+                "{}",
+                text(&out)
+            );
+            assert!(!dir.exists());
+        }
+        assert!(!write_protected(w.pid), "{name} left tracking behind");
+    }
+}

@@ -54,6 +54,7 @@ pub enum Command {
     Agent(agent::AgentArgs),
     Checkpoint(checkpoint::CheckpointArgs),
     Restore(checkpoint::RestoreArgs),
+    Check(checkpoint::CheckArgs),
     System(system::SystemArgs),
     #[command(hide = true)]
     Debug(debug::DebugArgs),
@@ -98,6 +99,7 @@ pub fn main() -> i32 {
         Command::Agent(args) => agent::execute(&root, args),
         Command::Checkpoint(args) => checkpoint::checkpoint(&root, args),
         Command::Restore(args) => checkpoint::restore(&root, args),
+        Command::Check(args) => checkpoint::check(args),
         Command::System(args) => system::execute(&root, args),
         Command::Debug(args) => debug::execute(&root, args),
     }
