@@ -91,6 +91,7 @@ fn show(palisade: &Path, work: &Path) -> Result<()> {
     devices(palisade, &state, work, &name)?;
     lifecycle(palisade, &state, &policy, &name, in_range.port)?;
     checkpoint(palisade, work)?;
+    incremental(palisade, work)?;
     checkpoint_container(palisade, &state, work)?;
     println!(
         "\n==> demo passed: the policy held in the container and in exec; the host was untouched"
@@ -284,56 +285,14 @@ fn checkpoint_one(
     args: &[&str],
     what: &str,
 ) -> Result<()> {
-    use std::time::{Duration, Instant};
     let mut shown = format!("tests/workloads/{name}.c");
     for a in args {
         shown = format!("{shown} {a}");
     }
     println!("\n==> checkpoint and restore of a process ({shown})");
-    let work = &work.join(format!("ckpt-{name}"));
-    std::fs::create_dir_all(work)?;
-    let source = crate::root().join(format!("tests/workloads/{name}.c"));
-    let program = work.join(name);
-    let built = Command::new("cc")
-        .args(["-O1", "-static", "-pthread", "-o"])
-        .arg(&program)
-        .arg(&source)
-        .status()
-        .context("cannot run cc")?;
-    if !built.success() {
-        bail!("cc failed on {}", source.display());
-    }
-    // The restored process is re-parented to the nearest subreaper: us,
-    // so we can reap it.
-    nix::sys::prctl::set_child_subreaper(true).context("cannot become a subreaper")?;
-    let (pid_file, trigger, log) = (work.join("pid"), work.join("trigger"), work.join("log"));
-    // Started through python only to close every inherited fd first: the
-    // checkpoint refuses fds it cannot restore (pipes, sockets).
-    let mut original = Command::new("python3")
-        .args(["-c", "import os, sys; os.closerange(3, 65536); os.setsid(); os.execv(sys.argv[1], sys.argv[1:])"])
-        .arg(&program)
-        .args([&pid_file, &trigger, &log])
-        .args(args)
-        .env("PALISADE_CKPT_ENV", "from-the-start")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("cannot start the workload")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let pid = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-        {
-            break pid;
-        }
-        if Instant::now() > deadline {
-            let _ = original.kill();
-            bail!("the workload never wrote its pid");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let w = Workload::start(work, name, args)?;
+    let (pid, mut original, trigger, log) = (w.pid, w.child, w.trigger, w.log);
+    let work = &w.dir;
     let image = work.join("image");
     // Images are signed with a key of the demo's own (made by the first
     // checkpoint), not the host's /etc/palisade/image.key.
@@ -382,6 +341,147 @@ fn checkpoint_one(
     let said = std::fs::read_to_string(&log).unwrap_or_default();
     println!("the restored process verified {what}: {}", said.trim());
     if !said.starts_with(&format!("PASS {pid}")) {
+        bail!("the restored process did not pass ({status:?})");
+    }
+    Ok(())
+}
+
+/// A checkpoint workload of tests/workloads/, started.
+struct Workload {
+    dir: std::path::PathBuf,
+    pid: i32,
+    child: std::process::Child,
+    trigger: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Workload {
+    /// Builds tests/workloads/NAME.c and starts it with its pid, trigger
+    /// and log paths (in `work/ckpt-NAME`), then `args`, in a session of
+    /// its own with no fd but the standard ones; waits for its pid.
+    fn start(work: &Path, name: &str, args: &[&str]) -> Result<Workload> {
+        use std::time::{Duration, Instant};
+        let work = work.join(format!("ckpt-{name}"));
+        std::fs::create_dir_all(&work)?;
+        let source = crate::root().join(format!("tests/workloads/{name}.c"));
+        let program = work.join(name);
+        let built = Command::new("cc")
+            .args(["-O1", "-static", "-pthread", "-o"])
+            .arg(&program)
+            .arg(&source)
+            .status()
+            .context("cannot run cc")?;
+        if !built.success() {
+            bail!("cc failed on {}", source.display());
+        }
+        // The restored process is re-parented to the nearest subreaper:
+        // us, so we can reap it.
+        nix::sys::prctl::set_child_subreaper(true).context("cannot become a subreaper")?;
+        let (pid_file, trigger, log) = (work.join("pid"), work.join("trigger"), work.join("log"));
+        // Started through python only to close every inherited fd first:
+        // the checkpoint refuses fds it cannot restore (pipes, sockets).
+        let mut child = Command::new("python3")
+            .args(["-c", "import os, sys; os.closerange(3, 65536); os.setsid(); os.execv(sys.argv[1], sys.argv[1:])"])
+            .arg(&program)
+            .args([&pid_file, &trigger, &log])
+            .args(args)
+            .env("PALISADE_CKPT_ENV", "from-the-start")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start the workload")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                break pid;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the workload never wrote its pid");
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        Ok(Workload {
+            dir: work,
+            pid,
+            child,
+            trigger,
+            log,
+        })
+    }
+}
+
+/// Incremental checkpoint: tests/workloads/dirty.c rewrites random pages
+/// of 64 MiB as fast as it can while three pre-dumps copy it (each only
+/// what was written since the one before), then the final checkpoint
+/// stops it for the last changes; restored from the chain, it checks
+/// every page against the version it keeps.
+fn incremental(palisade: &Path, work: &Path) -> Result<()> {
+    println!("\n==> incremental checkpoint of a busy writer (tests/workloads/dirty.c 64)");
+    let mut w = Workload::start(work, "dirty", &["64"])?;
+    let key = w.dir.join("image.key");
+    let pid = w.pid.to_string();
+    let run = |args: &[&str]| -> Result<std::process::Output> {
+        let shown: Vec<&str> = args
+            .iter()
+            .map(|a| a.rsplit('/').next().unwrap_or(a))
+            .collect();
+        println!("==> palisade {}", shown.join(" "));
+        let out = Command::new(palisade)
+            .args(args)
+            .env("PALISADE_IMAGE_KEY", &key)
+            .output()
+            .context("cannot run palisade")?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        Ok(out)
+    };
+    let dirs: Vec<String> = (1..=4)
+        .map(|i| w.dir.join(format!("pre{i}")).display().to_string())
+        .collect();
+    let final_dir = w.dir.join("final").display().to_string();
+    let mut ok = true;
+    for i in 0..3 {
+        let mut args = vec!["checkpoint", "--pid", &pid, "--pre-dump", "--dir", &dirs[i]];
+        if i > 0 {
+            args.extend(["--parent", &dirs[i - 1]]);
+        }
+        ok &= run(&args)?.status.success();
+        thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let dumped = ok
+        && run(&[
+            "checkpoint",
+            "--pid",
+            &pid,
+            "--parent",
+            &dirs[2],
+            "--dir",
+            &final_dir,
+        ])?
+        .status
+        .success();
+    let _ = w.child.wait();
+    if !dumped {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(w.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        bail!("the incremental checkpoint failed");
+    }
+    if !run(&["restore", "--dir", &final_dir])?.status.success() {
+        bail!("restore from the chain failed");
+    }
+    std::fs::write(&w.trigger, "exit")?;
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(w.pid), None)
+        .context("cannot wait for the restored process")?;
+    let said = std::fs::read_to_string(&w.log).unwrap_or_default();
+    println!("the restored process checked every page: {}", said.trim());
+    if !said.contains(&format!("PASS {pid}")) || said.contains("FAIL") {
         bail!("the restored process did not pass ({status:?})");
     }
     Ok(())
