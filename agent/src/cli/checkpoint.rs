@@ -257,12 +257,20 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
         return match done {
             Ok(r) => {
                 println!(
-                    "pre-dumped {what} ({} processes) into {}: generation {}, backend {}: {} pages written since the parent, {} copied ({}); stopped {}, detect {}, copy {}, write {}; tracking goes on{}",
+                    "pre-dumped {what} ({} processes) into {}: generation {}, backend {}: {} pages written since the parent{}, {} copied ({}); stopped {}, detect {}, copy {}, write {}; tracking goes on{}",
                     r.processes,
                     dir_arg.display(),
                     r.generation,
                     r.backend.name(),
                     r.dirty_pages,
+                    r.interval
+                        .filter(|i| !i.is_zero())
+                        .map(|i| format!(
+                            " (in {}: {:.0} pages/s)",
+                            ms(i),
+                            r.dirty_pages as f64 / i.as_secs_f64()
+                        ))
+                        .unwrap_or_default(),
                     r.copied_pages,
                     size(r.image_bytes),
                     ms(r.stopped),

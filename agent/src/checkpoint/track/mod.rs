@@ -147,6 +147,9 @@ pub struct PreDumpReport {
     pub write: Duration,
     /// Why this step read PAGEMAP_SCAN instead of the eBPF recorder.
     pub fell_back: Option<String>,
+    /// How long the tree wrote the pages this step found (since the
+    /// parent protected them); none for the first step.
+    pub interval: Option<Duration>,
 }
 
 /// A tracked process at one step: its userfaultfd and page map.
@@ -295,6 +298,7 @@ fn first_pre_dump(
         latest_blake3: String::new(),
         generation: 0,
         holder: 0,
+        protected_at_ms: 0,
     };
     // The recorder is loaded (the verifier runs) before the tree stops.
     let recorder = match backend {
@@ -321,6 +325,7 @@ fn first_pre_dump(
         released?;
         Ok::<_, CheckpointError>((armed, stopped))
     })?;
+    record.protected_at_ms = session::now_ms();
     // The holder keeps the fds from here on; a failure below stops it.
     let link = if backend.write_protects() {
         let dup = |f: std::os::fd::BorrowedFd| {
@@ -534,6 +539,7 @@ fn copy_step(
             copy: copy_time,
             write: t1.elapsed(),
             fell_back,
+            interval: None,
         },
         digest,
     ))
@@ -650,9 +656,13 @@ fn next_pre_dump(
         })?;
         let (prior, fell_back) = detected?;
         let detect_time = t0.elapsed();
+        let now = session::now_ms();
+        let interval = Duration::from_millis(now.saturating_sub(record.protected_at_ms));
+        record.protected_at_ms = now;
         let (mut report, digest) =
             copy_step(&step, &targets, &prior, dir, key, progress, fell_back)?;
         report.detect = detect_time;
+        report.interval = Some(interval);
         report.stopped = if opts.cross_check {
             stopped
         } else {

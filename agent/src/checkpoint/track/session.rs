@@ -48,6 +48,16 @@ pub struct Record {
     pub generation: u32,
     /// The holder's pid (0 for the `full` backend, which holds nothing).
     pub holder: i32,
+    /// When the chain's pages were last protected (ms since the epoch):
+    /// the next step's written pages are what the tree wrote since.
+    pub protected_at_ms: u64,
+}
+
+/// Now, in ms since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What the holder hands over: for each tracked process, its
