@@ -98,6 +98,7 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> nix::Result<()> {
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 /// `BPF_MAP_TYPE_HASH` (enum bpf_map_type).
 const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -222,6 +223,29 @@ impl<'fd, K: bytemuck::Pod, V: bytemuck::Pod> HashOps<'fd, K, V> {
         keys: &mut [K],
         values: &mut [V],
     ) -> nix::Result<usize> {
+        self.batch(BPF_MAP_LOOKUP_BATCH, cursor, keys, values)
+    }
+
+    /// `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (Linux 5.6): as
+    /// [`Self::lookup_batch`], each entry deleted as it is copied (bucket
+    /// by bucket, under the bucket's lock): an entry inserted meanwhile
+    /// is either taken by this walk or left for the next, never lost.
+    pub fn take_batch(
+        &self,
+        cursor: &mut BatchCursor,
+        keys: &mut [K],
+        values: &mut [V],
+    ) -> nix::Result<usize> {
+        self.batch(BPF_MAP_LOOKUP_AND_DELETE_BATCH, cursor, keys, values)
+    }
+
+    fn batch(
+        &self,
+        cmd: libc::c_long,
+        cursor: &mut BatchCursor,
+        keys: &mut [K],
+        values: &mut [V],
+    ) -> nix::Result<usize> {
         if cursor.done {
             return Ok(0);
         }
@@ -244,7 +268,7 @@ impl<'fd, K: bytemuck::Pod, V: bytemuck::Pod> HashOps<'fd, K, V> {
         // reads one u32 at `in_batch` (or none), writes one at `out_batch`
         // and at most `count` keys and values, all of which the buffers
         // hold; `K` and `V` are `Pod`, valid for any bytes.
-        match unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) } {
+        match unsafe { bpf(cmd, &mut attr) } {
             Ok(_) => {}
             Err(Errno::ENOENT) if next == UNWRITTEN => {
                 cursor.done = true;

@@ -100,6 +100,8 @@ pub struct EbpfDirty {
     tracked: HashMap<MapData, u32, u32>,
     dirty: HashMap<MapData, DirtyKey, u32>,
     lost: HashMap<MapData, u32, u64>,
+    /// The caller vouches that the loader's programs stay attached.
+    loader_known_alive: bool,
 }
 
 impl EbpfDirty {
@@ -107,6 +109,15 @@ impl EbpfDirty {
     /// tracked processes until this value drops.
     pub fn load() -> Result<Self, TrackError> {
         Self::load_with(None)
+    }
+
+    /// As [`EbpfDirty::load`], its map sized for `pages` written pages
+    /// between two drains (at most [`palisade_common::MAX_DIRTY_PAGES`]):
+    /// a drain walks every bucket, so a map no bigger than needed keeps
+    /// it short.
+    pub fn load_for(pages: u64) -> Result<Self, TrackError> {
+        let max = u64::from(palisade_common::MAX_DIRTY_PAGES);
+        Self::load_with(Some(pages.clamp(1 << 14, max) as u32))
     }
 
     /// As [`EbpfDirty::load`], with `DIRTY` holding `pages` entries
@@ -142,6 +153,7 @@ impl EbpfDirty {
             tracked,
             dirty,
             lost,
+            loader_known_alive: false,
         })
     }
 
@@ -159,7 +171,21 @@ impl EbpfDirty {
             tracked: map_from_fd(tracked, map::TRACKED)?,
             dirty: map_from_fd(dirty, map::DIRTY)?,
             lost: map_from_fd(lost, map::DIRTY_LOST)?,
+            loader_known_alive: false,
         })
+    }
+
+    /// As [`EbpfDirty::from_map_fds`], for a caller that knows the loader
+    /// keeps the programs attached while it drains (a tracking session's
+    /// holder it is talking to): drains skip listing the host's programs.
+    pub fn from_held_map_fds(
+        dirty: OwnedFd,
+        tracked: OwnedFd,
+        lost: OwnedFd,
+    ) -> Result<Self, TrackError> {
+        let mut handle = Self::from_map_fds(dirty, tracked, lost)?;
+        handle.loader_known_alive = true;
+        Ok(handle)
     }
 
     /// The maps, to pass to a process that drains (see [`EbpfDirty::from_map_fds`]).
@@ -226,6 +252,42 @@ impl EbpfDirty {
         Ok(Drained { pages, overflowed })
     }
 
+    /// Removes and returns the pages recorded for each of `tgids` (as
+    /// [`Self::drain`] does for one) in one pass over the map, each entry
+    /// deleted as it is read; entries of other processes are dropped.
+    pub fn drain_all(
+        &mut self,
+        tgids: &[i32],
+    ) -> Result<std::collections::HashMap<i32, Drained>, TrackError> {
+        let ops = HashOps::<DirtyKey, u32>::new(self.dirty.map().fd().as_fd()).map_err(
+            errno_error(map::DIRTY, "not a hash map of the tracker's layout"),
+        )?;
+        let mut out: std::collections::HashMap<i32, Drained> =
+            tgids.iter().map(|t| (*t, Drained::default())).collect();
+        let mut cursor = BatchCursor::default();
+        let mut keys = vec![DirtyKey::default(); BATCH];
+        let mut counts = vec![0u32; BATCH];
+        while !cursor.done() {
+            let n = ops
+                .take_batch(&mut cursor, &mut keys, &mut counts)
+                .map_err(errno_error(
+                    map::DIRTY,
+                    "cannot take its entries (BPF_MAP_LOOKUP_AND_DELETE_BATCH, Linux 5.6)",
+                ))?;
+            for (key, &count) in keys[..n].iter().zip(&counts[..n]) {
+                if let Some(d) = out.get_mut(&(key.tgid as i32)) {
+                    d.pages.push((key.page, count));
+                }
+            }
+        }
+        let recording = self.recording()?;
+        for (tgid, d) in out.iter_mut() {
+            d.overflowed = self.take_lost(as_tgid(*tgid)?)? || !recording;
+            d.pages.sort_unstable();
+        }
+        Ok(out)
+    }
+
     /// Reads every `DIRTY` entry of `tgid` (one pass over the map), hands
     /// each to `found`, then deletes them. If deleting fails after some
     /// were deleted, the pages found are still all in hand and the others
@@ -279,7 +341,7 @@ impl EbpfDirty {
     /// handle's are if raw tracepoint links of both programs writing into
     /// our `DIRTY` exist (a few syscalls per BPF program on the host).
     fn recording(&self) -> Result<bool, TrackError> {
-        if self.programs.is_some() {
+        if self.programs.is_some() || self.loader_known_alive {
             return Ok(true);
         }
         let dirty = self

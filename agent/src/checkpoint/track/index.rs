@@ -39,6 +39,19 @@ pub fn coalesce(ranges: impl IntoIterator<Item = (u64, u64)>) -> Ranges {
     out
 }
 
+/// The spans covering sorted `ranges`, joining two whose gap is below
+/// `gap` bytes.
+pub fn spans(ranges: &[(u64, u64)], gap: u64) -> Ranges {
+    let mut out: Ranges = Vec::new();
+    for &(s, l) in ranges {
+        match out.last_mut() {
+            Some((ps, pl)) if s < *ps + *pl + gap => *pl = (s + l).max(*ps + *pl) - *ps,
+            _ => out.push((s, l)),
+        }
+    }
+    out
+}
+
 /// The parts of `a` outside `b`.
 pub fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Ranges {
     let mut out = Vec::new();

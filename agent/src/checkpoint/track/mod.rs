@@ -152,6 +152,11 @@ pub struct PreDumpReport {
     pub interval: Option<Duration>,
 }
 
+/// Written pages the eBPF recorder saw closer than this are protected
+/// again by one PAGEMAP_SCAN over the span between them: walking 64 MiB
+/// of page tables costs about what one more ioctl does.
+const SPAN_GAP: u64 = 64 << 20;
+
 /// A tracked process at one step: its userfaultfd and page map.
 struct Target {
     pid: i32,
@@ -201,6 +206,16 @@ fn trackable(pid: i32) -> Result<Vec<proc::MapLine>, CheckpointError> {
                 || (p.starts_with('/') && !p.ends_with(" (deleted)"))
         })
         .collect())
+}
+
+/// The pages of every trackable mapping of the tree under `pid`.
+fn tracked_pages(pid: i32) -> u64 {
+    proc::tree(pid)
+        .into_iter()
+        .filter_map(|(p, _)| trackable(p).ok())
+        .flatten()
+        .map(|m| (m.end - m.start) / index::PAGE)
+        .sum()
 }
 
 fn same_mapping(m: &proc::MapLine, v: &TrackedVma) -> bool {
@@ -301,9 +316,11 @@ fn first_pre_dump(
         protected_at_ms: 0,
     };
     // The recorder is loaded (the verifier runs) before the tree stops.
+    // Its map holds half the tree's trackable pages: a step that finds
+    // more written reads PAGEMAP_SCAN instead, and says so.
     let recorder = match backend {
         Backend::Ebpf => Some(
-            ebpf::EbpfDirty::load()
+            ebpf::EbpfDirty::load_for(tracked_pages(pid) / 2)
                 .map_err(|e| CheckpointError::Chain(format!("dirty-tracking backend ebpf: {e}")))?,
         ),
         _ => None,
@@ -615,7 +632,7 @@ fn next_pre_dump(
     let result = (|| {
         let ebpf = match (backend, <[OwnedFd; 3]>::try_from(held.maps)) {
             (Backend::Ebpf, Ok([dirty, tracked, lost])) => Some(
-                ebpf::EbpfDirty::from_map_fds(dirty, tracked, lost).map_err(|e| {
+                ebpf::EbpfDirty::from_held_map_fds(dirty, tracked, lost).map_err(|e| {
                     CheckpointError::Process {
                         pid,
                         what: format!("eBPF recorder: {e}"),
@@ -719,6 +736,17 @@ fn detect(
 ) -> Result<(HashMap<i32, Vec<(TrackedVma, Ranges)>>, Option<String>), CheckpointError> {
     let mut prior = HashMap::new();
     let mut fell_back = None;
+    // Every tracked process's pages in one pass over the recorder's map.
+    let mut drained = match ebpf.as_mut() {
+        Some(e) => {
+            let pids: Vec<i32> = targets.iter().map(|t| t.pid).collect();
+            Some(e.drain_all(&pids).map_err(|e| CheckpointError::Process {
+                pid: pids.first().copied().unwrap_or(0),
+                what: format!("eBPF recorder: {e}"),
+            })?)
+        }
+        None => None,
+    };
     for t in targets {
         let uffd = t.uffd.as_ref().expect("a write-protecting backend").as_fd();
         let before = &pre
@@ -727,36 +755,22 @@ fn detect(
             .find(|p| p.pid == t.pid)
             .expect("checked")
             .vmas;
-        let flags = proc::vm_flags(t.pid).map_err(CheckpointError::file(
-            t.pid,
-            "read",
-            proc::path(t.pid, "smaps"),
-        ))?;
-        let recorded = match ebpf.as_mut() {
-            Some(e) => {
-                let d = e.drain(t.pid).map_err(|e| CheckpointError::Process {
-                    pid: t.pid,
-                    what: format!("eBPF recorder: {e}"),
-                })?;
-                if d.overflowed {
-                    fell_back = Some(
-                        "the eBPF recorder's map filled up: this step read PAGEMAP_SCAN instead"
-                            .to_string(),
-                    );
-                    None
-                } else {
-                    Some(index::ranges_of_pages(
-                        d.pages.into_iter().map(|(p, _)| p).collect(),
-                    ))
-                }
+        let recorded = match drained.as_mut().and_then(|d| d.remove(&t.pid)) {
+            Some(d) if d.overflowed => {
+                fell_back = Some(
+                    "the eBPF recorder's map filled up: this step read PAGEMAP_SCAN instead"
+                        .to_string(),
+                );
+                None
             }
+            Some(d) => Some(index::ranges_of_pages(
+                d.pages.into_iter().map(|(p, _)| p).collect(),
+            )),
             None => None,
         };
         let mut mine = Vec::new();
         for m in trackable(t.pid)? {
-            let registered = flags
-                .get(&m.start)
-                .is_some_and(|f| f.split_whitespace().any(|w| w == "uw"));
+            let registered = wp::registered(t.pagemap.as_fd(), t.pid, m.start)?;
             match before.iter().find(|v| same_mapping(&m, v)) {
                 Some(v) if registered => {
                     let whole = [(m.start, m.end - m.start)];
@@ -781,8 +795,25 @@ fn detect(
                                     });
                                 }
                             }
-                            wp::protect(uffd, t.pid, &mine)?;
-                            mine
+                            // Protected again by PAGEMAP_SCAN over the
+                            // spans the recorder saw written, which
+                            // reports (and copies) every written page in
+                            // them: one walk costs less than a
+                            // UFFDIO_WRITEPROTECT per page, and a page
+                            // written without a fault (process_vm_writev)
+                            // in a span is caught too. Mappings with no
+                            // recorded write are not walked at all.
+                            let mut found = Vec::new();
+                            for (s, l) in index::spans(&mine, SPAN_GAP) {
+                                found.extend(wp::written(
+                                    t.pagemap.as_fd(),
+                                    t.pid,
+                                    s,
+                                    s + l,
+                                    true,
+                                )?);
+                            }
+                            index::coalesce(found)
                         }
                         None => wp::written(t.pagemap.as_fd(), t.pid, m.start, m.end, true)?,
                     };
@@ -863,16 +894,9 @@ impl Chain {
                 protected.insert(p.pid);
             }
             let t = Target::open(p.pid, None)?;
-            let flags = proc::vm_flags(p.pid).map_err(CheckpointError::file(
-                p.pid,
-                "read",
-                proc::path(p.pid, "smaps"),
-            ))?;
             let mut vmas = Vec::new();
             for m in trackable(p.pid)? {
-                let registered = flags
-                    .get(&m.start)
-                    .is_some_and(|f| f.split_whitespace().any(|w| w == "uw"));
+                let registered = protects && wp::registered(t.pagemap.as_fd(), p.pid, m.start)?;
                 let Some(v) = p.vmas.iter().find(|v| same_mapping(&m, v)) else {
                     continue;
                 };

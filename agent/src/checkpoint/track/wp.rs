@@ -77,17 +77,6 @@ pub fn arm(uffd: BorrowedFd, pid: i32, start: u64, end: u64) -> Result<(), Check
         .map_err(CheckpointError::sys(pid, what("write-protect")))
 }
 
-/// Protects `ranges` again (pages found written and about to be copied).
-pub fn protect(uffd: BorrowedFd, pid: i32, ranges: &[(u64, u64)]) -> Result<(), CheckpointError> {
-    for &(s, l) in ranges {
-        uffd::write_protect(uffd, s, l, true).map_err(CheckpointError::sys(
-            pid,
-            format!("write-protect {s:#x}-{:#x} again", s + l),
-        ))?;
-    }
-    Ok(())
-}
-
 /// The pages of [start, end) written since they were last protected;
 /// with `reprotect`, protected again in the same walk (atomically per
 /// page: a write after its page was reported faults again).
@@ -130,4 +119,24 @@ pub fn changed(
     Ok(super::index::coalesce(
         regions.into_iter().map(|r| (r.start, r.end - r.start)),
     ))
+}
+
+/// Whether mapping [start, end) is registered for asynchronous
+/// write-protection: a checked PAGEMAP_SCAN of its first page only (EPERM
+/// if not), so the answer costs one page, not the mapping's page tables
+/// as /proc/PID/smaps would.
+pub fn registered(pagemap: BorrowedFd, pid: i32, start: u64) -> Result<bool, CheckpointError> {
+    match uffd::pagemap_scan(
+        pagemap,
+        start,
+        start + super::index::PAGE,
+        &uffd::Scan::written(false),
+    ) {
+        Ok(_) => Ok(true),
+        Err(nix::errno::Errno::EPERM) => Ok(false),
+        Err(e) => Err(CheckpointError::sys(
+            pid,
+            format!("PAGEMAP_SCAN {start:#x}"),
+        )(e)),
+    }
 }
