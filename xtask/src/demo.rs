@@ -416,13 +416,15 @@ impl Workload {
 }
 
 /// Incremental checkpoint: tests/workloads/dirty.c rewrites random pages
-/// of 64 MiB as fast as it can while three pre-dumps copy it (each only
+/// of 64 MiB while three pre-dumps copy it (each only
 /// what was written since the one before), then the final checkpoint
 /// stops it for the last changes; restored from the chain, it checks
 /// every page against the version it keeps.
 fn incremental(palisade: &Path, work: &Path) -> Result<()> {
-    println!("\n==> incremental checkpoint of a busy writer (tests/workloads/dirty.c 64)");
-    let mut w = Workload::start(work, "dirty", &["64"])?;
+    println!(
+        "\n==> incremental checkpoint of a busy writer (tests/workloads/dirty.c 64 rate=4: 64 MiB, two threads writing 4 random pages a millisecond each)"
+    );
+    let mut w = Workload::start(work, "dirty", &["64", "rate=4"])?;
     let key = w.dir.join("image.key");
     let pid = w.pid.to_string();
     let run = |args: &[&str]| -> Result<std::process::Output> {
@@ -440,7 +442,7 @@ fn incremental(palisade: &Path, work: &Path) -> Result<()> {
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
         Ok(out)
     };
-    let dirs: Vec<String> = (1..=4)
+    let dirs: Vec<String> = (1..=3)
         .map(|i| w.dir.join(format!("pre{i}")).display().to_string())
         .collect();
     let final_dir = w.dir.join("final").display().to_string();
@@ -453,24 +455,32 @@ fn incremental(palisade: &Path, work: &Path) -> Result<()> {
         ok &= run(&args)?.status.success();
         thread::sleep(std::time::Duration::from_millis(200));
     }
-    let dumped = ok
-        && run(&[
-            "checkpoint",
-            "--pid",
-            &pid,
-            "--parent",
-            &dirs[2],
-            "--dir",
-            &final_dir,
-        ])?
-        .status
-        .success();
-    let _ = w.child.wait();
+    // The final checkpoint kills the original, our child: it is reaped
+    // here while the checkpoint waits for its pid to be free.
+    let dumped = ok && {
+        println!("==> palisade checkpoint --pid {pid} --parent pre3 --dir final");
+        let dump = Command::new(palisade)
+            .args([
+                "checkpoint",
+                "--pid",
+                &pid,
+                "--parent",
+                &dirs[2],
+                "--dir",
+                &final_dir,
+            ])
+            .env("PALISADE_IMAGE_KEY", &key)
+            .spawn()
+            .context("cannot run palisade")?;
+        let _ = w.child.wait();
+        dump.wait_with_output()?.status.success()
+    };
     if !dumped {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(w.pid),
             nix::sys::signal::Signal::SIGKILL,
         );
+        let _ = w.child.wait();
         bail!("the incremental checkpoint failed");
     }
     if !run(&["restore", "--dir", &final_dir])?.status.success() {
