@@ -128,8 +128,9 @@ impl Program {
     /// multi-attach (programs of enclosing cgroups still run, and a deny
     /// from any of them stands).
     pub fn attach_pinned(&mut self, cgroup: &File, pin: &Path) -> Result<(), AttachError> {
-        let attach_error = |e: &dyn std::error::Error| AttachError::Attach(super::chain(e));
-        let pin_error = |e: &dyn std::error::Error| AttachError::Pin(super::chain(e));
+        let attach_error =
+            |e: &dyn std::error::Error| AttachError::Attach(crate::sys::bpf::chain(e));
+        let pin_error = |e: &dyn std::error::Error| AttachError::Pin(crate::sys::bpf::chain(e));
         // link_create takes no mode flag, so `Single` is the mode that
         // passes 0.
         let mode = CgroupAttachMode::Single;

@@ -23,7 +23,6 @@ use std::{
 use aya::{
     EbpfLoader,
     maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
-    programs::ProgramError,
 };
 use palisade_common::{
     CONTAINERS_AT_BOUND, CgroupPolicy, Counters, FAMILY_V4, FAMILY_V6, GENERATION_BIT,
@@ -47,7 +46,10 @@ pub use lifetime::{
 pub use pins::{BPFFS, Pins, any_root_links};
 pub use usage::{ByFamily, Usage};
 
-use crate::spec::{self, Family, Policy};
+use crate::{
+    spec::{self, Family, Policy},
+    sys::bpf::{chain, load_reason},
+};
 
 /// The kernel-side object, built from `ebpf/` by agent/build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PALISADE_EBPF_OBJECT"));
@@ -729,40 +731,6 @@ fn ensure_bpffs() -> Result<(), EnforceError> {
         path: PathBuf::from(BPFFS),
         reason: format!("bpffs is not mounted and mounting it failed: {e}"),
     })
-}
-
-/// An error and all its sources, joined: aya nests the kernel's reason.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// The kernel's reason for refusing a program, with the verifier's log
-/// when it wrote one.
-fn load_reason(e: &ProgramError) -> String {
-    match e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
-            let log = verifier_log.to_string();
-            if log.trim().is_empty() {
-                io_error.to_string()
-            } else {
-                format!("{io_error}; verifier log:\n{log}")
-            }
-        }
-        other => chain(other),
-    }
 }
 
 /// Adds the usual fix to a permission error.

@@ -15,7 +15,8 @@ use aya::{
 };
 use palisade_common::{CgroupPolicy, map, program};
 
-use super::{EnforceError, chain, hooks::LoadError};
+use super::{EnforceError, hooks::LoadError};
+use crate::sys::bpf::chain;
 
 /// A raw tracepoint program: its name in the object and the tracepoint.
 pub(super) struct TracePoint {

@@ -332,3 +332,38 @@ impl<'fd, K: bytemuck::Pod, V: bytemuck::Pod> HashOps<'fd, K, V> {
         }
     }
 }
+
+/// An error and all its sources, each once, joined: aya nests the
+/// kernel's reason.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The kernel's reason for refusing a program, with the verifier's log
+/// when it wrote one.
+pub fn load_reason(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            if log.trim().is_empty() {
+                io_error.to_string()
+            } else {
+                format!("{io_error}; verifier log:\n{log}")
+            }
+        }
+        other => chain(other),
+    }
+}

@@ -28,7 +28,7 @@ use aya::{
 };
 use palisade_common::{DirtyKey, MAX_TRACKED, map, program};
 
-use crate::sys::bpf::{BatchCursor, HashOps};
+use crate::sys::bpf::{BatchCursor, HashOps, chain, load_reason};
 
 /// The kernel-side object, built from `ebpf/src/dirty.rs` by agent/build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PALISADE_DIRTY_OBJECT"));
@@ -446,40 +446,6 @@ fn errno(e: &MapError) -> Option<i32> {
     match e {
         MapError::SyscallError(s) => s.io_error.raw_os_error(),
         _ => None,
-    }
-}
-
-/// `e` with its sources, each once.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// The kernel's reason for refusing a program, with the verifier's log
-/// when it wrote one.
-fn load_reason(e: &ProgramError) -> String {
-    match e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
-            let log = verifier_log.to_string();
-            if log.trim().is_empty() {
-                io_error.to_string()
-            } else {
-                format!("{io_error}; verifier log:\n{log}")
-            }
-        }
-        other => chain(other),
     }
 }
 
