@@ -410,16 +410,10 @@ fn first_pre_dump(
                 abort(link);
                 return Err(e);
             }
-            if let Some(l) = link
-                && let Err(e) = l.keep()
-            {
-                session::remove(opts.sessions, pid);
-                return Err(CheckpointError::Process {
-                    pid,
-                    what: format!("its tracking session ended early: {e}"),
-                });
+            match link {
+                Some(l) => keep(l, opts.sessions, pid, report),
+                None => Ok(report),
             }
-            Ok(report)
         }
         Err(e) => {
             abort(link);
@@ -689,16 +683,7 @@ fn next_pre_dump(
         Ok(report)
     })();
     match result {
-        Ok(report) => {
-            if let Err(e) = link.keep() {
-                session::remove(opts.sessions, pid);
-                return Err(CheckpointError::Process {
-                    pid,
-                    what: format!("its tracking session ended early: {e}"),
-                });
-            }
-            Ok(report)
-        }
+        Ok(report) => keep(link, opts.sessions, pid, report),
         Err(e) => {
             // The written pages were protected again and not copied: the
             // chain cannot go on. Tracking ends, leaving nothing.
@@ -707,6 +692,23 @@ fn next_pre_dump(
             Err(e)
         }
     }
+}
+
+/// Tells the holder the chain goes on; if it is gone meanwhile, so is
+/// the session, and the step fails saying so.
+fn keep(
+    link: session::Link,
+    sessions: &Path,
+    pid: i32,
+    report: PreDumpReport,
+) -> Result<PreDumpReport, CheckpointError> {
+    link.keep().map(|_| report).map_err(|e| {
+        session::remove(sessions, pid);
+        CheckpointError::Process {
+            pid,
+            what: format!("its tracking session ended early: {e}"),
+        }
+    })
 }
 
 /// Records `dir` as the chain's last image.
