@@ -61,11 +61,20 @@ pub fn write(
 /// child names it by ([`ParentRef::manifest_blake3`]).
 pub fn write_pre_dump(
     dir: &ImageDir,
-    pre: &PreDump,
+    pre: &mut PreDump,
     pages: (u64, Vec<Digest>),
     key: &ImageKey,
 ) -> Result<String, CheckpointError> {
-    write_meta(dir, Some(PRE_DUMP), pre, &[], pages, key).map(|d| super::hex(&d.0))
+    let index = pre.encode_index();
+    write_meta(dir, Some(PRE_DUMP), pre, &index, pages, key).map(|d| super::hex(&d.0))
+}
+
+/// A pre-dump's metadata with its index (files.img) read into it.
+fn parse_pre_dump(dir: &Path, read: &Authentic) -> Result<PreDump, CheckpointError> {
+    let mut pre: PreDump = parse_meta(&dir.join(META), &read.meta, Some(PRE_DUMP))?;
+    pre.decode_index(&read.files)
+        .map_err(|e| CheckpointError::Image(format!("{}: {e}", dir.join(FILES).display())))?;
+    Ok(pre)
 }
 
 fn write_meta<T: Serialize>(
@@ -226,7 +235,7 @@ pub fn open_parent(
         Some(_) => return Err(mismatch("its manifest differs".into())),
         None => return Err(mismatch("it has no manifest".into())),
     }
-    let pre: PreDump = parse_meta(&dir.join(META), &read.meta, Some(PRE_DUMP)).map_err(named)?;
+    let pre = parse_pre_dump(dir, &read).map_err(named)?;
     if pre.generation != parent.generation {
         return Err(mismatch(format!(
             "it is generation {}, not {}",
@@ -268,7 +277,7 @@ pub fn open_parent(
 /// manifest's digest.
 pub fn read_pre_dump(dir: &Path, key: &ImageKey) -> Result<(PreDump, String), CheckpointError> {
     let read = read_authentic(dir, Some(key))?;
-    let pre: PreDump = parse_meta(&dir.join(META), &read.meta, Some(PRE_DUMP))?;
+    let pre = parse_pre_dump(dir, &read)?;
     let digest = read.manifest_digest.expect("a key means a manifest");
     Ok((pre, super::hex(&digest.0)))
 }

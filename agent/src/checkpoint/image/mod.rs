@@ -105,8 +105,70 @@ pub struct TrackedVma {
     pub perms: String,
     pub offset: u64,
     pub inode: u64,
-    /// Its copied pages, in address order; `from` names the image.
+    /// Its copied pages, in address order; `from` names the image. Kept
+    /// in files.img, [`INDEX_RUN`] bytes each (scattered writes make a
+    /// run of every page: as JSON they would outgrow meta.json), from
+    /// run number `runs_at` on.
+    #[serde(skip)]
     pub runs: Vec<Run>,
+    pub runs_at: u64,
+    pub runs_count: u64,
+}
+
+/// Bytes of one run of a pre-dump's index in its files.img: address,
+/// offset, length (u64 each) and the image it is in (u32), little-endian.
+pub const INDEX_RUN: usize = 28;
+
+impl PreDump {
+    /// Numbers every mapping's runs and returns them as files.img.
+    pub fn encode_index(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        for v in self.processes.iter_mut().flat_map(|p| p.vmas.iter_mut()) {
+            v.runs_at = at;
+            v.runs_count = v.runs.len() as u64;
+            at += v.runs_count;
+            for r in &v.runs {
+                out.extend_from_slice(&r.addr.to_le_bytes());
+                out.extend_from_slice(&r.offset.to_le_bytes());
+                out.extend_from_slice(&r.len.to_le_bytes());
+                out.extend_from_slice(&r.from.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Gives every mapping its runs from files.img `data`; a count or
+    /// place that does not fit it is an error, naming the mapping.
+    pub fn decode_index(&mut self, data: &[u8]) -> Result<(), String> {
+        let word =
+            |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        for v in self.processes.iter_mut().flat_map(|p| p.vmas.iter_mut()) {
+            let bytes = v
+                .runs_at
+                .checked_mul(INDEX_RUN as u64)
+                .zip(v.runs_count.checked_mul(INDEX_RUN as u64))
+                .and_then(|(a, n)| Some(a as usize..a.checked_add(n)? as usize))
+                .and_then(|range| data.get(range))
+                .ok_or_else(|| {
+                    format!(
+                        "mapping {:#x}-{:#x}: runs {}+{} are beyond the index",
+                        v.start, v.end, v.runs_at, v.runs_count
+                    )
+                })?;
+            v.runs = bytes
+                .chunks_exact(INDEX_RUN)
+                .map(|b| Run {
+                    addr: word(b, 0),
+                    offset: word(b, 8),
+                    len: word(b, 16),
+                    crc32: 0,
+                    from: u32::from_le_bytes(b[24..28].try_into().expect("4 bytes")),
+                })
+                .collect();
+        }
+        Ok(())
+    }
 }
 
 /// Where an image's parent in a pre-dump chain is, and what it must be:
@@ -387,6 +449,56 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pre_dump_index_round_trips_and_a_short_one_is_refused() {
+        let run = |addr: u64, from: u32| Run {
+            addr,
+            offset: addr * 3,
+            len: 4096,
+            crc32: 0,
+            from,
+        };
+        let vma = |start: u64, runs: Vec<Run>| TrackedVma {
+            start,
+            end: start + 0x10000,
+            perms: "rw-p".into(),
+            offset: 0,
+            inode: 0,
+            runs,
+            runs_at: 0,
+            runs_count: 0,
+        };
+        let mut pre = PreDump {
+            generation: 1,
+            parent: None,
+            backend: "ebpf".into(),
+            session: "s".into(),
+            processes: vec![TrackedProcess {
+                pid: 7,
+                start_time: 9,
+                vmas: vec![
+                    vma(0x1000, vec![run(0x1000, 0), run(0x3000, 2)]),
+                    vma(0x20000, vec![]),
+                    vma(0x40000, vec![run(0x40000, 1)]),
+                ],
+            }],
+            pages_len: 0,
+        };
+        let data = pre.encode_index();
+        assert_eq!(data.len(), 3 * INDEX_RUN);
+        let want = pre.clone();
+        let mut back: PreDump =
+            serde_json::from_value(serde_json::to_value(&pre).unwrap()).unwrap();
+        assert!(
+            back.processes[0].vmas[0].runs.is_empty(),
+            "runs are not in the JSON"
+        );
+        back.decode_index(&data).unwrap();
+        assert_eq!(back, want);
+        let err = back.decode_index(&data[..2 * INDEX_RUN]).unwrap_err();
+        assert!(err.contains("0x40000"), "{err}");
+    }
 
     #[test]
     fn hex_round_trips() {

@@ -514,6 +514,8 @@ fn copy_step(
                 offset: m.offset,
                 inode: m.inode,
                 runs: index::merge(runs, kept_runs),
+                runs_at: 0,
+                runs_count: 0,
             });
         }
         processes.push(TrackedProcess {
@@ -528,7 +530,7 @@ fn copy_step(
     let digests = pages.finish().map_err(|e| {
         CheckpointError::Write(format!("{}: {e}", dir.path().join(image::PAGES).display()))
     })?;
-    let pre = PreDump {
+    let mut pre = PreDump {
         generation: step.generation,
         parent: step.parent.clone(),
         backend: step.backend.name().into(),
@@ -536,7 +538,7 @@ fn copy_step(
         processes,
         pages_len,
     };
-    let digest = image::write_pre_dump(dir, &pre, digests, key)?;
+    let digest = image::write_pre_dump(dir, &mut pre, digests, key)?;
     Ok((
         PreDumpReport {
             generation: step.generation,
