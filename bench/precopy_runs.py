@@ -33,7 +33,8 @@ SLOW_MIB = 1024
 FINAL_MIB = 1024
 
 PRE_DUMP = re.compile(
-    r"generation (\d+), backend (\S+): (\d+) pages written since the parent, (\d+) copied "
+    r"generation (\d+), backend (\S+): (\d+) pages written since the parent"
+    r"(?: \(in [\d.]+ ms: \d+ pages/s\))?, (\d+) copied "
     r"\(([\d.]+) MiB\); stopped ([\d.]+) ms, detect ([\d.]+) ms, copy ([\d.]+) ms, "
     r"write ([\d.]+) ms; tracking goes on(.*)$")
 FINAL = re.compile(
