@@ -130,13 +130,14 @@ fn clippy_ebpf() -> Result<()> {
 fn bench(palisade: &Path) -> Result<()> {
     toolchain::require_root("the benchmarks create containers and nftables tables")?;
     let rootfs = rootfs::build()?;
-    let runs: [(&str, Vec<&Path>); 6] = [
+    let runs: [(&str, Vec<&Path>); 7] = [
         ("startup.sh", vec![palisade, rootfs.as_path()]),
         ("connect.sh", vec![palisade]),
         ("policy_compile.sh", vec![palisade]),
         ("shaping.sh", vec![palisade]),
         ("accounting.sh", vec![palisade]),
         ("checkpoint.sh", vec![palisade]),
+        ("precopy.sh", vec![palisade]),
     ];
     for (script, args) in runs {
         println!("==> bench/{script}");
