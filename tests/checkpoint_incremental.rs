@@ -313,6 +313,13 @@ fn a_broken_chain_is_refused() {
         assert!(out.status.success(), "{}", text(&out));
     }
     let pid = w.pid.to_string();
+    // The session's socket hands out fds onto the process's memory: root only.
+    let session = w.dir.join("state/.tracking").join(&pid);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&session).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     for (parent, pre) in [(&d1, true), (&d1, false)] {
         let mut cmd = pal(&w, &["checkpoint", "--pid", &pid, "--dir"]);
         cmd.arg(w.image("stale")).arg("--parent").arg(parent);

@@ -100,12 +100,23 @@ pub fn load(sessions: &Path, pid: i32) -> Result<Option<Record>, CheckpointError
 /// Writes the record (aside, then renamed in).
 pub fn save(sessions: &Path, record: &Record) -> Result<(), CheckpointError> {
     let dir = dir_of(sessions, record.pid);
-    std::fs::create_dir_all(&dir).map_err(CheckpointError::file(record.pid, "create", &dir))?;
+    private_dir(&dir).map_err(CheckpointError::file(record.pid, "create", &dir))?;
     let tmp = dir.join("session.json.tmp");
     let text = serde_json::to_vec_pretty(record).expect("a record serialises");
     std::fs::write(&tmp, text)
         .and_then(|_| std::fs::rename(&tmp, dir.join(RECORD)))
         .map_err(CheckpointError::file(record.pid, "write", dir.join(RECORD)))
+}
+
+/// Makes `dir` (and missing parents) mode 0700: its socket hands out
+/// fds that write-protect and read a process's memory, for root only.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Removes the session's record and socket.
@@ -208,7 +219,7 @@ pub fn start_holder(
         ),
     };
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
+    private_dir(&dir).map_err(|e| fail(e.to_string()))?;
     let listener = UnixListener::bind(dir.join(SOCKET)).map_err(|e| fail(e.to_string()))?;
     let (ours, theirs) = UnixStream::pair().map_err(|e| fail(e.to_string()))?;
     let targets: Vec<OwnedFd> = held
