@@ -474,7 +474,7 @@ struct Step {
 fn copy_step(
     step: &Step,
     targets: &[Target],
-    prior: &HashMap<i32, Vec<(TrackedVma, Ranges)>>,
+    prior: &HashMap<i32, Vec<(&TrackedVma, Ranges)>>,
     dir: &ImageDir,
     key: &ImageKey,
     progress: &mut dyn FnMut(u64),
@@ -732,12 +732,12 @@ fn advance(
 /// mapping that is new or changed is registered and protected whole (and
 /// absent from the result, so all its pages are copied).
 #[allow(clippy::type_complexity)]
-fn detect(
+fn detect<'p>(
     targets: &[Target],
-    pre: &PreDump,
+    pre: &'p PreDump,
     mut ebpf: Option<ebpf::EbpfDirty>,
     cross_check: bool,
-) -> Result<(HashMap<i32, Vec<(TrackedVma, Ranges)>>, Option<String>), CheckpointError> {
+) -> Result<(HashMap<i32, Vec<(&'p TrackedVma, Ranges)>>, Option<String>), CheckpointError> {
     let mut prior = HashMap::new();
     let mut fell_back = None;
     // Every tracked process's pages in one pass over the recorder's map.
@@ -821,7 +821,7 @@ fn detect(
                         }
                         None => wp::written(t.pagemap.as_fd(), t.pid, m.start, m.end, true)?,
                     };
-                    mine.push((v.clone(), written));
+                    mine.push((v, written));
                 }
                 _ => {
                     // New, changed or no longer registered: registered and
