@@ -279,10 +279,13 @@ fn an_aborted_chain_leaves_the_process_as_it_was() {
     .stderr(std::process::Stdio::null())
     .spawn()
     .unwrap();
+    // Once its holder is there (the copy of 256 MiB takes longer).
+    let socket = w.dir.join("state/.tracking").join(&pid).join("holder.sock");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !write_protected(w.pid) && Instant::now() < deadline {
+    while !socket.exists() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(1));
     }
+    assert!(write_protected(w.pid), "tracking started");
     // SAFETY: kill(2) of our own child, by its pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let _ = child.wait();

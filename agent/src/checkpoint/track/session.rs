@@ -229,6 +229,9 @@ pub fn start_holder(
         .collect();
     match process::fork_single_threaded().map_err(|e| fail(e.to_string()))? {
         process::Forked::Child => {
+            // Our copy of the command's end would keep its death from
+            // ever reading as the end of the stream.
+            drop(ours);
             let code = hold(&dir, &record.id, listener, theirs, held, &targets);
             process::exit_now(code)
         }
