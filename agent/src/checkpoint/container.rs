@@ -66,15 +66,6 @@ pub fn checkpoint_container(
         let _ = frozen.release();
         return Err(e);
     }
-    // A pre-dump chain's pages, by the host pids the chain knows.
-    let prior = match chain.as_ref().map(|c| c.prior()).transpose() {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = frozen.release();
-            return Err(e);
-        }
-    };
-    let parent = chain.as_ref().map(|c| c.parent().clone());
     let target = dump::ImageTarget { dir, key };
     let report = dump::dump_into(
         pid,
@@ -83,9 +74,9 @@ pub fn checkpoint_container(
         opts,
         progress,
         freeze,
-        prior,
+        // A pre-dump chain's pages, by the host pids the chain knows.
+        chain.as_ref(),
         |image| {
-            image.parent = parent;
             // The first process has palisade's filters, which restore makes
             // again from the policy; one added since cannot be.
             let own = image.processes[0].state.seccomp_filters;

@@ -308,14 +308,6 @@ pub fn checkpoint_pid_chained(
     let t0 = Instant::now();
     let frozen = freeze(pid)?;
     let freeze = t0.elapsed();
-    let prior = match chain.prior() {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = frozen.release();
-            return Err(e);
-        }
-    };
-    let parent = chain.parent().clone();
     let target = ImageTarget { dir, key };
     let report = dump_into(
         pid,
@@ -324,11 +316,8 @@ pub fn checkpoint_pid_chained(
         opts,
         progress,
         freeze,
-        Some(prior),
-        |image| {
-            image.parent = Some(parent);
-            refuse_pdeathsig(pid, image)
-        },
+        Some(&chain),
+        |image| refuse_pdeathsig(pid, image),
     )?;
     chain.finish();
     Ok(report)
@@ -350,8 +339,10 @@ fn refuse_pdeathsig(pid: i32, image: &Image) -> Result<(), CheckpointError> {
 /// Dumps the frozen tree under `root` into `dir` — its pages streamed
 /// into pages.img as they are read — with `check` given the image first
 /// (to refuse it, or complete it), then ends the tree or, with
-/// `leave_running`, lets it go on. On any failure every task goes on
-/// unchanged and nothing of the image is left.
+/// `leave_running`, lets it go on. With the pre-dump `chain` it ends, the
+/// pages the chain holds unchanged are named, not copied, and the image
+/// names its parent. On any failure every task goes on unchanged and
+/// nothing of the image is left.
 // The steps' inputs, each from a different caller's stage; a struct of
 // them would only be unpacked again here.
 #[allow(clippy::too_many_arguments)]
@@ -362,16 +353,17 @@ pub(super) fn dump_into(
     opts: DumpOptions,
     progress: &mut dyn FnMut(u64),
     freeze: Duration,
-    prior: Option<crate::checkpoint::track::Prior>,
+    chain: Option<&crate::checkpoint::track::Chain>,
     check: impl FnOnce(&mut Image) -> Result<(), CheckpointError>,
 ) -> Result<DumpReport, CheckpointError> {
     let t1 = Instant::now();
     let discard = || dir.discard();
     let collected = image::create_pages(dir, progress).and_then(|mut pages| {
-        if let Some(p) = prior {
-            pages.set_prior(p);
+        if let Some(c) = chain {
+            pages.set_prior(c.prior()?);
         }
         let mut dumped = collect_tree(root, &mut frozen, &mut pages)?;
+        dumped.image.parent = chain.map(|c| c.parent().clone());
         check(&mut dumped.image)?;
         Ok((dumped, pages))
     });
