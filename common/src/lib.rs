@@ -29,6 +29,11 @@ pub mod program {
     /// Dirty-page tracker: raw tracepoint `page_fault_kernel` (the kernel
     /// writing user memory, as `read()` into a buffer does).
     pub const DIRTY_KERNEL: &str = "dirty_kernel";
+    /// Dirty-page tracker: raw tracepoint `sys_enter`, for `mremap(2)`.
+    pub const DIRTY_MREMAP: &str = "dirty_mremap";
+    /// Dirty-page tracker: raw tracepoint `vm_unmapped_area`, the address
+    /// the kernel picks for a mapping that moves (or a new one).
+    pub const DIRTY_PLACED: &str = "dirty_placed";
 }
 
 /// Names of the maps in the eBPF object.
@@ -59,7 +64,7 @@ pub mod map {
     /// Dirty-page tracker: `HashMap<u32 tgid, u32 flags>`, the processes
     /// whose write faults are recorded (flags are 0; none is defined yet).
     pub const TRACKED: &str = "TRACKED";
-    /// Dirty-page tracker: `HashMap<DirtyKey, u32 write faults>`.
+    /// Dirty-page tracker: `RingBuf` of [`DirtyEvent`](super::DirtyEvent)s.
     pub const DIRTY: &str = "DIRTY";
     /// Dirty-page tracker: `HashMap<u32 tgid, u64>`, write faults of a
     /// tracked process that [`DIRTY`] could not take (full, or out of
@@ -110,14 +115,17 @@ pub const MAX_TRACKED: u32 = 1024;
 /// entries a program makes for a process being untracked at that instant
 /// (left until the next `track`) never leave a tracked one without room.
 pub const MAX_LOST_ENTRIES: u32 = 2 * MAX_TRACKED;
-/// Capacity of [`map::DIRTY`]: dirty pages recorded and not yet drained,
-/// for all tracked processes together. 16 GiB of memory with 10% of it
-/// written between two drains is about 420k pages; 1 << 20 leaves room
-/// for more than twice that. The map is not preallocated: an entry costs
-/// kernel memory (about 80 bytes) only while it exists, but the bucket
-/// array (16 bytes per entry of capacity, 16 MiB) exists as long as the
-/// map does, and a drain walks it.
-pub const MAX_DIRTY_PAGES: u32 = 1 << 20;
+/// Largest size of [`map::DIRTY`], the ring of events not yet drained,
+/// in bytes: 2^21 events of [`DIRTY_EVENT_BYTES`], enough for 16 GiB of
+/// memory with half of its pages written between two drains. The ring is
+/// allocated whole when the tracker loads, so the loader sizes it for the
+/// memory it tracks.
+pub const MAX_DIRTY_RING: u32 = 64 << 20;
+/// Smallest size of [`map::DIRTY`]: 8192 events.
+pub const MIN_DIRTY_RING: u32 = 256 << 10;
+/// Bytes one [`DirtyEvent`] takes in the ring: the event and the ring's
+/// 8-byte record header.
+pub const DIRTY_EVENT_BYTES: u32 = 32;
 /// The page size the tracker records addresses at (x86-64).
 pub const DIRTY_PAGE_SIZE: u64 = 4096;
 /// Bit of the x86 page fault error code set for a write access.
@@ -129,15 +137,34 @@ pub const FAULT_WRITE: u64 = 0x2;
 pub const PAGE_FAULT_ARG_ADDRESS: usize = 0;
 pub const PAGE_FAULT_ARG_ERROR_CODE: usize = 2;
 
-/// A page written by a tracked process: the key of [`map::DIRTY`].
+/// [`DirtyEvent::kind`]: a write fault on the page at `start`.
+pub const DIRTY_WRITE: u32 = 0;
+/// [`DirtyEvent::kind`]: the mappings of [`start`, `start + len`) may have
+/// been moved (`mremap(2)`, its source and its destination), so whatever
+/// is mapped there now is not what was.
+pub const DIRTY_MOVED: u32 = 1;
+
+/// What the dirty-page tracker records for a tracked process, in order,
+/// in [`map::DIRTY`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct DirtyKey {
+pub struct DirtyEvent {
     pub tgid: u32,
-    pub _pad: u32,
-    /// The faulting address rounded down to [`DIRTY_PAGE_SIZE`].
-    pub page: u64,
+    /// [`DIRTY_WRITE`] or [`DIRTY_MOVED`].
+    pub kind: u32,
+    /// A page-aligned address.
+    pub start: u64,
+    /// Bytes from `start` ([`DIRTY_MOVED`]); 0 for a write.
+    pub len: u64,
 }
+
+/// `__NR_mremap` on x86-64.
+pub const NR_MREMAP: u64 = 25;
+/// `MREMAP_FIXED`: the new address is the fifth argument.
+pub const MREMAP_FIXED: u64 = 2;
+/// Offsets in x86-64 `struct pt_regs` (the uapi layout) of the registers
+/// that carry a system call's arguments 1, 2, 3, 4 and 5.
+pub const PT_REGS_ARG_OFFSETS: [usize; 5] = [14 * 8, 13 * 8, 12 * 8, 7 * 8, 9 * 8];
 
 /// Bits of a [`RuleKey`] before the address: the cgroup id and the family.
 pub const KEY_HEADER_BITS: u32 = 96;
@@ -493,7 +520,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TaskCgroup {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::DirtyKey {}
+    unsafe impl aya::Pod for super::DirtyEvent {}
 }
 
 const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 28);
@@ -503,7 +530,7 @@ const _: () = assert!(core::mem::size_of::<RuleKey>() == 28);
 const _: () = assert!(core::mem::size_of::<Usage>() == 8 * 13);
 const _: () = assert!(core::mem::size_of::<Running>() == 32);
 const _: () = assert!(core::mem::size_of::<TaskCgroup>() == 16);
-const _: () = assert!(core::mem::size_of::<DirtyKey>() == 16);
+const _: () = assert!(core::mem::size_of::<DirtyEvent>() + 8 == DIRTY_EVENT_BYTES as usize);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);
 const _: () = assert!(core::mem::size_of::<PrefixRules>() == 4 + 8 * MAX_PORT_RULES);

@@ -1,5 +1,6 @@
 //! Dirty-page tracking for incremental checkpoint: records each page a
-//! tracked process writes, as the write faults it.
+//! tracked process writes, as the write faults it, and each range whose
+//! mapping it moves.
 //!
 //! Its own object (`palisade-dirty`), so that loading the tracker creates
 //! none of the enforcement maps and enforcement never pays for it. The
@@ -13,6 +14,13 @@
 //! get_user_pages) are not seen: the consumer cross-checks with
 //! `PAGEMAP_SCAN`.
 //!
+//! Every record goes into one ring (`DIRTY`, BPF_MAP_TYPE_RINGBUF, Linux
+//! 5.8), in order, so that userspace reads what happened since its last
+//! read without deleting anything: the cost of a drain is the records,
+//! not the map's capacity. A record the ring has no room for is counted
+//! in `DIRTY_LOST`, so userspace always learns that what it read is
+//! incomplete.
+//!
 //! ## dirty_user, dirty_kernel
 //!
 //! Attach points: the raw tracepoints `page_fault_user` and
@@ -21,35 +29,44 @@
 //! the kernel writing user memory on the process's behalf (`read()` into
 //! a buffer, `copy_to_user`). A fault of an untracked process costs one
 //! hash lookup (`TRACKED`) when it is a write, none when it is a read.
-//! Reads `TRACKED`; writes `DIRTY` (a new page, or one more write fault
-//! of a page already there) and, when `DIRTY` refuses a new page (full,
-//! or out of memory), `DIRTY_LOST`, so userspace always learns that the
-//! set it drains is incomplete.
-//! Minimum kernel: 5.12 (32-bit atomic add), 5.14 for the userspace side
-//! (`BPF_MAP_LOOKUP_AND_DELETE_ELEM` on a hash map).
+//!
+//! ## dirty_mremap, dirty_placed
+//!
+//! A write-protected mapping that `mremap(2)` moves keeps its protection,
+//! so at its new place it looks unwritten. These record the ranges a move
+//! touches, so that whatever is mapped there is copied again:
+//! `dirty_mremap` on the raw tracepoint `sys_enter` (the source range,
+//! and the destination of `MREMAP_FIXED`; every system call of the host
+//! runs it while it is attached, and it returns at once unless the call is
+//! `mremap`); `dirty_placed` on `vm_unmapped_area` (the address the
+//! kernel picks for a mapping that moves without `MREMAP_FIXED`, or for a
+//! new one: its first page).
+//!
+//! Minimum kernel: 5.8 (the ring buffer; the tracepoints are older).
 #![no_std]
 #![no_main]
-// The atomic adds of `add32` and `add64`.
+// The atomic add of `add64`.
 #![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
-    helpers::bpf_get_current_pid_tgid,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint},
-    maps::HashMap,
+    maps::{HashMap, RingBuf},
     programs::RawTracePointContext,
 };
 use palisade_common::{
-    DIRTY_PAGE_SIZE, DirtyKey, FAULT_WRITE, MAX_DIRTY_PAGES, MAX_LOST_ENTRIES, MAX_TRACKED,
-    PAGE_FAULT_ARG_ADDRESS, PAGE_FAULT_ARG_ERROR_CODE,
+    DIRTY_MOVED, DIRTY_PAGE_SIZE, DIRTY_WRITE, DirtyEvent, FAULT_WRITE, MAX_DIRTY_RING,
+    MAX_LOST_ENTRIES, MAX_TRACKED, MREMAP_FIXED, NR_MREMAP, PAGE_FAULT_ARG_ADDRESS,
+    PAGE_FAULT_ARG_ERROR_CODE, PT_REGS_ARG_OFFSETS,
 };
 
 #[map(name = "TRACKED")]
 static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 
+/// Sized by the loader (at most `MAX_DIRTY_RING`).
 #[map(name = "DIRTY")]
-static DIRTY: HashMap<DirtyKey, u32> =
-    HashMap::with_max_entries(MAX_DIRTY_PAGES, BPF_F_NO_PREALLOC);
+static DIRTY: RingBuf = RingBuf::with_byte_size(MAX_DIRTY_RING, 0);
 
 #[map(name = "DIRTY_LOST")]
 static DIRTY_LOST: HashMap<u32, u64> = HashMap::with_max_entries(MAX_LOST_ENTRIES, 0);
@@ -76,31 +93,81 @@ fn record(ctx: &RawTracePointContext) {
     if error_code & FAULT_WRITE == 0 {
         return;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if TRACKED.get_ptr(tgid).is_none() {
+    let Some(tgid) = tracked() else {
         return;
-    }
+    };
     let address: u64 = ctx.arg(PAGE_FAULT_ARG_ADDRESS);
     // Kernel addresses (the upper half) are the kernel's own faults.
     if address >> 63 != 0 {
         return;
     }
-    let key = DirtyKey {
-        tgid,
-        _pad: 0,
-        page: address & !(DIRTY_PAGE_SIZE - 1),
+    emit(tgid, DIRTY_WRITE, address, 0);
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn dirty_mremap(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct pt_regs *regs, long id)
+    let id: u64 = ctx.arg(1);
+    if id != NR_MREMAP {
+        return 0;
+    }
+    let Some(tgid) = tracked() else {
+        return 0;
     };
-    if let Some(count) = DIRTY.get_ptr_mut(key) {
-        add32(count);
-        return;
+    let regs: u64 = ctx.arg(0);
+    let arg = |n: usize| -> u64 {
+        // SAFETY: `regs` is the kernel's pt_regs of this system call; the
+        // helper reads it safely (a failed read gives an error, which
+        // records the widest range below).
+        unsafe { bpf_probe_read_kernel((regs as usize + PT_REGS_ARG_OFFSETS[n]) as *const u64) }
+            .unwrap_or(u64::MAX)
+    };
+    let (old, old_len, new_len, flags, new) = (arg(0), arg(1), arg(2), arg(3), arg(4));
+    emit(tgid, DIRTY_MOVED, old, old_len);
+    if flags & MREMAP_FIXED != 0 {
+        emit(tgid, DIRTY_MOVED, new, new_len);
     }
-    if DIRTY.insert(key, 1, BPF_NOEXIST.into()).is_ok() {
-        return;
+    0
+}
+
+#[raw_tracepoint(tracepoint = "vm_unmapped_area")]
+pub fn dirty_placed(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(unsigned long addr, struct vm_unmapped_area_info *info)
+    let Some(tgid) = tracked() else {
+        return 0;
+    };
+    let addr: u64 = ctx.arg(0);
+    // An error (a negative errno) is no address.
+    if addr >> 63 == 0 {
+        emit(tgid, DIRTY_MOVED, addr, DIRTY_PAGE_SIZE);
     }
-    // Another CPU may have just made the entry (EEXIST); if not, the map
-    // refused the page and the loss must be known.
-    if let Some(count) = DIRTY.get_ptr_mut(key) {
-        add32(count);
+    0
+}
+
+/// The current process's tgid, if it is tracked.
+#[inline(always)]
+fn tracked() -> Option<u32> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    TRACKED.get_ptr(tgid).map(|_| tgid)
+}
+
+/// Puts an event in the ring, or counts it lost.
+#[inline(always)]
+fn emit(tgid: u32, kind: u32, address: u64, len: u64) {
+    let start = address & !(DIRTY_PAGE_SIZE - 1);
+    let event = DirtyEvent {
+        tgid,
+        kind,
+        start,
+        len: if kind == DIRTY_WRITE {
+            0
+        } else {
+            // Whole pages, from the page of `address`.
+            (address - start).saturating_add(len).saturating_add(DIRTY_PAGE_SIZE - 1)
+                & !(DIRTY_PAGE_SIZE - 1)
+        },
+    };
+    if DIRTY.output::<DirtyEvent>(&event, 0).is_ok() {
         return;
     }
     if let Some(lost) = DIRTY_LOST.get_ptr_mut(tgid) {
@@ -112,27 +179,13 @@ fn record(ctx: &RawTracePointContext) {
     }
 }
 
-/// Adds one to a counter that faults on other CPUs may be adding to:
-/// an atomic add (BPF_ATOMIC | BPF_ADD, 32 bits). The target has no
-/// compare-and-swap, so core's atomics offer no `fetch_add`; the
-/// instruction is written out.
-#[inline(always)]
-fn add32(counter: *mut u32) {
-    // SAFETY: `counter` is a non-null map value this program holds (a
-    // lookup result), 4-byte aligned; the instruction only adds 1 to it.
-    unsafe {
-        core::arch::asm!(
-            "lock *(u32 *)({counter} + 0) += {n}",
-            counter = in(reg) counter,
-            n = in(reg) 1u64,
-        );
-    }
-}
-
-/// As [`add32`], 64 bits.
+/// Adds one to a counter that other CPUs may be adding to: an atomic add
+/// (BPF_ATOMIC | BPF_ADD, 64 bits). The target has no compare-and-swap,
+/// so core's atomics offer no `fetch_add`; the instruction is written out.
 #[inline(always)]
 fn add64(counter: *mut u64) {
-    // SAFETY: as in `add32`, 8-byte aligned.
+    // SAFETY: `counter` is a non-null map value this program holds (a
+    // lookup result), 8-byte aligned; the instruction only adds 1 to it.
     unsafe {
         core::arch::asm!(
             "lock *(u64 *)({counter} + 0) += {n}",

@@ -55,7 +55,13 @@
  * unmapped, and the check demands it); grows the heap by sbrk and writes
  * the new part (the check demands the break unmoved); starts one more
  * writer thread (up to 8 more), on a stack of its own, rewriting a 4 MiB
- * region of its own like the main one.
+ * region of its own like the main one; and (up to 7 times) moves a spare
+ * 2 MiB region, mapped and written at setup, with mremap(MREMAP_FIXED)
+ * onto the range of spare 0, whose content it replaces: the same range,
+ * size and protection, still write-protected by the tracker if it was,
+ * and other content (the check demands spare n's salt there, and spare
+ * n's own range unmapped). A tracker that misses the move keeps the old
+ * content's copies for that range, and the restore fails the check.
  *
  * Checkpointable as it is: no shared mappings, no signal handlers, no fd
  * kept but the log (the trigger, and the log read back during a check,
@@ -87,6 +93,9 @@
  * so an unmapped one must stay unmapped. */
 #define MUTATE_BASE 0x300000000000UL
 #define MUTATE_STEP (16UL << 20)
+/* Spare regions for the moves (mutate), fixed addresses. */
+#define SPARES 8
+#define SPARE_BASE 0x380000000000UL
 /* Counted in 1 ms sleeps, not wall time: after a restore the clock has
  * jumped but the writers have not yet run. */
 #define PARK_POLLS 5000
@@ -125,6 +134,8 @@ static int nregions;
 static struct writer writers[MAX_WRITERS];
 static int nwriters; /* writers[0] is the main thread */
 static struct still stills[MAX_MUTATIONS], chunks[MAX_MUTATIONS];
+/* spares[0] holds whichever spare was moved onto it last (its salt). */
+static struct still spares[SPARES];
 static int mutations, nchunks;
 static void *brk_end;
 static int pausing;
@@ -334,6 +345,29 @@ static int grow_brk(int n) {
     return 1;
 }
 
+static int map_spares(void) {
+    for (int k = 0; k < SPARES; k++) {
+        struct still *s = &spares[k];
+        s->bytes = STILL_BYTES;
+        s->salt = 0x5a4e000000000000ULL + (uint64_t)k;
+        s->addr = map_anon((void *)(SPARE_BASE + (uint64_t)k * MUTATE_STEP), STILL_BYTES);
+        if (!s->addr) FAIL("spare %d: mmap: %s", k, strerror(errno));
+        fill_still(s);
+        s->live = 1;
+    }
+    return 1;
+}
+
+static int move_spare(int n) {
+    if (n >= SPARES) return 1;
+    struct still *from = &spares[n], *to = &spares[0];
+    void *at = mremap(from->addr, from->bytes, to->bytes, MREMAP_MAYMOVE | MREMAP_FIXED, to->addr);
+    if (at == MAP_FAILED) FAIL("mutate %d: mremap of spare %d: %s", n, n, strerror(errno));
+    to->salt = from->salt;
+    from->live = 0;
+    return 1;
+}
+
 static int mutate(void) {
     int n = mutations + 1;
     if (n >= MAX_MUTATIONS) FAIL("mutate: at most %d", MAX_MUTATIONS - 1);
@@ -349,6 +383,7 @@ static int mutate(void) {
         if (!r) FAIL("mutate %d: mmap: %s", n, strerror(errno));
         if (!start_writer(add_writer(r, 0, 1))) return 0;
     }
+    if (!move_spare(n)) return 0;
     /* After pthread_create, whose malloc may have moved the break. */
     if (!grow_brk(n)) return 0;
     brk_end = sbrk(0);
@@ -405,6 +440,9 @@ static int check_mutations(void) {
         if (!check_still(&stills[n], "mutate region", n)) return 0;
     for (int i = 0; i < nchunks; i++)
         if (!check_still(&chunks[i], "brk chunk", i)) return 0;
+    if (has_word(modes, "mutate"))
+        for (int k = 0; k < SPARES; k++)
+            if (!check_still(&spares[k], "spare", k)) return 0;
     if (sbrk(0) != brk_end) FAIL("the break is %p, expected %p", sbrk(0), brk_end);
     return 1;
 }
@@ -572,6 +610,7 @@ int main(int argc, char **argv) {
     add_writer(main_region, 0, 2);
     nwriters = 1;
     if (!start_writer(add_writer(main_region, 1, 2)) || !map_still(0) || !grow_brk(0)) return 2;
+    if (has_word(modes, "mutate") && !map_spares()) return 2;
     brk_end = sbrk(0);
     return serve(argv[1], argv[2]);
 }

@@ -122,6 +122,38 @@ impl Anonymous {
         // and `&mut self` makes this the only slice of it.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast(), self.len) }
     }
+
+    /// Moves this mapping, pages and all, onto `target`'s bytes from
+    /// `offset` (page aligned) with `mremap(MREMAP_FIXED)`: the pages
+    /// that were there are dropped, and `target` owns the moved ones.
+    pub fn move_into(self, target: &mut Anonymous, offset: usize) -> std::io::Result<()> {
+        let fits = offset % 4096 == 0
+            && offset
+                .checked_add(self.len)
+                .is_some_and(|end| end <= target.len);
+        if !fits {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let at = target.addr() as usize + offset;
+        // SAFETY: both ranges are mappings these values own; `target`'s
+        // range is replaced by ours (no slice of either is live: `self` is
+        // taken and `target` borrowed mutably), and ours is not unmapped
+        // again below.
+        let moved = unsafe {
+            libc::mremap(
+                self.ptr.as_ptr(),
+                self.len,
+                self.len,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                at as *mut libc::c_void,
+            )
+        };
+        if moved == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::mem::forget(self);
+        Ok(())
+    }
 }
 
 impl Drop for Anonymous {

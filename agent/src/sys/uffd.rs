@@ -362,6 +362,78 @@ fn scan_in_batches(
     Ok(out)
 }
 
+/// Whether a mapping `mremap(2)` moves keeps its write-protection on this
+/// kernel: at its new place it is still registered and its pages read as
+/// not written, so that PAGEMAP_SCAN alone cannot tell it from the mapping
+/// that was there. Probed on two pages of this process.
+pub fn move_keeps_protection() -> nix::Result<bool> {
+    let io = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let len = std::num::NonZeroUsize::new(PAGE as usize).expect("a page is not empty");
+    let map = || {
+        // SAFETY: a fresh private anonymous page chosen by the kernel: it
+        // replaces nothing and only this function touches it.
+        unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+        }
+    };
+    let from = map()?;
+    let to = match map() {
+        Ok(p) => p,
+        Err(e) => {
+            // SAFETY: the page mapped above; nothing refers into it.
+            let _ = unsafe { munmap(from, PAGE as usize) };
+            return Err(e);
+        }
+    };
+    let (from_addr, to_addr) = (from.as_ptr() as u64, to.as_ptr() as u64);
+    let mut moved = false;
+    let mut probe = || -> nix::Result<bool> {
+        // SAFETY: the page is mapped writable until the munmap below.
+        unsafe { from.cast::<u8>().as_ptr().write_volatile(1) };
+        let uffd = userfaultfd(libc::O_CLOEXEC | libc::O_NONBLOCK)?;
+        api(uffd.as_fd(), tracking_features()?)?;
+        register_wp(uffd.as_fd(), from_addr, PAGE)?;
+        write_protect(uffd.as_fd(), from_addr, PAGE, true)?;
+        // SAFETY: moves our own page onto our own other page (which it
+        // replaces); neither is referred to anywhere.
+        let at = unsafe {
+            libc::mremap(
+                from.as_ptr(),
+                PAGE as usize,
+                PAGE as usize,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                to.as_ptr(),
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        moved = true;
+        let pagemap = File::open("/proc/self/pagemap").map_err(io)?;
+        match pagemap_scan(pagemap.as_fd(), to_addr, to_addr + PAGE, &Scan::written(false)) {
+            // Still registered: kept, unless its page now reads written.
+            Ok(written) => Ok(written.is_empty()),
+            Err(Errno::EPERM) => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    let keeps = probe();
+    // SAFETY: the pages mapped above (the first one gone if it moved); no
+    // reference into them remains.
+    unsafe {
+        if !moved {
+            let _ = munmap(from, PAGE as usize);
+        }
+        let _ = munmap(to, PAGE as usize);
+    }
+    keeps
+}
+
 /// Whether this kernel keeps soft-dirty bits (pagemap bit 55): probed on
 /// a page of our own, which must read clean after clear_refs "4" and dirty
 /// after a write. Clears the soft-dirty bits of this whole process.

@@ -1,12 +1,14 @@
 //! The eBPF dirty-page tracker: a small object of its own
 //! (`ebpf/src/dirty.rs`) whose programs, on the x86 raw tracepoints
 //! `page_fault_user` and `page_fault_kernel`, record each page a tracked
-//! process write-faults. With the process's memory write-protected
-//! (userfaultfd `WP_ASYNC`), the first write to each page after each
-//! re-protection faults, so a drain returns the pages written since the
-//! last drain, at a cost proportional to the entries in the map (every
-//! tracked process's) plus one walk of its bucket array, never to the
-//! process's memory.
+//! process write-faults, and on `sys_enter` (mremap) and
+//! `vm_unmapped_area` each range whose mapping it moves. With the
+//! process's memory write-protected (userfaultfd `WP_ASYNC`), the first
+//! write to each page after each re-protection faults, so a drain returns
+//! the pages written since the last drain. The records are in a ring
+//! buffer read through its shared mapping, without a system call or a
+//! deletion per record: a drain costs what was recorded since the last,
+//! never the process's memory nor the map's capacity.
 //!
 //! Not seen: writes that take no fault in the process (another process's
 //! `process_vm_writev`, `O_DIRECT` reads, io_uring: whatever writes
@@ -19,28 +21,33 @@
 //! loaded them lives) and its maps; never uses `unsafe` (the bpf(2)
 //! commands aya 0.14 lacks are in `sys::bpf`).
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::{
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    path::Path,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, IterableMap, Map, MapData, MapError},
+    maps::{HashMap, IterableMap, Map, MapData, MapError, RingBuf},
     programs::{ProgramError, RawTracePoint, links::LinkType, loaded_links, loaded_programs},
 };
-use palisade_common::{DirtyKey, MAX_TRACKED, map, program};
+use palisade_common::{
+    DIRTY_EVENT_BYTES, DIRTY_MOVED, DIRTY_WRITE, DirtyEvent, MAX_DIRTY_RING, MAX_TRACKED,
+    MIN_DIRTY_RING, map, program,
+};
 
-use crate::sys::bpf::{BatchCursor, HashOps, chain, load_reason};
+use crate::sys::bpf::{HashOps, chain, load_reason};
 
 /// The kernel-side object, built from `ebpf/src/dirty.rs` by agent/build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PALISADE_DIRTY_OBJECT"));
 
 /// The object's programs and the raw tracepoints they attach to.
-const PROGRAMS: [(&str, &str); 2] = [
+const PROGRAMS: [(&str, &str); 4] = [
     (program::DIRTY_USER, "page_fault_user"),
     (program::DIRTY_KERNEL, "page_fault_kernel"),
+    (program::DIRTY_MREMAP, "sys_enter"),
+    (program::DIRTY_PLACED, "vm_unmapped_area"),
 ];
-
-/// Entries a drain reads from `DIRTY` per bpf(2) call.
-const BATCH: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrackError {
@@ -68,19 +75,32 @@ pub enum TrackError {
     Full(i32),
     #[error("{0} is not a process id")]
     BadPid(i32),
+    #[error("dirty-page tracker: cannot {what} the events kept at {}: {reason}", path.display())]
+    Stash {
+        path: std::path::PathBuf,
+        what: &'static str,
+        reason: String,
+    },
 }
+
+/// The kind of a stashed event that says the process's events since the
+/// last drain are incomplete (never in the ring).
+const STASHED_LOSS: u32 = 2;
 
 /// What a drain took out for one process.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Drained {
-    /// The pages written (their page-aligned addresses, ascending), each
-    /// with the write faults recorded since the last drain (at least 1).
-    pub pages: Vec<(u64, u32)>,
-    /// Some write faults since the last drain could not be recorded (the
-    /// map was full, or the kernel out of memory; or, through a handle
-    /// made from map fds, the programs are no longer attached because
-    /// their loader exited): pages written may be missing from `pages`,
-    /// and the caller must find them another way.
+    /// The pages written (their page-aligned addresses, ascending, each
+    /// once).
+    pub pages: Vec<u64>,
+    /// The ranges (start, bytes) whose mappings `mremap` moved away or
+    /// onto, or where the kernel placed a mapping, in the order recorded.
+    pub moved: Vec<(u64, u64)>,
+    /// Some events since the last drain could not be recorded (the ring
+    /// was full; or, through a handle made from map fds, the programs are
+    /// no longer attached because their loader exited): pages written or
+    /// mappings moved may be missing, and the caller must find them
+    /// another way.
     pub overflowed: bool,
 }
 
@@ -98,37 +118,45 @@ pub struct EbpfDirty {
     /// fields drop in order); `None` in a handle made from map fds.
     programs: Option<Ebpf>,
     tracked: HashMap<MapData, u32, u32>,
-    dirty: HashMap<MapData, DirtyKey, u32>,
+    /// The ring, mapped afresh by each read: a mapping keeps its own
+    /// idea of where reading stopped, and another handle (or command)
+    /// may have read since.
+    ring: OwnedFd,
+    /// The kernel's id of `ring`.
+    ring_id: u32,
     lost: HashMap<MapData, u32, u64>,
     /// The caller vouches that the loader's programs stay attached.
     loader_known_alive: bool,
+    /// What was read from the ring and not yet drained, by tgid.
+    pending: std::collections::HashMap<u32, Drained>,
 }
 
 impl EbpfDirty {
-    /// Loads the object and attaches both programs; they record for
-    /// tracked processes until this value drops.
+    /// Loads the object and attaches its programs, with the smallest
+    /// ring ([`MIN_DIRTY_RING`]); they record for tracked processes until
+    /// this value drops.
     pub fn load() -> Result<Self, TrackError> {
-        Self::load_with(None)
+        Self::load_for(0)
     }
 
-    /// As [`EbpfDirty::load`], its map sized for `pages` written pages
-    /// between two drains (at most [`palisade_common::MAX_DIRTY_PAGES`]):
-    /// a drain walks every bucket, so a map no bigger than needed keeps
-    /// it short.
+    /// As [`EbpfDirty::load`], its ring sized for `pages` written pages
+    /// between two drains (at most [`MAX_DIRTY_RING`] bytes): the ring is
+    /// kernel memory allocated whole while the tracker is loaded.
     pub fn load_for(pages: u64) -> Result<Self, TrackError> {
-        let max = u64::from(palisade_common::MAX_DIRTY_PAGES);
-        Self::load_with(Some(pages.clamp(1 << 14, max) as u32))
+        let bytes = pages
+            .saturating_mul(u64::from(DIRTY_EVENT_BYTES))
+            .clamp(u64::from(MIN_DIRTY_RING), u64::from(MAX_DIRTY_RING))
+            .next_power_of_two();
+        Self::load_ring(bytes as u32)
     }
 
-    /// As [`EbpfDirty::load`], with `DIRTY` holding `pages` entries
-    /// instead of [`palisade_common::MAX_DIRTY_PAGES`].
-    fn load_with(pages: Option<u32>) -> Result<Self, TrackError> {
+    /// As [`EbpfDirty::load`], with a ring of `bytes` (a power of two
+    /// multiple of the page size).
+    fn load_ring(bytes: u32) -> Result<Self, TrackError> {
         let mut loader = EbpfLoader::new();
         // The programs use no CO-RE relocation.
         loader.btf(None);
-        if let Some(pages) = pages {
-            loader.map_max_entries(map::DIRTY, pages);
-        }
+        loader.map_max_entries(map::DIRTY, bytes);
         let mut bpf = loader
             .load(OBJECT)
             .map_err(|e| TrackError::Object(hint(chain(&e))))?;
@@ -146,14 +174,29 @@ impl EbpfDirty {
             })?;
         }
         let tracked = take_map(&mut bpf, map::TRACKED)?;
-        let dirty = take_map(&mut bpf, map::DIRTY)?;
+        let ring = bpf.take_map(map::DIRTY).ok_or(TrackError::Map {
+            map: map::DIRTY,
+            what: "missing from the object",
+            reason: "rebuild palisade".into(),
+        })?;
+        let (ring, ring_id) = ring_of(ring)?;
+        let ring = ring
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| TrackError::Map {
+                map: map::DIRTY,
+                what: "cannot duplicate its fd",
+                reason: e.to_string(),
+            })?;
         let lost = take_map(&mut bpf, map::DIRTY_LOST)?;
         Ok(EbpfDirty {
             programs: Some(bpf),
             tracked,
-            dirty,
+            ring,
+            ring_id,
             lost,
             loader_known_alive: false,
+            pending: Default::default(),
         })
     }
 
@@ -166,12 +209,22 @@ impl EbpfDirty {
         tracked: OwnedFd,
         lost: OwnedFd,
     ) -> Result<Self, TrackError> {
+        let ring = dirty
+            .try_clone()
+            .map_err(|e| TrackError::Map {
+                map: map::DIRTY,
+                what: "cannot duplicate its fd",
+                reason: e.to_string(),
+            })?;
+        let (_, ring_id) = map_ring(dirty)?;
         Ok(EbpfDirty {
             programs: None,
             tracked: map_from_fd(tracked, map::TRACKED)?,
-            dirty: map_from_fd(dirty, map::DIRTY)?,
+            ring,
+            ring_id,
             lost: map_from_fd(lost, map::DIRTY_LOST)?,
             loader_known_alive: false,
+            pending: Default::default(),
         })
     }
 
@@ -191,7 +244,7 @@ impl EbpfDirty {
     /// The maps, to pass to a process that drains (see [`EbpfDirty::from_map_fds`]).
     pub fn map_fds(&self) -> DirtyMapFds<'_> {
         DirtyMapFds {
-            dirty: self.dirty.map().fd().as_fd(),
+            dirty: self.ring.as_fd(),
             tracked: self.tracked.map().fd().as_fd(),
             lost: self.lost.map().fd().as_fd(),
         }
@@ -204,9 +257,10 @@ impl EbpfDirty {
         if self.tracked.get(&key, 0).is_ok() {
             return Ok(());
         }
-        // What an earlier process of that pid may have left (faults in
+        // What an earlier process of that pid may have left (events in
         // flight while it was untracked).
-        self.sweep(key, |_, _| {})?;
+        self.read_ring()?;
+        self.pending.remove(&key);
         self.take_lost(key)?;
         self.forget_stale_losses()?;
         self.tracked.insert(key, 0, 0).map_err(|e| {
@@ -228,99 +282,161 @@ impl EbpfDirty {
             }
             _ => {}
         }
-        self.sweep(key, |_, _| {})?;
+        self.read_ring()?;
+        self.pending.remove(&key);
         self.take_lost(key)?;
         Ok(())
     }
 
-    /// Removes and returns the pages recorded for `tgid` (sorted by
-    /// address, with their write counts), and whether any were lost to a
-    /// full map since the last drain.
+    /// Returns the pages recorded written by `tgid` since its last drain
+    /// (sorted by address), the ranges it moved, and whether any event
+    /// was lost. Other processes' events stay for their drains.
     ///
     /// A page written while the drain runs is in this drain or the next,
-    /// never in neither: the map's buckets are read in one pass and only
-    /// the entries read are deleted. A loss is reported by the first
-    /// drain that ends after it. Copy the pages after this returns: a
-    /// write fault on a returned page that comes in between its reading
-    /// and its deletion is counted in no drain (the page is in this one).
+    /// never in neither: the ring is read up to where the kernel had
+    /// written when the read began, and the rest is left for later. Copy
+    /// the pages after this returns.
     pub fn drain(&mut self, tgid: i32) -> Result<Drained, TrackError> {
         let key = as_tgid(tgid)?;
-        let mut pages = Vec::new();
-        self.sweep(key, |page, count| pages.push((page, count)))?;
-        let overflowed = self.take_lost(key)? || !self.recording()?;
-        pages.sort_unstable();
-        Ok(Drained { pages, overflowed })
+        self.read_ring()?;
+        let mut d = self.pending.remove(&key).unwrap_or_default();
+        d.overflowed |= self.take_lost(key)? || !self.recording()?;
+        tidy(&mut d.pages);
+        Ok(d)
     }
 
-    /// Removes and returns the pages recorded for each of `tgids` (as
-    /// [`Self::drain`] does for one) in one pass over the map, each entry
-    /// deleted as it is read; entries of other processes are dropped.
+    /// As [`Self::drain`] for each of `tgids` at once; what was recorded
+    /// for other processes is dropped.
     pub fn drain_all(
         &mut self,
         tgids: &[i32],
     ) -> Result<std::collections::HashMap<i32, Drained>, TrackError> {
-        let ops = HashOps::<DirtyKey, u32>::new(self.dirty.map().fd().as_fd()).map_err(
-            errno_error(map::DIRTY, "not a hash map of the tracker's layout"),
-        )?;
-        let mut out: std::collections::HashMap<i32, Drained> =
-            tgids.iter().map(|t| (*t, Drained::default())).collect();
-        let mut cursor = BatchCursor::default();
-        let mut keys = vec![DirtyKey::default(); BATCH];
-        let mut counts = vec![0u32; BATCH];
-        while !cursor.done() {
-            let n = ops
-                .take_batch(&mut cursor, &mut keys, &mut counts)
-                .map_err(errno_error(
-                    map::DIRTY,
-                    "cannot take its entries (BPF_MAP_LOOKUP_AND_DELETE_BATCH, Linux 5.6)",
-                ))?;
-            for (key, &count) in keys[..n].iter().zip(&counts[..n]) {
-                if let Some(d) = out.get_mut(&(key.tgid as i32)) {
-                    d.pages.push((key.page, count));
-                }
-            }
-        }
+        self.read_ring()?;
         let recording = self.recording()?;
-        for (tgid, d) in out.iter_mut() {
-            d.overflowed = self.take_lost(as_tgid(*tgid)?)? || !recording;
-            d.pages.sort_unstable();
+        let mut out = std::collections::HashMap::new();
+        for &tgid in tgids {
+            let key = as_tgid(tgid)?;
+            let mut d = self.pending.remove(&key).unwrap_or_default();
+            d.overflowed |= self.take_lost(key)? || !recording;
+            tidy(&mut d.pages);
+            out.insert(tgid, d);
         }
+        self.pending.clear();
         Ok(out)
     }
 
-    /// Reads every `DIRTY` entry of `tgid` (one pass over the map), hands
-    /// each to `found`, then deletes them. If deleting fails after some
-    /// were deleted, the pages found are still all in hand and the others
-    /// stay for the next drain: not an error.
-    fn sweep(&self, tgid: u32, mut found: impl FnMut(u64, u32)) -> Result<(), TrackError> {
-        let ops = HashOps::<DirtyKey, u32>::new(self.dirty.map().fd().as_fd()).map_err(
-            errno_error(map::DIRTY, "not a hash map of the tracker's layout"),
-        )?;
-        let mut cursor = BatchCursor::default();
-        let mut keys = vec![DirtyKey::default(); BATCH];
-        let mut counts = vec![0u32; BATCH];
-        let mut mine = Vec::new();
-        while !cursor.done() {
-            let n = ops
-                .lookup_batch(&mut cursor, &mut keys, &mut counts)
-                .map_err(errno_error(
-                    map::DIRTY,
-                    "cannot read it (BPF_MAP_LOOKUP_BATCH, Linux 5.6)",
-                ))?;
-            for (key, &count) in keys[..n].iter().zip(&counts[..n]) {
-                if key.tgid == tgid {
-                    mine.push(*key);
-                    found(key.page, count);
-                }
+    /// Reads the ring and writes everything not yet drained (each tracked
+    /// process's losses included) to `path`, replacing what was there, for
+    /// a later command's [`Self::unstash`]; it stays pending here too. For
+    /// a command that must look at the events without consuming them.
+    pub fn stash(&mut self, path: &Path, tgids: &[i32]) -> Result<(), TrackError> {
+        self.read_ring()?;
+        let recording = self.recording()?;
+        for &tgid in tgids {
+            let key = as_tgid(tgid)?;
+            let lost = self.take_lost(key)? || !recording;
+            self.pending.entry(key).or_default().overflowed |= lost;
+        }
+        let mut events = Vec::new();
+        for (&tgid, d) in &self.pending {
+            let event = |kind, start, len| DirtyEvent {
+                tgid,
+                kind,
+                start,
+                len,
+            };
+            events.extend(d.pages.iter().map(|&p| event(DIRTY_WRITE, p, 0)));
+            events.extend(d.moved.iter().map(|&(s, l)| event(DIRTY_MOVED, s, l)));
+            if d.overflowed {
+                events.push(event(STASHED_LOSS, 0, 0));
             }
         }
-        match ops.delete_batch(&mine) {
-            (0, Err(e)) => Err(errno_error(
-                map::DIRTY,
-                "cannot delete pages read (BPF_MAP_DELETE_BATCH, Linux 5.6)",
-            )(e)),
-            _ => Ok(()),
+        let failed = |what: &'static str| {
+            move |e: std::io::Error| TrackError::Stash {
+                path: path.to_path_buf(),
+                what,
+                reason: e.to_string(),
+            }
+        };
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytemuck::cast_slice::<DirtyEvent, u8>(&events))
+            .map_err(failed("write"))?;
+        std::fs::rename(&tmp, path).map_err(failed("rename"))
+    }
+
+    /// Takes back what [`Self::stash`] wrote to `path` (none there:
+    /// nothing), as if it were still in the ring.
+    pub fn unstash(&mut self, path: &Path) -> Result<(), TrackError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(TrackError::Stash {
+                    path: path.to_path_buf(),
+                    what: "read",
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let size = size_of::<DirtyEvent>();
+        if bytes.len() % size != 0 {
+            return Err(TrackError::Stash {
+                path: path.to_path_buf(),
+                what: "read",
+                reason: format!("{} bytes, not a whole number of events", bytes.len()),
+            });
         }
+        for chunk in bytes.chunks_exact(size) {
+            self.take_event(bytemuck::pod_read_unaligned::<DirtyEvent>(chunk));
+        }
+        Ok(())
+    }
+
+    /// What is pending for `tgid` (after [`Self::stash`]), not taken.
+    pub fn pending(&self, tgid: i32) -> Option<&Drained> {
+        self.pending.get(&(tgid as u32))
+    }
+
+    fn take_event(&mut self, event: DirtyEvent) {
+        let d = self.pending.entry(event.tgid).or_default();
+        match event.kind {
+            DIRTY_WRITE => d.pages.push(event.start),
+            DIRTY_MOVED => d.moved.push((event.start, event.len)),
+            // A loss, or a kind unknown to this build: the events must
+            // not be trusted.
+            _ => d.overflowed = true,
+        }
+    }
+
+    /// Moves every record in the ring into `pending`, and hands the ring's
+    /// space back to the kernel.
+    fn read_ring(&mut self) -> Result<(), TrackError> {
+        let fd = self.ring.try_clone().map_err(|e| TrackError::Map {
+            map: map::DIRTY,
+            what: "cannot duplicate its fd",
+            reason: e.to_string(),
+        })?;
+        let (mut ring, _) = map_ring(fd)?;
+        loop {
+            // The item hands its space back to the kernel as it drops.
+            let event = {
+                let Some(item) = ring.next() else {
+                    break;
+                };
+                match item.get(..size_of::<DirtyEvent>()) {
+                    Some(bytes) => bytemuck::pod_read_unaligned::<DirtyEvent>(bytes),
+                    None => {
+                        return Err(TrackError::Map {
+                            map: map::DIRTY,
+                            what: "a record shorter than an event",
+                            reason: format!("{} bytes: rebuild palisade", item.len()),
+                        });
+                    }
+                }
+            };
+            self.take_event(event);
+        }
+        Ok(())
     }
 
     /// Takes `tgid`'s count of lost write faults out of `DIRTY_LOST`, in
@@ -344,12 +460,7 @@ impl EbpfDirty {
         if self.programs.is_some() || self.loader_known_alive {
             return Ok(true);
         }
-        let dirty = self
-            .dirty
-            .map()
-            .info()
-            .map_err(map_error(map::DIRTY, "cannot read its id"))?
-            .id();
+        let dirty = self.ring_id;
         // Links and programs may go while they are listed: those that
         // cannot be read are not ours or are gone.
         let linked: Vec<u32> = loaded_links()
@@ -401,6 +512,42 @@ fn as_tgid(tgid: i32) -> Result<u32, TrackError> {
         .ok()
         .filter(|&t| t > 0)
         .ok_or(TrackError::BadPid(tgid))
+}
+
+/// Sorts page addresses and drops repeats (a page faulted by two threads
+/// at once is recorded twice).
+fn tidy(pages: &mut Vec<u64>) {
+    pages.sort_unstable();
+    pages.dedup();
+}
+
+/// The ring behind `fd`, mapped, and its kernel id.
+fn map_ring(fd: OwnedFd) -> Result<(RingBuf<MapData>, u32), TrackError> {
+    let wrong = map_error(map::DIRTY, "the fd given is not the tracker's ring");
+    let data = MapData::from_fd(fd).map_err(&wrong)?;
+    ring_of(Map::from_map_data(data).map_err(wrong)?)
+}
+
+/// The ring and its kernel id.
+fn ring_of(map: Map) -> Result<(RingBuf<MapData>, u32), TrackError> {
+    let id = match &map {
+        Map::RingBuf(data) => data
+            .info()
+            .map_err(map_error(map::DIRTY, "cannot read its id"))?
+            .id(),
+        _ => {
+            return Err(TrackError::Map {
+                map: map::DIRTY,
+                what: "not a ring buffer",
+                reason: "rebuild palisade".into(),
+            });
+        }
+    };
+    let ring = RingBuf::try_from(map).map_err(map_error(
+        map::DIRTY,
+        "cannot map it (BPF_MAP_TYPE_RINGBUF, Linux 5.8)",
+    ))?;
+    Ok((ring, id))
 }
 
 fn take_map<K: aya::Pod, V: aya::Pod>(

@@ -82,14 +82,16 @@ impl Backend {
     pub fn available(self) -> Result<(), String> {
         match self {
             Backend::Full => Ok(()),
-            Backend::PagemapScan => crate::sys::uffd::tracking_features().map(drop).map_err(|e| {
-                format!(
-                    "this kernel's userfaultfd lacks asynchronous write-protection (WP_ASYNC and WP_UNPOPULATED, Linux 6.7): {}",
-                    e.desc()
-                )
-            }),
+            Backend::PagemapScan => {
+                write_protection()?;
+                match crate::sys::uffd::move_keeps_protection() {
+                    Ok(false) => Ok(()),
+                    Ok(true) => Err("this kernel keeps the write-protection of a mapping mremap moves, so PAGEMAP_SCAN alone cannot tell a mapping moved onto another's range from the one that was there; use ebpf, which watches mremap".into()),
+                    Err(e) => Err(format!("cannot probe what mremap does to a write-protected mapping: {}", e.desc())),
+                }
+            }
             Backend::Ebpf => {
-                Backend::PagemapScan.available()?;
+                write_protection()?;
                 ebpf::available()
             }
             Backend::SoftDirty => {
@@ -113,6 +115,16 @@ impl Backend {
     fn write_protects(self) -> bool {
         matches!(self, Backend::Ebpf | Backend::PagemapScan)
     }
+}
+
+/// Whether this kernel's userfaultfd write-protects asynchronously, or why not.
+fn write_protection() -> Result<(), String> {
+    crate::sys::uffd::tracking_features().map(drop).map_err(|e| {
+        format!(
+            "this kernel's userfaultfd lacks asynchronous write-protection (WP_ASYNC and WP_UNPOPULATED, Linux 6.7): {}",
+            e.desc()
+        )
+    })
 }
 
 /// What a pre-dump is asked for.
@@ -626,20 +638,12 @@ fn next_pre_dump(
     let (link, held) = session::connect(opts.sessions, &record)?;
     let holder = record.holder;
     let result = (|| {
-        let ebpf = match (backend, <[OwnedFd; 3]>::try_from(held.maps)) {
-            (Backend::Ebpf, Ok([dirty, tracked, lost])) => Some(
-                ebpf::EbpfDirty::from_held_map_fds(dirty, tracked, lost).map_err(|e| {
-                    CheckpointError::Process {
-                        pid,
-                        what: format!("eBPF recorder: {e}"),
-                    }
-                })?,
-            ),
-            (Backend::Ebpf, Err(maps)) => {
-                return Err(CheckpointError::Process {
-                    pid,
-                    what: format!("its tracking session sent {} eBPF maps, not 3", maps.len()),
-                });
+        let ebpf = match backend {
+            Backend::Ebpf => {
+                let mut e = recorder_of(pid, held.maps)?;
+                e.unstash(&session::stash_of(opts.sessions, pid))
+                    .map_err(recorder_error(pid))?;
+                Some(e)
             }
             _ => None,
         };
@@ -696,6 +700,26 @@ fn next_pre_dump(
     }
 }
 
+/// A handle on the eBPF recorder a session's holder keeps loaded.
+fn recorder_of(pid: i32, maps: Vec<OwnedFd>) -> Result<ebpf::EbpfDirty, CheckpointError> {
+    match <[OwnedFd; 3]>::try_from(maps) {
+        Ok([dirty, tracked, lost]) => {
+            ebpf::EbpfDirty::from_held_map_fds(dirty, tracked, lost).map_err(recorder_error(pid))
+        }
+        Err(maps) => Err(CheckpointError::Process {
+            pid,
+            what: format!("its tracking session sent {} eBPF maps, not 3", maps.len()),
+        }),
+    }
+}
+
+fn recorder_error(pid: i32) -> impl Fn(ebpf::TrackError) -> CheckpointError {
+    move |e| CheckpointError::Process {
+        pid,
+        what: format!("eBPF recorder: {e}"),
+    }
+}
+
 /// Tells the holder the chain goes on; if it is gone meanwhile, so is
 /// the session, and the step fails saying so.
 fn keep(
@@ -724,7 +748,15 @@ fn advance(
     record.latest = canonical(dir.path());
     record.latest_blake3 = digest;
     record.generation = step.generation;
-    session::save(sessions, record)
+    session::save(sessions, record)?;
+    // This step took in what a failed final checkpoint left.
+    let stash = session::stash_of(sessions, record.pid);
+    match std::fs::remove_file(&stash) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointError::Write(
+            format!("{}: cannot remove: {e}", stash.display()),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// For each target, its mappings of the parent that are still the same
@@ -759,24 +791,28 @@ fn detect<'p>(
             .find(|p| p.pid == t.pid)
             .expect("checked")
             .vmas;
-        let recorded = match drained.as_mut().and_then(|d| d.remove(&t.pid)) {
+        // The pages the recorder saw written, and the ranges whose
+        // mappings moved; with events lost, nothing is known and every
+        // mapping is taken as changed.
+        let (recorded, moved) = match drained.as_mut().and_then(|d| d.remove(&t.pid)) {
             Some(d) if d.overflowed => {
                 fell_back = Some(
-                    "the eBPF recorder's map filled up: this step read PAGEMAP_SCAN instead"
+                    "the eBPF recorder lost events (its ring filled up): this step protected and copied every mapping again"
                         .to_string(),
                 );
-                None
+                (None, None)
             }
-            Some(d) => Some(index::ranges_of_pages(
-                d.pages.into_iter().map(|(p, _)| p).collect(),
-            )),
-            None => None,
+            Some(d) => (Some(index::ranges_of_pages(d.pages)), Some(d.moved)),
+            None => (None, Some(Vec::new())),
         };
         let mut mine = Vec::new();
         for m in trackable(t.pid)? {
             let registered = wp::registered(t.pagemap.as_fd(), t.pid, m.start)?;
+            let stayed = moved
+                .as_ref()
+                .is_some_and(|moved| !overlaps(moved, m.start, m.end));
             match before.iter().find(|v| same_mapping(&m, v)) {
-                Some(v) if registered => {
+                Some(v) if registered && stayed => {
                     let whole = [(m.start, m.end - m.start)];
                     let written = match &recorded {
                         Some(rec) => {
@@ -824,8 +860,8 @@ fn detect<'p>(
                     mine.push((v, written));
                 }
                 _ => {
-                    // New, changed or no longer registered: registered and
-                    // protected whole, then copied whole.
+                    // New, changed, moved or no longer registered:
+                    // registered and protected whole, then copied whole.
                     if !registered {
                         wp::arm(uffd, t.pid, m.start, m.end)?;
                     } else {
@@ -837,6 +873,13 @@ fn detect<'p>(
         prior.insert(t.pid, mine);
     }
     Ok((prior, fell_back))
+}
+
+/// Whether any of `ranges` (start, bytes) meets [start, end).
+fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    ranges
+        .iter()
+        .any(|&(s, l)| s < end && s.saturating_add(l) > start)
 }
 
 fn summary(r: &[(u64, u64)]) -> String {
@@ -889,11 +932,24 @@ impl Chain {
     pub fn prior(&self) -> Result<Prior, CheckpointError> {
         let mut kept = HashMap::new();
         let mut protected = std::collections::HashSet::new();
-        let protects = Backend::parse(&self.record.backend).is_some_and(Backend::write_protects);
+        let backend = Backend::parse(&self.record.backend);
+        let protects = backend.is_some_and(Backend::write_protects);
+        let moved = if backend == Some(Backend::Ebpf) {
+            Some(self.moved()?)
+        } else {
+            None
+        };
         for p in &self.pre.processes {
             if proc::start_time(p.pid).ok() != Some(p.start_time) {
                 continue;
             }
+            // Mappings the recorder saw move (or all, if it lost events).
+            let moved_here = moved.as_ref().map(|m| m.get(&p.pid));
+            let stayed = |start: u64, end: u64| match moved_here {
+                None => true,
+                Some(None) => false,
+                Some(Some(ranges)) => !overlaps(ranges, start, end),
+            };
             if protects {
                 protected.insert(p.pid);
             }
@@ -905,8 +961,9 @@ impl Chain {
                     continue;
                 };
                 // Without protection (`full`, or a mapping no longer
-                // registered) nothing is known to be unchanged.
-                if !(protects && registered) {
+                // registered) nothing is known to be unchanged; nor of a
+                // range a mapping moved from or to.
+                if !(protects && registered && stayed(m.start, m.end)) {
                     continue;
                 }
                 let written = wp::changed(t.pagemap.as_fd(), p.pid, m.start, m.end)?;
@@ -919,6 +976,35 @@ impl Chain {
             kept.insert(p.pid, vmas);
         }
         Ok(Prior { kept, protected })
+    }
+
+    /// By pid, the ranges the eBPF recorder saw mappings move from or to
+    /// since the last step (a process that lost events is absent). They
+    /// are read without being consumed: stashed in the session for the
+    /// next step, should this checkpoint fail.
+    fn moved(&self) -> Result<HashMap<i32, Vec<(u64, u64)>>, CheckpointError> {
+        let pid = self.record.pid;
+        let (link, held) = session::connect(&self.sessions, &self.record)?;
+        let read = (|| {
+            let mut e = recorder_of(pid, held.maps)?;
+            let stash = session::stash_of(&self.sessions, pid);
+            e.unstash(&stash).map_err(recorder_error(pid))?;
+            let pids: Vec<i32> = self.pre.processes.iter().map(|p| p.pid).collect();
+            e.stash(&stash, &pids).map_err(recorder_error(pid))?;
+            Ok(pids
+                .into_iter()
+                .filter_map(|p| match e.pending(p) {
+                    Some(d) if d.overflowed => None,
+                    Some(d) => Some((p, d.moved.clone())),
+                    None => Some((p, Vec::new())),
+                })
+                .collect())
+        })();
+        link.keep().map_err(|e| CheckpointError::Process {
+            pid,
+            what: format!("its tracking session ended early: {e}"),
+        })?;
+        read
     }
 
     /// Ends the chain's tracking once the final image is written.

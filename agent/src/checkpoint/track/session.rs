@@ -72,6 +72,12 @@ pub fn dir_of(sessions: &Path, pid: i32) -> PathBuf {
     sessions.join(pid.to_string())
 }
 
+/// Where a command that read the eBPF recorder's events without
+/// consuming them (a final checkpoint) leaves them for the next one.
+pub fn stash_of(sessions: &Path, pid: i32) -> PathBuf {
+    dir_of(sessions, pid).join("events.stash")
+}
+
 const RECORD: &str = "session.json";
 const SOCKET: &str = "holder.sock";
 

@@ -787,3 +787,14 @@ fn kernel_writes_into_protected_pages_work_with_a_user_mode_only_fd() {
     assert_eq!(m.read(5), 0);
     assert_eq!(written(pagemap.as_fd(), &m, false), vec![5]);
 }
+
+#[test]
+fn the_move_probe_answers_and_leaves_nothing_mapped() {
+    let maps = || std::fs::read_to_string("/proc/self/maps").expect("read maps");
+    let before = maps().lines().count();
+    let first = move_keeps_protection().expect("probe");
+    assert_eq!(move_keeps_protection().expect("probe again"), first);
+    // Other threads of the test binary may map meanwhile: at most a few.
+    let after = maps().lines().count();
+    assert!(after <= before + 2, "{before} mappings before, {after} after");
+}

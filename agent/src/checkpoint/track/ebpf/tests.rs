@@ -60,7 +60,8 @@ fn load(test: &str) -> Option<EbpfDirty> {
 /// Not a test: the process the tests track, run by [`Child::spawn`] with
 /// `CHILD_ENV` set (without it, this returns at once). It maps `PAGES`
 /// fresh pages, prints their address, then for each line of stdin
-/// (`write|read|kernel PAGE...`) touches those pages and says `DONE`;
+/// (`write|read|kernel PAGE...`) touches those pages, or (`move PAGE`)
+/// moves 4 fresh written pages onto them from that page, and says `DONE`;
 /// it exits at the end of stdin.
 #[test]
 fn child_workload() {
@@ -78,6 +79,12 @@ fn child_workload() {
         for page in words {
             let at = page.parse::<usize>().expect("a page number") * PAGE;
             match op.as_str() {
+                "move" => {
+                    let mut moving = Anonymous::new(4 * PAGE).expect("map 4 pages");
+                    moving.as_mut_slice().fill(7);
+                    writeln!(out, "moving-from {}", moving.addr()).expect("write to stdout");
+                    moving.move_into(&mut memory, at).expect("mremap");
+                }
                 "write" => memory.as_mut_slice()[at] = 1,
                 "read" => {
                     black_box(memory.as_slice()[at]);
@@ -151,6 +158,20 @@ impl Child {
         self.wait_for(DONE);
     }
 
+    /// Has the child move 4 fresh pages onto its own from `page`; returns
+    /// where they were.
+    fn move_onto(&mut self, page: usize) -> u64 {
+        let stdin = self.stdin.as_mut().expect("the child's stdin");
+        writeln!(stdin, "move {page}").expect("write to the child");
+        stdin.flush().expect("write to the child");
+        let line = self.wait_for("moving-from");
+        self.wait_for(DONE);
+        line.split_whitespace()
+            .last()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
     /// The child's next line saying `word` (libtest prints its own lines).
     fn wait_for(&mut self, word: &str) -> String {
         loop {
@@ -169,8 +190,8 @@ impl Child {
         drained
             .pages
             .iter()
-            .filter(|&&(page, _)| page >= self.base && page < end)
-            .map(|&(page, _)| ((page - self.base) as usize) / PAGE)
+            .filter(|&&page| page >= self.base && page < end)
+            .map(|&page| ((page - self.base) as usize) / PAGE)
             .collect()
     }
 }
@@ -200,13 +221,9 @@ fn records_exactly_the_pages_written() {
     let drained = tracker.drain(child.pid()).expect("drain");
     assert!(!drained.overflowed);
     assert_eq!(child.pages_in(&drained), [3, 7, 8, 20, 40, 63]);
-    assert!(drained.pages.is_sorted_by(|a, b| a.0 < b.0));
-    assert!(
-        drained
-            .pages
-            .iter()
-            .all(|&(page, n)| page % PAGE as u64 == 0 && n >= 1)
-    );
+    assert!(drained.pages.is_sorted_by(|a, b| a < b));
+    assert!(drained.pages.iter().all(|&page| page % PAGE as u64 == 0));
+    assert!(drained.moved.is_empty(), "{drained:?}");
 
     // Everything was taken.
     let again = tracker.drain(child.pid()).expect("drain again");
@@ -329,25 +346,105 @@ fn a_handle_reports_its_loader_gone() {
 }
 
 #[test]
-fn a_full_map_is_reported() {
+fn a_move_is_recorded_source_and_destination() {
     let _serial = serial();
-    if load("a_full_map_is_reported").is_none() {
+    let Some(mut tracker) = load("a_move_is_recorded_source_and_destination") else {
         return;
-    }
-    const CAPACITY: u32 = 8;
-    let mut tracker = EbpfDirty::load_with(Some(CAPACITY)).expect("load a small tracker");
+    };
     let mut child = Child::spawn();
     tracker.track(child.pid()).expect("track");
-    let pages: Vec<usize> = (0..20).collect();
-    child.run("write", &pages);
-    let drained = tracker.drain(child.pid()).expect("drain");
-    assert!(drained.overflowed, "{drained:?}");
-    assert!(drained.pages.len() <= CAPACITY as usize);
-    // Reported once; the room made by the drain is used again.
-    child.run("write", &[30]);
+    let from = child.move_onto(8);
+    let to = child.base + 8 * PAGE as u64;
     let drained = tracker.drain(child.pid()).expect("drain");
     assert!(!drained.overflowed);
-    assert_eq!(child.pages_in(&drained), [30]);
+    let covers = |at: u64, len: u64| {
+        drained
+            .moved
+            .iter()
+            .any(|&(s, l)| s <= at && at + len <= s + l)
+    };
+    assert!(covers(from, 4 * PAGE as u64), "source {from:#x}: {drained:?}");
+    assert!(covers(to, 4 * PAGE as u64), "destination {to:#x}: {drained:?}");
+    // The fresh pages were written before the move (4 write faults),
+    // at their first place.
+    assert_eq!(child.pages_in(&drained), Vec::<usize>::new());
+    assert_eq!(drained.pages.len(), 4, "{drained:?}");
+    // Nothing is left for the next drain.
+    assert_eq!(tracker.drain(child.pid()).expect("drain"), Drained::default());
+}
+
+#[test]
+fn stashed_events_come_back() {
+    let _serial = serial();
+    let Some(mut tracker) = load("stashed_events_come_back") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("palisade-stash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let _gone = Cleanup(dir.clone());
+    let stash = dir.join("events.stash");
+    let mut child = Child::spawn();
+    tracker.track(child.pid()).expect("track");
+    child.run("write", &[2, 5]);
+    let from = child.move_onto(16);
+    tracker.stash(&stash, &[child.pid()]).expect("stash");
+    assert!(!tracker.pending(child.pid()).expect("pending").overflowed);
+    // A handle that never read the ring (another command) takes them in.
+    let fds = tracker.map_fds();
+    let clone = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().expect("dup a map fd");
+    let mut handle = EbpfDirty::from_map_fds(clone(fds.dirty), clone(fds.tracked), clone(fds.lost))
+        .expect("a handle on the maps");
+    handle.unstash(&stash).expect("unstash");
+    child.run("write", &[9]);
+    let drained = handle.drain(child.pid()).expect("drain");
+    assert_eq!(child.pages_in(&drained), [2, 5, 9]);
+    assert!(drained.moved.iter().any(|&(s, _)| s == from), "{drained:?}");
+    // No stash: nothing.
+    handle
+        .unstash(&dir.join("none"))
+        .expect("unstash of nothing");
+    // Not events: refused.
+    std::fs::write(&stash, b"12345").expect("write");
+    assert!(matches!(
+        handle.unstash(&stash),
+        Err(TrackError::Stash { .. })
+    ));
+}
+
+/// Removes a scratch directory, pass or fail.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_full_ring_is_reported() {
+    let _serial = serial();
+    if load("a_full_ring_is_reported").is_none() {
+        return;
+    }
+    // The smallest ring the kernel makes: one page, 128 events.
+    let mut tracker = EbpfDirty::load_ring(4096).expect("load a small tracker");
+    let pages: Vec<usize> = (0..PAGES).collect();
+    let mut children = [Child::spawn(), Child::spawn(), Child::spawn()];
+    for c in &children {
+        tracker.track(c.pid()).expect("track");
+    }
+    // 128 write faults (and whatever else the first two fault) fill it.
+    children[0].run("write", &pages);
+    children[1].run("write", &pages);
+    let last = &mut children[2];
+    last.run("write", &[1, 2, 3]);
+    let drained = tracker.drain(last.pid()).expect("drain");
+    assert!(drained.overflowed, "{drained:?}");
+    // Reported once; the room made by the drain is used again.
+    last.run("write", &[4]);
+    let drained = tracker.drain(last.pid()).expect("drain");
+    assert!(!drained.overflowed);
+    assert_eq!(last.pages_in(&drained), [4]);
 }
 
 #[test]
@@ -411,7 +508,7 @@ fn cost() {
     );
 
     // Tracked: this process itself, then drains.
-    let mut tracker = EbpfDirty::load().expect("load");
+    let mut tracker = EbpfDirty::load_for(2 * (SIZE / PAGE) as u64).expect("load");
     let me = std::process::id() as i32;
     let start = Instant::now();
     let empty = tracker.drain(me).expect("drain");
@@ -424,12 +521,11 @@ fn cost() {
     tracker.untrack(me).expect("untrack");
     println!(
         "tracked first touch of 256 MiB: {tracked:?} (ratio {:.3} to untracked without the \
-         tracker); drain of {} pages (overflowed: {}): {full_drain:?}; drain of an empty map \
-         ({} entries of capacity): {empty_drain:?} ({} pages)",
+         tracker); drain of {} pages (overflowed: {}): {full_drain:?}; drain of an empty ring: \
+         {empty_drain:?} ({} pages)",
         tracked.as_secs_f64() / a.as_secs_f64(),
         drained.pages.len(),
         drained.overflowed,
-        palisade_common::MAX_DIRTY_PAGES,
         empty.pages.len(),
     );
 }
