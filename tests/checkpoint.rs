@@ -231,7 +231,7 @@ fn bad_images_are_refused_before_anything_is_created() {
         (
             "corrupt-meta",
             Box::new(|d: &Path| {
-                let m = meta.replacen("\"sigmask\": ", "\"sigmask\": 1", 1);
+                let m = meta.replacen("\"sigmask\":", "\"sigmask\":1", 1);
                 assert_ne!(m, meta);
                 fs::write(d.join("meta.json"), m).unwrap()
             }),

@@ -257,7 +257,7 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
         return match done {
             Ok(r) => {
                 println!(
-                    "pre-dumped {what} ({} processes) into {}: generation {}, backend {}: {} pages written since the parent{}, {} copied ({}); stopped {}, detect {}, copy {}, write {}; tracking goes on{}",
+                    "pre-dumped {what} ({} processes) into {}: generation {}, backend {}: {} pages written since the parent{}, {} copied ({}){}; stopped {}, detect {}, copy {}, write {}; tracking goes on{}",
                     r.processes,
                     dir_arg.display(),
                     r.generation,
@@ -273,6 +273,14 @@ pub fn checkpoint(root: &StateRoot, args: CheckpointArgs) -> i32 {
                         .unwrap_or_default(),
                     r.copied_pages,
                     size(r.image_bytes),
+                    if r.hot_pages > 0 {
+                        format!(
+                            ", {} hot (written in the last two intervals) left for a later step",
+                            r.hot_pages
+                        )
+                    } else {
+                        String::new()
+                    },
                     ms(r.stopped),
                     ms(r.detect),
                     ms(r.copy),

@@ -127,7 +127,7 @@ impl Anonymous {
     /// `offset` (page aligned) with `mremap(MREMAP_FIXED)`: the pages
     /// that were there are dropped, and `target` owns the moved ones.
     pub fn move_into(self, target: &mut Anonymous, offset: usize) -> std::io::Result<()> {
-        let fits = offset % 4096 == 0
+        let fits = offset.is_multiple_of(4096)
             && offset
                 .checked_add(self.len)
                 .is_some_and(|end| end <= target.len);

@@ -415,7 +415,12 @@ pub fn move_keeps_protection() -> nix::Result<bool> {
         }
         moved = true;
         let pagemap = File::open("/proc/self/pagemap").map_err(io)?;
-        match pagemap_scan(pagemap.as_fd(), to_addr, to_addr + PAGE, &Scan::written(false)) {
+        match pagemap_scan(
+            pagemap.as_fd(),
+            to_addr,
+            to_addr + PAGE,
+            &Scan::written(false),
+        ) {
             // Still registered: kept, unless its page now reads written.
             Ok(written) => Ok(written.is_empty()),
             Err(Errno::EPERM) => Ok(false),

@@ -27,15 +27,69 @@ const PM_SWAPPED: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 
 /// The pages of [start, end) that a fresh mapping would not give back —
-/// present or swapped and not a file page (nor the shared zero page):
-/// touched anonymous memory and copied-on-write pages of private file
+/// present or swapped and not a file page: touched anonymous memory
+/// (the zero page included) and copied-on-write pages of private file
 /// mappings — as ranges of contiguous pages (each at most [`BATCH`]).
-/// One pagemap read for the mapping.
+///
+/// One PAGEMAP_SCAN (Linux 6.7) gives the present pages as regions, at
+/// the cost of a page-table walk; only the pages it calls swapped are read
+/// from pagemap, one entry each, since a write-protection marker (a page
+/// of a tracked range never touched, holding no data) reads as swapped
+/// too. Where the kernel has no PAGEMAP_SCAN, pagemap is read whole.
 pub(in crate::checkpoint) fn resident_ranges(
     pagemap: &std::fs::File,
     start: u64,
     end: u64,
 ) -> StepResult<Vec<(u64, u64)>> {
+    use crate::sys::uffd::{PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, Scan, pagemap_scan};
+    use std::os::fd::AsFd;
+    // The zero page is taken, as pagemap shows it (present, not a file's).
+    let scan = Scan {
+        category_inverted: PAGE_IS_FILE,
+        category_mask: PAGE_IS_FILE,
+        category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE,
+        ..Scan::default()
+    };
+    let regions = match pagemap_scan(pagemap.as_fd(), start, end, &scan) {
+        Ok(r) => r,
+        // No PAGEMAP_SCAN (before 6.7).
+        Err(nix::errno::Errno::ENOTTY) => return read_resident(pagemap, start, end),
+        Err(e) => return Err(StepError::sys("PAGEMAP_SCAN")(e)),
+    };
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut push = |addr: u64, len: u64| {
+        let mut at = addr;
+        while at < addr + len {
+            let n = match ranges.last_mut() {
+                Some((a, l)) if *a + *l == at && *l < BATCH => {
+                    let n = (BATCH - *l).min(addr + len - at);
+                    *l += n;
+                    n
+                }
+                _ => {
+                    let n = BATCH.min(addr + len - at);
+                    ranges.push((at, n));
+                    n
+                }
+            };
+            at += n;
+        }
+    };
+    for r in regions {
+        if r.categories & PAGE_IS_PRESENT != 0 {
+            push(r.start, r.end - r.start);
+        } else {
+            for (a, l) in read_resident(pagemap, r.start, r.end)? {
+                push(a, l);
+            }
+        }
+    }
+    Ok(ranges)
+}
+
+/// [`resident_ranges`] from a read of every page's pagemap entry.
+fn read_resident(pagemap: &std::fs::File, start: u64, end: u64) -> StepResult<Vec<(u64, u64)>> {
     use std::os::unix::fs::FileExt;
     let npages = ((end - start) / 4096) as usize;
     let mut raw = vec![0u8; npages * 8];
@@ -268,26 +322,33 @@ fn collect_vmas(
     pages: &mut PageWriter,
 ) -> Result<Vec<Vma>, CheckpointError> {
     let io = |what: &str| CheckpointError::file(pid, "read", proc::path(pid, what));
-    let mut vmas = Vec::new();
     let pagemap = std::fs::File::open(proc::path(pid, "pagemap")).map_err(io("pagemap"))?;
     // Memory the process made unreadable is read through this.
     let mem = std::fs::File::open(proc::path(pid, "mem")).map_err(io("mem"))?;
-    let vm_flags = proc::vm_flags(pid).map_err(io("smaps"))?;
-    for m in proc::maps(pid).map_err(io("maps"))? {
-        let range = format!("{:x}-{:x} {}", m.start, m.end, m.path);
-        let shared = m.perms.as_bytes().get(3) == Some(&b's');
+    // smaps walks every mapping's page tables to count its pages, for the
+    // one line wanted of it (VmFlags): read on another CPU meanwhile.
+    let (vm_flags, collected) = std::thread::scope(|s| {
+        let smaps = s.spawn(|| proc::vm_flags(pid));
+        let collected = collect_pages(pid, mm, shared_memory, pages, &pagemap, &mem);
+        let flags = smaps.join().expect("the smaps reader does not panic");
+        (flags, collected)
+    });
+    let vm_flags = vm_flags.map_err(io("smaps"))?;
+    let ours = pages.prior().is_some_and(|p| p.protects(pid));
+    let mut vmas = Vec::new();
+    for (mut vma, range, shared) in collected? {
         let flags = vm_flags
-            .get(&m.start)
+            .get(&vma.start)
             .ok_or_else(|| CheckpointError::Process {
                 pid,
                 what: format!("{range}: no VmFlags in smaps"),
             })?;
-        let repro = if vmflags::KERNELS.contains(&m.path.as_str()) {
+        let path = vma.path.as_deref().unwrap_or("");
+        let repro = if vmflags::KERNELS.contains(&path) {
             vmflags::Reproduce::default()
         } else {
             // The write-protection of a pre-dump chain's tracking is ours,
             // and ends with this checkpoint: not the process's to keep.
-            let ours = pages.prior().is_some_and(|p| p.protects(pid));
             let flags = if ours {
                 flags
                     .split_whitespace()
@@ -300,10 +361,34 @@ fn collect_vmas(
             vmflags::classify(&flags, shared)
                 .map_err(|e| CheckpointError::step(pid)(e.at(format!("mapping {range}"))))?
         };
+        vma.may_write = repro.may_write;
+        vma.noreserve = repro.noreserve;
+        vma.advice = repro.advice;
+        vmas.push(vma);
+    }
+    Ok(vmas)
+}
+
+/// Every mapping of `pid` with its pages dumped (its VmFlags not yet
+/// read: `may_write`, `noreserve` and `advice` left unset), with its
+/// range as errors name it and whether it is shared.
+fn collect_pages(
+    pid: i32,
+    mm: &mut MmLayout,
+    shared_memory: &mut Vec<SharedMemory>,
+    pages: &mut PageWriter,
+    pagemap: &std::fs::File,
+    mem: &std::fs::File,
+) -> Result<Vec<(Vma, String, bool)>, CheckpointError> {
+    let io = |what: &str| CheckpointError::file(pid, "read", proc::path(pid, what));
+    let mut vmas = Vec::new();
+    for m in proc::maps(pid).map_err(io("maps"))? {
+        let range = format!("{:x}-{:x} {}", m.start, m.end, m.path);
+        let shared = m.perms.as_bytes().get(3) == Some(&b's');
         let source = if m.perms.as_bytes()[0] == b'r' {
             Source::Process(pid)
         } else {
-            Source::Mem(&mem)
+            Source::Mem(mem)
         };
         let (kind, shm) = vma_kind(pid, &m, &range, shared, source, shared_memory, pages)?;
         if m.path == "[heap]" {
@@ -313,7 +398,7 @@ fn collect_vmas(
         let read = perms[0] == b'r';
         let dumped = matches!(kind, VmaKind::Anonymous | VmaKind::File);
         let runs = if dumped {
-            dump_vma(pid, source, &pagemap, m.start, m.end, pages).map_err(|e| {
+            dump_vma(pid, source, pagemap, m.start, m.end, pages).map_err(|e| {
                 CheckpointError::Step {
                     pid,
                     source: e.at(range.as_str()),
@@ -323,7 +408,7 @@ fn collect_vmas(
             Vec::new()
         };
         let file = mapped_file(pid, &m, kind)?;
-        vmas.push(Vma {
+        let vma = Vma {
             start: m.start,
             end: m.end,
             read,
@@ -334,11 +419,12 @@ fn collect_vmas(
             offset: m.offset,
             shared_memory: shm,
             runs,
-            may_write: repro.may_write,
-            noreserve: repro.noreserve,
-            advice: repro.advice,
+            may_write: false,
+            noreserve: false,
+            advice: Vec::new(),
             file,
-        });
+        };
+        vmas.push((vma, range, shared));
     }
     Ok(vmas)
 }
@@ -498,4 +584,56 @@ fn shared_object(
         runs,
     });
     Ok(objects.len() - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+    use crate::sys::{mmap::Anonymous, uffd};
+
+    const PAGE: usize = 4096;
+
+    /// The scan and the plain pagemap read agree on written pages, the
+    /// zero page, untouched pages and write-protection markers.
+    #[test]
+    fn the_scan_finds_the_pages_a_read_finds() {
+        let mut m = Anonymous::new(16 * PAGE).expect("map");
+        for p in [0, 1, 2, 5, 9] {
+            m.as_mut_slice()[p * PAGE] = 1;
+        }
+        std::hint::black_box(m.as_slice()[7 * PAGE]);
+        let fd = uffd::userfaultfd(libc::O_CLOEXEC | libc::O_NONBLOCK).expect("userfaultfd");
+        uffd::api(fd.as_fd(), uffd::tracking_features().expect("WP_ASYNC")).expect("api");
+        let (start, len) = (m.addr(), 16 * PAGE as u64);
+        uffd::register_wp(fd.as_fd(), start, len).expect("register");
+        uffd::write_protect(fd.as_fd(), start, len, true).expect("protect");
+        m.as_mut_slice()[10 * PAGE] = 1;
+        let pagemap = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
+        let scanned = resident_ranges(&pagemap, start, start + len).expect("scan");
+        let read = read_resident(&pagemap, start, start + len).expect("read");
+        let at = |p: u64, n: u64| (start + p * PAGE as u64, n * PAGE as u64);
+        // Page 7 is the zero page; 3, 4, 6 and 8 hold markers.
+        assert_eq!(scanned, [at(0, 3), at(5, 1), at(7, 1), at(9, 2)]);
+        assert_eq!(read, scanned);
+
+        // A file's own pages are not taken.
+        let path = std::env::temp_dir().join(format!("palisade-resident-{}", std::process::id()));
+        std::fs::write(&path, vec![3u8; 4 * PAGE]).expect("write a file");
+        let file = std::fs::File::open(&path).expect("open it");
+        let _ = std::fs::remove_file(&path);
+        let mapped = crate::sys::mmap::Mapped::new(&file, 0, 4 * PAGE, false).expect("map it");
+        let sum: u32 = mapped
+            .as_slice()
+            .iter()
+            .step_by(PAGE)
+            .map(|&b| u32::from(b))
+            .sum();
+        assert_eq!(sum, 12);
+        let start = mapped.as_slice().as_ptr() as u64;
+        let end = start + 4 * PAGE as u64;
+        assert_eq!(resident_ranges(&pagemap, start, end).expect("scan"), []);
+        assert_eq!(read_resident(&pagemap, start, end).expect("read"), []);
+    }
 }

@@ -77,6 +77,23 @@ fn parse_pre_dump(dir: &Path, read: &Authentic) -> Result<PreDump, CheckpointErr
     Ok(pre)
 }
 
+/// meta.json: a [`MetaFile`] whose body is serialised once, compactly,
+/// and checksummed as it is (a body of many runs costs one pass), one
+/// top-level field per line.
+fn meta_text<T: Serialize>(kind: Option<&str>, body: &T) -> Result<Vec<u8>, CheckpointError> {
+    let body = serde_json::to_vec(body).map_err(|e| CheckpointError::Write(e.to_string()))?;
+    let mut text = format!("{{\n  \"format\": {FORMAT},\n").into_bytes();
+    if let Some(kind) = kind {
+        let kind = serde_json::to_string(kind).expect("a string serialises");
+        text.extend_from_slice(format!("  \"kind\": {kind},\n").as_bytes());
+    }
+    let crc = crc32fast::hash(&body);
+    text.extend_from_slice(format!("  \"body_crc32\": {crc},\n  \"body\": ").as_bytes());
+    text.extend_from_slice(&body);
+    text.extend_from_slice(b"\n}\n");
+    Ok(text)
+}
+
 fn write_meta<T: Serialize>(
     dir: &ImageDir,
     kind: Option<&str>,
@@ -100,19 +117,12 @@ fn write_meta<T: Serialize>(
             .map_err(|e| CheckpointError::Write(format!("{}: {e}", path.display())))
     };
     put(FILES, files, MAX_FILES)?;
-    let value = serde_json::to_value(body).map_err(|e| CheckpointError::Write(e.to_string()))?;
-    let meta = MetaFile {
-        format: FORMAT,
-        kind: kind.map(str::to_string),
-        body_crc32: crc32fast::hash(&serde_json::to_vec(body).expect("image serialises")),
-        body: value,
-    };
-    let text = serde_json::to_string_pretty(&meta).expect("meta serialises");
-    put(META, text.as_bytes(), MAX_META)?;
+    let text = meta_text(kind, body)?;
+    put(META, &text, MAX_META)?;
     let manifest = Manifest {
         meta: Whole {
             size: text.len() as u64,
-            digest: Digest::of(text.as_bytes()),
+            digest: Digest::of(&text),
         },
         files: Whole {
             size: files.len() as u64,

@@ -209,13 +209,11 @@ impl EbpfDirty {
         tracked: OwnedFd,
         lost: OwnedFd,
     ) -> Result<Self, TrackError> {
-        let ring = dirty
-            .try_clone()
-            .map_err(|e| TrackError::Map {
-                map: map::DIRTY,
-                what: "cannot duplicate its fd",
-                reason: e.to_string(),
-            })?;
+        let ring = dirty.try_clone().map_err(|e| TrackError::Map {
+            map: map::DIRTY,
+            what: "cannot duplicate its fd",
+            reason: e.to_string(),
+        })?;
         let (_, ring_id) = map_ring(dirty)?;
         Ok(EbpfDirty {
             programs: None,

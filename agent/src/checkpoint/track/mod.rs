@@ -98,7 +98,10 @@ impl Backend {
                 if crate::sys::uffd::soft_dirty_works().unwrap_or(false) {
                     Err("the kernel sets the soft-dirty bit, but palisade tracks with userfaultfd; use pagemap-scan or ebpf".into())
                 } else {
-                    Err("this kernel never sets the soft-dirty bit (CONFIG_MEM_SOFT_DIRTY is off)".into())
+                    Err(
+                        "this kernel never sets the soft-dirty bit (CONFIG_MEM_SOFT_DIRTY is off)"
+                            .into(),
+                    )
                 }
             }
         }
@@ -150,6 +153,9 @@ pub struct PreDumpReport {
     pub dirty_pages: u64,
     /// Pages copied into this image.
     pub copied_pages: u64,
+    /// Pages written in this step's interval and the parent's, left
+    /// uncopied for a later step (the final one at the latest).
+    pub hot_pages: u64,
     pub image_bytes: u64,
     /// How long the tree was stopped.
     pub stopped: Duration,
@@ -495,7 +501,7 @@ fn copy_step(
     let t0 = Instant::now();
     let mut pages = image::create_pages(dir, progress)?;
     let mut processes = Vec::new();
-    let (mut dirty_pages, mut copied) = (0u64, 0u64);
+    let (mut dirty_pages, mut copied, mut deferred) = (0u64, 0u64, 0u64);
     for t in targets {
         let mut vmas = Vec::new();
         let before = prior.get(&t.pid);
@@ -507,10 +513,17 @@ fn copy_step(
                     let kept_runs = index::runs_outside(&index::inherited(&v.runs), written);
                     dirty_pages += written.iter().map(|r| r.1 / index::PAGE).sum::<u64>();
                     // Present pages with no copy in the chain, or written.
-                    (
-                        index::subtract(&present, &index::covered(&kept_runs)),
-                        kept_runs,
-                    )
+                    let mut to_copy = index::subtract(&present, &index::covered(&kept_runs));
+                    // Hot pages (written in the parent's interval too) are
+                    // left for a later step, the final one at the latest:
+                    // a copy now would likely be stale at once. Generation
+                    // 0 copied everything, so it tells nothing.
+                    if step.generation >= 2 {
+                        let hot = index::intersect(written, &index::covered(&own(&v.runs)));
+                        deferred += hot.iter().map(|r| r.1 / index::PAGE).sum::<u64>();
+                        to_copy = index::subtract(&to_copy, &hot);
+                    }
+                    (to_copy, kept_runs)
                 }
                 None => {
                     dirty_pages += present.iter().map(|r| r.1 / index::PAGE).sum::<u64>();
@@ -558,6 +571,7 @@ fn copy_step(
             processes: targets.len(),
             dirty_pages,
             copied_pages: copied,
+            hot_pages: deferred,
             image_bytes: pages_len,
             stopped: Duration::ZERO,
             detect: Duration::ZERO,
@@ -568,6 +582,11 @@ fn copy_step(
         },
         digest,
     ))
+}
+
+/// The runs a pre-dump copied itself (its pages written in its interval).
+fn own(runs: &[Run]) -> Vec<Run> {
+    runs.iter().filter(|r| r.from == 0).copied().collect()
 }
 
 /// Checks that `parent` is the last image of `pid`'s chain; returns the
@@ -752,9 +771,10 @@ fn advance(
     // This step took in what a failed final checkpoint left.
     let stash = session::stash_of(sessions, record.pid);
     match std::fs::remove_file(&stash) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointError::Write(
-            format!("{}: cannot remove: {e}", stash.display()),
-        )),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointError::Write(format!(
+            "{}: cannot remove: {e}",
+            stash.display()
+        ))),
         _ => Ok(()),
     }
 }

@@ -796,5 +796,41 @@ fn the_move_probe_answers_and_leaves_nothing_mapped() {
     assert_eq!(move_keeps_protection().expect("probe again"), first);
     // Other threads of the test binary may map meanwhile: at most a few.
     let after = maps().lines().count();
-    assert!(after <= before + 2, "{before} mappings before, {after} after");
+    assert!(
+        after <= before + 2,
+        "{before} mappings before, {after} after"
+    );
+}
+
+/// What PAGEMAP_SCAN calls each kind of page of a tracked range; the
+/// dump's resident set relies on a marker reading as swapped.
+#[test]
+fn a_scan_calls_a_marker_swapped() {
+    let m = Mapping::anon(4);
+    m.write(0, 1);
+    let _ = m.read(1);
+    let uffd = track(&m);
+    m.write(2, 1);
+    let pagemap = own_pagemap();
+    let kinds = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO | PAGE_IS_WRITTEN;
+    let all = Scan {
+        return_mask: kinds,
+        category_anyof_mask: kinds | PAGE_IS_WPALLOWED,
+        ..Scan::default()
+    };
+    let found: Vec<(u64, u64)> = pagemap_scan(pagemap.as_fd(), m.start(), m.end(), &all)
+        .unwrap()
+        .iter()
+        .map(|r| ((r.start - m.start()) / PAGE, r.categories))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (0, PAGE_IS_PRESENT),
+            (1, PAGE_IS_PRESENT | PAGE_IS_PFNZERO),
+            (2, PAGE_IS_PRESENT | PAGE_IS_WRITTEN),
+            (3, PAGE_IS_SWAPPED),
+        ]
+    );
+    drop(uffd);
 }

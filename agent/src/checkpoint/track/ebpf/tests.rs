@@ -363,14 +363,23 @@ fn a_move_is_recorded_source_and_destination() {
             .iter()
             .any(|&(s, l)| s <= at && at + len <= s + l)
     };
-    assert!(covers(from, 4 * PAGE as u64), "source {from:#x}: {drained:?}");
-    assert!(covers(to, 4 * PAGE as u64), "destination {to:#x}: {drained:?}");
+    assert!(
+        covers(from, 4 * PAGE as u64),
+        "source {from:#x}: {drained:?}"
+    );
+    assert!(
+        covers(to, 4 * PAGE as u64),
+        "destination {to:#x}: {drained:?}"
+    );
     // The fresh pages were written before the move (4 write faults),
     // at their first place.
     assert_eq!(child.pages_in(&drained), Vec::<usize>::new());
     assert_eq!(drained.pages.len(), 4, "{drained:?}");
     // Nothing is left for the next drain.
-    assert_eq!(tracker.drain(child.pid()).expect("drain"), Drained::default());
+    assert_eq!(
+        tracker.drain(child.pid()).expect("drain"),
+        Drained::default()
+    );
 }
 
 #[test]
