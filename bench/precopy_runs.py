@@ -35,7 +35,8 @@ FINAL_MIB = 1024
 PRE_DUMP = re.compile(
     r"generation (\d+), backend (\S+): (\d+) pages written since the parent"
     r"(?: \(in [\d.]+ ms: \d+ pages/s\))?, (\d+) copied "
-    r"\(([\d.]+) MiB\); stopped ([\d.]+) ms, detect ([\d.]+) ms, copy ([\d.]+) ms, "
+    r"\(([\d.]+) MiB\)(?:, \d+ hot \(written in the last two intervals\) left for a later step)?;"
+    r" stopped ([\d.]+) ms, detect ([\d.]+) ms, copy ([\d.]+) ms, "
     r"write ([\d.]+) ms; tracking goes on(.*)$")
 FINAL = re.compile(
     r"into \S+: ([\d.]+) MiB \((\d+) pages in (\d+) vmas(.*)\); freeze ([\d.]+) ms, "
