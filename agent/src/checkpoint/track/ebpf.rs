@@ -214,7 +214,7 @@ impl EbpfDirty {
             what: "cannot duplicate its fd",
             reason: e.to_string(),
         })?;
-        let (_, ring_id) = map_ring(dirty)?;
+        let ring_id = ring_id_of(dirty)?;
         Ok(EbpfDirty {
             programs: None,
             tracked: map_from_fd(tracked, map::TRACKED)?,
@@ -517,6 +517,24 @@ fn as_tgid(tgid: i32) -> Result<u32, TrackError> {
 fn tidy(pages: &mut Vec<u64>) {
     pages.sort_unstable();
     pages.dedup();
+}
+
+/// The kernel id of the ring behind `fd`, checked to be a ring buffer
+/// (not mapped: a mapping costs a page-table entry per page of the ring).
+fn ring_id_of(fd: OwnedFd) -> Result<u32, TrackError> {
+    let wrong = map_error(map::DIRTY, "the fd given is not the tracker's ring");
+    let data = MapData::from_fd(fd).map_err(&wrong)?;
+    match Map::from_map_data(data).map_err(wrong)? {
+        Map::RingBuf(data) => Ok(data
+            .info()
+            .map_err(map_error(map::DIRTY, "cannot read its id"))?
+            .id()),
+        _ => Err(TrackError::Map {
+            map: map::DIRTY,
+            what: "not a ring buffer",
+            reason: "the fd given is not the tracker's ring".into(),
+        }),
+    }
 }
 
 /// The ring behind `fd`, mapped, and its kernel id.

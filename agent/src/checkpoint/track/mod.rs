@@ -334,11 +334,12 @@ fn first_pre_dump(
         protected_at_ms: 0,
     };
     // The recorder is loaded (the verifier runs) before the tree stops.
-    // Its map holds half the tree's trackable pages: a step that finds
-    // more written reads PAGEMAP_SCAN instead, and says so.
+    // Its ring holds events for a quarter of the tree's trackable pages
+    // (each step maps it whole, a page-table entry per page of the ring):
+    // a step that finds more written copies everything again, and says so.
     let recorder = match backend {
         Backend::Ebpf => Some(
-            ebpf::EbpfDirty::load_for(tracked_pages(pid) / 2)
+            ebpf::EbpfDirty::load_for(tracked_pages(pid) / 4)
                 .map_err(|e| CheckpointError::Chain(format!("dirty-tracking backend ebpf: {e}")))?,
         ),
         _ => None,
