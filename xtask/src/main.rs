@@ -130,7 +130,7 @@ fn clippy_ebpf() -> Result<()> {
 fn bench(palisade: &Path) -> Result<()> {
     toolchain::require_root("the benchmarks create containers and nftables tables")?;
     let rootfs = rootfs::build()?;
-    let runs: [(&str, Vec<&Path>); 7] = [
+    let runs: [(&str, Vec<&Path>); 8] = [
         ("startup.sh", vec![palisade, rootfs.as_path()]),
         ("connect.sh", vec![palisade]),
         ("policy_compile.sh", vec![palisade]),
@@ -138,6 +138,7 @@ fn bench(palisade: &Path) -> Result<()> {
         ("accounting.sh", vec![palisade]),
         ("checkpoint.sh", vec![palisade]),
         ("precopy.sh", vec![palisade]),
+        ("tracking_tax.sh", vec![palisade]),
     ];
     for (script, args) in runs {
         println!("==> bench/{script}");

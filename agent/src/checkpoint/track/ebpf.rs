@@ -41,10 +41,18 @@ use crate::sys::bpf::{HashOps, chain, load_reason};
 /// The kernel-side object, built from `ebpf/src/dirty.rs` by agent/build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PALISADE_DIRTY_OBJECT"));
 
-/// The object's programs and the raw tracepoints they attach to.
-const PROGRAMS: [(&str, &str); 4] = [
+/// The object's programs that record writes, and the raw tracepoints
+/// they attach to.
+const WRITE_PROGRAMS: [(&str, &str); 2] = [
     (program::DIRTY_USER, "page_fault_user"),
     (program::DIRTY_KERNEL, "page_fault_kernel"),
+];
+
+/// Those that record moved mappings: attached only where the kernel keeps
+/// a moved mapping's write-protection (elsewhere the move drops the
+/// registration, which a step sees), since every system call on the host
+/// runs the one on `sys_enter` while it is attached (~40 ns each here).
+const MOVE_PROGRAMS: [(&str, &str); 2] = [
     (program::DIRTY_MREMAP, "sys_enter"),
     (program::DIRTY_PLACED, "vm_unmapped_area"),
 ];
@@ -136,23 +144,24 @@ impl EbpfDirty {
     /// ring ([`MIN_DIRTY_RING`]); they record for tracked processes until
     /// this value drops.
     pub fn load() -> Result<Self, TrackError> {
-        Self::load_for(0)
+        Self::load_for(0, true)
     }
 
     /// As [`EbpfDirty::load`], its ring sized for `pages` written pages
     /// between two drains (at most [`MAX_DIRTY_RING`] bytes): the ring is
-    /// kernel memory allocated whole while the tracker is loaded.
-    pub fn load_for(pages: u64) -> Result<Self, TrackError> {
+    /// kernel memory allocated whole while the tracker is loaded. Moved
+    /// mappings are recorded only if `watch_moves`.
+    pub fn load_for(pages: u64, watch_moves: bool) -> Result<Self, TrackError> {
         let bytes = pages
             .saturating_mul(u64::from(DIRTY_EVENT_BYTES))
             .clamp(u64::from(MIN_DIRTY_RING), u64::from(MAX_DIRTY_RING))
             .next_power_of_two();
-        Self::load_ring(bytes as u32)
+        Self::load_ring(bytes as u32, watch_moves)
     }
 
-    /// As [`EbpfDirty::load`], with a ring of `bytes` (a power of two
+    /// As [`EbpfDirty::load_for`], with a ring of `bytes` (a power of two
     /// multiple of the page size).
-    fn load_ring(bytes: u32) -> Result<Self, TrackError> {
+    fn load_ring(bytes: u32, watch_moves: bool) -> Result<Self, TrackError> {
         let mut loader = EbpfLoader::new();
         // The programs use no CO-RE relocation.
         loader.btf(None);
@@ -160,7 +169,8 @@ impl EbpfDirty {
         let mut bpf = loader
             .load(OBJECT)
             .map_err(|e| TrackError::Object(hint(chain(&e))))?;
-        for (program, tracepoint) in PROGRAMS {
+        let moves = if watch_moves { &MOVE_PROGRAMS[..] } else { &[] };
+        for &(program, tracepoint) in WRITE_PROGRAMS.iter().chain(moves) {
             let failed = |reason: String| TrackError::Load { program, reason };
             let prog: &mut RawTracePoint = bpf
                 .program_mut(program)
@@ -476,7 +486,7 @@ impl EbpfDirty {
                     .is_some_and(|ids| ids.contains(&dirty))
             })
             .count();
-        Ok(attached >= PROGRAMS.len())
+        Ok(attached >= WRITE_PROGRAMS.len())
     }
 
     /// Deletes the `DIRTY_LOST` entries of processes not tracked (made by

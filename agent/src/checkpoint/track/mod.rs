@@ -337,10 +337,15 @@ fn first_pre_dump(
     // Its ring holds events for a quarter of the tree's trackable pages
     // (each step maps it whole, a page-table entry per page of the ring):
     // a step that finds more written copies everything again, and says so.
+    // It watches mremap only where a moved mapping stays protected (or
+    // that cannot be told): elsewhere a step sees the move itself.
     let recorder = match backend {
         Backend::Ebpf => Some(
-            ebpf::EbpfDirty::load_for(tracked_pages(pid) / 4)
-                .map_err(|e| CheckpointError::Chain(format!("dirty-tracking backend ebpf: {e}")))?,
+            ebpf::EbpfDirty::load_for(
+                tracked_pages(pid) / 4,
+                crate::sys::uffd::move_keeps_protection().unwrap_or(true),
+            )
+            .map_err(|e| CheckpointError::Chain(format!("dirty-tracking backend ebpf: {e}")))?,
         ),
         _ => None,
     };

@@ -436,7 +436,7 @@ fn a_full_ring_is_reported() {
         return;
     }
     // The smallest ring the kernel makes: one page, 128 events.
-    let mut tracker = EbpfDirty::load_ring(4096).expect("load a small tracker");
+    let mut tracker = EbpfDirty::load_ring(4096, false).expect("load a small tracker");
     let pages: Vec<usize> = (0..PAGES).collect();
     let mut children = [Child::spawn(), Child::spawn(), Child::spawn()];
     for c in &children {
@@ -517,7 +517,7 @@ fn cost() {
     );
 
     // Tracked: this process itself, then drains.
-    let mut tracker = EbpfDirty::load_for(2 * (SIZE / PAGE) as u64).expect("load");
+    let mut tracker = EbpfDirty::load_for(2 * (SIZE / PAGE) as u64, false).expect("load");
     let me = std::process::id() as i32;
     let start = Instant::now();
     let empty = tracker.drain(me).expect("drain");
