@@ -1,7 +1,9 @@
 //! bpf(2) commands aya 0.14 offers no public way to make: a cgroup BPF
 //! link for a cgroup device program (aya attaches one but will not hand
-//! it over as a pinnable `FdLink`), pinning a link by its fd, and the
-//! batch and lookup-and-delete operations on a hash map ([`HashOps`]).
+//! it over as a pinnable `FdLink`), pinning a link by its fd, the batch
+//! and lookup-and-delete operations on a hash map ([`HashOps`]), and a
+//! ring buffer reader that maps only the records it reads
+//! ([`ring_consume`]).
 
 use std::{
     ffi::CString,
@@ -335,6 +337,139 @@ impl<'fd, K: bytemuck::Pod, V: bytemuck::Pod> HashOps<'fd, K, V> {
 
 /// An error and all its sources, each once, joined: aya nests the
 /// kernel's reason.
+/// Ring buffer record header bits (linux/bpf.h): the record is still
+/// being written; the producer dropped it.
+const RINGBUF_BUSY: u32 = 1 << 31;
+const RINGBUF_DISCARD: u32 = 1 << 30;
+/// Bytes of a record's header (`BPF_RINGBUF_HDR_SZ`).
+const RINGBUF_HEADER: u64 = 8;
+
+/// A shared mapping of `len` bytes of a BPF map at `offset`, unmapped on
+/// drop.
+struct MapWindow {
+    ptr: std::ptr::NonNull<libc::c_void>,
+    len: usize,
+}
+
+impl MapWindow {
+    fn new(fd: BorrowedFd<'_>, offset: u64, len: usize, writable: bool) -> nix::Result<Self> {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap};
+        let size = std::num::NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
+        let prot = if writable {
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+        } else {
+            ProtFlags::PROT_READ
+        };
+        // SAFETY: a fresh shared mapping chosen by the kernel (no fixed
+        // address), so nothing of ours is replaced; the map's memory stays
+        // valid while mapped, whatever the programs write into it.
+        let ptr = unsafe { mmap(None, size, prot, MapFlags::MAP_SHARED, fd, offset as i64) }?;
+        Ok(MapWindow { ptr, len })
+    }
+
+    /// The 8-byte aligned word at byte `at`, as an atomic (the kernel
+    /// writes it concurrently).
+    fn word(&self, at: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(
+            at.is_multiple_of(8) && at + 8 <= self.len,
+            "a word inside the window"
+        );
+        // SAFETY: in bounds and aligned (checked); the mapping lives as
+        // long as `self`, and the kernel accesses the word atomically too.
+        unsafe {
+            &*(self
+                .ptr
+                .as_ptr()
+                .cast::<u8>()
+                .add(at)
+                .cast::<std::sync::atomic::AtomicU64>())
+        }
+    }
+
+    /// A record header word at byte `at` (4-byte aligned).
+    fn header(&self, at: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(
+            at.is_multiple_of(4) && at + 4 <= self.len,
+            "a header inside the window"
+        );
+        // SAFETY: as in `word`.
+        unsafe {
+            &*(self
+                .ptr
+                .as_ptr()
+                .cast::<u8>()
+                .add(at)
+                .cast::<std::sync::atomic::AtomicU32>())
+        }
+    }
+
+    fn bytes(&self, at: usize, len: usize) -> &[u8] {
+        assert!(at + len <= self.len, "bytes inside the window");
+        // SAFETY: in bounds (checked), mapped readable while `self` lives;
+        // the producer is done with a record once its BUSY bit is clear.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>().add(at), len) }
+    }
+}
+
+impl Drop for MapWindow {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; no reference into it outlives
+        // `self`.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Reads every committed record of the BPF ring buffer `fd` (its data
+/// area `size` bytes, a power of two multiple of the page size) from the
+/// consumer position on, handing each record's bytes to `each`, then moves
+/// the consumer position past them. A record still being written, and
+/// those after it, wait for the next call. Only the pages holding the
+/// records are mapped (the kernel maps the data area twice in a row, so
+/// a window that wraps stays contiguous): the cost follows the records,
+/// not the ring's size.
+pub fn ring_consume(fd: BorrowedFd<'_>, size: u64, mut each: impl FnMut(&[u8])) -> nix::Result<()> {
+    use std::sync::atomic::Ordering;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
+    if size == 0 || !size.is_power_of_two() || !size.is_multiple_of(page) {
+        return Err(Errno::EINVAL);
+    }
+    // The consumer page (ours to write), then the producer page.
+    let consumer = MapWindow::new(fd, 0, page as usize, true)?;
+    let producer = MapWindow::new(fd, page, page as usize, false)?;
+    let cons = consumer.word(0).load(Ordering::Acquire);
+    let prod = producer.word(0).load(Ordering::Acquire);
+    if prod == cons {
+        return Ok(());
+    }
+    if prod < cons || prod - cons > size {
+        return Err(Errno::EIO);
+    }
+    let start = cons % size;
+    let first_page = start / page;
+    let skip = start - first_page * page;
+    let pages = (skip + (prod - cons)).div_ceil(page);
+    let data = MapWindow::new(fd, (2 + first_page) * page, (pages * page) as usize, false)?;
+    let mut pos = cons;
+    while pos < prod {
+        let at = (skip + (pos - cons)) as usize;
+        let header = data.header(at).load(Ordering::Acquire);
+        if header & RINGBUF_BUSY != 0 {
+            break;
+        }
+        let len = u64::from(header & !(RINGBUF_BUSY | RINGBUF_DISCARD));
+        let whole = (RINGBUF_HEADER + len).next_multiple_of(8);
+        if pos + whole > prod {
+            return Err(Errno::EIO);
+        }
+        if header & RINGBUF_DISCARD == 0 {
+            each(data.bytes(at + RINGBUF_HEADER as usize, len as usize));
+        }
+        pos += whole;
+    }
+    consumer.word(0).store(pos, Ordering::Release);
+    Ok(())
+}
+
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

@@ -28,7 +28,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, IterableMap, Map, MapData, MapError, RingBuf},
+    maps::{HashMap, IterableMap, Map, MapData, MapError},
     programs::{ProgramError, RawTracePoint, links::LinkType, loaded_links, loaded_programs},
 };
 use palisade_common::{
@@ -126,12 +126,13 @@ pub struct EbpfDirty {
     /// fields drop in order); `None` in a handle made from map fds.
     programs: Option<Ebpf>,
     tracked: HashMap<MapData, u32, u32>,
-    /// The ring, mapped afresh by each read: a mapping keeps its own
-    /// idea of where reading stopped, and another handle (or command)
-    /// may have read since.
+    /// The ring, read through a mapping of the records each read finds
+    /// (`sys::bpf::ring_consume`).
     ring: OwnedFd,
     /// The kernel's id of `ring`.
     ring_id: u32,
+    /// Bytes of its data area.
+    ring_size: u64,
     lost: HashMap<MapData, u32, u64>,
     /// The caller vouches that the loader's programs stay attached.
     loader_known_alive: bool,
@@ -189,21 +190,14 @@ impl EbpfDirty {
             what: "missing from the object",
             reason: "rebuild palisade".into(),
         })?;
-        let (ring, ring_id) = ring_of(ring)?;
-        let ring = ring
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| TrackError::Map {
-                map: map::DIRTY,
-                what: "cannot duplicate its fd",
-                reason: e.to_string(),
-            })?;
+        let (ring, ring_id, ring_size) = ring_of(ring)?;
         let lost = take_map(&mut bpf, map::DIRTY_LOST)?;
         Ok(EbpfDirty {
             programs: Some(bpf),
             tracked,
             ring,
             ring_id,
+            ring_size,
             lost,
             loader_known_alive: false,
             pending: Default::default(),
@@ -219,17 +213,15 @@ impl EbpfDirty {
         tracked: OwnedFd,
         lost: OwnedFd,
     ) -> Result<Self, TrackError> {
-        let ring = dirty.try_clone().map_err(|e| TrackError::Map {
-            map: map::DIRTY,
-            what: "cannot duplicate its fd",
-            reason: e.to_string(),
-        })?;
-        let ring_id = ring_id_of(dirty)?;
+        let wrong = map_error(map::DIRTY, "the fd given is not the tracker's ring");
+        let data = MapData::from_fd(dirty).map_err(&wrong)?;
+        let (ring, ring_id, ring_size) = ring_of(Map::from_map_data(data).map_err(wrong)?)?;
         Ok(EbpfDirty {
             programs: None,
             tracked: map_from_fd(tracked, map::TRACKED)?,
             ring,
             ring_id,
+            ring_size,
             lost: map_from_fd(lost, map::DIRTY_LOST)?,
             loader_known_alive: false,
             pending: Default::default(),
@@ -419,32 +411,26 @@ impl EbpfDirty {
     /// Moves every record in the ring into `pending`, and hands the ring's
     /// space back to the kernel.
     fn read_ring(&mut self) -> Result<(), TrackError> {
-        let fd = self.ring.try_clone().map_err(|e| TrackError::Map {
-            map: map::DIRTY,
-            what: "cannot duplicate its fd",
-            reason: e.to_string(),
-        })?;
-        let (mut ring, _) = map_ring(fd)?;
-        loop {
-            // The item hands its space back to the kernel as it drops.
-            let event = {
-                let Some(item) = ring.next() else {
-                    break;
-                };
-                match item.get(..size_of::<DirtyEvent>()) {
-                    Some(bytes) => bytemuck::pod_read_unaligned::<DirtyEvent>(bytes),
-                    None => {
-                        return Err(TrackError::Map {
-                            map: map::DIRTY,
-                            what: "a record shorter than an event",
-                            reason: format!("{} bytes: rebuild palisade", item.len()),
-                        });
-                    }
-                }
-            };
+        let mut events = Vec::new();
+        let mut short = None;
+        crate::sys::bpf::ring_consume(self.ring.as_fd(), self.ring_size, |bytes| {
+            match bytes.get(..size_of::<DirtyEvent>()) {
+                Some(b) => events.push(bytemuck::pod_read_unaligned::<DirtyEvent>(b)),
+                None => short = Some(bytes.len()),
+            }
+        })
+        .map_err(errno_error(map::DIRTY, "cannot read its records"))?;
+        for event in events {
             self.take_event(event);
         }
-        Ok(())
+        match short {
+            Some(n) => Err(TrackError::Map {
+                map: map::DIRTY,
+                what: "a record shorter than an event",
+                reason: format!("{n} bytes: rebuild palisade"),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Takes `tgid`'s count of lost write faults out of `DIRTY_LOST`, in
@@ -529,51 +515,28 @@ fn tidy(pages: &mut Vec<u64>) {
     pages.dedup();
 }
 
-/// The kernel id of the ring behind `fd`, checked to be a ring buffer
-/// (not mapped: a mapping costs a page-table entry per page of the ring).
-fn ring_id_of(fd: OwnedFd) -> Result<u32, TrackError> {
-    let wrong = map_error(map::DIRTY, "the fd given is not the tracker's ring");
-    let data = MapData::from_fd(fd).map_err(&wrong)?;
-    match Map::from_map_data(data).map_err(wrong)? {
-        Map::RingBuf(data) => Ok(data
-            .info()
-            .map_err(map_error(map::DIRTY, "cannot read its id"))?
-            .id()),
-        _ => Err(TrackError::Map {
+/// The ring's fd, kernel id and data size, checked to be a ring buffer.
+fn ring_of(map: Map) -> Result<(OwnedFd, u32, u64), TrackError> {
+    let Map::RingBuf(data) = map else {
+        return Err(TrackError::Map {
             map: map::DIRTY,
             what: "not a ring buffer",
             reason: "the fd given is not the tracker's ring".into(),
-        }),
-    }
-}
-
-/// The ring behind `fd`, mapped, and its kernel id.
-fn map_ring(fd: OwnedFd) -> Result<(RingBuf<MapData>, u32), TrackError> {
-    let wrong = map_error(map::DIRTY, "the fd given is not the tracker's ring");
-    let data = MapData::from_fd(fd).map_err(&wrong)?;
-    ring_of(Map::from_map_data(data).map_err(wrong)?)
-}
-
-/// The ring and its kernel id.
-fn ring_of(map: Map) -> Result<(RingBuf<MapData>, u32), TrackError> {
-    let id = match &map {
-        Map::RingBuf(data) => data
-            .info()
-            .map_err(map_error(map::DIRTY, "cannot read its id"))?
-            .id(),
-        _ => {
-            return Err(TrackError::Map {
-                map: map::DIRTY,
-                what: "not a ring buffer",
-                reason: "rebuild palisade".into(),
-            });
-        }
+        });
     };
-    let ring = RingBuf::try_from(map).map_err(map_error(
-        map::DIRTY,
-        "cannot map it (BPF_MAP_TYPE_RINGBUF, Linux 5.8)",
-    ))?;
-    Ok((ring, id))
+    let info = data
+        .info()
+        .map_err(map_error(map::DIRTY, "cannot read its id"))?;
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| TrackError::Map {
+            map: map::DIRTY,
+            what: "cannot duplicate its fd",
+            reason: e.to_string(),
+        })?;
+    Ok((fd, info.id(), u64::from(info.max_entries())))
 }
 
 fn take_map<K: aya::Pod, V: aya::Pod>(

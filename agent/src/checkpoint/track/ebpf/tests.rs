@@ -457,6 +457,32 @@ fn a_full_ring_is_reported() {
 }
 
 #[test]
+fn records_across_the_end_of_the_ring_are_read() {
+    let _serial = serial();
+    if load("records_across_the_end_of_the_ring_are_read").is_none() {
+        return;
+    }
+    // 128 events; 104 and more (with the children's own faults) take the
+    // reading position near the end, so the last drain's records wrap.
+    let mut tracker = EbpfDirty::load_ring(4096, false).expect("load a small tracker");
+    let mut children = [Child::spawn(), Child::spawn(), Child::spawn()];
+    for c in &children {
+        tracker.track(c.pid()).expect("track");
+    }
+    children[0].run("write", &(0..64).collect::<Vec<_>>());
+    children[1].run("write", &(0..40).collect::<Vec<_>>());
+    for c in &children[..2] {
+        assert!(!tracker.drain(c.pid()).expect("drain").overflowed);
+    }
+    let last = &mut children[2];
+    let pages: Vec<usize> = (0..30).collect();
+    last.run("write", &pages);
+    let drained = tracker.drain(last.pid()).expect("drain");
+    assert!(!drained.overflowed, "{drained:?}");
+    assert_eq!(last.pages_in(&drained), pages);
+}
+
+#[test]
 fn available_here() {
     let _serial = serial();
     if !nix::unistd::geteuid().is_root() {
