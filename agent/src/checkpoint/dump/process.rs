@@ -36,19 +36,24 @@ const PM_FILE: u64 = 1 << 61;
 /// from pagemap, one entry each, since a write-protection marker (a page
 /// of a tracked range never touched, holding no data) reads as swapped
 /// too. Where the kernel has no PAGEMAP_SCAN, pagemap is read whole.
+/// An `anonymous` mapping has no file pages to leave out, and is scanned
+/// without asking (the kernel then skips looking up each page: 1.6 ms a
+/// GiB instead of 12 here).
 pub(in crate::checkpoint) fn resident_ranges(
     pagemap: &std::fs::File,
     start: u64,
     end: u64,
+    anonymous: bool,
 ) -> StepResult<Vec<(u64, u64)>> {
     use crate::sys::uffd::{PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, Scan, pagemap_scan};
     use std::os::fd::AsFd;
     // The zero page is taken, as pagemap shows it (present, not a file's).
+    let file = if anonymous { 0 } else { PAGE_IS_FILE };
     let scan = Scan {
-        category_inverted: PAGE_IS_FILE,
-        category_mask: PAGE_IS_FILE,
+        category_inverted: file,
+        category_mask: file,
         category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-        return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE,
+        return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | file,
         ..Scan::default()
     };
     let regions = match pagemap_scan(pagemap.as_fd(), start, end, &scan) {
@@ -121,11 +126,11 @@ fn dump_vma(
     pid: i32,
     source: Source,
     pagemap: &std::fs::File,
-    start: u64,
-    end: u64,
+    (start, end): (u64, u64),
+    anonymous: bool,
     pages: &mut PageWriter,
 ) -> StepResult<Vec<Run>> {
-    let ranges = resident_ranges(pagemap, start, end)?;
+    let ranges = resident_ranges(pagemap, start, end, anonymous)?;
     let (copy, kept) = match pages.prior() {
         Some(prior) => prior.split(pid, start, end, ranges),
         None => (ranges, Vec::new()),
@@ -398,7 +403,8 @@ fn collect_pages(
         let read = perms[0] == b'r';
         let dumped = matches!(kind, VmaKind::Anonymous | VmaKind::File);
         let runs = if dumped {
-            dump_vma(pid, source, pagemap, m.start, m.end, pages).map_err(|e| {
+            let anonymous = kind == VmaKind::Anonymous;
+            dump_vma(pid, source, pagemap, (m.start, m.end), anonymous, pages).map_err(|e| {
                 CheckpointError::Step {
                     pid,
                     source: e.at(range.as_str()),
@@ -611,7 +617,11 @@ mod tests {
         uffd::write_protect(fd.as_fd(), start, len, true).expect("protect");
         m.as_mut_slice()[10 * PAGE] = 1;
         let pagemap = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
-        let scanned = resident_ranges(&pagemap, start, start + len).expect("scan");
+        let scanned = resident_ranges(&pagemap, start, start + len, true).expect("scan");
+        assert_eq!(
+            resident_ranges(&pagemap, start, start + len, false).expect("scan"),
+            scanned
+        );
         let read = read_resident(&pagemap, start, start + len).expect("read");
         let at = |p: u64, n: u64| (start + p * PAGE as u64, n * PAGE as u64);
         // Page 7 is the zero page; 3, 4, 6 and 8 hold markers.
@@ -633,7 +643,10 @@ mod tests {
         assert_eq!(sum, 12);
         let start = mapped.as_slice().as_ptr() as u64;
         let end = start + 4 * PAGE as u64;
-        assert_eq!(resident_ranges(&pagemap, start, end).expect("scan"), []);
+        assert_eq!(
+            resident_ranges(&pagemap, start, end, false).expect("scan"),
+            []
+        );
         assert_eq!(read_resident(&pagemap, start, end).expect("read"), []);
     }
 }

@@ -244,15 +244,17 @@ fn same_mapping(m: &proc::MapLine, v: &TrackedVma) -> bool {
         && m.inode == v.inode
 }
 
-/// The pages of [start, end) a dump copies (present or swapped, not the
-/// file's own nor the zero page), from /proc/PID/pagemap.
+/// The pages of mapping `m` a dump copies (present or swapped, not the
+/// file's own).
 fn resident(
     pagemap: &std::fs::File,
     pid: i32,
-    start: u64,
-    end: u64,
+    m: &proc::MapLine,
 ) -> Result<Ranges, CheckpointError> {
-    dump::process::resident_ranges(pagemap, start, end)
+    let (start, end) = (m.start, m.end);
+    let p = m.path.as_str();
+    let anonymous = p.is_empty() || p == "[heap]" || p == "[stack]" || p.starts_with("[anon:");
+    dump::process::resident_ranges(pagemap, start, end, anonymous)
         .map_err(|e| CheckpointError::step(pid)(e.at(format!("{start:#x}-{end:#x}"))))
 }
 
@@ -513,7 +515,7 @@ fn copy_step(
         let before = prior.get(&t.pid);
         for m in trackable(t.pid)? {
             let kept = before.and_then(|b| b.iter().find(|(v, _)| same_mapping(&m, v)));
-            let present = resident(&t.pagemap, t.pid, m.start, m.end)?;
+            let present = resident(&t.pagemap, t.pid, &m)?;
             let (to_copy, kept_runs) = match kept {
                 Some((v, written)) => {
                     let kept_runs = index::runs_outside(&index::inherited(&v.runs), written);
@@ -960,11 +962,13 @@ impl Chain {
         let mut protected = std::collections::HashSet::new();
         let backend = Backend::parse(&self.record.backend);
         let protects = backend.is_some_and(Backend::write_protects);
-        let moved = if backend == Some(Backend::Ebpf) {
-            Some(self.moved()?)
-        } else {
-            None
-        };
+        // Moves are recorded only where the kernel keeps a moved mapping's
+        // protection (as the first pre-dump decided, by the same probe);
+        // elsewhere a move shows as a mapping no longer registered, and
+        // the recorder's ring is left alone for a later step.
+        let watched = backend == Some(Backend::Ebpf)
+            && crate::sys::uffd::move_keeps_protection().unwrap_or(true);
+        let moved = if watched { Some(self.moved()?) } else { None };
         for p in &self.pre.processes {
             if proc::start_time(p.pid).ok() != Some(p.start_time) {
                 continue;
