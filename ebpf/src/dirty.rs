@@ -163,7 +163,9 @@ fn emit(tgid: u32, kind: u32, address: u64, len: u64) {
             0
         } else {
             // Whole pages, from the page of `address`.
-            (address - start).saturating_add(len).saturating_add(DIRTY_PAGE_SIZE - 1)
+            (address - start)
+                .saturating_add(len)
+                .saturating_add(DIRTY_PAGE_SIZE - 1)
                 & !(DIRTY_PAGE_SIZE - 1)
         },
     };
