@@ -824,11 +824,22 @@ fn detect<'p>(
         // mapping is taken as changed.
         let (recorded, moved) = match drained.as_mut().and_then(|d| d.remove(&t.pid)) {
             Some(d) if d.overflowed => {
-                fell_back = Some(
-                    "the eBPF recorder lost events (its ring filled up): this step protected and copied every mapping again"
-                        .to_string(),
-                );
-                (None, None)
+                // Where moves are not watched (the kernel drops a moved
+                // mapping's registration), only written pages were lost,
+                // and PAGEMAP_SCAN finds them; else nothing is known.
+                if crate::sys::uffd::move_keeps_protection().unwrap_or(true) {
+                    fell_back = Some(
+                        "the eBPF recorder lost events (its ring filled up): this step protected and copied every mapping again"
+                            .to_string(),
+                    );
+                    (None, None)
+                } else {
+                    fell_back = Some(
+                        "the eBPF recorder's ring filled up: this step read PAGEMAP_SCAN instead"
+                            .to_string(),
+                    );
+                    (None, Some(Vec::new()))
+                }
             }
             Some(d) => (Some(index::ranges_of_pages(d.pages)), Some(d.moved)),
             None => (None, Some(Vec::new())),
