@@ -367,40 +367,18 @@ impl MapWindow {
         Ok(MapWindow { ptr, len })
     }
 
-    /// The 8-byte aligned word at byte `at`, as an atomic (the kernel
-    /// writes it concurrently).
-    fn word(&self, at: usize) -> &std::sync::atomic::AtomicU64 {
+    /// The atomic (`AtomicU64` or `AtomicU32`) at byte `at`, aligned to
+    /// its size: the kernel writes it concurrently.
+    fn atomic<T>(&self, at: usize) -> &T {
+        let size = size_of::<T>();
         assert!(
-            at.is_multiple_of(8) && at + 8 <= self.len,
-            "a word inside the window"
+            at.is_multiple_of(size) && at + size <= self.len,
+            "an aligned value inside the window"
         );
-        // SAFETY: in bounds and aligned (checked); the mapping lives as
-        // long as `self`, and the kernel accesses the word atomically too.
-        unsafe {
-            &*(self
-                .ptr
-                .as_ptr()
-                .cast::<u8>()
-                .add(at)
-                .cast::<std::sync::atomic::AtomicU64>())
-        }
-    }
-
-    /// A record header word at byte `at` (4-byte aligned).
-    fn header(&self, at: usize) -> &std::sync::atomic::AtomicU32 {
-        assert!(
-            at.is_multiple_of(4) && at + 4 <= self.len,
-            "a header inside the window"
-        );
-        // SAFETY: as in `word`.
-        unsafe {
-            &*(self
-                .ptr
-                .as_ptr()
-                .cast::<u8>()
-                .add(at)
-                .cast::<std::sync::atomic::AtomicU32>())
-        }
+        // SAFETY: in bounds and aligned (checked, the atomics' alignment
+        // being their size); the mapping lives as long as `self`, and the
+        // kernel accesses the value atomically too.
+        unsafe { &*(self.ptr.as_ptr().cast::<u8>().add(at).cast::<T>()) }
     }
 
     fn bytes(&self, at: usize, len: usize) -> &[u8] {
@@ -428,7 +406,7 @@ impl Drop for MapWindow {
 /// a window that wraps stays contiguous): the cost follows the records,
 /// not the ring's size.
 pub fn ring_consume(fd: BorrowedFd<'_>, size: u64, mut each: impl FnMut(&[u8])) -> nix::Result<()> {
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
     if size == 0 || !size.is_power_of_two() || !size.is_multiple_of(page) {
         return Err(Errno::EINVAL);
@@ -436,8 +414,8 @@ pub fn ring_consume(fd: BorrowedFd<'_>, size: u64, mut each: impl FnMut(&[u8])) 
     // The consumer page (ours to write), then the producer page.
     let consumer = MapWindow::new(fd, 0, page as usize, true)?;
     let producer = MapWindow::new(fd, page, page as usize, false)?;
-    let cons = consumer.word(0).load(Ordering::Acquire);
-    let prod = producer.word(0).load(Ordering::Acquire);
+    let cons = consumer.atomic::<AtomicU64>(0).load(Ordering::Acquire);
+    let prod = producer.atomic::<AtomicU64>(0).load(Ordering::Acquire);
     if prod == cons {
         return Ok(());
     }
@@ -452,7 +430,7 @@ pub fn ring_consume(fd: BorrowedFd<'_>, size: u64, mut each: impl FnMut(&[u8])) 
     let mut pos = cons;
     while pos < prod {
         let at = (skip + (pos - cons)) as usize;
-        let header = data.header(at).load(Ordering::Acquire);
+        let header = data.atomic::<AtomicU32>(at).load(Ordering::Acquire);
         if header & RINGBUF_BUSY != 0 {
             break;
         }
@@ -466,7 +444,9 @@ pub fn ring_consume(fd: BorrowedFd<'_>, size: u64, mut each: impl FnMut(&[u8])) 
         }
         pos += whole;
     }
-    consumer.word(0).store(pos, Ordering::Release);
+    consumer
+        .atomic::<AtomicU64>(0)
+        .store(pos, Ordering::Release);
     Ok(())
 }
 

@@ -63,34 +63,37 @@ pub(in crate::checkpoint) fn resident_ranges(
         Err(e) => return Err(StepError::sys("PAGEMAP_SCAN")(e)),
     };
     let mut ranges: Vec<(u64, u64)> = Vec::new();
-    let mut push = |addr: u64, len: u64| {
-        let mut at = addr;
-        while at < addr + len {
-            let n = match ranges.last_mut() {
-                Some((a, l)) if *a + *l == at && *l < BATCH => {
-                    let n = (BATCH - *l).min(addr + len - at);
-                    *l += n;
-                    n
-                }
-                _ => {
-                    let n = BATCH.min(addr + len - at);
-                    ranges.push((at, n));
-                    n
-                }
-            };
-            at += n;
-        }
-    };
     for r in regions {
         if r.categories & PAGE_IS_PRESENT != 0 {
-            push(r.start, r.end - r.start);
+            append(&mut ranges, r.start, r.end - r.start);
         } else {
             for (a, l) in read_resident(pagemap, r.start, r.end)? {
-                push(a, l);
+                append(&mut ranges, a, l);
             }
         }
     }
     Ok(ranges)
+}
+
+/// Adds [addr, addr+len) (after what `ranges` holds) to `ranges`, joined
+/// to the last range where they touch, no range longer than [`BATCH`].
+fn append(ranges: &mut Vec<(u64, u64)>, addr: u64, len: u64) {
+    let end = addr + len;
+    let mut at = addr;
+    while at < end {
+        match ranges.last_mut() {
+            Some((a, l)) if *a + *l == at && *l < BATCH => {
+                let n = (BATCH - *l).min(end - at);
+                *l += n;
+                at += n;
+            }
+            _ => {
+                let n = BATCH.min(end - at);
+                ranges.push((at, n));
+                at += n;
+            }
+        }
+    }
 }
 
 /// [`resident_ranges`] from a read of every page's pagemap entry.
@@ -110,11 +113,7 @@ fn read_resident(pagemap: &std::fs::File, start: u64, end: u64) -> StepResult<Ve
         if e & (PM_PRESENT | PM_SWAPPED) == 0 || e & PM_FILE != 0 || Some(e) == marker {
             continue;
         }
-        let addr = start + i as u64 * 4096;
-        match ranges.last_mut() {
-            Some((a, len)) if *a + *len == addr && *len < BATCH => *len += 4096,
-            _ => ranges.push((addr, 4096)),
-        }
+        append(&mut ranges, start + i as u64 * 4096, 4096);
     }
     Ok(ranges)
 }

@@ -217,13 +217,22 @@ fn trackable(pid: i32) -> Result<Vec<proc::MapLine>, CheckpointError> {
         .filter(|m| m.perms.as_bytes().get(3) == Some(&b'p'))
         .filter(|m| {
             let p = m.path.as_str();
-            p.is_empty()
-                || p == "[heap]"
-                || p == "[stack]"
-                || p.starts_with("[anon:")
-                || (p.starts_with('/') && !p.ends_with(" (deleted)"))
+            anonymous(p) || (p.starts_with('/') && !p.ends_with(" (deleted)"))
         })
         .collect())
+}
+
+/// Whether a private mapping named `path` in /proc/PID/maps is anonymous
+/// memory (no file behind it).
+fn anonymous(path: &str) -> bool {
+    path.is_empty() || path == "[heap]" || path == "[stack]" || path.starts_with("[anon:")
+}
+
+/// Whether this kernel needs the eBPF recorder to watch mremap: it keeps
+/// a moved mapping's write-protection (or that cannot be told). The same
+/// probe decides at a chain's first pre-dump and at each later command.
+fn moves_watched() -> bool {
+    crate::sys::uffd::move_keeps_protection().unwrap_or(true)
 }
 
 /// The pages of every trackable mapping of the tree under `pid`.
@@ -252,9 +261,7 @@ fn resident(
     m: &proc::MapLine,
 ) -> Result<Ranges, CheckpointError> {
     let (start, end) = (m.start, m.end);
-    let p = m.path.as_str();
-    let anonymous = p.is_empty() || p == "[heap]" || p == "[stack]" || p.starts_with("[anon:");
-    dump::process::resident_ranges(pagemap, start, end, anonymous)
+    dump::process::resident_ranges(pagemap, start, end, anonymous(&m.path))
         .map_err(|e| CheckpointError::step(pid)(e.at(format!("{start:#x}-{end:#x}"))))
 }
 
@@ -343,11 +350,8 @@ fn first_pre_dump(
     // that cannot be told): elsewhere a step sees the move itself.
     let recorder = match backend {
         Backend::Ebpf => Some(
-            ebpf::EbpfDirty::load_for(
-                tracked_pages(pid) / 4,
-                crate::sys::uffd::move_keeps_protection().unwrap_or(true),
-            )
-            .map_err(|e| CheckpointError::Chain(format!("dirty-tracking backend ebpf: {e}")))?,
+            ebpf::EbpfDirty::load_for(tracked_pages(pid) / 4, moves_watched())
+                .map_err(|e| CheckpointError::Chain(format!("dirty-tracking backend ebpf: {e}")))?,
         ),
         _ => None,
     };
@@ -827,7 +831,7 @@ fn detect<'p>(
                 // Where moves are not watched (the kernel drops a moved
                 // mapping's registration), only written pages were lost,
                 // and PAGEMAP_SCAN finds them; else nothing is known.
-                if crate::sys::uffd::move_keeps_protection().unwrap_or(true) {
+                if moves_watched() {
                     fell_back = Some(
                         "the eBPF recorder lost events (its ring filled up): this step protected and copied every mapping again"
                             .to_string(),
@@ -977,8 +981,7 @@ impl Chain {
         // protection (as the first pre-dump decided, by the same probe);
         // elsewhere a move shows as a mapping no longer registered, and
         // the recorder's ring is left alone for a later step.
-        let watched = backend == Some(Backend::Ebpf)
-            && crate::sys::uffd::move_keeps_protection().unwrap_or(true);
+        let watched = backend == Some(Backend::Ebpf) && moves_watched();
         let moved = if watched { Some(self.moved()?) } else { None };
         for p in &self.pre.processes {
             if proc::start_time(p.pid).ok() != Some(p.start_time) {

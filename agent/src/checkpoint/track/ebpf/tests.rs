@@ -102,6 +102,14 @@ fn child_workload() {
     std::process::exit(0);
 }
 
+/// A handle on `tracker`'s maps, as another command makes from their fds.
+fn handle_on(tracker: &EbpfDirty) -> EbpfDirty {
+    let fds = tracker.map_fds();
+    let clone = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().expect("dup a map fd");
+    EbpfDirty::from_map_fds(clone(fds.dirty), clone(fds.tracked), clone(fds.lost))
+        .expect("a handle on the maps")
+}
+
 /// A process running [`child_workload`].
 struct Child {
     process: std::process::Child,
@@ -291,12 +299,10 @@ fn a_handle_from_the_map_fds_drains() {
     let Some(mut tracker) = load("a_handle_from_the_map_fds_drains") else {
         return;
     };
-    let fds = tracker.map_fds();
-    let clone = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().expect("dup a map fd");
-    let mut handle = EbpfDirty::from_map_fds(clone(fds.dirty), clone(fds.tracked), clone(fds.lost))
-        .expect("a handle on the maps");
+    let mut handle = handle_on(&tracker);
     // Fds of the wrong maps are refused.
     let fds = tracker.map_fds();
+    let clone = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().expect("dup a map fd");
     assert!(
         EbpfDirty::from_map_fds(clone(fds.tracked), clone(fds.dirty), clone(fds.lost)).is_err()
     );
@@ -326,10 +332,7 @@ fn a_handle_reports_its_loader_gone() {
     let Some(tracker) = load("a_handle_reports_its_loader_gone") else {
         return;
     };
-    let fds = tracker.map_fds();
-    let clone = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().expect("dup a map fd");
-    let mut handle = EbpfDirty::from_map_fds(clone(fds.dirty), clone(fds.tracked), clone(fds.lost))
-        .expect("a handle on the maps");
+    let mut handle = handle_on(&tracker);
     let mut child = Child::spawn();
     handle.track(child.pid()).expect("track through the handle");
     child.run("write", &[12]);
@@ -399,10 +402,7 @@ fn stashed_events_come_back() {
     tracker.stash(&stash, &[child.pid()]).expect("stash");
     assert!(!tracker.pending(child.pid()).expect("pending").overflowed);
     // A handle that never read the ring (another command) takes them in.
-    let fds = tracker.map_fds();
-    let clone = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().expect("dup a map fd");
-    let mut handle = EbpfDirty::from_map_fds(clone(fds.dirty), clone(fds.tracked), clone(fds.lost))
-        .expect("a handle on the maps");
+    let mut handle = handle_on(&tracker);
     handle.unstash(&stash).expect("unstash");
     child.run("write", &[9]);
     let drained = handle.drain(child.pid()).expect("drain");
