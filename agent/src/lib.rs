@@ -11,6 +11,7 @@ pub mod cli;
 pub mod daemon;
 pub mod enforce;
 pub mod exit;
+pub mod report;
 pub mod runtime;
 pub mod spec;
 pub mod sys;

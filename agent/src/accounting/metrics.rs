@@ -200,6 +200,7 @@ pub fn render(all: &[ContainerStats]) -> String {
     let by_status = f.gauge("palisade_containers", &["status"]);
     for status in [
         Status::Creating,
+        Status::Created,
         Status::Running,
         Status::Exited,
         Status::Dead,

@@ -257,24 +257,87 @@ fn device_number(device: &Device) -> Result<(u32, u32), LimitError> {
 /// Applies `limits` to the container's cgroups. Stops at the first error;
 /// the caller removes the cgroups (nothing here outlives them).
 pub fn apply(cgroups: &ContainerCgroups, limits: &ResourceLimits) -> Result<(), LimitError> {
-    let settings = settings(limits)?;
-    if settings.is_empty() {
-        return Ok(());
+    for (path, value) in writes(cgroups, limits)? {
+        write_file(&path, &value)?;
     }
-    for setting in &settings {
+    Ok(())
+}
+
+/// Applies `limits` to a running container's cgroups, all or nothing: the
+/// value each file had is read first, and if a write is refused (a memory
+/// limit below what the container uses, a CPU outside its parent's set)
+/// the files already written get their old values back.
+pub fn apply_live(cgroups: &ContainerCgroups, limits: &ResourceLimits) -> Result<(), LimitError> {
+    let writes = writes(cgroups, limits)?;
+    let before = writes
+        .iter()
+        .map(|(path, value)| {
+            fs::read_to_string(path)
+                .map(|old| restoring(path, value, &old))
+                .map_err(|source| match source.kind() {
+                    io::ErrorKind::NotFound => LimitError::Missing {
+                        file: path.clone(),
+                        value: value.clone(),
+                    },
+                    _ => LimitError::Read {
+                        file: path.clone(),
+                        source,
+                    },
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, (path, value)) in writes.iter().enumerate() {
+        if let Err(e) = write_file(path, value) {
+            for ((path, _), old) in writes[..i].iter().zip(&before).rev() {
+                let _ = write_file(path, old);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// What to write to `path` to undo writing `value` over its content `old`:
+/// the old value, or for a per-device file the device's old line (no line:
+/// no limit).
+fn restoring(path: &Path, value: &str, old: &str) -> String {
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    let device = value.split_whitespace().next().unwrap_or("");
+    let per_device = file == "io.max" || file.starts_with("blkio.throttle.");
+    if !per_device {
+        return old.trim().to_string();
+    }
+    let line = old
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(device));
+    match (line, file) {
+        (Some(l), _) => l.trim().to_string(),
+        (None, "io.max") => format!("{device} rbps=max wbps=max"),
+        (None, _) => format!("{device} 0"),
+    }
+}
+
+/// The files `limits` writes and their values, in order; the v2
+/// controllers they need are enabled on the way.
+fn writes(
+    cgroups: &ContainerCgroups,
+    limits: &ResourceLimits,
+) -> Result<Vec<(PathBuf, String)>, LimitError> {
+    let mut out = Vec::new();
+    for setting in &settings(limits)? {
         if let Some(dir) = cgroups.v1_dir(setting.controller()) {
             for (file, value) in setting.v1_writes() {
-                write_file(&dir.join(file), &value)?;
+                out.push((dir.join(file), value));
             }
         } else {
             let dir = cgroups.unified();
             enable_v2(dir, setting.v2_controller())?;
             for (file, value) in setting.v2_writes() {
-                write_file(&dir.join(file), &value)?;
+                out.push((dir.join(file), value));
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Writes an existing control file (never creates one: an absent file is

@@ -427,6 +427,12 @@ impl ContainerCgroups {
         limits::apply(self, limits)
     }
 
+    /// Changes a running container's limits: every file or, on failure,
+    /// none (see [`limits::apply_live`]).
+    pub fn apply_live(&self, limits: &crate::spec::ResourceLimits) -> Result<(), LimitError> {
+        limits::apply_live(self, limits)
+    }
+
     /// Freezes every process of the container (cgroup v2 freezer).
     pub fn freeze(&self) -> Result<(), CgroupError> {
         set_frozen(&self.unified, true)
@@ -664,6 +670,12 @@ pub fn set_frozen(dir: &Path, frozen: bool) -> Result<(), CgroupError> {
         }
         thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Whether the cgroup v2 directory `dir` is frozen (`cgroup.events`).
+pub fn is_frozen(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("cgroup.events"))
+        .is_ok_and(|events| events.lines().any(|l| l == "frozen 1"))
 }
 
 /// Every `MOUNT/palisade/NAME` directory, in every hierarchy.

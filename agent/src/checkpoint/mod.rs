@@ -15,7 +15,7 @@ pub mod files;
 pub mod image;
 pub mod imagedir;
 mod pages;
-mod proc;
+pub(crate) mod proc;
 mod remote;
 pub mod restore;
 pub mod sign;

@@ -107,7 +107,7 @@ pub fn main() -> i32 {
 
 /// Prints an error the way every command does.
 pub(crate) fn report(error: &dyn std::fmt::Display) {
-    eprintln!("palisade: {error}");
+    crate::report::error(error);
 }
 
 /// Prints a runtime error and returns its exit status.

@@ -335,6 +335,9 @@ fn spec_from(args: RunArgs, policy: Policy) -> Result<RunSpec, i32> {
         extra_read_only: Vec::new(),
         recipe: None,
         restore: None,
+        bundle: None,
+        rlimits: Vec::new(),
+        contract: None,
     };
     Ok(spec)
 }

@@ -5,6 +5,7 @@
 
 use std::{
     ffi::CString,
+    os::unix::ffi::OsStrExt,
     fs::File,
     io::{Read, Write},
     os::fd::{AsRawFd, OwnedFd},
@@ -44,6 +45,16 @@ pub(super) struct Init<'a> {
     /// Stop as the parent's tracee instead of exec'ing: a checkpoint is
     /// restored into this process.
     pub restore: bool,
+    /// Resource limits set before exec.
+    pub rlimits: &'a [crate::spec::Rlimit],
+    /// The runc contract (`create`): report success once everything but
+    /// the exec is done, then wait at this FIFO (an `O_PATH` descriptor)
+    /// until `start` reads it. The process outlives its creator.
+    pub gate: Option<OwnedFd>,
+    /// A connected console socket: the command gets a terminal.
+    pub console: Option<OwnedFd>,
+    /// Descriptors 3..3+N of the caller passed on to the command.
+    pub preserve_fds: u32,
 }
 
 /// Never returns: execs the command or exits with a reported failure.
@@ -54,26 +65,28 @@ pub(super) fn start(
     go: OwnedFd,
     netns_ready: Option<OwnedFd>,
     report: OwnedFd,
-    init: Init<'_>,
+    mut init: Init<'_>,
 ) -> ! {
     let report_fd = report.as_raw_fd();
     let mut report = File::from(report);
-    let (status, message) = match prepare(go, netns_ready, &init, report_fd) {
+    let (status, message) = match prepare(go, netns_ready, &mut init, report_fd) {
         Err(message) => (EXIT_SETUP_FAILED, message),
         // Everything of palisade's goes (the report pipe too, so the
         // parent reads EOF: no failure), then it stops for the restore.
         Ok(()) if init.restore => sys::ptrace::child_become_tracee(),
         Ok(()) => {
             let program = resolve(&init.argv[0], init.env);
-            let errno = execve(&program, init.argv, init.env).unwrap_err();
-            let status = match errno {
-                Errno::ENOENT | Errno::ENOTDIR => EXIT_NOT_FOUND,
-                _ => EXIT_NOT_EXECUTABLE,
-            };
-            (
-                status,
-                format!("cannot execute {:?}: {}", init.argv[0], errno.desc()),
-            )
+            match init.gate.take() {
+                Some(gate) => match executable(&program, &init.argv[0]) {
+                    Ok(()) => {
+                        // Created: the report's EOF tells the creator so.
+                        drop(report);
+                        created(gate, &program, &init)
+                    }
+                    Err(failure) => failure,
+                },
+                None => exec_failure(&program, &init),
+            }
         }
     };
     let _ = report.write_all(&[status as u8]);
@@ -81,10 +94,66 @@ pub(super) fn start(
     std::process::exit(status)
 }
 
+/// Execs the command; returns the status and message of a failure.
+fn exec_failure(program: &CString, init: &Init<'_>) -> (i32, String) {
+    let errno = execve(program, init.argv, init.env).unwrap_err();
+    let status = match errno {
+        Errno::ENOENT | Errno::ENOTDIR => EXIT_NOT_FOUND,
+        _ => EXIT_NOT_EXECUTABLE,
+    };
+    (
+        status,
+        format!("cannot execute {:?}: {}", init.argv[0], errno.desc()),
+    )
+}
+
+/// Whether `program` can be exec'd, checked at `create` so that a wrong
+/// command fails there rather than after `start`.
+fn executable(program: &CString, name: &CString) -> Result<(), (i32, String)> {
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(program.as_bytes()));
+    let found = nix::unistd::access(path, nix::unistd::AccessFlags::X_OK);
+    match found {
+        Ok(()) if path.is_file() => Ok(()),
+        Ok(()) => Err((
+            EXIT_NOT_EXECUTABLE,
+            format!("cannot execute {name:?}: not a regular file"),
+        )),
+        Err(errno @ (Errno::ENOENT | Errno::ENOTDIR)) => Err((
+            EXIT_NOT_FOUND,
+            format!("cannot execute {name:?}: {}", errno.desc()),
+        )),
+        Err(errno) => Err((
+            EXIT_NOT_EXECUTABLE,
+            format!("cannot execute {name:?}: {}", errno.desc()),
+        )),
+    }
+}
+
+/// A created container's first process: waits at the gate until `start`
+/// opens it, then execs. Nobody reads a report any more: a failure goes
+/// to the command's stderr and the exit status.
+fn created(gate: OwnedFd, program: &CString, init: &Init<'_>) -> ! {
+    // Opening a FIFO for writing blocks until a reader (`start`) opens it.
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", gate.as_raw_fd()))
+        .and_then(|mut fifo| fifo.write_all(&[0]));
+    drop(gate);
+    let (status, message) = match opened {
+        Ok(()) => exec_failure(program, init),
+        Err(e) => (
+            EXIT_SETUP_FAILED,
+            format!("cannot wait for the container's start: {e}"),
+        ),
+    };
+    eprintln!("palisade: {message}");
+    std::process::exit(status)
+}
+
 fn prepare(
     go: OwnedFd,
     netns_ready: Option<OwnedFd>,
-    init: &Init<'_>,
+    init: &mut Init<'_>,
     report_fd: i32,
 ) -> Result<(), String> {
     // Only the monitor holds the creator lock: if it dies, the container is
@@ -110,6 +179,12 @@ fn prepare(
     match File::from(go).read(&mut byte) {
         Ok(1) => {}
         _ => return Err("palisade exited before the container started".into()),
+    }
+    if init.gate.is_some() {
+        // Created containers outlive their creator; the caller (conmon,
+        // containerd's shim) reaps them.
+        prctl::set_pdeathsig(None)
+            .map_err(|e| format!("cannot clear the parent-death signal: {e}"))?;
     }
     // The cgroup namespace is made after joining the cgroups, so the
     // container sees its own cgroup as the root.
@@ -137,6 +212,9 @@ fn prepare(
         }
     }
     rootfs::build(init.rootfs)?;
+    if let Some(socket) = init.console.take() {
+        super::console::attach(socket)?;
+    }
     sethostname(init.hostname)
         .map_err(|e| format!("cannot set hostname {:?}: {e}", init.hostname))?;
     if let Some(dir) = init.workdir {
@@ -146,12 +224,30 @@ fn prepare(
         .map_err(|e| format!("cannot restore the signal mask: {e}"))?;
     // Nothing of palisade's may reach the command but the report pipe,
     // which closes on exec.
-    security::close_inherited_fds(&[report_fd])?;
+    let mut keep = vec![report_fd];
+    keep.extend(init.gate.as_ref().map(AsRawFd::as_raw_fd));
+    keep.extend((3..3 + init.preserve_fds).filter_map(|fd| i32::try_from(fd).ok()));
+    security::close_inherited_fds(&keep)?;
     if init.restore {
         // The restored processes get their image's credentials.
         return Ok(());
     }
+    set_rlimits(init.rlimits)?;
     security::apply(&init.caps, init.user, init.seccomp)
+}
+
+/// Sets the command's resource limits (before capabilities are dropped:
+/// raising a hard limit needs CAP_SYS_RESOURCE).
+pub(super) fn set_rlimits(rlimits: &[crate::spec::Rlimit]) -> Result<(), String> {
+    for r in rlimits {
+        sys::tty::set_rlimit(r.resource, r.soft, r.hard).map_err(|e| {
+            format!(
+                "cannot set resource limit {} to {}/{}: {e}",
+                r.resource, r.soft, r.hard
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// The program to exec: `name` itself if it has a slash, else the first

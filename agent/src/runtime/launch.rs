@@ -73,6 +73,9 @@ struct Prepared {
     netns: Option<(OwnedFd, OwnedFd)>,
     signals: SigSet,
     old_mask: SigSet,
+    /// `create`: the FIFO the first process waits at, and the console.
+    gate: Option<OwnedFd>,
+    console: Option<OwnedFd>,
 }
 
 fn setup(step: &'static str) -> impl Fn(nix::errno::Errno) -> RuntimeError {
@@ -240,6 +243,17 @@ impl<'a> Launch<'a> {
         if spec.userns {
             self.state.userns = Some(userns::HOST_BASE);
         }
+        let (gate, console) = match &spec.contract {
+            Some(contract) => (
+                Some(super::oci::make_gate(&root.container_dir(&spec.name))?),
+                contract
+                    .console_socket
+                    .as_deref()
+                    .map(super::console::connect)
+                    .transpose()?,
+            ),
+            None => (None, None),
+        };
         Ok(Prepared {
             rootfs,
             seccomp,
@@ -248,6 +262,8 @@ impl<'a> Launch<'a> {
             netns,
             signals,
             old_mask,
+            gate,
+            console,
         })
     }
 
@@ -267,6 +283,8 @@ impl<'a> Launch<'a> {
             netns,
             signals,
             old_mask,
+            mut gate,
+            mut console,
         } = prepared;
         let (netns_read, netns_write) = netns.map_or((None, None), |(r, w)| (Some(r), Some(w)));
         let mut clone_flags = libc::CLONE_NEWPID | libc::CLONE_NEWTIME;
@@ -305,19 +323,34 @@ impl<'a> Launch<'a> {
                         user: spec.user.as_ref(),
                         seccomp: &seccomp,
                         restore: spec.restore.is_some(),
+                        rlimits: &spec.rlimits,
+                        gate: gate.take(),
+                        console: console.take(),
+                        preserve_fds: spec.contract.as_ref().map_or(0, |c| c.preserve_fds),
                     },
                 )
             }
             Forked::Parent { child } => Pid::from_raw(child),
         };
         self.child = Some(child);
-        drop((go_read, report_write, netns_write));
+        drop((go_read, report_write, netns_write, gate, console));
 
         self.connect(child, netns_read)?;
         // Into the cgroups first: the command must not run a single
         // instruction outside its policy.
         let cgroups = self.cgroups.as_ref().expect("cgroups made");
         cgroups.join_v1(child.as_raw())?;
+        self.state.pid = Some(child.as_raw());
+        self.state.pid_start = super::oci::start_time(child.as_raw());
+        if let Some(bundle) = &spec.bundle {
+            let hooks = &bundle.hooks;
+            for (phase, list) in [
+                ("createRuntime", &hooks.create_runtime),
+                ("prestart", &hooks.prestart),
+            ] {
+                super::hooks::run(phase, list, &self.state)?;
+            }
+        }
         write(&go_write, b"1").map_err(setup("start the container"))?;
         drop(go_write);
         if let Some((status, message)) = init::read_report(report_read) {
@@ -326,8 +359,11 @@ impl<'a> Launch<'a> {
         if spec.restore.is_some() {
             self.restore(child, &seccomp)?;
         }
-        self.state.status = Status::Running;
-        self.state.pid = Some(child.as_raw());
+        self.state.status = if spec.contract.is_some() {
+            Status::Created
+        } else {
+            Status::Running
+        };
         self.root.save(&self.state)?;
         Ok(signals)
     }

@@ -9,14 +9,17 @@
 
 mod checkpoint;
 mod cleanup;
+mod console;
 mod devices;
 mod events;
 mod exec;
+mod hooks;
 mod init;
 mod launch;
 mod lifecycle;
 mod monitor;
 pub mod net;
+pub mod oci;
 mod policy;
 pub mod rootfs;
 pub mod security;
@@ -40,7 +43,7 @@ pub use lifecycle::{kill, logs, ps, remove, wait};
 use nix::errno::Errno;
 pub use policy::{EgressShown, Shown, apply_policy, open_loaded, show_policy};
 pub use rootfs::RootfsSpec;
-pub use state::{State, StateError, StateRoot, Status};
+pub use state::{BundleRecord, State, StateError, StateRoot, Status};
 use thiserror::Error;
 
 use crate::{
@@ -102,6 +105,25 @@ pub struct RunSpec {
     /// (read and checked before anything was created) into the new
     /// container.
     pub restore: Option<crate::checkpoint::image::Handoff>,
+    /// The OCI bundle it comes from (its hooks run).
+    pub bundle: Option<BundleRecord>,
+    /// Resource limits of the command (a bundle's `process.rlimits`).
+    pub rlimits: Vec<crate::spec::Rlimit>,
+    /// Made by `create`, the runc contract: see [`Contract`].
+    pub contract: Option<Contract>,
+}
+
+/// How `create` differs from `run`: it returns once the first process is
+/// ready and stopped before the command (`start` lets it go), and leaves
+/// no monitor: the caller reaps the process.
+#[derive(Debug, Clone, Default)]
+pub struct Contract {
+    /// Where to write the first process's pid.
+    pub pid_file: Option<PathBuf>,
+    /// A Unix socket to send the master of the command's terminal to.
+    pub console_socket: Option<PathBuf>,
+    /// Descriptors 3.. 3+N-1 of the caller passed on to the command.
+    pub preserve_fds: u32,
 }
 
 #[derive(Debug, Error)]
@@ -255,8 +277,20 @@ impl RunSpec {
             extra_read_only: bundle.readonly_paths,
             recipe: None,
             restore: None,
+            bundle: Some(BundleRecord {
+                dir: bundle.dir,
+                annotations: bundle.annotations,
+                hooks: bundle.hooks,
+            }),
+            rlimits: bundle.rlimits,
+            contract: None,
         })
     }
+}
+
+/// A warning: something done differently from what was asked.
+pub(crate) fn warn(message: &dyn std::fmt::Display) {
+    crate::report::warning(message);
 }
 
 /// Checks a container name: it becomes a directory name and a hostname.
@@ -419,6 +453,7 @@ impl RunSpec {
             extra_read_only: self.extra_read_only.clone(),
             resources: self.policy.resources.clone(),
             egress: self.policy.network.egress,
+            rlimits: self.rlimits.clone(),
         }
     }
 
@@ -485,6 +520,9 @@ impl RunSpec {
             extra_read_only: launch.extra_read_only.clone(),
             recipe: Some(recipe.clone()),
             restore: None,
+            bundle: None,
+            rlimits: launch.rlimits.clone(),
+            contract: None,
         })
     }
 

@@ -48,6 +48,10 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         recipe: spec.recipe.clone(),
         creator_lock: true,
         dead_reason: None,
+        bundle: spec.bundle.clone(),
+        caller_reaps: spec.contract.is_some(),
+        pid_start: None,
+        paused: false,
         exec: ExecProfile {
             env: env_strings.clone(),
             workdir: spec.workdir.clone(),

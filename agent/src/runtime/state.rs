@@ -45,6 +45,9 @@ pub enum StateError {
 pub enum Status {
     /// Reserved; cgroups, policy and namespaces being set up.
     Creating,
+    /// Made by `create` and waiting for `start`: everything is in place
+    /// and the first process is stopped just before it runs the command.
+    Created,
     Running,
     Exited,
     /// Never on disk: what `ps`, `stats` and the metrics report for a
@@ -57,6 +60,7 @@ impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Status::Creating => "creating",
+            Status::Created => "created",
             Status::Running => "running",
             Status::Exited => "exited",
             Status::Dead => "dead",
@@ -131,6 +135,31 @@ pub struct State {
     /// Why a container is [`Status::Dead`]; never on disk.
     #[serde(skip)]
     pub dead_reason: Option<&'static str>,
+    /// The OCI bundle it was made from, if any.
+    #[serde(default)]
+    pub bundle: Option<BundleRecord>,
+    /// Made through the runc contract (`create`): no palisade monitor
+    /// runs; the caller that ran `create` (conmon, containerd's shim)
+    /// reaps the first process and learns its exit status, and `delete`
+    /// cleans up. Its state says `running` until the process is gone.
+    #[serde(default)]
+    pub caller_reaps: bool,
+    /// The first process's start time (clock ticks after boot, from
+    /// /proc/PID/stat), which tells it from a later process of its pid.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
+    /// Frozen by `pause`; read from the cgroup, never on disk.
+    #[serde(skip)]
+    pub paused: bool,
+}
+
+/// What a container keeps of its OCI bundle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRecord {
+    /// The bundle directory, absolute.
+    pub dir: PathBuf,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    pub hooks: crate::spec::HookSet,
 }
 
 /// A recorded recipe this palisade can read, or `None` for one in an
@@ -523,6 +552,10 @@ mod tests {
             recipe: None,
             creator_lock: false,
             dead_reason: None,
+            bundle: None,
+            caller_reaps: false,
+            pid_start: None,
+            paused: false,
         }
     }
 

@@ -184,6 +184,9 @@ pub struct Launch {
     pub extra_read_only: Vec<PathBuf>,
     pub resources: super::ResourceLimits,
     pub egress: Option<super::Egress>,
+    /// The command's resource limits (a bundle's `process.rlimits`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<super::Rlimit>,
 }
 
 #[cfg(test)]

@@ -23,7 +23,10 @@ pub use egress::{DisplayRate, Egress, default_burst, parse_bit_rate};
 pub use launch::{
     BindMount, DeviceRequest, Launch, NetMode, RECIPE_VERSION, Recipe, mount_destination,
 };
-pub use oci::{Bundle, OciError, load_bundle};
+pub use oci::{
+    Bundle, ExecProcess, HookCommand, HookSet, OciError, POLICY_ANNOTATION, POLICY_FILE_ANNOTATION,
+    Rlimit, load_bundle, load_process, load_resources, policy_from_annotations,
+};
 pub use policy::{NetworkPolicy, Policy, PolicyError, SecurityPolicy};
 pub use policy_file::{MAX_POLICY_BYTES, read_policy_file};
 pub use resources::{

@@ -10,14 +10,17 @@
 //! or creates anything.
 
 mod devices;
+mod hooks;
 mod limits;
 mod mounts;
 mod process;
 #[cfg(test)]
 mod tests;
 
+pub use hooks::{HookCommand, HookSet};
+
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     fs, io,
     path::{Path, PathBuf},
 };
@@ -34,6 +37,8 @@ use crate::{
 /// `palisade run` needs that the bundle can say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundle {
+    /// The bundle directory, canonical.
+    pub dir: PathBuf,
     /// `process.args`, non-empty.
     pub args: Vec<String>,
     /// `process.env`, each `KEY=VALUE` with a non-empty key. OCI gives the
@@ -86,9 +91,26 @@ pub struct Bundle {
     pub uid_mappings: Vec<(u32, u32, u32)>,
     /// `linux.gidMappings` as `(container id, host id, size)`.
     pub gid_mappings: Vec<(u32, u32, u32)>,
+    /// `process.terminal`: the command wants a terminal, which only a
+    /// caller that receives one (`create --console-socket`) can give it.
+    pub terminal: bool,
+    /// `process.rlimits` as `(RLIMIT_* number, soft, hard)`.
+    pub rlimits: Vec<Rlimit>,
+    /// `annotations`, as given.
+    pub annotations: BTreeMap<String, String>,
+    /// `hooks`, by when palisade runs them.
+    pub hooks: HookSet,
     /// What the bundle asks for that palisade does differently, one line
     /// each (`FILE: FIELD: what happens instead`), for the CLI to print.
     pub warnings: Vec<String>,
+}
+
+/// A resource limit of the command: `resource` is an `RLIMIT_*` number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rlimit {
+    pub resource: i32,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 /// A bundle palisade cannot run as written.
@@ -148,6 +170,151 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, OciError> {
         warnings: cx.warnings,
         ..bundle
     })
+}
+
+/// An `exec --process` file: one OCI `process` object, judged as a
+/// bundle's is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecProcess {
+    pub args: Vec<String>,
+    /// The whole environment of the new process.
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    pub user: Option<(u32, u32)>,
+    /// `capabilities.bounding` as `CAP_*` names; `None` for the container's.
+    pub capabilities: Option<Vec<String>>,
+    pub terminal: bool,
+    pub rlimits: Vec<Rlimit>,
+    pub warnings: Vec<String>,
+}
+
+/// Reads an `exec --process` file (`-` is stdin, named `<stdin>`).
+pub fn load_process(path: &Path) -> Result<ExecProcess, OciError> {
+    let text = read_input(path)?;
+    let process: oci_spec::runtime::Process =
+        serde_json::from_str(&text).map_err(|source| OciError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut cx = Cx {
+        config: path.to_path_buf(),
+        base: PathBuf::from("/"),
+        warnings: Vec::new(),
+    };
+    let p = cx.process(&process)?;
+    Ok(ExecProcess {
+        args: p.args,
+        env: p.env,
+        cwd: p.cwd,
+        user: p.user,
+        capabilities: p.capabilities,
+        terminal: p.terminal,
+        rlimits: p.rlimits,
+        warnings: cx.warnings,
+    })
+}
+
+/// Reads an `update --resources` file (`-` is stdin): OCI
+/// `linux.resources`, in palisade's units, with the warnings of what is
+/// done differently.
+pub fn load_resources(path: &Path) -> Result<(ResourceLimits, Vec<String>), OciError> {
+    let text = read_input(path)?;
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_str(&text).map_err(|source| OciError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut cx = Cx {
+        config: path.to_path_buf(),
+        base: PathBuf::from("/"),
+        warnings: Vec::new(),
+    };
+    if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(cx.err(
+            "devices",
+            "cannot be changed by update: change the device policy with `palisade policy apply`",
+        ));
+    }
+    let limits = cx.resources(&resources)?;
+    Ok((limits, cx.warnings))
+}
+
+/// The text of `path`, or of stdin for `-` (at most 1 MiB either way).
+fn read_input(path: &Path) -> Result<String, OciError> {
+    use std::io::Read;
+    const LIMIT: u64 = 1 << 20;
+    let err = |source| OciError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut text = String::new();
+    if path == Path::new("-") {
+        io::stdin()
+            .take(LIMIT + 1)
+            .read_to_string(&mut text)
+            .map_err(err)?;
+    } else {
+        fs::File::open(path)
+            .and_then(|f| f.take(LIMIT + 1).read_to_string(&mut text))
+            .map_err(err)?;
+    }
+    if text.len() as u64 > LIMIT {
+        return Err(err(io::Error::other("larger than 1 MiB")));
+    }
+    Ok(text)
+}
+
+/// The annotation holding a policy's text.
+pub const POLICY_ANNOTATION: &str = "io.palisade.policy";
+/// The annotation naming a policy file on the host.
+pub const POLICY_FILE_ANNOTATION: &str = "io.palisade.policy-file";
+
+/// The policy a bundle's annotations attach, with its text (kept for a
+/// restore): `None` when they name none. Both annotations at once, or an
+/// `io.palisade.*` annotation palisade does not know (a typo would
+/// otherwise leave the container unpoliced), are errors.
+pub fn policy_from_annotations(
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<(crate::spec::Policy, String)>, crate::spec::PolicyError> {
+    let refuse = |key: &str, message: String| crate::spec::PolicyError {
+        file: PathBuf::from(format!("annotation {key}")),
+        line: 0,
+        message,
+    };
+    if let Some(key) = annotations.keys().find(|k| {
+        k.starts_with("io.palisade.") && *k != POLICY_ANNOTATION && *k != POLICY_FILE_ANNOTATION
+    }) {
+        return Err(refuse(
+            key,
+            format!(
+                "unknown palisade annotation (palisade reads {POLICY_ANNOTATION} and {POLICY_FILE_ANNOTATION})"
+            ),
+        ));
+    }
+    match (
+        annotations.get(POLICY_ANNOTATION),
+        annotations.get(POLICY_FILE_ANNOTATION),
+    ) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(refuse(
+            POLICY_ANNOTATION,
+            format!("give the policy inline or by {POLICY_FILE_ANNOTATION}, not both"),
+        )),
+        (Some(text), None) => {
+            let name = PathBuf::from(format!("annotation {POLICY_ANNOTATION}"));
+            crate::spec::Policy::parse(&name, text).map(|p| Some((p, text.clone())))
+        }
+        (None, Some(file)) => {
+            let path = Path::new(file);
+            if !path.is_absolute() {
+                return Err(refuse(
+                    POLICY_FILE_ANNOTATION,
+                    format!("{file:?} must be an absolute path on the host"),
+                ));
+            }
+            crate::spec::Policy::load_with_text(path).map(Some)
+        }
+    }
 }
 
 /// The conversion's context: where errors point, and the warnings so far.
@@ -225,24 +392,10 @@ impl Cx {
         if spec.domainname().as_deref().is_some_and(|d| !d.is_empty()) {
             self.warn("domainname", "ignored: palisade sets only the hostname");
         }
-        if let Some(hooks) = spec.hooks() {
-            let lists = [
-                ("prestart", hooks.prestart()),
-                ("createRuntime", hooks.create_runtime()),
-                ("createContainer", hooks.create_container()),
-                ("startContainer", hooks.start_container()),
-                ("poststart", hooks.poststart()),
-                ("poststop", hooks.poststop()),
-            ];
-            for (name, list) in lists {
-                if list.as_ref().is_some_and(|l| !l.is_empty()) {
-                    self.warn(
-                        &format!("hooks.{name}"),
-                        "ignored: palisade runs no OCI hooks",
-                    );
-                }
-            }
-        }
+        let hooks = match spec.hooks() {
+            Some(h) => self.hooks(h)?,
+            None => HookSet::default(),
+        };
 
         let mut mounts = Vec::new();
         for (i, m) in spec.mounts().iter().flatten().enumerate() {
@@ -253,6 +406,7 @@ impl Cx {
 
         let linux = self.linux(spec)?;
         Ok(Bundle {
+            dir: self.base.clone(),
             args: process.args,
             env: process.env,
             cwd: process.cwd,
@@ -272,6 +426,14 @@ impl Cx {
             user_namespace: linux.user_namespace,
             uid_mappings: linux.uid_mappings,
             gid_mappings: linux.gid_mappings,
+            terminal: process.terminal,
+            rlimits: process.rlimits,
+            annotations: spec
+                .annotations()
+                .clone()
+                .map(|a| a.into_iter().collect())
+                .unwrap_or_default(),
+            hooks,
             warnings: Vec::new(),
         })
     }

@@ -14,4 +14,5 @@ pub mod ptrace;
 pub mod security;
 pub mod signal;
 pub mod taskstate;
+pub mod tty;
 pub mod uffd;

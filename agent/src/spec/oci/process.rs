@@ -3,22 +3,17 @@
 
 use std::path::PathBuf;
 
-use oci_spec::runtime::{LinuxCapabilities, Process};
+use oci_spec::runtime::{LinuxCapabilities, PosixRlimit, Process};
 
-use super::{Cx, OciError};
+use super::{Cx, OciError, Rlimit};
 
 impl Cx {
     pub(super) fn process(&mut self, p: &Process) -> Result<ProcessPart, OciError> {
-        if p.terminal() == Some(true) {
-            return Err(self.err(
-                "process.terminal",
-                "is not supported; set it to false (palisade passes its own stdin, stdout and stderr through)",
-            ));
-        }
+        let terminal = p.terminal() == Some(true);
         if p.console_size().is_some() {
             self.warn(
                 "process.consoleSize",
-                "ignored: palisade allocates no terminal",
+                "ignored: the terminal's size is the caller's to set on the terminal it receives",
             );
         }
         self.refuse(
@@ -87,12 +82,7 @@ impl Cx {
             .as_ref()
             .map(|c| self.capabilities(c, user.is_some_and(|(uid, _)| uid != 0)));
 
-        if p.rlimits().as_ref().is_some_and(|r| !r.is_empty()) {
-            self.warn(
-                "process.rlimits",
-                "ignored: the command inherits palisade's resource limits",
-            );
-        }
+        let rlimits = self.rlimits(p.rlimits().as_deref().unwrap_or_default())?;
         if p.apparmor_profile().is_some() {
             self.warn(
                 "process.apparmorProfile",
@@ -127,7 +117,44 @@ impl Cx {
             user,
             capabilities,
             no_new_privileges: p.no_new_privileges().unwrap_or(false),
+            terminal,
+            rlimits,
         })
+    }
+
+    /// `process.rlimits`, each type known to this kernel's headers and
+    /// listed once, with its soft limit at most its hard one.
+    fn rlimits(&self, list: &[PosixRlimit]) -> Result<Vec<Rlimit>, OciError> {
+        let mut out: Vec<Rlimit> = Vec::new();
+        for (i, r) in list.iter().enumerate() {
+            let field = format!("process.rlimits[{i}]");
+            let name = match serde_json::to_value(r.typ()) {
+                Ok(serde_json::Value::String(s)) => s,
+                _ => return Err(self.err(field, "unreadable type")),
+            };
+            let Some(&(_, resource)) = RLIMITS.iter().find(|(n, _)| *n == name) else {
+                return Err(self.err(field, format!("{name} is not a Linux resource limit")));
+            };
+            if out.iter().any(|o| o.resource == resource) {
+                return Err(self.err(field, format!("{name} is listed twice")));
+            }
+            if r.soft() > r.hard() {
+                return Err(self.err(
+                    field,
+                    format!(
+                        "{name}: soft limit {} is above the hard limit {}",
+                        r.soft(),
+                        r.hard()
+                    ),
+                ));
+            }
+            out.push(Rlimit {
+                resource,
+                soft: r.soft(),
+                hard: r.hard(),
+            });
+        }
+        Ok(out)
     }
 
     fn capabilities(&mut self, c: &LinuxCapabilities, non_root: bool) -> Vec<String> {
@@ -159,4 +186,26 @@ pub(super) struct ProcessPart {
     pub(super) user: Option<(u32, u32)>,
     pub(super) capabilities: Option<Vec<String>>,
     pub(super) no_new_privileges: bool,
+    pub(super) terminal: bool,
+    pub(super) rlimits: Vec<Rlimit>,
 }
+
+/// The resource limits a bundle may set, by their OCI names.
+const RLIMITS: &[(&str, i32)] = &[
+    ("RLIMIT_AS", libc::RLIMIT_AS as i32),
+    ("RLIMIT_CORE", libc::RLIMIT_CORE as i32),
+    ("RLIMIT_CPU", libc::RLIMIT_CPU as i32),
+    ("RLIMIT_DATA", libc::RLIMIT_DATA as i32),
+    ("RLIMIT_FSIZE", libc::RLIMIT_FSIZE as i32),
+    ("RLIMIT_LOCKS", libc::RLIMIT_LOCKS as i32),
+    ("RLIMIT_MEMLOCK", libc::RLIMIT_MEMLOCK as i32),
+    ("RLIMIT_MSGQUEUE", libc::RLIMIT_MSGQUEUE as i32),
+    ("RLIMIT_NICE", libc::RLIMIT_NICE as i32),
+    ("RLIMIT_NOFILE", libc::RLIMIT_NOFILE as i32),
+    ("RLIMIT_NPROC", libc::RLIMIT_NPROC as i32),
+    ("RLIMIT_RSS", libc::RLIMIT_RSS as i32),
+    ("RLIMIT_RTPRIO", libc::RLIMIT_RTPRIO as i32),
+    ("RLIMIT_RTTIME", libc::RLIMIT_RTTIME as i32),
+    ("RLIMIT_SIGPENDING", libc::RLIMIT_SIGPENDING as i32),
+    ("RLIMIT_STACK", libc::RLIMIT_STACK as i32),
+];
