@@ -7,9 +7,10 @@
 #             cgroup and time namespaces, cgroups on every hierarchy, the
 #             connect policy attached (programs pinned: the first run of a
 #             build loads them, every later run only attaches), the
-#             hardening (caps, seccomp, no_new_privs, sealed self-exec)
-#   palisade-ro  the same binary on a read-only bind mount, where it needs
-#             no sealed copy of itself
+#             hardening (caps, seccomp, no_new_privs, the re-exec from a
+#             private read-only overlay of its own binary)
+#   palisade-ro  the same binary on a read-only bind mount, where it runs
+#             in place, with no re-exec
 #
 # usage: [BASELINE=OTHER_PALISADE] bench/startup.sh PALISADE_BINARY ROOTFS
 #        (as root; `cargo xtask bench` runs it)
@@ -44,7 +45,7 @@ json.dump(c, open("config.json", "w"), indent=1)
 PY
 )
 # palisade installed on a read-only mount (as on a read-only /usr): it
-# needs no sealed copy of itself to be safe from /proc/PID/exe writes.
+# needs no re-exec to be safe from /proc/PID/exe writes.
 mkdir -p "$WORK/ro"
 cp "$PALISADE" "$WORK/ro/palisade"
 mount --bind "$WORK/ro" "$WORK/ro"

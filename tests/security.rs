@@ -14,9 +14,9 @@ use std::{
     io::Read,
     os::{
         fd::{AsFd, AsRawFd, OwnedFd},
-        unix::fs::OpenOptionsExt,
+        unix::fs::{OpenOptionsExt, PermissionsExt},
     },
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -26,13 +26,17 @@ use nix::{
     fcntl::{FcntlArg, OFlag, SealFlag, fcntl},
     mount::{MsFlags, mount},
     sched::{CloneFlags, unshare},
-    sys::wait::{WaitStatus, waitpid},
+    sys::{
+        statfs::{OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC, fstatfs},
+        statvfs::FsFlags,
+        wait::{WaitStatus, waitpid},
+    },
     unistd::{Pid, dup, dup2_stderr, dup2_stdout, execv, ftruncate, pipe2, write},
 };
 use palisade::{
     runtime::security::{
         CapSet, User, apply, close_inherited_fds, default_caps, default_seccomp,
-        ensure_sealed_self, resolve_caps, sealed_copy_of,
+        ensure_unwritable_self, resolve_caps, sealed_copy_of,
     },
     sys::process::{Forked, fork},
 };
@@ -424,20 +428,53 @@ fn the_sealed_copy_cannot_be_changed() {
 
 const PROBE_ENV: &str = "PALISADE_TEST_SEALED_SELF";
 
-/// Run by `ensure_sealed_self_reexecs_once` in a process of its own.
+/// Run by `ensure_unwritable_self_reexecs_once` (and the tests after it)
+/// in a process of its own: says what it runs from and what opening that
+/// for writing gives.
 #[test]
-#[ignore = "run by ensure_sealed_self_reexecs_once"]
+#[ignore = "run by ensure_unwritable_self_reexecs_once"]
 fn sealed_self_probe() {
     let Ok(mode) = std::env::var(PROBE_ENV) else {
         return;
     };
     println!("probe start");
     if mode == "seal" {
-        ensure_sealed_self().unwrap();
+        ensure_unwritable_self().unwrap();
     }
     let exe = std::fs::read_link("/proc/self/exe").unwrap();
-    let sealed = fcntl(File::open("/proc/self/exe").unwrap(), FcntlArg::F_GET_SEALS).is_ok();
-    println!("probe exe {} sealed {sealed}", exe.display());
+    let file = File::open("/proc/self/exe").unwrap();
+    let fs = fstatfs(&file).unwrap();
+    let fstype = match fs.filesystem_type() {
+        OVERLAYFS_SUPER_MAGIC => "overlay".to_string(),
+        TMPFS_MAGIC => "tmpfs".to_string(),
+        other => format!("{:#x}", other.0),
+    };
+    let read_only = fs.flags().contains(FsFlags::ST_RDONLY);
+    let sealed = fcntl(&file, FcntlArg::F_GET_SEALS).is_ok();
+    // Opened for writing by path, as a container would through
+    // /proc/PID/exe; a write is tried only where the image should refuse
+    // it (never on the test binary itself).
+    let errno_of = |e: std::io::Error| format!("{:?}", Errno::from_raw(e.raw_os_error().unwrap()));
+    let write = match OpenOptions::new().append(true).open("/proc/self/exe") {
+        Err(e) => errno_of(e),
+        Ok(w) if sealed || read_only => match std::io::Write::write(&mut &w, b"x") {
+            Ok(_) => "wrote".to_string(),
+            Err(e) => errno_of(e),
+        },
+        Ok(_) => "opened".to_string(),
+    };
+    println!(
+        "probe exe {} fs {fstype} ro {read_only} sealed {sealed} write {write}",
+        exe.display()
+    );
+}
+
+/// The probe's report, from its last image.
+fn probe_report(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .rfind(|l| l.starts_with("probe exe"))
+        .unwrap_or_else(|| panic!("no probe report in {stdout}"))
 }
 
 fn run_probe(mode: &str) -> (Duration, String) {
@@ -464,21 +501,28 @@ fn run_probe(mode: &str) -> (Duration, String) {
 }
 
 #[test]
-fn ensure_sealed_self_reexecs_once() {
+fn ensure_unwritable_self_reexecs_once() {
     let (_, stdout) = run_probe("seal");
-    // The first image re-executes itself; the second finds itself sealed.
+    // The first image re-executes itself from a private read-only overlay
+    // of its own directory (no copy: not a memfd); the second finds
+    // itself on a read-only mount and goes on.
     assert_eq!(stdout.matches("probe start").count(), 2, "{stdout}");
-    let last = stdout.lines().find(|l| l.starts_with("probe exe")).unwrap();
-    assert!(
-        last.starts_with("probe exe /memfd:palisade") && last.ends_with("sealed true"),
-        "{last}"
+    let name = std::env::current_exe().unwrap();
+    let name = name.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        probe_report(&stdout),
+        format!("probe exe /{name} fs overlay ro true sealed false write EROFS"),
+        "{stdout}"
     );
 
     let (_, plain) = run_probe("plain");
     assert_eq!(plain.matches("probe start").count(), 1, "{plain}");
-    assert!(plain.contains("sealed false"), "{plain}");
+    assert!(
+        probe_report(&plain).contains("ro false sealed false"),
+        "{plain}"
+    );
 
-    // Cost: the same process with and without the sealed re-exec,
+    // Cost: the same process with and without the re-exec,
     // interleaved; the median of 11 paired differences.
     let mut diffs = Vec::new();
     let mut plains = Vec::new();
@@ -494,10 +538,126 @@ fn ensure_sealed_self_reexecs_once() {
     };
     let (plain, cost) = (median(&mut plains), median(&mut diffs));
     println!(
-        "ensure_sealed_self: process start to exit {plain:.2} ms without, +{cost:.2} ms with (test binary {:.1} MiB)",
+        "ensure_unwritable_self: process start to exit {plain:.2} ms without, +{cost:.2} ms with (test binary {:.1} MiB)",
         std::fs::metadata(std::env::current_exe().unwrap())
             .unwrap()
             .len() as f64
             / (1 << 20) as f64
     );
+}
+
+/// A fresh scratch directory of this test process.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("palisade-exe-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the probe (re-executing) in a private mount namespace of its own:
+/// the shell commands `setup` prepare it there, the probe runs from `exe`
+/// (a copy of this test binary, or the binary itself), and `after` runs
+/// once it has exited. Returns everything they printed.
+fn probe_in_namespace(setup: &str, exe: &Path, after: &str) -> String {
+    let script = format!(
+        "set -e\n{setup}\n\"$0\" --exact sealed_self_probe --ignored --nocapture --test-threads=1\n{after}"
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .arg(exe)
+        .env(PROBE_ENV, "seal")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("probe start").count(), 2, "{stdout}");
+    stdout
+}
+
+/// What the probe reports from a sealed memfd copy: writing is refused
+/// either at the open (the image is being executed) or by the seals.
+fn from_sealed_copy(report: &str) -> bool {
+    report.starts_with("probe exe /memfd:palisade")
+        && (report.ends_with("fs tmpfs ro false sealed true write EPERM")
+            || report.ends_with("fs tmpfs ro false sealed true write ETXTBSY"))
+}
+
+/// A binary that is itself on a writable overlay (a container's root
+/// filesystem, say) gets palisade's overlay stacked on that one. Past the
+/// kernel's stacking limit (two overlays) overlayfs refuses, and palisade
+/// runs from a sealed copy instead: never from the writable file.
+#[test]
+fn on_an_overlay_then_past_the_stacking_limit() {
+    let dir = scratch("stack");
+    let me = std::env::current_exe().unwrap();
+    let one = format!(
+        "cd {}\nmkdir -p l u1 w1 m1 u2 w2 m2\n\
+         mount -t overlay overlay -o lowerdir=l,upperdir=u1,workdir=w1 m1\n\
+         cp {} m1/probe",
+        dir.display(),
+        me.display()
+    );
+    let stdout = probe_in_namespace(&one, &dir.join("m1/probe"), "");
+    assert_eq!(
+        probe_report(&stdout),
+        "probe exe /probe fs overlay ro true sealed false write EROFS",
+        "{stdout}"
+    );
+
+    let two = format!(
+        "{one}\nmount -t overlay overlay -o lowerdir=m1,upperdir=u2,workdir=w2 m2\n\
+         cp {} m2/probe",
+        me.display()
+    );
+    let stdout = probe_in_namespace(&two, &dir.join("m2/probe"), "");
+    assert!(from_sealed_copy(probe_report(&stdout)), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The overlay's empty second layer is palisade's own: made where missing
+/// (root's, 0700), and where /run/palisade-exe is anything else (holds a
+/// file, others may enter it, another user owns it, a symbolic link to a
+/// good directory) the overlay is not made and the sealed copy is used.
+/// Each case on a private tmpfs at /run.
+#[test]
+fn the_overlays_empty_layer_is_made_and_checked() {
+    let dir = scratch("layer");
+    let me = std::env::current_exe().unwrap();
+    let good = dir.join("good");
+    std::fs::create_dir(&good).unwrap();
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let on_fresh_run = |then: &str| format!("mount -t tmpfs tmpfs /run\n{then}");
+
+    let stdout = probe_in_namespace(
+        &on_fresh_run(""),
+        &me,
+        "stat -c 'layer %a %U %F' /run/palisade-exe; ls -A /run/palisade-exe",
+    );
+    assert!(
+        probe_report(&stdout).ends_with("fs overlay ro true sealed false write EROFS"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some("layer 700 root directory"),
+        "{stdout}"
+    );
+
+    for refused in [
+        "mkdir -m 700 /run/palisade-exe\ntouch /run/palisade-exe/planted".to_string(),
+        "mkdir -m 750 /run/palisade-exe".to_string(),
+        "mkdir -m 700 /run/palisade-exe\nchown 65534 /run/palisade-exe".to_string(),
+        format!("ln -s {} /run/palisade-exe", good.display()),
+    ] {
+        let stdout = probe_in_namespace(&on_fresh_run(&refused), &me, "");
+        assert!(
+            from_sealed_copy(probe_report(&stdout)),
+            "{refused}: {stdout}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

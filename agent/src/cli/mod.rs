@@ -75,12 +75,13 @@ pub fn main() -> i32 {
     }
     let root = StateRoot::new(cli.root);
     // Commands that put palisade's own process into a container run from
-    // a sealed copy of the binary, which the container cannot overwrite
-    // through /proc/PID/exe (the CVE-2019-5736 class).
+    // an unwritable image of the binary (a private read-only overlay, or a
+    // sealed copy), which the container cannot overwrite through
+    // /proc/PID/exe (the CVE-2019-5736 class).
     if matches!(
         cli.command,
         Command::Run(_) | Command::Exec(_) | Command::Restore(_)
-    ) && let Err(e) = crate::runtime::security::ensure_sealed_self()
+    ) && let Err(e) = crate::runtime::security::ensure_unwritable_self()
     {
         report(&e);
         return crate::runtime::EXIT_SETUP_FAILED;

@@ -1,6 +1,7 @@
 //! The container's hardening, applied by its first process between fork
 //! and exec: capabilities, user and groups, no_new_privs and the seccomp
-//! filter, closing palisade's descriptors, and a sealed palisade binary.
+//! filter, closing palisade's descriptors, and an unwritable palisade
+//! binary.
 //!
 //! Everything that allocates (parsing, compiling the filter) happens before
 //! fork; `apply` only makes syscalls, in an order where each step still
@@ -22,7 +23,7 @@ use thiserror::Error;
 
 pub use self::{
     caps::{CapSet, Capability, default_caps, parse_cap, resolve_caps},
-    exe::{close_inherited_fds, ensure_sealed_self, sealed_copy_of},
+    exe::{close_inherited_fds, ensure_unwritable_self, sealed_copy_of},
     seccomp::{SeccompFilter, default_seccomp, denied_syscalls, seccomp_for},
 };
 use crate::sys::security as sys;

@@ -1,26 +1,42 @@
 //! What the container's process must not inherit from palisade: its open
 //! descriptors (CVE-2024-21626 class) and a writable path to its binary
 //! through /proc/PID/exe (CVE-2019-5736 class).
+//!
+//! For the second, palisade re-executes itself, before it goes near a
+//! container, from a file nothing can write: its own binary seen through a
+//! read-only overlay that no path reaches, or where that overlay cannot be
+//! made, a sealed memfd copy. It never runs a container from a writable
+//! binary: if neither can be made, the command fails.
 
 use std::{
-    ffi::CString,
+    ffi::{CString, OsStr},
     fs::File,
     io,
     os::{
-        fd::{AsFd, OwnedFd, RawFd},
+        fd::{AsFd, AsRawFd, OwnedFd, RawFd},
         unix::ffi::OsStrExt,
     },
     path::Path,
 };
 
 use nix::{
-    fcntl::{FcntlArg, SealFlag, fcntl},
-    sys::memfd::{MFdFlags, memfd_create},
-    unistd::fexecve,
+    errno::Errno,
+    fcntl::{FcntlArg, OFlag, SealFlag, fcntl, open, openat},
+    sys::{
+        memfd::{MFdFlags, memfd_create},
+        stat::{FileStat, Mode, fstat},
+        statfs::fstatfs,
+        statvfs::FsFlags,
+    },
+    unistd::{fexecve, geteuid},
 };
 
 use super::SecurityError;
-use crate::sys::security as sys;
+use crate::sys::{fs as sysfs, security as sys};
+
+/// The empty directory palisade makes as its overlay's second layer (an
+/// overlay without an upper layer needs two lower ones).
+const EMPTY_LAYER: &str = "/run/palisade-exe";
 
 /// Closes every descriptor >= 3 but those in `keep`: close_range(2)
 /// between the kept ones, or one by one from /proc/self/fd where the
@@ -97,40 +113,168 @@ pub fn sealed_copy_of(path: &Path) -> Result<OwnedFd, SecurityError> {
     Ok(copy.into())
 }
 
-/// Whether the running executable is a memfd carrying every required seal.
-fn running_sealed() -> Result<bool, SecurityError> {
-    let exe = Path::new("/proc/self/exe");
-    let file = File::open(exe).map_err(|source| SecurityError::Io {
+/// Whether `exe` is a memfd carrying every required seal.
+fn is_sealed(exe: &File) -> bool {
+    // Only memfds carry seals; any other file answers EINVAL.
+    fcntl(exe.as_fd(), FcntlArg::F_GET_SEALS)
+        .is_ok_and(|bits| SealFlag::from_bits_truncate(bits).contains(required_seals()))
+}
+
+/// Whether `exe` is on a read-only mount, where opening it for writing
+/// through /proc/PID/exe fails with EROFS: palisade installed on a
+/// read-only `/usr` or bind mount, or palisade's own overlay once it has
+/// re-executed from it. The kernel answers from the mount the running
+/// image was opened through; nothing in the process's environment counts.
+fn on_read_only_mount(exe: &File) -> bool {
+    fstatfs(exe.as_fd()).is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY))
+}
+
+/// Makes sure palisade runs from a binary no container can write through
+/// /proc/PID/exe: if it runs from a writable one, re-executes the same
+/// argv and environment from its own binary seen through a private
+/// read-only overlay, or from a sealed memfd copy where the overlay cannot
+/// be made (this call then returns only in the new image, at most once:
+/// both are already safe). Nothing happens where palisade already runs
+/// from a read-only mount or a sealed memfd.
+pub fn ensure_unwritable_self() -> Result<(), SecurityError> {
+    let path = Path::new("/proc/self/exe");
+    let exe = File::open(path).map_err(|source| SecurityError::Io {
         step: "open",
-        path: exe.to_path_buf(),
+        path: path.to_path_buf(),
         source,
     })?;
-    // Only memfds carry seals; any other file answers EINVAL.
-    Ok(match fcntl(file.as_fd(), FcntlArg::F_GET_SEALS) {
-        Ok(bits) => SealFlag::from_bits_truncate(bits).contains(required_seals()),
-        Err(_) => false,
-    })
-}
-
-/// True when palisade was started from a read-only mount: opening its
-/// binary for writing through /proc/PID/exe then fails with EROFS anyway,
-/// and the copy (milliseconds for a binary this size) can be skipped.
-fn on_read_only_mount() -> bool {
-    nix::sys::statvfs::statvfs("/proc/self/exe")
-        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
-}
-
-/// Makes sure palisade runs from a sealed memfd, so a container reaching
-/// /proc/PID/exe of a palisade process finds nothing it can write: if it
-/// does not yet, re-executes the same argv and environment from a sealed
-/// copy (this call then returns only in the new image, at most once).
-/// Unless palisade runs from a read-only mount, which protects it already.
-pub fn ensure_sealed_self() -> Result<(), SecurityError> {
-    if running_sealed()? || on_read_only_mount() {
+    if on_read_only_mount(&exe) || is_sealed(&exe) {
         return Ok(());
     }
-    let copy = sealed_copy_of(Path::new("/proc/self/exe"))?;
-    let to_c = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).map_err(|_| SecurityError::Nul);
+    // Any reason the overlay cannot be had (no new mount API, no
+    // overlayfs, a layer it refuses, too deep a stack of overlays) leaves
+    // the copy, which is slower but as safe.
+    let image = match overlay_view_of(&exe) {
+        Ok(image) => image,
+        Err(_) => sealed_copy_of(path)?,
+    };
+    drop(exe);
+    reexec(image)
+}
+
+/// The running binary, opened (`O_PATH`) through a fresh overlay whose
+/// layers are the binary's directory and palisade's empty directory, and
+/// which has no upper layer: read-only for good (overlayfs refuses to
+/// make such a mount writable), mounted read-only too, and in no mount
+/// namespace, so no path reaches it. The pages are the binary's own page
+/// cache: nothing is copied. Fails unless what the overlay shows under the
+/// binary's name is the very file palisade started from.
+fn overlay_view_of(exe: &File) -> Result<OwnedFd, SecurityError> {
+    let sys_err = |step: &'static str| move |errno| SecurityError::Sys { step, errno };
+    let target = std::fs::read_link("/proc/self/exe").map_err(|source| SecurityError::Io {
+        step: "read the link",
+        path: "/proc/self/exe".into(),
+        source,
+    })?;
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return Err(SecurityError::Sys {
+            step: "find the directory of palisade's binary",
+            errno: Errno::ENOENT,
+        });
+    };
+    let dir = open(
+        dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys_err("open the directory of palisade's binary"))?;
+    let empty = empty_layer()?;
+    // Each layer by its descriptor: the very directories opened and
+    // checked here, and no path to escape for overlayfs's option syntax.
+    // xino=off keeps the lower layers' inode numbers for the check below.
+    let lower = format!(
+        "/proc/self/fd/{}:/proc/self/fd/{}",
+        dir.as_raw_fd(),
+        empty.as_raw_fd()
+    );
+    let lower = CString::new(lower).map_err(|_| SecurityError::Nul)?;
+    let mount = sysfs::detached_read_only_mount(
+        c"overlay",
+        &[(c"lowerdir", lower.as_c_str()), (c"xino", c"off")],
+    )
+    .map_err(sys_err("make a read-only overlay of palisade's directory"))?;
+    let image = openat(
+        &mount,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys_err("open palisade's binary in its overlay"))?;
+    // The name may have moved to another file since palisade started (an
+    // upgrade in progress): re-executing that would run another build
+    // with this one's arguments.
+    let running = fstat(exe.as_fd()).map_err(sys_err("stat palisade's binary"))?;
+    let seen = fstat(image.as_fd()).map_err(sys_err("stat palisade's binary in its overlay"))?;
+    if !same_file_contents(&running, &seen) {
+        return Err(SecurityError::Sys {
+            step: "find palisade's binary under its name",
+            errno: Errno::ESTALE,
+        });
+    }
+    Ok(image)
+}
+
+/// Whether two stats describe one regular file, unchanged: an overlay
+/// gives its files a device of its own, but with xino off it keeps a lower
+/// file's inode number, size and times.
+fn same_file_contents(a: &FileStat, b: &FileStat) -> bool {
+    let key = |s: &FileStat| {
+        (
+            s.st_mode & libc::S_IFMT,
+            s.st_ino,
+            s.st_size,
+            (s.st_mtime, s.st_mtime_nsec),
+            (s.st_ctime, s.st_ctime_nsec),
+        )
+    };
+    a.st_mode & libc::S_IFMT == libc::S_IFREG && key(a) == key(b)
+}
+
+/// The overlay's second layer: [`EMPTY_LAYER`], made by palisade if
+/// missing, opened without following a symbolic link, and used only if it
+/// is a directory of the effective user (root) that no one else may enter
+/// and that holds nothing. Anything else and the overlay is not made.
+fn empty_layer() -> Result<OwnedFd, SecurityError> {
+    let sys_err = |step: &'static str| move |errno| SecurityError::Sys { step, errno };
+    let path = Path::new(EMPTY_LAYER);
+    match sysfs::mkdir(path, 0o700) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(sys_err("make palisade's empty overlay layer")(e)),
+    }
+    let dir =
+        sysfs::open_dir_nofollow(path).map_err(sys_err("open palisade's empty overlay layer"))?;
+    let st = fstat(dir.as_fd()).map_err(sys_err("stat palisade's empty overlay layer"))?;
+    if st.st_uid != geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+        return Err(SecurityError::Sys {
+            step: "trust palisade's empty overlay layer (not its owner's alone)",
+            errno: Errno::EPERM,
+        });
+    }
+    let listing = format!("/proc/self/fd/{}", dir.as_raw_fd());
+    let mut entries = std::fs::read_dir(&listing).map_err(|source| SecurityError::Io {
+        step: "list",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if entries.next().is_some() {
+        return Err(SecurityError::Sys {
+            step: "use palisade's empty overlay layer (it is not empty)",
+            errno: Errno::ENOTEMPTY,
+        });
+    }
+    Ok(dir)
+}
+
+/// Re-executes this process's argv and environment from `image`, a
+/// close-on-exec descriptor of an ELF binary (a memfd, or an `O_PATH`
+/// descriptor). Returns only on failure.
+fn reexec(image: OwnedFd) -> Result<(), SecurityError> {
+    let to_c = |s: &OsStr| CString::new(s.as_bytes()).map_err(|_| SecurityError::Nul);
     let argv = std::env::args_os()
         .map(|a| to_c(&a))
         .collect::<Result<Vec<_>, _>>()?;
@@ -143,10 +287,11 @@ pub fn ensure_sealed_self() -> Result<(), SecurityError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     // glibc's fexecve is execveat(fd, "", AT_EMPTY_PATH): fine for a
-    // close-on-exec memfd holding an ELF binary.
-    let errno = fexecve(copy.as_fd(), &argv, &env).unwrap_err();
+    // close-on-exec descriptor of an ELF binary (a script would need its
+    // path after the descriptor is gone).
+    let errno = fexecve(image.as_fd(), &argv, &env).unwrap_err();
     Err(SecurityError::Sys {
-        step: "re-execute palisade from its sealed copy",
+        step: "re-execute palisade from an unwritable image of itself",
         errno,
     })
 }
