@@ -50,16 +50,17 @@ fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// A container's main process: counts, writing the count to /tmp/count.
-const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; usleep 20000; done";
+/// A container's main process: counts, replacing /tmp/count by rename so
+/// that a reader (or a freeze) never finds it half-written.
+const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; \
+                       mv /tmp/count.new /tmp/count; usleep 20000; done";
 
 /// The counter of the container whose first process is `pid`, read from
 /// the host through /proc/PID/root.
 fn count(pid: i32) -> u64 {
     let path = format!("/proc/{pid}/root/tmp/count");
     let mut value = None;
-    // The file is rewritten in place: a read may fall between truncate
-    // and write.
+    // Absent until the first count.
     assert!(
         wait_until(5, || {
             value = std::fs::read_to_string(&path)
