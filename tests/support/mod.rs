@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod ckpt;
+pub mod oci;
 
 use std::{
     net::{TcpListener, UdpSocket},

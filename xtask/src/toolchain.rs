@@ -40,6 +40,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "libc6-dev",
         "the checkpoint tests' workloads link statically",
     ),
+    (
+        "podman",
+        "the OCI client tests drive palisade through podman (brings conmon)",
+    ),
+    (
+        "containerd",
+        "the OCI client tests drive palisade through containerd (brings ctr and the runc shim v2)",
+    ),
 ];
 
 pub fn ensure() -> Result<()> {
@@ -74,6 +82,8 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("bc", "the benchmarks' arithmetic"),
     ("util-linux", "unshare, the benchmarks' namespace peer"),
     ("iperf3", "the shaping benchmark's traffic"),
+    ("crun", "the OCI benchmark's second runtime peer"),
+    ("podman", "the OCI benchmark's client (brings conmon)"),
 ];
 
 pub fn ensure_bench_packages() -> Result<()> {
