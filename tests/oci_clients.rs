@@ -88,7 +88,8 @@ fn assert_frozen_then_thawed(pid: i32, resume: impl FnOnce()) {
 }
 
 /// A policy that denies TCP connects to 127.0.0.1 (README: Policy file).
-const DENY_LOOPBACK: &str = "[network]\nconnect = [\"deny tcp 127.0.0.1/32\"]\n";
+/// On one line: podman keeps only the first line of an annotation.
+const DENY_LOOPBACK: &str = "network = { connect = [\"deny tcp 127.0.0.1/32\", \"allow any\"] }";
 
 /// A shell line that connects to 127.0.0.1:PORT and prints `rc=N`.
 fn connect_probe(port: u16) -> String {
@@ -342,11 +343,44 @@ fn podman_policy_annotation_denies_connect() {
     if !reads_palisade_annotations(test) {
         return;
     }
-    let annotation = format!("io.palisade.policy={DENY_LOOPBACK}");
+    // podman reads --annotation as CSV: the value's quotes are doubled
+    // and the whole field quoted.
+    let annotation = format!(
+        "\"io.palisade.policy={}\"",
+        DENY_LOOPBACK.replace('"', "\"\"")
+    );
     assert_denied(&pod.run(
         &["--rm", "--network", "host", "--annotation", &annotation],
         &["sh", "-c", &probe],
     ));
+}
+
+/// A policy podman cut at its first line ("[network]" alone) would police
+/// nothing: the container is refused, and nothing of it is left.
+#[test]
+fn podman_truncated_policy_annotation_is_refused() {
+    let test = "podman_truncated_policy_annotation_is_refused";
+    let Some(pod) = Podman::new(test) else {
+        return;
+    };
+    if !reads_palisade_annotations(test) {
+        return;
+    }
+    let annotation = "io.palisade.policy=[network]\nconnect = [\"deny any\"]\n";
+    let out = pod.run(
+        &["--rm", "--network", "host", "--annotation", annotation],
+        &["true"],
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("sets no rule"),
+        "{}",
+        support::describe(&out)
+    );
+    assert!(
+        wait_until(10, || oci::state_entries(&pod.state_root).is_empty()),
+        "left in the runtime's state root: {:?}",
+        oci::state_entries(&pod.state_root)
+    );
 }
 
 #[test]

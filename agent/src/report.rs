@@ -2,7 +2,8 @@
 //! names one with `--log` (the runc contract: conmon and containerd's shim
 //! read it to tell their user why a runtime command failed), a log file,
 //! as text lines or, with `--log-format json`, one JSON object a line:
-//! `{"level":"error","msg":"…","time":"…"}`.
+//! `{"level":"error","msg":"…","time":"…"}`. With a log file,
+//! warnings go only there.
 
 use std::{
     fs::{File, OpenOptions},
@@ -20,21 +21,21 @@ static LOG: OnceLock<Mutex<Log>> = OnceLock::new();
 
 /// Sends every later error and warning to `path` too (appended).
 pub fn log_to(path: &Path, json: bool) -> std::io::Result<()> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
     let _ = LOG.set(Mutex::new(Log { file, json }));
     Ok(())
 }
 
 fn emit(level: &str, message: &str) {
+    let log = LOG.get();
     if level == "error" {
         eprintln!("palisade: {message}");
-    } else {
+    } else if log.is_none() {
+        // With a log, warnings go there only: a caller that names one
+        // shows the runtime's stderr as its error.
         eprintln!("palisade: {level}: {message}");
     }
-    let Some(log) = LOG.get() else {
+    let Some(log) = log else {
         return;
     };
     let Ok(mut log) = log.lock() else {

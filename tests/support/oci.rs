@@ -347,10 +347,14 @@ fn prune_state_root(root: &Path) {
 
 /// Entries left in a runtime state root (a missing root is empty).
 pub fn state_entries(root: &Path) -> Vec<String> {
+    // A container's state is a directory of its own (palisade also keeps
+    // root-wide files there: its lock, the cgroup-id journal).
     fs::read_dir(root)
         .map(|d| {
             d.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
                 .collect()
         })
         .unwrap_or_default()

@@ -481,6 +481,12 @@ impl ContainerCgroups {
         Ok(())
     }
 
+    /// Leaves the directories in place when the handle goes (a created
+    /// container's, which `delete` removes).
+    pub fn keep(mut self) {
+        self.removed = true;
+    }
+
     /// Removes every directory. Tasks of a container whose init just died
     /// take a moment to leave, so a busy cgroup is retried for a while.
     pub fn remove(mut self) -> Result<(), CgroupError> {

@@ -8,20 +8,33 @@ use nix::sys::signal::Signal;
 use crate::runtime::{self, State, StateRoot, Status};
 
 #[derive(Debug, Args)]
-#[command(about = "List containers")]
+#[command(about = "List containers, or with a name the processes of one (runc's `ps ID`)")]
 pub struct PsArgs {
     /// Print JSON (an array of objects) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// `json` is --json; `table` is the default.
+    #[arg(short, long, value_name = "table|json", value_parser = ["table", "json"])]
+    pub format: Option<String>,
+    /// One container: list its processes' host pids (JSON: an array of
+    /// pids, as runc prints them).
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]
-#[command(about = "Send a signal to a container's first process")]
+#[command(about = "Send a signal to a container's first process (with --all, to all of them)")]
 pub struct KillArgs {
     pub name: String,
-    /// Signal name (KILL, SIGTERM, term…) or number.
-    #[arg(short, long, default_value = "KILL", value_parser = parse_signal)]
-    pub signal: Signal,
+    /// Signal name (KILL, SIGTERM, term…) or number; default KILL.
+    #[arg(value_parser = parse_signal, conflicts_with = "signal")]
+    pub signal_arg: Option<Signal>,
+    /// The same, as a flag.
+    #[arg(short, long, value_parser = parse_signal)]
+    pub signal: Option<Signal>,
+    /// Signal every process of the container, not only its first (a
+    /// container that has stopped has none, and that is not an error).
+    #[arg(short, long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -75,11 +88,15 @@ fn time_text(secs: u64) -> String {
 }
 
 pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
+    let json = args.json || args.format.as_deref() == Some("json");
+    if let Some(name) = &args.name {
+        return processes(root, name, json);
+    }
     let states = match runtime::ps(root) {
         Ok(s) => s,
         Err(e) => return super::failed(e),
     };
-    if args.json {
+    if json {
         let rows: Vec<serde_json::Value> = states
             .iter()
             .map(|s| {
@@ -123,8 +140,37 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
     0
 }
 
+/// `ps NAME`: the container's processes.
+fn processes(root: &StateRoot, name: &str, json: bool) -> i32 {
+    let pids = match runtime::oci::processes(root, name) {
+        Ok(p) => p,
+        Err(e) => return super::failed(e),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&pids).expect("json"));
+        return 0;
+    }
+    println!("{:>8}  COMMAND", "PID");
+    for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let words: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|w| !w.is_empty())
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        println!("{pid:>8}  {}", words.join(" "));
+    }
+    0
+}
+
 pub fn kill(root: &StateRoot, args: KillArgs) -> i32 {
-    match runtime::kill(root, &args.name, args.signal) {
+    let signal = args.signal_arg.or(args.signal).unwrap_or(Signal::SIGKILL);
+    let result = if args.all {
+        runtime::oci::kill_all(root, &args.name, signal)
+    } else {
+        runtime::kill(root, &args.name, signal)
+    };
+    match result {
         Ok(()) => 0,
         Err(e) => super::failed(e),
     }

@@ -8,6 +8,7 @@ mod debug;
 mod events;
 mod exec;
 mod lifecycle;
+mod oci;
 mod policy;
 mod run;
 mod stats;
@@ -22,7 +23,7 @@ use crate::runtime::StateRoot;
 /// A container enforcement agent: containers from namespaces and cgroups,
 /// with per-container policy enforced by eBPF.
 #[derive(Debug, Parser)]
-#[command(name = "palisade", version, about, propagate_version = true)]
+#[command(name = "palisade", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// State directory: one subdirectory per container. BPF pins go to
     /// /sys/fs/bpf/palisade/<a key made from this path>.
@@ -35,8 +36,42 @@ pub struct Cli {
     )]
     pub root: PathBuf,
 
+    /// Also write errors and warnings to this file (appended), as conmon
+    /// and containerd's shim expect of a runc-compatible runtime.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// The --log file's format: `text`, or `json` (one object a line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+
+    /// runc's systemd cgroup driver: not supported, refused (configure the
+    /// caller with the cgroupfs driver).
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+
+    /// Accepted for runc compatibility; palisade's messages are the same
+    /// with or without it.
+    #[arg(long, global = true)]
+    pub debug: bool,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--version`, in runc's shape (podman shows it as the runtime's version).
+const VERSION: &str = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +91,14 @@ pub enum Command {
     Restore(checkpoint::RestoreArgs),
     Check(checkpoint::CheckArgs),
     System(system::SystemArgs),
+    Create(oci::CreateArgs),
+    Start(oci::StartArgs),
+    State(oci::StateArgs),
+    Delete(oci::DeleteArgs),
+    Pause(oci::PauseArgs),
+    Resume(oci::ResumeArgs),
+    Update(oci::UpdateArgs),
+    Features(oci::FeaturesArgs),
     #[command(hide = true)]
     Debug(debug::DebugArgs),
 }
@@ -66,6 +109,18 @@ pub const EXIT_BAD_INPUT: i32 = crate::exit::BAD_INPUT;
 /// Parses the command line, runs the command, returns the exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if let Some(log) = &cli.log
+        && let Err(e) = crate::report::log_to(log, cli.log_format == LogFormat::Json)
+    {
+        report(&format!("--log {}: {e}", log.display()));
+        return EXIT_BAD_INPUT;
+    }
+    if cli.systemd_cgroup {
+        report(
+            &"--systemd-cgroup: the systemd cgroup driver is not supported; configure the caller with the cgroupfs driver (podman: cgroup_manager = \"cgroupfs\"; containerd: SystemdCgroup = false)",
+        );
+        return EXIT_BAD_INPUT;
+    }
     if !cli.root.is_absolute() {
         report(&format!(
             "--root {}: must be an absolute path",
@@ -80,7 +135,7 @@ pub fn main() -> i32 {
     // /proc/PID/exe (the CVE-2019-5736 class).
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Exec(_) | Command::Restore(_)
+        Command::Run(_) | Command::Exec(_) | Command::Restore(_) | Command::Create(_)
     ) && let Err(e) = crate::runtime::security::ensure_unwritable_self()
     {
         report(&e);
@@ -102,6 +157,14 @@ pub fn main() -> i32 {
         Command::Restore(args) => checkpoint::restore(&root, args),
         Command::Check(args) => checkpoint::check(args),
         Command::System(args) => system::execute(&root, args),
+        Command::Create(args) => oci::create(&root, args),
+        Command::Start(args) => oci::start(&root, args),
+        Command::State(args) => oci::state(&root, args),
+        Command::Delete(args) => oci::delete(&root, args),
+        Command::Pause(args) => oci::pause(&root, args),
+        Command::Resume(args) => oci::resume(&root, args),
+        Command::Update(args) => oci::update(&root, args),
+        Command::Features(args) => oci::features(args),
         Command::Debug(args) => debug::execute(&root, args),
     }
 }

@@ -355,6 +355,7 @@ pub(super) fn outcome(name: &str, result: Result<RunOutcome, runtime::RuntimeErr
             println!("{name}");
             0
         }
+        Ok(RunOutcome::Created(_)) => 0,
         Err(e) => super::failed(e),
     }
 }

@@ -55,6 +55,27 @@ fn own_unified(state: &State) -> Option<&Path> {
 /// `dead` once none of its processes is left. One whose monitor died but
 /// whose processes still run stays `running` (`rm -f` ends it).
 pub fn reconcile(root: &StateRoot, mut state: State) -> State {
+    let state = if state.caller_reaps && matches!(state.status, Status::Created | Status::Running) {
+        // No monitor: the first process itself says whether it runs.
+        if !super::oci::first_process_alive(&state) {
+            state.status = Status::Exited;
+        }
+        state
+    } else {
+        reconcile_monitored(root, state)
+    };
+    with_pause(state)
+}
+
+/// A running container's `paused` flag, from its cgroup.
+fn with_pause(mut state: State) -> State {
+    if state.status == Status::Running {
+        state.paused = own_unified(&state).is_some_and(cgroups::is_frozen);
+    }
+    state
+}
+
+fn reconcile_monitored(root: &StateRoot, mut state: State) -> State {
     if !matches!(state.status, Status::Creating | Status::Running) || root.creator_alive(&state) {
         return state;
     }
@@ -257,6 +278,10 @@ pub fn prune(root: &StateRoot) -> Result<Pruned, RuntimeError> {
 /// creator is known to be gone).
 pub(super) fn reconcile_claimed(state: &State) -> State {
     let mut state = state.clone();
+    if state.caller_reaps && state.status != Status::Creating {
+        // Made by `create`: the caller's to `delete`, whatever its process.
+        return state;
+    }
     if matches!(state.status, Status::Creating | Status::Running)
         && (state.status == Status::Creating || own_unified(&state).is_none_or(cgroups::is_empty))
     {

@@ -39,7 +39,8 @@ pub(super) fn connect(path: &Path) -> Result<OwnedFd, RuntimeError> {
 /// message, as runc does) and makes the slave this process's controlling
 /// terminal and stdio, in a session of its own.
 pub(super) fn attach(socket: OwnedFd) -> Result<(), String> {
-    let fail = |step: &'static str| move |e: nix::Error| format!("cannot {step} for the terminal: {e}");
+    let fail =
+        |step: &'static str| move |e: nix::Error| format!("cannot {step} for the terminal: {e}");
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(fail("open /dev/ptmx"))?;
     grantpt(&master).map_err(fail("grant the pseudo-terminal"))?;

@@ -35,6 +35,42 @@ pub struct ExecSpec {
     pub env: Vec<String>,
     /// Defaults to the container's working directory.
     pub workdir: Option<PathBuf>,
+    /// The whole environment instead of the container's plus `env` (an
+    /// OCI process file's).
+    pub full_env: Option<Vec<String>>,
+    /// Run as this user (`Some(None)`: root) instead of the container's.
+    pub user: Option<Option<security::User>>,
+    /// These capabilities instead of the container's.
+    pub caps: Option<security::CapSet>,
+    pub rlimits: Vec<crate::spec::Rlimit>,
+    /// Return once the command runs (its pid in `pid_file`), without
+    /// waiting: the caller (conmon, containerd's shim) reaps it.
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    /// A Unix socket to send the master of the command's terminal to.
+    pub console_socket: Option<PathBuf>,
+    /// Descriptors 3..3+N of the caller passed on to the command.
+    pub preserve_fds: u32,
+}
+
+impl ExecSpec {
+    /// A command with the container's environment, user and capabilities.
+    pub fn new(name: String, command: Vec<String>) -> Self {
+        ExecSpec {
+            name,
+            command,
+            env: Vec::new(),
+            workdir: None,
+            full_env: None,
+            user: None,
+            caps: None,
+            rlimits: Vec::new(),
+            detach: false,
+            pid_file: None,
+            console_socket: None,
+            preserve_fds: 0,
+        }
+    }
 }
 
 /// Namespaces a process joins, in the order it joins them. pid and time
@@ -73,7 +109,10 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
     let _pidfd = lifecycle::container_process(&state)?;
     let pid = state.pid.expect("a running container has a pid");
 
-    let env = super::with_env(state.exec.env.clone(), &spec.env);
+    let env = match &spec.full_env {
+        Some(env) => env.clone(),
+        None => super::with_env(state.exec.env.clone(), &spec.env),
+    };
     let argv = cstrings(&spec.command)?;
     let env = cstrings(&env)?;
     let workdir = spec
@@ -101,11 +140,21 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
         }
     }
     let seccomp = security::seccomp_for(&state.exec.denied_families, state.exec.io_uring)?;
-    let caps = security::CapSet::from_bits(state.exec.caps);
-    let user = state
-        .exec
-        .user
-        .map(|(uid, gid)| security::User { uid, gid });
+    let caps = spec
+        .caps
+        .unwrap_or_else(|| security::CapSet::from_bits(state.exec.caps));
+    let user = match spec.user {
+        Some(user) => user,
+        None => state
+            .exec
+            .user
+            .map(|(uid, gid)| security::User { uid, gid }),
+    };
+    let console = spec
+        .console_socket
+        .as_deref()
+        .map(super::console::connect)
+        .transpose()?;
     let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
     let signals = supervise::signals();
     let mut old_mask = SigSet::empty();
@@ -121,8 +170,12 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
             drop(err_read);
             let report_fd = err_write.as_raw_fd();
             let mut report = File::from(err_write);
+            let mut keep = vec![report_fd];
+            keep.extend((3..3 + spec.preserve_fds).filter_map(|fd| i32::try_from(fd).ok()));
             let entered = enter(&state.cgroups, &joined, &workdir, &old_mask)
-                .and_then(|()| security::close_inherited_fds(&[report_fd]))
+                .and_then(|()| console.map_or(Ok(()), super::console::attach))
+                .and_then(|()| security::close_inherited_fds(&keep))
+                .and_then(|()| init::set_rlimits(&spec.rlimits))
                 .and_then(|()| security::apply(&caps, user.as_ref(), &seccomp));
             let (status, message) = match entered {
                 Err(message) => (EXIT_SETUP_FAILED, message),
@@ -151,10 +204,16 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
         }
         Forked::Parent { child } => Pid::from_raw(child),
     };
-    drop(err_write);
+    drop((err_write, console));
     if let Some((status, message)) = init::read_report(err_read) {
         let _ = nix::sys::wait::waitpid(child, None);
         return Err(RuntimeError::Start { status, message });
+    }
+    if let Some(file) = &spec.pid_file {
+        super::monitor::write_pid_file(file, child.as_raw())?;
+    }
+    if spec.detach {
+        return Ok(0);
     }
     supervise::until_exit(child, &signals).map_err(setup("wait for the command"))
 }

@@ -5,10 +5,10 @@
 
 use std::{
     ffi::CString,
-    os::unix::ffi::OsStrExt,
     fs::File,
     io::{Read, Write},
     os::fd::{AsRawFd, OwnedFd},
+    os::unix::ffi::OsStrExt,
     path::PathBuf,
 };
 

@@ -365,6 +365,9 @@ impl<'a> Launch<'a> {
             Status::Running
         };
         self.root.save(&self.state)?;
+        if let Some(file) = spec.contract.as_ref().and_then(|c| c.pid_file.as_ref()) {
+            super::monitor::write_pid_file(file, child.as_raw())?;
+        }
         Ok(signals)
     }
 

@@ -43,7 +43,7 @@ fn not_running(state: &State) -> RuntimeError {
 /// a zombie) and still in the container's cgroup.
 pub(super) fn container_process(state: &State) -> Result<OwnedFd, RuntimeError> {
     let pid = match (state.status, state.pid) {
-        (Status::Running, Some(pid)) => pid,
+        (Status::Running | Status::Created, Some(pid)) => pid,
         _ => return Err(not_running(state)),
     };
     let fd = pidfd::open(pid).map_err(|_| not_running(state))?;
@@ -76,6 +76,15 @@ pub fn kill(root: &StateRoot, name: &str, signal: Signal) -> Result<(), RuntimeE
 pub fn wait(root: &StateRoot, name: &str) -> Result<State, RuntimeError> {
     loop {
         let state = root.load(name)?;
+        if state.caller_reaps {
+            return Err(RuntimeError::WrongStatus {
+                name: name.to_string(),
+                status: format!(
+                    "{} through `create`: its exit status goes to the process that created it",
+                    state.status
+                ),
+            });
+        }
         match state.status {
             Status::Exited => return Ok(state),
             _ if !root.creator_alive(&state) => {
@@ -104,6 +113,9 @@ pub fn remove(root: &StateRoot, name: &str, force: bool) -> Result<(), RuntimeEr
         Err(StateError::NotFound(_)) if root.container_dir(name).is_dir() => None,
         Err(e) => return Err(e.into()),
     };
+    if state.as_ref().is_some_and(|s| s.caller_reaps) {
+        return super::oci::delete(root, name, force);
+    }
     if let Some(state) = &state
         && matches!(state.status, Status::Creating | Status::Running)
     {

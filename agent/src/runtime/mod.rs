@@ -392,7 +392,7 @@ fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
         });
     }
     for m in &spec.mounts {
-        if !m.source.exists() {
+        if m.tmpfs.is_none() && !m.source.exists() {
             return Err(RuntimeError::Invalid {
                 what: "--mount",
                 value: m.source.display().to_string(),
@@ -578,6 +578,8 @@ pub enum RunOutcome {
     Exited(i32),
     /// A detached container is running.
     Detached,
+    /// `create`: the container waits for `start`; its first process's pid.
+    Created(i32),
 }
 
 /// Runs a container. In the foreground it waits for it and removes

@@ -66,6 +66,9 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
     // Held (by the monitor, for a detached run) while the container lives:
     // it tells `ps`, `rm` and a later `run` that its creator is alive.
     let _lock = reserve(root, &state)?;
+    if spec.contract.is_some() {
+        return create(root, spec, &argv, &env, state);
+    }
 
     if !spec.detach {
         return monitor(root, spec, &argv, &env, state, None).map(RunOutcome::Exited);
@@ -119,6 +122,36 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
             }
         }
     }
+}
+
+/// `create`: the container made and its first process waiting at the
+/// start FIFO; its pid written where the caller asked. No monitor stays:
+/// once this process exits, the first process is the caller's child
+/// (conmon and containerd's shim are child subreapers) and `delete` cleans
+/// up.
+fn create(
+    root: &StateRoot,
+    spec: &RunSpec,
+    argv: &[CString],
+    env: &[CString],
+    state: State,
+) -> Result<RunOutcome, RuntimeError> {
+    let running = Launch::new(root, spec, state, None).run(argv, env)?;
+    let pid = running.child.as_raw();
+    // The cgroups, programs and pins stay for `delete`.
+    running.cgroups.keep();
+    Ok(RunOutcome::Created(pid))
+}
+
+/// Writes `pid` to `file` atomically (a reader never sees half of it).
+pub(super) fn write_pid_file(file: &std::path::Path, pid: i32) -> Result<(), RuntimeError> {
+    let io = |e: std::io::Error| RuntimeError::io("write the pid file", &e);
+    let tmp = file.with_extension(format!("palisade-tmp.{}", std::process::id()));
+    std::fs::write(&tmp, pid.to_string()).map_err(io)?;
+    std::fs::rename(&tmp, file).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
 }
 
 /// Reserves the container's name. A container of that name whose creator

@@ -246,7 +246,12 @@ fn live(root: &StateRoot, name: &str) -> Result<State, RuntimeError> {
 
 /// `kill --all`: `signal` to every process of the container.
 pub fn kill_all(root: &StateRoot, name: &str, signal: Signal) -> Result<(), RuntimeError> {
-    let state = live(root, name)?;
+    let state = current(root, name)?;
+    if matches!(state.status, Status::Exited | Status::Dead) {
+        // Nothing left to signal (containerd's shim asks this of a
+        // stopped container).
+        return Ok(());
+    }
     let dir = own_unified(&state)?;
     for pid in processes_in(&dir) {
         // Gone meanwhile is fine; anything else is not.
@@ -314,8 +319,46 @@ pub fn update(root: &StateRoot, name: &str, limits: &ResourceLimits) -> Result<(
     existing.apply_live(limits)?;
     let mut state = root.load(name)?;
     if let Some(recipe) = &mut state.recipe {
-        recipe.launch.resources = recipe.launch.resources.clone().overlaid_with(limits.clone());
+        recipe.launch.resources = recipe
+            .launch
+            .resources
+            .clone()
+            .overlaid_with(limits.clone());
     }
     root.save(&state)?;
     Ok(())
+}
+
+/// What this palisade supports, in the OCI runtime features format
+/// (`features`).
+pub fn features() -> serde_json::Value {
+    let mut caps: Vec<String> = ::caps::all().iter().map(|c| c.to_string()).collect();
+    caps.sort();
+    json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": OCI_VERSION,
+        "hooks": ["createRuntime", "prestart", "poststart", "poststop"],
+        "mountOptions": ["bind", "rbind", "ro", "rw", "private", "rprivate"],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "uts"],
+            "capabilities": caps,
+            "cgroup": {
+                "v1": true,
+                "v2": true,
+                "systemd": false,
+                "systemdUser": false,
+                "rdma": false,
+            },
+            "seccomp": {"enabled": false},
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false},
+            "intelRdt": {"enabled": false},
+        },
+        "annotations": {
+            "io.palisade.version": env!("CARGO_PKG_VERSION"),
+            "io.palisade.policy-annotations":
+                format!("{}, {}", crate::spec::POLICY_ANNOTATION, crate::spec::POLICY_FILE_ANNOTATION),
+            "io.palisade.seccomp": "palisade applies its own profile; linux.seccomp is ignored with a warning",
+        },
+    })
 }

@@ -56,7 +56,7 @@ pub fn check_mounts(rootfs: Option<&Path>, mounts: &[BindMount]) -> Result<Vec<S
             // built (it may be made by an earlier mount).
             _ => {}
         }
-        if holds_cgroupfs(&m.source)? {
+        if m.tmpfs.is_none() && holds_cgroupfs(&m.source)? {
             notes.push(format!(
                 "--mount {}: the source is or holds a cgroup filesystem: mounted read-only (a container must not move itself out of its cgroups)",
                 m.describe()
@@ -281,16 +281,31 @@ fn bind_mount(root: &Path, m: &BindMount) -> Result<(), String> {
             _ => format!("cannot open mount target {} {what}: {e}", m.target.display()),
         })
     };
+    if !m.target.as_os_str().is_empty() && fs::open_in_root(root, &m.target).is_err() {
+        // A missing target is made, as runc does (a directory for a
+        // directory, else an empty file), component by component inside
+        // the root and never through a link.
+        make_target(root, &m.target, m.tmpfs.is_some() || m.source.is_dir())?;
+    }
     let target = open("to mount on it")?;
     let via = PathBuf::from(format!("/proc/self/fd/{}", target.as_raw_fd()));
-    mount(
-        Some(&m.source),
-        &via,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| {
+    let mounted = match &m.tmpfs {
+        Some(options) => mount(
+            Some("tmpfs"),
+            &via,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        ),
+        None => mount(
+            Some(&m.source),
+            &via,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ),
+    };
+    mounted.map_err(|e| {
         format!(
             "cannot bind {} on {}: {e}",
             m.source.display(),
@@ -303,9 +318,63 @@ fn bind_mount(root: &Path, m: &BindMount) -> Result<(), String> {
     let mounted = open("after mounting")?;
     let read_only = m.read_only
         || holds_cgroupfs(Path::new(&format!("/proc/self/fd/{}", mounted.as_raw_fd())))?;
-    if read_only {
-        fs::set_read_only_recursive(mounted.as_fd())
-            .map_err(|e| format!("cannot make {} read-only: {e}", m.target.display()))?;
+    let mut attrs = fs::MountAttrs::empty();
+    for (on, attr) in [
+        (read_only, fs::MountAttrs::READ_ONLY),
+        (m.restrict.nosuid, fs::MountAttrs::NO_SUID),
+        (m.restrict.nodev, fs::MountAttrs::NO_DEV),
+        (m.restrict.noexec, fs::MountAttrs::NO_EXEC),
+    ] {
+        if on {
+            attrs = attrs | attr;
+        }
+    }
+    if !attrs.is_empty() {
+        fs::set_attrs_recursive(mounted.as_fd(), attrs)
+            .map_err(|e| format!("cannot restrict the mount on {}: {e}", m.target.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes the mount target `target` inside `root`: its missing parent
+/// directories, then the target itself (a directory if `dir`, else an empty
+/// file). What exists already is kept; a link on the way is refused.
+fn make_target(root: &Path, target: &Path, dir: bool) -> Result<(), String> {
+    use nix::{fcntl::OFlag, sys::stat::Mode};
+    let refuse = |e: &dyn std::fmt::Display| {
+        format!(
+            "cannot create mount target {} in the container's root: {e}",
+            target.display()
+        )
+    };
+    let parts: Vec<_> = target
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect();
+    let mut at = PathBuf::from("/");
+    for (i, part) in parts.iter().enumerate() {
+        let parent = fs::open_in_root(root, &at).map_err(|e| refuse(&e))?;
+        let last = i + 1 == parts.len();
+        let made = if last && !dir {
+            nix::fcntl::openat(
+                &parent,
+                part.as_os_str(),
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )
+            .map(drop)
+        } else {
+            nix::sys::stat::mkdirat(&parent, part.as_os_str(), Mode::from_bits_truncate(0o755))
+        };
+        match made {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(refuse(&e)),
+        }
+        at.push(part);
     }
     Ok(())
 }

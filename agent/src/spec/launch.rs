@@ -30,6 +30,28 @@ pub struct BindMount {
     pub source: PathBuf,
     pub target: PathBuf,
     pub read_only: bool,
+    /// `nosuid`, `nodev`, `noexec` (a bundle's mount options), on the
+    /// mount and every mount under it.
+    #[serde(default, skip_serializing_if = "MountRestrictions::is_none")]
+    pub restrict: MountRestrictions,
+    /// A new tmpfs with these options (`size=…,mode=…`) instead of a bind
+    /// of `source` (a bundle's `type: tmpfs` mounts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<String>,
+}
+
+/// What a bind mount refuses beyond writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRestrictions {
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+}
+
+impl MountRestrictions {
+    pub fn is_none(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl BindMount {
@@ -54,6 +76,8 @@ impl BindMount {
             source: source.into(),
             target,
             read_only,
+            restrict: MountRestrictions::default(),
+            tmpfs: None,
         })
     }
 
@@ -200,7 +224,9 @@ mod tests {
             BindMount {
                 source: "/a".into(),
                 target: "/b".into(),
-                read_only: false
+                read_only: false,
+                restrict: Default::default(),
+                tmpfs: None,
             }
         );
         assert!(BindMount::parse("/a:/b:ro").unwrap().read_only);

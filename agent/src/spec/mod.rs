@@ -21,7 +21,8 @@ pub use devices::{
 };
 pub use egress::{DisplayRate, Egress, default_burst, parse_bit_rate};
 pub use launch::{
-    BindMount, DeviceRequest, Launch, NetMode, RECIPE_VERSION, Recipe, mount_destination,
+    BindMount, DeviceRequest, Launch, MountRestrictions, NetMode, RECIPE_VERSION, Recipe,
+    mount_destination,
 };
 pub use oci::{
     Bundle, ExecProcess, HookCommand, HookSet, OciError, POLICY_ANNOTATION, POLICY_FILE_ANNOTATION,

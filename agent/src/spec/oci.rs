@@ -302,7 +302,18 @@ pub fn policy_from_annotations(
         )),
         (Some(text), None) => {
             let name = PathBuf::from(format!("annotation {POLICY_ANNOTATION}"));
-            crate::spec::Policy::parse(&name, text).map(|p| Some((p, text.clone())))
+            let policy = crate::spec::Policy::parse(&name, text)?;
+            if policy == crate::spec::Policy::default() {
+                // podman's --annotation keeps only a value's first line:
+                // "[network]" alone would police nothing, silently.
+                return Err(refuse(
+                    POLICY_ANNOTATION,
+                    format!(
+                        "{text:?} sets no rule, which is no policy at all (was it cut at a line break? podman keeps only the first line of an annotation: write the policy on one line, e.g. network = {{ connect = [\"deny any\"] }}, or use {POLICY_FILE_ANNOTATION})"
+                    ),
+                ));
+            }
+            Ok(Some((policy, text.clone())))
         }
         (None, Some(file)) => {
             let path = Path::new(file);

@@ -139,8 +139,40 @@ const MOUNT_ATTR_RDONLY: u64 = 0x1;
 /// Makes the mount `fd` refers to (as an `O_PATH` descriptor of its root)
 /// read-only, and every mount under it too.
 pub fn set_read_only_recursive(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_attrs_recursive(fd, MountAttrs::READ_ONLY)
+}
+
+/// Mount attributes to set with [`set_attrs_recursive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountAttrs(u64);
+
+impl MountAttrs {
+    pub const READ_ONLY: Self = Self(MOUNT_ATTR_RDONLY);
+    pub const NO_SUID: Self = Self(0x2);
+    pub const NO_DEV: Self = Self(0x4);
+    pub const NO_EXEC: Self = Self(0x8);
+
+    pub fn empty() -> Self {
+        Self(0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for MountAttrs {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+/// Sets `attrs` on the mount `fd` refers to (an `O_PATH` descriptor of its
+/// root) and on every mount under it.
+pub fn set_attrs_recursive(fd: BorrowedFd<'_>, attrs: MountAttrs) -> io::Result<()> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set: attrs.0,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,

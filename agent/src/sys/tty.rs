@@ -24,6 +24,13 @@ pub fn set_rlimit(resource: i32, soft: u64, hard: u64) -> nix::Result<()> {
     // SAFETY: `limit` is a valid rlimit64 for the duration of the call,
     // and a null old-limit pointer asks for nothing back; pid 0 is the
     // caller.
-    let rc = unsafe { libc::prlimit64(0, resource as libc::__rlimit_resource_t, &limit, std::ptr::null_mut()) };
+    let rc = unsafe {
+        libc::prlimit64(
+            0,
+            resource as libc::__rlimit_resource_t,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
     Errno::result(rc).map(drop)
 }

@@ -1,7 +1,7 @@
 //! `mounts` into palisade's bind mounts: palisade mounts the standard
 //! filesystems itself, and binds what the bundle adds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Mount;
 
@@ -31,7 +31,10 @@ const PROVIDED: &[(&str, &[&str], Option<&str>)] = &[
 
 /// Bind mount options palisade honours: it always binds recursively into a
 /// private mount namespace.
-const BIND_OPTIONS: &[&str] = &["bind", "rbind", "ro", "rw", "private", "rprivate"];
+const BIND_OPTIONS: &[&str] = &[
+    "bind", "rbind", "ro", "rw", "private", "rprivate", "nosuid", "nodev", "noexec", "suid", "dev",
+    "exec",
+];
 
 impl Cx {
     /// A bind mount, `None` for a filesystem palisade provides itself, or
@@ -46,6 +49,12 @@ impl Cx {
             typ.unwrap_or("none")
         );
         let is_bind = typ == Some("bind") || options.iter().any(|o| o == "bind" || o == "rbind");
+        let provided = PROVIDED
+            .iter()
+            .any(|(d, types, _)| Path::new(d) == dest && typ.is_some_and(|t| types.contains(&t)));
+        if typ == Some("tmpfs") && !is_bind && !provided {
+            return self.tmpfs(&field, dest, options).map(Some);
+        }
         if !is_bind {
             let provided = PROVIDED.iter().find(|(d, types, _)| {
                 Path::new(d) == dest && typ.is_some_and(|t| types.contains(&t))
@@ -86,10 +95,17 @@ impl Cx {
             ));
         }
         let mut read_only = false;
+        let mut restrict = crate::spec::MountRestrictions::default();
         for o in options {
             match o.as_str() {
                 "ro" => read_only = true,
                 "rw" => read_only = false,
+                "nosuid" => restrict.nosuid = true,
+                "suid" => restrict.nosuid = false,
+                "nodev" => restrict.nodev = true,
+                "dev" => restrict.nodev = false,
+                "noexec" => restrict.noexec = true,
+                "exec" => restrict.noexec = false,
                 o if BIND_OPTIONS.contains(&o) => {}
                 o => {
                     return Err(self.err(
@@ -106,6 +122,52 @@ impl Cx {
             source,
             target: dest,
             read_only,
+            restrict,
+            tmpfs: None,
         }))
+    }
+
+    /// A `type: tmpfs` mount at a place palisade does not provide itself.
+    fn tmpfs(&self, field: &str, dest: &Path, options: &[String]) -> Result<BindMount, OciError> {
+        if !dest.is_absolute() {
+            return Err(self.err(field, "the destination must be an absolute path"));
+        }
+        let target = crate::spec::mount_destination(dest).map_err(|why| self.err(field, why))?;
+        let mut read_only = false;
+        let mut restrict = crate::spec::MountRestrictions::default();
+        let mut data = Vec::new();
+        for o in options {
+            match o.as_str() {
+                "ro" => read_only = true,
+                "rw" => read_only = false,
+                "nosuid" => restrict.nosuid = true,
+                "nodev" => restrict.nodev = true,
+                "noexec" => restrict.noexec = true,
+                "suid" | "dev" | "exec" | "strictatime" | "relatime" | "noatime" | "private"
+                | "rprivate" => {}
+                o if ["size=", "mode=", "nr_inodes=", "uid=", "gid="]
+                    .iter()
+                    .any(|p| o.starts_with(p))
+                    && !o.contains(',') =>
+                {
+                    data.push(o.to_string())
+                }
+                o => {
+                    return Err(self.err(
+                        field,
+                        format!(
+                            "tmpfs option {o:?} is not supported (supported: ro, rw, nosuid, nodev, noexec, strictatime, size=, mode=, nr_inodes=, uid=, gid=)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(BindMount {
+            source: PathBuf::from("tmpfs"),
+            target,
+            read_only,
+            restrict,
+            tmpfs: Some(data.join(",")),
+        })
     }
 }

@@ -206,17 +206,23 @@ fn full_bundle_maps_every_field() {
             BindMount {
                 source: base.join("data"),
                 target: "/data".into(),
-                read_only: true
+                read_only: true,
+                restrict: Default::default(),
+                tmpfs: None,
             },
             BindMount {
                 source: "/etc/hosts".into(),
                 target: "/etc/hosts".into(),
-                read_only: false
+                read_only: false,
+                restrict: Default::default(),
+                tmpfs: None,
             },
             BindMount {
                 source: "/".into(),
                 target: "/opt".into(),
-                read_only: false
+                read_only: false,
+                restrict: Default::default(),
+                tmpfs: None,
             },
         ]
     );
