@@ -327,10 +327,47 @@ fn unlimited_and_unset_values_limit_nothing() {
 }
 
 #[test]
-fn refuses_terminal() {
-    let (field, text) = refused(&with(|v| v["process"]["terminal"] = json!(true)));
-    assert_eq!(field, "process.terminal");
-    assert!(text.contains("is not supported; set it to false"), "{text}");
+fn takes_terminal_rlimits_hooks_and_annotations() {
+    let b = load(&with(|v| {
+        v["process"]["terminal"] = json!(true);
+        v["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 512}]);
+        v["hooks"] = json!({"prestart": [{"path": "/bin/true", "args": ["true", "x"], "timeout": 5}],
+                            "poststop": [{"path": "/bin/false"}]});
+        v["annotations"] = json!({"io.palisade.policy-file": "/p.toml"});
+    }))
+    .unwrap();
+    assert!(b.terminal);
+    assert_eq!(
+        b.rlimits,
+        [Rlimit {
+            resource: libc::RLIMIT_NOFILE as i32,
+            soft: 512,
+            hard: 1024
+        }]
+    );
+    assert_eq!(b.hooks.prestart[0].args, ["true", "x"]);
+    assert_eq!(b.hooks.prestart[0].timeout, Some(5));
+    assert_eq!(b.hooks.poststop[0].path, PathBuf::from("/bin/false"));
+    assert_eq!(b.annotations["io.palisade.policy-file"], "/p.toml");
+    assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+}
+
+#[test]
+fn refuses_hooks_and_rlimits_it_cannot_honour() {
+    let (field, text) = refused(&with(|v| {
+        v["hooks"] = json!({"startContainer": [{"path": "/bin/true"}]})
+    }));
+    assert_eq!(field, "hooks.startContainer");
+    assert!(text.contains("not supported"), "{text}");
+    let (field, _) = refused(&with(|v| {
+        v["hooks"] = json!({"poststart": [{"path": "true"}]})
+    }));
+    assert_eq!(field, "hooks.poststart[0]");
+    let (field, text) = refused(&with(|v| {
+        v["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 1, "soft": 2}])
+    }));
+    assert_eq!(field, "process.rlimits[0]");
+    assert!(text.contains("above the hard limit"), "{text}");
 }
 
 #[test]
@@ -371,11 +408,11 @@ fn refuses_non_bind_mounts() {
 fn refuses_bind_mounts_palisade_cannot_honour() {
     let mount = |m: Value| with(|v| v["mounts"] = json!([m]));
     let (field, text) = refused(&mount(
-        json!({"destination": "/x", "type": "bind", "source": "/", "options": ["rbind", "nosuid"]}),
+        json!({"destination": "/x", "type": "bind", "source": "/", "options": ["rbind", "shared"]}),
     ));
     assert_eq!(field, "mounts[0] (/x, type bind)");
     assert!(
-        text.contains("option \"nosuid\" is not supported"),
+        text.contains("option \"shared\" is not supported"),
         "{text}"
     );
     let (_, text) = refused(&mount(
@@ -546,16 +583,6 @@ fn warns_about_what_palisade_does_instead() {
         ("process.selinuxLabel", |v| {
             v["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0")
         }),
-        (
-            "process.rlimits",
-            |v| {
-                v["process"]["rlimits"] =
-                    json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}])
-            },
-        ),
-        ("hooks.prestart", |v| {
-            v["hooks"] = json!({"prestart": [{"path": "/bin/true"}]})
-        }),
         ("linux.devices[0]", |v| {
             v["linux"]["devices"] = json!([
                 {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 438}
@@ -697,7 +724,7 @@ fn runc_default_spec_loads() {
     assert!(b.readonly_paths.contains(&PathBuf::from("/proc/sys")));
     // runc's deny-all leaves palisade's default allowlist.
     assert!(b.device_rules.is_empty(), "{:?}", b.device_rules);
-    for field in ["process.rlimits", "/dev/mqueue"] {
+    for field in ["/dev/mqueue"] {
         assert!(
             b.warnings.iter().any(|w| w.contains(field)),
             "{field}: {:?}",
