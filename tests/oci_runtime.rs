@@ -265,7 +265,8 @@ fn a_failing_hook_fails_the_create_and_leaves_nothing() {
 #[test]
 fn bad_input_changes_nothing() {
     let sb = Sandbox::new("ocibad");
-    let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|v| v["process"]["terminal"] = json!(true)),
             "--console-socket",
