@@ -93,6 +93,7 @@ fn show(palisade: &Path, work: &Path) -> Result<()> {
     checkpoint(palisade, work)?;
     incremental(palisade, work)?;
     checkpoint_container(palisade, &state, work)?;
+    runc_contract(palisade, &state, work, in_range.port)?;
     println!(
         "\n==> demo passed: the policy held in the container and in exec; the host was untouched"
     );
@@ -501,6 +502,76 @@ fn incremental(palisade: &Path, work: &Path) -> Result<()> {
 /// connect policy is frozen, dumped and removed, then made again from its
 /// image; it counts on from where it was, and the restored process is
 /// still refused the connect its policy denies.
+/// The runc contract, as podman and containerd drive it: create (stopped
+/// before its command, policy from an annotation), start, state, delete.
+fn runc_contract(palisade: &Path, state: &Path, work: &Path, port: u16) -> Result<()> {
+    println!("\n==> the runc contract (what podman and containerd call)");
+    let rootfs = crate::rootfs::build()?;
+    let bundle = work.join("bundle");
+    let out = work.join("bundle-out");
+    std::fs::create_dir_all(&bundle)?;
+    std::fs::create_dir_all(&out)?;
+    let policy = r#"network = { connect = ["deny tcp 127.0.0.1/32", "allow any"] }"#;
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh", "-c", format!("nc -w 2 127.0.0.1 {port} </dev/null 2>/mnt/err; echo \"connect 127.0.0.1:{port} -> rc $? ($(cat /mnt/err))\" > /mnt/out")],
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+        },
+        "root": {"path": rootfs, "readonly": true},
+        "mounts": [{"destination": "/mnt", "type": "bind", "source": out, "options": ["rbind"]}],
+        "annotations": {"io.palisade.policy": policy},
+    });
+    std::fs::write(bundle.join("config.json"), config.to_string())?;
+    println!("    annotation io.palisade.policy = {policy}");
+    let name = "demo-oci";
+    let pal = |args: &[&str]| -> Result<String> {
+        println!("==> palisade {}", args.join(" "));
+        // The container inherits create's stdio and outlives it: files,
+        // not pipes.
+        let log = work.join("oci-cmd.out");
+        let status = Command::new(palisade)
+            .arg("--root")
+            .arg(state)
+            .args(args)
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if !status.success() {
+            bail!("palisade {} failed: {status}", args.join(" "));
+        }
+        Ok(text)
+    };
+    let bundle_arg = bundle.display().to_string();
+    pal(&["create", "--bundle", &bundle_arg, name])?;
+    let status = |text: &str| -> String {
+        serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v["status"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let created = status(&pal(&["state", name])?);
+    println!(
+        "    status {created}; the command has not run: {}",
+        !out.join("out").exists()
+    );
+    pal(&["start", name])?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !out.join("out").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let said = std::fs::read_to_string(out.join("out")).unwrap_or_default();
+    print!("    inside: {said}");
+    pal(&["delete", "--force", name])?;
+    if created != "created" || !said.contains("not permitted") {
+        bail!("the runc contract did not hold: status {created:?}, {said:?}");
+    }
+    Ok(())
+}
+
 fn checkpoint_container(palisade: &Path, state: &Path, work: &Path) -> Result<()> {
     use std::time::{Duration, Instant};
     println!("\n==> checkpoint and restore of a container");

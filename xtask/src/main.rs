@@ -130,8 +130,9 @@ fn clippy_ebpf() -> Result<()> {
 fn bench(palisade: &Path) -> Result<()> {
     toolchain::require_root("the benchmarks create containers and nftables tables")?;
     let rootfs = rootfs::build()?;
-    let runs: [(&str, Vec<&Path>); 8] = [
+    let runs: [(&str, Vec<&Path>); 9] = [
         ("startup.sh", vec![palisade, rootfs.as_path()]),
+        ("oci.sh", vec![palisade, rootfs.as_path()]),
         ("connect.sh", vec![palisade]),
         ("policy_compile.sh", vec![palisade]),
         ("shaping.sh", vec![palisade]),

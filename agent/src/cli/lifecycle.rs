@@ -78,6 +78,7 @@ fn status_text(s: &State) -> String {
         (Status::Exited, Some(code)) if s.oom_killed => format!("exited ({code}, OOM-killed)"),
         (Status::Exited, Some(code)) => format!("exited ({code})"),
         (Status::Dead, _) => format!("dead ({})", s.dead_reason.unwrap_or("unknown")),
+        (Status::Running, _) if s.paused => "paused".to_string(),
         (status, _) => status.to_string(),
     }
 }
@@ -104,6 +105,7 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
                     "name": s.name,
                     "pid": s.pid,
                     "status": s.status,
+                    "paused": s.paused,
                     "reason": s.dead_reason,
                     "exit_status": s.exit_status,
                     "oom_killed": s.oom_killed,
