@@ -104,15 +104,7 @@ fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
 
 /// Container directories left in the state root.
 fn containers(sb: &Sandbox) -> Vec<String> {
-    std::fs::read_dir(&sb.root)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default()
+    support::oci::state_entries(&sb.root)
 }
 
 #[test]

@@ -354,11 +354,6 @@ pub fn features() -> serde_json::Value {
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
         },
-        "annotations": {
-            "io.palisade.version": env!("CARGO_PKG_VERSION"),
-            "io.palisade.policy-annotations":
-                format!("{}, {}", crate::spec::POLICY_ANNOTATION, crate::spec::POLICY_FILE_ANNOTATION),
-            "io.palisade.seccomp": "palisade applies its own profile; linux.seccomp is ignored with a warning",
-        },
+        "annotations": crate::spec::features_annotations(env!("CARGO_PKG_VERSION")),
     })
 }

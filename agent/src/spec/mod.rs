@@ -26,7 +26,8 @@ pub use launch::{
 };
 pub use oci::{
     Bundle, ExecProcess, HookCommand, HookSet, OciError, POLICY_ANNOTATION, POLICY_FILE_ANNOTATION,
-    Rlimit, load_bundle, load_process, load_resources, policy_from_annotations,
+    Rlimit, features_annotations, load_bundle, load_process, load_resources,
+    policy_from_annotations,
 };
 pub use policy::{NetworkPolicy, Policy, PolicyError, SecurityPolicy};
 pub use policy_file::{MAX_POLICY_BYTES, read_policy_file};

@@ -190,17 +190,7 @@ pub struct ExecProcess {
 
 /// Reads an `exec --process` file (`-` is stdin, named `<stdin>`).
 pub fn load_process(path: &Path) -> Result<ExecProcess, OciError> {
-    let text = read_input(path)?;
-    let process: oci_spec::runtime::Process =
-        serde_json::from_str(&text).map_err(|source| OciError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let mut cx = Cx {
-        config: path.to_path_buf(),
-        base: PathBuf::from("/"),
-        warnings: Vec::new(),
-    };
+    let (process, mut cx) = read_part::<oci_spec::runtime::Process>(path)?;
     let p = cx.process(&process)?;
     Ok(ExecProcess {
         args: p.args,
@@ -218,17 +208,7 @@ pub fn load_process(path: &Path) -> Result<ExecProcess, OciError> {
 /// `linux.resources`, in palisade's units, with the warnings of what is
 /// done differently.
 pub fn load_resources(path: &Path) -> Result<(ResourceLimits, Vec<String>), OciError> {
-    let text = read_input(path)?;
-    let resources: oci_spec::runtime::LinuxResources =
-        serde_json::from_str(&text).map_err(|source| OciError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let mut cx = Cx {
-        config: path.to_path_buf(),
-        base: PathBuf::from("/"),
-        warnings: Vec::new(),
-    };
+    let (resources, mut cx) = read_part::<oci_spec::runtime::LinuxResources>(path)?;
     if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(cx.err(
             "devices",
@@ -237,6 +217,22 @@ pub fn load_resources(path: &Path) -> Result<(ResourceLimits, Vec<String>), OciE
     }
     let limits = cx.resources(&resources)?;
     Ok((limits, cx.warnings))
+}
+
+/// One part of a spec read from `path` (`-`: stdin), with the context
+/// that judges it (errors and warnings name `path`).
+fn read_part<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, Cx), OciError> {
+    let text = read_input(path)?;
+    let part = serde_json::from_str(&text).map_err(|source| OciError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let cx = Cx {
+        config: path.to_path_buf(),
+        base: PathBuf::from("/"),
+        warnings: Vec::new(),
+    };
+    Ok((part, cx))
 }
 
 /// The text of `path`, or of stdin for `-` (at most 1 MiB either way).
@@ -262,6 +258,16 @@ fn read_input(path: &Path) -> Result<String, OciError> {
         return Err(err(io::Error::other("larger than 1 MiB")));
     }
     Ok(text)
+}
+
+/// The `annotations` of `palisade features`: palisade's version and the
+/// annotations it reads.
+pub fn features_annotations(version: &str) -> serde_json::Value {
+    serde_json::json!({
+        "io.palisade.version": version,
+        "io.palisade.policy-annotations": format!("{POLICY_ANNOTATION}, {POLICY_FILE_ANNOTATION}"),
+        "io.palisade.seccomp": "palisade applies its own profile; linux.seccomp is ignored with a warning",
+    })
 }
 
 /// The annotation holding a policy's text.
