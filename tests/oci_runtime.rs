@@ -130,6 +130,12 @@ fn create_stops_before_the_command_and_delete_removes_everything() {
     // It is a palisade container like any other.
     let ps = ok(&palisade(&sb, &["ps", "--json"]));
     assert!(ps.contains(&sb.name) && ps.contains("created"), "{ps}");
+    let stats: Value =
+        serde_json::from_str(&ok(&palisade(&sb, &["stats", "--json", &sb.name]))).unwrap();
+    assert!(stats.to_string().contains(&sb.name), "{stats}");
+    let policy: Value =
+        serde_json::from_str(&ok(&palisade(&sb, &["policy", "show", "--json", &sb.name]))).unwrap();
+    assert!(!policy.is_null(), "{policy}");
     thread::sleep(Duration::from_millis(300));
     assert!(
         !sb.dir.join("out/ran").exists(),

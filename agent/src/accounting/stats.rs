@@ -51,7 +51,8 @@ pub fn stats(
     interval: Option<Duration>,
 ) -> Result<Vec<ContainerStats>, RuntimeError> {
     let states = select(root, names)?;
-    let enforcer = if states.iter().any(|s| s.status == Status::Running) {
+    let live = |s: &State| matches!(s.status, Status::Running | Status::Created);
+    let enforcer = if states.iter().any(live) {
         Some(open_loaded(root, &Pins::for_state_root(root.dir()))?)
     } else {
         None
@@ -107,7 +108,7 @@ fn sample(states: &[State], enforcer: Option<&Enforcer>) -> Vec<(ContainerStats,
 }
 
 fn one(state: &State, enforcer: Option<&Enforcer>) -> ContainerStats {
-    let running = state.status == Status::Running;
+    let running = matches!(state.status, Status::Running | Status::Created);
     let kernel = match (running, state.cgroup_id, enforcer) {
         (true, Some(id), Some(e)) => Some((e.usage(id), CounterView::from(e.counters(id)))),
         _ => None,

@@ -296,6 +296,12 @@ fn spec_from(args: RunArgs, policy: Policy) -> Result<RunSpec, i32> {
             Ok(b) => b,
             Err(e) => return Err(bad_input(&e)),
         };
+        if bundle.terminal {
+            return Err(bad_input(&format!(
+                "{}: process.terminal: `run` passes its own stdin, stdout and stderr through and makes no terminal; set it to false, or use `create --console-socket` to receive one",
+                dir.join("config.json").display()
+            )));
+        }
         for warning in &bundle.warnings {
             eprintln!("palisade: warning: {warning}");
         }

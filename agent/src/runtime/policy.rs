@@ -56,11 +56,12 @@ pub fn open_loaded(root: &StateRoot, pins: &Pins) -> Result<Enforcer, RuntimeErr
     })
 }
 
-/// The cgroup id of a running container.
+/// The cgroup id of a running container (or a created one: its policy is
+/// in force from creation).
 fn running_cgroup(root: &StateRoot, name: &str) -> Result<(u64, super::State), RuntimeError> {
     let state = super::cleanup::reconcile(root, root.load(name)?);
     match (state.status, state.cgroup_id) {
-        (Status::Running, Some(id)) => Ok((id, state)),
+        (Status::Running | Status::Created, Some(id)) => Ok((id, state)),
         _ => Err(RuntimeError::WrongStatus {
             name: name.to_string(),
             status: state.status.to_string(),
