@@ -5,20 +5,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use support::{Sandbox, describe};
-
-/// The busybox rootfs that `cargo xtask rootfs` builds.
-fn busybox_rootfs() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rootfs/busybox");
-    assert!(
-        dir.join("bin/busybox").exists(),
-        "no busybox rootfs at {}: run `cargo xtask rootfs`",
-        dir.display()
-    );
-    dir
-}
 
 /// A refusal: exit 2, `needle` said, and nothing created.
 fn refused(sb: &Sandbox, out: &std::process::Output, needle: &str) {
@@ -74,7 +63,7 @@ fn destinations_over_proc_sys_or_the_root_are_refused() {
     let config = serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/"},
-        "root": {"path": busybox_rootfs()},
+        "root": {"path": support::busybox_rootfs()},
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/proc/cpuinfo", "type": "bind", "source": "/etc/hosts", "options": ["rbind", "ro"]},
@@ -91,7 +80,7 @@ fn a_destination_through_a_symlink_in_the_rootfs_is_refused() {
     let rootfs = sb.dir.join("rootfs");
     let status = std::process::Command::new("cp")
         .args(["-a"])
-        .arg(busybox_rootfs())
+        .arg(support::busybox_rootfs())
         .arg(&rootfs)
         .status()
         .expect("cp");
@@ -147,7 +136,7 @@ fn a_cgroup_filesystem_is_mounted_read_only() {
         let out = sb
             .palisade()
             .args(["run", "--name", &sb.name, "--rootfs"])
-            .arg(busybox_rootfs())
+            .arg(support::busybox_rootfs())
             .arg("--mount")
             .arg(format!("{}:/mnt:rw", source.display()))
             .args(["--", "sh", "-c", ESCAPE])

@@ -15,16 +15,6 @@ use std::{
 use serde_json::{Value, json};
 use support::{Sandbox, describe, ok};
 
-fn busybox_rootfs() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rootfs/busybox");
-    assert!(
-        dir.join("bin/busybox").exists(),
-        "no busybox rootfs at {}: run `cargo xtask rootfs`",
-        dir.display()
-    );
-    dir
-}
-
 /// A bundle running `script` in the busybox rootfs (read-only), with the
 /// sandbox's `out` directory at /mnt; `edit` changes the config.
 fn bundle(sb: &Sandbox, script: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
@@ -41,7 +31,7 @@ fn bundle(sb: &Sandbox, script: &str, edit: impl FnOnce(&mut Value)) -> PathBuf 
             "env": ["PATH=/bin"],
             "cwd": "/",
         },
-        "root": {"path": busybox_rootfs(), "readonly": true},
+        "root": {"path": support::busybox_rootfs(), "readonly": true},
         "mounts": [{"destination": "/mnt", "type": "bind", "source": out, "options": ["rbind"]}],
         "linux": {
             "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "cgroup"}],

@@ -773,16 +773,6 @@ print("local", s.getsockname()[0])
 
 /// The busybox rootfs that `cargo xtask rootfs` builds (and `cargo xtask
 /// test` builds before the tests).
-fn busybox_rootfs() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rootfs/busybox");
-    assert!(
-        dir.join("bin/busybox").exists(),
-        "no busybox rootfs at {}: run `cargo xtask rootfs`",
-        dir.display()
-    );
-    dir
-}
-
 /// An OCI bundle on the busybox rootfs runs and returns its status, with
 /// its hostname, environment, working directory, resources and masked
 /// paths applied.
@@ -800,7 +790,7 @@ fn an_oci_bundle_runs_and_returns_its_status() {
             "env": ["PATH=/bin", "GREETING=hello from the bundle"],
             "cwd": "/tmp",
         },
-        "root": {"path": busybox_rootfs(), "readonly": true},
+        "root": {"path": support::busybox_rootfs(), "readonly": true},
         "hostname": "bundled",
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -835,7 +825,7 @@ fn an_unsupported_bundle_is_refused_naming_the_field() {
     let config = serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {"terminal": true, "user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/"},
-        "root": {"path": busybox_rootfs()},
+        "root": {"path": support::busybox_rootfs()},
     });
     std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
     let out = sb.run_bundle(&bundle);

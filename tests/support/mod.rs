@@ -74,6 +74,18 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The busybox rootfs that `cargo xtask rootfs` builds (a test needing it
+/// fails, naming the command, when it is missing).
+pub fn busybox_rootfs() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rootfs/busybox");
+    assert!(
+        dir.join("bin/busybox").exists(),
+        "no busybox rootfs at {}: run `cargo xtask rootfs`",
+        dir.display()
+    );
+    dir
+}
+
 /// A name no other test (or test run) uses.
 pub fn unique_name(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -115,13 +115,7 @@ fn spec_from(args: ExecArgs) -> Result<ExecSpec, String> {
         _ => {}
     }
     spec.detach = args.detach;
-    spec.pid_file = args.pid_file.map(|p| {
-        if p.is_absolute() {
-            p
-        } else {
-            std::env::current_dir().map_or(p.clone(), |d| d.join(p))
-        }
-    });
+    spec.pid_file = args.pid_file;
     spec.console_socket = args.console_socket;
     spec.preserve_fds = args.preserve_fds;
     Ok(spec)

@@ -131,16 +131,9 @@ fn create_spec(args: CreateArgs) -> Result<RunSpec, i32> {
     // The policy's resources over the bundle's (as `run --bundle --policy`).
     let mut policy = policy;
     policy.resources = bundle.resources.clone().overlaid_with(policy.resources);
-    let absolute = |p: PathBuf| {
-        if p.is_absolute() {
-            p
-        } else {
-            std::env::current_dir().map_or(p.clone(), |d| d.join(p))
-        }
-    };
     let mut spec = RunSpec::from_bundle(args.id, bundle, policy, true).map_err(|e| bad(&e))?;
     spec.contract = Some(Contract {
-        pid_file: args.pid_file.map(absolute),
+        pid_file: args.pid_file,
         console_socket: args.console_socket,
         preserve_fds: args.preserve_fds,
     });

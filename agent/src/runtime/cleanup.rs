@@ -45,7 +45,7 @@ pub(crate) fn lock_bpf(root: &StateRoot) -> Result<Flock<File>, RuntimeError> {
 
 /// The container's cgroup v2 directory, if it exists and is the one the
 /// container recorded (same id).
-fn own_unified(state: &State) -> Option<&Path> {
+pub(super) fn own_unified(state: &State) -> Option<&Path> {
     let dir = state.cgroups.first()?;
     let id = state.cgroup_id?;
     (cgroups::id_of(dir) == Some(id)).then_some(dir.as_path())

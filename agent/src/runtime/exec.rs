@@ -13,7 +13,6 @@ use std::{
 };
 
 use nix::{
-    errno::Errno,
     fcntl::OFlag,
     sched::{CloneFlags, setns},
     sys::signal::{SigSet, SigmaskHow, sigprocmask},
@@ -21,8 +20,8 @@ use nix::{
 };
 
 use super::{
-    EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, RuntimeError, cstrings, init,
-    lifecycle, security, state::StateRoot, supervise,
+    EXIT_SETUP_FAILED, RuntimeError, cstrings, init, lifecycle, security, state::StateRoot,
+    supervise,
 };
 use crate::sys::process::{Forked, fork_single_threaded};
 
@@ -170,8 +169,7 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
             drop(err_read);
             let report_fd = err_write.as_raw_fd();
             let mut report = File::from(err_write);
-            let mut keep = vec![report_fd];
-            keep.extend((3..3 + spec.preserve_fds).filter_map(|fd| i32::try_from(fd).ok()));
+            let keep = init::kept_fds(report_fd, spec.preserve_fds);
             let entered = enter(&state.cgroups, &joined, &workdir, &old_mask)
                 .and_then(|()| console.map_or(Ok(()), super::console::attach))
                 .and_then(|()| security::close_inherited_fds(&keep))
@@ -182,13 +180,8 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
                 Ok(()) => {
                     let program = init::resolve(&argv[0], &env);
                     let errno = execve(&program, &argv, &env).unwrap_err();
-                    let status = if matches!(errno, Errno::ENOENT | Errno::ENOTDIR) {
-                        EXIT_NOT_FOUND
-                    } else {
-                        EXIT_NOT_EXECUTABLE
-                    };
                     (
-                        status,
+                        init::exec_status(errno),
                         format!(
                             "cannot execute {:?} in {}: {}",
                             argv[0],

@@ -97,35 +97,37 @@ pub(super) fn start(
 /// Execs the command; returns the status and message of a failure.
 fn exec_failure(program: &CString, init: &Init<'_>) -> (i32, String) {
     let errno = execve(program, init.argv, init.env).unwrap_err();
-    let status = match errno {
+    cannot_execute(&init.argv[0], errno)
+}
+
+/// The exit status and message for a command that cannot be executed.
+fn cannot_execute(name: &CString, errno: Errno) -> (i32, String) {
+    (
+        exec_status(errno),
+        format!("cannot execute {name:?}: {}", errno.desc()),
+    )
+}
+
+/// The exit status of an exec that failed with `errno`: 127 when the
+/// command is not there, 126 otherwise (the shell's convention).
+pub(super) fn exec_status(errno: Errno) -> i32 {
+    match errno {
         Errno::ENOENT | Errno::ENOTDIR => EXIT_NOT_FOUND,
         _ => EXIT_NOT_EXECUTABLE,
-    };
-    (
-        status,
-        format!("cannot execute {:?}: {}", init.argv[0], errno.desc()),
-    )
+    }
 }
 
 /// Whether `program` can be exec'd, checked at `create` so that a wrong
 /// command fails there rather than after `start`.
 fn executable(program: &CString, name: &CString) -> Result<(), (i32, String)> {
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(program.as_bytes()));
-    let found = nix::unistd::access(path, nix::unistd::AccessFlags::X_OK);
-    match found {
+    match nix::unistd::access(path, nix::unistd::AccessFlags::X_OK) {
         Ok(()) if path.is_file() => Ok(()),
         Ok(()) => Err((
             EXIT_NOT_EXECUTABLE,
             format!("cannot execute {name:?}: not a regular file"),
         )),
-        Err(errno @ (Errno::ENOENT | Errno::ENOTDIR)) => Err((
-            EXIT_NOT_FOUND,
-            format!("cannot execute {name:?}: {}", errno.desc()),
-        )),
-        Err(errno) => Err((
-            EXIT_NOT_EXECUTABLE,
-            format!("cannot execute {name:?}: {}", errno.desc()),
-        )),
+        Err(errno) => Err(cannot_execute(name, errno)),
     }
 }
 
@@ -224,9 +226,8 @@ fn prepare(
         .map_err(|e| format!("cannot restore the signal mask: {e}"))?;
     // Nothing of palisade's may reach the command but the report pipe,
     // which closes on exec.
-    let mut keep = vec![report_fd];
+    let mut keep = kept_fds(report_fd, init.preserve_fds);
     keep.extend(init.gate.as_ref().map(AsRawFd::as_raw_fd));
-    keep.extend((3..3 + init.preserve_fds).filter_map(|fd| i32::try_from(fd).ok()));
     security::close_inherited_fds(&keep)?;
     if init.restore {
         // The restored processes get their image's credentials.
@@ -234,6 +235,13 @@ fn prepare(
     }
     set_rlimits(init.rlimits)?;
     security::apply(&init.caps, init.user, init.seccomp)
+}
+
+/// The descriptors a new process keeps of palisade's: its report pipe
+/// (close-on-exec) and the caller's 3..3+N-1 (`--preserve-fds N`).
+pub(super) fn kept_fds(report_fd: i32, preserve_fds: u32) -> Vec<i32> {
+    let preserved = (3..3u32.saturating_add(preserve_fds)).filter_map(|fd| i32::try_from(fd).ok());
+    std::iter::once(report_fd).chain(preserved).collect()
 }
 
 /// Sets the command's resource limits (before capabilities are dropped:

@@ -39,6 +39,14 @@ fn not_running(state: &State) -> RuntimeError {
     }
 }
 
+/// Whether process `pid` exists and is neither a zombie nor dead
+/// (/proc/PID/stat).
+pub(super) fn not_dead(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
 /// A pidfd for the container's first process, if it is still running (not
 /// a zombie) and still in the container's cgroup.
 pub(super) fn container_process(state: &State) -> Result<OwnedFd, RuntimeError> {
@@ -49,11 +57,7 @@ pub(super) fn container_process(state: &State) -> Result<OwnedFd, RuntimeError> 
     let fd = pidfd::open(pid).map_err(|_| not_running(state))?;
     // Checked after opening the pidfd: if this is the container's process
     // now, the pidfd refers to it for good.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat
-        .rsplit_once(") ")
-        .is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'));
-    if zombie || !crate::cgroups::pid_is_in(pid, &state.cgroup_path()) {
+    if !not_dead(pid) || !crate::cgroups::pid_is_in(pid, &state.cgroup_path()) {
         return Err(RuntimeError::WrongStatus {
             name: state.name.clone(),
             status: format!("{} but its first process (pid {pid}) is gone", state.status),

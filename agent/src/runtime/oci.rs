@@ -73,11 +73,7 @@ pub(super) fn first_process_alive(state: &State) -> bool {
     let Some(pid) = state.pid else {
         return false;
     };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let running = stat
-        .rsplit_once(") ")
-        .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'));
-    running && state.pid_start.is_some() && start_time(pid) == state.pid_start
+    lifecycle::not_dead(pid) && state.pid_start.is_some() && start_time(pid) == state.pid_start
 }
 
 /// The OCI state of a container, as `state` prints it and hooks read it.
@@ -225,11 +221,9 @@ fn own_unified(state: &State) -> Result<PathBuf, RuntimeError> {
         name: state.name.clone(),
         status: format!("{} (its cgroup is gone)", state.status),
     };
-    let dir = state.cgroups.first().ok_or_else(gone)?;
-    if state.cgroup_id.is_none() || cgroups::id_of(dir) != state.cgroup_id {
-        return Err(gone());
-    }
-    Ok(dir.clone())
+    cleanup::own_unified(state)
+        .map(Path::to_path_buf)
+        .ok_or_else(gone)
 }
 
 /// A running (or created) container, or why not.

@@ -268,26 +268,32 @@ pub fn build(spec: &RootfsSpec) -> Result<(), String> {
 /// read-only mount is read-only with every mount under it, and so is any
 /// mount holding a cgroup filesystem, whatever was asked.
 fn bind_mount(root: &Path, m: &BindMount) -> Result<(), String> {
-    let open = |what: &str| {
-        fs::open_in_root(root, &m.target).map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => format!(
-                "mount target {} is reached through a symbolic link in the container's root: refused",
-                m.target.display()
-            ),
-            Some(libc::ENOENT) => format!(
-                "mount target {} does not exist in the container's root",
-                m.target.display()
-            ),
-            _ => format!("cannot open mount target {} {what}: {e}", m.target.display()),
-        })
+    let why = |what: &str, e: std::io::Error| match e.raw_os_error() {
+        Some(libc::ELOOP) => format!(
+            "mount target {} is reached through a symbolic link in the container's root: refused",
+            m.target.display()
+        ),
+        Some(libc::ENOENT) => format!(
+            "mount target {} does not exist in the container's root",
+            m.target.display()
+        ),
+        _ => format!(
+            "cannot open mount target {} {what}: {e}",
+            m.target.display()
+        ),
     };
-    if !m.target.as_os_str().is_empty() && fs::open_in_root(root, &m.target).is_err() {
+    let open = |what: &str| fs::open_in_root(root, &m.target).map_err(|e| why(what, e));
+    let target = match fs::open_in_root(root, &m.target) {
+        Ok(target) => target,
         // A missing target is made, as runc does (a directory for a
         // directory, else an empty file), component by component inside
         // the root and never through a link.
-        make_target(root, &m.target, m.tmpfs.is_some() || m.source.is_dir())?;
-    }
-    let target = open("to mount on it")?;
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            make_target(root, &m.target, m.tmpfs.is_some() || m.source.is_dir())?;
+            open("to mount on it")?
+        }
+        Err(e) => return Err(why("to mount on it", e)),
+    };
     let via = PathBuf::from(format!("/proc/self/fd/{}", target.as_raw_fd()));
     let mounted = match &m.tmpfs {
         Some(options) => mount(

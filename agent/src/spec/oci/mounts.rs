@@ -51,14 +51,11 @@ impl Cx {
         let is_bind = typ == Some("bind") || options.iter().any(|o| o == "bind" || o == "rbind");
         let provided = PROVIDED
             .iter()
-            .any(|(d, types, _)| Path::new(d) == dest && typ.is_some_and(|t| types.contains(&t)));
-        if typ == Some("tmpfs") && !is_bind && !provided {
+            .find(|(d, types, _)| Path::new(d) == dest && typ.is_some_and(|t| types.contains(&t)));
+        if typ == Some("tmpfs") && !is_bind && provided.is_none() {
             return self.tmpfs(&field, dest, options).map(Some);
         }
         if !is_bind {
-            let provided = PROVIDED.iter().find(|(d, types, _)| {
-                Path::new(d) == dest && typ.is_some_and(|t| types.contains(&t))
-            });
             return match provided {
                 Some((_, _, Some(warning))) => {
                     self.warn(&field, warning);
@@ -71,13 +68,7 @@ impl Cx {
                 )),
             };
         }
-        if !dest.is_absolute() {
-            return Err(self.err(field, "the destination must be an absolute path"));
-        }
-        let dest = match crate::spec::mount_destination(dest) {
-            Ok(d) => d,
-            Err(why) => return Err(self.err(field, why)),
-        };
+        let dest = self.destination(&field, dest)?;
         self.refuse(
             m.uid_mappings().is_some() || m.gid_mappings().is_some(),
             &field,
@@ -98,14 +89,7 @@ impl Cx {
         let mut restrict = crate::spec::MountRestrictions::default();
         for o in options {
             match o.as_str() {
-                "ro" => read_only = true,
-                "rw" => read_only = false,
-                "nosuid" => restrict.nosuid = true,
-                "suid" => restrict.nosuid = false,
-                "nodev" => restrict.nodev = true,
-                "dev" => restrict.nodev = false,
-                "noexec" => restrict.noexec = true,
-                "exec" => restrict.noexec = false,
+                o if access_option(o, &mut read_only, &mut restrict) => {}
                 o if BIND_OPTIONS.contains(&o) => {}
                 o => {
                     return Err(self.err(
@@ -127,24 +111,25 @@ impl Cx {
         }))
     }
 
-    /// A `type: tmpfs` mount at a place palisade does not provide itself.
-    fn tmpfs(&self, field: &str, dest: &Path, options: &[String]) -> Result<BindMount, OciError> {
+    /// A mount's destination: absolute, and a place that may be mounted
+    /// over (see `mount_destination`).
+    fn destination(&self, field: &str, dest: &Path) -> Result<PathBuf, OciError> {
         if !dest.is_absolute() {
             return Err(self.err(field, "the destination must be an absolute path"));
         }
-        let target = crate::spec::mount_destination(dest).map_err(|why| self.err(field, why))?;
+        crate::spec::mount_destination(dest).map_err(|why| self.err(field, why))
+    }
+
+    /// A `type: tmpfs` mount at a place palisade does not provide itself.
+    fn tmpfs(&self, field: &str, dest: &Path, options: &[String]) -> Result<BindMount, OciError> {
+        let target = self.destination(field, dest)?;
         let mut read_only = false;
         let mut restrict = crate::spec::MountRestrictions::default();
         let mut data = Vec::new();
         for o in options {
             match o.as_str() {
-                "ro" => read_only = true,
-                "rw" => read_only = false,
-                "nosuid" => restrict.nosuid = true,
-                "nodev" => restrict.nodev = true,
-                "noexec" => restrict.noexec = true,
-                "suid" | "dev" | "exec" | "strictatime" | "relatime" | "noatime" | "private"
-                | "rprivate" => {}
+                o if access_option(o, &mut read_only, &mut restrict) => {}
+                "strictatime" | "relatime" | "noatime" | "private" | "rprivate" => {}
                 o if ["size=", "mode=", "nr_inodes=", "uid=", "gid="]
                     .iter()
                     .any(|p| o.starts_with(p))
@@ -170,4 +155,27 @@ impl Cx {
             tmpfs: Some(data.join(",")),
         })
     }
+}
+
+/// Applies a mount option about writes, set-user-id, devices or exec (bind
+/// and tmpfs mounts alike, the later of a pair winning); false for any
+/// other option.
+fn access_option(
+    option: &str,
+    read_only: &mut bool,
+    restrict: &mut crate::spec::MountRestrictions,
+) -> bool {
+    let (flag, on) = match option {
+        "ro" => (read_only, true),
+        "rw" => (read_only, false),
+        "nosuid" => (&mut restrict.nosuid, true),
+        "suid" => (&mut restrict.nosuid, false),
+        "nodev" => (&mut restrict.nodev, true),
+        "dev" => (&mut restrict.nodev, false),
+        "noexec" => (&mut restrict.noexec, true),
+        "exec" => (&mut restrict.noexec, false),
+        _ => return false,
+    };
+    *flag = on;
+    true
 }
