@@ -15,6 +15,7 @@ mod events;
 mod exec;
 mod hooks;
 mod init;
+pub mod journal;
 mod launch;
 mod lifecycle;
 mod monitor;
