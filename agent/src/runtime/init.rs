@@ -53,6 +53,9 @@ pub(super) struct Init<'a> {
     pub gate: Option<OwnedFd>,
     /// A connected console socket: the command gets a terminal.
     pub console: Option<OwnedFd>,
+    /// A detached (or created) container: once started it does not die
+    /// with the process that made it (a foreground one does).
+    pub outlives_creator: bool,
     /// Descriptors 3..3+N of the caller passed on to the command.
     pub preserve_fds: u32,
 }
@@ -161,9 +164,10 @@ fn prepare(
     // Only the monitor holds the creator lock: if it dies, the container is
     // known to be without its creator even while this process lingers.
     super::state::drop_inherited_creator_lock();
-    // The container does not outlive the process that supervises it. Set
+    // The container is not left half-made by a creator that died: set
     // before waiting on the start pipe, so a parent that died in between
-    // shows up as EOF there.
+    // shows up as EOF there, and kept for a foreground container, which
+    // goes with its CLI.
     prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
     // A private network namespace comes first, so the parent can plug a
@@ -182,9 +186,10 @@ fn prepare(
         Ok(1) => {}
         _ => return Err("palisade exited before the container started".into()),
     }
-    if init.gate.is_some() {
-        // Created containers outlive their creator; the caller (conmon,
-        // containerd's shim) reaps them.
+    if init.outlives_creator {
+        // A detached container outlives its monitor (it keeps running,
+        // policed, without it); a created one its creator (the caller,
+        // conmon or containerd's shim, reaps it).
         prctl::set_pdeathsig(None)
             .map_err(|e| format!("cannot clear the parent-death signal: {e}"))?;
     }

@@ -9,7 +9,7 @@
 //! every record, in journal order; a record written while no agent runs is
 //! still there when one starts.
 //!
-//! Bounded: the file is `ROOT/journal/events`; once it passes
+//! Bounded: the file is `ROOT/.journal/events`; once it passes
 //! [`SEGMENT_BYTES`] the writer that passed it renames it to `events.1`
 //! (replacing the older one), so the journal keeps between one and two
 //! segments of history.
@@ -193,7 +193,7 @@ fn wall_ns(when: SystemTime) -> u64 {
 
 /// The journal's directory.
 pub fn dir(root: &StateRoot) -> PathBuf {
-    root.dir().join("journal")
+    root.dir().join(".journal")
 }
 
 fn current(dir: &Path) -> PathBuf {

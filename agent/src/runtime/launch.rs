@@ -324,6 +324,7 @@ impl<'a> Launch<'a> {
                         seccomp: &seccomp,
                         restore: spec.restore.is_some(),
                         rlimits: &spec.rlimits,
+                        outlives_creator: spec.detach || gate.is_some(),
                         gate: gate.take(),
                         console: console.take(),
                         preserve_fds: spec.contract.as_ref().map_or(0, |c| c.preserve_fds),
