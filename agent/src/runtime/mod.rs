@@ -21,6 +21,7 @@ mod monitor;
 pub mod net;
 pub mod oci;
 mod policy;
+pub mod probe;
 pub mod rootfs;
 pub mod security;
 pub mod shaping;
