@@ -17,6 +17,7 @@ mod hooks;
 mod init;
 mod launch;
 mod lifecycle;
+pub mod limits;
 mod monitor;
 pub mod net;
 pub mod oci;
