@@ -21,6 +21,7 @@ use std::{
 use thiserror::Error;
 
 pub mod limits;
+pub mod probe;
 pub mod stats;
 
 pub use limits::{LimitError, apply, oom_killed};
@@ -92,36 +93,7 @@ impl Hierarchies {
     }
 
     fn from_mountinfo(text: &str) -> Result<Self, CgroupError> {
-        let mut unified = None;
-        let mut v1: Vec<V1Hierarchy> = Vec::new();
-        for line in text.lines() {
-            // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let Some(mount) = left.split(' ').nth(4) else {
-                continue;
-            };
-            let mut right = right.split(' ');
-            let (fstype, superopts) = (right.next(), right.nth(1));
-            let mount = PathBuf::from(unescape(mount));
-            match fstype {
-                Some("cgroup2") if unified.is_none() => unified = Some(mount),
-                Some("cgroup") => {
-                    let controllers: Vec<String> = superopts
-                        .unwrap_or("")
-                        .split(',')
-                        .filter(|o| KNOWN_V1.contains(o))
-                        .map(str::to_string)
-                        .collect();
-                    // Named hierarchies (name=systemd) hold no controller.
-                    if !controllers.is_empty() && !v1.iter().any(|h| h.controllers == controllers) {
-                        v1.push(V1Hierarchy { mount, controllers });
-                    }
-                }
-                _ => {}
-            }
-        }
+        let (unified, v1) = scan_mountinfo(text);
         Ok(Self {
             unified: unified.ok_or(CgroupError::NoUnified)?,
             v1,
@@ -224,6 +196,42 @@ impl Hierarchies {
         }
         Ok(())
     }
+}
+
+/// The cgroup2 mount (the first, if any) and the v1 controller
+/// hierarchies listed in a /proc/self/mountinfo text.
+fn scan_mountinfo(text: &str) -> (Option<PathBuf>, Vec<V1Hierarchy>) {
+    let mut unified = None;
+    let mut v1: Vec<V1Hierarchy> = Vec::new();
+    for line in text.lines() {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let mut right = right.split(' ');
+        let (fstype, superopts) = (right.next(), right.nth(1));
+        let mount = PathBuf::from(unescape(mount));
+        match fstype {
+            Some("cgroup2") if unified.is_none() => unified = Some(mount),
+            Some("cgroup") => {
+                let controllers: Vec<String> = superopts
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|o| KNOWN_V1.contains(o))
+                    .map(str::to_string)
+                    .collect();
+                // Named hierarchies (name=systemd) hold no controller.
+                if !controllers.is_empty() && !v1.iter().any(|h| h.controllers == controllers) {
+                    v1.push(V1Hierarchy { mount, controllers });
+                }
+            }
+            _ => {}
+        }
+    }
+    (unified, v1)
 }
 
 /// `palisade/[ENCLOSING/…]`: where a container's directory goes.

@@ -103,52 +103,6 @@ pub struct RestoreArgs {
     pub trust_image: bool,
 }
 
-#[derive(Debug, Args)]
-#[command(
-    about = "Say what this kernel offers palisade: the dirty-tracking backends of incremental checkpoint"
-)]
-pub struct CheckArgs {
-    /// One JSON object: {"dirty_tracking": [{"backend", "available", "reason", "default"}]}.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `palisade check`: each dirty-tracking backend, whether this kernel
-/// offers it (tried, not assumed) and why not; exit 0.
-pub fn check(args: CheckArgs) -> i32 {
-    use checkpoint::track::Backend;
-    let best = Backend::best();
-    let rows: Vec<(Backend, Result<(), String>)> = Backend::ALL
-        .into_iter()
-        .map(|b| (b, b.available()))
-        .collect();
-    if args.json {
-        let list: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(b, r)| {
-                serde_json::json!({
-                    "backend": b.name(),
-                    "available": r.is_ok(),
-                    "reason": r.as_ref().err(),
-                    "default": *b == best,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::json!({ "dirty_tracking": list }));
-        return 0;
-    }
-    println!("dirty tracking (checkpoint --pre-dump --track BACKEND):");
-    for (b, r) in rows {
-        let verdict = match r {
-            Ok(()) if b == best => "yes (the default)".to_string(),
-            Ok(()) => "yes".to_string(),
-            Err(why) => format!("no: {why}"),
-        };
-        println!("  {:<13} {verdict}", b.name());
-    }
-    0
-}
-
 /// Reports a checkpoint or restore error; returns its exit status.
 fn failed(e: &CheckpointError) -> i32 {
     super::report(e);

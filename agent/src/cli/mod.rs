@@ -3,6 +3,7 @@
 //! with the exit status they map to.
 
 mod agent;
+mod check;
 mod checkpoint;
 mod debug;
 mod events;
@@ -89,7 +90,7 @@ pub enum Command {
     Agent(agent::AgentArgs),
     Checkpoint(checkpoint::CheckpointArgs),
     Restore(checkpoint::RestoreArgs),
-    Check(checkpoint::CheckArgs),
+    Check(check::CheckArgs),
     System(system::SystemArgs),
     Create(oci::CreateArgs),
     Start(oci::StartArgs),
@@ -155,7 +156,7 @@ pub fn main() -> i32 {
         Command::Agent(args) => agent::execute(&root, args, cli.log_format == LogFormat::Json),
         Command::Checkpoint(args) => checkpoint::checkpoint(&root, args),
         Command::Restore(args) => checkpoint::restore(&root, args),
-        Command::Check(args) => checkpoint::check(args),
+        Command::Check(args) => check::execute(args),
         Command::System(args) => system::execute(&root, args),
         Command::Create(args) => oci::create(&root, args),
         Command::Start(args) => oci::start(&root, args),

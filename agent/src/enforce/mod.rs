@@ -36,6 +36,7 @@ mod hooks;
 mod in_force;
 mod lifetime;
 mod pins;
+pub mod probe;
 mod tracing;
 mod usage;
 use hooks::HOOKS;

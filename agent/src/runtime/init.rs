@@ -202,7 +202,7 @@ fn prepare(
     unshare(flags).map_err(|e| format!("cannot create the container's namespaces: {e}"))?;
     // Still the host uid that created the state root: the only lookup
     // through it happens here.
-    rootfs::enter(init.rootfs)?;
+    let entered = rootfs::enter(init.rootfs)?;
     if init.rootfs.userns {
         super::userns::become_root()?;
     }
@@ -218,7 +218,7 @@ fn prepare(
             nl.add_default_route(super::net::GATEWAY).map_err(eth)?;
         }
     }
-    rootfs::build(init.rootfs)?;
+    rootfs::build(init.rootfs, entered)?;
     if let Some(socket) = init.console.take() {
         super::console::attach(socket)?;
     }

@@ -206,6 +206,11 @@ impl<'a> Launch<'a> {
         let staging = root.container_dir(&spec.name).join("rootfs");
         std::fs::create_dir(&staging)
             .map_err(|e| RuntimeError::io("create the rootfs mount point", &e))?;
+        // What the job reads at /run/palisade/limits.json, written before
+        // its first instruction.
+        let mut policy = spec.policy.clone();
+        policy.devices.allow.extend(spec.extra_device_rules());
+        let limits = super::limits::create(root, &spec.name, &policy)?;
         let rootfs = RootfsSpec {
             rootfs: spec.rootfs.clone(),
             read_only: spec.read_only,
@@ -220,6 +225,7 @@ impl<'a> Launch<'a> {
             own_netns: spec.net != NetMode::Host,
             extra_masked: spec.extra_masked.clone(),
             extra_read_only: spec.extra_read_only.clone(),
+            limits: Some(limits),
         };
         let seccomp = security::seccomp_for(
             &spec.policy.network.sockets.seccomp_families(),

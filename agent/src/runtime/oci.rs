@@ -326,7 +326,7 @@ pub fn update(root: &StateRoot, name: &str, limits: &ResourceLimits) -> Result<(
             .overlaid_with(limits.clone());
     }
     root.save(&state)?;
-    Ok(())
+    super::limits::resources_changed(root, name, limits)
 }
 
 /// What this palisade supports, in the OCI runtime features format

@@ -101,7 +101,8 @@ pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(),
         .extend(state.device_rules.iter().copied());
     let mut enforcer = open_loaded(root, &Pins::for_state_root(root.dir()))?;
     enforcer.update(cgroup_id, &policy)?;
-    reshape(root, &mut enforcer, cgroup_id, state, policy.network.egress)
+    reshape(root, &mut enforcer, cgroup_id, state, policy.network.egress)?;
+    super::limits::policy_applied(root, name, &policy)
 }
 
 /// Why a container that is not shaped cannot become shaped, if it cannot.

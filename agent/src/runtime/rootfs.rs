@@ -8,18 +8,22 @@
 use std::{
     fs::File,
     os::{
-        fd::{AsFd, AsRawFd},
+        fd::{AsFd, AsRawFd, OwnedFd},
         unix::fs::symlink,
     },
     path::{Path, PathBuf},
 };
 
 use nix::{
+    fcntl::OFlag,
     mount::{MntFlags, MsFlags, mount, umount2},
     unistd::{chdir, pivot_root},
 };
 
-use crate::{spec::BindMount, sys::fs};
+use crate::{
+    spec::{BindMount, MountRestrictions},
+    sys::fs,
+};
 
 /// Whether the tree at `path` (one mount and the mounts under it) holds a
 /// cgroup filesystem, by filesystem type: from such a mount a container
@@ -87,6 +91,16 @@ pub struct RootfsSpec {
     /// Masked and read-only paths beyond the defaults (an OCI bundle's).
     pub extra_masked: Vec<PathBuf>,
     pub extra_read_only: Vec<PathBuf>,
+    /// The host directory bound read-only onto /run/palisade (the
+    /// container's limits.json), if any.
+    pub limits: Option<PathBuf>,
+}
+
+/// What [`enter`] opened while it still could (before the process became
+/// a user namespace's root), for [`build`].
+pub struct Entered {
+    /// The limits directory, as an `O_PATH` descriptor.
+    limits: Option<OwnedFd>,
 }
 
 /// Files hidden behind /dev/null (or an empty read-only tmpfs for
@@ -171,7 +185,21 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
 /// traverse and the container's mapped root (another host uid) may not
 /// (a state root of mode 0700). Everything after goes through the
 /// working directory, never through the state root's path.
-pub fn enter(spec: &RootfsSpec) -> Result<(), String> {
+pub fn enter(spec: &RootfsSpec) -> Result<Entered, String> {
+    // Opened before anything else: the state root is reachable by path
+    // only as the host uid that made it.
+    let limits = spec
+        .limits
+        .as_deref()
+        .map(|dir| {
+            nix::fcntl::open(
+                dir,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| format!("cannot open {}: {e}", dir.display()))
+        })
+        .transpose()?;
     mnt(
         None,
         Path::new("/"),
@@ -190,13 +218,14 @@ pub fn enter(spec: &RootfsSpec) -> Result<(), String> {
         None if spec.userns => bind(Path::new("/"), root, MsFlags::MS_REC)?,
         None => bind(Path::new("/"), root, MsFlags::empty())?,
     }
-    chdir(root).map_err(|e| format!("cannot enter {}: {e}", root.display()))
+    chdir(root).map_err(|e| format!("cannot enter {}: {e}", root.display()))?;
+    Ok(Entered { limits })
 }
 
 /// Builds the filesystem in the new root `enter` made the working
 /// directory, and pivots into it. Runs in the container's first process,
 /// in its new mount namespace, before exec.
-pub fn build(spec: &RootfsSpec) -> Result<(), String> {
+pub fn build(spec: &RootfsSpec, entered: Entered) -> Result<(), String> {
     let root = Path::new(".");
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mnt(Some("proc"), &root.join("proc"), Some("proc"), flags, None)?;
@@ -225,6 +254,11 @@ pub fn build(spec: &RootfsSpec) -> Result<(), String> {
 
     for m in &spec.mounts {
         bind_mount(root, m)?;
+    }
+    // After the bundle's mounts, so a tmpfs it puts on /run does not
+    // hide it.
+    if let Some(limits) = entered.limits {
+        mount_limits(root, limits, spec.rootfs.is_none())?;
     }
 
     // pivot_root(".", "."): the old root ends up stacked under the new
@@ -338,6 +372,49 @@ fn bind_mount(root: &Path, m: &BindMount) -> Result<(), String> {
     if !attrs.is_empty() {
         fs::set_attrs_recursive(mounted.as_fd(), attrs)
             .map_err(|e| format!("cannot restrict the mount on {}: {e}", m.target.display()))?;
+    }
+    Ok(())
+}
+
+/// Binds the limits directory read-only (and nosuid, nodev, noexec) onto
+/// /run/palisade, made if missing; a link on the way is refused. With the
+/// host's root as the container's, /run first gets a read-only tmpfs of
+/// its own, so nothing is made in the host's filesystems.
+fn mount_limits(root: &Path, limits: OwnedFd, host_root: bool) -> Result<(), String> {
+    let restrict = MountRestrictions {
+        nosuid: true,
+        nodev: true,
+        noexec: true,
+    };
+    let run = Path::new("/run");
+    if host_root {
+        bind_mount(
+            root,
+            &BindMount {
+                source: PathBuf::from("tmpfs"),
+                target: run.to_path_buf(),
+                read_only: false,
+                restrict,
+                tmpfs: Some("mode=755,size=64k".into()),
+            },
+        )?;
+    }
+    bind_mount(
+        root,
+        &BindMount {
+            source: PathBuf::from(format!("/proc/self/fd/{}", limits.as_raw_fd())),
+            target: PathBuf::from(super::limits::MOUNT_POINT),
+            read_only: true,
+            restrict,
+            tmpfs: None,
+        },
+    )?;
+    drop(limits);
+    if host_root {
+        let tmpfs = fs::open_in_root(root, run)
+            .map_err(|e| format!("cannot open {} in the container's root: {e}", run.display()))?;
+        fs::set_read_only_recursive(tmpfs.as_fd())
+            .map_err(|e| format!("cannot make {} read-only: {e}", run.display()))?;
     }
     Ok(())
 }

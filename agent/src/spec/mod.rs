@@ -8,6 +8,7 @@
 mod devices;
 mod egress;
 mod launch;
+mod limits;
 mod oci;
 mod policy;
 mod policy_file;
@@ -24,6 +25,7 @@ pub use launch::{
     BindMount, DeviceRequest, Launch, MountRestrictions, NetMode, RECIPE_VERSION, Recipe,
     mount_destination,
 };
+pub use limits::Limits;
 pub use oci::{
     Bundle, ExecProcess, HookCommand, HookSet, OciError, POLICY_ANNOTATION, POLICY_FILE_ANNOTATION,
     Rlimit, features_annotations, load_bundle, load_process, load_resources,

@@ -73,6 +73,15 @@ fn family(name: &str) -> Option<i32> {
     FAMILIES.iter().find(|(n, _)| *n == bare).map(|&(_, v)| v)
 }
 
+/// A family's name as the policy file writes it (`netlink`), or its
+/// number for a family without one here.
+pub fn family_name(family: i32) -> String {
+    FAMILIES
+        .iter()
+        .find(|&&(name, v)| v == family && name != "local")
+        .map_or_else(|| family.to_string(), |&(name, _)| name.to_string())
+}
+
 impl Default for SocketKinds {
     fn default() -> Self {
         Self {
@@ -94,6 +103,18 @@ impl SocketKinds {
             bits |= palisade_common::DENY_PACKET;
         }
         bits
+    }
+
+    /// What the policy refuses, by name: `raw`, `packet`, then each
+    /// family of `deny_families`.
+    pub fn denied_names(&self) -> Vec<String> {
+        let kinds = [(!self.raw, "raw"), (!self.packet, "packet")];
+        kinds
+            .into_iter()
+            .filter(|(denied, _)| *denied)
+            .map(|(_, name)| name.to_string())
+            .chain(self.denied_families.iter().map(|&f| family_name(f)))
+            .collect()
     }
 
     /// Every family refused by seccomp: `deny_families`, and AF_PACKET when

@@ -3,6 +3,7 @@
 //! what remains is here, each block with a `// SAFETY:` comment.
 
 pub mod bpf;
+pub mod bpf_probe;
 pub mod fds;
 pub mod fs;
 pub mod mmap;
