@@ -21,6 +21,7 @@ use std::{
 use thiserror::Error;
 
 pub mod limits;
+pub mod oom;
 pub mod stats;
 
 pub use limits::{LimitError, apply, oom_killed};

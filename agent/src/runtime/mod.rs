@@ -21,6 +21,7 @@ mod lifecycle;
 mod monitor;
 pub mod net;
 pub mod oci;
+pub mod oom;
 mod policy;
 pub mod rootfs;
 pub mod security;

@@ -241,7 +241,10 @@ fn monitor(
     state.status = Status::Exited;
     state.exit_status = Some(status);
     state.finished = Some(now());
-    state.oom_killed = crate::cgroups::oom_killed(&cgroups);
+    // The agent's mark first: it waits until the agent has journalled its
+    // kill, so this exit is journalled after it.
+    let by_agent = super::oom::was_killed(root, &spec.name);
+    state.oom_killed = by_agent || crate::cgroups::oom_killed(&cgroups);
     // Containers nested in this one go with it, before its programs are
     // detached: they are the only programs that police them.
     cgroups.kill_nested();
