@@ -235,7 +235,64 @@ fn parse_counters(text: &str) -> Counters {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        io::Write,
+        os::fd::AsFd,
+        process::{Command, Stdio},
+    };
+
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
     use super::*;
+    use crate::{cgroups::Hierarchies, spec::ResourceLimits};
+
+    fn wait_readable(fd: &OwnedFd) -> bool {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(20_000u16)).unwrap() == 1
+    }
+
+    /// A memory hog (`tail /dev/zero` keeps one endless line) in a cgroup
+    /// limited to 32 MiB with memory_high at 8 MiB: both watches wake, and
+    /// say the condition is met; the kernel's OOM killer ends the hog.
+    #[test]
+    fn watches_wake_on_the_threshold_and_the_limit() {
+        let h = Hierarchies::detect().unwrap();
+        let cg = h
+            .create(&format!("oom-unit-{}", std::process::id()))
+            .unwrap();
+        let limits = ResourceLimits {
+            memory: Some(32 << 20),
+            memory_high: Some(8 << 20),
+            ..Default::default()
+        };
+        cg.apply(&limits).unwrap();
+        let (high_fd, mut high) =
+            MemoryWatch::open(&cg, OomCondition::MemoryHigh, Some(8 << 20)).unwrap();
+        let (oom_fd, mut oom) = MemoryWatch::open(&cg, OomCondition::Oom, None).unwrap();
+        assert_eq!(oom.woke(&oom_fd).unwrap(), Woke::Nothing);
+        let mut hog = Command::new("/bin/sh")
+            .args(["-c", "read go; exec tail /dev/zero"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        cg.join(hog.id() as i32).unwrap();
+        hog.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(wait_readable(&high_fd), "no wake at memory_high");
+        assert_eq!(high.woke(&high_fd).unwrap(), Woke::Met);
+        assert!(wait_readable(&oom_fd), "no wake at the limit");
+        assert_eq!(oom.woke(&oom_fd).unwrap(), Woke::Met);
+        let status = hog.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "the kernel's OOM killer ends the hog"
+        );
+        cg.remove().unwrap();
+        // Removal wakes the watch, which then says it is over.
+        if wait_readable(&oom_fd) {
+            assert_eq!(oom.woke(&oom_fd).unwrap(), Woke::Gone);
+        }
+    }
 
     #[test]
     fn memory_events_counters() {
