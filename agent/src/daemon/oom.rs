@@ -175,9 +175,12 @@ async fn act(ctx: &Ctx, state: &State, oom: OomPolicy, woke: Instant) -> bool {
             let (root, s) = (ctx.root.clone(), state.clone());
             match tokio::task::spawn_blocking(move || runtime::oom::kill(&root, &s)).await {
                 Ok(Ok(marker)) => {
+                    let signalled = woke.elapsed().as_micros();
                     let emptied = until_empty(marker.cgroup()).await;
                     let detail = if emptied {
-                        "ended every process of the container".to_string()
+                        format!(
+                            "ended every process of the container (all signalled after {signalled} us)"
+                        )
                     } else {
                         format!(
                             "killed, but processes remained after {} s",
