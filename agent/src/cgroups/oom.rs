@@ -128,8 +128,7 @@ impl MemoryWatch {
             path: events.clone(),
             source,
         };
-        let fd = notify::inotify().map_err(|e| failed(e.into()))?;
-        notify::inotify_watch_modify(&fd, &events).map_err(|e| failed(e.into()))?;
+        let fd = notify::inotify_modify(&events).map_err(|e| failed(e.into()))?;
         // Read after the watch is set: a change between the two wakes it.
         let last = read_counters(&events).map_err(failed)?;
         let watch = Self {

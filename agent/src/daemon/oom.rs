@@ -32,7 +32,7 @@ use crate::{
         journal::{self, Record, What},
     },
     spec::{OomAction, OomPolicy, Policy, ResourceLimits},
-    sys::notify,
+    sys::readiness,
 };
 
 /// How long a kill may take to empty the cgroup before it is reported as
@@ -58,7 +58,7 @@ pub fn watch(ctx: &Ctx, state: &State) -> Option<tokio::task::JoinHandle<()>> {
         .and_then(|h| h.existing(&state.cgroups))
         .and_then(|cgroups| MemoryWatch::open(&cgroups, oom.at, limits.memory_high))
         .map_err(|e| e.to_string())
-        .and_then(|(fd, w)| Ok((notify::async_fd(fd).map_err(|e| e.to_string())?, w)));
+        .and_then(|(fd, w)| Ok((readiness::readable(fd).map_err(|e| e.to_string())?, w)));
     let (fd, memory) = match opened {
         Ok(opened) => opened,
         Err(e) => {

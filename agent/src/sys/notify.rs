@@ -4,16 +4,14 @@
 //! loop to wait on; reading drains them.
 
 use std::{
-    ffi::CString,
-    os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
-        unix::ffi::OsStrExt,
-    },
+    os::fd::{FromRawFd, OwnedFd},
     path::Path,
 };
 
-use nix::errno::Errno;
-use tokio::io::{Interest, unix::AsyncFd};
+use nix::{
+    errno::Errno,
+    sys::inotify::{AddWatchFlags, InitFlags, Inotify},
+};
 
 /// A new eventfd, counter 0, non-blocking.
 pub fn eventfd() -> nix::Result<OwnedFd> {
@@ -36,37 +34,15 @@ pub fn eventfd_take(fd: &OwnedFd) -> nix::Result<u64> {
     }
 }
 
-/// `fd` registered with the current tokio runtime's reactor, to await its
-/// readiness. Must be called within a tokio runtime.
-pub fn async_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: the AsyncFd owns the OwnedFd, which owns a valid fd; nothing
-    // else can close or replace it while it is registered, and it is
-    // deregistered before the OwnedFd closes it on drop.
-    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into_parts().1)
-}
-
-/// A new inotify instance, non-blocking.
-pub fn inotify() -> nix::Result<OwnedFd> {
-    // SAFETY: inotify_init1 takes flags and returns a new fd or -1.
-    let fd = Errno::result(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Watches `path` for modification (and its removal) on inotify `fd`.
-pub fn inotify_watch_modify(fd: &OwnedFd, path: &Path) -> nix::Result<()> {
-    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: a valid inotify fd, a NUL-terminated path that outlives the
-    // call, and a mask; the kernel copies the path and returns a watch
-    // descriptor or -1.
-    Errno::result(unsafe {
-        libc::inotify_add_watch(
-            fd.as_raw_fd(),
-            path.as_ptr(),
-            libc::IN_MODIFY | libc::IN_DELETE_SELF,
-        )
-    })?;
-    Ok(())
+/// A new inotify instance (non-blocking) watching `path` for
+/// modification and removal.
+pub fn inotify_modify(path: &Path) -> nix::Result<OwnedFd> {
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    inotify.add_watch(
+        path,
+        AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DELETE_SELF,
+    )?;
+    Ok(inotify.into())
 }
 
 /// What draining an inotify fd found.
