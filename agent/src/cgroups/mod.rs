@@ -21,6 +21,7 @@ use std::{
 use thiserror::Error;
 
 pub mod limits;
+pub mod oom;
 pub mod probe;
 pub mod stats;
 

@@ -26,7 +26,8 @@ pub enum PolicyCommand {
     /// atomically: every connect, send, bind and device open is judged by
     /// the old rules or the new ones, never a mixture. The outbound rate
     /// (egress_rate, egress_burst) changes at once, or is added or removed.
-    /// A bad file changes nothing (exit 2).
+    /// The OOM handler ([oom]) is the file's from then on (the agent
+    /// re-reads it). A bad file changes nothing (exit 2).
     Apply {
         name: String,
         #[arg(value_name = "FILE")]
@@ -58,6 +59,15 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                     "palisade: warning: {}: [resources] is set when a container starts; not applied",
                     file.display()
                 );
+            }
+            // `[oom]` is judged against the limits the container runs under.
+            if let Ok(state) = root.load(&name) {
+                let mut in_force = policy.clone();
+                in_force.resources = state.recipe.map(|r| r.launch.resources).unwrap_or_default();
+                if let Err(e) = in_force.check_oom(&file) {
+                    super::report(&e);
+                    return super::EXIT_BAD_INPUT;
+                }
             }
             match runtime::apply_policy(root, &name, &policy) {
                 Ok(()) => {

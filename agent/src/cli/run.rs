@@ -291,6 +291,14 @@ fn spec_from(args: RunArgs, policy: Policy) -> Result<RunSpec, i32> {
         Err(e) => return Err(bad_input(&e)),
     };
     let name = args.name.unwrap_or_else(generated_name);
+    // `[oom]` is judged against the limits the container will have: the
+    // policy's with the flags' (and a bundle's, below) merged in.
+    let policy_file = args.policy.clone().unwrap_or_default();
+    if args.bundle.is_none()
+        && let Err(e) = policy.check_oom(&policy_file)
+    {
+        return Err(bad_input(&e));
+    }
     if let Some(dir) = &args.bundle {
         let bundle = match load_bundle(dir) {
             Ok(b) => b,
@@ -308,6 +316,9 @@ fn spec_from(args: RunArgs, policy: Policy) -> Result<RunSpec, i32> {
         // The flags' resources over the policy's over the bundle's.
         let mut policy = policy;
         policy.resources = bundle.resources.clone().overlaid_with(policy.resources);
+        if let Err(e) = policy.check_oom(&policy_file) {
+            return Err(bad_input(&e));
+        }
         let mut spec = match RunSpec::from_bundle(name.clone(), bundle, policy, args.detach) {
             Ok(s) => s,
             Err(e) => return Err(bad_input(&e)),

@@ -56,7 +56,8 @@ pub enum What {
     /// Its command runs.
     Started { pid: i32 },
     /// Its first process ended: an exit status, or the signal that ended
-    /// it; `oom` if the kernel's OOM killer killed in it.
+    /// it; `oom` if the kernel's OOM killer killed in it, or the agent
+    /// ended it for `[oom] action = "kill"`.
     Exited {
         status: Option<i32>,
         signal: Option<i32>,

@@ -23,6 +23,7 @@ pub mod limits;
 mod monitor;
 pub mod net;
 pub mod oci;
+pub mod oom;
 mod policy;
 pub mod probe;
 pub mod rootfs;
@@ -337,6 +338,9 @@ pub(crate) fn check_prefix_bound(container: &str, policy: &Policy) -> Result<(),
 fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
     validate_name(&spec.name)?;
     check_prefix_bound(&spec.name, &spec.policy)?;
+    spec.policy
+        .check_oom(Path::new("the policy"))
+        .map_err(|e| RuntimeError::BadInput(e.to_string()))?;
     if let Some(egress) = spec.policy.network.egress {
         let why = if spec.parent.is_some() {
             Some("a sub-container (--parent) is shaped with its parent: set the rate on the parent")

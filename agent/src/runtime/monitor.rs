@@ -252,7 +252,10 @@ fn monitor(
     state.status = Status::Exited;
     state.exit_status = Some(status);
     state.finished = Some(now());
-    state.oom_killed = crate::cgroups::oom_killed(&cgroups);
+    // The agent's mark first: it waits until the agent has journalled its
+    // kill, so this exit is journalled after it.
+    let by_agent = super::oom::was_killed(root, &spec.name);
+    state.oom_killed = by_agent || crate::cgroups::oom_killed(&cgroups);
     let (code, signal) = match waited {
         Ok(supervise::Ended::Exited(code)) => (Some(code), None),
         Ok(supervise::Ended::Signaled(sig)) => (None, Some(sig as i32)),

@@ -10,6 +10,7 @@ mod egress;
 mod launch;
 mod limits;
 mod oci;
+mod oom;
 mod policy;
 mod policy_file;
 mod resources;
@@ -31,6 +32,7 @@ pub use oci::{
     Rlimit, features_annotations, load_bundle, load_process, load_resources,
     policy_from_annotations,
 };
+pub use oom::{OomAction, OomCondition, OomPolicy};
 pub use policy::{NetworkPolicy, Policy, PolicyError, SecurityPolicy};
 pub use policy_file::{MAX_POLICY_BYTES, read_policy_file};
 pub use resources::{

@@ -12,6 +12,7 @@ use super::{
     Value,
     devices::{DevicePolicy, DeviceRule},
     egress::Egress,
+    oom::{OomPolicy, RawOom},
     policy_file::{MAX_POLICY_BYTES, read_policy_file, too_large},
     resources::{ResourceLimits, Resources},
     rules::{self, Rule, RuleError},
@@ -29,6 +30,8 @@ pub struct Policy {
     pub devices: DevicePolicy,
     /// `[security]`: kernel interfaces beyond palisade's default profile.
     pub security: SecurityPolicy,
+    /// `[oom]`: what the agent does on the container's memory condition.
+    pub oom: Option<OomPolicy>,
 }
 
 /// `[security]`: what the container's seccomp filter lets through that
@@ -109,6 +112,7 @@ struct RawPolicy {
     resources: Option<Resources>,
     devices: Option<RawDevices>,
     security: Option<RawSecurity>,
+    oom: Option<Spanned<RawOom>>,
 }
 
 #[derive(Deserialize)]
@@ -236,7 +240,29 @@ impl Policy {
                 error(offset, e.to_string())
             })?;
         }
+        if let Some(oom) = raw.oom {
+            let span = oom.span();
+            let oom = oom
+                .into_inner()
+                .validate(span, |offset| lines.line_of(offset))
+                .map_err(|(at, message)| error(at.start, message))?;
+            policy.oom = Some(oom);
+        }
         Ok(policy)
+    }
+
+    /// Checks `[oom]` against the policy's resources, once they are the
+    /// container's (the command line's merged in): `file` names the policy
+    /// in the error, at the section's line.
+    pub fn check_oom(&self, file: &Path) -> Result<(), PolicyError> {
+        match &self.oom {
+            None => Ok(()),
+            Some(oom) => oom.check(&self.resources).map_err(|message| PolicyError {
+                file: file.to_path_buf(),
+                line: oom.line,
+                message,
+            }),
+        }
     }
 }
 

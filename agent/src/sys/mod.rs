@@ -8,6 +8,7 @@ pub mod fds;
 pub mod fs;
 pub mod mmap;
 pub mod netlink;
+pub mod notify;
 pub mod ns;
 pub mod pidfd;
 pub mod process;
