@@ -8,7 +8,7 @@
 //! under running containers; at start it re-adopts the pins and reconciles
 //! them with the state directory.
 
-mod classify;
+pub mod classify;
 mod metrics;
 mod oom;
 
