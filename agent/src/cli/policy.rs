@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::{
-    runtime::{self, StateRoot},
+    runtime::{
+        self, StateRoot,
+        journal::{Record, What},
+    },
     spec::Policy,
 };
 
@@ -68,6 +71,7 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                             super::report(&e);
                         }
                     }
+                    runtime::journal::note(root, Record::now(&name, What::PolicyChanged));
                     0
                 }
                 Err(e) => super::failed(e),

@@ -241,6 +241,10 @@ pub fn prune(root: &StateRoot) -> Result<Pruned, RuntimeError> {
             }
         }
         clean_up(root, &name, state.as_ref())?;
+        super::journal::note(
+            root,
+            super::journal::Record::now(&name, super::journal::What::Removed),
+        );
         pruned.containers.push(name);
     }
     for dir in root.abandoned_staging() {

@@ -63,6 +63,66 @@ impl std::fmt::Display for DeviceView {
     }
 }
 
+/// The root's kernel events, as a reader that can wait for them: the ring
+/// buffer of the root's pinned object, opened again when a new one is
+/// pinned (it is made with the first container of the root and goes once
+/// the last is gone).
+pub struct KernelEvents {
+    root: StateRoot,
+    pins: Pins,
+    ring: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+    ring_id: Option<u32>,
+    names: HashMap<u64, String>,
+}
+
+impl KernelEvents {
+    pub fn open(root: &StateRoot) -> Result<Self, RuntimeError> {
+        let pins = Pins::for_state_root(root.dir());
+        Ok(Self {
+            ring: enforce::open_events(&pins)?,
+            ring_id: enforce::events_ring_id(&pins),
+            names: names(root),
+            root: root.clone(),
+            pins,
+        })
+    }
+
+    /// The next buffered event, consuming it.
+    pub fn next(&mut self) -> Option<EventView> {
+        loop {
+            let ring = self.ring.as_mut()?;
+            let item = ring.next()?;
+            let Some(event) = read_event(&item) else {
+                continue;
+            };
+            drop(item);
+            if !self.names.contains_key(&event.cgroup) {
+                self.names = names(&self.root);
+            }
+            return Some(view(&event, &self.names));
+        }
+    }
+
+    /// Opens the root's ring again if another one is pinned now; true if
+    /// it did.
+    pub fn refresh(&mut self) -> Result<bool, RuntimeError> {
+        let pinned = enforce::events_ring_id(&self.pins);
+        if pinned == self.ring_id {
+            return Ok(false);
+        }
+        self.ring = enforce::open_events(&self.pins)?;
+        self.ring_id = pinned;
+        Ok(true)
+    }
+
+    /// The ring's descriptor, readable when events are buffered (`None`
+    /// while the root has no ring).
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.ring.as_ref().map(|r| r.as_fd())
+    }
+}
+
 /// Reads events: what is buffered now, then (with `follow`) new ones as
 /// they come, passing each to `out` until it returns false.
 pub fn events(
@@ -70,25 +130,12 @@ pub fn events(
     follow: bool,
     mut out: impl FnMut(EventView) -> bool,
 ) -> Result<(), RuntimeError> {
-    let pins = Pins::for_state_root(root.dir());
-    // The root's ring, if it has one: it is made with the first container
-    // of the root and goes once the last is gone and its events are read,
-    // so a follower opens it again when it appears or is replaced.
-    let mut ring = enforce::open_events(&pins)?;
-    let mut ring_id = enforce::events_ring_id(&pins);
-    let mut names = names(root);
+    let mut kernel = KernelEvents::open(root)?;
     loop {
         let mut any = false;
-        while let Some(item) = ring.as_mut().and_then(|r| r.next()) {
+        while let Some(event) = kernel.next() {
             any = true;
-            let Some(event) = read_event(&item) else {
-                continue;
-            };
-            drop(item);
-            if !names.contains_key(&event.cgroup) {
-                names = self::names(root);
-            }
-            if !out(view(&event, &names)) {
+            if !out(event) {
                 return Ok(());
             }
         }
@@ -97,11 +144,7 @@ pub fn events(
         }
         if !any {
             std::thread::sleep(Duration::from_millis(50));
-            let pinned = enforce::events_ring_id(&pins);
-            if pinned != ring_id {
-                ring = enforce::open_events(&pins)?;
-                ring_id = pinned;
-            }
+            kernel.refresh()?;
         }
     }
 }

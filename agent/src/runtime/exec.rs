@@ -208,7 +208,9 @@ pub fn exec(root: &StateRoot, spec: &ExecSpec) -> Result<i32, RuntimeError> {
     if spec.detach {
         return Ok(0);
     }
-    supervise::until_exit(child, &signals).map_err(setup("wait for the command"))
+    supervise::until_exit(child, &signals)
+        .map(supervise::Ended::status)
+        .map_err(setup("wait for the command"))
 }
 
 /// In the forked child: join the cgroups (while the host's cgroupfs is

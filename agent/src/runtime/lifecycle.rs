@@ -14,6 +14,7 @@ use nix::{errno::Errno, sys::signal::Signal};
 use super::{
     RuntimeError,
     cleanup::{claim, clean_up, reconcile, release_root_if_idle},
+    journal::{self, Record, What},
     state::{State, StateError, StateRoot, Status},
 };
 use crate::sys::pidfd;
@@ -168,6 +169,7 @@ pub fn remove(root: &StateRoot, name: &str, force: bool) -> Result<(), RuntimeEr
         _ => clean_up(root, name, state.as_ref())?,
     }
     release_root_if_idle(root, false);
+    journal::note(root, Record::now(name, What::Removed));
     Ok(())
 }
 

@@ -38,7 +38,7 @@ pub use crate::spec::{BindMount, DeviceRequest, Launch, NetMode, RECIPE_VERSION,
 pub use checkpoint::{checkpoint_container, running_pid};
 pub use cleanup::{Pruned, prune, reconcile};
 pub use devices::DeviceNode;
-pub use events::{DeviceView, EventView, events};
+pub use events::{DeviceView, EventView, KernelEvents, events};
 pub use exec::{ExecSpec, exec};
 pub use lifecycle::{kill, logs, ps, remove, wait};
 use nix::errno::Errno;

@@ -17,6 +17,7 @@ use nix::{
 
 use super::{
     EXIT_SETUP_FAILED, RunOutcome, RunSpec, RuntimeError, cleanup, cstrings, environment,
+    journal::{self, Record, What},
     launch::{Launch, Running},
     net, shaping,
     state::{CreatorLock, ExecProfile, State, StateError, StateRoot, Status, now},
@@ -140,6 +141,10 @@ fn create(
     let pid = running.child.as_raw();
     // The cgroups, programs and pins stay for `delete`.
     running.cgroups.keep();
+    journal::note(
+        root,
+        Record::now(&spec.name, What::Created { pid: Some(pid) }),
+    );
     Ok(RunOutcome::Created(pid))
 }
 
@@ -231,17 +236,39 @@ fn monitor(
     if let Some(fd) = ready {
         let _ = write(&fd, &[0]);
     }
+    let pid = child.as_raw();
+    journal::note(
+        root,
+        Record::now(&spec.name, What::Created { pid: Some(pid) }),
+    );
+    journal::note(root, Record::now(&spec.name, What::Started { pid }));
 
     let waited = supervise::until_exit(child, &signals);
     // `policy apply` may have added, changed or removed the traffic class.
     if let Ok(on_disk) = root.load(&spec.name) {
         state.shaping = on_disk.shaping;
     }
-    let status = waited.unwrap_or(EXIT_SETUP_FAILED);
+    let status = waited.map_or(EXIT_SETUP_FAILED, supervise::Ended::status);
     state.status = Status::Exited;
     state.exit_status = Some(status);
     state.finished = Some(now());
     state.oom_killed = crate::cgroups::oom_killed(&cgroups);
+    let (code, signal) = match waited {
+        Ok(supervise::Ended::Exited(code)) => (Some(code), None),
+        Ok(supervise::Ended::Signaled(sig)) => (None, Some(sig as i32)),
+        Err(_) => (None, None),
+    };
+    journal::note(
+        root,
+        Record::now(
+            &spec.name,
+            What::Exited {
+                status: code,
+                signal,
+                oom: state.oom_killed,
+            },
+        ),
+    );
     // Containers nested in this one go with it, before its programs are
     // detached: they are the only programs that police them.
     cgroups.kill_nested();
@@ -256,6 +283,7 @@ fn monitor(
         root.save(&state)?;
     } else {
         root.remove(&spec.name)?;
+        journal::note(root, Record::now(&spec.name, What::Removed));
     }
     cleanup::release_root_if_idle(root, false);
     removed?;

@@ -28,7 +28,9 @@ use nix::{
 use serde_json::json;
 
 use super::{
-    RuntimeError, cleanup, hooks, lifecycle,
+    RuntimeError, cleanup, hooks,
+    journal::{self, Record, What},
+    lifecycle,
     state::{State, StateError, StateRoot, Status},
 };
 use crate::{cgroups, spec::ResourceLimits};
@@ -165,6 +167,9 @@ pub fn start(root: &StateRoot, name: &str) -> Result<(), RuntimeError> {
     let mut state = root.load(name)?;
     state.status = Status::Running;
     root.save(&state)?;
+    if let Some(pid) = state.pid {
+        journal::note(root, Record::now(name, What::Started { pid }));
+    }
     if let Some(bundle) = &state.bundle
         && let Err(e) = hooks::run("poststart", &bundle.hooks.poststart, &state)
     {
@@ -204,6 +209,7 @@ pub fn delete(root: &StateRoot, name: &str, force: bool) -> Result<(), RuntimeEr
     };
     cleanup::clean_up(root, name, claimed.as_ref())?;
     cleanup::release_root_if_idle(root, false);
+    journal::note(root, Record::now(name, What::Removed));
     let mut stopped = state;
     stopped.status = Status::Exited;
     if let Some(bundle) = &stopped.bundle

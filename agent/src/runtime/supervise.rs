@@ -40,9 +40,26 @@ pub(crate) fn signalled(signal: Signal) -> i32 {
     128 + signal as i32
 }
 
-/// Blocks until `child` exits; returns its status, or 128+N if signal N
-/// killed it. `signals` must be blocked in the calling thread.
-pub(crate) fn until_exit(child: Pid, signals: &SigSet) -> nix::Result<i32> {
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Exited(i32),
+    Signaled(Signal),
+}
+
+impl Ended {
+    /// As shells report it: the exit status, or 128+N for signal N.
+    pub(crate) fn status(self) -> i32 {
+        match self {
+            Ended::Exited(code) => code,
+            Ended::Signaled(sig) => signalled(sig),
+        }
+    }
+}
+
+/// Blocks until `child` exits; returns how it ended. `signals` must be
+/// blocked in the calling thread.
+pub(crate) fn until_exit(child: Pid, signals: &SigSet) -> nix::Result<Ended> {
     loop {
         let received = signal::wait(signals)?;
         if received.signal != Signal::SIGCHLD {
@@ -52,8 +69,8 @@ pub(crate) fn until_exit(child: Pid, signals: &SigSet) -> nix::Result<i32> {
             continue;
         }
         match waitpid(child, Some(WaitPidFlag::WNOHANG))? {
-            WaitStatus::Exited(_, code) => return Ok(code),
-            WaitStatus::Signaled(_, sig, _) => return Ok(signalled(sig)),
+            WaitStatus::Exited(_, code) => return Ok(Ended::Exited(code)),
+            WaitStatus::Signaled(_, sig, _) => return Ok(Ended::Signaled(sig)),
             _ => continue,
         }
     }
