@@ -125,21 +125,21 @@ impl Session {
         if held {
             resume(pid);
         }
-        match outcome {
-            Outcome::Moved(record) => ctx.emit(&[record]),
-            Outcome::Left => {}
+        if let Some(record) = outcome {
+            ctx.emit(&[record]);
         }
     }
 
-    /// Moves the process if a rule matches and its container runs.
-    fn classify(&mut self, ctx: &Ctx, rules: &[ClassifyRule], event: &ExecEvent) -> Outcome {
+    /// Moves the process if a rule matches and its container runs; the
+    /// record of the move, or `None` if the process was left where it is.
+    fn classify(&mut self, ctx: &Ctx, rules: &[ClassifyRule], event: &ExecEvent) -> Option<Record> {
         let pid = event.tgid as i32;
         match cgroups::in_palisade(pid) {
             // Gone already: nothing to move.
-            None => return Outcome::Left,
+            None => return None,
             Some(true) => {
                 self.skip_containers();
-                return Outcome::Left;
+                return None;
             }
             Some(false) => {}
         }
@@ -149,14 +149,14 @@ impl Session {
             .find(|rule| rule.matches(event.uid, event.gid, exe.as_deref()))
         else {
             tracing::debug!(pid, uid = event.uid, gid = event.gid, exe = ?exe, "exec matches no classify rule");
-            return Outcome::Left;
+            return None;
         };
         let name = &rule.container;
         let state = match ctx.root.load(name) {
             Ok(state) => reconcile(&ctx.root, state),
             Err(e) => {
                 tracing::warn!(pid, container = %name, rule = %rule, error = %e, "cannot classify: the rule's container is not there; process left where it is");
-                return Outcome::Left;
+                return None;
             }
         };
         if state.status != Status::Running || state.paused {
@@ -166,15 +166,15 @@ impl Session {
                 state.status.to_string()
             };
             tracing::warn!(pid, container = %name, rule = %rule, status, "cannot classify: the rule's container is not running; process left where it is");
-            return Outcome::Left;
+            return None;
         }
         if let Err(e) = cgroups::move_process(&state.cgroups, pid) {
             tracing::warn!(pid, container = %name, rule = %rule, error = %e, "cannot classify: moving the process failed");
-            return Outcome::Left;
+            return None;
         }
         let latency = monotonic_ns().saturating_sub(event.ktime_ns);
         tracing::debug!(pid, container = %name, latency_us = latency / 1000, "classified");
-        Outcome::Moved(Record::now(
+        Some(Record::now(
             name,
             What::Classified(Classified {
                 pid: event.tgid,
@@ -218,11 +218,6 @@ impl Drop for Session {
             }
         }
     }
-}
-
-enum Outcome {
-    Moved(Record),
-    Left,
 }
 
 /// The path the exec'ed file was given by, if absolute and known; else
