@@ -130,7 +130,7 @@ fn clippy_ebpf() -> Result<()> {
 fn bench(palisade: &Path) -> Result<()> {
     toolchain::require_root("the benchmarks create containers and nftables tables")?;
     let rootfs = rootfs::build()?;
-    let runs: [(&str, Vec<&Path>); 9] = [
+    let runs: [(&str, Vec<&Path>); 10] = [
         ("startup.sh", vec![palisade, rootfs.as_path()]),
         ("oci.sh", vec![palisade, rootfs.as_path()]),
         ("connect.sh", vec![palisade]),
@@ -140,6 +140,7 @@ fn bench(palisade: &Path) -> Result<()> {
         ("checkpoint.sh", vec![palisade]),
         ("precopy.sh", vec![palisade]),
         ("tracking_tax.sh", vec![palisade]),
+        ("classify.sh", vec![palisade]),
     ];
     for (script, args) in runs {
         println!("==> bench/{script}");
