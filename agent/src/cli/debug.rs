@@ -54,7 +54,7 @@ fn classify(root: &StateRoot, config: &std::path::Path) -> i32 {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let ctx = crate::daemon::Ctx::new(root.clone());
+    let ctx = crate::daemon::classify::standalone_ctx(root);
     runtime.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");

@@ -152,7 +152,7 @@ pub fn main() -> i32 {
         Command::Policy(args) => policy::execute(&root, args),
         Command::Events(args) => events::execute(&root, args),
         Command::Stats(args) => stats::execute(&root, args),
-        Command::Agent(args) => agent::execute(&root, args),
+        Command::Agent(args) => agent::execute(&root, args, cli.log_format == LogFormat::Json),
         Command::Checkpoint(args) => checkpoint::checkpoint(&root, args),
         Command::Restore(args) => checkpoint::restore(&root, args),
         Command::Check(args) => checkpoint::check(args),

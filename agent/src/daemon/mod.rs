@@ -1,39 +1,109 @@
 //! The resident agent (`palisade agent`): one tokio process per state root
-//! that serves `/metrics`, reads the kernel's events and journals them,
+//! that serves `/metrics`, reads the kernel's events into the journal,
 //! streams the journal to every subscriber over its API socket, handles
 //! containers' OOM conditions and classifies host processes.
 //!
 //! Nothing a container needs to stay policed lives here: programs, maps
 //! and links are pinned, so the agent can be killed, restarted or upgraded
 //! under running containers; at start it re-adopts the pins and reconciles
-//! them with the state directory.
+//! them with the state directory (see `runtime::adopt`).
 
+pub mod api;
 pub mod classify;
+mod kernel;
 mod metrics;
 mod oom;
+mod watch;
 
-pub use metrics::{AgentError, serve};
+use std::{
+    fs::File,
+    io::Write as _,
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Instant, SystemTime},
+};
 
-use std::sync::Arc;
+use nix::fcntl::{Flock, FlockArg};
+use thiserror::Error;
+use tokio::sync::watch as signal_watch;
 
 use crate::runtime::{
-    StateRoot,
+    RuntimeError, StateRoot,
+    adopt::{self, Adopted},
     journal::{self, Record},
 };
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("another agent runs for the state root {root} (pid {pid}); stop it first")]
+    Running { root: PathBuf, pid: String },
+    #[error("{step}: {source}")]
+    Io {
+        step: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// How the agent is asked to run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Serve `/metrics` here (none: no HTTP server).
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The agent's API socket in a state root.
+pub fn socket_path(root: &StateRoot) -> PathBuf {
+    root.dir().join("agent.sock")
+}
+
+fn lock_path(root: &StateRoot) -> PathBuf {
+    root.dir().join("agent.lock")
+}
 
 /// What every task of the agent shares.
 #[derive(Clone)]
 pub struct Ctx {
     pub root: StateRoot,
-    /// Woken after each append, so subscribers read what is new.
-    grew: Arc<tokio::sync::Notify>,
+    /// Counts journal appends seen; subscribers wait for it to change.
+    grew: Arc<signal_watch::Sender<u64>>,
+    /// Told when a container is created, so the kernel reader looks for
+    /// the root's (possibly new) ring.
+    ring_hint: Arc<tokio::sync::Notify>,
+    info: Arc<Mutex<Info>>,
+}
+
+/// What the agent tells `agent status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Info {
+    pub pid: u32,
+    pub version: &'static str,
+    pub root: PathBuf,
+    pub started: String,
+    pub metrics: Option<String>,
+    pub subscribers: usize,
+    pub records_from_kernel: u64,
+    /// Containers whose `[oom]` section the agent watches.
+    pub oom_watched: Vec<String>,
+    pub classify_rules: usize,
+    pub adopted: Adopted,
 }
 
 impl Ctx {
-    pub fn new(root: StateRoot) -> Self {
+    fn new(root: StateRoot, info: Info) -> Self {
         Self {
             root,
-            grew: Arc::new(tokio::sync::Notify::new()),
+            grew: Arc::new(signal_watch::channel(0).0),
+            ring_hint: Arc::new(tokio::sync::Notify::new()),
+            info: Arc::new(Mutex::new(info)),
         }
     }
 
@@ -43,6 +113,143 @@ impl Ctx {
         if let Err(e) = journal::append(&self.root, records) {
             tracing::error!(error = %e, "cannot write to the journal");
         }
-        self.grew.notify_waiters();
+        self.bump();
+    }
+
+    /// Wakes the subscribers: the journal may have grown.
+    fn bump(&self) {
+        self.grew.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn subscribe(&self) -> signal_watch::Receiver<u64> {
+        self.grew.subscribe()
+    }
+
+    fn info(&self) -> std::sync::MutexGuard<'_, Info> {
+        self.info.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT. `ready` is called once it
+/// serves, with the metrics address it bound (the port is the kernel's
+/// pick for 0).
+pub fn run(
+    root: &StateRoot,
+    options: Options,
+    ready: impl FnOnce(Option<SocketAddr>),
+) -> Result<(), AgentError> {
+    let io = |step| move |source| AgentError::Io { step, source };
+    std::fs::create_dir_all(root.dir()).map_err(io("create the state root"))?;
+    let _lock = lock(root)?;
+    let started = Instant::now();
+    let adopted = adopt::adopt(root)?;
+    report_adopted(&adopted);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("start the event loop"))?;
+    let local = tokio::task::LocalSet::new();
+    let info = Info {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION"),
+        root: root.dir().to_path_buf(),
+        started: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        metrics: None,
+        subscribers: 0,
+        records_from_kernel: 0,
+        oom_watched: Vec::new(),
+        classify_rules: 0,
+        adopted,
+    };
+    let ctx = Ctx::new(root.clone(), info);
+    let socket = socket_path(root);
+    local.block_on(&runtime, async move {
+        let metrics = match options.metrics_addr {
+            Some(addr) => Some(metrics::bind(addr).await?),
+            None => None,
+        };
+        let bound = metrics.as_ref().and_then(|l| l.local_addr().ok());
+        ctx.info().metrics = bound.map(|a| a.to_string());
+        let api = api::bind(&socket)?;
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(listener) = metrics {
+            tasks.spawn_local(metrics::serve(ctx.clone(), listener));
+        }
+        tasks.spawn_local(api::serve(ctx.clone(), api));
+        tasks.spawn_local(kernel::read(ctx.clone()));
+        tasks.spawn_local(watch::run(ctx.clone()));
+        tracing::info!(
+            root = %ctx.root.dir().display(),
+            metrics = ?bound,
+            socket = %socket.display(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "agent serving"
+        );
+        ready(bound);
+        let ended = shutdown_signal().await;
+        tracing::info!(signal = ended, "stopping");
+        tasks.shutdown().await;
+        let _ = std::fs::remove_file(&socket);
+        tracing::info!("stopped; containers and their enforcement stay");
+        Ok::<(), AgentError>(())
+    })
+}
+
+/// Waits for SIGTERM or SIGINT; its name.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot handle SIGTERM; stop the agent with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// One agent per state root: its lock file, holding its pid.
+fn lock(root: &StateRoot) -> Result<Flock<File>, AgentError> {
+    let path = lock_path(root);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| AgentError::Io {
+            step: "open the agent's lock",
+            source,
+        })?;
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+    let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, _)) => {
+            let pid = std::fs::read_to_string(&path)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into());
+            return Err(AgentError::Running {
+                root: root.dir().to_path_buf(),
+                pid,
+            });
+        }
+    };
+    let _ = locked.set_len(0);
+    let _ = writeln!(*locked, "{}", std::process::id());
+    Ok(locked)
+}
+
+fn report_adopted(adopted: &Adopted) {
+    for name in &adopted.removed {
+        tracing::info!(container = %name, "removed what a gone container left pinned");
+    }
+    for name in &adopted.reattached {
+        tracing::warn!(container = %name, "its programs were detached (link pins missing): attached again");
+    }
+    for problem in &adopted.problems {
+        tracing::error!(problem = %problem, "cannot reconcile");
     }
 }

@@ -63,6 +63,25 @@ impl Pins {
         }
     }
 
+    /// The containers that have a link directory in this root (whatever
+    /// their state), by name.
+    pub fn linked_containers(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.join("links"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().and_then(unescape))
+            .collect()
+    }
+
+    /// Whether `container` has a pinned link for every hook.
+    pub fn links_complete(&self, container: &str) -> bool {
+        let links = self.links_dir(container);
+        super::hooks::HOOKS
+            .iter()
+            .all(|hook| links.join(super::link_file(hook.name)).exists())
+    }
+
     /// Whether some container of the root has link pins.
     pub(super) fn has_links(&self) -> bool {
         std::fs::read_dir(self.dir.join("links")).is_ok_and(|mut d| d.next().is_some())
@@ -142,6 +161,24 @@ fn escape(container: &str) -> String {
     container.replace('_', "__").replace('.', "_d")
 }
 
+/// The container name an [`escape`]d file name stands for; `None` for a
+/// name `escape` never makes.
+fn unescape(file: &str) -> Option<String> {
+    let mut name = String::with_capacity(file.len());
+    let mut chars = file.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '_' => match chars.next()? {
+                '_' => name.push('_'),
+                'd' => name.push('.'),
+                _ => return None,
+            },
+            c => name.push(c),
+        }
+    }
+    Some(name)
+}
+
 /// Whether some state root on the host has link pins for a container of
 /// this name (so a cgroup of that name may be that container's).
 pub fn any_root_links(container: &str) -> bool {
@@ -159,6 +196,15 @@ mod tests {
 
     fn key(path: &str) -> String {
         root_key(Path::new(path))
+    }
+
+    #[test]
+    fn escaped_names_come_back() {
+        for name in ["web", "a.b", "a_b", "a__.d_", "_d"] {
+            assert_eq!(unescape(&escape(name)).as_deref(), Some(name));
+        }
+        assert_eq!(unescape("a_x"), None);
+        assert_eq!(unescape("a_"), None);
     }
 
     #[test]

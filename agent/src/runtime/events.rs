@@ -39,6 +39,9 @@ pub struct EventView {
     /// The device and the access asked for (hook `device` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceView>,
+    /// `time`, as a clock value.
+    #[serde(skip)]
+    pub at: SystemTime,
 }
 
 /// The device of a `device` event.
@@ -88,7 +91,7 @@ impl KernelEvents {
     }
 
     /// The next buffered event, consuming it.
-    pub fn next(&mut self) -> Option<EventView> {
+    pub fn take(&mut self) -> Option<EventView> {
         loop {
             let ring = self.ring.as_mut()?;
             let item = ring.next()?;
@@ -133,7 +136,7 @@ pub fn events(
     let mut kernel = KernelEvents::open(root)?;
     loop {
         let mut any = false;
-        while let Some(event) = kernel.next() {
+        while let Some(event) = kernel.take() {
             any = true;
             if !out(event) {
                 return Ok(());
@@ -176,8 +179,10 @@ fn view(e: &Event, names: &HashMap<u64, String>) -> EventView {
         FAMILY_V6 => Ipv6Addr::from(<[u8; 16]>::try_from(bytes).expect("16 bytes")).to_string(),
         _ => String::new(),
     };
+    let at = wall_time(e.time_ns);
     EventView {
-        time: wall_time(e.time_ns),
+        time: humantime::format_rfc3339_millis(at).to_string(),
+        at,
         container: names
             .get(&e.cgroup)
             .cloned()
@@ -223,12 +228,11 @@ fn view(e: &Event, names: &HashMap<u64, String>) -> EventView {
 }
 
 /// CLOCK_MONOTONIC nanoseconds as wall-clock time.
-fn wall_time(monotonic_ns: u64) -> String {
+fn wall_time(monotonic_ns: u64) -> SystemTime {
     let now_mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(monotonic_ns);
-    let at = SystemTime::now() - Duration::from_nanos(now_mono.saturating_sub(monotonic_ns));
-    humantime::format_rfc3339_millis(at).to_string()
+    SystemTime::now() - Duration::from_nanos(now_mono.saturating_sub(monotonic_ns))
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ impl Record {
     }
 
     /// The record of a kernel event.
-    pub fn denial(e: &EventView, when: SystemTime) -> Self {
+    pub fn denial(e: &EventView) -> Self {
         let what = What::Denial(Denial {
             pid: e.pid,
             comm: e.comm.clone(),
@@ -161,7 +161,7 @@ impl Record {
                 access: d.access.clone(),
             }),
         });
-        Self::at(when, &e.container, what)
+        Self::at(e.at, &e.container, what)
     }
 
     /// `kind` as in the JSON.
@@ -401,8 +401,8 @@ mod tests {
                 oom: true,
             },
         );
-        append(&root, &[a.clone()]).unwrap();
-        append(&root, &[b.clone()]).unwrap();
+        append(&root, std::slice::from_ref(&a)).unwrap();
+        append(&root, std::slice::from_ref(&b)).unwrap();
         assert_eq!(tail.read(), vec![a.clone(), b.clone()]);
         assert!(tail.read().is_empty());
         let line = a.to_line();
@@ -415,11 +415,11 @@ mod tests {
         let root = scratch("rotate");
         let mut tail = Tail::from_end(&root);
         let first = Record::now("x", What::Removed);
-        append(&root, &[first.clone()]).unwrap();
+        append(&root, std::slice::from_ref(&first)).unwrap();
         // Rotate by hand, as a writer past the bound does.
         std::fs::rename(current(&dir(&root)), previous(&dir(&root))).unwrap();
         let second = Record::now("y", What::PolicyChanged);
-        append(&root, &[second.clone()]).unwrap();
+        append(&root, std::slice::from_ref(&second)).unwrap();
         assert_eq!(tail.read(), vec![first.clone(), second.clone()]);
         let mut replay = Tail::since(&root, Duration::from_secs(60));
         assert_eq!(replay.read(), vec![first, second]);

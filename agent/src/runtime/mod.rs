@@ -7,6 +7,7 @@
 //! then allowed to exec. It never decides policy (that is `spec`) nor
 //! builds BPF maps itself (`enforce`).
 
+pub mod adopt;
 mod checkpoint;
 mod cleanup;
 mod console;

@@ -11,6 +11,7 @@ pub mod ns;
 pub mod pidfd;
 pub mod process;
 pub mod ptrace;
+pub mod readiness;
 pub mod security;
 pub mod signal;
 pub mod taskstate;

@@ -1,0 +1,101 @@
+//! The agent's view of the journal: woken by inotify when any writer
+//! (a `run`, a monitor, `rm`, `policy apply`, the agent itself) appends,
+//! it wakes the subscribers and keeps one OOM watch per running container
+//! whose policy asks for one.
+
+use std::{collections::HashMap, time::Duration};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::task::JoinHandle;
+
+use super::{Ctx, oom};
+use crate::{
+    runtime::{
+        self, Status,
+        journal::{self, Tail, What},
+    },
+    sys::readiness,
+};
+
+pub(super) async fn run(ctx: Ctx) {
+    let dir = journal::dir(&ctx.root);
+    let mut tail = Tail::from_end(&ctx.root);
+    let mut oom = OomWatches::default();
+    for state in ctx.root.list().unwrap_or_default() {
+        let state = runtime::reconcile(&ctx.root, state);
+        if matches!(state.status, Status::Running | Status::Created) {
+            oom.start(&ctx, &state.name);
+        }
+    }
+    let watched = std::fs::create_dir_all(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| e.to_string())
+        })
+        .and_then(|inotify| {
+            inotify
+                .add_watch(
+                    &dir,
+                    AddWatchFlags::IN_MODIFY
+                        | AddWatchFlags::IN_CREATE
+                        | AddWatchFlags::IN_MOVED_TO,
+                )
+                .map_err(|e| e.to_string())?;
+            readiness::readable(std::os::fd::OwnedFd::from(inotify)).map_err(|e| e.to_string())
+        });
+    let watched = match watched {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(error = %e, dir = %dir.display(), "cannot watch the journal; reading it every second");
+            None
+        }
+    };
+    loop {
+        match &watched {
+            Some(w) => {
+                if let Ok(mut guard) = w.readable().await {
+                    readiness::drain(w.get_ref());
+                    guard.clear_ready();
+                }
+            }
+            None => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+        ctx.bump();
+        for record in tail.read() {
+            match record.what {
+                What::Created { .. } => {
+                    ctx.ring_hint.notify_one();
+                    oom.start(&ctx, &record.container);
+                }
+                What::PolicyChanged => oom.start(&ctx, &record.container),
+                What::Exited { .. } | What::Removed => oom.stop(&ctx, &record.container),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// One OOM watch per container whose policy has an `[oom]` section.
+#[derive(Default)]
+struct OomWatches(HashMap<String, JoinHandle<()>>);
+
+impl OomWatches {
+    /// (Re)starts the container's watch from its state as it is now.
+    fn start(&mut self, ctx: &Ctx, name: &str) {
+        self.stop(ctx, name);
+        let Ok(state) = ctx.root.load(name) else {
+            return;
+        };
+        if let Some(handle) = oom::watch(ctx, &state) {
+            self.0.insert(name.to_string(), handle);
+            ctx.info().oom_watched.push(name.to_string());
+        }
+    }
+
+    fn stop(&mut self, ctx: &Ctx, name: &str) {
+        if let Some(handle) = self.0.remove(name) {
+            handle.abort();
+            ctx.info().oom_watched.retain(|n| n != name);
+        }
+    }
+}

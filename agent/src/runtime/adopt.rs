@@ -1,0 +1,114 @@
+//! What the agent does at start with what it finds pinned: the pins of
+//! containers that are gone are removed, and a running container whose
+//! link pins are missing (so whose programs are detached) is reported and
+//! policed again under the policy it recorded.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{
+    RuntimeError, cleanup,
+    state::{State, StateRoot, Status},
+};
+use crate::{
+    enforce::{Enforcer, Pins},
+    spec::Policy,
+};
+
+/// What [`adopt`] found and did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Adopted {
+    /// Containers removed because they were dead (as `rm` would), and
+    /// link pins removed because their container is gone.
+    pub removed: Vec<String>,
+    /// Running containers whose programs were detached, attached again.
+    pub reattached: Vec<String>,
+    /// What could not be put right, with the reason.
+    pub problems: Vec<String>,
+}
+
+/// Reconciles the state root's pins with its state directory.
+pub fn adopt(root: &StateRoot) -> Result<Adopted, RuntimeError> {
+    let mut adopted = Adopted::default();
+    let pruned = cleanup::prune(root)?;
+    adopted.removed.extend(pruned.containers);
+    let pins = Pins::for_state_root(root.dir());
+    let names: HashSet<String> = root.names().into_iter().collect();
+    let orphans: Vec<String> = pins
+        .linked_containers()
+        .into_iter()
+        .filter(|n| !names.contains(n))
+        .collect();
+    if !orphans.is_empty() {
+        let _lock = cleanup::lock_bpf(root)?;
+        for name in orphans {
+            // Named again meanwhile: its start owns the pins now.
+            if root.container_dir(&name).exists() {
+                continue;
+            }
+            match pins.remove_links(&name) {
+                Ok(()) => adopted.removed.push(name),
+                Err(e) => adopted.problems.push(format!("{name}: {e}")),
+            }
+        }
+    }
+    for state in root.list()? {
+        let state = cleanup::reconcile(root, state);
+        let Some(dir) = detached(&pins, &state) else {
+            continue;
+        };
+        match reattach(root, &pins, &state, &dir) {
+            Ok(()) => adopted.reattached.push(state.name.clone()),
+            Err(why) => adopted.problems.push(format!(
+                "{}: programs detached, not attached again: {why}",
+                state.name
+            )),
+        }
+    }
+    Ok(adopted)
+}
+
+/// The cgroup directory of a running top-level container whose link pins
+/// are not all there. A nested container's programs are its outermost
+/// container's.
+fn detached(pins: &Pins, state: &State) -> Option<std::path::PathBuf> {
+    if !matches!(state.status, Status::Running | Status::Created) || !state.enclosing.is_empty() {
+        return None;
+    }
+    let dir = cleanup::own_unified(state)?;
+    (!pins.links_complete(&state.name)).then(|| dir.to_path_buf())
+}
+
+fn reattach(root: &StateRoot, pins: &Pins, state: &State, dir: &Path) -> Result<(), String> {
+    let mut policy = recorded_policy(state)?;
+    policy
+        .devices
+        .allow
+        .extend(state.device_rules.iter().copied());
+    let id = state.cgroup_id.ok_or("no cgroup id recorded")?;
+    let _lock = cleanup::lock_bpf(root).map_err(|e| e.to_string())?;
+    let mut enforcer = Enforcer::open(pins.clone()).map_err(|e| e.to_string())?;
+    enforcer
+        .police(&state.name, dir, id, &policy)
+        .map_err(|e| e.to_string())
+}
+
+/// The network, device and security policy a container recorded as in
+/// force: the last `policy apply`'s, else the one it started with, else
+/// none. An error if the container recorded nothing (an older palisade's),
+/// since guessing would police it differently.
+pub(crate) fn recorded_policy(state: &State) -> Result<Policy, String> {
+    let recipe = state
+        .recipe
+        .as_ref()
+        .ok_or("it recorded no policy (made by an older palisade)")?;
+    let parse =
+        |text: &str| Policy::parse(Path::new("<recorded policy>"), text).map_err(|e| e.to_string());
+    match (&recipe.policy, &recipe.applied_policy) {
+        (_, Some(applied)) => parse(applied),
+        (Some(text), None) => parse(text),
+        (None, None) => Ok(Policy::default()),
+    }
+}
