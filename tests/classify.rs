@@ -54,7 +54,6 @@ impl Agent {
         let mut child = agent_command(sb, config)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .env("RUST_LOG", "info")
             .spawn()
             .expect("start the agent");
         let log = Arc::new(Mutex::new(String::new()));
@@ -113,10 +112,22 @@ impl Drop for Agent {
     }
 }
 
-/// `palisade --root ROOT agent --metrics-addr 127.0.0.1:0 --config FILE`.
+/// `palisade --root ROOT agent --metrics-addr 127.0.0.1:0 --config FILE`
+/// (until this build's agent takes `--config`: the hidden `debug
+/// classify`, which runs the same classifier alone).
 fn agent_command(sb: &Sandbox, config: &Path) -> Command {
+    let help = sb
+        .palisade()
+        .args(["agent", "--help"])
+        .output()
+        .expect("palisade agent --help");
     let mut cmd = sb.palisade();
-    cmd.args(["debug", "classify", "--config"]).arg(config);
+    if String::from_utf8_lossy(&help.stdout).contains("--config") {
+        cmd.args(["agent", "--metrics-addr", "127.0.0.1:0", "--config"]);
+    } else {
+        cmd.args(["debug", "classify", "--config"]);
+    }
+    cmd.arg(config).env("PALISADE_LOG", "info");
     cmd
 }
 
