@@ -76,8 +76,9 @@ fn main() {
             ebpf.display()
         );
     }
-    // Each binary of ebpf/ is one object: enforcement and accounting, and
-    // the dirty-page tracker, loaded only while a checkpoint tracks pages.
+    // Each binary of ebpf/ is one object: enforcement and accounting; the
+    // dirty-page tracker, loaded only while a checkpoint tracks pages; and
+    // the classifier, loaded only by an agent with `[[classify]]` rules.
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     for (binary, file, var) in [
         ("palisade", "palisade.bpf.o", "PALISADE_EBPF_OBJECT"),
@@ -85,6 +86,11 @@ fn main() {
             "palisade-dirty",
             "palisade-dirty.bpf.o",
             "PALISADE_DIRTY_OBJECT",
+        ),
+        (
+            "palisade-classify",
+            "palisade-classify.bpf.o",
+            "PALISADE_CLASSIFY_OBJECT",
         ),
     ] {
         let object = target_dir.join("bpfel-unknown-none/release").join(binary);

@@ -6,6 +6,9 @@
 //! No logic lives here beyond constructors that both sides need.
 #![no_std]
 
+/// The classifier's object (`palisade-classify`).
+pub mod classify;
+
 /// Names of the programs in the eBPF object, as the loader looks them up.
 pub mod program {
     pub const CONNECT4: &str = "connect4";

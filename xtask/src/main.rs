@@ -141,6 +141,7 @@ fn bench(palisade: &Path) -> Result<()> {
         ("precopy.sh", vec![palisade]),
         ("tracking_tax.sh", vec![palisade]),
         ("oom.sh", vec![palisade, rootfs.as_path()]),
+        ("classify.sh", vec![palisade]),
     ];
     for (script, args) in runs {
         println!("==> bench/{script}");

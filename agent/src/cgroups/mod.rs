@@ -659,6 +659,43 @@ pub fn procs_checked(dir: &Path) -> Result<Vec<i32>, CgroupError> {
     Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
+/// Moves process `pid` (its whole thread group) into each cgroup of
+/// `dirs`, in order (a container's, as its state records them: put the v2
+/// directory first to police it there before it is limited elsewhere).
+/// Stops at the first that fails: the process is then in the ones before.
+pub fn move_process(dirs: &[PathBuf], pid: i32) -> Result<(), CgroupError> {
+    for dir in dirs {
+        write_control(&dir.join("cgroup.procs"), &pid.to_string()).map_err(|source| {
+            CgroupError::Join {
+                pid,
+                path: dir.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether process `pid` is in a palisade container: in some hierarchy its
+/// cgroup (`/proc/PID/cgroup`) is under palisade's parent. `None` if the
+/// process is gone.
+pub fn in_palisade(pid: i32) -> Option<bool> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let under = format!("/{PARENT}/");
+    Some(text.lines().any(|line| {
+        line.splitn(3, ':')
+            .nth(2)
+            .is_some_and(|path| path.starts_with(&under))
+    }))
+}
+
+/// The id of palisade's parent in the cgroup v2 hierarchy, and its level
+/// under the hierarchy's root (for `bpf_get_current_ancestor_cgroup_id`);
+/// `None` until some container made it.
+pub fn parent_v2(hierarchies: &Hierarchies) -> Option<(u64, u32)> {
+    id_of(&hierarchies.unified.join(PARENT)).map(|id| (id, 1))
+}
+
 /// Freezes (`frozen`) or thaws the cgroup v2 directory `dir` and its
 /// descendants (`cgroup.freeze`, Linux 5.2), and waits up to 5 s until
 /// the kernel reports it done in `cgroup.events`.

@@ -9,7 +9,7 @@
 //! them with the state directory (see `runtime::adopt`).
 
 pub mod api;
-mod classify;
+pub mod classify;
 mod kernel;
 mod metrics;
 mod oom;

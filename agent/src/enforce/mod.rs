@@ -31,6 +31,7 @@ use palisade_common::{
 };
 use thiserror::Error;
 
+pub mod classify;
 mod devices;
 mod hooks;
 mod in_force;

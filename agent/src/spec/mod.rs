@@ -5,6 +5,7 @@
 //! rejected before anything on the host is touched, and nothing here ever
 //! touches the host.
 
+mod agent_config;
 mod devices;
 mod egress;
 mod launch;
@@ -17,6 +18,10 @@ mod resources;
 mod rules;
 mod sockets;
 
+pub use agent_config::{
+    AgentConfig, ClassifyRule, ClassifyTables, ExeGlob, FD_EXEC_PREFIX, MAX_CLASSIFY_RULES,
+    compile_classify,
+};
 pub use devices::{
     DEFAULT_DEVICES, DevicePolicy, DeviceRule, DeviceRuleError, DeviceType, access_letters,
     compile_devices, parse_access,

@@ -22,12 +22,18 @@ pub const MAX_POLICY_BYTES: usize = 4 << 20;
 /// refused without a read (the open does not wait for a FIFO's writer),
 /// and no more than the bound is ever read.
 pub fn read_policy_file(path: &Path) -> Result<String, PolicyError> {
+    read_text_file(path, "policy file")
+}
+
+/// As [`read_policy_file`], for any of palisade's TOML files; `what`
+/// names the kind of file in errors.
+pub(super) fn read_text_file(path: &Path, what: &str) -> Result<String, PolicyError> {
     let error = |message: String| PolicyError {
         file: path.to_path_buf(),
         line: 0,
         message,
     };
-    let cannot = |e: std::io::Error| error(format!("cannot read policy file: {e}"));
+    let cannot = |e: std::io::Error| error(format!("cannot read {what}: {e}"));
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
@@ -35,7 +41,7 @@ pub fn read_policy_file(path: &Path) -> Result<String, PolicyError> {
         .map_err(cannot)?;
     let kind = file.metadata().map_err(cannot)?.file_type();
     if !kind.is_file() {
-        let what = if kind.is_dir() {
+        let kind = if kind.is_dir() {
             "a directory"
         } else if kind.is_fifo() {
             "a FIFO"
@@ -49,7 +55,7 @@ pub fn read_policy_file(path: &Path) -> Result<String, PolicyError> {
             "not a regular file"
         };
         return Err(error(format!(
-            "not a policy file: {what} (give a regular file of TOML)"
+            "not a {what}: {kind} (give a regular file of TOML)"
         )));
     }
     let mut bytes = Vec::new();
