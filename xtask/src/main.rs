@@ -130,7 +130,7 @@ fn clippy_ebpf() -> Result<()> {
 fn bench(palisade: &Path) -> Result<()> {
     toolchain::require_root("the benchmarks create containers and nftables tables")?;
     let rootfs = rootfs::build()?;
-    let runs: [(&str, Vec<&Path>); 10] = [
+    let runs: [(&str, Vec<&Path>); 11] = [
         ("startup.sh", vec![palisade, rootfs.as_path()]),
         ("oci.sh", vec![palisade, rootfs.as_path()]),
         ("connect.sh", vec![palisade]),

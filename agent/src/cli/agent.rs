@@ -1,7 +1,7 @@
 //! `palisade agent`: the resident agent (see `daemon`), and `palisade
 //! agent status`, which asks a running one what it does.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Subcommand};
 
@@ -19,6 +19,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// The agent's configuration (TOML): `[[classify]]` rules. Refused
+    /// whole, with file and line, if any of it is wrong.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Option<AgentCommand>,
 }
@@ -33,9 +38,20 @@ pub fn execute(root: &StateRoot, args: AgentArgs, json_logs: bool) -> i32 {
     if let Some(AgentCommand::Status) = args.command {
         return status(root);
     }
+    let config = match &args.config {
+        Some(path) => match crate::spec::AgentConfig::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                super::report(&e);
+                return super::EXIT_BAD_INPUT;
+            }
+        },
+        None => crate::spec::AgentConfig::default(),
+    };
     init_logs(json_logs);
     let options = daemon::Options {
         metrics_addr: args.metrics_addr,
+        classify: config.classify,
     };
     let served = daemon::run(root, options, |bound| {
         // On stdout, so a supervisor (or a test) can read where it is.

@@ -266,23 +266,3 @@ fn kernel_log_level() -> u8 {
         _ => 5,
     }
 }
-
-/// A context for running [`run`] outside the agent (temporary: the
-/// hidden `palisade debug classify` until `palisade agent --config`).
-pub fn standalone_ctx(root: &crate::runtime::StateRoot) -> Ctx {
-    Ctx::new(
-        root.clone(),
-        super::Info {
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION"),
-            root: root.dir().to_path_buf(),
-            started: String::new(),
-            metrics: None,
-            subscribers: 0,
-            records_from_kernel: 0,
-            oom_watched: Vec::new(),
-            classify_rules: 0,
-            adopted: Default::default(),
-        },
-    )
-}

@@ -9,7 +9,7 @@
 //! them with the state directory (see `runtime::adopt`).
 
 pub mod api;
-pub mod classify;
+mod classify;
 mod kernel;
 mod metrics;
 mod oom;
@@ -58,6 +58,8 @@ pub enum AgentError {
 pub struct Options {
     /// Serve `/metrics` here (none: no HTTP server).
     pub metrics_addr: Option<SocketAddr>,
+    /// Classification rules (the configuration's `[[classify]]`).
+    pub classify: Vec<crate::spec::ClassifyRule>,
 }
 
 /// The agent's API socket in a state root.
@@ -158,7 +160,7 @@ pub fn run(
         subscribers: 0,
         records_from_kernel: 0,
         oom_watched: Vec::new(),
-        classify_rules: 0,
+        classify_rules: options.classify.len(),
         adopted,
     };
     let ctx = Ctx::new(root.clone(), info);
@@ -178,6 +180,14 @@ pub fn run(
         tasks.spawn_local(api::serve(ctx.clone(), api));
         tasks.spawn_local(kernel::read(ctx.clone()));
         tasks.spawn_local(watch::run(ctx.clone()));
+        if !options.classify.is_empty() {
+            let (ctx, rules) = (ctx.clone(), options.classify);
+            tasks.spawn_local(async move {
+                if let Err(e) = classify::run(ctx, rules).await {
+                    tracing::error!("classification stopped: {e}");
+                }
+            });
+        }
         tracing::info!(
             root = %ctx.root.dir().display(),
             metrics = ?bound,
