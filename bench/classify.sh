@@ -86,7 +86,7 @@ for uid in 1101 1102; do "$PROBE" run 5 "$uid" "$PROBE" probe >/dev/null; done
 "$PROBE" run 5 1103 "$PROBE" check >/dev/null
 "$PROBE" run 5 1103 /bin/true >/dev/null
 stop_agent
-: >"$STATE/journal/events"
+: >"$STATE/.journal/events"
 
 for round in $(seq "$ROUNDS"); do
   "$PROBE" run "$RUNS" 1103 /bin/true | sed "s/^/true-noagent /" >>"$WORK/out"
@@ -98,7 +98,7 @@ for round in $(seq "$ROUNDS"); do
   stop_agent
 done
 
-python3 - "$WORK/out" "$STATE/journal/events" <<'PY'
+python3 - "$WORK/out" "$STATE/.journal/events" <<'PY'
 import json, statistics, sys
 runs, probes = {}, {}
 for line in open(sys.argv[1]):

@@ -24,7 +24,7 @@ def pal(*args):
 
 def records(name):
     try:
-        lines = open(os.path.join(root, "journal", "events")).read().splitlines()
+        lines = open(os.path.join(root, ".journal", "events")).read().splitlines()
     except FileNotFoundError:
         return []
     return [r for r in map(json.loads, lines) if r["container"] == name]

@@ -165,8 +165,8 @@ fn enforcement_and_counters_survive_the_agent_killed_three_times() {
         .palisade()
         .args(["run", "-d", "--name", &sb.name, "--policy"])
         .arg(&policy)
-        // Long enough for the agent's three deaths below.
-        .args(["--", "python3", "-c", LOOP, &port.to_string(), "6"])
+        // Ended below, once the agent has died three times.
+        .args(["--", "python3", "-c", LOOP, &port.to_string(), "600"])
         .output()
         .unwrap();
     assert!(
@@ -188,8 +188,15 @@ fn enforcement_and_counters_survive_the_agent_killed_three_times() {
     thread::sleep(Duration::from_millis(300));
     seen.push(denied_connects(&sb));
     drop(agent);
-    let out = sb.palisade().args(["wait", &sb.name]).output().unwrap();
+    // SIGKILL: the loop is its namespace's init, which SIGTERM passes by.
+    let out = sb.palisade().args(["kill", &sb.name]).output().unwrap();
     assert!(out.status.success(), "{}", support::describe(&out));
+    let out = sb.palisade().args(["wait", &sb.name]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "137",
+        "ended by SIGKILL"
+    );
     let logs = sb.palisade().args(["logs", &sb.name]).output().unwrap();
     let text = String::from_utf8_lossy(&logs.stdout).into_owned();
     let lines: Vec<&str> = text.lines().collect();

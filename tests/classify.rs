@@ -196,7 +196,7 @@ fn in_container(cgroups: &str, sb: &Sandbox) -> bool {
 
 /// The journal's `classified` records.
 fn classified(sb: &Sandbox) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(sb.root.join("journal/events"))
+    std::fs::read_to_string(sb.root.join(".journal/events"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

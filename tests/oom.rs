@@ -86,7 +86,7 @@ impl Drop for Agent {
 
 /// The journal's records about container `name`, in order.
 fn journal(root: &Path, name: &str) -> Vec<Value> {
-    let text = fs::read_to_string(root.join("journal/events")).unwrap_or_default();
+    let text = fs::read_to_string(root.join(".journal/events")).unwrap_or_default();
     text.lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("one JSON record a line"))
         .filter(|r| r["container"] == name)

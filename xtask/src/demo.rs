@@ -94,6 +94,7 @@ fn show(palisade: &Path, work: &Path) -> Result<()> {
     incremental(palisade, work)?;
     checkpoint_container(palisade, &state, work)?;
     runc_contract(palisade, &state, work, in_range.port)?;
+    agent(palisade, &state, work, in_range.port)?;
     println!(
         "\n==> demo passed: the policy held in the container and in exec; the host was untouched"
     );
@@ -572,6 +573,86 @@ fn runc_contract(palisade: &Path, state: &Path, work: &Path, port: u16) -> Resul
     Ok(())
 }
 
+/// The resident agent: one subscriber following the journal sees a
+/// container start, a denial from the kernel, the agent's OOM kill and the
+/// exit, in order; then the agent stops on SIGTERM.
+fn agent(palisade: &Path, state: &Path, work: &Path, port: u16) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    println!("\n==> palisade agent (then palisade events --follow in another process)");
+    let rootfs = crate::rootfs::build()?;
+    let pal = || {
+        let mut c = Command::new(palisade);
+        c.arg("--root").arg(state);
+        c
+    };
+    let mut agent = pal()
+        .arg("agent")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the agent")?;
+    let mut line = String::new();
+    BufReader::new(agent.stdout.take().context("agent stdout")?).read_line(&mut line)?;
+    print!("    {line}");
+    let events = work.join("events.txt");
+    let mut follower = pal()
+        .args(["events", "--follow"])
+        .stdout(std::fs::File::create(&events)?)
+        .spawn()?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let policy = work.join("oom.toml");
+    std::fs::write(
+        &policy,
+        "[network]\nconnect = [\"deny tcp 127.0.0.2/32\", \"allow any\"]\n\n[oom]\naction = \"kill\"\n",
+    )?;
+    println!("    policy: connect deny 127.0.0.2, [oom] action = \"kill\"; --memory 32M");
+    println!(
+        "==> palisade run --name demo-hog --memory 32M … -- sh -c 'nc 127.0.0.2 …; allocate 64 MiB'"
+    );
+    let script = format!(
+        "nc -w 1 127.0.0.2 {port} </dev/null; head -c 67108864 /dev/zero | tail > /dev/null"
+    );
+    let out = pal()
+        .args(["run", "--name", "demo-hog", "--memory", "32M", "--rootfs"])
+        .arg(&rootfs)
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--", "sh", "-c", &script])
+        .output()?;
+    println!("    exit status {:?}", out.status.code());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline {
+        text = std::fs::read_to_string(&events).unwrap_or_default();
+        if text.contains("removed") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    for l in text.lines() {
+        println!("    {l}");
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let stopped = agent.wait()?;
+    println!("==> SIGTERM: the agent stopped ({stopped}); containers and their policy stay");
+    let order = ["started", "denied", "oom      kill", "exited"];
+    let mut at = 0;
+    for l in text.lines() {
+        if at < order.len() && l.contains(order[at]) {
+            at += 1;
+        }
+    }
+    if at < order.len() || !text.contains("(OOM)") {
+        bail!("the follower did not see start, denial, OOM kill and exit in order");
+    }
+    Ok(())
+}
+
 fn checkpoint_container(palisade: &Path, state: &Path, work: &Path) -> Result<()> {
     use std::time::{Duration, Instant};
     println!("\n==> checkpoint and restore of a container");
@@ -706,7 +787,10 @@ fn metrics(palisade: &Path, state: &Path, name: &str) -> Result<()> {
             .with_context(|| format!("the agent said {line:?}"))?
             .to_string();
         let mut conn = std::net::TcpStream::connect(&addr)?;
-        write!(conn, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+        write!(
+            conn,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
         let mut text = String::new();
         conn.read_to_string(&mut text)?;
         Ok(text)
