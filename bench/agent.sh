@@ -46,7 +46,7 @@ start_agent() {
   "$PALISADE" agent --metrics-addr 127.0.0.1:0 >"$WORK/agent.out" 2>"$WORK/agent.err" &
   AGENT=$!
   PIDS+=("$AGENT")
-  for _ in $(seq 200); do grep -q "agent ready" "$WORK/agent.out" && return; sleep 0.05; done
+  for _ in $(seq 200); do grep -q "serving metrics" "$WORK/agent.out" && return; sleep 0.05; done
   echo "the agent did not start: $(cat "$WORK/agent.err")" >&2
   exit 1
 }

@@ -200,7 +200,7 @@ fn kill_ends_the_container_recorded_as_oom() {
 fn freeze_holds_the_hog_until_kill() {
     let sb = Sandbox::new("oomfreeze");
     let agent = Agent::start(&sb);
-    let policy = "[resources]\nmemory = \"512M\"\nmemory_high = \"16M\"\n\n[oom]\naction = \"freeze\"\nat = \"memory_high\"\n";
+    let policy = "[resources]\nmemory = \"4G\"\nmemory_high = \"16M\"\n\n[oom]\naction = \"freeze\"\nat = \"memory_high\"\n";
     let x = start(&sb, policy, &[], HOG);
     agent.wait_watching(&sb.name);
     fs::write(x.join("go"), "").unwrap();
@@ -260,7 +260,7 @@ fn freeze_holds_the_hog_until_kill() {
 fn rm_force_ends_a_frozen_container() {
     let sb = Sandbox::new("oomfreezerm");
     let agent = Agent::start(&sb);
-    let policy = "[resources]\nmemory = \"512M\"\nmemory_high = \"16M\"\n\n[oom]\naction = \"freeze\"\nat = \"memory_high\"\n";
+    let policy = "[resources]\nmemory = \"4G\"\nmemory_high = \"16M\"\n\n[oom]\naction = \"freeze\"\nat = \"memory_high\"\n";
     let x = start(&sb, policy, &[], HOG);
     agent.wait_watching(&sb.name);
     fs::write(x.join("go"), "").unwrap();
@@ -411,4 +411,60 @@ fn bad_sections_are_refused_and_nothing_starts() {
         sb.policy_show()["connect"].is_null(),
         "the connect rules were applied"
     );
+}
+
+/// What the issue asks of `events --follow`: for one container, its start,
+/// a denial, the OOM kill (action `kill`) and its exit, in that order, as a
+/// subscriber streaming from the agent sees them.
+#[test]
+fn a_follower_sees_start_denial_oom_kill_and_exit_in_order() {
+    let sb = Sandbox::new("oomfollow");
+    let _agent = Agent::start(&sb);
+    let stream = sb.dir.join("follow.jsonl");
+    let mut follower = sb
+        .palisade()
+        .args(["events", "--follow", "--json"])
+        .stdout(fs::File::create(&stream).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let port = support::listen_tcp(&["127.0.0.2"]);
+    let policy = "[network]\nconnect = [\"deny tcp 127.0.0.2/32\", \"allow any\"]\n\n[resources]\nmemory = \"32M\"\n\n[oom]\naction = \"kill\"\n";
+    let script = format!(
+        "while [ ! -e /x/go ]; do sleep 0.02; done; nc -w 1 127.0.0.2 {port} </dev/null; exec tail /dev/zero"
+    );
+    let x = start(&sb, policy, &[], &script);
+    _agent.wait_watching(&sb.name);
+    fs::write(x.join("go"), "").unwrap();
+    wait_exited(&sb);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let records: Vec<Value> = loop {
+        let text = fs::read_to_string(&stream).unwrap_or_default();
+        let records: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON record a line"))
+            .filter(|r: &Value| r["container"] == sb.name.as_str())
+            .collect();
+        if records.iter().any(|r| r["kind"] == "exited") {
+            break records;
+        }
+        assert!(Instant::now() < deadline, "no exit streamed: {records:?}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "started", "denial", "oom_action", "exited"],
+        "{records:?}"
+    );
+    assert_eq!(records[2]["hook"], "connect");
+    assert_eq!(records[2]["address"], "127.0.0.2");
+    assert_eq!(records[3]["action"], "kill");
+    assert_eq!(records[4]["oom"], true);
 }

@@ -54,14 +54,18 @@ pub fn execute(root: &StateRoot, args: AgentArgs, json_logs: bool) -> i32 {
         classify: config.classify,
     };
     let served = daemon::run(root, options, |bound| {
-        // On stdout, so a supervisor (or a test) can read where it is.
-        if let Some(bound) = bound {
-            println!("serving metrics on http://{bound}/metrics");
-        }
-        println!(
-            "agent ready; API socket {}",
-            daemon::socket_path(root).display()
-        );
+        // One line on stdout, so a supervisor (or a test) can read where it
+        // is; a reader that has gone away is no reason to stop.
+        use std::io::Write as _;
+        let line = match bound {
+            Some(bound) => format!("serving metrics on http://{bound}/metrics"),
+            None => format!(
+                "agent ready; API socket {}",
+                daemon::socket_path(root).display()
+            ),
+        };
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
     });
     match served {
         Ok(()) => 0,
