@@ -104,7 +104,7 @@ flood() {
   for i in $(seq "$FLOODERS"); do
     names+=("$tag-$i")
     "$PALISADE" run -d --name "$tag-$i" --policy "$WORK/deny.toml" -- \
-      python3 "$WORK/flood.py" "$RATE" "$FLOOD_SECONDS" >/dev/null
+      python3 -c "$(cat "$WORK/flood.py")" "$RATE" "$FLOOD_SECONDS" >/dev/null
   done
   sleep "$FLOOD_SECONDS"
   for n in "${names[@]}"; do

@@ -119,11 +119,7 @@ async fn session(ctx: Ctx, stream: UnixStream) {
             let mut rest = String::new();
             loop {
                 grew.borrow_and_update();
-                let mut out = String::new();
-                for record in tail.read() {
-                    out.push_str(&record.to_line());
-                    out.push('\n');
-                }
+                let out = tail.read_lines().concat();
                 if !out.is_empty() && write.write_all(out.as_bytes()).await.is_err() {
                     break;
                 }

@@ -15,6 +15,9 @@ use crate::{
 /// without being woken: a safety net, not the path events take.
 const RECHECK: Duration = Duration::from_secs(2);
 
+/// How long the reader lets events gather after a read.
+const COALESCE: Duration = Duration::from_millis(10);
+
 /// The most events journaled in one write.
 const BATCH: usize = 4096;
 
@@ -50,6 +53,8 @@ pub(super) async fn read(ctx: Ctx) {
                         guard.clear_ready();
                     }
                     drain(&ctx, &mut kernel);
+                    // A flood is read in batches, not a wake-up an event.
+                    tokio::time::sleep(COALESCE).await;
                 }
                 _ = ctx.ring_hint.notified() => {}
                 _ = tokio::time::sleep(RECHECK) => drain(&ctx, &mut kernel),

@@ -192,6 +192,17 @@ fn wall_ns(when: SystemTime) -> u64 {
         .as_nanos() as u64
 }
 
+/// A record line's `time_ns`, read from its start (it is the first field
+/// of every record); `None` for a line that is not a record.
+fn record_time(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(br#"{"time_ns":"#)?;
+    if !line.ends_with(b"}\n") {
+        return None;
+    }
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
 /// The journal's directory.
 pub fn dir(root: &StateRoot) -> PathBuf {
     root.dir().join(".journal")
@@ -312,6 +323,15 @@ impl Tail {
 
     /// The records appended since the last call, in order.
     pub fn read(&mut self) -> Vec<Record> {
+        self.read_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Like [`Tail::read`], as the lines themselves (each with its
+    /// newline), without decoding them: what a subscriber is sent.
+    pub fn read_lines(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         // The older segment, once, when replaying.
         while let Some(path) = self.pending.pop() {
@@ -342,7 +362,7 @@ impl Tail {
         out
     }
 
-    fn drain(&mut self, reader: &mut BufReader<File>, out: &mut Vec<Record>) {
+    fn drain(&mut self, reader: &mut BufReader<File>, out: &mut Vec<String>) {
         loop {
             let mut line = std::mem::take(&mut self.partial);
             match reader
@@ -366,10 +386,11 @@ impl Tail {
                     return;
                 }
                 Ok(_) => {
-                    if let Ok(r) = serde_json::from_slice::<Record>(&line)
-                        && r.time_ns >= self.since_ns
+                    if let Some(time_ns) = record_time(&line)
+                        && time_ns >= self.since_ns
+                        && let Ok(line) = String::from_utf8(line)
                     {
-                        out.push(r);
+                        out.push(line);
                     }
                 }
             }
