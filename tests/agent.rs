@@ -5,66 +5,23 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use support::{Sandbox, listen_tcp, pin_dir};
+use support::{Sandbox, agent::Agent, listen_tcp, pin_dir};
 
-/// `palisade agent` on the sandbox's root, ended by its pid when dropped.
-struct Agent {
-    child: Child,
-}
-
-impl Agent {
-    fn start(sb: &Sandbox) -> Self {
-        let mut child = sb
-            .palisade()
-            .args(["agent"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("agent ready"), "agent said {line:?}");
-        Self { child }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} the agent");
-    }
-
-    fn status(&self, sb: &Sandbox) -> serde_json::Value {
-        let out = sb.palisade().args(["agent", "status"]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `palisade agent status`, parsed.
+fn agent_status(sb: &Sandbox) -> serde_json::Value {
+    let out = sb.palisade().args(["agent", "status"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// `palisade events --follow --json` into a file, ended by its pid.
@@ -177,14 +134,14 @@ fn enforcement_and_counters_survive_the_agent_killed_three_times() {
     sb.wait_running();
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let agent = Agent::start(&sb);
+        let agent = Agent::start(&sb, &[]);
         thread::sleep(Duration::from_millis(300));
         agent.signal("KILL");
         drop(agent);
         thread::sleep(Duration::from_millis(300));
         seen.push(denied_connects(&sb));
     }
-    let agent = Agent::start(&sb);
+    let agent = Agent::start(&sb, &[]);
     thread::sleep(Duration::from_millis(300));
     seen.push(denied_connects(&sb));
     drop(agent);
@@ -278,8 +235,8 @@ fn at_start_the_agent_reattaches_detached_programs_and_removes_pins_of_gone_cont
     std::fs::remove_dir_all(&links).unwrap();
     assert_eq!(probe(&sb), "ok", "with its links gone nothing polices it");
 
-    let agent = Agent::start(&sb);
-    let status = agent.status(&sb);
+    let agent = Agent::start(&sb, &[]);
+    let status = agent_status(&sb);
     assert_eq!(
         status["adopted"]["reattached"],
         serde_json::json!([sb.name.clone()]),
@@ -311,7 +268,7 @@ fn at_start_the_agent_reattaches_detached_programs_and_removes_pins_of_gone_cont
 #[test]
 fn two_followers_see_every_event_in_the_same_order() {
     let sb = Sandbox::new("agent-fanout");
-    let _agent = Agent::start(&sb);
+    let _agent = Agent::start(&sb, &[]);
     let a = Follower::start(&sb, "a");
     let b = Follower::start(&sb, "b");
     thread::sleep(Duration::from_millis(300));
@@ -350,7 +307,7 @@ fn two_followers_see_every_event_in_the_same_order() {
 fn sigterm_stops_the_agent_cleanly_and_a_second_agent_is_refused() {
     let sb = Sandbox::new("agent-term");
     let pid = sb.start_sleeping(&[]);
-    let agent = Agent::start(&sb);
+    let agent = Agent::start(&sb, &[]);
     let socket = sb.root.join("agent.sock");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
@@ -363,15 +320,7 @@ fn sigterm_stops_the_agent_cleanly_and_a_second_agent_is_refused() {
         support::describe(&second)
     );
     let mut agent = agent;
-    agent.signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = agent.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the agent stops on SIGTERM");
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = agent.stop();
     assert!(status.success(), "{status:?}");
     assert!(!socket.exists(), "its socket is removed");
     assert!(
@@ -387,8 +336,8 @@ fn sigterm_stops_the_agent_cleanly_and_a_second_agent_is_refused() {
         support::describe(&out)
     );
     // A new agent starts on the same root.
-    let again = Agent::start(&sb);
-    assert_eq!(again.status(&sb)["pid"], again.pid());
+    let again = Agent::start(&sb, &[]);
+    assert_eq!(agent_status(&sb)["pid"], again.pid());
 }
 
 #[test]

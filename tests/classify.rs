@@ -10,15 +10,13 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
-use support::{Sandbox, listen_tcp, probe_outside};
+use support::{Sandbox, agent::Agent, listen_tcp, probe_outside};
 
 /// The system python, which other uids can run (root's may be private).
 const PYTHON: &str = "/usr/bin/python3";
@@ -41,94 +39,15 @@ for addr in sys.argv[2:]:
     s.close()
 "#;
 
-/// A running agent with a configuration; stopped (SIGTERM, by pid) on drop.
-struct Agent {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Agent {
-    /// Starts the agent on the sandbox's state root with `config`, and
-    /// waits until it classifies.
-    fn start(sb: &Sandbox, config: &Path) -> Agent {
-        let mut child = agent_command(sb, config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the agent");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut agent = Agent { child, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !agent.log().contains("classifying host processes at exec") {
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                thread::sleep(Duration::from_millis(100));
-                panic!("the agent exited ({status}): {}", agent.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent never classified: {}",
-                agent.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        agent
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Stops it with SIGTERM and waits for it to exit.
-    fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("the agent did not stop on SIGTERM: {}", self.log());
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// `palisade --root ROOT agent --metrics-addr 127.0.0.1:0 --config FILE`
-/// (until this build's agent takes `--config`: the hidden `debug
-/// classify`, which runs the same classifier alone).
-fn agent_command(sb: &Sandbox, config: &Path) -> Command {
-    let help = sb
-        .palisade()
-        .args(["agent", "--help"])
-        .output()
-        .expect("palisade agent --help");
-    let mut cmd = sb.palisade();
-    if String::from_utf8_lossy(&help.stdout).contains("--config") {
-        cmd.args(["agent", "--metrics-addr", "127.0.0.1:0", "--config"]);
-    } else {
-        cmd.args(["debug", "classify", "--config"]);
-    }
-    cmd.arg(config).env("PALISADE_LOG", "info");
-    cmd
+/// The agent with `config`, waited for until it classifies.
+fn start_agent(sb: &Sandbox, config: &Path) -> Agent {
+    let config = config.to_str().expect("a UTF-8 path");
+    let mut agent = Agent::start(sb, &["--metrics-addr", "127.0.0.1:0", "--config", config]);
+    agent.wait_log(
+        "classifying host processes at exec",
+        "the agent never classified",
+    );
+    agent
 }
 
 fn write_config(sb: &Sandbox, text: &str) -> PathBuf {
@@ -223,7 +142,7 @@ fn uid_rule_holds_and_moves_a_host_process_under_the_containers_policy() {
             sb.name
         ),
     );
-    let _agent = Agent::start(&sb, &config);
+    let _agent = start_agent(&sb, &config);
 
     let out = probe_as(1001, port, &["127.0.0.2", "127.0.0.1"]);
     assert!(
@@ -272,7 +191,7 @@ fn exe_glob_rule_moves_a_running_process_and_leaves_others() {
             sb.name
         ),
     );
-    let _agent = Agent::start(&sb, &config);
+    let _agent = start_agent(&sb, &config);
 
     let mut left = Command::new(&plain).arg("60").spawn().unwrap();
     let mut moved = Command::new(&marked).arg("60").spawn().unwrap();
@@ -311,7 +230,7 @@ fn a_missing_container_leaves_the_process_running_where_it_was() {
         &format!("[[classify]]\nuid = 1003\nhold = true\ncontainer = \"{missing}\"\n"),
     );
     let port = listen_tcp(&["127.0.0.2"]);
-    let mut agent = Agent::start(&sb, &config);
+    let mut agent = start_agent(&sb, &config);
     // Held, then continued: it finishes, where it was, unpoliced.
     let out = probe_as(1003, port, &["127.0.0.2"]);
     assert!(!out.contains("/palisade/"), "{out}");
@@ -360,7 +279,10 @@ fn bad_configurations_are_refused_with_their_line() {
         ),
     ] {
         let config = write_config(&sb, text);
-        let out = agent_command(&sb, &config)
+        let out = sb
+            .palisade()
+            .args(["agent", "--metrics-addr", "127.0.0.1:0", "--config"])
+            .arg(&config)
             .stdout(Stdio::null())
             .output()
             .expect("run the agent");

@@ -11,76 +11,33 @@ mod support;
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::Stdio,
     thread,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use support::{Sandbox, describe};
+use support::{Sandbox, agent::Agent, describe};
 
-/// `palisade agent` on a sandbox's state root, its output in a file;
-/// ended (by its own pid) and reaped on drop.
-struct Agent {
-    child: Child,
-    log: PathBuf,
+/// `palisade agent` with a metrics endpoint.
+fn start_agent(sb: &Sandbox) -> Agent {
+    Agent::start(sb, &["--metrics-addr", "127.0.0.1:0"])
 }
 
-impl Agent {
-    fn start(sb: &Sandbox) -> Self {
-        let log = sb.dir.join("agent.log");
-        let out = fs::File::create(&log).unwrap();
-        let child = sb
-            .palisade()
-            .args(["agent", "--metrics-addr", "127.0.0.1:0"])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start the agent");
-        let agent = Agent { child, log };
-        agent.wait_log("metrics", "the agent never started");
-        agent
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the agent's log has a line containing `needle`.
-    fn wait_log(&self, needle: &str, why: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "{why}; agent log:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until the agent watches container `name`'s memory.
-    fn wait_watching(&self, name: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self
-            .log()
-            .lines()
-            .any(|l| l.contains("watching for OOM") && l.contains(name))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the agent never watched {name}; agent log:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Waits until the agent watches container `name`'s memory.
+fn wait_watching(agent: &Agent, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent
+        .log()
+        .lines()
+        .any(|l| l.contains("watching for OOM") && l.contains(name))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never watched {name}; agent log:\n{}",
+            agent.log()
+        );
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -161,10 +118,10 @@ const HOG: &str = "while [ ! -e /x/go ]; do sleep 0.02; done; exec tail /dev/zer
 #[test]
 fn kill_ends_the_container_recorded_as_oom() {
     let sb = Sandbox::new("oomkill");
-    let agent = Agent::start(&sb);
+    let agent = start_agent(&sb);
     let policy = "[resources]\nmemory = \"32M\"\n\n[oom]\naction = \"kill\"\n";
     let x = start(&sb, policy, &[], HOG);
-    agent.wait_watching(&sb.name);
+    wait_watching(&agent, &sb.name);
     fs::write(x.join("go"), "").unwrap();
 
     let row = wait_exited(&sb);
@@ -199,10 +156,10 @@ fn kill_ends_the_container_recorded_as_oom() {
 #[test]
 fn freeze_holds_the_hog_until_kill() {
     let sb = Sandbox::new("oomfreeze");
-    let agent = Agent::start(&sb);
+    let agent = start_agent(&sb);
     let policy = "[resources]\nmemory = \"4G\"\nmemory_high = \"16M\"\n\n[oom]\naction = \"freeze\"\nat = \"memory_high\"\n";
     let x = start(&sb, policy, &[], HOG);
-    agent.wait_watching(&sb.name);
+    wait_watching(&agent, &sb.name);
     fs::write(x.join("go"), "").unwrap();
 
     let r = wait_record(&sb, |r| r["kind"] == "oom_action", "no oom_action record");
@@ -259,10 +216,10 @@ fn freeze_holds_the_hog_until_kill() {
 #[test]
 fn rm_force_ends_a_frozen_container() {
     let sb = Sandbox::new("oomfreezerm");
-    let agent = Agent::start(&sb);
+    let agent = start_agent(&sb);
     let policy = "[resources]\nmemory = \"4G\"\nmemory_high = \"16M\"\n\n[oom]\naction = \"freeze\"\nat = \"memory_high\"\n";
     let x = start(&sb, policy, &[], HOG);
-    agent.wait_watching(&sb.name);
+    wait_watching(&agent, &sb.name);
     fs::write(x.join("go"), "").unwrap();
     wait_record(&sb, |r| r["kind"] == "oom_action", "no oom_action record");
     assert_eq!(ps_row(&sb)["paused"], true);
@@ -275,13 +232,13 @@ fn rm_force_ends_a_frozen_container() {
 #[test]
 fn notify_reports_and_the_kernel_decides() {
     let sb = Sandbox::new("oomnotify");
-    let agent = Agent::start(&sb);
+    let agent = start_agent(&sb);
     let policy = "[resources]\nmemory = \"32M\"\n\n[oom]\naction = \"notify\"\n";
     // The hog is a child: the kernel's OOM killer ends it, the shell
     // goes on.
     let script = "while [ ! -e /x/go ]; do sleep 0.02; done; tail /dev/zero; echo after > /x/after; exec sleep 600";
     let x = start(&sb, policy, &[], script);
-    agent.wait_watching(&sb.name);
+    wait_watching(&agent, &sb.name);
     fs::write(x.join("go"), "").unwrap();
 
     let r = wait_record(&sb, |r| r["kind"] == "oom_action", "no oom_action record");
@@ -305,12 +262,12 @@ fn notify_reports_and_the_kernel_decides() {
 #[test]
 fn policy_apply_adds_a_handler() {
     let sb = Sandbox::new("oomapply");
-    let agent = Agent::start(&sb);
+    let agent = start_agent(&sb);
     // No [oom] at start; the memory limit from the flag.
     let x = start(&sb, "", &["--memory", "32M"], HOG);
     let file = sb.policy("[oom]\naction = \"kill\"\n");
     sb.apply(&file);
-    agent.wait_watching(&sb.name);
+    wait_watching(&agent, &sb.name);
     fs::write(x.join("go"), "").unwrap();
     let row = wait_exited(&sb);
     assert_eq!(row["oom_killed"], true, "{row}");
@@ -419,7 +376,7 @@ fn bad_sections_are_refused_and_nothing_starts() {
 #[test]
 fn a_follower_sees_start_denial_oom_kill_and_exit_in_order() {
     let sb = Sandbox::new("oomfollow");
-    let _agent = Agent::start(&sb);
+    let agent = start_agent(&sb);
     let stream = sb.dir.join("follow.jsonl");
     let mut follower = sb
         .palisade()
@@ -435,7 +392,7 @@ fn a_follower_sees_start_denial_oom_kill_and_exit_in_order() {
         "while [ ! -e /x/go ]; do sleep 0.02; done; nc -w 1 127.0.0.2 {port} </dev/null; exec tail /dev/zero"
     );
     let x = start(&sb, policy, &[], &script);
-    _agent.wait_watching(&sb.name);
+    wait_watching(&agent, &sb.name);
     fs::write(x.join("go"), "").unwrap();
     wait_exited(&sb);
     let deadline = Instant::now() + Duration::from_secs(20);

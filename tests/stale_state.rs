@@ -249,25 +249,11 @@ fn kill_monitor(sb: &Sandbox, name: &str) {
 
 /// One scrape of `palisade agent --metrics-addr`'s `/metrics`.
 fn scrape_metrics(sb: &Sandbox) -> String {
-    use std::io::{BufRead, BufReader};
-    let mut agent = sb
-        .palisade()
-        .args(["agent", "--metrics-addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
+    let agent = support::agent::Agent::start(sb, &["--metrics-addr", "127.0.0.1:0"]);
+    let body = Command::new("curl")
+        .args(["-s", &agent.metrics_url()])
+        .output()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(agent.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("serving metrics on ")
-        .map(str::to_string);
-    let body = url.map(|url| Command::new("curl").args(["-s", &url]).output().unwrap());
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let body = body.unwrap_or_else(|| panic!("agent said {line:?}"));
     String::from_utf8_lossy(&body.stdout).into_owned()
 }
 

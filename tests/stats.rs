@@ -6,11 +6,11 @@ mod support;
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
 use serde_json::Value;
-use support::Sandbox;
+use support::{Sandbox, agent::Agent};
 
 /// `palisade stats --json [NAME…]`, parsed; panics unless it succeeds.
 fn stats_json(sb: &Sandbox, names: &[&str]) -> Vec<Value> {
@@ -132,58 +132,29 @@ fn stats_of_exited_and_removed_containers_behave_as_documented() {
     assert!(out.stdout.is_empty());
 }
 
-/// `palisade agent` on a free port, ended by its pid when dropped.
-struct Agent {
-    child: Child,
-    url: String,
+/// `palisade agent` serving metrics on a free port.
+fn metrics_agent(sb: &Sandbox) -> Agent {
+    Agent::start(sb, &["--metrics-addr", "127.0.0.1:0"])
 }
 
-impl Agent {
-    fn start(sb: &Sandbox) -> Self {
-        let mut child = sb
-            .palisade()
-            .args(["agent", "--metrics-addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("serving metrics on ")
-            .unwrap_or_else(|| panic!("agent said {line:?}"))
-            .to_string();
-        Self { child, url }
-    }
-
-    fn get(&self, url: &str) -> (String, String) {
-        let out = Command::new("curl")
-            .args(["-s", "-D", "-", url])
-            .output()
-            .expect("curl is installed by `cargo xtask test`");
-        assert!(out.status.success(), "curl {url} failed");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-        (head.to_string(), body.to_string())
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One GET with curl: the answer's head and body.
+fn get(url: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", url])
+        .output()
+        .expect("curl is installed by `cargo xtask test`");
+    assert!(out.status.success(), "curl {url} failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    (head.to_string(), body.to_string())
 }
 
 #[test]
 fn metrics_parse_with_a_prometheus_parser_and_hold_the_containers_series() {
     let sb = Sandbox::new("metrics");
     denied_once(&sb);
-    let agent = Agent::start(&sb);
-    let (head, body) = agent.get(&agent.url);
+    let agent = metrics_agent(&sb);
+    let (head, body) = get(&agent.metrics_url());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     for family in [
@@ -246,7 +217,7 @@ fn metrics_parse_with_a_prometheus_parser_and_hold_the_containers_series() {
     );
 
     // Anything else is a 404.
-    let (head, _) = agent.get(&agent.url.replace("/metrics", "/nothing"));
+    let (head, _) = get(&agent.metrics_url().replace("/metrics", "/nothing"));
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
 
@@ -312,8 +283,8 @@ fn counters_survive_the_cli_and_agent_restarts() {
         "a second CLI"
     );
     for _ in 0..2 {
-        let agent = Agent::start(&sb);
-        let (_, body) = agent.get(&agent.url);
+        let agent = metrics_agent(&sb);
+        let (_, body) = get(&agent.metrics_url());
         let line = format!(
             "palisade_container_network_transmit_bytes_total{{container=\"{}\",family=\"ipv4\"}} {first}",
             sb.name

@@ -4,6 +4,7 @@
 //! may leave behind — and only those.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod ckpt;
 pub mod oci;
 
