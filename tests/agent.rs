@@ -282,10 +282,17 @@ fn two_followers_see_every_event_in_the_same_order() {
         |r: &serde_json::Value| r["kind"] == "removed" && r["container"] == sb.name.as_str();
     let from_a = a.until(removed);
     let from_b = b.until(removed);
-    assert_eq!(
-        from_a, from_b,
-        "both subscribers see the same records in the same order"
-    );
+    if from_a != from_b {
+        let at = from_a.iter().zip(&from_b).position(|(a, b)| a != b);
+        panic!(
+            "both subscribers see the same records in the same order: {} and {} records, first difference at {at:?}: {:?} / {:?}",
+            from_a.len(),
+            from_b.len(),
+            at.map(|i| &from_a[i]),
+            at.map(|i| &from_b[i]),
+        );
+    }
+
     let kinds: Vec<&str> = from_a.iter().map(|r| r["kind"].as_str().unwrap()).collect();
     let denials = kinds.iter().filter(|k| **k == "denial").count();
     assert_eq!(denials, 200, "every denial: {kinds:?}");

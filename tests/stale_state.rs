@@ -224,24 +224,27 @@ fn run_over_a_dead_start_cleans_it_and_starts() {
     assert!(hit > 0, "no kill left a container half-made");
 }
 
-fn monitor_pid(sb: &Sandbox, name: &str) -> i32 {
+fn recorded_pid(sb: &Sandbox, name: &str, field: &str) -> i32 {
     let state: Value = serde_json::from_str(
         &std::fs::read_to_string(sb.root.join(name).join("state.json")).unwrap(),
     )
     .unwrap();
-    state["monitor_pid"].as_i64().unwrap() as i32
+    state[field].as_i64().unwrap() as i32
 }
 
-/// Kills a detached container's monitor (its first process goes with it,
-/// by its parent-death signal) and waits until the container's cgroup is
-/// empty.
+/// Kills a detached container's monitor, then (a detached container
+/// outlives its monitor: tests/agent.rs) its first process, both by pid,
+/// and waits until the container's cgroup is empty: a container whose
+/// monitor died and whose processes are gone.
 fn kill_monitor(sb: &Sandbox, name: &str) {
-    let pid = monitor_pid(sb, name);
-    let status = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    for field in ["monitor_pid", "pid"] {
+        let pid = recorded_pid(sb, name, field);
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
     wait_until("the container's processes to go", || {
         processes_of(name).is_empty()
     });

@@ -42,6 +42,9 @@ pub enum Request {
     },
     /// One JSON object: the agent's [`super::Info`].
     Status,
+    /// Journal the kernel's buffered events now; answered `{}` once done
+    /// (a container's exit is journaled after every denial it caused).
+    Flush,
 }
 
 pub(super) fn bind(path: &Path) -> Result<UnixListener, AgentError> {
@@ -101,6 +104,10 @@ async fn session(ctx: Ctx, stream: UnixStream) {
         }
     };
     match request {
+        Request::Flush => {
+            ctx.flush_kernel().await;
+            let _ = write.write_all(b"{}\n").await;
+        }
         Request::Status => {
             let info = serde_json::to_string(&*ctx.info()).expect("json");
             let _ = write.write_all(format!("{info}\n").as_bytes()).await;

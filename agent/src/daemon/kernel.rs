@@ -21,7 +21,10 @@ const COALESCE: Duration = Duration::from_millis(10);
 /// The most events journaled in one write.
 const BATCH: usize = 4096;
 
-pub(super) async fn read(ctx: Ctx) {
+/// Flush requests: each is answered once the ring's events are journaled.
+pub(super) type Flushes = tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>;
+
+pub(super) async fn read(ctx: Ctx, mut flushes: Flushes) {
     let mut kernel = loop {
         match KernelEvents::open(&ctx.root) {
             Ok(k) => break k,
@@ -55,6 +58,10 @@ pub(super) async fn read(ctx: Ctx) {
                     drain(&ctx, &mut kernel);
                     // A flood is read in batches, not a wake-up an event.
                     tokio::time::sleep(COALESCE).await;
+                }
+                Some(done) = flushes.recv() => {
+                    drain(&ctx, &mut kernel);
+                    let _ = done.send(());
                 }
                 _ = ctx.ring_hint.notified() => {}
                 _ = tokio::time::sleep(RECHECK) => drain(&ctx, &mut kernel),

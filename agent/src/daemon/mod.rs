@@ -64,7 +64,7 @@ pub struct Options {
 
 /// The agent's API socket in a state root.
 pub fn socket_path(root: &StateRoot) -> PathBuf {
-    root.dir().join("agent.sock")
+    journal::agent_socket(root)
 }
 
 fn lock_path(root: &StateRoot) -> PathBuf {
@@ -80,6 +80,9 @@ pub struct Ctx {
     /// Told when a container is created, so the kernel reader looks for
     /// the root's (possibly new) ring.
     ring_hint: Arc<tokio::sync::Notify>,
+    /// Asks the kernel reader to journal what the ring holds now, and says
+    /// when it has.
+    flush: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>,
     info: Arc<Mutex<Info>>,
 }
 
@@ -100,12 +103,23 @@ pub struct Info {
 }
 
 impl Ctx {
-    fn new(root: StateRoot, info: Info) -> Self {
-        Self {
+    fn new(root: StateRoot, info: Info) -> (Self, kernel::Flushes) {
+        let (flush, flushes) = tokio::sync::mpsc::unbounded_channel();
+        let ctx = Self {
             root,
             grew: Arc::new(signal_watch::channel(0).0),
             ring_hint: Arc::new(tokio::sync::Notify::new()),
+            flush,
             info: Arc::new(Mutex::new(info)),
+        };
+        (ctx, flushes)
+    }
+
+    /// Journals what the kernel's ring holds now; returns once it has.
+    async fn flush_kernel(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.flush.send(done).is_ok() {
+            let _ = wait.await;
         }
     }
 
@@ -163,7 +177,7 @@ pub fn run(
         classify_rules: options.classify.len(),
         adopted,
     };
-    let ctx = Ctx::new(root.clone(), info);
+    let (ctx, flushes) = Ctx::new(root.clone(), info);
     let socket = socket_path(root);
     local.block_on(&runtime, async move {
         let metrics = match options.metrics_addr {
@@ -178,7 +192,7 @@ pub fn run(
             tasks.spawn_local(metrics::serve(ctx.clone(), listener));
         }
         tasks.spawn_local(api::serve(ctx.clone(), api));
-        tasks.spawn_local(kernel::read(ctx.clone()));
+        tasks.spawn_local(kernel::read(ctx.clone(), flushes));
         tasks.spawn_local(watch::run(ctx.clone()));
         if !options.classify.is_empty() {
             let (ctx, rules) = (ctx.clone(), options.classify);

@@ -1,5 +1,5 @@
-//! What the agent does at start with what it finds pinned: the pins of
-//! containers that are gone are removed, and a running container whose
+//! What the agent does at start with what it finds pinned: the link pins
+//! of containers that are gone (no state, or dead) are removed, and a running container whose
 //! link pins are missing (so whose programs are detached) is reported and
 //! policed again under the policy it recorded.
 
@@ -20,8 +20,8 @@ use crate::{
 /// What [`adopt`] found and did.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Adopted {
-    /// Containers removed because they were dead (as `rm` would), and
-    /// link pins removed because their container is gone.
+    /// Containers whose link pins were removed: their state is gone, or
+    /// they are dead (their state stays for `ps` and `rm`).
     pub removed: Vec<String>,
     /// Running containers whose programs were detached, attached again.
     pub reattached: Vec<String>,
@@ -32,20 +32,24 @@ pub struct Adopted {
 /// Reconciles the state root's pins with its state directory.
 pub fn adopt(root: &StateRoot) -> Result<Adopted, RuntimeError> {
     let mut adopted = Adopted::default();
-    let pruned = cleanup::prune(root)?;
-    adopted.removed.extend(pruned.containers);
     let pins = Pins::for_state_root(root.dir());
     let names: HashSet<String> = root.names().into_iter().collect();
+    // Gone: no state, or dead (its processes ended without a monitor to
+    // clean up; its state stays for `ps` and `rm`).
+    let dead = |name: &String| {
+        root.load(name)
+            .is_ok_and(|s| cleanup::reconcile(root, s).status == Status::Dead)
+    };
     let orphans: Vec<String> = pins
         .linked_containers()
         .into_iter()
-        .filter(|n| !names.contains(n))
+        .filter(|n| !names.contains(n) || dead(n))
         .collect();
     if !orphans.is_empty() {
         let _lock = cleanup::lock_bpf(root)?;
         for name in orphans {
             // Named again meanwhile: its start owns the pins now.
-            if root.container_dir(&name).exists() {
+            if root.container_dir(&name).exists() && !dead(&name) {
                 continue;
             }
             match pins.remove_links(&name) {

@@ -254,9 +254,41 @@ pub fn append(root: &StateRoot, records: &[Record]) -> io::Result<()> {
     Ok(())
 }
 
+/// The agent's API socket in a state root (see `daemon::api`).
+pub fn agent_socket(root: &StateRoot) -> PathBuf {
+    root.dir().join("agent.sock")
+}
+
+/// How long a writer waits for the agent to journal the kernel's events.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Asks the root's agent, if one runs, to journal the kernel's buffered
+/// events first, so that a record written next comes after every denial
+/// that happened before it. Without an agent, or if it does not answer in
+/// time, nothing is waited for.
+fn flush_kernel_events(root: &StateRoot) {
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(agent_socket(root)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(FLUSH_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(FLUSH_TIMEOUT));
+    if stream.write_all(b"{\"op\":\"flush\"}\n").is_ok() {
+        let mut answer = [0u8; 8];
+        let _ = stream.read(&mut answer);
+    }
+}
+
 /// Appends one record; a failure is a warning on stderr (the work the
-/// record tells of is done, and its result stands).
+/// record tells of is done, and its result stands). An exit, a removal or
+/// a policy change is written after the agent has journaled the denials
+/// buffered before it.
 pub fn note(root: &StateRoot, record: Record) {
+    if matches!(
+        record.what,
+        What::Exited { .. } | What::Removed | What::PolicyChanged
+    ) {
+        flush_kernel_events(root);
+    }
     if let Err(e) = append(root, std::slice::from_ref(&record)) {
         crate::report::warning(&format!(
             "cannot write the {} event of {} to the journal in {}: {e}",
