@@ -356,8 +356,11 @@ fn bind_mount(root: &Path, m: &BindMount) -> Result<(), String> {
     // Opened again: now the mount's root, which the checks look at
     // through the descriptor, not by a path that could change.
     let mounted = open("after mounting")?;
+    // A fresh tmpfs holds no cgroup filesystem (and, in a user namespace,
+    // its path may not be one the container's root can walk).
     let read_only = m.read_only
-        || holds_cgroupfs(Path::new(&format!("/proc/self/fd/{}", mounted.as_raw_fd())))?;
+        || (m.tmpfs.is_none()
+            && holds_cgroupfs(Path::new(&format!("/proc/self/fd/{}", mounted.as_raw_fd())))?);
     let mut attrs = fs::MountAttrs::empty();
     for (on, attr) in [
         (read_only, fs::MountAttrs::READ_ONLY),
