@@ -97,17 +97,8 @@ while time.monotonic() < until:
 "#;
 
 fn denied_connects(sb: &Sandbox) -> u64 {
-    let out = sb
-        .palisade()
-        .args(["stats", "--json", &sb.name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = sb.palisade().args(["stats", "--json", &sb.name]).output();
+    let all: serde_json::Value = serde_json::from_str(&support::ok(&out.unwrap())).unwrap();
     all[0]["denied"]["connect_denied"]
         .as_u64()
         .unwrap_or_else(|| panic!("no connect denials in {all}"))
@@ -126,11 +117,7 @@ fn enforcement_and_counters_survive_the_agent_killed_three_times() {
         .args(["--", "python3", "-c", LOOP, &port.to_string(), "600"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::ok(&out);
     sb.wait_running();
     let mut seen = Vec::new();
     for _ in 0..3 {
