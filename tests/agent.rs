@@ -362,6 +362,12 @@ fn a_detached_container_outlives_its_monitor_and_stays_policed() {
     let ps = sb.palisade().args(["ps", "--json"]).output().unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
     assert_eq!(listed[0]["status"], "running", "{listed}");
+    assert_eq!(
+        listed[0]["reason"], "monitor died",
+        "said, not hidden: {listed}"
+    );
+    let table = support::ok(&sb.palisade().arg("ps").output().unwrap());
+    assert!(table.contains("running (monitor died)"), "{table}");
     let out = sb.exec(&[
         "python3",
         "-c",

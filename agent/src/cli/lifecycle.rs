@@ -79,6 +79,9 @@ fn status_text(s: &State) -> String {
         (Status::Exited, Some(code)) => format!("exited ({code})"),
         (Status::Dead, _) => format!("dead ({})", s.dead_reason.unwrap_or("unknown")),
         (Status::Running, _) if s.paused => "paused".to_string(),
+        (Status::Running, _) if s.dead_reason.is_some() => {
+            format!("running ({})", s.dead_reason.unwrap_or_default())
+        }
         (status, _) => status.to_string(),
     }
 }

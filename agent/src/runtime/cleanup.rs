@@ -53,7 +53,8 @@ pub(super) fn own_unified(state: &State) -> Option<&Path> {
 
 /// The state as it is: a container whose creator (or monitor) is gone is
 /// `dead` once none of its processes is left. One whose monitor died but
-/// whose processes still run stays `running` (`rm -f` ends it).
+/// whose processes still run stays `running`, with the monitor's death as
+/// its reason (`rm -f` ends it).
 pub fn reconcile(root: &StateRoot, mut state: State) -> State {
     let state = if state.caller_reaps && matches!(state.status, Status::Created | Status::Running) {
         // No monitor: the first process itself says whether it runs.
@@ -89,7 +90,8 @@ fn reconcile_monitored(root: &StateRoot, mut state: State) -> State {
             state.status = Status::Dead;
             state.dead_reason = Some(MONITOR_DIED);
         }
-        _ => {}
+        // It runs on, policed, without its monitor: said, not hidden.
+        _ => state.dead_reason = Some(MONITOR_DIED),
     }
     state
 }

@@ -132,7 +132,8 @@ pub struct State {
     /// monitor is looked for by pid.
     #[serde(default)]
     pub creator_lock: bool,
-    /// Why a container is [`Status::Dead`]; never on disk.
+    /// Why a container is [`Status::Dead`], or that a running one's
+    /// monitor died; never on disk.
     #[serde(skip)]
     pub dead_reason: Option<&'static str>,
     /// The OCI bundle it was made from, if any.
