@@ -25,8 +25,6 @@ pub mod program {
     pub const DEVICE: &str = "device";
     /// Raw tracepoint `sched_switch`: CPU time and context switches.
     pub const SCHED_SWITCH: &str = "sched_switch";
-    /// Raw tracepoint `page_fault_user`: page faults.
-    pub const PAGE_FAULT: &str = "page_fault_user";
     /// Dirty-page tracker (its own object): raw tracepoint `page_fault_user`.
     pub const DIRTY_USER: &str = "dirty_user";
     /// Dirty-page tracker: raw tracepoint `page_fault_kernel` (the kernel
@@ -318,7 +316,8 @@ pub struct Usage {
     pub cpu_ns: u64,
     /// Switches away from one of the container's tasks.
     pub context_switches: u64,
-    /// User page faults of the container's tasks (`page_fault_user`).
+    /// Unused by the kernel side since page faults are read from the
+    /// memory controller (`memory.stat` pgfault); kept for the layout.
     pub page_faults: u64,
     /// IP-layer bytes the container's sockets sent, by [`USAGE_V4`] and
     /// [`USAGE_V6`]: each packet's IP length, and for a GSO packet (which

@@ -1,7 +1,9 @@
-//! Scheduler accounting: CPU time, context switches and page faults of
-//! each container's tasks. These programs are global (raw tracepoints, not
-//! cgroup hooks): attached once per object, they see every task of the
-//! host and count only those of palisade containers (see `usage`).
+//! Scheduler accounting: CPU time and context switches of each
+//! container's tasks. This program is global (a raw tracepoint, not a
+//! cgroup hook): attached once per object, it sees every task of the host
+//! and counts only those of palisade containers (see `usage`). Page faults
+//! are not counted here: the memory controller counts them per cgroup
+//! (`memory.stat` pgfault), at no cost to the host's other tasks.
 //!
 //! ## sched_switch
 //!
@@ -18,12 +20,6 @@
 //! ancestors in `CGROUP_POLICY`.
 //! Reads `CGROUP_POLICY`; writes `RUNNING`, `TASK_CGROUP`, `USAGE`.
 //!
-//! ## page_fault_user
-//!
-//! Attach point: the raw tracepoint `page_fault_user` (x86), run in the
-//! faulting task's context. Counts the fault for a container's task; for
-//! any other task `RUNNING` already says it is not one, at no lookup.
-//! Reads `CGROUP_POLICY`; writes `RUNNING`, `TASK_CGROUP`, `USAGE`.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_ktime_get_ns},
@@ -88,22 +84,6 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
                 _pad: 0,
             },
         );
-    }
-    0
-}
-
-#[raw_tracepoint(tracepoint = "page_fault_user")]
-pub fn page_fault_user(_ctx: RawTracePointContext) -> i32 {
-    let Some(running) = RUNNING.get_ptr_mut(0) else {
-        return 0;
-    };
-    let cgroup = current_cgroup();
-    if kind_of_current(running, cgroup) == TASK_OURS
-        && let Some(usage) = record(cgroup, current_ancestor)
-    {
-        // SAFETY: a non-null per-CPU map value, this CPU's copy; only this
-        // program writes the field, and it does not nest.
-        unsafe { (*usage).page_faults += 1 };
     }
     0
 }

@@ -110,7 +110,10 @@ fn sample(states: &[State], enforcer: Option<&Enforcer>) -> Vec<(ContainerStats,
 fn one(state: &State, enforcer: Option<&Enforcer>) -> ContainerStats {
     let running = matches!(state.status, Status::Running | Status::Created);
     let kernel = match (running, state.cgroup_id, enforcer) {
-        (true, Some(id), Some(e)) => Some((e.usage(id), CounterView::from(e.counters(id)))),
+        (true, Some(id), Some(e)) => Some((
+            e.usage(id, &state.cgroups),
+            CounterView::from(e.counters(id)),
+        )),
         _ => None,
     };
     ContainerStats {

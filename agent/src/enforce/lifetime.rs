@@ -6,8 +6,8 @@
 //! with no container has nothing attached. `palisade system prune` removes
 //! the whole directory.
 //!
-//! The accounting tracepoints (`sched_switch`, `page_fault_user`) run for
-//! every task of the host, so they exist once per host and build, not per
+//! The accounting tracepoint (`sched_switch`) runs for
+//! every task of the host, so it exists once per host and build, not per
 //! root: their programs, links and the maps they use (`CGROUP_POLICY`,
 //! `USAGE`, `RUNNING`, `TASK_CGROUP`, all keyed by cgroup or task, so
 //! roots never collide) are pinned in `/sys/fs/bpf/palisade/host-<hash>/`

@@ -206,10 +206,18 @@ impl Enforcer {
         total
     }
 
-    /// What the container of `cgroup_id` consumed so far (zero if nothing
-    /// was counted yet), summed over CPUs, with the slice so far of any of
-    /// its tasks running now.
-    pub fn usage(&self, cgroup_id: u64) -> Usage {
+    /// What the container of `cgroup_id` (whose cgroup directories are
+    /// `cgroups`) consumed so far (zero if nothing was counted yet), summed
+    /// over CPUs, with the slice so far of any of its tasks running now.
+    /// Its page faults are the memory controller's count (0 on a host
+    /// without one).
+    pub fn usage(&self, cgroup_id: u64, cgroups: &[std::path::PathBuf]) -> Usage {
+        let mut usage = self.kernel_usage(cgroup_id);
+        usage.page_faults = crate::cgroups::stats::page_faults(cgroups).unwrap_or(0);
+        usage
+    }
+
+    fn kernel_usage(&self, cgroup_id: u64) -> Usage {
         // A switch between reading the counters and the running tasks
         // could leave a slice out: read the running tasks before and
         // after, and again if one of the container's started or ended.

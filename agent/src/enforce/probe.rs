@@ -78,8 +78,8 @@ pub fn hooks(cgroup: &File) -> Vec<Tried> {
 }
 
 /// The raw tracepoints palisade's programs use: accounting
-/// (`sched_switch`, `page_fault_user`) and classification
-/// (`sched_process_exec`). Each is attached for a moment with a program
+/// (`sched_switch`), dirty-page tracking (`page_fault_user`) and
+/// classification (`sched_process_exec`). Each is attached for a moment with a program
 /// that does nothing.
 pub const TRACEPOINTS: &[&str] = &["sched_switch", "page_fault_user", "sched_process_exec"];
 

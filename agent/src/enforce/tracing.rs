@@ -24,16 +24,26 @@ pub(super) struct TracePoint {
     pub tracepoint: &'static str,
 }
 
-pub(super) const TRACEPOINTS: &[TracePoint] = &[
-    TracePoint {
-        program: program::SCHED_SWITCH,
-        tracepoint: "sched_switch",
-    },
-    TracePoint {
-        program: program::PAGE_FAULT,
-        tracepoint: "page_fault_user",
-    },
-];
+pub(super) const TRACEPOINTS: &[TracePoint] = &[TracePoint {
+    program: program::SCHED_SWITCH,
+    tracepoint: "sched_switch",
+}];
+
+/// Link pins of tracepoints older builds attached and this one does not
+/// (page faults now come from the memory controller): removed wherever
+/// tracepoints are detached, so an old build's program stops running on
+/// every fault of the host.
+const RETIRED_LINKS: &[&str] = &["link_page_fault_user"];
+
+/// Removes the tracepoint link pins in `dir`, this build's and retired ones.
+fn remove_links(dir: &Path) {
+    for tp in TRACEPOINTS {
+        let _ = std::fs::remove_file(link_pin(dir, tp));
+    }
+    for link in RETIRED_LINKS {
+        let _ = std::fs::remove_file(dir.join(link));
+    }
+}
 
 /// Where the link of `tp` is pinned in the object's directory `dir`.
 fn link_pin(dir: &Path, tp: &TracePoint) -> PathBuf {
@@ -74,9 +84,7 @@ pub(super) fn ensure_attached(dir: &Path) -> Result<(), EnforceError> {
 
 /// Detaches the tracepoints pinned in `dir` (removing their link pins).
 pub(super) fn detach(dir: &Path) {
-    for tp in TRACEPOINTS {
-        let _ = std::fs::remove_file(link_pin(dir, tp));
-    }
+    remove_links(dir);
 }
 
 /// Detaches the tracepoints of the state root's other objects (earlier
@@ -90,7 +98,9 @@ pub(super) fn detach_idle_siblings(root_dir: &Path, ours: &Path) {
     for entry in entries.flatten() {
         let dir = entry.path();
         let is_object = entry.file_name().to_string_lossy().starts_with("obj-");
-        if !is_object || dir == ours || !TRACEPOINTS.iter().any(|tp| link_pin(&dir, tp).exists()) {
+        let linked = TRACEPOINTS.iter().any(|tp| link_pin(&dir, tp).exists())
+            || RETIRED_LINKS.iter().any(|l| dir.join(l).exists());
+        if !is_object || dir == ours || !linked {
             continue;
         }
         let policies = MapData::from_pin(dir.join(map::CGROUP_POLICY))
@@ -99,9 +109,7 @@ pub(super) fn detach_idle_siblings(root_dir: &Path, ours: &Path) {
             .and_then(|m| HashMap::<MapData, u64, CgroupPolicy>::try_from(m).ok());
         // Unreadable: leave it be.
         if policies.is_some_and(|p| p.keys().next().is_none()) {
-            for tp in TRACEPOINTS {
-                let _ = std::fs::remove_file(link_pin(&dir, tp));
-            }
+            remove_links(&dir);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What a container consumed, as the kernel programs counted it: network
-//! bytes and packets, allowed connects and binds, CPU time, context
-//! switches and page faults.
+//! bytes and packets, allowed connects and binds, CPU time and context
+//! switches; and its page faults, as its memory controller counts them.
 
 use palisade_common::{USAGE_V4, USAGE_V6};
 use serde::Serialize;
@@ -25,6 +25,8 @@ pub struct Usage {
     /// any of them running now.
     pub cpu_ns: u64,
     pub context_switches: u64,
+    /// Page faults of its tasks (`memory.stat` pgfault: minor and major,
+    /// user and kernel mode).
     pub page_faults: u64,
     /// IP bytes (headers included, as on the wire below the link layer)
     /// and packets sent and received by the container's sockets.

@@ -338,7 +338,6 @@ const FEATURES: &[Needs] = &[
         name: "accounting",
         needs: &[
             "raw_tracepoint/sched_switch",
-            "raw_tracepoint/page_fault_user",
             "cgroup_skb/egress",
             "cgroup_skb/ingress",
             "map/percpu_hash",
