@@ -207,21 +207,7 @@ fn a_bundle_container_has_it_and_update_changes_it() {
     assert_eq!(l["pids"]["max"], 40, "{l:#}");
     assert_eq!(l["memory"]["limit_bytes"], Value::Null);
 
-    let resources = sb.dir.join("resources.json");
-    std::fs::write(
-        &resources,
-        json!({"memory": {"limit": 32 << 20}}).to_string(),
-    )
-    .unwrap();
-    ok(&palisade(
-        &sb,
-        &[
-            "update",
-            "--resources",
-            resources.to_str().unwrap(),
-            &sb.name,
-        ],
-    ));
+    ok(&sb.update(&json!({"memory": {"limit": 32 << 20}})));
     let l = limits_inside(&sb);
     assert_eq!(l["generation"], 2, "{l:#}");
     assert_eq!(l["memory"]["limit_bytes"], 32u64 << 20, "{l:#}");

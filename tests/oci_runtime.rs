@@ -361,36 +361,9 @@ fn kill_all_ps_pause_resume_and_update() {
             .to_string()
     };
     assert_eq!(limit(), (128u64 << 20).to_string());
-    let resources = sb.dir.join("resources.json");
-    std::fs::write(
-        &resources,
-        json!({"memory": {"limit": 64 << 20}}).to_string(),
-    )
-    .unwrap();
-    ok(&palisade(
-        &sb,
-        &[
-            "update",
-            "--resources",
-            resources.to_str().unwrap(),
-            &sb.name,
-        ],
-    ));
+    ok(&sb.update(&json!({"memory": {"limit": 64 << 20}})));
     assert_eq!(limit(), (64u64 << 20).to_string());
-    std::fs::write(
-        &resources,
-        json!({"memory": {"limit": 32 << 20}, "cpu": {"cpus": "999"}}).to_string(),
-    )
-    .unwrap();
-    let out = palisade(
-        &sb,
-        &[
-            "update",
-            "--resources",
-            resources.to_str().unwrap(),
-            &sb.name,
-        ],
-    );
+    let out = sb.update(&json!({"memory": {"limit": 32 << 20}, "cpu": {"cpus": "999"}}));
     assert!(!out.status.success(), "{}", describe(&out));
     assert_eq!(
         limit(),

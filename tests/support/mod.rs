@@ -191,6 +191,19 @@ impl Sandbox {
             .expect("run palisade")
     }
 
+    /// `palisade update --resources FILE NAME` with `resources` (OCI
+    /// `linux.resources` JSON) in FILE, its output (success not checked).
+    pub fn update(&self, resources: &serde_json::Value) -> Output {
+        let file = self.dir.join("resources.json");
+        std::fs::write(&file, resources.to_string()).expect("write resources");
+        self.palisade()
+            .args(["update", "--resources"])
+            .arg(&file)
+            .arg(&self.name)
+            .output()
+            .expect("run palisade")
+    }
+
     /// `palisade policy apply NAME FILE`, its output (success not checked).
     pub fn try_apply(&self, file: &Path) -> Output {
         self.palisade()

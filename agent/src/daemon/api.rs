@@ -156,6 +156,16 @@ pub enum ClientError {
     Agent(String),
 }
 
+impl ClientError {
+    /// The error for an I/O failure on `root`'s agent socket.
+    fn io(root: &StateRoot) -> impl Fn(std::io::Error) -> Self + '_ {
+        move |source| ClientError::Io {
+            path: super::socket_path(root).display().to_string(),
+            source,
+        }
+    }
+}
+
 /// A connection to the root's agent; `None` if no agent listens there.
 pub fn connect(root: &StateRoot) -> Option<StdStream> {
     StdStream::connect(super::socket_path(root)).ok()
@@ -166,14 +176,11 @@ fn ask(
     mut stream: StdStream,
     request: &Request,
 ) -> Result<BufReader<StdStream>, ClientError> {
-    let path = super::socket_path(root).display().to_string();
-    let io = |source| ClientError::Io {
-        path: path.clone(),
-        source,
-    };
     let mut text = serde_json::to_string(request).expect("json");
     text.push('\n');
-    stream.write_all(text.as_bytes()).map_err(io)?;
+    stream
+        .write_all(text.as_bytes())
+        .map_err(ClientError::io(root))?;
     Ok(BufReader::new(stream))
 }
 
@@ -189,12 +196,7 @@ pub fn events(
     let mut line = String::new();
     loop {
         line.clear();
-        let n = reader
-            .read_line(&mut line)
-            .map_err(|source| ClientError::Io {
-                path: super::socket_path(root).display().to_string(),
-                source,
-            })?;
+        let n = reader.read_line(&mut line).map_err(ClientError::io(root))?;
         if n == 0 {
             return Ok(());
         }
@@ -213,11 +215,6 @@ pub fn events(
 pub fn status(root: &StateRoot, stream: StdStream) -> Result<serde_json::Value, ClientError> {
     let mut reader = ask(root, stream, &Request::Status)?;
     let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .map_err(|source| ClientError::Io {
-            path: super::socket_path(root).display().to_string(),
-            source,
-        })?;
+    reader.read_line(&mut line).map_err(ClientError::io(root))?;
     serde_json::from_str(&line).map_err(|_| ClientError::Agent(line.trim().to_string()))
 }

@@ -31,7 +31,7 @@ use crate::{
         reconcile,
     },
     spec::{ClassifyRule, FD_EXEC_PREFIX, compile_classify},
-    sys::{bpf, pidfd},
+    sys::{pidfd, readiness},
 };
 
 #[derive(Debug, Error)]
@@ -57,11 +57,11 @@ pub async fn run(ctx: Ctx, rules: Vec<ClassifyRule>) -> Result<(), ClassifyError
     let mut classifier = ExecClassifier::load(&compile_classify(&rules), skip, kernel_log_level())?;
     let logger = classifier
         .take_logger()
-        .and_then(|logger| bpf::ring_readable(logger).ok());
+        .and_then(|logger| readiness::readable(logger).ok());
     let ring = classifier.take_ring()?;
     let mut session = Session {
         classifier,
-        ring: bpf::ring_readable(ring).map_err(ClassifyError::Ring)?,
+        ring: readiness::readable(ring).map_err(ClassifyError::Ring)?,
         skipping: skip.is_some(),
         hierarchies,
     };

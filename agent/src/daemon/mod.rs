@@ -63,9 +63,7 @@ pub struct Options {
 }
 
 /// The agent's API socket in a state root.
-pub fn socket_path(root: &StateRoot) -> PathBuf {
-    journal::agent_socket(root)
-}
+pub use crate::runtime::journal::agent_socket as socket_path;
 
 fn lock_path(root: &StateRoot) -> PathBuf {
     root.dir().join("agent.lock")

@@ -31,7 +31,7 @@ use crate::{
         self, State,
         journal::{self, Record, What},
     },
-    spec::{OomAction, OomPolicy, Policy, ResourceLimits},
+    spec::{OomAction, OomPolicy, ResourceLimits},
     sys::readiness,
 };
 
@@ -82,11 +82,7 @@ fn handler_of(state: &State) -> Result<Option<(OomPolicy, ResourceLimits)>, Stri
     let Some(recipe) = &state.recipe else {
         return Ok(None);
     };
-    let Some(text) = recipe.applied_policy.as_ref().or(recipe.policy.as_ref()) else {
-        return Ok(None);
-    };
-    let policy = Policy::parse(Path::new("<recorded policy>"), text).map_err(|e| e.to_string())?;
-    let Some(oom) = policy.oom else {
+    let Some(oom) = runtime::adopt::recorded_policy(state)?.oom else {
         return Ok(None);
     };
     oom.check(&recipe.launch.resources)?;

@@ -5,7 +5,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::AddWatchFlags;
 use tokio::task::JoinHandle;
 
 use super::{Ctx, oom};
@@ -14,7 +14,7 @@ use crate::{
         self, Status,
         journal::{self, Tail, What},
     },
-    sys::readiness,
+    sys::{notify, readiness},
 };
 
 pub(super) async fn run(ctx: Ctx) {
@@ -27,22 +27,11 @@ pub(super) async fn run(ctx: Ctx) {
             oom.start(&ctx, &state.name);
         }
     }
+    let events = AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
     let watched = std::fs::create_dir_all(&dir)
         .map_err(|e| e.to_string())
-        .and_then(|()| {
-            Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| e.to_string())
-        })
-        .and_then(|inotify| {
-            inotify
-                .add_watch(
-                    &dir,
-                    AddWatchFlags::IN_MODIFY
-                        | AddWatchFlags::IN_CREATE
-                        | AddWatchFlags::IN_MOVED_TO,
-                )
-                .map_err(|e| e.to_string())?;
-            readiness::readable(std::os::fd::OwnedFd::from(inotify)).map_err(|e| e.to_string())
-        });
+        .and_then(|()| notify::inotify(&dir, events).map_err(|e| e.to_string()))
+        .and_then(|fd| readiness::readable(fd).map_err(|e| e.to_string()));
     let watched = match watched {
         Ok(w) => Some(w),
         Err(e) => {
@@ -54,7 +43,7 @@ pub(super) async fn run(ctx: Ctx) {
         match &watched {
             Some(w) => {
                 if let Ok(mut guard) = w.readable().await {
-                    readiness::drain(w.get_ref());
+                    let _ = notify::inotify_drain(w.get_ref());
                     guard.clear_ready();
                 }
             }

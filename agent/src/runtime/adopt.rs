@@ -100,19 +100,14 @@ fn reattach(root: &StateRoot, pins: &Pins, state: &State, dir: &Path) -> Result<
 }
 
 /// The network, device and security policy a container recorded as in
-/// force: the last `policy apply`'s, else the one it started with, else
-/// none. An error if the container recorded nothing (an older palisade's),
-/// since guessing would police it differently.
+/// force (see [`Recipe::policy_in_force`]). An error if the container
+/// recorded nothing (an older palisade's), since guessing would police it
+/// differently.
 pub(crate) fn recorded_policy(state: &State) -> Result<Policy, String> {
-    let recipe = state
+    state
         .recipe
         .as_ref()
-        .ok_or("it recorded no policy (made by an older palisade)")?;
-    let parse =
-        |text: &str| Policy::parse(Path::new("<recorded policy>"), text).map_err(|e| e.to_string());
-    match (&recipe.policy, &recipe.applied_policy) {
-        (_, Some(applied)) => parse(applied),
-        (Some(text), None) => parse(text),
-        (None, None) => Ok(Policy::default()),
-    }
+        .ok_or("it recorded no policy (made by an older palisade)")?
+        .policy_in_force()
+        .map_err(|e| e.to_string())
 }

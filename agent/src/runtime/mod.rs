@@ -478,15 +478,8 @@ impl RunSpec {
                 recipe.version
             )));
         }
-        let parse = |text: &str| {
-            Policy::parse(Path::new("<recorded policy>"), text).map_err(|e| bad(e.to_string()))
-        };
         let launch = &recipe.launch;
-        let mut policy = match (&recipe.policy, &recipe.applied_policy) {
-            (_, Some(applied)) => parse(applied)?,
-            (Some(text), None) => parse(text)?,
-            (None, None) => Policy::default(),
-        };
+        let mut policy = recipe.policy_in_force().map_err(|e| bad(e.to_string()))?;
         // `policy apply` changes the network (egress included), device and
         // security sections; the resources stay as the container started.
         policy.resources = launch.resources.clone();

@@ -179,6 +179,17 @@ pub struct Recipe {
     pub applied_policy: Option<String>,
 }
 
+impl Recipe {
+    /// The network, device and security policy in force: the last `policy
+    /// apply`'s, else the one it started with, else none.
+    pub fn policy_in_force(&self) -> Result<super::Policy, super::PolicyError> {
+        let text = self.applied_policy.as_ref().or(self.policy.as_ref());
+        text.map_or(Ok(super::Policy::default()), |text| {
+            super::Policy::parse(std::path::Path::new("<recorded policy>"), text)
+        })
+    }
+}
+
 /// Everything that made the container but its name, its mode (detached or
 /// not) and its policy: the command and environment, the filesystem, the
 /// network, devices, identity, and the resource limits and egress rate in

@@ -482,26 +482,3 @@ pub fn load_reason(e: &aya::programs::ProgramError) -> String {
         other => chain(other),
     }
 }
-
-/// A BPF ring that owns its map descriptor for its whole life: aya's
-/// ring of a taken map, and aya-log's reader of a program's log ring.
-pub trait OwnedRing: AsRawFd + sealed::Ring {}
-
-impl OwnedRing for aya::maps::RingBuf<aya::maps::MapData> {}
-impl<T: log::Log> OwnedRing for aya_log::EbpfLogger<T> {}
-
-mod sealed {
-    pub trait Ring {}
-    impl Ring for aya::maps::RingBuf<aya::maps::MapData> {}
-    impl<T: log::Log> Ring for aya_log::EbpfLogger<T> {}
-}
-
-/// `ring`, registered with tokio's event loop for readability (epoll on a
-/// ring buffer map is ready once the kernel has submitted a record).
-pub fn ring_readable<T: OwnedRing>(ring: T) -> std::io::Result<tokio::io::unix::AsyncFd<T>> {
-    // SAFETY: `T` owns its map descriptor (the sealed `OwnedRing` types
-    // hold a MapData, which closes it only on drop), so it stays open and
-    // the same map until the AsyncFd, which owns `ring`, is dropped.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into())
-}
