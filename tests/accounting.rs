@@ -2,7 +2,8 @@
 //! kernel's own counters say: bytes a container sends and receives over
 //! TCP (to and from listeners this test runs) within the headers their
 //! packets can carry, CPU time of a busy loop against its cgroup's
-//! cpuacct, context switches and page faults, allowed connects and binds,
+//! cpuacct, context switches (exact for exited threads, never going down
+//! while threads come and go) and page faults, allowed connects and binds,
 //! and a nested container counted once, under its own name. Usage is read
 //! with `palisade policy show NAME --json` (its `usage` object).
 
@@ -391,6 +392,83 @@ fn context_switches_and_page_faults_are_counted_and_grow() {
     assert!(grew(&first, &second, "context_switches") >= 5, "{second}");
 }
 
+/// Two threads of one process ping-pong over two pipes 5,000 times, then
+/// the process prints its own count of its switches (getrusage, which
+/// includes its exited thread's) and exits.
+const PING_PONG: &str = "
+import os, threading, resource
+r, w = os.pipe()
+r2, w2 = os.pipe()
+def pong():
+    for _ in range(5000):
+        os.read(r, 1)
+        os.write(w2, b'x')
+t = threading.Thread(target=pong)
+t.start()
+for _ in range(5000):
+    os.write(w, b'x')
+    os.read(r2, 1)
+t.join()
+u = resource.getrusage(resource.RUSAGE_SELF)
+print(u.ru_nvcsw + u.ru_nivcsw)
+";
+
+/// The switches of threads that have exited are the kernel's own count
+/// of them, taken at their exit: a process's threads, gone, add what the
+/// process itself counted, plus at most the few switches of its exit.
+#[test]
+fn context_switches_of_exited_threads_are_the_kernels_count() {
+    let sb = Sandbox::new("acctswitch");
+    // A container that sleeps: it switches only when woken.
+    start(&sb, &sb.name, &[], &["sleep", "600"]);
+    let before = usage(&sb, &sb.name);
+    let reported: u64 = exec_python(&sb, &sb.name, PING_PONG, &[])
+        .trim()
+        .parse()
+        .expect("a count");
+    let after = usage(&sb, &sb.name);
+    let counted = grew(&before, &after, "context_switches");
+    assert!(reported >= 10_000, "5,000 round trips, {reported} switches");
+    assert!(
+        (reported..=reported + 50).contains(&counted),
+        "the process counted {reported} switches, the container {counted}"
+    );
+}
+
+/// Threads that start and exit all the time: every read, in a tight loop
+/// against the pinned maps, is at least the one before (a thread exiting
+/// during a read is counted once: as live, or as exited, never both or
+/// neither), and the count grows.
+#[test]
+fn context_switches_never_go_down_while_threads_come_and_go() {
+    let sb = Sandbox::new("acctchurn");
+    let churn = "import threading, time\nwhile True:\n    ts = [threading.Thread(target=time.sleep, args=(0.0005,)) for _ in range(4)]\n    [t.start() for t in ts]\n    [t.join() for t in ts]\n";
+    start(&sb, &sb.name, &[], &["python3", "-c", churn]);
+    let text = std::fs::read_to_string(sb.root.join(&sb.name).join("state.json")).expect("state");
+    let state: Value = serde_json::from_str(&text).expect("state JSON");
+    let cgroups: Vec<PathBuf> = state["cgroups"]
+        .as_array()
+        .expect("cgroups")
+        .iter()
+        .map(|c| PathBuf::from(c.as_str().expect("a path")))
+        .collect();
+    let id = cgroup_id(&sb, &sb.name);
+    let enforcer = Enforcer::open_existing(Pins::for_state_root(&sb.root))
+        .expect("open the pins")
+        .expect("pinned");
+    let first = enforcer.usage(id, &cgroups).context_switches;
+    let mut last = first;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut reads = 0;
+    while Instant::now() < deadline {
+        let now = enforcer.usage(id, &cgroups).context_switches;
+        assert!(now >= last, "read {reads}: {last} then {now}");
+        last = now;
+        reads += 1;
+    }
+    assert!(last > first + 100, "{first} -> {last} in {reads} reads");
+}
+
 /// Page faults are the memory controller's count: touching 64 MiB of
 /// fresh memory in the container adds at least one fault per page, and
 /// not many more.
@@ -589,18 +667,18 @@ fn usage_survives_the_cli_and_tracepoints_are_attached_once() {
         names.sort();
         names
     };
-    assert_eq!(links(&host), ["link_sched_switch"]);
+    assert_eq!(links(&host), ["link_task_exit"]);
     assert!(links(&objects[0]).is_empty(), "none of the root's own");
     thread::sleep(Duration::from_millis(300));
     let second = usage(&sb, &sb.name);
     assert!(field(&second, "page_faults") >= field(&first, "page_faults"));
     assert!(field(&second, "context_switches") > field(&first, "context_switches"));
-    assert_eq!(links(&host), ["link_sched_switch"]);
+    assert_eq!(links(&host), ["link_task_exit"]);
     // A removed link pin is attached again by the next start.
-    std::fs::remove_file(host.join("link_sched_switch")).unwrap();
+    std::fs::remove_file(host.join("link_task_exit")).unwrap();
     let again = format!("{}-again", sb.name);
     start(&sb, &again, &[], &["sleep", "600"]);
     let third = usage(&sb, &sb.name);
     assert!(field(&third, "context_switches") >= field(&second, "context_switches"));
-    assert!(host.join("link_sched_switch").exists());
+    assert!(host.join("link_task_exit").exists());
 }

@@ -329,7 +329,7 @@ fn tracepoints_once_per_host_and_prune_removes_only_debris() {
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     links.sort();
-    assert_eq!(links, ["link_sched_switch"]);
+    assert_eq!(links, ["link_task_exit"]);
     for root in roots {
         assert!(
             tracepoint_links(&pin_dir(root)).is_empty(),

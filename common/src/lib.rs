@@ -23,8 +23,9 @@ pub mod program {
     pub const INGRESS: &str = "ingress";
     pub const EGRESS: &str = "egress";
     pub const DEVICE: &str = "device";
-    /// Raw tracepoint `sched_switch`: CPU time and context switches.
-    pub const SCHED_SWITCH: &str = "sched_switch";
+    /// Raw tracepoint `sched_process_exit`: the context switches of a
+    /// container's thread as it exits.
+    pub const TASK_EXIT: &str = "task_exit";
     /// Dirty-page tracker (its own object): raw tracepoint `page_fault_user`.
     pub const DIRTY_USER: &str = "dirty_user";
     /// Dirty-page tracker: raw tracepoint `page_fault_kernel` (the kernel
@@ -57,11 +58,11 @@ pub mod map {
     pub const EGRESS_CLASS: &str = "EGRESS_CLASS";
     /// `PerCpuHashMap<u64 cgroup id, Usage>`: what each container consumed.
     pub const USAGE: &str = "USAGE";
-    /// `PerCpuArray<Running>` of one entry: the task each CPU runs now.
-    pub const RUNNING: &str = "RUNNING";
-    /// `LruHashMap<u64 task address, TaskCgroup>`: the cgroup of tasks seen
-    /// before, so a task switched in is known without a walk.
-    pub const TASK_CGROUP: &str = "TASK_CGROUP";
+    /// `LruHashMap<u32 thread id, ExitedThread>`: containers' threads that
+    /// have exited (and are counted in [`crate::Usage::exited_switches`]),
+    /// so that a reader summing the live threads' switches from /proc
+    /// skips one still listed while it exits.
+    pub const EXITED: &str = "EXITED";
     /// Dirty-page tracker: `HashMap<u32 tgid, u32 flags>`, the processes
     /// whose write faults are recorded (flags are 0; none is defined yet).
     pub const TRACKED: &str = "TRACKED";
@@ -86,9 +87,10 @@ pub const fn shaping_class(minor: u16) -> u32 {
 
 /// Capacity of [`map::CGROUP_POLICY`]: containers policed at once.
 pub const MAX_CGROUPS: u32 = 4096;
-/// Capacity of [`map::TASK_CGROUP`]: tasks remembered at once (the least
-/// recently used is forgotten, and looked up again when it next runs).
-pub const MAX_TASKS: u32 = 16384;
+/// Capacity of [`map::EXITED`]: exited threads remembered at once (the
+/// least recently used is forgotten; a thread needs its entry only from
+/// its exit until it leaves its cgroup's thread list, microseconds later).
+pub const MAX_EXITED: u32 = 16384;
 /// Address prefixes one container may have in one rule list (connect, bind
 /// or accept): the entries the list takes in [`map::CONNECT_RULES`], one
 /// per distinct address prefix its rules name (`any` names two, the IPv4
@@ -310,15 +312,15 @@ pub const USAGE_V6: usize = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
-    /// Nanoseconds the container's tasks ran, charged at each switch away
-    /// from one of them (`sched_switch`); the slice of a task running now
-    /// is in [`Running`].
-    pub cpu_ns: u64,
-    /// Switches away from one of the container's tasks.
-    pub context_switches: u64,
-    /// Unused by the kernel side since page faults are read from the
-    /// memory controller (`memory.stat` pgfault); kept for the layout.
-    pub page_faults: u64,
+    /// Context switches (voluntary and involuntary, as the kernel counts
+    /// them per task: `nvcsw` + `nivcsw`) of the container's threads that
+    /// have exited, each as of its exit (`sched_process_exit`). Those of
+    /// live threads are read from /proc; CPU time and page faults come
+    /// from the cgroup's controllers, not from here.
+    pub exited_switches: u64,
+    /// Threads of the container that have exited (on this CPU): the
+    /// sequence [`ExitedThread::seq`] is numbered in.
+    pub exited_threads: u64,
     /// IP-layer bytes the container's sockets sent, by [`USAGE_V4`] and
     /// [`USAGE_V6`]: each packet's IP length, and for a GSO packet (which
     /// holds its headers once) the IP and TCP or UDP headers of each
@@ -336,51 +338,42 @@ pub struct Usage {
     pub binds_allowed: u64,
 }
 
-/// [`Running::kind`] and [`TaskCgroup::kind`]: not known yet.
-pub const TASK_UNKNOWN: u32 = 0;
-/// The task's cgroup is not a palisade container of this object.
-pub const TASK_FOREIGN: u32 = 1;
-/// The task's cgroup is a palisade container (or inside one).
-pub const TASK_OURS: u32 = 2;
-
-/// What one CPU runs now, written at each `sched_switch`: userspace adds
-/// the slice of a container's task still running when it reads
-/// ([`Usage::cpu_ns`] only has finished slices).
+/// What [`map::EXITED`] keeps of an exited thread.
+///
+/// A reader walks a container's threads, then takes its per-CPU `USAGE`
+/// records, then looks each thread up here again: a thread found here is
+/// in those records exactly when its `seq` is at most the
+/// [`Usage::exited_threads`] of CPU `cpu` it read (the program writes this
+/// entry before it counts the exit, with preemption off); if not, its
+/// `switches` are added. So a read is exact without retrying, however
+/// fast threads come and go.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Running {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last switch on this
-    /// CPU, when the task now running started; 0 before the first switch
-    /// seen.
-    pub since_ns: u64,
-    /// The running task's `task_struct` address (the key of
-    /// [`map::TASK_CGROUP`]); used only as an identity, never read.
-    pub task: u64,
-    /// Its cgroup v2 id, if known.
-    pub cgroup: u64,
-    /// [`TASK_UNKNOWN`], [`TASK_FOREIGN`] or [`TASK_OURS`].
-    pub kind: u32,
+pub struct ExitedThread {
+    /// `task_struct.start_boottime` in nanoseconds: /proc/TID/stat's
+    /// `starttime` (field 22) is this in clock ticks, so a later thread
+    /// given the same id is not taken for this one.
+    pub start_boottime_ns: u64,
+    /// Its context switches at exit (`nvcsw` + `nivcsw`).
+    pub switches: u64,
+    /// The CPU's [`Usage::exited_threads`] once this exit is counted.
+    pub seq: u64,
+    /// The CPU whose record counts it.
+    pub cpu: u32,
     pub _pad: u32,
 }
 
-/// A task's cgroup as last seen when it was switched away from (or
-/// faulted), so that it is known when it is switched in again.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TaskCgroup {
-    pub cgroup: u64,
-    /// [`TASK_FOREIGN`] or [`TASK_OURS`].
-    pub kind: u32,
-    pub _pad: u32,
+/// Names of the object's read-only globals that userspace sets at load
+/// time: offsets into `struct task_struct`, which the exit program reads
+/// (the kernel's BTF gives them; no CO-RE relocation is needed).
+pub mod task_offset {
+    /// Offset of `nvcsw` (unsigned long): voluntary switches.
+    pub const NVCSW: &str = "TASK_NVCSW";
+    /// Offset of `nivcsw` (unsigned long): involuntary switches.
+    pub const NIVCSW: &str = "TASK_NIVCSW";
+    /// Offset of `start_boottime` (u64, ns).
+    pub const START_BOOTTIME: &str = "TASK_START_BOOTTIME";
 }
-
-/// Arguments of the `sched_switch` raw tracepoint, as `TP_PROTO` declares
-/// them (include/trace/events/sched.h: `bool preempt, struct task_struct
-/// *prev, struct task_struct *next, unsigned int prev_state`; `next` has
-/// been the third since Linux 4.4). Only the address of `next` is used, as
-/// an identity: no kernel structure is read, so no layout (CO-RE, tracefs
-/// format offsets) is needed.
-pub const SCHED_SWITCH_ARG_NEXT: usize = 2;
 
 /// Per-container switches, keyed by the container's cgroup v2 id.
 ///
@@ -518,9 +511,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Usage {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::Running {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::TaskCgroup {}
+    unsafe impl aya::Pod for super::ExitedThread {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DirtyEvent {}
 }
@@ -529,9 +520,8 @@ const _: () = assert!(core::mem::size_of::<CgroupPolicy>() == 28);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
 const _: () = assert!(core::mem::size_of::<Counters>() == 8 * (HOOKS + 2));
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 28);
-const _: () = assert!(core::mem::size_of::<Usage>() == 8 * 13);
-const _: () = assert!(core::mem::size_of::<Running>() == 32);
-const _: () = assert!(core::mem::size_of::<TaskCgroup>() == 16);
+const _: () = assert!(core::mem::size_of::<Usage>() == 8 * 12);
+const _: () = assert!(core::mem::size_of::<ExitedThread>() == 32);
 const _: () = assert!(core::mem::size_of::<DirtyEvent>() + 8 == DIRTY_EVENT_BYTES as usize);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<PortRule>() == 8);

@@ -9,9 +9,9 @@
 
 mod device;
 mod events;
+mod exit;
 mod maps;
 mod policy;
-mod sched;
 mod skb;
 mod sock;
 mod sock_addr;

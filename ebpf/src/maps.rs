@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuHashMap, RingBuf},
 };
 use palisade_common::{
-    CgroupPolicy, Counters, DeviceKey, MAX_CGROUPS, MAX_DEVICE_ENTRIES, MAX_PREFIXES, MAX_TASKS,
-    PrefixRules, RateWindow, RuleKey, Running, TaskCgroup, Usage,
+    CgroupPolicy, Counters, DeviceKey, ExitedThread, MAX_CGROUPS, MAX_DEVICE_ENTRIES, MAX_EXITED,
+    MAX_PREFIXES, PrefixRules, RateWindow, RuleKey, Usage,
 };
 
 #[map(name = "CGROUP_POLICY")]
@@ -34,8 +34,5 @@ pub static EGRESS_CLASS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_CGROU
 #[map(name = "USAGE")]
 pub static USAGE: PerCpuHashMap<u64, Usage> = PerCpuHashMap::with_max_entries(MAX_CGROUPS, 0);
 
-#[map(name = "RUNNING")]
-pub static RUNNING: PerCpuArray<Running> = PerCpuArray::with_max_entries(1, 0);
-
-#[map(name = "TASK_CGROUP")]
-pub static TASK_CGROUP: LruHashMap<u64, TaskCgroup> = LruHashMap::with_max_entries(MAX_TASKS, 0);
+#[map(name = "EXITED")]
+pub static EXITED: LruHashMap<u32, ExitedThread> = LruHashMap::with_max_entries(MAX_EXITED, 0);

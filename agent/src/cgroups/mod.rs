@@ -559,6 +559,22 @@ pub fn procs(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// The threads (host thread ids) in a container's own cgroup, whose
+/// directories in every hierarchy are `dirs`: v2's `cgroup.threads`, or
+/// v1's `tasks` where no v2 directory is among them (empty if gone).
+pub fn threads(dirs: &[PathBuf]) -> Vec<u32> {
+    let file = dirs
+        .iter()
+        .map(|d| d.join("cgroup.threads"))
+        .find(|p| p.exists())
+        .or_else(|| dirs.iter().map(|d| d.join("tasks")).find(|p| p.exists()));
+    file.and_then(|p| fs::read_to_string(p).ok())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
 /// Whether no process is in `dir` or in a cgroup below it (true if gone).
 pub fn is_empty(dir: &Path) -> bool {
     procs(dir).is_empty()

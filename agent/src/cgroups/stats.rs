@@ -100,27 +100,48 @@ pub fn read(dirs: &[PathBuf]) -> CgroupStats {
 /// Page faults of the container's own tasks, as the memory controller
 /// counts them (minor and major, in user and in kernel mode; exact, and
 /// free for the host: no program runs per fault). v1's `pgfault` is the
-/// cgroup's own; v2's is its whole subtree, so nested containers' are
-/// taken off. `None` without a memory controller.
+/// cgroup's own; v2's is its whole subtree, so the cgroups below (nested
+/// containers) are taken off. `None` without a memory controller.
 pub fn page_faults(dirs: &[PathBuf]) -> Option<u64> {
     let v2 = dirs
         .iter()
         .find(|d| d.join("memory.current").exists() && d.join("memory.stat").exists());
     if let Some(dir) = v2 {
-        let own = read_key(&dir.join("memory.stat"), "pgfault")?;
-        let nested: u64 = fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| read_key(&e.path().join("memory.stat"), "pgfault"))
-            .sum();
-        return Some(own.saturating_sub(nested));
+        return own(dir, |d| read_key(&d.join("memory.stat"), "pgfault"));
     }
     dirs.iter()
         .map(|d| d.join("memory.stat"))
         .find(|p| p.exists())
         .and_then(|p| read_key(&p, "pgfault"))
+}
+
+/// CPU time of the container's own tasks in nanoseconds, as its CPU
+/// controller counts it: v2 `cpu.stat` usage_usec (kept by every v2
+/// cgroup), else v1 `cpuacct.usage`. Both count the whole subtree, so the
+/// cgroups below (nested containers) are taken off. The kernel charges a
+/// running task's time at each tick and switch. `None` without either.
+pub fn cpu_time(dirs: &[PathBuf]) -> Option<u64> {
+    let usec = |d: &Path| read_key(&d.join("cpu.stat"), "usage_usec");
+    if let Some(dir) = dirs.iter().find(|d| usec(d).is_some()) {
+        return own(dir, usec).map(|us| us * 1000);
+    }
+    let dir = dirs.iter().find(|d| d.join("cpuacct.usage").exists())?;
+    own(dir, |d| read_number(&d.join("cpuacct.usage")))
+}
+
+/// A hierarchical count of `dir` (`count` of a directory) less that of
+/// the cgroups directly below it: the cgroup's own.
+fn own(dir: &Path, count: impl Fn(&Path) -> Option<u64>) -> Option<u64> {
+    let total = count(dir)?;
+    let below: u64 = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter_map(|p| count(&p))
+        .sum();
+    Some(total.saturating_sub(below))
 }
 
 /// v1 reports "no limit" as the largest page-aligned i64.

@@ -32,12 +32,7 @@ use palisade_common::{CgroupPolicy, map};
 use super::{BPFFS, EnforceError, Pins, object_hash, tracing};
 
 /// The maps the tracepoint programs use, shared by every root.
-pub(super) const SHARED_MAPS: &[&str] = &[
-    map::CGROUP_POLICY,
-    map::USAGE,
-    map::RUNNING,
-    map::TASK_CGROUP,
-];
+pub(super) const SHARED_MAPS: &[&str] = &[map::CGROUP_POLICY, map::USAGE, map::EXITED];
 
 /// Where the host-wide lock lives.
 const LOCK_DIR: &str = "/run/palisade-bpf";

@@ -22,15 +22,16 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, Map, MapData, PerCpuHashMap, lpm_trie::Key},
 };
 use palisade_common::{
-    CONTAINERS_AT_BOUND, CgroupPolicy, Counters, FAMILY_V4, FAMILY_V6, GENERATION_BIT,
-    KEY_HEADER_BITS, LIST_OPEN, LIST_RULED, MAX_LIST_PREFIXES, MAX_PORT_RULES, MAX_PREFIXES,
-    MODE_AUDIT, MODE_ENFORCE, PrefixRules, RuleKey, Running, TABLE_ACCEPT, TABLE_BIND, map,
+    CONTAINERS_AT_BOUND, CgroupPolicy, Counters, ExitedThread, FAMILY_V4, FAMILY_V6,
+    GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN, LIST_RULED, MAX_LIST_PREFIXES, MAX_PORT_RULES,
+    MAX_PREFIXES, MODE_AUDIT, MODE_ENFORCE, PrefixRules, RuleKey, TABLE_ACCEPT, TABLE_BIND, map,
 };
 use thiserror::Error;
 
+pub mod btf;
 pub mod classify;
 mod devices;
 mod hooks;
@@ -119,7 +120,7 @@ pub struct Enforcer {
     counters: PerCpuHashMap<MapData, u64, Counters>,
     egress: HashMap<MapData, u64, u32>,
     usage: PerCpuHashMap<MapData, u64, palisade_common::Usage>,
-    running: PerCpuArray<MapData, Running>,
+    exited: HashMap<MapData, u32, ExitedThread>,
 }
 
 impl Enforcer {
@@ -176,7 +177,7 @@ impl Enforcer {
         let egress = open_map(&dir, map::EGRESS_CLASS)?;
         let devices = open_map(&dir, map::DEVICE_RULES)?;
         let usage = open_map(&dir, map::USAGE)?;
-        let running = open_map(&dir, map::RUNNING)?;
+        let exited = open_map(&dir, map::EXITED)?;
         Ok(Self {
             host_lock: None,
             pins,
@@ -187,7 +188,7 @@ impl Enforcer {
             counters,
             egress,
             usage,
-            running,
+            exited,
         })
     }
 
@@ -207,55 +208,30 @@ impl Enforcer {
     }
 
     /// What the container of `cgroup_id` (whose cgroup directories are
-    /// `cgroups`) consumed so far (zero if nothing was counted yet), summed
-    /// over CPUs, with the slice so far of any of its tasks running now.
-    /// Its page faults are the memory controller's count (0 on a host
-    /// without one).
-    pub fn usage(&self, cgroup_id: u64, cgroups: &[std::path::PathBuf]) -> Usage {
-        let mut usage = self.kernel_usage(cgroup_id);
+    /// `cgroups`) consumed so far, summed over CPUs (zero if nothing was
+    /// counted yet). CPU time and page faults are its controllers' counts
+    /// (0 on a host without them); context switches are its exited
+    /// threads' (the exit program's count) and its live threads' (/proc).
+    pub fn usage(&self, cgroup_id: u64, cgroups: &[PathBuf]) -> Usage {
+        let tids = crate::cgroups::threads(cgroups);
+        let mut counted = palisade_common::Usage::default();
+        let beyond = usage::beyond_records(
+            &tids,
+            |tid| self.exited.get(&tid, 0).ok(),
+            || {
+                let records: Vec<_> = match self.usage.get(&cgroup_id, 0) {
+                    Ok(per_cpu) => per_cpu.iter().copied().collect(),
+                    Err(_) => Vec::new(),
+                };
+                counted = usage::sum(records.iter());
+                records
+            },
+        );
+        let mut usage = Usage::from_kernel(counted);
+        usage.context_switches += beyond;
+        usage.cpu_ns = crate::cgroups::stats::cpu_time(cgroups).unwrap_or(0);
         usage.page_faults = crate::cgroups::stats::page_faults(cgroups).unwrap_or(0);
         usage
-    }
-
-    fn kernel_usage(&self, cgroup_id: u64) -> Usage {
-        // A switch between reading the counters and the running tasks
-        // could leave a slice out: read the running tasks before and
-        // after, and again if one of the container's started or ended.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let before = self.running(cgroup_id);
-            let counted = self.counted(cgroup_id);
-            let after = self.running(cgroup_id);
-            if before == after || attempts == 4 {
-                let now = usage::monotonic_ns();
-                let running: u64 = after.iter().map(|r| now.saturating_sub(r.since_ns)).sum();
-                return Usage::from_kernel(counted, running);
-            }
-        }
-    }
-
-    /// The container's counters summed over CPUs (finished slices only).
-    fn counted(&self, cgroup_id: u64) -> palisade_common::Usage {
-        match self.usage.get(&cgroup_id, 0) {
-            Ok(per_cpu) => usage::sum(per_cpu.iter()),
-            Err(_) => palisade_common::Usage::default(),
-        }
-    }
-
-    /// The CPUs running one of the container's tasks now, as their
-    /// `RUNNING` records say.
-    fn running(&self, cgroup_id: u64) -> Vec<Running> {
-        match self.running.get(&0, 0) {
-            Ok(per_cpu) => per_cpu
-                .iter()
-                .filter(|r| {
-                    r.kind == palisade_common::TASK_OURS && r.cgroup == cgroup_id && r.since_ns != 0
-                })
-                .copied()
-                .collect(),
-            Err(_) => Vec::new(),
-        }
     }
 
     /// Writes `policy` for the cgroup `cgroup_id`, then attaches every hook
@@ -620,8 +596,7 @@ const MAPS: &[&str] = &[
     map::RATE,
     map::EGRESS_CLASS,
     map::USAGE,
-    map::RUNNING,
-    map::TASK_CGROUP,
+    map::EXITED,
 ];
 
 /// A hook's link pin file name: `cgroup/connect4` -> `connect4`.
@@ -642,10 +617,20 @@ fn load_and_pin(dir: &Path, host: &Path) -> Result<(), EnforceError> {
     }
     create_dirs(dir)?;
     create_dirs(host)?;
+    // The exit program reads task_struct fields at offsets only the
+    // running kernel's BTF gives.
+    let offsets = btf::task_offsets().map_err(|e| {
+        EnforceError::Object(format!(
+            "cannot find task_struct's layout for context-switch accounting in the kernel's BTF: {e}"
+        ))
+    })?;
     let mut loader = EbpfLoader::new();
     // The programs use no CO-RE relocation, so the kernel's BTF need not be
     // parsed a second time (`EbpfLoader::new` has already read it once).
     loader.btf(None);
+    for (&name, value) in &offsets {
+        loader.override_global(name, value, true);
+    }
     for &name in lifetime::SHARED_MAPS {
         loader.map_pin_path(name, host.join(name));
     }

@@ -78,10 +78,21 @@ pub fn hooks(cgroup: &File) -> Vec<Tried> {
 }
 
 /// The raw tracepoints palisade's programs use: accounting
-/// (`sched_switch`), dirty-page tracking (`page_fault_user`) and
-/// classification (`sched_process_exec`). Each is attached for a moment with a program
-/// that does nothing.
-pub const TRACEPOINTS: &[&str] = &["sched_switch", "page_fault_user", "sched_process_exec"];
+/// (`sched_process_exit`), dirty-page tracking (`page_fault_user`) and
+/// classification (`sched_process_exec`). Each is attached for a moment
+/// with a program that does nothing.
+pub const TRACEPOINTS: &[&str] = &[
+    "sched_process_exit",
+    "page_fault_user",
+    "sched_process_exec",
+];
+
+/// The `task_struct` fields the exit program reads, found in the kernel's
+/// BTF (`btf/task_struct`).
+pub fn task_struct() -> Tried {
+    let tried = super::btf::task_offsets().map(drop);
+    ("btf/task_struct".to_string(), tried)
+}
 
 pub fn tracepoints() -> Vec<Tried> {
     TRACEPOINTS
@@ -104,7 +115,6 @@ const MAPS: &[(&str, MapType)] = &[
     ("hash", MapType::Hash),
     ("lru_hash", MapType::LruHash),
     ("percpu_hash", MapType::PerCpuHash),
-    ("percpu_array", MapType::PerCpuArray),
     ("lpm_trie", MapType::LpmTrie),
     ("ringbuf", MapType::RingBuf),
 ];

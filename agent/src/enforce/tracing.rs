@@ -1,6 +1,5 @@
-//! The object's global programs: raw tracepoints that account CPU time,
-//! context switches and page faults for every container of every state
-//! root. Unlike the cgroup hooks they are attached once per host and build,
+//! The object's global program: a raw tracepoint that counts the context
+//! switches of every container's exiting threads, for every state root. Unlike the cgroup hooks they are attached once per host and build,
 //! not per container, as BPF links pinned beside the programs
 //! (`host-<hash>/link_<program>`, see `lifetime`): they outlive the process
 //! that attached them, are never attached twice, and go when no container
@@ -25,15 +24,16 @@ pub(super) struct TracePoint {
 }
 
 pub(super) const TRACEPOINTS: &[TracePoint] = &[TracePoint {
-    program: program::SCHED_SWITCH,
-    tracepoint: "sched_switch",
+    program: program::TASK_EXIT,
+    tracepoint: "sched_process_exit",
 }];
 
 /// Link pins of tracepoints older builds attached and this one does not
-/// (page faults now come from the memory controller): removed wherever
+/// (CPU time and page faults now come from the cgroup's controllers, and
+/// context switches from /proc and the exit program): removed wherever
 /// tracepoints are detached, so an old build's program stops running on
-/// every fault of the host.
-const RETIRED_LINKS: &[&str] = &["link_page_fault_user"];
+/// every switch or fault of the host.
+const RETIRED_LINKS: &[&str] = &["link_page_fault_user", "link_sched_switch"];
 
 /// Removes the tracepoint link pins in `dir`, this build's and retired ones.
 fn remove_links(dir: &Path) {
@@ -89,7 +89,7 @@ pub(super) fn detach(dir: &Path) {
 
 /// Detaches the tracepoints of the state root's other objects (earlier
 /// builds) that police no container any more, so old builds do not keep
-/// running on every context switch. Their programs and maps stay pinned;
+/// running on the host's tasks. Their programs and maps stay pinned;
 /// an old build that runs again attaches its tracepoints again.
 pub(super) fn detach_idle_siblings(root_dir: &Path, ours: &Path) {
     let Ok(entries) = std::fs::read_dir(root_dir) else {

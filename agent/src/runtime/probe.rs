@@ -142,6 +142,7 @@ pub fn probe() -> HostReport {
     probes.extend(
         bpf::tracepoints()
             .into_iter()
+            .chain([bpf::task_struct()])
             .map(|(n, r)| Probe::new("bpf", n, r)),
     );
     HostReport {
@@ -283,11 +284,10 @@ const RUN: &[&str] = &[
     "map/hash",
     "map/lru_hash",
     "map/percpu_hash",
-    "map/percpu_array",
     "map/lpm_trie",
     "map/ringbuf",
-    "raw_tracepoint/sched_switch",
-    "raw_tracepoint/page_fault_user",
+    "raw_tracepoint/sched_process_exit",
+    "btf/task_struct",
     "clone3/into_cgroup",
     "pidfd",
 ];
@@ -337,11 +337,12 @@ const FEATURES: &[Needs] = &[
     Needs {
         name: "accounting",
         needs: &[
-            "raw_tracepoint/sched_switch",
+            "raw_tracepoint/sched_process_exit",
+            "btf/task_struct",
             "cgroup_skb/egress",
             "cgroup_skb/ingress",
             "map/percpu_hash",
-            "map/percpu_array",
+            "map/lru_hash",
         ],
         for_run: false,
     },
