@@ -21,11 +21,11 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
     (
         "palisade_container_cpu_seconds_total",
-        "CPU time of the container's tasks (eBPF, sched_switch).",
+        "CPU time of the container's tasks (its cgroup's CPU controller).",
     ),
     (
         "palisade_container_context_switches_total",
-        "Times a task of the container was switched out.",
+        "Context switches of the container's threads, voluntary and involuntary.",
     ),
     (
         "palisade_container_page_faults_total",

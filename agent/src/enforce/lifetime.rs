@@ -6,15 +6,15 @@
 //! with no container has nothing attached. `palisade system prune` removes
 //! the whole directory.
 //!
-//! The accounting tracepoint (`sched_switch`) runs for
-//! every task of the host, so it exists once per host and build, not per
-//! root: their programs, links and the maps they use (`CGROUP_POLICY`,
-//! `USAGE`, `RUNNING`, `TASK_CGROUP`, all keyed by cgroup or task, so
-//! roots never collide) are pinned in `/sys/fs/bpf/palisade/host-<hash>/`
-//! and every root's object is loaded against those maps. Their links are
-//! made by the first container of any root and removed once no container
-//! of any root has a policy entry, so with no container on the host no
-//! palisade program runs on a context switch. Changes to that directory
+//! The accounting tracepoint (`sched_process_exit`) runs for
+//! every exiting thread of the host, so it exists once per host and build,
+//! not per root: its program, link and the maps it uses (`CGROUP_POLICY`,
+//! `USAGE`, `EXITED`, all keyed by cgroup or thread, so roots never
+//! collide) are pinned in `/sys/fs/bpf/palisade/host-<hash>/` and every
+//! root's object is loaded against those maps. Its link is made by the
+//! first container of any root and removed once no container of any root
+//! has a policy entry, so with no container on the host no palisade
+//! program runs when a thread exits. Changes to that directory
 //! happen under a host-wide lock, taken after a root's lock when both are
 //! needed; a start holds it from attaching the tracepoints until its
 //! policy entry is written, so a concurrent cleanup never detaches them
