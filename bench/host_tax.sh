@@ -21,6 +21,10 @@
 #             palisade program, no namespace): what the kernel's cgroups
 #             cost by themselves, the peer "inside" is compared with
 #
+# Then, once, the exit program's own cost per run (the kernel's BPF
+# statistics, kernel.bpf_stats_enabled, on only for this): SPAWNS
+# children on the host, then in the container.
+#
 # Prints each state's median and every round's figure, and the ratio of
 # the medians to "none". "none" needs a host with no other palisade state
 # root: if one is pinned, the script says so and stops.
@@ -107,9 +111,26 @@ for round in $(seq "$ROUNDS"); do
   "$PALISADE" --root "$PALISADE_ROOT" system prune >/dev/null
 done
 
+# The exit program's run time per run, for host tasks and for the
+# container's (statistics on only meanwhile: they cost every program).
+"$PALISADE" run -d --name tax -- sleep 100000 >/dev/null
+exit_prog=$(ls -d /sys/fs/bpf/palisade/host-*/task_exit | head -1)
+stats_before=$(cat /proc/sys/kernel/bpf_stats_enabled)
+echo 1 >/proc/sys/kernel/bpf_stats_enabled
+read -r t0 n0 < <(python3 "$HERE/prog_stats.py" "$exit_prog")
+taskset -c "$CPU" "$BIN" spawn "$SPAWNS" >/dev/null
+read -r t1 n1 < <(python3 "$HERE/prog_stats.py" "$exit_prog")
+"$PALISADE" exec tax -- taskset -c "$CPU" "$BIN" spawn "$SPAWNS" >/dev/null
+read -r t2 n2 < <(python3 "$HERE/prog_stats.py" "$exit_prog")
+echo "$stats_before" >/proc/sys/kernel/bpf_stats_enabled
+"$PALISADE" rm -f tax >/dev/null
+echo "exit-program $(( (t1 - t0) / (n1 - n0) )) $(( n1 - n0 )) $(( (t2 - t1) / (n2 - n1) )) $(( n2 - n1 ))" >>"$WORK/results"
+
 python3 - "$WORK/results" <<'PY'
 import statistics, sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+lines = [l.split() for l in open(sys.argv[1]) if l.strip()]
+rows = [l for l in lines if l[0] != "exit-program"]
+exit_prog = [l for l in lines if l[0] == "exit-program"][0]
 states = ("none", "floor", "host", "inside", "nsenter", "cgroup")
 for col, name, unit in ((1, "pipe round trip", "ns"), (2, "first-touch fault", "ns"), (3, "fork, exit and reap", "ns")):
     print(f"{name} ({unit}), {len(rows) // len(states)} rounds:")
@@ -121,4 +142,7 @@ for col, name, unit in ((1, "pipe round trip", "ns"), (2, "first-touch fault", "
         print(f"  {state:<7} median {med:8.1f}  x none {med / base:6.3f}   rounds: {' '.join(f'{v:.0f}' for v in vals)}")
     median = lambda s: statistics.median([float(r[col]) for r in rows if r[0] == s])
     print(f"  inside x nsenter {median('inside') / median('nsenter'):6.3f} (seccomp, capabilities)   nsenter x cgroup {median('nsenter') / median('cgroup'):6.3f} (namespaces)   cgroup x none {median('cgroup') / median('none'):6.3f} (cgroups)")
+spawn = statistics.median([float(r[3]) for r in rows if r[0] == "none"])
+for label, ns, runs in (("host tasks", exit_prog[1], exit_prog[2]), ("the container's", exit_prog[3], exit_prog[4])):
+    print(f"exit program, {label}: {ns} ns per run ({runs} runs), {float(ns) / spawn * 100:.2f}% of a fork, exit and reap")
 PY
