@@ -29,7 +29,7 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
     (
         "palisade_container_page_faults_total",
-        "User page faults of the container's tasks.",
+        "Page faults of the container's tasks, minor and major (its memory controller).",
     ),
     (
         "palisade_container_network_transmit_bytes_total",
