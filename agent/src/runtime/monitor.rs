@@ -243,6 +243,10 @@ fn monitor(
     );
     journal::note(root, Record::now(&spec.name, What::Started { pid }));
 
+    // The monitor now waits, for as long as the container lives: what it
+    // inherited from the launch (the CLI's heap, with the BPF object's
+    // parse when this run loaded it) goes back to the host.
+    crate::sys::process::release_free_memory();
     let waited = supervise::until_exit(child, &signals);
     // `policy apply` may have added, changed or removed the traffic class.
     if let Ok(on_disk) = root.load(&spec.name) {

@@ -67,6 +67,18 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Gives the allocator's free memory back to the kernel (glibc's
+/// `malloc_trim(0)`: the free top of the heap, and free pages inside it).
+/// A long-lived process that was forked from a busy one (a monitor, from
+/// the CLI that loaded and verified the BPF object) otherwise keeps every
+/// page its parent's heap ever grew to.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim has no preconditions; it only returns free pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Points stdin, stdout and stderr at /dev/null (a detached process must
 /// not hold its starter's pipes open).
 pub fn stdio_to_dev_null() -> nix::Result<()> {

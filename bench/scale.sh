@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# palisade with many containers (issue 19): starts MAX (1000) detached
+# `sleep` containers in steps of STEP (100) and, at 0 and after each step,
+# records into target/bench/scale/scale.csv (and plots into scale.svg):
+#
+#   containers      running containers (besides the probe container)
+#   start_ms        median of PROBES (5) more detached starts, each removed
+#   rm_ms           median of their removals
+#   used_mb         host memory in use (MemTotal - MemFree - Buffers -
+#                   Cached - SReclaimable), and
+#   shmem_mb        the host's Shmem, both from /proc/meminfo
+#   ps_ms           `palisade ps` (every container)
+#   stats_one_ms    `palisade stats NAME` (one container; samples twice,
+#                   0.5 s apart, like every `stats`)
+#   stats_all_ms    `palisade stats` (every container)
+#   show_ms         `palisade policy show NAME --json` (one container)
+#   events_ms       `palisade events --since 1h --json` (the journal of
+#                   the run so far: two lines per container started)
+#   scrape_ms       one GET of the agent's /metrics (every container)
+#   connect_us      connect()+close to a loopback listener, inside the
+#                   probe container under a 100-rule connect policy
+#                   (median of 5 batches of 500), and
+#   connect_host_us the same on the host, in no container (the peer)
+#
+# Everything is removed at the end (or on interruption). Needs root, and
+# python3 with matplotlib for the plot (installed into target/bench/venv
+# if missing; the CSV is written either way).
+#
+# usage: bench/scale.sh PALISADE_BINARY   (`cargo xtask bench` runs it with MAX=300)
+set -euo pipefail
+PALISADE=$(realpath "${1:?usage: scale.sh PALISADE_BINARY}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+MAX=${MAX:-1000}
+STEP=${STEP:-100}
+PROBES=${PROBES:-5}
+OUT=${OUT:-$HERE/../target/bench/scale}
+WORK=$(mktemp -d /tmp/palisade-bench-scale.XXXXXX)
+export PALISADE_ROOT="$WORK/state"
+AGENT_PID=
+
+cleanup() {
+  [ -z "$AGENT_PID" ] || { kill "$AGENT_PID" 2>/dev/null || true; wait "$AGENT_PID" 2>/dev/null || true; }
+  for name in $("$PALISADE" ps --json 2>/dev/null | python3 -c 'import json, sys; print(" ".join(c["name"] for c in json.load(sys.stdin)))' 2>/dev/null); do
+    "$PALISADE" rm -f "$name" >/dev/null 2>&1 || true
+  done
+  "$PALISADE" --root "$PALISADE_ROOT" system prune >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$OUT"
+
+# Milliseconds (3 decimals) that a command takes, its output discarded.
+ms() {
+  local t0 t1
+  t0=$(date +%s%N)
+  "$@" >/dev/null
+  t1=$(date +%s%N)
+  echo "scale=3; ($t1 - $t0) / 1000000" | bc
+}
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+used_mb() {
+  awk '/^MemTotal:/{t=$2} /^MemFree:/{f=$2} /^Buffers:/{b=$2} /^Cached:/{c=$2} /^SReclaimable:/{s=$2} /^Shmem:/{sh=$2}
+       END { printf "%.1f %.1f\n", (t - f - b - c - s) / 1024, sh / 1024 }' /proc/meminfo
+}
+
+# connect()+close to a listener of its own on 127.0.0.1: median µs of 5
+# batches of 500.
+CONNECT='
+import socket, statistics, threading, time
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(512)
+def serve():
+    while True:
+        c, _ = srv.accept(); c.close()
+threading.Thread(target=serve, daemon=True).start()
+port, batches = srv.getsockname()[1], []
+for _ in range(5):
+    t = time.perf_counter()
+    for _ in range(500):
+        s = socket.create_connection(("127.0.0.1", port)); s.close()
+    batches.append((time.perf_counter() - t) / 500 * 1e6)
+print(f"{statistics.median(batches):.1f}")
+'
+
+# The probe container: 99 rules that do not match, then loopback.
+POLICY="$WORK/policy.toml"
+{
+  echo "[network]"
+  echo "connect = ["
+  for i in $(seq 99); do echo "  \"allow tcp 10.$((i / 250)).$((i % 250)).0/24:443\","; done
+  echo "  \"allow tcp 127.0.0.1/32\","
+  echo "  \"deny any\","
+  echo "]"
+} >"$POLICY"
+"$PALISADE" run -d --name probe --policy "$POLICY" -- sleep 1000000 >/dev/null
+
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$PALISADE" agent --metrics-addr "127.0.0.1:$PORT" >"$WORK/agent.log" 2>&1 &
+AGENT_PID=$!
+for _ in $(seq 100); do grep -q "serving metrics" "$WORK/agent.log" && break; sleep 0.1; done
+grep -q "serving metrics" "$WORK/agent.log" || { cat "$WORK/agent.log" >&2; exit 1; }
+
+CSV="$OUT/scale.csv"
+echo "containers,start_ms,rm_ms,used_mb,shmem_mb,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us" >"$CSV"
+
+measure() { # N
+  local starts=() rms=() k
+  for k in $(seq "$PROBES"); do
+    starts+=("$(ms "$PALISADE" run -d --name "extra$k" -- sleep 1000000)")
+  done
+  for k in $(seq "$PROBES"); do
+    rms+=("$(ms "$PALISADE" rm -f "extra$k")")
+  done
+  local start rm mem
+  start=$(printf '%s\n' "${starts[@]}" | median)
+  rm=$(printf '%s\n' "${rms[@]}" | median)
+  sync
+  mem=$(used_mb)
+  local line="$1,$start,$rm,${mem% *},${mem#* }"
+  line+=",$(ms "$PALISADE" ps)"
+  line+=",$(ms "$PALISADE" stats probe)"
+  line+=",$(ms "$PALISADE" stats)"
+  line+=",$(ms "$PALISADE" policy show probe --json)"
+  line+=",$(ms "$PALISADE" events --since 1h --json)"
+  line+=",$(ms curl -sf "http://127.0.0.1:$PORT/metrics")"
+  line+=",$("$PALISADE" exec probe -- python3 -c "$CONNECT")"
+  line+=",$(python3 -c "$CONNECT")"
+  echo "$line" >>"$CSV"
+  echo "$line"
+}
+
+echo "containers,start_ms,rm_ms,used_mb,shmem_mb,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us"
+n=0
+measure 0
+while [ "$n" -lt "$MAX" ]; do
+  for i in $(seq $((n + 1)) $((n + STEP))); do
+    "$PALISADE" run -d --name "c$i" -- sleep 1000000 >/dev/null
+  done
+  n=$((n + STEP))
+  measure "$n"
+done
+
+# Per added container, from the first row to the last.
+python3 - "$CSV" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+a, b = rows[0], rows[-1]
+n = int(b["containers"]) - int(a["containers"])
+for key in ("used_mb", "shmem_mb"):
+    print(f"{key[:-3]} per added container: {(float(b[key]) - float(a[key])) * 1024 / n:.0f} KB")
+PY
+
+VENV="$HERE/../target/bench/venv"
+if ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q matplotlib || true
+fi
+if "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  "$VENV/bin/python" "$HERE/scale_plot.py" "$CSV" "$OUT/scale.svg"
+  echo "plot: $OUT/scale.svg"
+else
+  echo "scale: no matplotlib, no plot (the CSV is $CSV)" >&2
+fi
