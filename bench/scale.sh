@@ -8,7 +8,10 @@
 #   rm_ms           median of their removals
 #   used_mb         host memory in use (MemTotal - MemFree - Buffers -
 #                   Cached - SReclaimable), and
-#   shmem_mb        the host's Shmem, both from /proc/meminfo
+#   shmem_mb        the host's Shmem, both from /proc/meminfo, and where
+#                   the use is: anon_mb (AnonPages), slab_mb (SUnreclaim),
+#                   pagetables_mb, kstack_mb (KernelStack), percpu_mb
+#   agent_rss_mb    the agent's resident memory
 #   ps_ms           `palisade ps` (every container)
 #   stats_one_ms    `palisade stats NAME` (one container; samples twice,
 #                   0.5 s apart, like every `stats`)
@@ -59,9 +62,12 @@ ms() {
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# MB: in use, Shmem, then where the use is: anonymous pages, unreclaimable
+# slab, page tables, kernel stacks, per-CPU allocations.
 used_mb() {
   awk '/^MemTotal:/{t=$2} /^MemFree:/{f=$2} /^Buffers:/{b=$2} /^Cached:/{c=$2} /^SReclaimable:/{s=$2} /^Shmem:/{sh=$2}
-       END { printf "%.1f %.1f\n", (t - f - b - c - s) / 1024, sh / 1024 }' /proc/meminfo
+       /^AnonPages:/{a=$2} /^SUnreclaim:/{u=$2} /^PageTables:/{p=$2} /^KernelStack:/{k=$2} /^Percpu:/{pc=$2}
+       END { printf "%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f\n", (t - f - b - c - s) / 1024, sh / 1024, a / 1024, u / 1024, p / 1024, k / 1024, pc / 1024 }' /proc/meminfo
 }
 
 # connect()+close to a listener of its own on 127.0.0.1: median µs of 5
@@ -101,7 +107,7 @@ for _ in $(seq 100); do grep -q "serving metrics" "$WORK/agent.log" && break; sl
 grep -q "serving metrics" "$WORK/agent.log" || { cat "$WORK/agent.log" >&2; exit 1; }
 
 CSV="$OUT/scale.csv"
-echo "containers,start_ms,rm_ms,used_mb,shmem_mb,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us" >"$CSV"
+echo "containers,start_ms,rm_ms,used_mb,shmem_mb,anon_mb,slab_mb,pagetables_mb,kstack_mb,percpu_mb,agent_rss_mb,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us" >"$CSV"
 
 measure() { # N
   local starts=() rms=() k
@@ -116,7 +122,8 @@ measure() { # N
   rm=$(printf '%s\n' "${rms[@]}" | median)
   sync
   mem=$(used_mb)
-  local line="$1,$start,$rm,${mem% *},${mem#* }"
+  local line="$1,$start,$rm,$mem"
+  line+=",$(awk '/^VmRSS:/{printf "%.1f", $2 / 1024}' "/proc/$AGENT_PID/status")"
   line+=",$(ms "$PALISADE" ps)"
   line+=",$(ms "$PALISADE" stats probe)"
   line+=",$(ms "$PALISADE" stats)"
@@ -129,7 +136,7 @@ measure() { # N
   echo "$line"
 }
 
-echo "containers,start_ms,rm_ms,used_mb,shmem_mb,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us"
+echo "containers,start_ms,rm_ms,used_mb,shmem_mb,anon_mb,slab_mb,pagetables_mb,kstack_mb,percpu_mb,agent_rss_mb,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us"
 n=0
 measure 0
 while [ "$n" -lt "$MAX" ]; do
@@ -146,7 +153,7 @@ import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 a, b = rows[0], rows[-1]
 n = int(b["containers"]) - int(a["containers"])
-for key in ("used_mb", "shmem_mb"):
+for key in ("used_mb", "shmem_mb", "anon_mb", "slab_mb", "pagetables_mb", "kstack_mb", "percpu_mb"):
     print(f"{key[:-3]} per added container: {(float(b[key]) - float(a[key])) * 1024 / n:.0f} KB")
 PY
 

@@ -701,3 +701,95 @@ fn tcp_port_range_edges() {
         ["EPERM", "ECONNREFUSED", "ECONNREFUSED", "EPERM"]
     );
 }
+
+/// The entries of the cgroup `id` in the root's shared rule maps:
+/// (address prefixes in `CONNECT_RULES`, device patterns in
+/// `DEVICE_RULES`), read straight from the pins.
+fn map_entries(root: &std::path::Path, id: u64) -> (usize, usize) {
+    use aya::maps::{HashMap, LpmTrie, Map, MapData};
+    use palisade_common::{DeviceKey, PrefixRules, RuleKey, map};
+    let pins = support::pin_dir(root);
+    let object = std::fs::read_dir(&pins)
+        .expect("the root's pins")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("obj-"))
+        .expect("an object directory");
+    let open = |name: &str| {
+        Map::from_map_data(MapData::from_pin(object.join(name)).expect("a pinned map"))
+            .expect("a map")
+    };
+    let rules = LpmTrie::<MapData, RuleKey, PrefixRules>::try_from(open(map::CONNECT_RULES))
+        .expect("the rule trie");
+    let devices =
+        HashMap::<MapData, DeviceKey, u32>::try_from(open(map::DEVICE_RULES)).expect("devices");
+    let ours = RuleKey::new(id, 0, [0; 4]).cgroup;
+    let prefixes = rules
+        .keys()
+        .flatten()
+        .filter(|k| k.data().cgroup == ours)
+        .count();
+    let ours = DeviceKey::new(id, 0, 0, 0).cgroup;
+    let patterns = devices
+        .keys()
+        .flatten()
+        .filter(|k| k.cgroup == ours)
+        .count();
+    (prefixes, patterns)
+}
+
+/// `rm` takes a container's entries out of the maps every container of
+/// the root shares, by key from the policy it recorded (so its time does
+/// not grow with the other containers), after a `policy apply` replaced
+/// them too; another container's entries stay.
+#[test]
+fn rm_takes_its_entries_out_of_the_shared_maps_and_leaves_the_others() {
+    let a = Sandbox::new("rmkeys");
+    let b_name = format!("{}-b", a.name);
+    let first = a.policy(
+        "[network]\nconnect = [\"allow tcp 127.0.0.1/32\", \"allow tcp 10.1.0.0/16:443\", \"deny any\"]\n\
+         [devices]\nallow = [\"c 10:229 rw\"]\n",
+    );
+    a.start_sleeping(&["--policy", first.to_str().unwrap()]);
+    let other = a.dir.join("other.toml");
+    std::fs::write(
+        &other,
+        "[network]\nconnect = [\"allow tcp 10.9.0.0/16\", \"deny any\"]\n",
+    )
+    .unwrap();
+    let out = a
+        .palisade()
+        .args(["run", "-d", "--name", &b_name, "--policy"])
+        .arg(&other)
+        .args(["--", "sleep", "600"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::describe(&out));
+    let id_of = |name: &str| -> u64 {
+        let text = std::fs::read_to_string(a.root.join(name).join("state.json")).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+        state["cgroup_id"].as_u64().expect("a cgroup id")
+    };
+    let (a_id, b_id) = (id_of(&a.name), id_of(&b_name));
+    // Applied: other prefixes and devices, in the other generation.
+    let applied = a.dir.join("applied.toml");
+    std::fs::write(
+        &applied,
+        "[network]\nconnect = [\"allow tcp 192.168.0.0/16\", \"allow udp ::1/128:53\", \"allow tcp 172.16.0.0/12\", \"deny any\"]\n\
+         [devices]\nallow = [\"b 7:* r\"]\n",
+    )
+    .unwrap();
+    a.apply(&applied);
+    let (prefixes, patterns) = map_entries(&a.root, a_id);
+    assert!(prefixes >= 4 && patterns >= 10, "{prefixes} {patterns}");
+    let b_before = map_entries(&a.root, b_id);
+    assert!(b_before.0 >= 2 && b_before.1 >= 9, "{b_before:?}");
+
+    let out = a.palisade().args(["rm", "-f", &a.name]).output().unwrap();
+    assert!(out.status.success(), "{}", support::describe(&out));
+    assert_eq!(map_entries(&a.root, a_id), (0, 0), "nothing of it is left");
+    assert_eq!(map_entries(&a.root, b_id), b_before, "the other's stay");
+    let out = a.palisade().args(["rm", "-f", &b_name]).output().unwrap();
+    assert!(out.status.success(), "{}", support::describe(&out));
+    assert_eq!(map_entries(&a.root, b_id), (0, 0));
+}

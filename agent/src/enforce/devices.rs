@@ -36,7 +36,25 @@ impl DeviceRules {
         Ok(())
     }
 
-    /// Deletes the rules of `cgroup_id` whose kind word `which` picks.
+    /// Deletes the entries `rules` make for `cgroup_id` under `gen_bit`, by
+    /// key (one already gone is fine).
+    pub fn delete_keys(
+        &mut self,
+        cgroup_id: u64,
+        gen_bit: u32,
+        rules: &[DeviceRule],
+    ) -> Result<(), EnforceError> {
+        let patterns = compile_devices(rules).map_err(EnforceError::Compile)?;
+        for (kind, major, minor) in patterns.into_keys() {
+            let _ = self
+                .map
+                .remove(&DeviceKey::new(cgroup_id, kind | gen_bit, major, minor));
+        }
+        Ok(())
+    }
+
+    /// Deletes the rules of `cgroup_id` whose kind word `which` picks,
+    /// searching the whole map.
     pub fn delete(
         &mut self,
         cgroup_id: u64,

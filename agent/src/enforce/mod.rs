@@ -248,7 +248,7 @@ impl Enforcer {
     ) -> Result<(), EnforceError> {
         let result = self.try_police(container, cgroup_dir, cgroup_id, policy);
         if result.is_err() {
-            let _ = self.release(container, cgroup_id);
+            let _ = self.release(container, cgroup_id, Some(policy));
         }
         self.host_lock = None;
         result
@@ -275,7 +275,7 @@ impl Enforcer {
         }
         let result = self.write_policy(cgroup_id, policy, 0);
         if result.is_err() {
-            let _ = self.release(container, cgroup_id);
+            let _ = self.release(container, cgroup_id, Some(policy));
         }
         self.host_lock = None;
         result
@@ -323,8 +323,16 @@ impl Enforcer {
 
     /// Detaches a container's programs (by removing its link pins) and
     /// deletes its map entries, its usage included. Idempotent: what is
-    /// already gone is fine.
-    pub fn release(&mut self, container: &str, cgroup_id: u64) -> Result<(), EnforceError> {
+    /// already gone is fine. With the policy the container's rules were
+    /// written from (`written`), its rule entries are deleted by key, in
+    /// time that does not grow with the other containers; without it, the
+    /// shared rule maps are searched for them.
+    pub fn release(
+        &mut self,
+        container: &str,
+        cgroup_id: u64,
+        written: Option<&Policy>,
+    ) -> Result<(), EnforceError> {
         self.host_lock = None;
         self.pins.remove_links(container)?;
         // The policy goes first: a late packet or task of the container
@@ -334,7 +342,30 @@ impl Enforcer {
         let _ = self.egress.remove(&cgroup_id);
         let _ = self.usage.remove(&cgroup_id);
         self.sweep_usage();
-        self.delete_rules(cgroup_id, |_| true)
+        match written.map(|p| self.delete_written(cgroup_id, p)) {
+            Some(Ok(())) => Ok(()),
+            // A policy that no longer compiles (another build's rules):
+            // search instead.
+            Some(Err(_)) | None => self.delete_rules(cgroup_id, |_| true),
+        }
+    }
+
+    /// Deletes the rule entries `policy` makes for `cgroup_id`, in either
+    /// generation, one by one (an entry already gone is fine).
+    fn delete_written(&mut self, cgroup_id: u64, policy: &Policy) -> Result<(), EnforceError> {
+        let compiled = compile_lists(policy)?;
+        for gen_bit in [0, GENERATION_BIT] {
+            for (table, list) in &compiled {
+                for entry in list.iter().flat_map(|l| &l.entries) {
+                    let _ = self
+                        .rules
+                        .remove(&rule_key(cgroup_id, gen_bit | table, entry));
+                }
+            }
+            self.devices
+                .delete_keys(cgroup_id, gen_bit, &policy.devices.rules())?;
+        }
+        Ok(())
     }
 
     /// Writes `policy`'s rules as `generation`, then makes that generation
@@ -348,26 +379,7 @@ impl Enforcer {
         let gen_bit = if generation == 0 { 0 } else { GENERATION_BIT };
         // Every list is compiled and checked against its bound before
         // anything is written.
-        let lists = [
-            ("connect", 0, policy.network.connect.as_deref()),
-            ("bind", TABLE_BIND, policy.network.bind.as_deref()),
-            ("accept", TABLE_ACCEPT, policy.network.accept.as_deref()),
-        ];
-        let mut compiled = Vec::with_capacity(lists.len());
-        for (name, table, rules) in lists {
-            let Some(rules) = rules else {
-                compiled.push((table, None));
-                continue;
-            };
-            let list = spec::compile(rules).map_err(EnforceError::Compile)?;
-            if list.entries.len() > MAX_LIST_PREFIXES as usize {
-                return Err(EnforceError::Compile(format!(
-                    "the {name} rules name {} address prefixes, more than the {MAX_LIST_PREFIXES} one container may have in a rule list",
-                    list.entries.len()
-                )));
-            }
-            compiled.push((table, Some(list)));
-        }
+        let compiled = compile_lists(policy)?;
         let mut switches = [LIST_OPEN; 3];
         for (switch, (table, list)) in switches.iter_mut().zip(&compiled) {
             if let Some(list) = list {
@@ -536,14 +548,7 @@ impl Enforcer {
         compiled: &spec::CompiledRules,
     ) -> Result<(), EnforceError> {
         for entry in &compiled.entries {
-            let family = match entry.family {
-                Family::V4 => FAMILY_V4,
-                Family::V6 => FAMILY_V6,
-            };
-            let key = Key::new(
-                KEY_HEADER_BITS + u32::from(entry.prefix),
-                RuleKey::new(cgroup_id, family | table, entry.words()),
-            );
+            let key = rule_key(cgroup_id, table, entry);
             let mut value = PrefixRules {
                 count: entry.rules.len() as u32,
                 ..Default::default()
@@ -569,6 +574,45 @@ impl Enforcer {
         }
         Ok(())
     }
+}
+
+/// A policy's connect, bind and accept lists, compiled and checked against
+/// their bound, each with its table bit (`None`: the list is open).
+fn compile_lists(policy: &Policy) -> Result<Vec<(u32, Option<spec::CompiledRules>)>, EnforceError> {
+    let lists = [
+        ("connect", 0, policy.network.connect.as_deref()),
+        ("bind", TABLE_BIND, policy.network.bind.as_deref()),
+        ("accept", TABLE_ACCEPT, policy.network.accept.as_deref()),
+    ];
+    let mut compiled = Vec::with_capacity(lists.len());
+    for (name, table, rules) in lists {
+        let Some(rules) = rules else {
+            compiled.push((table, None));
+            continue;
+        };
+        let list = spec::compile(rules).map_err(EnforceError::Compile)?;
+        if list.entries.len() > MAX_LIST_PREFIXES as usize {
+            return Err(EnforceError::Compile(format!(
+                "the {name} rules name {} address prefixes, more than the {MAX_LIST_PREFIXES} one container may have in a rule list",
+                list.entries.len()
+            )));
+        }
+        compiled.push((table, Some(list)));
+    }
+    Ok(compiled)
+}
+
+/// The trie key of one compiled prefix of `cgroup_id`'s list `table`
+/// (its table and generation bits).
+fn rule_key(cgroup_id: u64, table: u32, entry: &spec::PrefixEntry) -> Key<RuleKey> {
+    let family = match entry.family {
+        Family::V4 => FAMILY_V4,
+        Family::V6 => FAMILY_V6,
+    };
+    Key::new(
+        KEY_HEADER_BITS + u32::from(entry.prefix),
+        RuleKey::new(cgroup_id, family | table, entry.words()),
+    )
 }
 
 /// The generation (0 or 1) a rule key's family (or device kind) word

@@ -86,17 +86,24 @@ fn detached(pins: &Pins, state: &State) -> Option<std::path::PathBuf> {
 }
 
 fn reattach(root: &StateRoot, pins: &Pins, state: &State, dir: &Path) -> Result<(), String> {
-    let mut policy = recorded_policy(state)?;
-    policy
-        .devices
-        .allow
-        .extend(state.device_rules.iter().copied());
+    let policy = written_policy(state)?;
     let id = state.cgroup_id.ok_or("no cgroup id recorded")?;
     let _lock = cleanup::lock_bpf(root).map_err(|e| e.to_string())?;
     let mut enforcer = Enforcer::open(pins.clone()).map_err(|e| e.to_string())?;
     enforcer
         .police(&state.name, dir, id, &policy)
         .map_err(|e| e.to_string())
+}
+
+/// The policy a container's rules were written from: the recorded one
+/// with the device rules its `--device` nodes added.
+pub(crate) fn written_policy(state: &State) -> Result<Policy, String> {
+    let mut policy = recorded_policy(state)?;
+    policy
+        .devices
+        .allow
+        .extend(state.device_rules.iter().copied());
+    Ok(policy)
 }
 
 /// The network, device and security policy a container recorded as in

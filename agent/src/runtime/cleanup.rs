@@ -142,7 +142,8 @@ pub(super) fn clean_up(
     if let Some(id) = id {
         let _lock = lock_bpf(root)?;
         if let Some(mut enforcer) = Enforcer::open_existing(pins.clone())? {
-            enforcer.release(name, id)?;
+            let written = state.and_then(|s| super::adopt::written_policy(s).ok());
+            enforcer.release(name, id, written.as_ref())?;
         }
     }
     if let Some(state) = state {

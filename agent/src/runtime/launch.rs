@@ -484,7 +484,9 @@ impl Drop for Launch<'_> {
             let _ = waitpid(child, None);
         }
         if let (Some(enforcer), Some(id)) = (self.enforcer.as_mut(), self.state.cgroup_id) {
-            let _ = enforcer.release(&self.spec.name, id);
+            // What was written of the policy goes by search: the failure
+            // may have come before the policy was complete.
+            let _ = enforcer.release(&self.spec.name, id, None);
         }
         super::monitor::release_network(&self.state);
         // Removes the cgroups it made.

@@ -248,10 +248,13 @@ fn monitor(
     // parse when this run loaded it) goes back to the host.
     crate::sys::process::release_free_memory();
     let waited = supervise::until_exit(child, &signals);
-    // `policy apply` may have added, changed or removed the traffic class.
-    if let Ok(on_disk) = root.load(&spec.name) {
-        state.shaping = on_disk.shaping;
+    // `policy apply` may have added, changed or removed the traffic class,
+    // and replaced the rules.
+    let on_disk = root.load(&spec.name).ok();
+    if let Some(on_disk) = &on_disk {
+        state.shaping = on_disk.shaping.clone();
     }
+    let written = on_disk.and_then(|s| super::adopt::written_policy(&s).ok());
     let status = waited.map_or(EXIT_SETUP_FAILED, supervise::Ended::status);
     state.status = Status::Exited;
     state.exit_status = Some(status);
@@ -280,7 +283,7 @@ fn monitor(
     // detached: they are the only programs that police them.
     cgroups.kill_nested();
     if let (Some(enf), Some(id)) = (enforcer.as_mut(), state.cgroup_id)
-        && let Err(e) = enf.release(&spec.name, id)
+        && let Err(e) = enf.release(&spec.name, id, written.as_ref())
     {
         eprintln!("palisade: {}: {e}", spec.name);
     }
