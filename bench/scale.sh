@@ -11,7 +11,8 @@
 #   shmem_mb        the host's Shmem, both from /proc/meminfo, and where
 #                   the use is: anon_mb (AnonPages), slab_mb (SUnreclaim),
 #                   pagetables_mb, kstack_mb (KernelStack), percpu_mb
-#   agent_rss_mb    the agent's resident memory
+#   agent_rss_mb    the agent's resident memory, and
+#   agent_fds       its open descriptors
 #   ps_ms           `palisade ps` (every container)
 #   stats_one_ms    `palisade stats NAME` (one container; samples twice,
 #                   0.5 s apart, like every `stats`)
@@ -29,7 +30,7 @@
 # python3 with matplotlib for the plot (installed into target/bench/venv
 # if missing; the CSV is written either way).
 #
-# usage: bench/scale.sh PALISADE_BINARY   (`cargo xtask bench` runs it with MAX=300)
+# usage: bench/scale.sh PALISADE_BINARY   (as root; `cargo xtask bench` runs it)
 set -euo pipefail
 PALISADE=$(realpath "${1:?usage: scale.sh PALISADE_BINARY}")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -107,7 +108,7 @@ for _ in $(seq 100); do grep -q "serving metrics" "$WORK/agent.log" && break; sl
 grep -q "serving metrics" "$WORK/agent.log" || { cat "$WORK/agent.log" >&2; exit 1; }
 
 CSV="$OUT/scale.csv"
-echo "containers,start_ms,rm_ms,used_mb,shmem_mb,anon_mb,slab_mb,pagetables_mb,kstack_mb,percpu_mb,agent_rss_mb,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us" >"$CSV"
+echo "containers,start_ms,rm_ms,used_mb,shmem_mb,anon_mb,slab_mb,pagetables_mb,kstack_mb,percpu_mb,agent_rss_mb,agent_fds,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us" >"$CSV"
 
 measure() { # N
   local starts=() rms=() k
@@ -124,6 +125,7 @@ measure() { # N
   mem=$(used_mb)
   local line="$1,$start,$rm,$mem"
   line+=",$(awk '/^VmRSS:/{printf "%.1f", $2 / 1024}' "/proc/$AGENT_PID/status")"
+  line+=",$(ls "/proc/$AGENT_PID/fd" | wc -l)"
   line+=",$(ms "$PALISADE" ps)"
   line+=",$(ms "$PALISADE" stats probe)"
   line+=",$(ms "$PALISADE" stats)"
@@ -136,7 +138,7 @@ measure() { # N
   echo "$line"
 }
 
-echo "containers,start_ms,rm_ms,used_mb,shmem_mb,anon_mb,slab_mb,pagetables_mb,kstack_mb,percpu_mb,agent_rss_mb,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us"
+echo "containers,start_ms,rm_ms,used_mb,shmem_mb,anon_mb,slab_mb,pagetables_mb,kstack_mb,percpu_mb,agent_rss_mb,agent_fds,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us"
 n=0
 measure 0
 while [ "$n" -lt "$MAX" ]; do

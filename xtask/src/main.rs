@@ -130,7 +130,7 @@ fn clippy_ebpf() -> Result<()> {
 fn bench(palisade: &Path) -> Result<()> {
     toolchain::require_root("the benchmarks create containers and nftables tables")?;
     let rootfs = rootfs::build()?;
-    let runs: [(&str, Vec<&Path>); 13] = [
+    let runs: [(&str, Vec<&Path>); 14] = [
         ("startup.sh", vec![palisade, rootfs.as_path()]),
         ("oci.sh", vec![palisade, rootfs.as_path()]),
         ("connect.sh", vec![palisade]),
@@ -144,6 +144,7 @@ fn bench(palisade: &Path) -> Result<()> {
         ("classify.sh", vec![palisade]),
         ("agent.sh", vec![palisade, rootfs.as_path()]),
         ("host_tax.sh", vec![palisade]),
+        ("scale.sh", vec![palisade]),
     ];
     for (script, args) in runs {
         println!("==> bench/{script}");
