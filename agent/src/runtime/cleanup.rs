@@ -199,7 +199,7 @@ fn release_owned_network(root: &StateRoot, name: &str) {
 pub(super) fn release_root_if_idle(root: &StateRoot, unpin: bool) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     if let Ok(_lock) = lock_bpf(root)
-        && root.names().is_empty()
+        && root.is_empty()
     {
         let pins = Pins::for_state_root(root.dir());
         if unpin {

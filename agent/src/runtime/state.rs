@@ -330,16 +330,28 @@ impl StateRoot {
 
     /// The names of every container directory, readable state or not.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(&self.dir)
+        let mut names: Vec<String> = self.container_dirs().collect();
+        names.sort();
+        names
+    }
+
+    /// Whether the root has no container directory: stops at the first,
+    /// so it costs the same with one container or a thousand.
+    pub fn is_empty(&self) -> bool {
+        self.container_dirs().next().is_none()
+    }
+
+    /// Container directories' names, in directory order. The entry's own
+    /// type (from the directory listing) tells a directory, with no
+    /// system call per entry.
+    fn container_dirs(&self) -> impl Iterator<Item = String> {
+        fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .filter_map(Result::ok)
-            .filter(|e| e.path().is_dir())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| super::validate_name(n).is_ok())
-            .collect();
-        names.sort();
-        names
     }
 
     pub fn save(&self, state: &State) -> Result<(), StateError> {
