@@ -61,6 +61,10 @@ pub enum Woke {
     Nothing,
     /// The cgroup is gone: the watch is over.
     Gone,
+    /// The limit was hit, and the cgroup is gone already: the kernel's OOM
+    /// killer ended the container before the watch was read (v1: the
+    /// eventfd counted the OOM as well as the removal).
+    MetGone,
 }
 
 impl MemoryWatch {
@@ -156,7 +160,9 @@ impl MemoryWatch {
                     source: e.into(),
                 })?;
                 if !dir.join("memory.oom_control").exists() {
-                    return Ok(Woke::Gone);
+                    // The removal counts one; anything more was an OOM.
+                    let oom_first = count > 1 && self.at == OomCondition::Oom;
+                    return Ok(if oom_first { Woke::MetGone } else { Woke::Gone });
                 }
                 if count == 0 {
                     return Ok(Woke::Nothing);

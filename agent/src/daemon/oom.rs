@@ -114,6 +114,14 @@ async fn handle(
             Ok(Woke::Met) => {}
             Ok(Woke::Nothing) => continue,
             Ok(Woke::Gone) => return,
+            Ok(Woke::MetGone) => {
+                // Said, not left out: the action was due, and the kernel
+                // had already ended the container.
+                let detail = "not taken: the kernel's OOM killer had already ended the container";
+                tracing::info!(container = %name, action = %oom.action, at = %oom.at, detail, "OOM action");
+                ctx.emit(&[oom_record(&state, oom, detail.to_string(), woke.elapsed())]);
+                return;
+            }
             Err(e) => {
                 tracing::error!(container = %name, error = %e, "the memory watch failed");
                 return;
@@ -128,17 +136,6 @@ async fn handle(
 
 /// Takes `oom`'s action and journals it; true if the container is ended.
 async fn act(ctx: &Ctx, state: &State, oom: OomPolicy, woke: Instant) -> bool {
-    let record = |detail: String, latency: Duration| {
-        Record::now(
-            &state.name,
-            What::OomAction(journal::OomAction {
-                action: oom.action.as_str().to_string(),
-                condition: oom.at.as_str().to_string(),
-                latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-                detail,
-            }),
-        )
-    };
     let (detail, ended, marker) = match oom.action {
         OomAction::Notify => (
             match oom.at {
@@ -192,11 +189,24 @@ async fn act(ctx: &Ctx, state: &State, oom: OomPolicy, woke: Instant) -> bool {
     };
     let latency = woke.elapsed();
     tracing::info!(container = %state.name, action = %oom.action, at = %oom.at, latency_us = latency.as_micros() as u64, detail = %detail, "OOM action");
-    ctx.emit(&[record(detail, latency)]);
+    ctx.emit(&[oom_record(state, oom, detail, latency)]);
     // Unlocked after the record is written: the monitor's exit record
     // comes after it.
     drop(marker);
     ended
+}
+
+/// The journal record of an OOM action on `state`'s container.
+fn oom_record(state: &State, oom: OomPolicy, detail: String, latency: Duration) -> Record {
+    Record::now(
+        &state.name,
+        What::OomAction(journal::OomAction {
+            action: oom.action.as_str().to_string(),
+            condition: oom.at.as_str().to_string(),
+            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            detail,
+        }),
+    )
 }
 
 /// Waits until the cgroup `dir` holds no process (its tasks take a moment
