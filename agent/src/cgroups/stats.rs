@@ -107,7 +107,8 @@ pub fn page_faults(dirs: &[PathBuf]) -> Option<u64> {
         .iter()
         .find(|d| d.join("memory.current").exists() && d.join("memory.stat").exists());
     if let Some(dir) = v2 {
-        return own(dir, |d| read_key(&d.join("memory.stat"), "pgfault"));
+        let pgfault = |d: &Path| read_key(&d.join("memory.stat"), "pgfault");
+        return pgfault(dir).map(|total| own(dir, total, pgfault));
     }
     dirs.iter()
         .map(|d| d.join("memory.stat"))
@@ -122,26 +123,25 @@ pub fn page_faults(dirs: &[PathBuf]) -> Option<u64> {
 /// running task's time at each tick and switch. `None` without either.
 pub fn cpu_time(dirs: &[PathBuf]) -> Option<u64> {
     let usec = |d: &Path| read_key(&d.join("cpu.stat"), "usage_usec");
-    if let Some(dir) = dirs.iter().find(|d| usec(d).is_some()) {
-        return own(dir, usec).map(|us| us * 1000);
+    if let Some((dir, total)) = dirs.iter().find_map(|d| usec(d).map(|t| (d, t))) {
+        return Some(own(dir, total, usec) * 1000);
     }
-    let dir = dirs.iter().find(|d| d.join("cpuacct.usage").exists())?;
-    own(dir, |d| read_number(&d.join("cpuacct.usage")))
+    let usage = |d: &Path| read_number(&d.join("cpuacct.usage"));
+    let (dir, total) = dirs.iter().find_map(|d| usage(d).map(|t| (d, t)))?;
+    Some(own(dir, total, usage))
 }
 
-/// A hierarchical count of `dir` (`count` of a directory) less that of
-/// the cgroups directly below it: the cgroup's own.
-fn own(dir: &Path, count: impl Fn(&Path) -> Option<u64>) -> Option<u64> {
-    let total = count(dir)?;
+/// `total`, the hierarchical count of `dir`, less that of the cgroups
+/// directly below it (`count` of each): the cgroup's own.
+fn own(dir: &Path, total: u64, count: impl Fn(&Path) -> Option<u64>) -> u64 {
     let below: u64 = fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .filter_map(|p| count(&p))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| count(&e.path()))
         .sum();
-    Some(total.saturating_sub(below))
+    total.saturating_sub(below)
 }
 
 /// v1 reports "no limit" as the largest page-aligned i64.

@@ -26,9 +26,7 @@ impl DeviceRules {
         rules: &[DeviceRule],
     ) -> Result<(), EnforceError> {
         let gen_bit = if generation == 0 { 0 } else { GENERATION_BIT };
-        let patterns = compile_devices(rules).map_err(EnforceError::Compile)?;
-        for ((kind, major, minor), access) in patterns {
-            let key = DeviceKey::new(cgroup_id, kind | gen_bit, major, minor);
+        for (key, access) in keyed(cgroup_id, gen_bit, rules)? {
             self.map
                 .insert(key, access, 0)
                 .map_err(map_error(map::DEVICE_RULES, cgroup_id))?;
@@ -36,19 +34,18 @@ impl DeviceRules {
         Ok(())
     }
 
-    /// Deletes the entries `rules` make for `cgroup_id` under `gen_bit`, by
-    /// key (one already gone is fine).
+    /// Deletes the entries `rules` make for `cgroup_id`, in either
+    /// generation, by key (one already gone is fine).
     pub fn delete_keys(
         &mut self,
         cgroup_id: u64,
-        gen_bit: u32,
         rules: &[DeviceRule],
     ) -> Result<(), EnforceError> {
-        let patterns = compile_devices(rules).map_err(EnforceError::Compile)?;
-        for (kind, major, minor) in patterns.into_keys() {
-            let _ = self
-                .map
-                .remove(&DeviceKey::new(cgroup_id, kind | gen_bit, major, minor));
+        for (key, _) in keyed(cgroup_id, 0, rules)? {
+            for gen_bit in [0, GENERATION_BIT] {
+                let key = DeviceKey::new(cgroup_id, key.kind | gen_bit, key.major, key.minor);
+                let _ = self.map.remove(&key);
+            }
         }
         Ok(())
     }
@@ -92,6 +89,25 @@ impl DeviceRules {
         rules.sort_by_key(|r| (r.kind, r.major, r.minor));
         Ok(rules)
     }
+}
+
+/// The map entries `rules` make for `cgroup_id` under `gen_bit`: each
+/// pattern's key, with its access.
+fn keyed(
+    cgroup_id: u64,
+    gen_bit: u32,
+    rules: &[DeviceRule],
+) -> Result<Vec<(DeviceKey, u32)>, EnforceError> {
+    let patterns = compile_devices(rules).map_err(EnforceError::Compile)?;
+    Ok(patterns
+        .into_iter()
+        .map(|((kind, major, minor), access)| {
+            (
+                DeviceKey::new(cgroup_id, kind | gen_bit, major, minor),
+                access,
+            )
+        })
+        .collect())
 }
 
 fn cgroup_words(cgroup_id: u64) -> [u32; 2] {

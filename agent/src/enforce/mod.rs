@@ -214,20 +214,15 @@ impl Enforcer {
     /// threads' (the exit program's count) and its live threads' (/proc).
     pub fn usage(&self, cgroup_id: u64, cgroups: &[PathBuf]) -> Usage {
         let tids = crate::cgroups::threads(cgroups);
-        let mut counted = palisade_common::Usage::default();
-        let beyond = usage::beyond_records(
+        let (records, beyond) = usage::beyond_records(
             &tids,
             |tid| self.exited.get(&tid, 0).ok(),
-            || {
-                let records: Vec<_> = match self.usage.get(&cgroup_id, 0) {
-                    Ok(per_cpu) => per_cpu.iter().copied().collect(),
-                    Err(_) => Vec::new(),
-                };
-                counted = usage::sum(records.iter());
-                records
+            || match self.usage.get(&cgroup_id, 0) {
+                Ok(per_cpu) => per_cpu.iter().copied().collect(),
+                Err(_) => Vec::new(),
             },
         );
-        let mut usage = Usage::from_kernel(counted);
+        let mut usage = Usage::from_kernel(usage::sum(records.iter()));
         usage.context_switches += beyond;
         usage.cpu_ns = crate::cgroups::stats::cpu_time(cgroups).unwrap_or(0);
         usage.page_faults = crate::cgroups::stats::page_faults(cgroups).unwrap_or(0);
@@ -353,19 +348,16 @@ impl Enforcer {
     /// Deletes the rule entries `policy` makes for `cgroup_id`, in either
     /// generation, one by one (an entry already gone is fine).
     fn delete_written(&mut self, cgroup_id: u64, policy: &Policy) -> Result<(), EnforceError> {
-        let compiled = compile_lists(policy)?;
-        for gen_bit in [0, GENERATION_BIT] {
-            for (table, list) in &compiled {
-                for entry in list.iter().flat_map(|l| &l.entries) {
+        for (table, list) in compile_lists(policy)? {
+            for entry in list.iter().flat_map(|l| &l.entries) {
+                for gen_bit in [0, GENERATION_BIT] {
                     let _ = self
                         .rules
                         .remove(&rule_key(cgroup_id, gen_bit | table, entry));
                 }
             }
-            self.devices
-                .delete_keys(cgroup_id, gen_bit, &policy.devices.rules())?;
         }
-        Ok(())
+        self.devices.delete_keys(cgroup_id, &policy.devices.rules())
     }
 
     /// Writes `policy`'s rules as `generation`, then makes that generation

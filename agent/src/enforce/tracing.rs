@@ -1,6 +1,7 @@
 //! The object's global program: a raw tracepoint that counts the context
-//! switches of every container's exiting threads, for every state root. Unlike the cgroup hooks they are attached once per host and build,
-//! not per container, as BPF links pinned beside the programs
+//! switches of every container's exiting threads, for every state root.
+//! Unlike the cgroup hooks, tracepoints are attached once per host and
+//! build, not per container, as BPF links pinned beside the programs
 //! (`host-<hash>/link_<program>`, see `lifetime`): they outlive the process
 //! that attached them, are never attached twice, and go when no container
 //! is left. Older builds pinned them per root (`obj-<hash>/link_<program>`).

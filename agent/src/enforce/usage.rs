@@ -92,12 +92,13 @@ pub(super) fn sum<'a>(
 /// threads' as /proc/TID/status counts them, and those of threads that
 /// exited after the records were read, from `exited` (the `EXITED` map).
 /// `records` is called between two walks of the threads (see
-/// [`palisade_common::ExitedThread`] for why this is exact).
+/// [`palisade_common::ExitedThread`] for why this is exact); what it read
+/// is returned with the count.
 pub(super) fn beyond_records(
     tids: &[u32],
     exited: impl Fn(u32) -> Option<ExitedThread>,
     records: impl FnOnce() -> Vec<palisade_common::Usage>,
-) -> u64 {
+) -> (Vec<palisade_common::Usage>, u64) {
     // An entry for a thread id is this thread's if its start time matches,
     // or if the thread is gone from /proc (its own exit wrote the entry).
     let exited = |tid: u32| {
@@ -113,7 +114,7 @@ pub(super) fn beyond_records(
         })
         .collect();
     let records = records();
-    walked
+    let beyond = walked
         .into_iter()
         .map(|(tid, live)| match exited(tid) {
             Some(e) => {
@@ -124,7 +125,8 @@ pub(super) fn beyond_records(
             }
             None => live.unwrap_or(0),
         })
-        .sum()
+        .sum();
+    (records, beyond)
 }
 
 /// /proc/TID/status: voluntary_ctxt_switches + nonvoluntary_ctxt_switches.
@@ -194,7 +196,7 @@ mod tests {
         let own = thread_switches(me).expect("this thread's status");
         let start = start_ticks(me).expect("this thread's stat") * ns_per_tick();
         let no_records = Vec::new;
-        assert!(beyond_records(&[me], |_| None, no_records) >= own);
+        assert!(beyond_records(&[me], |_| None, no_records).1 >= own);
         // Exited, and counted in CPU 1's record: nothing beyond it.
         let entry = ExitedThread {
             start_boottime_ns: start,
@@ -210,16 +212,16 @@ mod tests {
             };
             vec![Default::default(), cpu1]
         };
-        assert_eq!(beyond_records(&[me], |_| Some(entry), counted), 0);
+        assert_eq!(beyond_records(&[me], |_| Some(entry), counted).1, 0);
         // Exited after the records were read: its count at exit.
-        assert_eq!(beyond_records(&[me], |_| Some(entry), no_records), 7);
+        assert_eq!(beyond_records(&[me], |_| Some(entry), no_records).1, 7);
         // An earlier thread with the same id: this one is live.
         let earlier = ExitedThread {
             start_boottime_ns: start.saturating_sub(10 * ns_per_tick()),
             ..entry
         };
-        assert!(beyond_records(&[me], |_| Some(earlier), no_records) >= own);
+        assert!(beyond_records(&[me], |_| Some(earlier), no_records).1 >= own);
         // Gone from /proc, with no entry: nothing to read.
-        assert_eq!(beyond_records(&[u32::MAX], |_| None, no_records), 0);
+        assert_eq!(beyond_records(&[u32::MAX], |_| None, no_records).1, 0);
     }
 }

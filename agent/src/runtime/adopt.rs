@@ -98,12 +98,17 @@ fn reattach(root: &StateRoot, pins: &Pins, state: &State, dir: &Path) -> Result<
 /// The policy a container's rules were written from: the recorded one
 /// with the device rules its `--device` nodes added.
 pub(crate) fn written_policy(state: &State) -> Result<Policy, String> {
-    let mut policy = recorded_policy(state)?;
+    recorded_policy(state).map(|p| as_written(p, state))
+}
+
+/// `policy` as it is written for the container of `state`: with the
+/// device rules its `--device` nodes (and bundle) added.
+pub(crate) fn as_written(mut policy: Policy, state: &State) -> Policy {
     policy
         .devices
         .allow
         .extend(state.device_rules.iter().copied());
-    Ok(policy)
+    policy
 }
 
 /// The network, device and security policy a container recorded as in

@@ -94,11 +94,7 @@ pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(),
     if policy.network.egress.is_some() && state.shaping.is_none() {
         refuse_new_shaping(&state)?;
     }
-    let mut policy = policy.clone();
-    policy
-        .devices
-        .allow
-        .extend(state.device_rules.iter().copied());
+    let policy = super::adopt::as_written(policy.clone(), &state);
     let mut enforcer = open_loaded(root, &Pins::for_state_root(root.dir()))?;
     enforcer.update(cgroup_id, &policy)?;
     reshape(root, &mut enforcer, cgroup_id, state, policy.network.egress)?;
