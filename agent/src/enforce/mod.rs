@@ -645,6 +645,14 @@ fn link_file(hook: &str) -> &str {
 /// accounting tracepoints use are the host's (`host`, made here if
 /// missing) and the tracepoint programs are pinned there once.
 fn load_and_pin(dir: &Path, host: &Path) -> Result<(), EnforceError> {
+    // The exit program reads task_struct fields at offsets only the
+    // running kernel's BTF gives: found before anything is touched, so a
+    // kernel without them changes nothing in bpffs.
+    let offsets = btf::task_offsets().map_err(|e| {
+        EnforceError::Object(format!(
+            "cannot find task_struct's layout for context-switch accounting in the kernel's BTF: {e}"
+        ))
+    })?;
     // Clear what a run that died half-way may have left, and a host set
     // without its maps (their programs would count into maps no root uses).
     let _ = std::fs::remove_dir_all(dir);
@@ -653,13 +661,6 @@ fn load_and_pin(dir: &Path, host: &Path) -> Result<(), EnforceError> {
     }
     create_dirs(dir)?;
     create_dirs(host)?;
-    // The exit program reads task_struct fields at offsets only the
-    // running kernel's BTF gives.
-    let offsets = btf::task_offsets().map_err(|e| {
-        EnforceError::Object(format!(
-            "cannot find task_struct's layout for context-switch accounting in the kernel's BTF: {e}"
-        ))
-    })?;
     let mut loader = EbpfLoader::new();
     // The programs use no CO-RE relocation, so the kernel's BTF need not be
     // parsed a second time (`EbpfLoader::new` has already read it once).
