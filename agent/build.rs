@@ -98,6 +98,49 @@ fn main() {
         copy(&object, &out);
         println!("cargo:rustc-env={var}={}", out.display());
     }
+    build_small_monitor(&manifest, &out_dir);
+}
+
+/// Builds the small monitor (`src/sys/monitor/main.rs`): a freestanding
+/// static program of a few KiB that a detached container's monitor
+/// becomes once the container runs. It is compiled by the host compiler
+/// this build uses, without the standard library, and embedded.
+fn build_small_monitor(manifest: &Path, out_dir: &Path) {
+    let source = manifest.join("src/sys/monitor/main.rs");
+    println!("cargo:rerun-if-changed={}", source.display());
+    let out = out_dir.join("palisade-monitor");
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let mut cmd = Command::new(rustc);
+    cmd.args(["--edition", "2024", "--crate-type", "bin"])
+        .args(["--crate-name", "palisade_monitor"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .args(["-C", "opt-level=s", "-C", "panic=abort"])
+        .args(["-C", "relocation-model=static", "-C", "debuginfo=0"])
+        .args(["-C", "strip=symbols"]);
+    for link_arg in [
+        "-nostartfiles",
+        "-nostdlib",
+        "-static",
+        "-Wl,--gc-sections",
+        "-Wl,--build-id=none",
+        "-Wl,-z,noexecstack",
+    ] {
+        cmd.arg("-C").arg(format!("link-arg={link_arg}"));
+    }
+    cmd.arg(&source).arg("-o").arg(&out);
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS"] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run rustc to build the small monitor: {e}"));
+    if !status.success() {
+        panic!(
+            "building the small monitor ({}) failed ({status})",
+            source.display()
+        );
+    }
+    println!("cargo:rustc-env=PALISADE_MONITOR_IMAGE={}", out.display());
 }
 
 fn cargo_home() -> PathBuf {

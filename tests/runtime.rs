@@ -418,6 +418,95 @@ fn a_detached_container_outlives_the_cli_and_logs_its_output() {
     assert!(alive(pid), "still running after logs and ps");
 }
 
+/// A detached container's monitor is the small monitor: a few pages of
+/// its own, holding its log, its lock and palisade's image and nothing
+/// its caller left open, passing on the signals a process sends it, and
+/// running palisade's cleanup once the container ends. No other process
+/// may run that cleanup.
+#[test]
+fn a_detached_container_is_watched_by_the_small_monitor() {
+    let sb = Sandbox::new("small-monitor");
+    std::fs::create_dir_all(&sb.dir).unwrap();
+    let left_open = sb.dir.join("left-open");
+    let script = "trap 'exit 7' USR1; echo ready; while :; do sleep 0.1; done";
+    // The caller leaves descriptor 7 open (not close-on-exec).
+    let out = std::process::Command::new("sh")
+        .args(["-c", "exec 7>>\"$0\"; exec \"$@\""])
+        .arg(&left_open)
+        .arg(env!("CARGO_BIN_EXE_palisade"))
+        .args(["run", "-d", "--name", &sb.name, "--", "sh", "-c", script])
+        .env("PALISADE_ROOT", &sb.root)
+        .output()
+        .unwrap();
+    ok(&out);
+    let pid = sb.wait_running();
+    logs_containing(&sb, "ready");
+    let monitor = small_monitor(&sb).0 as i32;
+
+    let status = std::fs::read_to_string(format!("/proc/{monitor}/status")).unwrap();
+    let kb = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or_else(|| panic!("{field} in {status}"))
+    };
+    assert!(kb("RssAnon:") <= 64, "a few pages of its own: {status}");
+    let mut held: Vec<String> = std::fs::read_dir(format!("/proc/{monitor}/fd"))
+        .unwrap()
+        .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+        .map(|target| target.display().to_string())
+        .collect();
+    held.sort();
+    let log = sb.root.join(&sb.name).join("log").display().to_string();
+    let lock = sb.root.join(&sb.name).join("lock").display().to_string();
+    let mut expected = vec![
+        "/dev/null".to_string(),
+        "/palisade".to_string(),
+        lock.clone(),
+        log.clone(),
+        log,
+    ];
+    expected.sort();
+    assert_eq!(held, expected, "only its own descriptors");
+
+    // A process holding the container's lock file, but not its monitor,
+    // is refused the cleanup, and nothing changes.
+    let refused = std::process::Command::new("sh")
+        .args(["-c", "exec 5<\"$0\"; exec \"$@\""])
+        .arg(&lock)
+        .arg(env!("CARGO_BIN_EXE_palisade"))
+        .args(["monitor-exited", "--lock-fd", "5", "--", &sb.name, "0"])
+        .env("PALISADE_ROOT", &sb.root)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not this one"),
+        "{}",
+        describe(&refused)
+    );
+    assert!(alive(pid) && alive(monitor));
+    assert_eq!(state(&sb)["status"], "running");
+    assert!(sb.unified_dir().exists());
+
+    // A signal from a process goes on to the container.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let waited = cli(&sb, &["wait", &sb.name]);
+    assert_eq!(waited.status.code(), Some(7), "{}", describe(&waited));
+    assert_eq!(String::from_utf8_lossy(&waited.stdout).trim(), "7");
+    let st = state(&sb);
+    assert_eq!(st["status"], "exited");
+    assert_eq!(st["exit_status"], 7);
+    poll("the monitor to end", || (!alive(monitor)).then_some(()));
+    no_leftover_cgroups(&sb);
+    ok(&cli(&sb, &["rm", &sb.name]));
+}
+
 #[test]
 fn exec_joins_the_containers_namespaces_and_filesystem() {
     let sb = Sandbox::new("exec");
@@ -1005,13 +1094,13 @@ fn a_nested_container_is_bound_by_its_parent() {
     no_leftover_cgroups(&parent);
 }
 
-/// The CVE-2019-5736 route to palisade's binary: hold /proc/PID/exe of a
-/// running palisade process (the monitor of a detached container), let
-/// the process end, then open what was held for writing and write.
+/// The CVE-2019-5736 route to palisade's binary: hold `file` (a
+/// /proc/PID/exe or /proc/PID/fd/N of a detached container's monitor),
+/// let the monitor end, then open what was held for writing and write.
 /// Returns "wrote" or the errno name of the refusal.
-fn write_through_exe(sb: &Sandbox, monitor_pid: i64) -> String {
+fn write_through(sb: &Sandbox, file: &str, monitor_pid: i64) -> String {
     let script = format!(
-        "import errno, os, sys\nfd = os.open('/proc/{monitor_pid}/exe', os.O_PATH)\nprint('held', flush=True)\nsys.stdin.readline()\ntry:\n    w = os.open(f'/proc/self/fd/{{fd}}', os.O_WRONLY)\n    os.write(w, b'x')\n    print('wrote')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n"
+        "import errno, os, sys\nfd = os.open('{file}', os.O_PATH)\nprint('held', flush=True)\nsys.stdin.readline()\ntry:\n    w = os.open(f'/proc/self/fd/{{fd}}', os.O_WRONLY)\n    os.write(w, b'x')\n    print('wrote')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n"
     );
     let mut attacker = std::process::Command::new(PYTHON)
         .args(["-c", &script])
@@ -1032,11 +1121,37 @@ fn write_through_exe(sb: &Sandbox, monitor_pid: i64) -> String {
     result
 }
 
+/// A running detached container's monitor: its pid, and the
+/// /proc/PID/fd/N of the palisade image it holds for the cleanup.
+fn small_monitor(sb: &Sandbox) -> (i64, String) {
+    let monitor = state(sb)["monitor_pid"].as_i64().unwrap();
+    // It becomes the small monitor just after the container starts.
+    poll("the small monitor", || {
+        std::fs::read_link(format!("/proc/{monitor}/exe"))
+            .is_ok_and(|exe| exe.to_string_lossy().starts_with("/memfd:palisade-monitor"))
+            .then_some(())
+    });
+    let fds = format!("/proc/{monitor}/fd");
+    let held: Vec<String> = std::fs::read_dir(&fds)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|fd| {
+            std::fs::read_link(fd)
+                .is_ok_and(|target| target.file_name() == Some("palisade".as_ref()))
+        })
+        .map(|fd| fd.display().to_string())
+        .collect();
+    assert_eq!(held.len(), 1, "one image of palisade held: {held:?}");
+    (monitor, held[0].clone())
+}
+
 /// palisade's own processes cannot be used to overwrite its binary: from a
 /// writable location it runs from that binary seen through a private
 /// read-only overlay, in no path of any mount namespace and with no copy
 /// (writes fail with EROFS); from a read-only mount it runs in place
-/// (EROFS too).
+/// (EROFS too). A detached container's monitor runs the small monitor
+/// from a sealed memfd (writes fail with EPERM) and holds the same
+/// unwritable image of palisade for its cleanup.
 #[test]
 fn palisade_cannot_be_overwritten_through_proc_exe() {
     use nix::sys::{
@@ -1046,18 +1161,29 @@ fn palisade_cannot_be_overwritten_through_proc_exe() {
     let sb = Sandbox::new("exe");
     let before = std::fs::read(env!("CARGO_BIN_EXE_palisade")).unwrap();
     run_detached(&sb, &[], &["sleep", "600"]);
-    let monitor = state(&sb)["monitor_pid"].as_i64().unwrap();
-    let exe_link = format!("/proc/{monitor}/exe");
-    let exe = std::fs::read_link(&exe_link).unwrap();
-    assert_eq!(exe, Path::new("/palisade"), "reached by no path");
-    let fs = statfs(exe_link.as_str()).unwrap();
+    let (monitor, image) = small_monitor(&sb);
+    let exe = std::fs::read_link(format!("/proc/{monitor}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:palisade-monitor"),
+        "the small monitor: {exe:?}"
+    );
+    assert_eq!(
+        std::fs::read_link(&image).unwrap(),
+        Path::new("/palisade"),
+        "reached by no path"
+    );
+    let fs = statfs(image.as_str()).unwrap();
     assert_eq!(fs.filesystem_type(), OVERLAYFS_SUPER_MAGIC, "not a memfd");
     assert!(fs.flags().contains(FsFlags::ST_RDONLY));
-    assert!(
-        std::fs::read(&exe_link).unwrap() == before,
-        "the very binary"
+    assert!(std::fs::read(&image).unwrap() == before, "the very binary");
+    assert_eq!(
+        write_through(&sb, &format!("/proc/{monitor}/exe"), monitor),
+        "EPERM",
+        "the small monitor's image is sealed"
     );
-    assert_eq!(write_through_exe(&sb, monitor), "EROFS");
+    run_detached(&sb, &[], &["sleep", "600"]);
+    let (monitor, image) = small_monitor(&sb);
+    assert_eq!(write_through(&sb, &image, monitor), "EROFS");
     assert!(
         std::fs::read(env!("CARGO_BIN_EXE_palisade")).unwrap() == before,
         "binary unchanged"
@@ -1093,10 +1219,10 @@ fn palisade_cannot_be_overwritten_through_proc_exe() {
             .unwrap();
         assert!(started.status.success(), "{}", describe(&started));
         sb.wait_running();
-        let monitor = state(&sb)["monitor_pid"].as_i64().unwrap();
-        let exe = std::fs::read_link(format!("/proc/{monitor}/exe")).unwrap();
+        let (monitor, image) = small_monitor(&sb);
+        let exe = std::fs::read_link(&image).unwrap();
         assert_eq!(exe, ro.join("palisade"), "no copy from a read-only mount");
-        assert_eq!(write_through_exe(&sb, monitor), "EROFS");
+        assert_eq!(write_through(&sb, &image, monitor), "EROFS");
     });
     let _ = cli(&sb, &["rm", "-f", &sb.name]);
     let _ = std::process::Command::new("umount").arg(&ro).status();

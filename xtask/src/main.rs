@@ -95,6 +95,32 @@ fn build_binary() -> Result<PathBuf> {
 
 /// Lints the kernel-side crate the way agent/build.rs builds it: nightly,
 /// for bpfel-unknown-none, with core built from source.
+/// The small monitor is one freestanding file that agent/build.rs
+/// compiles with rustc; clippy's driver lints it with the same flags.
+fn clippy_small_monitor() -> Result<()> {
+    let out = root().join("target").join("clippy-small-monitor");
+    let status = Command::new(toolchain::cargo_bin("clippy-driver"))
+        .args([
+            "--edition",
+            "2024",
+            "--crate-type",
+            "bin",
+            "-C",
+            "panic=abort",
+        ])
+        .args(["-C", "link-arg=-nostartfiles", "-C", "link-arg=-nostdlib"])
+        .args(["-C", "link-arg=-static", "-D", "warnings", "-o"])
+        .arg(&out)
+        .arg("agent/src/sys/monitor/main.rs")
+        .current_dir(root())
+        .status()
+        .context("cannot run clippy-driver")?;
+    if !status.success() {
+        bail!("clippy on agent/src/sys/monitor/main.rs failed ({status})");
+    }
+    Ok(())
+}
+
 fn clippy_ebpf() -> Result<()> {
     let mut cmd = Command::new(toolchain::rustup());
     cmd.current_dir(root().join("ebpf"))
@@ -169,7 +195,11 @@ fn test(extra: &[String]) -> Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
     // The kernel-side crate is outside the workspace; rustfmt follows the
     // modules of each binary's root.
-    let roots = ["ebpf/src/main.rs", "ebpf/src/dirty.rs"];
+    let roots = [
+        "ebpf/src/main.rs",
+        "ebpf/src/dirty.rs",
+        "agent/src/sys/monitor/main.rs",
+    ];
     let status = Command::new("rustfmt")
         .args(["--check", "--edition", "2024"])
         .args(roots)
@@ -181,6 +211,8 @@ fn test(extra: &[String]) -> Result<()> {
     }
     println!("==> clippy ebpf (-D warnings)");
     clippy_ebpf()?;
+    println!("==> clippy on the small monitor (-D warnings)");
+    clippy_small_monitor()?;
     println!("==> cargo clippy --all-targets -- -D warnings");
     cargo(&[
         "clippy",

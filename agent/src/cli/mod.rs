@@ -102,6 +102,8 @@ pub enum Command {
     Features(oci::FeaturesArgs),
     #[command(hide = true)]
     Debug(debug::DebugArgs),
+    #[command(name = "monitor-exited", hide = true)]
+    MonitorExited(run::MonitorExitedArgs),
 }
 
 /// Exit status for bad input (see [`crate::exit`]).
@@ -167,6 +169,7 @@ pub fn main() -> i32 {
         Command::Update(args) => oci::update(&root, args),
         Command::Features(args) => oci::features(args),
         Command::Debug(args) => debug::execute(&root, args),
+        Command::MonitorExited(args) => run::monitor_exited(&root, args),
     }
 }
 

@@ -391,3 +391,24 @@ fn generated_name() -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
 }
+
+/// `monitor-exited` (hidden): the cleanup after a detached container's
+/// first process ended. Only the small monitor runs it, in its own process
+/// and with the container's lock inherited; anyone else is refused.
+#[derive(Debug, clap::Args)]
+pub struct MonitorExitedArgs {
+    /// The inherited descriptor of the container's creator lock.
+    #[arg(long, value_name = "FD")]
+    lock_fd: i32,
+    /// The container.
+    name: String,
+    /// Its first process's raw wait status.
+    wait_status: i32,
+}
+
+pub fn monitor_exited(root: &StateRoot, args: MonitorExitedArgs) -> i32 {
+    match crate::runtime::monitor_exited(root, &args.name, args.lock_fd, args.wait_status) {
+        Ok(status) => status,
+        Err(e) => super::failed(e),
+    }
+}

@@ -45,6 +45,7 @@ pub use devices::DeviceNode;
 pub use events::{DeviceView, EventView, KernelEvents, events};
 pub use exec::{ExecSpec, exec};
 pub use lifecycle::{kill, logs, ps, remove, wait};
+pub use monitor::monitor_exited;
 use nix::errno::Errno;
 pub use policy::{EgressShown, Shown, apply_policy, open_loaded, show_policy};
 pub use rootfs::RootfsSpec;

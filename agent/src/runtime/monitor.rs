@@ -7,23 +7,35 @@ use std::{
     ffi::CString,
     fs::{File, OpenOptions},
     io::{Read, Write},
-    os::fd::OwnedFd,
+    os::{
+        fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+        unix::ffi::OsStrExt,
+    },
 };
 
 use nix::{
+    errno::Errno,
     fcntl::OFlag,
-    unistd::{dup2_stderr, dup2_stdin, dup2_stdout, getpid, pipe2, setsid, write},
+    sys::{
+        signal::{SigSet, Signal},
+        wait::WaitStatus,
+    },
+    unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, getpid, pipe2, setsid, write},
 };
 
 use super::{
     EXIT_SETUP_FAILED, RunOutcome, RunSpec, RuntimeError, cleanup, cstrings, environment,
     journal::{self, Record, What},
     launch::{Launch, Running},
-    net, shaping,
+    net, security, shaping,
     state::{CreatorLock, ExecProfile, State, StateError, StateRoot, Status, now},
     supervise,
 };
-use crate::sys::process::{Forked, fork_single_threaded};
+use crate::{
+    cgroups::{ContainerCgroups, Hierarchies},
+    enforce::{Enforcer, Pins},
+    sys::process::{Forked, fork_single_threaded},
+};
 
 pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
     let env_strings = environment(spec);
@@ -66,13 +78,13 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
     let env = cstrings(&env_strings)?;
     // Held (by the monitor, for a detached run) while the container lives:
     // it tells `ps`, `rm` and a later `run` that its creator is alive.
-    let _lock = reserve(root, &state)?;
+    let lock = reserve(root, &state)?;
     if spec.contract.is_some() {
         return create(root, spec, &argv, &env, state);
     }
 
     if !spec.detach {
-        return monitor(root, spec, &argv, &env, state, None).map(RunOutcome::Exited);
+        return monitor(root, spec, &argv, &env, state, None, &lock).map(RunOutcome::Exited);
     }
     let setup = |step| move |errno| RuntimeError::Setup { step, errno };
     let (ready_read, ready_write) = pipe2(OFlag::O_CLOEXEC).map_err(setup("create a pipe"))?;
@@ -87,7 +99,7 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
                 Ok(()) => {
                     let mut state = state;
                     state.monitor_pid = getpid().as_raw();
-                    match monitor(root, spec, &argv, &env, state, Some(ready_write)) {
+                    match monitor(root, spec, &argv, &env, state, Some(ready_write), &lock) {
                         Ok(status) => status,
                         Err(e) => {
                             eprintln!("palisade: {e}");
@@ -216,7 +228,9 @@ pub(super) fn report_failure(ready: Option<OwnedFd>, error: &RuntimeError) {
 
 /// Creates the container, waits for it, cleans up. Returns its exit
 /// status. `ready`, for a detached run, hears one byte 0 once the command
-/// runs, or a status and message if it could not start.
+/// runs, or a status and message if it could not start. A detached
+/// monitor then becomes the small monitor (which runs `monitor-exited`
+/// for the cleanup) and returns only if it could not.
 fn monitor(
     root: &StateRoot,
     spec: &RunSpec,
@@ -224,11 +238,12 @@ fn monitor(
     env: &[CString],
     state: State,
     ready: Option<OwnedFd>,
+    lock: &CreatorLock,
 ) -> Result<i32, RuntimeError> {
     let Running {
-        mut state,
+        state,
         cgroups,
-        mut enforcer,
+        enforcer,
         child,
         signals,
         ready,
@@ -243,14 +258,136 @@ fn monitor(
     );
     journal::note(root, Record::now(&spec.name, What::Started { pid }));
 
+    if spec.detach {
+        let failed = become_small_monitor(root, &spec.name, child, &signals, lock);
+        eprintln!(
+            "palisade: {}: {failed}; palisade's own process stays the container's monitor",
+            spec.name
+        );
+    }
     // The monitor now waits, for as long as the container lives: what it
     // inherited from the launch (the CLI's heap, with the BPF object's
     // parse when this run loaded it) goes back to the host.
     crate::sys::process::release_free_memory();
     let waited = supervise::until_exit(child, &signals);
+    finish(
+        root,
+        &spec.name,
+        spec.detach,
+        state,
+        cgroups,
+        enforcer,
+        waited,
+    )
+}
+
+/// The small monitor's image: `sys/monitor/main.rs`, built by build.rs.
+const SMALL_MONITOR: &[u8] = include_bytes!(env!("PALISADE_MONITOR_IMAGE"));
+
+/// What a detached container's monitor becomes once the container runs:
+/// the small monitor (a few pages, where palisade's own process keeps a
+/// private copy of its relocated data and heap, over half a MiB), run
+/// from a sealed memfd. It holds the creator lock and an `O_PATH`
+/// descriptor of palisade's image, waits for `child` passing on the
+/// `signals` a process sends, and then runs that image as `palisade
+/// monitor-exited` with the child's wait status, which cleans up as this
+/// monitor would have. Returns only if the exec failed, with why.
+fn become_small_monitor(
+    root: &StateRoot,
+    name: &str,
+    child: Pid,
+    signals: &SigSet,
+    lock: &CreatorLock,
+) -> String {
+    let attempt = || -> Result<String, String> {
+        let image = security::sealed_memfd(c"palisade-monitor", SMALL_MONITOR)
+            .map_err(|e| e.to_string())?;
+        let own = security::inheritable_own_image().map_err(|e| e.to_string())?;
+        let lock_fd = lock.inheritable_fd().map_err(|e| e.to_string())?;
+        let mask = Signal::iterator()
+            .filter(|s| signals.contains(*s))
+            .fold(0u64, |mask, s| mask | 1 << (s as i32 - 1));
+        // Nothing else goes with it: not even what palisade's caller left
+        // open (a pipe it reads to its end would never see that end).
+        crate::sys::fds::close_on_exec_except(&[lock_fd, own.as_raw_fd()])
+            .map_err(|e| format!("cannot mark descriptors close-on-exec: {e}"))?;
+        let numbers = [i64::from(child.as_raw()), i64::from(own.as_raw_fd())];
+        let mut args: Vec<Vec<u8>> = vec![
+            b"palisade-monitor".to_vec(),
+            numbers[0].to_string().into_bytes(),
+            mask.to_string().into_bytes(),
+            numbers[1].to_string().into_bytes(),
+            b"palisade".to_vec(),
+            b"--root".to_vec(),
+            root.dir().as_os_str().as_bytes().to_vec(),
+            b"monitor-exited".to_vec(),
+            b"--lock-fd".to_vec(),
+            lock_fd.to_string().into_bytes(),
+            b"--".to_vec(),
+        ];
+        args.push(name.as_bytes().to_vec());
+        let argv = args
+            .into_iter()
+            .map(CString::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| "the state root's path contains a NUL byte".to_string())?;
+        Ok(security::exec_image(image.as_fd(), &argv, "run the small monitor").to_string())
+    };
+    attempt().unwrap_or_else(|e| e)
+}
+
+/// `monitor-exited`: the cleanup after a detached container's first
+/// process ended, run by the small monitor (this process, exec'd again)
+/// with the creator lock it held as descriptor `lock_fd` and the raw
+/// `wait_status`. Refused unless that descriptor is the container's lock
+/// and this process is its recorded monitor.
+pub fn monitor_exited(
+    root: &StateRoot,
+    name: &str,
+    lock_fd: RawFd,
+    wait_status: i32,
+) -> Result<i32, RuntimeError> {
+    let _lock = CreatorLock::inherited(root, name, lock_fd)?;
+    let state = root.load(name)?;
+    if state.monitor_pid != getpid().as_raw() {
+        return Err(RuntimeError::BadInput(format!(
+            "container {name:?} is monitored by process {}, not this one",
+            state.monitor_pid
+        )));
+    }
+    let pid = Pid::from_raw(state.pid.unwrap_or(0));
+    let waited = match WaitStatus::from_raw(pid, wait_status) {
+        Ok(WaitStatus::Exited(_, code)) => Ok(supervise::Ended::Exited(code)),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Ok(supervise::Ended::Signaled(sig)),
+        _ => Err(Errno::EINVAL),
+    };
+    let cgroups = Hierarchies::detect()?.existing(&state.cgroups)?;
+    let enforcer = match state.cgroup_id {
+        Some(_) => {
+            let _bpf = cleanup::lock_bpf(root)?;
+            Enforcer::open_existing(Pins::for_state_root(root.dir()))?
+        }
+        None => None,
+    };
+    finish(root, name, true, state, cgroups, enforcer, waited)
+}
+
+/// After the container's first process ended (`waited`): records how,
+/// ends what it left (nested containers), takes its rules out of the
+/// shared maps, its traffic class and address back, removes its cgroups,
+/// and keeps its state (`detach`) or removes it.
+fn finish(
+    root: &StateRoot,
+    name: &str,
+    detach: bool,
+    mut state: State,
+    cgroups: ContainerCgroups,
+    mut enforcer: Option<Enforcer>,
+    waited: nix::Result<supervise::Ended>,
+) -> Result<i32, RuntimeError> {
     // `policy apply` may have added, changed or removed the traffic class,
     // and replaced the rules.
-    let on_disk = root.load(&spec.name).ok();
+    let on_disk = root.load(name).ok();
     if let Some(on_disk) = &on_disk {
         state.shaping = on_disk.shaping.clone();
     }
@@ -261,7 +398,7 @@ fn monitor(
     state.finished = Some(now());
     // The agent's mark first: it waits until the agent has journalled its
     // kill, so this exit is journalled after it.
-    let by_agent = super::oom::was_killed(root, &spec.name);
+    let by_agent = super::oom::was_killed(root, name);
     state.oom_killed = by_agent || crate::cgroups::oom_killed(&cgroups);
     let (code, signal) = match waited {
         Ok(supervise::Ended::Exited(code)) => (Some(code), None),
@@ -271,7 +408,7 @@ fn monitor(
     journal::note(
         root,
         Record::now(
-            &spec.name,
+            name,
             What::Exited {
                 status: code,
                 signal,
@@ -283,17 +420,17 @@ fn monitor(
     // detached: they are the only programs that police them.
     cgroups.kill_nested();
     if let (Some(enf), Some(id)) = (enforcer.as_mut(), state.cgroup_id)
-        && let Err(e) = enf.release(&spec.name, id, written.as_ref())
+        && let Err(e) = enf.release(name, id, written.as_ref())
     {
-        eprintln!("palisade: {}: {e}", spec.name);
+        eprintln!("palisade: {name}: {e}");
     }
     release_network(&state);
     let removed = cgroups.remove();
-    if spec.detach {
+    if detach {
         root.save(&state)?;
     } else {
-        root.remove(&spec.name)?;
-        journal::note(root, Record::now(&spec.name, What::Removed));
+        root.remove(name)?;
+        journal::note(root, Record::now(name, What::Removed));
     }
     cleanup::release_root_if_idle(root, false);
     removed?;

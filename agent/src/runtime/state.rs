@@ -499,6 +499,50 @@ fn whole_file(kind: libc::c_short) -> libc::flock {
 }
 
 impl CreatorLock {
+    /// The lock's descriptor, made to survive exec (not close-on-exec):
+    /// the program the monitor becomes holds the lock on.
+    pub fn inheritable_fd(&self) -> Result<std::os::fd::RawFd, StateError> {
+        use std::os::fd::AsRawFd;
+        fcntl(&self.file, FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).map_err(|e| {
+            StateError::Io {
+                action: "pass on",
+                path: PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd())),
+                source: e.into(),
+            }
+        })?;
+        Ok(self.file.as_raw_fd())
+    }
+
+    /// The creator lock of container `name` that this process inherited
+    /// as descriptor `fd`: refused unless that descriptor is open and is
+    /// the container's lock file.
+    pub fn inherited(
+        root: &StateRoot,
+        name: &str,
+        fd: std::os::fd::RawFd,
+    ) -> Result<Self, StateError> {
+        use std::os::fd::AsFd;
+        let path = root.lock_path(name);
+        let io = |source: std::io::Error| StateError::Io {
+            action: "take over",
+            path: path.clone(),
+            source,
+        };
+        let owned = crate::sys::fds::adopt_inherited(fd).map_err(|e| io(e.into()))?;
+        let inode = |fd: std::os::fd::BorrowedFd<'_>| {
+            nix::sys::stat::fstat(fd).map(|st| (st.st_dev, st.st_ino))
+        };
+        let on_disk = fs::File::open(&path).map_err(io)?;
+        let held = inode(owned.as_fd()).map_err(|e| io(e.into()))?;
+        if held != inode(on_disk.as_fd()).map_err(|e| io(e.into()))? {
+            return Err(io(std::io::Error::other(format!(
+                "descriptor {fd} is not this container's lock"
+            ))));
+        }
+        Ok(Self {
+            file: fs::File::from(owned),
+        })
+    }
     /// Locks `path` (created if missing); `None` if another process holds it.
     fn take(path: &Path) -> Result<Option<Self>, StateError> {
         let file = fs::OpenOptions::new()

@@ -76,6 +76,49 @@ pub fn data_extents(fd: BorrowedFd<'_>, size: u64) -> nix::Result<Vec<(u64, u64)
     Ok(out)
 }
 
+/// Takes ownership of descriptor `fd`, which this process inherited
+/// across exec by contract with the program that exec'd it (the small
+/// monitor passes palisade its container's lock this way), and makes it
+/// close-on-exec. Refuses the standard descriptors and a number that is
+/// not open (EBADF).
+pub fn adopt_inherited(fd: RawFd) -> nix::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(Errno::EBADF);
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    Errno::result(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the fd is open (just checked), and by the caller's contract
+    // it was inherited for this process to own: nothing else here holds it
+    // (a freshly exec'd process has opened nothing under that number).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_SETFD with a flag value on a descriptor we own.
+    Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(owned)
+}
+
+/// Marks every open descriptor >= 3 but those in `keep` close-on-exec, so
+/// that a program this process execs inherits only what it is given
+/// (whatever the caller left open included), while this process, should
+/// the exec fail, still has them all.
+pub fn close_on_exec_except(keep: &[RawFd]) -> std::io::Result<()> {
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd < 3 || keep.contains(&fd) {
+            continue;
+        }
+        // SAFETY: F_SETFD only changes a descriptor's flags; a number
+        // closed since the listing (the listing's own) answers EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0
+            && Errno::last() != Errno::EBADF
+        {
+            return Err(Errno::last().into());
+        }
+    }
+    Ok(())
+}
+
 /// memfd_create(2) with raw MFD_* `flags` (nix lacks MFD_NOEXEC_SEAL).
 pub fn memfd_create(name: &std::ffi::CStr, flags: u32) -> nix::Result<OwnedFd> {
     // SAFETY: `name` is a live NUL-terminated string the kernel only reads.

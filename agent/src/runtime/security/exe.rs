@@ -9,11 +9,11 @@
 //! binary: if neither can be made, the command fails.
 
 use std::{
-    ffi::{CString, OsStr},
+    ffi::{CStr, CString, OsStr},
     fs::File,
-    io,
+    io::{self, Write},
     os::{
-        fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+        fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
         unix::ffi::OsStrExt,
     },
     path::Path,
@@ -99,18 +99,55 @@ pub fn sealed_copy_of(path: &Path) -> Result<OwnedFd, SecurityError> {
             source,
         }
     };
-    let sys_err = |step: &'static str| move |errno| SecurityError::Sys { step, errno };
     let mut source = File::open(path).map_err(io_err("open"))?;
-    let memfd = memfd_create(
-        c"palisade",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .map_err(sys_err("create a memfd for the sealed copy of palisade"))?;
-    let mut copy = File::from(memfd);
+    let mut copy = sealable(c"palisade")?;
     io::copy(&mut source, &mut copy).map_err(io_err("copy into a memfd"))?;
-    fcntl(copy.as_fd(), FcntlArg::F_ADD_SEALS(required_seals()))
-        .map_err(sys_err("seal the copy of palisade"))?;
-    Ok(copy.into())
+    seal(copy)
+}
+
+/// A sealed, close-on-exec memfd named `name` holding `bytes` (the small
+/// monitor's image, embedded in palisade).
+pub fn sealed_memfd(name: &CStr, bytes: &[u8]) -> Result<OwnedFd, SecurityError> {
+    let mut file = sealable(name)?;
+    file.write_all(bytes).map_err(|source| SecurityError::Io {
+        step: "write into a memfd",
+        path: Path::new("memfd:").join(name.to_string_lossy().as_ref()),
+        source,
+    })?;
+    seal(file)
+}
+
+/// A new close-on-exec memfd that may be sealed.
+fn sealable(name: &CStr) -> Result<File, SecurityError> {
+    let memfd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).map_err(
+        |errno| SecurityError::Sys {
+            step: "create a memfd",
+            errno,
+        },
+    )?;
+    Ok(File::from(memfd))
+}
+
+/// `file` with every required seal: immutable for good.
+fn seal(file: File) -> Result<OwnedFd, SecurityError> {
+    fcntl(file.as_fd(), FcntlArg::F_ADD_SEALS(required_seals())).map_err(|errno| {
+        SecurityError::Sys {
+            step: "seal a memfd",
+            errno,
+        }
+    })?;
+    Ok(file.into())
+}
+
+/// An `O_PATH` descriptor of the image this process runs from, which a
+/// program it execs inherits (not close-on-exec): the small monitor runs
+/// palisade through it once the container has ended, the very image even
+/// if the binary's path has been replaced meanwhile.
+pub fn inheritable_own_image() -> Result<OwnedFd, SecurityError> {
+    open("/proc/self/exe", OFlag::O_PATH, Mode::empty()).map_err(|errno| SecurityError::Sys {
+        step: "open palisade's own image",
+        errno,
+    })
 }
 
 /// Whether `exe` is a memfd carrying every required seal.
@@ -278,6 +315,17 @@ fn reexec(image: OwnedFd) -> Result<(), SecurityError> {
     let argv = std::env::args_os()
         .map(|a| to_c(&a))
         .collect::<Result<Vec<_>, _>>()?;
+    Err(exec_image(
+        image.as_fd(),
+        &argv,
+        "re-execute palisade from an unwritable image of itself",
+    ))
+}
+
+/// Executes `image`, a close-on-exec descriptor of an ELF binary (a memfd,
+/// or an `O_PATH` descriptor), with `argv` and this process's environment.
+/// Returns only on failure, with `step` saying what failed.
+pub fn exec_image(image: BorrowedFd<'_>, argv: &[CString], step: &'static str) -> SecurityError {
     let env = std::env::vars_os()
         .map(|(k, v)| {
             let mut kv = k.as_bytes().to_vec();
@@ -285,13 +333,14 @@ fn reexec(image: OwnedFd) -> Result<(), SecurityError> {
             kv.extend_from_slice(v.as_bytes());
             CString::new(kv).map_err(|_| SecurityError::Nul)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>();
+    let env = match env {
+        Ok(env) => env,
+        Err(e) => return e,
+    };
     // glibc's fexecve is execveat(fd, "", AT_EMPTY_PATH): fine for a
     // close-on-exec descriptor of an ELF binary (a script would need its
     // path after the descriptor is gone).
-    let errno = fexecve(image.as_fd(), &argv, &env).unwrap_err();
-    Err(SecurityError::Sys {
-        step: "re-execute palisade from an unwritable image of itself",
-        errno,
-    })
+    let errno = fexecve(image, argv, &env).unwrap_err();
+    SecurityError::Sys { step, errno }
 }
