@@ -2,7 +2,7 @@
 //! generation like the address rules, deleted with them, and read back
 //! for `policy show`.
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, MapData, MapError};
 use palisade_common::{DeviceKey, GENERATION_BIT, map};
 
 use super::{EnforceError, generation_of, map_error};
@@ -69,6 +69,37 @@ impl DeviceRules {
                 .map_err(map_error(map::DEVICE_RULES, cgroup_id))?;
         }
         Ok(())
+    }
+
+    /// The rules of `cgroup_id`'s `generation`, sorted, if they are the
+    /// entries `expected` (the container's recorded rules) makes: looked
+    /// up by key, in a time that does not grow with the other containers'
+    /// entries. `None` if any is missing or has another access (a policy
+    /// being replaced at that moment): then only [`read`](Self::read)'s
+    /// search of the whole map tells. A generation holds nothing else: it
+    /// is emptied before it is written.
+    pub fn read_expected(
+        &self,
+        cgroup_id: u64,
+        generation: u32,
+        expected: &[DeviceRule],
+    ) -> Result<Option<Vec<DeviceRule>>, EnforceError> {
+        let gen_bit = if generation == 0 { 0 } else { GENERATION_BIT };
+        let mut rules = Vec::new();
+        for (key, access) in keyed(cgroup_id, gen_bit, expected)? {
+            match self.map.get(&key, 0) {
+                Ok(found) if found == access => rules.push(DeviceRule::from_pattern(
+                    key.kind & !GENERATION_BIT,
+                    key.major,
+                    key.minor,
+                    access,
+                )),
+                Ok(_) | Err(MapError::KeyNotFound) => return Ok(None),
+                Err(e) => return Err(map_error(map::DEVICE_RULES, cgroup_id)(e)),
+            }
+        }
+        rules.sort_by_key(|r| (r.kind, r.major, r.minor));
+        Ok(Some(rules))
     }
 
     /// The rules of `cgroup_id`'s `generation`, sorted.

@@ -421,7 +421,7 @@ impl Enforcer {
     }
 
     /// What is in force for `cgroup_id`, read back from the maps.
-    pub fn show(&self, cgroup_id: u64) -> Result<InForce, EnforceError> {
+    pub fn show(&self, cgroup_id: u64, written: Option<&Policy>) -> Result<InForce, EnforceError> {
         let current = self.in_force(cgroup_id)?;
         let mut connect = Vec::new();
         let mut bind = Vec::new();
@@ -446,7 +446,19 @@ impl Enforcer {
         connect.sort();
         bind.sort();
         accept.sort();
-        let devices = self.devices.read(cgroup_id, current.generation)?;
+        // By key where the recorded policy says what to look for.
+        let expected = match written {
+            Some(policy) => self.devices.read_expected(
+                cgroup_id,
+                current.generation,
+                &policy.devices.rules(),
+            )?,
+            None => None,
+        };
+        let devices = match expected {
+            Some(devices) => devices,
+            None => self.devices.read(cgroup_id, current.generation)?,
+        };
         Ok(InForce {
             generation: current.generation,
             devices: (current.devices == LIST_RULED)

@@ -196,7 +196,8 @@ fn reshape(
 pub fn show_policy(root: &StateRoot, name: &str) -> Result<Shown, RuntimeError> {
     let (cgroup_id, state) = running_cgroup(root, name)?;
     let enforcer = open_loaded(root, &Pins::for_state_root(root.dir()))?;
-    let kernel = enforcer.show(cgroup_id)?;
+    let written = super::adopt::written_policy(&state).ok();
+    let kernel = enforcer.show(cgroup_id, written.as_ref())?;
     let usage = enforcer.usage(cgroup_id, &state.cgroups);
     let egress = match &state.shaping {
         None => None,
