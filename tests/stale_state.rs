@@ -351,6 +351,9 @@ fn tracepoints_once_per_host_and_prune_removes_only_debris() {
         serde_json::json!([a.name]),
         "{pruned}"
     );
+    // The root's journal is no abandoned reservation.
+    assert_eq!(pruned["staging"], serde_json::json!([]), "{pruned}");
+    assert!(a.root.join(".journal").join("events").is_file());
     assert!(ps(&a).is_empty());
     assert_nothing_left(&a, &a.name, "after prune");
     assert!(!pin_dir(&a.root).exists(), "root a's pins are gone");

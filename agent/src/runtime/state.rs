@@ -319,7 +319,7 @@ impl StateRoot {
             .into_iter()
             .flatten()
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with(STAGING_PREFIX))
+            .filter(|e| is_staging_name(&e.file_name().to_string_lossy()))
             .map(|e| e.path())
             .filter(|dir| match fs::File::open(dir.join(LOCK_FILE)) {
                 Ok(file) => !is_locked(&file),
@@ -448,6 +448,16 @@ const LOCK_FILE: &str = "lock";
 /// Names of reservations being prepared (never a container name, which
 /// starts with a letter or digit).
 const STAGING_PREFIX: &str = ".";
+
+/// Whether `name` is a reservation's staging directory, `.NAME.PID`; the
+/// root's own dot entries (`.journal`, `.bpf.lock`) are not.
+fn is_staging_name(name: &str) -> bool {
+    name.strip_prefix(STAGING_PREFIX)
+        .and_then(|rest| rest.rsplit_once('.'))
+        .is_some_and(|(container, pid)| {
+            !container.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+        })
+}
 
 fn write_atomically(path: &Path, state: &State) -> Result<(), StateError> {
     let tmp = path.with_extension("json.tmp");
@@ -584,6 +594,22 @@ fn is_locked(file: &fs::File) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_reservations_are_staging_directories() {
+        assert!(is_staging_name(".web.1234"));
+        assert!(is_staging_name(".a.b.7"));
+        for other in [
+            ".journal",
+            ".bpf.lock",
+            ".web.",
+            "..12",
+            "web.12",
+            ".web.12x",
+        ] {
+            assert!(!is_staging_name(other), "{other}");
+        }
+    }
 
     fn state(name: &str) -> State {
         State {
