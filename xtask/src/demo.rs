@@ -216,6 +216,7 @@ fn lifecycle(palisade: &Path, state: &Path, policy: &Path, name: &str, port: u16
     }
     let checked = (|| -> Result<()> {
         cli(&["ps"])?;
+        small_monitor(state, &web)?;
         let probe = format!(
             "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
              if err=$( (exec 3<>/dev/tcp/127.0.0.2/{port}) 2>&1 ); then echo 'exec: connect 127.0.0.2 -> allowed'; \
@@ -258,6 +259,45 @@ fn lifecycle(palisade: &Path, state: &Path, policy: &Path, name: &str, port: u16
     if !removed.status.success() {
         bail!("rm -f failed");
     }
+    Ok(())
+}
+
+/// What watches a detached container: the small monitor, a few pages of
+/// its own (issue 19).
+fn small_monitor(state: &Path, name: &str) -> Result<()> {
+    let recorded = std::fs::read_to_string(state.join(name).join("state.json"))?;
+    let monitor = serde_json::from_str::<serde_json::Value>(&recorded)?["monitor_pid"]
+        .as_i64()
+        .context("no monitor pid in the container's state")?;
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let exe = loop {
+        let exe = std::fs::read_link(format!("/proc/{monitor}/exe"))?;
+        if exe.to_string_lossy().starts_with("/memfd:palisade-monitor") || Instant::now() > deadline
+        {
+            break exe;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if !exe.to_string_lossy().starts_with("/memfd:palisade-monitor") {
+        bail!(
+            "the container's monitor is {}, not the small monitor",
+            exe.display()
+        );
+    }
+    let status = std::fs::read_to_string(format!("/proc/{monitor}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or("?".to_string(), |v| v.trim().to_string())
+    };
+    println!(
+        "\n==> its monitor, pid {monitor}: the small monitor ({}), anonymous memory {}, page tables {}",
+        exe.display(),
+        field("RssAnon:"),
+        field("VmPTE:")
+    );
     Ok(())
 }
 
