@@ -403,17 +403,39 @@ impl StateRoot {
     }
 
     /// Remembers which container a cgroup id belonged to, for events read
-    /// after it is gone (`ROOT/cgroup-names`, the newest 4096 kept).
+    /// after it is gone (`ROOT/cgroup-names`, at least the newest
+    /// [`REMEMBERED`] kept). One line appended under the file's lock, so
+    /// concurrent starts lose none; the start that finds the file past
+    /// [`REMEMBERED_BYTES`] cuts it back to the newest [`REMEMBERED`].
     pub fn remember_cgroup(&self, cgroup_id: u64, name: &str) {
+        use std::io::{Read, Seek, Write};
         let path = self.dir.join("cgroup-names");
-        let mut lines: Vec<String> = fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        lines.push(format!("{cgroup_id} {name}"));
-        let keep = lines.len().saturating_sub(4096);
-        let _ = fs::write(&path, lines[keep..].join("\n") + "\n");
+        let Ok(file) = fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+        else {
+            return;
+        };
+        let Ok(mut file) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        else {
+            return;
+        };
+        let _ = writeln!(file, "{cgroup_id} {name}");
+        if file.metadata().map_or(0, |m| m.len()) <= REMEMBERED_BYTES {
+            return;
+        }
+        let mut text = String::new();
+        if file.rewind().is_err() || file.read_to_string(&mut text).is_err() {
+            return;
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        let kept = lines[lines.len().saturating_sub(REMEMBERED)..].join("\n") + "\n";
+        // In place, under the lock: appends wait for it.
+        if file.set_len(0).is_ok() {
+            let _ = file.write_all(kept.as_bytes());
+        }
     }
 
     /// Every remembered (cgroup id, name), oldest first.
@@ -448,6 +470,13 @@ const LOCK_FILE: &str = "lock";
 /// Names of reservations being prepared (never a container name, which
 /// starts with a letter or digit).
 const STAGING_PREFIX: &str = ".";
+
+/// How many cgroup ids' names a root remembers at least.
+const REMEMBERED: usize = 4096;
+/// The size past which `cgroup-names` is cut back to the newest
+/// [`REMEMBERED`]: twice that many of the longest lines (20 digits, a
+/// space, a 64-byte name and a newline).
+const REMEMBERED_BYTES: u64 = 2 * REMEMBERED as u64 * 86;
 
 /// Whether `name` is a reservation's staging directory, `.NAME.PID`; the
 /// root's own dot entries (`.journal`, `.bpf.lock`) are not.
@@ -640,6 +669,48 @@ mod tests {
             pid_start: None,
             paused: false,
         }
+    }
+
+    #[test]
+    fn concurrent_starts_lose_no_cgroup_name_and_the_newest_are_kept() {
+        let dir = std::env::temp_dir().join(format!("palisade-names-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let root = StateRoot::new(&dir);
+        std::thread::scope(|scope| {
+            for t in 0..8u64 {
+                let root = &root;
+                scope.spawn(move || {
+                    for i in 0..100 {
+                        root.remember_cgroup(t * 1000 + i, &format!("c{t}-{i}"));
+                    }
+                });
+            }
+        });
+        let mut ids: Vec<u64> = root
+            .remembered_cgroups()
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 800, "every concurrent start's name");
+
+        // Long names fill the file: it is cut back to the newest.
+        let long = "n".repeat(64);
+        for id in 0..12_000u64 {
+            root.remember_cgroup(10_000 + id, &long);
+        }
+        let kept = root.remembered_cgroups();
+        assert!(kept.len() >= REMEMBERED, "{}", kept.len());
+        assert!(kept[0].0 >= 10_000, "the oldest went");
+        assert_eq!(kept.last().map(|(id, _)| *id), Some(21_999));
+        assert!(
+            kept.windows(2).all(|w| w[0].0 + 1 == w[1].0),
+            "the newest, in order"
+        );
+        let size = fs::metadata(dir.join("cgroup-names")).unwrap().len();
+        assert!(size <= REMEMBERED_BYTES + 86, "{size}");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
