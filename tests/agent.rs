@@ -297,6 +297,32 @@ fn two_followers_see_every_event_in_the_same_order() {
     assert_eq!(replayed, from_a.len());
 }
 
+/// Started under a soft descriptor limit of 256, the agent raises it to
+/// the hard limit: it holds a descriptor per watched container.
+#[test]
+fn the_agent_raises_its_descriptor_limit_to_the_hard_one() {
+    let sb = Sandbox::new("agent-nofile");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "ulimit -Sn 256 && exec \"$0\" agent"])
+        .arg(env!("CARGO_BIN_EXE_palisade"))
+        .env("PALISADE_ROOT", &sb.root);
+    let agent = Agent::start_as(&sb, cmd);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_eq!(soft, hard, "{line}");
+    assert_ne!(soft, "256", "{line}");
+    assert!(
+        agent.log().contains("descriptor limit raised"),
+        "{}",
+        agent.log()
+    );
+}
+
 #[test]
 fn sigterm_stops_the_agent_cleanly_and_a_second_agent_is_refused() {
     let sb = Sandbox::new("agent-term");

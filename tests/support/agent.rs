@@ -23,13 +23,18 @@ static STARTED: AtomicUsize = AtomicUsize::new(0);
 impl Agent {
     /// `palisade agent ARGS…`, waited for until it serves.
     pub fn start(sb: &Sandbox, args: &[&str]) -> Self {
+        let mut cmd = sb.palisade();
+        cmd.arg("agent").args(args);
+        Self::start_as(sb, cmd)
+    }
+
+    /// The agent as `cmd` runs it (a shell that changes a limit, then
+    /// execs `palisade agent`), waited for until it serves.
+    pub fn start_as(sb: &Sandbox, mut cmd: Command) -> Self {
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         let log = sb.dir.join(format!("agent-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let child = sb
-            .palisade()
-            .arg("agent")
-            .args(args)
+        let child = cmd
             .env("PALISADE_LOG", "info")
             .stdout(out.try_clone().unwrap())
             .stderr(out)

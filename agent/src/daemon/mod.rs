@@ -147,6 +147,24 @@ impl Ctx {
 /// Runs the agent until SIGTERM or SIGINT. `ready` is called once it
 /// serves, with the metrics address it bound (the port is the kernel's
 /// pick for 0).
+/// The agent holds a descriptor per container it watches for OOM and per
+/// API client, so a thousand containers pass the usual soft limit of
+/// 1,024 (systemd's default, under a hard limit of 524,288): the soft
+/// limit is raised to the hard one, and the log says so.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "descriptor limit raised"),
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the descriptor limit")
+            }
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the descriptor limit"),
+    }
+}
+
 pub fn run(
     root: &StateRoot,
     options: Options,
@@ -155,6 +173,7 @@ pub fn run(
     let io = |step| move |source| AgentError::Io { step, source };
     std::fs::create_dir_all(root.dir()).map_err(io("create the state root"))?;
     let _lock = lock(root)?;
+    raise_descriptor_limit();
     let started = Instant::now();
     let adopted = adopt::adopt(root)?;
     report_adopted(&adopted);
