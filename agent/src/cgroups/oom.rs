@@ -18,7 +18,7 @@
 
 use std::{
     fs,
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::{AsRawFd, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -48,6 +48,14 @@ struct Counters {
     oom: u64,
     oom_kill: u64,
     high: u64,
+}
+
+/// What wakes a watch: a descriptor of its own (v1's eventfd), or its
+/// watch descriptor in a shared inotify instance (v2).
+#[derive(Debug)]
+pub enum Wakes {
+    Own(OwnedFd),
+    Shared(i32),
 }
 
 /// What a wake-up meant.
@@ -89,6 +97,45 @@ impl MemoryWatch {
             Some(dir) => Self::open_v1(dir, at, threshold),
             None => Self::open_v2(cgroups.unified(), at),
         }
+    }
+
+    /// As [`open`](Self::open), except that a v2 watch is added to the
+    /// shared inotify `instance` instead of an instance of its own (the
+    /// host allows each user 128 instances by default, and many watches):
+    /// it is woken by the events of its watch descriptor, given to
+    /// [`woke_by`](Self::woke_by). A v1 watch still has its eventfd.
+    pub fn open_shared(
+        cgroups: &ContainerCgroups,
+        at: OomCondition,
+        memory_high: Option<u64>,
+        instance: BorrowedFd<'_>,
+    ) -> Result<(Wakes, Self), CgroupError> {
+        if cgroups.v1_dir("memory").is_some() {
+            return Self::open(cgroups, at, memory_high).map(|(fd, w)| (Wakes::Own(fd), w));
+        }
+        let dir = cgroups.unified();
+        let events = dir.join("memory.events");
+        let failed = |source| CgroupError::Inspect {
+            path: events.clone(),
+            source,
+        };
+        let wd = notify::inotify_watch_modify(instance, &events).map_err(|e| failed(e.into()))?;
+        // Read after the watch is set: a change between the two wakes it.
+        let last = match read_counters(&events) {
+            Ok(last) => last,
+            Err(e) => {
+                let _ = notify::inotify_unwatch(instance, wd);
+                return Err(failed(e));
+            }
+        };
+        let watch = Self {
+            at,
+            how: How::V2 {
+                dir: dir.to_path_buf(),
+                last,
+            },
+        };
+        Ok((Wakes::Shared(wd), watch))
     }
 
     fn open_v1(
@@ -183,12 +230,23 @@ impl MemoryWatch {
                     }
                 })
             }
-            How::V2 { dir, last } => {
-                let events = dir.join("memory.events");
+            How::V2 { dir, .. } => {
                 let seen = notify::inotify_drain(fd).map_err(|e| CgroupError::Inspect {
-                    path: events.clone(),
+                    path: dir.join("memory.events"),
                     source: e.into(),
                 })?;
+                self.woke_by(seen)
+            }
+        }
+    }
+
+    /// What the events `seen` on a v2 watch's descriptor (in a shared
+    /// instance) meant. A v1 watch has no such events: `Nothing`.
+    pub fn woke_by(&mut self, seen: notify::Inotified) -> Result<Woke, CgroupError> {
+        match &mut self.how {
+            How::V1 { .. } => Ok(Woke::Nothing),
+            How::V2 { dir, last } => {
+                let events = dir.join("memory.events");
                 let now = match read_counters(&events) {
                     Ok(c) => c,
                     Err(_) if seen.gone || !dir.exists() => return Ok(Woke::Gone),

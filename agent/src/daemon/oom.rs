@@ -11,28 +11,37 @@
 //! handled by the kernel (its exit still says OOM), only the extra action
 //! and its record are missing; at `memory_high` nothing happens but the
 //! kernel's reclaim. The task reads nothing while it waits: an idle
-//! container costs an fd and a parked task.
+//! container costs a parked task, and an eventfd (v1) or a watch in the
+//! agent's one inotify instance (v2).
 
 use std::{
-    os::fd::OwnedFd,
+    collections::HashMap,
+    os::fd::{AsFd, OwnedFd},
     path::Path,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use tokio::io::unix::AsyncFd;
+use tokio::{
+    io::unix::AsyncFd,
+    sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel},
+};
 
 use super::Ctx;
 use crate::{
     cgroups::{
         self, Hierarchies,
-        oom::{MemoryWatch, Woke},
+        oom::{MemoryWatch, Wakes, Woke},
     },
     runtime::{
         self, State,
         journal::{self, Record, What},
     },
     spec::{OomAction, OomPolicy, ResourceLimits},
-    sys::readiness,
+    sys::{
+        notify::{self, Inotified},
+        readiness,
+    },
 };
 
 /// How long a kill may take to empty the cgroup before it is reported as
@@ -45,7 +54,11 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// is missed. The task ends when the container does, or is aborted by the
 /// agent when the container is removed or its policy changes. Must be
 /// called within the agent's tokio runtime.
-pub fn watch(ctx: &Ctx, state: &State) -> Option<tokio::task::JoinHandle<()>> {
+pub fn watch(
+    ctx: &Ctx,
+    events: &Result<MemoryEvents, String>,
+    state: &State,
+) -> Option<tokio::task::JoinHandle<()>> {
     let (oom, limits) = match handler_of(state) {
         Ok(Some(found)) => found,
         Ok(None) => return None,
@@ -54,11 +67,24 @@ pub fn watch(ctx: &Ctx, state: &State) -> Option<tokio::task::JoinHandle<()>> {
             return None;
         }
     };
-    let opened = Hierarchies::detect()
-        .and_then(|h| h.existing(&state.cgroups))
-        .and_then(|cgroups| MemoryWatch::open(&cgroups, oom.at, limits.memory_high))
-        .map_err(|e| e.to_string())
-        .and_then(|(fd, w)| Ok((readiness::readable(fd).map_err(|e| e.to_string())?, w)));
+    let opened = events.as_ref().map_err(Clone::clone).and_then(|events| {
+        let (wakes, memory) = Hierarchies::detect()
+            .and_then(|h| h.existing(&state.cgroups))
+            .and_then(|cgroups| {
+                MemoryWatch::open_shared(
+                    &cgroups,
+                    oom.at,
+                    limits.memory_high,
+                    events.0.fd.get_ref().as_fd(),
+                )
+            })
+            .map_err(|e| e.to_string())?;
+        let waker = match wakes {
+            Wakes::Own(fd) => Waker::Own(readiness::readable(fd).map_err(|e| e.to_string())?),
+            Wakes::Shared(wd) => Waker::Shared(events.register(wd)),
+        };
+        Ok((waker, memory))
+    });
     let (fd, memory) = match opened {
         Ok(opened) => opened,
         Err(e) => {
@@ -89,27 +115,139 @@ fn handler_of(state: &State) -> Result<Option<(OomPolicy, ResourceLimits)>, Stri
     Ok(Some((oom, recipe.launch.resources.clone())))
 }
 
-async fn handle(
-    ctx: Ctx,
-    state: State,
-    oom: OomPolicy,
+/// What wakes a container's OOM task.
+enum Waker {
+    /// Its own descriptor (v1's eventfd).
+    Own(AsyncFd<OwnedFd>),
+    /// Its watch's events in the agent's shared instance (v2).
+    Shared(Registration),
+}
+
+impl Waker {
+    /// Waits for the next wake-up; what it meant.
+    async fn next(&mut self, memory: &mut MemoryWatch) -> Result<Woke, String> {
+        match self {
+            Waker::Own(fd) => {
+                let mut ready = fd.readable().await.map_err(|e| e.to_string())?;
+                let what = memory.woke(ready.get_inner());
+                // Drained: the next signal is a new edge (tokio keeps one
+                // that came after the guard was taken).
+                ready.clear_ready();
+                what.map_err(|e| e.to_string())
+            }
+            Waker::Shared(registration) => {
+                let seen = registration
+                    .events
+                    .recv()
+                    .await
+                    .ok_or_else(|| "the agent's inotify reader stopped".to_string())?;
+                memory.woke_by(seen).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// The agent's one inotify instance for the `memory.events` of every
+/// container on cgroup v2 it watches. The host allows each user few
+/// instances (`fs.inotify.max_user_instances`, 128 by default) and many
+/// watches, so an instance per container would stop at about a hundred.
+/// One task reads it and hands each watch's events to its container's
+/// task.
+pub struct MemoryEvents(Arc<Hub>);
+
+struct Hub {
     fd: AsyncFd<OwnedFd>,
-    mut memory: MemoryWatch,
-) {
-    let name = state.name.clone();
+    waiters: Mutex<HashMap<i32, UnboundedSender<Inotified>>>,
+}
+
+impl MemoryEvents {
+    /// The instance, and the task that reads it. Must be called within
+    /// the agent's tokio runtime.
+    pub fn start() -> Result<Self, String> {
+        let fd = notify::inotify_instance()
+            .map_err(|e| format!("cannot make an inotify instance: {e}"))?;
+        let hub = Arc::new(Hub {
+            fd: readiness::readable(fd).map_err(|e| e.to_string())?,
+            waiters: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(dispatch(Arc::clone(&hub)));
+        Ok(Self(hub))
+    }
+
+    /// Routes watch `wd`'s events to the returned registration, which
+    /// removes the watch when dropped.
+    fn register(&self, wd: i32) -> Registration {
+        let (send, events) = unbounded_channel();
+        self.0.waiters().insert(wd, send);
+        Registration {
+            hub: Arc::clone(&self.0),
+            wd,
+            events,
+        }
+    }
+}
+
+impl Hub {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<i32, UnboundedSender<Inotified>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One container's watch in the shared instance.
+struct Registration {
+    hub: Arc<Hub>,
+    wd: i32,
+    events: UnboundedReceiver<Inotified>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.waiters().remove(&self.wd);
+        let _ = notify::inotify_unwatch(self.hub.fd.get_ref().as_fd(), self.wd);
+    }
+}
+
+/// Reads the shared instance for as long as the agent runs, handing each
+/// watch's events to its container's task; a watch whose file is gone
+/// gets that, and no more.
+async fn dispatch(hub: Arc<Hub>) {
     loop {
-        let mut ready = match fd.readable().await {
+        let mut ready = match hub.fd.readable().await {
             Ok(ready) => ready,
             Err(e) => {
-                tracing::error!(container = %name, error = %e, "the memory watch failed");
+                tracing::error!(error = %e, "the inotify instance of memory watches failed");
+                // Every waiting task hears that its watch has ended.
+                hub.waiters().clear();
                 return;
             }
         };
-        let woke = Instant::now();
-        let what = memory.woke(ready.get_inner());
-        // Drained: the next signal is a new edge (tokio keeps one that
-        // came after the guard was taken).
+        let seen = notify::inotify_drain_by_watch(hub.fd.get_ref().as_fd());
         ready.clear_ready();
+        let seen = match seen {
+            Ok(seen) => seen,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the inotify instance of memory watches");
+                hub.waiters().clear();
+                return;
+            }
+        };
+        let mut waiters = hub.waiters();
+        for (wd, what) in seen {
+            if let Some(send) = waiters.get(&wd) {
+                let _ = send.send(what);
+            }
+            if what.gone {
+                waiters.remove(&wd);
+            }
+        }
+    }
+}
+
+async fn handle(ctx: Ctx, state: State, oom: OomPolicy, mut waker: Waker, mut memory: MemoryWatch) {
+    let name = state.name.clone();
+    loop {
+        let what = waker.next(&mut memory).await;
+        let woke = Instant::now();
         match what {
             Ok(Woke::Met) => {}
             Ok(Woke::Nothing) => continue,
@@ -221,4 +359,71 @@ async fn until_empty(dir: &Path) -> bool {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 200 watches (more than the 128 inotify instances a user may have
+    /// by default) in the one shared instance: each write reaches only its
+    /// file's registration, a removed file's registration hears it is
+    /// gone, and a dropped registration takes its watch away.
+    /// The next events of `r`'s watch, within 5 s.
+    async fn next(r: &mut Option<Registration>) -> Inotified {
+        let r = r.as_mut().expect("registered");
+        tokio::time::timeout(Duration::from_secs(5), r.events.recv())
+            .await
+            .expect("events within 5 s")
+            .expect("the reader runs")
+    }
+
+    #[test]
+    fn one_instance_routes_each_watch_to_its_own_waiter() {
+        let dir =
+            std::env::temp_dir().join(format!("palisade-memory-events-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let events = MemoryEvents::start().expect("one inotify instance");
+            let mut registrations = Vec::new();
+            for i in 0..200 {
+                let file = dir.join(format!("memory.events.{i}"));
+                std::fs::write(&file, "oom 0\n").unwrap();
+                let wd = notify::inotify_watch_modify(events.0.fd.get_ref().as_fd(), &file)
+                    .expect("a watch");
+                registrations.push(Some(events.register(wd)));
+            }
+            std::fs::write(dir.join("memory.events.137"), "oom 1\n").unwrap();
+            let seen = next(&mut registrations[137]).await;
+            assert!(seen.modified && !seen.gone, "{seen:?}");
+            std::fs::remove_file(dir.join("memory.events.5")).unwrap();
+            let seen = next(&mut registrations[5]).await;
+            assert!(seen.gone, "{seen:?}");
+            // Only those two heard anything.
+            for (i, r) in registrations.iter_mut().enumerate() {
+                let r = r.as_mut().unwrap();
+                if i != 5 {
+                    assert!(
+                        r.events.try_recv().is_err(),
+                        "watch {i} heard another's event"
+                    );
+                }
+            }
+            // Dropped: its watch is removed (the kernel says so as
+            // IN_IGNORED, which no one hears), and its file's writes go
+            // nowhere.
+            let wd = registrations[10].as_ref().unwrap().wd;
+            registrations[10] = None;
+            assert!(!events.0.waiters().contains_key(&wd));
+            std::fs::write(dir.join("memory.events.10"), "oom 2\n").unwrap();
+            std::fs::write(dir.join("memory.events.11"), "oom 2\n").unwrap();
+            let seen = next(&mut registrations[11]).await;
+            assert!(seen.modified);
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -20,7 +20,13 @@ use crate::{
 pub(super) async fn run(ctx: Ctx) {
     let dir = journal::dir(&ctx.root);
     let mut tail = Tail::from_end(&ctx.root);
-    let mut oom = OomWatches::default();
+    let mut oom = OomWatches {
+        tasks: HashMap::new(),
+        events: oom::MemoryEvents::start(),
+    };
+    if let Err(e) = &oom.events {
+        tracing::error!(error = %e, "containers on cgroup v2 cannot be watched for OOM");
+    }
     for state in ctx.root.list().unwrap_or_default() {
         let state = runtime::reconcile(&ctx.root, state);
         if matches!(state.status, Status::Running | Status::Created) {
@@ -71,9 +77,12 @@ pub(super) async fn run(ctx: Ctx) {
     }
 }
 
-/// One OOM watch per container whose policy has an `[oom]` section.
-#[derive(Default)]
-struct OomWatches(HashMap<String, JoinHandle<()>>);
+/// One OOM watch per container whose policy has an `[oom]` section, and
+/// the inotify instance the v2 ones share.
+struct OomWatches {
+    tasks: HashMap<String, JoinHandle<()>>,
+    events: Result<oom::MemoryEvents, String>,
+}
 
 impl OomWatches {
     /// (Re)starts the container's watch from its state as it is now.
@@ -82,14 +91,14 @@ impl OomWatches {
         let Ok(state) = ctx.root.load(name) else {
             return;
         };
-        if let Some(handle) = oom::watch(ctx, &state) {
-            self.0.insert(name.to_string(), handle);
+        if let Some(handle) = oom::watch(ctx, &self.events, &state) {
+            self.tasks.insert(name.to_string(), handle);
             ctx.info().oom_watched.push(name.to_string());
         }
     }
 
     fn stop(&mut self, ctx: &Ctx, name: &str) {
-        if let Some(handle) = self.0.remove(name) {
+        if let Some(handle) = self.tasks.remove(name) {
             handle.abort();
             ctx.info().oom_watched.retain(|n| n != name);
         }
