@@ -862,7 +862,7 @@ fn detect<'p>(
                             let mine = index::intersect(rec, &whole);
                             if cross_check {
                                 let scanned =
-                                    wp::written(t.pagemap.as_fd(), t.pid, m.start, m.end, false)?;
+                                    wp::written(t.pagemap.as_fd(), t.pid, m.start, m.end)?;
                                 if scanned != mine {
                                     return Err(CheckpointError::Process {
                                         pid: t.pid,
@@ -878,27 +878,31 @@ fn detect<'p>(
                                     });
                                 }
                             }
-                            // Protected again by PAGEMAP_SCAN over the
-                            // spans the recorder saw written, which
-                            // reports (and copies) every written page in
-                            // them: one walk costs less than a
-                            // UFFDIO_WRITEPROTECT per page, and a page
-                            // written without a fault (process_vm_writev)
-                            // in a span is caught too. Mappings with no
-                            // recorded write are not walked at all.
+                            // PAGEMAP_SCAN over the spans the recorder
+                            // saw written reports every written page in
+                            // them (a page written without a fault, by
+                            // process_vm_writev, is caught too), and each
+                            // found range is protected again. Mappings
+                            // with no recorded write are not walked.
                             let mut found = Vec::new();
                             for (s, l) in index::spans(&mine, SPAN_GAP) {
-                                found.extend(wp::written(
+                                found.extend(wp::written_and_protected(
+                                    uffd,
                                     t.pagemap.as_fd(),
                                     t.pid,
                                     s,
                                     s + l,
-                                    true,
                                 )?);
                             }
                             index::coalesce(found)
                         }
-                        None => wp::written(t.pagemap.as_fd(), t.pid, m.start, m.end, true)?,
+                        None => wp::written_and_protected(
+                            uffd,
+                            t.pagemap.as_fd(),
+                            t.pid,
+                            m.start,
+                            m.end,
+                        )?,
                     };
                     mine.push((v, written));
                 }
@@ -908,7 +912,7 @@ fn detect<'p>(
                     if !registered {
                         wp::arm(uffd, t.pid, m.start, m.end)?;
                     } else {
-                        wp::written(t.pagemap.as_fd(), t.pid, m.start, m.end, true)?;
+                        wp::protect(uffd, t.pid, m.start, m.end)?;
                     }
                 }
             }
