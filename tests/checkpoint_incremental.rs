@@ -121,12 +121,7 @@ fn chain_restores(backend: &str) {
         assert!(support::ckpt::alive(w.pid));
         parent = Some(dir);
     }
-    let image = w.image("final");
-    let mut cmd = pal(&w, &["checkpoint", "--pid", &w.pid.to_string(), "--dir"]);
-    cmd.arg(&image)
-        .arg("--parent")
-        .arg(parent.as_ref().unwrap());
-    let out = w.checkpoint_by(cmd);
+    let (image, out) = finish_chain(&mut w, parent.as_ref().unwrap());
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("kept from its pre-dump chain"),
         "{}",
@@ -139,6 +134,16 @@ fn chain_restores(backend: &str) {
             .exists()
     );
     w.restore_and_verify(&image, 0);
+}
+
+/// The final checkpoint of `w`'s chain ending at `parent`, into its
+/// `final` image: the image and what the checkpoint printed.
+fn finish_chain(w: &mut Workload, parent: &Path) -> (PathBuf, Output) {
+    let image = w.image("final");
+    let mut cmd = pal(w, &["checkpoint", "--pid", &w.pid.to_string(), "--dir"]);
+    cmd.arg(&image).arg("--parent").arg(parent);
+    let out = w.checkpoint_by(cmd);
+    (image, out)
 }
 
 #[test]
@@ -188,12 +193,7 @@ fn chains_under_a_writer_that_never_pauses_lose_no_write() {
             parent = Some(dir);
             thread::sleep(Duration::from_millis(200));
         }
-        let image = w.image("final");
-        let mut cmd = pal(&w, &["checkpoint", "--pid", &w.pid.to_string(), "--dir"]);
-        cmd.arg(&image)
-            .arg("--parent")
-            .arg(parent.as_ref().unwrap());
-        let out = w.checkpoint_by(cmd);
+        let (image, out) = finish_chain(&mut w, parent.as_ref().unwrap());
         assert!(
             out.status.success(),
             "round {round} ({backend}): {}",
