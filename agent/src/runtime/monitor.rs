@@ -309,14 +309,12 @@ fn become_small_monitor(
             .fold(0u64, |mask, s| mask | 1 << (s as i32 - 1));
         // Nothing else goes with it: not even what palisade's caller left
         // open (a pipe it reads to its end would never see that end).
-        crate::sys::fds::close_on_exec_except(&[lock_fd, own.as_raw_fd()])
-            .map_err(|e| format!("cannot mark descriptors close-on-exec: {e}"))?;
-        let numbers = [i64::from(child.as_raw()), i64::from(own.as_raw_fd())];
-        let mut args: Vec<Vec<u8>> = vec![
+        security::close_on_exec_except(&[lock_fd, own.as_raw_fd()])?;
+        let args: Vec<Vec<u8>> = vec![
             b"palisade-monitor".to_vec(),
-            numbers[0].to_string().into_bytes(),
+            child.as_raw().to_string().into_bytes(),
             mask.to_string().into_bytes(),
-            numbers[1].to_string().into_bytes(),
+            own.as_raw_fd().to_string().into_bytes(),
             b"palisade".to_vec(),
             b"--root".to_vec(),
             root.dir().as_os_str().as_bytes().to_vec(),
@@ -324,8 +322,8 @@ fn become_small_monitor(
             b"--lock-fd".to_vec(),
             lock_fd.to_string().into_bytes(),
             b"--".to_vec(),
+            name.as_bytes().to_vec(),
         ];
-        args.push(name.as_bytes().to_vec());
         let argv = args
             .into_iter()
             .map(CString::new)

@@ -24,8 +24,8 @@ use thiserror::Error;
 pub use self::{
     caps::{CapSet, Capability, default_caps, parse_cap, resolve_caps},
     exe::{
-        close_inherited_fds, ensure_unwritable_self, exec_image, inheritable_own_image,
-        sealed_copy_of, sealed_memfd,
+        close_inherited_fds, close_on_exec_except, ensure_unwritable_self, exec_image,
+        inheritable_own_image, sealed_copy_of, sealed_memfd,
     },
     seccomp::{SeccompFilter, default_seccomp, denied_syscalls, seccomp_for},
 };

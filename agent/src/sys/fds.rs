@@ -96,29 +96,6 @@ pub fn adopt_inherited(fd: RawFd) -> nix::Result<OwnedFd> {
     Ok(owned)
 }
 
-/// Marks every open descriptor >= 3 but those in `keep` close-on-exec, so
-/// that a program this process execs inherits only what it is given
-/// (whatever the caller left open included), while this process, should
-/// the exec fail, still has them all.
-pub fn close_on_exec_except(keep: &[RawFd]) -> std::io::Result<()> {
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in open {
-        if fd < 3 || keep.contains(&fd) {
-            continue;
-        }
-        // SAFETY: F_SETFD only changes a descriptor's flags; a number
-        // closed since the listing (the listing's own) answers EBADF.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0
-            && Errno::last() != Errno::EBADF
-        {
-            return Err(Errno::last().into());
-        }
-    }
-    Ok(())
-}
-
 /// memfd_create(2) with raw MFD_* `flags` (nix lacks MFD_NOEXEC_SEAL).
 pub fn memfd_create(name: &std::ffi::CStr, flags: u32) -> nix::Result<OwnedFd> {
     // SAFETY: `name` is a live NUL-terminated string the kernel only reads.

@@ -86,11 +86,36 @@ pub fn close_range(first: u32, last: u32) -> nix::Result<()> {
     check(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) }).map(drop)
 }
 
+/// Marks descriptors `first..=last` close-on-exec
+/// (close_range(2) `CLOSE_RANGE_CLOEXEC`, Linux 5.11): nothing is closed
+/// until an exec.
+pub fn cloexec_range(first: u32, last: u32) -> nix::Result<()> {
+    // SAFETY: with CLOSE_RANGE_CLOEXEC the call only sets descriptor flags.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            last,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    })
+    .map(drop)
+}
+
 /// Closes one descriptor by number, ignoring EBADF (already closed).
 pub fn close_raw(fd: i32) -> nix::Result<()> {
     // SAFETY: as for `close_range`: the caller guarantees nothing used
     // afterwards refers to `fd`.
     match check(unsafe { libc::close(fd) }.into()) {
+        Ok(_) | Err(Errno::EBADF) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Marks one descriptor by number close-on-exec, ignoring EBADF.
+pub fn cloexec_raw(fd: i32) -> nix::Result<()> {
+    // SAFETY: F_SETFD only changes the descriptor's flags.
+    match check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }.into()) {
         Ok(_) | Err(Errno::EBADF) => Ok(()),
         Err(e) => Err(e),
     }

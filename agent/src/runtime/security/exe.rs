@@ -42,6 +42,52 @@ const EMPTY_LAYER: &str = "/run/palisade-exe";
 /// between the kept ones, or one by one from /proc/self/fd where the
 /// kernel lacks it. Call between fork and exec.
 pub fn close_inherited_fds(keep: &[RawFd]) -> Result<(), String> {
+    end_fds_except(keep, Ending::Close)
+}
+
+/// Marks every descriptor >= 3 but those in `keep` close-on-exec, so that
+/// a program this process execs inherits only what it is given (whatever
+/// palisade's caller left open included), while this process, should the
+/// exec fail, still has them all.
+pub fn close_on_exec_except(keep: &[RawFd]) -> Result<(), String> {
+    end_fds_except(keep, Ending::OnExec)
+}
+
+/// What [`end_fds_except`] does to a descriptor.
+#[derive(Clone, Copy)]
+enum Ending {
+    Close,
+    OnExec,
+}
+
+impl Ending {
+    fn range(self, lo: u32, hi: u32) -> nix::Result<()> {
+        match self {
+            Ending::Close => sys::close_range(lo, hi),
+            Ending::OnExec => sys::cloexec_range(lo, hi),
+        }
+    }
+
+    fn one(self, fd: i32) -> nix::Result<()> {
+        match self {
+            Ending::Close => sys::close_raw(fd),
+            Ending::OnExec => sys::cloexec_raw(fd),
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Ending::Close => "close",
+            Ending::OnExec => "mark close-on-exec",
+        }
+    }
+}
+
+/// Ends every descriptor >= 3 but those in `keep` as `how` says:
+/// close_range(2) between the kept ones, or one by one from
+/// /proc/self/fd where the kernel lacks it (close_range before 5.9, its
+/// CLOSE_RANGE_CLOEXEC before 5.11).
+fn end_fds_except(keep: &[RawFd], how: Ending) -> Result<(), String> {
     let mut keep: Vec<u32> = keep
         .iter()
         .filter_map(|&fd| u32::try_from(fd).ok())
@@ -59,17 +105,24 @@ pub fn close_inherited_fds(keep: &[RawFd]) -> Result<(), String> {
     }
     ranges.push((first, u32::MAX));
     for (i, &(lo, hi)) in ranges.iter().enumerate() {
-        match sys::close_range(lo, hi) {
+        match how.range(lo, hi) {
             Ok(()) => {}
-            Err(nix::errno::Errno::ENOSYS) if i == 0 => return close_by_listing(&keep),
-            Err(e) => return Err(format!("cannot close inherited descriptors {lo}-{hi}: {e}")),
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::EINVAL) if i == 0 => {
+                return end_by_listing(&keep, how);
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot {} inherited descriptors {lo}-{hi}: {e}",
+                    how.what()
+                ));
+            }
         }
     }
     Ok(())
 }
 
-/// Fallback for kernels before 5.9.
-fn close_by_listing(keep: &[u32]) -> Result<(), String> {
+/// Fallback for kernels without the close_range(2) `how` needs.
+fn end_by_listing(keep: &[u32], how: Ending) -> Result<(), String> {
     let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")
         .map_err(|e| format!("cannot list /proc/self/fd: {e}"))?
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
@@ -77,8 +130,8 @@ fn close_by_listing(keep: &[u32]) -> Result<(), String> {
     // The listing's own descriptor is closed by now and shows up as EBADF.
     for fd in listed {
         if fd >= 3 && !keep.contains(&(fd as u32)) {
-            sys::close_raw(fd)
-                .map_err(|e| format!("cannot close inherited descriptor {fd}: {e}"))?;
+            how.one(fd)
+                .map_err(|e| format!("cannot {} inherited descriptor {fd}: {e}", how.what()))?;
         }
     }
     Ok(())
