@@ -26,8 +26,8 @@ use super::{CgroupError, ContainerCgroups, write_control};
 use crate::{spec::OomCondition, sys::notify};
 
 /// A watch on one container's memory condition: [`MemoryWatch::open`]
-/// gives it with its fd, which becomes readable when something happened;
-/// [`MemoryWatch::woke`] says what.
+/// gives it with what wakes it when something happened;
+/// [`MemoryWatch::woke`] (v1) or [`MemoryWatch::woke_by`] (v2) says what.
 #[derive(Debug)]
 pub struct MemoryWatch {
     at: OomCondition,
@@ -77,13 +77,18 @@ pub enum Woke {
 
 impl MemoryWatch {
     /// Starts watching `cgroups` for `at`; `memory_high` is the threshold
-    /// for [`OomCondition::MemoryHigh`] (required for it). The fd to wait
-    /// on (non-blocking) comes with the watch.
+    /// for [`OomCondition::MemoryHigh`] (required for it). What wakes the
+    /// watch comes with it: on v1 an eventfd of its own (non-blocking),
+    /// given to [`woke`](Self::woke); on v2 a watch added to the shared
+    /// inotify `instance` (the host allows each user 128 instances by
+    /// default, and many watches), whose events go to
+    /// [`woke_by`](Self::woke_by).
     pub fn open(
         cgroups: &ContainerCgroups,
         at: OomCondition,
         memory_high: Option<u64>,
-    ) -> Result<(OwnedFd, Self), CgroupError> {
+        instance: BorrowedFd<'_>,
+    ) -> Result<(Wakes, Self), CgroupError> {
         let threshold = match (at, memory_high) {
             (OomCondition::MemoryHigh, None) => {
                 return Err(CgroupError::Inspect {
@@ -94,48 +99,9 @@ impl MemoryWatch {
             (_, high) => high.unwrap_or(0),
         };
         match cgroups.v1_dir("memory") {
-            Some(dir) => Self::open_v1(dir, at, threshold),
-            None => Self::open_v2(cgroups.unified(), at),
+            Some(dir) => Self::open_v1(dir, at, threshold).map(|(fd, w)| (Wakes::Own(fd), w)),
+            None => Self::open_v2(cgroups.unified(), at, instance),
         }
-    }
-
-    /// As [`open`](Self::open), except that a v2 watch is added to the
-    /// shared inotify `instance` instead of an instance of its own (the
-    /// host allows each user 128 instances by default, and many watches):
-    /// it is woken by the events of its watch descriptor, given to
-    /// [`woke_by`](Self::woke_by). A v1 watch still has its eventfd.
-    pub fn open_shared(
-        cgroups: &ContainerCgroups,
-        at: OomCondition,
-        memory_high: Option<u64>,
-        instance: BorrowedFd<'_>,
-    ) -> Result<(Wakes, Self), CgroupError> {
-        if cgroups.v1_dir("memory").is_some() {
-            return Self::open(cgroups, at, memory_high).map(|(fd, w)| (Wakes::Own(fd), w));
-        }
-        let dir = cgroups.unified();
-        let events = dir.join("memory.events");
-        let failed = |source| CgroupError::Inspect {
-            path: events.clone(),
-            source,
-        };
-        let wd = notify::inotify_watch_modify(instance, &events).map_err(|e| failed(e.into()))?;
-        // Read after the watch is set: a change between the two wakes it.
-        let last = match read_counters(&events) {
-            Ok(last) => last,
-            Err(e) => {
-                let _ = notify::inotify_unwatch(instance, wd);
-                return Err(failed(e));
-            }
-        };
-        let watch = Self {
-            at,
-            how: How::V2 {
-                dir: dir.to_path_buf(),
-                last,
-            },
-        };
-        Ok((Wakes::Shared(wd), watch))
     }
 
     fn open_v1(
@@ -173,15 +139,25 @@ impl MemoryWatch {
         Ok((fd, watch))
     }
 
-    fn open_v2(dir: &Path, at: OomCondition) -> Result<(OwnedFd, Self), CgroupError> {
+    fn open_v2(
+        dir: &Path,
+        at: OomCondition,
+        instance: BorrowedFd<'_>,
+    ) -> Result<(Wakes, Self), CgroupError> {
         let events = dir.join("memory.events");
         let failed = |source| CgroupError::Inspect {
             path: events.clone(),
             source,
         };
-        let fd = notify::inotify_modify(&events).map_err(|e| failed(e.into()))?;
+        let wd = notify::inotify_watch_modify(instance, &events).map_err(|e| failed(e.into()))?;
         // Read after the watch is set: a change between the two wakes it.
-        let last = read_counters(&events).map_err(failed)?;
+        let last = match read_counters(&events) {
+            Ok(last) => last,
+            Err(e) => {
+                let _ = notify::inotify_unwatch(instance, wd);
+                return Err(failed(e));
+            }
+        };
         let watch = Self {
             at,
             how: How::V2 {
@@ -189,7 +165,7 @@ impl MemoryWatch {
                 last,
             },
         };
-        Ok((fd, watch))
+        Ok((Wakes::Shared(wd), watch))
     }
 
     /// The condition watched.
@@ -197,8 +173,8 @@ impl MemoryWatch {
         self.at
     }
 
-    /// Drains `fd`, the watch's own (call when it is readable), and says
-    /// what it meant.
+    /// Drains `fd`, a v1 watch's eventfd (call when it is readable), and
+    /// says what it meant.
     pub fn woke(&mut self, fd: &OwnedFd) -> Result<Woke, CgroupError> {
         match &mut self.how {
             How::V1 { dir, threshold } => {
@@ -230,13 +206,8 @@ impl MemoryWatch {
                     }
                 })
             }
-            How::V2 { dir, .. } => {
-                let seen = notify::inotify_drain(fd).map_err(|e| CgroupError::Inspect {
-                    path: dir.join("memory.events"),
-                    source: e.into(),
-                })?;
-                self.woke_by(seen)
-            }
+            // Woken through the shared instance instead (`woke_by`).
+            How::V2 { .. } => Ok(Woke::Nothing),
         }
     }
 
@@ -329,9 +300,13 @@ mod tests {
             ..Default::default()
         };
         cg.apply(&limits).unwrap();
-        let (high_fd, mut high) =
-            MemoryWatch::open(&cg, OomCondition::MemoryHigh, Some(8 << 20)).unwrap();
-        let (oom_fd, mut oom) = MemoryWatch::open(&cg, OomCondition::Oom, None).unwrap();
+        let instance = notify::inotify_instance().unwrap();
+        let open = |at, high| match MemoryWatch::open(&cg, at, high, instance.as_fd()).unwrap() {
+            (Wakes::Own(fd), watch) => (fd, watch),
+            (Wakes::Shared(_), _) => panic!("this test reads a v1 eventfd"),
+        };
+        let (high_fd, mut high) = open(OomCondition::MemoryHigh, Some(8 << 20));
+        let (oom_fd, mut oom) = open(OomCondition::Oom, None);
         assert_eq!(oom.woke(&oom_fd).unwrap(), Woke::Nothing);
         let mut hog = Command::new("/bin/sh")
             .args(["-c", "read go; exec tail /dev/zero"])

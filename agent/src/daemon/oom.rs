@@ -71,7 +71,7 @@ pub fn watch(
         let (wakes, memory) = Hierarchies::detect()
             .and_then(|h| h.existing(&state.cgroups))
             .and_then(|cgroups| {
-                MemoryWatch::open_shared(
+                MemoryWatch::open(
                     &cgroups,
                     oom.at,
                     limits.memory_high,
@@ -124,24 +124,28 @@ enum Waker {
 }
 
 impl Waker {
-    /// Waits for the next wake-up; what it meant.
-    async fn next(&mut self, memory: &mut MemoryWatch) -> Result<Woke, String> {
+    /// Waits for the next wake-up; when it came, and what it meant.
+    async fn next(&mut self, memory: &mut MemoryWatch) -> (Instant, Result<Woke, String>) {
         match self {
             Waker::Own(fd) => {
-                let mut ready = fd.readable().await.map_err(|e| e.to_string())?;
+                let mut ready = match fd.readable().await {
+                    Ok(ready) => ready,
+                    Err(e) => return (Instant::now(), Err(e.to_string())),
+                };
+                let woke = Instant::now();
                 let what = memory.woke(ready.get_inner());
                 // Drained: the next signal is a new edge (tokio keeps one
                 // that came after the guard was taken).
                 ready.clear_ready();
-                what.map_err(|e| e.to_string())
+                (woke, what.map_err(|e| e.to_string()))
             }
             Waker::Shared(registration) => {
-                let seen = registration
-                    .events
-                    .recv()
-                    .await
-                    .ok_or_else(|| "the agent's inotify reader stopped".to_string())?;
-                memory.woke_by(seen).map_err(|e| e.to_string())
+                let seen = registration.events.recv().await;
+                let woke = Instant::now();
+                let what = seen
+                    .ok_or_else(|| "the agent's inotify reader stopped".to_string())
+                    .and_then(|seen| memory.woke_by(seen).map_err(|e| e.to_string()));
+                (woke, what)
             }
         }
     }
@@ -246,8 +250,7 @@ async fn dispatch(hub: Arc<Hub>) {
 async fn handle(ctx: Ctx, state: State, oom: OomPolicy, mut waker: Waker, mut memory: MemoryWatch) {
     let name = state.name.clone();
     loop {
-        let what = waker.next(&mut memory).await;
-        let woke = Instant::now();
+        let (woke, what) = waker.next(&mut memory).await;
         match what {
             Ok(Woke::Met) => {}
             Ok(Woke::Nothing) => continue,

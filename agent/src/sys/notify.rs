@@ -34,15 +34,6 @@ pub fn eventfd_take(fd: &OwnedFd) -> nix::Result<u64> {
     }
 }
 
-/// A new inotify instance (non-blocking) watching `path` for
-/// modification and removal.
-pub fn inotify_modify(path: &Path) -> nix::Result<OwnedFd> {
-    inotify(
-        path,
-        AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DELETE_SELF,
-    )
-}
-
 /// A new inotify instance (non-blocking) watching `path` for `events`.
 pub fn inotify(path: &Path, events: AddWatchFlags) -> nix::Result<OwnedFd> {
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
