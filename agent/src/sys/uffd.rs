@@ -276,7 +276,9 @@ impl Scan {
     /// protected again as they are reported. Fails with EPERM on a range
     /// not wholly registered with a WP_ASYNC userfaultfd, and then, with
     /// `reprotect`, has already protected (so lost) the writes it walked
-    /// before: scan registered ranges only.
+    /// before: scan registered ranges only. The pre-copy engine never
+    /// reprotects this way while the process runs: it lost writes there
+    /// (see `checkpoint::track::wp::written_and_protected`).
     pub fn written(reprotect: bool) -> Scan {
         Scan {
             flags: PM_SCAN_CHECK_WPASYNC | if reprotect { PM_SCAN_WP_MATCHING } else { 0 },
