@@ -712,12 +712,16 @@ fn tcp_port_range_edges() {
     );
 }
 
-/// The entries of the cgroup `id` in the root's shared rule maps:
-/// (address prefixes in `CONNECT_RULES`, device patterns in
-/// `DEVICE_RULES`), read straight from the pins.
-fn map_entries(root: &std::path::Path, id: u64) -> (usize, usize) {
+/// The root's shared rule maps, opened from their pins: `CONNECT_RULES`
+/// and `DEVICE_RULES`.
+fn rule_maps(
+    root: &std::path::Path,
+) -> (
+    aya::maps::LpmTrie<aya::maps::MapData, palisade_common::RuleKey, palisade_common::PrefixRules>,
+    aya::maps::HashMap<aya::maps::MapData, palisade_common::DeviceKey, u32>,
+) {
     use aya::maps::{HashMap, LpmTrie, Map, MapData};
-    use palisade_common::{DeviceKey, PrefixRules, RuleKey, map};
+    use palisade_common::map;
     let pins = support::pin_dir(root);
     let object = std::fs::read_dir(&pins)
         .expect("the root's pins")
@@ -729,10 +733,18 @@ fn map_entries(root: &std::path::Path, id: u64) -> (usize, usize) {
         Map::from_map_data(MapData::from_pin(object.join(name)).expect("a pinned map"))
             .expect("a map")
     };
-    let rules = LpmTrie::<MapData, RuleKey, PrefixRules>::try_from(open(map::CONNECT_RULES))
-        .expect("the rule trie");
-    let devices =
-        HashMap::<MapData, DeviceKey, u32>::try_from(open(map::DEVICE_RULES)).expect("devices");
+    (
+        LpmTrie::try_from(open(map::CONNECT_RULES)).expect("the rule trie"),
+        HashMap::try_from(open(map::DEVICE_RULES)).expect("devices"),
+    )
+}
+
+/// The entries of the cgroup `id` in the root's shared rule maps:
+/// (address prefixes in `CONNECT_RULES`, device patterns in
+/// `DEVICE_RULES`), read straight from the pins.
+fn map_entries(root: &std::path::Path, id: u64) -> (usize, usize) {
+    use palisade_common::{DeviceKey, RuleKey};
+    let (rules, devices) = rule_maps(root);
     let ours = RuleKey::new(id, 0, [0; 4]).cgroup;
     let prefixes = rules
         .keys()
@@ -746,6 +758,147 @@ fn map_entries(root: &std::path::Path, id: u64) -> (usize, usize) {
         .filter(|k| k.cgroup == ours)
         .count();
     (prefixes, patterns)
+}
+
+/// The trie key of the IPv4 prefix `a.b.c.d/bits` in the connect list of
+/// cgroup `id`, in generation `generation`.
+fn v4_key(
+    id: u64,
+    generation: u32,
+    addr: [u8; 4],
+    bits: u32,
+) -> aya::maps::lpm_trie::Key<palisade_common::RuleKey> {
+    use palisade_common::{FAMILY_V4, GENERATION_BIT, KEY_HEADER_BITS, RuleKey};
+    let family = FAMILY_V4 | if generation == 1 { GENERATION_BIT } else { 0 };
+    aya::maps::lpm_trie::Key::new(
+        KEY_HEADER_BITS + bits,
+        RuleKey::new(id, family, [u32::from_ne_bytes(addr), 0, 0, 0]),
+    )
+}
+
+/// The cgroup id a container recorded.
+fn cgroup_id_of(root: &std::path::Path, name: &str) -> u64 {
+    let text = std::fs::read_to_string(root.join(name).join("state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+    state["cgroup_id"].as_u64().expect("a cgroup id")
+}
+
+/// A `policy apply` killed after it recorded its policy as pending and
+/// wrote part of its rules (here: one prefix, put in the maps by hand,
+/// as the interrupted apply would have) leaves nothing behind once the
+/// next apply has run: the entries are deleted by the keys of every
+/// policy recorded as possibly written, without a search of the shared
+/// maps, and the pending record goes.
+#[test]
+fn an_interrupted_apply_leaves_no_entry_behind() {
+    let sb = Sandbox::new("interrupted");
+    let first = sb.connect_policy(&["allow tcp 127.0.0.1/32", "deny any"]);
+    sb.start_sleeping(&["--policy", first.to_str().unwrap()]);
+    let id = cgroup_id_of(&sb.root, &sb.name);
+    // The interrupted apply: recorded as pending, one entry written in
+    // the generation not in force (1; a container starts with 0).
+    let state_path = sb.root.join(&sb.name).join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["policies_pending"] =
+        serde_json::json!(["[network]\nconnect = [\"allow tcp 10.77.0.0/16\", \"deny any\"]\n"]);
+    std::fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
+    let (mut rules, _) = rule_maps(&sb.root);
+    let stray = v4_key(id, 1, [10, 77, 0, 0], 16);
+    let value = palisade_common::PrefixRules {
+        count: 1,
+        prefix_len: stray.prefix_len() as u16,
+        rules: [palisade_common::PortRule {
+            port_lo: 0,
+            port_hi: u16::MAX,
+            proto: palisade_common::PROTO_TCP,
+            verdict: palisade_common::VERDICT_ALLOW,
+            _pad: [0; 2],
+        }; palisade_common::MAX_PORT_RULES],
+    };
+    rules.insert(&stray, value, 0).unwrap();
+    // While it is pending, `policy show` searches and so still tells the
+    // truth about the generation in force.
+    let shown = sb.policy_show();
+    assert_eq!(shown["generation"], 0);
+    assert!(
+        !shown.to_string().contains("10.77.0.0"),
+        "not in force: {shown}"
+    );
+
+    let next = sb.connect_policy(&["allow tcp 127.0.0.2/32", "deny any"]);
+    sb.apply(&next);
+    let shown = sb.policy_show();
+    assert_eq!(shown["generation"], 1);
+    let prefixes: Vec<&str> = shown["connect"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["prefix"].as_str().unwrap())
+        .collect();
+    assert!(prefixes.contains(&"127.0.0.2/32"), "{prefixes:?}");
+    assert!(
+        !prefixes.iter().any(|p| p.starts_with("10.77.")),
+        "{prefixes:?}"
+    );
+    for generation in [0, 1] {
+        assert!(
+            rules
+                .get(&v4_key(id, generation, [10, 77, 0, 0], 16), 0)
+                .map(|v| v.prefix_len)
+                .ok()
+                != Some(stray.prefix_len() as u16),
+            "the interrupted apply's entry is gone from generation {generation}"
+        );
+    }
+    // Only the new policy's entries are left: its /32 and the two
+    // catch-alls ("any" is an IPv4 and an IPv6 zero-length prefix).
+    assert_eq!(map_entries(&sb.root, id).0, 3);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    assert!(state.get("policies_pending").is_none(), "{state}");
+}
+
+/// `policy show` reads a container's entries by key, and still reports
+/// only what the kernel holds: an entry deleted behind palisade's back is
+/// not shown (a lookup of its key finds the catch-all, which records
+/// another prefix length, and the show searches instead).
+#[test]
+fn policy_show_reports_only_what_the_kernel_holds() {
+    let sb = Sandbox::new("showkernel");
+    let policy = sb.connect_policy(&[
+        "allow tcp 127.0.0.2/32",
+        "allow tcp 127.0.0.3/32",
+        "deny any",
+    ]);
+    sb.start_sleeping(&["--policy", policy.to_str().unwrap()]);
+    let id = cgroup_id_of(&sb.root, &sb.name);
+    let prefixes = |shown: &serde_json::Value| -> Vec<String> {
+        shown["connect"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["prefix"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = prefixes(&sb.policy_show());
+    assert!(before.contains(&"127.0.0.2/32".to_string()), "{before:?}");
+    let (mut rules, _) = rule_maps(&sb.root);
+    rules.remove(&v4_key(id, 0, [127, 0, 0, 2], 32)).unwrap();
+    let after = prefixes(&sb.policy_show());
+    assert!(!after.contains(&"127.0.0.2/32".to_string()), "{after:?}");
+    assert_eq!(after.len(), before.len() - 1, "{before:?} {after:?}");
+    // And the kernel judges by what it holds: .2 now falls to `deny any`.
+    let port = listen_tcp(&["127.0.0.2", "127.0.0.3"]);
+    let script = format!(
+        "import socket\nfor a in ('127.0.0.2', '127.0.0.3'):\n    s = socket.socket()\n    try:\n        s.connect((a, {port})); print('ok')\n    except OSError as e:\n        print(e.errno)\n"
+    );
+    let out = sb.exec(&["python3", "-c", &script]);
+    assert_eq!(
+        support::ok(&out),
+        "1\nok\n",
+        "EPERM for .2, connected to .3"
+    );
 }
 
 /// `rm` takes a container's entries out of the maps every container of
@@ -775,12 +928,10 @@ fn rm_takes_its_entries_out_of_the_shared_maps_and_leaves_the_others() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", support::describe(&out));
-    let id_of = |name: &str| -> u64 {
-        let text = std::fs::read_to_string(a.root.join(name).join("state.json")).unwrap();
-        let state: serde_json::Value = serde_json::from_str(&text).unwrap();
-        state["cgroup_id"].as_u64().expect("a cgroup id")
-    };
-    let (a_id, b_id) = (id_of(&a.name), id_of(&b_name));
+    let (a_id, b_id) = (
+        cgroup_id_of(&a.root, &a.name),
+        cgroup_id_of(&a.root, &b_name),
+    );
     // Applied: other prefixes and devices, in the other generation.
     let applied = a.dir.join("applied.toml");
     std::fs::write(

@@ -475,7 +475,12 @@ pub struct PortRule {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrefixRules {
-    pub count: u32,
+    /// Rules in use at the front of `rules`.
+    pub count: u16,
+    /// The prefix length of this entry's own key (header bits included):
+    /// a lookup by a key that is not in the trie returns a shorter
+    /// prefix's entry, and this tells the two apart.
+    pub prefix_len: u16,
     pub rules: [PortRule; MAX_PORT_RULES],
 }
 
@@ -483,6 +488,7 @@ impl Default for PrefixRules {
     fn default() -> Self {
         Self {
             count: 0,
+            prefix_len: 0,
             rules: [PortRule::default(); MAX_PORT_RULES],
         }
     }

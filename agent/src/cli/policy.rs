@@ -69,18 +69,8 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
                     return super::EXIT_BAD_INPUT;
                 }
             }
-            match runtime::apply_policy(root, &name, &policy) {
+            match runtime::apply_policy(root, &name, &policy, &text) {
                 Ok(()) => {
-                    // A checkpoint of the container restores it under
-                    // this policy.
-                    if let Ok(mut state) = root.load(&name)
-                        && let Some(recipe) = state.recipe.as_mut()
-                    {
-                        recipe.applied_policy = Some(text);
-                        if let Err(e) = root.save(&state) {
-                            super::report(&e);
-                        }
-                    }
                     runtime::journal::note(root, Record::now(&name, What::PolicyChanged));
                     0
                 }

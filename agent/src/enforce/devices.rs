@@ -5,7 +5,7 @@
 use aya::maps::{HashMap, MapData, MapError};
 use palisade_common::{DeviceKey, GENERATION_BIT, map};
 
-use super::{EnforceError, generation_of, map_error};
+use super::{EnforceError, generation_of, gone, map_error};
 use crate::spec::{DeviceRule, compile_devices};
 
 /// `DEVICE_RULES`, opened from its pin.
@@ -34,24 +34,26 @@ impl DeviceRules {
         Ok(())
     }
 
-    /// Deletes the entries `rules` make for `cgroup_id`, in either
-    /// generation, by key (one already gone is fine).
+    /// Deletes the entries `rules` make for `cgroup_id` in the generations
+    /// (0, 1) `which` picks, by key (one already gone is fine).
     pub fn delete_keys(
         &mut self,
         cgroup_id: u64,
         rules: &[DeviceRule],
+        which: impl Fn(u32) -> bool,
     ) -> Result<(), EnforceError> {
         for (key, _) in keyed(cgroup_id, 0, rules)? {
-            for gen_bit in [0, GENERATION_BIT] {
+            for generation in [0, 1].into_iter().filter(|g| which(*g)) {
+                let gen_bit = if generation == 0 { 0 } else { GENERATION_BIT };
                 let key = DeviceKey::new(cgroup_id, key.kind | gen_bit, key.major, key.minor);
-                let _ = self.map.remove(&key);
+                gone(self.map.remove(&key)).map_err(map_error(map::DEVICE_RULES, cgroup_id))?;
             }
         }
         Ok(())
     }
 
-    /// Deletes the rules of `cgroup_id` whose kind word `which` picks,
-    /// searching the whole map.
+    /// Deletes the rules of `cgroup_id` in the generations (0, 1) `which`
+    /// picks, searching the whole map.
     pub fn delete(
         &mut self,
         cgroup_id: u64,
@@ -61,7 +63,7 @@ impl DeviceRules {
             .map
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| k.cgroup == cgroup_words(cgroup_id) && which(k.kind))
+            .filter(|k| k.cgroup == cgroup_words(cgroup_id) && which(generation_of(k.kind)))
             .collect();
         for key in ours {
             self.map
@@ -77,7 +79,7 @@ impl DeviceRules {
     /// entries. `None` if any is missing or has another access (a policy
     /// being replaced at that moment): then only [`read`](Self::read)'s
     /// search of the whole map tells. A generation holds nothing else: it
-    /// is emptied before it is written.
+    /// is emptied before it is written (see [`AddressRules::read_expected`](super::address::AddressRules::read_expected)).
     pub fn read_expected(
         &self,
         cgroup_id: u64,

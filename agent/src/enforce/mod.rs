@@ -22,15 +22,14 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, PerCpuHashMap, lpm_trie::Key},
+    maps::{HashMap, Map, MapData, PerCpuHashMap},
 };
 use palisade_common::{
-    CONTAINERS_AT_BOUND, CgroupPolicy, Counters, ExitedThread, FAMILY_V4, FAMILY_V6,
-    GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN, LIST_RULED, MAX_LIST_PREFIXES, MAX_PORT_RULES,
-    MAX_PREFIXES, MODE_AUDIT, MODE_ENFORCE, PrefixRules, RuleKey, TABLE_ACCEPT, TABLE_BIND, map,
+    CgroupPolicy, Counters, ExitedThread, GENERATION_BIT, LIST_RULED, MODE_AUDIT, MODE_ENFORCE, map,
 };
 use thiserror::Error;
 
+mod address;
 pub mod btf;
 pub mod classify;
 mod devices;
@@ -50,7 +49,7 @@ pub use pins::{BPFFS, Pins, any_root_links};
 pub use usage::{ByFamily, Usage};
 
 use crate::{
-    spec::{self, Family, Policy},
+    spec::Policy,
     sys::bpf::{chain, load_reason},
 };
 
@@ -115,7 +114,7 @@ pub struct Enforcer {
     pins: Pins,
     programs: Vec<(&'static str, hooks::Program)>,
     policies: HashMap<MapData, u64, CgroupPolicy>,
-    rules: LpmTrie<MapData, RuleKey, PrefixRules>,
+    rules: address::AddressRules,
     devices: devices::DeviceRules,
     counters: PerCpuHashMap<MapData, u64, Counters>,
     egress: HashMap<MapData, u64, u32>,
@@ -183,7 +182,7 @@ impl Enforcer {
             pins,
             programs,
             policies,
-            rules,
+            rules: address::AddressRules::new(rules),
             devices: devices::DeviceRules::new(devices),
             counters,
             egress,
@@ -243,7 +242,7 @@ impl Enforcer {
     ) -> Result<(), EnforceError> {
         let result = self.try_police(container, cgroup_dir, cgroup_id, policy);
         if result.is_err() {
-            let _ = self.release(container, cgroup_id, Some(policy));
+            let _ = self.release(container, cgroup_id, Some(std::slice::from_ref(policy)));
         }
         self.host_lock = None;
         result
@@ -270,7 +269,7 @@ impl Enforcer {
         }
         let result = self.write_policy(cgroup_id, policy, 0);
         if result.is_err() {
-            let _ = self.release(container, cgroup_id, Some(policy));
+            let _ = self.release(container, cgroup_id, Some(std::slice::from_ref(policy)));
         }
         self.host_lock = None;
         result
@@ -318,15 +317,15 @@ impl Enforcer {
 
     /// Detaches a container's programs (by removing its link pins) and
     /// deletes its map entries, its usage included. Idempotent: what is
-    /// already gone is fine. With the policy the container's rules were
-    /// written from (`written`), its rule entries are deleted by key, in
-    /// time that does not grow with the other containers; without it, the
-    /// shared rule maps are searched for them.
+    /// already gone is fine. With the policies its rules may have been
+    /// written from (`written`: see [`Enforcer::update`]), its rule entries
+    /// are deleted by key, in time that does not grow with the other
+    /// containers; without them, the shared rule maps are searched.
     pub fn release(
         &mut self,
         container: &str,
         cgroup_id: u64,
-        written: Option<&Policy>,
+        written: Option<&[Policy]>,
     ) -> Result<(), EnforceError> {
         self.host_lock = None;
         self.pins.remove_links(container)?;
@@ -336,28 +335,39 @@ impl Enforcer {
         let _ = self.counters.remove(&cgroup_id);
         let _ = self.egress.remove(&cgroup_id);
         let _ = self.usage.remove(&cgroup_id);
-        self.sweep_usage();
-        match written.map(|p| self.delete_written(cgroup_id, p)) {
-            Some(Ok(())) => Ok(()),
-            // A policy that no longer compiles (another build's rules):
-            // search instead.
-            Some(Err(_)) | None => self.delete_rules(cgroup_id, |_| true),
+        if cgroup_id.is_multiple_of(USAGE_SWEEP_EVERY) {
+            self.sweep_usage();
         }
+        let written: Option<Vec<&Policy>> = written.map(|w| w.iter().collect());
+        self.delete_generations(cgroup_id, written.as_deref(), |_| true)
     }
 
-    /// Deletes the rule entries `policy` makes for `cgroup_id`, in either
-    /// generation, one by one (an entry already gone is fine).
-    fn delete_written(&mut self, cgroup_id: u64, policy: &Policy) -> Result<(), EnforceError> {
-        for (table, list) in compile_lists(policy)? {
-            for entry in list.iter().flat_map(|l| &l.entries) {
-                for gen_bit in [0, GENERATION_BIT] {
-                    let _ = self
-                        .rules
-                        .remove(&rule_key(cgroup_id, gen_bit | table, entry));
-                }
+    /// Deletes `cgroup_id`'s address and device rules in the generations
+    /// (0, 1) `which` picks: by the keys of `written`, the policies that
+    /// may have written them; if those are not known, or one no longer
+    /// compiles (another build's rules), by a search of the shared maps.
+    fn delete_generations(
+        &mut self,
+        cgroup_id: u64,
+        written: Option<&[&Policy]>,
+        which: impl Fn(u32) -> bool + Copy,
+    ) -> Result<(), EnforceError> {
+        let by_key = written.map(|policies| {
+            self.rules.delete_keys(cgroup_id, policies, which)?;
+            for policy in policies {
+                self.devices
+                    .delete_keys(cgroup_id, &policy.devices.rules(), which)?;
             }
+            Ok(())
+        });
+        match by_key {
+            Some(Ok(())) => Ok(()),
+            Some(Err(EnforceError::Compile(_))) | None => {
+                self.devices.delete(cgroup_id, which)?;
+                self.rules.delete(cgroup_id, which)
+            }
+            Some(Err(e)) => Err(e),
         }
-        self.devices.delete_keys(cgroup_id, &policy.devices.rules())
     }
 
     /// Writes `policy`'s rules as `generation`, then makes that generation
@@ -368,18 +378,10 @@ impl Enforcer {
         policy: &Policy,
         generation: u32,
     ) -> Result<(), EnforceError> {
-        let gen_bit = if generation == 0 { 0 } else { GENERATION_BIT };
         // Every list is compiled and checked against its bound before
         // anything is written.
-        let compiled = compile_lists(policy)?;
-        let mut switches = [LIST_OPEN; 3];
-        for (switch, (table, list)) in switches.iter_mut().zip(&compiled) {
-            if let Some(list) = list {
-                self.write_list(cgroup_id, gen_bit | table, list)?;
-                *switch = LIST_RULED;
-            }
-        }
-        let [connect, bind, accept] = switches;
+        let compiled = address::compile_lists(policy)?;
+        let [connect, bind, accept] = self.rules.write(cgroup_id, generation, &compiled)?;
         self.devices
             .write(cgroup_id, generation, &policy.devices.rules())?;
         let value = CgroupPolicy {
@@ -406,66 +408,68 @@ impl Enforcer {
     /// map update switches to them, then the old generation's entries are
     /// deleted. A connect or device open judged meanwhile sees the old set
     /// or the new one, never a mixture.
-    pub fn update(&mut self, cgroup_id: u64, policy: &Policy) -> Result<(), EnforceError> {
+    ///
+    /// `written` is every policy whose entries may be in the maps for the
+    /// container: the one recorded in force and any whose update was
+    /// interrupted. The caller records `policy` among them before this
+    /// runs. With them, entries are deleted by key, in time that does not
+    /// grow with the other containers; `None` searches the shared maps.
+    pub fn update(
+        &mut self,
+        cgroup_id: u64,
+        written: Option<&[Policy]>,
+        policy: &Policy,
+    ) -> Result<(), EnforceError> {
         let current = self.in_force(cgroup_id)?;
         let next = 1 - current.generation.min(1);
-        // Whatever a failed update left in the next generation goes first.
-        self.delete_rules(cgroup_id, |family| generation_of(family) == next)?;
+        let written: Option<Vec<&Policy>> =
+            written.map(|w| w.iter().chain(std::iter::once(policy)).collect());
+        let written = written.as_deref();
+        // Whatever an interrupted update left in the next generation goes
+        // first.
+        self.delete_generations(cgroup_id, written, |g| g == next)?;
         if let Err(e) = self.write_policy(cgroup_id, policy, next) {
             // Nothing switched: what was written of the new rules goes, so
             // it takes no room in the shared maps.
-            let _ = self.delete_rules(cgroup_id, |family| generation_of(family) == next);
+            let _ = self.delete_generations(cgroup_id, written, |g| g == next);
             return Err(e);
         }
-        self.delete_rules(cgroup_id, |family| generation_of(family) != next)
+        self.delete_generations(cgroup_id, written, |g| g != next)
     }
 
-    /// What is in force for `cgroup_id`, read back from the maps.
+    /// What is in force for `cgroup_id`, read back from the maps. With the
+    /// policy its generation in force was written from (`written`), its
+    /// entries are read by key, in time that does not grow with the other
+    /// containers; if they are not what that policy makes, or without it,
+    /// the shared maps are searched.
     pub fn show(&self, cgroup_id: u64, written: Option<&Policy>) -> Result<InForce, EnforceError> {
         let current = self.in_force(cgroup_id)?;
-        let mut connect = Vec::new();
-        let mut bind = Vec::new();
-        let mut accept = Vec::new();
-        for item in self.rules.iter() {
-            let (key, value) = item.map_err(map_error(map::CONNECT_RULES, cgroup_id))?;
-            let data = key.data();
-            if data.cgroup != RuleKey::new(cgroup_id, 0, [0; 4]).cgroup
-                || generation_of(data.family) != current.generation
-            {
-                continue;
-            }
-            let entry = InForceEntry::from_kernel(key.prefix_len(), data, &value);
-            if data.family & TABLE_BIND != 0 {
-                bind.push(entry)
-            } else if data.family & TABLE_ACCEPT != 0 {
-                accept.push(entry)
-            } else {
-                connect.push(entry)
-            }
-        }
-        connect.sort();
-        bind.sort();
-        accept.sort();
-        // By key where the recorded policy says what to look for.
-        let expected = match written {
-            Some(policy) => self.devices.read_expected(
-                cgroup_id,
-                current.generation,
-                &policy.devices.rules(),
-            )?,
+        let generation = current.generation;
+        let switches = [current.connect, current.bind, current.accept];
+        let by_key = match written {
+            Some(policy) => self
+                .rules
+                .read_expected(cgroup_id, generation, switches, policy)?
+                .zip(
+                    self.devices
+                        .read_expected(cgroup_id, generation, &policy.devices.rules())?,
+                ),
             None => None,
         };
-        let devices = match expected {
-            Some(devices) => devices,
-            None => self.devices.read(cgroup_id, current.generation)?,
+        let (lists, devices) = match by_key {
+            Some(found) => found,
+            None => (
+                self.rules.read(cgroup_id, generation)?,
+                self.devices.read(cgroup_id, generation)?,
+            ),
         };
         Ok(InForce {
-            generation: current.generation,
+            generation,
             devices: (current.devices == LIST_RULED)
                 .then(|| devices.iter().map(ToString::to_string).collect()),
-            connect: (current.connect == LIST_RULED).then_some(connect),
-            bind: (current.bind == LIST_RULED).then_some(bind),
-            accept: (current.accept == LIST_RULED).then_some(accept),
+            connect: (current.connect == LIST_RULED).then_some(lists.connect),
+            bind: (current.bind == LIST_RULED).then_some(lists.bind),
+            accept: (current.accept == LIST_RULED).then_some(lists.accept),
             audit: current.mode == MODE_AUDIT,
             counters: self.counters(cgroup_id).into(),
             raw_sockets: current.sockets & palisade_common::DENY_RAW == 0,
@@ -485,17 +489,18 @@ impl Enforcer {
                 .egress
                 .insert(cgroup_id, class, 0)
                 .map_err(map_error(map::EGRESS_CLASS, cgroup_id)),
-            None => match self.egress.remove(&cgroup_id) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                Err(e) => Err(map_error(map::EGRESS_CLASS, cgroup_id)(e)),
-            },
+            None => gone(self.egress.remove(&cgroup_id))
+                .map_err(map_error(map::EGRESS_CLASS, cgroup_id)),
         }
     }
 
     /// Deletes the usage records of cgroups that have no policy entry: a
     /// record made by a container's last packet or task racing its
     /// release, or one of a cgroup made inside a container (counted, but
-    /// never read: usage is read by the container's own id).
+    /// never read: usage is read by the container's own id). It searches
+    /// the whole map, so a release runs it only for one cgroup id in
+    /// [`USAGE_SWEEP_EVERY`]: a release costs the same however many
+    /// containers run, and orphans stay few against the map's size.
     fn sweep_usage(&mut self) {
         let orphans: Vec<u64> = self
             .usage
@@ -518,111 +523,31 @@ impl Enforcer {
                 reason: format!("no policy in force ({})", chain(&e)),
             })
     }
-
-    /// Deletes the address and device rules of `cgroup_id` whose family
-    /// (or device kind) word `which` picks.
-    fn delete_rules(
-        &mut self,
-        cgroup_id: u64,
-        which: impl Fn(u32) -> bool,
-    ) -> Result<(), EnforceError> {
-        self.devices.delete(cgroup_id, &which)?;
-        let ours: Vec<Key<RuleKey>> = self
-            .rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| {
-                k.data().cgroup == RuleKey::new(cgroup_id, 0, [0; 4]).cgroup
-                    && which(k.data().family)
-            })
-            .collect();
-        for key in ours {
-            self.rules
-                .remove(&key)
-                .map_err(map_error(map::CONNECT_RULES, cgroup_id))?;
-        }
-        Ok(())
-    }
-
-    /// Writes one compiled rule list into the trie (under `table`).
-    fn write_list(
-        &mut self,
-        cgroup_id: u64,
-        table: u32,
-        compiled: &spec::CompiledRules,
-    ) -> Result<(), EnforceError> {
-        for entry in &compiled.entries {
-            let key = rule_key(cgroup_id, table, entry);
-            let mut value = PrefixRules {
-                count: entry.rules.len() as u32,
-                ..Default::default()
-            };
-            debug_assert!(
-                entry.rules.len() <= MAX_PORT_RULES,
-                "compile bounds entries"
-            );
-            value.rules[..entry.rules.len()].copy_from_slice(&entry.rules);
-            self.rules.insert(&key, value, 0).map_err(|e| {
-                let mut reason = chain(&e);
-                if reason.contains("No space left") {
-                    reason.push_str(&format!(
-                        " (the map holds {MAX_PREFIXES} entries for all containers of a state root: {CONTAINERS_AT_BOUND} containers with every rule list at the bound of {MAX_LIST_PREFIXES})"
-                    ));
-                }
-                EnforceError::Map {
-                    map: map::CONNECT_RULES,
-                    cgroup_id,
-                    reason,
-                }
-            })?;
-        }
-        Ok(())
-    }
 }
 
-/// A policy's connect, bind and accept lists, compiled and checked against
-/// their bound, each with its table bit (`None`: the list is open).
-fn compile_lists(policy: &Policy) -> Result<Vec<(u32, Option<spec::CompiledRules>)>, EnforceError> {
-    let lists = [
-        ("connect", 0, policy.network.connect.as_deref()),
-        ("bind", TABLE_BIND, policy.network.bind.as_deref()),
-        ("accept", TABLE_ACCEPT, policy.network.accept.as_deref()),
-    ];
-    let mut compiled = Vec::with_capacity(lists.len());
-    for (name, table, rules) in lists {
-        let Some(rules) = rules else {
-            compiled.push((table, None));
-            continue;
-        };
-        let list = spec::compile(rules).map_err(EnforceError::Compile)?;
-        if list.entries.len() > MAX_LIST_PREFIXES as usize {
-            return Err(EnforceError::Compile(format!(
-                "the {name} rules name {} address prefixes, more than the {MAX_LIST_PREFIXES} one container may have in a rule list",
-                list.entries.len()
-            )));
-        }
-        compiled.push((table, Some(list)));
-    }
-    Ok(compiled)
-}
-
-/// The trie key of one compiled prefix of `cgroup_id`'s list `table`
-/// (its table and generation bits).
-fn rule_key(cgroup_id: u64, table: u32, entry: &spec::PrefixEntry) -> Key<RuleKey> {
-    let family = match entry.family {
-        Family::V4 => FAMILY_V4,
-        Family::V6 => FAMILY_V6,
-    };
-    Key::new(
-        KEY_HEADER_BITS + u32::from(entry.prefix),
-        RuleKey::new(cgroup_id, family | table, entry.words()),
-    )
-}
+/// A release sweeps orphaned usage records when its cgroup id is a
+/// multiple of this (ids are given out in sequence to every cgroup the
+/// host makes, so about one release in this many).
+const USAGE_SWEEP_EVERY: u64 = 16;
 
 /// The generation (0 or 1) a rule key's family (or device kind) word
 /// belongs to.
 fn generation_of(family: u32) -> u32 {
     u32::from(family & GENERATION_BIT != 0)
+}
+
+/// A map deletion's result, with a key that was not there (the kernel's
+/// ENOENT) as success: what is already gone is fine.
+fn gone(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// An error writing `map` for `cgroup_id`, from aya's.

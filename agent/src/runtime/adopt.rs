@@ -101,6 +101,31 @@ pub(crate) fn written_policy(state: &State) -> Result<Policy, String> {
     recorded_policy(state).map(|p| as_written(p, state))
 }
 
+/// Every policy whose rule entries may be in the maps for the container
+/// of `state`: the one recorded in force, and any that a `policy apply`
+/// was writing when it was interrupted. `None` if one cannot be read (a
+/// state an older palisade wrote): then only a search of the maps finds
+/// the container's entries.
+pub(crate) fn written_policies(state: &State) -> Option<Vec<Policy>> {
+    let mut policies = vec![written_policy(state).ok()?];
+    for text in &state.policies_pending {
+        let policy = Policy::parse(Path::new("<pending policy>"), text).ok()?;
+        policies.push(as_written(policy, state));
+    }
+    Some(policies)
+}
+
+/// The policy the container's rules in force were written from, if it is
+/// known: not while an interrupted `policy apply` may have switched to
+/// its own (see [`written_policies`]).
+pub(crate) fn in_force_policy(state: &State) -> Option<Policy> {
+    if state.policies_pending.is_empty() {
+        written_policy(state).ok()
+    } else {
+        None
+    }
+}
+
 /// `policy` as it is written for the container of `state`: with the
 /// device rules its `--device` nodes (and bundle) added.
 pub(crate) fn as_written(mut policy: Policy, state: &State) -> Policy {

@@ -142,8 +142,8 @@ pub(super) fn clean_up(
     if let Some(id) = id {
         let _lock = lock_bpf(root)?;
         if let Some(mut enforcer) = Enforcer::open_existing(pins.clone())? {
-            let written = state.and_then(|s| super::adopt::written_policy(s).ok());
-            enforcer.release(name, id, written.as_ref())?;
+            let written = state.and_then(super::adopt::written_policies);
+            enforcer.release(name, id, written.as_deref())?;
         }
     }
     if let Some(state) = state {

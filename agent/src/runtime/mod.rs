@@ -146,6 +146,8 @@ pub enum RuntimeError {
     Net(#[from] net::NetError),
     #[error("{0}; the container was not started")]
     Security(#[from] security::SecurityError),
+    #[error("{0}; the policy in force did not change")]
+    Apply(EnforceError),
     #[error("{source} (policing {}); the container was not started", cgroup.display())]
     Load {
         cgroup: PathBuf,

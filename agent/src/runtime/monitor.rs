@@ -58,6 +58,7 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         enclosing: Vec::new(),
         shaping: None,
         device_rules: spec.extra_device_rules(),
+        policies_pending: Vec::new(),
         recipe: spec.recipe.clone(),
         creator_lock: true,
         dead_reason: None,
@@ -389,7 +390,7 @@ fn finish(
     if let Some(on_disk) = &on_disk {
         state.shaping = on_disk.shaping.clone();
     }
-    let written = on_disk.and_then(|s| super::adopt::written_policy(&s).ok());
+    let written = on_disk.and_then(|s| super::adopt::written_policies(&s));
     let status = waited.map_or(EXIT_SETUP_FAILED, supervise::Ended::status);
     state.status = Status::Exited;
     state.exit_status = Some(status);
@@ -418,7 +419,7 @@ fn finish(
     // detached: they are the only programs that police them.
     cgroups.kill_nested();
     if let (Some(enf), Some(id)) = (enforcer.as_mut(), state.cgroup_id)
-        && let Err(e) = enf.release(name, id, written.as_ref())
+        && let Err(e) = enf.release(name, id, written.as_deref())
     {
         eprintln!("palisade: {name}: {e}");
     }

@@ -50,10 +50,15 @@ pub(crate) fn open_enforcer(root: &StateRoot, pins: &Pins) -> Result<Enforcer, R
 /// with no container has none pinned, and must not get them).
 pub fn open_loaded(root: &StateRoot, pins: &Pins) -> Result<Enforcer, RuntimeError> {
     let _lock = super::cleanup::lock_bpf(root)?;
-    Enforcer::open_existing(pins.clone())?.ok_or(RuntimeError::Setup {
+    Enforcer::open_existing(pins.clone())?.ok_or_else(no_pins)
+}
+
+/// The error of a state root with no BPF pins.
+fn no_pins() -> RuntimeError {
+    RuntimeError::Setup {
         step: "open the state root's BPF pins (no container runs in it)",
         errno: nix::errno::Errno::ENOENT,
-    })
+    }
 }
 
 /// The cgroup id of a running container (or a created one: its policy is
@@ -69,13 +74,25 @@ fn running_cgroup(root: &StateRoot, name: &str) -> Result<(u64, super::State), R
     }
 }
 
-/// Replaces the network and device policy of a running container. The
-/// file has been validated completely before this is called; nothing
-/// changes on error. The container's own device rules (`--device`, its
-/// bundle's) stay. Resource limits are set when a container starts;
+/// Replaces the network and device policy of a running container with
+/// `policy` (parsed from `text`), and records `text` as the policy in
+/// force. The file has been validated completely before this is called;
+/// nothing changes on error. The container's own device rules (`--device`,
+/// its bundle's) stay. Resource limits are set when a container starts;
 /// `[resources]` in the file is not applied (the caller says so).
-pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(), RuntimeError> {
-    let (cgroup_id, state) = running_cgroup(root, name)?;
+///
+/// The state root's lock is held throughout, so two applies do not write
+/// the same generation at once, and `text` is recorded as pending before
+/// any entry is written: an apply interrupted at any point leaves every
+/// entry of the container known by key (see [`Enforcer::update`]).
+pub fn apply_policy(
+    root: &StateRoot,
+    name: &str,
+    policy: &Policy,
+    text: &str,
+) -> Result<(), RuntimeError> {
+    let _lock = super::cleanup::lock_bpf(root)?;
+    let (cgroup_id, mut state) = running_cgroup(root, name)?;
     super::check_prefix_bound(name, policy)?;
     if state.exec.denied_families != policy.network.sockets.seccomp_families() {
         return Err(RuntimeError::Invalid {
@@ -95,8 +112,23 @@ pub fn apply_policy(root: &StateRoot, name: &str, policy: &Policy) -> Result<(),
         refuse_new_shaping(&state)?;
     }
     let policy = super::adopt::as_written(policy.clone(), &state);
-    let mut enforcer = open_loaded(root, &Pins::for_state_root(root.dir()))?;
-    enforcer.update(cgroup_id, &policy)?;
+    let mut enforcer =
+        Enforcer::open_existing(Pins::for_state_root(root.dir()))?.ok_or_else(no_pins)?;
+    let written = super::adopt::written_policies(&state);
+    state.policies_pending.push(text.to_string());
+    root.save(&state)?;
+    if let Err(e) = enforcer.update(cgroup_id, written.as_deref(), &policy) {
+        // Nothing switched and what was written is gone again.
+        state.policies_pending.pop();
+        root.save(&state)?;
+        return Err(RuntimeError::Apply(e));
+    }
+    // A checkpoint of the container restores it under this policy.
+    if let Some(recipe) = state.recipe.as_mut() {
+        recipe.applied_policy = Some(text.to_string());
+    }
+    state.policies_pending.clear();
+    root.save(&state)?;
     reshape(root, &mut enforcer, cgroup_id, state, policy.network.egress)?;
     super::limits::policy_applied(root, name, &policy)
 }
@@ -196,7 +228,7 @@ fn reshape(
 pub fn show_policy(root: &StateRoot, name: &str) -> Result<Shown, RuntimeError> {
     let (cgroup_id, state) = running_cgroup(root, name)?;
     let enforcer = open_loaded(root, &Pins::for_state_root(root.dir()))?;
-    let written = super::adopt::written_policy(&state).ok();
+    let written = super::adopt::in_force_policy(&state);
     let kernel = enforcer.show(cgroup_id, written.as_ref())?;
     let usage = enforcer.usage(cgroup_id, &state.cgroups);
     let egress = match &state.shaping {

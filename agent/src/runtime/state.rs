@@ -122,6 +122,13 @@ pub struct State {
     /// applied to the container (`c 7:0 rw`…).
     #[serde(default)]
     pub device_rules: Vec<crate::spec::DeviceRule>,
+    /// The texts of policies a `policy apply` is writing into the maps (or
+    /// was, when it was interrupted): recorded before it writes, cleared
+    /// once the new policy is recorded in force, so that every entry the
+    /// container has in the maps is known by key (see
+    /// `adopt::written_policies`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies_pending: Vec<String>,
     /// How the container was made; `None` for a container started by a
     /// palisade whose recipe this one cannot read (it cannot be
     /// checkpointed).
@@ -661,6 +668,7 @@ mod tests {
             enclosing: vec![],
             shaping: None,
             device_rules: vec![crate::spec::DeviceRule::parse("b 7:0 rw").unwrap()],
+            policies_pending: Vec::new(),
             recipe: None,
             creator_lock: false,
             dead_reason: None,
