@@ -18,6 +18,8 @@
 #                   0.5 s apart, like every `stats`)
 #   stats_all_ms    `palisade stats` (every container)
 #   show_ms         `palisade policy show NAME --json` (one container)
+#   apply_ms        `palisade policy apply NAME FILE` (one container; two
+#                   100-rule policies in turn)
 #   events_ms       `palisade events --since 1h --json` (the journal of
 #                   the run so far: two lines per container started)
 #   scrape_ms       one GET of the agent's /metrics (every container)
@@ -25,6 +27,17 @@
 #                   probe container under a 100-rule connect policy
 #                   (median of 5 batches of 500), and
 #   connect_host_us the same on the host, in no container (the peer)
+#
+# Every container runs under a connect policy of 20 address prefixes, so
+# the rule map all containers share holds 20 entries per container, and
+# the probe container under one of 100.
+#
+# Then the peer, once the host's memory has settled after the removals:
+# the same number of `sleep` containers from runc (found on
+# PATH; the busybox rootfs of `cargo xtask rootfs`), `runc run -d` with
+# no monitor process at all, in steps of STEP, into runc.csv (containers,
+# start_ms, used_mb, shmem_mb); the memory per container of each is
+# printed side by side. Skipped, saying so, without runc or the rootfs.
 #
 # Everything is removed at the end (or on interruption). Needs root, and
 # python3 with matplotlib for the plot (installed into target/bench/venv
@@ -42,7 +55,13 @@ WORK=$(mktemp -d /tmp/palisade-bench-scale.XXXXXX)
 export PALISADE_ROOT="$WORK/state"
 AGENT_PID=
 
+RUNC_ROOT="$WORK/runc"
+RUNC_NAMES=()
+
 cleanup() {
+  for name in "${RUNC_NAMES[@]}"; do
+    runc --root "$RUNC_ROOT" delete -f "$name" >/dev/null 2>&1 || true
+  done
   [ -z "$AGENT_PID" ] || { kill "$AGENT_PID" 2>/dev/null || true; wait "$AGENT_PID" 2>/dev/null || true; }
   for name in $("$PALISADE" ps --json 2>/dev/null | python3 -c 'import json, sys; print(" ".join(c["name"] for c in json.load(sys.stdin)))' 2>/dev/null); do
     "$PALISADE" rm -f "$name" >/dev/null 2>&1 || true
@@ -60,6 +79,19 @@ ms() {
   "$@" >/dev/null
   t1=$(date +%s%N)
   echo "scale=3; ($t1 - $t0) / 1000000" | bc
+}
+# Waits until the host's memory in use stops falling (the kernel frees a
+# removed container's cgroups and namespaces some time after it goes):
+# until it moves less than 2 MB in 10 s, at most 5 minutes.
+settle() {
+  local before after
+  for _ in $(seq 30); do
+    before=$(used_mb | cut -d, -f1)
+    sleep 10
+    after=$(used_mb | cut -d, -f1)
+    echo "$before $after" | awk '{ exit !(($1 - $2) < 2 && ($2 - $1) < 2) }' && return 0
+  done
+  echo "scale: memory still moving after 5 minutes ($before -> $after MB)" >&2
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -99,6 +131,19 @@ POLICY="$WORK/policy.toml"
   echo "  \"deny any\","
   echo "]"
 } >"$POLICY"
+# The same with the first rule changed, for `policy apply`.
+POLICY2="$WORK/policy2.toml"
+sed 's|10\.0\.1\.0/24:443|10.0.1.0/24:8443|' "$POLICY" >"$POLICY2"
+# Every other container's: 19 prefixes, then loopback.
+SMALL="$WORK/small.toml"
+{
+  echo "[network]"
+  echo "connect = ["
+  for i in $(seq 19); do echo "  \"allow tcp 10.200.$i.0/24:443\","; done
+  echo "  \"allow tcp 127.0.0.1/32\","
+  echo "  \"deny any\","
+  echo "]"
+} >"$SMALL"
 "$PALISADE" run -d --name probe --policy "$POLICY" -- sleep 1000000 >/dev/null
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -108,12 +153,12 @@ for _ in $(seq 100); do grep -q "serving metrics" "$WORK/agent.log" && break; sl
 grep -q "serving metrics" "$WORK/agent.log" || { cat "$WORK/agent.log" >&2; exit 1; }
 
 CSV="$OUT/scale.csv"
-echo "containers,start_ms,rm_ms,used_mb,shmem_mb,anon_mb,slab_mb,pagetables_mb,kstack_mb,percpu_mb,agent_rss_mb,agent_fds,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us" >"$CSV"
+echo "containers,start_ms,rm_ms,used_mb,shmem_mb,anon_mb,slab_mb,pagetables_mb,kstack_mb,percpu_mb,agent_rss_mb,agent_fds,ps_ms,stats_one_ms,stats_all_ms,show_ms,apply_ms,events_ms,scrape_ms,connect_us,connect_host_us" >"$CSV"
 
 measure() { # N
   local starts=() rms=() k
   for k in $(seq "$PROBES"); do
-    starts+=("$(ms "$PALISADE" run -d --name "extra$k" -- sleep 1000000)")
+    starts+=("$(ms "$PALISADE" run -d --name "extra$k" --policy "$SMALL" -- sleep 1000000)")
   done
   for k in $(seq "$PROBES"); do
     rms+=("$(ms "$PALISADE" rm -f "extra$k")")
@@ -130,6 +175,8 @@ measure() { # N
   line+=",$(ms "$PALISADE" stats probe)"
   line+=",$(ms "$PALISADE" stats)"
   line+=",$(ms "$PALISADE" policy show probe --json)"
+  APPLIED=$([ "${APPLIED:-}" = "$POLICY2" ] && echo "$POLICY" || echo "$POLICY2")
+  line+=",$(ms "$PALISADE" policy apply probe "$APPLIED")"
   line+=",$(ms "$PALISADE" events --since 1h --json)"
   line+=",$(ms curl -sf "http://127.0.0.1:$PORT/metrics")"
   line+=",$("$PALISADE" exec probe -- python3 -c "$CONNECT")"
@@ -138,25 +185,83 @@ measure() { # N
   echo "$line"
 }
 
-echo "containers,start_ms,rm_ms,used_mb,shmem_mb,anon_mb,slab_mb,pagetables_mb,kstack_mb,percpu_mb,agent_rss_mb,agent_fds,ps_ms,stats_one_ms,stats_all_ms,show_ms,events_ms,scrape_ms,connect_us,connect_host_us"
+echo "containers,start_ms,rm_ms,used_mb,shmem_mb,anon_mb,slab_mb,pagetables_mb,kstack_mb,percpu_mb,agent_rss_mb,agent_fds,ps_ms,stats_one_ms,stats_all_ms,show_ms,apply_ms,events_ms,scrape_ms,connect_us,connect_host_us"
 n=0
+settle
 measure 0
 while [ "$n" -lt "$MAX" ]; do
   for i in $(seq $((n + 1)) $((n + STEP))); do
-    "$PALISADE" run -d --name "c$i" -- sleep 1000000 >/dev/null
+    "$PALISADE" run -d --name "c$i" --policy "$SMALL" -- sleep 1000000 >/dev/null
   done
   n=$((n + STEP))
   measure "$n"
 done
 
-# Per added container, from the first row to the last.
-python3 - "$CSV" <<'PY'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-a, b = rows[0], rows[-1]
-n = int(b["containers"]) - int(a["containers"])
-for key in ("used_mb", "shmem_mb", "anon_mb", "slab_mb", "pagetables_mb", "kstack_mb", "percpu_mb"):
-    print(f"{key[:-3]} per added container: {(float(b[key]) - float(a[key])) * 1024 / n:.0f} KB")
+# The peer: runc containers, no monitor, no policy.
+RUNC_CSV="$OUT/runc.csv"
+ROOTFS="$HERE/../target/rootfs/busybox"
+rm -f "$RUNC_CSV"
+for name in $("$PALISADE" ps --json | python3 -c 'import json, sys; print(" ".join(c["name"] for c in json.load(sys.stdin)))'); do
+  "$PALISADE" rm -f "$name" >/dev/null
+done
+if command -v runc >/dev/null && [ -x "$ROOTFS/bin/busybox" ]; then
+  BUNDLE="$WORK/bundle"
+  mkdir -p "$BUNDLE"
+  (cd "$BUNDLE" && runc spec)
+  python3 - "$BUNDLE/config.json" "$(realpath "$ROOTFS")" <<'PY'
+import json, sys
+path, rootfs = sys.argv[1], sys.argv[2]
+spec = json.load(open(path))
+spec["root"] = {"path": rootfs, "readonly": True}
+spec["process"]["terminal"] = False
+spec["process"]["args"] = ["sleep", "1000000"]
+json.dump(spec, open(path, "w"), indent=2)
+PY
+  echo "containers,start_ms,used_mb,shmem_mb" >"$RUNC_CSV"
+  settle
+  runc_row() { # N
+    local starts=() k
+    for k in $(seq "$PROBES"); do
+      starts+=("$(ms runc --root "$RUNC_ROOT" run -d --bundle "$BUNDLE" "rextra$k" </dev/null)")
+      RUNC_NAMES+=("rextra$k")
+    done
+    for k in $(seq "$PROBES"); do runc --root "$RUNC_ROOT" delete -f "rextra$k" >/dev/null; done
+    sync
+    local line
+    line="$1,$(printf '%s\n' "${starts[@]}" | median),$(used_mb | cut -d, -f1,2)"
+    echo "$line" >>"$RUNC_CSV"
+    echo "runc: $line"
+  }
+  n=0
+  runc_row 0
+  while [ "$n" -lt "$MAX" ]; do
+    for i in $(seq $((n + 1)) $((n + STEP))); do
+      runc --root "$RUNC_ROOT" run -d --bundle "$BUNDLE" "r$i" </dev/null >/dev/null
+      RUNC_NAMES+=("r$i")
+    done
+    n=$((n + STEP))
+    runc_row "$n"
+  done
+else
+  echo "scale: SKIPPED the runc peer (no runc on PATH or no rootfs at $ROOTFS: cargo xtask rootfs)" >&2
+fi
+
+# Per added container, from the first row to the last, beside the peer.
+python3 - "$CSV" "$RUNC_CSV" <<'PY'
+import csv, os, sys
+def per_container(path, keys):
+    rows = list(csv.DictReader(open(path)))
+    a, b = rows[0], rows[-1]
+    n = int(b["containers"]) - int(a["containers"])
+    return {k: (float(b[k]) - float(a[k])) * 1024 / n for k in keys}
+keys = ("used_mb", "shmem_mb", "anon_mb", "slab_mb", "pagetables_mb", "kstack_mb", "percpu_mb")
+ours = per_container(sys.argv[1], keys)
+peer = per_container(sys.argv[2], keys[:2]) if os.path.exists(sys.argv[2]) else {}
+for key in keys:
+    line = f"{key[:-3]} per added container: palisade {ours[key]:.0f} KB"
+    if key in peer:
+        line += f", runc {peer[key]:.0f} KB, palisade - runc {ours[key] - peer[key]:.0f} KB"
+    print(line)
 PY
 
 VENV="$HERE/../target/bench/venv"
@@ -164,7 +269,11 @@ if ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
   python3 -m venv "$VENV" && "$VENV/bin/pip" install -q matplotlib || true
 fi
 if "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
-  "$VENV/bin/python" "$HERE/scale_plot.py" "$CSV" "$OUT/scale.svg"
+  if [ -f "$RUNC_CSV" ]; then
+    "$VENV/bin/python" "$HERE/scale_plot.py" "$CSV" "$OUT/scale.svg" "$RUNC_CSV"
+  else
+    "$VENV/bin/python" "$HERE/scale_plot.py" "$CSV" "$OUT/scale.svg"
+  fi
   echo "plot: $OUT/scale.svg"
 else
   echo "scale: no matplotlib, no plot (the CSV is $CSV)" >&2

@@ -2,7 +2,9 @@
 """Plots bench/scale.sh's CSV: command times and memory against the
 number of running containers.
 
-  scale_plot.py CSV SVG
+  scale_plot.py CSV SVG [RUNC_CSV]
+
+With RUNC_CSV (the peer: runc containers), its memory is drawn beside.
 """
 import csv
 import sys
@@ -19,13 +21,14 @@ TIMES = [
     ("stats_one_ms", "stats NAME"),
     ("stats_all_ms", "stats (all)"),
     ("show_ms", "policy show NAME"),
+    ("apply_ms", "policy apply NAME"),
     ("events_ms", "events --since 1h"),
     ("scrape_ms", "/metrics scrape (all)"),
 ]
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     rows = list(csv.DictReader(open(sys.argv[1])))
     n = [int(r["containers"]) for r in rows]
@@ -38,8 +41,16 @@ def main():
     times.set_yscale("log")
     times.set_title("command time")
     times.legend(fontsize="small")
-    memory.plot(n, col("used_mb"), marker="o", label="used")
+    memory.plot(n, col("used_mb"), marker="o", label="used, palisade")
     memory.plot(n, col("shmem_mb"), marker="o", label="Shmem")
+    if len(sys.argv) == 4:
+        peer = list(csv.DictReader(open(sys.argv[3])))
+        memory.plot(
+            [int(r["containers"]) for r in peer],
+            [float(r["used_mb"]) for r in peer],
+            marker="o",
+            label="used, runc (peer)",
+        )
     memory.set_xlabel("running containers")
     memory.set_ylabel("MB")
     memory.set_title("host memory")
