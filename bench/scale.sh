@@ -58,10 +58,31 @@ AGENT_PID=
 RUNC_ROOT="$WORK/runc"
 RUNC_NAMES=()
 
-cleanup() {
-  for name in "${RUNC_NAMES[@]}"; do
-    runc --root "$RUNC_ROOT" delete -f "$name" >/dev/null 2>&1 || true
+# Starts runc container NAME (detached) and records it.
+runc_start() {
+  runc --root "$RUNC_ROOT" run -d --bundle "$BUNDLE" "$1" </dev/null >/dev/null
+  RUNC_NAMES+=("$1")
+}
+
+# Removes runc container NAME: its process killed by pid (if it is still
+# that container's), then runc's record and cgroups; any cgroup directory
+# runc leaves (a removal that raced the process's exit) is removed too.
+runc_remove() {
+  local pid
+  pid=$(runc --root "$RUNC_ROOT" state "$1" 2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)["pid"])' 2>/dev/null || true)
+  if [ -n "$pid" ] && grep -q ":/$1\$" "/proc/$pid/cgroup" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  runc --root "$RUNC_ROOT" delete -f "$1" >/dev/null 2>&1 || true
+  local dir
+  for dir in /sys/fs/cgroup/*/"$1" /sys/fs/cgroup/"$1"; do
+    [ -d "$dir" ] && rmdir "$dir" 2>/dev/null || true
   done
+}
+
+cleanup() {
+  local name
+  for name in "${RUNC_NAMES[@]}"; do runc_remove "$name"; done
   [ -z "$AGENT_PID" ] || { kill "$AGENT_PID" 2>/dev/null || true; wait "$AGENT_PID" 2>/dev/null || true; }
   for name in $("$PALISADE" ps --json 2>/dev/null | python3 -c 'import json, sys; print(" ".join(c["name"] for c in json.load(sys.stdin)))' 2>/dev/null); do
     "$PALISADE" rm -f "$name" >/dev/null 2>&1 || true
@@ -222,10 +243,10 @@ PY
   runc_row() { # N
     local starts=() k
     for k in $(seq "$PROBES"); do
-      starts+=("$(ms runc --root "$RUNC_ROOT" run -d --bundle "$BUNDLE" "rextra$k" </dev/null)")
-      RUNC_NAMES+=("rextra$k")
+      starts+=("$(ms runc_start "rextra$k")")
+      RUNC_NAMES+=("rextra$k") # (recorded in the subshell only)
     done
-    for k in $(seq "$PROBES"); do runc --root "$RUNC_ROOT" delete -f "rextra$k" >/dev/null; done
+    for k in $(seq "$PROBES"); do runc_remove "rextra$k"; done
     sync
     local line
     line="$1,$(printf '%s\n' "${starts[@]}" | median),$(used_mb | cut -d, -f1,2)"
@@ -236,8 +257,7 @@ PY
   runc_row 0
   while [ "$n" -lt "$MAX" ]; do
     for i in $(seq $((n + 1)) $((n + STEP))); do
-      runc --root "$RUNC_ROOT" run -d --bundle "$BUNDLE" "r$i" </dev/null >/dev/null
-      RUNC_NAMES+=("r$i")
+      runc_start "r$i"
     done
     n=$((n + STEP))
     runc_row "$n"

@@ -455,3 +455,107 @@ fn a_control_the_kernel_lacks_stops_the_run() {
         sb.leftover_cgroups()
     );
 }
+
+/// The v1 cpu hierarchy's mount, if it has real-time group scheduling.
+fn rt_cpu_mount() -> Option<PathBuf> {
+    let hierarchies = Hierarchies::detect().ok()?;
+    let cpu = hierarchies
+        .v1
+        .iter()
+        .find(|h| h.controllers.iter().any(|c| c == "cpu"))?;
+    cpu.mount
+        .join("cpu.rt_runtime_us")
+        .exists()
+        .then(|| cpu.mount.clone())
+}
+
+/// The `palisade` parent's real-time grant (0 before palisade made it).
+fn palisade_rt_runtime(mount: &std::path::Path) -> u64 {
+    std::fs::read_to_string(mount.join("palisade/cpu.rt_runtime_us"))
+        .map_or(0, |t| t.trim().parse().expect("a number"))
+}
+
+/// `--cpu-rt-runtime 100000 --cpu-rt-period 1000000`: a SCHED_FIFO busy
+/// loop in the container gets about 10% of its CPU, never more than its
+/// budget (one period's runtime of slack for where the 3 s window starts),
+/// where a container without a budget cannot make a task real-time at
+/// all. The `palisade` parent's grant is raised to cover the container
+/// and lowered again once it is removed.
+#[test]
+fn a_real_time_task_takes_no_more_than_its_budget() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mount) = rt_cpu_mount() else {
+        support::skip(
+            "a_real_time_task_takes_no_more_than_its_budget",
+            "no cpu.rt_runtime_us (real-time group scheduling) on this host",
+        );
+        return;
+    };
+    let before = palisade_rt_runtime(&mount);
+    let sb = support::Sandbox::new("rt");
+    let script = "import os, time\n\
+                  try:\n\
+                  \x20   os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))\n\
+                  except OSError as e:\n\
+                  \x20   print('refused', e.errno)\n\
+                  \x20   raise SystemExit\n\
+                  t0, c0 = time.monotonic(), time.process_time()\n\
+                  while time.monotonic() - t0 < 3.0:\n\
+                  \x20   pass\n\
+                  print(time.process_time() - c0, time.monotonic() - t0)\n";
+    let run = |name: &str, extra: &[&str]| {
+        let out = sb
+            .palisade()
+            .args([
+                "run",
+                "--name",
+                name,
+                "--cap-add",
+                "SYS_NICE",
+                "--cpuset",
+                "0",
+            ])
+            .args(extra)
+            .args(["--", "python3", "-c", script])
+            .output()
+            .unwrap();
+        support::ok(&out)
+    };
+    assert_eq!(
+        run(&format!("{}-none", sb.name), &[]).trim(),
+        "refused 1",
+        "no budget: EPERM for SCHED_FIFO"
+    );
+    let out = run(
+        &sb.name,
+        &["--cpu-rt-runtime", "100000", "--cpu-rt-period", "1000000"],
+    );
+    let (cpu, wall) = out
+        .trim()
+        .split_once(' ')
+        .map(|(c, w)| (c.parse::<f64>().unwrap(), w.parse::<f64>().unwrap()))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        cpu <= 0.1 * wall + 0.1,
+        "{cpu:.3} s of CPU in {wall:.3} s: more than 100 ms per second"
+    );
+    assert!(
+        cpu >= 0.05 * wall,
+        "{cpu:.3} s of CPU in {wall:.3} s: the real-time task barely ran"
+    );
+    assert_eq!(palisade_rt_runtime(&mount), before, "the grant is returned");
+    // A runtime longer than its period, or a period alone, is bad input.
+    for flags in [
+        &["--cpu-rt-runtime", "2000000"][..],
+        &["--cpu-rt-period", "100000"][..],
+    ] {
+        let out = sb
+            .palisade()
+            .args(["run", "--name", &format!("{}-bad", sb.name)])
+            .args(flags)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", support::describe(&out));
+    }
+}

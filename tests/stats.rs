@@ -317,3 +317,78 @@ fn watch_refreshes_until_ended() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Where a container's memory is, from its memory controller: 24 MiB
+/// written to a memfd are shared memory (and page cache), 32 MiB touched
+/// in a bytearray anonymous memory, in `stats --json` and in `/metrics`.
+#[test]
+fn memory_detail_shows_shared_and_anonymous_memory() {
+    let sb = Sandbox::new("memdetail");
+    let script = "import os, time\n\
+                  fd = os.memfd_create('detail')\n\
+                  os.write(fd, b'x' * (24 << 20))\n\
+                  anon = bytearray(32 << 20)\n\
+                  for i in range(0, len(anon), 4096):\n\
+                  \x20   anon[i] = 1\n\
+                  print('ready', flush=True)\n\
+                  time.sleep(600)\n";
+    let out = sb
+        .palisade()
+        .args(["run", "-d", "--name", &sb.name, "--memory", "256M", "--"])
+        .args(["python3", "-c", script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::describe(&out));
+    const MIB: u64 = 1 << 20;
+    // Until the workload has written and touched it all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let logs = sb.palisade().args(["logs", &sb.name]).output().unwrap();
+        if String::from_utf8_lossy(&logs.stdout).contains("ready") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workload never got ready: {}",
+            support::describe(&logs)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let all = stats_json(&sb, &[&sb.name]);
+    let m = all[0]["cgroup"]["memory_stat"].clone();
+    let field = |name: &str| m[name].as_u64().unwrap_or_else(|| panic!("{name} in {m}"));
+    assert!(field("shmem_bytes") >= 24 * MIB, "{m}");
+    assert!(
+        field("page_cache_bytes") >= 24 * MIB,
+        "shmem is page cache: {m}"
+    );
+    // Shared memory is swap-backed: it sits on the anonymous lists.
+    assert!(
+        field("active_anon_bytes") + field("inactive_anon_bytes") >= 56 * MIB,
+        "{m}"
+    );
+    assert!(field("mapped_file_bytes") < 256 * MIB, "{m}");
+    let _ = field("active_file_bytes") + field("inactive_file_bytes") + field("major_faults");
+
+    let agent = metrics_agent(&sb);
+    let (_, body) = get(&agent.metrics_url());
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("the Prometheus text parser reads /metrics");
+    let shmem = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "palisade_container_memory_stat_bytes"
+                && s.labels.get("container") == Some(sb.name.as_str())
+                && s.labels.get("kind") == Some("shmem")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        });
+    assert!(shmem.is_some_and(|v| v >= (24 * MIB) as f64), "{shmem:?}");
+    assert!(
+        body.contains("palisade_container_major_page_faults_total{container=\""),
+        "the major fault counter"
+    );
+}

@@ -91,6 +91,14 @@ pub const METRICS: &[(&str, &str)] = &[
         "palisade_container_swap_usage_bytes",
         "Swap in use (cgroup).",
     ),
+    (
+        "palisade_container_memory_stat_bytes",
+        "Memory by kind, from the cgroup's memory.stat (whole subtree).",
+    ),
+    (
+        "palisade_container_major_page_faults_total",
+        "Page faults that read from storage (cgroup memory.stat pgmajfault).",
+    ),
     ("palisade_container_pids", "Tasks in the container."),
     (
         "palisade_container_pids_limit",
@@ -232,6 +240,11 @@ pub fn render(all: &[ContainerStats]) -> String {
     let memory_high = c("palisade_container_memory_high_events_total");
     let oom_kills = c("palisade_container_oom_kills_total");
     let swap = g("palisade_container_swap_usage_bytes");
+    let memory_stat = f.gauge(
+        "palisade_container_memory_stat_bytes",
+        &["container", "kind"],
+    );
+    let major_faults = c("palisade_container_major_page_faults_total");
     let pids = g("palisade_container_pids");
     let pids_limit = g("palisade_container_pids_limit");
     let cgroup_cpu = f.seconds("palisade_container_cgroup_cpu_seconds_total");
@@ -301,6 +314,20 @@ pub fn render(all: &[ContainerStats]) -> String {
             add(&memory_high, cg.memory_high_events);
             add(&oom_kills, cg.oom_kills);
             set(&swap, cg.swap_bytes);
+            if let Some(m) = &cg.memory_stat {
+                for (kind, v) in [
+                    ("active_anon", m.active_anon_bytes),
+                    ("inactive_anon", m.inactive_anon_bytes),
+                    ("active_file", m.active_file_bytes),
+                    ("inactive_file", m.inactive_file_bytes),
+                    ("page_cache", m.page_cache_bytes),
+                    ("shmem", m.shmem_bytes),
+                    ("mapped_file", m.mapped_file_bytes),
+                ] {
+                    memory_stat.with_label_values(&[name, kind]).set(v as i64);
+                }
+                major_faults.with_label_values(one).inc_by(m.major_faults);
+            }
             set(&pids, cg.pids);
             set(&pids_limit, cg.pids_limit);
             if let Some(ns) = cg.cpu_usage_ns {

@@ -25,7 +25,7 @@ use std::{
 use thiserror::Error;
 
 use super::ContainerCgroups;
-use crate::spec::{Device, ResourceLimits, Swap};
+use crate::spec::{Device, ResourceLimits, RtBandwidth, Swap};
 
 #[derive(Debug, Error)]
 pub enum LimitError {
@@ -50,7 +50,15 @@ pub enum LimitError {
     Read { file: PathBuf, source: io::Error },
     #[error("resources: cannot use device {}: {reason}", path.display())]
     Device { path: PathBuf, reason: String },
+    #[error(
+        "resources.cpu_rt_runtime: this host has no real-time group scheduling: {} does not exist (it needs a kernel built with CONFIG_RT_GROUP_SCHED and the cgroup v1 cpu controller; cgroup v2 has no real-time budget)", file.display()
+    )]
+    NoRtGroups { file: PathBuf },
 }
+
+/// The v1 real-time group scheduling files (CONFIG_RT_GROUP_SCHED).
+const RT_RUNTIME: &str = "cpu.rt_runtime_us";
+const RT_PERIOD: &str = "cpu.rt_period_us";
 
 /// One kernel setting, before it is rendered for v1 or v2.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +75,7 @@ enum Setting {
         weight: u16,
         shares: u64,
     },
+    CpuRt(RtBandwidth),
     Cpus(String),
     Mems(String),
     Pids(u64),
@@ -90,7 +99,7 @@ impl Setting {
     fn controller(&self) -> &'static str {
         match self {
             Setting::Memory(_) | Setting::MemoryHigh(_) | Setting::Swap(..) => "memory",
-            Setting::Cpu { .. } | Setting::CpuWeight { .. } => "cpu",
+            Setting::Cpu { .. } | Setting::CpuWeight { .. } | Setting::CpuRt(_) => "cpu",
             Setting::Cpus(_) | Setting::Mems(_) => "cpuset",
             Setting::Pids(_) => "pids",
             // v1 calls it blkio, v2 io; the v1 name is looked up first.
@@ -122,6 +131,10 @@ impl Setting {
                 ("cpu.cfs_quota_us", quota_us.to_string()),
             ],
             Setting::CpuWeight { shares, .. } => vec![("cpu.shares", shares.to_string())],
+            Setting::CpuRt(rt) => vec![
+                (RT_PERIOD, rt.period_us.to_string()),
+                (RT_RUNTIME, rt.runtime_us.to_string()),
+            ],
             Setting::Cpus(c) => vec![("cpuset.cpus", c.clone())],
             Setting::Mems(m) => vec![("cpuset.mems", m.clone())],
             Setting::Pids(n) => vec![("pids.max", n.to_string())],
@@ -161,6 +174,8 @@ impl Setting {
                 period_us,
             } => one("cpu.max", format!("{quota_us} {period_us}")),
             Setting::CpuWeight { weight, .. } => one("cpu.weight", weight.to_string()),
+            // Never reached: `writes` refuses it on v2, which has no such file.
+            Setting::CpuRt(rt) => one(RT_RUNTIME, rt.runtime_us.to_string()),
             Setting::Cpus(c) => one("cpuset.cpus", c.clone()),
             Setting::Mems(m) => one("cpuset.mems", m.clone()),
             Setting::Pids(n) => one("pids.max", n.to_string()),
@@ -200,6 +215,9 @@ fn settings(limits: &ResourceLimits) -> Result<Vec<Setting>, LimitError> {
     }
     if let (Some(weight), Some(shares)) = (limits.cpu_weight, limits.cpu_shares()) {
         s.push(Setting::CpuWeight { weight, shares });
+    }
+    if let Some(rt) = limits.cpu_rt {
+        s.push(Setting::CpuRt(rt));
     }
     if let Some(c) = &limits.cpuset {
         s.push(Setting::Cpus(c.clone()));
@@ -325,6 +343,10 @@ fn writes(
 ) -> Result<Vec<(PathBuf, String)>, LimitError> {
     let mut out = Vec::new();
     for setting in &settings(limits)? {
+        if let Setting::CpuRt(rt) = setting {
+            out.extend(rt_writes(cgroups, *rt)?);
+            continue;
+        }
         if let Some(dir) = cgroups.v1_dir(setting.controller()) {
             for (file, value) in setting.v1_writes() {
                 out.push((dir.join(file), value));
@@ -338,6 +360,126 @@ fn writes(
         }
     }
     Ok(out)
+}
+
+/// The writes that give the container real-time bandwidth `rt`: first the
+/// `palisade` parent's budget raised to cover it with every other
+/// container's (a cgroup's real-time tasks can only run within what each
+/// ancestor grants), then the container's own period and runtime. A
+/// parent that is not `palisade` (an enclosing container's, `--parent`)
+/// is not changed: the kernel refuses a runtime it does not cover.
+fn rt_writes(
+    cgroups: &ContainerCgroups,
+    rt: RtBandwidth,
+) -> Result<Vec<(PathBuf, String)>, LimitError> {
+    let Some(dir) = cgroups
+        .v1_dir("cpu")
+        .filter(|d| d.join(RT_RUNTIME).exists())
+    else {
+        let base = cgroups.v1_dir("cpu").unwrap_or(cgroups.unified());
+        return Err(LimitError::NoRtGroups {
+            file: base.join(RT_RUNTIME),
+        });
+    };
+    let mut out = Vec::new();
+    if let Some(parent) = dir.parent().filter(|p| p.ends_with("palisade")) {
+        let need = rt_budget(parent, Some((dir, rt)))?;
+        if need > read_u64(&parent.join(RT_RUNTIME))? {
+            out.push((parent.join(RT_RUNTIME), need.to_string()));
+        }
+    }
+    out.push((dir.join(RT_PERIOD), rt.period_us.to_string()));
+    out.push((dir.join(RT_RUNTIME), rt.runtime_us.to_string()));
+    Ok(out)
+}
+
+/// The real-time runtime `parent` must grant in its own period so that
+/// every child's bandwidth fits, with `own`'s replaced by the one given:
+/// the sum of runtime / period over them, rounded up.
+fn rt_budget(parent: &Path, own: Option<(&Path, RtBandwidth)>) -> Result<u64, LimitError> {
+    let period = u128::from(read_u64(&parent.join(RT_PERIOD))?);
+    let mut need: u128 = 0;
+    let mut add = |bw: RtBandwidth| {
+        if bw.period_us > 0 {
+            need += (u128::from(bw.runtime_us) * period).div_ceil(u128::from(bw.period_us));
+        }
+    };
+    for entry in fs::read_dir(parent)
+        .map_err(|source| LimitError::Read {
+            file: parent.to_path_buf(),
+            source,
+        })?
+        .flatten()
+    {
+        let child = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) || own.is_some_and(|(d, _)| d == child) {
+            continue;
+        }
+        // A child that has just gone reads as nothing.
+        let (Ok(runtime_us), Ok(period_us)) = (
+            read_u64(&child.join(RT_RUNTIME)),
+            read_u64(&child.join(RT_PERIOD)),
+        ) else {
+            continue;
+        };
+        add(RtBandwidth {
+            runtime_us,
+            period_us,
+        });
+    }
+    if let Some((_, bw)) = own {
+        add(bw);
+    }
+    Ok(u64::try_from(need).unwrap_or(u64::MAX))
+}
+
+/// Before a container's emptied cgroup `dir` is removed: its real-time
+/// runtime, if any, is set to 0, since the kernel keeps counting a removed
+/// group's runtime against its parent until it has freed it, which would
+/// stop [`return_rt_budget`] from lowering the parent's.
+pub(super) fn drop_rt_runtime(dir: &Path) {
+    let file = dir.join(RT_RUNTIME);
+    if read_u64(&file).is_ok_and(|runtime| runtime > 0) {
+        let _ = write_file(&file, "0");
+    }
+}
+
+/// After a container's cgroup `removed` went: if it was under the
+/// `palisade` parent of the v1 cpu hierarchy and that parent grants
+/// real-time time, the grant is lowered to what the containers left need,
+/// so that palisade holds none of the host's real-time budget it does not
+/// use.
+pub(super) fn return_rt_budget(removed: &Path) {
+    let Some(parent) = removed.parent().filter(|p| p.ends_with("palisade")) else {
+        return;
+    };
+    let file = parent.join(RT_RUNTIME);
+    let Ok(have) = read_u64(&file) else {
+        return;
+    };
+    if have == 0 {
+        return;
+    }
+    if let Ok(need) = rt_budget(parent, None)
+        && need < have
+    {
+        let _ = write_file(&file, &need.to_string());
+    }
+}
+
+/// A control file holding one unsigned number.
+fn read_u64(path: &Path) -> Result<u64, LimitError> {
+    let text = fs::read_to_string(path).map_err(|source| LimitError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    text.trim().parse().map_err(|_| LimitError::Read {
+        file: path.to_path_buf(),
+        source: io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a number: {:?}", text.trim()),
+        ),
+    })
 }
 
 /// Writes an existing control file (never creates one: an absent file is

@@ -527,10 +527,14 @@ pub fn remove_dirs<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Result<(), C
 }
 
 fn remove_dir_patiently(dir: &Path) -> Result<(), CgroupError> {
+    limits::drop_rt_runtime(dir);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                limits::return_rt_budget(dir);
+                return Ok(());
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
                 thread::sleep(Duration::from_millis(10));

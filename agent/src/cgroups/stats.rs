@@ -39,6 +39,60 @@ pub struct CgroupStats {
     pub io_write_bytes: Option<u64>,
     pub io_read_ops: Option<u64>,
     pub io_write_ops: Option<u64>,
+    /// Where the memory is, from `memory.stat`; `None` without a memory
+    /// controller.
+    pub memory_stat: Option<MemoryDetail>,
+}
+
+/// A container's memory by kind, from its memory controller's
+/// `memory.stat` (v2 names, or v1's `total_*` ones). Like `memory_bytes`,
+/// each counts the cgroup's whole subtree, nested containers included.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MemoryDetail {
+    /// Anonymous memory on the active and inactive LRU lists.
+    pub active_anon_bytes: u64,
+    pub inactive_anon_bytes: u64,
+    /// File-backed memory (page cache) on the active and inactive lists.
+    pub active_file_bytes: u64,
+    pub inactive_file_bytes: u64,
+    /// All page cache, shmem and tmpfs included (v2 `file`, v1 `cache`).
+    pub page_cache_bytes: u64,
+    /// Shared memory and tmpfs.
+    pub shmem_bytes: u64,
+    /// Page cache mapped into processes (v2 `file_mapped`, v1
+    /// `mapped_file`).
+    pub mapped_file_bytes: u64,
+    /// Page faults that had to read from storage.
+    pub major_faults: u64,
+}
+
+impl MemoryDetail {
+    /// From the text of `memory.stat`; v1 when it has `total_` keys.
+    /// `None` if a field is missing (a kernel that names it otherwise).
+    fn parse(text: &str) -> Option<Self> {
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        };
+        let v1 = value("total_cache").is_some();
+        let field = |v2: &str, v1_name: &str| {
+            if v1 {
+                value(&format!("total_{v1_name}"))
+            } else {
+                value(v2)
+            }
+        };
+        Some(Self {
+            active_anon_bytes: field("active_anon", "active_anon")?,
+            inactive_anon_bytes: field("inactive_anon", "inactive_anon")?,
+            active_file_bytes: field("active_file", "active_file")?,
+            inactive_file_bytes: field("inactive_file", "inactive_file")?,
+            page_cache_bytes: field("file", "cache")?,
+            shmem_bytes: field("shmem", "shmem")?,
+            mapped_file_bytes: field("file_mapped", "mapped_file")?,
+            major_faults: field("pgmajfault", "pgmajfault")?,
+        })
+    }
 }
 
 /// The statistics of a container whose cgroup directories (every
@@ -67,6 +121,15 @@ pub fn read(dirs: &[PathBuf]) -> CgroupStats {
             .zip(s.memory_bytes)
             .map(|(both, memory)| both.saturating_sub(memory));
     }
+    // v2's memory.stat is where memory.current is; a v1 one in the memory
+    // hierarchy.
+    let stat = match find("memory.current") {
+        Some(current) => Some(current.with_file_name("memory.stat")),
+        None => find("memory.usage_in_bytes").map(|p| p.with_file_name("memory.stat")),
+    };
+    s.memory_stat = stat
+        .and_then(|p| fs::read_to_string(p).ok())
+        .and_then(|text| MemoryDetail::parse(&text));
     s.pids = number("pids.current");
     s.pids_limit = number("pids.max");
 
@@ -227,6 +290,10 @@ mod tests {
             ("memory.max", "max\n"),
             ("memory.events", "low 0\nhigh 3\nmax 1\noom 1\noom_kill 1\n"),
             ("memory.swap.current", "0\n"),
+            (
+                "memory.stat",
+                "anon 900\nfile 70\nfile_mapped 20\nshmem 10\nactive_anon 800\ninactive_anon 100\nactive_file 30\ninactive_file 40\npgfault 99\npgmajfault 5\n",
+            ),
             ("pids.current", "4\n"),
             ("pids.max", "64\n"),
             (
@@ -257,6 +324,16 @@ mod tests {
                 io_write_bytes: Some(202),
                 io_read_ops: Some(4),
                 io_write_ops: Some(6),
+                memory_stat: Some(MemoryDetail {
+                    active_anon_bytes: 800,
+                    inactive_anon_bytes: 100,
+                    active_file_bytes: 30,
+                    inactive_file_bytes: 40,
+                    page_cache_bytes: 70,
+                    shmem_bytes: 10,
+                    mapped_file_bytes: 20,
+                    major_faults: 5,
+                }),
             }
         );
         fs::remove_dir_all(dir).unwrap();
@@ -269,6 +346,12 @@ mod tests {
             ("memory.max_usage_in_bytes", "8192\n"),
             ("memory.limit_in_bytes", "9223372036854771712\n"),
             ("memory.memsw.usage_in_bytes", "5000\n"),
+            // The cgroup's own first, then its subtree's (`total_`).
+            (
+                "memory.stat",
+                "cache 1\nrss 2\nshmem 3\nmapped_file 4\npgmajfault 5\ninactive_anon 6\nactive_anon 7\ninactive_file 8\nactive_file 9\n\
+                 total_cache 10\ntotal_rss 20\ntotal_shmem 30\ntotal_mapped_file 40\ntotal_pgmajfault 50\ntotal_inactive_anon 60\ntotal_active_anon 70\ntotal_inactive_file 80\ntotal_active_file 90\n",
+            ),
             (
                 "memory.oom_control",
                 "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
@@ -302,6 +385,19 @@ mod tests {
         assert_eq!(s.cpu_throttled_ns, Some(900));
         assert_eq!((s.io_read_bytes, s.io_write_bytes), (Some(10), Some(20)));
         assert_eq!((s.io_read_ops, s.io_write_ops), (Some(1), Some(2)));
+        assert_eq!(
+            s.memory_stat,
+            Some(MemoryDetail {
+                active_anon_bytes: 70,
+                inactive_anon_bytes: 60,
+                active_file_bytes: 90,
+                inactive_file_bytes: 80,
+                page_cache_bytes: 10,
+                shmem_bytes: 30,
+                mapped_file_bytes: 40,
+                major_faults: 50,
+            })
+        );
         for d in dirs {
             fs::remove_dir_all(d).unwrap();
         }

@@ -152,6 +152,14 @@ pub struct ResourceFlags {
     /// CPU proportional share, 1-10000 (default 100).
     #[arg(long, value_name = "WEIGHT")]
     pub cpu_weight: Option<String>,
+    /// Real-time CPU time, in microseconds per period, for the
+    /// container's SCHED_FIFO/SCHED_RR tasks together (cgroup v1 with
+    /// real-time group scheduling only).
+    #[arg(long, value_name = "US")]
+    pub cpu_rt_runtime: Option<String>,
+    /// The period of --cpu-rt-runtime, microseconds (default 1000000).
+    #[arg(long, value_name = "US")]
+    pub cpu_rt_period: Option<String>,
     /// CPUs the container may run on (e.g. 0-1,3).
     #[arg(long, value_name = "LIST")]
     pub cpuset: Option<String>,
@@ -180,6 +188,8 @@ impl ResourceFlags {
             ("memory_swap", &self.memory_swap),
             ("cpu", &self.cpu),
             ("cpu_weight", &self.cpu_weight),
+            ("cpu_rt_runtime", &self.cpu_rt_runtime),
+            ("cpu_rt_period", &self.cpu_rt_period),
             ("cpuset", &self.cpuset),
             ("mems", &self.mems),
             ("pids", &self.pids),

@@ -43,6 +43,10 @@ pub struct Cpu {
     pub period_us: Option<u64>,
     /// Relative weight, 1-10000 (100 is the default share).
     pub weight: Option<u16>,
+    /// Real-time time its SCHED_FIFO/SCHED_RR tasks may take together
+    /// every `rt_period_us`; `null`: none (they cannot run real-time).
+    pub rt_runtime_us: Option<u64>,
+    pub rt_period_us: Option<u64>,
     /// CPUs it may run on (`"0-1"`), and memory nodes.
     pub cpuset: Option<String>,
     pub mems: Option<String>,
@@ -100,6 +104,8 @@ impl Limits {
                 quota_us: None,
                 period_us: None,
                 weight: None,
+                rt_runtime_us: None,
+                rt_period_us: None,
                 cpuset: None,
                 mems: None,
             },
@@ -141,6 +147,8 @@ impl Limits {
             quota_us: r.cpu.map(|q| q.quota_us),
             period_us: r.cpu.map(|q| q.period_us),
             weight: r.cpu_weight,
+            rt_runtime_us: r.cpu_rt.map(|rt| rt.runtime_us),
+            rt_period_us: r.cpu_rt.map(|rt| rt.period_us),
             cpuset: r.cpuset.clone(),
             mems: r.mems.clone(),
         };
@@ -165,6 +173,10 @@ impl Limits {
             c.period_us = Some(q.period_us);
         }
         c.weight = r.cpu_weight.or(c.weight);
+        if let Some(rt) = r.cpu_rt {
+            c.rt_runtime_us = Some(rt.runtime_us);
+            c.rt_period_us = Some(rt.period_us);
+        }
         c.cpuset = r.cpuset.clone().or(c.cpuset.take());
         c.mems = r.mems.clone().or(c.mems.take());
         self.pids.max = r.pids.or(self.pids.max);

@@ -28,6 +28,12 @@ pub struct Resources {
     pub cpu: Option<Spanned<Value>>,
     /// Relative CPU weight, 1-10000 (v2 semantics, default 100).
     pub cpu_weight: Option<Spanned<Value>>,
+    /// Real-time CPU time, in microseconds, that the container's
+    /// SCHED_FIFO and SCHED_RR tasks may take together every
+    /// `cpu_rt_period` (v1 `cpu.rt_runtime_us`).
+    pub cpu_rt_runtime: Option<Spanned<Value>>,
+    /// The period of `cpu_rt_runtime`, microseconds (default 1000000).
+    pub cpu_rt_period: Option<Spanned<Value>>,
     /// CPUs the container may run on: `"0-1,3"`.
     pub cpuset: Option<Spanned<Value>>,
     /// Memory nodes the container may allocate from: `"0"`.
@@ -87,6 +93,7 @@ pub struct ResourceLimits {
     pub memory_swap: Option<Swap>,
     pub cpu: Option<CpuQuota>,
     pub cpu_weight: Option<u16>,
+    pub cpu_rt: Option<RtBandwidth>,
     pub cpuset: Option<String>,
     pub mems: Option<String>,
     pub pids: Option<u64>,
@@ -109,6 +116,19 @@ pub struct CpuQuota {
     pub quota_us: u64,
     pub period_us: u64,
 }
+
+/// Real-time bandwidth: the container's real-time tasks may run
+/// `runtime_us` every `period_us`, then wait for the next period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RtBandwidth {
+    pub runtime_us: u64,
+    pub period_us: u64,
+}
+
+/// The kernel's default real-time period (`kernel.sched_rt_period_us`).
+pub const RT_PERIOD_US: u64 = 1_000_000;
+/// The real-time periods palisade accepts: 1 ms to 1 s.
+const RT_PERIODS_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
 
 /// The CFS period palisade uses (the kernel's default).
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -142,6 +162,7 @@ impl ResourceLimits {
             memory_swap: other.memory_swap.or(self.memory_swap),
             cpu: other.cpu.or(self.cpu),
             cpu_weight: other.cpu_weight.or(self.cpu_weight),
+            cpu_rt: other.cpu_rt.or(self.cpu_rt),
             cpuset: other.cpuset.or(self.cpuset),
             mems: other.mems.or(self.mems),
             pids: other.pids.or(self.pids),
@@ -176,6 +197,8 @@ pub const FIELDS: &[&str] = &[
     "memory_swap",
     "cpu",
     "cpu_weight",
+    "cpu_rt_runtime",
+    "cpu_rt_period",
     "cpuset",
     "mems",
     "pids",
@@ -205,6 +228,8 @@ impl Resources {
                 "memory_swap" => &mut r.memory_swap,
                 "cpu" => &mut r.cpu,
                 "cpu_weight" => &mut r.cpu_weight,
+                "cpu_rt_runtime" => &mut r.cpu_rt_runtime,
+                "cpu_rt_period" => &mut r.cpu_rt_period,
                 "cpuset" => &mut r.cpuset,
                 "mems" => &mut r.mems,
                 "pids" => &mut r.pids,
@@ -247,6 +272,20 @@ impl Resources {
         })?;
         let cpu = field(&self.cpu, "cpu", cpus)?;
         let cpu_weight = field(&self.cpu_weight, "cpu_weight", weight)?;
+        let rt_runtime = field(&self.cpu_rt_runtime, "cpu_rt_runtime", |v| {
+            microseconds(v).and_then(positive)
+        })?;
+        let rt_period = field(&self.cpu_rt_period, "cpu_rt_period", |v| {
+            let us = microseconds(v)?;
+            if !RT_PERIODS_US.contains(&us) {
+                return Err(format!(
+                    "period {v} out of range {}-{} microseconds (1 ms to 1 s)",
+                    RT_PERIODS_US.start(),
+                    RT_PERIODS_US.end()
+                ));
+            }
+            Ok(us)
+        })?;
         let cpuset = field(&self.cpuset, "cpuset", |v| id_list(v, "cpu list"))?;
         let mems = field(&self.mems, "mems", |v| id_list(v, "node list"))?;
         let pids = field(&self.pids, "pids", |v| {
@@ -289,6 +328,31 @@ impl Resources {
                 ));
             }
         }
+        let cpu_rt = match (rt_runtime, rt_period) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(relation(
+                    &self.cpu_rt_period,
+                    "cpu_rt_period",
+                    "needs resources.cpu_rt_runtime (the real-time time allowed in each period)"
+                        .into(),
+                ));
+            }
+            (Some(runtime_us), period) => {
+                let period_us = period.unwrap_or(RT_PERIOD_US);
+                if runtime_us > period_us {
+                    return Err(relation(
+                        &self.cpu_rt_runtime,
+                        "cpu_rt_runtime",
+                        format!("is longer than its period ({period_us} microseconds)"),
+                    ));
+                }
+                Some(RtBandwidth {
+                    runtime_us,
+                    period_us,
+                })
+            }
+        };
         if let (Some(high), Some(mem)) = (memory_high, memory)
             && high > mem
         {
@@ -306,6 +370,7 @@ impl Resources {
             memory_swap,
             cpu,
             cpu_weight,
+            cpu_rt,
             cpuset,
             mems,
             pids,
@@ -353,6 +418,12 @@ fn integer(v: &Value) -> Result<i64, String> {
             .map_err(|_| format!("invalid integer {s:?}")),
         Value::Float(x) => Err(format!("invalid integer {x} (expected a whole number)")),
     }
+}
+
+/// A whole number of microseconds, at least 0.
+fn microseconds(v: &Value) -> Result<u64, String> {
+    let n = integer(v).map_err(|e| format!("{e} (microseconds)"))?;
+    u64::try_from(n).map_err(|_| format!("invalid duration {v} (negative)"))
 }
 
 fn weight(v: &Value) -> Result<u16, String> {
@@ -529,6 +600,40 @@ mod tests {
 
     fn flags(pairs: &[(&str, &str)]) -> Result<ResourceLimits, ResourceError> {
         Resources::from_flags(pairs)?.validate()
+    }
+
+    #[test]
+    fn real_time_bandwidth_is_checked() {
+        let rt = |pairs: &[(&str, &str)]| flags(pairs).unwrap().cpu_rt;
+        assert_eq!(
+            rt(&[("cpu_rt_runtime", "100000")]),
+            Some(RtBandwidth {
+                runtime_us: 100_000,
+                period_us: RT_PERIOD_US
+            })
+        );
+        assert_eq!(
+            rt(&[("cpu_rt_runtime", "500"), ("cpu_rt_period", "1000")]),
+            Some(RtBandwidth {
+                runtime_us: 500,
+                period_us: 1000
+            })
+        );
+        for (pairs, field) in [
+            (&[("cpu_rt_period", "1000")][..], "resources.cpu_rt_period"),
+            (
+                &[("cpu_rt_runtime", "2000"), ("cpu_rt_period", "1000")][..],
+                "resources.cpu_rt_runtime",
+            ),
+            (&[("cpu_rt_runtime", "0")][..], "resources.cpu_rt_runtime"),
+            (&[("cpu_rt_runtime", "-5")][..], "resources.cpu_rt_runtime"),
+            (
+                &[("cpu_rt_runtime", "10"), ("cpu_rt_period", "10")][..],
+                "resources.cpu_rt_period",
+            ),
+        ] {
+            assert_eq!(flags(pairs).unwrap_err().field, field, "{pairs:?}");
+        }
     }
 
     #[test]

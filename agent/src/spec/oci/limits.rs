@@ -8,12 +8,13 @@
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources, LinuxThrottleDevice};
 
 use super::{Cx, OciError};
-use crate::spec::{CpuQuota, Device, DeviceRate, ResourceLimits, Swap, parse_id_list};
+use crate::spec::{CpuQuota, Device, DeviceRate, ResourceLimits, RtBandwidth, Swap, parse_id_list};
 
 /// The kernel's bounds on a CFS period, and its smallest quota (µs).
 const CPU_PERIOD_RANGE: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
 const CPU_MIN_QUOTA_US: i64 = 1_000;
 const DEFAULT_PERIOD_US: u64 = crate::spec::CPU_PERIOD_US;
+const RT_PERIOD_US: u64 = crate::spec::RT_PERIOD_US;
 
 impl Cx {
     pub(super) fn resources(&mut self, r: &LinuxResources) -> Result<ResourceLimits, OciError> {
@@ -175,12 +176,8 @@ impl Cx {
         }
         l.cpuset = self.id_list("linux.resources.cpu.cpus", c.cpus().as_deref())?;
         l.mems = self.id_list("linux.resources.cpu.mems", c.mems().as_deref())?;
+        l.cpu_rt = self.realtime(c.realtime_runtime(), c.realtime_period())?;
         let unsupported = "is not supported by palisade; remove it";
-        self.refuse(
-            c.realtime_runtime().is_some() || c.realtime_period().is_some(),
-            "linux.resources.cpu.realtimeRuntime",
-            unsupported,
-        )?;
         self.refuse(
             c.idle().is_some_and(|i| i != 0),
             "linux.resources.cpu.idle",
@@ -191,6 +188,36 @@ impl Cx {
             "linux.resources.cpu.burst",
             unsupported,
         )
+    }
+
+    /// `realtimeRuntime` and `realtimePeriod` (µs) as real-time bandwidth;
+    /// a runtime of 0 (or none) is none, as the kernel's default.
+    fn realtime(
+        &self,
+        runtime: Option<i64>,
+        period: Option<u64>,
+    ) -> Result<Option<RtBandwidth>, OciError> {
+        let period_us = match period {
+            None | Some(0) => RT_PERIOD_US,
+            Some(p) if (1_000..=1_000_000).contains(&p) => p,
+            Some(p) => {
+                return Err(self.err(
+                    "linux.resources.cpu.realtimePeriod",
+                    format!("{p} is out of range 1000-1000000 (µs)"),
+                ));
+            }
+        };
+        match runtime {
+            None | Some(0) => Ok(None),
+            Some(r) if r > 0 && r as u64 <= period_us => Ok(Some(RtBandwidth {
+                runtime_us: r as u64,
+                period_us,
+            })),
+            Some(r) => Err(self.err(
+                "linux.resources.cpu.realtimeRuntime",
+                format!("{r} is invalid: between 1 and the period, {period_us} µs"),
+            )),
+        }
     }
 
     fn id_list(&self, field: &str, v: Option<&str>) -> Result<Option<String>, OciError> {

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::spec::{CpuQuota, Device, DeviceRate, Swap};
+use crate::spec::{CpuQuota, Device, DeviceRate, RtBandwidth, Swap};
 
 /// A bundle directory with an empty `rootfs/`, removed on drop.
 struct Dir(PathBuf);
@@ -173,6 +173,7 @@ fn full_bundle_maps_every_field() {
                 "memory": {"limit": 268435456, "reservation": 134217728, "swap": 536870912},
                 "cpu": {
                     "shares": 1024, "quota": 50000, "period": 200000,
+                    "realtimeRuntime": 20000, "realtimePeriod": 100000,
                     "cpus": "0-1,3", "mems": "0"
                 },
                 "pids": {"limit": 100},
@@ -244,6 +245,10 @@ fn full_bundle_maps_every_field() {
             }),
             // 1 + (1024 - 2) * 9999 / 262142
             cpu_weight: Some(39),
+            cpu_rt: Some(RtBandwidth {
+                runtime_us: 20_000,
+                period_us: 100_000
+            }),
             cpuset: Some("0-1,3".into()),
             mems: Some("0".into()),
             pids: Some(100),
@@ -553,6 +558,14 @@ fn refuses_unsupported_or_inconsistent_resources() {
     assert_eq!(
         res(json!({"cpu": {"cpus": "3-1"}})),
         "linux.resources.cpu.cpus"
+    );
+    assert_eq!(
+        res(json!({"cpu": {"realtimeRuntime": 200000, "realtimePeriod": 100000}})),
+        "linux.resources.cpu.realtimeRuntime"
+    );
+    assert_eq!(
+        res(json!({"cpu": {"realtimeRuntime": 1000, "realtimePeriod": 10}})),
+        "linux.resources.cpu.realtimePeriod"
     );
     assert_eq!(
         res(json!({"blockIO": {"weight": 5}})),
