@@ -114,6 +114,27 @@ impl Layout {
         }
         Err("no hierarchy holds the memory controller".into())
     }
+
+    /// Where real-time group scheduling is: the v1 cpu hierarchy's
+    /// `cpu.rt_runtime_us` (CONFIG_RT_GROUP_SCHED); cgroup v2 has none.
+    pub fn rt_groups(&self) -> Result<String, String> {
+        let Some(h) = self
+            .v1
+            .iter()
+            .find(|h| h.controllers.iter().any(|c| c == "cpu"))
+        else {
+            return Err("no cgroup v1 cpu hierarchy (cgroup v2 has no real-time budget)".into());
+        };
+        let file = h.mount.join("cpu.rt_runtime_us");
+        if file.exists() {
+            Ok(format!("v1 {}", file.display()))
+        } else {
+            Err(format!(
+                "{} does not exist (a kernel without CONFIG_RT_GROUP_SCHED)",
+                file.display()
+            ))
+        }
+    }
 }
 
 /// An empty cgroup v2 directory made for probing, removed when dropped.

@@ -133,6 +133,7 @@ pub fn probe() -> HostReport {
             "memory_events",
             layout.memory_events(),
         ));
+        probes.push(Probe::noted("cgroup", "rt_groups", layout.rt_groups()));
     }
     probes.extend(
         bpf::maps()
@@ -364,6 +365,11 @@ const FEATURES: &[Needs] = &[
     Needs {
         name: "OOM handling",
         needs: &["memory_events"],
+        for_run: false,
+    },
+    Needs {
+        name: "real-time CPU budgets (cpu_rt_runtime)",
+        needs: &["rt_groups"],
         for_run: false,
     },
     Needs {
