@@ -954,3 +954,38 @@ fn rm_takes_its_entries_out_of_the_shared_maps_and_leaves_the_others() {
     assert!(out.status.success(), "{}", support::describe(&out));
     assert_eq!(map_entries(&a.root, b_id), (0, 0));
 }
+
+/// A container that ends after a `policy apply` keeps the applied policy
+/// in its recorded state: its monitor does not write back the state it
+/// started with.
+#[test]
+fn an_exited_container_keeps_the_policy_applied_to_it() {
+    let sb = Sandbox::new("applykept");
+    let first = sb.connect_policy(&["allow tcp 127.0.0.1/32", "deny any"]);
+    let out = sb
+        .palisade()
+        .args(["run", "-d", "--name", &sb.name, "--policy"])
+        .arg(&first)
+        .args(["--", "sleep", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::describe(&out));
+    sb.wait_running();
+    let next = sb.connect_policy(&["allow tcp 127.0.0.2/32", "deny any"]);
+    sb.apply(&next);
+    let state_path = sb.root.join(&sb.name).join("state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let state = loop {
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+        if state["status"] == "exited" {
+            break state;
+        }
+        assert!(std::time::Instant::now() < deadline, "it never exited");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let applied = state["recipe"]["applied_policy"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{state}"));
+    assert_eq!(applied, std::fs::read_to_string(&next).unwrap());
+}

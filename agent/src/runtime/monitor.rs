@@ -384,9 +384,13 @@ fn finish(
     mut enforcer: Option<Enforcer>,
     waited: nix::Result<supervise::Ended>,
 ) -> Result<i32, RuntimeError> {
-    // `policy apply` may have added, changed or removed the traffic class.
+    // `policy apply` may have added, changed or removed the traffic class
+    // and replaced the policy (recorded in the recipe, or pending); `update`
+    // may have changed the resources the recipe records.
     if let Ok(on_disk) = root.load(name) {
         state.shaping = on_disk.shaping;
+        state.recipe = on_disk.recipe;
+        state.policies_pending = on_disk.policies_pending;
     }
     let status = waited.map_or(EXIT_SETUP_FAILED, supervise::Ended::status);
     state.status = Status::Exited;
