@@ -26,7 +26,7 @@ pub mod probe;
 pub mod stats;
 
 pub use limits::{LimitError, apply, oom_killed};
-pub use stats::CgroupStats;
+pub use stats::{CgroupStats, MemoryDetail};
 
 /// Name of the parent directory palisade creates in every hierarchy.
 pub const PARENT: &str = "palisade";
