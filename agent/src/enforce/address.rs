@@ -13,12 +13,12 @@
 
 use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
 use palisade_common::{
-    CONTAINERS_AT_BOUND, FAMILY_V4, FAMILY_V6, GENERATION_BIT, KEY_HEADER_BITS, LIST_OPEN,
-    LIST_RULED, MAX_LIST_PREFIXES, MAX_PORT_RULES, MAX_PREFIXES, PrefixRules, RuleKey,
-    TABLE_ACCEPT, TABLE_BIND, map,
+    CONTAINERS_AT_BOUND, FAMILY_V4, FAMILY_V6, KEY_HEADER_BITS, LIST_OPEN, LIST_RULED,
+    MAX_LIST_PREFIXES, MAX_PORT_RULES, MAX_PREFIXES, PrefixRules, RuleKey, TABLE_ACCEPT,
+    TABLE_BIND, map,
 };
 
-use super::{EnforceError, InForceEntry, generation_of, gone, map_error};
+use super::{EnforceError, InForceEntry, gen_bit, generation_of, gone, map_error};
 use crate::{
     spec::{self, Family, Policy},
     sys::bpf::chain,
@@ -242,11 +242,6 @@ pub(super) fn compile_lists(
         compiled.push(Some(list));
     }
     Ok(compiled)
-}
-
-/// The family-word bit of rule generation `generation` (0 or 1).
-fn gen_bit(generation: u32) -> u32 {
-    if generation == 0 { 0 } else { GENERATION_BIT }
 }
 
 /// Whether a trie key is one of `cgroup_id`'s.

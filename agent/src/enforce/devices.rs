@@ -5,7 +5,7 @@
 use aya::maps::{HashMap, MapData, MapError};
 use palisade_common::{DeviceKey, GENERATION_BIT, map};
 
-use super::{EnforceError, generation_of, gone, map_error};
+use super::{EnforceError, gen_bit, generation_of, gone, map_error};
 use crate::spec::{DeviceRule, compile_devices};
 
 /// `DEVICE_RULES`, opened from its pin.
@@ -25,8 +25,7 @@ impl DeviceRules {
         generation: u32,
         rules: &[DeviceRule],
     ) -> Result<(), EnforceError> {
-        let gen_bit = if generation == 0 { 0 } else { GENERATION_BIT };
-        for (key, access) in keyed(cgroup_id, gen_bit, rules)? {
+        for (key, access) in keyed(cgroup_id, gen_bit(generation), rules)? {
             self.map
                 .insert(key, access, 0)
                 .map_err(map_error(map::DEVICE_RULES, cgroup_id))?;
@@ -44,8 +43,8 @@ impl DeviceRules {
     ) -> Result<(), EnforceError> {
         for (key, _) in keyed(cgroup_id, 0, rules)? {
             for generation in [0, 1].into_iter().filter(|g| which(*g)) {
-                let gen_bit = if generation == 0 { 0 } else { GENERATION_BIT };
-                let key = DeviceKey::new(cgroup_id, key.kind | gen_bit, key.major, key.minor);
+                let kind = key.kind | gen_bit(generation);
+                let key = DeviceKey::new(cgroup_id, kind, key.major, key.minor);
                 gone(self.map.remove(&key)).map_err(map_error(map::DEVICE_RULES, cgroup_id))?;
             }
         }
@@ -86,9 +85,8 @@ impl DeviceRules {
         generation: u32,
         expected: &[DeviceRule],
     ) -> Result<Option<Vec<DeviceRule>>, EnforceError> {
-        let gen_bit = if generation == 0 { 0 } else { GENERATION_BIT };
         let mut rules = Vec::new();
-        for (key, access) in keyed(cgroup_id, gen_bit, expected)? {
+        for (key, access) in keyed(cgroup_id, gen_bit(generation), expected)? {
             match self.map.get(&key, 0) {
                 Ok(found) if found == access => rules.push(DeviceRule::from_pattern(
                     key.kind & !GENERATION_BIT,

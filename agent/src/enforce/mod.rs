@@ -536,6 +536,12 @@ fn generation_of(family: u32) -> u32 {
     u32::from(family & GENERATION_BIT != 0)
 }
 
+/// The family (or device kind) word bit of rule generation `generation`
+/// (0 or 1): [`generation_of`]'s inverse.
+fn gen_bit(generation: u32) -> u32 {
+    if generation == 0 { 0 } else { GENERATION_BIT }
+}
+
 /// A map deletion's result, with a key that was not there (the kernel's
 /// ENOENT) as success: what is already gone is fine.
 fn gone(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
