@@ -120,16 +120,17 @@ impl AddressRules {
         Ok(())
     }
 
-    /// Deletes the entries each of `policies` makes for `cgroup_id` in the
+    /// Deletes the entries each of `policies` (each one's lists, as
+    /// [`compile_lists`] makes them) makes for `cgroup_id` in the
     /// generations `which` picks (0, 1), by key: one already gone is fine.
     pub fn delete_keys(
         &mut self,
         cgroup_id: u64,
-        policies: &[&Policy],
+        policies: &[Vec<Option<spec::CompiledRules>>],
         which: impl Fn(u32) -> bool,
     ) -> Result<(), EnforceError> {
-        for policy in policies {
-            for (table, list) in TABLES.iter().zip(compile_lists(policy)?) {
+        for lists in policies {
+            for (table, list) in TABLES.iter().zip(lists) {
                 for entry in list.iter().flat_map(|l| &l.entries) {
                     for generation in [0, 1].into_iter().filter(|g| which(*g)) {
                         let key = rule_key(cgroup_id, gen_bit(generation) | table, entry);

@@ -49,7 +49,7 @@ pub use pins::{BPFFS, Pins, any_root_links};
 pub use usage::{ByFamily, Usage};
 
 use crate::{
-    spec::Policy,
+    spec::{self, Policy},
     sys::bpf::{chain, load_reason},
 };
 
@@ -338,30 +338,30 @@ impl Enforcer {
         if cgroup_id.is_multiple_of(USAGE_SWEEP_EVERY) {
             self.sweep_usage();
         }
-        let written: Option<Vec<&Policy>> = written.map(|w| w.iter().collect());
-        self.delete_generations(cgroup_id, written.as_deref(), |_| true)
+        let written = written.and_then(Written::compile);
+        self.delete_generations(cgroup_id, written.as_ref(), |_| true)
     }
 
     /// Deletes `cgroup_id`'s address and device rules in the generations
-    /// (0, 1) `which` picks: by the keys of `written`, the policies that
-    /// may have written them; if those are not known, or one no longer
-    /// compiles (another build's rules), by a search of the shared maps.
+    /// (0, 1) `which` picks: by the keys of `written`, what the policies
+    /// that may have written them make; if those are not known, or do not
+    /// compile (another build's rules), by a search of the shared maps.
     fn delete_generations(
         &mut self,
         cgroup_id: u64,
-        written: Option<&[&Policy]>,
+        written: Option<&Written>,
         which: impl Fn(u32) -> bool + Copy,
     ) -> Result<(), EnforceError> {
-        let by_key = written.map(|policies| {
-            self.rules.delete_keys(cgroup_id, policies, which)?;
-            for policy in policies {
-                self.devices
-                    .delete_keys(cgroup_id, &policy.devices.rules(), which)?;
+        let by_key = written.map(|written| {
+            self.rules.delete_keys(cgroup_id, &written.lists, which)?;
+            for rules in &written.devices {
+                self.devices.delete_keys(cgroup_id, rules, which)?;
             }
             Ok(())
         });
         match by_key {
             Some(Ok(())) => Ok(()),
+            // Device rules that no longer compile (another build's): search.
             Some(Err(EnforceError::Compile(_))) | None => {
                 self.devices.delete(cgroup_id, which)?;
                 self.rules.delete(cgroup_id, which)
@@ -372,16 +372,28 @@ impl Enforcer {
 
     /// Writes `policy`'s rules as `generation`, then makes that generation
     /// the one in force with a single update of the cgroup's entry.
+    /// Every list is compiled and checked against its bound before
+    /// anything is written.
     fn write_policy(
         &mut self,
         cgroup_id: u64,
         policy: &Policy,
         generation: u32,
     ) -> Result<(), EnforceError> {
-        // Every list is compiled and checked against its bound before
-        // anything is written.
         let compiled = address::compile_lists(policy)?;
-        let [connect, bind, accept] = self.rules.write(cgroup_id, generation, &compiled)?;
+        self.write_compiled(cgroup_id, policy, &compiled, generation)
+    }
+
+    /// [`Enforcer::write_policy`] with `policy`'s address rule lists
+    /// already compiled (`compiled`).
+    fn write_compiled(
+        &mut self,
+        cgroup_id: u64,
+        policy: &Policy,
+        compiled: &[Option<spec::CompiledRules>],
+        generation: u32,
+    ) -> Result<(), EnforceError> {
+        let [connect, bind, accept] = self.rules.write(cgroup_id, generation, compiled)?;
         self.devices
             .write(cgroup_id, generation, &policy.devices.rules())?;
         let value = CgroupPolicy {
@@ -422,13 +434,19 @@ impl Enforcer {
     ) -> Result<(), EnforceError> {
         let current = self.in_force(cgroup_id)?;
         let next = 1 - current.generation.min(1);
-        let written: Option<Vec<&Policy>> =
-            written.map(|w| w.iter().chain(std::iter::once(policy)).collect());
-        let written = written.as_deref();
+        // The new rules are compiled (and checked against their bound)
+        // before anything changes, and every policy only once.
+        let compiled = address::compile_lists(policy)?;
+        let written = written.and_then(Written::compile).map(|mut w| {
+            w.lists.push(compiled.clone());
+            w.devices.push(policy.devices.rules());
+            w
+        });
+        let written = written.as_ref();
         // Whatever an interrupted update left in the next generation goes
         // first.
         self.delete_generations(cgroup_id, written, |g| g == next)?;
-        if let Err(e) = self.write_policy(cgroup_id, policy, next) {
+        if let Err(e) = self.write_compiled(cgroup_id, policy, &compiled, next) {
             // Nothing switched: what was written of the new rules goes, so
             // it takes no room in the shared maps.
             let _ = self.delete_generations(cgroup_id, written, |g| g == next);
@@ -522,6 +540,30 @@ impl Enforcer {
                 cgroup_id,
                 reason: format!("no policy in force ({})", chain(&e)),
             })
+    }
+}
+
+/// The entries a container's policies may have written, as keys are made
+/// from them: each policy's address rule lists, compiled once, and its
+/// device rules.
+struct Written {
+    lists: Vec<Vec<Option<spec::CompiledRules>>>,
+    devices: Vec<Vec<spec::DeviceRule>>,
+}
+
+impl Written {
+    /// `None` if one of `policies` no longer compiles (another build's
+    /// rules): then only a search of the shared maps finds its entries.
+    fn compile(policies: &[Policy]) -> Option<Self> {
+        let mut written = Self {
+            lists: Vec::with_capacity(policies.len() + 1),
+            devices: Vec::with_capacity(policies.len() + 1),
+        };
+        for policy in policies {
+            written.lists.push(address::compile_lists(policy).ok()?);
+            written.devices.push(policy.devices.rules());
+        }
+        Some(written)
     }
 }
 
