@@ -384,14 +384,6 @@ fn finish(
     mut enforcer: Option<Enforcer>,
     waited: nix::Result<supervise::Ended>,
 ) -> Result<i32, RuntimeError> {
-    // `policy apply` may have added, changed or removed the traffic class
-    // and replaced the policy (recorded in the recipe, or pending); `update`
-    // may have changed the resources the recipe records.
-    if let Ok(on_disk) = root.load(name) {
-        state.shaping = on_disk.shaping;
-        state.recipe = on_disk.recipe;
-        state.policies_pending = on_disk.policies_pending;
-    }
     let status = waited.map_or(EXIT_SETUP_FAILED, supervise::Ended::status);
     state.status = Status::Exited;
     state.exit_status = Some(status);
@@ -419,17 +411,23 @@ fn finish(
     // Containers nested in this one go with it, before its programs are
     // detached: they are the only programs that police them.
     cgroups.kill_nested();
-    if let (Some(enf), Some(id)) = (enforcer.as_mut(), state.cgroup_id) {
-        // Under the state root's lock, with the policies recorded then: a
-        // `policy apply` has finished or not begun, and every rule it
+    {
+        // Under the state root's lock, a `policy apply` has finished or not
+        // begun. It may have added, changed or removed the traffic class and
+        // replaced the policy (recorded in the recipe, or pending); `update`
+        // may have changed the resources the recipe records. Every rule it
         // wrote is among those deleted.
         let _bpf = cleanup::lock_bpf(root).ok();
-        let written = root
-            .load(name)
-            .ok()
-            .and_then(|s| super::adopt::written_policies(&s));
-        if let Err(e) = enf.release(name, id, written.as_deref()) {
-            eprintln!("palisade: {name}: {e}");
+        if let Ok(on_disk) = root.load(name) {
+            state.shaping = on_disk.shaping;
+            state.recipe = on_disk.recipe;
+            state.policies_pending = on_disk.policies_pending;
+        }
+        if let (Some(enf), Some(id)) = (enforcer.as_mut(), state.cgroup_id) {
+            let written = super::adopt::written_policies(&state);
+            if let Err(e) = enf.release(name, id, written.as_deref()) {
+                eprintln!("palisade: {name}: {e}");
+            }
         }
     }
     release_network(&state);
