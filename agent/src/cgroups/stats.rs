@@ -70,10 +70,7 @@ impl MemoryDetail {
     /// From the text of `memory.stat`; v1 when it has `total_` keys.
     /// `None` if a field is missing (a kernel that names it otherwise).
     fn parse(text: &str) -> Option<Self> {
-        let value = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-        };
+        let value = |key: &str| keyed_value(text, key);
         let v1 = value("total_cache").is_some();
         let field = |v2: &str, v1_name: &str| {
             if v1 {
@@ -218,9 +215,12 @@ fn read_number(path: &Path) -> Option<u64> {
 
 /// `KEY VALUE` lines (memory.events, cpu.stat, memory.oom_control).
 fn read_key(path: &Path, key: &str) -> Option<u64> {
-    fs::read_to_string(path)
-        .ok()?
-        .lines()
+    keyed_value(&fs::read_to_string(path).ok()?, key)
+}
+
+/// The value of `key` in the text of a `KEY VALUE` file.
+fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 

@@ -41,8 +41,9 @@ pub use oom::{OomAction, OomCondition, OomPolicy};
 pub use policy::{NetworkPolicy, Policy, PolicyError, SecurityPolicy};
 pub use policy_file::{MAX_POLICY_BYTES, read_policy_file};
 pub use resources::{
-    CPU_PERIOD_US, CpuQuota, Device, DeviceRate, RT_PERIOD_US, ResourceError, ResourceLimits,
-    Resources, RtBandwidth, Swap, Value, parse_device_rate, parse_id_list, parse_rate, parse_size,
+    CPU_PERIOD_US, CpuQuota, Device, DeviceRate, RT_PERIOD_US, RT_PERIODS_US, ResourceError,
+    ResourceLimits, Resources, RtBandwidth, Swap, Value, parse_device_rate, parse_id_list,
+    parse_rate, parse_size,
 };
 pub use rules::{
     Action, CompiledRules, Family, PrefixEntry, Proto, Rule, RuleError, Target, compile,

@@ -128,7 +128,7 @@ pub struct RtBandwidth {
 /// The kernel's default real-time period (`kernel.sched_rt_period_us`).
 pub const RT_PERIOD_US: u64 = 1_000_000;
 /// The real-time periods palisade accepts: 1 ms to 1 s.
-const RT_PERIODS_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
+pub const RT_PERIODS_US: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
 
 /// The CFS period palisade uses (the kernel's default).
 pub const CPU_PERIOD_US: u64 = 100_000;

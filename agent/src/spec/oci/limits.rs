@@ -8,13 +8,15 @@
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources, LinuxThrottleDevice};
 
 use super::{Cx, OciError};
-use crate::spec::{CpuQuota, Device, DeviceRate, ResourceLimits, RtBandwidth, Swap, parse_id_list};
+use crate::spec::{
+    CpuQuota, Device, DeviceRate, RT_PERIOD_US, RT_PERIODS_US, ResourceLimits, RtBandwidth, Swap,
+    parse_id_list,
+};
 
 /// The kernel's bounds on a CFS period, and its smallest quota (µs).
 const CPU_PERIOD_RANGE: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
 const CPU_MIN_QUOTA_US: i64 = 1_000;
 const DEFAULT_PERIOD_US: u64 = crate::spec::CPU_PERIOD_US;
-const RT_PERIOD_US: u64 = crate::spec::RT_PERIOD_US;
 
 impl Cx {
     pub(super) fn resources(&mut self, r: &LinuxResources) -> Result<ResourceLimits, OciError> {
@@ -199,11 +201,15 @@ impl Cx {
     ) -> Result<Option<RtBandwidth>, OciError> {
         let period_us = match period {
             None | Some(0) => RT_PERIOD_US,
-            Some(p) if (1_000..=1_000_000).contains(&p) => p,
+            Some(p) if RT_PERIODS_US.contains(&p) => p,
             Some(p) => {
                 return Err(self.err(
                     "linux.resources.cpu.realtimePeriod",
-                    format!("{p} is out of range 1000-1000000 (µs)"),
+                    format!(
+                        "{p} is out of range {}-{} (µs)",
+                        RT_PERIODS_US.start(),
+                        RT_PERIODS_US.end()
+                    ),
                 ));
             }
         };
