@@ -142,29 +142,26 @@ for _ in range(5):
 print(f"{statistics.median(batches):.1f}")
 '
 
-# The probe container: 99 rules that do not match, then loopback.
-POLICY="$WORK/policy.toml"
-{
+# A connect policy of N rules that do not match (10.B.x.0/24 and up, port
+# 443), then loopback: `connect_policy N B > FILE`.
+connect_policy() {
+  local i
   echo "[network]"
   echo "connect = ["
-  for i in $(seq 99); do echo "  \"allow tcp 10.$((i / 250)).$((i % 250)).0/24:443\","; done
+  for i in $(seq "$1"); do echo "  \"allow tcp 10.$(($2 + i / 250)).$((i % 250)).0/24:443\","; done
   echo "  \"allow tcp 127.0.0.1/32\","
   echo "  \"deny any\","
   echo "]"
-} >"$POLICY"
+}
+# The probe container's: 100 rules.
+POLICY="$WORK/policy.toml"
+connect_policy 99 0 >"$POLICY"
 # The same with the first rule changed, for `policy apply`.
 POLICY2="$WORK/policy2.toml"
 sed 's|10\.0\.1\.0/24:443|10.0.1.0/24:8443|' "$POLICY" >"$POLICY2"
-# Every other container's: 19 prefixes, then loopback.
+# Every other container's: 20 rules.
 SMALL="$WORK/small.toml"
-{
-  echo "[network]"
-  echo "connect = ["
-  for i in $(seq 19); do echo "  \"allow tcp 10.200.$i.0/24:443\","; done
-  echo "  \"allow tcp 127.0.0.1/32\","
-  echo "  \"deny any\","
-  echo "]"
-} >"$SMALL"
+connect_policy 19 200 >"$SMALL"
 "$PALISADE" run -d --name probe --policy "$POLICY" -- sleep 1000000 >/dev/null
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
