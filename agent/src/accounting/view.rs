@@ -1,12 +1,328 @@
-//! What a container sees of itself in `/proc` and `/sys` (issue 20): the
-//! files `free`, `top`, `uptime`, `nproc` and language runtimes read to
-//! size heaps and thread pools, rendered for one container from its
-//! cgroup's figures, with the host's file as the template. Pure: text and
-//! figures in, text out, so that whatever serves the files renders them
-//! at the moment they are read. (The agent's per-container filesystem
-//! that will serve them is not built yet: see the README's roadmap.)
+//! What a container sees of itself in `/proc` and `/sys`: the files
+//! `free`, `top`, `uptime`, `nproc` and language runtimes read to size
+//! heaps and thread pools, rendered for one container from its cgroup's
+//! figures, with the host's file as the template. The renderers are pure
+//! (text and figures in, text out); [`render`] reads the figures and the
+//! host's files at the moment a file is read, for the agent's filesystem
+//! (`daemon::view`) to serve.
 
-use crate::{cgroups::MemoryDetail, spec::CpuQuota};
+use std::{io, path::PathBuf};
+
+use crate::{
+    cgroups::{
+        self, MemoryDetail,
+        view::{CpuTimes, DeviceIo},
+    },
+    spec::{CpuQuota, ViewFile},
+};
+
+/// The kernel's clock ticks per second in `/proc` files (`USER_HZ`, fixed
+/// at 100 in the x86 and arm64 ABIs).
+const TICKS_PER_SECOND: u64 = 100;
+
+/// The container a view is rendered for.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// Its cgroup directories (every hierarchy's, v2 first).
+    pub cgroups: Vec<PathBuf>,
+    /// Its first process, as the host numbers it: the container started
+    /// when it did.
+    pub pid: i32,
+}
+
+/// A container's tasks now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tasks {
+    /// Its threads running (or runnable), in uninterruptible sleep, and
+    /// all of them: the first two are what a load average counts.
+    pub running: usize,
+    pub blocked: usize,
+    pub threads: usize,
+    /// The newest of its thread ids, as the container numbers them.
+    pub newest_pid: i32,
+}
+
+/// The tasks of the container whose cgroup directories are `dirs`, from
+/// each thread's state in `/proc` now.
+pub fn tasks(dirs: &[PathBuf]) -> Tasks {
+    let tids = cgroups::view::threads(dirs);
+    let mut t = Tasks {
+        threads: tids.len(),
+        ..Tasks::default()
+    };
+    for tid in &tids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {
+            continue;
+        };
+        match stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()) {
+            Some('R') => t.running += 1,
+            Some('D') => t.blocked += 1,
+            _ => {}
+        }
+    }
+    // Its own number for the newest: the last of NSpid's ids.
+    t.newest_pid = tids
+        .iter()
+        .max()
+        .and_then(|tid| std::fs::read_to_string(format!("/proc/{tid}/status")).ok())
+        .and_then(|status| {
+            let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+            line.split_whitespace().last()?.parse().ok()
+        })
+        .unwrap_or(0);
+    t
+}
+
+/// The text of `file` for `subject`, from its cgroup and the host's
+/// files now. An error if a figure it needs cannot be read (the
+/// container is gone, say): never a made-up one.
+///
+/// `averages` is the container's load over 1, 5 and 15 minutes, kept by
+/// whoever serves the view (see [`next_load`]).
+pub fn render(file: ViewFile, subject: &Subject, averages: [f64; 3]) -> io::Result<String> {
+    let host = |path: &str| std::fs::read_to_string(path);
+    let dirs = &subject.cgroups;
+    Ok(match file {
+        ViewFile::Meminfo => meminfo(&host("/proc/meminfo")?, &memory_view(dirs)?),
+        ViewFile::Cpuinfo => cpuinfo(&host("/proc/cpuinfo")?, &visible(dirs)?),
+        ViewFile::CpusOnline => cpus_online(visible(dirs)?.len()),
+        ViewFile::Uptime => {
+            let used = cgroups::stats::cpu_time(dirs).ok_or_else(|| missing("CPU time"))?;
+            uptime(
+                since_start(subject.pid)?,
+                visible(dirs)?.len(),
+                used as f64 / 1e9,
+            )
+        }
+        ViewFile::Stat => {
+            let visible = visible(dirs)?;
+            let times = cgroups::view::cpu_times(dirs);
+            if times.is_empty() {
+                return Err(missing("CPU time"));
+            }
+            stat(
+                &host("/proc/stat")?,
+                &per_visible_cpu(&visible, &times),
+                since_start(subject.pid)?,
+                &tasks(dirs),
+            )
+        }
+        ViewFile::Loadavg => loadavg(averages, &tasks(dirs)),
+        ViewFile::Diskstats => diskstats(
+            &host("/proc/diskstats")?,
+            &cgroups::view::device_io(dirs),
+        ),
+        ViewFile::Swaps => {
+            let m = memory_view(dirs)?;
+            swaps(m.swap_total, m.swap_used)
+        }
+    })
+}
+
+fn missing(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("the container's {what} cannot be read"),
+    )
+}
+
+/// The value in kB of `key` in the text of a `/proc/meminfo`, in bytes.
+fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+/// The container's memory now: its limit (at most the host's memory),
+/// use, detail and swap (at most the host's).
+fn memory_view(dirs: &[PathBuf]) -> io::Result<MemoryView> {
+    let host = std::fs::read_to_string("/proc/meminfo")?;
+    let host_total = meminfo_bytes(&host, "MemTotal").ok_or_else(|| missing("host memory"))?;
+    let host_swap = meminfo_bytes(&host, "SwapTotal").unwrap_or(0);
+    let s = cgroups::stats::memory(dirs);
+    let used = s.memory_bytes.ok_or_else(|| missing("memory use"))?;
+    let total = s.memory_limit_bytes.unwrap_or(u64::MAX).min(host_total);
+    Ok(MemoryView {
+        total,
+        used,
+        detail: s.memory_stat.unwrap_or_default(),
+        swap_total: cgroups::view::swap_limit(dirs)
+            .unwrap_or(u64::MAX)
+            .min(host_swap),
+        swap_used: s.swap_bytes.unwrap_or(0),
+    })
+}
+
+/// The host CPUs the container sees (see [`visible_cpus`]).
+fn visible(dirs: &[PathBuf]) -> io::Result<Vec<u32>> {
+    let allowed = match cgroups::view::cpus(dirs) {
+        Some(cpus) => cpus,
+        None => cgroups::view::expand_id_list(&std::fs::read_to_string(
+            "/sys/devices/system/cpu/online",
+        )?)
+        .ok_or_else(|| missing("CPU list"))?,
+    };
+    Ok(visible_cpus(&allowed, cgroups::view::cpu_quota(dirs)))
+}
+
+/// Seconds since the process `pid` started (the host's uptime less its
+/// start time, both on the boot clock).
+fn since_start(pid: i32) -> io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    // Field 22, starttime; the fields after the name start at field 3.
+    let start_ticks: u64 = after_name
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| missing("start time"))?;
+    let host_uptime: f64 = std::fs::read_to_string("/proc/uptime")?
+        .split_whitespace()
+        .next()
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(|| missing("host uptime"))?;
+    Ok((host_uptime - start_ticks as f64 / TICKS_PER_SECOND as f64).max(0.0))
+}
+
+/// The container's CPU time on each visible CPU: the kernel's per-CPU
+/// figure where it keeps one, else its total shared evenly among them.
+pub fn per_visible_cpu(visible: &[u32], times: &[(Option<u32>, CpuTimes)]) -> Vec<CpuTimes> {
+    if let [(None, total)] = times {
+        let n = visible.len().max(1) as u64;
+        return visible
+            .iter()
+            .map(|_| CpuTimes {
+                user_ns: total.user_ns / n,
+                system_ns: total.system_ns / n,
+            })
+            .collect();
+    }
+    visible
+        .iter()
+        .map(|cpu| {
+            times
+                .iter()
+                .find(|(c, _)| *c == Some(*cpu))
+                .map(|(_, t)| *t)
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// `/proc/stat`: a `cpu` line and one per visible CPU (numbered from 0)
+/// with the container's user and system time and, as idle, the rest of
+/// its time since it started; `procs_running` and `procs_blocked` are
+/// its own. The host's other lines (interrupts, context switches, boot
+/// time, forks) stay, so that `ps` still dates processes.
+pub fn stat(host: &str, cpus: &[CpuTimes], since_start: f64, load: &Tasks) -> String {
+    let ticks = |ns: u64| ns / (1_000_000_000 / TICKS_PER_SECOND);
+    let elapsed = (since_start * TICKS_PER_SECOND as f64) as u64;
+    let line = |label: &str, user: u64, system: u64, idle: u64| {
+        format!("{label} {user} 0 {system} {idle} 0 0 0 0 0 0\n")
+    };
+    let rows: Vec<(u64, u64, u64)> = cpus
+        .iter()
+        .map(|t| {
+            let (user, system) = (ticks(t.user_ns), ticks(t.system_ns));
+            (user, system, elapsed.saturating_sub(user + system))
+        })
+        .collect();
+    let sum = |f: fn(&(u64, u64, u64)) -> u64| rows.iter().map(f).sum::<u64>();
+    let mut out = line("cpu ", sum(|r| r.0), sum(|r| r.1), sum(|r| r.2));
+    for (i, (user, system, idle)) in rows.iter().enumerate() {
+        out.push_str(&line(&format!("cpu{i}"), *user, *system, *idle));
+    }
+    for l in host.lines().filter(|l| !l.starts_with("cpu")) {
+        match l.split_whitespace().next() {
+            Some("procs_running") => out.push_str(&format!("procs_running {}\n", load.running)),
+            Some("procs_blocked") => out.push_str(&format!("procs_blocked {}\n", load.blocked)),
+            _ => {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// How often the load averages take a sample, as the kernel's do.
+pub const LOAD_SAMPLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The load averages after one more sample of `tasks`, `LOAD_SAMPLE`
+/// after the last: exponentially damped over 1, 5 and 15 minutes, as the
+/// kernel damps the host's.
+pub fn next_load(averages: [f64; 3], tasks: &Tasks) -> [f64; 3] {
+    let active = (tasks.running + tasks.blocked) as f64;
+    let step = LOAD_SAMPLE.as_secs_f64();
+    let mut next = averages;
+    for (avg, minutes) in next.iter_mut().zip([1.0, 5.0, 15.0]) {
+        let decay = (-step / (minutes * 60.0f64)).exp();
+        *avg = *avg * decay + active * (1.0 - decay);
+    }
+    next
+}
+
+/// `/proc/loadavg`: the container's averages, running and total threads
+/// and newest pid.
+pub fn loadavg(averages: [f64; 3], load: &Tasks) -> String {
+    let [one, five, fifteen] = averages;
+    format!(
+        "{one:.2} {five:.2} {fifteen:.2} {}/{} {}\n",
+        load.running, load.threads, load.newest_pid
+    )
+}
+
+/// `/proc/diskstats`: the host's lines of the devices the container did
+/// I/O on, with its reads, sectors read, writes and sectors written, and
+/// 0 in the fields the cgroup does not count (merges, times, queue).
+pub fn diskstats(host: &str, devices: &[DeviceIo]) -> String {
+    let mut out = String::new();
+    for line in host.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(major), Some(minor), Some(name)) = (words.first(), words.get(1), words.get(2))
+        else {
+            continue;
+        };
+        let Some(d) = devices
+            .iter()
+            .find(|d| major.parse() == Ok(d.major) && minor.parse() == Ok(d.minor))
+        else {
+            continue;
+        };
+        let mut fields = vec![0u64; words.len().saturating_sub(3)];
+        for (at, value) in [
+            (0, d.reads),
+            (2, d.read_bytes / 512),
+            (4, d.writes),
+            (6, d.write_bytes / 512),
+        ] {
+            if let Some(f) = fields.get_mut(at) {
+                *f = value;
+            }
+        }
+        out.push_str(&format!("{major:>4} {minor:>7} {name}"));
+        for f in fields {
+            out.push_str(&format!(" {f}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `/proc/swaps`: one virtual device of the container's swap, if it may
+/// swap at all.
+pub fn swaps(total: u64, used: u64) -> String {
+    let mut out = String::from("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n");
+    if total > 0 {
+        out.push_str(&format!(
+            "none\t\t\t\t\tvirtual\t\t{}\t\t{}\t\t0\n",
+            total / 1024,
+            used.min(total) / 1024
+        ));
+    }
+    out
+}
 
 /// A container's memory, as its `/proc/meminfo` shows it: all in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,25 +454,6 @@ pub fn uptime(since_start: f64, cpus: usize, cpu_used: f64) -> String {
     format!("{:.2} {:.2}\n", since_start.max(0.0), idle)
 }
 
-/// Expands a kernel id list (`"0-2,5"`) into its ids; `None` if malformed.
-pub fn expand_id_list(text: &str) -> Option<Vec<u32>> {
-    let mut ids = Vec::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        let (lo, hi): (u32, u32) = match part.split_once('-') {
-            Some((lo, hi)) => (lo.parse().ok()?, hi.parse().ok()?),
-            None => {
-                let id = part.parse().ok()?;
-                (id, id)
-            }
-        };
-        if lo > hi || hi - lo > 65_536 {
-            return None;
-        }
-        ids.extend(lo..=hi);
-    }
-    Some(ids)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,14 +579,5 @@ HugePages_Total:       0\n";
         assert_eq!(cpus_online(4), "0-3\n");
         assert_eq!(uptime(10.0, 2, 5.0), "10.00 15.00\n");
         assert_eq!(uptime(1.0, 1, 3.0), "1.00 0.00\n", "idle is never negative");
-    }
-
-    #[test]
-    fn id_lists_expand() {
-        assert_eq!(expand_id_list("0-2,5"), Some(vec![0, 1, 2, 5]));
-        assert_eq!(expand_id_list("3\n"), Some(vec![3]));
-        assert_eq!(expand_id_list("2-1"), None);
-        assert_eq!(expand_id_list("x"), None);
-        assert_eq!(expand_id_list("0-4294967295"), None, "bounded");
     }
 }

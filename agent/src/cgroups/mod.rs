@@ -24,6 +24,7 @@ pub mod limits;
 pub mod oom;
 pub mod probe;
 pub mod stats;
+pub mod view;
 
 pub use limits::{LimitError, apply, oom_killed};
 pub use stats::{CgroupStats, MemoryDetail};

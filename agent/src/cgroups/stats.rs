@@ -92,9 +92,9 @@ impl MemoryDetail {
     }
 }
 
-/// The statistics of a container whose cgroup directories (every
-/// hierarchy's; see `State::cgroups`) are `dirs`.
-pub fn read(dirs: &[PathBuf]) -> CgroupStats {
+/// The memory figures of [`read`] only (usage, peak, limit, events,
+/// swap and `memory.stat`), for readers that need no more.
+pub fn memory(dirs: &[PathBuf]) -> CgroupStats {
     let find = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.exists());
     let number = |file: &str| find(file).and_then(|p| read_number(&p));
     let keyed = |file: &str, key: &str| find(file).and_then(|p| read_key(&p, key));
@@ -127,6 +127,16 @@ pub fn read(dirs: &[PathBuf]) -> CgroupStats {
     s.memory_stat = stat
         .and_then(|p| fs::read_to_string(p).ok())
         .and_then(|text| MemoryDetail::parse(&text));
+    s
+}
+
+/// The statistics of a container whose cgroup directories (every
+/// hierarchy's; see `State::cgroups`) are `dirs`.
+pub fn read(dirs: &[PathBuf]) -> CgroupStats {
+    let find = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.exists());
+    let number = |file: &str| find(file).and_then(|p| read_number(&p));
+    let keyed = |file: &str, key: &str| find(file).and_then(|p| read_key(&p, key));
+    let mut s = memory(dirs);
     s.pids = number("pids.current");
     s.pids_limit = number("pids.max");
 
@@ -205,7 +215,7 @@ fn own(dir: &Path, total: u64, count: impl Fn(&Path) -> Option<u64>) -> u64 {
 }
 
 /// v1 reports "no limit" as the largest page-aligned i64.
-const V1_UNLIMITED: u64 = 0x7fff_ffff_ffff_f000;
+pub(super) const V1_UNLIMITED: u64 = 0x7fff_ffff_ffff_f000;
 
 fn read_number(path: &Path) -> Option<u64> {
     let text = fs::read_to_string(path).ok()?;
@@ -219,7 +229,7 @@ fn read_key(path: &Path, key: &str) -> Option<u64> {
 }
 
 /// The value of `key` in the text of a `KEY VALUE` file.
-fn keyed_value(text: &str, key: &str) -> Option<u64> {
+pub(super) fn keyed_value(text: &str, key: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }

@@ -100,10 +100,21 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return super::failed(e),
     };
+    // What each container that asked for its own /proc reads now.
+    let served = states
+        .iter()
+        .any(|s| s.proc_view)
+        .then(|| runtime::view::served(root))
+        .flatten();
+    let views: Vec<runtime::view::ViewState> = states
+        .iter()
+        .map(|s| runtime::view::state_of(s, served))
+        .collect();
     if json {
         let rows: Vec<serde_json::Value> = states
             .iter()
-            .map(|s| {
+            .zip(&views)
+            .map(|(s, view)| {
                 serde_json::json!({
                     "name": s.name,
                     "pid": s.pid,
@@ -116,6 +127,7 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
                     "finished": s.finished.map(time_text),
                     "command": s.command,
                     "detached": s.detached,
+                    "proc_view": view,
                 })
             })
             .collect();
@@ -124,7 +136,14 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
     }
     // Columns as wide as their widest cell (names run to 64 characters, a
     // dead container's status carries its reason).
-    let statuses: Vec<String> = states.iter().map(status_text).collect();
+    let statuses: Vec<String> = states
+        .iter()
+        .zip(&views)
+        .map(|(s, view)| match view {
+            runtime::view::ViewState::Off => status_text(s),
+            view => format!("{}, /proc view {}", status_text(s), view.as_str()),
+        })
+        .collect();
     let name_w = states.iter().map(|s| s.name.len()).fold(24, usize::max);
     let status_w = statuses.iter().map(String::len).fold(24, usize::max);
     println!(

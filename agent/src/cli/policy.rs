@@ -62,6 +62,12 @@ pub fn execute(root: &StateRoot, args: PolicyArgs) -> i32 {
             }
             // `[oom]` is judged against the limits the container runs under.
             if let Ok(state) = root.load(&name) {
+                if state.proc_view && !policy.view.proc {
+                    eprintln!(
+                        "palisade: warning: {}: [view] is set when a container starts; {name} keeps its /proc view",
+                        file.display()
+                    );
+                }
                 let mut in_force = policy.clone();
                 in_force.resources = state.recipe.map(|r| r.launch.resources).unwrap_or_default();
                 if let Err(e) = in_force.check_oom(&file) {

@@ -125,6 +125,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE")]
     pub egress_burst: Option<String>,
 
+    /// Show the container its own memory, CPUs, CPU time, uptime, load
+    /// and I/O in /proc (meminfo, cpuinfo, stat, uptime, loadavg,
+    /// diskstats, swaps) and /sys/devices/system/cpu/online, served by
+    /// the agent (`palisade agent`); as the policy's `[view] proc = true`.
+    /// Without a running agent it reads the host's files (`ps` says so).
+    #[arg(long)]
+    pub proc_view: bool,
+
     #[command(flatten)]
     pub resources: ResourceFlags,
 
@@ -248,6 +256,13 @@ pub fn execute(root: &StateRoot, args: RunArgs) -> i32 {
     };
     match spec_from(args, policy) {
         Ok(mut spec) => {
+            if spec.policy.view.proc && runtime::view::served(root).is_none() {
+                eprintln!(
+                    "palisade: warning: no agent serves /proc views for {}: {} reads the host's /proc files until `palisade agent` runs there (`ps` shows it)",
+                    root.dir().display(),
+                    spec.name
+                );
+            }
             spec.recipe = Some(Recipe {
                 version: RECIPE_VERSION,
                 launch: spec.launch(),
@@ -268,6 +283,7 @@ fn spec_from(args: RunArgs, policy: Policy) -> Result<RunSpec, i32> {
         super::EXIT_BAD_INPUT
     };
     let mut policy = policy;
+    policy.view.proc |= args.proc_view;
     let pairs = args.resources.pairs();
     if !pairs.is_empty() {
         match Resources::from_flags(&pairs).and_then(|r| r.validate()) {

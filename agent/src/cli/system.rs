@@ -16,7 +16,8 @@ pub enum SystemCommand {
     /// Remove what the state root holds for no container: dead containers
     /// (creator or monitor died, processes gone), abandoned reservations,
     /// empty cgroups under palisade/ that no container owns (older than a
-    /// minute), and its BPF pins once it has no container.
+    /// minute), its BPF pins once it has no container, and a killed
+    /// agent's dead /proc view filesystem.
     Prune(PruneArgs),
 }
 
@@ -53,6 +54,9 @@ fn prune(root: &StateRoot, args: PruneArgs) -> i32 {
     }
     for dir in &pruned.pins {
         println!("removed pins {}", dir.display());
+    }
+    if let Some(dir) = &pruned.view_mount {
+        println!("detached a dead agent's /proc view from {}", dir.display());
     }
     0
 }

@@ -13,6 +13,7 @@ mod classify;
 mod kernel;
 mod metrics;
 mod oom;
+mod view;
 mod watch;
 
 use std::{
@@ -30,7 +31,7 @@ use thiserror::Error;
 use tokio::sync::watch as signal_watch;
 
 use crate::runtime::{
-    RuntimeError, StateRoot,
+    RuntimeError, StateRoot, Status,
     adopt::{self, Adopted},
     journal::{self, Record},
 };
@@ -82,6 +83,8 @@ pub struct Ctx {
     /// when it has.
     flush: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>,
     info: Arc<Mutex<Info>>,
+    /// The device of the view filesystem the agent serves, if it does.
+    view_dev: Option<u64>,
 }
 
 /// What the agent tells `agent status`.
@@ -98,10 +101,13 @@ pub struct Info {
     pub oom_watched: Vec<String>,
     pub classify_rules: usize,
     pub adopted: Adopted,
+    /// Where the containers' `/proc` views are served (`ROOT/.view`);
+    /// `None` if the filesystem could not be mounted (the log says why).
+    pub proc_view: Option<PathBuf>,
 }
 
 impl Ctx {
-    fn new(root: StateRoot, info: Info) -> (Self, kernel::Flushes) {
+    fn new(root: StateRoot, info: Info, view_dev: Option<u64>) -> (Self, kernel::Flushes) {
         let (flush, flushes) = tokio::sync::mpsc::unbounded_channel();
         let ctx = Self {
             root,
@@ -109,6 +115,7 @@ impl Ctx {
             ring_hint: Arc::new(tokio::sync::Notify::new()),
             flush,
             info: Arc::new(Mutex::new(info)),
+            view_dev,
         };
         (ctx, flushes)
     }
@@ -182,6 +189,19 @@ pub fn run(
         .build()
         .map_err(io("start the event loop"))?;
     let local = tokio::task::LocalSet::new();
+    let view = match view::serve(root) {
+        Ok(view) => Some(view),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the containers' /proc views: those that ask for one read the host's files");
+            None
+        }
+    };
+    let view_dev = view.as_ref().map(|v| v.dev);
+    if let Some(dev) = view_dev {
+        for state in root.list().unwrap_or_default() {
+            bind_view(root, &state.name, dev);
+        }
+    }
     let info = Info {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION"),
@@ -193,8 +213,9 @@ pub fn run(
         oom_watched: Vec::new(),
         classify_rules: options.classify.len(),
         adopted,
+        proc_view: view.as_ref().map(|_| crate::runtime::view::mount_point(root)),
     };
-    let (ctx, flushes) = Ctx::new(root.clone(), info);
+    let (ctx, flushes) = Ctx::new(root.clone(), info, view_dev);
     let socket = socket_path(root);
     local.block_on(&runtime, async move {
         let metrics = match options.metrics_addr {
@@ -230,10 +251,42 @@ pub fn run(
         let ended = shutdown_signal().await;
         tracing::info!(signal = ended, "stopping");
         tasks.shutdown().await;
+        if let Some(view) = view {
+            // The containers read the host's files again, not a dead
+            // filesystem's errors.
+            for state in ctx.root.list().unwrap_or_default() {
+                let state = crate::runtime::reconcile(&ctx.root, state);
+                if state.proc_view
+                    && matches!(state.status, Status::Running | Status::Created)
+                    && let Err(e) = crate::runtime::view::take_out(&state)
+                {
+                    tracing::warn!(container = %state.name, error = %e, "cannot take the /proc view out");
+                }
+            }
+            view.stop();
+        }
         let _ = std::fs::remove_file(&socket);
         tracing::info!("stopped; containers and their enforcement stay");
         Ok::<(), AgentError>(())
     })
+}
+
+/// Binds the view of the container `name` from the filesystem `dev` if it
+/// asked for one, runs, and has not got it (it started while no agent
+/// ran, or under one that is gone).
+pub(crate) fn bind_view(root: &StateRoot, name: &str, dev: u64) {
+    let Ok(state) = root.load(name) else {
+        return;
+    };
+    let state = crate::runtime::reconcile(root, state);
+    if !state.proc_view || !matches!(state.status, Status::Running | Status::Created) {
+        return;
+    }
+    match crate::runtime::view::bind_into(root, &state, dev) {
+        Ok(true) => tracing::info!(container = %name, "its /proc view bound"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(container = %name, error = %e, "cannot bind its /proc view: it reads the host's files"),
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; its name.

@@ -67,6 +67,9 @@ pub(super) async fn run(ctx: Ctx) {
             match record.what {
                 What::Created { .. } => {
                     ctx.ring_hint.notify_one();
+                    if let Some(dev) = ctx.view_dev {
+                        super::bind_view(&ctx.root, &record.container, dev);
+                    }
                     oom.start(&ctx, &record.container);
                 }
                 What::PolicyChanged => oom.start(&ctx, &record.container),

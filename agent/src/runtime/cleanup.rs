@@ -223,6 +223,9 @@ pub struct Pruned {
     pub cgroups: Vec<PathBuf>,
     /// bpffs directories (of this root, and the host's tracepoints).
     pub pins: Vec<PathBuf>,
+    /// A killed agent's dead `/proc` view filesystem, detached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view_mount: Option<PathBuf>,
 }
 
 /// A cgroup younger than this is left to whatever start may be making it.
@@ -278,6 +281,11 @@ pub fn prune(root: &StateRoot) -> Result<Pruned, RuntimeError> {
         }
     }
     pruned.pins = release_root_if_idle(root, true);
+    match super::view::detach_dead(root) {
+        Ok(true) => pruned.view_mount = Some(super::view::mount_point(root)),
+        Ok(false) => {}
+        Err(e) => return Err(RuntimeError::io("detach a dead agent's /proc view", &e)),
+    }
     Ok(pruned)
 }
 

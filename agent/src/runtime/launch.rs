@@ -226,6 +226,11 @@ impl<'a> Launch<'a> {
             extra_masked: spec.extra_masked.clone(),
             extra_read_only: spec.extra_read_only.clone(),
             limits: Some(limits),
+            view: spec
+                .policy
+                .view
+                .proc
+                .then(|| super::view::files_of(root, &spec.name)),
         };
         let seccomp = security::seccomp_for(
             &spec.policy.network.sockets.seccomp_families(),

@@ -32,6 +32,7 @@ pub mod shaping;
 pub mod state;
 mod supervise;
 pub mod userns;
+pub mod view;
 
 use std::{
     ffi::CString,
@@ -465,6 +466,7 @@ impl RunSpec {
             resources: self.policy.resources.clone(),
             egress: self.policy.network.egress,
             rlimits: self.rlimits.clone(),
+            proc_view: self.policy.view.proc,
         }
     }
 
@@ -486,6 +488,8 @@ impl RunSpec {
         // `policy apply` changes the network (egress included), device and
         // security sections; the resources stay as the container started.
         policy.resources = launch.resources.clone();
+        // `--proc-view` may have asked for it beside the policy's `[view]`.
+        policy.view.proc |= launch.proc_view;
         if recipe.applied_policy.is_none() {
             policy.network.egress = launch.egress;
         }

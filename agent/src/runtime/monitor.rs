@@ -59,6 +59,7 @@ pub(super) fn run(root: &StateRoot, spec: &RunSpec) -> Result<RunOutcome, Runtim
         shaping: None,
         device_rules: spec.extra_device_rules(),
         policies_pending: Vec::new(),
+        proc_view: spec.policy.view.proc,
         recipe: spec.recipe.clone(),
         creator_lock: true,
         dead_reason: None,

@@ -108,6 +108,15 @@ pub fn apply_policy(
             why: "cannot change on a running container (its seccomp filter, installed at start, allows or refuses io_uring: run the container again under the new policy)",
         });
     }
+    // A view is bound at start and stays (the caller says so when the new
+    // policy does not ask for it); one cannot be added.
+    if policy.view.proc && !state.proc_view {
+        return Err(RuntimeError::Invalid {
+            what: "view.proc",
+            value: policy.view.proc.to_string(),
+            why: "cannot be turned on for a running container (its /proc view is bound when it starts: run the container again under the new policy)",
+        });
+    }
     if policy.network.egress.is_some() && state.shaping.is_none() {
         refuse_new_shaping(&state)?;
     }

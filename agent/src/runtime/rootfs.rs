@@ -94,6 +94,9 @@ pub struct RootfsSpec {
     /// The host directory bound read-only onto /run/palisade (the
     /// container's limits.json), if any.
     pub limits: Option<PathBuf>,
+    /// The container's directory in the agent's view filesystem, if it
+    /// asked for its own `/proc` figures (see `runtime::view`).
+    pub view: Option<PathBuf>,
 }
 
 /// What [`enter`] opened while it still could (before the process became
@@ -101,6 +104,8 @@ pub struct RootfsSpec {
 pub struct Entered {
     /// The limits directory, as an `O_PATH` descriptor.
     limits: Option<OwnedFd>,
+    /// The view's files, if an agent serves them.
+    view: Option<Vec<(crate::spec::ViewFile, OwnedFd)>>,
 }
 
 /// Files hidden behind /dev/null (or an empty read-only tmpfs for
@@ -200,6 +205,8 @@ pub fn enter(spec: &RootfsSpec) -> Result<Entered, String> {
             .map_err(|e| format!("cannot open {}: {e}", dir.display()))
         })
         .transpose()?;
+    // Likewise; without an agent serving them, the host's files stay.
+    let view = spec.view.as_deref().and_then(super::view::open_files);
     mnt(
         None,
         Path::new("/"),
@@ -219,7 +226,7 @@ pub fn enter(spec: &RootfsSpec) -> Result<Entered, String> {
         None => bind(Path::new("/"), root, MsFlags::empty())?,
     }
     chdir(root).map_err(|e| format!("cannot enter {}: {e}", root.display()))?;
-    Ok(Entered { limits })
+    Ok(Entered { limits, view })
 }
 
 /// Builds the filesystem in the new root `enter` made the working
@@ -251,6 +258,9 @@ pub fn build(spec: &RootfsSpec, entered: Entered) -> Result<(), String> {
         Some("mode=1777"),
     )?;
     build_dev(&root.join("dev"), &spec.devices)?;
+    for (file, source) in entered.view.iter().flatten() {
+        bind_view_file(root, *file, source)?;
+    }
 
     for m in &spec.mounts {
         bind_mount(root, m)?;
@@ -377,6 +387,27 @@ fn bind_mount(root: &Path, m: &BindMount) -> Result<(), String> {
             .map_err(|e| format!("cannot restrict the mount on {}: {e}", m.target.display()))?;
     }
     Ok(())
+}
+
+/// Binds one file of the agent's view (an `O_PATH` descriptor) over the
+/// file it covers in the new root's /proc or /sys, opened without
+/// following a link; read-only, nosuid, nodev, noexec.
+fn bind_view_file(root: &Path, file: crate::spec::ViewFile, source: &OwnedFd) -> Result<(), String> {
+    let covers = Path::new(file.covers());
+    let fail = |e: &dyn std::fmt::Display| {
+        format!("cannot bind the container's view of {}: {e}", covers.display())
+    };
+    let target = fs::open_in_root(root, covers).map_err(|e| fail(&e))?;
+    mount(
+        Some(Path::new(&format!("/proc/self/fd/{}", source.as_raw_fd()))),
+        Path::new(&format!("/proc/self/fd/{}", target.as_raw_fd())),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| fail(&e))?;
+    let mounted = fs::open_in_root(root, covers).map_err(|e| fail(&e))?;
+    fs::set_attrs_recursive(mounted.as_fd(), super::view::bind_attrs()).map_err(|e| fail(&e))
 }
 
 /// Binds the limits directory read-only (and nosuid, nodev, noexec) onto

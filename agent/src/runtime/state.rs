@@ -129,6 +129,10 @@ pub struct State {
     /// `adopt::written_policies`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies_pending: Vec<String>,
+    /// It asked to see its own `/proc` figures (`[view] proc`,
+    /// `--proc-view`; see `runtime::view`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proc_view: bool,
     /// How the container was made; `None` for a container started by a
     /// palisade whose recipe this one cannot read (it cannot be
     /// checkpointed).
@@ -669,6 +673,7 @@ mod tests {
             shaping: None,
             device_rules: vec![crate::spec::DeviceRule::parse("b 7:0 rw").unwrap()],
             policies_pending: Vec::new(),
+            proc_view: false,
             recipe: None,
             creator_lock: false,
             dead_reason: None,

@@ -222,6 +222,10 @@ pub struct Launch {
     /// The command's resource limits (a bundle's `process.rlimits`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rlimits: Vec<super::Rlimit>,
+    /// The container sees its own `/proc` figures (`[view] proc`,
+    /// `--proc-view`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proc_view: bool,
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod policy_file;
 mod resources;
 mod rules;
 mod sockets;
+mod view;
 
 pub use agent_config::{
     AgentConfig, ClassifyRule, ClassifyTables, ExeGlob, FD_EXEC_PREFIX, MAX_CLASSIFY_RULES,
@@ -38,6 +39,7 @@ pub use oci::{
     policy_from_annotations,
 };
 pub use oom::{OomAction, OomCondition, OomPolicy};
+pub use view::{ViewFile, ViewPolicy};
 pub use policy::{NetworkPolicy, Policy, PolicyError, SecurityPolicy};
 pub use policy_file::{MAX_POLICY_BYTES, read_policy_file};
 pub use resources::{

@@ -32,6 +32,8 @@ pub struct Policy {
     pub security: SecurityPolicy,
     /// `[oom]`: what the agent does on the container's memory condition.
     pub oom: Option<OomPolicy>,
+    /// `[view]`: whether the container sees its own `/proc` figures.
+    pub view: super::ViewPolicy,
 }
 
 /// `[security]`: what the container's seccomp filter lets through that
@@ -49,6 +51,12 @@ pub struct SecurityPolicy {
 #[serde(deny_unknown_fields)]
 struct RawSecurity {
     io_uring: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawView {
+    proc: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -113,6 +121,7 @@ struct RawPolicy {
     devices: Option<RawDevices>,
     security: Option<RawSecurity>,
     oom: Option<Spanned<RawOom>>,
+    view: Option<RawView>,
 }
 
 #[derive(Deserialize)]
@@ -219,6 +228,7 @@ impl Policy {
                 ));
             }
         }
+        policy.view.proc = raw.view.and_then(|v| v.proc).unwrap_or(false);
         if let Some(devices) = raw.devices {
             policy.devices.defaults = devices.defaults.unwrap_or(true);
             let list_offset = devices.allow.as_ref().map_or(0, |l| l.span().start);
@@ -468,6 +478,17 @@ io_write_bps = ["254:0 5M"]
         assert_eq!(e.line, 2);
         assert!(e.message.contains("tcp"), "{e}");
         assert!(parse("[network]\nsockets = { raw = \"no\" }\n").is_err());
+    }
+
+    #[test]
+    fn view_switch() {
+        assert!(!parse("").unwrap().view.proc);
+        assert!(!parse("[view]\n").unwrap().view.proc);
+        assert!(parse("[view]\nproc = true\n").unwrap().view.proc);
+        let e = parse("[view]\nproc = \"yes\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = parse("[view]\nsys = true\n").unwrap_err();
+        assert!(e.message.contains("sys"), "{e}");
     }
 
     #[test]

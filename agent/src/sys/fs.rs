@@ -364,3 +364,63 @@ mod tests {
         assert!(is_cgroupfs(&cgroup.0).unwrap());
     }
 }
+
+/// `FUSE_SUPER_MAGIC` from linux/magic.h.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// Whether `fd` (an `O_PATH` descriptor is enough) is on a FUSE
+/// filesystem. A FUSE mount whose server is gone answers `ENOTCONN`.
+pub fn is_fuse(fd: BorrowedFd<'_>) -> nix::Result<bool> {
+    let fs = nix::sys::statfs::fstatfs(fd)?;
+    Ok(fs.filesystem_type() == FsType(FUSE_SUPER_MAGIC as _))
+}
+
+/// `OPEN_TREE_CLONE` and `OPEN_TREE_CLOEXEC` of linux/mount.h, and
+/// move_mount(2)'s flags.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// A detached copy of the mount at `path` (a bind mount that belongs to
+/// no mount namespace yet: open_tree(2) with `OPEN_TREE_CLONE`, Linux
+/// 5.2), to be attached elsewhere with [`attach_mount`], even in another
+/// mount namespace.
+pub fn clone_mount(path: &Path) -> io::Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c_path` is a NUL-terminated string alive for the call; the
+    // other arguments are integers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+        )
+    };
+    owned_fd(rc).map_err(io::Error::from)
+}
+
+/// Attaches the detached mount `tree` (from [`clone_mount`]) on the file
+/// or directory `target` refers to (an `O_PATH` descriptor): the caller's
+/// mount namespace must be the one `target` is in.
+pub fn attach_mount(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: both descriptors are open and both paths are empty
+    // NUL-terminated strings (the descriptors themselves), alive for the
+    // call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
