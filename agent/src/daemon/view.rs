@@ -46,9 +46,35 @@ const SLOT_SHIFT: u32 = 4;
 struct Container {
     name: String,
     created: u64,
-    subject: Subject,
+    /// Known once its state records its first process and cgroups (a
+    /// container's files are looked up while it is being made).
+    subject: Mutex<Option<Subject>>,
     /// Load over 1, 5 and 15 minutes.
     averages: Mutex<[f64; 3]>,
+}
+
+impl Container {
+    /// The container's cgroups and first process, read from its state the
+    /// first time it has them.
+    fn subject(&self, root: &StateRoot) -> Result<Subject, Errno> {
+        let mut known = lock(&self.subject);
+        if let Some(s) = known.as_ref() {
+            return Ok(s.clone());
+        }
+        let state = root.load(&self.name).map_err(|_| Errno::ENOENT)?;
+        if state.created != self.created {
+            return Err(Errno::ENOENT);
+        }
+        let (Some(pid), false) = (state.pid, state.cgroups.is_empty()) else {
+            return Err(Errno::EAGAIN);
+        };
+        let s = Subject {
+            cgroups: state.cgroups,
+            pid,
+        };
+        *known = Some(s.clone());
+        Ok(s)
+    }
 }
 
 #[derive(Default)]
@@ -119,13 +145,18 @@ impl ViewFs {
     fn container_slot(&self, name: &str) -> Result<u64, Errno> {
         crate::runtime::validate_name(name).map_err(|_| Errno::ENOENT)?;
         let state = self.root.load(name).map_err(|_| Errno::ENOENT)?;
-        let (Some(pid), Status::Running | Status::Created) = (state.pid, state.status) else {
+        if !matches!(
+            state.status,
+            Status::Creating | Status::Created | Status::Running
+        ) {
             return Err(Errno::ENOENT);
-        };
+        }
         let mut table = lock(&self.table);
-        table
-            .by_slot
-            .retain(|_, c| c.subject.cgroups.first().is_some_and(|d| d.exists()));
+        let root = self.root.dir();
+        table.by_slot.retain(|_, c| match lock(&c.subject).as_ref() {
+            Some(s) => s.cgroups.first().is_some_and(|d| d.exists()),
+            None => root.join(&c.name).exists(),
+        });
         if let Some((slot, _)) = table
             .by_slot
             .iter()
@@ -135,16 +166,12 @@ impl ViewFs {
         }
         table.next_slot += 1;
         let slot = table.next_slot;
-        let subject = Subject {
-            cgroups: state.cgroups.clone(),
-            pid,
-        };
         table.by_slot.insert(
             slot,
             Arc::new(Container {
                 name: name.to_string(),
                 created: state.created,
-                subject,
+                subject: Mutex::new(None),
                 averages: Mutex::new([0.0; 3]),
             }),
         );
@@ -213,8 +240,12 @@ impl Filesystem for ViewFs {
         // Read from the start (again): rendered now; a later offset reads
         // on in the same text, so one read of the file is consistent.
         if offset == 0 {
+            let subject = match container.subject(&self.root) {
+                Ok(s) => s,
+                Err(e) => return reply.error(e),
+            };
             let averages = *lock(&container.averages);
-            match render::render(file, &container.subject, averages) {
+            match render::render(file, &subject, averages) {
                 Ok(t) => *text = t.into_bytes(),
                 Err(e) => {
                     tracing::debug!(container = %container.name, file = file.name(), error = %e, "view file unreadable");
@@ -315,9 +346,10 @@ pub fn serve(root: &StateRoot) -> std::io::Result<ViewServer> {
     let dev = binds::served(root)
         .ok_or_else(|| std::io::Error::other("the view filesystem does not answer"))?;
     let (stop, stopped) = mpsc::channel();
+    let root = root.clone();
     let sampler = std::thread::Builder::new()
         .name("view-load".into())
-        .spawn(move || sample_load(&table, &stopped))?;
+        .spawn(move || sample_load(&root, &table, &stopped))?;
     Ok(ViewServer {
         session: Some(session),
         dev,
@@ -328,11 +360,14 @@ pub fn serve(root: &StateRoot) -> std::io::Result<ViewServer> {
 
 /// Every [`LOAD_SAMPLE`], the load of each container looked up, until
 /// told to stop.
-fn sample_load(table: &Mutex<Table>, stop: &mpsc::Receiver<()>) {
+fn sample_load(root: &StateRoot, table: &Mutex<Table>, stop: &mpsc::Receiver<()>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(LOAD_SAMPLE) {
         let containers: Vec<_> = lock(table).by_slot.values().cloned().collect();
         for c in containers {
-            let tasks = render::tasks(&c.subject.cgroups);
+            let Ok(subject) = c.subject(root) else {
+                continue;
+            };
+            let tasks = render::tasks(&subject.cgroups);
             let mut averages = lock(&c.averages);
             *averages = render::next_load(*averages, &tasks);
         }

@@ -90,7 +90,7 @@ pub fn bind_attrs() -> fs::MountAttrs {
 
 /// Whether a container has its view now, as `ps` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum ViewState {
     /// Not asked for: the host's files, as in any container.
     Off,
