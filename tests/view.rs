@@ -48,7 +48,10 @@ fn ps_view(sb: &Sandbox) -> String {
 }
 
 fn host_mem_total_kb() -> u64 {
-    kb(&std::fs::read_to_string("/proc/meminfo").unwrap(), "MemTotal")
+    kb(
+        &std::fs::read_to_string("/proc/meminfo").unwrap(),
+        "MemTotal",
+    )
 }
 
 /// Waits (up to 20 s) until the container's `ps` view state is `want`.
@@ -59,7 +62,10 @@ fn wait_view(sb: &Sandbox, want: &str) {
         if now == want {
             return;
         }
-        assert!(Instant::now() < deadline, "proc_view stayed {now}, not {want}");
+        assert!(
+            Instant::now() < deadline,
+            "proc_view stayed {now}, not {want}"
+        );
         thread::sleep(Duration::from_millis(50));
     }
 }
@@ -113,7 +119,10 @@ fn a_container_sees_its_own_memory_cpus_and_uptime() {
     let cpu_lines: Vec<&str> = stat.lines().filter(|l| l.starts_with("cpu")).collect();
     assert_eq!(cpu_lines.len(), 2, "{stat}");
     assert!(cpu_lines[1].starts_with("cpu0 "), "{stat}");
-    assert!(stat.contains("\nbtime "), "the host's boot time stays: {stat}");
+    assert!(
+        stat.contains("\nbtime "),
+        "the host's boot time stays: {stat}"
+    );
 
     let py = sh(
         &sb,
@@ -131,7 +140,12 @@ print(before, avail())\n";
     let py = sh(&sb, &format!("/usr/bin/python3 -c \"{script}\""));
     let (before, after) = py
         .split_once(' ')
-        .map(|(a, b)| (a.trim().parse::<u64>().unwrap(), b.trim().parse::<u64>().unwrap()))
+        .map(|(a, b)| {
+            (
+                a.trim().parse::<u64>().unwrap(),
+                b.trim().parse::<u64>().unwrap(),
+            )
+        })
         .unwrap();
     assert!(before > 200 * 1024, "{py}");
     let fell = before.saturating_sub(after);
@@ -223,7 +237,10 @@ fn load_cpu_time_and_io_are_the_containers() {
     assert!(cpu[0] + cpu[2] >= 300, "{text}");
 
     // Direct writes to a disk: the container's own sectors.
-    sh(&sb, "dd if=/dev/zero of=/data/f bs=1M count=16 oflag=direct 2>/dev/null; sync");
+    sh(
+        &sb,
+        "dd if=/dev/zero of=/data/f bs=1M count=16 oflag=direct 2>/dev/null; sync",
+    );
     let disk = sh(&sb, "cat /proc/diskstats");
     let written: u64 = disk
         .lines()
@@ -233,8 +250,14 @@ fn load_cpu_time_and_io_are_the_containers() {
         written >= 16 * 2048,
         "16 MiB written shows as sectors written: {disk}"
     );
-    let host_devices = std::fs::read_to_string("/proc/diskstats").unwrap().lines().count();
-    assert!(disk.lines().count() < host_devices, "only devices it used: {disk}");
+    let host_devices = std::fs::read_to_string("/proc/diskstats")
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        disk.lines().count() < host_devices,
+        "only devices it used: {disk}"
+    );
 }
 
 #[test]
@@ -247,10 +270,17 @@ fn killing_the_agent_fails_the_files_until_it_restarts() {
     agent.signal("KILL");
     let _ = agent.child.wait();
     let o = sb.exec(&["cat", "/proc/meminfo"]);
-    assert!(!o.status.success(), "a dead agent's file is read: {}", out(&o));
+    assert!(
+        !o.status.success(),
+        "a dead agent's file is read: {}",
+        out(&o)
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("Transport endpoint is not connected"), "{err}");
-    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the container runs on");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container runs on"
+    );
     assert_eq!(ps_view(&sb), "failing");
 
     let mut agent = Agent::start(&sb, &[]);
@@ -259,7 +289,10 @@ fn killing_the_agent_fails_the_files_until_it_restarts() {
 
     // Stopped cleanly: the host's files, not errors.
     assert!(agent.stop().success());
-    assert_eq!(kb(&sh(&sb, "cat /proc/meminfo"), "MemTotal"), host_mem_total_kb());
+    assert_eq!(
+        kb(&sh(&sb, "cat /proc/meminfo"), "MemTotal"),
+        host_mem_total_kb()
+    );
     assert_eq!(ps_view(&sb), "host-files");
     assert!(!view_mounted(&sb), "the stopped agent's filesystem is gone");
 
@@ -269,7 +302,11 @@ fn killing_the_agent_fails_the_files_until_it_restarts() {
     drop(agent);
     assert!(view_mounted(&sb));
     let o = sb.palisade().args(["system", "prune"]).output().unwrap();
-    assert!(ok(&o).contains("detached a dead agent's /proc view"), "{}", out(&o));
+    assert!(
+        ok(&o).contains("detached a dead agent's /proc view"),
+        "{}",
+        out(&o)
+    );
     assert!(!view_mounted(&sb));
 }
 
@@ -288,7 +325,10 @@ fn a_container_started_without_an_agent_gets_its_view_when_one_starts() {
     let warned = String::from_utf8_lossy(&o.stderr);
     assert!(warned.contains("no agent serves /proc views"), "{warned}");
     sb.wait_running();
-    assert_eq!(kb(&sh(&sb, "cat /proc/meminfo"), "MemTotal"), host_mem_total_kb());
+    assert_eq!(
+        kb(&sh(&sb, "cat /proc/meminfo"), "MemTotal"),
+        host_mem_total_kb()
+    );
     assert_eq!(ps_view(&sb), "host-files");
 
     let _agent = Agent::start(&sb, &[]);
@@ -306,8 +346,16 @@ fn a_view_cannot_be_added_by_policy_apply() {
     let _agent = Agent::start(&sb, &[]);
     sb.start_sleeping(&["--memory", "128M"]);
     let o = sb.try_apply(&sb.policy("[view]\nproc = true\n"));
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("view.proc"));
     assert_eq!(ps_view(&sb), "off");
-    assert_eq!(kb(&sh(&sb, "cat /proc/meminfo"), "MemTotal"), host_mem_total_kb());
+    assert_eq!(
+        kb(&sh(&sb, "cat /proc/meminfo"), "MemTotal"),
+        host_mem_total_kb()
+    );
 }

@@ -11,7 +11,7 @@ use std::{io, path::PathBuf};
 use crate::{
     cgroups::{
         self, MemoryDetail,
-        view::{CpuTimes, DeviceIo},
+        view::{CpuTimes, DeviceIo, Dirs, MemoryFiles},
     },
     spec::{CpuQuota, ViewFile},
 };
@@ -21,13 +21,26 @@ use crate::{
 const TICKS_PER_SECOND: u64 = 100;
 
 /// The container a view is rendered for.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Subject {
     /// Its cgroup directories (every hierarchy's, v2 first).
-    pub cgroups: Vec<PathBuf>,
+    pub cgroups: Dirs,
     /// Its first process, as the host numbers it: the container started
     /// when it did.
     pub pid: i32,
+    /// Its memory controller's directory, found once.
+    memory: Option<MemoryFiles>,
+}
+
+impl Subject {
+    pub fn new(cgroups: Vec<PathBuf>, pid: i32) -> Self {
+        let memory = MemoryFiles::find(&cgroups);
+        Self {
+            cgroups: Dirs::new(cgroups),
+            pid,
+            memory,
+        }
+    }
 }
 
 /// A container's tasks now.
@@ -44,7 +57,7 @@ pub struct Tasks {
 
 /// The tasks of the container whose cgroup directories are `dirs`, from
 /// each thread's state in `/proc` now.
-pub fn tasks(dirs: &[PathBuf]) -> Tasks {
+pub fn tasks(dirs: &Dirs) -> Tasks {
     let tids = cgroups::view::threads(dirs);
     let mut t = Tasks {
         threads: tids.len(),
@@ -54,7 +67,10 @@ pub fn tasks(dirs: &[PathBuf]) -> Tasks {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {
             continue;
         };
-        match stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()) {
+        match stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+        {
             Some('R') => t.running += 1,
             Some('D') => t.blocked += 1,
             _ => {}
@@ -83,11 +99,18 @@ pub fn render(file: ViewFile, subject: &Subject, averages: [f64; 3]) -> io::Resu
     let host = |path: &str| std::fs::read_to_string(path);
     let dirs = &subject.cgroups;
     Ok(match file {
-        ViewFile::Meminfo => meminfo(&host("/proc/meminfo")?, &memory_view(dirs)?),
+        ViewFile::Meminfo => {
+            let host = host("/proc/meminfo")?;
+            meminfo(&host, &memory_view(&host, subject)?)
+        }
         ViewFile::Cpuinfo => cpuinfo(&host("/proc/cpuinfo")?, &visible(dirs)?),
         ViewFile::CpusOnline => cpus_online(visible(dirs)?.len()),
         ViewFile::Uptime => {
-            let used = cgroups::stats::cpu_time(dirs).ok_or_else(|| missing("CPU time"))?;
+            // Its nested containers' time is its own too.
+            let used: u64 = cgroups::view::cpu_times(dirs)
+                .iter()
+                .map(|(_, t)| t.user_ns + t.system_ns)
+                .sum();
             uptime(
                 since_start(subject.pid)?,
                 visible(dirs)?.len(),
@@ -108,12 +131,11 @@ pub fn render(file: ViewFile, subject: &Subject, averages: [f64; 3]) -> io::Resu
             )
         }
         ViewFile::Loadavg => loadavg(averages, &tasks(dirs)),
-        ViewFile::Diskstats => diskstats(
-            &host("/proc/diskstats")?,
-            &cgroups::view::device_io(dirs),
-        ),
+        ViewFile::Diskstats => {
+            diskstats(&host("/proc/diskstats")?, &cgroups::view::device_io(dirs))
+        }
         ViewFile::Swaps => {
-            let m = memory_view(dirs)?;
+            let m = memory_view(&host("/proc/meminfo")?, subject)?;
             swaps(m.swap_total, m.swap_used)
         }
     })
@@ -136,26 +158,25 @@ fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
 
 /// The container's memory now: its limit (at most the host's memory),
 /// use, detail and swap (at most the host's).
-fn memory_view(dirs: &[PathBuf]) -> io::Result<MemoryView> {
-    let host = std::fs::read_to_string("/proc/meminfo")?;
-    let host_total = meminfo_bytes(&host, "MemTotal").ok_or_else(|| missing("host memory"))?;
-    let host_swap = meminfo_bytes(&host, "SwapTotal").unwrap_or(0);
-    let s = cgroups::stats::memory(dirs);
-    let used = s.memory_bytes.ok_or_else(|| missing("memory use"))?;
-    let total = s.memory_limit_bytes.unwrap_or(u64::MAX).min(host_total);
+fn memory_view(host: &str, subject: &Subject) -> io::Result<MemoryView> {
+    let host_total = meminfo_bytes(host, "MemTotal").ok_or_else(|| missing("host memory"))?;
+    let host_swap = meminfo_bytes(host, "SwapTotal").unwrap_or(0);
+    let m = subject
+        .memory
+        .as_ref()
+        .and_then(MemoryFiles::read)
+        .ok_or_else(|| missing("memory use"))?;
     Ok(MemoryView {
-        total,
-        used,
-        detail: s.memory_stat.unwrap_or_default(),
-        swap_total: cgroups::view::swap_limit(dirs)
-            .unwrap_or(u64::MAX)
-            .min(host_swap),
-        swap_used: s.swap_bytes.unwrap_or(0),
+        total: m.limit.unwrap_or(u64::MAX).min(host_total),
+        used: m.used,
+        detail: m.detail,
+        swap_total: m.swap_limit.unwrap_or(u64::MAX).min(host_swap),
+        swap_used: m.swap_used,
     })
 }
 
 /// The host CPUs the container sees (see [`visible_cpus`]).
-fn visible(dirs: &[PathBuf]) -> io::Result<Vec<u32>> {
+fn visible(dirs: &Dirs) -> io::Result<Vec<u32>> {
     let allowed = match cgroups::view::cpus(dirs) {
         Some(cpus) => cpus,
         None => cgroups::view::expand_id_list(&std::fs::read_to_string(

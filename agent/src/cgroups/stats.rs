@@ -69,7 +69,7 @@ pub struct MemoryDetail {
 impl MemoryDetail {
     /// From the text of `memory.stat`; v1 when it has `total_` keys.
     /// `None` if a field is missing (a kernel that names it otherwise).
-    fn parse(text: &str) -> Option<Self> {
+    pub(super) fn parse(text: &str) -> Option<Self> {
         let value = |key: &str| keyed_value(text, key);
         let v1 = value("total_cache").is_some();
         let field = |v2: &str, v1_name: &str| {

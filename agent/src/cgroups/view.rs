@@ -3,30 +3,58 @@
 //! view is read: which CPUs it may use and how much of them, its CPU time
 //! per CPU, its swap limit, its block I/O per device and its threads.
 
-use std::{fs, path::PathBuf};
+use std::{collections::HashMap, fs, path::PathBuf, sync::Mutex};
 
 use crate::spec::CpuQuota;
 
-/// The first of `dirs` holding `file`, as a path to it.
-fn find(dirs: &[PathBuf], file: &str) -> Option<PathBuf> {
-    dirs.iter().map(|d| d.join(file)).find(|p| p.exists())
+/// A container's cgroup directories (every hierarchy's, v2 first), with
+/// the directory each file was found in remembered: a view read asks for
+/// the same few files again and again, and a controller does not come or
+/// go under a running container.
+#[derive(Debug, Default)]
+pub struct Dirs {
+    dirs: Vec<PathBuf>,
+    found: Mutex<HashMap<&'static str, Option<PathBuf>>>,
 }
 
-fn read(dirs: &[PathBuf], file: &str) -> Option<String> {
-    find(dirs, file).and_then(|p| fs::read_to_string(p).ok())
+impl Dirs {
+    pub fn new(dirs: Vec<PathBuf>) -> Self {
+        Self {
+            dirs,
+            found: Mutex::default(),
+        }
+    }
+
+    pub fn all(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// The first directory holding `file`, as a path to it.
+    fn find(&self, file: &'static str) -> Option<PathBuf> {
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        found
+            .entry(file)
+            .or_insert_with(|| self.dirs.iter().map(|d| d.join(file)).find(|p| p.exists()))
+            .clone()
+    }
+}
+
+fn read(dirs: &Dirs, file: &'static str) -> Option<String> {
+    dirs.find(file).and_then(|p| fs::read_to_string(p).ok())
 }
 
 /// The CPUs the container's tasks may run on: its cpuset's effective
 /// list (v2 `cpuset.cpus.effective`, v1 `cpuset.effective_cpus`); `None`
 /// without a cpuset controller.
-pub fn cpus(dirs: &[PathBuf]) -> Option<Vec<u32>> {
-    let text = read(dirs, "cpuset.cpus.effective").or_else(|| read(dirs, "cpuset.effective_cpus"))?;
+pub fn cpus(dirs: &Dirs) -> Option<Vec<u32>> {
+    let text =
+        read(dirs, "cpuset.cpus.effective").or_else(|| read(dirs, "cpuset.effective_cpus"))?;
     expand_id_list(&text)
 }
 
 /// The container's CPU bandwidth limit (v2 `cpu.max`, v1
 /// `cpu.cfs_quota_us` and `cpu.cfs_period_us`); `None` when unlimited.
-pub fn cpu_quota(dirs: &[PathBuf]) -> Option<CpuQuota> {
+pub fn cpu_quota(dirs: &Dirs) -> Option<CpuQuota> {
     if let Some(text) = read(dirs, "cpu.max") {
         let mut words = text.split_whitespace();
         let quota_us = words.next()?.parse().ok()?;
@@ -44,16 +72,88 @@ pub fn cpu_quota(dirs: &[PathBuf]) -> Option<CpuQuota> {
     })
 }
 
-/// Swap the container may use beyond its memory, in bytes: v2
-/// `memory.swap.max`, v1 the memory-plus-swap limit less the memory
-/// limit. `None` when unlimited (or without swap accounting).
-pub fn swap_limit(dirs: &[PathBuf]) -> Option<u64> {
-    if let Some(text) = read(dirs, "memory.swap.max") {
-        return text.trim().parse().ok();
+/// The directory of a container's memory controller (v2 or v1), found
+/// once, so that a view reads only the files it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryFiles {
+    dir: PathBuf,
+    v2: bool,
+}
+
+/// A container's memory now, in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub used: u64,
+    /// `None` when unlimited.
+    pub limit: Option<u64>,
+    /// Swap it may use beyond its memory (`None`: unlimited, or no swap
+    /// accounting), and uses.
+    pub swap_limit: Option<u64>,
+    pub swap_used: u64,
+    pub detail: super::MemoryDetail,
+}
+
+impl MemoryFiles {
+    /// The memory controller's directory among `dirs`, if it has one.
+    pub fn find(dirs: &[PathBuf]) -> Option<Self> {
+        dirs.iter().find_map(|d| {
+            if d.join("memory.current").exists() {
+                Some(Self {
+                    dir: d.clone(),
+                    v2: true,
+                })
+            } else if d.join("memory.usage_in_bytes").exists() {
+                Some(Self {
+                    dir: d.clone(),
+                    v2: false,
+                })
+            } else {
+                None
+            }
+        })
     }
-    let both: u64 = read(dirs, "memory.memsw.limit_in_bytes")?.trim().parse().ok()?;
-    let memory: u64 = read(dirs, "memory.limit_in_bytes")?.trim().parse().ok()?;
-    (both < super::stats::V1_UNLIMITED).then(|| both.saturating_sub(memory))
+
+    fn number(&self, file: &str) -> Option<u64> {
+        fs::read_to_string(self.dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Its figures now; `None` if the usage cannot be read (the cgroup is
+    /// gone).
+    pub fn read(&self) -> Option<Memory> {
+        let detail = fs::read_to_string(self.dir.join("memory.stat"))
+            .ok()
+            .and_then(|text| super::MemoryDetail::parse(&text))
+            .unwrap_or_default();
+        if self.v2 {
+            return Some(Memory {
+                used: self.number("memory.current")?,
+                limit: self.number("memory.max"),
+                swap_limit: self.number("memory.swap.max"),
+                swap_used: self.number("memory.swap.current").unwrap_or(0),
+                detail,
+            });
+        }
+        let used = self.number("memory.usage_in_bytes")?;
+        let limit = self
+            .number("memory.limit_in_bytes")
+            .filter(|&l| l < super::stats::V1_UNLIMITED);
+        let both = self
+            .number("memory.memsw.limit_in_bytes")
+            .filter(|&l| l < super::stats::V1_UNLIMITED);
+        Some(Memory {
+            used,
+            limit,
+            swap_limit: both.zip(limit).map(|(b, l)| b.saturating_sub(l)),
+            swap_used: self
+                .number("memory.memsw.usage_in_bytes")
+                .map_or(0, |b| b.saturating_sub(used)),
+            detail,
+        })
+    }
 }
 
 /// CPU time in nanoseconds, split into user and system.
@@ -66,8 +166,8 @@ pub struct CpuTimes {
 /// The container's CPU time on each CPU, by host CPU number (v1
 /// `cpuacct.usage_percpu_user` and `_sys`), or, where the kernel keeps no
 /// per-CPU figure (v2), its total as one entry keyed `None`.
-pub fn cpu_times(dirs: &[PathBuf]) -> Vec<(Option<u32>, CpuTimes)> {
-    let per_cpu = |file: &str| -> Option<Vec<u64>> {
+pub fn cpu_times(dirs: &Dirs) -> Vec<(Option<u32>, CpuTimes)> {
+    let per_cpu = |file: &'static str| -> Option<Vec<u64>> {
         read(dirs, file)?
             .split_whitespace()
             .map(|n| n.parse().ok())
@@ -108,7 +208,7 @@ pub struct DeviceIo {
 
 /// The container's block I/O per device (v2 `io.stat`, v1 blkio's
 /// throttle counters), devices it never touched left out.
-pub fn device_io(dirs: &[PathBuf]) -> Vec<DeviceIo> {
+pub fn device_io(dirs: &Dirs) -> Vec<DeviceIo> {
     let mut devices: Vec<DeviceIo> = Vec::new();
     if let Some(text) = read(dirs, "io.stat") {
         for line in text.lines() {
@@ -180,7 +280,7 @@ fn device<'a>(devices: &'a mut Vec<DeviceIo>, word: &str) -> Option<&'a mut Devi
 
 /// The thread ids of the container's tasks (v2 `cgroup.threads`, v1
 /// `tasks`), as the host numbers them.
-pub fn threads(dirs: &[PathBuf]) -> Vec<i32> {
+pub fn threads(dirs: &Dirs) -> Vec<i32> {
     let text = read(dirs, "cgroup.threads")
         .or_else(|| read(dirs, "tasks"))
         .unwrap_or_default();

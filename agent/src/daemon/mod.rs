@@ -213,7 +213,9 @@ pub fn run(
         oom_watched: Vec::new(),
         classify_rules: options.classify.len(),
         adopted,
-        proc_view: view.as_ref().map(|_| crate::runtime::view::mount_point(root)),
+        proc_view: view
+            .as_ref()
+            .map(|_| crate::runtime::view::mount_point(root)),
     };
     let (ctx, flushes) = Ctx::new(root.clone(), info, view_dev);
     let socket = socket_path(root);
@@ -285,7 +287,9 @@ pub(crate) fn bind_view(root: &StateRoot, name: &str, dev: u64) {
     match crate::runtime::view::bind_into(root, &state, dev) {
         Ok(true) => tracing::info!(container = %name, "its /proc view bound"),
         Ok(false) => {}
-        Err(e) => tracing::error!(container = %name, error = %e, "cannot bind its /proc view: it reads the host's files"),
+        Err(e) => {
+            tracing::error!(container = %name, error = %e, "cannot bind its /proc view: it reads the host's files")
+        }
     }
 }
 

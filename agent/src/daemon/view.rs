@@ -48,7 +48,7 @@ struct Container {
     created: u64,
     /// Known once its state records its first process and cgroups (a
     /// container's files are looked up while it is being made).
-    subject: Mutex<Option<Subject>>,
+    subject: Mutex<Option<Arc<Subject>>>,
     /// Load over 1, 5 and 15 minutes.
     averages: Mutex<[f64; 3]>,
 }
@@ -56,7 +56,7 @@ struct Container {
 impl Container {
     /// The container's cgroups and first process, read from its state the
     /// first time it has them.
-    fn subject(&self, root: &StateRoot) -> Result<Subject, Errno> {
+    fn subject(&self, root: &StateRoot) -> Result<Arc<Subject>, Errno> {
         let mut known = lock(&self.subject);
         if let Some(s) = known.as_ref() {
             return Ok(s.clone());
@@ -68,10 +68,7 @@ impl Container {
         let (Some(pid), false) = (state.pid, state.cgroups.is_empty()) else {
             return Err(Errno::EAGAIN);
         };
-        let s = Subject {
-            cgroups: state.cgroups,
-            pid,
-        };
+        let s = Arc::new(Subject::new(state.cgroups, pid));
         *known = Some(s.clone());
         Ok(s)
     }
@@ -153,10 +150,12 @@ impl ViewFs {
         }
         let mut table = lock(&self.table);
         let root = self.root.dir();
-        table.by_slot.retain(|_, c| match lock(&c.subject).as_ref() {
-            Some(s) => s.cgroups.first().is_some_and(|d| d.exists()),
-            None => root.join(&c.name).exists(),
-        });
+        table
+            .by_slot
+            .retain(|_, c| match lock(&c.subject).as_ref() {
+                Some(s) => s.cgroups.all().first().is_some_and(|d| d.exists()),
+                None => root.join(&c.name).exists(),
+            });
         if let Some((slot, _)) = table
             .by_slot
             .iter()
@@ -192,7 +191,11 @@ impl Filesystem for ViewFs {
             _ => Err(Errno::ENOENT),
         };
         match ino {
-            Ok(ino) => reply.entry(&TTL, &attr(ino, ino & ((1 << SLOT_SHIFT) - 1) == 0), Generation(0)),
+            Ok(ino) => reply.entry(
+                &TTL,
+                &attr(ino, ino & ((1 << SLOT_SHIFT) - 1) == 0),
+                Generation(0),
+            ),
             Err(e) => reply.error(e),
         }
     }
@@ -253,7 +256,9 @@ impl Filesystem for ViewFs {
                 }
             }
         }
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(text.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(text.len());
         let end = start.saturating_add(size as usize).min(text.len());
         reply.data(&text[start..end]);
     }

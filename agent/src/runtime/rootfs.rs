@@ -392,10 +392,17 @@ fn bind_mount(root: &Path, m: &BindMount) -> Result<(), String> {
 /// Binds one file of the agent's view (an `O_PATH` descriptor) over the
 /// file it covers in the new root's /proc or /sys, opened without
 /// following a link; read-only, nosuid, nodev, noexec.
-fn bind_view_file(root: &Path, file: crate::spec::ViewFile, source: &OwnedFd) -> Result<(), String> {
+fn bind_view_file(
+    root: &Path,
+    file: crate::spec::ViewFile,
+    source: &OwnedFd,
+) -> Result<(), String> {
     let covers = Path::new(file.covers());
     let fail = |e: &dyn std::fmt::Display| {
-        format!("cannot bind the container's view of {}: {e}", covers.display())
+        format!(
+            "cannot bind the container's view of {}: {e}",
+            covers.display()
+        )
     };
     let target = fs::open_in_root(root, covers).map_err(|e| fail(&e))?;
     mount(

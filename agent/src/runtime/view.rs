@@ -72,9 +72,7 @@ pub fn open_files(dir: &Path) -> Option<Vec<(ViewFile, OwnedFd)>> {
                 Mode::empty(),
             )
             .ok()?;
-            fs::is_fuse(fd.as_fd())
-                .ok()?
-                .then_some((file, fd))
+            fs::is_fuse(fd.as_fd()).ok()?.then_some((file, fd))
         })
         .collect()
 }
@@ -176,7 +174,9 @@ fn detach_stale(path: &Path, keep: Option<u64>) -> io::Result<bool> {
 }
 
 fn mount_ns(state: &State) -> io::Result<File> {
-    let pid = state.pid.ok_or_else(|| io::Error::other("no first process"))?;
+    let pid = state
+        .pid
+        .ok_or_else(|| io::Error::other("no first process"))?;
     File::open(format!("/proc/{pid}/ns/mnt"))
 }
 
@@ -252,7 +252,10 @@ fn detach_from_point(dir: &Path, detach: fn(nix::Result<bool>) -> bool) -> io::R
 /// Detaches whatever FUSE filesystems are mounted on the mount point
 /// `dir` (a dead agent's, as a new one starts).
 pub fn unmount_point(dir: &Path) -> io::Result<()> {
-    detach_from_point(dir, |on_top| matches!(on_top, Ok(true) | Err(Errno::ENOTCONN))).map(drop)
+    detach_from_point(dir, |on_top| {
+        matches!(on_top, Ok(true) | Err(Errno::ENOTCONN))
+    })
+    .map(drop)
 }
 
 /// Detaches a killed agent's dead filesystem from `root`'s mount point

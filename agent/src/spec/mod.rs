@@ -39,7 +39,6 @@ pub use oci::{
     policy_from_annotations,
 };
 pub use oom::{OomAction, OomCondition, OomPolicy};
-pub use view::{ViewFile, ViewPolicy};
 pub use policy::{NetworkPolicy, Policy, PolicyError, SecurityPolicy};
 pub use policy_file::{MAX_POLICY_BYTES, read_policy_file};
 pub use resources::{
@@ -52,3 +51,4 @@ pub use rules::{
     prefix_count,
 };
 pub use sockets::SocketKinds;
+pub use view::{ViewFile, ViewPolicy};

@@ -311,60 +311,6 @@ pub fn unlink_at(dir: BorrowedFd<'_>, name: &str) -> nix::Result<()> {
     nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(
-            unescape_mountinfo(r"/a\040b\134c"),
-            OsString::from(r"/a b\c")
-        );
-        assert_eq!(unescape_mountinfo(r"/plain\0"), OsString::from(r"/plain\0"));
-    }
-
-    #[test]
-    fn open_in_root_refuses_symlinks_and_stays_inside() {
-        let dir = std::env::temp_dir().join(format!("palisade-openat2-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("real/sub")).unwrap();
-        std::os::unix::fs::symlink("/etc", dir.join("abs")).unwrap();
-        std::os::unix::fs::symlink("real", dir.join("rel")).unwrap();
-        assert!(open_in_root(&dir, Path::new("/real/sub")).is_ok());
-        assert!(open_in_root(&dir, Path::new("/")).is_ok());
-        for path in ["/abs", "/abs/passwd", "/rel/sub"] {
-            let e = open_in_root(&dir, Path::new(path)).unwrap_err();
-            assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{path}");
-        }
-        let e = open_in_root(&dir, Path::new("/missing")).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_detached_mount_is_read_only() {
-        use std::os::fd::AsFd;
-        let root = detached_read_only_mount(c"tmpfs", &[(c"size", c"64k")]).unwrap();
-        let refused = create_at(root.as_fd(), "x", 0o600).unwrap_err();
-        assert_eq!(refused, nix::errno::Errno::EROFS);
-        let unknown = detached_read_only_mount(c"palisade-no-such-fs", &[]).unwrap_err();
-        assert_eq!(unknown, nix::errno::Errno::ENODEV);
-        let bad_option = detached_read_only_mount(c"tmpfs", &[(c"size", c"lots")]).unwrap_err();
-        assert_eq!(bad_option, nix::errno::Errno::EINVAL);
-    }
-
-    #[test]
-    fn cgroupfs_is_told_by_type() {
-        assert!(!is_cgroupfs(Path::new("/")).unwrap());
-        let cgroup = mounts()
-            .unwrap()
-            .into_iter()
-            .find(|(_, fstype)| fstype == "cgroup2" || fstype == "cgroup")
-            .expect("a cgroup mount");
-        assert!(is_cgroupfs(&cgroup.0).unwrap());
-    }
-}
-
 /// `FUSE_SUPER_MAGIC` from linux/magic.h.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
@@ -423,4 +369,58 @@ pub fn attach_mount(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(
+            unescape_mountinfo(r"/a\040b\134c"),
+            OsString::from(r"/a b\c")
+        );
+        assert_eq!(unescape_mountinfo(r"/plain\0"), OsString::from(r"/plain\0"));
+    }
+
+    #[test]
+    fn open_in_root_refuses_symlinks_and_stays_inside() {
+        let dir = std::env::temp_dir().join(format!("palisade-openat2-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real/sub")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("abs")).unwrap();
+        std::os::unix::fs::symlink("real", dir.join("rel")).unwrap();
+        assert!(open_in_root(&dir, Path::new("/real/sub")).is_ok());
+        assert!(open_in_root(&dir, Path::new("/")).is_ok());
+        for path in ["/abs", "/abs/passwd", "/rel/sub"] {
+            let e = open_in_root(&dir, Path::new(path)).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{path}");
+        }
+        let e = open_in_root(&dir, Path::new("/missing")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_detached_mount_is_read_only() {
+        use std::os::fd::AsFd;
+        let root = detached_read_only_mount(c"tmpfs", &[(c"size", c"64k")]).unwrap();
+        let refused = create_at(root.as_fd(), "x", 0o600).unwrap_err();
+        assert_eq!(refused, nix::errno::Errno::EROFS);
+        let unknown = detached_read_only_mount(c"palisade-no-such-fs", &[]).unwrap_err();
+        assert_eq!(unknown, nix::errno::Errno::ENODEV);
+        let bad_option = detached_read_only_mount(c"tmpfs", &[(c"size", c"lots")]).unwrap_err();
+        assert_eq!(bad_option, nix::errno::Errno::EINVAL);
+    }
+
+    #[test]
+    fn cgroupfs_is_told_by_type() {
+        assert!(!is_cgroupfs(Path::new("/")).unwrap());
+        let cgroup = mounts()
+            .unwrap()
+            .into_iter()
+            .find(|(_, fstype)| fstype == "cgroup2" || fstype == "cgroup")
+            .expect("a cgroup mount");
+        assert!(is_cgroupfs(&cgroup.0).unwrap());
+    }
 }

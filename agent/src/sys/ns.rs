@@ -21,10 +21,7 @@ pub fn in_net_namespace_of<T>(pid: i32, f: impl FnOnce() -> T) -> std::io::Resul
 /// directory) with the others, so it leaves that first; it starts at
 /// the namespace's root, and ends with `f`, leaving the caller's threads
 /// where they were.
-pub fn in_mount_namespace<T: Send>(
-    ns: &File,
-    f: impl FnOnce() -> T + Send,
-) -> std::io::Result<T> {
+pub fn in_mount_namespace<T: Send>(ns: &File, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
