@@ -253,6 +253,7 @@ fn lifecycle(palisade: &Path, state: &Path, policy: &Path, name: &str, port: u16
         }
         metrics(palisade, state, &web)?;
         real_time(&cli, &web)?;
+        proc_view(palisade, state, &cli, &web)?;
         Ok(())
     })();
     let removed = cli(&["rm", "-f", &web])?;
@@ -301,6 +302,74 @@ fn real_time(cli: &dyn Fn(&[&str]) -> Result<std::process::Output>, web: &str) -
         bail!("the real-time container failed");
     }
     Ok(())
+}
+
+/// Ends an agent the demo started by its pid, with SIGTERM: it takes the
+/// containers' /proc views out and unmounts its filesystem on the way.
+fn stop_agent(agent: &mut std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(agent.id() as i32);
+    if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
+        let _ = agent.kill();
+    }
+    let _ = agent.wait();
+}
+
+/// A container's own /proc (issue 20): with --proc-view, `free`, `nproc`,
+/// /proc/cpuinfo and `uptime` tell its 256 MiB, one CPU and age, served
+/// by the agent, beside the same commands in a container without it.
+fn proc_view(
+    palisade: &Path,
+    state: &Path,
+    cli: &dyn Fn(&[&str]) -> Result<std::process::Output>,
+    web: &str,
+) -> Result<()> {
+    println!("\n==> palisade agent (serves the containers' /proc views)");
+    let mut agent = Command::new(palisade)
+        .arg("--root")
+        .arg(state)
+        .arg("agent")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the agent")?;
+    let shown = (|| -> Result<()> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(agent.stdout.take().context("agent stdout")?)
+            .read_line(&mut line)?;
+        print!("{line}");
+        let name = format!("{web}-view");
+        let started = cli(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--proc-view",
+            "--memory",
+            "256M",
+            "--cpu",
+            "0.5",
+            "--cpuset",
+            "0",
+            "--",
+            "sleep",
+            "600",
+        ])?;
+        if !started.status.success() {
+            bail!("the container with a /proc view did not start");
+        }
+        let probe = "free -m | head -2; echo \"nproc: $(nproc), cpuinfo processors: $(grep -c ^processor /proc/cpuinfo)\"; uptime";
+        let seen = cli(&["exec", &name, "--", "sh", "-c", probe]);
+        cli(&["ps"])?;
+        let _ = cli(&["rm", "-f", &name]);
+        let seen = String::from_utf8_lossy(&seen?.stdout).into_owned();
+        if !seen.contains("nproc: 1, cpuinfo processors: 1") || !seen.contains(" 256 ") {
+            bail!("the container did not see its own limits");
+        }
+        Ok(())
+    })();
+    stop_agent(&mut agent);
+    shown
 }
 
 /// What watches a detached container: the small monitor, a few pages of
@@ -876,8 +945,7 @@ fn metrics(palisade: &Path, state: &Path, name: &str) -> Result<()> {
         conn.read_to_string(&mut text)?;
         Ok(text)
     })();
-    let _ = agent.kill();
-    let _ = agent.wait();
+    stop_agent(&mut agent);
     let text = fetched?;
     let label = format!("container=\"{name}\"");
     let shown: Vec<&str> = text

@@ -601,4 +601,77 @@ HugePages_Total:       0\n";
         assert_eq!(uptime(10.0, 2, 5.0), "10.00 15.00\n");
         assert_eq!(uptime(1.0, 1, 3.0), "1.00 0.00\n", "idle is never negative");
     }
+
+    #[test]
+    fn stat_shows_the_containers_cpus_and_keeps_the_hosts_other_lines() {
+        let host = "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\ncpu1 8 8 8 8 8 8 8 8 0 0\n\
+intr 5 0\nctxt 7\nbtime 1700000000\nprocesses 42\nprocs_running 9\nprocs_blocked 4\n";
+        let cpus = [CpuTimes {
+            user_ns: 2_000_000_000,
+            system_ns: 500_000_000,
+        }];
+        let tasks = Tasks {
+            running: 1,
+            blocked: 0,
+            threads: 3,
+            newest_pid: 7,
+        };
+        let text = stat(host, &cpus, 10.0, &tasks);
+        assert_eq!(
+            text,
+            "cpu  200 0 50 750 0 0 0 0 0 0\ncpu0 200 0 50 750 0 0 0 0 0 0\n\
+intr 5 0\nctxt 7\nbtime 1700000000\nprocesses 42\nprocs_running 1\nprocs_blocked 0\n"
+        );
+    }
+
+    #[test]
+    fn cpu_time_is_per_cpu_where_the_kernel_keeps_it_else_shared() {
+        let t = |user_ns| CpuTimes {
+            user_ns,
+            system_ns: 0,
+        };
+        let per_cpu = [(Some(0), t(1)), (Some(1), t(2)), (Some(2), t(3))];
+        assert_eq!(per_visible_cpu(&[2, 0], &per_cpu), [t(3), t(1)]);
+        assert_eq!(per_visible_cpu(&[0, 1], &[(None, t(10))]), [t(5), t(5)]);
+    }
+
+    #[test]
+    fn load_averages_follow_the_kernels_damping() {
+        let busy = Tasks {
+            running: 1,
+            ..Tasks::default()
+        };
+        let mut avg = [0.0; 3];
+        // One minute of one busy task: 1 - 1/e of the way on the 1-minute.
+        for _ in 0..12 {
+            avg = next_load(avg, &busy);
+        }
+        assert!((avg[0] - (1.0 - (-1.0f64).exp())).abs() < 0.01, "{avg:?}");
+        assert!(avg[1] < avg[0] && avg[2] < avg[1], "{avg:?}");
+        assert_eq!(
+            loadavg(avg, &busy),
+            format!("{:.2} {:.2} {:.2} 1/0 0\n", avg[0], avg[1], avg[2])
+        );
+    }
+
+    #[test]
+    fn diskstats_and_swaps_show_only_the_containers() {
+        let host =
+            "   7       0 loop0 0 0 0 0 0 0 0 0 0 0 0\n 254       0 vda 1 2 3 4 5 6 7 8 9 10 11\n";
+        let io = DeviceIo {
+            major: 254,
+            minor: 0,
+            read_bytes: 1024,
+            write_bytes: 4096,
+            reads: 3,
+            writes: 4,
+        };
+        assert_eq!(
+            diskstats(host, &[io]),
+            " 254       0 vda 3 0 2 0 4 0 8 0 0 0 0\n"
+        );
+        assert_eq!(diskstats(host, &[]), "");
+        assert_eq!(swaps(0, 0).lines().count(), 1, "the header only");
+        assert!(swaps(2 << 20, 1 << 20).contains("virtual\t\t2048\t\t1024\t\t0"));
+    }
 }

@@ -127,6 +127,7 @@ pub fn probe() -> HostReport {
     ));
     probes.push(Probe::new("mount", "mount_api", mount_api()));
     probes.push(Probe::new("mount", "overlayfs", overlayfs()));
+    probes.push(Probe::new("mount", "fuse", fuse()));
     if let Ok(layout) = &layout {
         probes.push(Probe::noted(
             "cgroup",
@@ -247,6 +248,24 @@ fn overlayfs() -> Result<(), String> {
     } else {
         Err("not in /proc/filesystems (palisade then runs from a sealed copy of itself)".into())
     }
+}
+
+/// FUSE, which the agent serves the containers' /proc views with: the
+/// filesystem, and /dev/fuse to open.
+fn fuse() -> Result<(), String> {
+    let listed = std::fs::read_to_string("/proc/filesystems").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().last() == Some("fuse"))
+    });
+    if !listed {
+        return Err("not in /proc/filesystems (load the fuse module)".into());
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map(drop)
+        .map_err(|e| format!("/dev/fuse: {e}"))
 }
 
 /// A palisade feature and what it needs (probe names).
@@ -370,6 +389,11 @@ const FEATURES: &[Needs] = &[
     Needs {
         name: "real-time CPU budgets (cpu_rt_runtime)",
         needs: &["rt_groups"],
+        for_run: false,
+    },
+    Needs {
+        name: "per-container /proc views (--proc-view)",
+        needs: &["fuse", "mount_api"],
         for_run: false,
     },
     Needs {
