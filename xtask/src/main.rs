@@ -156,7 +156,7 @@ fn clippy_ebpf() -> Result<()> {
 fn bench(palisade: &Path) -> Result<()> {
     toolchain::require_root("the benchmarks create containers and nftables tables")?;
     let rootfs = rootfs::build()?;
-    let runs: [(&str, Vec<&Path>); 14] = [
+    let runs: [(&str, Vec<&Path>); 15] = [
         ("startup.sh", vec![palisade, rootfs.as_path()]),
         ("oci.sh", vec![palisade, rootfs.as_path()]),
         ("connect.sh", vec![palisade]),
@@ -171,6 +171,7 @@ fn bench(palisade: &Path) -> Result<()> {
         ("agent.sh", vec![palisade, rootfs.as_path()]),
         ("host_tax.sh", vec![palisade]),
         ("scale.sh", vec![palisade]),
+        ("view.sh", vec![palisade, rootfs.as_path()]),
     ];
     for (script, args) in runs {
         println!("==> bench/{script}");
