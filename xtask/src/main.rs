@@ -8,6 +8,7 @@
 mod demo;
 mod rootfs;
 mod toolchain;
+mod vm;
 
 use std::{
     io::{BufRead, BufReader},
@@ -26,6 +27,9 @@ commands:
   demo    build, then run a container under the sample policy and show what it enforces
   bench   build, then run every benchmark in bench/ beside its peers (as root)
   rootfs  build a small busybox root filesystem at target/rootfs/busybox
+  vm-test [--kernel 6.1] [FILTER]
+          the integration tests in a qemu guest on Debian's kernel of that
+          series, pure cgroup v2 (as root; PALISADE_VM_ACCEL=kvm where KVM works)
   setup   only check/install the toolchain";
 
 fn main() -> ExitCode {
@@ -40,6 +44,9 @@ fn main() -> ExitCode {
             .and_then(|_| toolchain::ensure_bench_packages())
             .and_then(|_| build_binary())
             .and_then(|bin| bench(&bin)),
+        Some("vm-test") => toolchain::ensure()
+            .and_then(|_| vm::parse(&args[1..]))
+            .and_then(|options| vm::vm_test(&options)),
         Some("rootfs") => rootfs::build().map(|_| ()),
         Some("setup") => toolchain::ensure(),
         Some("help" | "--help" | "-h") => {

@@ -102,6 +102,9 @@ impl ExecClassifier {
         program
             .load()
             .map_err(|e| ClassifierError::Load(hint(crate::sys::bpf::load_reason(&e))))?;
+        // A tracepoint is found by its id in tracefs, which a host without
+        // systemd (a container, a CI runner) may not have mounted.
+        super::ensure_tracefs().map_err(ClassifierError::Attach)?;
         program
             .attach("sched", "sched_process_exec")
             .map_err(|e| ClassifierError::Attach(hint(chain(&e))))?;

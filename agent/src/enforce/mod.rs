@@ -750,6 +750,34 @@ fn ensure_bpffs() -> Result<(), EnforceError> {
     })
 }
 
+/// Where the kernel's tracefs is mounted by convention.
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Mounts tracefs at /sys/kernel/tracing unless a tracefs is mounted
+/// there or under debugfs already (where aya looks for tracepoint ids).
+fn ensure_tracefs() -> Result<(), String> {
+    let mounted = crate::sys::fs::mounts()
+        .map_err(|e| format!("cannot read the mount table: {e}"))?
+        .iter()
+        .any(|(path, fstype)| {
+            fstype == "tracefs"
+                && (path == Path::new(TRACEFS) || path == Path::new("/sys/kernel/debug/tracing"))
+        });
+    if mounted {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("tracefs is not mounted and mounting it on {TRACEFS} failed: {e}"))
+}
+
 /// Adds the usual fix to a permission error.
 fn hint(reason: String) -> String {
     if reason.contains("Operation not permitted") || reason.contains("Permission denied") {

@@ -1,0 +1,454 @@
+//! `cargo xtask vm-test [--kernel 6.1] [FILTER]`: the integration tests in
+//! a qemu guest running Debian's kernel of that series, on a pure cgroup
+//! v2 hierarchy. The guest shares the host's root read-only (9p; the
+//! built binaries, test executables and busybox rootfs come with it)
+//! under a writable tmpfs overlay, so it has the same userland; its
+//! results come back through a second, writable share.
+//!
+//! The kernel `.deb` (`linux-image-<series>.*-amd64-unsigned`, the newest
+//! the host's apt knows) is fetched once with `apt-get download` and
+//! cached under `target/vm/`. KVM is used where it works, TCG elsewhere.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{root, toolchain};
+
+/// What the guest kernel needs before it can reach its root: virtio PCI,
+/// 9p over virtio and overlayfs (modules in Debian's generic flavour).
+const BOOT_MODULES: &[&str] = &[
+    "virtio",
+    "virtio_ring",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "netfs",
+    "fscache",
+    "9pnet",
+    "9pnet_virtio",
+    "9p",
+    "overlay",
+];
+
+pub struct Options {
+    pub series: String,
+    pub filter: Option<String>,
+}
+
+pub fn parse(args: &[String]) -> Result<Options> {
+    let mut options = Options {
+        series: "6.1".into(),
+        filter: None,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--kernel" => {
+                options.series = args
+                    .next()
+                    .context("--kernel needs a series, such as 6.1")?
+                    .clone();
+            }
+            other if other.starts_with('-') => bail!("vm-test: unknown flag {other}"),
+            other if options.filter.is_none() => options.filter = Some(other.to_string()),
+            other => bail!("vm-test: one FILTER only (got {other} too)"),
+        }
+    }
+    if !options
+        .series
+        .split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        bail!("--kernel {}: a series such as 6.1", options.series);
+    }
+    Ok(options)
+}
+
+/// A Debian kernel, unpacked: its image and its modules' tree.
+struct Kernel {
+    version: String,
+    image: PathBuf,
+    modules: PathBuf,
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The newest `linux-image-SERIES.N-K-amd64-unsigned` apt knows, fetched
+/// and unpacked under `target/vm/` (once).
+fn kernel(series: &str) -> Result<Kernel> {
+    let pattern = format!(
+        "^linux-image-{}\\.[0-9]+-[0-9]+-amd64-unsigned$",
+        series.replace('.', "\\.")
+    );
+    let mut found = output(Command::new("apt-cache").args(["search", "--names-only", &pattern]))?;
+    if found.trim().is_empty() {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        found = output(Command::new("apt-cache").args(["search", "--names-only", &pattern]))?;
+    }
+    let abi = |name: &str| -> Option<u32> {
+        name.strip_prefix("linux-image-")?
+            .split('-')
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let package = found
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .max_by_key(|name| abi(name))
+        .with_context(|| format!("apt knows no linux-image-{series}.*-amd64-unsigned"))?
+        .to_string();
+    let version = package
+        .strip_prefix("linux-image-")
+        .and_then(|v| v.strip_suffix("-unsigned"))
+        .context("odd package name")?
+        .to_string();
+    let dir = root().join("target").join("vm").join(&version);
+    let unpacked = dir.join("x");
+    let image = unpacked.join("boot").join(format!("vmlinuz-{version}"));
+    let modules = unpacked.join("lib/modules").join(&version);
+    if !modules.join("modules.dep").exists() {
+        std::fs::create_dir_all(&dir)?;
+        println!("==> fetching {package} (apt-get download)");
+        run(Command::new("apt-get")
+            .arg("download")
+            .arg(&package)
+            .current_dir(&dir))?;
+        let deb = std::fs::read_dir(&dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .context("apt-get download left no .deb")?;
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+        std::fs::remove_file(&deb)?;
+        // The package leaves modules.dep to the installing host's depmod.
+        run(Command::new("busybox")
+            .args(["depmod", "-b"])
+            .arg(&unpacked)
+            .arg(&version))?;
+    }
+    if !image.exists() {
+        bail!("{} is missing", image.display());
+    }
+    Ok(Kernel {
+        version,
+        image,
+        modules,
+    })
+}
+
+/// The modules `names` and what they depend on, from `modules.dep`, as
+/// paths relative to the modules' tree.
+fn with_dependencies(modules: &Path, names: &[&str]) -> Result<Vec<String>> {
+    let deps = std::fs::read_to_string(modules.join("modules.dep"))?;
+    let mut wanted = Vec::new();
+    for name in names {
+        let file = format!("/{name}.ko:");
+        let line = deps
+            .lines()
+            .find(|l| format!("/{l}").contains(&file))
+            .with_context(|| format!("module {name} is not in this kernel's modules.dep"))?;
+        let (module, needs) = line.split_once(':').unwrap_or((line, ""));
+        for path in needs.split_whitespace().chain([module]) {
+            if !wanted.iter().any(|w| w == path) {
+                wanted.push(path.to_string());
+            }
+        }
+    }
+    Ok(wanted)
+}
+
+/// The first stage: busybox, the boot modules and `/init`, which mounts
+/// the host's root (9p, read-only) under a tmpfs overlay and runs the
+/// second stage there.
+fn initramfs(kernel: &Kernel, work: &Path) -> Result<PathBuf> {
+    let dir = work.join("initramfs");
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in [
+        "bin", "proc", "sys", "dev", "host", "rw", "newroot", "results",
+    ] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).context("busybox-static")?;
+    let tree = dir.join("lib/modules").join(&kernel.version);
+    for module in with_dependencies(&kernel.modules, BOOT_MODULES)? {
+        let to = tree.join(&module);
+        std::fs::create_dir_all(to.parent().context("module path")?)?;
+        std::fs::copy(kernel.modules.join(&module), &to)?;
+    }
+    std::fs::copy(kernel.modules.join("modules.dep"), tree.join("modules.dep"))?;
+    let modprobes: String = BOOT_MODULES
+        .iter()
+        .map(|m| format!("modprobe {m} || echo 'vm: modprobe {m} failed'\n"))
+        .collect();
+    let init = format!(
+        "#!/bin/busybox sh\n\
+         /bin/busybox --install -s /bin\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sys /sys\n\
+         mount -t devtmpfs dev /dev\n\
+         {modprobes}\
+         mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /host || exec poweroff -f\n\
+         mount -t tmpfs -o size=3g tmpfs /rw && mkdir /rw/upper /rw/work\n\
+         mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /newroot || exec poweroff -f\n\
+         mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results /newroot{results}\n\
+         exec switch_root /newroot /bin/sh {results}/stage2.sh\n",
+        results = work.join("results").display(),
+    );
+    write_executable(&dir.join("init"), &init)?;
+    let archive = work.join("initramfs.cpio");
+    run(Command::new("sh")
+        .arg("-c")
+        .arg("find . | busybox cpio -o -H newc --quiet > \"$0\"")
+        .arg(&archive)
+        .current_dir(&dir))?;
+    Ok(archive)
+}
+
+fn write_executable(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// The test executables of `cargo test --release --workspace`, built.
+fn test_executables() -> Result<Vec<PathBuf>> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(root())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("cargo test --no-run failed ({})", out.status);
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["profile"]["test"] == true
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            found.push(PathBuf::from(exe));
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// The second stage, in the guest's new root: the kernel filesystems, a
+/// pure cgroup v2 hierarchy, writable /tmp and /run, the guest kernel's
+/// modules where modprobe looks, then every test executable.
+fn stage2(
+    kernel: &Kernel,
+    executables: &[PathBuf],
+    filter: Option<&str>,
+    results: &Path,
+) -> String {
+    let tests: String = executables
+        .iter()
+        .map(|exe| {
+            let filter = filter.map(|f| format!(" '{f}'")).unwrap_or_default();
+            format!(
+                "echo \"==> $(basename {exe})\" >> \"$R/output\"\n\
+                 {exe} --test-threads=2{filter} >> \"$R/output\" 2>&1\n\
+                 echo \"exit $? $(basename {exe})\" >> \"$R/output\"\n",
+                exe = exe.display()
+            )
+        })
+        .collect();
+    format!(
+        "#!/bin/sh\n\
+         R={results}\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sys /sys\n\
+         mount -t devtmpfs dev /dev\n\
+         mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm\n\
+         mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
+         mount -t bpf bpf /sys/fs/bpf\n\
+         mount -t tmpfs tmpfs /tmp\n\
+         mount -t tmpfs tmpfs /run\n\
+         mkdir -p /lib/modules/{version} && mount --bind {modules} /lib/modules/{version}\n\
+         ip link set lo up\n\
+         echo \"guest: $(uname -r), cgroup: $(stat -fc %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.controllers)\" > \"$R/output\"\n\
+         export PALISADE_TEST_SKIPS=\"$R/skips\"\n\
+         cd {src}\n\
+         {tests}\
+         sync\n\
+         echo done > \"$R/done\"\n\
+         poweroff -f\n",
+        results = results.display(),
+        version = kernel.version,
+        modules = kernel.modules.display(),
+        src = root().display(),
+    )
+}
+
+/// `kvm` if `PALISADE_VM_ACCEL=kvm` asks for it, else TCG: KVM can be
+/// present and still fail at the guest's first instruction that needs it
+/// (nested virtualization: "KVM internal error"), so it is opted into.
+fn accel() -> Result<&'static str> {
+    match std::env::var("PALISADE_VM_ACCEL").as_deref() {
+        Ok("kvm") => Ok("kvm"),
+        Ok("tcg") | Err(_) => Ok("tcg"),
+        Ok(other) => bail!("PALISADE_VM_ACCEL={other}: kvm or tcg"),
+    }
+}
+
+pub fn vm_test(options: &Options) -> Result<()> {
+    toolchain::require_root("the guest's tests create cgroups and attach BPF programs")?;
+    toolchain::install_missing(&[
+        ("qemu-system-x86", "boots the guest kernel for vm-test"),
+        ("busybox-static", "the guest's first stage"),
+    ])?;
+    let kernel = kernel(&options.series)?;
+    crate::build_binary()?;
+    crate::rootfs::build()?;
+    println!("==> building the test executables");
+    let executables = test_executables()?;
+    let work = root().join("target").join("vm").join("run");
+    let results = work.join("results");
+    let _ = std::fs::remove_dir_all(&results);
+    std::fs::create_dir_all(&results)?;
+    let initrd = initramfs(&kernel, &work)?;
+    write_executable(
+        &results.join("stage2.sh"),
+        &stage2(&kernel, &executables, options.filter.as_deref(), &results),
+    )?;
+    let accel = accel()?;
+    println!(
+        "==> booting {} under qemu ({accel}), {} test executables{}",
+        kernel.version,
+        executables.len(),
+        options
+            .filter
+            .as_deref()
+            .map(|f| format!(", filter {f}"))
+            .unwrap_or_default()
+    );
+    let started = Instant::now();
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            accel,
+            "-m",
+            "4096",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .args(["-cpu", "max"])
+        .arg("-kernel")
+        .arg(&kernel.image)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 quiet systemd.unified_cgroup_hierarchy=1",
+        ])
+        .args([
+            "-virtfs",
+            "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on",
+        ])
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=results,security_model=passthrough",
+            results.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start qemu-system-x86_64")?;
+    let console = work.join("console.log");
+    let mut log = std::fs::File::create(&console)?;
+    for line in BufReader::new(qemu.stdout.take().context("qemu stdout")?).lines() {
+        let line = line.unwrap_or_default();
+        use std::io::Write as _;
+        let _ = writeln!(log, "{line}");
+    }
+    let status = qemu.wait()?;
+    let took = started.elapsed().as_secs();
+    let output = std::fs::read_to_string(results.join("output")).unwrap_or_default();
+    if !results.join("done").exists() {
+        bail!(
+            "the guest did not finish (qemu {status}, {took} s); its console: {}\n{output}",
+            console.display()
+        );
+    }
+    let skips: Vec<String> = std::fs::read_to_string(results.join("skips"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in output.lines() {
+        if let Some(result) = line.strip_prefix("test result: ") {
+            for part in result.split([';', '.']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    println!("{output}");
+    let skipped = skips.len() as u64;
+    println!(
+        "\nguest {} ({accel}, {took} s): {} passed, {failed} failed, {} skipped",
+        kernel.version,
+        passed.saturating_sub(skipped),
+        ignored + skipped
+    );
+    for skip in &skips {
+        println!("  skipped {skip}");
+    }
+    if failed > 0 || passed == 0 {
+        bail!("the tests did not pass in the guest");
+    }
+    Ok(())
+}
