@@ -36,6 +36,10 @@ const BOOT_MODULES: &[&str] = &[
     "overlay",
 ];
 
+/// The longest one test executable may run in the guest (under TCG a
+/// guest runs several times slower than the host).
+const TEST_TIMEOUT_S: u32 = 1800;
+
 pub struct Options {
     pub series: String,
     pub filter: Option<String>,
@@ -289,7 +293,7 @@ fn stage2(
             let filter = filter.map(|f| format!(" '{f}'")).unwrap_or_default();
             format!(
                 "echo \"==> $(basename {exe})\" >> \"$R/output\"\n\
-                 {exe} --test-threads=2{filter} >> \"$R/output\" 2>&1\n\
+                 timeout {TEST_TIMEOUT_S} {exe} --test-threads=2{filter} >> \"$R/output\" 2>&1\n\
                  echo \"exit $? $(basename {exe})\" >> \"$R/output\"\n",
                 exe = exe.display()
             )
@@ -303,13 +307,18 @@ fn stage2(
          mount -t devtmpfs dev /dev\n\
          mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm\n\
          mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
+         echo '+cpuset +cpu +io +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control\n\
          mount -t bpf bpf /sys/fs/bpf\n\
          mount -t tmpfs tmpfs /tmp\n\
          mount -t tmpfs tmpfs /run\n\
          mkdir -p /lib/modules/{version} && mount --bind {modules} /lib/modules/{version}\n\
+         printf '#!/bin/sh\\nexec /bin/busybox modprobe \"$@\"\\n' > /run/modprobe && chmod +x /run/modprobe\n\
+         echo /run/modprobe > /proc/sys/kernel/modprobe\n\
+         for m in fuse veth bridge sch_htb tun; do /bin/busybox modprobe $m; done\n\
          ip link set lo up\n\
          echo \"guest: $(uname -r), cgroup: $(stat -fc %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.controllers)\" > \"$R/output\"\n\
          export PALISADE_TEST_SKIPS=\"$R/skips\"\n\
+         {palisade} check >> \"$R/output\" 2>&1\n\
          cd {src}\n\
          {tests}\
          sync\n\
@@ -319,6 +328,7 @@ fn stage2(
         version = kernel.version,
         modules = kernel.modules.display(),
         src = root().display(),
+        palisade = root().join("target/release/palisade").display(),
     )
 }
 
@@ -387,7 +397,7 @@ pub fn vm_test(options: &Options) -> Result<()> {
         ])
         .args([
             "-virtfs",
-            "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on",
+            "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap",
         ])
         .arg("-virtfs")
         .arg(format!(
