@@ -60,6 +60,21 @@ fn alternate_stack_and_pending_signals_survive() {
 
 #[test]
 fn itimer_and_posix_timers_keep_firing_with_their_ids() {
+    // Restoring a timer's id needs prctl PR_TIMER_CREATE_RESTORE_IDS.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    if (major, minor) < (6, 17) {
+        support::skip(
+            "itimer_and_posix_timers_keep_firing_with_their_ids",
+            &format!(
+                "kernel {} restores no POSIX timer ids (6.17+)",
+                release.trim()
+            ),
+        );
+        return;
+    }
     let mut w = Workload::start_program("state", &["timers"]);
     let image = w.image("img");
     w.checkpoint(&image);

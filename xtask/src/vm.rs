@@ -314,13 +314,14 @@ fn stage2(
          mkdir -p /lib/modules/{version} && mount --bind {modules} /lib/modules/{version}\n\
          printf '#!/bin/sh\\nexec /bin/busybox modprobe \"$@\"\\n' > /run/modprobe && chmod +x /run/modprobe\n\
          echo /run/modprobe > /proc/sys/kernel/modprobe\n\
-         for m in fuse veth bridge sch_htb tun; do /bin/busybox modprobe $m; done\n\
+         for m in fuse veth bridge sch_htb tun loop; do /bin/busybox modprobe $m; done\n\
          ip link set lo up\n\
          echo \"guest: $(uname -r), cgroup: $(stat -fc %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.controllers)\" > \"$R/output\"\n\
          export PALISADE_TEST_SKIPS=\"$R/skips\"\n\
          {palisade} check >> \"$R/output\" 2>&1\n\
          cd {src}\n\
          {tests}\
+         sh {results}/start.sh >> \"$R/output\" 2>&1\n\
          sync\n\
          echo done > \"$R/done\"\n\
          poweroff -f\n",
@@ -331,6 +332,36 @@ fn stage2(
         palisade = root().join("target/release/palisade").display(),
     )
 }
+
+/// Start-to-exit of `/bin/true` in the guest, `START_RUNS` times each,
+/// alternating: `unshare -pmuif --mount-proc` (namespaces only, the
+/// floor) and `palisade run --rootfs` of the busybox rootfs; the medians
+/// in ms, and their ratio.
+fn start_latency() -> String {
+    let palisade = root().join("target/release/palisade");
+    let rootfs = root().join("target/rootfs/busybox");
+    format!(
+        "#!/bin/sh
+         ms() {{ s=$(date +%s%N); \"$@\" >/dev/null 2>&1 || echo \"start: $* failed\" >&2; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }}
+         median() {{ sort -n | awk '{{a[NR]=$1}} END {{print a[int((NR+1)/2)]}}'; }}
+         st=$(mktemp -d)
+         : > $st/u; : > $st/p
+         for i in $(seq {runs}); do
+         ms unshare -pmuif --mount-proc /bin/true >> $st/u
+         ms {palisade} --root $st/state run --name s$i --rootfs {rootfs} -- /bin/true >> $st/p
+         done
+         u=$(median < $st/u); p=$(median < $st/p)
+         echo \"start latency ({runs} runs each, median): unshare $((u / 1000)).$(( (u % 1000) / 100 )) ms, palisade run $((p / 1000)).$(( (p % 1000) / 100 )) ms, x$(awk \"BEGIN {{printf \\\"%.1f\\\", $p / $u}}\")\"
+         {palisade} --root $st/state system prune >/dev/null 2>&1
+",
+        runs = START_RUNS,
+        palisade = palisade.display(),
+        rootfs = rootfs.display(),
+    )
+}
+
+/// Runs of each in [`start_latency`].
+const START_RUNS: u32 = 20;
 
 /// `kvm` if `PALISADE_VM_ACCEL=kvm` asks for it, else TCG: KVM can be
 /// present and still fail at the guest's first instruction that needs it
@@ -359,6 +390,7 @@ pub fn vm_test(options: &Options) -> Result<()> {
     let _ = std::fs::remove_dir_all(&results);
     std::fs::create_dir_all(&results)?;
     let initrd = initramfs(&kernel, &work)?;
+    write_executable(&results.join("start.sh"), &start_latency())?;
     write_executable(
         &results.join("stage2.sh"),
         &stage2(&kernel, &executables, options.filter.as_deref(), &results),
@@ -461,4 +493,51 @@ pub fn vm_test(options: &Options) -> Result<()> {
         bail!("the tests did not pass in the guest");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sh -n`: the generated scripts parse.
+    fn parses(script: &str) {
+        let file = std::env::temp_dir().join(format!("vm-script-{}.sh", std::process::id()));
+        std::fs::write(&file, script).unwrap();
+        let out = Command::new("sh").arg("-n").arg(&file).output().unwrap();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            out.status.success(),
+            "{}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn the_guest_scripts_parse() {
+        let kernel = Kernel {
+            version: "6.1.0-1-amd64".into(),
+            image: "/k".into(),
+            modules: "/m".into(),
+        };
+        parses(&start_latency());
+        parses(&stage2(
+            &kernel,
+            &[PathBuf::from("/t/a-1")],
+            Some("view"),
+            Path::new("/r"),
+        ));
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let o = parse(&args(&["--kernel", "6.6", "view"])).unwrap();
+        assert_eq!(
+            (o.series.as_str(), o.filter.as_deref()),
+            ("6.6", Some("view"))
+        );
+        assert!(parse(&args(&["--kernel", "six"])).is_err());
+        assert!(parse(&args(&["a", "b"])).is_err());
+        assert!(parse(&args(&["--fast"])).is_err());
+    }
 }
