@@ -352,7 +352,7 @@ fn start_latency() -> String {
          done
          u=$(median < $st/u); p=$(median < $st/p)
          echo \"start latency ({runs} runs each, median): unshare $((u / 1000)).$(( (u % 1000) / 100 )) ms, palisade run $((p / 1000)).$(( (p % 1000) / 100 )) ms, x$(awk \"BEGIN {{printf \\\"%.1f\\\", $p / $u}}\")\"
-         {palisade} --root $st/state system prune >/dev/null 2>&1
+         {palisade} --root $st/state system prune >/dev/null 2>&1; rm -rf $st
 ",
         runs = START_RUNS,
         palisade = palisade.display(),
