@@ -175,8 +175,37 @@ impl Hierarchies {
             removed: false,
         };
         within(&self.unified, enclosing, &relative, false).inspect_err(|_| made.removed = true)?;
+        self.enable_accounting(&self.unified.join(&relative));
         create_leaf(&made.unified, false).inspect_err(|_| made.removed = true)?;
         Ok(made)
+    }
+
+    /// Enables, in the v2 directory `parent` that a container's cgroup is
+    /// made in, the controllers its accounting reads (memory and page
+    /// faults, tasks, I/O, CPU) that no v1 hierarchy carries, where
+    /// `parent` is offered them: on a pure v2 host a container that asks
+    /// for no limit is still accounted. One the host does not delegate
+    /// stays off, and its figures read as unknown (`-` in `stats`), never
+    /// 0; a nested container's parent (which has processes of its own,
+    /// so the kernel refuses) keeps what it has.
+    fn enable_accounting(&self, parent: &Path) {
+        let on_v1 = |v2: &str| {
+            let v1 = if v2 == "io" { "blkio" } else { v2 };
+            self.v1
+                .iter()
+                .any(|h| h.controllers.iter().any(|c| c == v1))
+        };
+        let read = |file: &str| fs::read_to_string(parent.join(file)).unwrap_or_default();
+        let (offered, enabled) = (read("cgroup.controllers"), read("cgroup.subtree_control"));
+        let has = |text: &str, c: &str| text.split_whitespace().any(|w| w == c);
+        // One at a time: the kernel refuses a whole line for one it cannot
+        // enable (cpu, while a real-time task runs in the parent, say).
+        for c in ACCOUNTED
+            .iter()
+            .filter(|c| !on_v1(c) && has(&offered, c) && !has(&enabled, c))
+        {
+            let _ = fs::write(parent.join("cgroup.subtree_control"), format!("+{c}"));
+        }
     }
 
     /// Creates the v1 directories of cgroups whose v2 directory
@@ -260,6 +289,10 @@ fn within(
         Err(CgroupError::NoEnclosing(mount.join(relative)))
     }
 }
+
+/// The v2 controllers a container's accounting reads (see
+/// `Hierarchies::enable_accounting`).
+const ACCOUNTED: [&str; 4] = ["cpu", "io", "memory", "pids"];
 
 /// Controllers a v1 hierarchy may carry.
 const KNOWN_V1: &[&str] = &[
