@@ -268,6 +268,12 @@ async fn handle(ctx: Ctx, state: State, oom: OomPolicy, mut waker: Waker, mut me
                 return;
             }
         }
+        // A frozen container is held already: its memory events (cgroup
+        // v2 counts `high` again as a kill thaws and ends it) are not a
+        // new condition to freeze it for.
+        if oom.action == OomAction::Freeze && runtime::oom::is_frozen(&state) {
+            continue;
+        }
         let ended = act(&ctx, &state, oom, woke).await;
         if ended {
             return;

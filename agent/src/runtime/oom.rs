@@ -105,6 +105,12 @@ pub fn was_killed(root: &StateRoot, name: &str) -> bool {
 /// Freezes every process of `state`'s container (the cgroup v2 freezer,
 /// as `pause`); returns once the kernel reports it frozen. `palisade kill`
 /// and `rm -f` still end it: a fatal signal reaches a frozen process.
+/// Whether the container is frozen now (by a `freeze` action, or
+/// `pause`).
+pub fn is_frozen(state: &State) -> bool {
+    own_unified(state).is_some_and(cgroups::is_frozen)
+}
+
 pub fn freeze(state: &State) -> Result<(), RuntimeError> {
     let dir = own_unified(state).ok_or_else(|| RuntimeError::WrongStatus {
         name: state.name.clone(),
