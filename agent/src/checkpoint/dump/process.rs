@@ -610,7 +610,17 @@ mod tests {
         }
         std::hint::black_box(m.as_slice()[7 * PAGE]);
         let fd = uffd::userfaultfd(libc::O_CLOEXEC | libc::O_NONBLOCK).expect("userfaultfd");
-        uffd::api(fd.as_fd(), uffd::tracking_features().expect("WP_ASYNC")).expect("api");
+        let features = match uffd::tracking_features() {
+            Ok(f) => f,
+            Err(e) => {
+                crate::sys::skip_test(
+                    "checkpoint::dump::process::tests::the_scan_finds_the_pages_a_read_finds",
+                    &format!("no asynchronous write-protection (Linux 6.7): {e}"),
+                );
+                return;
+            }
+        };
+        uffd::api(fd.as_fd(), features).expect("api");
         let (start, len) = (m.addr(), 16 * PAGE as u64);
         uffd::register_wp(fd.as_fd(), start, len).expect("register");
         uffd::write_protect(fd.as_fd(), start, len, true).expect("protect");

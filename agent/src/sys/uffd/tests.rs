@@ -25,6 +25,22 @@ use crate::sys::{
     process::{self, Forked},
 };
 
+/// Whether this kernel lacks asynchronous write-protection (Linux 6.7),
+/// which these tests exercise: then `test` is reported SKIPPED, on
+/// stderr and in `cargo xtask test`'s totals, and returns at once.
+fn lacks_tracking(test: &str) -> bool {
+    let Err(e) = tracking_features() else {
+        return false;
+    };
+    crate::sys::skip_test(
+        test,
+        &format!(
+            "this kernel's userfaultfd lacks asynchronous write-protection (WP_ASYNC, WP_UNPOPULATED: Linux 6.7): {e}"
+        ),
+    );
+    true
+}
+
 /// A private mapping of `pages` pages, unmapped on drop.
 struct Mapping {
     ptr: NonNull<libc::c_void>,
@@ -155,6 +171,9 @@ fn minor_faults() -> i64 {
 
 #[test]
 fn written_pages_are_reported_until_protected_again() {
+    if lacks_tracking("sys::uffd::tests::written_pages_are_reported_until_protected_again") {
+        return;
+    }
     let m = Mapping::anon(64);
     for i in 0..64 {
         m.write(i, 1);
@@ -181,6 +200,9 @@ fn written_pages_are_reported_until_protected_again() {
 
 #[test]
 fn a_full_buffer_is_emptied_and_the_scan_goes_on() {
+    if lacks_tracking("sys::uffd::tests::a_full_buffer_is_emptied_and_the_scan_goes_on") {
+        return;
+    }
     let m = Mapping::anon(64);
     let _uffd = track(&m);
     let pagemap = own_pagemap();
@@ -233,6 +255,9 @@ fn a_full_buffer_is_emptied_and_the_scan_goes_on() {
 /// walk that stops inside a region gives its rest again next call).
 #[test]
 fn regions_stay_ordered_and_disjoint_across_batches() {
+    if lacks_tracking("sys::uffd::tests::regions_stay_ordered_and_disjoint_across_batches") {
+        return;
+    }
     let m = Mapping::anon(512);
     let _uffd = track(&m);
     let pagemap = own_pagemap();
@@ -263,6 +288,9 @@ fn regions_stay_ordered_and_disjoint_across_batches() {
 
 #[test]
 fn untouched_pages_are_tracked_from_their_first_write() {
+    if lacks_tracking("sys::uffd::tests::untouched_pages_are_tracked_from_their_first_write") {
+        return;
+    }
     let m = Mapping::anon(64);
     let uffd = track(&m);
     let pagemap = own_pagemap();
@@ -328,6 +356,11 @@ fn untouched_pages_are_tracked_from_their_first_write() {
 
 #[test]
 fn ranges_not_registered_fail_the_checked_scan_and_are_skipped_otherwise() {
+    if lacks_tracking(
+        "sys::uffd::tests::ranges_not_registered_fail_the_checked_scan_and_are_skipped_otherwise",
+    ) {
+        return;
+    }
     // One mapping, the first half tracked: two VMAs side by side.
     let m = Mapping::anon(64);
     for i in 0..64 {
@@ -385,6 +418,9 @@ fn ranges_not_registered_fail_the_checked_scan_and_are_skipped_otherwise() {
 
 #[test]
 fn unregister_and_close_end_tracking_and_its_cost() {
+    if lacks_tracking("sys::uffd::tests::unregister_and_close_end_tracking_and_its_cost") {
+        return;
+    }
     let pagemap = own_pagemap();
     let not_tracked = |m: &Mapping| {
         assert_eq!(
@@ -487,6 +523,10 @@ impl Drop for Reap {
 
 #[test]
 fn another_process_tracks_writes_with_the_childs_userfaultfd() {
+    if lacks_tracking("sys::uffd::tests::another_process_tracks_writes_with_the_childs_userfaultfd")
+    {
+        return;
+    }
     let m = Mapping::anon(64);
     let (from_child, to_parent) = fds::pipe2(libc::O_CLOEXEC).unwrap();
     let (from_parent, to_child) = fds::pipe2(libc::O_CLOEXEC).unwrap();
@@ -547,6 +587,11 @@ fn another_process_tracks_writes_with_the_childs_userfaultfd() {
 
 #[test]
 fn private_file_mappings_and_the_stack_and_heap_can_be_tracked() {
+    if lacks_tracking(
+        "sys::uffd::tests::private_file_mappings_and_the_stack_and_heap_can_be_tracked",
+    ) {
+        return;
+    }
     let path = std::env::temp_dir().join(format!("palisade-uffd-{}", std::process::id()));
     let mut f = File::options()
         .read(true)
@@ -638,6 +683,9 @@ fn the_soft_dirty_probe_agrees_with_pagemap_scan() {
 
 #[test]
 fn features_and_api_errors() {
+    if lacks_tracking("sys::uffd::tests::features_and_api_errors") {
+        return;
+    }
     let offered = offered_features().unwrap();
     let wanted = tracking_features().unwrap();
     println!("offered features {offered:#x}, tracking asks {wanted:#x}");
@@ -741,6 +789,11 @@ fn cost_of_tracking_256_mib() {
 
 #[test]
 fn holes_are_skipped_and_a_range_is_tracked_by_one_userfaultfd() {
+    if lacks_tracking(
+        "sys::uffd::tests::holes_are_skipped_and_a_range_is_tracked_by_one_userfaultfd",
+    ) {
+        return;
+    }
     let m = Mapping::anon(3);
     // SAFETY: the middle page of our own mapping, which nothing borrows;
     // unmapping it leaves a hole the mapping's drop unmaps harmlessly.
@@ -769,6 +822,11 @@ fn holes_are_skipped_and_a_range_is_tracked_by_one_userfaultfd() {
 /// are reported too.
 #[test]
 fn kernel_writes_into_protected_pages_work_with_a_user_mode_only_fd() {
+    if lacks_tracking(
+        "sys::uffd::tests::kernel_writes_into_protected_pages_work_with_a_user_mode_only_fd",
+    ) {
+        return;
+    }
     let m = Mapping::anon(8);
     for i in 0..8 {
         m.write(i, 1);
@@ -790,6 +848,9 @@ fn kernel_writes_into_protected_pages_work_with_a_user_mode_only_fd() {
 
 #[test]
 fn the_move_probe_answers_and_leaves_nothing_mapped() {
+    if lacks_tracking("sys::uffd::tests::the_move_probe_answers_and_leaves_nothing_mapped") {
+        return;
+    }
     let maps = || std::fs::read_to_string("/proc/self/maps").expect("read maps");
     let before = maps().lines().count();
     let first = move_keeps_protection().expect("probe");
@@ -806,6 +867,9 @@ fn the_move_probe_answers_and_leaves_nothing_mapped() {
 /// dump's resident set relies on a marker reading as swapped.
 #[test]
 fn a_scan_calls_a_marker_swapped() {
+    if lacks_tracking("sys::uffd::tests::a_scan_calls_a_marker_swapped") {
+        return;
+    }
     let m = Mapping::anon(4);
     m.write(0, 1);
     let _ = m.read(1);
