@@ -266,10 +266,32 @@ fn test(extra: &[String]) -> Result<()> {
 }
 
 #[derive(Default)]
-struct Totals {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
+pub(crate) struct Totals {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl Totals {
+    /// Adds the counts of a libtest `test result: ...` line (other lines
+    /// count nothing).
+    pub fn add(&mut self, line: &str) {
+        let Some(result) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in result.split([';', '.']) {
+            let mut words = part.split_whitespace();
+            if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                let n: u64 = n.parse().unwrap_or(0);
+                match what {
+                    "passed" => self.passed += n,
+                    "failed" => self.failed += n,
+                    "ignored" => self.ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 /// Runs `cargo test`, passing its output through, and adds up the
@@ -288,20 +310,7 @@ fn cargo_test(args: &[&str], skips: &Path) -> Result<(Totals, std::process::Exit
     for line in BufReader::new(stdout).lines() {
         let line = line.context("cannot read cargo test's output")?;
         println!("{line}");
-        if let Some(result) = line.strip_prefix("test result: ") {
-            for part in result.split([';', '.']) {
-                let mut words = part.split_whitespace();
-                if let (Some(n), Some(what)) = (words.next(), words.next()) {
-                    let n: u64 = n.parse().unwrap_or(0);
-                    match what {
-                        "passed" => totals.passed += n,
-                        "failed" => totals.failed += n,
-                        "ignored" => totals.ignored += n,
-                        _ => {}
-                    }
-                }
-            }
-        }
+        totals.add(&line);
     }
     let status = child.wait().context("cannot wait for cargo test")?;
     Ok((totals, status))

@@ -195,7 +195,7 @@ fn ensure_bpf_linker() -> Result<()> {
         .env("LLVM_PREFIX", LLVM_PREFIX))
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd
         .status()

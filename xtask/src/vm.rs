@@ -18,7 +18,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{root, toolchain};
+use crate::{
+    root,
+    toolchain::{self, run},
+};
 
 /// What the guest kernel needs before it can reach its root: virtio PCI,
 /// 9p over virtio and overlayfs (modules in Debian's generic flavour).
@@ -79,16 +82,6 @@ struct Kernel {
     version: String,
     image: PathBuf,
     modules: PathBuf,
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
@@ -461,23 +454,15 @@ pub fn vm_test(options: &Options) -> Result<()> {
         .lines()
         .map(str::to_string)
         .collect();
-    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let mut totals = crate::Totals::default();
     for line in output.lines() {
-        if let Some(result) = line.strip_prefix("test result: ") {
-            for part in result.split([';', '.']) {
-                let mut words = part.split_whitespace();
-                if let (Some(n), Some(what)) = (words.next(), words.next()) {
-                    let n: u64 = n.parse().unwrap_or(0);
-                    match what {
-                        "passed" => passed += n,
-                        "failed" => failed += n,
-                        "ignored" => ignored += n,
-                        _ => {}
-                    }
-                }
-            }
-        }
+        totals.add(line);
     }
+    let crate::Totals {
+        passed,
+        failed,
+        ignored,
+    } = totals;
     println!("{output}");
     let skipped = skips.len() as u64;
     println!(
