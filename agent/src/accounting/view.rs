@@ -11,7 +11,8 @@ use std::{io, path::PathBuf};
 use crate::{
     cgroups::{
         self, MemoryDetail,
-        view::{CpuTimes, DeviceIo, Dirs, MemoryFiles},
+        stats::MemoryFiles,
+        view::{CpuTimes, DeviceIo, Dirs},
     },
     spec::{CpuQuota, ViewFile},
 };
@@ -164,14 +165,14 @@ fn memory_view(host: &str, subject: &Subject) -> io::Result<MemoryView> {
     let m = subject
         .memory
         .as_ref()
-        .and_then(MemoryFiles::read)
-        .ok_or_else(|| missing("memory use"))?;
+        .map(MemoryFiles::read)
+        .unwrap_or_default();
     Ok(MemoryView {
         total: m.limit.unwrap_or(u64::MAX).min(host_total),
-        used: m.used,
-        detail: m.detail,
+        used: m.used.ok_or_else(|| missing("memory use"))?,
+        detail: m.detail.unwrap_or_default(),
         swap_total: m.swap_limit.unwrap_or(u64::MAX).min(host_swap),
-        swap_used: m.swap_used,
+        swap_used: m.swap_used.unwrap_or(0),
     })
 }
 

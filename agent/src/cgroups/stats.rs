@@ -69,7 +69,7 @@ pub struct MemoryDetail {
 impl MemoryDetail {
     /// From the text of `memory.stat`; v1 when it has `total_` keys.
     /// `None` if a field is missing (a kernel that names it otherwise).
-    pub(super) fn parse(text: &str) -> Option<Self> {
+    fn parse(text: &str) -> Option<Self> {
         let value = |key: &str| keyed_value(text, key);
         let v1 = value("total_cache").is_some();
         let field = |v2: &str, v1_name: &str| {
@@ -92,42 +92,81 @@ impl MemoryDetail {
     }
 }
 
-/// The memory figures of [`read`] only (usage, peak, limit, events,
-/// swap and `memory.stat`), for readers that need no more.
-pub fn memory(dirs: &[PathBuf]) -> CgroupStats {
-    let find = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.exists());
-    let number = |file: &str| find(file).and_then(|p| read_number(&p));
-    let keyed = |file: &str, key: &str| find(file).and_then(|p| read_key(&p, key));
-    let mut s = CgroupStats::default();
+/// The directory of a container's memory controller (v2 or v1), found
+/// once, so that a reader that comes back (the /proc view) reads only
+/// the files it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryFiles {
+    dir: PathBuf,
+    v2: bool,
+}
 
-    // v2 names first: a v2 directory only has them where the controller is
-    // enabled; v1 hierarchies never do.
-    if find("memory.current").is_some() {
-        s.memory_bytes = number("memory.current");
-        s.memory_peak_bytes = number("memory.peak");
-        s.memory_limit_bytes = number("memory.max");
-        s.memory_high_events = keyed("memory.events", "high");
-        s.oom_kills = keyed("memory.events", "oom_kill");
-        s.swap_bytes = number("memory.swap.current");
-    } else {
-        s.memory_bytes = number("memory.usage_in_bytes");
-        s.memory_peak_bytes = number("memory.max_usage_in_bytes");
-        s.memory_limit_bytes = number("memory.limit_in_bytes").filter(|&l| l < V1_UNLIMITED);
-        s.oom_kills = keyed("memory.oom_control", "oom_kill");
-        s.swap_bytes = number("memory.memsw.usage_in_bytes")
-            .zip(s.memory_bytes)
-            .map(|(both, memory)| both.saturating_sub(memory));
+/// A container's memory now, in bytes; `None` for what cannot be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// In use, page cache included.
+    pub used: Option<u64>,
+    /// `None` also when unlimited.
+    pub limit: Option<u64>,
+    /// Swap it may use beyond its memory (`None` also when unlimited),
+    /// and uses.
+    pub swap_limit: Option<u64>,
+    pub swap_used: Option<u64>,
+    pub detail: Option<MemoryDetail>,
+}
+
+impl MemoryFiles {
+    /// The memory controller's directory among `dirs`, if it has one: v2
+    /// names first (a v2 directory only has them where the controller is
+    /// enabled; v1 hierarchies never do).
+    pub fn find(dirs: &[PathBuf]) -> Option<Self> {
+        let holding = |file: &str| dirs.iter().find(|d| d.join(file).exists()).cloned();
+        match holding("memory.current") {
+            Some(dir) => Some(Self { dir, v2: true }),
+            None => holding("memory.usage_in_bytes").map(|dir| Self { dir, v2: false }),
+        }
     }
-    // v2's memory.stat is where memory.current is; a v1 one in the memory
-    // hierarchy.
-    let stat = match find("memory.current") {
-        Some(current) => Some(current.with_file_name("memory.stat")),
-        None => find("memory.usage_in_bytes").map(|p| p.with_file_name("memory.stat")),
-    };
-    s.memory_stat = stat
-        .and_then(|p| fs::read_to_string(p).ok())
-        .and_then(|text| MemoryDetail::parse(&text));
-    s
+
+    fn number(&self, file: &str) -> Option<u64> {
+        read_number(&self.dir.join(file))
+    }
+
+    fn keyed(&self, file: &str, key: &str) -> Option<u64> {
+        read_key(&self.dir.join(file), key)
+    }
+
+    /// Its figures now.
+    pub fn read(&self) -> Memory {
+        let detail = fs::read_to_string(self.dir.join("memory.stat"))
+            .ok()
+            .and_then(|text| MemoryDetail::parse(&text));
+        if self.v2 {
+            return Memory {
+                used: self.number("memory.current"),
+                limit: self.number("memory.max"),
+                swap_limit: self.number("memory.swap.max"),
+                swap_used: self.number("memory.swap.current"),
+                detail,
+            };
+        }
+        let used = self.number("memory.usage_in_bytes");
+        let limit = self
+            .number("memory.limit_in_bytes")
+            .filter(|&l| l < V1_UNLIMITED);
+        let both = self
+            .number("memory.memsw.limit_in_bytes")
+            .filter(|&l| l < V1_UNLIMITED);
+        Memory {
+            used,
+            limit,
+            swap_limit: both.zip(limit).map(|(b, l)| b.saturating_sub(l)),
+            swap_used: self
+                .number("memory.memsw.usage_in_bytes")
+                .zip(used)
+                .map(|(b, u)| b.saturating_sub(u)),
+            detail,
+        }
+    }
 }
 
 /// The statistics of a container whose cgroup directories (every
@@ -136,7 +175,22 @@ pub fn read(dirs: &[PathBuf]) -> CgroupStats {
     let find = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.exists());
     let number = |file: &str| find(file).and_then(|p| read_number(&p));
     let keyed = |file: &str, key: &str| find(file).and_then(|p| read_key(&p, key));
-    let mut s = memory(dirs);
+    let mut s = CgroupStats::default();
+    if let Some(files) = MemoryFiles::find(dirs) {
+        let m = files.read();
+        s.memory_bytes = m.used;
+        s.memory_limit_bytes = m.limit;
+        s.swap_bytes = m.swap_used;
+        s.memory_stat = m.detail;
+        if files.v2 {
+            s.memory_peak_bytes = files.number("memory.peak");
+            s.memory_high_events = files.keyed("memory.events", "high");
+            s.oom_kills = files.keyed("memory.events", "oom_kill");
+        } else {
+            s.memory_peak_bytes = files.number("memory.max_usage_in_bytes");
+            s.oom_kills = files.keyed("memory.oom_control", "oom_kill");
+        }
+    }
     s.pids = number("pids.current");
     s.pids_limit = number("pids.max");
 
@@ -215,7 +269,7 @@ fn own(dir: &Path, total: u64, count: impl Fn(&Path) -> Option<u64>) -> u64 {
 }
 
 /// v1 reports "no limit" as the largest page-aligned i64.
-pub(super) const V1_UNLIMITED: u64 = 0x7fff_ffff_ffff_f000;
+const V1_UNLIMITED: u64 = 0x7fff_ffff_ffff_f000;
 
 fn read_number(path: &Path) -> Option<u64> {
     let text = fs::read_to_string(path).ok()?;

@@ -199,7 +199,7 @@ pub fn run(
     let view_dev = view.as_ref().map(|v| v.dev);
     if let Some(dev) = view_dev {
         for state in root.list().unwrap_or_default() {
-            bind_view(root, &state.name, dev);
+            bind_view(root, state, dev);
         }
     }
     let info = Info {
@@ -273,14 +273,12 @@ pub fn run(
     })
 }
 
-/// Binds the view of the container `name` from the filesystem `dev` if it
-/// asked for one, runs, and has not got it (it started while no agent
+/// Binds the view of the container `state` from the filesystem `dev` if
+/// it asked for one, runs, and has not got it (it started while no agent
 /// ran, or under one that is gone).
-pub(crate) fn bind_view(root: &StateRoot, name: &str, dev: u64) {
-    let Ok(state) = root.load(name) else {
-        return;
-    };
+pub(crate) fn bind_view(root: &StateRoot, state: crate::runtime::State, dev: u64) {
     let state = crate::runtime::reconcile(root, state);
+    let name = &state.name;
     if !state.proc_view || !matches!(state.status, Status::Running | Status::Created) {
         return;
     }

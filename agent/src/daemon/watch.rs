@@ -67,8 +67,10 @@ pub(super) async fn run(ctx: Ctx) {
             match record.what {
                 What::Created { .. } => {
                     ctx.ring_hint.notify_one();
-                    if let Some(dev) = ctx.view_dev {
-                        super::bind_view(&ctx.root, &record.container, dev);
+                    if let Some(dev) = ctx.view_dev
+                        && let Ok(state) = ctx.root.load(&record.container)
+                    {
+                        super::bind_view(&ctx.root, state, dev);
                     }
                     oom.start(&ctx, &record.container);
                 }
