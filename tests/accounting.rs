@@ -191,7 +191,7 @@ fn start(sb: &Sandbox, name: &str, flags: &[&str], cmd: &[&str]) {
         .expect("run palisade");
     ok(&out);
     let path = sb.root.join(name).join("state.json");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = support::deadline(20);
     while Instant::now() < deadline {
         let state: Option<Value> = std::fs::read_to_string(&path)
             .ok()
@@ -343,7 +343,7 @@ fn cpu_time_of_a_busy_loop_is_counted_and_agrees_with_cpuacct() {
     let sb = Sandbox::new("acctcpu");
     let script = format!("python3 -c '{BUSY}' && echo busy-done && exec sleep 600");
     start(&sb, &sb.name, &[], &["sh", "-c", &script]);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = support::deadline(60);
     loop {
         let out = sb.palisade().args(["logs", &sb.name]).output().unwrap();
         if String::from_utf8_lossy(&out.stdout).contains("busy-done") {

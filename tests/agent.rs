@@ -53,7 +53,7 @@ impl Follower {
 
     /// Waits until a record satisfies `done`; all records so far.
     fn until(&self, done: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = support::deadline(20);
         loop {
             let records = self.records();
             if records.iter().any(&done) {
@@ -206,7 +206,7 @@ fn at_start_the_agent_reattaches_detached_programs_and_removes_pins_of_gone_cont
             .unwrap();
     }
     let unified = &cgroups[0];
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     while std::fs::read_to_string(unified.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
     {
         assert!(

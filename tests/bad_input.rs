@@ -48,7 +48,7 @@ fn prompt(mut cmd: std::process::Command) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run palisade");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();

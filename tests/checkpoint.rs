@@ -39,7 +39,7 @@ fn a_restored_process_checkpoints_and_restores_again() {
     w.restore(&first);
     // It verifies itself once while restored and keeps running.
     w.trigger(false);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     while !w.log().contains("PASS") {
         assert!(Instant::now() < deadline, "no verdict; log: {}", w.log());
         thread::sleep(Duration::from_millis(20));
@@ -166,7 +166,7 @@ fn unsupported_processes_are_refused_and_left_running() {
         "-c",
         "import ctypes, time\nctypes.CDLL(None).inotify_init()\ntime.sleep(100)",
     ]));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     while !fs::read_dir(format!("/proc/{}/fd", piped.id()))
         .unwrap()
         .any(|e| {
@@ -365,7 +365,7 @@ fn a_python_interpreter_counts_on_after_restore() {
             .ok()
             .and_then(|c| c.trim().parse::<u64>().ok())
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     while count().unwrap_or(0) < 5 {
         assert!(Instant::now() < deadline, "the interpreter never counted");
         thread::sleep(Duration::from_millis(10));
@@ -394,7 +394,7 @@ fn a_python_interpreter_counts_on_after_restore() {
         .unwrap();
     assert!(out.status.success(), "restore: {}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pid.to_string());
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     loop {
         // The file is rewritten in place: an empty read is a write in
         // progress, never a value.
@@ -446,7 +446,7 @@ fn a_chrooted_process_keeps_its_root() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     let pid = loop {
         if let Some(p) = fs::read_to_string(dir.join("pid"))
             .ok()
@@ -502,7 +502,7 @@ fn large_memory_is_copied_in_parallel_word_for_word() {
 
 /// Waits until the workload's log holds `n` PASS lines.
 fn wait_for_log(w: &Workload, n: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = support::deadline(20);
     while w.log().lines().filter(|l| l.starts_with("PASS")).count() < n {
         assert!(std::time::Instant::now() < deadline, "log: {}", w.log());
         assert!(!w.log().contains("FAIL"), "log: {}", w.log());

@@ -26,7 +26,7 @@ fn left_running_unchanged(w: &Workload, passes_before: usize) {
     let state = status.lines().find(|l| l.starts_with("State:")).unwrap();
     assert!(state.contains('S'), "left running: {state}");
     w.trigger(false);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     let passes = || w.log().lines().filter(|l| l.starts_with("PASS")).count();
     while passes() < passes_before + 1 {
         assert!(Instant::now() < deadline, "no PASS; log: {}", w.log());
@@ -117,7 +117,7 @@ fn restore_within_10s(dir: &Path, extra: &[&str]) -> Output {
         .unwrap();
     let pid = child.id() as i32;
     let waiter = thread::spawn(move || child.wait_with_output().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     while !waiter.is_finished() {
         if Instant::now() > deadline {
             // SAFETY: kill(2) by the pid of our own child, not yet reaped.

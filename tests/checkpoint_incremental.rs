@@ -59,7 +59,7 @@ fn say(w: &Workload, word: &str) {
 
 /// Waits (up to 20 s) until the log has `n` lines starting with `prefix`.
 fn wait_lines(w: &Workload, prefix: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = support::deadline(20);
     while w.log().lines().filter(|l| l.starts_with(prefix)).count() < n {
         assert!(!w.log().contains("FAIL"), "log: {}", w.log());
         assert!(
@@ -393,7 +393,7 @@ fn an_aborted_chain_leaves_the_process_as_it_was() {
     .unwrap();
     // Once its holder is there (the copy of 256 MiB takes longer).
     let socket = w.dir.join("state/.tracking").join(&pid).join("holder.sock");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = support::deadline(20);
     while !socket.exists() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(1));
     }
@@ -401,7 +401,7 @@ fn an_aborted_chain_leaves_the_process_as_it_was() {
     // SAFETY: kill(2) of our own child, by its pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let _ = child.wait();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     while (write_protected(w.pid) || w.dir.join("state/.tracking").join(&pid).exists())
         && Instant::now() < deadline
     {
@@ -506,7 +506,7 @@ fn a_container_checkpoints_from_its_pre_dump_chain() {
         .output()
         .unwrap();
     assert!(out.status.success(), "run: {}", describe(&out));
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = support::deadline(20);
     while !share.join("pid").exists() {
         assert!(Instant::now() < deadline, "the workload never started");
         thread::sleep(Duration::from_millis(20));
@@ -554,7 +554,7 @@ fn a_container_checkpoints_from_its_pre_dump_chain() {
     assert!(out.status.success(), "restore: {}", describe(&out));
     fs::write(share.join("trigger.tmp"), "check").unwrap();
     fs::rename(share.join("trigger.tmp"), share.join("trigger")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = support::deadline(20);
     loop {
         let log = fs::read_to_string(share.join("log")).unwrap_or_default();
         assert!(!log.contains("FAIL"), "{log}");

@@ -218,7 +218,7 @@ fn refused(mode: &str, expect: &str) {
         "{err}"
     );
     assert!(!image.join("meta.json").exists());
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     while !fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .contains("TracerPid:\t0")
@@ -317,7 +317,7 @@ fn a_stopped_process_comes_back_stopped() {
     };
     // SAFETY: kill(2) by pid, on our own child.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = support::deadline(5);
     while state(pid) != 'T' {
         assert!(Instant::now() < deadline, "never stopped");
         thread::sleep(Duration::from_millis(10));
@@ -337,7 +337,7 @@ fn a_stopped_process_comes_back_stopped() {
     assert!(w.log().is_empty(), "a stopped process ran: {}", w.log());
     // SAFETY: kill(2) by pid, on the restored process (our child now).
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     while !w.log().contains("PASS") {
         assert!(Instant::now() < deadline, "log: {}", w.log());
         thread::sleep(Duration::from_millis(20));

@@ -65,7 +65,7 @@ fn run_bounded(cmd: &mut Command) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = support::deadline(30);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let out = child.wait_with_output().unwrap();
@@ -196,7 +196,7 @@ fn exe_glob_rule_moves_a_running_process_and_leaves_others() {
     let mut left = Command::new(&plain).arg("60").spawn().unwrap();
     let mut moved = Command::new(&marked).arg("60").spawn().unwrap();
     let cgroup_of = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     while !in_container(&cgroup_of(moved.id()), &sb) {
         assert!(
             Instant::now() < deadline,
@@ -236,7 +236,7 @@ fn a_missing_container_leaves_the_process_running_where_it_was() {
     assert!(!out.contains("/palisade/"), "{out}");
     assert!(out.contains("connect 127.0.0.2 ok"), "{out}");
     assert!(classified(&sb).is_empty());
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = support::deadline(5);
     while !agent.log().contains("container is not there") {
         assert!(Instant::now() < deadline, "no warning: {}", agent.log());
         thread::sleep(Duration::from_millis(10));

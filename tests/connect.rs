@@ -533,7 +533,7 @@ fn denials_are_events_and_counters_count_every_one_despite_the_rate_limit() {
         "{}",
         String::from_utf8_lossy(&started.stderr)
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = support::deadline(30);
     while !String::from_utf8_lossy(
         &sb.palisade()
             .args(["logs", &sb.name])
@@ -974,7 +974,7 @@ fn an_exited_container_keeps_the_policy_applied_to_it() {
     let next = sb.connect_policy(&["allow tcp 127.0.0.2/32", "deny any"]);
     sb.apply(&next);
     let state_path = sb.root.join(&sb.name).join("state.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = support::deadline(10);
     let state = loop {
         let state: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();

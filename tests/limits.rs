@@ -196,7 +196,7 @@ fn a_bundle_container_has_it_and_update_changes_it() {
     );
     ok(&palisade(&sb, &["start", &sb.name]));
     let copied = out.join("limits.json");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = support::deadline(10);
     while std::fs::metadata(&copied).map_or(true, |m| m.len() == 0) {
         assert!(Instant::now() < deadline, "the job never copied {FILE}");
         thread::sleep(Duration::from_millis(20));

@@ -34,7 +34,7 @@ fn stderr(out: &Output) -> String {
 
 /// Polls `check` every 50 ms until it holds or `secs` have passed.
 fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = support::deadline(secs);
     loop {
         if check() {
             return true;

@@ -82,7 +82,7 @@ fn alive(pid: i32) -> bool {
 }
 
 fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = support::deadline(secs);
     while Instant::now() < deadline {
         if check() {
             return true;

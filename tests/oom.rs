@@ -26,7 +26,7 @@ fn start_agent(sb: &Sandbox) -> Agent {
 
 /// Waits until the agent watches container `name`'s memory.
 fn wait_watching(agent: &Agent, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = support::deadline(20);
     while !agent
         .log()
         .lines()
@@ -52,7 +52,7 @@ fn journal(root: &Path, name: &str) -> Vec<Value> {
 
 /// Waits until the journal has a record about `name` that `pred` accepts.
 fn wait_record(sb: &Sandbox, pred: impl Fn(&Value) -> bool, why: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = support::deadline(30);
     loop {
         if let Some(r) = journal(&sb.root, &sb.name).into_iter().find(&pred) {
             return r;
@@ -76,7 +76,7 @@ fn ps_row(sb: &Sandbox) -> Value {
 }
 
 fn wait_exited(sb: &Sandbox) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = support::deadline(30);
     loop {
         let row = ps_row(sb);
         if row["status"] == "exited" {
@@ -244,7 +244,7 @@ fn notify_reports_and_the_kernel_decides() {
     let r = wait_record(&sb, |r| r["kind"] == "oom_action", "no oom_action record");
     assert_eq!(r["action"], "notify", "{r}");
     assert_eq!(r["condition"], "oom", "{r}");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = support::deadline(20);
     while !x.join("after").exists() {
         assert!(Instant::now() < deadline, "the hog was never ended");
         thread::sleep(Duration::from_millis(20));
@@ -397,7 +397,7 @@ fn a_follower_sees_start_denial_oom_kill_and_exit_in_order() {
     wait_watching(&agent, &sb.name);
     fs::write(x.join("go"), "").unwrap();
     wait_exited(&sb);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = support::deadline(20);
     let records: Vec<Value> = loop {
         let text = fs::read_to_string(&stream).unwrap_or_default();
         let records: Vec<Value> = text

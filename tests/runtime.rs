@@ -67,7 +67,7 @@ fn run_detached(sb: &Sandbox, flags: &[&str], cmd: &[&str]) -> i32 {
 
 /// Polls `f` until it returns `Some`, for at most 20 s.
 fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = support::deadline(20);
     loop {
         if let Some(v) = f() {
             return v;

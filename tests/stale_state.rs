@@ -100,7 +100,7 @@ fn host_dirs(roots: &[&Path]) -> Vec<PathBuf> {
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = support::deadline(20);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(20));
@@ -139,9 +139,9 @@ fn assert_nothing_left(sb: &Sandbox, name: &str, context: &str) {
     );
 }
 
-/// `kill -9` of `palisade run` 0-20 ms into its start, 50 times: whatever
-/// each left is shown by `ps`, removed by `rm -f`, and the name can be
-/// used again at once.
+/// `kill -9` of `palisade run` 0-20 ms into its start (times the
+/// slowdown of an emulated guest), 50 times: whatever each left is shown
+/// by `ps`, removed by `rm -f`, and the name can be used again at once.
 #[test]
 fn killed_starts_are_cleaned_by_rm_and_the_name_is_reusable() {
     let _serial = serial();
@@ -152,7 +152,7 @@ fn killed_starts_are_cleaned_by_rm_and_the_name_is_reusable() {
     let (mut left, mut halfway) = (0, 0);
     for i in 0..50u64 {
         let name = format!("{}-{}", sb.name, i % 3);
-        let delay = Duration::from_micros((i * 7_919) % 20_001);
+        let delay = Duration::from_micros((i * 7_919) % 20_001 * support::slowdown());
         kill_run_after(&sb, &name, delay);
         let context = format!("run {i}, killed after {delay:?}");
         if ps_entry(&sb, &name).is_some() {
@@ -204,7 +204,8 @@ fn run_over_a_dead_start_cleans_it_and_starts() {
     ok(&sb.run(None, &["true"]));
     let mut hit = 0;
     for i in 0..40u64 {
-        kill_run_after(&sb, &sb.name, Duration::from_millis(2 + i % 15));
+        let delay = Duration::from_millis((2 + i % 15) * support::slowdown());
+        kill_run_after(&sb, &sb.name, delay);
         if ps_entry(&sb, &sb.name).is_none() {
             continue;
         }

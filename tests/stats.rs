@@ -341,7 +341,7 @@ fn memory_detail_shows_shared_and_anonymous_memory() {
     assert!(out.status.success(), "{}", support::describe(&out));
     const MIB: u64 = 1 << 20;
     // Until the workload has written and touched it all.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = support::deadline(20);
     loop {
         let logs = sb.palisade().args(["logs", &sb.name]).output().unwrap();
         if String::from_utf8_lossy(&logs.stdout).contains("ready") {

@@ -56,7 +56,7 @@ fn host_mem_total_kb() -> u64 {
 
 /// Waits (up to 20 s) until the container's `ps` view state is `want`.
 fn wait_view(sb: &Sandbox, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = support::deadline(20);
     loop {
         let now = ps_view(sb);
         if now == want {

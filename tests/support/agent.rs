@@ -52,7 +52,7 @@ impl Agent {
     /// Waits until its log holds `needle`; fails with `why` (and the log)
     /// after 20 s or if it exits meanwhile.
     pub fn wait_log(&mut self, needle: &str, why: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = crate::support::deadline(20);
         while !self.log().contains(needle) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{why}: the agent exited ({status}):\n{}", self.log());
@@ -96,7 +96,7 @@ impl Agent {
             return status;
         }
         self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = crate::support::deadline(10);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;

@@ -147,7 +147,7 @@ impl Workload {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn the workload");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = crate::support::deadline(10);
         let pid = loop {
             if let Ok(s) = fs::read_to_string(dir.join("pid")) {
                 break s.trim().parse::<i32>().unwrap();
@@ -293,7 +293,7 @@ impl Workload {
 /// Reaps `pid` once it has become our child (an orphan re-parented to
 /// us, the subreaper), or returns when it is gone; gives up after 10 s.
 pub fn reap_orphan(pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = crate::support::deadline(10);
     while Instant::now() < deadline {
         let mut status = 0;
         // SAFETY: status is a live i32; WNOHANG never blocks.

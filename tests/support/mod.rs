@@ -59,6 +59,29 @@ pub fn skip(test: &str, reason: &str) {
     }
 }
 
+/// Env var: how many times slower than this development host the tests
+/// run (`cargo xtask vm-test` sets it in an emulated guest). Waits for
+/// something to happen are stretched by it; no test asserts a time with it.
+pub const SLOWDOWN_ENV: &str = "PALISADE_TEST_SLOWDOWN";
+
+/// [`SLOWDOWN_ENV`]: 1 unless set; a value that is not a whole number of
+/// at least 1 fails the test rather than being guessed at.
+pub fn slowdown() -> u64 {
+    match std::env::var(SLOWDOWN_ENV) {
+        Err(_) => 1,
+        Ok(v) => match v.parse::<u64>() {
+            Ok(n) if n >= 1 => n,
+            _ => panic!("{SLOWDOWN_ENV}={v:?}: not a whole number of at least 1"),
+        },
+    }
+}
+
+/// The end of a wait of `secs` seconds for something to happen, stretched
+/// by [`slowdown`].
+pub fn deadline(secs: u64) -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(secs * slowdown())
+}
+
 /// A command's status and output, for assertion messages.
 pub fn describe(out: &Output) -> String {
     format!(
@@ -157,7 +180,7 @@ impl Sandbox {
     /// host pid of its first process.
     pub fn wait_running(&self) -> i32 {
         let path = self.root.join(&self.name).join("state.json");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let deadline = crate::support::deadline(20);
         while std::time::Instant::now() < deadline {
             if let Some(state) = std::fs::read_to_string(&path)
                 .ok()

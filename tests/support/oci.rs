@@ -308,7 +308,7 @@ pub fn cgroups_named(needle: &str) -> Vec<PathBuf> {
 /// Removes the cgroups under `parent` (which only this test uses): thaws
 /// them, kills what is still in them, removes them deepest first.
 fn remove_cgroups(parent: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = crate::support::deadline(10);
     loop {
         let mut dirs = leftover_cgroups(parent);
         if dirs.is_empty() || Instant::now() > deadline {

@@ -106,6 +106,12 @@ pub fn wait(root: &StateRoot, name: &str) -> Result<State, RuntimeError> {
     }
 }
 
+/// How long `rm` waits for a live monitor to see its container's end
+/// and clean up after it. The monitor does it in milliseconds on an idle
+/// host; a loaded or emulated one (seconds per exit under qemu TCG) needs
+/// the margin, and a monitor that is gone is not waited for at all.
+const MONITOR_WAIT: Duration = Duration::from_secs(60);
+
 /// Removes a container. One that runs is refused unless `force`, which
 /// kills it first and waits for its monitor to clean up. One whose creator
 /// or monitor died (`dead`, or killed half-way through its start) is
@@ -144,7 +150,7 @@ pub fn remove(root: &StateRoot, name: &str, force: bool) -> Result<(), RuntimeEr
     }
     // A monitor that has just saved its container's exit may not have
     // exited itself yet.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + MONITOR_WAIT;
     let (_lock, state) = loop {
         match claim(root, name) {
             Ok(Some(claimed)) => break claimed,
@@ -180,7 +186,7 @@ fn stop_and_wait(root: &StateRoot, state: &State) -> Result<(), RuntimeError> {
     if let Ok(fd) = container_process(state) {
         let _ = pidfd::send_signal(&fd, Signal::SIGKILL);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + MONITOR_WAIT;
     loop {
         match root.load(name) {
             // A foreground container's monitor removes it on exit.

@@ -149,7 +149,7 @@ impl Containerd {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = crate::support::deadline(30);
         loop {
             if self.socket().exists()
                 && self
@@ -295,7 +295,7 @@ impl Drop for Containerd {
         self.clean_up_tasks();
         let pid = Pid::from_raw(self.child.id() as i32);
         let _ = signal::kill(pid, signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = crate::support::deadline(10);
         while !matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
