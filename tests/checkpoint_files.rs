@@ -98,6 +98,44 @@ fn eventfd_timerfd_signalfd_and_epoll_work_after_restore() {
     w.restore_and_verify(&image, 0);
 }
 
+/// Before Linux 6.2 an eventfd's fdinfo does not say whether it counts as
+/// a semaphore, so palisade learns it by reading the count and writing it
+/// back while the tree is stopped: only when no process outside the tree
+/// holds the file, as this test does here. Refused, the count as it was.
+#[test]
+fn an_eventfd_shared_outside_the_tree_is_refused_where_its_mode_is_hidden() {
+    let w = files("events");
+    let info = |pid: i32| fs::read_to_string(format!("/proc/{pid}/fdinfo/81")).unwrap();
+    if info(w.pid).contains("eventfd-semaphore:") {
+        support::skip(
+            "an_eventfd_shared_outside_the_tree_is_refused_where_its_mode_is_hidden",
+            "this kernel's fdinfo shows whether an eventfd counts as a semaphore (6.2+): none is read to learn it",
+        );
+        let mut w = w;
+        w.trigger(true);
+        assert!(
+            w.child.take().unwrap().wait().unwrap().success(),
+            "log: {}",
+            w.log()
+        );
+        return;
+    }
+    // SAFETY: pidfd_open and pidfd_getfd of our own workload, by its pid:
+    // integers in, fds out, which we own and close.
+    let held = unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, w.pid, 0u32) as i32;
+        assert!(pidfd >= 0, "pidfd_open");
+        let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, 81, 0u32) as i32;
+        libc::close(pidfd);
+        assert!(fd >= 0, "pidfd_getfd");
+        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    };
+    // Refused, and the workload's own check (on exit) finds its counts.
+    let me = std::process::id();
+    assert_refused_unchanged(w, &format!("is also open in pid {me} outside the tree"));
+    drop(held);
+}
+
 /// Checkpoint of `pid` fails naming `expect`; no image, the process
 /// runs on untraced.
 fn refused(w: &Workload, expect: &str) {

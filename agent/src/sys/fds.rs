@@ -494,6 +494,39 @@ pub fn eventfd(flags: libc::c_int) -> nix::Result<OwnedFd> {
     owned(unsafe { libc::eventfd(0, flags) }.into())
 }
 
+/// Whether eventfd `fd`, whose count is `count` (as its fdinfo says),
+/// counts as a semaphore (EFD_SEMAPHORE), learnt by reading it: a read
+/// takes 1 from a semaphore's count and all of another's. Kernels before
+/// 6.2 show the mode nowhere else. The count is raised to 2 first if it
+/// is lower, so that neither read can block and the two answers differ,
+/// and is put back after: it ends as it was, plus whatever the kernel
+/// added meanwhile. The caller makes sure that no process it has not
+/// stopped holds the file, since one could read the count in between.
+pub fn eventfd_is_semaphore(fd: BorrowedFd<'_>, count: u64) -> nix::Result<bool> {
+    let add = |n: u64| nix::unistd::write(fd, &n.to_ne_bytes()).map(drop);
+    let take = || {
+        let mut b = [0u8; 8];
+        nix::unistd::read(fd, &mut b).map(|_| u64::from_ne_bytes(b))
+    };
+    let raised = 2u64.saturating_sub(count);
+    if raised > 0 {
+        add(raised)?;
+    }
+    let taken = take()?;
+    if taken >= raised {
+        // Put back what was there: all of it, or the 1 a semaphore gave.
+        if taken > raised {
+            add(taken - raised)?;
+        }
+    } else {
+        // A semaphore at 0 was raised by 2 and gave 1: take the other.
+        for _ in taken..raised {
+            take()?;
+        }
+    }
+    Ok(taken == 1)
+}
+
 /// signalfd(2) for the signals in `mask` (bit n-1 for signal n).
 pub fn signalfd(mask: u64, flags: libc::c_int) -> nix::Result<OwnedFd> {
     // SAFETY: the raw syscall reads an 8-byte kernel sigset from `mask`,
@@ -613,4 +646,39 @@ pub fn sock_diag_dump(req: &[u8]) -> nix::Result<Vec<Vec<u8>>> {
 pub unsafe fn close_inherited(fd: std::os::fd::RawFd) {
     // SAFETY: the caller guarantees no owner of `fd` uses it again here.
     unsafe { libc::close(fd) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The count fdinfo shows for our own eventfd `fd`.
+    fn count_of(fd: BorrowedFd<'_>) -> u64 {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+            .expect("fdinfo");
+        let v = info
+            .lines()
+            .find_map(|l| l.strip_prefix("eventfd-count:"))
+            .expect("an eventfd-count line");
+        u64::from_str_radix(v.trim(), 16).expect("hex")
+    }
+
+    #[test]
+    fn the_eventfd_probe_tells_a_semaphore_and_leaves_the_count() {
+        for semaphore in [false, true] {
+            for count in [0u64, 1, 2, 5, 1 << 40] {
+                let flags = libc::EFD_CLOEXEC | if semaphore { libc::EFD_SEMAPHORE } else { 0 };
+                let fd = eventfd(flags).unwrap();
+                if count > 0 {
+                    nix::unistd::write(&fd, &count.to_ne_bytes()).unwrap();
+                }
+                assert_eq!(
+                    eventfd_is_semaphore(fd.as_fd(), count),
+                    Ok(semaphore),
+                    "semaphore {semaphore}, count {count}"
+                );
+                assert_eq!(count_of(fd.as_fd()), count, "semaphore {semaphore}");
+            }
+        }
+    }
 }

@@ -44,6 +44,10 @@ pub struct Table {
     pids: Vec<i32>,
     /// (device, inode, fd, pid) of every object's file, for the locks.
     inodes: Vec<(u64, u64, i32, i32)>,
+    /// Eventfds whose fdinfo does not say whether they count as a
+    /// semaphore (before Linux 6.2): (object id, fdinfo eventfd-id), for
+    /// [`Table::finish`] to learn it once the whole tree is known.
+    eventfd_modes: Vec<(u32, Option<String>)>,
 }
 
 impl Default for Table {
@@ -62,6 +66,7 @@ impl Default for Table {
             objects: Vec::new(),
             pids: Vec::new(),
             inodes: Vec::new(),
+            eventfd_modes: Vec::new(),
         }
     }
 }
@@ -138,6 +143,12 @@ impl Table {
                         socket_filter,
                     });
                     self.inodes.push((st.st_dev, st.st_ino, n, pid));
+                    if link == "anon_inode:[eventfd]"
+                        && field(&info, "eventfd-semaphore:").is_none()
+                    {
+                        let eventfd_id = field(&info, "eventfd-id:").map(str::to_string);
+                        self.eventfd_modes.push((id, eventfd_id));
+                    }
                     taken.push((id, fd));
                     id
                 }
@@ -205,7 +216,36 @@ impl Table {
                 "a memfd (inode {ino}) that is both open as an fd and mapped: restored, the two would no longer be one object"
             )));
         }
-        let objects = self.objects;
+        let mut objects = self.objects;
+        for (id, eventfd_id) in &self.eventfd_modes {
+            let fd = self
+                .taken
+                .iter()
+                .find(|(i, _)| i == id)
+                .map(|(_, f)| f.as_fd());
+            let object = objects.iter_mut().find(|o| o.id == *id);
+            let (Some(fd), Some(o)) = (fd, object) else {
+                continue;
+            };
+            let FileKind::EventFd { count, semaphore } = &mut o.kind else {
+                continue;
+            };
+            let what = format!("an eventfd (object {id})");
+            let Some(eventfd_id) = eventfd_id else {
+                return Err(unsupported(format!(
+                    "{what}: this kernel's fdinfo shows neither whether it counts as a semaphore (Linux 6.2) nor its eventfd-id (5.17), so whether it is shared outside the tree cannot be checked"
+                )));
+            };
+            if let Some(holder) = eventfd_holder_outside(eventfd_id, &self.pids) {
+                return Err(unsupported(format!(
+                    "{what}, eventfd-id {eventfd_id}, is also open in pid {holder} outside the tree: this kernel (before 6.2) does not show whether it counts as a semaphore, and reading its count to learn it would change what pid {holder} sees"
+                )));
+            }
+            *semaphore = fds::eventfd_is_semaphore(fd, *count).map_err(CheckpointError::sys(
+                pid,
+                "read an eventfd and write its count back (to learn whether it counts as a semaphore)",
+            ))?;
+        }
         let entries = fds;
         // Every socket pair's other end must be here.
         for o in &objects {
@@ -241,6 +281,35 @@ impl Table {
         validate(&objects, &[], &self.d.blobs.data).map_err(CheckpointError::step(pid))?;
         Ok((objects, self.d.blobs.data))
     }
+}
+
+/// A process other than `tree`'s and this one with eventfd `eventfd_id`
+/// (fdinfo eventfd-id) open. A process that exits while it is looked at
+/// is not one.
+fn eventfd_holder_outside(eventfd_id: &str, tree: &[i32]) -> Option<i32> {
+    let me = std::process::id() as i32;
+    let pids = fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| *p != me && !tree.contains(p));
+    for p in pids {
+        let Ok(fds) = fs::read_dir(proc::path(p, "fd")) else {
+            continue;
+        };
+        for e in fds.flatten() {
+            let is_eventfd =
+                fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]");
+            let n = e.file_name();
+            let info = proc::path(p, &format!("fdinfo/{}", n.to_string_lossy()));
+            if is_eventfd
+                && fs::read_to_string(info)
+                    .is_ok_and(|i| field(&i, "eventfd-id:") == Some(eventfd_id))
+            {
+                return Some(p);
+            }
+        }
+    }
+    None
 }
 
 /// The SIGIO owner and signal of an open file description, and a
@@ -468,9 +537,8 @@ impl Dumper {
         match link {
             "anon_inode:[eventfd]" => Ok(FileKind::EventFd {
                 count: hex_field(info, "eventfd-count:")?,
-                semaphore: field(info, "eventfd-semaphore:")
-                    .ok_or_else(|| StepError::Failed("fdinfo has no eventfd-semaphore".into()))?
-                    == "1",
+                // Without the line (before 6.2), `Table::finish` learns it.
+                semaphore: field(info, "eventfd-semaphore:") == Some("1"),
             }),
             "anon_inode:[signalfd]" => Ok(FileKind::SignalFd {
                 mask: hex_field(info, "sigmask:")?,
