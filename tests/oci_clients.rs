@@ -413,7 +413,9 @@ fn podman_rm_leaves_nothing_behind() {
     // cleanup process deletes that one from the runtime).
     let pid = pod.run_detached("running", &[], "sleep 600");
     let running = pod.inspect("running", "{{.Id}}");
-    pod.run_detached("quick", &[], "usleep 200000");
+    // Long enough to be seen running (podman inspect) before it exits.
+    let quick_run = format!("usleep {}", 200_000 * support::slowdown());
+    pod.run_detached("quick", &[], &quick_run);
     assert!(
         wait_until(20, || pod.inspect("quick", "{{.State.Status}}") == "exited"),
         "quick never exited"
