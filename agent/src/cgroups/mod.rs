@@ -175,7 +175,11 @@ impl Hierarchies {
             removed: false,
         };
         within(&self.unified, enclosing, &relative, false).inspect_err(|_| made.removed = true)?;
-        self.enable_accounting(&self.unified.join(&relative));
+        // A nested container's parent is a container with processes of its
+        // own: its cgroup is left as it is (see `enable_accounting`).
+        if enclosing.is_empty() {
+            self.enable_accounting(&self.unified.join(&relative));
+        }
         create_leaf(&made.unified, false).inspect_err(|_| made.removed = true)?;
         Ok(made)
     }
@@ -186,8 +190,12 @@ impl Hierarchies {
     /// `parent` is offered them: on a pure v2 host a container that asks
     /// for no limit is still accounted. One the host does not delegate
     /// stays off, and its figures read as unknown (`-` in `stats`), never
-    /// 0; a nested container's parent (which has processes of its own,
-    /// so the kernel refuses) keeps what it has.
+    /// 0. Never called for a nested container's parent, which has
+    /// processes of its own: the kernel would refuse memory and io there,
+    /// but accept cpu and pids (threaded controllers), which would make
+    /// the parent a thread root, where no child can hold a process
+    /// (found in the 6.1 guest: the nested container's clone3 into its
+    /// cgroup failed with EOPNOTSUPP).
     fn enable_accounting(&self, parent: &Path) {
         let on_v1 = |v2: &str| {
             let v1 = if v2 == "io" { "blkio" } else { v2 };
