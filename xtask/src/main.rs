@@ -25,11 +25,14 @@ commands:
   build   check/install the toolchain, then build target/release/palisade
   test    build, then run every check: fmt, clippy, unit and integration tests (as root)
   demo    build, then run a container under the sample policy and show what it enforces
+          (demo --prebuilt PALISADE: with that binary, building nothing)
   bench   build, then run every benchmark in bench/ beside its peers (as root)
   rootfs  build a small busybox root filesystem at target/rootfs/busybox
-  vm-test [--kernel 6.1] [FILTER]
-          the integration tests in a qemu guest on Debian's kernel of that
-          series, pure cgroup v2 (as root; PALISADE_VM_ACCEL=kvm where KVM works)
+  vm-test [--kernel 6.1] [--demo | FILTER]
+          the integration tests and the demo in a qemu guest on Debian's kernel
+          of that series, pure cgroup v2 (as root; PALISADE_VM_ACCEL=kvm where
+          KVM works); FILTER: only the tests whose names contain it; --demo:
+          only the demo
   setup   only check/install the toolchain";
 
 fn main() -> ExitCode {
@@ -37,6 +40,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("build") => toolchain::ensure().and_then(|_| build()),
         Some("test") => toolchain::ensure().and_then(|_| test(&args[1..])),
+        // A binary built already, nothing built or installed: how vm-test
+        // runs the demo in its guest.
+        Some("demo") if args.get(1).is_some_and(|a| a == "--prebuilt") => match args.get(2) {
+            Some(bin) => demo::run(Path::new(bin)),
+            None => Err(anyhow::anyhow!("demo --prebuilt needs the palisade binary")),
+        },
         Some("demo") => toolchain::ensure()
             .and_then(|_| build_binary())
             .and_then(|bin| demo::run(&bin)),

@@ -1,6 +1,6 @@
-//! `cargo xtask vm-test [--kernel 6.1] [FILTER]`: the integration tests in
-//! a qemu guest running Debian's kernel of that series, on a pure cgroup
-//! v2 hierarchy. The guest shares the host's root read-only (9p; the
+//! `cargo xtask vm-test [--kernel 6.1] [--demo | FILTER]`: the integration
+//! tests, the demo and a start-latency comparison in a qemu guest running
+//! Debian's kernel of that series, on a pure cgroup v2 hierarchy. The guest shares the host's root read-only (9p; the
 //! built binaries, test executables and busybox rootfs come with it)
 //! under a writable tmpfs overlay, so it has the same userland; its
 //! results come back through a second, writable share.
@@ -46,12 +46,15 @@ const TEST_TIMEOUT_S: u32 = 1800;
 pub struct Options {
     pub series: String,
     pub filter: Option<String>,
+    /// `--demo`: the demo alone, no tests.
+    pub demo_only: bool,
 }
 
 pub fn parse(args: &[String]) -> Result<Options> {
     let mut options = Options {
         series: "6.1".into(),
         filter: None,
+        demo_only: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -62,10 +65,14 @@ pub fn parse(args: &[String]) -> Result<Options> {
                     .context("--kernel needs a series, such as 6.1")?
                     .clone();
             }
+            "--demo" => options.demo_only = true,
             other if other.starts_with('-') => bail!("vm-test: unknown flag {other}"),
             other if options.filter.is_none() => options.filter = Some(other.to_string()),
             other => bail!("vm-test: one FILTER only (got {other} too)"),
         }
+    }
+    if options.demo_only && options.filter.is_some() {
+        bail!("vm-test: --demo runs the demo alone, without tests: no FILTER with it");
     }
     if !options
         .series
@@ -271,16 +278,46 @@ fn test_executables() -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// What the guest runs, in this order.
+struct Plan<'a> {
+    /// Test executables, each with the name filter (every test if none).
+    executables: &'a [PathBuf],
+    filter: Option<&'a str>,
+    /// `xtask demo --prebuilt`, with this xtask executable.
+    demo: Option<PathBuf>,
+    /// The start-latency comparison with unshare.
+    latency: bool,
+    /// PALISADE_TEST_SLOWDOWN for the tests.
+    slowdown: u32,
+}
+
 /// The second stage, in the guest's new root: the kernel filesystems, a
 /// pure cgroup v2 hierarchy, writable /tmp and /run, the guest kernel's
-/// modules where modprobe looks, then every test executable.
-fn stage2(
-    kernel: &Kernel,
-    executables: &[PathBuf],
-    filter: Option<&str>,
-    results: &Path,
-    slowdown: u32,
-) -> String {
+/// modules where modprobe looks, then what `plan` says.
+fn stage2(kernel: &Kernel, plan: &Plan, results: &Path) -> String {
+    let Plan {
+        executables,
+        filter,
+        slowdown,
+        ..
+    } = plan;
+    let demo = plan
+        .demo
+        .as_ref()
+        .map(|xtask| {
+            format!(
+                "{} demo --prebuilt {} > \"$R/demo\" 2>&1\n\
+                 echo \"exit $?\" >> \"$R/demo\"\n",
+                xtask.display(),
+                root().join("target/release/palisade").display()
+            )
+        })
+        .unwrap_or_default();
+    let latency = if plan.latency {
+        format!("sh {}/start.sh >> \"$R/output\" 2>&1\n", results.display())
+    } else {
+        String::new()
+    };
     let tests: String = executables
         .iter()
         .map(|exe| {
@@ -315,7 +352,8 @@ fn stage2(
          {palisade} check >> \"$R/output\" 2>&1\n\
          cd {src}\n\
          {tests}\
-         sh {results}/start.sh >> \"$R/output\" 2>&1\n\
+         {demo}\
+         {latency}\
          sync\n\
          echo done > \"$R/done\"\n\
          poweroff -f\n",
@@ -394,25 +432,35 @@ pub fn vm_test(options: &Options) -> Result<()> {
     let initrd = initramfs(&kernel, &work)?;
     write_executable(&results.join("start.sh"), &start_latency())?;
     let accel = accel()?;
+    let full = options.filter.is_none() && !options.demo_only;
+    let plan = Plan {
+        executables: if options.demo_only { &[] } else { &executables },
+        filter: options.filter.as_deref(),
+        demo: (full || options.demo_only)
+            .then(std::env::current_exe)
+            .transpose()
+            .context("cannot find this xtask executable")?,
+        latency: full,
+        slowdown: slowdown(accel),
+    };
     write_executable(
         &results.join("stage2.sh"),
-        &stage2(
-            &kernel,
-            &executables,
-            options.filter.as_deref(),
-            &results,
-            slowdown(accel),
-        ),
+        &stage2(&kernel, &plan, &results),
     )?;
     println!(
-        "==> booting {} under qemu ({accel}), {} test executables{}",
+        "==> booting {} under qemu ({accel}): {} test executables{}{}",
         kernel.version,
-        executables.len(),
+        plan.executables.len(),
         options
             .filter
             .as_deref()
             .map(|f| format!(", filter {f}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if plan.demo.is_some() {
+            ", the demo"
+        } else {
+            ""
+        }
     );
     let started = Instant::now();
     let mut qemu = Command::new("qemu-system-x86_64")
@@ -489,8 +537,20 @@ pub fn vm_test(options: &Options) -> Result<()> {
     for skip in &skips {
         println!("  skipped {skip}");
     }
-    if failed > 0 || passed == 0 {
+    let demo = plan.demo.is_some().then(|| {
+        let text = std::fs::read_to_string(results.join("demo")).unwrap_or_default();
+        let passed = text.lines().last() == Some("exit 0");
+        println!(
+            "\n==> the demo in the guest\n{text}\nguest demo: {}",
+            if passed { "passed" } else { "FAILED" }
+        );
+        passed
+    });
+    if failed > 0 || (passed == 0 && !options.demo_only) {
         bail!("the tests did not pass in the guest");
+    }
+    if demo == Some(false) {
+        bail!("the demo did not pass in the guest");
     }
     Ok(())
 }
@@ -520,15 +580,24 @@ mod tests {
             modules: "/m".into(),
         };
         parses(&start_latency());
-        let script = stage2(
-            &kernel,
-            &[PathBuf::from("/t/a-1")],
-            Some("view"),
-            Path::new("/r"),
-            10,
-        );
+        let executables = [PathBuf::from("/t/a-1")];
+        let plan = Plan {
+            executables: &executables,
+            filter: Some("view"),
+            demo: Some(PathBuf::from("/x/xtask")),
+            latency: true,
+            slowdown: 10,
+        };
+        let script = stage2(&kernel, &plan, Path::new("/r"));
         parses(&script);
-        assert!(script.contains("PALISADE_TEST_SLOWDOWN=10"), "{script}");
+        for part in [
+            "PALISADE_TEST_SLOWDOWN=10",
+            "/t/a-1 --test-threads=2 'view'",
+            "/x/xtask demo --prebuilt ",
+            "sh /r/start.sh",
+        ] {
+            assert!(script.contains(part), "{part}: {script}");
+        }
     }
 
     #[test]
@@ -542,5 +611,7 @@ mod tests {
         assert!(parse(&args(&["--kernel", "six"])).is_err());
         assert!(parse(&args(&["a", "b"])).is_err());
         assert!(parse(&args(&["--fast"])).is_err());
+        assert!(parse(&args(&["--demo"])).unwrap().demo_only);
+        assert!(parse(&args(&["--demo", "view"])).is_err());
     }
 }
