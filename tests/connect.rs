@@ -305,7 +305,7 @@ fn policy_apply_is_atomic_under_a_connect_loop() {
     .unwrap();
     let script = format!(
         "import errno, socket, time\n\
-         end = time.monotonic() + 6\n\
+         end = time.monotonic() + {seconds}\n\
          while time.monotonic() < end:\n\
          \x20   row = []\n\
          \x20   for a in ('127.0.0.2', '127.0.0.3', '127.0.0.4'):\n\
@@ -315,7 +315,9 @@ fn policy_apply_is_atomic_under_a_connect_loop() {
          \x20       except OSError as e:\n\
          \x20           row.append(errno.errorcode[e.errno])\n\
          \x20       s.close()\n\
-         \x20   print(' '.join(row), flush=True)\n"
+         \x20   print(' '.join(row), flush=True)\n",
+        // Outlasts the 20 applies below, each a process of its own.
+        seconds = 6 * support::slowdown()
     );
     let child = sb
         .palisade()
