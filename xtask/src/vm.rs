@@ -340,7 +340,8 @@ fn stage2(kernel: &Kernel, plan: &Plan, results: &Path) -> String {
          mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
          echo '+cpuset +cpu +io +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control\n\
          mount -t bpf bpf /sys/fs/bpf\n\
-         mount -t tmpfs tmpfs /tmp\n\
+         /bin/busybox modprobe virtio_blk; /bin/busybox modprobe ext4\n\
+         mkfs.ext4 -q -F /dev/vda && mount /dev/vda /tmp || {{ echo 'no scratch disk' > \"$R/output\"; poweroff -f; }}\n\
          mount -t tmpfs tmpfs /run\n\
          mkdir -p /lib/modules/{version} && mount --bind {modules} /lib/modules/{version}\n\
          printf '#!/bin/sh\\nexec /bin/busybox modprobe \"$@\"\\n' > /run/modprobe && chmod +x /run/modprobe\n\
@@ -395,6 +396,24 @@ fn start_latency() -> String {
 /// Runs of each in [`start_latency`].
 const START_RUNS: u32 = 20;
 
+/// The guest's /tmp: an empty sparse file of [`SCRATCH_BYTES`], made
+/// afresh, which the guest formats (ext4) as its virtio disk /dev/vda. On
+/// a real block device, the tests' files use no guest memory, and I/O
+/// limits (io.max) and per-device I/O counts have a disk to work on.
+fn scratch_disk(work: &Path) -> Result<PathBuf> {
+    let path = work.join("scratch.img");
+    let _ = std::fs::remove_file(&path);
+    let file = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.set_len(SCRATCH_BYTES)
+        .with_context(|| format!("cannot size {}", path.display()))?;
+    Ok(path)
+}
+
+/// The scratch disk's size; sparse, it takes on the host only what the
+/// tests write.
+const SCRATCH_BYTES: u64 = 16 << 30;
+
 /// How many times longer the tests wait for something to happen in the
 /// guest (`PALISADE_TEST_SLOWDOWN`): TCG emulates every instruction, and
 /// a container's start there takes some 20 times as long as on the host
@@ -430,6 +449,7 @@ pub fn vm_test(options: &Options) -> Result<()> {
     let _ = std::fs::remove_dir_all(&results);
     std::fs::create_dir_all(&results)?;
     let initrd = initramfs(&kernel, &work)?;
+    let scratch = scratch_disk(&work)?;
     write_executable(&results.join("start.sh"), &start_latency())?;
     let accel = accel()?;
     let full = options.filter.is_none() && !options.demo_only;
@@ -487,6 +507,11 @@ pub fn vm_test(options: &Options) -> Result<()> {
             "-virtfs",
             "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap",
         ])
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=virtio,format=raw,cache=unsafe",
+            scratch.display()
+        ))
         .arg("-virtfs")
         .arg(format!(
             "local,path={},mount_tag=results,security_model=passthrough",
@@ -504,6 +529,8 @@ pub fn vm_test(options: &Options) -> Result<()> {
         let _ = writeln!(log, "{line}");
     }
     let status = qemu.wait()?;
+    // What the tests wrote: not kept.
+    let _ = std::fs::remove_file(&scratch);
     let took = started.elapsed().as_secs();
     let output = std::fs::read_to_string(results.join("output")).unwrap_or_default();
     if !results.join("done").exists() {
