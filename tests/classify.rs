@@ -123,6 +123,19 @@ fn classified(sb: &Sandbox) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The agent's classification records once there is one: it journals a
+/// move after making it.
+fn classified_once(sb: &Sandbox) -> Vec<serde_json::Value> {
+    let deadline = support::deadline(10);
+    loop {
+        let records = classified(sb);
+        if !records.is_empty() || Instant::now() > deadline {
+            return records;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Kills a process by pid and reaps it if it is our child.
 fn end(child: &mut Child) {
     let _ = child.kill();
@@ -158,7 +171,7 @@ fn uid_rule_holds_and_moves_a_host_process_under_the_containers_policy() {
     assert!(!other.contains("/palisade/"), "{other}");
     assert!(other.contains("connect 127.0.0.2 ok"), "{other}");
 
-    let records = classified(&sb);
+    let records = classified_once(&sb);
     assert_eq!(records.len(), 1, "{records:?}");
     let r = &records[0];
     assert_eq!(r["container"], sb.name.as_str());
@@ -212,7 +225,7 @@ fn exe_glob_rule_moves_a_running_process_and_leaves_others() {
         "{}",
         cgroup_of(left.id())
     );
-    let records = classified(&sb);
+    let records = classified_once(&sb);
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["pid"].as_u64(), Some(u64::from(moved.id())));
     assert_eq!(records[0]["held"], false);

@@ -135,7 +135,7 @@ impl Workload {
                 Ok(())
             });
         }
-        let child = cmd
+        let mut child = cmd
             .arg(compile_workload(&dir, name))
             .arg(dir.join("pid"))
             .arg(dir.join("trigger"))
@@ -151,6 +151,12 @@ impl Workload {
         let pid = loop {
             if let Ok(s) = fs::read_to_string(dir.join("pid")) {
                 break s.trim().parse::<i32>().unwrap();
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the workload {name} {extra:?} exited ({status}) before writing its pid; log: {}",
+                    fs::read_to_string(dir.join("log")).unwrap_or_default()
+                );
             }
             assert!(
                 Instant::now() < deadline,
