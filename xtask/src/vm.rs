@@ -354,6 +354,7 @@ fn stage2(kernel: &Kernel, plan: &Plan, results: &Path) -> String {
          cd {src}\n\
          {tests}\
          {demo}\
+         for d in /sys/fs/bpf/palisade /sys/fs/cgroup/palisade; do [ -d $d ] && find $d -mindepth 1 -maxdepth 1 -type d; done > \"$R/left\" 2>&1\n\
          {latency}\
          sync\n\
          echo done > \"$R/done\"\n\
@@ -573,11 +574,20 @@ pub fn vm_test(options: &Options) -> Result<()> {
         );
         passed
     });
+    // Nothing else runs in the guest: what is left is the tests' or the
+    // demo's debris.
+    let left = std::fs::read_to_string(results.join("left")).unwrap_or_default();
+    if !left.trim().is_empty() {
+        println!("\nleft behind in the guest (BPF pins, cgroups):\n{left}");
+    }
     if failed > 0 || (passed == 0 && !options.demo_only) {
         bail!("the tests did not pass in the guest");
     }
     if demo == Some(false) {
         bail!("the demo did not pass in the guest");
+    }
+    if !left.trim().is_empty() {
+        bail!("the guest's tests left BPF pins or cgroups behind");
     }
     Ok(())
 }
