@@ -362,13 +362,12 @@ fn stage2(kernel: &Kernel, plan: &Plan, results: &Path) -> String {
          mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
          echo '+cpuset +cpu +io +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control\n\
          mount -t bpf bpf /sys/fs/bpf\n\
-         /bin/busybox modprobe virtio_blk; /bin/busybox modprobe ext4\n\
-         mkfs.ext4 -q -F /dev/vda && mount /dev/vda /tmp || {{ echo 'no scratch disk' > \"$R/output\"; poweroff -f; }}\n\
          mount -t tmpfs tmpfs /run\n\
          mkdir -p /lib/modules/{version} && mount --bind {modules} /lib/modules/{version}\n\
          printf '#!/bin/sh\\nexec /bin/busybox modprobe \"$@\"\\n' > /run/modprobe && chmod +x /run/modprobe\n\
          echo /run/modprobe > /proc/sys/kernel/modprobe\n\
-         for m in fuse veth bridge sch_htb tun loop; do /bin/busybox modprobe $m; done\n\
+         for m in fuse veth bridge sch_htb tun loop virtio_blk ext4; do /bin/busybox modprobe $m; done\n\
+         mkfs.ext4 -q -F /dev/vda && mount /dev/vda /tmp || {{ echo 'no scratch disk' > \"$R/output\"; poweroff -f; }}\n\
          ip link set lo up\n\
          echo \"guest: $(uname -r), cgroup: $(stat -fc %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.controllers)\" > \"$R/output\"\n\
          export PALISADE_TEST_SKIPS=\"$R/skips\" PALISADE_TEST_SLOWDOWN={slowdown}\n\
