@@ -367,7 +367,9 @@ fn stage2(kernel: &Kernel, plan: &Plan, results: &Path) -> String {
          printf '#!/bin/sh\\nexec /bin/busybox modprobe \"$@\"\\n' > /run/modprobe && chmod +x /run/modprobe\n\
          echo /run/modprobe > /proc/sys/kernel/modprobe\n\
          for m in fuse veth bridge sch_htb tun loop virtio_blk ext4; do /bin/busybox modprobe $m; done\n\
+         mkdir /run/host-tmp && mount --rbind /tmp /run/host-tmp\n\
          mkfs.ext4 -q -F /dev/vda && mount /dev/vda /tmp || {{ echo 'no scratch disk' > \"$R/output\"; poweroff -f; }}\n\
+         {keep_src}\
          ip link set lo up\n\
          echo \"guest: $(uname -r), cgroup: $(stat -fc %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.controllers)\" > \"$R/output\"\n\
          export PALISADE_TEST_SKIPS=\"$R/skips\" PALISADE_TEST_SLOWDOWN={slowdown}\n\
@@ -384,8 +386,26 @@ fn stage2(kernel: &Kernel, plan: &Plan, results: &Path) -> String {
         version = kernel.version,
         modules = kernel.modules.display(),
         src = root().display(),
+        keep_src = keep_source(),
         palisade = root().join("target/release/palisade").display(),
     )
+}
+
+/// A checkout under /tmp (a CI clone, say) stays at its path in the
+/// guest once the scratch disk is mounted over /tmp: the host's /tmp,
+/// kept at /run/host-tmp with what is mounted below it (the results
+/// share), lends it back (the test executables and the binary they run
+/// are named by their absolute paths).
+fn keep_source() -> String {
+    let src = root();
+    match src.strip_prefix("/tmp") {
+        Ok(rel) => format!(
+            "mkdir -p {src} && mount --rbind /run/host-tmp/{rel} {src}\n",
+            src = src.display(),
+            rel = rel.display()
+        ),
+        Err(_) => String::new(),
+    }
 }
 
 /// Start-to-exit of `/bin/true` in the guest, `START_RUNS` times each,
