@@ -300,7 +300,7 @@ fn a_foreground_restore_prints_the_containers_output() {
         .args(["restore", "--dir"])
         .arg(&image)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(fg.stdout.take().unwrap()).lines();
@@ -318,8 +318,13 @@ fn a_foreground_restore_prints_the_containers_output() {
     assert_eq!(second, first + 1);
     let out = sb.palisade().args(["rm", "-f", &sb.name]).output().unwrap();
     assert!(out.status.success(), "rm: {}", describe(&out));
-    let status = fg.wait().unwrap();
-    assert_eq!(status.code(), Some(137), "restore ends with its container");
+    let out = fg.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "restore ends with its container: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The image's meta.json with its recipe changed by `change`, its CRC
