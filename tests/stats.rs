@@ -106,7 +106,7 @@ fn stats_of_exited_and_removed_containers_behave_as_documented() {
         .unwrap();
     assert!(out.status.success());
     let wait = sb.palisade().args(["wait", &sb.name]).output().unwrap();
-    assert!(wait.status.success());
+    assert!(wait.status.success(), "wait: {}", support::describe(&wait));
     // Exited: listed, with nothing measured (the counters went with it).
     let all = stats_json(&sb, &[&sb.name]);
     let s = &all[0];
