@@ -93,11 +93,17 @@ pub fn wait(root: &StateRoot, name: &str) -> Result<State, RuntimeError> {
         match state.status {
             Status::Exited => return Ok(state),
             _ if !root.creator_alive(&state) => {
+                // The monitor may have saved the exit and gone since the
+                // state was read (found in the 6.1 guest: `wait` failed).
+                let now = root.load(name)?;
+                if now.status == Status::Exited {
+                    return Ok(now);
+                }
                 return Err(RuntimeError::WrongStatus {
                     name: name.to_string(),
                     status: format!(
                         "{} but its monitor (pid {}) is gone",
-                        state.status, state.monitor_pid
+                        now.status, now.monitor_pid
                     ),
                 });
             }
